@@ -1,0 +1,201 @@
+//! The child's side: recognising a spawned child in `init()`, the bootstrap handshake, running
+//! the entry point, reporting a panic and ending with `_exit`.
+
+use std::cell::{Cell, RefCell};
+use std::ffi::OsStr;
+use std::io::Write;
+use std::os::fd::{AsFd, RawFd};
+use std::os::unix::net::UnixStream;
+use std::panic::{self, AssertUnwindSafe};
+use std::sync::Arc;
+
+use crate::current;
+use crate::error::{ErrorKind, RemotePanic};
+use crate::registry::{self, BuildId, Entry};
+use crate::start::{self, ChildMessage, FailKind, Launch, Role, EXIT_BOOTSTRAP_FAILED};
+use crate::{process, sys, wire};
+
+/// argv[1] of a spawned child; argv[2] is the number of its control socket. The bootstrap data
+/// itself travels on that socket, never in argv.
+pub(crate) const CHILD_FLAG: &str = "--multiproc-child";
+
+/// In `init()`: when this process is a spawned child, runs it and never returns.
+pub(crate) fn enter_if_child() {
+    let mut args = std::env::args_os().skip(1);
+    if args.next().as_deref() != Some(OsStr::new(CHILD_FLAG)) {
+        return;
+    }
+    let fd = args
+        .next()
+        .and_then(|s| s.to_str().and_then(|s| s.parse::<RawFd>().ok()));
+    let control = match fd.map(sys::adopt_socket) {
+        Some(Ok(control)) => control,
+        Some(Err(err)) => bail_early(&format!("{CHILD_FLAG} was given a descriptor that is not a control socket: {err}")),
+        None => bail_early(&format!("{CHILD_FLAG} needs the number of its control socket")),
+    };
+    serve(control)
+}
+
+fn bail_early(message: &str) -> ! {
+    eprintln!("multiproc: {message} (this flag is for processes started by multiproc)");
+    sys::exit_now(EXIT_BOOTSTRAP_FAILED)
+}
+
+/// Child side of the bootstrap handshake (a spawned binary, or a fork-server child).
+pub(crate) fn serve(control: UnixStream) -> ! {
+    let deadline = sys::deadline_after(start::BOOTSTRAP_TIMEOUT);
+    let build = match wire::recv::<BuildId>(&control, deadline) {
+        Ok(Some(build)) => build,
+        Ok(None) => sys::exit_now(EXIT_BOOTSTRAP_FAILED),
+        Err(err) => refuse(&control, FailKind::Bootstrap, format!("cannot read the bootstrap: {err}")),
+    };
+    let mine = BuildId::current();
+    if build != mine {
+        let exe = std::fs::read_link("/proc/self/exe")
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|_| "?".into());
+        refuse(
+            &control,
+            FailKind::BuildMismatch,
+            format!("the child binary {exe} (build {mine}) is not the parent's build ({build}); rebuild and start again"),
+        );
+    }
+    let role = match wire::recv::<Role>(&control, deadline) {
+        Ok(Some(role)) => role,
+        Ok(None) => sys::exit_now(EXIT_BOOTSTRAP_FAILED),
+        Err(err) => refuse(&control, FailKind::Bootstrap, format!("cannot read the bootstrap: {err}")),
+    };
+    match role {
+        Role::ForkServer => {
+            if wire::send(&control, &ChildMessage::Ready).is_err() {
+                sys::exit_now(EXIT_BOOTSTRAP_FAILED);
+            }
+            start::forkserver::serve(control)
+        }
+        Role::Run(launch) => {
+            let entry = match registry::lookup(&launch.entry) {
+                Ok(entry) => entry,
+                Err(err) => refuse(&control, FailKind::UnknownEntry, err.message().to_string()),
+            };
+            if wire::send(&control, &ChildMessage::Ready).is_err() {
+                sys::exit_now(EXIT_BOOTSTRAP_FAILED);
+            }
+            run(control, launch, entry)
+        }
+    }
+}
+
+/// Says why the bootstrap is refused, on both sides, and exits.
+fn refuse(control: &UnixStream, kind: FailKind, message: String) -> ! {
+    eprintln!("multiproc: {message}");
+    let _ = wire::send(control, &ChildMessage::Failed { kind, message });
+    sys::exit_now(EXIT_BOOTSTRAP_FAILED)
+}
+
+thread_local! {
+    static IN_TARGET: Cell<bool> = const { Cell::new(false) };
+    static LAST_PANIC: RefCell<Option<(String, Option<String>)>> = const { RefCell::new(None) };
+}
+
+/// Becomes the child described by `launch`, runs `entry`, reports, exits. Never returns.
+pub(crate) fn run(control: UnixStream, launch: Launch, entry: &'static Entry) -> ! {
+    let control = Arc::new(control);
+    current::register_fd(&*control);
+    {
+        let mut me = current::lock_me();
+        current::become_child(
+            &mut me,
+            launch.name.clone(),
+            launch.identity.clone(),
+            launch.daemon,
+            launch.start_method,
+            launch.parent_name.clone(),
+            launch.parent_pid,
+            control.clone(),
+        );
+    }
+    sys::stdin_to_devnull();
+    if launch.daemon {
+        watch_parent(control.clone());
+    }
+    install_panic_hook(launch.name.clone());
+
+    IN_TARGET.with(|t| t.set(true));
+    let result = panic::catch_unwind(AssertUnwindSafe(|| entry.invoke(&launch.payload)));
+    IN_TARGET.with(|t| t.set(false));
+    let code = match result {
+        Ok(Ok(_output)) => 0,
+        Ok(Err(err)) => {
+            eprintln!("Process {}:\n{err}", launch.name);
+            let kind = if err.kind() == ErrorKind::Codec { FailKind::Codec } else { FailKind::Bootstrap };
+            let _ = wire::send(&control, &ChildMessage::Failed { kind, message: err.to_string() });
+            1
+        }
+        Err(payload) => {
+            let (message, location) = LAST_PANIC
+                .with(|p| p.borrow_mut().take())
+                .unwrap_or_else(|| (panic_message(&*payload), None));
+            let report = RemotePanic {
+                message,
+                location,
+                process: launch.name.clone(),
+                pid: std::process::id() as i32,
+            };
+            let _ = wire::send(&control, &ChildMessage::Panicked(report));
+            1
+        }
+    };
+    finish(code)
+}
+
+/// Python's `_exit_function` then `_exit`: daemonic children terminated, the others joined,
+/// stdio flushed; no destructor of the parent's copied state runs.
+pub(crate) fn finish(code: i32) -> ! {
+    process::shutdown_children();
+    let _ = std::io::stdout().flush();
+    let _ = std::io::stderr().flush();
+    sys::exit_now(code)
+}
+
+/// A daemonic child dies with its parent, even when the parent is SIGKILLed: a thread waits for
+/// the parent's end of the control socket to close.
+fn watch_parent(control: Arc<UnixStream>) {
+    let spawned = std::thread::Builder::new()
+        .name("multiproc-parent-watch".into())
+        .spawn(move || {
+            if let Ok(events) = sys::poll_one(control.as_fd(), sys::PEER_CLOSED, None) {
+                if events != 0 {
+                    sys::exit_now(1);
+                }
+            }
+        });
+    if let Err(err) = spawned {
+        eprintln!("multiproc: cannot watch the parent process, this daemonic child may outlive it: {err}");
+    }
+}
+
+fn install_panic_hook(name: String) {
+    let default = panic::take_hook();
+    panic::set_hook(Box::new(move |info| {
+        if IN_TARGET.with(|t| t.get()) {
+            let message = info
+                .payload_as_str()
+                .map(str::to_string)
+                .unwrap_or_else(|| "Box<dyn Any>".to_string());
+            let location = info.location().map(|l| l.to_string());
+            LAST_PANIC.with(|p| *p.borrow_mut() = Some((message, location)));
+            eprintln!("Process {name}:");
+        }
+        default(info);
+    }));
+}
+
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        s.to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "Box<dyn Any>".to_string()
+    }
+}

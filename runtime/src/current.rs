@@ -1,0 +1,201 @@
+//! Who this process is: `current_process()`, `parent_process()`, `cpu_count()`, and the
+//! per-process state every other module reads (identity counter, descriptors to close in
+//! forked children, whether `init()` ran).
+
+use std::os::fd::{AsFd, AsRawFd, RawFd};
+use std::os::unix::net::UnixStream;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use crate::error::Result;
+use crate::start::StartMethod;
+use crate::sys;
+
+/// This process as seen by multiproc. Returned by [`current_process`].
+#[derive(Debug, Clone)]
+pub struct CurrentProcess {
+    name: String,
+    identity: Vec<u32>,
+    daemon: bool,
+    start_method: Option<StartMethod>,
+}
+
+impl CurrentProcess {
+    /// `"MainProcess"` in the main process, the `Process`'s name in a child.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The operating system's pid of this process.
+    pub fn pid(&self) -> u32 {
+        std::process::id()
+    }
+
+    /// Whether this process is daemonic (a daemonic process cannot start children).
+    pub fn daemon(&self) -> bool {
+        self.daemon
+    }
+
+    /// The position in the process tree: `[]` for the main process, `[2]` for `Process-2`,
+    /// `[2, 1]` for its first child.
+    pub fn identity(&self) -> &[u32] {
+        &self.identity
+    }
+
+    /// The start method this process was started with (`None` in the main process).
+    pub fn start_method(&self) -> Option<StartMethod> {
+        self.start_method
+    }
+}
+
+/// The process that started this one. Returned by [`parent_process`].
+#[derive(Debug, Clone)]
+pub struct ParentProcess {
+    name: String,
+    pid: i32,
+    control: Arc<UnixStream>,
+}
+
+impl ParentProcess {
+    /// The parent's name (`"MainProcess"`, `"Process-1"`, ...).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The parent's pid.
+    pub fn pid(&self) -> u32 {
+        self.pid as u32
+    }
+
+    /// Whether the parent is still alive: its end of our control socket is still open.
+    pub fn is_alive(&self) -> bool {
+        matches!(sys::poll_one(self.control.as_fd(), sys::PEER_CLOSED, Some(std::time::Instant::now())), Ok(0))
+    }
+
+    /// Waits until the parent has died, at most `timeout`; returns whether it did.
+    pub fn join_timeout(&self, timeout: Duration) -> Result<bool> {
+        let seen = sys::poll_one(self.control.as_fd(), sys::PEER_CLOSED, sys::deadline_after(timeout))
+            .map_err(|err| crate::Error::io("cannot wait for the parent process", err))?;
+        Ok(seen != 0)
+    }
+}
+
+pub(crate) struct Me {
+    pub process: CurrentProcess,
+    pub parent: Option<ParentProcess>,
+}
+
+fn me_cell() -> &'static Mutex<Me> {
+    static ME: Mutex<Me> = Mutex::new(Me {
+        process: CurrentProcess {
+            name: String::new(),
+            identity: Vec::new(),
+            daemon: false,
+            start_method: None,
+        },
+        parent: None,
+    });
+    &ME
+}
+
+pub(crate) fn lock_me() -> MutexGuard<'static, Me> {
+    let mut me = me_cell().lock().unwrap_or_else(PoisonError::into_inner);
+    if me.process.name.is_empty() {
+        me.process.name = "MainProcess".to_string();
+    }
+    me
+}
+
+/// This process: its name, pid and daemon flag.
+///
+/// ```
+/// let me = multiproc::current_process();
+/// assert_eq!(me.name(), "MainProcess");
+/// assert_eq!(me.pid(), std::process::id());
+/// ```
+pub fn current_process() -> CurrentProcess {
+    lock_me().process.clone()
+}
+
+/// The parent of this process, `None` in the main process.
+///
+/// ```
+/// assert!(multiproc::parent_process().is_none());
+/// ```
+pub fn parent_process() -> Option<ParentProcess> {
+    lock_me().parent.clone()
+}
+
+/// The number of CPUs this process may run on (its affinity mask), at least 1: Python's
+/// `os.process_cpu_count()`.
+///
+/// ```
+/// assert!(multiproc::cpu_count() >= 1);
+/// ```
+pub fn cpu_count() -> usize {
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+}
+
+/// Sets who this process is, in a freshly started child.
+pub(crate) fn become_child(
+    me: &mut Me,
+    name: String,
+    identity: Vec<u32>,
+    daemon: bool,
+    start_method: StartMethod,
+    parent_name: String,
+    parent_pid: i32,
+    control: Arc<UnixStream>,
+) {
+    me.process = CurrentProcess {
+        name,
+        identity,
+        daemon,
+        start_method: Some(start_method),
+    };
+    me.parent = Some(ParentProcess {
+        name: parent_name,
+        pid: parent_pid,
+        control,
+    });
+    COUNTER.store(1, Ordering::Relaxed);
+}
+
+static COUNTER: AtomicU32 = AtomicU32::new(1);
+
+/// The next child number of this process (Python's `_process_counter`), consumed even when the
+/// child gets an explicit name.
+pub(crate) fn next_child_number() -> u32 {
+    COUNTER.fetch_add(1, Ordering::Relaxed)
+}
+
+static INITIALIZED: AtomicBool = AtomicBool::new(false);
+
+pub(crate) fn mark_initialized() -> bool {
+    INITIALIZED.swap(true, Ordering::SeqCst)
+}
+
+pub(crate) fn initialized() -> bool {
+    INITIALIZED.load(Ordering::SeqCst)
+}
+
+/// Descriptors the library holds for its children and servers. A forked child closes them all
+/// at once, so that it never keeps another child's control socket (or the fork server's) open.
+static LIBRARY_FDS: Mutex<Vec<RawFd>> = Mutex::new(Vec::new());
+
+pub(crate) fn lock_library_fds() -> MutexGuard<'static, Vec<RawFd>> {
+    LIBRARY_FDS.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+pub(crate) fn register_fd(fd: &impl AsRawFd) {
+    lock_library_fds().push(fd.as_raw_fd());
+}
+
+pub(crate) fn unregister_fd(fd: &impl AsRawFd) {
+    let raw = fd.as_raw_fd();
+    let mut fds = lock_library_fds();
+    if let Some(i) = fds.iter().rposition(|&f| f == raw) {
+        fds.swap_remove(i);
+    }
+}

@@ -1,0 +1,215 @@
+//! The one public error type of multiproc.
+//!
+//! An [`Error`] has a [`kind`](Error::kind) to match on, a lowercase message that says what went
+//! wrong and, where there is one, a [`source`](std::error::Error::source) (an I/O error, a codec
+//! error). A panic in a child is data ([`RemotePanic`]), a timeout is distinct from a disconnect.
+
+use std::fmt;
+use std::io;
+
+use serde::{Deserialize, Serialize};
+
+/// `Result<T, multiproc::Error>`.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What kind of failure an [`Error`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// `start` was called on a process that was already started.
+    AlreadyStarted,
+    /// The operation needs a started process (`join`, `terminate`, ...).
+    NotStarted,
+    /// The process object was closed with `close`.
+    Closed,
+    /// `close` was called while the process is still running.
+    StillRunning,
+    /// A daemonic process tried to start a child process.
+    DaemonicChildren,
+    /// The operation is allowed only in the process that created the object.
+    NotOwner,
+    /// The global start method was already set.
+    ContextAlreadySet,
+    /// `fork` was refused because this process has other threads (see `ForkPolicy`).
+    ForkUnsafe,
+    /// The child does not know the entry point the parent asked for.
+    UnknownEntry,
+    /// The child binary is not the parent's build.
+    BuildMismatch,
+    /// The child could not be started, or its bootstrap failed.
+    Bootstrap,
+    /// The fork server failed or died.
+    ForkServer,
+    /// A value failed to encode or a frame failed to decode.
+    Codec,
+    /// The peer went away (end of file, broken pipe).
+    Disconnected,
+    /// A bounded wait ran out.
+    Timeout,
+    /// The code ran in a child and panicked.
+    Panicked,
+    /// The child process died (killed by a signal or exited) before it finished its work.
+    Died,
+    /// An argument was out of range.
+    InvalidInput,
+    /// An operating system call failed.
+    Io,
+}
+
+/// A panic that happened in another process, as data: message and location.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RemotePanic {
+    /// The panic payload when it was a string (`panic!("...")`), else `Box<dyn Any>`.
+    pub message: String,
+    /// `file:line:column` of the panic, when known.
+    pub location: Option<String>,
+    /// Name of the process that panicked (`Process-1`, `MyProcess-2`, ...).
+    pub process: String,
+    /// Pid of the process that panicked.
+    pub pid: i32,
+}
+
+impl fmt::Display for RemotePanic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "process {} (pid {}) panicked", self.process, self.pid)?;
+        if let Some(location) = &self.location {
+            write!(f, " at {location}")?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+/// The error type of every fallible multiproc operation.
+pub struct Error {
+    kind: ErrorKind,
+    message: String,
+    panic: Option<Box<RemotePanic>>,
+    source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
+}
+
+impl Error {
+    /// A new error of `kind` with a lowercase message.
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Error {
+            kind,
+            message: message.into(),
+            panic: None,
+            source: None,
+        }
+    }
+
+    /// Attaches the underlying cause.
+    pub fn with_source(mut self, source: impl std::error::Error + Send + Sync + 'static) -> Self {
+        self.source = Some(Box::new(source));
+        self
+    }
+
+    /// An error that carries a remote panic.
+    pub fn panicked(panic: RemotePanic) -> Self {
+        Error {
+            kind: ErrorKind::Panicked,
+            message: panic.to_string(),
+            panic: Some(Box::new(panic)),
+            source: None,
+        }
+    }
+
+    /// What kind of error this is.
+    pub fn kind(&self) -> ErrorKind {
+        self.kind
+    }
+
+    /// The remote panic, when [`kind`](Self::kind) is [`ErrorKind::Panicked`].
+    pub fn remote_panic(&self) -> Option<&RemotePanic> {
+        self.panic.as_deref()
+    }
+
+    /// The message, without the source.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// An I/O error with context: `"{context}: {err}"`.
+    pub(crate) fn io(context: impl fmt::Display, err: impl Into<io::Error>) -> Self {
+        let err = err.into();
+        let kind = match err.kind() {
+            io::ErrorKind::BrokenPipe
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::UnexpectedEof => ErrorKind::Disconnected,
+            io::ErrorKind::TimedOut => ErrorKind::Timeout,
+            _ => ErrorKind::Io,
+        };
+        Error::new(kind, context.to_string()).with_source(err)
+    }
+
+    pub(crate) fn timeout(message: impl Into<String>) -> Self {
+        Error::new(ErrorKind::Timeout, message)
+    }
+}
+
+impl From<nix::Error> for Error {
+    fn from(err: nix::Error) -> Self {
+        Error::io("system call failed", io::Error::from(err))
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)?;
+        if let Some(source) = &self.source {
+            write!(f, ": {source}")?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut d = f.debug_struct("Error");
+        d.field("kind", &self.kind).field("message", &self.message);
+        if let Some(panic) = &self.panic {
+            d.field("panic", panic);
+        }
+        if let Some(source) = &self.source {
+            d.field("source", source);
+        }
+        d.finish()
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source
+            .as_deref()
+            .map(|s| s as &(dyn std::error::Error + 'static))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn display_chains_source() {
+        let err = Error::io("reading bootstrap", io::Error::from(io::ErrorKind::UnexpectedEof));
+        assert_eq!(err.kind(), ErrorKind::Disconnected);
+        assert!(err.to_string().starts_with("reading bootstrap: "));
+        assert!(std::error::Error::source(&err).is_some());
+    }
+
+    #[test]
+    fn remote_panic_is_data() {
+        let err = Error::panicked(RemotePanic {
+            message: "boom".into(),
+            location: Some("src/main.rs:3:5".into()),
+            process: "Process-1".into(),
+            pid: 42,
+        });
+        assert_eq!(err.kind(), ErrorKind::Panicked);
+        assert_eq!(
+            err.to_string(),
+            "process Process-1 (pid 42) panicked at src/main.rs:3:5: boom"
+        );
+        assert_eq!(err.remote_panic().unwrap().message, "boom");
+    }
+}

@@ -1,0 +1,481 @@
+//! `Process`: one child process running a `#[process]` function or a subclass-style type.
+
+use std::fmt;
+use std::os::fd::AsFd;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use crate::codec;
+use crate::context;
+use crate::current::{self, current_process};
+use crate::error::{Error, ErrorKind, RemotePanic, Result};
+use crate::registry::{self, Runnable, Target};
+use crate::start::{self, ChildMessage, Launch, Popen, StartMethod};
+use crate::sys;
+
+/// A child process, as Python's `multiprocessing.Process`.
+///
+/// Made with [`Process::new`] from a `#[process]` function and its arguments, or with
+/// [`Process::from`] from a value of a subclass-style type; started with
+/// [`start`](Process::start), waited for with [`join`](Process::join).
+///
+/// ```
+/// use multiproc::{process, Process, StartMethod};
+///
+/// #[process]
+/// fn greet(name: String) {
+///     println!("hello, {name}");
+/// }
+///
+/// # fn main() -> multiproc::Result<()> {
+/// let p = Process::new(greet, "world".to_string()).with_start_method(StartMethod::Fork);
+/// p.start()?;
+/// assert_eq!(p.join()?, 0);
+/// # Ok(())
+/// # }
+/// ```
+///
+/// A `Process` is a handle: clones refer to the same child, and [`active_children`] returns
+/// handles too. Dropping the last handle of a running child does not stop it (as in Python):
+/// the child stays in [`active_children`], is reaped by the next `start` or
+/// `active_children` call, and is joined (or terminated, if daemonic) when `main` returns.
+#[derive(Clone)]
+pub struct Process {
+    inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    creator: u32,
+    state: Mutex<State>,
+}
+
+struct State {
+    name: String,
+    identity: Vec<u32>,
+    daemon: bool,
+    method: Option<StartMethod>,
+    entry: &'static str,
+    payload: std::result::Result<Vec<u8>, String>,
+    phase: Phase,
+    panic: Option<RemotePanic>,
+    failure: Option<(ErrorKind, String)>,
+}
+
+enum Phase {
+    Initial,
+    Starting,
+    Running(Popen),
+    Stopped { pid: i32, exitcode: i32 },
+    Closed,
+}
+
+fn children() -> &'static Mutex<Vec<Arc<Inner>>> {
+    static CHILDREN: Mutex<Vec<Arc<Inner>>> = Mutex::new(Vec::new());
+    &CHILDREN
+}
+
+/// Locks the list of started, unreaped children. Never taken while a process's own state lock
+/// is held.
+pub(crate) fn lock_children() -> MutexGuard<'static, Vec<Arc<Inner>>> {
+    children().lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Process {
+    /// A process that will run `target(args)`: `args` is the argument of a one-argument
+    /// function, the tuple of arguments of a function with several, `()` for none. Its name is
+    /// `Process-N`; it is daemonic when the current process is.
+    ///
+    /// The arguments are encoded now; an argument that cannot be encoded makes `start` fail.
+    pub fn new<T: Target>(_target: T, args: T::Args) -> Process {
+        Process::build("Process", T::NAME, codec::encode(&args))
+    }
+
+    fn build(type_name: &str, entry: &'static str, payload: Result<Vec<u8>>) -> Process {
+        let me = current_process();
+        let mut identity = me.identity().to_vec();
+        identity.push(current::next_child_number());
+        let name = format!(
+            "{type_name}-{}",
+            identity.iter().map(u32::to_string).collect::<Vec<_>>().join(":")
+        );
+        Process {
+            inner: Arc::new(Inner {
+                creator: std::process::id(),
+                state: Mutex::new(State {
+                    name,
+                    identity,
+                    daemon: me.daemon(),
+                    method: None,
+                    entry,
+                    payload: payload.map_err(|err| err.to_string()),
+                    phase: Phase::Initial,
+                    panic: None,
+                    failure: None,
+                }),
+            }),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.inner.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Sets the name (builder style).
+    pub fn with_name(self, name: impl Into<String>) -> Process {
+        self.lock().name = name.into();
+        self
+    }
+
+    /// Sets the daemon flag (builder style). See [`set_daemon`](Self::set_daemon).
+    pub fn with_daemon(self, daemon: bool) -> Process {
+        self.lock().daemon = daemon;
+        self
+    }
+
+    /// Sets the start method of this process (builder style); without it the global one
+    /// ([`get_start_method`](crate::get_start_method)) is used at `start`.
+    pub fn with_start_method(self, method: StartMethod) -> Process {
+        self.lock().method = Some(method);
+        self
+    }
+
+    /// The name: `Process-N`, `TypeName-N`, `Process-1:2` in a child, or the one you set.
+    pub fn name(&self) -> String {
+        self.lock().name.clone()
+    }
+
+    /// Renames the process; names need not be unique.
+    pub fn set_name(&self, name: impl Into<String>) {
+        self.lock().name = name.into();
+    }
+
+    /// Whether the process is daemonic.
+    pub fn daemon(&self) -> bool {
+        self.lock().daemon
+    }
+
+    /// Makes the process daemonic (or not), before `start`. A daemonic process cannot start
+    /// children, is terminated when `main` returns, and dies with its parent even when the
+    /// parent is killed.
+    pub fn set_daemon(&self, daemon: bool) -> Result<()> {
+        let mut state = self.lock();
+        if !matches!(state.phase, Phase::Initial) {
+            return Err(Error::new(ErrorKind::AlreadyStarted, "process has already started"));
+        }
+        state.daemon = daemon;
+        Ok(())
+    }
+
+    /// The start method set for this process, if any.
+    pub fn start_method(&self) -> Option<StartMethod> {
+        self.lock().method
+    }
+
+    /// Starts the child. Once only: a second call fails with [`ErrorKind::AlreadyStarted`].
+    ///
+    /// Fails with [`ErrorKind::DaemonicChildren`] in a daemonic process, with
+    /// [`ErrorKind::NotOwner`] in a process other than the creator, and with the child's own
+    /// words when its bootstrap is refused (unknown entry, other build).
+    pub fn start(&self) -> Result<()> {
+        self.check_owner("can only start a process object created by current process")?;
+        let (launch, method) = {
+            let mut state = self.lock();
+            match state.phase {
+                Phase::Initial => {}
+                Phase::Closed => return Err(closed()),
+                _ => return Err(Error::new(ErrorKind::AlreadyStarted, "cannot start a process twice")),
+            }
+            let me = current_process();
+            if me.daemon() {
+                return Err(Error::new(
+                    ErrorKind::DaemonicChildren,
+                    "daemonic processes are not allowed to have children",
+                ));
+            }
+            let payload = state.payload.clone().map_err(|message| {
+                Error::new(ErrorKind::Codec, format!("cannot encode the arguments of {}: {message}", state.name))
+            })?;
+            let method = state.method.unwrap_or_else(context::get_start_method);
+            if method != StartMethod::Fork && !current::initialized() {
+                return Err(Error::new(
+                    ErrorKind::Bootstrap,
+                    format!(
+                        "the {method} start method re-executes this binary, which must call multiproc::init() first in main \
+                         (or annotate main with #[multiproc::main]); in tests use a harness = false test target"
+                    ),
+                ));
+            }
+            let launch = Launch {
+                entry: state.entry.to_string(),
+                payload,
+                name: state.name.clone(),
+                identity: state.identity.clone(),
+                daemon: state.daemon,
+                parent_name: me.name().to_string(),
+                parent_pid: me.pid() as i32,
+                start_method: method,
+            };
+            state.phase = Phase::Starting;
+            (launch, method)
+        };
+        cleanup_finished();
+        let result = match method {
+            StartMethod::Fork => registry::lookup(&launch.entry).and_then(|entry| start::fork::launch(launch, entry)),
+            StartMethod::Spawn => start::spawn::launch(launch),
+            StartMethod::ForkServer => start::forkserver::launch(launch),
+        };
+        let mut state = self.lock();
+        match result {
+            Ok(popen) => {
+                state.phase = Phase::Running(popen);
+                drop(state);
+                lock_children().push(self.inner.clone());
+                Ok(())
+            }
+            Err(err) => {
+                state.phase = Phase::Initial;
+                Err(err)
+            }
+        }
+    }
+
+    /// Waits until the child exits and returns its exit code.
+    pub fn join(&self) -> Result<i32> {
+        self.wait(None).map(|code| code.unwrap_or(-1))
+    }
+
+    /// Waits at most `timeout` for the child to exit: `Some(exitcode)` if it did, `None` if it
+    /// still runs. Event-driven (the wait ends as soon as the child exits).
+    pub fn join_timeout(&self, timeout: Duration) -> Result<Option<i32>> {
+        self.wait(Some(sys::deadline_after(timeout).unwrap_or_else(far_future)))
+    }
+
+    fn wait(&self, deadline: Option<Instant>) -> Result<Option<i32>> {
+        self.check_owner("can only join a child process")?;
+        let exit_fd = {
+            let state = self.lock();
+            match &state.phase {
+                Phase::Initial | Phase::Starting => {
+                    return Err(Error::new(ErrorKind::NotStarted, "can only join a started process"))
+                }
+                Phase::Closed => return Err(closed()),
+                Phase::Stopped { exitcode, .. } => return Ok(Some(*exitcode)),
+                Phase::Running(popen) => popen.exit_fd(),
+            }
+        };
+        let ready = sys::poll_one(exit_fd.as_fd(), sys::READABLE, deadline)
+            .map_err(|err| Error::io("cannot wait for the child", err))?;
+        if ready == 0 {
+            return Ok(None);
+        }
+        self.reap()
+    }
+
+    /// Reaps the child if it has exited; never blocks.
+    fn reap(&self) -> Result<Option<i32>> {
+        let mut state = self.lock();
+        let code = match &state.phase {
+            Phase::Running(popen) => match popen.try_reap()? {
+                Some(code) => code,
+                None => return Ok(None),
+            },
+            Phase::Stopped { exitcode, .. } => return Ok(Some(*exitcode)),
+            _ => return Ok(None),
+        };
+        let Phase::Running(popen) = std::mem::replace(&mut state.phase, Phase::Initial) else {
+            return Ok(None);
+        };
+        for message in popen.drain_messages() {
+            match message {
+                ChildMessage::Panicked(panic) => state.panic = Some(panic),
+                ChildMessage::Failed { kind, message } => state.failure = Some((kind.into(), message)),
+                ChildMessage::Ready => {}
+            }
+        }
+        state.phase = Phase::Stopped { pid: popen.pid, exitcode: code };
+        drop(popen);
+        drop(state);
+        lock_children().retain(|c| !Arc::ptr_eq(c, &self.inner));
+        Ok(Some(code))
+    }
+
+    /// Whether the child is running (reaps it if it has exited).
+    pub fn is_alive(&self) -> bool {
+        if std::process::id() != self.inner.creator {
+            return false;
+        }
+        matches!(self.lock().phase, Phase::Running(_)) && matches!(self.reap(), Ok(None))
+    }
+
+    /// The child's pid once started.
+    pub fn pid(&self) -> Option<u32> {
+        match &self.lock().phase {
+            Phase::Running(popen) => Some(popen.pid as u32),
+            Phase::Stopped { pid, .. } => Some(*pid as u32),
+            _ => None,
+        }
+    }
+
+    /// `None` while the child runs (or before `start`); then `0` for a normal return, `1` for a
+    /// panic, `n` for `std::process::exit(n)`, `-N` for a death by signal `N`.
+    pub fn exitcode(&self) -> Option<i32> {
+        if matches!(self.lock().phase, Phase::Running(_)) {
+            self.reap().ok().flatten()
+        } else if let Phase::Stopped { exitcode, .. } = self.lock().phase {
+            Some(exitcode)
+        } else {
+            None
+        }
+    }
+
+    /// The panic of the child, with its message and location, once it has been joined.
+    pub fn remote_panic(&self) -> Option<RemotePanic> {
+        self.lock().panic.clone()
+    }
+
+    /// Why the child failed, once joined: its panic, a refused bootstrap, an argument that did
+    /// not decode, a non-zero exit code or a death by signal. `None` if it returned normally
+    /// or has not finished.
+    pub fn error(&self) -> Option<Error> {
+        let state = self.lock();
+        let Phase::Stopped { pid, exitcode } = state.phase else {
+            return None;
+        };
+        if let Some(panic) = &state.panic {
+            return Some(Error::panicked(panic.clone()));
+        }
+        if let Some((kind, message)) = &state.failure {
+            return Some(Error::new(*kind, message.clone()));
+        }
+        match exitcode {
+            0 => None,
+            n if n < 0 => Some(Error::new(
+                ErrorKind::Died,
+                format!("process {} (pid {pid}) was killed by {}", state.name, sys::signal_name(-n)),
+            )),
+            n => Some(Error::new(
+                ErrorKind::Died,
+                format!("process {} (pid {pid}) exited with code {n}", state.name),
+            )),
+        }
+    }
+
+    /// Sends SIGTERM. Exit handlers and `Drop`s of the child do not run; its own children are
+    /// not terminated. A no-op once the child has exited.
+    pub fn terminate(&self) -> Result<()> {
+        self.signal(libc::SIGTERM)
+    }
+
+    /// Sends SIGKILL. A no-op once the child has exited.
+    pub fn kill(&self) -> Result<()> {
+        self.signal(libc::SIGKILL)
+    }
+
+    /// Sends SIGINT (Python 3.14's `interrupt`). A no-op once the child has exited.
+    pub fn interrupt(&self) -> Result<()> {
+        self.signal(libc::SIGINT)
+    }
+
+    fn signal(&self, signal: i32) -> Result<()> {
+        self.check_owner("can only signal a child process")?;
+        match &self.lock().phase {
+            Phase::Running(popen) => popen.signal(signal),
+            Phase::Stopped { .. } => Ok(()),
+            Phase::Closed => Err(closed()),
+            Phase::Initial | Phase::Starting => Err(Error::new(ErrorKind::NotStarted, "process not started")),
+        }
+    }
+
+    /// Releases the process's resources. Fails with [`ErrorKind::StillRunning`] while the child
+    /// runs; afterwards every method but the getters of name and daemon fails with
+    /// [`ErrorKind::Closed`]. Idempotent.
+    pub fn close(&self) -> Result<()> {
+        if matches!(self.lock().phase, Phase::Running(_)) && self.reap()?.is_none() {
+            return Err(Error::new(
+                ErrorKind::StillRunning,
+                "cannot close a process while it is still running; call join() or terminate() first",
+            ));
+        }
+        self.lock().phase = Phase::Closed;
+        Ok(())
+    }
+
+    fn check_owner(&self, message: &str) -> Result<()> {
+        if std::process::id() == self.inner.creator {
+            Ok(())
+        } else {
+            Err(Error::new(ErrorKind::NotOwner, message))
+        }
+    }
+}
+
+impl<R: Runnable> From<R> for Process {
+    /// A subclass-style process: `value` is sent to the child, which calls its `run`. Its name
+    /// is `TypeName-N`, as Python names subclass instances.
+    fn from(value: R) -> Process {
+        Process::build(R::TYPE_NAME, R::NAME, codec::encode(&value))
+    }
+}
+
+impl fmt::Debug for Process {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = self.lock();
+        let mut d = f.debug_struct("Process");
+        d.field("name", &state.name).field("daemon", &state.daemon);
+        match &state.phase {
+            Phase::Initial | Phase::Starting => d.field("state", &"initial"),
+            Phase::Running(popen) => d.field("state", &"started").field("pid", &popen.pid),
+            Phase::Stopped { pid, exitcode } => d.field("state", &"stopped").field("pid", pid).field("exitcode", exitcode),
+            Phase::Closed => d.field("state", &"closed"),
+        };
+        d.finish()
+    }
+}
+
+fn closed() -> Error {
+    Error::new(ErrorKind::Closed, "process object is closed")
+}
+
+fn far_future() -> Instant {
+    Instant::now() + Duration::from_secs(60 * 60 * 24 * 365)
+}
+
+fn snapshot() -> Vec<Process> {
+    lock_children().iter().map(|inner| Process { inner: inner.clone() }).collect()
+}
+
+/// Reaps the children that have exited (Python's `_cleanup`).
+fn cleanup_finished() {
+    for process in snapshot() {
+        let _ = process.reap();
+    }
+}
+
+/// The children of this process that are still running (reaps the others first).
+///
+/// ```
+/// assert!(multiproc::active_children().is_empty());
+/// ```
+pub fn active_children() -> Vec<Process> {
+    cleanup_finished();
+    snapshot()
+}
+
+/// Python's exit function: terminates the daemonic children, joins the others, then stops the
+/// fork server. Runs when `main` returns (registered by `init()`) and at the end of every child.
+pub(crate) fn shutdown_children() {
+    let children = snapshot();
+    for process in children.iter().filter(|p| p.daemon()) {
+        let _ = process.terminate();
+    }
+    for process in children.iter().filter(|p| !p.daemon()) {
+        let _ = process.join();
+    }
+    for process in children.iter().filter(|p| p.daemon()) {
+        if !matches!(process.join_timeout(Duration::from_secs(2)), Ok(Some(_))) {
+            let _ = process.kill();
+            let _ = process.join_timeout(Duration::from_secs(2));
+        }
+    }
+    start::forkserver::shutdown();
+}

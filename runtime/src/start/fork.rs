@@ -1,0 +1,119 @@
+//! The `fork` start method.
+//!
+//! The child is a copy of the parent: it runs the target at once from memory (nothing is
+//! encoded for it to decode, though the arguments were encoded by `Process::new` like for every
+//! method) and ends with `_exit`, never by returning into the parent's `main`.
+//!
+//! Before forking, the library's own locks are taken, so that the child gets them in a known,
+//! unlocked state; the child then closes every descriptor the library holds for other children
+//! and for the fork server. A multi-threaded parent is refused unless the [`ForkPolicy`] allows
+//! it: any lock another thread held at the moment of the fork would stay locked in the child.
+
+use std::io::Write;
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::net::UnixStream;
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+
+use nix::unistd::{fork, ForkResult};
+
+use super::{ForkPolicy, Launch, Popen};
+use crate::error::{Error, ErrorKind, Result};
+use crate::registry::Entry;
+use crate::{child, current, process, sys};
+
+static POLICY: AtomicU8 = AtomicU8::new(0);
+
+/// Sets what [`StartMethod::Fork`](super::StartMethod::Fork) does in a multi-threaded process.
+///
+/// ```
+/// multiproc::set_fork_policy(multiproc::ForkPolicy::Warn);
+/// assert_eq!(multiproc::fork_policy(), multiproc::ForkPolicy::Warn);
+/// # multiproc::set_fork_policy(multiproc::ForkPolicy::Refuse);
+/// ```
+pub fn set_fork_policy(policy: ForkPolicy) {
+    let value = match policy {
+        ForkPolicy::Refuse => 0,
+        ForkPolicy::Warn => 1,
+        ForkPolicy::Allow => 2,
+    };
+    POLICY.store(value, Ordering::Relaxed);
+}
+
+/// The current [`ForkPolicy`].
+pub fn fork_policy() -> ForkPolicy {
+    match POLICY.load(Ordering::Relaxed) {
+        0 => ForkPolicy::Refuse,
+        1 => ForkPolicy::Warn,
+        _ => ForkPolicy::Allow,
+    }
+}
+
+fn check_threads() -> Result<()> {
+    let policy = fork_policy();
+    if policy == ForkPolicy::Allow {
+        return Ok(());
+    }
+    let threads = sys::thread_count().map_err(|err| Error::io("cannot count this process's threads", err))?;
+    if threads <= 1 {
+        return Ok(());
+    }
+    let message = format!(
+        "this process (pid {}) is multi-threaded ({threads} threads): a forked child could deadlock on a lock another thread holds; \
+         use StartMethod::ForkServer or StartMethod::Spawn, or set_fork_policy(ForkPolicy::Allow) if you are sure",
+        std::process::id()
+    );
+    if policy == ForkPolicy::Refuse {
+        return Err(Error::new(ErrorKind::ForkUnsafe, message));
+    }
+    static WARNED: AtomicBool = AtomicBool::new(false);
+    if !WARNED.swap(true, Ordering::Relaxed) {
+        eprintln!("multiproc warning: {message}");
+    }
+    Ok(())
+}
+
+/// Forks a child that runs `entry` with `launch`.
+pub(crate) fn launch(launch: Launch, entry: &'static Entry) -> Result<Popen> {
+    check_threads()?;
+    let (parent_end, child_end) =
+        UnixStream::pair().map_err(|err| Error::io("cannot create a control socket", err))?;
+    // Output buffered now would be written twice, once by each process.
+    let _ = std::io::stdout().flush();
+    let _ = std::io::stderr().flush();
+
+    // The library's locks, held across the fork: the child's copies are then consistent.
+    let me = current::lock_me();
+    let mut children = process::lock_children();
+    let mut fds = current::lock_library_fds();
+    let mut server = super::forkserver::lock_client();
+    let inherited: Vec<RawFd> = fds.clone();
+
+    // SAFETY: the child only closes descriptors, resets the library state it holds the locks
+    // of, and runs the target; when the parent is multi-threaded this is allowed only by an
+    // explicit ForkPolicy (see check_threads), as CPython allows it with a warning.
+    match unsafe { fork() } {
+        Ok(ForkResult::Child) => {
+            for fd in inherited {
+                // SAFETY: these descriptors belong to the library's handles on other children
+                // and on the fork server, which this child must not keep open.
+                unsafe { libc::close(fd) };
+            }
+            // SAFETY: `parent_end` is the parent's; the child closes its copy.
+            unsafe { libc::close(parent_end.as_raw_fd()) };
+            std::mem::forget(parent_end);
+            // The copies of the parent's handles refer to closed descriptors: forget them
+            // without running their destructors.
+            fds.clear();
+            std::mem::forget(std::mem::take(&mut *children));
+            std::mem::forget(server.take());
+            drop((server, fds, children, me));
+            child::run(child_end, launch, entry)
+        }
+        Ok(ForkResult::Parent { child }) => {
+            drop((server, fds, children, me));
+            drop(child_end);
+            Popen::direct(child.as_raw(), parent_end)
+        }
+        Err(err) => Err(Error::io("fork failed", err)),
+    }
+}

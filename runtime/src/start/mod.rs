@@ -1,0 +1,319 @@
+//! Start methods: how a child process comes to life.
+//!
+//! - [`StartMethod::Fork`]: `fork(2)`; the child is a copy of the parent and runs the target at
+//!   once, then ends with `_exit`. The fastest, and the only one that needs no `init()`. Unsafe
+//!   in a multi-threaded parent: see [`ForkPolicy`].
+//! - [`StartMethod::Spawn`]: fork + exec of `/proc/self/exe` (the running binary, even if the
+//!   file on disk was replaced). The child finds its entry point by registered name; the
+//!   bootstrap data travels on an inherited socket, never in argv.
+//! - [`StartMethod::ForkServer`] (the default, as in CPython 3.14): a single-threaded server
+//!   process, spawned on first use, forks children on request. Their descriptors travel over a
+//!   private socketpair with `SCM_RIGHTS`; the server relays each child's pid and exit status.
+//!
+//! Every method gives the parent the same handle ([`Popen`]): a pid, a control socket (bootstrap,
+//! acknowledgement, panic report; its hang-up tells the child that the parent died) and a
+//! descriptor that becomes readable when the child exits.
+
+pub(crate) mod fork;
+pub(crate) mod forkserver;
+pub(crate) mod spawn;
+
+use std::fmt;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, ErrorKind, RemotePanic, Result};
+use crate::registry::BuildId;
+use crate::{current, sys, wire};
+
+/// How child processes are started. See the [module docs](self).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum StartMethod {
+    /// `fork(2)` and run the target in the copy.
+    Fork,
+    /// Re-execute the current binary and find the target by name.
+    Spawn,
+    /// Ask a clean, single-threaded server process to fork the child.
+    ForkServer,
+}
+
+impl StartMethod {
+    /// Python's name for the method: `"fork"`, `"spawn"`, `"forkserver"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StartMethod::Fork => "fork",
+            StartMethod::Spawn => "spawn",
+            StartMethod::ForkServer => "forkserver",
+        }
+    }
+
+    /// All methods, the default first (Python's `get_all_start_methods()`).
+    pub fn all() -> [StartMethod; 3] {
+        [StartMethod::ForkServer, StartMethod::Fork, StartMethod::Spawn]
+    }
+}
+
+impl fmt::Display for StartMethod {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for StartMethod {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "fork" => Ok(StartMethod::Fork),
+            "spawn" => Ok(StartMethod::Spawn),
+            "forkserver" => Ok(StartMethod::ForkServer),
+            _ => Err(Error::new(
+                ErrorKind::InvalidInput,
+                format!("cannot find context for {s:?}: expected \"fork\", \"spawn\" or \"forkserver\""),
+            )),
+        }
+    }
+}
+
+/// What [`StartMethod::Fork`] does when this process has more than one thread.
+///
+/// A forked child holds a copy of every lock as it was at the moment of the fork: a lock that
+/// another thread held (stdout, a `Mutex` of yours, a runtime's) stays locked forever in the
+/// child, which then deadlocks. CPython 3.12 only warns; multiproc refuses by default and tells
+/// you to use `ForkServer` or `Spawn`, which are safe in any program.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ForkPolicy {
+    /// Fail `start` with [`ErrorKind::ForkUnsafe`] (the default).
+    #[default]
+    Refuse,
+    /// Print a warning to stderr (once) and fork anyway, as CPython 3.12 does.
+    Warn,
+    /// Fork silently: you have checked that no other thread holds a lock the child needs.
+    Allow,
+}
+
+/// What a child needs to run: its entry point, its arguments and who it is.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Launch {
+    pub entry: String,
+    pub payload: Vec<u8>,
+    pub name: String,
+    pub identity: Vec<u32>,
+    pub daemon: bool,
+    pub parent_name: String,
+    pub parent_pid: i32,
+    pub start_method: StartMethod,
+}
+
+/// The second frame on a control socket, parent to child (spawn and forkserver); the first is
+/// the parent's [`BuildId`], so that a child of another build can say so before decoding more.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum Role {
+    /// Run an entry point.
+    Run(Launch),
+    /// Become the fork server of the parent.
+    ForkServer,
+}
+
+/// Frames from child to parent on the control socket.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum ChildMessage {
+    /// The bootstrap was accepted; the entry point is about to run.
+    Ready,
+    /// The bootstrap was refused.
+    Failed { kind: FailKind, message: String },
+    /// The target panicked.
+    Panicked(RemotePanic),
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub(crate) enum FailKind {
+    UnknownEntry,
+    BuildMismatch,
+    Bootstrap,
+    Codec,
+}
+
+impl From<FailKind> for ErrorKind {
+    fn from(kind: FailKind) -> Self {
+        match kind {
+            FailKind::UnknownEntry => ErrorKind::UnknownEntry,
+            FailKind::BuildMismatch => ErrorKind::BuildMismatch,
+            FailKind::Bootstrap => ErrorKind::Bootstrap,
+            FailKind::Codec => ErrorKind::Codec,
+        }
+    }
+}
+
+/// How long a parent waits for a spawned child to acknowledge its bootstrap.
+pub(crate) const BOOTSTRAP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Exit code of a child whose bootstrap failed (EX_SOFTWARE).
+pub(crate) const EXIT_BOOTSTRAP_FAILED: i32 = 70;
+
+/// Exit code reported for a fork-server child whose server died before it could say (as CPython).
+pub(crate) const EXIT_SERVER_DIED: i32 = 255;
+
+/// The parent's handle on a started child.
+pub(crate) struct Popen {
+    pub pid: i32,
+    pub control: UnixStream,
+    waiter: Waiter,
+}
+
+enum Waiter {
+    /// Our own child (fork, spawn): a pidfd, and `waitpid` reaps it.
+    Direct { pidfd: Arc<OwnedFd> },
+    /// A fork-server child: the server writes its exit code on `status`; `pidfd` (from the
+    /// server) lets us signal it without racing pid reuse.
+    Server { status: Arc<OwnedFd>, pidfd: OwnedFd },
+}
+
+impl Popen {
+    /// The handle on our own child `pid`. If the kernel cannot give a pidfd, the child is
+    /// killed and reaped: a child we cannot wait for without racing is not kept.
+    pub(crate) fn direct(pid: i32, control: UnixStream) -> Result<Popen> {
+        let pidfd = match sys::pidfd_open(pid) {
+            Ok(pidfd) => pidfd,
+            Err(err) => {
+                // SAFETY: `pid` is our unreaped child, so the pid cannot have been recycled.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+                let _ = sys::wait_child(pid, false);
+                return Err(Error::io(format!("pidfd_open({pid})"), err));
+            }
+        };
+        current::register_fd(&control);
+        current::register_fd(&pidfd);
+        Ok(Popen {
+            pid,
+            control,
+            waiter: Waiter::Direct { pidfd: Arc::new(pidfd) },
+        })
+    }
+
+    /// The handle on a child of the fork server.
+    pub(crate) fn served(pid: i32, control: UnixStream, status: OwnedFd, pidfd: OwnedFd) -> Popen {
+        current::register_fd(&control);
+        current::register_fd(&status);
+        current::register_fd(&pidfd);
+        Popen {
+            pid,
+            control,
+            waiter: Waiter::Server {
+                status: Arc::new(status),
+                pidfd,
+            },
+        }
+    }
+
+    /// The descriptor that becomes readable when the child has exited.
+    pub(crate) fn exit_fd(&self) -> Arc<OwnedFd> {
+        match &self.waiter {
+            Waiter::Direct { pidfd } => pidfd.clone(),
+            Waiter::Server { status, .. } => status.clone(),
+        }
+    }
+
+    /// The exit code if the child has exited; never blocks for long (a child whose exit
+    /// descriptor is readable is already dead).
+    pub(crate) fn try_reap(&self) -> Result<Option<i32>> {
+        let fd = self.exit_fd();
+        let ready = sys::poll_one(fd.as_fd(), sys::READABLE, Some(Instant::now()))
+            .map_err(|err| Error::io("cannot poll a child's exit descriptor", err))?;
+        if ready == 0 {
+            return Ok(None);
+        }
+        match &self.waiter {
+            Waiter::Direct { .. } => sys::wait_child(self.pid, false)
+                .map_err(|err| Error::io(format!("waitpid({})", self.pid), err)),
+            Waiter::Server { status, .. } => {
+                let mut code = [0u8; 4];
+                match sys::read_full(status.as_fd(), &mut code) {
+                    Ok(4) => Ok(Some(i32::from_le_bytes(code))),
+                    _ => Ok(Some(EXIT_SERVER_DIED)),
+                }
+            }
+        }
+    }
+
+    /// Sends `signal` to the child; a child that already exited is not an error.
+    pub(crate) fn signal(&self, signal: i32) -> Result<()> {
+        let pidfd = match &self.waiter {
+            Waiter::Direct { pidfd } => pidfd.as_fd(),
+            Waiter::Server { pidfd, .. } => pidfd.as_fd(),
+        };
+        sys::pidfd_send_signal(pidfd, signal)
+            .map_err(|err| Error::io(format!("cannot send signal {signal} to pid {}", self.pid), err))
+    }
+
+    /// Reads the messages the child left on the control socket, without blocking.
+    pub(crate) fn drain_messages(&self) -> Vec<ChildMessage> {
+        let mut out = Vec::new();
+        while let Ok(Some(msg)) = wire::recv::<ChildMessage>(&self.control, Some(Instant::now())) {
+            out.push(msg);
+        }
+        out
+    }
+
+    /// Parent side of the bootstrap handshake (spawn, forkserver): sends the build identity and
+    /// the role, waits for `Ready`. On failure the child is reaped and the error says what the
+    /// child said.
+    pub(crate) fn handshake(&self, build: &BuildId, role: &Role) -> Result<()> {
+        let sent = wire::send(&self.control, build).and_then(|()| wire::send(&self.control, role));
+        let reply = wire::recv::<ChildMessage>(&self.control, sys::deadline_after(BOOTSTRAP_TIMEOUT));
+        let failure = match (sent, reply) {
+            (Ok(()), Ok(Some(ChildMessage::Ready))) => return Ok(()),
+            (_, Ok(Some(ChildMessage::Failed { kind, message }))) => Error::new(kind.into(), message),
+            (_, Err(err)) if err.kind() == ErrorKind::Timeout => {
+                let _ = self.signal(libc::SIGKILL);
+                Error::new(
+                    ErrorKind::Bootstrap,
+                    format!("the child (pid {}) did not answer its bootstrap within {BOOTSTRAP_TIMEOUT:?}", self.pid),
+                )
+            }
+            (Err(err), _) => err,
+            (Ok(()), Ok(Some(other))) => {
+                Error::new(ErrorKind::Bootstrap, format!("unexpected bootstrap reply {other:?}"))
+            }
+            (Ok(()), Ok(None)) => Error::new(
+                ErrorKind::Bootstrap,
+                "the child exited during its bootstrap (was `multiproc::init()` called first in main?)",
+            ),
+            (Ok(()), Err(err)) => err,
+        };
+        Err(self.fail_and_reap(failure))
+    }
+
+    /// Reaps a child whose start failed and adds its exit code to `err`.
+    pub(crate) fn fail_and_reap(&self, err: Error) -> Error {
+        let fd = self.exit_fd();
+        let deadline = sys::deadline_after(std::time::Duration::from_secs(5));
+        if sys::poll_one(fd.as_fd(), sys::READABLE, deadline).unwrap_or(0) == 0 {
+            let _ = self.signal(libc::SIGKILL);
+            let _ = sys::poll_one(fd.as_fd(), sys::READABLE, sys::deadline_after(std::time::Duration::from_secs(5)));
+        }
+        match self.try_reap() {
+            Ok(Some(code)) => Error::new(err.kind(), format!("{} (child pid {} exited with code {code})", err.message(), self.pid)),
+            _ => err,
+        }
+    }
+}
+
+
+impl Drop for Popen {
+    fn drop(&mut self) {
+        current::unregister_fd(&self.control);
+        match &self.waiter {
+            Waiter::Direct { pidfd } => current::unregister_fd(&**pidfd),
+            Waiter::Server { status, pidfd } => {
+                current::unregister_fd(&**status);
+                current::unregister_fd(pidfd);
+            }
+        }
+    }
+}

@@ -1,0 +1,88 @@
+//! The `spawn` start method: fork + exec of the running binary.
+//!
+//! The child is a fresh process running `/proc/self/exe` (the binary this process runs, even if
+//! the file on disk was replaced or deleted since), or the executable set with
+//! [`set_executable`]. Its argv is the parent's argv[0], [`CHILD_FLAG`](crate::child::CHILD_FLAG)
+//! and the number of its control socket; everything else (build identity, entry name, encoded
+//! arguments) travels on that socket. The socket is the only descriptor it inherits besides
+//! stdio, and the child marks it close-on-exec at once, so nothing of the bootstrap reaches
+//! grandchildren.
+
+use std::ffi::OsString;
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::{Mutex, PoisonError};
+
+use super::{Launch, Popen, Role};
+use crate::child::CHILD_FLAG;
+use crate::error::{Error, Result};
+use crate::registry::BuildId;
+
+static EXECUTABLE: Mutex<Option<PathBuf>> = Mutex::new(None);
+
+/// Sets the binary that `spawn` and the fork server execute (Python's `set_executable`);
+/// `None` restores the default, `/proc/self/exe`.
+///
+/// The binary must be a build of the same program: the child checks that its registry of
+/// entry points matches the parent's, and refuses to run otherwise
+/// ([`ErrorKind::BuildMismatch`](crate::ErrorKind::BuildMismatch) on both sides).
+pub fn set_executable(path: Option<PathBuf>) {
+    *EXECUTABLE.lock().unwrap_or_else(PoisonError::into_inner) = path;
+}
+
+fn executable() -> (PathBuf, BuildId) {
+    match EXECUTABLE.lock().unwrap_or_else(PoisonError::into_inner).clone() {
+        Some(path) => {
+            let build = BuildId::with_executable(&path.to_string_lossy());
+            (path, build)
+        }
+        None => (PathBuf::from("/proc/self/exe"), BuildId::current()),
+    }
+}
+
+/// Spawns a child that runs `launch`, and completes its bootstrap.
+pub(crate) fn launch(launch: Launch) -> Result<Popen> {
+    let (popen, build) = exec_child()?;
+    popen.handshake(&build, &Role::Run(launch))?;
+    Ok(popen)
+}
+
+/// Starts the binary with a control socket; the caller does the handshake with the returned
+/// build identity.
+pub(crate) fn exec_child() -> Result<(Popen, BuildId)> {
+    let (exe, build) = executable();
+    let (parent_end, child_end) =
+        UnixStream::pair().map_err(|err| Error::io("cannot create a control socket", err))?;
+    let fd = child_end.as_raw_fd();
+    let argv0 = std::env::args_os().next().unwrap_or_else(|| OsString::from("multiproc-child"));
+    let mut command = Command::new(&exe);
+    command
+        .arg0(argv0)
+        .arg(CHILD_FLAG)
+        .arg(fd.to_string())
+        .stdin(Stdio::null());
+    // SAFETY: the closure runs in the forked child before exec and only calls fcntl, which is
+    // async-signal-safe; it clears close-on-exec on the one descriptor the child must inherit.
+    unsafe {
+        command.pre_exec(move || {
+            let flags = libc::fcntl(fd, libc::F_GETFD);
+            if flags < 0 || libc::fcntl(fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let child = command
+        .spawn()
+        .map_err(|err| Error::io(format!("cannot execute {}", exe.display()), err))?;
+    drop(child_end);
+    let pid = child.id() as i32;
+    // `child` holds no descriptor (stdin is /dev/null, stdout/stderr inherited); the Popen
+    // waits for and reaps the process.
+    drop(child);
+    Ok((Popen::direct(pid, parent_end)?, build))
+}
+

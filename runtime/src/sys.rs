@@ -1,0 +1,335 @@
+//! Thin safe wrappers over the system calls that need `unsafe`, or that std does not offer.
+//!
+//! Everything here returns `std::io::Result` and retries `EINTR`. Waits take an optional
+//! deadline and block in `poll(2)`: no sleep loops anywhere.
+
+use std::io;
+use std::io::{IoSlice, IoSliceMut};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::time::{Duration, Instant};
+
+use nix::sys::socket::{recvmsg, sendmsg, ControlMessage, ControlMessageOwned, MsgFlags};
+
+/// Readiness events for [`poll_one`].
+pub(crate) const READABLE: i16 = libc::POLLIN;
+/// The peer closed its end (end of file ahead, or hang-up).
+pub(crate) const PEER_CLOSED: i16 = libc::POLLRDHUP | libc::POLLHUP;
+
+/// Milliseconds left until `deadline` for `poll(2)`: `-1` waits forever, rounds up so a wait
+/// never ends before its deadline.
+fn poll_timeout(deadline: Option<Instant>) -> i32 {
+    match deadline {
+        None => -1,
+        Some(deadline) => {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let ms = left.as_nanos().div_ceil(1_000_000);
+            ms.min(i32::MAX as u128) as i32
+        }
+    }
+}
+
+/// Waits until `fd` reports one of `events` (errors and hang-ups always count) or `deadline`
+/// passes. Returns the events seen, or `0` on timeout.
+pub(crate) fn poll_one(fd: BorrowedFd<'_>, events: i16, deadline: Option<Instant>) -> io::Result<i16> {
+    let mut pfd = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events,
+        revents: 0,
+    };
+    loop {
+        let timeout = poll_timeout(deadline);
+        // SAFETY: `pfd` is a valid, exclusively borrowed pollfd array of length 1.
+        let n = unsafe { libc::poll(&mut pfd, 1, timeout) };
+        if n >= 0 {
+            if n == 0 && deadline.is_some_and(|d| Instant::now() < d) {
+                continue;
+            }
+            return Ok(if n == 0 { 0 } else { pfd.revents });
+        }
+        let err = io::Error::last_os_error();
+        if err.kind() != io::ErrorKind::Interrupted {
+            return Err(err);
+        }
+    }
+}
+
+/// Waits on several descriptors at once; fills `revents` in `fds`. Returns how many are ready
+/// (`0` on timeout).
+pub(crate) fn poll_many(fds: &mut [libc::pollfd], deadline: Option<Instant>) -> io::Result<usize> {
+    loop {
+        let timeout = poll_timeout(deadline);
+        // SAFETY: `fds` is a valid, exclusively borrowed slice of pollfd.
+        let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout) };
+        if n >= 0 {
+            return Ok(n as usize);
+        }
+        let err = io::Error::last_os_error();
+        if err.kind() != io::ErrorKind::Interrupted {
+            return Err(err);
+        }
+    }
+}
+
+/// The deadline `timeout` from now, `None` when it does not fit an `Instant`.
+pub(crate) fn deadline_after(timeout: Duration) -> Option<Instant> {
+    Instant::now().checked_add(timeout)
+}
+
+/// `pidfd_open(2)`: a descriptor that refers to process `pid` for its whole life; it becomes
+/// readable when the process exits, and signals sent through it cannot reach a recycled pid.
+pub(crate) fn pidfd_open(pid: i32) -> io::Result<OwnedFd> {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        let err = io::Error::last_os_error();
+        if err.raw_os_error() == Some(libc::ENOSYS) {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "pidfd_open is not supported by this kernel (multiproc needs Linux 5.3 or later)",
+            ));
+        }
+        return Err(err);
+    }
+    // SAFETY: the syscall returned a fresh descriptor that nothing else owns (O_CLOEXEC is
+    // implied for pidfds).
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// `pidfd_send_signal(2)`. A process that already exited is not an error.
+pub(crate) fn pidfd_send_signal(pidfd: BorrowedFd<'_>, signal: i32) -> io::Result<()> {
+    // SAFETY: a valid pidfd, a signal number, no siginfo, no flags.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            signal,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        )
+    };
+    if rc < 0 {
+        let err = io::Error::last_os_error();
+        if err.raw_os_error() == Some(libc::ESRCH) {
+            return Ok(());
+        }
+        return Err(err);
+    }
+    Ok(())
+}
+
+/// `waitpid(pid)` for one of our own children: returns its exit code in Python's convention
+/// (`n` for an exit, `-signal` for a death by signal), or `None` with `nohang` while it runs.
+pub(crate) fn wait_child(pid: i32, nohang: bool) -> io::Result<Option<i32>> {
+    let flags = if nohang { libc::WNOHANG } else { 0 };
+    loop {
+        let mut status = 0;
+        // SAFETY: `status` is a valid out pointer; we only ever wait for a pid we forked.
+        let rc = unsafe { libc::waitpid(pid, &mut status, flags) };
+        if rc == 0 {
+            return Ok(None);
+        }
+        if rc == pid {
+            return Ok(Some(exitcode_from_status(status)));
+        }
+        let err = io::Error::last_os_error();
+        if err.kind() != io::ErrorKind::Interrupted {
+            return Err(err);
+        }
+    }
+}
+
+/// Python's `os.waitstatus_to_exitcode`.
+pub(crate) fn exitcode_from_status(status: i32) -> i32 {
+    if libc::WIFSIGNALED(status) {
+        -libc::WTERMSIG(status)
+    } else {
+        libc::WEXITSTATUS(status)
+    }
+}
+
+/// Ends the calling process at once: no atexit handlers, no unwinding, no destructors.
+pub(crate) fn exit_now(code: i32) -> ! {
+    // SAFETY: _exit is async-signal-safe and always sound to call.
+    unsafe { libc::_exit(code) }
+}
+
+/// Sets or clears `FD_CLOEXEC`.
+pub(crate) fn set_cloexec(fd: BorrowedFd<'_>, on: bool) -> io::Result<()> {
+    // SAFETY: F_GETFD/F_SETFD on a borrowed, open descriptor.
+    unsafe {
+        let flags = libc::fcntl(fd.as_raw_fd(), libc::F_GETFD);
+        if flags < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let flags = if on { flags | libc::FD_CLOEXEC } else { flags & !libc::FD_CLOEXEC };
+        if libc::fcntl(fd.as_raw_fd(), libc::F_SETFD, flags) < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// A pipe with both ends `O_CLOEXEC`: `(read, write)`.
+pub(crate) fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0; 2];
+    // SAFETY: `fds` is a valid array of two ints.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: pipe2 returned two fresh descriptors that nothing else owns.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// Number of threads of this process (from `/proc/self/stat`).
+pub(crate) fn thread_count() -> io::Result<usize> {
+    let stat = std::fs::read_to_string("/proc/self/stat")?;
+    // The command name may contain spaces and parentheses: fields start after the last ')'.
+    let rest = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or("");
+    rest.split_whitespace()
+        .nth(17)
+        .and_then(|n| n.parse().ok())
+        .ok_or_else(|| io::Error::other("cannot read the thread count from /proc/self/stat"))
+}
+
+/// Sends `data` and the descriptors `fds` in one message (SCM_RIGHTS).
+pub(crate) fn send_with_fds(sock: BorrowedFd<'_>, data: &[u8], fds: &[RawFd]) -> io::Result<()> {
+    let iov = [IoSlice::new(data)];
+    let cmsgs = [ControlMessage::ScmRights(fds)];
+    let cmsgs: &[ControlMessage] = if fds.is_empty() { &[] } else { &cmsgs };
+    loop {
+        match sendmsg::<()>(sock.as_raw_fd(), &iov, cmsgs, MsgFlags::MSG_NOSIGNAL, None) {
+            Ok(n) if n == data.len() => return Ok(()),
+            Ok(_) => return Err(io::Error::other("short write of a descriptor-passing message")),
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(err) => return Err(err.into()),
+        }
+    }
+}
+
+/// Receives one message of exactly `data.len()` bytes and up to `max_fds` descriptors.
+/// Returns `Ok(None)` at end of file. Received descriptors are `O_CLOEXEC`.
+pub(crate) fn recv_with_fds(
+    sock: BorrowedFd<'_>,
+    data: &mut [u8],
+    max_fds: usize,
+) -> io::Result<Option<Vec<OwnedFd>>> {
+    let mut space = vec![0u8; cmsg_space_for(max_fds)];
+    let (n, raw) = loop {
+        let mut iov = [IoSliceMut::new(data)];
+        match recvmsg::<()>(sock.as_raw_fd(), &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC) {
+            Ok(msg) => {
+                let mut raw = Vec::new();
+                for cmsg in msg.cmsgs().map_err(io::Error::from)? {
+                    if let ControlMessageOwned::ScmRights(fds) = cmsg {
+                        raw.extend(fds);
+                    }
+                }
+                break (msg.bytes, raw);
+            }
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(err) => return Err(err.into()),
+        }
+    };
+    // SAFETY: SCM_RIGHTS installed these descriptors in this process for us alone.
+    let fds: Vec<OwnedFd> = raw.into_iter().map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }).collect();
+    if n == 0 {
+        return Ok(None);
+    }
+    if n != data.len() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("expected a {}-byte message, got {n} bytes", data.len()),
+        ));
+    }
+    Ok(Some(fds))
+}
+
+fn cmsg_space_for(fds: usize) -> usize {
+    // SAFETY: CMSG_SPACE only computes a size.
+    unsafe { libc::CMSG_SPACE((fds * std::mem::size_of::<RawFd>()) as u32) as usize }
+}
+
+/// Reads until `buf` is full or end of file; returns how many bytes were read.
+pub(crate) fn read_full(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        // SAFETY: the pointer and length describe the unfilled tail of `buf`.
+        let n = unsafe {
+            libc::read(fd.as_raw_fd(), buf[filled..].as_mut_ptr().cast(), buf.len() - filled)
+        };
+        match n {
+            0 => break,
+            n if n > 0 => filled += n as usize,
+            _ => {
+                let err = io::Error::last_os_error();
+                if err.kind() != io::ErrorKind::Interrupted {
+                    return Err(err);
+                }
+            }
+        }
+    }
+    Ok(filled)
+}
+
+/// Writes all of `buf`.
+pub(crate) fn write_full(fd: BorrowedFd<'_>, buf: &[u8]) -> io::Result<()> {
+    let mut done = 0;
+    while done < buf.len() {
+        // SAFETY: the pointer and length describe the unwritten tail of `buf`.
+        let n = unsafe { libc::write(fd.as_raw_fd(), buf[done..].as_ptr().cast(), buf.len() - done) };
+        if n >= 0 {
+            done += n as usize;
+        } else {
+            let err = io::Error::last_os_error();
+            if err.kind() != io::ErrorKind::Interrupted {
+                return Err(err);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Points standard input at `/dev/null`, as CPython does in every child.
+pub(crate) fn stdin_to_devnull() {
+    if let Ok(null) = std::fs::File::open("/dev/null") {
+        // SAFETY: dup2 onto fd 0 of a descriptor we own; fd 0 is replaced atomically.
+        unsafe { libc::dup2(null.as_raw_fd(), 0) };
+    }
+}
+
+/// Sets the disposition of `signal` to its default.
+pub(crate) fn default_signal(signal: i32) {
+    // SAFETY: SIG_DFL is always a valid disposition.
+    unsafe { libc::signal(signal, libc::SIG_DFL) };
+}
+
+/// Ignores `signal`.
+pub(crate) fn ignore_signal(signal: i32) {
+    // SAFETY: SIG_IGN is always a valid disposition.
+    unsafe { libc::signal(signal, libc::SIG_IGN) };
+}
+
+/// The name of a signal (`"SIGKILL"`), or its number.
+pub(crate) fn signal_name(signal: i32) -> String {
+    nix::sys::signal::Signal::try_from(signal)
+        .map(|s| s.as_str().to_string())
+        .unwrap_or_else(|_| format!("signal {signal}"))
+}
+
+/// Takes ownership of descriptor `fd`, which must be an open Unix socket, and marks it
+/// `O_CLOEXEC` so it does not leak into programs this process executes.
+pub(crate) fn adopt_socket(fd: RawFd) -> io::Result<std::os::unix::net::UnixStream> {
+    // SAFETY: fstat only writes into `st`; an invalid fd gives EBADF.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    if fd < 0 || unsafe { libc::fstat(fd, &mut st) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if st.st_mode & libc::S_IFMT != libc::S_IFSOCK {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("descriptor {fd} is not a socket")));
+    }
+    // SAFETY: the descriptor is open, is a socket, and was handed to this process by its parent
+    // for this purpose alone: nothing else in the process owns it.
+    let stream = unsafe { std::os::unix::net::UnixStream::from_raw_fd(fd) };
+    set_cloexec(stream.as_fd(), true)?;
+    Ok(stream)
+}

@@ -1,0 +1,82 @@
+//! Length-prefixed frames of codec-encoded values over a stream socket.
+//!
+//! A frame is an 8-byte little-endian length followed by that many bytes of [`codec`] data.
+//! Reads take an optional deadline and wait in `poll(2)`; end of file at a frame boundary is
+//! `Ok(None)`, inside a frame it is a [`ErrorKind::Disconnected`] error.
+
+use std::io::{self, Read, Write};
+use std::os::fd::AsFd;
+use std::os::unix::net::UnixStream;
+use std::time::Instant;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::codec;
+use crate::error::{Error, ErrorKind, Result};
+use crate::sys;
+
+const HEADER: usize = 8;
+
+/// Encodes `value` and writes it as one frame.
+pub(crate) fn send<T: Serialize>(stream: &UnixStream, value: &T) -> Result<()> {
+    let mut buf = vec![0u8; HEADER];
+    codec::encode_into(value, &mut buf)?;
+    let len = (buf.len() - HEADER) as u64;
+    buf[..HEADER].copy_from_slice(&len.to_le_bytes());
+    (&*stream)
+        .write_all(&buf)
+        .map_err(|err| Error::io("cannot send a frame to the other process", err))
+}
+
+/// Reads one frame and decodes it. `Ok(None)` when the peer closed the stream cleanly.
+pub(crate) fn recv<T: DeserializeOwned>(
+    stream: &UnixStream,
+    deadline: Option<Instant>,
+) -> Result<Option<T>> {
+    let mut header = [0u8; HEADER];
+    if !read_exact_until(stream, &mut header, deadline, true)? {
+        return Ok(None);
+    }
+    let len = u64::from_le_bytes(header);
+    let len = usize::try_from(len)
+        .map_err(|_| Error::new(ErrorKind::Codec, format!("frame of {len} bytes is too large")))?;
+    let mut body = Vec::new();
+    body.try_reserve_exact(len)
+        .map_err(|_| Error::new(ErrorKind::Codec, format!("frame of {len} bytes is too large")))?;
+    body.resize(len, 0);
+    read_exact_until(stream, &mut body, deadline, false)?;
+    codec::decode(&body).map(Some)
+}
+
+/// Fills `buf`; returns `false` on a clean end of file before the first byte when `eof_ok`.
+fn read_exact_until(
+    stream: &UnixStream,
+    buf: &mut [u8],
+    deadline: Option<Instant>,
+    eof_ok: bool,
+) -> Result<bool> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        if deadline.is_some() {
+            let ready = sys::poll_one(stream.as_fd(), sys::READABLE, deadline)
+                .map_err(|err| Error::io("cannot wait for the other process", err))?;
+            if ready == 0 {
+                return Err(Error::timeout("timed out waiting for a message from the other process"));
+            }
+        }
+        match (&*stream).read(&mut buf[filled..]) {
+            Ok(0) if filled == 0 && eof_ok => return Ok(false),
+            Ok(0) => {
+                return Err(Error::new(
+                    ErrorKind::Disconnected,
+                    "the other process closed the connection in the middle of a message",
+                ))
+            }
+            Ok(n) => filled += n,
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+            Err(err) => return Err(Error::io("cannot read from the other process", err)),
+        }
+    }
+    Ok(true)
+}
