@@ -1,0 +1,127 @@
+//! Shared harness of the process tests: real `main`, every scenario under every start method.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use libtest_mimic::{Arguments, Failed, Trial};
+use multiproc::StartMethod;
+
+pub type Outcome = Result<(), Failed>;
+
+/// One trial per start method: `name::fork`, `name::spawn`, `name::forkserver`.
+pub fn each_method(name: &str, test: fn(StartMethod) -> Outcome) -> Vec<Trial> {
+    StartMethod::all()
+        .into_iter()
+        .map(|m| Trial::test(format!("{name}::{m}"), move || test(m)))
+        .collect()
+}
+
+/// Runs the trials on the main thread (so that fork is allowed) and exits.
+pub fn run(trials: Vec<Trial>) -> ! {
+    let mut args = Arguments::from_args();
+    args.test_threads = Some(1);
+    libtest_mimic::run(&args, trials).exit()
+}
+
+/// A fresh, empty scratch directory for one trial.
+pub fn scratch(tag: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "multiproc-test-{}-{tag}-{}",
+        std::process::id(),
+        Instant::now().elapsed().as_nanos() ^ rand_u64()
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("create scratch dir");
+    dir
+}
+
+fn rand_u64() -> u128 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u8(0);
+    h.finish() as u128
+}
+
+/// Waits for `path` to exist and hold a complete line, at most `timeout`.
+pub fn read_when_ready(path: &std::path::Path, timeout: Duration) -> Result<String, Failed> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Ok(text) = std::fs::read_to_string(path) {
+            if text.ends_with('\n') {
+                return Ok(text.trim_end().to_string());
+            }
+        }
+        if Instant::now() > deadline {
+            return Err(format!("{} was not written within {timeout:?}", path.display()).into());
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Writes `text` + newline atomically (rename), for a parent polling with `read_when_ready`.
+pub fn write_line(path: &str, text: &str) {
+    let tmp = format!("{path}.tmp");
+    std::fs::write(&tmp, format!("{text}\n")).expect("write");
+    std::fs::rename(&tmp, path).expect("rename");
+}
+
+/// Whether `pid` is gone (no such process, or a zombie nobody reaped yet).
+pub fn is_gone(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .map(|(_, rest)| rest.trim_start().starts_with('Z') || rest.trim_start().starts_with('X'))
+            .unwrap_or(true),
+    }
+}
+
+/// Number of open descriptors of this process.
+pub fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd").map(|d| d.count()).unwrap_or(0)
+}
+
+/// Children of this process that are zombies.
+pub fn zombie_children() -> Vec<i32> {
+    let me = std::process::id() as i32;
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else { continue };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
+        let Some((_, rest)) = stat.rsplit_once(')') else { continue };
+        let mut fields = rest.split_whitespace();
+        let state = fields.next().unwrap_or("");
+        let ppid: i32 = fields.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+        if ppid == me && state == "Z" {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+/// Fails the trial with `message` unless `cond`.
+#[macro_export]
+macro_rules! check {
+    ($cond:expr, $($msg:tt)+) => {
+        if !$cond {
+            return Err(format!($($msg)+).into());
+        }
+    };
+}
+
+/// Fails the trial unless `left == right`.
+#[macro_export]
+macro_rules! check_eq {
+    ($left:expr, $right:expr $(,)?) => {{
+        match (&$left, &$right) {
+            (l, r) => {
+                if l != r {
+                    return Err(format!("{} == {}: {:?} != {:?} (line {})", stringify!($left), stringify!($right), l, r, line!()).into());
+                }
+            }
+        }
+    }};
+}
+
+pub const LONG: Duration = Duration::from_secs(30);

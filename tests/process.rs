@@ -1,0 +1,509 @@
+//! `Process` under every start method: exit codes, joins, signals, names, daemons, identity,
+//! start-method selection, and no leaked descriptor or zombie.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{each_method, is_gone, read_when_ready, scratch, write_line, Outcome, LONG};
+use libtest_mimic::Trial;
+use multiproc::{
+    active_children, current_process, get_context, parent_process, process, ErrorKind, Process,
+    StartMethod,
+};
+use serde::{Deserialize, Serialize};
+
+#[process]
+fn ok_worker() {}
+
+#[process]
+fn panicker(message: String) {
+    panic!("{message}");
+}
+
+#[process]
+fn exiter(code: i32) {
+    std::process::exit(code);
+}
+
+#[process]
+fn raiser(signal: i32) {
+    // SAFETY: the default disposition (std handles SIGSEGV for its stack guard), then the
+    // signal, in our own process.
+    unsafe {
+        libc::signal(signal, libc::SIG_DFL);
+        libc::raise(signal);
+    }
+}
+
+#[process]
+fn aborter() {
+    std::process::abort();
+}
+
+#[process]
+fn sleeper(secs: u64) {
+    std::thread::sleep(Duration::from_secs(secs));
+}
+
+/// Writes who the child is: name, pid, parent name, parent pid, daemon, start method.
+#[process]
+fn report(path: String) {
+    let me = current_process();
+    let parent = parent_process().expect("a child has a parent");
+    let method = me.start_method().map_or("none", StartMethod::as_str);
+    write_line(
+        &path,
+        &format!("{} {} {} {} {} {method}", me.name(), me.pid(), parent.name(), parent.pid(), me.daemon()),
+    );
+}
+
+/// Tries to start a child; writes the error kind (or "started").
+#[process]
+fn try_child(path: String) {
+    let outcome = match Process::new(ok_worker, ()).start() {
+        Ok(()) => "started".to_string(),
+        Err(err) => format!("{:?}", err.kind()),
+    };
+    write_line(&path, &outcome);
+}
+
+/// Starts a daemonic sleeper with `method`, writes its pid, then sleeps.
+#[process]
+fn middle(path: String, method: String) {
+    let method: StartMethod = method.parse().expect("method");
+    let p = Process::new(sleeper, 60).with_daemon(true).with_start_method(method);
+    p.start().expect("start grandchild");
+    write_line(&path, &p.pid().expect("pid").to_string());
+    std::thread::sleep(Duration::from_secs(60));
+}
+
+/// Starts a child that reports, and joins it.
+#[process]
+fn nest(path: String, method: String) {
+    let method: StartMethod = method.parse().expect("method");
+    let p = Process::new(report, path).with_start_method(method);
+    p.start().expect("start grandchild");
+    p.join().expect("join grandchild");
+}
+
+#[derive(Serialize, Deserialize)]
+struct Recorder {
+    id: u32,
+    path: String,
+}
+
+#[process]
+impl Recorder {
+    fn run(&mut self) {
+        write_line(&self.path, &format!("{} {}", self.id, current_process().name()));
+    }
+}
+
+/// A worker that implements `Target` by hand and is never registered.
+#[derive(Clone, Copy)]
+struct Unregistered;
+
+impl multiproc::Target for Unregistered {
+    type Args = ();
+    type Output = ();
+    const NAME: &'static str = "tests::process::Unregistered";
+    fn call(_: ()) {}
+}
+
+fn start(p: &Process) -> Outcome {
+    p.start().map_err(|err| format!("start failed: {err}").into())
+}
+
+fn exit_code_return(m: StartMethod) -> Outcome {
+    let p = Process::new(ok_worker, ()).with_start_method(m);
+    check_eq!(p.exitcode(), None);
+    start(&p)?;
+    check_eq!(p.join()?, 0);
+    check_eq!(p.exitcode(), Some(0));
+    check!(p.error().is_none(), "no error after a clean return");
+    Ok(())
+}
+
+fn exit_code_panic(m: StartMethod) -> Outcome {
+    let p = Process::new(panicker, "boom in the child".to_string()).with_start_method(m);
+    start(&p)?;
+    check_eq!(p.join()?, 1);
+    let panic = p.remote_panic().ok_or("the panic is readable by the parent")?;
+    check_eq!(panic.message, "boom in the child");
+    check!(
+        panic.location.as_deref().is_some_and(|l| l.starts_with("tests/process.rs:")),
+        "location {:?}",
+        panic.location
+    );
+    check_eq!(panic.process, p.name());
+    let err = p.error().ok_or("error")?;
+    check_eq!(err.kind(), ErrorKind::Panicked);
+    Ok(())
+}
+
+fn exit_code_exit(m: StartMethod) -> Outcome {
+    let p = Process::new(exiter, 7).with_start_method(m);
+    start(&p)?;
+    check_eq!(p.join()?, 7);
+    check!(p.error().is_some_and(|e| e.to_string().contains("exited with code 7")), "{:?}", p.error());
+    Ok(())
+}
+
+fn exit_code_sigsegv(m: StartMethod) -> Outcome {
+    let p = Process::new(raiser, libc::SIGSEGV).with_start_method(m);
+    start(&p)?;
+    check_eq!(p.join()?, -libc::SIGSEGV);
+    check!(p.error().is_some_and(|e| e.to_string().contains("SIGSEGV")), "{:?}", p.error());
+    Ok(())
+}
+
+fn exit_code_abort(m: StartMethod) -> Outcome {
+    let p = Process::new(aborter, ()).with_start_method(m);
+    start(&p)?;
+    check_eq!(p.join()?, -libc::SIGABRT);
+    Ok(())
+}
+
+fn terminate_and_kill(m: StartMethod) -> Outcome {
+    for (signal, send) in [
+        (libc::SIGTERM, Process::terminate as fn(&Process) -> multiproc::Result<()>),
+        (libc::SIGKILL, Process::kill),
+        (libc::SIGINT, Process::interrupt),
+    ] {
+        let p = Process::new(sleeper, 60).with_start_method(m);
+        start(&p)?;
+        check!(p.is_alive(), "alive before the signal");
+        send(&p)?;
+        check_eq!(p.join_timeout(LONG)?, Some(-signal));
+        check!(!p.is_alive(), "dead after the signal");
+        send(&p)?; // a no-op once reaped
+    }
+    Ok(())
+}
+
+fn join_timeout(m: StartMethod) -> Outcome {
+    let p = Process::new(sleeper, 60).with_start_method(m);
+    start(&p)?;
+    check_eq!(p.join_timeout(Duration::from_millis(100))?, None);
+    check!(p.is_alive(), "still alive after a timed-out join");
+    check_eq!(p.exitcode(), None);
+    p.kill()?;
+    check_eq!(p.join_timeout(LONG)?, Some(-9));
+    // A child that ends early is seen when it ends, not when the timeout runs out.
+    let p = Process::new(ok_worker, ()).with_start_method(m);
+    start(&p)?;
+    let t = Instant::now();
+    check_eq!(p.join_timeout(Duration::from_secs(600))?, Some(0));
+    check!(t.elapsed() < Duration::from_secs(60), "join_timeout waited {:?}", t.elapsed());
+    Ok(())
+}
+
+fn state_rules(m: StartMethod) -> Outcome {
+    let p = Process::new(sleeper, 60).with_start_method(m);
+    check_eq!(p.join().unwrap_err().kind(), ErrorKind::NotStarted);
+    check_eq!(p.terminate().unwrap_err().kind(), ErrorKind::NotStarted);
+    check_eq!(p.pid(), None);
+    start(&p)?;
+    check_eq!(p.start().unwrap_err().kind(), ErrorKind::AlreadyStarted);
+    check_eq!(p.set_daemon(true).unwrap_err().kind(), ErrorKind::AlreadyStarted);
+    check_eq!(p.close().unwrap_err().kind(), ErrorKind::StillRunning);
+    p.terminate()?;
+    p.join()?;
+    p.close()?;
+    p.close()?;
+    check_eq!(p.join().unwrap_err().kind(), ErrorKind::Closed);
+    check_eq!(p.start().unwrap_err().kind(), ErrorKind::Closed);
+    check_eq!(p.kill().unwrap_err().kind(), ErrorKind::Closed);
+    Ok(())
+}
+
+fn names(m: StartMethod) -> Outcome {
+    let a = Process::new(ok_worker, ()).with_start_method(m);
+    let n: u32 = a.name().strip_prefix("Process-").ok_or("Process-N")?.parse()?;
+    let named = Process::new(ok_worker, ()).with_name("custom");
+    check_eq!(named.name(), "custom");
+    let b = Process::new(ok_worker, ()).with_start_method(m);
+    check_eq!(b.name(), format!("Process-{}", n + 2));
+    let dir = scratch("names");
+    let path = dir.join("r").to_string_lossy().into_owned();
+    let c = Process::from(Recorder { id: 5, path: path.clone() }).with_start_method(m);
+    check_eq!(c.name(), format!("Recorder-{}", n + 3));
+    start(&c)?;
+    check_eq!(c.join()?, 0);
+    check_eq!(read_when_ready(dir.join("r").as_path(), LONG)?, format!("5 Recorder-{}", n + 3));
+    Ok(())
+}
+
+fn child_identity(m: StartMethod) -> Outcome {
+    let dir = scratch("identity");
+    for daemon in [false, true] {
+        let path = dir.join(format!("r{daemon}"));
+        let p = Process::new(report, path.to_string_lossy().into_owned())
+            .with_start_method(m)
+            .with_daemon(daemon);
+        start(&p)?;
+        check_eq!(p.join()?, 0);
+        let line = read_when_ready(&path, LONG)?;
+        let expected = format!(
+            "{} {} MainProcess {} {daemon} {m}",
+            p.name(),
+            p.pid().ok_or("pid")?,
+            std::process::id()
+        );
+        check_eq!(line, expected);
+    }
+    Ok(())
+}
+
+fn nested_names(m: StartMethod) -> Outcome {
+    let dir = scratch("nested");
+    let path = dir.join("r");
+    let p = Process::new(nest, (path.to_string_lossy().into_owned(), m.to_string())).with_start_method(m);
+    start(&p)?;
+    check_eq!(p.join()?, 0);
+    let line = read_when_ready(&path, LONG)?;
+    let mut fields = line.split(' ');
+    check_eq!(fields.next(), Some(format!("{}:1", p.name())).as_deref());
+    fields.next();
+    check_eq!(fields.next(), Some(p.name()).as_deref());
+    check_eq!(fields.next(), Some(p.pid().ok_or("pid")?.to_string()).as_deref());
+    Ok(())
+}
+
+fn daemonic_cannot_have_children(m: StartMethod) -> Outcome {
+    let dir = scratch("daemonic");
+    let path = dir.join("r");
+    let p = Process::new(try_child, path.to_string_lossy().into_owned())
+        .with_start_method(m)
+        .with_daemon(true);
+    start(&p)?;
+    check_eq!(p.join()?, 0);
+    check_eq!(read_when_ready(&path, LONG)?, "DaemonicChildren");
+    Ok(())
+}
+
+fn daemon_dies_with_killed_parent(m: StartMethod) -> Outcome {
+    let dir = scratch("orphan");
+    let path = dir.join("pid");
+    let p = Process::new(middle, (path.to_string_lossy().into_owned(), m.to_string())).with_start_method(m);
+    start(&p)?;
+    let grandchild: i32 = read_when_ready(&path, LONG)?.parse()?;
+    check!(!is_gone(grandchild), "the daemonic grandchild runs");
+    p.kill()?;
+    check_eq!(p.join_timeout(LONG)?, Some(-9));
+    let deadline = Instant::now() + Duration::from_secs(1);
+    while !is_gone(grandchild) {
+        if Instant::now() > deadline {
+            // SAFETY: clean up the orphan before failing.
+            unsafe { libc::kill(grandchild, libc::SIGKILL) };
+            return Err("the daemonic grandchild outlived its SIGKILLed parent by more than a second".into());
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    Ok(())
+}
+
+fn active_children_lists_running(m: StartMethod) -> Outcome {
+    let a = Process::new(sleeper, 60).with_start_method(m);
+    let b = Process::new(sleeper, 60).with_start_method(m);
+    start(&a)?;
+    start(&b)?;
+    let pids: Vec<_> = active_children().iter().filter_map(Process::pid).collect();
+    check!(pids.contains(&a.pid().ok_or("pid")?) && pids.contains(&b.pid().ok_or("pid")?), "{pids:?}");
+    for p in active_children() {
+        p.terminate()?;
+    }
+    a.join()?;
+    b.join()?;
+    check!(active_children().is_empty(), "no active children after join");
+    Ok(())
+}
+
+fn dropped_handle_is_reaped(m: StartMethod) -> Outcome {
+    let p = Process::new(ok_worker, ()).with_start_method(m);
+    start(&p)?;
+    let pid = p.pid().ok_or("pid")?;
+    drop(p);
+    let deadline = Instant::now() + LONG;
+    loop {
+        let active: Vec<_> = active_children().iter().filter_map(Process::pid).collect();
+        if !active.contains(&pid) {
+            break;
+        }
+        check!(Instant::now() < deadline, "dropped child {pid} never reaped");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    check!(!common::zombie_children().contains(&(pid as i32)), "zombie {pid}");
+    Ok(())
+}
+
+fn unknown_entry(m: StartMethod) -> Outcome {
+    let p = Process::new(Unregistered, ()).with_start_method(m);
+    let err = p.start().unwrap_err();
+    check_eq!(err.kind(), ErrorKind::UnknownEntry);
+    check!(err.to_string().contains("tests::process::Unregistered"), "{err}");
+    Ok(())
+}
+
+fn no_leaks(m: StartMethod) -> Outcome {
+    // Warm up: the fork server, if any, is started once and kept.
+    let p = Process::new(ok_worker, ()).with_start_method(m);
+    start(&p)?;
+    p.join()?;
+    let before = common::open_fds();
+    for _ in 0..200 {
+        let p = Process::new(ok_worker, ()).with_start_method(m);
+        start(&p)?;
+        check_eq!(p.join()?, 0);
+    }
+    let after = common::open_fds();
+    check_eq!(after, before);
+    check!(common::zombie_children().is_empty(), "zombies: {:?}", common::zombie_children());
+    Ok(())
+}
+
+fn subclass_style(m: StartMethod) -> Outcome {
+    let dir = scratch("subclass");
+    for id in 0..3 {
+        let path = dir.join(id.to_string());
+        let p = get_context(m).process_from(Recorder { id, path: path.to_string_lossy().into_owned() });
+        check_eq!(p.start_method(), Some(m));
+        start(&p)?;
+        check_eq!(p.join()?, 0);
+        check_eq!(read_when_ready(&path, LONG)?, format!("{id} {}", p.name()));
+    }
+    Ok(())
+}
+
+fn global_start_method() -> Outcome {
+    multiproc::force_start_method(None);
+    multiproc::set_start_method(StartMethod::Spawn)?;
+    check_eq!(
+        multiproc::set_start_method(StartMethod::Fork).unwrap_err().kind(),
+        ErrorKind::ContextAlreadySet
+    );
+    check_eq!(multiproc::get_start_method(), StartMethod::Spawn);
+    let dir = scratch("global");
+    let path = dir.join("r");
+    let p = Process::new(report, path.to_string_lossy().into_owned());
+    start(&p)?;
+    p.join()?;
+    check!(read_when_ready(&path, LONG)?.ends_with(" spawn"), "child used the global method");
+    multiproc::force_start_method(None);
+    check_eq!(multiproc::get_start_method(), StartMethod::ForkServer);
+    check_eq!("bogus".parse::<StartMethod>().unwrap_err().kind(), ErrorKind::InvalidInput);
+    Ok(())
+}
+
+fn fork_policy_with_threads() -> Outcome {
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    let thread = std::thread::spawn(move || {
+        let _ = rx.recv();
+    });
+    let refused = Process::new(ok_worker, ()).with_start_method(StartMethod::Fork).start();
+    let warned = {
+        multiproc::set_fork_policy(multiproc::ForkPolicy::Warn);
+        let p = Process::new(ok_worker, ()).with_start_method(StartMethod::Fork);
+        let started = p.start();
+        multiproc::set_fork_policy(multiproc::ForkPolicy::Refuse);
+        started.and_then(|()| p.join())
+    };
+    // The other methods never fork this process's threads.
+    let spawned = {
+        let p = Process::new(ok_worker, ()).with_start_method(StartMethod::ForkServer);
+        p.start().and_then(|()| p.join())
+    };
+    let _ = tx.send(());
+    let _ = thread.join();
+    check_eq!(refused.unwrap_err().kind(), ErrorKind::ForkUnsafe);
+    check_eq!(warned?, 0);
+    check_eq!(spawned?, 0);
+    Ok(())
+}
+
+fn example_binary(name: &str) -> Result<std::path::PathBuf, libtest_mimic::Failed> {
+    let exe = std::env::current_exe()?;
+    let path = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .map(|dir| dir.join("examples").join(name))
+        .ok_or("no target dir")?;
+    check!(path.exists(), "{} missing: cargo test builds the examples", path.display());
+    Ok(path)
+}
+
+fn build_mismatch() -> Outcome {
+    let other = example_binary("spawn_three")?;
+    multiproc::set_executable(Some(other));
+    let p = Process::new(ok_worker, ()).with_start_method(StartMethod::Spawn);
+    let result = p.start();
+    multiproc::set_executable(None);
+    let err = result.unwrap_err();
+    check_eq!(err.kind(), ErrorKind::BuildMismatch);
+    check!(err.to_string().contains("is not the parent's build"), "{err}");
+    Ok(())
+}
+
+fn copy_of_binary_is_same_build() -> Outcome {
+    let dir = scratch("copy");
+    let copy = dir.join("copy-of-test");
+    std::fs::copy(std::env::current_exe()?, &copy)?;
+    multiproc::set_executable(Some(copy.clone()));
+    let p = Process::new(ok_worker, ()).with_start_method(StartMethod::Spawn);
+    let result = p.start().and_then(|()| p.join());
+    multiproc::set_executable(None);
+    check_eq!(result?, 0);
+    Ok(())
+}
+
+fn forkserver_death_and_restart() -> Outcome {
+    let p = Process::new(sleeper, 60).with_start_method(StartMethod::ForkServer);
+    start(&p)?;
+    let pid = p.pid().ok_or("pid")?;
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    let server: i32 = stat.rsplit_once(')').ok_or("stat")?.1.split_whitespace().nth(1).ok_or("ppid")?.parse()?;
+    check!(server != std::process::id() as i32, "the child's parent is the fork server");
+    // SAFETY: the fork server is our own child.
+    unsafe { libc::kill(server, libc::SIGKILL) };
+    p.kill()?;
+    let code = p.join_timeout(LONG)?;
+    check!(matches!(code, Some(255) | Some(-9)), "exit code {code:?}");
+    let q = Process::new(ok_worker, ()).with_start_method(StartMethod::ForkServer);
+    start(&q)?;
+    check_eq!(q.join_timeout(LONG)?, Some(0));
+    Ok(())
+}
+
+fn main() {
+    multiproc::init();
+    let mut trials = Vec::new();
+    for (name, test) in [
+        ("exit_code_return", exit_code_return as fn(StartMethod) -> Outcome),
+        ("exit_code_panic", exit_code_panic),
+        ("exit_code_exit", exit_code_exit),
+        ("exit_code_sigsegv", exit_code_sigsegv),
+        ("exit_code_abort", exit_code_abort),
+        ("terminate_and_kill", terminate_and_kill),
+        ("join_timeout", join_timeout),
+        ("state_rules", state_rules),
+        ("names", names),
+        ("child_identity", child_identity),
+        ("nested_names", nested_names),
+        ("daemonic_cannot_have_children", daemonic_cannot_have_children),
+        ("daemon_dies_with_killed_parent", daemon_dies_with_killed_parent),
+        ("active_children", active_children_lists_running),
+        ("dropped_handle_is_reaped", dropped_handle_is_reaped),
+        ("unknown_entry", unknown_entry),
+        ("no_leaks_200_cycles", no_leaks),
+        ("subclass_style", subclass_style),
+    ] {
+        trials.extend(each_method(name, test));
+    }
+    trials.push(Trial::test("global_start_method", global_start_method));
+    trials.push(Trial::test("fork_policy_with_threads", fork_policy_with_threads));
+    trials.push(Trial::test("build_mismatch", build_mismatch));
+    trials.push(Trial::test("copy_of_binary_is_same_build", copy_of_binary_is_same_build));
+    trials.push(Trial::test("forkserver_death_and_restart", forkserver_death_and_restart));
+    common::run(trials)
+}
