@@ -1,0 +1,110 @@
+//! A walk through multiproc, in the order of the tutorial it comes from: processes started with
+//! each start method, the current process, a daemon, terminate, and the subclass style.
+//!
+//! Run it with `cargo run --example demo`.
+use std::time::Duration;
+
+use multiproc::{current_process, get_context, parent_process, process, Process, StartMethod};
+use serde::{Deserialize, Serialize};
+
+#[process]
+fn spawn_process(i: u32) {
+    let me = current_process();
+    let method = me.start_method().map_or("?", StartMethod::as_str);
+    println!("  This is process: {i} ({}, pid {}, started by {method})", me.name(), me.pid());
+}
+
+#[process]
+fn add(a: i64, b: i64) -> i64 {
+    a + b
+}
+
+#[process]
+fn non_daemon_process() {
+    println!("  starting my Process");
+    std::thread::sleep(Duration::from_millis(200));
+    println!("  ending my Process");
+}
+
+#[process]
+fn daemon_process() {
+    loop {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[process]
+fn child_process() {
+    std::thread::sleep(Duration::from_secs(5));
+    println!("  Finished function");
+}
+
+#[process]
+fn crash(message: String) {
+    panic!("{message}");
+}
+
+#[derive(Serialize, Deserialize)]
+struct MyProcess {
+    id: u32,
+}
+
+#[process]
+impl MyProcess {
+    fn run(&mut self) {
+        let parent = parent_process().map(|p| p.name().to_string()).unwrap_or_default();
+        println!(
+            "  called run method in process: {} (id {}, parent {parent})",
+            current_process().name(),
+            self.id
+        );
+    }
+}
+
+#[multiproc::main]
+fn main() -> multiproc::Result<()> {
+    println!("PID of Main process is: {}", current_process().pid());
+    println!("an annotated function stays callable: add(2, 3) = {}", add(2, 3));
+
+    for method in [StartMethod::Fork, StartMethod::Spawn, StartMethod::ForkServer] {
+        println!("start method {method}:");
+        let ctx = get_context(method);
+        for i in 0..3 {
+            let p = ctx.process(spawn_process, i);
+            p.start()?;
+            p.join()?;
+        }
+    }
+
+    println!("daemon:");
+    let daemon = Process::new(daemon_process, ()).with_daemon(true);
+    let non_daemon = Process::new(non_daemon_process, ());
+    daemon.start()?;
+    non_daemon.start()?;
+    non_daemon.join()?;
+    println!("  the daemon is still alive: {}", daemon.is_alive());
+
+    println!("terminate:");
+    let p = Process::new(child_process, ());
+    p.start()?;
+    p.terminate()?;
+    println!("  Child Process successfully terminated, exit code {}", p.join()?);
+
+    println!("a panic in a child is data:");
+    let p = Process::new(crash, "something went wrong".to_string());
+    p.start()?;
+    let code = p.join()?;
+    if let Some(panic) = p.remote_panic() {
+        println!("  exit code {code}; the parent read: {panic}");
+    }
+
+    println!("subclass style:");
+    for id in 0..5 {
+        let p = Process::from(MyProcess { id });
+        p.start()?;
+        p.join()?;
+    }
+
+    println!("leaving main: the daemon ({}) is terminated now", daemon.name());
+    Ok(())
+}
