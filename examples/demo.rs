@@ -11,7 +11,11 @@ use serde::{Deserialize, Serialize};
 fn spawn_process(i: u32) {
     let me = current_process();
     let method = me.start_method().map_or("?", StartMethod::as_str);
-    println!("  This is process: {i} ({}, pid {}, started by {method})", me.name(), me.pid());
+    println!(
+        "  This is process: {i} ({}, pid {}, started by {method})",
+        me.name(),
+        me.pid()
+    );
 }
 
 #[process]
@@ -52,7 +56,9 @@ struct MyProcess {
 #[process]
 impl MyProcess {
     fn run(&mut self) {
-        let parent = parent_process().map(|p| p.name().to_string()).unwrap_or_default();
+        let parent = parent_process()
+            .map(|p| p.name().to_string())
+            .unwrap_or_default();
         println!(
             "  called run method in process: {} (id {}, parent {parent})",
             current_process().name(),
@@ -64,9 +70,16 @@ impl MyProcess {
 #[multiproc::main]
 fn main() -> multiproc::Result<()> {
     println!("PID of Main process is: {}", current_process().pid());
-    println!("an annotated function stays callable: add(2, 3) = {}", add(2, 3));
+    println!(
+        "an annotated function stays callable: add(2, 3) = {}",
+        add(2, 3)
+    );
 
-    for method in [StartMethod::Fork, StartMethod::Spawn, StartMethod::ForkServer] {
+    for method in [
+        StartMethod::Fork,
+        StartMethod::Spawn,
+        StartMethod::ForkServer,
+    ] {
         println!("start method {method}:");
         let ctx = get_context(method);
         for i in 0..3 {
@@ -88,7 +101,10 @@ fn main() -> multiproc::Result<()> {
     let p = Process::new(child_process, ());
     p.start()?;
     p.terminate()?;
-    println!("  Child Process successfully terminated, exit code {}", p.join()?);
+    println!(
+        "  Child Process successfully terminated, exit code {}",
+        p.join()?
+    );
 
     println!("a panic in a child is data:");
     let p = Process::new(crash, "something went wrong".to_string());
@@ -105,6 +121,9 @@ fn main() -> multiproc::Result<()> {
         p.join()?;
     }
 
-    println!("leaving main: the daemon ({}) is terminated now", daemon.name());
+    println!(
+        "leaving main: the daemon ({}) is terminated now",
+        daemon.name()
+    );
     Ok(())
 }

@@ -54,7 +54,14 @@ fn report(path: String) {
     let method = me.start_method().map_or("none", StartMethod::as_str);
     write_line(
         &path,
-        &format!("{} {} {} {} {} {method}", me.name(), me.pid(), parent.name(), parent.pid(), me.daemon()),
+        &format!(
+            "{} {} {} {} {} {method}",
+            me.name(),
+            me.pid(),
+            parent.name(),
+            parent.pid(),
+            me.daemon()
+        ),
     );
 }
 
@@ -72,7 +79,9 @@ fn try_child(path: String) {
 #[process]
 fn middle(path: String, method: String) {
     let method: StartMethod = method.parse().expect("method");
-    let p = Process::new(sleeper, 60).with_daemon(true).with_start_method(method);
+    let p = Process::new(sleeper, 60)
+        .with_daemon(true)
+        .with_start_method(method);
     p.start().expect("start grandchild");
     write_line(&path, &p.pid().expect("pid").to_string());
     std::thread::sleep(Duration::from_secs(60));
@@ -96,7 +105,10 @@ struct Recorder {
 #[process]
 impl Recorder {
     fn run(&mut self) {
-        write_line(&self.path, &format!("{} {}", self.id, current_process().name()));
+        write_line(
+            &self.path,
+            &format!("{} {}", self.id, current_process().name()),
+        );
     }
 }
 
@@ -112,7 +124,8 @@ impl multiproc::Target for Unregistered {
 }
 
 fn start(p: &Process) -> Outcome {
-    p.start().map_err(|err| format!("start failed: {err}").into())
+    p.start()
+        .map_err(|err| format!("start failed: {err}").into())
 }
 
 fn exit_code_return(m: StartMethod) -> Outcome {
@@ -129,10 +142,15 @@ fn exit_code_panic(m: StartMethod) -> Outcome {
     let p = Process::new(panicker, "boom in the child".to_string()).with_start_method(m);
     start(&p)?;
     check_eq!(p.join()?, 1);
-    let panic = p.remote_panic().ok_or("the panic is readable by the parent")?;
+    let panic = p
+        .remote_panic()
+        .ok_or("the panic is readable by the parent")?;
     check_eq!(panic.message, "boom in the child");
     check!(
-        panic.location.as_deref().is_some_and(|l| l.starts_with("tests/process.rs:")),
+        panic
+            .location
+            .as_deref()
+            .is_some_and(|l| l.starts_with("tests/process.rs:")),
         "location {:?}",
         panic.location
     );
@@ -146,7 +164,12 @@ fn exit_code_exit(m: StartMethod) -> Outcome {
     let p = Process::new(exiter, 7).with_start_method(m);
     start(&p)?;
     check_eq!(p.join()?, 7);
-    check!(p.error().is_some_and(|e| e.to_string().contains("exited with code 7")), "{:?}", p.error());
+    check!(
+        p.error()
+            .is_some_and(|e| e.to_string().contains("exited with code 7")),
+        "{:?}",
+        p.error()
+    );
     Ok(())
 }
 
@@ -154,7 +177,11 @@ fn exit_code_sigsegv(m: StartMethod) -> Outcome {
     let p = Process::new(raiser, libc::SIGSEGV).with_start_method(m);
     start(&p)?;
     check_eq!(p.join()?, -libc::SIGSEGV);
-    check!(p.error().is_some_and(|e| e.to_string().contains("SIGSEGV")), "{:?}", p.error());
+    check!(
+        p.error().is_some_and(|e| e.to_string().contains("SIGSEGV")),
+        "{:?}",
+        p.error()
+    );
     Ok(())
 }
 
@@ -167,7 +194,10 @@ fn exit_code_abort(m: StartMethod) -> Outcome {
 
 fn terminate_and_kill(m: StartMethod) -> Outcome {
     for (signal, send) in [
-        (libc::SIGTERM, Process::terminate as fn(&Process) -> multiproc::Result<()>),
+        (
+            libc::SIGTERM,
+            Process::terminate as fn(&Process) -> multiproc::Result<()>,
+        ),
         (libc::SIGKILL, Process::kill),
         (libc::SIGINT, Process::interrupt),
     ] {
@@ -195,7 +225,11 @@ fn join_timeout(m: StartMethod) -> Outcome {
     start(&p)?;
     let t = Instant::now();
     check_eq!(p.join_timeout(Duration::from_secs(600))?, Some(0));
-    check!(t.elapsed() < Duration::from_secs(60), "join_timeout waited {:?}", t.elapsed());
+    check!(
+        t.elapsed() < Duration::from_secs(60),
+        "join_timeout waited {:?}",
+        t.elapsed()
+    );
     Ok(())
 }
 
@@ -206,7 +240,10 @@ fn state_rules(m: StartMethod) -> Outcome {
     check_eq!(p.pid(), None);
     start(&p)?;
     check_eq!(p.start().unwrap_err().kind(), ErrorKind::AlreadyStarted);
-    check_eq!(p.set_daemon(true).unwrap_err().kind(), ErrorKind::AlreadyStarted);
+    check_eq!(
+        p.set_daemon(true).unwrap_err().kind(),
+        ErrorKind::AlreadyStarted
+    );
     check_eq!(p.close().unwrap_err().kind(), ErrorKind::StillRunning);
     p.terminate()?;
     p.join()?;
@@ -220,18 +257,29 @@ fn state_rules(m: StartMethod) -> Outcome {
 
 fn names(m: StartMethod) -> Outcome {
     let a = Process::new(ok_worker, ()).with_start_method(m);
-    let n: u32 = a.name().strip_prefix("Process-").ok_or("Process-N")?.parse()?;
+    let n: u32 = a
+        .name()
+        .strip_prefix("Process-")
+        .ok_or("Process-N")?
+        .parse()?;
     let named = Process::new(ok_worker, ()).with_name("custom");
     check_eq!(named.name(), "custom");
     let b = Process::new(ok_worker, ()).with_start_method(m);
     check_eq!(b.name(), format!("Process-{}", n + 2));
     let dir = scratch("names");
     let path = dir.join("r").to_string_lossy().into_owned();
-    let c = Process::from(Recorder { id: 5, path: path.clone() }).with_start_method(m);
+    let c = Process::from(Recorder {
+        id: 5,
+        path: path.clone(),
+    })
+    .with_start_method(m);
     check_eq!(c.name(), format!("Recorder-{}", n + 3));
     start(&c)?;
     check_eq!(c.join()?, 0);
-    check_eq!(read_when_ready(dir.join("r").as_path(), LONG)?, format!("5 Recorder-{}", n + 3));
+    check_eq!(
+        read_when_ready(dir.join("r").as_path(), LONG)?,
+        format!("5 Recorder-{}", n + 3)
+    );
     Ok(())
 }
 
@@ -259,7 +307,8 @@ fn child_identity(m: StartMethod) -> Outcome {
 fn nested_names(m: StartMethod) -> Outcome {
     let dir = scratch("nested");
     let path = dir.join("r");
-    let p = Process::new(nest, (path.to_string_lossy().into_owned(), m.to_string())).with_start_method(m);
+    let p = Process::new(nest, (path.to_string_lossy().into_owned(), m.to_string()))
+        .with_start_method(m);
     start(&p)?;
     check_eq!(p.join()?, 0);
     let line = read_when_ready(&path, LONG)?;
@@ -267,7 +316,10 @@ fn nested_names(m: StartMethod) -> Outcome {
     check_eq!(fields.next(), Some(format!("{}:1", p.name())).as_deref());
     fields.next();
     check_eq!(fields.next(), Some(p.name()).as_deref());
-    check_eq!(fields.next(), Some(p.pid().ok_or("pid")?.to_string()).as_deref());
+    check_eq!(
+        fields.next(),
+        Some(p.pid().ok_or("pid")?.to_string()).as_deref()
+    );
     Ok(())
 }
 
@@ -286,7 +338,8 @@ fn daemonic_cannot_have_children(m: StartMethod) -> Outcome {
 fn daemon_dies_with_killed_parent(m: StartMethod) -> Outcome {
     let dir = scratch("orphan");
     let path = dir.join("pid");
-    let p = Process::new(middle, (path.to_string_lossy().into_owned(), m.to_string())).with_start_method(m);
+    let p = Process::new(middle, (path.to_string_lossy().into_owned(), m.to_string()))
+        .with_start_method(m);
     start(&p)?;
     let grandchild: i32 = read_when_ready(&path, LONG)?.parse()?;
     check!(!is_gone(grandchild), "the daemonic grandchild runs");
@@ -297,7 +350,10 @@ fn daemon_dies_with_killed_parent(m: StartMethod) -> Outcome {
         if Instant::now() > deadline {
             // SAFETY: clean up the orphan before failing.
             unsafe { libc::kill(grandchild, libc::SIGKILL) };
-            return Err("the daemonic grandchild outlived its SIGKILLed parent by more than a second".into());
+            return Err(
+                "the daemonic grandchild outlived its SIGKILLed parent by more than a second"
+                    .into(),
+            );
         }
         std::thread::sleep(Duration::from_millis(5));
     }
@@ -310,13 +366,19 @@ fn active_children_lists_running(m: StartMethod) -> Outcome {
     start(&a)?;
     start(&b)?;
     let pids: Vec<_> = active_children().iter().filter_map(Process::pid).collect();
-    check!(pids.contains(&a.pid().ok_or("pid")?) && pids.contains(&b.pid().ok_or("pid")?), "{pids:?}");
+    check!(
+        pids.contains(&a.pid().ok_or("pid")?) && pids.contains(&b.pid().ok_or("pid")?),
+        "{pids:?}"
+    );
     for p in active_children() {
         p.terminate()?;
     }
     a.join()?;
     b.join()?;
-    check!(active_children().is_empty(), "no active children after join");
+    check!(
+        active_children().is_empty(),
+        "no active children after join"
+    );
     Ok(())
 }
 
@@ -331,10 +393,16 @@ fn dropped_handle_is_reaped(m: StartMethod) -> Outcome {
         if !active.contains(&pid) {
             break;
         }
-        check!(Instant::now() < deadline, "dropped child {pid} never reaped");
+        check!(
+            Instant::now() < deadline,
+            "dropped child {pid} never reaped"
+        );
         std::thread::sleep(Duration::from_millis(5));
     }
-    check!(!common::zombie_children().contains(&(pid as i32)), "zombie {pid}");
+    check!(
+        !common::zombie_children().contains(&(pid as i32)),
+        "zombie {pid}"
+    );
     Ok(())
 }
 
@@ -342,7 +410,10 @@ fn unknown_entry(m: StartMethod) -> Outcome {
     let p = Process::new(Unregistered, ()).with_start_method(m);
     let err = p.start().unwrap_err();
     check_eq!(err.kind(), ErrorKind::UnknownEntry);
-    check!(err.to_string().contains("tests::process::Unregistered"), "{err}");
+    check!(
+        err.to_string().contains("tests::process::Unregistered"),
+        "{err}"
+    );
     Ok(())
 }
 
@@ -359,7 +430,11 @@ fn no_leaks(m: StartMethod) -> Outcome {
     }
     let after = common::open_fds();
     check_eq!(after, before);
-    check!(common::zombie_children().is_empty(), "zombies: {:?}", common::zombie_children());
+    check!(
+        common::zombie_children().is_empty(),
+        "zombies: {:?}",
+        common::zombie_children()
+    );
     Ok(())
 }
 
@@ -367,7 +442,10 @@ fn subclass_style(m: StartMethod) -> Outcome {
     let dir = scratch("subclass");
     for id in 0..3 {
         let path = dir.join(id.to_string());
-        let p = get_context(m).process_from(Recorder { id, path: path.to_string_lossy().into_owned() });
+        let p = get_context(m).process_from(Recorder {
+            id,
+            path: path.to_string_lossy().into_owned(),
+        });
         check_eq!(p.start_method(), Some(m));
         start(&p)?;
         check_eq!(p.join()?, 0);
@@ -380,7 +458,9 @@ fn global_start_method() -> Outcome {
     multiproc::force_start_method(None);
     multiproc::set_start_method(StartMethod::Spawn)?;
     check_eq!(
-        multiproc::set_start_method(StartMethod::Fork).unwrap_err().kind(),
+        multiproc::set_start_method(StartMethod::Fork)
+            .unwrap_err()
+            .kind(),
         ErrorKind::ContextAlreadySet
     );
     check_eq!(multiproc::get_start_method(), StartMethod::Spawn);
@@ -389,10 +469,16 @@ fn global_start_method() -> Outcome {
     let p = Process::new(report, path.to_string_lossy().into_owned());
     start(&p)?;
     p.join()?;
-    check!(read_when_ready(&path, LONG)?.ends_with(" spawn"), "child used the global method");
+    check!(
+        read_when_ready(&path, LONG)?.ends_with(" spawn"),
+        "child used the global method"
+    );
     multiproc::force_start_method(None);
     check_eq!(multiproc::get_start_method(), StartMethod::ForkServer);
-    check_eq!("bogus".parse::<StartMethod>().unwrap_err().kind(), ErrorKind::InvalidInput);
+    check_eq!(
+        "bogus".parse::<StartMethod>().unwrap_err().kind(),
+        ErrorKind::InvalidInput
+    );
     Ok(())
 }
 
@@ -401,7 +487,9 @@ fn fork_policy_with_threads() -> Outcome {
     let thread = std::thread::spawn(move || {
         let _ = rx.recv();
     });
-    let refused = Process::new(ok_worker, ()).with_start_method(StartMethod::Fork).start();
+    let refused = Process::new(ok_worker, ())
+        .with_start_method(StartMethod::Fork)
+        .start();
     let warned = {
         multiproc::set_fork_policy(multiproc::ForkPolicy::Warn);
         let p = Process::new(ok_worker, ()).with_start_method(StartMethod::Fork);
@@ -429,7 +517,11 @@ fn example_binary(name: &str) -> Result<std::path::PathBuf, libtest_mimic::Faile
         .and_then(|deps| deps.parent())
         .map(|dir| dir.join("examples").join(name))
         .ok_or("no target dir")?;
-    check!(path.exists(), "{} missing: cargo test builds the examples", path.display());
+    check!(
+        path.exists(),
+        "{} missing: cargo test builds the examples",
+        path.display()
+    );
     Ok(path)
 }
 
@@ -441,7 +533,10 @@ fn build_mismatch() -> Outcome {
     multiproc::set_executable(None);
     let err = result.unwrap_err();
     check_eq!(err.kind(), ErrorKind::BuildMismatch);
-    check!(err.to_string().contains("is not the parent's build"), "{err}");
+    check!(
+        err.to_string().contains("is not the parent's build"),
+        "{err}"
+    );
     Ok(())
 }
 
@@ -462,8 +557,18 @@ fn forkserver_death_and_restart() -> Outcome {
     start(&p)?;
     let pid = p.pid().ok_or("pid")?;
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    let server: i32 = stat.rsplit_once(')').ok_or("stat")?.1.split_whitespace().nth(1).ok_or("ppid")?.parse()?;
-    check!(server != std::process::id() as i32, "the child's parent is the fork server");
+    let server: i32 = stat
+        .rsplit_once(')')
+        .ok_or("stat")?
+        .1
+        .split_whitespace()
+        .nth(1)
+        .ok_or("ppid")?
+        .parse()?;
+    check!(
+        server != std::process::id() as i32,
+        "the child's parent is the fork server"
+    );
     // SAFETY: the fork server is our own child.
     unsafe { libc::kill(server, libc::SIGKILL) };
     p.kill()?;
@@ -479,7 +584,10 @@ fn main() {
     multiproc::init();
     let mut trials = Vec::new();
     for (name, test) in [
-        ("exit_code_return", exit_code_return as fn(StartMethod) -> Outcome),
+        (
+            "exit_code_return",
+            exit_code_return as fn(StartMethod) -> Outcome,
+        ),
         ("exit_code_panic", exit_code_panic),
         ("exit_code_exit", exit_code_exit),
         ("exit_code_sigsegv", exit_code_sigsegv),
@@ -490,8 +598,14 @@ fn main() {
         ("names", names),
         ("child_identity", child_identity),
         ("nested_names", nested_names),
-        ("daemonic_cannot_have_children", daemonic_cannot_have_children),
-        ("daemon_dies_with_killed_parent", daemon_dies_with_killed_parent),
+        (
+            "daemonic_cannot_have_children",
+            daemonic_cannot_have_children,
+        ),
+        (
+            "daemon_dies_with_killed_parent",
+            daemon_dies_with_killed_parent,
+        ),
         ("active_children", active_children_lists_running),
         ("dropped_handle_is_reaped", dropped_handle_is_reaped),
         ("unknown_entry", unknown_entry),
@@ -501,9 +615,18 @@ fn main() {
         trials.extend(each_method(name, test));
     }
     trials.push(Trial::test("global_start_method", global_start_method));
-    trials.push(Trial::test("fork_policy_with_threads", fork_policy_with_threads));
+    trials.push(Trial::test(
+        "fork_policy_with_threads",
+        fork_policy_with_threads,
+    ));
     trials.push(Trial::test("build_mismatch", build_mismatch));
-    trials.push(Trial::test("copy_of_binary_is_same_build", copy_of_binary_is_same_build));
-    trials.push(Trial::test("forkserver_death_and_restart", forkserver_death_and_restart));
+    trials.push(Trial::test(
+        "copy_of_binary_is_same_build",
+        copy_of_binary_is_same_build,
+    ));
+    trials.push(Trial::test(
+        "forkserver_death_and_restart",
+        forkserver_death_and_restart,
+    ));
     common::run(trials)
 }

@@ -30,8 +30,12 @@ pub(crate) fn enter_if_child() {
         .and_then(|s| s.to_str().and_then(|s| s.parse::<RawFd>().ok()));
     let control = match fd.map(sys::adopt_socket) {
         Some(Ok(control)) => control,
-        Some(Err(err)) => bail_early(&format!("{CHILD_FLAG} was given a descriptor that is not a control socket: {err}")),
-        None => bail_early(&format!("{CHILD_FLAG} needs the number of its control socket")),
+        Some(Err(err)) => bail_early(&format!(
+            "{CHILD_FLAG} was given a descriptor that is not a control socket: {err}"
+        )),
+        None => bail_early(&format!(
+            "{CHILD_FLAG} needs the number of its control socket"
+        )),
     };
     serve(control)
 }
@@ -47,7 +51,11 @@ pub(crate) fn serve(control: UnixStream) -> ! {
     let build = match wire::recv::<BuildId>(&control, deadline) {
         Ok(Some(build)) => build,
         Ok(None) => sys::exit_now(EXIT_BOOTSTRAP_FAILED),
-        Err(err) => refuse(&control, FailKind::Bootstrap, format!("cannot read the bootstrap: {err}")),
+        Err(err) => refuse(
+            &control,
+            FailKind::Bootstrap,
+            format!("cannot read the bootstrap: {err}"),
+        ),
     };
     let mine = BuildId::current();
     if build != mine {
@@ -63,7 +71,11 @@ pub(crate) fn serve(control: UnixStream) -> ! {
     let role = match wire::recv::<Role>(&control, deadline) {
         Ok(Some(role)) => role,
         Ok(None) => sys::exit_now(EXIT_BOOTSTRAP_FAILED),
-        Err(err) => refuse(&control, FailKind::Bootstrap, format!("cannot read the bootstrap: {err}")),
+        Err(err) => refuse(
+            &control,
+            FailKind::Bootstrap,
+            format!("cannot read the bootstrap: {err}"),
+        ),
     };
     match role {
         Role::ForkServer => {
@@ -94,6 +106,7 @@ fn refuse(control: &UnixStream, kind: FailKind, message: String) -> ! {
 
 thread_local! {
     static IN_TARGET: Cell<bool> = const { Cell::new(false) };
+    static QUIET: Cell<bool> = const { Cell::new(false) };
     static LAST_PANIC: RefCell<Option<(String, Option<String>)>> = const { RefCell::new(None) };
 }
 
@@ -103,17 +116,10 @@ pub(crate) fn run(control: UnixStream, launch: Launch, entry: &'static Entry) ->
     current::register_fd(&*control);
     {
         let mut me = current::lock_me();
-        current::become_child(
-            &mut me,
-            launch.name.clone(),
-            launch.identity.clone(),
-            launch.daemon,
-            launch.start_method,
-            launch.parent_name.clone(),
-            launch.parent_pid,
-            control.clone(),
-        );
+        current::become_child(&mut me, &launch, control.clone());
     }
+    // A child starts its own children the way it was started, unless told otherwise.
+    crate::context::force_start_method(Some(launch.start_method));
     sys::stdin_to_devnull();
     if launch.daemon {
         watch_parent(control.clone());
@@ -127,8 +133,18 @@ pub(crate) fn run(control: UnixStream, launch: Launch, entry: &'static Entry) ->
         Ok(Ok(_output)) => 0,
         Ok(Err(err)) => {
             eprintln!("Process {}:\n{err}", launch.name);
-            let kind = if err.kind() == ErrorKind::Codec { FailKind::Codec } else { FailKind::Bootstrap };
-            let _ = wire::send(&control, &ChildMessage::Failed { kind, message: err.to_string() });
+            let kind = if err.kind() == ErrorKind::Codec {
+                FailKind::Codec
+            } else {
+                FailKind::Bootstrap
+            };
+            let _ = wire::send(
+                &control,
+                &ChildMessage::Failed {
+                    kind,
+                    message: err.to_string(),
+                },
+            );
             1
         }
         Err(payload) => {
@@ -170,7 +186,9 @@ fn watch_parent(control: Arc<UnixStream>) {
             }
         });
     if let Err(err) = spawned {
-        eprintln!("multiproc: cannot watch the parent process, this daemonic child may outlive it: {err}");
+        eprintln!(
+            "multiproc: cannot watch the parent process, this daemonic child may outlive it: {err}"
+        );
     }
 }
 
@@ -184,6 +202,9 @@ fn install_panic_hook(name: String) {
                 .unwrap_or_else(|| "Box<dyn Any>".to_string());
             let location = info.location().map(|l| l.to_string());
             LAST_PANIC.with(|p| *p.borrow_mut() = Some((message, location)));
+            if QUIET.with(|q| q.get()) {
+                return;
+            }
             eprintln!("Process {name}:");
         }
         default(info);
@@ -198,4 +219,18 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
     } else {
         "Box<dyn Any>".to_string()
     }
+}
+
+/// Runs `f` in a child, catching a panic quietly (nothing printed): a pool task's panic goes
+/// back to the caller as data instead. Returns the panic's message and location.
+pub(crate) fn catch_quiet<R>(f: impl FnOnce() -> R) -> Result<R, (String, Option<String>)> {
+    let was_quiet = QUIET.with(|q| q.replace(true));
+    LAST_PANIC.with(|p| p.borrow_mut().take());
+    let result = panic::catch_unwind(AssertUnwindSafe(f));
+    QUIET.with(|q| q.set(was_quiet));
+    result.map_err(|payload| {
+        LAST_PANIC
+            .with(|p| p.borrow_mut().take())
+            .unwrap_or_else(|| (panic_message(&*payload), None))
+    })
 }

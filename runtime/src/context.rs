@@ -65,7 +65,12 @@ pub fn force_start_method(method: Option<StartMethod>) {
 
 /// The global start method; asking fixes the default, as in Python.
 pub fn get_start_method() -> StartMethod {
-    let _ = DEFAULT.compare_exchange(0, encode(DEFAULT_START_METHOD), Ordering::SeqCst, Ordering::SeqCst);
+    let _ = DEFAULT.compare_exchange(
+        0,
+        encode(DEFAULT_START_METHOD),
+        Ordering::SeqCst,
+        Ordering::SeqCst,
+    );
     decode(DEFAULT.load(Ordering::SeqCst)).unwrap_or(DEFAULT_START_METHOD)
 }
 

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use crate::error::Result;
-use crate::start::StartMethod;
+use crate::start::{Launch, StartMethod};
 use crate::sys;
 
 /// This process as seen by multiproc. Returned by [`current_process`].
@@ -70,13 +70,24 @@ impl ParentProcess {
 
     /// Whether the parent is still alive: its end of our control socket is still open.
     pub fn is_alive(&self) -> bool {
-        matches!(sys::poll_one(self.control.as_fd(), sys::PEER_CLOSED, Some(std::time::Instant::now())), Ok(0))
+        matches!(
+            sys::poll_one(
+                self.control.as_fd(),
+                sys::PEER_CLOSED,
+                Some(std::time::Instant::now())
+            ),
+            Ok(0)
+        )
     }
 
     /// Waits until the parent has died, at most `timeout`; returns whether it did.
     pub fn join_timeout(&self, timeout: Duration) -> Result<bool> {
-        let seen = sys::poll_one(self.control.as_fd(), sys::PEER_CLOSED, sys::deadline_after(timeout))
-            .map_err(|err| crate::Error::io("cannot wait for the parent process", err))?;
+        let seen = sys::poll_one(
+            self.control.as_fd(),
+            sys::PEER_CLOSED,
+            sys::deadline_after(timeout),
+        )
+        .map_err(|err| crate::Error::io("cannot wait for the parent process", err))?;
         Ok(seen != 0)
     }
 }
@@ -134,29 +145,22 @@ pub fn parent_process() -> Option<ParentProcess> {
 /// assert!(multiproc::cpu_count() >= 1);
 /// ```
 pub fn cpu_count() -> usize {
-    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
 }
 
 /// Sets who this process is, in a freshly started child.
-pub(crate) fn become_child(
-    me: &mut Me,
-    name: String,
-    identity: Vec<u32>,
-    daemon: bool,
-    start_method: StartMethod,
-    parent_name: String,
-    parent_pid: i32,
-    control: Arc<UnixStream>,
-) {
+pub(crate) fn become_child(me: &mut Me, launch: &Launch, control: Arc<UnixStream>) {
     me.process = CurrentProcess {
-        name,
-        identity,
-        daemon,
-        start_method: Some(start_method),
+        name: launch.name.clone(),
+        identity: launch.identity.clone(),
+        daemon: launch.daemon,
+        start_method: Some(launch.start_method),
     };
     me.parent = Some(ParentProcess {
-        name: parent_name,
-        pid: parent_pid,
+        name: launch.parent_name.clone(),
+        pid: launch.parent_pid,
         control,
     });
     COUNTER.store(1, Ordering::Relaxed);
@@ -198,4 +202,9 @@ pub(crate) fn unregister_fd(fd: &impl AsRawFd) {
     if let Some(i) = fds.iter().rposition(|&f| f == raw) {
         fds.swap_remove(i);
     }
+}
+
+/// In a child: the control socket to the parent (pool workers read their tasks from it).
+pub(crate) fn parent_control() -> Option<Arc<UnixStream>> {
+    lock_me().parent.as_ref().map(|p| p.control.clone())
 }

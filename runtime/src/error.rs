@@ -50,8 +50,14 @@ pub enum ErrorKind {
     Panicked,
     /// The child process died (killed by a signal or exited) before it finished its work.
     Died,
-    /// An argument was out of range.
+    /// An argument was out of range, or a call came in the wrong state.
     InvalidInput,
+    /// The pool is closed or terminated: it takes no new work.
+    NotRunning,
+    /// The pool was terminated while this work was pending.
+    Terminated,
+    /// The pool's initializer failed: the pool cannot run tasks.
+    InitializerFailed,
     /// An operating system call failed.
     Io,
 }
@@ -142,6 +148,16 @@ impl Error {
         Error::new(kind, context.to_string()).with_source(err)
     }
 
+    /// A copy of this error for a second receiver (the source becomes part of the message).
+    pub(crate) fn duplicate(&self) -> Self {
+        Error {
+            kind: self.kind,
+            message: self.to_string(),
+            panic: self.panic.clone(),
+            source: None,
+        }
+    }
+
     pub(crate) fn timeout(message: impl Into<String>) -> Self {
         Error::new(ErrorKind::Timeout, message)
     }
@@ -191,7 +207,10 @@ mod tests {
 
     #[test]
     fn display_chains_source() {
-        let err = Error::io("reading bootstrap", io::Error::from(io::ErrorKind::UnexpectedEof));
+        let err = Error::io(
+            "reading bootstrap",
+            io::Error::from(io::ErrorKind::UnexpectedEof),
+        );
         assert_eq!(err.kind(), ErrorKind::Disconnected);
         assert!(err.to_string().starts_with("reading bootstrap: "));
         assert!(std::error::Error::source(&err).is_some());

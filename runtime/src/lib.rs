@@ -7,6 +7,7 @@ pub mod codec;
 mod context;
 mod current;
 mod error;
+mod pool;
 mod process;
 mod registry;
 mod start;
@@ -14,10 +15,12 @@ mod sys;
 mod wire;
 
 pub use context::{
-    force_start_method, get_context, get_start_method, set_start_method, Context, DEFAULT_START_METHOD,
+    force_start_method, get_context, get_start_method, set_start_method, Context,
+    DEFAULT_START_METHOD,
 };
 pub use current::{cpu_count, current_process, parent_process, CurrentProcess, ParentProcess};
 pub use error::{Error, ErrorKind, RemotePanic, Result};
+pub use pool::{AsyncResult, Imap, Pool, PoolBuilder};
 pub use process::{active_children, Process};
 pub use registry::{BuildId, Runnable, Target};
 pub use start::fork::{fork_policy, set_fork_policy};
@@ -32,7 +35,8 @@ pub mod __private {
     pub use serde;
 
     /// Compile-time check that an argument or result type can cross a process boundary.
-    pub const fn assert_data<T: serde::Serialize + serde::de::DeserializeOwned + Send + 'static>() {}
+    pub const fn assert_data<T: serde::Serialize + serde::de::DeserializeOwned + Send + 'static>() {
+    }
 }
 
 /// Prepares this process for multiproc. Call it first in `main`, or annotate `main` with

@@ -96,7 +96,11 @@ impl Process {
         identity.push(current::next_child_number());
         let name = format!(
             "{type_name}-{}",
-            identity.iter().map(u32::to_string).collect::<Vec<_>>().join(":")
+            identity
+                .iter()
+                .map(u32::to_string)
+                .collect::<Vec<_>>()
+                .join(":")
         );
         Process {
             inner: Arc::new(Inner {
@@ -117,7 +121,10 @@ impl Process {
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
-        self.inner.state.lock().unwrap_or_else(PoisonError::into_inner)
+        self.inner
+            .state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Sets the name (builder style).
@@ -160,7 +167,10 @@ impl Process {
     pub fn set_daemon(&self, daemon: bool) -> Result<()> {
         let mut state = self.lock();
         if !matches!(state.phase, Phase::Initial) {
-            return Err(Error::new(ErrorKind::AlreadyStarted, "process has already started"));
+            return Err(Error::new(
+                ErrorKind::AlreadyStarted,
+                "process has already started",
+            ));
         }
         state.daemon = daemon;
         Ok(())
@@ -183,7 +193,12 @@ impl Process {
             match state.phase {
                 Phase::Initial => {}
                 Phase::Closed => return Err(closed()),
-                _ => return Err(Error::new(ErrorKind::AlreadyStarted, "cannot start a process twice")),
+                _ => {
+                    return Err(Error::new(
+                        ErrorKind::AlreadyStarted,
+                        "cannot start a process twice",
+                    ))
+                }
             }
             let me = current_process();
             if me.daemon() {
@@ -193,7 +208,10 @@ impl Process {
                 ));
             }
             let payload = state.payload.clone().map_err(|message| {
-                Error::new(ErrorKind::Codec, format!("cannot encode the arguments of {}: {message}", state.name))
+                Error::new(
+                    ErrorKind::Codec,
+                    format!("cannot encode the arguments of {}: {message}", state.name),
+                )
             })?;
             let method = state.method.unwrap_or_else(context::get_start_method);
             if method != StartMethod::Fork && !current::initialized() {
@@ -220,7 +238,9 @@ impl Process {
         };
         cleanup_finished();
         let result = match method {
-            StartMethod::Fork => registry::lookup(&launch.entry).and_then(|entry| start::fork::launch(launch, entry)),
+            StartMethod::Fork => {
+                registry::lookup(&launch.entry).and_then(|entry| start::fork::launch(launch, entry))
+            }
             StartMethod::Spawn => start::spawn::launch(launch),
             StartMethod::ForkServer => start::forkserver::launch(launch),
         };
@@ -247,7 +267,9 @@ impl Process {
     /// Waits at most `timeout` for the child to exit: `Some(exitcode)` if it did, `None` if it
     /// still runs. Event-driven (the wait ends as soon as the child exits).
     pub fn join_timeout(&self, timeout: Duration) -> Result<Option<i32>> {
-        self.wait(Some(sys::deadline_after(timeout).unwrap_or_else(far_future)))
+        self.wait(Some(
+            sys::deadline_after(timeout).unwrap_or_else(far_future),
+        ))
     }
 
     fn wait(&self, deadline: Option<Instant>) -> Result<Option<i32>> {
@@ -256,7 +278,10 @@ impl Process {
             let state = self.lock();
             match &state.phase {
                 Phase::Initial | Phase::Starting => {
-                    return Err(Error::new(ErrorKind::NotStarted, "can only join a started process"))
+                    return Err(Error::new(
+                        ErrorKind::NotStarted,
+                        "can only join a started process",
+                    ))
                 }
                 Phase::Closed => return Err(closed()),
                 Phase::Stopped { exitcode, .. } => return Ok(Some(*exitcode)),
@@ -288,11 +313,16 @@ impl Process {
         for message in popen.drain_messages() {
             match message {
                 ChildMessage::Panicked(panic) => state.panic = Some(panic),
-                ChildMessage::Failed { kind, message } => state.failure = Some((kind.into(), message)),
+                ChildMessage::Failed { kind, message } => {
+                    state.failure = Some((kind.into(), message))
+                }
                 ChildMessage::Ready => {}
             }
         }
-        state.phase = Phase::Stopped { pid: popen.pid, exitcode: code };
+        state.phase = Phase::Stopped {
+            pid: popen.pid,
+            exitcode: code,
+        };
         drop(popen);
         drop(state);
         lock_children().retain(|c| !Arc::ptr_eq(c, &self.inner));
@@ -351,7 +381,11 @@ impl Process {
             0 => None,
             n if n < 0 => Some(Error::new(
                 ErrorKind::Died,
-                format!("process {} (pid {pid}) was killed by {}", state.name, sys::signal_name(-n)),
+                format!(
+                    "process {} (pid {pid}) was killed by {}",
+                    state.name,
+                    sys::signal_name(-n)
+                ),
             )),
             n => Some(Error::new(
                 ErrorKind::Died,
@@ -382,7 +416,9 @@ impl Process {
             Phase::Running(popen) => popen.signal(signal),
             Phase::Stopped { .. } => Ok(()),
             Phase::Closed => Err(closed()),
-            Phase::Initial | Phase::Starting => Err(Error::new(ErrorKind::NotStarted, "process not started")),
+            Phase::Initial | Phase::Starting => {
+                Err(Error::new(ErrorKind::NotStarted, "process not started"))
+            }
         }
     }
 
@@ -425,7 +461,10 @@ impl fmt::Debug for Process {
         match &state.phase {
             Phase::Initial | Phase::Starting => d.field("state", &"initial"),
             Phase::Running(popen) => d.field("state", &"started").field("pid", &popen.pid),
-            Phase::Stopped { pid, exitcode } => d.field("state", &"stopped").field("pid", pid).field("exitcode", exitcode),
+            Phase::Stopped { pid, exitcode } => d
+                .field("state", &"stopped")
+                .field("pid", pid)
+                .field("exitcode", exitcode),
             Phase::Closed => d.field("state", &"closed"),
         };
         d.finish()
@@ -441,7 +480,12 @@ fn far_future() -> Instant {
 }
 
 fn snapshot() -> Vec<Process> {
-    lock_children().iter().map(|inner| Process { inner: inner.clone() }).collect()
+    lock_children()
+        .iter()
+        .map(|inner| Process {
+            inner: inner.clone(),
+        })
+        .collect()
 }
 
 /// Reaps the children that have exited (Python's `_cleanup`).

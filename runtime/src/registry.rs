@@ -64,8 +64,12 @@ pub trait Runnable: Serialize + DeserializeOwned + Send + 'static {
 pub struct Entry {
     name: &'static str,
     signature: fn() -> &'static str,
-    run: fn(&[u8]) -> Result<Vec<u8>>,
+    run: Runner,
+    chunk: Option<Runner>,
 }
+
+/// Decodes its input, runs a body, encodes the output.
+type Runner = fn(&[u8]) -> Result<Vec<u8>>;
 
 inventory::collect!(Entry);
 
@@ -76,6 +80,7 @@ impl Entry {
             name: T::NAME,
             signature: std::any::type_name::<fn(T::Args) -> T::Output>,
             run: run_target::<T>,
+            chunk: Some(run_chunk::<T>),
         }
     }
 
@@ -85,6 +90,7 @@ impl Entry {
             name: R::NAME,
             signature: std::any::type_name::<R>,
             run: run_runnable::<R>,
+            chunk: None,
         }
     }
 
@@ -99,6 +105,28 @@ impl Entry {
     pub fn invoke(&self, payload: &[u8]) -> Result<Vec<u8>> {
         (self.run)(payload)
     }
+
+    /// Runs a pool chunk: `payload` encodes a `Vec` of arguments, the result a `Vec` of outputs.
+    pub(crate) fn invoke_chunk(&self, payload: &[u8]) -> Result<Vec<u8>> {
+        match self.chunk {
+            Some(chunk) => chunk(payload),
+            None => Err(Error::new(
+                ErrorKind::UnknownEntry,
+                format!(
+                    "`{}` is a process type, not a function: it cannot run as a pool task",
+                    self.name
+                ),
+            )),
+        }
+    }
+}
+
+/// Pool tasks: decodes a chunk (a sequence of arguments), calls the function on each, encodes
+/// the sequence of results.
+fn run_chunk<T: Target>(payload: &[u8]) -> Result<Vec<u8>> {
+    let args: Vec<T::Args> = codec::decode(payload)?;
+    let results: Vec<T::Output> = args.into_iter().map(T::call).collect();
+    codec::encode(&results)
 }
 
 fn run_target<T: Target>(payload: &[u8]) -> Result<Vec<u8>> {
@@ -150,7 +178,7 @@ fn registry() -> &'static Registry {
 /// Finds the entry registered under `name`.
 pub(crate) fn lookup(name: &str) -> Result<&'static Entry> {
     let registry = registry();
-    if registry.duplicates.iter().any(|d| *d == name) {
+    if registry.duplicates.contains(&name) {
         return Err(Error::new(
             ErrorKind::UnknownEntry,
             format!("entry point `{name}` is registered twice; give one of them `#[process(name = \"...\")]`"),
@@ -159,7 +187,10 @@ pub(crate) fn lookup(name: &str) -> Result<&'static Entry> {
     registry.by_name.get(name).copied().ok_or_else(|| {
         Error::new(
             ErrorKind::UnknownEntry,
-            format!("no entry point named `{name}` is registered in this binary (pid {})", std::process::id()),
+            format!(
+                "no entry point named `{name}` is registered in this binary (pid {})",
+                std::process::id()
+            ),
         )
     })
 }
@@ -202,7 +233,13 @@ fn executable_identity(path: &str) -> u64 {
     use std::os::unix::fs::MetadataExt;
     let mut hash = Fnv::new();
     if let Ok(meta) = std::fs::metadata(path) {
-        for part in [meta.dev(), meta.ino(), meta.size(), meta.mtime() as u64, meta.mtime_nsec() as u64] {
+        for part in [
+            meta.dev(),
+            meta.ino(),
+            meta.size(),
+            meta.mtime() as u64,
+            meta.mtime_nsec() as u64,
+        ] {
             hash.write(&part.to_le_bytes());
         }
     }

@@ -30,7 +30,11 @@ fn poll_timeout(deadline: Option<Instant>) -> i32 {
 
 /// Waits until `fd` reports one of `events` (errors and hang-ups always count) or `deadline`
 /// passes. Returns the events seen, or `0` on timeout.
-pub(crate) fn poll_one(fd: BorrowedFd<'_>, events: i16, deadline: Option<Instant>) -> io::Result<i16> {
+pub(crate) fn poll_one(
+    fd: BorrowedFd<'_>,
+    events: i16,
+    deadline: Option<Instant>,
+) -> io::Result<i16> {
     let mut pfd = libc::pollfd {
         fd: fd.as_raw_fd(),
         events,
@@ -161,7 +165,11 @@ pub(crate) fn set_cloexec(fd: BorrowedFd<'_>, on: bool) -> io::Result<()> {
         if flags < 0 {
             return Err(io::Error::last_os_error());
         }
-        let flags = if on { flags | libc::FD_CLOEXEC } else { flags & !libc::FD_CLOEXEC };
+        let flags = if on {
+            flags | libc::FD_CLOEXEC
+        } else {
+            flags & !libc::FD_CLOEXEC
+        };
         if libc::fcntl(fd.as_raw_fd(), libc::F_SETFD, flags) < 0 {
             return Err(io::Error::last_os_error());
         }
@@ -199,7 +207,11 @@ pub(crate) fn send_with_fds(sock: BorrowedFd<'_>, data: &[u8], fds: &[RawFd]) ->
     loop {
         match sendmsg::<()>(sock.as_raw_fd(), &iov, cmsgs, MsgFlags::MSG_NOSIGNAL, None) {
             Ok(n) if n == data.len() => return Ok(()),
-            Ok(_) => return Err(io::Error::other("short write of a descriptor-passing message")),
+            Ok(_) => {
+                return Err(io::Error::other(
+                    "short write of a descriptor-passing message",
+                ))
+            }
             Err(nix::errno::Errno::EINTR) => continue,
             Err(err) => return Err(err.into()),
         }
@@ -216,7 +228,12 @@ pub(crate) fn recv_with_fds(
     let mut space = vec![0u8; cmsg_space_for(max_fds)];
     let (n, raw) = loop {
         let mut iov = [IoSliceMut::new(data)];
-        match recvmsg::<()>(sock.as_raw_fd(), &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC) {
+        match recvmsg::<()>(
+            sock.as_raw_fd(),
+            &mut iov,
+            Some(&mut space),
+            MsgFlags::MSG_CMSG_CLOEXEC,
+        ) {
             Ok(msg) => {
                 let mut raw = Vec::new();
                 for cmsg in msg.cmsgs().map_err(io::Error::from)? {
@@ -231,7 +248,10 @@ pub(crate) fn recv_with_fds(
         }
     };
     // SAFETY: SCM_RIGHTS installed these descriptors in this process for us alone.
-    let fds: Vec<OwnedFd> = raw.into_iter().map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }).collect();
+    let fds: Vec<OwnedFd> = raw
+        .into_iter()
+        .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) })
+        .collect();
     if n == 0 {
         return Ok(None);
     }
@@ -255,7 +275,11 @@ pub(crate) fn read_full(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize>
     while filled < buf.len() {
         // SAFETY: the pointer and length describe the unfilled tail of `buf`.
         let n = unsafe {
-            libc::read(fd.as_raw_fd(), buf[filled..].as_mut_ptr().cast(), buf.len() - filled)
+            libc::read(
+                fd.as_raw_fd(),
+                buf[filled..].as_mut_ptr().cast(),
+                buf.len() - filled,
+            )
         };
         match n {
             0 => break,
@@ -276,7 +300,13 @@ pub(crate) fn write_full(fd: BorrowedFd<'_>, buf: &[u8]) -> io::Result<()> {
     let mut done = 0;
     while done < buf.len() {
         // SAFETY: the pointer and length describe the unwritten tail of `buf`.
-        let n = unsafe { libc::write(fd.as_raw_fd(), buf[done..].as_ptr().cast(), buf.len() - done) };
+        let n = unsafe {
+            libc::write(
+                fd.as_raw_fd(),
+                buf[done..].as_ptr().cast(),
+                buf.len() - done,
+            )
+        };
         if n >= 0 {
             done += n as usize;
         } else {
@@ -325,11 +355,40 @@ pub(crate) fn adopt_socket(fd: RawFd) -> io::Result<std::os::unix::net::UnixStre
         return Err(io::Error::last_os_error());
     }
     if st.st_mode & libc::S_IFMT != libc::S_IFSOCK {
-        return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("descriptor {fd} is not a socket")));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("descriptor {fd} is not a socket"),
+        ));
     }
     // SAFETY: the descriptor is open, is a socket, and was handed to this process by its parent
     // for this purpose alone: nothing else in the process owns it.
     let stream = unsafe { std::os::unix::net::UnixStream::from_raw_fd(fd) };
     set_cloexec(stream.as_fd(), true)?;
     Ok(stream)
+}
+
+/// A non-blocking, close-on-exec `eventfd(2)`: a counter one thread bumps to wake another
+/// that polls it.
+pub(crate) fn eventfd() -> io::Result<OwnedFd> {
+    // SAFETY: eventfd takes an initial value and flags and returns a new descriptor or -1.
+    let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a fresh descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Bumps an eventfd (wakes its poller).
+pub(crate) fn eventfd_signal(fd: BorrowedFd<'_>) {
+    let one = 1u64.to_ne_bytes();
+    // SAFETY: writes 8 bytes from a valid buffer; a full counter (EAGAIN) still wakes.
+    unsafe { libc::write(fd.as_raw_fd(), one.as_ptr().cast(), one.len()) };
+}
+
+/// Resets an eventfd's counter.
+pub(crate) fn eventfd_drain(fd: BorrowedFd<'_>) {
+    let mut buf = [0u8; 8];
+    // SAFETY: reads at most 8 bytes into a valid buffer; EAGAIN when already zero.
+    unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
 }

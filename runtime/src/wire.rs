@@ -29,6 +29,59 @@ pub(crate) fn send<T: Serialize>(stream: &UnixStream, value: &T) -> Result<()> {
         .map_err(|err| Error::io("cannot send a frame to the other process", err))
 }
 
+/// Writes `header` as one frame followed by the raw bytes of `payload`, in one `writev` when
+/// the socket takes it (no copy of the payload into the frame).
+pub(crate) fn send_with_payload<T: Serialize>(
+    stream: &UnixStream,
+    header: &T,
+    payload: &[u8],
+) -> Result<()> {
+    let mut head = vec![0u8; HEADER];
+    codec::encode_into(header, &mut head)?;
+    let len = (head.len() - HEADER) as u64;
+    head[..HEADER].copy_from_slice(&len.to_le_bytes());
+    let mut slices = [io::IoSlice::new(&head), io::IoSlice::new(payload)];
+    let mut slices: &mut [io::IoSlice<'_>] = &mut slices;
+    while !slices.is_empty() {
+        match (&*stream).write_vectored(slices) {
+            Ok(0) => {
+                return Err(Error::new(
+                    ErrorKind::Disconnected,
+                    "the other process stopped reading",
+                ))
+            }
+            Ok(n) => io::IoSlice::advance_slices(&mut slices, n),
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+            Err(err) => return Err(Error::io("cannot send a frame to the other process", err)),
+        }
+    }
+    Ok(())
+}
+
+/// Reads `len` raw bytes that follow a header frame.
+pub(crate) fn recv_payload(
+    stream: &UnixStream,
+    len: u64,
+    deadline: Option<Instant>,
+) -> Result<Vec<u8>> {
+    let len = usize::try_from(len).map_err(|_| {
+        Error::new(
+            ErrorKind::Codec,
+            format!("payload of {len} bytes is too large"),
+        )
+    })?;
+    let mut body = Vec::new();
+    body.try_reserve_exact(len).map_err(|_| {
+        Error::new(
+            ErrorKind::Codec,
+            format!("payload of {len} bytes is too large"),
+        )
+    })?;
+    body.resize(len, 0);
+    read_exact_until(stream, &mut body, deadline, false)?;
+    Ok(body)
+}
+
 /// Reads one frame and decodes it. `Ok(None)` when the peer closed the stream cleanly.
 pub(crate) fn recv<T: DeserializeOwned>(
     stream: &UnixStream,
@@ -39,11 +92,19 @@ pub(crate) fn recv<T: DeserializeOwned>(
         return Ok(None);
     }
     let len = u64::from_le_bytes(header);
-    let len = usize::try_from(len)
-        .map_err(|_| Error::new(ErrorKind::Codec, format!("frame of {len} bytes is too large")))?;
+    let len = usize::try_from(len).map_err(|_| {
+        Error::new(
+            ErrorKind::Codec,
+            format!("frame of {len} bytes is too large"),
+        )
+    })?;
     let mut body = Vec::new();
-    body.try_reserve_exact(len)
-        .map_err(|_| Error::new(ErrorKind::Codec, format!("frame of {len} bytes is too large")))?;
+    body.try_reserve_exact(len).map_err(|_| {
+        Error::new(
+            ErrorKind::Codec,
+            format!("frame of {len} bytes is too large"),
+        )
+    })?;
     body.resize(len, 0);
     read_exact_until(stream, &mut body, deadline, false)?;
     codec::decode(&body).map(Some)
@@ -62,7 +123,9 @@ fn read_exact_until(
             let ready = sys::poll_one(stream.as_fd(), sys::READABLE, deadline)
                 .map_err(|err| Error::io("cannot wait for the other process", err))?;
             if ready == 0 {
-                return Err(Error::timeout("timed out waiting for a message from the other process"));
+                return Err(Error::timeout(
+                    "timed out waiting for a message from the other process",
+                ));
             }
         }
         match (&*stream).read(&mut buf[filled..]) {

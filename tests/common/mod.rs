@@ -72,14 +72,18 @@ pub fn is_gone(pid: i32) -> bool {
         Err(_) => true,
         Ok(stat) => stat
             .rsplit_once(')')
-            .map(|(_, rest)| rest.trim_start().starts_with('Z') || rest.trim_start().starts_with('X'))
+            .map(|(_, rest)| {
+                rest.trim_start().starts_with('Z') || rest.trim_start().starts_with('X')
+            })
             .unwrap_or(true),
     }
 }
 
 /// Number of open descriptors of this process.
 pub fn open_fds() -> usize {
-    std::fs::read_dir("/proc/self/fd").map(|d| d.count()).unwrap_or(0)
+    std::fs::read_dir("/proc/self/fd")
+        .map(|d| d.count())
+        .unwrap_or(0)
 }
 
 /// Children of this process that are zombies.
@@ -87,9 +91,15 @@ pub fn zombie_children() -> Vec<i32> {
     let me = std::process::id() as i32;
     let mut out = Vec::new();
     for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else { continue };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
-        let Some((_, rest)) = stat.rsplit_once(')') else { continue };
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let Some((_, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
         let mut fields = rest.split_whitespace();
         let state = fields.next().unwrap_or("");
         let ppid: i32 = fields.next().and_then(|p| p.parse().ok()).unwrap_or(0);
@@ -117,7 +127,15 @@ macro_rules! check_eq {
         match (&$left, &$right) {
             (l, r) => {
                 if l != r {
-                    return Err(format!("{} == {}: {:?} != {:?} (line {})", stringify!($left), stringify!($right), l, r, line!()).into());
+                    return Err(format!(
+                        "{} == {}: {:?} != {:?} (line {})",
+                        stringify!($left),
+                        stringify!($right),
+                        l,
+                        r,
+                        line!()
+                    )
+                    .into());
                 }
             }
         }

@@ -53,7 +53,8 @@ fn check_threads() -> Result<()> {
     if policy == ForkPolicy::Allow {
         return Ok(());
     }
-    let threads = sys::thread_count().map_err(|err| Error::io("cannot count this process's threads", err))?;
+    let threads =
+        sys::thread_count().map_err(|err| Error::io("cannot count this process's threads", err))?;
     if threads <= 1 {
         return Ok(());
     }
@@ -74,6 +75,12 @@ fn check_threads() -> Result<()> {
 
 /// Forks a child that runs `entry` with `launch`.
 pub(crate) fn launch(launch: Launch, entry: &'static Entry) -> Result<Popen> {
+    fork_child(move |control| child::run(control, launch, entry))
+}
+
+/// Forks a child that runs `body` with its end of a new control socket; `body` must not
+/// return (if it does, the child exits).
+pub(crate) fn fork_child(body: impl FnOnce(UnixStream)) -> Result<Popen> {
     check_threads()?;
     let (parent_end, child_end) =
         UnixStream::pair().map_err(|err| Error::io("cannot create a control socket", err))?;
@@ -107,7 +114,8 @@ pub(crate) fn launch(launch: Launch, entry: &'static Entry) -> Result<Popen> {
             std::mem::forget(std::mem::take(&mut *children));
             std::mem::forget(server.take());
             drop((server, fds, children, me));
-            child::run(child_end, launch, entry)
+            body(child_end);
+            sys::exit_now(super::EXIT_BOOTSTRAP_FAILED)
         }
         Ok(ForkResult::Parent { child }) => {
             drop((server, fds, children, me));

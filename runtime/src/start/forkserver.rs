@@ -21,21 +21,22 @@ use std::time::Duration;
 
 use nix::unistd::{fork, ForkResult};
 
-use super::{spawn, Launch, Popen, Role};
+use super::{fork, spawn, Launch, Popen, Role};
 use crate::error::{Error, ErrorKind, Result};
 use crate::registry::BuildId;
 use crate::{child, sys};
 
-/// The parent's connection to its fork server.
-pub(crate) struct Client {
+/// A connection to a fork server: the default one of this process (spawned), or a pool's
+/// zygote (forked from the process when the pool was made, for the `fork` method).
+pub(crate) struct ForkServer {
     server: Popen,
     build: BuildId,
 }
 
-static CLIENT: Mutex<Option<Client>> = Mutex::new(None);
+static GLOBAL: Mutex<Option<ForkServer>> = Mutex::new(None);
 
-pub(crate) fn lock_client() -> MutexGuard<'static, Option<Client>> {
-    CLIENT.lock().unwrap_or_else(PoisonError::into_inner)
+pub(crate) fn lock_client() -> MutexGuard<'static, Option<ForkServer>> {
+    GLOBAL.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// How long the parent waits for the server to answer a fork request.
@@ -43,28 +44,29 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 const OP_FORK: u8 = b'F';
 
-/// Starts a child through the fork server, starting (or restarting) the server if needed.
+/// Starts a child through this process's fork server, starting (or restarting) it if needed.
 pub(crate) fn launch(launch: Launch) -> Result<Popen> {
     let (popen, build) = {
         let mut client = lock_client();
         let mut restarted = false;
         loop {
-            if let Some(current) = client.as_ref() {
-                if current.server.try_reap()?.is_some() {
-                    *client = None;
-                }
+            if client
+                .as_ref()
+                .map(ForkServer::is_dead)
+                .transpose()?
+                .unwrap_or(false)
+            {
+                client.take();
             }
-            if client.is_none() {
-                *client = Some(start_server()?);
-            }
-            let Some(current) = client.as_ref() else { continue };
-            match request(current) {
-                Ok(popen) => break (popen, current.build),
+            let server = match client.as_mut() {
+                Some(server) => server,
+                None => client.insert(ForkServer::spawn()?),
+            };
+            match server.request() {
+                Ok(popen) => break (popen, server.build),
                 Err(err) if !restarted && err.kind() == ErrorKind::Disconnected => {
                     // The server died: bring up a new one and try once more.
-                    if let Some(old) = client.take() {
-                        stop(old);
-                    }
+                    client.take();
                     restarted = true;
                 }
                 Err(err) => return Err(err),
@@ -75,63 +77,109 @@ pub(crate) fn launch(launch: Launch) -> Result<Popen> {
     Ok(popen)
 }
 
-fn start_server() -> Result<Client> {
-    let (server, build) = spawn::exec_child()?;
-    server
-        .handshake(&build, &Role::ForkServer)
-        .map_err(|err| Error::new(ErrorKind::ForkServer, format!("cannot start the fork server: {err}")))?;
-    Ok(Client { server, build })
+impl ForkServer {
+    /// Spawns a fresh server: an exec of this binary, single-threaded.
+    pub(crate) fn spawn() -> Result<ForkServer> {
+        let (server, build) = spawn::exec_child()?;
+        server.handshake(&build, &Role::ForkServer).map_err(|err| {
+            Error::new(
+                ErrorKind::ForkServer,
+                format!("cannot start the fork server: {err}"),
+            )
+        })?;
+        Ok(ForkServer { server, build })
+    }
+
+    /// Forks a server from this process: its children see this process's memory as it is now.
+    pub(crate) fn fork_zygote() -> Result<ForkServer> {
+        let server = fork::fork_child(|control| serve(control))?;
+        Ok(ForkServer {
+            server,
+            build: BuildId::current(),
+        })
+    }
+
+    /// Whether the server has exited (it is then reaped).
+    pub(crate) fn is_dead(&self) -> Result<bool> {
+        Ok(self.server.try_reap()?.is_some())
+    }
+
+    /// Starts a child and completes its bootstrap.
+    pub(crate) fn launch(&self, launch: Launch) -> Result<Popen> {
+        let popen = self.request()?;
+        popen.handshake(&self.build, &Role::Run(launch))?;
+        Ok(popen)
+    }
+
+    /// Asks the server to fork a child; the caller does the bootstrap.
+    fn request(&self) -> Result<Popen> {
+        let sock = self.server.control.as_fd();
+        let (parent_end, child_end) =
+            UnixStream::pair().map_err(|err| Error::io("cannot create a control socket", err))?;
+        sys::send_with_fds(sock, &[OP_FORK], &[child_end.as_raw_fd()])
+            .map_err(|err| Error::io("cannot reach the fork server", err))?;
+        drop(child_end);
+        let ready = sys::poll_one(sock, sys::READABLE, sys::deadline_after(REQUEST_TIMEOUT))
+            .map_err(|err| Error::io("cannot wait for the fork server", err))?;
+        if ready == 0 {
+            let _ = self.server.signal(libc::SIGKILL);
+            return Err(Error::new(
+                ErrorKind::ForkServer,
+                format!("the fork server did not answer within {REQUEST_TIMEOUT:?}; it was killed"),
+            ));
+        }
+        let mut reply = [0u8; 4];
+        let fds = sys::recv_with_fds(sock, &mut reply, 2)
+            .map_err(|err| Error::io("cannot read the fork server's answer", err))?
+            .ok_or_else(|| {
+                Error::new(ErrorKind::Disconnected, "the fork server closed its socket")
+            })?;
+        let pid = i32::from_le_bytes(reply);
+        if pid <= 0 {
+            return Err(
+                Error::new(ErrorKind::ForkServer, "the fork server could not fork")
+                    .with_source(std::io::Error::from_raw_os_error(-pid)),
+            );
+        }
+        let mut fds = fds.into_iter();
+        match (fds.next(), fds.next()) {
+            (Some(status), Some(pidfd)) => Ok(Popen::served(pid, parent_end, status, pidfd)),
+            _ => Err(Error::new(
+                ErrorKind::ForkServer,
+                "the fork server's answer lacks its descriptors",
+            )),
+        }
+    }
 }
 
-fn request(client: &Client) -> Result<Popen> {
-    let sock = client.server.control.as_fd();
-    let (parent_end, child_end) =
-        UnixStream::pair().map_err(|err| Error::io("cannot create a control socket", err))?;
-    sys::send_with_fds(sock, &[OP_FORK], &[child_end.as_raw_fd()])
-        .map_err(|err| Error::io("cannot reach the fork server", err))?;
-    drop(child_end);
-    let ready = sys::poll_one(sock, sys::READABLE, sys::deadline_after(REQUEST_TIMEOUT))
-        .map_err(|err| Error::io("cannot wait for the fork server", err))?;
-    if ready == 0 {
-        let _ = client.server.signal(libc::SIGKILL);
-        return Err(Error::new(
-            ErrorKind::ForkServer,
-            format!("the fork server did not answer within {REQUEST_TIMEOUT:?}; it was killed"),
-        ));
+impl Drop for ForkServer {
+    /// Closes the connection; the server exits on end of file. Waits a bounded time for it.
+    fn drop(&mut self) {
+        let _ = self.server.control.shutdown(std::net::Shutdown::Both);
+        let exit = self.server.exit_fd();
+        if sys::poll_one(
+            exit.as_fd(),
+            sys::READABLE,
+            sys::deadline_after(Duration::from_secs(2)),
+        )
+        .unwrap_or(0)
+            == 0
+        {
+            let _ = self.server.signal(libc::SIGKILL);
+            let _ = sys::poll_one(
+                exit.as_fd(),
+                sys::READABLE,
+                sys::deadline_after(Duration::from_secs(2)),
+            );
+        }
+        let _ = self.server.try_reap();
     }
-    let mut reply = [0u8; 4];
-    let fds = sys::recv_with_fds(sock, &mut reply, 2)
-        .map_err(|err| Error::io("cannot read the fork server's answer", err))?
-        .ok_or_else(|| Error::new(ErrorKind::Disconnected, "the fork server closed its socket"))?;
-    let pid = i32::from_le_bytes(reply);
-    if pid <= 0 {
-        return Err(Error::new(ErrorKind::ForkServer, "the fork server could not fork")
-            .with_source(std::io::Error::from_raw_os_error(-pid)));
-    }
-    let mut fds = fds.into_iter();
-    match (fds.next(), fds.next()) {
-        (Some(status), Some(pidfd)) => Ok(Popen::served(pid, parent_end, status, pidfd)),
-        _ => Err(Error::new(ErrorKind::ForkServer, "the fork server's answer lacks its descriptors")),
-    }
-}
-
-/// Closes the connection; the server exits on end of file. Waits a bounded time for it.
-fn stop(client: Client) {
-    let _ = client.server.control.shutdown(std::net::Shutdown::Both);
-    let exit = client.server.exit_fd();
-    if sys::poll_one(exit.as_fd(), sys::READABLE, sys::deadline_after(Duration::from_secs(2))).unwrap_or(0) == 0 {
-        let _ = client.server.signal(libc::SIGKILL);
-        let _ = sys::poll_one(exit.as_fd(), sys::READABLE, sys::deadline_after(Duration::from_secs(2)));
-    }
-    let _ = client.server.try_reap();
 }
 
 /// Stops this process's fork server, if it has one (at exit).
 pub(crate) fn shutdown() {
-    let client = lock_client().take();
-    if let Some(client) = client {
-        stop(client);
-    }
+    let server = lock_client().take();
+    drop(server);
 }
 
 struct Kid {
@@ -147,7 +195,11 @@ pub(crate) fn serve(control: UnixStream) -> ! {
     loop {
         let mut fds: Vec<libc::pollfd> = std::iter::once(control.as_raw_fd())
             .chain(kids.iter().map(|k| k.pidfd.as_raw_fd()))
-            .map(|fd| libc::pollfd { fd, events: libc::POLLIN, revents: 0 })
+            .map(|fd| libc::pollfd {
+                fd,
+                events: libc::POLLIN,
+                revents: 0,
+            })
             .collect();
         if sys::poll_many(&mut fds, None).is_err() {
             sys::exit_now(1);
@@ -161,7 +213,10 @@ pub(crate) fn serve(control: UnixStream) -> ! {
         for pid in exited {
             if let Some(i) = kids.iter().position(|k| k.pid == pid) {
                 let kid = kids.swap_remove(i);
-                let code = sys::wait_child(kid.pid, false).ok().flatten().unwrap_or(super::EXIT_SERVER_DIED);
+                let code = sys::wait_child(kid.pid, false)
+                    .ok()
+                    .flatten()
+                    .unwrap_or(super::EXIT_SERVER_DIED);
                 let _ = sys::write_full(kid.status.as_fd(), &code.to_le_bytes());
             }
         }
@@ -200,7 +255,11 @@ pub(crate) fn serve(control: UnixStream) -> ! {
                     Ok(pidfd) => {
                         let fds = [status_r.as_raw_fd(), pidfd.as_raw_fd()];
                         let _ = sys::send_with_fds(control.as_fd(), &pid.to_le_bytes(), &fds);
-                        kids.push(Kid { pid, status: status_w, pidfd });
+                        kids.push(Kid {
+                            pid,
+                            status: status_w,
+                            pidfd,
+                        });
                     }
                     Err(err) => {
                         // SAFETY: `pid` is our unreaped child.
@@ -217,4 +276,3 @@ pub(crate) fn serve(control: UnixStream) -> ! {
         }
     }
 }
-

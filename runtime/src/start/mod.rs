@@ -54,7 +54,11 @@ impl StartMethod {
 
     /// All methods, the default first (Python's `get_all_start_methods()`).
     pub fn all() -> [StartMethod; 3] {
-        [StartMethod::ForkServer, StartMethod::Fork, StartMethod::Spawn]
+        [
+            StartMethod::ForkServer,
+            StartMethod::Fork,
+            StartMethod::Spawn,
+        ]
     }
 }
 
@@ -74,7 +78,9 @@ impl FromStr for StartMethod {
             "forkserver" => Ok(StartMethod::ForkServer),
             _ => Err(Error::new(
                 ErrorKind::InvalidInput,
-                format!("cannot find context for {s:?}: expected \"fork\", \"spawn\" or \"forkserver\""),
+                format!(
+                    "cannot find context for {s:?}: expected \"fork\", \"spawn\" or \"forkserver\""
+                ),
             )),
         }
     }
@@ -171,7 +177,10 @@ enum Waiter {
     Direct { pidfd: Arc<OwnedFd> },
     /// A fork-server child: the server writes its exit code on `status`; `pidfd` (from the
     /// server) lets us signal it without racing pid reuse.
-    Server { status: Arc<OwnedFd>, pidfd: OwnedFd },
+    Server {
+        status: Arc<OwnedFd>,
+        pidfd: OwnedFd,
+    },
 }
 
 impl Popen {
@@ -192,7 +201,9 @@ impl Popen {
         Ok(Popen {
             pid,
             control,
-            waiter: Waiter::Direct { pidfd: Arc::new(pidfd) },
+            waiter: Waiter::Direct {
+                pidfd: Arc::new(pidfd),
+            },
         })
     }
 
@@ -247,8 +258,12 @@ impl Popen {
             Waiter::Direct { pidfd } => pidfd.as_fd(),
             Waiter::Server { pidfd, .. } => pidfd.as_fd(),
         };
-        sys::pidfd_send_signal(pidfd, signal)
-            .map_err(|err| Error::io(format!("cannot send signal {signal} to pid {}", self.pid), err))
+        sys::pidfd_send_signal(pidfd, signal).map_err(|err| {
+            Error::io(
+                format!("cannot send signal {signal} to pid {}", self.pid),
+                err,
+            )
+        })
     }
 
     /// Reads the messages the child left on the control socket, without blocking.
@@ -265,7 +280,8 @@ impl Popen {
     /// child said.
     pub(crate) fn handshake(&self, build: &BuildId, role: &Role) -> Result<()> {
         let sent = wire::send(&self.control, build).and_then(|()| wire::send(&self.control, role));
-        let reply = wire::recv::<ChildMessage>(&self.control, sys::deadline_after(BOOTSTRAP_TIMEOUT));
+        let reply =
+            wire::recv::<ChildMessage>(&self.control, sys::deadline_after(BOOTSTRAP_TIMEOUT));
         let failure = match (sent, reply) {
             (Ok(()), Ok(Some(ChildMessage::Ready))) => return Ok(()),
             (_, Ok(Some(ChildMessage::Failed { kind, message }))) => Error::new(kind.into(), message),
@@ -295,15 +311,25 @@ impl Popen {
         let deadline = sys::deadline_after(std::time::Duration::from_secs(5));
         if sys::poll_one(fd.as_fd(), sys::READABLE, deadline).unwrap_or(0) == 0 {
             let _ = self.signal(libc::SIGKILL);
-            let _ = sys::poll_one(fd.as_fd(), sys::READABLE, sys::deadline_after(std::time::Duration::from_secs(5)));
+            let _ = sys::poll_one(
+                fd.as_fd(),
+                sys::READABLE,
+                sys::deadline_after(std::time::Duration::from_secs(5)),
+            );
         }
         match self.try_reap() {
-            Ok(Some(code)) => Error::new(err.kind(), format!("{} (child pid {} exited with code {code})", err.message(), self.pid)),
+            Ok(Some(code)) => Error::new(
+                err.kind(),
+                format!(
+                    "{} (child pid {} exited with code {code})",
+                    err.message(),
+                    self.pid
+                ),
+            ),
             _ => err,
         }
     }
 }
-
 
 impl Drop for Popen {
     fn drop(&mut self) {

@@ -34,7 +34,11 @@ pub fn set_executable(path: Option<PathBuf>) {
 }
 
 fn executable() -> (PathBuf, BuildId) {
-    match EXECUTABLE.lock().unwrap_or_else(PoisonError::into_inner).clone() {
+    match EXECUTABLE
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .clone()
+    {
         Some(path) => {
             let build = BuildId::with_executable(&path.to_string_lossy());
             (path, build)
@@ -57,7 +61,9 @@ pub(crate) fn exec_child() -> Result<(Popen, BuildId)> {
     let (parent_end, child_end) =
         UnixStream::pair().map_err(|err| Error::io("cannot create a control socket", err))?;
     let fd = child_end.as_raw_fd();
-    let argv0 = std::env::args_os().next().unwrap_or_else(|| OsString::from("multiproc-child"));
+    let argv0 = std::env::args_os()
+        .next()
+        .unwrap_or_else(|| OsString::from("multiproc-child"));
     let mut command = Command::new(&exe);
     command
         .arg0(argv0)
@@ -85,4 +91,3 @@ pub(crate) fn exec_child() -> Result<(Popen, BuildId)> {
     drop(child);
     Ok((Popen::direct(pid, parent_end)?, build))
 }
-

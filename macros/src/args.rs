@@ -1,0 +1,270 @@
+//! Attribute arguments: `#[process(name = "...", crate = "...")]` and `#[main(crate = "...")]`.
+
+use proc_macro2::TokenStream;
+use quote::quote;
+use syn::ext::IdentExt;
+use syn::parse::{ParseStream, Parser};
+use syn::{Expr, ExprLit, Ident, Lit, LitStr, Path, Token};
+
+use crate::valid::Errors;
+
+/// One key an attribute accepts.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Key {
+    /// `name = "stable::name"`: the registered name.
+    Name,
+    /// `crate = "path"`: the path of the multiproc crate in generated code.
+    Crate,
+}
+
+impl Key {
+    fn as_str(self) -> &'static str {
+        match self {
+            Key::Name => "name",
+            Key::Crate => "crate",
+        }
+    }
+}
+
+/// The keys `#[process]` accepts.
+pub(crate) const PROCESS_KEYS: &[Key] = &[Key::Name, Key::Crate];
+/// The keys `#[main]` accepts.
+pub(crate) const MAIN_KEYS: &[Key] = &[Key::Crate];
+
+/// The parsed arguments of an attribute.
+#[derive(Default)]
+pub(crate) struct Args {
+    /// `name = "..."`, checked to be non-empty.
+    pub name: Option<LitStr>,
+    /// `crate = "..."`, parsed as a path.
+    pub krate: Option<Path>,
+}
+
+impl Args {
+    /// The path of the multiproc crate: `crate = "..."`, or `::multiproc`.
+    pub fn krate(&self) -> TokenStream {
+        match &self.krate {
+            Some(path) => quote!(#path),
+            None => quote!(::multiproc),
+        }
+    }
+}
+
+/// Parses the tokens inside `#[attr(...)]`, accepting only `accepted` keys.
+///
+/// Every mistake that leaves the rest parseable (unknown or duplicate key, value that is not a
+/// string literal, invalid path) is collected; a token that breaks the syntax stops the parse.
+pub(crate) fn parse(tokens: TokenStream, accepted: &[Key]) -> syn::Result<Args> {
+    let parser = |input: ParseStream| parse_args(input, accepted);
+    parser.parse2(tokens)
+}
+
+fn parse_args(input: ParseStream, accepted: &[Key]) -> syn::Result<Args> {
+    let mut args = Args::default();
+    let mut seen: Vec<Key> = Vec::new();
+    let mut errors = Errors::default();
+
+    while !input.is_empty() {
+        let key = input.call(Ident::parse_any).map_err(|e| {
+            syn::Error::new(
+                e.span(),
+                format!("expected an attribute key, one of {}", list(accepted)),
+            )
+        })?;
+        let known = accepted.iter().copied().find(|k| key == k.as_str());
+
+        // The value: `= expr`, or a stray group such as `foo(...)` for an unknown key.
+        let value = if input.peek(Token![=]) {
+            input.parse::<Token![=]>()?;
+            Some(input.parse::<Expr>()?)
+        } else {
+            if input.peek(syn::token::Paren)
+                || input.peek(syn::token::Bracket)
+                || input.peek(syn::token::Brace)
+            {
+                input.parse::<proc_macro2::TokenTree>()?;
+            }
+            None
+        };
+
+        match known {
+            None => errors.push(syn::Error::new(
+                key.span(),
+                format!("unknown attribute key `{key}`, expected {}", list(accepted)),
+            )),
+            Some(k) if seen.contains(&k) => errors.push(syn::Error::new(
+                key.span(),
+                format!("duplicate attribute key `{key}`"),
+            )),
+            Some(k) => {
+                seen.push(k);
+                match value {
+                    None => errors.push(syn::Error::new(
+                        key.span(),
+                        format!("expected `=` after `{key}`, e.g. {}", example(k)),
+                    )),
+                    Some(value) => match string_value(&value, k) {
+                        Ok(lit) => match k {
+                            Key::Name => match check_name(&lit) {
+                                Ok(()) => args.name = Some(lit),
+                                Err(e) => errors.push(e),
+                            },
+                            Key::Crate => match lit.parse::<Path>() {
+                                Ok(path) => args.krate = Some(path),
+                                Err(_) => errors.push(syn::Error::new(
+                                    lit.span(),
+                                    format!(
+                                        "`crate` must be a path, e.g. {}, not {:?}",
+                                        example(k),
+                                        lit.value()
+                                    ),
+                                )),
+                            },
+                        },
+                        Err(e) => errors.push(e),
+                    },
+                }
+            }
+        }
+
+        if input.is_empty() {
+            break;
+        }
+        input.parse::<Token![,]>()?;
+    }
+
+    errors.finish()?;
+    Ok(args)
+}
+
+fn string_value(value: &Expr, key: Key) -> syn::Result<LitStr> {
+    match value {
+        Expr::Lit(ExprLit {
+            lit: Lit::Str(lit), ..
+        }) => Ok(lit.clone()),
+        other => Err(syn::Error::new_spanned(
+            other,
+            format!(
+                "expected a string literal for `{}`, e.g. {}",
+                key.as_str(),
+                example(key)
+            ),
+        )),
+    }
+}
+
+fn check_name(lit: &LitStr) -> syn::Result<()> {
+    let value = lit.value();
+    if value.trim().is_empty() {
+        return Err(syn::Error::new(
+            lit.span(),
+            "`name` must not be empty, e.g. `name = \"my_app::square\"`",
+        ));
+    }
+    if value.chars().any(char::is_whitespace) {
+        return Err(syn::Error::new(
+            lit.span(),
+            "`name` must not contain whitespace, e.g. `name = \"my_app::square\"`",
+        ));
+    }
+    Ok(())
+}
+
+fn example(key: Key) -> &'static str {
+    match key {
+        Key::Name => "`name = \"my_app::square\"`",
+        Key::Crate => "`crate = \"::my_crate::multiproc\"`",
+    }
+}
+
+/// "`crate`" or "one of `name`, `crate`".
+fn list(accepted: &[Key]) -> String {
+    let keys: Vec<String> = accepted
+        .iter()
+        .map(|k| format!("`{}`", k.as_str()))
+        .collect();
+    match keys.as_slice() {
+        [one] => one.clone(),
+        _ => format!("one of {}", keys.join(", ")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn errors(tokens: TokenStream, accepted: &[Key]) -> Vec<String> {
+        match parse(tokens, accepted) {
+            Ok(_) => Vec::new(),
+            Err(e) => e.into_iter().map(|e| e.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn empty() {
+        let args = parse(TokenStream::new(), PROCESS_KEYS).unwrap();
+        assert!(args.name.is_none() && args.krate.is_none());
+        assert_eq!(args.krate().to_string(), quote!(::multiproc).to_string());
+    }
+
+    #[test]
+    fn name_and_crate() {
+        let args = parse(quote!(name = "a::b", crate = "::re::mp"), PROCESS_KEYS).unwrap();
+        assert_eq!(args.name.as_ref().unwrap().value(), "a::b");
+        assert_eq!(args.krate().to_string(), quote!(::re::mp).to_string());
+    }
+
+    #[test]
+    fn trailing_comma() {
+        assert!(parse(quote!(name = "x",), PROCESS_KEYS).is_ok());
+    }
+
+    #[test]
+    fn several_errors_are_combined() {
+        let errs = errors(
+            quote!(foo = 1, name = "a", name = "b", crate = 3),
+            PROCESS_KEYS,
+        );
+        assert_eq!(
+            errs,
+            [
+                "unknown attribute key `foo`, expected one of `name`, `crate`",
+                "duplicate attribute key `name`",
+                "expected a string literal for `crate`, e.g. `crate = \"::my_crate::multiproc\"`",
+            ]
+        );
+    }
+
+    #[test]
+    fn main_accepts_crate_only() {
+        assert_eq!(
+            errors(quote!(name = "x"), MAIN_KEYS),
+            ["unknown attribute key `name`, expected `crate`"]
+        );
+    }
+
+    #[test]
+    fn missing_value() {
+        assert_eq!(
+            errors(quote!(name), PROCESS_KEYS),
+            ["expected `=` after `name`, e.g. `name = \"my_app::square\"`"]
+        );
+    }
+
+    #[test]
+    fn bad_values() {
+        assert_eq!(
+            errors(quote!(name = ""), PROCESS_KEYS),
+            ["`name` must not be empty, e.g. `name = \"my_app::square\"`"]
+        );
+        assert_eq!(errors(quote!(crate = "not a path"), PROCESS_KEYS).len(), 1);
+    }
+
+    #[test]
+    fn unknown_key_with_group() {
+        assert_eq!(
+            errors(quote!(foo(bar), name = "x"), PROCESS_KEYS),
+            ["unknown attribute key `foo`, expected one of `name`, `crate`"]
+        );
+    }
+}

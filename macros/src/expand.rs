@@ -1,0 +1,809 @@
+//! Code generation, on `proc_macro2` so it can be tested.
+//!
+//! Each entry point runs the stages in order: attribute arguments (`args`), item (`parse`),
+//! semantic checks (`valid`), then codegen. Any error yields the user's item unchanged followed by
+//! the `compile_error!`s, so the rest of the crate (and the IDE) still sees the item.
+
+use proc_macro2::{Group, Span, TokenStream, TokenTree};
+use quote::{format_ident, quote, quote_spanned, ToTokens};
+use syn::ext::IdentExt;
+use syn::punctuated::Punctuated;
+use syn::spanned::Spanned;
+use syn::{Attribute, FnArg, ItemFn, ItemImpl, Meta, ReturnType, Token, Type};
+
+use crate::args::{self, Args};
+use crate::parse::{self, Item};
+use crate::valid::{self, Errors, Receiver, Run};
+
+/// `#[process]`.
+pub(crate) fn process(attr: TokenStream, item: TokenStream) -> TokenStream {
+    let mut errors = Errors::default();
+    let args = args::parse(attr, args::PROCESS_KEYS)
+        .map_err(|e| errors.push(e))
+        .ok();
+    let parsed = match parse::process_item(item.clone()) {
+        Ok(parsed) => parsed,
+        Err(e) => {
+            errors.push(e);
+            return with_errors(item, errors);
+        }
+    };
+    match parsed {
+        Item::Fn(f) => {
+            let checked = valid::check_fn(&f).map_err(|e| errors.push(e));
+            match (args, checked) {
+                (Some(args), Ok(())) => expand_fn(f, &args),
+                _ => with_errors(item, errors),
+            }
+        }
+        Item::Impl(i) => {
+            let checked = valid::check_impl(&i).map_err(|e| errors.push(e));
+            match (args, checked) {
+                (Some(args), Ok(run)) => expand_impl(i, &run, &args),
+                _ => with_errors(item, errors),
+            }
+        }
+    }
+}
+
+/// `#[main]`.
+pub(crate) fn main(attr: TokenStream, item: TokenStream) -> TokenStream {
+    let mut errors = Errors::default();
+    let args = args::parse(attr, args::MAIN_KEYS)
+        .map_err(|e| errors.push(e))
+        .ok();
+    let parsed = match parse::main_item(item.clone()) {
+        Ok(parsed) => parsed,
+        Err(e) => {
+            errors.push(e);
+            return with_errors(item, errors);
+        }
+    };
+    let checked = valid::check_main(&parsed).map_err(|e| errors.push(e));
+    match (args, checked) {
+        (Some(args), Ok(())) => expand_main(parsed, &args),
+        _ => with_errors(item, errors),
+    }
+}
+
+/// The user's item unchanged, then the errors.
+fn with_errors(item: TokenStream, errors: Errors) -> TokenStream {
+    let errors = errors
+        .finish()
+        .err()
+        .map(|e| e.to_compile_error())
+        .unwrap_or_default();
+    quote!(#item #errors)
+}
+
+// ---------------------------------------------------------------------------------------------
+// `#[process] fn`
+
+/// Where an attribute of the user's function goes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Place {
+    /// Docs and `deprecated`: the public face of the worker, the unit struct.
+    Struct,
+    /// `cfg`: the struct and the `const _` block.
+    Cfg,
+    /// `allow`, `warn`, `deny`, `forbid`: both the struct and the inner function.
+    Both,
+    /// `expect`: the inner function, and as `allow` on the struct (an `expect` on both would
+    /// report the one that did not fire).
+    Expect,
+    /// Anything else (`inline`, `must_use`, `track_caller`, other attribute macros, ...): the
+    /// inner function, which holds the body.
+    Fn,
+}
+
+fn place_of_path(path: &syn::Path) -> Place {
+    let Some(ident) = path.get_ident() else {
+        return Place::Fn;
+    };
+    match ident.to_string().as_str() {
+        "doc" | "deprecated" => Place::Struct,
+        "cfg" => Place::Cfg,
+        "allow" | "warn" | "deny" | "forbid" => Place::Both,
+        "expect" => Place::Expect,
+        _ => Place::Fn,
+    }
+}
+
+fn place(attr: &Attribute) -> Place {
+    if !attr.path().is_ident("cfg_attr") {
+        return place_of_path(attr.path());
+    }
+    // `cfg_attr(pred, a, b)`: the struct if every attribute goes there, else the function.
+    let nested = attr.parse_args_with(Punctuated::<Meta, Token![,]>::parse_terminated);
+    let places: Vec<Place> = match nested {
+        Ok(nested) => nested
+            .iter()
+            .skip(1)
+            .map(|meta| place_of_path(meta.path()))
+            .collect(),
+        Err(_) => return Place::Fn,
+    };
+    if !places.is_empty() && places.iter().all(|p| *p == Place::Struct) {
+        Place::Struct
+    } else if !places.is_empty() && places.iter().all(|p| *p == Place::Both) {
+        Place::Both
+    } else {
+        Place::Fn
+    }
+}
+
+/// The attributes of the user's function, sorted by where they go.
+#[derive(Default)]
+struct FnAttrs {
+    on_struct: Vec<Attribute>,
+    on_fn: Vec<Attribute>,
+    cfg: Vec<Attribute>,
+}
+
+fn split_attrs(attrs: Vec<Attribute>) -> FnAttrs {
+    let mut out = FnAttrs::default();
+    for attr in attrs {
+        match place(&attr) {
+            Place::Struct => out.on_struct.push(attr),
+            Place::Cfg => out.cfg.push(attr),
+            Place::Both => {
+                out.on_struct.push(attr.clone());
+                out.on_fn.push(attr);
+            }
+            Place::Expect => {
+                let mut allow = attr.clone();
+                if let Meta::List(list) = &mut allow.meta {
+                    list.path = syn::Path::from(syn::Ident::new("allow", list.path.span()));
+                }
+                out.on_struct.push(allow);
+                out.on_fn.push(attr);
+            }
+            Place::Fn => out.on_fn.push(attr),
+        }
+    }
+    out
+}
+
+/// Every token of `tokens`, groups included, at `span`.
+fn respan(tokens: TokenStream, span: Span) -> TokenStream {
+    tokens
+        .into_iter()
+        .map(|mut tt| {
+            if let TokenTree::Group(group) = &tt {
+                let mut new = Group::new(group.delimiter(), respan(group.stream(), span));
+                new.set_span(span);
+                tt = TokenTree::Group(new);
+            } else {
+                tt.set_span(span);
+            }
+            tt
+        })
+        .collect()
+}
+
+/// `const _: () = krate::__private::assert_data::<ty>();`, all at the type's span, so an unmet
+/// `Serialize` (...) bound is reported on the user's type.
+fn assert_data(krate: &TokenStream, ty: &Type) -> TokenStream {
+    let span = ty.span();
+    let krate = respan(krate.clone(), span);
+    quote_spanned! {span=>
+        const _: () = #krate::__private::assert_data::<#ty>();
+    }
+}
+
+fn registered_name(args: &Args, ident: &syn::Ident) -> TokenStream {
+    match &args.name {
+        Some(name) => quote!(#name),
+        None => {
+            let ident = ident.unraw().to_string();
+            quote!(::core::concat!(::core::module_path!(), "::", #ident))
+        }
+    }
+}
+
+/// The expansion of a valid `#[process] fn`.
+pub(crate) fn expand_fn(item: ItemFn, args: &Args) -> TokenStream {
+    let krate = args.krate();
+    let ItemFn {
+        attrs,
+        vis,
+        sig,
+        block,
+    } = item;
+    let FnAttrs {
+        on_struct,
+        on_fn,
+        cfg,
+    } = split_attrs(attrs);
+
+    let ident = sig.ident.clone();
+    let inner = format_ident!("__multiproc_{}", ident, span = ident.span());
+    let mut inner_sig = sig.clone();
+    inner_sig.ident = inner.clone();
+
+    let types: Vec<&Type> = sig
+        .inputs
+        .iter()
+        .map(|arg| match arg {
+            FnArg::Typed(pat_type) => &*pat_type.ty,
+            FnArg::Receiver(_) => unreachable!("receivers are rejected by `valid`"),
+        })
+        .collect();
+    let output: Option<&Type> = match &sig.output {
+        ReturnType::Default => None,
+        ReturnType::Type(_, ty) => Some(ty),
+    };
+
+    // The function pointer the struct derefs to: the user's signature, types only.
+    let arrow = output.map(|ty| quote!(-> #ty));
+    let fn_ptr = quote!(fn(#(#types),*) #arrow);
+
+    // An unmet bound on a tuple of arguments is reported on the tuple's parentheses: the name.
+    let name_span = ident.span();
+    let args_ty = match types.as_slice() {
+        [] => quote!(()),
+        [one] => quote!(#one),
+        many => quote_spanned!(name_span=> (#(#many),*)),
+    };
+    let output_ty = match output {
+        // A worker that never returns reports `()`: `!` is not a stable type.
+        None | Some(Type::Never(_)) => quote!(()),
+        Some(ty) => quote!(#ty),
+    };
+    let args_var = syn::Ident::new("args", Span::mixed_site());
+    let call = match types.len() {
+        1 => quote!(#inner(#args_var)),
+        n => {
+            let vars: Vec<syn::Ident> = (0..n)
+                .map(|i| format_ident!("__arg{}", i, span = Span::mixed_site()))
+                .collect();
+            quote! {
+                let (#(#vars),*) = #args_var;
+                #inner(#(#vars),*)
+            }
+        }
+    };
+
+    let name = registered_name(args, &ident);
+    // An unmet bound on `type Args = T;` or `type Output = T;` is reported on `T` as written,
+    // which is the user's type when there is one argument, and for the return type. A tuple of
+    // arguments is reported on the function's name: check each element for an error on its own
+    // type.
+    let asserts = match types.as_slice() {
+        [_, _, ..] => types.iter().map(|ty| assert_data(&krate, ty)).collect(),
+        _ => Vec::new(),
+    };
+    // `private type in public interface` (a `pub fn` taking a private type) is reported on the
+    // associated type items: put them on the function's name, not on the attribute.
+    let args_item = quote_spanned!(name_span=> type Args = #args_ty;);
+    let output_item = quote_spanned!(name_span=> type Output = #output_ty;);
+    let target_item = quote_spanned!(name_span=> type Target = #fn_ptr;);
+
+    quote! {
+        #(#cfg)*
+        #(#on_struct)*
+        #[allow(non_camel_case_types)]
+        #[derive(::core::clone::Clone, ::core::marker::Copy)]
+        #vis struct #ident;
+
+        #(#cfg)*
+        const _: () = {
+            #(#on_fn)*
+            #[allow(non_snake_case)]
+            #inner_sig #block
+
+            // The struct carries the function's `deprecated`, if any: not a reason to warn here.
+            #[allow(deprecated)]
+            impl ::core::ops::Deref for #ident {
+                #target_item
+                #[inline]
+                fn deref(&self) -> &#fn_ptr {
+                    const __MULTIPROC_FN: #fn_ptr = #inner;
+                    &__MULTIPROC_FN
+                }
+            }
+
+            #[allow(deprecated)]
+            impl #krate::Target for #ident {
+                #args_item
+                #output_item
+                const NAME: &'static str = #name;
+                #[inline]
+                fn call(#args_var: Self::Args) -> Self::Output {
+                    #call
+                }
+            }
+
+            #(#asserts)*
+
+            #[allow(deprecated)]
+            const _: () = {
+                #krate::__private::inventory::submit! {
+                    #krate::__private::Entry::target::<#ident>()
+                }
+            };
+        };
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// `#[process] impl`
+
+/// The expansion of a valid `#[process] impl` block: the block unchanged, plus `Runnable`.
+pub(crate) fn expand_impl(item: ItemImpl, run: &Run, args: &Args) -> TokenStream {
+    let krate = args.krate();
+    let self_ty = &item.self_ty;
+    let cfg = item.attrs.iter().filter(|a| a.path().is_ident("cfg"));
+    let name = registered_name(args, &run.type_ident);
+    let type_name = run.type_ident.unraw().to_string();
+    let this = syn::Ident::new("self", Span::call_site());
+    let (binding, call) = match run.receiver {
+        Receiver::Value => (quote!(#this), quote!(#this)),
+        Receiver::Ref => (quote!(#this), quote!(&#this)),
+        Receiver::RefMut => (quote!(mut #this), quote!(&mut #this)),
+    };
+    // An unmet `Serialize` (...) bound is reported on the self type as written: no
+    // `assert_data`, which would repeat each error.
+    quote! {
+        #item
+
+        #(#cfg)*
+        #[allow(deprecated)]
+        const _: () = {
+            impl #krate::Runnable for #self_ty {
+                const NAME: &'static str = #name;
+                const TYPE_NAME: &'static str = #type_name;
+                fn run_process(#binding) {
+                    <#self_ty>::run(#call)
+                }
+            }
+
+            #krate::__private::inventory::submit! {
+                #krate::__private::Entry::runnable::<#self_ty>()
+            }
+        };
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// `#[main]`
+
+/// The expansion of a valid `#[main] fn`: `init()` before the first statement that runs.
+///
+/// Items (`fn`, `use`, `struct` ...) at the top of the body stay above it: they run nothing, and
+/// a statement before them would trip `clippy::items_after_statements`.
+pub(crate) fn expand_main(mut item: ItemFn, args: &Args) -> TokenStream {
+    let krate = args.krate();
+    let at = item
+        .block
+        .stmts
+        .iter()
+        .position(|stmt| !matches!(stmt, syn::Stmt::Item(_)))
+        .unwrap_or(item.block.stmts.len());
+    item.block
+        .stmts
+        .insert(at, syn::parse_quote!(#krate::init();));
+    item.into_token_stream()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use syn::{ImplItem, ItemConst, ItemStruct};
+
+    fn file(tokens: TokenStream) -> syn::File {
+        syn::parse2(tokens).unwrap_or_else(|e| panic!("expansion does not parse: {e}"))
+    }
+
+    fn norm(tokens: impl ToTokens) -> String {
+        tokens.to_token_stream().to_string()
+    }
+
+    /// The items inside the `const _: () = { ... };` of an expansion.
+    fn block_items(item: &syn::Item) -> Vec<syn::Item> {
+        let syn::Item::Const(ItemConst { expr, .. }) = item else {
+            panic!("expected `const _`, got {}", norm(item));
+        };
+        let syn::Expr::Block(block) = &**expr else {
+            panic!("expected a block");
+        };
+        block
+            .block
+            .stmts
+            .iter()
+            .filter_map(|s| match s {
+                syn::Stmt::Item(item) => Some(item.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn target_impl(items: &[syn::Item]) -> syn::ItemImpl {
+        items
+            .iter()
+            .find_map(|item| match item {
+                syn::Item::Impl(i)
+                    if i.trait_
+                        .as_ref()
+                        .is_some_and(|(_, p, _)| p.segments.last().unwrap().ident == "Target") =>
+                {
+                    Some(i.clone())
+                }
+                _ => None,
+            })
+            .expect("no `impl Target`")
+    }
+
+    fn assoc_type(imp: &syn::ItemImpl, name: &str) -> String {
+        imp.items
+            .iter()
+            .find_map(|item| match item {
+                ImplItem::Type(t) if t.ident == name => Some(norm(&t.ty)),
+                _ => None,
+            })
+            .unwrap()
+    }
+
+    fn expand(attr: TokenStream, item: TokenStream) -> syn::File {
+        file(process(attr, item))
+    }
+
+    #[test]
+    fn two_arguments() {
+        let out = expand(
+            quote!(),
+            quote! {
+                /// Adds.
+                #[inline]
+                pub fn add(a: i64, b: i64) -> i64 { a + b }
+            },
+        );
+        assert_eq!(out.items.len(), 2);
+        let syn::Item::Struct(ItemStruct {
+            ident, attrs, vis, ..
+        }) = &out.items[0]
+        else {
+            panic!("expected the struct first");
+        };
+        assert_eq!(ident, "add");
+        assert_eq!(norm(vis), "pub");
+        assert!(attrs.iter().any(|a| a.path().is_ident("doc")));
+        assert!(!attrs.iter().any(|a| a.path().is_ident("inline")));
+
+        let items = block_items(&out.items[1]);
+        let syn::Item::Fn(inner) = &items[0] else {
+            panic!("expected the inner fn first");
+        };
+        assert_eq!(inner.sig.ident, "__multiproc_add");
+        assert!(inner.attrs.iter().any(|a| a.path().is_ident("inline")));
+        assert!(!inner.attrs.iter().any(|a| a.path().is_ident("doc")));
+
+        let imp = target_impl(&items);
+        assert_eq!(assoc_type(&imp, "Args"), norm(quote!((i64, i64))));
+        assert_eq!(assoc_type(&imp, "Output"), "i64");
+        let text = norm(&out);
+        assert!(text.contains(&norm(quote!(::core::concat!(
+            ::core::module_path!(),
+            "::",
+            "add"
+        )))));
+        assert!(text.contains(&norm(
+            quote!(::multiproc::__private::Entry::target::<add>())
+        )));
+        assert!(text.contains(&norm(quote!(
+            type Target = fn(i64, i64) -> i64;
+        ))));
+    }
+
+    #[test]
+    fn argument_counts() {
+        let cases = [
+            (
+                quote!(
+                    fn f() {}
+                ),
+                quote!(()),
+                quote!(()),
+            ),
+            (
+                quote!(
+                    fn f(n: u64) -> u64 {
+                        n
+                    }
+                ),
+                quote!(u64),
+                quote!(u64),
+            ),
+            (
+                quote!(
+                    fn f(mut x: u32, (a, b): (u8, u8)) -> String {
+                        String::new()
+                    }
+                ),
+                quote!((u32, (u8, u8))),
+                quote!(String),
+            ),
+            (
+                quote!(
+                    fn f() -> ! {
+                        loop {}
+                    }
+                ),
+                quote!(()),
+                quote!(()),
+            ),
+        ];
+        for (item, args_ty, output_ty) in cases {
+            let out = expand(quote!(), item);
+            let imp = target_impl(&block_items(&out.items[1]));
+            assert_eq!(assoc_type(&imp, "Args"), norm(args_ty));
+            assert_eq!(assoc_type(&imp, "Output"), norm(output_ty));
+        }
+    }
+
+    #[test]
+    fn one_argument_is_not_a_tuple() {
+        let text = norm(process(
+            quote!(),
+            quote!(
+                fn f(n: u64) {}
+            ),
+        ));
+        assert!(text.contains(&norm(quote!(__multiproc_f(args)))));
+    }
+
+    #[test]
+    fn name_and_crate_override() {
+        let text = norm(process(
+            quote!(name = "stable::sq", crate = "::re::mp"),
+            quote!(
+                fn sq(n: u64) -> u64 {
+                    n * n
+                }
+            ),
+        ));
+        assert!(text.contains(&norm(quote!(
+            const NAME: &'static str = "stable::sq";
+        ))));
+        assert!(text.contains(&norm(quote!(impl ::re::mp::Target for sq))));
+        assert!(!text.contains("multiproc ::"));
+    }
+
+    #[test]
+    fn raw_ident() {
+        let text = norm(process(
+            quote!(),
+            quote!(
+                fn r#type() {}
+            ),
+        ));
+        assert!(text.contains("struct r#type"));
+        assert!(text.contains("__multiproc_type"));
+        assert!(text.contains("\"type\""));
+    }
+
+    #[test]
+    fn attributes_are_routed() {
+        let out = expand(
+            quote!(),
+            quote! {
+                #[cfg(unix)]
+                #[deprecated]
+                #[allow(clippy::all)]
+                #[expect(unused_variables)]
+                #[must_use]
+                #[cfg_attr(docsrs, doc = "x")]
+                fn f() -> u8 { 0 }
+            },
+        );
+        let paths =
+            |attrs: &[Attribute]| -> Vec<String> { attrs.iter().map(|a| norm(a.path())).collect() };
+        let syn::Item::Struct(s) = &out.items[0] else {
+            panic!()
+        };
+        assert_eq!(
+            paths(&s.attrs),
+            [
+                "cfg",
+                "deprecated",
+                "allow",
+                "allow",
+                "cfg_attr",
+                "allow",
+                "derive"
+            ]
+        );
+        let syn::Item::Const(c) = &out.items[1] else {
+            panic!()
+        };
+        assert_eq!(paths(&c.attrs), ["cfg"]);
+        let syn::Item::Fn(inner) = &block_items(&out.items[1])[0] else {
+            panic!()
+        };
+        assert_eq!(
+            paths(&inner.attrs),
+            ["allow", "expect", "must_use", "allow"]
+        );
+    }
+
+    #[test]
+    fn errors_keep_the_item() {
+        let item = quote!(
+            fn f(s: &str) -> usize {
+                s.len()
+            }
+        );
+        let out = process(quote!(nope = 1), item.clone());
+        let text = norm(&out);
+        assert!(text.starts_with(&norm(&item)));
+        assert!(text.contains("unknown attribute key `nope`"));
+        assert!(text.contains("must be owned"));
+        assert!(!text.contains("Target"));
+    }
+
+    #[test]
+    fn other_items_are_rejected() {
+        let text = norm(process(
+            quote!(),
+            quote!(
+                struct S;
+            ),
+        ));
+        assert!(text.starts_with("struct S ;"));
+        assert!(text.contains("applies to a function or to an impl block"));
+    }
+
+    #[test]
+    fn impl_block() {
+        let item = quote! {
+            impl MyProcess {
+                fn run(&mut self) {}
+                fn helper(&self) {}
+            }
+        };
+        let out = expand(quote!(), item.clone());
+        assert_eq!(norm(&out.items[0]), norm(&item));
+        let text = norm(&out.items[1]);
+        assert!(text.contains(&norm(quote!(impl ::multiproc::Runnable for MyProcess))));
+        assert!(text.contains(&norm(quote!(
+            const TYPE_NAME: &'static str = "MyProcess";
+        ))));
+        assert!(text.contains(&norm(quote!(
+            fn run_process(mut self) {
+                <MyProcess>::run(&mut self)
+            }
+        ))));
+        let submit = quote!(::multiproc::__private::Entry::runnable::<MyProcess>());
+        assert!(text.contains(&norm(submit)));
+    }
+
+    #[test]
+    fn impl_receivers() {
+        for (run, expected) in [
+            (
+                quote!(
+                    fn run(self) {}
+                ),
+                quote!(
+                    fn run_process(self) {
+                        <m::P>::run(self)
+                    }
+                ),
+            ),
+            (
+                quote!(
+                    fn run(mut self) {}
+                ),
+                quote!(
+                    fn run_process(self) {
+                        <m::P>::run(self)
+                    }
+                ),
+            ),
+            (
+                quote!(
+                    fn run(&self) {}
+                ),
+                quote!(
+                    fn run_process(self) {
+                        <m::P>::run(&self)
+                    }
+                ),
+            ),
+        ] {
+            let text = norm(process(quote!(), quote!(impl m::P { #run })));
+            assert!(text.contains(&norm(&expected)), "{text}");
+            assert!(text.contains("\"P\""));
+        }
+    }
+
+    #[test]
+    fn main_inserts_init() {
+        let out = main(
+            quote!(),
+            quote!(
+                fn main() {
+                    let x = 1;
+                }
+            ),
+        );
+        assert_eq!(
+            norm(out),
+            norm(quote!(
+                fn main() {
+                    ::multiproc::init();
+                    let x = 1;
+                }
+            ))
+        );
+        let out = main(
+            quote!(crate = "mp"),
+            quote!(
+                fn main() -> Result<(), ()> {
+                    Ok(())
+                }
+            ),
+        );
+        assert!(norm(out).contains(&norm(quote!({
+            mp::init();
+            Ok(())
+        }))));
+    }
+
+    #[test]
+    fn main_keeps_leading_items_first() {
+        let out = main(
+            quote!(),
+            quote!(
+                fn main() {
+                    use std::fmt;
+                    fn helper() {}
+                    println!("x");
+                    let y = 1;
+                }
+            ),
+        );
+        assert_eq!(
+            norm(out),
+            norm(quote!(
+                fn main() {
+                    use std::fmt;
+                    fn helper() {}
+                    ::multiproc::init();
+                    println!("x");
+                    let y = 1;
+                }
+            ))
+        );
+        let out = main(
+            quote!(),
+            quote!(
+                fn main() {
+                    fn only() {}
+                }
+            ),
+        );
+        assert_eq!(
+            norm(out),
+            norm(quote!(
+                fn main() {
+                    fn only() {}
+                    ::multiproc::init();
+                }
+            ))
+        );
+    }
+
+    #[test]
+    fn main_errors_keep_the_item() {
+        let out = norm(main(
+            quote!(name = "x"),
+            quote!(
+                async fn main() {}
+            ),
+        ));
+        assert!(out.starts_with("async fn main () { }"));
+        assert!(out.contains("unknown attribute key `name`, expected `crate`"));
+        assert!(out.contains("cannot be applied to an `async fn`"));
+    }
+}

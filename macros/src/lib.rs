@@ -1,0 +1,155 @@
+//! Procedural macros of [multiproc](https://docs.rs/multiproc): `#[process]` and `#[main]`.
+//!
+//! Use them through the `multiproc` facade crate, which re-exports them.
+
+mod args;
+mod expand;
+mod parse;
+mod valid;
+
+use proc_macro::TokenStream;
+
+/// Makes a function a worker that a child process can run, or a type a process class.
+///
+/// # On a function
+///
+/// ```ignore
+/// #[multiproc::process]
+/// pub fn add(a: i64, b: i64) -> i64 {
+///     a + b
+/// }
+///
+/// assert_eq!(add(2, 3), 5);                       // still a plain call
+/// let p = multiproc::Process::new(add, (2, 3));   // and a value naming the worker
+/// ```
+///
+/// The function becomes a zero-sized value `add` of a type that implements
+/// [`Target`](https://docs.rs/multiproc/latest/multiproc/trait.Target.html) and derefs to the
+/// original function, so `add(2, 3)` keeps working (a call expression derefs its callee). The
+/// worker is registered under the name `module::path::add`; a child process finds it by that name,
+/// never by address.
+///
+/// Equivalent code without `#[process]`:
+///
+/// ```ignore
+/// #[allow(non_camel_case_types)]
+/// #[derive(::core::clone::Clone, ::core::marker::Copy)]
+/// pub struct add; // with the function's docs, `deprecated` and lint attributes
+///
+/// const _: () = {
+///     // The body, unchanged, with the function's other attributes (`inline`, ...).
+///     fn __multiproc_add(a: i64, b: i64) -> i64 {
+///         a + b
+///     }
+///
+///     impl ::core::ops::Deref for add {
+///         type Target = fn(i64, i64) -> i64;
+///         fn deref(&self) -> &fn(i64, i64) -> i64 {
+///             const __MULTIPROC_FN: fn(i64, i64) -> i64 = __multiproc_add;
+///             &__MULTIPROC_FN // a promoted constant: `&'static`
+///         }
+///     }
+///
+///     impl ::multiproc::Target for add {
+///         type Args = (i64, i64); // one argument `n: u64`: `u64`; none: `()`
+///         type Output = i64; // no return type, or `!`: `()`
+///         const NAME: &'static str = ::core::concat!(::core::module_path!(), "::", "add");
+///         fn call(args: Self::Args) -> Self::Output {
+///             let (__arg0, __arg1) = args;
+///             __multiproc_add(__arg0, __arg1)
+///         }
+///     }
+///
+///     // With several arguments, one per argument type, so that an unmet `Serialize` (...)
+///     // bound is reported on the argument's type as written, not only on the tuple.
+///     const _: () = ::multiproc::__private::assert_data::<i64>();
+///     const _: () = ::multiproc::__private::assert_data::<i64>();
+///
+///     ::multiproc::__private::inventory::submit! {
+///         ::multiproc::__private::Entry::target::<add>()
+///     }
+/// };
+/// ```
+///
+/// The function takes at most 12 arguments, each owned (no reference anywhere in the type) and
+/// implementing `Serialize + DeserializeOwned + Send + 'static`, and so does its return type.
+/// Patterns (`mut x: u32`, `(a, b): (u8, u8)`) work as usual. It cannot be generic, `async`,
+/// `unsafe`, `extern` or take `self`. Because the types appear in the `Target` impl, they must be
+/// at least as visible as the function (a `pub fn` cannot take a private type).
+///
+/// Calls go through `Deref`, so `add` is not itself a `fn` item: to get a function pointer, write
+/// `*add`. And as a unit struct, `add` cannot be shadowed by a binding where it is in scope:
+/// `let add = add(1, 2);` or an argument named `add` is a type error, so pick another name.
+///
+/// # On an impl block (the subclass style)
+///
+/// ```ignore
+/// #[derive(serde::Serialize, serde::Deserialize)]
+/// struct MyProcess {
+///     id: u32,
+/// }
+///
+/// #[multiproc::process]
+/// impl MyProcess {
+///     fn run(&mut self) { /* runs in the child */ }
+/// }
+/// ```
+///
+/// The impl block is kept as written, and the type implements
+/// [`Runnable`](https://docs.rs/multiproc/latest/multiproc/trait.Runnable.html):
+///
+/// ```ignore
+/// const _: () = {
+///     impl ::multiproc::Runnable for MyProcess {
+///         const NAME: &'static str = ::core::concat!(::core::module_path!(), "::", "MyProcess");
+///         const TYPE_NAME: &'static str = "MyProcess";
+///         fn run_process(mut self) {
+///             <MyProcess>::run(&mut self) // `run(self)`: `<MyProcess>::run(self)`
+///         }
+///     }
+///     ::multiproc::__private::inventory::submit! {
+///         ::multiproc::__private::Entry::runnable::<MyProcess>()
+///     }
+/// };
+/// ```
+///
+/// `run` takes `&mut self`, `&self` or `self`, no other argument, and returns `()`. The impl
+/// block is inherent and not generic.
+///
+/// # Arguments
+///
+/// - `name = "my_app::square"`: registers the worker under this exact name instead of
+///   `module::path::ident`, so that it survives moving the function.
+/// - `crate = "::my_crate::multiproc"`: the path of the multiproc crate in generated code, for
+///   crates that re-export it. Default `::multiproc`.
+#[proc_macro_attribute]
+pub fn process(attr: TokenStream, item: TokenStream) -> TokenStream {
+    expand::process(attr.into(), item.into()).into()
+}
+
+/// Makes `multiproc::init()` the first statement of `main` (after any items, which run nothing).
+///
+/// ```ignore
+/// #[multiproc::main]
+/// fn main() {
+///     // ...
+/// }
+/// ```
+///
+/// is
+///
+/// ```ignore
+/// fn main() {
+///     ::multiproc::init();
+///     // ...
+/// }
+/// ```
+///
+/// `init()` must run before anything else: in a child process it runs the requested worker and
+/// exits. The function may return anything `main` may return; it cannot be `async` (start the
+/// async runtime inside a plain `fn main`), generic, or take arguments. Accepts
+/// `crate = "path"` like `#[process]`.
+#[proc_macro_attribute]
+pub fn main(attr: TokenStream, item: TokenStream) -> TokenStream {
+    expand::main(attr.into(), item.into()).into()
+}

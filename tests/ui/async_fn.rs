@@ -1,0 +1,6 @@
+#[multiproc::process]
+async fn fetch(n: u32) -> u32 {
+    n
+}
+
+fn main() {}

@@ -1,0 +1,6 @@
+#[multiproc::process]
+fn count(words: Vec<&str>) -> usize {
+    words.len()
+}
+
+fn main() {}

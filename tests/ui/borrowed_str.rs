@@ -1,0 +1,6 @@
+#[multiproc::process]
+fn shout(text: &str) -> String {
+    text.to_uppercase()
+}
+
+fn main() {}

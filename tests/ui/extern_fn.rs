@@ -1,0 +1,6 @@
+#[multiproc::process]
+extern "C" fn callback(n: i32) -> i32 {
+    n
+}
+
+fn main() {}

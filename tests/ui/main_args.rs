@@ -1,0 +1,6 @@
+#[multiproc::main]
+fn start(args: Vec<String>) {
+    let _ = args;
+}
+
+fn main() {}

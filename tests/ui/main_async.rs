@@ -1,0 +1,4 @@
+#[multiproc::main]
+async fn start() {}
+
+fn main() {}

@@ -1,0 +1,6 @@
+#[multiproc::main]
+fn start<T: Default>() {
+    let _ = T::default();
+}
+
+fn main() {}

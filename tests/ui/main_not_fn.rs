@@ -1,0 +1,4 @@
+#[multiproc::main]
+mod app {}
+
+fn main() {}

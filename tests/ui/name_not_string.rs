@@ -1,0 +1,6 @@
+#[multiproc::process(name = square)]
+fn square(n: u64) -> u64 {
+    n * n
+}
+
+fn main() {}

@@ -1,0 +1,6 @@
+#[multiproc::process]
+struct Worker {
+    id: u32,
+}
+
+fn main() {}

@@ -1,0 +1,8 @@
+struct Opaque;
+
+#[multiproc::process]
+fn produce() -> Opaque {
+    Opaque
+}
+
+fn main() {}
