@@ -1,0 +1,592 @@
+//! `Pool`: a pool of worker processes, as Python's `multiprocessing.Pool`.
+//!
+//! The pool's driver thread owns the workers: it hands each idle worker one task (a chunk of
+//! encoded arguments for a registered function), reads the reply, and notices deaths and
+//! overdue tasks. Each worker talks to the driver over its own socket (no shared queue, no
+//! shared lock: a killed worker cannot wedge its siblings), so the driver always knows which
+//! task a dead worker held. That task fails with an error naming the signal or exit code; the
+//! worker is replaced; the pool goes on.
+
+mod driver;
+mod result;
+mod worker;
+
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use serde::Serialize;
+
+pub use result::AsyncResult;
+
+use self::driver::{Driver, Launcher, Lifecycle, Shared, Task};
+use self::result::{ApplySink, ImapSink, ImapState, MapSink, Slot};
+use self::worker::WorkerConfig;
+use crate::codec;
+use crate::context;
+use crate::current::{self, cpu_count, current_process};
+use crate::error::{Error, ErrorKind, Result};
+use crate::registry::Target;
+use crate::start::StartMethod;
+
+/// A pool of worker processes.
+///
+/// ```no_run
+/// use multiproc::{process, Pool};
+///
+/// #[process]
+/// fn square(n: u64) -> u64 {
+///     n * n
+/// }
+///
+/// #[multiproc::main]
+/// fn main() -> multiproc::Result<()> {
+///     let pool = Pool::new(4)?;
+///     assert_eq!(pool.map(square, 0..5)?, vec![0, 1, 4, 9, 16]);
+///     assert_eq!(pool.apply(square, 7)?, 49);
+///     pool.close();
+///     pool.join()
+/// }
+/// ```
+///
+/// Dropping a pool terminates it (as Python's `with Pool() as p:` does on exit): workers get
+/// SIGTERM, then SIGKILL after a second, and are reaped; pending results fail with
+/// [`ErrorKind::Terminated`]. To let queued work finish, call [`close`](Self::close) and
+/// [`join`](Self::join) first. Workers are daemonic: they die with the parent even when it
+/// is killed.
+pub struct Pool {
+    shared: Arc<Shared>,
+    driver: Mutex<Option<JoinHandle<()>>>,
+    processes: usize,
+}
+
+/// Builds a [`Pool`]; see each method for its default.
+#[derive(Debug, Clone)]
+pub struct PoolBuilder {
+    processes: Option<usize>,
+    start_method: Option<StartMethod>,
+    initializer: Option<(&'static str, std::result::Result<Vec<u8>, String>)>,
+    maxtasksperchild: Option<u64>,
+    task_timeout: Option<Duration>,
+}
+
+impl PoolBuilder {
+    /// Number of worker processes; default [`cpu_count()`](crate::cpu_count). At least 1.
+    pub fn processes(mut self, n: usize) -> Self {
+        self.processes = Some(n);
+        self
+    }
+
+    /// Start method of the workers; default the global one
+    /// ([`get_start_method`](crate::get_start_method)). With `Fork`, the pool forks a
+    /// "zygote" of the current process when it is built (so the fork happens before the
+    /// pool's own thread exists), and the zygote forks every worker, replacements included:
+    /// workers see the memory of the process as it was when the pool was built.
+    pub fn start_method(mut self, method: StartMethod) -> Self {
+        self.start_method = Some(method);
+        self
+    }
+
+    /// A `#[process]` function and its arguments, run once in every worker before its first
+    /// task (replacements included). If it panics or fails, the pool is broken: every call
+    /// fails with [`ErrorKind::InitializerFailed`] (CPython respawns workers forever,
+    /// gh-87472).
+    pub fn initializer<F: Target>(mut self, _function: F, args: F::Args) -> Self {
+        self.initializer = Some((F::NAME, codec::encode(&args).map_err(|e| e.to_string())));
+        self
+    }
+
+    /// Replace each worker after this many tasks (a chunk of `map` is one task); default
+    /// never. Must be at least 1.
+    pub fn maxtasksperchild(mut self, n: u64) -> Self {
+        self.maxtasksperchild = Some(n);
+        self
+    }
+
+    /// Kill a worker whose task runs longer than this, fail that task with
+    /// [`ErrorKind::Timeout`], and replace the worker; default no limit.
+    pub fn task_timeout(mut self, timeout: Duration) -> Self {
+        self.task_timeout = Some(timeout);
+        self
+    }
+
+    /// Starts the workers.
+    pub fn build(self) -> Result<Pool> {
+        let processes = self.processes.unwrap_or_else(cpu_count);
+        if processes < 1 {
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                "number of processes must be at least 1",
+            ));
+        }
+        if self.maxtasksperchild == Some(0) {
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                "maxtasksperchild must be a positive number",
+            ));
+        }
+        if current_process().daemon() {
+            return Err(Error::new(
+                ErrorKind::DaemonicChildren,
+                "daemonic processes are not allowed to have children (a pool worker cannot make a pool)",
+            ));
+        }
+        let method = self.start_method.unwrap_or_else(context::get_start_method);
+        if method != StartMethod::Fork && !current::initialized() {
+            return Err(Error::new(
+                ErrorKind::Bootstrap,
+                format!(
+                    "the {method} start method re-executes this binary, which must call multiproc::init() first in main \
+                     (or annotate main with #[multiproc::main])"
+                ),
+            ));
+        }
+        let initializer = match self.initializer {
+            None => None,
+            Some((name, Ok(payload))) => Some((name.to_string(), payload)),
+            Some((name, Err(message))) => {
+                return Err(Error::new(
+                    ErrorKind::Codec,
+                    format!("cannot encode the arguments of the initializer `{name}`: {message}"),
+                ))
+            }
+        };
+        let config = WorkerConfig {
+            initializer,
+            maxtasks: self.maxtasksperchild,
+        };
+        let shared = Shared::new()?;
+        let launcher = Launcher::new(method)?;
+        let driver = Driver::start(
+            shared.clone(),
+            launcher,
+            method,
+            config,
+            processes,
+            self.task_timeout,
+        )?;
+        let handle = std::thread::Builder::new()
+            .name("multiproc-pool".into())
+            .spawn(move || driver.run())
+            .map_err(|err| Error::io("cannot start the pool's driver thread", err))?;
+        Ok(Pool {
+            shared,
+            driver: Mutex::new(Some(handle)),
+            processes,
+        })
+    }
+}
+
+impl Pool {
+    /// A pool of `processes` workers with the global start method.
+    pub fn new(processes: usize) -> Result<Pool> {
+        Pool::builder().processes(processes).build()
+    }
+
+    /// A builder for the other settings.
+    pub fn builder() -> PoolBuilder {
+        PoolBuilder {
+            processes: None,
+            start_method: None,
+            initializer: None,
+            maxtasksperchild: None,
+            task_timeout: None,
+        }
+    }
+
+    /// The number of worker processes.
+    pub fn processes(&self) -> usize {
+        self.processes
+    }
+
+    /// Runs `function(args)` in a worker and waits for the result.
+    pub fn apply<F: Target>(&self, function: F, args: F::Args) -> Result<F::Output> {
+        self.apply_async(function, args).get()
+    }
+
+    /// Runs `function(args)` in a worker; the result comes later.
+    pub fn apply_async<F: Target>(&self, _function: F, args: F::Args) -> AsyncResult<F::Output> {
+        let payload = match codec::encode(std::slice::from_ref(&args)) {
+            Ok(payload) => payload,
+            Err(err) => return AsyncResult::failed(err),
+        };
+        let slot = Slot::new();
+        let sink = Box::new(ApplySink { slot: slot.clone() });
+        match self.shared.register(sink) {
+            Ok(job) => self.shared.push([Task {
+                job,
+                chunk: 0,
+                entry: F::NAME,
+                payload,
+            }]),
+            Err(_) => return AsyncResult::new(slot),
+        }
+        AsyncResult::new(slot)
+    }
+
+    /// `function` over every item, in parallel; the results in input order. The input is split
+    /// in chunks of `ceil(len / (4 * processes))` items (Python's default), one task each.
+    ///
+    /// Every chunk runs even when one fails; the error returned is then the first failure **in
+    /// input order** (CPython returns the first to arrive).
+    pub fn map<F: Target>(
+        &self,
+        function: F,
+        items: impl IntoIterator<Item = F::Args>,
+    ) -> Result<Vec<F::Output>> {
+        self.map_async(function, items).get()
+    }
+
+    /// [`map`](Self::map) with chunks of `chunksize` items (at least 1).
+    pub fn map_chunked<F: Target>(
+        &self,
+        function: F,
+        items: impl IntoIterator<Item = F::Args>,
+        chunksize: usize,
+    ) -> Result<Vec<F::Output>> {
+        self.map_async_chunked(function, items, chunksize).get()
+    }
+
+    /// [`map`](Self::map) without waiting: an [`AsyncResult`] of the whole list.
+    pub fn map_async<F: Target>(
+        &self,
+        function: F,
+        items: impl IntoIterator<Item = F::Args>,
+    ) -> AsyncResult<Vec<F::Output>> {
+        let items: Vec<F::Args> = items.into_iter().collect();
+        let chunksize = items.len().div_ceil(self.processes * 4).max(1);
+        self.submit_map(function, items, chunksize)
+    }
+
+    /// [`map_async`](Self::map_async) with chunks of `chunksize` items (at least 1).
+    pub fn map_async_chunked<F: Target>(
+        &self,
+        function: F,
+        items: impl IntoIterator<Item = F::Args>,
+        chunksize: usize,
+    ) -> AsyncResult<Vec<F::Output>> {
+        if chunksize < 1 {
+            return AsyncResult::failed(Error::new(
+                ErrorKind::InvalidInput,
+                "chunksize must be at least 1",
+            ));
+        }
+        self.submit_map(function, items.into_iter().collect(), chunksize)
+    }
+
+    /// Python's `starmap`: `function(a, b)` for every tuple `(a, b)`. A function of several
+    /// arguments already takes their tuple, so this is [`map`](Self::map) by another name.
+    pub fn starmap<F: Target>(
+        &self,
+        function: F,
+        items: impl IntoIterator<Item = F::Args>,
+    ) -> Result<Vec<F::Output>> {
+        self.map(function, items)
+    }
+
+    /// Python's `starmap_async`: [`map_async`](Self::map_async) by another name.
+    pub fn starmap_async<F: Target>(
+        &self,
+        function: F,
+        items: impl IntoIterator<Item = F::Args>,
+    ) -> AsyncResult<Vec<F::Output>> {
+        self.map_async(function, items)
+    }
+
+    fn submit_map<F: Target>(
+        &self,
+        _function: F,
+        items: Vec<F::Args>,
+        chunksize: usize,
+    ) -> AsyncResult<Vec<F::Output>> {
+        let slot = Slot::new();
+        if items.is_empty() {
+            slot.complete(Ok(Vec::new()));
+            return AsyncResult::new(slot);
+        }
+        let chunks = items.len().div_ceil(chunksize);
+        let sink = Box::new(MapSink::new(slot.clone(), chunks));
+        let Ok(job) = self.shared.register(sink) else {
+            return AsyncResult::new(slot);
+        };
+        // Chunks are queued as they are encoded, so the workers start on the first at once.
+        for (index, chunk) in items.chunks(chunksize).enumerate() {
+            match encode_chunk(chunk) {
+                Ok(payload) => self.shared.push([Task {
+                    job,
+                    chunk: index as u32,
+                    entry: F::NAME,
+                    payload,
+                }]),
+                Err(err) => {
+                    self.shared.forget(job);
+                    let mut sink = MapSink::<F::Output>::new(slot.clone(), 1);
+                    result::Sink::fail(&mut sink, &err);
+                    break;
+                }
+            }
+        }
+        AsyncResult::new(slot)
+    }
+
+    /// A lazy, ordered `map`: results come as an iterator in input order, and the input is
+    /// consumed only as results are taken, with a bounded number of chunks in flight
+    /// ([`Imap::buffersize`]). Chunks of 1 item unless [`Imap::chunksize`] says otherwise.
+    pub fn imap<F: Target, I: IntoIterator<Item = F::Args>>(
+        &self,
+        function: F,
+        items: I,
+    ) -> Imap<'_, F, I::IntoIter> {
+        Imap::new(self, function, items.into_iter(), true)
+    }
+
+    /// Like [`imap`](Self::imap), but results come in completion order.
+    pub fn imap_unordered<F: Target, I: IntoIterator<Item = F::Args>>(
+        &self,
+        function: F,
+        items: I,
+    ) -> Imap<'_, F, I::IntoIter> {
+        Imap::new(self, function, items.into_iter(), false)
+    }
+
+    /// No more work: already submitted work still runs, then the workers exit. Using the pool
+    /// afterwards fails with [`ErrorKind::NotRunning`].
+    pub fn close(&self) {
+        let mut state = self.shared.lock();
+        if state.lifecycle == Lifecycle::Running {
+            state.lifecycle = Lifecycle::Closed;
+        }
+        drop(state);
+        self.shared.wake();
+    }
+
+    /// Stops at once: workers are killed (SIGTERM, then SIGKILL), pending results fail with
+    /// [`ErrorKind::Terminated`].
+    pub fn terminate(&self) {
+        self.shared.lock().lifecycle = Lifecycle::Terminated;
+        self.shared.wake();
+    }
+
+    /// Waits for the workers to exit, after [`close`](Self::close) or
+    /// [`terminate`](Self::terminate); an [`ErrorKind::InvalidInput`] error before that.
+    pub fn join(&self) -> Result<()> {
+        if self.shared.lock().lifecycle == Lifecycle::Running {
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                "pool is still running: call close() or terminate() before join()",
+            ));
+        }
+        let handle = self
+            .driver
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(handle) = handle {
+            handle.join().map_err(|_| {
+                Error::new(ErrorKind::Panicked, "the pool's driver thread panicked")
+            })?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        let running = self
+            .driver
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_some();
+        if running {
+            self.terminate();
+            let _ = self.join();
+        }
+    }
+}
+
+impl std::fmt::Debug for Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let state = self.shared.lock();
+        f.debug_struct("Pool")
+            .field("processes", &self.processes)
+            .field("state", &state.lifecycle)
+            .field("queued_tasks", &state.queue.len())
+            .finish()
+    }
+}
+
+fn encode_chunk<T: Serialize>(items: &[T]) -> Result<Vec<u8>> {
+    codec::encode(items)
+}
+
+/// The iterator of [`Pool::imap`] and [`Pool::imap_unordered`]: yields each result (or its
+/// error) lazily. A failed chunk yields its error once for each of its items, so positions stay
+/// aligned with the input; the iteration goes on after it.
+pub struct Imap<'p, F: Target, I> {
+    pool: &'p Pool,
+    input: I,
+    ordered: bool,
+    chunksize: usize,
+    buffersize: usize,
+    job: Option<u64>,
+    state: Arc<ImapState<F::Output>>,
+    sizes: Vec<u32>,
+    received: u32,
+    next_chunk: u32,
+    exhausted: bool,
+    current: std::vec::IntoIter<F::Output>,
+    pending_error: Option<(Error, u32)>,
+    done: bool,
+}
+
+impl<'p, F: Target, I: Iterator<Item = F::Args>> Imap<'p, F, I> {
+    fn new(pool: &'p Pool, _function: F, input: I, ordered: bool) -> Self {
+        Imap {
+            pool,
+            input,
+            ordered,
+            chunksize: 1,
+            buffersize: pool.processes * 2,
+            job: None,
+            state: ImapState::new(),
+            sizes: Vec::new(),
+            received: 0,
+            next_chunk: 0,
+            exhausted: false,
+            current: Vec::new().into_iter(),
+            pending_error: None,
+            done: false,
+        }
+    }
+
+    /// Items per task (default 1, as Python); larger chunks cut per-item overhead.
+    pub fn chunksize(mut self, chunksize: usize) -> Self {
+        self.chunksize = chunksize.max(1);
+        self
+    }
+
+    /// Chunks in flight beyond one per worker (default: twice the number of workers). Bounds
+    /// memory whatever the input's length (Python 3.15's `buffersize`).
+    pub fn buffersize(mut self, buffersize: usize) -> Self {
+        self.buffersize = buffersize;
+        self
+    }
+
+    fn submitted(&self) -> u32 {
+        self.sizes.len() as u32
+    }
+
+    /// Submits chunks until the bound is reached or the input ends.
+    fn fill(&mut self) -> Result<()> {
+        let bound = (self.pool.processes + self.buffersize) as u32;
+        while !self.exhausted && self.submitted() - self.received < bound {
+            let chunk: Vec<F::Args> = self.input.by_ref().take(self.chunksize).collect();
+            if chunk.is_empty() {
+                self.exhausted = true;
+                break;
+            }
+            let job = match self.job {
+                Some(job) => job,
+                None => {
+                    let sink = Box::new(ImapSink {
+                        state: self.state.clone(),
+                    });
+                    let job = self.pool.shared.register(sink)?;
+                    self.job = Some(job);
+                    job
+                }
+            };
+            let index = self.submitted();
+            self.sizes.push(chunk.len() as u32);
+            let payload = encode_chunk(&chunk)?;
+            self.pool.shared.push([Task {
+                job,
+                chunk: index,
+                entry: F::NAME,
+                payload,
+            }]);
+        }
+        Ok(())
+    }
+
+    /// Waits for the next chunk to take (in order, or any); `None` when all are taken.
+    fn take_chunk(&mut self) -> Option<(u32, Result<Vec<F::Output>>)> {
+        if self.received == self.submitted() {
+            return None;
+        }
+        let mut inner = self.state.lock();
+        loop {
+            let key = if self.ordered {
+                inner
+                    .chunks
+                    .contains_key(&self.next_chunk)
+                    .then_some(self.next_chunk)
+            } else {
+                inner.chunks.keys().next().copied()
+            };
+            if let Some(key) = key {
+                let result = inner.chunks.remove(&key)?;
+                return Some((key, result));
+            }
+            if let Some(err) = &inner.failed {
+                let err = err.duplicate();
+                let key = self.next_chunk;
+                return Some((key, Err(err)));
+            }
+            inner = self
+                .state
+                .cond
+                .wait(inner)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+    }
+}
+
+impl<F: Target, I: Iterator<Item = F::Args>> Iterator for Imap<'_, F, I> {
+    type Item = Result<F::Output>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if let Some(value) = self.current.next() {
+                return Some(Ok(value));
+            }
+            if let Some((err, left)) = &mut self.pending_error {
+                if *left > 0 {
+                    *left -= 1;
+                    return Some(Err(err.duplicate()));
+                }
+                self.pending_error = None;
+            }
+            if self.done {
+                return None;
+            }
+            if let Err(err) = self.fill() {
+                self.done = true;
+                return Some(Err(err));
+            }
+            let Some((chunk, result)) = self.take_chunk() else {
+                self.done = true;
+                return None;
+            };
+            self.received += 1;
+            if self.ordered {
+                self.next_chunk += 1;
+            }
+            match result {
+                Ok(values) => self.current = values.into_iter(),
+                Err(err) => {
+                    let size = self.sizes.get(chunk as usize).copied().unwrap_or(1);
+                    self.pending_error = Some((err, size));
+                }
+            }
+        }
+    }
+}
+
+impl<F: Target, I> Drop for Imap<'_, F, I> {
+    fn drop(&mut self) {
+        if let Some(job) = self.job {
+            self.pool.shared.forget(job);
+        }
+    }
+}

@@ -1,0 +1,360 @@
+//! Results of pool work: [`AsyncResult`] for `apply_async` / `map_async`, and the sinks through
+//! which the driver thread delivers chunks to them and to `imap` iterators.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::panic::{self, AssertUnwindSafe};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use serde::de::DeserializeOwned;
+
+use crate::codec;
+use crate::error::{Error, ErrorKind, Result};
+
+/// Where the driver delivers the results of one job's chunks.
+pub(crate) trait Sink: Send {
+    /// Delivers the result of one chunk (the encoded `Vec` of outputs, or why it failed).
+    /// Returns `true` once the job is complete and the sink can be dropped.
+    fn deliver(&mut self, chunk: u32, result: Result<Vec<u8>>) -> bool;
+    /// Fails everything the job still waits for.
+    fn fail(&mut self, err: &Error);
+}
+
+type OnSuccess<T> = Box<dyn FnOnce(&T) + Send>;
+type OnError = Box<dyn FnOnce(&Error) + Send>;
+
+struct SlotState<T> {
+    value: Option<Result<T>>,
+    ready: bool,
+    taken: bool,
+    on_success: Option<OnSuccess<T>>,
+    on_error: Option<OnError>,
+}
+
+pub(crate) struct Slot<T> {
+    state: Mutex<SlotState<T>>,
+    cond: Condvar,
+}
+
+impl<T> Slot<T> {
+    pub(crate) fn new() -> Arc<Slot<T>> {
+        Arc::new(Slot {
+            state: Mutex::new(SlotState {
+                value: None,
+                ready: false,
+                taken: false,
+                on_success: None,
+                on_error: None,
+            }),
+            cond: Condvar::new(),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, SlotState<T>> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Stores the result: callbacks run first (in the calling thread, the driver's), then the
+    /// result becomes ready. A panicking callback becomes the result's error.
+    pub(crate) fn complete(&self, result: Result<T>) {
+        let (on_success, on_error) = {
+            let mut state = self.lock();
+            if state.ready {
+                return;
+            }
+            (state.on_success.take(), state.on_error.take())
+        };
+        let result = run_callbacks(result, on_success, on_error);
+        let mut state = self.lock();
+        state.value = Some(result);
+        state.ready = true;
+        self.cond.notify_all();
+    }
+}
+
+fn run_callbacks<T>(
+    result: Result<T>,
+    on_success: Option<OnSuccess<T>>,
+    on_error: Option<OnError>,
+) -> Result<T> {
+    let outcome = match (&result, on_success, on_error) {
+        (Ok(value), Some(callback), _) => panic::catch_unwind(AssertUnwindSafe(|| callback(value))),
+        (Err(err), _, Some(callback)) => panic::catch_unwind(AssertUnwindSafe(|| callback(err))),
+        _ => Ok(()),
+    };
+    match outcome {
+        Ok(()) => result,
+        Err(payload) => {
+            let message = payload
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "Box<dyn Any>".into());
+            Err(Error::new(
+                ErrorKind::Panicked,
+                format!("a result callback panicked: {message}"),
+            ))
+        }
+    }
+}
+
+/// The result of [`Pool::apply_async`](super::Pool::apply_async) or
+/// [`Pool::map_async`](super::Pool::map_async), as Python's `AsyncResult`.
+///
+/// The work runs whether or not anyone waits; [`get`](Self::get) waits for it and returns the
+/// value or the error (a remote panic, a dead worker, a timeout of the task, a terminated
+/// pool). Never hangs: every task submitted to a pool ends in a value or an error.
+pub struct AsyncResult<T> {
+    slot: Arc<Slot<T>>,
+}
+
+impl<T> AsyncResult<T> {
+    pub(crate) fn new(slot: Arc<Slot<T>>) -> AsyncResult<T> {
+        AsyncResult { slot }
+    }
+
+    pub(crate) fn failed(err: Error) -> AsyncResult<T> {
+        let slot = Slot::new();
+        slot.complete(Err(err));
+        AsyncResult { slot }
+    }
+
+    /// Whether the result is available.
+    pub fn ready(&self) -> bool {
+        self.slot.lock().ready
+    }
+
+    /// Whether the work succeeded; an [`ErrorKind::InvalidInput`] error while not ready (as
+    /// Python raises `ValueError`).
+    pub fn successful(&self) -> Result<bool> {
+        let state = self.slot.lock();
+        if !state.ready {
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                "the result is not ready",
+            ));
+        }
+        Ok(matches!(state.value, Some(Ok(_))) || (state.taken && state.value.is_none()))
+    }
+
+    /// Waits until the result is available.
+    pub fn wait(&self) {
+        let mut state = self.slot.lock();
+        while !state.ready {
+            state = self
+                .slot
+                .cond
+                .wait(state)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+    }
+
+    /// Waits at most `timeout`; returns whether the result is available.
+    pub fn wait_timeout(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now().checked_add(timeout);
+        let mut state = self.slot.lock();
+        while !state.ready {
+            let left = match deadline {
+                Some(d) => d.saturating_duration_since(Instant::now()),
+                None => Duration::from_secs(3600),
+            };
+            if left.is_zero() {
+                return false;
+            }
+            state = self
+                .slot
+                .cond
+                .wait_timeout(state, left)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+        true
+    }
+
+    /// Waits for the result and returns it.
+    pub fn get(self) -> Result<T> {
+        self.wait();
+        self.take()
+    }
+
+    /// Waits at most `timeout` for the result: an [`ErrorKind::Timeout`] error if it is not
+    /// ready by then (the work goes on; ask again later). The value can be taken once.
+    pub fn get_timeout(&self, timeout: Duration) -> Result<T> {
+        if !self.wait_timeout(timeout) {
+            return Err(Error::timeout(format!(
+                "the result was not ready within {timeout:?}"
+            )));
+        }
+        self.take()
+    }
+
+    fn take(&self) -> Result<T> {
+        let mut state = self.slot.lock();
+        match state.value.take() {
+            Some(value) => {
+                state.taken = true;
+                value
+            }
+            None => Err(Error::new(
+                ErrorKind::InvalidInput,
+                "the result was already taken",
+            )),
+        }
+    }
+
+    /// Calls `callback` with the value when the work succeeds, before the result becomes ready
+    /// (in the pool's driver thread; at once if it is already done). Keep it short: it holds up
+    /// the delivery of other results. A panic in it becomes the result's error.
+    pub fn on_success(self, callback: impl FnOnce(&T) + Send + 'static) -> Self {
+        let mut state = self.slot.lock();
+        if !state.ready {
+            state.on_success = Some(Box::new(callback));
+        } else if let Some(Ok(value)) = state.value.take() {
+            let result = run_callbacks(Ok(value), Some(Box::new(callback)), None);
+            state.value = Some(result);
+        }
+        drop(state);
+        self
+    }
+
+    /// Calls `callback` with the error when the work fails (see [`on_success`](Self::on_success)).
+    pub fn on_error(self, callback: impl FnOnce(&Error) + Send + 'static) -> Self {
+        let mut state = self.slot.lock();
+        if !state.ready {
+            state.on_error = Some(Box::new(callback));
+        } else if let Some(Err(err)) = &state.value {
+            let err = err.duplicate();
+            let _ = panic::catch_unwind(AssertUnwindSafe(|| callback(&err)));
+        }
+        drop(state);
+        self
+    }
+}
+
+impl<T> fmt::Debug for AsyncResult<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AsyncResult")
+            .field("ready", &self.ready())
+            .finish()
+    }
+}
+
+/// The sink of `apply`: one chunk of one item.
+pub(crate) struct ApplySink<T> {
+    pub slot: Arc<Slot<T>>,
+}
+
+impl<T: DeserializeOwned + Send> Sink for ApplySink<T> {
+    fn deliver(&mut self, _chunk: u32, result: Result<Vec<u8>>) -> bool {
+        let value = result
+            .and_then(|bytes| codec::decode::<Vec<T>>(&bytes))
+            .and_then(|mut values| {
+                values
+                    .pop()
+                    .ok_or_else(|| Error::new(ErrorKind::Codec, "a task returned no result"))
+            });
+        self.slot.complete(value);
+        true
+    }
+
+    fn fail(&mut self, err: &Error) {
+        self.slot.complete(Err(err.duplicate()));
+    }
+}
+
+/// The sink of `map`: every chunk, then the whole list in input order.
+pub(crate) struct MapSink<T> {
+    pub slot: Arc<Slot<Vec<T>>>,
+    pub parts: Vec<Option<Vec<T>>>,
+    pub remaining: usize,
+    pub error: Option<(u32, Error)>,
+}
+
+impl<T> MapSink<T> {
+    pub(crate) fn new(slot: Arc<Slot<Vec<T>>>, chunks: usize) -> Self {
+        MapSink {
+            slot,
+            parts: (0..chunks).map(|_| None).collect(),
+            remaining: chunks,
+            error: None,
+        }
+    }
+}
+
+impl<T: DeserializeOwned + Send> Sink for MapSink<T> {
+    fn deliver(&mut self, chunk: u32, result: Result<Vec<u8>>) -> bool {
+        match result.and_then(|bytes| codec::decode::<Vec<T>>(&bytes)) {
+            Ok(values) => {
+                if let Some(part) = self.parts.get_mut(chunk as usize) {
+                    *part = Some(values);
+                }
+            }
+            // The first failure in input order wins, whatever the order of arrival.
+            Err(err) => {
+                if self.error.as_ref().is_none_or(|(c, _)| chunk < *c) {
+                    self.error = Some((chunk, err));
+                }
+            }
+        }
+        self.remaining = self.remaining.saturating_sub(1);
+        if self.remaining > 0 {
+            return false;
+        }
+        let result = match self.error.take() {
+            Some((_, err)) => Err(err),
+            None => Ok(self.parts.drain(..).flatten().flatten().collect()),
+        };
+        self.slot.complete(result);
+        true
+    }
+
+    fn fail(&mut self, err: &Error) {
+        self.slot.complete(Err(err.duplicate()));
+    }
+}
+
+/// Chunks delivered to an `imap` iterator, by chunk index.
+pub(crate) struct ImapState<T> {
+    pub inner: Mutex<ImapInner<T>>,
+    pub cond: Condvar,
+}
+
+pub(crate) struct ImapInner<T> {
+    pub chunks: BTreeMap<u32, Result<Vec<T>>>,
+    pub failed: Option<Error>,
+}
+
+impl<T> ImapState<T> {
+    pub(crate) fn new() -> Arc<ImapState<T>> {
+        Arc::new(ImapState {
+            inner: Mutex::new(ImapInner {
+                chunks: BTreeMap::new(),
+                failed: None,
+            }),
+            cond: Condvar::new(),
+        })
+    }
+
+    pub(crate) fn lock(&self) -> MutexGuard<'_, ImapInner<T>> {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+pub(crate) struct ImapSink<T> {
+    pub state: Arc<ImapState<T>>,
+}
+
+impl<T: DeserializeOwned + Send> Sink for ImapSink<T> {
+    fn deliver(&mut self, chunk: u32, result: Result<Vec<u8>>) -> bool {
+        let values = result.and_then(|bytes| codec::decode::<Vec<T>>(&bytes));
+        self.state.lock().chunks.insert(chunk, values);
+        self.state.cond.notify_all();
+        false
+    }
+
+    fn fail(&mut self, err: &Error) {
+        self.state.lock().failed = Some(err.duplicate());
+        self.state.cond.notify_all();
+    }
+}

@@ -1,0 +1,164 @@
+//! The pool worker: the loop a pool's child process runs, and the messages it exchanges with
+//! the pool's driver thread over the child's control socket.
+//!
+//! The worker is an ordinary registered entry point (`multiproc::pool::worker`), so it starts
+//! the same way under every start method. It runs the initializer, says `Ready`, then serves
+//! tasks one at a time: a task names its function (by registered name) and carries a chunk of
+//! encoded arguments; the reply carries the chunk of encoded results, or the panic or error
+//! that replaced them. A panic in a task is caught quietly and sent back as data; the worker
+//! keeps serving. It exits when the parent closes the socket, or after `maxtasks` tasks.
+
+use serde::{Deserialize, Serialize};
+
+use crate::child::catch_quiet;
+use crate::current::{self, current_process};
+use crate::error::{ErrorKind, RemotePanic};
+use crate::registry::{self, Entry, Target};
+use crate::wire;
+
+/// What a worker is started with.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct WorkerConfig {
+    /// Entry name and encoded arguments of the initializer.
+    pub initializer: Option<(String, Vec<u8>)>,
+    /// Exit after this many tasks (a map chunk is one task).
+    pub maxtasks: Option<u64>,
+}
+
+/// Parent to worker: one task; `len` raw bytes of encoded arguments follow.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct TaskHeader {
+    pub job: u64,
+    pub chunk: u32,
+    pub entry: String,
+    pub len: u64,
+}
+
+/// Worker to parent.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum Reply {
+    /// The initializer ran; tasks are welcome.
+    Ready,
+    /// The initializer panicked or failed.
+    InitFailed(String),
+    /// A task finished; with `TaskOutcome::Ok`, `len` raw bytes of encoded results follow.
+    Done {
+        job: u64,
+        chunk: u32,
+        outcome: TaskOutcome,
+        len: u64,
+    },
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum TaskOutcome {
+    Ok,
+    Panicked(RemotePanic),
+    Failed { codec: bool, message: String },
+}
+
+impl TaskOutcome {
+    pub(crate) fn kind(codec: bool) -> ErrorKind {
+        if codec {
+            ErrorKind::Codec
+        } else {
+            ErrorKind::UnknownEntry
+        }
+    }
+}
+
+/// The registered entry point of pool workers.
+#[derive(Clone, Copy)]
+pub(crate) struct WorkerMain;
+
+impl Target for WorkerMain {
+    type Args = WorkerConfig;
+    type Output = ();
+    const NAME: &'static str = "multiproc::pool::worker";
+
+    fn call(config: WorkerConfig) {
+        serve(config);
+    }
+}
+
+inventory::submit! { Entry::target::<WorkerMain>() }
+
+fn panic_report(message: String, location: Option<String>) -> RemotePanic {
+    RemotePanic {
+        message,
+        location,
+        process: current_process().name().to_string(),
+        pid: std::process::id() as i32,
+    }
+}
+
+fn serve(config: WorkerConfig) {
+    let Some(control) = current::parent_control() else {
+        eprintln!("multiproc: a pool worker must run in a child process");
+        return;
+    };
+    if let Some((name, payload)) = &config.initializer {
+        let failure = match registry::lookup(name) {
+            Err(err) => Some(err.to_string()),
+            Ok(entry) => match catch_quiet(|| entry.invoke(payload)) {
+                Ok(Ok(_)) => None,
+                Ok(Err(err)) => Some(err.to_string()),
+                Err((message, location)) => Some(panic_report(message, location).to_string()),
+            },
+        };
+        if let Some(message) = failure {
+            let _ = wire::send(
+                &control,
+                &Reply::InitFailed(format!("initializer `{name}` failed: {message}")),
+            );
+            return;
+        }
+    }
+    if wire::send(&control, &Reply::Ready).is_err() {
+        return;
+    }
+    let mut done = 0u64;
+    while config.maxtasks.is_none_or(|max| done < max) {
+        let header: TaskHeader = match wire::recv(&control, None) {
+            Ok(Some(header)) => header,
+            Ok(None) | Err(_) => return,
+        };
+        let Ok(payload) = wire::recv_payload(&control, header.len, None) else {
+            return;
+        };
+        let (outcome, results) = match registry::lookup(&header.entry) {
+            Err(err) => (
+                TaskOutcome::Failed {
+                    codec: false,
+                    message: err.to_string(),
+                },
+                Vec::new(),
+            ),
+            Ok(entry) => match catch_quiet(|| entry.invoke_chunk(&payload)) {
+                Ok(Ok(results)) => (TaskOutcome::Ok, results),
+                Ok(Err(err)) => (
+                    TaskOutcome::Failed {
+                        codec: err.kind() == ErrorKind::Codec,
+                        message: err.to_string(),
+                    },
+                    Vec::new(),
+                ),
+                Err((message, location)) => (
+                    TaskOutcome::Panicked(panic_report(message, location)),
+                    Vec::new(),
+                ),
+            },
+        };
+        drop(payload);
+        let reply = Reply::Done {
+            job: header.job,
+            chunk: header.chunk,
+            outcome,
+            len: results.len() as u64,
+        };
+        if wire::send_with_payload(&control, &reply, &results).is_err() {
+            return;
+        }
+        done += 1;
+    }
+}
