@@ -1,0 +1,552 @@
+//! `Pool` under every start method: ordering, chunking, every `AsyncResult` method, callbacks,
+//! state rules, maxtasksperchild, initializer, panics, dead workers, task timeouts, threads,
+//! pools in children, and no leaked descriptor or zombie.
+
+mod common;
+
+use std::cell::Cell;
+use std::collections::HashSet;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{each_method, read_when_ready, scratch, write_line, Outcome, LONG};
+use multiproc::{process, ErrorKind, Pool, Process, StartMethod};
+use serde::{Deserialize, Serialize, Serializer};
+
+#[process]
+fn square(n: u64) -> u64 {
+    n * n
+}
+
+#[process]
+fn add(a: i64, b: i64) -> i64 {
+    a + b
+}
+
+#[process]
+fn pid_of(_n: u32) -> u32 {
+    std::process::id()
+}
+
+#[process]
+fn slow_square(n: u64, millis: u64) -> u64 {
+    std::thread::sleep(Duration::from_millis(millis));
+    n * n
+}
+
+#[process]
+fn panics_on(n: u64, bad: u64) -> u64 {
+    if n == bad {
+        panic!("bad item {n}");
+    }
+    n
+}
+
+#[process]
+fn dies_or_panics(n: u64, bad: [u64; 2]) -> u64 {
+    if bad.contains(&n) {
+        if n == bad[0] {
+            // The later item fails first.
+            panic!("bad item {n}");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+        panic!("bad item {n}");
+    }
+    n
+}
+
+/// Dies by `signal` (or exits with `-signal` when positive) on item `bad`.
+#[process]
+fn dies_on(n: u64, bad: u64, how: i32) -> u64 {
+    if n == bad {
+        if how > 0 {
+            std::process::exit(how);
+        }
+        // SAFETY: default disposition, then the signal, in our own process.
+        unsafe {
+            libc::signal(-how, libc::SIG_DFL);
+            libc::raise(-how);
+        }
+    }
+    n
+}
+
+/// Records that the initializer ran in this process: one line per run in `dir/<pid>`.
+#[process]
+fn record_init(dir: String) {
+    use std::io::Write;
+    let path = format!("{dir}/{}", std::process::id());
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .expect("open");
+    writeln!(file, "init").expect("write");
+}
+
+#[process]
+fn failing_init(message: String) {
+    panic!("{message}");
+}
+
+struct Unencodable;
+
+impl Serialize for Unencodable {
+    fn serialize<S: Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
+        Err(serde::ser::Error::custom(
+            "this value refuses to be encoded",
+        ))
+    }
+}
+
+impl<'de> Deserialize<'de> for Unencodable {
+    fn deserialize<D: serde::Deserializer<'de>>(_: D) -> Result<Self, D::Error> {
+        Ok(Unencodable)
+    }
+}
+
+#[process]
+fn unencodable(_n: u32) -> Unencodable {
+    Unencodable
+}
+
+/// In a child: makes a pool, maps, writes the result (or the error kind).
+#[process]
+fn pool_in_child(path: String, method: String) {
+    let method: StartMethod = method.parse().expect("method");
+    let outcome = Pool::builder()
+        .processes(2)
+        .start_method(method)
+        .build()
+        .and_then(|pool| pool.map(square, 0..5));
+    let text = match outcome {
+        Ok(values) => format!("{values:?}"),
+        Err(err) => format!("{:?}", err.kind()),
+    };
+    write_line(&path, &text);
+}
+
+fn pool(m: StartMethod, processes: usize) -> Result<Pool, libtest_mimic::Failed> {
+    Pool::builder()
+        .processes(processes)
+        .start_method(m)
+        .build()
+        .map_err(|err| format!("pool: {err}").into())
+}
+
+fn map_ordering_and_chunks(m: StartMethod) -> Outcome {
+    let pool = pool(m, 2)?;
+    let expected: Vec<u64> = (0..1000).map(|n| n * n).collect();
+    check_eq!(pool.map(square, 0..1000)?, expected);
+    check_eq!(pool.map_chunked(square, 0..1000, 1)?, expected);
+    check_eq!(pool.map_chunked(square, 0..1000, 7)?, expected);
+    check_eq!(
+        pool.map_chunked(square, 0..10, 1000)?,
+        expected[..10].to_vec()
+    );
+    check_eq!(pool.map(square, Vec::new())?, Vec::<u64>::new());
+    check_eq!(pool.map_chunked(square, Vec::new(), 1)?, Vec::<u64>::new());
+    check_eq!(
+        pool.map_chunked(square, 0..3, 0).unwrap_err().kind(),
+        ErrorKind::InvalidInput
+    );
+    check_eq!(pool.starmap(add, vec![(1, 2), (3, 4)])?, vec![3, 7]);
+    check_eq!(pool.starmap_async(add, vec![(5, 5)]).get()?, vec![10]);
+    check_eq!(pool.apply(square, 7)?, 49);
+    check_eq!(pool.apply(add, (2, 3))?, 5);
+    Ok(())
+}
+
+fn async_result_methods(m: StartMethod) -> Outcome {
+    let pool = pool(m, 2)?;
+    let r = pool.apply_async(slow_square, (8, 300));
+    check!(!r.ready(), "not ready at once");
+    check_eq!(r.successful().unwrap_err().kind(), ErrorKind::InvalidInput);
+    check_eq!(
+        r.get_timeout(Duration::from_millis(10)).unwrap_err().kind(),
+        ErrorKind::Timeout
+    );
+    check!(
+        !r.wait_timeout(Duration::from_millis(10)),
+        "wait_timeout while running"
+    );
+    check!(r.wait_timeout(LONG), "wait_timeout until done");
+    check!(r.ready(), "ready");
+    check_eq!(r.successful()?, true);
+    check_eq!(r.get_timeout(LONG)?, 64);
+    check_eq!(
+        r.get_timeout(LONG).unwrap_err().kind(),
+        ErrorKind::InvalidInput
+    );
+
+    let r = pool.apply_async(panics_on, (3, 3));
+    r.wait();
+    check_eq!(r.successful()?, false);
+    check_eq!(r.get().unwrap_err().kind(), ErrorKind::Panicked);
+
+    let m = pool.map_async(square, 0..100);
+    check_eq!(
+        m.get_timeout(LONG)?,
+        (0..100).map(|n| n * n).collect::<Vec<u64>>()
+    );
+    Ok(())
+}
+
+fn callbacks(m: StartMethod) -> Outcome {
+    let pool = pool(m, 2)?;
+    let seen = Arc::new(Mutex::new(Vec::<String>::new()));
+    let s = seen.clone();
+    let r = pool
+        .apply_async(square, 9)
+        .on_success(move |v| s.lock().unwrap().push(format!("ok {v}")));
+    check_eq!(r.get()?, 81);
+    let s = seen.clone();
+    let r = pool
+        .apply_async(panics_on, (1, 1))
+        .on_success(|_| panic!("not called"))
+        .on_error(move |e| s.lock().unwrap().push(format!("err {:?}", e.kind())));
+    check_eq!(r.get().unwrap_err().kind(), ErrorKind::Panicked);
+    let s = seen.clone();
+    let r = pool
+        .map_async(square, 0..4)
+        .on_success(move |v| s.lock().unwrap().push(format!("map {v:?}")));
+    r.wait();
+    // A callback on a finished result runs at once.
+    let s = seen.clone();
+    let r = r.on_success(move |v| s.lock().unwrap().push(format!("late {}", v.len())));
+    check_eq!(r.get()?, vec![0, 1, 4, 9]);
+    check_eq!(
+        *seen.lock().unwrap(),
+        vec!["ok 81", "err Panicked", "map [0, 1, 4, 9]", "late 4"]
+    );
+    // A panicking callback becomes the result's error; the pool goes on.
+    let r = pool
+        .apply_async(square, 2)
+        .on_success(|_| panic!("callback bug"));
+    let err = r.get().unwrap_err();
+    check!(err.to_string().contains("callback bug"), "{err}");
+    check_eq!(pool.apply(square, 3)?, 9);
+    Ok(())
+}
+
+fn imap_ordered_and_lazy(m: StartMethod) -> Outcome {
+    let pool = pool(m, 2)?;
+    let got: Vec<u64> = pool
+        .imap(square, 0..200)
+        .collect::<multiproc::Result<_>>()?;
+    check_eq!(got, (0..200).map(|n| n * n).collect::<Vec<u64>>());
+    let got: Vec<u64> = pool
+        .imap(square, 0..200)
+        .chunksize(16)
+        .collect::<multiproc::Result<_>>()?;
+    check_eq!(got, (0..200).map(|n| n * n).collect::<Vec<u64>>());
+    let mut unordered: Vec<u64> = pool
+        .imap_unordered(square, 0..200)
+        .collect::<multiproc::Result<_>>()?;
+    unordered.sort_unstable();
+    check_eq!(unordered, (0..200).map(|n| n * n).collect::<Vec<u64>>());
+    check_eq!(pool.imap(square, Vec::new()).count(), 0);
+
+    // Laziness: taking one result consumes a bounded part of an endless input.
+    let consumed = Rc::new(Cell::new(0u64));
+    let c = consumed.clone();
+    let endless = (0u64..).inspect(move |_| c.set(c.get() + 1));
+    let mut it = pool.imap(square, endless).chunksize(4).buffersize(2);
+    check_eq!(it.next().transpose()?, Some(0));
+    check!(
+        consumed.get() <= (2 + 2) * 4,
+        "consumed {} items for one result",
+        consumed.get()
+    );
+    drop(it);
+    // The pool still works after an imap dropped early.
+    check_eq!(pool.apply(square, 5)?, 25);
+
+    // A failed item yields its error in place; the iteration goes on.
+    let got: Vec<Result<u64, ErrorKind>> = pool
+        .imap(panics_on, (0..5).map(|n| (n, 2)))
+        .map(|r| r.map_err(|e| e.kind()))
+        .collect();
+    check_eq!(
+        got,
+        vec![Ok(0), Ok(1), Err(ErrorKind::Panicked), Ok(3), Ok(4)]
+    );
+    Ok(())
+}
+
+fn state_rules(m: StartMethod) -> Outcome {
+    let pool = pool(m, 2)?;
+    check_eq!(pool.join().unwrap_err().kind(), ErrorKind::InvalidInput);
+    let queued = pool.map_async(slow_square, (0..6).map(|n| (n, 50)));
+    pool.close();
+    check_eq!(
+        pool.apply(square, 1).unwrap_err().kind(),
+        ErrorKind::NotRunning
+    );
+    check_eq!(
+        pool.map(square, 0..3).unwrap_err().kind(),
+        ErrorKind::NotRunning
+    );
+    pool.join()?;
+    // close() let the queued work finish.
+    check_eq!(queued.get()?, (0..6).map(|n| n * n).collect::<Vec<u64>>());
+
+    let pool = self::pool(m, 2)?;
+    let pending = pool.map_async_chunked(slow_square, (0..20).map(|n| (n, 60_000)), 1);
+    std::thread::sleep(Duration::from_millis(100));
+    let t = Instant::now();
+    pool.terminate();
+    pool.join()?;
+    check!(
+        t.elapsed() < Duration::from_secs(20),
+        "terminate took {:?}",
+        t.elapsed()
+    );
+    check_eq!(pending.get().unwrap_err().kind(), ErrorKind::Terminated);
+    check_eq!(
+        pool.apply(square, 1).unwrap_err().kind(),
+        ErrorKind::NotRunning
+    );
+
+    check_eq!(
+        Pool::builder().processes(0).build().unwrap_err().kind(),
+        ErrorKind::InvalidInput
+    );
+    check_eq!(
+        Pool::builder()
+            .processes(1)
+            .maxtasksperchild(0)
+            .build()
+            .unwrap_err()
+            .kind(),
+        ErrorKind::InvalidInput
+    );
+    Ok(())
+}
+
+fn maxtasksperchild(m: StartMethod) -> Outcome {
+    let pool = Pool::builder()
+        .processes(2)
+        .start_method(m)
+        .maxtasksperchild(2)
+        .build()?;
+    let pids: HashSet<u32> = pool.map_chunked(pid_of, 0..20, 1)?.into_iter().collect();
+    check!(
+        pids.len() >= 10,
+        "20 tasks, 2 per worker: {} distinct workers",
+        pids.len()
+    );
+    Ok(())
+}
+
+fn initializer(m: StartMethod) -> Outcome {
+    let dir = scratch("init");
+    let pool = Pool::builder()
+        .processes(2)
+        .start_method(m)
+        .initializer(record_init, dir.to_string_lossy().into_owned())
+        .maxtasksperchild(3)
+        .build()?;
+    let pids: HashSet<u32> = pool.map_chunked(pid_of, 0..12, 1)?.into_iter().collect();
+    pool.close();
+    pool.join()?;
+    for pid in &pids {
+        let text = std::fs::read_to_string(dir.join(pid.to_string()))?;
+        check_eq!(text, "init\n");
+    }
+    let files = std::fs::read_dir(&dir)?.count();
+    check!(
+        files >= pids.len(),
+        "{files} initializer runs for {} workers",
+        pids.len()
+    );
+
+    let broken = Pool::builder()
+        .processes(2)
+        .start_method(m)
+        .initializer(failing_init, "init exploded".to_string())
+        .build()?;
+    let t = Instant::now();
+    let err = broken.map(square, 0..10).unwrap_err();
+    check_eq!(err.kind(), ErrorKind::InitializerFailed);
+    check!(err.to_string().contains("init exploded"), "{err}");
+    check!(
+        t.elapsed() < Duration::from_secs(30),
+        "failed after {:?}",
+        t.elapsed()
+    );
+    check_eq!(
+        broken.apply(square, 1).unwrap_err().kind(),
+        ErrorKind::InitializerFailed
+    );
+    Ok(())
+}
+
+fn panic_in_task(m: StartMethod) -> Outcome {
+    let pool = pool(m, 2)?;
+    let err = pool.apply(panics_on, (4, 4)).unwrap_err();
+    check_eq!(err.kind(), ErrorKind::Panicked);
+    let panic = err.remote_panic().ok_or("panic data")?;
+    check_eq!(panic.message, "bad item 4");
+    check!(
+        panic
+            .location
+            .as_deref()
+            .is_some_and(|l| l.starts_with("tests/pool.rs:")),
+        "{:?}",
+        panic.location
+    );
+    check!(panic.process.contains("PoolWorker"), "{}", panic.process);
+    check!(panic.pid > 0, "pid");
+    // map reports the first failure in input order, after every chunk ran.
+    let err = pool
+        .map_chunked(dies_or_panics, (0..50).map(|n| (n, [30, 10])), 1)
+        .unwrap_err();
+    check!(err.to_string().contains("bad item 10"), "{err}");
+    check_eq!(pool.apply(square, 6)?, 36);
+    Ok(())
+}
+
+fn dead_worker(m: StartMethod) -> Outcome {
+    let pool = pool(m, 2)?;
+    for (how, expect) in [
+        (-libc::SIGKILL, "SIGKILL"),
+        (-libc::SIGSEGV, "SIGSEGV"),
+        (-libc::SIGABRT, "SIGABRT"),
+        (3, "code 3"),
+    ] {
+        let t = Instant::now();
+        let err = pool
+            .map_chunked(dies_on, (0..40).map(|n| (n, 13, how)), 2)
+            .unwrap_err();
+        check_eq!(err.kind(), ErrorKind::Died);
+        check!(err.to_string().contains(expect), "{err}");
+        check!(
+            t.elapsed() < Duration::from_secs(30),
+            "took {:?}",
+            t.elapsed()
+        );
+        // The worker was replaced: the pool serves the next call.
+        check_eq!(
+            pool.map(square, 0..10)?,
+            (0..10).map(|n| n * n).collect::<Vec<u64>>()
+        );
+    }
+    Ok(())
+}
+
+fn task_timeout(m: StartMethod) -> Outcome {
+    let pool = Pool::builder()
+        .processes(1)
+        .start_method(m)
+        .task_timeout(Duration::from_millis(300))
+        .build()?;
+    let t = Instant::now();
+    let err = pool.apply(slow_square, (2, 60_000)).unwrap_err();
+    check_eq!(err.kind(), ErrorKind::Timeout);
+    check!(
+        t.elapsed() < Duration::from_secs(30),
+        "took {:?}",
+        t.elapsed()
+    );
+    check_eq!(pool.apply(slow_square, (3, 1))?, 9);
+    Ok(())
+}
+
+fn encode_failure(m: StartMethod) -> Outcome {
+    let pool = pool(m, 1)?;
+    for _ in 0..3 {
+        let err = pool.apply(unencodable, 1).map(|_| ()).unwrap_err();
+        check_eq!(err.kind(), ErrorKind::Codec);
+        check!(err.to_string().contains("refuses to be encoded"), "{err}");
+    }
+    check_eq!(pool.apply(square, 4)?, 16);
+    Ok(())
+}
+
+fn threads_at_once(m: StartMethod) -> Outcome {
+    let pool = pool(m, 2)?;
+    let ok = AtomicUsize::new(0);
+    std::thread::scope(|scope| {
+        for t in 0..4u64 {
+            let (pool, ok) = (&pool, &ok);
+            scope.spawn(move || {
+                let input: Vec<u64> = (t * 100..t * 100 + 100).collect();
+                let expected: Vec<u64> = input.iter().map(|n| n * n).collect();
+                if pool.map_chunked(square, input, 3).ok() == Some(expected)
+                    && pool.apply(add, (t as i64, 1)).ok() == Some(t as i64 + 1)
+                {
+                    ok.fetch_add(1, Ordering::SeqCst);
+                }
+            });
+        }
+    });
+    check_eq!(ok.load(Ordering::SeqCst), 4);
+    Ok(())
+}
+
+fn pool_in_a_child(m: StartMethod) -> Outcome {
+    let dir = scratch("poolchild");
+    for (daemon, expected) in [(false, "[0, 1, 4, 9, 16]"), (true, "DaemonicChildren")] {
+        let path = dir.join(format!("r{daemon}"));
+        let p = Process::new(
+            pool_in_child,
+            (path.to_string_lossy().into_owned(), m.to_string()),
+        )
+        .with_start_method(m)
+        .with_daemon(daemon);
+        p.start()?;
+        check_eq!(p.join_timeout(LONG)?, Some(0));
+        check_eq!(read_when_ready(&path, LONG)?, expected);
+    }
+    Ok(())
+}
+
+fn no_leaks_50_pools(m: StartMethod) -> Outcome {
+    drop(pool(m, 1)?);
+    let before = common::open_fds();
+    for i in 0..50 {
+        let pool = pool(m, 2)?;
+        check_eq!(pool.apply(square, i)?, i * i);
+        if i % 2 == 0 {
+            pool.close();
+            pool.join()?;
+        }
+    }
+    check_eq!(common::open_fds(), before);
+    check!(
+        common::zombie_children().is_empty(),
+        "zombies: {:?}",
+        common::zombie_children()
+    );
+    Ok(())
+}
+
+fn main() {
+    multiproc::init();
+    let mut trials = Vec::new();
+    for (name, test) in [
+        (
+            "map_ordering_and_chunks",
+            map_ordering_and_chunks as fn(StartMethod) -> Outcome,
+        ),
+        ("async_result_methods", async_result_methods),
+        ("callbacks", callbacks),
+        ("imap_ordered_and_lazy", imap_ordered_and_lazy),
+        ("state_rules", state_rules),
+        ("maxtasksperchild", maxtasksperchild),
+        ("initializer", initializer),
+        ("panic_in_task", panic_in_task),
+        ("dead_worker", dead_worker),
+        ("task_timeout", task_timeout),
+        ("encode_failure", encode_failure),
+        ("threads_at_once", threads_at_once),
+        ("pool_in_a_child", pool_in_a_child),
+        ("no_leaks_50_pools", no_leaks_50_pools),
+    ] {
+        trials.extend(each_method(name, test));
+    }
+    common::run(trials)
+}
