@@ -1,10 +1,13 @@
 //! A walk through multiproc, in the order of the tutorial it comes from: processes started with
-//! each start method, the current process, a daemon, terminate, and the subclass style.
+//! each start method, the current process, a daemon, terminate, the subclass style, and the
+//! pool (map, apply, apply_async, imap, starmap; a worker that dies does not hang it).
 //!
 //! Run it with `cargo run --example demo`.
 use std::time::Duration;
 
-use multiproc::{current_process, get_context, parent_process, process, Process, StartMethod};
+use multiproc::{
+    current_process, get_context, parent_process, process, Pool, Process, StartMethod,
+};
 use serde::{Deserialize, Serialize};
 
 #[process]
@@ -46,6 +49,20 @@ fn child_process() {
 #[process]
 fn crash(message: String) {
     panic!("{message}");
+}
+
+#[process]
+fn square(n: u64) -> u64 {
+    n * n
+}
+
+#[process]
+fn die_on(n: u64, bad: u64) -> u64 {
+    if n == bad {
+        // SAFETY: a deliberate crash of this worker process.
+        unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
+    }
+    n
 }
 
 #[derive(Serialize, Deserialize)]
@@ -120,6 +137,34 @@ fn main() -> multiproc::Result<()> {
         p.start()?;
         p.join()?;
     }
+
+    println!("pool:");
+    let pool = Pool::new(4)?;
+    println!("  Pool : {:?}", pool.map(square, 0..5)?);
+    println!("  apply(square, 7) = {}", pool.apply(square, 7)?);
+    let later = pool.apply_async(square, 8);
+    let total: u64 = pool
+        .imap(square, 0..1_000_000)
+        .chunksize(10_000)
+        .sum::<multiproc::Result<u64>>()?;
+    println!("  sum of imap(square, 0..1_000_000) = {total}");
+    println!(
+        "  starmap(add, [(1, 2), (3, 4)]) = {:?}",
+        pool.starmap(add, vec![(1, 2), (3, 4)])?
+    );
+    println!("  apply_async(square, 8).get() = {}", later.get()?);
+    match pool.map(die_on, (0..20).map(|n| (n, 13))) {
+        Ok(_) => println!("  the worker should have died"),
+        Err(err) => println!(
+            "  a worker was SIGKILLed mid-map; the map fails instead of hanging:\n    {err}"
+        ),
+    }
+    println!(
+        "  the pool replaced it and goes on: {:?}",
+        pool.map(square, 0..5)?
+    );
+    pool.close();
+    pool.join()?;
 
     println!(
         "leaving main: the daemon ({}) is terminated now",
