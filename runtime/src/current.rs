@@ -174,6 +174,30 @@ pub(crate) fn next_child_number() -> u32 {
     COUNTER.fetch_add(1, Ordering::Relaxed)
 }
 
+/// The identity and default name of a new child of this process: `Prefix-N`, or
+/// `Prefix-1:N` in a child (Python's naming).
+pub(crate) fn new_child_identity(me: &CurrentProcess, prefix: &str) -> (Vec<u32>, String) {
+    let mut identity = me.identity().to_vec();
+    identity.push(next_child_number());
+    let suffix: Vec<String> = identity.iter().map(u32::to_string).collect();
+    let name = format!("{prefix}-{}", suffix.join(":"));
+    (identity, name)
+}
+
+/// `spawn` and `forkserver` re-execute this binary, whose `main` must call `init()` first.
+pub(crate) fn require_init(method: StartMethod) -> crate::Result<()> {
+    if method == StartMethod::Fork || initialized() {
+        return Ok(());
+    }
+    Err(crate::Error::new(
+        crate::ErrorKind::Bootstrap,
+        format!(
+            "the {method} start method re-executes this binary, which must call multiproc::init() first in main \
+             (or annotate main with #[multiproc::main]); in tests use a harness = false test target"
+        ),
+    ))
+}
+
 static INITIALIZED: AtomicBool = AtomicBool::new(false);
 
 pub(crate) fn mark_initialized() -> bool {

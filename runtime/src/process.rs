@@ -92,16 +92,7 @@ impl Process {
 
     fn build(type_name: &str, entry: &'static str, payload: Result<Vec<u8>>) -> Process {
         let me = current_process();
-        let mut identity = me.identity().to_vec();
-        identity.push(current::next_child_number());
-        let name = format!(
-            "{type_name}-{}",
-            identity
-                .iter()
-                .map(u32::to_string)
-                .collect::<Vec<_>>()
-                .join(":")
-        );
+        let (identity, name) = current::new_child_identity(&me, type_name);
         Process {
             inner: Arc::new(Inner {
                 creator: std::process::id(),
@@ -214,15 +205,7 @@ impl Process {
                 )
             })?;
             let method = state.method.unwrap_or_else(context::get_start_method);
-            if method != StartMethod::Fork && !current::initialized() {
-                return Err(Error::new(
-                    ErrorKind::Bootstrap,
-                    format!(
-                        "the {method} start method re-executes this binary, which must call multiproc::init() first in main \
-                         (or annotate main with #[multiproc::main]); in tests use a harness = false test target"
-                    ),
-                ));
-            }
+            current::require_init(method)?;
             let launch = Launch {
                 entry: state.entry.to_string(),
                 payload,

@@ -64,22 +64,7 @@ pub(crate) fn recv_payload(
     len: u64,
     deadline: Option<Instant>,
 ) -> Result<Vec<u8>> {
-    let len = usize::try_from(len).map_err(|_| {
-        Error::new(
-            ErrorKind::Codec,
-            format!("payload of {len} bytes is too large"),
-        )
-    })?;
-    let mut body = Vec::new();
-    body.try_reserve_exact(len).map_err(|_| {
-        Error::new(
-            ErrorKind::Codec,
-            format!("payload of {len} bytes is too large"),
-        )
-    })?;
-    body.resize(len, 0);
-    read_exact_until(stream, &mut body, deadline, false)?;
-    Ok(body)
+    read_body(stream, len, "payload", deadline)
 }
 
 /// Reads one frame and decodes it. `Ok(None)` when the peer closed the stream cleanly.
@@ -91,23 +76,30 @@ pub(crate) fn recv<T: DeserializeOwned>(
     if !read_exact_until(stream, &mut header, deadline, true)? {
         return Ok(None);
     }
-    let len = u64::from_le_bytes(header);
-    let len = usize::try_from(len).map_err(|_| {
+    let body = read_body(stream, u64::from_le_bytes(header), "frame", deadline)?;
+    codec::decode(&body).map(Some)
+}
+
+/// Reads `len` bytes into a new buffer; a length that cannot be allocated is a codec error
+/// (a corrupt header), not an abort.
+fn read_body(
+    stream: &UnixStream,
+    len: u64,
+    what: &str,
+    deadline: Option<Instant>,
+) -> Result<Vec<u8>> {
+    let too_large = || {
         Error::new(
             ErrorKind::Codec,
-            format!("frame of {len} bytes is too large"),
+            format!("{what} of {len} bytes is too large"),
         )
-    })?;
+    };
+    let len = usize::try_from(len).map_err(|_| too_large())?;
     let mut body = Vec::new();
-    body.try_reserve_exact(len).map_err(|_| {
-        Error::new(
-            ErrorKind::Codec,
-            format!("frame of {len} bytes is too large"),
-        )
-    })?;
+    body.try_reserve_exact(len).map_err(|_| too_large())?;
     body.resize(len, 0);
     read_exact_until(stream, &mut body, deadline, false)?;
-    codec::decode(&body).map(Some)
+    Ok(body)
 }
 
 /// Fills `buf`; returns `false` on a clean end of file before the first byte when `eof_ok`.

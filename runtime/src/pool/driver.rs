@@ -243,21 +243,12 @@ impl Driver {
 
     fn start_worker(&mut self) -> Result<()> {
         let me = current_process();
-        let mut identity = me.identity().to_vec();
-        identity.push(current::next_child_number());
         let prefix = match self.method {
             StartMethod::Fork => "ForkPoolWorker",
             StartMethod::Spawn => "SpawnPoolWorker",
             StartMethod::ForkServer => "ForkServerPoolWorker",
         };
-        let name = format!(
-            "{prefix}-{}",
-            identity
-                .iter()
-                .map(u32::to_string)
-                .collect::<Vec<_>>()
-                .join(":")
-        );
+        let (identity, name) = current::new_child_identity(&me, prefix);
         let launch = Launch {
             entry: WorkerMain::NAME.to_string(),
             payload: codec::encode(&self.config)?,
@@ -546,16 +537,7 @@ impl Driver {
     fn reap_all(&mut self, grace: Duration) {
         let deadline = sys::deadline_after(grace);
         for worker in &self.workers {
-            let exit = worker.popen.exit_fd();
-            if sys::poll_one(exit.as_fd(), sys::READABLE, deadline).unwrap_or(0) == 0 {
-                let _ = worker.popen.signal(libc::SIGKILL);
-                let _ = sys::poll_one(
-                    exit.as_fd(),
-                    sys::READABLE,
-                    sys::deadline_after(Duration::from_secs(5)),
-                );
-            }
-            let _ = worker.popen.try_reap();
+            worker.popen.reap_by(deadline);
         }
         self.workers.clear();
     }

@@ -132,15 +132,7 @@ impl PoolBuilder {
             ));
         }
         let method = self.start_method.unwrap_or_else(context::get_start_method);
-        if method != StartMethod::Fork && !current::initialized() {
-            return Err(Error::new(
-                ErrorKind::Bootstrap,
-                format!(
-                    "the {method} start method re-executes this binary, which must call multiproc::init() first in main \
-                     (or annotate main with #[multiproc::main])"
-                ),
-            ));
-        }
+        current::require_init(method)?;
         let initializer = match self.initializer {
             None => None,
             Some((name, Ok(payload))) => Some((name.to_string(), payload)),

@@ -156,23 +156,8 @@ impl Drop for ForkServer {
     /// Closes the connection; the server exits on end of file. Waits a bounded time for it.
     fn drop(&mut self) {
         let _ = self.server.control.shutdown(std::net::Shutdown::Both);
-        let exit = self.server.exit_fd();
-        if sys::poll_one(
-            exit.as_fd(),
-            sys::READABLE,
-            sys::deadline_after(Duration::from_secs(2)),
-        )
-        .unwrap_or(0)
-            == 0
-        {
-            let _ = self.server.signal(libc::SIGKILL);
-            let _ = sys::poll_one(
-                exit.as_fd(),
-                sys::READABLE,
-                sys::deadline_after(Duration::from_secs(2)),
-            );
-        }
-        let _ = self.server.try_reap();
+        self.server
+            .reap_by(sys::deadline_after(Duration::from_secs(2)));
     }
 }
 

@@ -23,7 +23,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::str::FromStr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
@@ -307,18 +307,8 @@ impl Popen {
 
     /// Reaps a child whose start failed and adds its exit code to `err`.
     pub(crate) fn fail_and_reap(&self, err: Error) -> Error {
-        let fd = self.exit_fd();
-        let deadline = sys::deadline_after(std::time::Duration::from_secs(5));
-        if sys::poll_one(fd.as_fd(), sys::READABLE, deadline).unwrap_or(0) == 0 {
-            let _ = self.signal(libc::SIGKILL);
-            let _ = sys::poll_one(
-                fd.as_fd(),
-                sys::READABLE,
-                sys::deadline_after(std::time::Duration::from_secs(5)),
-            );
-        }
-        match self.try_reap() {
-            Ok(Some(code)) => Error::new(
+        match self.reap_by(sys::deadline_after(Duration::from_secs(5))) {
+            Some(code) => Error::new(
                 err.kind(),
                 format!(
                     "{} (child pid {} exited with code {code})",
@@ -326,8 +316,23 @@ impl Popen {
                     self.pid
                 ),
             ),
-            _ => err,
+            None => err,
         }
+    }
+
+    /// Waits for the child to exit until `deadline`, then kills it (SIGKILL) and waits a few
+    /// more seconds; reaps it. Returns its exit code, `None` if it could not be reaped.
+    pub(crate) fn reap_by(&self, deadline: Option<Instant>) -> Option<i32> {
+        let exit = self.exit_fd();
+        if sys::poll_one(exit.as_fd(), sys::READABLE, deadline).unwrap_or(0) == 0 {
+            let _ = self.signal(libc::SIGKILL);
+            let _ = sys::poll_one(
+                exit.as_fd(),
+                sys::READABLE,
+                sys::deadline_after(Duration::from_secs(5)),
+            );
+        }
+        self.try_reap().ok().flatten()
     }
 }
 
