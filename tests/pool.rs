@@ -112,6 +112,52 @@ fn unencodable(_n: u32) -> Unencodable {
     Unencodable
 }
 
+/// Encodes fine in the worker, refuses to decode in the parent.
+struct Undecodable;
+
+impl Serialize for Undecodable {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u8(7)
+    }
+}
+
+impl<'de> Deserialize<'de> for Undecodable {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        u8::deserialize(d)?;
+        Err(serde::de::Error::custom("this value refuses to be decoded"))
+    }
+}
+
+#[process]
+fn undecodable(_n: u32) -> Undecodable {
+    Undecodable
+}
+
+/// In a child: a pool of 2 workers; writes their pids, then sleeps.
+#[process]
+fn pool_owner(path: String, method: String) {
+    let method: StartMethod = method.parse().expect("method");
+    let pool = Pool::builder()
+        .processes(2)
+        .start_method(method)
+        .build()
+        .expect("pool");
+    let pids: HashSet<u32> = pool
+        .map_chunked(slow_pid, (0..8).map(|_| 50), 1)
+        .expect("map")
+        .into_iter()
+        .collect();
+    let text: Vec<String> = pids.iter().map(u32::to_string).collect();
+    write_line(&path, &text.join(" "));
+    std::thread::sleep(Duration::from_secs(60));
+}
+
+#[process]
+fn slow_pid(millis: u64) -> u32 {
+    std::thread::sleep(Duration::from_millis(millis));
+    std::process::id()
+}
+
 /// In a child: makes a pool, maps, writes the result (or the error kind).
 #[process]
 fn pool_in_child(path: String, method: String) {
@@ -463,6 +509,46 @@ fn encode_failure(m: StartMethod) -> Outcome {
         check!(err.to_string().contains("refuses to be encoded"), "{err}");
     }
     check_eq!(pool.apply(square, 4)?, 16);
+    let err = pool.apply(undecodable, 1).map(|_| ()).unwrap_err();
+    check_eq!(err.kind(), ErrorKind::Codec);
+    check!(err.to_string().contains("refuses to be decoded"), "{err}");
+    check_eq!(pool.apply(square, 5)?, 25);
+    Ok(())
+}
+
+fn workers_die_with_killed_parent(m: StartMethod) -> Outcome {
+    let dir = scratch("poolorphans");
+    let path = dir.join("pids");
+    let owner = Process::new(
+        pool_owner,
+        (path.to_string_lossy().into_owned(), m.to_string()),
+    )
+    .with_start_method(m);
+    owner.start()?;
+    let pids: Vec<i32> = read_when_ready(&path, LONG)?
+        .split(' ')
+        .map(str::parse)
+        .collect::<Result<_, _>>()?;
+    check!(
+        !pids.is_empty() && pids.iter().all(|&p| !common::is_gone(p)),
+        "workers {pids:?} run"
+    );
+    owner.kill()?;
+    owner.join()?;
+    let deadline = Instant::now() + Duration::from_secs(1);
+    while !pids.iter().all(|&p| common::is_gone(p)) {
+        if Instant::now() > deadline {
+            for &p in &pids {
+                // SAFETY: clean up the orphans before failing.
+                unsafe { libc::kill(p, libc::SIGKILL) };
+            }
+            return Err(format!(
+                "pool workers {pids:?} outlived their SIGKILLed parent by more than a second"
+            )
+            .into());
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
     Ok(())
 }
 
@@ -545,6 +631,10 @@ fn main() {
         ("threads_at_once", threads_at_once),
         ("pool_in_a_child", pool_in_a_child),
         ("no_leaks_50_pools", no_leaks_50_pools),
+        (
+            "workers_die_with_killed_parent",
+            workers_die_with_killed_parent,
+        ),
     ] {
         trials.extend(each_method(name, test));
     }

@@ -96,6 +96,43 @@ fn nest(path: String, method: String) {
     p.join().expect("join grandchild");
 }
 
+/// Lists the descriptors a program started by this child inherits.
+#[process]
+fn grandchild_fds(path: String) {
+    let out = std::process::Command::new("ls")
+        .arg("/proc/self/fd")
+        .output()
+        .expect("run ls");
+    let fds = String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    write_line(&path, &fds);
+}
+
+/// Starts a child with `method` (so that a fork server exists when the method is
+/// forkserver), then writes the pid of its parent (the fork server, or this process) and sleeps.
+#[process]
+fn server_owner(path: String, method: String) {
+    let method: StartMethod = method.parse().expect("method");
+    let p = Process::new(sleeper, 60).with_start_method(method);
+    p.start().expect("start");
+    let stat =
+        std::fs::read_to_string(format!("/proc/{}/stat", p.pid().expect("pid"))).expect("stat");
+    let ppid = stat
+        .rsplit_once(')')
+        .expect("stat")
+        .1
+        .split_whitespace()
+        .nth(1)
+        .expect("ppid")
+        .to_string();
+    p.kill().expect("kill");
+    p.join().expect("join");
+    write_line(&path, &ppid);
+    std::thread::sleep(Duration::from_secs(60));
+}
+
 #[derive(Serialize, Deserialize)]
 struct Recorder {
     id: u32,
@@ -454,6 +491,64 @@ fn subclass_style(m: StartMethod) -> Outcome {
     Ok(())
 }
 
+fn bootstrap_does_not_leak(m: StartMethod) -> Outcome {
+    let dir = scratch("leak");
+    let path = dir.join("fds");
+    let p = Process::new(grandchild_fds, path.to_string_lossy().into_owned()).with_start_method(m);
+    start(&p)?;
+    check_eq!(p.join()?, 0);
+    // What a program started by the child sees: the descriptors this test process itself
+    // inherited without close-on-exec (stdio, whatever the test runner left open), plus the
+    // one ls opens to read the directory. No control socket, no pidfd.
+    let inheritable = common::inheritable_fds();
+    let seen: Vec<i32> = read_when_ready(&path, LONG)?
+        .split(' ')
+        .map(str::parse)
+        .collect::<Result<_, _>>()?;
+    let extra: Vec<i32> = seen
+        .iter()
+        .copied()
+        .filter(|fd| !inheritable.contains(fd))
+        .collect();
+    check!(
+        extra.len() <= 1,
+        "the grandchild inherited {extra:?} (all: {seen:?}, expected at most ls's own)"
+    );
+    Ok(())
+}
+
+fn fork_server_exits_with_its_parent() -> Outcome {
+    let dir = scratch("server");
+    let path = dir.join("ppid");
+    let owner = Process::new(
+        server_owner,
+        (
+            path.to_string_lossy().into_owned(),
+            "forkserver".to_string(),
+        ),
+    )
+    .with_start_method(StartMethod::Spawn);
+    start(&owner)?;
+    let server: i32 = read_when_ready(&path, LONG)?.parse()?;
+    check!(
+        server as u32 != owner.pid().ok_or("pid")?,
+        "the child's parent was the fork server"
+    );
+    check!(!is_gone(server), "the fork server runs");
+    owner.kill()?;
+    owner.join()?;
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while !is_gone(server) {
+        if Instant::now() > deadline {
+            // SAFETY: clean up the orphan before failing.
+            unsafe { libc::kill(server, libc::SIGKILL) };
+            return Err("the fork server outlived its SIGKILLed parent".into());
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    Ok(())
+}
+
 fn global_start_method() -> Outcome {
     multiproc::force_start_method(None);
     multiproc::set_start_method(StartMethod::Spawn)?;
@@ -611,6 +706,7 @@ fn main() {
         ("unknown_entry", unknown_entry),
         ("no_leaks_200_cycles", no_leaks),
         ("subclass_style", subclass_style),
+        ("bootstrap_does_not_leak", bootstrap_does_not_leak),
     ] {
         trials.extend(each_method(name, test));
     }
@@ -627,6 +723,10 @@ fn main() {
     trials.push(Trial::test(
         "forkserver_death_and_restart",
         forkserver_death_and_restart,
+    ));
+    trials.push(Trial::test(
+        "fork_server_exits_with_its_parent",
+        fork_server_exits_with_its_parent,
     ));
     common::run(trials)
 }

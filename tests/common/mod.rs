@@ -86,6 +86,26 @@ pub fn open_fds() -> usize {
         .unwrap_or(0)
 }
 
+/// Descriptors of this process without close-on-exec (what any program it runs inherits).
+pub fn inheritable_fds() -> Vec<i32> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc/self/fd")
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let Ok(fd) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        // SAFETY: F_GETFD only reads the flags of a descriptor number.
+        let flags = unsafe { libc::fcntl(fd, libc::F_GETFD) };
+        if flags >= 0 && flags & libc::FD_CLOEXEC == 0 {
+            out.push(fd);
+        }
+    }
+    out
+}
+
 /// Children of this process that are zombies.
 pub fn zombie_children() -> Vec<i32> {
     let me = std::process::id() as i32;
