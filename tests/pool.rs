@@ -133,6 +133,37 @@ fn undecodable(_n: u32) -> Undecodable {
     Undecodable
 }
 
+#[process]
+fn exiting_init(code: i32) {
+    std::process::exit(code);
+}
+
+/// Decoding panics in the parent.
+struct PanicsOnDecode;
+
+impl Serialize for PanicsOnDecode {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u8(1)
+    }
+}
+
+impl<'de> Deserialize<'de> for PanicsOnDecode {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        u8::deserialize(d)?;
+        panic!("a Deserialize impl that panics");
+    }
+}
+
+#[process]
+fn panics_on_decode(_n: u32) -> PanicsOnDecode {
+    PanicsOnDecode
+}
+
+#[process]
+fn bytes_len(v: Vec<u8>) -> u64 {
+    v.len() as u64
+}
+
 /// In a child: a pool of 2 workers; writes their pids, then sleeps.
 #[process]
 fn pool_owner(path: String, method: String) {
@@ -516,6 +547,103 @@ fn encode_failure(m: StartMethod) -> Outcome {
     Ok(())
 }
 
+fn close_races(m: StartMethod) -> Outcome {
+    // close() while a map is still queueing its chunks: the map is either refused (close came
+    // first) or runs every chunk; it never waits forever.
+    for delay in [0, 1, 3, 10] {
+        let pool = pool(m, 2)?;
+        let items = vec![vec![0u8; 4 << 10]; 200];
+        let result = std::thread::scope(|scope| {
+            let submitted = scope.spawn(|| pool.map_async_chunked(bytes_len, items, 1));
+            std::thread::sleep(Duration::from_millis(delay));
+            pool.close();
+            submitted.join()
+        });
+        let result = result.map_err(|_| "submitting thread panicked")?;
+        match result.get_timeout(LONG) {
+            Ok(lens) => check_eq!(lens, vec![4 << 10; 200]),
+            Err(err) => check_eq!(err.kind(), ErrorKind::NotRunning),
+        }
+        pool.join()?;
+    }
+
+    // An imap made before close() runs to its end; one made after fails at once.
+    let pool = self::pool(m, 2)?;
+    let mut early = pool.imap(square, 0..50).buffersize(0);
+    check_eq!(early.next().transpose()?, Some(0));
+    pool.close();
+    check_eq!(
+        pool.imap(square, 0..3)
+            .next()
+            .map(|r| r.map_err(|e| e.kind())),
+        Some(Err(ErrorKind::NotRunning))
+    );
+    let rest: Vec<u64> = early.by_ref().collect::<multiproc::Result<_>>()?;
+    check_eq!(rest.len(), 49);
+    pool.join()?;
+
+    // join() before an imap is consumed: the imap ends with an error, never a hang.
+    let pool = self::pool(m, 2)?;
+    let mut pending = pool.imap(square, 0..1000).buffersize(0);
+    check_eq!(pending.next().transpose()?, Some(0));
+    pool.close();
+    pool.join()?;
+    let t = Instant::now();
+    let tail: Vec<Result<u64, ErrorKind>> = pending.map(|r| r.map_err(|e| e.kind())).collect();
+    check!(
+        t.elapsed() < Duration::from_secs(30),
+        "took {:?}",
+        t.elapsed()
+    );
+    check!(
+        tail.last() == Some(&Err(ErrorKind::NotRunning)),
+        "{:?}",
+        tail.last()
+    );
+    Ok(())
+}
+
+fn user_code_that_fails_in_the_parent(m: StartMethod) -> Outcome {
+    let pool = pool(m, 1)?;
+    // A panicking Deserialize fails its task, not the pool.
+    let err = pool.apply(panics_on_decode, 1).map(|_| ()).unwrap_err();
+    check_eq!(err.kind(), ErrorKind::Panicked);
+    check_eq!(pool.apply(square, 3)?, 9);
+    // A blocking call inside a callback is an error, not a deadlock.
+    let pool = Arc::new(pool);
+    let inner = Arc::new(Mutex::new(None));
+    let (p, i) = (pool.clone(), inner.clone());
+    let r = pool.apply_async(square, 2).on_success(move |_| {
+        *i.lock().unwrap() = Some(p.apply(square, 4).map_err(|e| e.kind()));
+    });
+    check_eq!(r.get_timeout(LONG)?, 4);
+    check_eq!(*inner.lock().unwrap(), Some(Err(ErrorKind::InvalidInput)));
+    // A callback added to a failed result leaves the error in place.
+    let r = pool.apply_async(panics_on, (1, 1));
+    r.wait();
+    let r = r.on_success(|_| {});
+    check_eq!(r.get().unwrap_err().kind(), ErrorKind::Panicked);
+    Ok(())
+}
+
+fn initializer_that_exits(m: StartMethod) -> Outcome {
+    let pool = Pool::builder()
+        .processes(2)
+        .start_method(m)
+        .initializer(exiting_init, 3)
+        .build()?;
+    let t = Instant::now();
+    let err = pool.apply(square, 1).unwrap_err();
+    check_eq!(err.kind(), ErrorKind::InitializerFailed);
+    check!(err.to_string().contains("exited with code 3"), "{err}");
+    check!(
+        t.elapsed() < Duration::from_secs(30),
+        "took {:?}",
+        t.elapsed()
+    );
+    Ok(())
+}
+
 fn workers_die_with_killed_parent(m: StartMethod) -> Outcome {
     let dir = scratch("poolorphans");
     let path = dir.join("pids");
@@ -635,6 +763,12 @@ fn main() {
             "workers_die_with_killed_parent",
             workers_die_with_killed_parent,
         ),
+        ("close_races", close_races),
+        (
+            "user_code_that_fails_in_the_parent",
+            user_code_that_fails_in_the_parent,
+        ),
+        ("initializer_that_exits", initializer_that_exits),
     ] {
         trials.extend(each_method(name, test));
     }

@@ -605,6 +605,37 @@ fn fork_policy_with_threads() -> Outcome {
     Ok(())
 }
 
+fn fork_and_forkserver_from_two_threads() -> Outcome {
+    // The library's locks are always taken in one order: starting children with fork in one
+    // thread and through the fork server in another cannot deadlock.
+    multiproc::set_fork_policy(multiproc::ForkPolicy::Allow);
+    let result = std::thread::scope(|scope| {
+        let threads: Vec<_> = [
+            StartMethod::Fork,
+            StartMethod::ForkServer,
+            StartMethod::Spawn,
+        ]
+        .into_iter()
+        .map(|m| {
+            scope.spawn(move || -> multiproc::Result<()> {
+                for _ in 0..20 {
+                    let p = Process::new(ok_worker, ()).with_start_method(m);
+                    p.start()?;
+                    p.join()?;
+                }
+                Ok(())
+            })
+        })
+        .collect();
+        threads.into_iter().map(|t| t.join()).collect::<Vec<_>>()
+    });
+    multiproc::set_fork_policy(multiproc::ForkPolicy::Refuse);
+    for r in result {
+        r.map_err(|_| "thread panicked")??;
+    }
+    Ok(())
+}
+
 fn example_binary(name: &str) -> Result<std::path::PathBuf, libtest_mimic::Failed> {
     let exe = std::env::current_exe()?;
     let path = exe
@@ -723,6 +754,10 @@ fn main() {
     trials.push(Trial::test(
         "forkserver_death_and_restart",
         forkserver_death_and_restart,
+    ));
+    trials.push(Trial::test(
+        "fork_and_forkserver_from_two_threads",
+        fork_and_forkserver_from_two_threads,
     ));
     trials.push(Trial::test(
         "fork_server_exits_with_its_parent",

@@ -227,16 +227,16 @@ impl Process {
             StartMethod::Spawn => start::spawn::launch(launch),
             StartMethod::ForkServer => start::forkserver::launch(launch),
         };
-        let mut state = self.lock();
         match result {
             Ok(popen) => {
-                state.phase = Phase::Running(popen);
-                drop(state);
+                // Listed before it is published as running, so that a reap by another handle
+                // (which unlists it) cannot come first.
                 lock_children().push(self.inner.clone());
+                self.lock().phase = Phase::Running(popen);
                 Ok(())
             }
             Err(err) => {
-                state.phase = Phase::Initial;
+                self.lock().phase = Phase::Initial;
                 Err(err)
             }
         }
@@ -471,6 +471,10 @@ fn snapshot() -> Vec<Process> {
         .collect()
 }
 
+fn is_running(process: &Process) -> bool {
+    matches!(process.lock().phase, Phase::Running(_))
+}
+
 /// Reaps the children that have exited (Python's `_cleanup`).
 fn cleanup_finished() {
     for process in snapshot() {
@@ -485,7 +489,7 @@ fn cleanup_finished() {
 /// ```
 pub fn active_children() -> Vec<Process> {
     cleanup_finished();
-    snapshot()
+    snapshot().into_iter().filter(is_running).collect()
 }
 
 /// Python's exit function: terminates the daemonic children, joins the others, then stops the

@@ -392,3 +392,19 @@ pub(crate) fn eventfd_drain(fd: BorrowedFd<'_>) {
     // SAFETY: reads at most 8 bytes into a valid buffer; EAGAIN when already zero.
     unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
 }
+
+/// Writes all of `slices` to a socket with `MSG_NOSIGNAL` (a closed peer is `EPIPE`, not a
+/// SIGPIPE that would kill a host that did not ignore it).
+pub(crate) fn send_all(sock: BorrowedFd<'_>, slices: &mut [IoSlice<'_>]) -> io::Result<()> {
+    let mut slices = slices;
+    IoSlice::advance_slices(&mut slices, 0);
+    while !slices.is_empty() {
+        match sendmsg::<()>(sock.as_raw_fd(), slices, &[], MsgFlags::MSG_NOSIGNAL, None) {
+            Ok(0) => return Err(io::Error::from(io::ErrorKind::WriteZero)),
+            Ok(n) => IoSlice::advance_slices(&mut slices, n),
+            Err(nix::errno::Errno::EINTR) => {}
+            Err(err) => return Err(err.into()),
+        }
+    }
+    Ok(())
+}

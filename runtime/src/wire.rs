@@ -4,7 +4,7 @@
 //! Reads take an optional deadline and wait in `poll(2)`; end of file at a frame boundary is
 //! `Ok(None)`, inside a frame it is a [`ErrorKind::Disconnected`] error.
 
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
 use std::time::Instant;
@@ -20,17 +20,12 @@ const HEADER: usize = 8;
 
 /// Encodes `value` and writes it as one frame.
 pub(crate) fn send<T: Serialize>(stream: &UnixStream, value: &T) -> Result<()> {
-    let mut buf = vec![0u8; HEADER];
-    codec::encode_into(value, &mut buf)?;
-    let len = (buf.len() - HEADER) as u64;
-    buf[..HEADER].copy_from_slice(&len.to_le_bytes());
-    (&*stream)
-        .write_all(&buf)
-        .map_err(|err| Error::io("cannot send a frame to the other process", err))
+    send_with_payload(stream, value, &[])
 }
 
-/// Writes `header` as one frame followed by the raw bytes of `payload`, in one `writev` when
-/// the socket takes it (no copy of the payload into the frame).
+/// Writes `header` as one frame followed by the raw bytes of `payload`, in one `sendmsg` when
+/// the socket takes it (no copy of the payload into the frame). A closed peer is an error,
+/// never a SIGPIPE.
 pub(crate) fn send_with_payload<T: Serialize>(
     stream: &UnixStream,
     header: &T,
@@ -40,22 +35,11 @@ pub(crate) fn send_with_payload<T: Serialize>(
     codec::encode_into(header, &mut head)?;
     let len = (head.len() - HEADER) as u64;
     head[..HEADER].copy_from_slice(&len.to_le_bytes());
-    let mut slices = [io::IoSlice::new(&head), io::IoSlice::new(payload)];
-    let mut slices: &mut [io::IoSlice<'_>] = &mut slices;
-    while !slices.is_empty() {
-        match (&*stream).write_vectored(slices) {
-            Ok(0) => {
-                return Err(Error::new(
-                    ErrorKind::Disconnected,
-                    "the other process stopped reading",
-                ))
-            }
-            Ok(n) => io::IoSlice::advance_slices(&mut slices, n),
-            Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
-            Err(err) => return Err(Error::io("cannot send a frame to the other process", err)),
-        }
-    }
-    Ok(())
+    sys::send_all(
+        stream.as_fd(),
+        &mut [io::IoSlice::new(&head), io::IoSlice::new(payload)],
+    )
+    .map_err(|err| Error::io("cannot send a frame to the other process", err))
 }
 
 /// Reads `len` raw bytes that follow a header frame.

@@ -7,7 +7,9 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::panic::{self, AssertUnwindSafe};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::thread::ThreadId;
 use std::time::{Duration, Instant};
 
 use super::result::Sink;
@@ -22,9 +24,14 @@ use crate::{sys, wire};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Lifecycle {
+    /// Takes work.
     Running,
+    /// `close()`: takes no new work; what was submitted finishes.
     Closed,
+    /// `terminate()`: workers killed, pending work failed.
     Terminated,
+    /// The driver has exited: nothing runs any more.
+    Stopped,
 }
 
 /// One chunk of work: encoded arguments for a registered function.
@@ -39,8 +46,14 @@ pub(crate) struct State {
     pub lifecycle: Lifecycle,
     pub queue: VecDeque<Task>,
     jobs: HashMap<u64, Box<dyn Sink>>,
+    /// Jobs that submit their chunks lazily (`imap`): after `close`, the driver stops waiting
+    /// for them once `join` is called.
+    lazy: HashSet<u64>,
     forgotten: HashSet<u64>,
+    /// Jobs whose sink the driver has taken out to deliver a chunk (outside the lock).
+    delivering: HashSet<u64>,
     broken: Option<Error>,
+    joining: bool,
     next_job: u64,
 }
 
@@ -48,6 +61,7 @@ pub(crate) struct State {
 pub(crate) struct Shared {
     state: Mutex<State>,
     wake: OwnedFd,
+    driver_thread: OnceLock<ThreadId>,
 }
 
 impl Shared {
@@ -60,11 +74,15 @@ impl Shared {
                 lifecycle: Lifecycle::Running,
                 queue: VecDeque::new(),
                 jobs: HashMap::new(),
+                lazy: HashSet::new(),
                 forgotten: HashSet::new(),
+                delivering: HashSet::new(),
                 broken: None,
+                joining: false,
                 next_job: 0,
             }),
             wake,
+            driver_thread: OnceLock::new(),
         }))
     }
 
@@ -76,57 +94,134 @@ impl Shared {
         sys::eventfd_signal(self.wake.as_fd());
     }
 
-    /// Registers a job; fails its sink and returns the error when the pool takes no work.
-    pub(crate) fn register(&self, mut sink: Box<dyn Sink>) -> Result<u64> {
-        let mut state = self.lock();
+    /// Whether the caller is the driver thread (a result callback): it must not wait for the
+    /// pool, which only it can drive.
+    pub(crate) fn in_driver(&self) -> bool {
+        self.driver_thread.get() == Some(&std::thread::current().id())
+    }
+
+    /// `join` was called: lazy jobs no longer keep a closed pool's driver alive.
+    pub(crate) fn joining(&self) {
+        self.lock().joining = true;
+        self.wake();
+    }
+
+    /// Why the pool takes no new work, if it does not.
+    fn refusal(state: &State) -> Option<Error> {
         if let Some(err) = &state.broken {
-            let err = err.duplicate();
-            drop(state);
-            sink.fail(&err);
-            return Err(err);
+            return Some(err.duplicate());
         }
-        if state.lifecycle != Lifecycle::Running {
-            drop(state);
-            let err = Error::new(
+        match state.lifecycle {
+            Lifecycle::Running => None,
+            Lifecycle::Terminated => Some(Error::new(
                 ErrorKind::NotRunning,
-                "pool not running (it was closed or terminated)",
-            );
+                "pool not running (it was terminated)",
+            )),
+            Lifecycle::Closed | Lifecycle::Stopped => Some(Error::new(
+                ErrorKind::NotRunning,
+                "pool not running (it was closed)",
+            )),
+        }
+    }
+
+    /// Registers a job and queues its first tasks at once; fails its sink and returns the error
+    /// when the pool takes no work. `lazy` jobs push more tasks later (`imap`).
+    pub(crate) fn submit(
+        &self,
+        mut sink: Box<dyn Sink>,
+        tasks: impl FnOnce(u64) -> Vec<Task>,
+        lazy: bool,
+    ) -> Result<u64> {
+        let mut state = self.lock();
+        if let Some(err) = Self::refusal(&state) {
+            drop(state);
             sink.fail(&err);
             return Err(err);
         }
         let job = state.next_job;
         state.next_job += 1;
         state.jobs.insert(job, sink);
+        if lazy {
+            state.lazy.insert(job);
+        }
+        state.queue.extend(tasks(job));
+        drop(state);
+        self.wake();
         Ok(job)
     }
 
-    /// Queues tasks of a registered job and wakes the driver.
-    pub(crate) fn push(&self, tasks: impl IntoIterator<Item = Task>) {
-        self.lock().queue.extend(tasks);
+    /// Queues more tasks of a registered job. Fails when the job is gone (it was failed: the
+    /// pool was terminated, broken, or stopped after `close` and `join`).
+    pub(crate) fn push(&self, job: u64, tasks: impl IntoIterator<Item = Task>) -> Result<()> {
+        let mut state = self.lock();
+        let known = state.jobs.contains_key(&job) || state.delivering.contains(&job);
+        if !known && !state.forgotten.contains(&job) {
+            // Delivered and removed, or failed: say why the pool cannot take more.
+            let err = Self::refusal(&state).unwrap_or_else(|| {
+                Error::new(
+                    ErrorKind::NotRunning,
+                    "this work was already failed by the pool",
+                )
+            });
+            return Err(err);
+        }
+        if matches!(state.lifecycle, Lifecycle::Terminated | Lifecycle::Stopped) {
+            return Err(Self::refusal(&state)
+                .unwrap_or_else(|| Error::new(ErrorKind::NotRunning, "pool not running")));
+        }
+        state.queue.extend(tasks);
+        drop(state);
         self.wake();
+        Ok(())
     }
 
-    /// Drops a job (an `imap` iterator dropped early): its queued tasks are discarded and
-    /// results still in flight are ignored.
+    /// Drops a job (an `imap` iterator dropped early, or a `map` whose chunk did not encode):
+    /// its queued tasks are discarded and results still in flight are ignored.
     pub(crate) fn forget(&self, job: u64) {
         let mut state = self.lock();
         state.queue.retain(|t| t.job != job);
+        state.lazy.remove(&job);
         if state.jobs.remove(&job).is_none() {
             state.forgotten.insert(job);
         }
+        drop(state);
+        self.wake();
     }
 
     fn deliver(&self, job: u64, chunk: u32, result: Result<Vec<u8>>) {
-        let Some(mut sink) = self.lock().jobs.remove(&job) else {
+        let Some(mut sink) = self.take_for_delivery(job) else {
             return;
         };
-        // Outside the lock: decoding and callbacks run here, and a callback may use the pool.
-        let complete = sink.deliver(chunk, result);
+        // Outside the lock: decoding and callbacks run here. User code (a `Deserialize`, a
+        // callback) may panic: that fails this job, not the driver.
+        let complete = match panic::catch_unwind(AssertUnwindSafe(|| sink.deliver(chunk, result))) {
+            Ok(complete) => complete,
+            Err(payload) => {
+                let err = Error::new(
+                    ErrorKind::Panicked,
+                    format!(
+                        "decoding a result panicked: {}",
+                        crate::child::panic_message(&*payload)
+                    ),
+                );
+                let _ = panic::catch_unwind(AssertUnwindSafe(|| sink.fail(&err)));
+                true
+            }
+        };
         let mut state = self.lock();
+        state.delivering.remove(&job);
         if state.forgotten.remove(&job) || complete {
+            state.lazy.remove(&job);
             return;
         }
         state.jobs.insert(job, sink);
+    }
+
+    fn take_for_delivery(&self, job: u64) -> Option<Box<dyn Sink>> {
+        let mut state = self.lock();
+        let sink = state.jobs.remove(&job)?;
+        state.delivering.insert(job);
+        Some(sink)
     }
 
     /// Fails every job, queued or running, with `err`.
@@ -134,10 +229,11 @@ impl Shared {
         let jobs: Vec<Box<dyn Sink>> = {
             let mut state = self.lock();
             state.queue.clear();
+            state.lazy.clear();
             state.jobs.drain().map(|(_, sink)| sink).collect()
         };
         for mut sink in jobs {
-            sink.fail(err);
+            let _ = panic::catch_unwind(AssertUnwindSafe(|| sink.fail(err)));
         }
     }
 
@@ -150,6 +246,27 @@ impl Shared {
             }
         }
         self.fail_all(&copy);
+    }
+
+    /// The driver exits: whatever still waits fails with a clear error.
+    fn finish(&self) {
+        let err = {
+            let mut state = self.lock();
+            let err = match state.lifecycle {
+                Lifecycle::Terminated => {
+                    Error::new(ErrorKind::Terminated, "the pool was terminated")
+                }
+                _ => Error::new(
+                    ErrorKind::NotRunning,
+                    "the pool was closed and joined before this work was submitted",
+                ),
+            };
+            if state.lifecycle != Lifecycle::Terminated {
+                state.lifecycle = Lifecycle::Stopped;
+            }
+            err
+        };
+        self.fail_all(&err);
     }
 }
 
@@ -202,7 +319,11 @@ struct Worker {
     done: u64,
 }
 
+/// Workers that die before saying `Ready`, in a row, before the pool is declared broken.
+const EARLY_DEATHS_LIMIT: u32 = 3;
+
 pub(crate) struct Driver {
+    early_deaths: u32,
     shared: Arc<Shared>,
     launcher: Launcher,
     method: StartMethod,
@@ -224,6 +345,7 @@ impl Driver {
         task_timeout: Option<Duration>,
     ) -> Result<Driver> {
         let mut driver = Driver {
+            early_deaths: 0,
             shared,
             launcher,
             method,
@@ -273,29 +395,33 @@ impl Driver {
 
     /// The driver thread's body.
     pub(crate) fn run(mut self) {
+        let _ = self.shared.driver_thread.set(std::thread::current().id());
         loop {
-            let (lifecycle, broken, queued) = {
+            let (lifecycle, broken, queued, waiting) = {
                 let state = self.shared.lock();
+                // Jobs still expecting results keep a closed pool alive; lazy ones (imap) only
+                // until `join` is called.
+                let waiting = state
+                    .jobs
+                    .keys()
+                    .any(|job| !(state.joining && state.lazy.contains(job)));
                 (
                     state.lifecycle,
                     state.broken.is_some(),
                     !state.queue.is_empty(),
+                    waiting,
                 )
             };
             if lifecycle == Lifecycle::Terminated {
                 self.kill_all();
-                self.shared.fail_all(&Error::new(
-                    ErrorKind::Terminated,
-                    "the pool was terminated",
-                ));
                 return;
             }
-            if !broken && (lifecycle == Lifecycle::Running || queued) {
+            if !broken && (lifecycle == Lifecycle::Running || queued || waiting) {
                 self.maintain();
             }
             self.dispatch();
             let busy = self.workers.iter().any(|w| w.task.is_some());
-            if lifecycle == Lifecycle::Closed && !busy && (!queued || broken) {
+            if lifecycle == Lifecycle::Closed && !busy && ((!queued && !waiting) || broken) {
                 self.stop_all();
                 return;
             }
@@ -475,6 +601,35 @@ impl Driver {
         while self.workers[i].open && self.read_reply(i, Some(Instant::now())) {}
         let worker = self.workers.swap_remove(i);
         let code = worker.popen.try_reap().ok().flatten();
+        if worker.ready {
+            self.early_deaths = 0;
+        } else {
+            // Dead before it could serve: an initializer that exits or crashes, or a worker
+            // that cannot start. Replacing it forever would hang every caller (gh-87472).
+            self.early_deaths += 1;
+            let how = match code {
+                Some(n) if n < 0 => format!("was killed by {}", sys::signal_name(-n)),
+                Some(n) => format!("exited with code {n}"),
+                None => "went away".to_string(),
+            };
+            if self.config.initializer.is_some() {
+                self.shared.mark_broken(Error::new(
+                    ErrorKind::InitializerFailed,
+                    format!(
+                        "pool worker {} (pid {}) {how} before its initializer finished",
+                        worker.name, worker.popen.pid
+                    ),
+                ));
+            } else if self.early_deaths >= EARLY_DEATHS_LIMIT {
+                self.shared.mark_broken(Error::new(
+                    ErrorKind::Bootstrap,
+                    format!(
+                        "{EARLY_DEATHS_LIMIT} pool workers in a row died before they were ready; the last, {} (pid {}), {how}",
+                        worker.name, worker.popen.pid
+                    ),
+                ));
+            }
+        }
         if let Some(busy) = worker.task {
             let how = match code {
                 Some(n) if n < 0 => format!("was killed by {}", sys::signal_name(-n)),
@@ -535,10 +690,22 @@ impl Driver {
     }
 
     fn reap_all(&mut self, grace: Duration) {
+        if self.workers.is_empty() {
+            return;
+        }
         let deadline = sys::deadline_after(grace);
         for worker in &self.workers {
             worker.popen.reap_by(deadline);
         }
         self.workers.clear();
+    }
+}
+
+impl Drop for Driver {
+    /// However the driver ends (normally, on an error, by a panic, or never started), its
+    /// workers are reaped and whatever still waits fails with a clear error.
+    fn drop(&mut self) {
+        self.kill_all();
+        self.shared.finish();
     }
 }

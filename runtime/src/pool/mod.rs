@@ -193,6 +193,7 @@ impl Pool {
 
     /// Runs `function(args)` in a worker and waits for the result.
     pub fn apply<F: Target>(&self, function: F, args: F::Args) -> Result<F::Output> {
+        self.check_not_in_callback()?;
         self.apply_async(function, args).get()
     }
 
@@ -204,16 +205,33 @@ impl Pool {
         };
         let slot = Slot::new();
         let sink = Box::new(ApplySink { slot: slot.clone() });
-        match self.shared.register(sink) {
-            Ok(job) => self.shared.push([Task {
+        let task = |job| {
+            vec![Task {
                 job,
                 chunk: 0,
                 entry: F::NAME,
                 payload,
-            }]),
-            Err(_) => return AsyncResult::new(slot),
+            }]
+        };
+        // On refusal the sink (and so the result) already holds the error.
+        let _ = self.shared.submit(sink, task, false);
+        self.result(slot)
+    }
+
+    fn result<T>(&self, slot: Arc<Slot<T>>) -> AsyncResult<T> {
+        AsyncResult::new(slot, Some(self.shared.clone()))
+    }
+
+    /// Blocking calls from a result callback would wait for the thread that runs them.
+    fn check_not_in_callback(&self) -> Result<()> {
+        if self.shared.in_driver() {
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                "cannot wait for the pool in one of its result callbacks (they run on the pool's driver thread); \
+                 submit with apply_async or map_async instead",
+            ));
         }
-        AsyncResult::new(slot)
+        Ok(())
     }
 
     /// `function` over every item, in parallel; the results in input order. The input is split
@@ -226,6 +244,7 @@ impl Pool {
         function: F,
         items: impl IntoIterator<Item = F::Args>,
     ) -> Result<Vec<F::Output>> {
+        self.check_not_in_callback()?;
         self.map_async(function, items).get()
     }
 
@@ -236,6 +255,7 @@ impl Pool {
         items: impl IntoIterator<Item = F::Args>,
         chunksize: usize,
     ) -> Result<Vec<F::Output>> {
+        self.check_not_in_callback()?;
         self.map_async_chunked(function, items, chunksize).get()
     }
 
@@ -294,31 +314,35 @@ impl Pool {
         let slot = Slot::new();
         if items.is_empty() {
             slot.complete(Ok(Vec::new()));
-            return AsyncResult::new(slot);
+            return self.result(slot);
         }
         let chunks = items.len().div_ceil(chunksize);
         let sink = Box::new(MapSink::new(slot.clone(), chunks));
-        let Ok(job) = self.shared.register(sink) else {
-            return AsyncResult::new(slot);
+        let Ok(job) = self.shared.submit(sink, |_| Vec::new(), false) else {
+            return self.result(slot);
         };
         // Chunks are queued as they are encoded, so the workers start on the first at once.
+        // The job is registered: a closed pool still runs it to the end.
         for (index, chunk) in items.chunks(chunksize).enumerate() {
-            match encode_chunk(chunk) {
-                Ok(payload) => self.shared.push([Task {
+            let pushed = encode_chunk(chunk).and_then(|payload| {
+                self.shared.push(
                     job,
-                    chunk: index as u32,
-                    entry: F::NAME,
-                    payload,
-                }]),
-                Err(err) => {
-                    self.shared.forget(job);
-                    let mut sink = MapSink::<F::Output>::new(slot.clone(), 1);
-                    result::Sink::fail(&mut sink, &err);
-                    break;
-                }
+                    [Task {
+                        job,
+                        chunk: index as u32,
+                        entry: F::NAME,
+                        payload,
+                    }],
+                )
+            });
+            if let Err(err) = pushed {
+                self.shared.forget(job);
+                let mut sink = MapSink::<F::Output>::new(slot.clone(), 1);
+                result::Sink::fail(&mut sink, &err);
+                break;
             }
         }
-        AsyncResult::new(slot)
+        self.result(slot)
     }
 
     /// A lazy, ordered `map`: results come as an iterator in input order, and the input is
@@ -362,12 +386,14 @@ impl Pool {
     /// Waits for the workers to exit, after [`close`](Self::close) or
     /// [`terminate`](Self::terminate); an [`ErrorKind::InvalidInput`] error before that.
     pub fn join(&self) -> Result<()> {
+        self.check_not_in_callback()?;
         if self.shared.lock().lifecycle == Lifecycle::Running {
             return Err(Error::new(
                 ErrorKind::InvalidInput,
                 "pool is still running: call close() or terminate() before join()",
             ));
         }
+        self.shared.joining();
         let handle = self
             .driver
             .lock()
@@ -421,6 +447,7 @@ pub struct Imap<'p, F: Target, I> {
     chunksize: usize,
     buffersize: usize,
     job: Option<u64>,
+    refused: Option<Error>,
     state: Arc<ImapState<F::Output>>,
     sizes: Vec<u32>,
     received: u32,
@@ -433,14 +460,25 @@ pub struct Imap<'p, F: Target, I> {
 
 impl<'p, F: Target, I: Iterator<Item = F::Args>> Imap<'p, F, I> {
     fn new(pool: &'p Pool, _function: F, input: I, ordered: bool) -> Self {
+        // Registered now, like Python's imap submits at the call: an imap made before
+        // `close()` runs to its end; one made after fails at once.
+        let state = ImapState::new();
+        let sink = Box::new(ImapSink {
+            state: state.clone(),
+        });
+        let (job, refused) = match pool.shared.submit(sink, |_| Vec::new(), true) {
+            Ok(job) => (Some(job), None),
+            Err(err) => (None, Some(err)),
+        };
         Imap {
             pool,
             input,
             ordered,
             chunksize: 1,
             buffersize: pool.processes * 2,
-            job: None,
-            state: ImapState::new(),
+            job,
+            refused,
+            state,
             sizes: Vec::new(),
             received: 0,
             next_chunk: 0,
@@ -470,6 +508,12 @@ impl<'p, F: Target, I: Iterator<Item = F::Args>> Imap<'p, F, I> {
 
     /// Submits chunks until the bound is reached or the input ends.
     fn fill(&mut self) -> Result<()> {
+        if let Some(err) = self.refused.take() {
+            return Err(err);
+        }
+        let Some(job) = self.job else {
+            return Ok(());
+        };
         let bound = (self.pool.processes + self.buffersize) as u32;
         while !self.exhausted && self.submitted() - self.received < bound {
             let chunk: Vec<F::Args> = self.input.by_ref().take(self.chunksize).collect();
@@ -477,26 +521,16 @@ impl<'p, F: Target, I: Iterator<Item = F::Args>> Imap<'p, F, I> {
                 self.exhausted = true;
                 break;
             }
-            let job = match self.job {
-                Some(job) => job,
-                None => {
-                    let sink = Box::new(ImapSink {
-                        state: self.state.clone(),
-                    });
-                    let job = self.pool.shared.register(sink)?;
-                    self.job = Some(job);
-                    job
-                }
-            };
             let index = self.submitted();
-            self.sizes.push(chunk.len() as u32);
             let payload = encode_chunk(&chunk)?;
-            self.pool.shared.push([Task {
+            let task = Task {
                 job,
                 chunk: index,
                 entry: F::NAME,
                 payload,
-            }]);
+            };
+            self.pool.shared.push(job, [task])?;
+            self.sizes.push(chunk.len() as u32);
         }
         Ok(())
     }
@@ -552,7 +586,7 @@ impl<F: Target, I: Iterator<Item = F::Args>> Iterator for Imap<'_, F, I> {
             if self.done {
                 return None;
             }
-            if let Err(err) = self.fill() {
+            if let Err(err) = self.pool.check_not_in_callback().and_then(|()| self.fill()) {
                 self.done = true;
                 return Some(Err(err));
             }

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde::de::DeserializeOwned;
 
+use super::driver::Shared;
 use crate::codec;
 use crate::error::{Error, ErrorKind, Result};
 
@@ -27,6 +28,8 @@ type OnError = Box<dyn FnOnce(&Error) + Send>;
 struct SlotState<T> {
     value: Option<Result<T>>,
     ready: bool,
+    /// The callbacks were taken and are running: the value comes in a moment.
+    completing: bool,
     taken: bool,
     on_success: Option<OnSuccess<T>>,
     on_error: Option<OnError>,
@@ -43,6 +46,7 @@ impl<T> Slot<T> {
             state: Mutex::new(SlotState {
                 value: None,
                 ready: false,
+                completing: false,
                 taken: false,
                 on_success: None,
                 on_error: None,
@@ -55,14 +59,28 @@ impl<T> Slot<T> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// The state, once it is either pending (callbacks may still be registered) or ready: a
+    /// callback registered while the others run would be lost, so this waits that moment out.
+    fn settled_or_pending(&self) -> MutexGuard<'_, SlotState<T>> {
+        let mut state = self.lock();
+        while state.completing && !state.ready {
+            state = self
+                .cond
+                .wait(state)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+        state
+    }
+
     /// Stores the result: callbacks run first (in the calling thread, the driver's), then the
     /// result becomes ready. A panicking callback becomes the result's error.
     pub(crate) fn complete(&self, result: Result<T>) {
         let (on_success, on_error) = {
             let mut state = self.lock();
-            if state.ready {
+            if state.ready || state.completing {
                 return;
             }
+            state.completing = true;
             (state.on_success.take(), state.on_error.take())
         };
         let result = run_callbacks(result, on_success, on_error);
@@ -107,17 +125,31 @@ fn run_callbacks<T>(
 /// pool). Never hangs: every task submitted to a pool ends in a value or an error.
 pub struct AsyncResult<T> {
     slot: Arc<Slot<T>>,
+    pool: Option<Arc<Shared>>,
 }
 
 impl<T> AsyncResult<T> {
-    pub(crate) fn new(slot: Arc<Slot<T>>) -> AsyncResult<T> {
-        AsyncResult { slot }
+    pub(crate) fn new(slot: Arc<Slot<T>>, pool: Option<Arc<Shared>>) -> AsyncResult<T> {
+        AsyncResult { slot, pool }
     }
 
     pub(crate) fn failed(err: Error) -> AsyncResult<T> {
         let slot = Slot::new();
         slot.complete(Err(err));
-        AsyncResult { slot }
+        AsyncResult { slot, pool: None }
+    }
+
+    /// Waiting in a result callback of the same pool would wait for the very thread that
+    /// runs it.
+    fn would_deadlock(&self) -> bool {
+        !self.ready() && self.pool.as_ref().is_some_and(|p| p.in_driver())
+    }
+
+    fn deadlock_error() -> Error {
+        Error::new(
+            ErrorKind::InvalidInput,
+            "cannot wait for a pool result in one of the pool's result callbacks (they run on its driver thread)",
+        )
     }
 
     /// Whether the result is available.
@@ -138,8 +170,12 @@ impl<T> AsyncResult<T> {
         Ok(matches!(state.value, Some(Ok(_))) || (state.taken && state.value.is_none()))
     }
 
-    /// Waits until the result is available.
+    /// Waits until the result is available. Returns at once, not ready, when called in a
+    /// result callback of the same pool (waiting there could never end).
     pub fn wait(&self) {
+        if self.would_deadlock() {
+            return;
+        }
         let mut state = self.slot.lock();
         while !state.ready {
             state = self
@@ -152,6 +188,9 @@ impl<T> AsyncResult<T> {
 
     /// Waits at most `timeout`; returns whether the result is available.
     pub fn wait_timeout(&self, timeout: Duration) -> bool {
+        if self.would_deadlock() {
+            return false;
+        }
         let deadline = Instant::now().checked_add(timeout);
         let mut state = self.slot.lock();
         while !state.ready {
@@ -174,6 +213,9 @@ impl<T> AsyncResult<T> {
 
     /// Waits for the result and returns it.
     pub fn get(self) -> Result<T> {
+        if self.would_deadlock() {
+            return Err(Self::deadlock_error());
+        }
         self.wait();
         self.take()
     }
@@ -181,6 +223,9 @@ impl<T> AsyncResult<T> {
     /// Waits at most `timeout` for the result: an [`ErrorKind::Timeout`] error if it is not
     /// ready by then (the work goes on; ask again later). The value can be taken once.
     pub fn get_timeout(&self, timeout: Duration) -> Result<T> {
+        if self.would_deadlock() {
+            return Err(Self::deadlock_error());
+        }
         if !self.wait_timeout(timeout) {
             return Err(Error::timeout(format!(
                 "the result was not ready within {timeout:?}"
@@ -207,12 +252,13 @@ impl<T> AsyncResult<T> {
     /// (in the pool's driver thread; at once if it is already done). Keep it short: it holds up
     /// the delivery of other results. A panic in it becomes the result's error.
     pub fn on_success(self, callback: impl FnOnce(&T) + Send + 'static) -> Self {
-        let mut state = self.slot.lock();
+        let mut state = self.slot.settled_or_pending();
         if !state.ready {
             state.on_success = Some(Box::new(callback));
-        } else if let Some(Ok(value)) = state.value.take() {
-            let result = run_callbacks(Ok(value), Some(Box::new(callback)), None);
-            state.value = Some(result);
+        } else if matches!(state.value, Some(Ok(_))) {
+            if let Some(value) = state.value.take() {
+                state.value = Some(run_callbacks(value, Some(Box::new(callback)), None));
+            }
         }
         drop(state);
         self
@@ -220,7 +266,7 @@ impl<T> AsyncResult<T> {
 
     /// Calls `callback` with the error when the work fails (see [`on_success`](Self::on_success)).
     pub fn on_error(self, callback: impl FnOnce(&Error) + Send + 'static) -> Self {
-        let mut state = self.slot.lock();
+        let mut state = self.slot.settled_or_pending();
         if !state.ready {
             state.on_error = Some(Box::new(callback));
         } else if let Some(Err(err)) = &state.value {

@@ -89,10 +89,11 @@ pub(crate) fn fork_child(body: impl FnOnce(UnixStream)) -> Result<Popen> {
     let _ = std::io::stderr().flush();
 
     // The library's locks, held across the fork: the child's copies are then consistent.
+    // Order: fork server client, then who-am-i, children, descriptors (as everywhere else).
+    let mut server = super::forkserver::lock_client();
     let me = current::lock_me();
     let mut children = process::lock_children();
     let mut fds = current::lock_library_fds();
-    let mut server = super::forkserver::lock_client();
     let inherited: Vec<RawFd> = fds.clone();
 
     // SAFETY: the child only closes descriptors, resets the library state it holds the locks

@@ -22,7 +22,7 @@ use std::fmt;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::str::FromStr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -170,6 +170,8 @@ pub(crate) struct Popen {
     pub pid: i32,
     pub control: UnixStream,
     waiter: Waiter,
+    /// The exit code once reaped: a pid is waited for exactly once.
+    exitcode: OnceLock<i32>,
 }
 
 enum Waiter {
@@ -204,6 +206,7 @@ impl Popen {
             waiter: Waiter::Direct {
                 pidfd: Arc::new(pidfd),
             },
+            exitcode: OnceLock::new(),
         })
     }
 
@@ -219,6 +222,7 @@ impl Popen {
                 status: Arc::new(status),
                 pidfd,
             },
+            exitcode: OnceLock::new(),
         }
     }
 
@@ -233,23 +237,30 @@ impl Popen {
     /// The exit code if the child has exited; never blocks for long (a child whose exit
     /// descriptor is readable is already dead).
     pub(crate) fn try_reap(&self) -> Result<Option<i32>> {
+        if let Some(code) = self.exitcode.get() {
+            return Ok(Some(*code));
+        }
         let fd = self.exit_fd();
         let ready = sys::poll_one(fd.as_fd(), sys::READABLE, Some(Instant::now()))
             .map_err(|err| Error::io("cannot poll a child's exit descriptor", err))?;
         if ready == 0 {
             return Ok(None);
         }
-        match &self.waiter {
+        let code = match &self.waiter {
             Waiter::Direct { .. } => sys::wait_child(self.pid, false)
-                .map_err(|err| Error::io(format!("waitpid({})", self.pid), err)),
+                .map_err(|err| Error::io(format!("waitpid({})", self.pid), err))?,
             Waiter::Server { status, .. } => {
                 let mut code = [0u8; 4];
                 match sys::read_full(status.as_fd(), &mut code) {
-                    Ok(4) => Ok(Some(i32::from_le_bytes(code))),
-                    _ => Ok(Some(EXIT_SERVER_DIED)),
+                    Ok(4) => Some(i32::from_le_bytes(code)),
+                    _ => Some(EXIT_SERVER_DIED),
                 }
             }
+        };
+        if let Some(code) = code {
+            let _ = self.exitcode.set(code);
         }
+        Ok(code)
     }
 
     /// Sends `signal` to the child; a child that already exited is not an error.
