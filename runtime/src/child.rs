@@ -4,7 +4,7 @@
 use std::cell::{Cell, RefCell};
 use std::ffi::OsStr;
 use std::io::Write;
-use std::os::fd::{AsFd, RawFd};
+use std::os::fd::{AsFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::Arc;
@@ -13,7 +13,7 @@ use crate::current;
 use crate::error::{ErrorKind, RemotePanic};
 use crate::registry::{self, BuildId, Entry};
 use crate::start::{self, ChildMessage, FailKind, Launch, Role, EXIT_BOOTSTRAP_FAILED};
-use crate::{process, sys, wire};
+use crate::{handle, process, sys, wire};
 
 /// argv[1] of a spawned child; argv[2] is the number of its control socket. The bootstrap data
 /// itself travels on that socket, never in argv.
@@ -85,6 +85,14 @@ pub(crate) fn serve(control: UnixStream) -> ! {
             start::forkserver::serve(control)
         }
         Role::Run(launch) => {
+            let fds = match wire::recv_fds(&control, launch.fds) {
+                Ok(fds) => fds,
+                Err(err) => refuse(
+                    &control,
+                    FailKind::Bootstrap,
+                    format!("cannot receive the parent's descriptors: {err}"),
+                ),
+            };
             let entry = match registry::lookup(&launch.entry) {
                 Ok(entry) => entry,
                 Err(err) => refuse(&control, FailKind::UnknownEntry, err.message().to_string()),
@@ -92,7 +100,7 @@ pub(crate) fn serve(control: UnixStream) -> ! {
             if wire::send(&control, &ChildMessage::Ready).is_err() {
                 sys::exit_now(EXIT_BOOTSTRAP_FAILED);
             }
-            run(control, launch, entry)
+            run(control, launch, entry, fds)
         }
     }
 }
@@ -111,7 +119,12 @@ thread_local! {
 }
 
 /// Becomes the child described by `launch`, runs `entry`, reports, exits. Never returns.
-pub(crate) fn run(control: UnixStream, launch: Launch, entry: &'static Entry) -> ! {
+pub(crate) fn run(
+    control: UnixStream,
+    launch: Launch,
+    entry: &'static Entry,
+    fds: Vec<OwnedFd>,
+) -> ! {
     let control = Arc::new(control);
     current::register_fd(&*control);
     {
@@ -127,7 +140,9 @@ pub(crate) fn run(control: UnixStream, launch: Launch, entry: &'static Entry) ->
     install_panic_hook(launch.name.clone());
 
     IN_TARGET.with(|t| t.set(true));
-    let result = panic::catch_unwind(AssertUnwindSafe(|| entry.invoke(&launch.payload)));
+    let result = panic::catch_unwind(AssertUnwindSafe(|| {
+        handle::with_incoming(fds, || entry.invoke(&launch.payload))
+    }));
     IN_TARGET.with(|t| t.set(false));
     let code = match result {
         Ok(Ok(_output)) => 0,

@@ -7,6 +7,7 @@ pub mod codec;
 mod context;
 mod current;
 mod error;
+mod handle;
 mod pool;
 mod process;
 mod registry;
@@ -20,6 +21,7 @@ pub use context::{
 };
 pub use current::{cpu_count, current_process, parent_process, CurrentProcess, ParentProcess};
 pub use error::{Error, ErrorKind, RemotePanic, Result};
+pub use handle::SharedFd;
 pub use pool::{AsyncResult, Imap, Pool, PoolBuilder};
 pub use process::{active_children, Process};
 pub use registry::{BuildId, Runnable, Target};

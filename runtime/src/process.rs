@@ -5,10 +5,10 @@ use std::os::fd::AsFd;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use crate::codec;
 use crate::context;
 use crate::current::{self, current_process};
 use crate::error::{Error, ErrorKind, RemotePanic, Result};
+use crate::handle::{self, Encoded};
 use crate::registry::{self, Runnable, Target};
 use crate::start::{self, ChildMessage, Launch, Popen, StartMethod};
 use crate::sys;
@@ -55,7 +55,8 @@ struct State {
     daemon: bool,
     method: Option<StartMethod>,
     entry: &'static str,
-    payload: std::result::Result<Vec<u8>, String>,
+    /// The encoded arguments and the descriptors they carry, until `start` has used them.
+    payload: std::result::Result<Encoded, String>,
     phase: Phase,
     panic: Option<RemotePanic>,
     failure: Option<(ErrorKind, String)>,
@@ -87,10 +88,10 @@ impl Process {
     ///
     /// The arguments are encoded now; an argument that cannot be encoded makes `start` fail.
     pub fn new<T: Target>(_target: T, args: T::Args) -> Process {
-        Process::build("Process", T::NAME, codec::encode(&args))
+        Process::build("Process", T::NAME, handle::encode(&args))
     }
 
-    fn build(type_name: &str, entry: &'static str, payload: Result<Vec<u8>>) -> Process {
+    fn build(type_name: &str, entry: &'static str, payload: Result<Encoded>) -> Process {
         let me = current_process();
         let (identity, name) = current::new_child_identity(&me, type_name);
         Process {
@@ -179,7 +180,7 @@ impl Process {
     /// words when its bootstrap is refused (unknown entry, other build).
     pub fn start(&self) -> Result<()> {
         self.check_owner("can only start a process object created by current process")?;
-        let (launch, method) = {
+        let (launch, method, fds) = {
             let mut state = self.lock();
             match state.phase {
                 Phase::Initial => {}
@@ -198,12 +199,15 @@ impl Process {
                     "daemonic processes are not allowed to have children",
                 ));
             }
-            let payload = state.payload.clone().map_err(|message| {
-                Error::new(
-                    ErrorKind::Codec,
-                    format!("cannot encode the arguments of {}: {message}", state.name),
-                )
-            })?;
+            let (payload, fds) = match &state.payload {
+                Ok(encoded) => (encoded.bytes.clone(), encoded.raw_fds()),
+                Err(message) => {
+                    return Err(Error::new(
+                        ErrorKind::Codec,
+                        format!("cannot encode the arguments of {}: {message}", state.name),
+                    ))
+                }
+            };
             let method = state.method.unwrap_or_else(context::get_start_method);
             current::require_init(method)?;
             let launch = Launch {
@@ -215,24 +219,29 @@ impl Process {
                 parent_name: me.name().to_string(),
                 parent_pid: me.pid() as i32,
                 start_method: method,
+                fds: fds.len() as u32,
             };
             state.phase = Phase::Starting;
-            (launch, method)
+            (launch, method, fds)
         };
         cleanup_finished();
+        // The descriptors in `fds` stay open (owned by `payload`) until the launch is done.
         let result = match method {
-            StartMethod::Fork => {
-                registry::lookup(&launch.entry).and_then(|entry| start::fork::launch(launch, entry))
-            }
-            StartMethod::Spawn => start::spawn::launch(launch),
-            StartMethod::ForkServer => start::forkserver::launch(launch),
+            StartMethod::Fork => registry::lookup(&launch.entry)
+                .and_then(|entry| start::fork::launch(launch, entry, &fds)),
+            StartMethod::Spawn => start::spawn::launch(launch, &fds),
+            StartMethod::ForkServer => start::forkserver::launch(launch, &fds),
         };
         match result {
             Ok(popen) => {
                 // Listed before it is published as running, so that a reap by another handle
                 // (which unlists it) cannot come first.
                 lock_children().push(self.inner.clone());
-                self.lock().phase = Phase::Running(popen);
+                let mut state = self.lock();
+                state.phase = Phase::Running(popen);
+                // Python drops the target and arguments once started; so do we (and their
+                // descriptors with them).
+                state.payload = Err("the arguments were sent to the child".into());
                 Ok(())
             }
             Err(err) => {
@@ -432,7 +441,7 @@ impl<R: Runnable> From<R> for Process {
     /// A subclass-style process: `value` is sent to the child, which calls its `run`. Its name
     /// is `TypeName-N`, as Python names subclass instances.
     fn from(value: R) -> Process {
-        Process::build(R::TYPE_NAME, R::NAME, codec::encode(&value))
+        Process::build(R::TYPE_NAME, R::NAME, handle::encode(&value))
     }
 }
 

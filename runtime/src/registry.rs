@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::codec;
 use crate::error::{Error, ErrorKind, Result};
+use crate::handle::{self, Encoded};
 
 /// A worker function: what `#[process]` makes of a free function.
 ///
@@ -68,8 +69,8 @@ pub struct Entry {
     chunk: Option<Runner>,
 }
 
-/// Decodes its input, runs a body, encodes the output.
-type Runner = fn(&[u8]) -> Result<Vec<u8>>;
+/// Decodes its input, runs a body, encodes the output (with the descriptors it carries).
+type Runner = fn(&[u8]) -> Result<Encoded>;
 
 inventory::collect!(Entry);
 
@@ -102,12 +103,12 @@ impl Entry {
     /// Decodes the arguments, runs the body, encodes the result.
     ///
     /// A panic in the body unwinds out of this call: the caller decides how to report it.
-    pub fn invoke(&self, payload: &[u8]) -> Result<Vec<u8>> {
+    pub(crate) fn invoke(&self, payload: &[u8]) -> Result<Encoded> {
         (self.run)(payload)
     }
 
     /// Runs a pool chunk: `payload` encodes a `Vec` of arguments, the result a `Vec` of outputs.
-    pub(crate) fn invoke_chunk(&self, payload: &[u8]) -> Result<Vec<u8>> {
+    pub(crate) fn invoke_chunk(&self, payload: &[u8]) -> Result<Encoded> {
         match self.chunk {
             Some(chunk) => chunk(payload),
             None => Err(Error::new(
@@ -123,21 +124,21 @@ impl Entry {
 
 /// Pool tasks: decodes a chunk (a sequence of arguments), calls the function on each, encodes
 /// the sequence of results.
-fn run_chunk<T: Target>(payload: &[u8]) -> Result<Vec<u8>> {
+fn run_chunk<T: Target>(payload: &[u8]) -> Result<Encoded> {
     let args: Vec<T::Args> = codec::decode(payload)?;
     let results: Vec<T::Output> = args.into_iter().map(T::call).collect();
-    codec::encode(&results)
+    handle::encode(&results)
 }
 
-fn run_target<T: Target>(payload: &[u8]) -> Result<Vec<u8>> {
+fn run_target<T: Target>(payload: &[u8]) -> Result<Encoded> {
     let args: T::Args = codec::decode(payload)?;
-    codec::encode(&T::call(args))
+    handle::encode(&T::call(args))
 }
 
-fn run_runnable<R: Runnable>(payload: &[u8]) -> Result<Vec<u8>> {
+fn run_runnable<R: Runnable>(payload: &[u8]) -> Result<Encoded> {
     let value: R = codec::decode(payload)?;
     value.run_process();
-    codec::encode(&())
+    Ok(Encoded::default())
 }
 
 struct Registry {

@@ -5,7 +5,7 @@
 //! `Ok(None)`, inside a frame it is a [`ErrorKind::Disconnected`] error.
 
 use std::io::{self, Read};
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::time::Instant;
 
@@ -118,4 +118,42 @@ fn read_exact_until(
         }
     }
     Ok(true)
+}
+
+/// The one data byte of a message that carries descriptors after a frame.
+const FDS_MARK: u8 = b'D';
+
+/// Sends descriptors that belong to the frame just sent (nothing when there are none).
+pub(crate) fn send_fds(stream: &UnixStream, fds: &[RawFd]) -> Result<()> {
+    if fds.is_empty() {
+        return Ok(());
+    }
+    sys::send_with_fds(stream.as_fd(), &[FDS_MARK], fds)
+        .map_err(|err| Error::io("cannot pass descriptors to the other process", err))
+}
+
+/// Receives the `count` descriptors that belong to the frame just read.
+pub(crate) fn recv_fds(stream: &UnixStream, count: u32) -> Result<Vec<OwnedFd>> {
+    if count == 0 {
+        return Ok(Vec::new());
+    }
+    let mut mark = [0u8; 1];
+    match sys::recv_with_fds(stream.as_fd(), &mut mark, count as usize) {
+        Ok(Some(fds)) if fds.len() == count as usize && mark[0] == FDS_MARK => Ok(fds),
+        Ok(Some(fds)) => Err(Error::new(
+            ErrorKind::Codec,
+            format!(
+                "expected {count} descriptors from the other process, got {}",
+                fds.len()
+            ),
+        )),
+        Ok(None) => Err(Error::new(
+            ErrorKind::Disconnected,
+            "the other process closed the connection before its descriptors arrived",
+        )),
+        Err(err) => Err(Error::io(
+            "cannot receive descriptors from the other process",
+            err,
+        )),
+    }
 }

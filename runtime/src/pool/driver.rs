@@ -6,7 +6,7 @@
 //! that never hangs: CPython loses the task of a dead worker (gh-66587).
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::thread::ThreadId;
@@ -17,6 +17,7 @@ use super::worker::{Reply, TaskHeader, TaskOutcome, WorkerConfig, WorkerMain};
 use crate::codec;
 use crate::current::{self, current_process};
 use crate::error::{Error, ErrorKind, Result};
+use crate::handle::Encoded;
 use crate::registry::Target;
 use crate::start::forkserver::{self, ForkServer};
 use crate::start::{spawn, Launch, Popen, StartMethod};
@@ -39,7 +40,8 @@ pub(crate) struct Task {
     pub job: u64,
     pub chunk: u32,
     pub entry: &'static str,
-    pub payload: Vec<u8>,
+    /// The encoded chunk of arguments and the descriptors it carries.
+    pub payload: Encoded,
 }
 
 pub(crate) struct State {
@@ -188,7 +190,7 @@ impl Shared {
         self.wake();
     }
 
-    fn deliver(&self, job: u64, chunk: u32, result: Result<Vec<u8>>) {
+    fn deliver(&self, job: u64, chunk: u32, result: Result<Encoded>) {
         let Some(mut sink) = self.take_for_delivery(job) else {
             return;
         };
@@ -295,11 +297,11 @@ impl Launcher {
         })
     }
 
-    fn launch(&self, launch: Launch) -> Result<Popen> {
+    fn launch(&self, launch: Launch, fds: &[RawFd]) -> Result<Popen> {
         match self {
-            Launcher::Zygote(zygote) => zygote.launch(launch),
-            Launcher::ForkServer => forkserver::launch(launch),
-            Launcher::Spawn => spawn::launch(launch),
+            Launcher::Zygote(zygote) => zygote.launch(launch, fds),
+            Launcher::ForkServer => forkserver::launch(launch, fds),
+            Launcher::Spawn => spawn::launch(launch, fds),
         }
     }
 }
@@ -328,6 +330,8 @@ pub(crate) struct Driver {
     launcher: Launcher,
     method: StartMethod,
     config: WorkerConfig,
+    /// Descriptors in the initializer's arguments, passed to every worker.
+    init_fds: Vec<OwnedFd>,
     processes: usize,
     task_timeout: Option<Duration>,
     workers: Vec<Worker>,
@@ -341,6 +345,7 @@ impl Driver {
         launcher: Launcher,
         method: StartMethod,
         config: WorkerConfig,
+        init_fds: Vec<OwnedFd>,
         processes: usize,
         task_timeout: Option<Duration>,
     ) -> Result<Driver> {
@@ -350,6 +355,7 @@ impl Driver {
             launcher,
             method,
             config,
+            init_fds,
             processes,
             task_timeout,
             workers: Vec::with_capacity(processes),
@@ -380,8 +386,10 @@ impl Driver {
             parent_name: me.name().to_string(),
             parent_pid: me.pid() as i32,
             start_method: self.method,
+            fds: self.init_fds.len() as u32,
         };
-        let popen = self.launcher.launch(launch)?;
+        let fds: Vec<RawFd> = self.init_fds.iter().map(AsRawFd::as_raw_fd).collect();
+        let popen = self.launcher.launch(launch, &fds)?;
         self.workers.push(Worker {
             popen,
             name,
@@ -461,9 +469,12 @@ impl Driver {
                 job: task.job,
                 chunk: task.chunk,
                 entry: task.entry.to_string(),
-                len: task.payload.len() as u64,
+                len: task.payload.bytes.len() as u64,
+                fds: task.payload.fds.len() as u32,
             };
-            match wire::send_with_payload(&worker.popen.control, &header, &task.payload) {
+            let sent = wire::send_with_payload(&worker.popen.control, &header, &task.payload.bytes)
+                .and_then(|()| wire::send_fds(&worker.popen.control, &task.payload.raw_fds()));
+            match sent {
                 Ok(()) => {
                     worker.task = Some(Busy {
                         job: task.job,
@@ -568,9 +579,14 @@ impl Driver {
                 chunk,
                 outcome,
                 len,
+                fds,
             } => {
                 let result = match outcome {
-                    TaskOutcome::Ok => wire::recv_payload(&worker.popen.control, len, None),
+                    TaskOutcome::Ok => wire::recv_payload(&worker.popen.control, len, None)
+                        .and_then(|bytes| {
+                            let fds = wire::recv_fds(&worker.popen.control, fds)?;
+                            Ok(Encoded { bytes, fds })
+                        }),
                     TaskOutcome::Panicked(panic) => Err(Error::panicked(panic)),
                     TaskOutcome::Failed { codec, message } => {
                         Err(Error::new(TaskOutcome::kind(codec), message))

@@ -22,10 +22,10 @@ pub use result::AsyncResult;
 use self::driver::{Driver, Launcher, Lifecycle, Shared, Task};
 use self::result::{ApplySink, ImapSink, ImapState, MapSink, Slot};
 use self::worker::WorkerConfig;
-use crate::codec;
 use crate::context;
 use crate::current::{self, cpu_count, current_process};
 use crate::error::{Error, ErrorKind, Result};
+use crate::handle::{self, Encoded};
 use crate::registry::Target;
 use crate::start::StartMethod;
 
@@ -61,11 +61,11 @@ pub struct Pool {
 }
 
 /// Builds a [`Pool`]; see each method for its default.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct PoolBuilder {
     processes: Option<usize>,
     start_method: Option<StartMethod>,
-    initializer: Option<(&'static str, std::result::Result<Vec<u8>, String>)>,
+    initializer: Option<(&'static str, std::result::Result<Encoded, String>)>,
     maxtasksperchild: Option<u64>,
     task_timeout: Option<Duration>,
 }
@@ -92,7 +92,7 @@ impl PoolBuilder {
     /// fails with [`ErrorKind::InitializerFailed`] (CPython respawns workers forever,
     /// gh-87472).
     pub fn initializer<F: Target>(mut self, _function: F, args: F::Args) -> Self {
-        self.initializer = Some((F::NAME, codec::encode(&args).map_err(|e| e.to_string())));
+        self.initializer = Some((F::NAME, handle::encode(&args).map_err(|e| e.to_string())));
         self
     }
 
@@ -133,9 +133,9 @@ impl PoolBuilder {
         }
         let method = self.start_method.unwrap_or_else(context::get_start_method);
         current::require_init(method)?;
-        let initializer = match self.initializer {
-            None => None,
-            Some((name, Ok(payload))) => Some((name.to_string(), payload)),
+        let (initializer, init_fds) = match self.initializer {
+            None => (None, Vec::new()),
+            Some((name, Ok(encoded))) => (Some((name.to_string(), encoded.bytes)), encoded.fds),
             Some((name, Err(message))) => {
                 return Err(Error::new(
                     ErrorKind::Codec,
@@ -154,6 +154,7 @@ impl PoolBuilder {
             launcher,
             method,
             config,
+            init_fds,
             processes,
             self.task_timeout,
         )?;
@@ -199,7 +200,7 @@ impl Pool {
 
     /// Runs `function(args)` in a worker; the result comes later.
     pub fn apply_async<F: Target>(&self, _function: F, args: F::Args) -> AsyncResult<F::Output> {
-        let payload = match codec::encode(std::slice::from_ref(&args)) {
+        let payload = match handle::encode(std::slice::from_ref(&args)) {
             Ok(payload) => payload,
             Err(err) => return AsyncResult::failed(err),
         };
@@ -433,8 +434,8 @@ impl std::fmt::Debug for Pool {
     }
 }
 
-fn encode_chunk<T: Serialize>(items: &[T]) -> Result<Vec<u8>> {
-    codec::encode(items)
+fn encode_chunk<T: Serialize>(items: &[T]) -> Result<Encoded> {
+    handle::encode(items)
 }
 
 /// The iterator of [`Pool::imap`] and [`Pool::imap_unordered`]: yields each result (or its

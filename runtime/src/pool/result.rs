@@ -10,14 +10,14 @@ use std::time::{Duration, Instant};
 use serde::de::DeserializeOwned;
 
 use super::driver::Shared;
-use crate::codec;
 use crate::error::{Error, ErrorKind, Result};
+use crate::handle::{self, Encoded};
 
 /// Where the driver delivers the results of one job's chunks.
 pub(crate) trait Sink: Send {
     /// Delivers the result of one chunk (the encoded `Vec` of outputs, or why it failed).
     /// Returns `true` once the job is complete and the sink can be dropped.
-    fn deliver(&mut self, chunk: u32, result: Result<Vec<u8>>) -> bool;
+    fn deliver(&mut self, chunk: u32, result: Result<Encoded>) -> bool;
     /// Fails everything the job still waits for.
     fn fail(&mut self, err: &Error);
 }
@@ -292,9 +292,9 @@ pub(crate) struct ApplySink<T> {
 }
 
 impl<T: DeserializeOwned + Send> Sink for ApplySink<T> {
-    fn deliver(&mut self, _chunk: u32, result: Result<Vec<u8>>) -> bool {
+    fn deliver(&mut self, _chunk: u32, result: Result<Encoded>) -> bool {
         let value = result
-            .and_then(|bytes| codec::decode::<Vec<T>>(&bytes))
+            .and_then(handle::decode::<Vec<T>>)
             .and_then(|mut values| {
                 values
                     .pop()
@@ -329,8 +329,8 @@ impl<T> MapSink<T> {
 }
 
 impl<T: DeserializeOwned + Send> Sink for MapSink<T> {
-    fn deliver(&mut self, chunk: u32, result: Result<Vec<u8>>) -> bool {
-        match result.and_then(|bytes| codec::decode::<Vec<T>>(&bytes)) {
+    fn deliver(&mut self, chunk: u32, result: Result<Encoded>) -> bool {
+        match result.and_then(handle::decode::<Vec<T>>) {
             Ok(values) => {
                 if let Some(part) = self.parts.get_mut(chunk as usize) {
                     *part = Some(values);
@@ -392,8 +392,8 @@ pub(crate) struct ImapSink<T> {
 }
 
 impl<T: DeserializeOwned + Send> Sink for ImapSink<T> {
-    fn deliver(&mut self, chunk: u32, result: Result<Vec<u8>>) -> bool {
-        let values = result.and_then(|bytes| codec::decode::<Vec<T>>(&bytes));
+    fn deliver(&mut self, chunk: u32, result: Result<Encoded>) -> bool {
+        let values = result.and_then(handle::decode::<Vec<T>>);
         self.state.lock().chunks.insert(chunk, values);
         self.state.cond.notify_all();
         false

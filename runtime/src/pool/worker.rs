@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::child::catch_quiet;
 use crate::current::{self, current_process};
 use crate::error::{ErrorKind, RemotePanic};
+use crate::handle::{self, Encoded};
 use crate::registry::{self, Entry, Target};
 use crate::wire;
 
@@ -32,6 +33,8 @@ pub(crate) struct TaskHeader {
     pub chunk: u32,
     pub entry: String,
     pub len: u64,
+    /// Descriptors in the arguments: they follow the payload in one `SCM_RIGHTS` message.
+    pub fds: u32,
 }
 
 /// Worker to parent.
@@ -47,6 +50,7 @@ pub(crate) enum Reply {
         chunk: u32,
         outcome: TaskOutcome,
         len: u64,
+        fds: u32,
     },
 }
 
@@ -126,37 +130,45 @@ fn serve(config: WorkerConfig) {
         let Ok(payload) = wire::recv_payload(&control, header.len, None) else {
             return;
         };
+        let Ok(fds) = wire::recv_fds(&control, header.fds) else {
+            return;
+        };
         let (outcome, results) = match registry::lookup(&header.entry) {
             Err(err) => (
                 TaskOutcome::Failed {
                     codec: false,
                     message: err.to_string(),
                 },
-                Vec::new(),
+                Encoded::default(),
             ),
-            Ok(entry) => match catch_quiet(|| entry.invoke_chunk(&payload)) {
-                Ok(Ok(results)) => (TaskOutcome::Ok, results),
-                Ok(Err(err)) => (
-                    TaskOutcome::Failed {
-                        codec: err.kind() == ErrorKind::Codec,
-                        message: err.to_string(),
-                    },
-                    Vec::new(),
-                ),
-                Err((message, location)) => (
-                    TaskOutcome::Panicked(panic_report(message, location)),
-                    Vec::new(),
-                ),
-            },
+            Ok(entry) => {
+                match catch_quiet(|| handle::with_incoming(fds, || entry.invoke_chunk(&payload))) {
+                    Ok(Ok(results)) => (TaskOutcome::Ok, results),
+                    Ok(Err(err)) => (
+                        TaskOutcome::Failed {
+                            codec: err.kind() == ErrorKind::Codec,
+                            message: err.to_string(),
+                        },
+                        Encoded::default(),
+                    ),
+                    Err((message, location)) => (
+                        TaskOutcome::Panicked(panic_report(message, location)),
+                        Encoded::default(),
+                    ),
+                }
+            }
         };
         drop(payload);
         let reply = Reply::Done {
             job: header.job,
             chunk: header.chunk,
             outcome,
-            len: results.len() as u64,
+            len: results.bytes.len() as u64,
+            fds: results.fds.len() as u32,
         };
-        if wire::send_with_payload(&control, &reply, &results).is_err() {
+        let sent = wire::send_with_payload(&control, &reply, &results.bytes)
+            .and_then(|()| wire::send_fds(&control, &results.raw_fds()));
+        if sent.is_err() {
             return;
         }
         done += 1;

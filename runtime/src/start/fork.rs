@@ -10,7 +10,7 @@
 //! it: any lock another thread held at the moment of the fork would stay locked in the child.
 
 use std::io::Write;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 
@@ -74,8 +74,17 @@ fn check_threads() -> Result<()> {
 }
 
 /// Forks a child that runs `entry` with `launch`.
-pub(crate) fn launch(launch: Launch, entry: &'static Entry) -> Result<Popen> {
-    fork_child(move |control| child::run(control, launch, entry))
+pub(crate) fn launch(launch: Launch, entry: &'static Entry, fds: &[RawFd]) -> Result<Popen> {
+    let fds = fds.to_vec();
+    fork_child(move |control| {
+        // SAFETY: the child inherited these descriptors (duplicates the parent made for it)
+        // and is now their only owner in this process.
+        let fds = fds
+            .into_iter()
+            .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) })
+            .collect();
+        child::run(control, launch, entry, fds)
+    })
 }
 
 /// Forks a child that runs `body` with its end of a new control socket; `body` must not

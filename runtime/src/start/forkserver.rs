@@ -14,7 +14,7 @@
 //! status pipes reach end of file (exit code 255, as in CPython) and the next start brings up a
 //! new server.
 
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
@@ -45,7 +45,7 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 const OP_FORK: u8 = b'F';
 
 /// Starts a child through this process's fork server, starting (or restarting) it if needed.
-pub(crate) fn launch(launch: Launch) -> Result<Popen> {
+pub(crate) fn launch(launch: Launch, fds: &[RawFd]) -> Result<Popen> {
     let (popen, build) = {
         let mut client = lock_client();
         let mut restarted = false;
@@ -73,7 +73,7 @@ pub(crate) fn launch(launch: Launch) -> Result<Popen> {
             }
         }
     };
-    popen.handshake(&build, &Role::Run(launch))?;
+    popen.handshake(&build, &Role::Run(launch), fds)?;
     Ok(popen)
 }
 
@@ -81,12 +81,14 @@ impl ForkServer {
     /// Spawns a fresh server: an exec of this binary, single-threaded.
     pub(crate) fn spawn() -> Result<ForkServer> {
         let (server, build) = spawn::exec_child()?;
-        server.handshake(&build, &Role::ForkServer).map_err(|err| {
-            Error::new(
-                ErrorKind::ForkServer,
-                format!("cannot start the fork server: {err}"),
-            )
-        })?;
+        server
+            .handshake(&build, &Role::ForkServer, &[])
+            .map_err(|err| {
+                Error::new(
+                    ErrorKind::ForkServer,
+                    format!("cannot start the fork server: {err}"),
+                )
+            })?;
         Ok(ForkServer { server, build })
     }
 
@@ -105,9 +107,9 @@ impl ForkServer {
     }
 
     /// Starts a child and completes its bootstrap.
-    pub(crate) fn launch(&self, launch: Launch) -> Result<Popen> {
+    pub(crate) fn launch(&self, launch: Launch, fds: &[RawFd]) -> Result<Popen> {
         let popen = self.request()?;
-        popen.handshake(&self.build, &Role::Run(launch))?;
+        popen.handshake(&self.build, &Role::Run(launch), fds)?;
         Ok(popen)
     }
 

@@ -19,7 +19,7 @@ pub(crate) mod forkserver;
 pub(crate) mod spawn;
 
 use std::fmt;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::str::FromStr;
 use std::sync::{Arc, OnceLock};
@@ -114,6 +114,9 @@ pub(crate) struct Launch {
     pub parent_name: String,
     pub parent_pid: i32,
     pub start_method: StartMethod,
+    /// How many descriptors the payload carries: they follow the bootstrap frames in one
+    /// `SCM_RIGHTS` message (spawn, forkserver), or are inherited (fork).
+    pub fds: u32,
 }
 
 /// The second frame on a control socket, parent to child (spawn and forkserver); the first is
@@ -289,8 +292,10 @@ impl Popen {
     /// Parent side of the bootstrap handshake (spawn, forkserver): sends the build identity and
     /// the role, waits for `Ready`. On failure the child is reaped and the error says what the
     /// child said.
-    pub(crate) fn handshake(&self, build: &BuildId, role: &Role) -> Result<()> {
-        let sent = wire::send(&self.control, build).and_then(|()| wire::send(&self.control, role));
+    pub(crate) fn handshake(&self, build: &BuildId, role: &Role, fds: &[RawFd]) -> Result<()> {
+        let sent = wire::send(&self.control, build)
+            .and_then(|()| wire::send(&self.control, role))
+            .and_then(|()| wire::send_fds(&self.control, fds));
         let reply =
             wire::recv::<ChildMessage>(&self.control, sys::deadline_after(BOOTSTRAP_TIMEOUT));
         let failure = match (sent, reply) {

@@ -9,7 +9,7 @@
 //! grandchildren.
 
 use std::ffi::OsString;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
@@ -48,9 +48,9 @@ fn executable() -> (PathBuf, BuildId) {
 }
 
 /// Spawns a child that runs `launch`, and completes its bootstrap.
-pub(crate) fn launch(launch: Launch) -> Result<Popen> {
+pub(crate) fn launch(launch: Launch, fds: &[RawFd]) -> Result<Popen> {
     let (popen, build) = exec_child()?;
-    popen.handshake(&build, &Role::Run(launch))?;
+    popen.handshake(&build, &Role::Run(launch), fds)?;
     Ok(popen)
 }
 
