@@ -1,0 +1,1060 @@
+//! `Pool` throughput, latency, scaling and memory: multiproc against raw floors (forked
+//! children talking over bare sockets and pipes) and against CPython's `multiprocessing.Pool`,
+//! all measured in one run and printed as one table. Reports the targets; never fails on them.
+//!
+//! ```text
+//! cargo bench --bench pool
+//! MULTIPROC_BENCH_ITERS=3 cargo bench --bench pool   # quick run: 3 iterations of everything
+//! ```
+//!
+//! Workloads (default start method, forkserver, on both sides):
+//!
+//! * W2: `pool.map(square, 0..1_000_000)` on 2 workers. Floor: two forked children that get
+//!   their half of the numbers as raw little-endian `u64`s over a socketpair and stream the
+//!   squares back the same way.
+//! * W3: sequential `pool.apply(square, n)` on 1 worker, per call. Floor: an 8-byte ping-pong
+//!   over two pipes with a forked child.
+//! * W4: `pool.apply(len_of, <64 MiB Vec<u8>>)` on 1 worker, in MB/s. Floor: 64 MiB written
+//!   into a socketpair, read by a forked child into a reused buffer, 8 bytes back.
+//! * W5: a naive prime count over `0..N` in 64 `(lo, hi)` chunks with `starmap`, on 1 and on 2
+//!   workers: the speed-up. Floor: the same count in this process, on one thread.
+//! * Memory: peak RSS (VmHWM) of the parent while iterating
+//!   `pool.imap(square, 0..10_000_000).chunksize(1000)`, in a re-executed copy of this binary.
+
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, RawFd};
+use std::os::unix::net::UnixStream;
+use std::panic::AssertUnwindSafe;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use multiproc::{process, Pool};
+
+#[process]
+fn square(n: u64) -> u64 {
+    n * n
+}
+
+#[process]
+fn len_of(v: Vec<u8>) -> u64 {
+    v.len() as u64
+}
+
+#[process]
+fn count_primes(lo: u64, hi: u64) -> u64 {
+    (lo..hi).filter(|&n| is_prime(n)).count() as u64
+}
+
+/// Trial division by 2 and the odd numbers up to the square root.
+fn is_prime(n: u64) -> bool {
+    if n < 2 {
+        return false;
+    }
+    if n < 4 {
+        return true;
+    }
+    if n.is_multiple_of(2) {
+        return false;
+    }
+    let mut d = 3;
+    while d * d <= n {
+        if n.is_multiple_of(d) {
+            return false;
+        }
+        d += 2;
+    }
+    true
+}
+
+/// The argument that makes `main` run the imap memory phase alone and print its numbers.
+const IMAP_RSS: &str = "--imap-rss";
+
+const W2_ITEMS: u64 = 1_000_000;
+const W4_BYTES: usize = 64 << 20;
+/// W5's range: one 1-worker run takes well over half a second here.
+const W5_N: u64 = 2_000_000;
+/// W5's range for the CPython comparison (pure-Python trial division is ~50x slower).
+const W5_PY_N: u64 = 400_000;
+const W5_CHUNKS: u64 = 64;
+const IMAP_ITEMS: u64 = 10_000_000;
+const IMAP_CHUNKSIZE: usize = 1000;
+
+/// Iterations when `MULTIPROC_BENCH_ITERS` is not set.
+#[derive(Debug, Clone, Copy)]
+struct Iters {
+    /// W2 maps.
+    w2: usize,
+    /// W3 apply calls (and ping-pongs).
+    w3: usize,
+    /// W4 64 MiB applies (and transfers).
+    w4: usize,
+    /// W5 prime counts of each kind.
+    w5: usize,
+}
+
+const DEFAULT_ITERS: Iters = Iters {
+    w2: 20,
+    w3: 2000,
+    w4: 10,
+    w5: 5,
+};
+
+/// Untimed runs before each series (W3 has its own, larger, warm-up).
+const WARMUP: usize = 2;
+const W3_WARMUP: usize = 200;
+
+fn main() {
+    multiproc::init();
+    // Only the parent gets here (init() runs spawn and fork-server children and never returns
+    // in them). Any other argument (cargo bench passes `--bench`) is ignored.
+    if std::env::args().nth(1).as_deref() == Some(IMAP_RSS) {
+        imap_rss_phase();
+        return;
+    }
+
+    let iters = iterations();
+    // The raw floors' children are forked first, while this process has no pool (and no
+    // thread); they serve every floor measurement and are reaped at the end.
+    let floors = Floors::fork();
+
+    let method = multiproc::get_start_method();
+    let pool2 = Pool::builder()
+        .processes(2)
+        .build()
+        .expect("a pool of 2 workers");
+    let pool1 = Pool::builder()
+        .processes(1)
+        .build()
+        .expect("a pool of 1 worker");
+
+    eprintln!("W2: map of {W2_ITEMS} squares, {} runs ...", iters.w2);
+    let w2 = bench_w2(&pool2, &floors, iters.w2);
+    eprintln!("W3: {} sequential applies ...", iters.w3);
+    let w3 = bench_w3(&pool1, &floors, iters.w3);
+    eprintln!("W4: apply of a 64 MiB Vec<u8>, {} runs ...", iters.w4);
+    let w4 = bench_w4(&pool1, &floors, iters.w4);
+    eprintln!("W5: prime counts, {} runs of each ...", iters.w5);
+    let w5 = bench_w5(&pool1, &pool2, iters.w5);
+
+    for pool in [pool1, pool2] {
+        pool.close();
+        pool.join().expect("pool join");
+    }
+    floors.reap();
+
+    eprintln!("imap memory: re-executing this binary with {IMAP_RSS} ...");
+    let imap = run_imap_phase();
+    eprintln!("CPython ...");
+    let cpython = cpython(&iters);
+
+    print_report(&Report {
+        iters,
+        method: method.as_str(),
+        w2,
+        w3,
+        w4,
+        w5,
+        imap,
+        cpython,
+    });
+}
+
+fn iterations() -> Iters {
+    let forced =
+        std::env::var("MULTIPROC_BENCH_ITERS")
+            .ok()
+            .and_then(|v| match v.trim().parse::<usize>() {
+                Ok(n) if n > 0 => Some(n),
+                _ => {
+                    eprintln!(
+                        "MULTIPROC_BENCH_ITERS={v:?} is not a positive number: using the defaults"
+                    );
+                    None
+                }
+            });
+    match forced {
+        Some(n) => Iters {
+            w2: n,
+            w3: n,
+            w4: n,
+            w5: n,
+        },
+        None => DEFAULT_ITERS,
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Samples
+
+/// Timings of one series, sorted.
+struct Samples(Vec<Duration>);
+
+impl Samples {
+    fn new(mut v: Vec<Duration>) -> Samples {
+        v.sort_unstable();
+        Samples(v)
+    }
+
+    fn quantile(&self, q: f64) -> Duration {
+        let v = &self.0;
+        let pos = q * (v.len() - 1) as f64;
+        let (lo, hi) = (pos.floor() as usize, pos.ceil() as usize);
+        let frac = pos - lo as f64;
+        v[lo].mul_f64(1.0 - frac) + v[hi].mul_f64(frac)
+    }
+
+    fn median(&self) -> f64 {
+        self.quantile(0.5).as_secs_f64()
+    }
+
+    /// min / median / p90, formatted with `unit`.
+    fn spread(&self, unit: fn(f64) -> String) -> String {
+        format!(
+            "{} / {} / {}",
+            unit(self.quantile(0.0).as_secs_f64()),
+            unit(self.quantile(0.5).as_secs_f64()),
+            unit(self.quantile(0.9).as_secs_f64())
+        )
+    }
+}
+
+fn time<T>(f: impl FnOnce() -> T) -> (Duration, T) {
+    let t0 = Instant::now();
+    let value = f();
+    (t0.elapsed(), value)
+}
+
+// ---------------------------------------------------------------------------------------------
+// The raw floors: children forked before any pool, speaking bare bytes.
+
+#[cfg(not(target_endian = "little"))]
+compile_error!("the raw floors send native u64s as little-endian bytes");
+
+fn as_bytes(v: &[u64]) -> &[u8] {
+    // SAFETY: u64 has no padding and u8 has alignment 1; same memory, same lifetime.
+    unsafe { std::slice::from_raw_parts(v.as_ptr().cast(), std::mem::size_of_val(v)) }
+}
+
+fn as_bytes_mut(v: &mut [u64]) -> &mut [u8] {
+    // SAFETY: as `as_bytes`; every byte pattern is a valid u64.
+    unsafe { std::slice::from_raw_parts_mut(v.as_mut_ptr().cast(), std::mem::size_of_val(v)) }
+}
+
+/// Forks a raw child that closes `close` (the parent's descriptors of the other children),
+/// runs `body` and `_exit`s.
+fn fork_raw(close: &[RawFd], body: impl FnOnce()) -> libc::pid_t {
+    // SAFETY: this process is single-threaded here (no pool yet); the child only does plain
+    // reads, writes and allocations, then `_exit`s.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork: {}", io::Error::last_os_error());
+    if pid == 0 {
+        for &fd in close {
+            // SAFETY: descriptors of this process that the child does not use.
+            unsafe { libc::close(fd) };
+        }
+        let ok = std::panic::catch_unwind(AssertUnwindSafe(body)).is_ok();
+        // SAFETY: async-signal-safe, never returns; skips the parent's atexit handlers.
+        unsafe { libc::_exit(if ok { 0 } else { 1 }) };
+    }
+    pid
+}
+
+/// Reads exactly `buf.len()` bytes; `false` on end of file before the first one.
+fn read_all_or_eof(r: &mut impl Read, buf: &mut [u8]) -> bool {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match r.read(&mut buf[filled..]) {
+            Ok(0) if filled == 0 => return false,
+            Ok(0) => panic!("end of file inside a message"),
+            Ok(n) => filled += n,
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+            Err(err) => panic!("read: {err}"),
+        }
+    }
+    true
+}
+
+/// Bytes per read of a map child (a multiple of 8).
+const MAP_BLOCK: usize = 64 << 10;
+
+/// W2 floor child: for each request (an 8-byte count, then that many raw u64s), streams back
+/// the squares block by block.
+fn map_child(mut sock: UnixStream) {
+    let mut buf = vec![0u64; MAP_BLOCK / 8];
+    let mut header = [0u8; 8];
+    while read_all_or_eof(&mut sock, &mut header) {
+        let mut left = u64::from_le_bytes(header) as usize;
+        while left > 0 {
+            let n = left.min(buf.len());
+            let block = &mut buf[..n];
+            assert!(read_all_or_eof(&mut sock, as_bytes_mut(block)));
+            for x in block.iter_mut() {
+                *x = x.wrapping_mul(*x);
+            }
+            sock.write_all(as_bytes(block)).expect("map child write");
+            left -= n;
+        }
+    }
+}
+
+/// W3 floor child: answers every 8-byte message with 8 bytes (the square).
+fn ping_child(mut from_parent: File, mut to_parent: File) {
+    let mut buf = [0u8; 8];
+    while read_all_or_eof(&mut from_parent, &mut buf) {
+        let n = u64::from_le_bytes(buf);
+        to_parent
+            .write_all(&n.wrapping_mul(n).to_le_bytes())
+            .expect("ping child write");
+    }
+}
+
+/// W4 floor child: for each request (an 8-byte length, then that many bytes), reads the bytes
+/// into a buffer it reuses and answers the length in 8 bytes.
+fn bulk_child(mut sock: UnixStream) {
+    let mut buf = Vec::new();
+    let mut header = [0u8; 8];
+    while read_all_or_eof(&mut sock, &mut header) {
+        let len = u64::from_le_bytes(header) as usize;
+        if buf.len() < len {
+            buf.resize(len, 0);
+        }
+        assert!(read_all_or_eof(&mut sock, &mut buf[..len]));
+        sock.write_all(&(len as u64).to_le_bytes())
+            .expect("bulk child write");
+    }
+}
+
+fn pipe() -> (File, File) {
+    let mut fds = [0; 2];
+    // SAFETY: `fds` is a valid out-array of two descriptors.
+    let rc = unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) };
+    assert_eq!(rc, 0, "pipe2: {}", io::Error::last_os_error());
+    // SAFETY: two fresh descriptors that nothing else owns.
+    unsafe { (File::from_raw_fd(fds[0]), File::from_raw_fd(fds[1])) }
+}
+
+struct Floors {
+    /// W2: two children; the parent's ends are non-blocking.
+    map: Vec<(libc::pid_t, UnixStream)>,
+    /// W3: the child, the parent's write end, the parent's read end.
+    ping: (libc::pid_t, File, File),
+    /// W4.
+    bulk: (libc::pid_t, UnixStream),
+}
+
+impl Floors {
+    fn fork() -> Floors {
+        // Descriptors of the parent the next child must not keep open (or it would hold the
+        // other children's sockets open past the parent's close).
+        let mut parents: Vec<RawFd> = Vec::new();
+        let mut map = Vec::new();
+        for _ in 0..2 {
+            let (mine, theirs) = UnixStream::pair().expect("socketpair");
+            // The closure owns the child's end: the parent's copy closes when it is dropped.
+            let pid = fork_raw(&parents_plus(&parents, mine.as_raw_fd()), move || {
+                map_child(theirs)
+            });
+            mine.set_nonblocking(true).expect("O_NONBLOCK");
+            parents.push(mine.as_raw_fd());
+            map.push((pid, mine));
+        }
+        let (from_parent, to_child) = pipe();
+        let (from_child, to_parent) = pipe();
+        let close = [
+            parents.clone(),
+            vec![to_child.as_raw_fd(), from_child.as_raw_fd()],
+        ]
+        .concat();
+        let pid = fork_raw(&close, move || ping_child(from_parent, to_parent));
+        parents.extend([to_child.as_raw_fd(), from_child.as_raw_fd()]);
+        let ping = (pid, to_child, from_child);
+        let (mine, theirs) = UnixStream::pair().expect("socketpair");
+        let pid = fork_raw(&parents_plus(&parents, mine.as_raw_fd()), move || {
+            bulk_child(theirs)
+        });
+        Floors {
+            map,
+            ping,
+            bulk: (pid, mine),
+        }
+    }
+
+    /// Closes the parent's ends (the children see end of file and exit) and reaps them.
+    fn reap(self) {
+        let mut pids: Vec<libc::pid_t> = self.map.iter().map(|(pid, _)| *pid).collect();
+        pids.extend([self.ping.0, self.bulk.0]);
+        drop(self);
+        for pid in pids {
+            let mut status = 0;
+            // SAFETY: `pid` is our child; `status` is a valid out-pointer.
+            let reaped = unsafe { libc::waitpid(pid, &mut status, 0) };
+            assert_eq!(reaped, pid, "waitpid: {}", io::Error::last_os_error());
+            if !(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0) {
+                eprintln!("warning: floor child {pid} ended with status {status:#x}");
+            }
+        }
+    }
+
+    /// W2 floor: `items` numbers split between the map children; their squares in order.
+    fn map_squares(&self, items: u64) -> Vec<u64> {
+        let input: Vec<u64> = (0..items).collect();
+        let mut output = vec![0u64; items as usize];
+        let per = (items as usize).div_ceil(self.map.len());
+        struct Leg<'a> {
+            sock: &'a UnixStream,
+            header: [u8; 8],
+            header_sent: usize,
+            send: &'a [u8],
+            sent: usize,
+            recv: &'a mut [u8],
+            received: usize,
+        }
+        let mut legs: Vec<Leg<'_>> = self
+            .map
+            .iter()
+            .zip(input.chunks(per).zip(output.chunks_mut(per)))
+            .map(|((_, sock), (send, recv))| Leg {
+                sock,
+                header: (send.len() as u64).to_le_bytes(),
+                header_sent: 0,
+                send: as_bytes(send),
+                sent: 0,
+                recv: as_bytes_mut(recv),
+                received: 0,
+            })
+            .collect();
+        let mut fds: Vec<libc::pollfd> = Vec::with_capacity(legs.len());
+        loop {
+            fds.clear();
+            for leg in &legs {
+                let mut events = 0;
+                if leg.sent < leg.send.len() {
+                    events |= libc::POLLOUT;
+                }
+                if leg.received < leg.recv.len() {
+                    events |= libc::POLLIN;
+                }
+                fds.push(libc::pollfd {
+                    fd: if events == 0 {
+                        -1
+                    } else {
+                        leg.sock.as_raw_fd()
+                    },
+                    events,
+                    revents: 0,
+                });
+            }
+            if fds.iter().all(|p| p.fd < 0) {
+                break;
+            }
+            // SAFETY: `fds` is a valid pollfd array of its length.
+            let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, -1) };
+            if n < 0 {
+                let err = io::Error::last_os_error();
+                assert_eq!(err.kind(), io::ErrorKind::Interrupted, "poll: {err}");
+                continue;
+            }
+            for (leg, pfd) in legs.iter_mut().zip(&fds) {
+                if pfd.revents & libc::POLLOUT != 0 {
+                    let mut sock = leg.sock;
+                    if leg.header_sent < 8 {
+                        match sock.write(&leg.header[leg.header_sent..]) {
+                            Ok(n) => leg.header_sent += n,
+                            Err(err) if would_block(&err) => {}
+                            Err(err) => panic!("floor write: {err}"),
+                        }
+                    }
+                    if leg.header_sent == 8 {
+                        match sock.write(&leg.send[leg.sent..]) {
+                            Ok(n) => leg.sent += n,
+                            Err(err) if would_block(&err) => {}
+                            Err(err) => panic!("floor write: {err}"),
+                        }
+                    }
+                }
+                if pfd.revents & libc::POLLIN != 0 {
+                    let mut sock = leg.sock;
+                    match sock.read(&mut leg.recv[leg.received..]) {
+                        Ok(0) => panic!("a floor map child went away"),
+                        Ok(n) => leg.received += n,
+                        Err(err) if would_block(&err) => {}
+                        Err(err) => panic!("floor read: {err}"),
+                    }
+                }
+                if pfd.revents & (libc::POLLERR | libc::POLLHUP | libc::POLLNVAL) != 0
+                    && pfd.revents & libc::POLLIN == 0
+                {
+                    panic!("a floor map child went away (revents {:#x})", pfd.revents);
+                }
+            }
+        }
+        drop(legs);
+        output
+    }
+
+    /// W3 floor: one 8-byte round trip.
+    fn ping(&self, n: u64) -> u64 {
+        let (_, mut to_child, mut from_child) = (&self.ping.0, &self.ping.1, &self.ping.2);
+        to_child.write_all(&n.to_le_bytes()).expect("ping write");
+        let mut buf = [0u8; 8];
+        assert!(
+            read_all_or_eof(&mut from_child, &mut buf),
+            "ping child gone"
+        );
+        u64::from_le_bytes(buf)
+    }
+
+    /// W4 floor: `data` to the bulk child, 8 bytes back.
+    fn bulk(&self, data: &[u8]) -> u64 {
+        let mut sock = &self.bulk.1;
+        sock.write_all(&(data.len() as u64).to_le_bytes())
+            .expect("bulk write");
+        sock.write_all(data).expect("bulk write");
+        let mut buf = [0u8; 8];
+        assert!(read_all_or_eof(&mut sock, &mut buf), "bulk child gone");
+        u64::from_le_bytes(buf)
+    }
+}
+
+fn parents_plus(parents: &[RawFd], fd: RawFd) -> Vec<RawFd> {
+    let mut v = parents.to_vec();
+    v.push(fd);
+    v
+}
+
+fn would_block(err: &io::Error) -> bool {
+    matches!(
+        err.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+    )
+}
+
+// ---------------------------------------------------------------------------------------------
+// The workloads
+
+struct W2 {
+    ours: Samples,
+    floor: Samples,
+}
+
+fn bench_w2(pool: &Pool, floors: &Floors, iters: usize) -> W2 {
+    let ours = || pool.map(square, 0..W2_ITEMS).expect("pool.map");
+    let floor = || floors.map_squares(W2_ITEMS);
+    let (a, b) = (ours(), floor());
+    assert_eq!(a, b, "multiproc and the floor disagree");
+    assert_eq!(a[999_999], 999_999 * 999_999);
+    for _ in 1..WARMUP {
+        ours();
+        floor();
+    }
+    let (mut sa, mut sb) = (Vec::new(), Vec::new());
+    for _ in 0..iters {
+        sa.push(time(ours).0);
+        sb.push(time(floor).0);
+    }
+    W2 {
+        ours: Samples::new(sa),
+        floor: Samples::new(sb),
+    }
+}
+
+struct W3 {
+    ours: Samples,
+    floor: Samples,
+}
+
+fn bench_w3(pool: &Pool, floors: &Floors, calls: usize) -> W3 {
+    for n in 0..W3_WARMUP as u64 {
+        assert_eq!(pool.apply(square, n).expect("pool.apply"), n * n);
+        assert_eq!(floors.ping(n), n * n);
+    }
+    let (mut sa, mut sb) = (Vec::with_capacity(calls), Vec::with_capacity(calls));
+    for n in 0..calls as u64 {
+        let (d, v) = time(|| pool.apply(square, n));
+        assert_eq!(v.expect("pool.apply"), n * n);
+        sa.push(d);
+        let (d, v) = time(|| floors.ping(n));
+        assert_eq!(v, n * n);
+        sb.push(d);
+    }
+    W3 {
+        ours: Samples::new(sa),
+        floor: Samples::new(sb),
+    }
+}
+
+struct W4 {
+    ours: Samples,
+    floor: Samples,
+}
+
+fn bench_w4(pool: &Pool, floors: &Floors, iters: usize) -> W4 {
+    let data = vec![0u8; W4_BYTES];
+    let (mut sa, mut sb) = (Vec::with_capacity(iters), Vec::with_capacity(iters));
+    for i in 0..WARMUP + iters {
+        // The clone is made before the clock starts: only `apply` is timed.
+        let arg = data.clone();
+        let (d, v) = time(|| pool.apply(len_of, arg));
+        assert_eq!(v.expect("pool.apply"), W4_BYTES as u64);
+        let (e, w) = time(|| floors.bulk(&data));
+        assert_eq!(w, W4_BYTES as u64);
+        if i >= WARMUP {
+            sa.push(d);
+            sb.push(e);
+        }
+    }
+    W4 {
+        ours: Samples::new(sa),
+        floor: Samples::new(sb),
+    }
+}
+
+struct W5 {
+    /// In this process, one thread, over 0..W5_N.
+    inproc: Samples,
+    one: Samples,
+    two: Samples,
+    /// The same over 0..W5_PY_N (for the CPython comparison).
+    small_one: Samples,
+    small_two: Samples,
+    primes: u64,
+}
+
+fn prime_chunks(n: u64) -> Vec<(u64, u64)> {
+    let step = n.div_ceil(W5_CHUNKS);
+    (0..W5_CHUNKS)
+        .map(|i| ((i * step).min(n), ((i + 1) * step).min(n)))
+        .collect()
+}
+
+fn bench_w5(pool1: &Pool, pool2: &Pool, iters: usize) -> W5 {
+    let total = |pool: &Pool, n: u64| -> u64 {
+        pool.starmap(count_primes, prime_chunks(n))
+            .expect("pool.starmap")
+            .iter()
+            .sum()
+    };
+    let inproc = |n: u64| -> u64 {
+        prime_chunks(n)
+            .into_iter()
+            .map(|c| count_primes(c.0, c.1))
+            .sum()
+    };
+    let primes = inproc(W5_N);
+    let small = inproc(W5_PY_N);
+    assert_eq!(total(pool1, W5_N), primes);
+    assert_eq!(total(pool2, W5_N), primes);
+    let mut s: [Vec<Duration>; 5] = Default::default();
+    for _ in 0..iters {
+        s[0].push(time(|| assert_eq!(inproc(W5_N), primes)).0);
+        s[1].push(time(|| assert_eq!(total(pool1, W5_N), primes)).0);
+        s[2].push(time(|| assert_eq!(total(pool2, W5_N), primes)).0);
+        s[3].push(time(|| assert_eq!(total(pool1, W5_PY_N), small)).0);
+        s[4].push(time(|| assert_eq!(total(pool2, W5_PY_N), small)).0);
+    }
+    let [a, b, c, d, e] = s.map(Samples::new);
+    W5 {
+        inproc: a,
+        one: b,
+        two: c,
+        small_one: d,
+        small_two: e,
+        primes,
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Memory: the imap phase, in a fresh process
+
+/// VmHWM (peak resident set) of this process, in KiB.
+fn vmhwm_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM in /proc/self/status")
+}
+
+/// Runs in the re-executed binary: iterates the imap to the end and prints `name value` lines.
+fn imap_rss_phase() {
+    let baseline = vmhwm_kib();
+    let pool = Pool::builder()
+        .processes(2)
+        .build()
+        .expect("a pool of 2 workers");
+    let after_pool = vmhwm_kib();
+    let t0 = Instant::now();
+    let mut sum: u128 = 0;
+    let mut count: u64 = 0;
+    for r in pool.imap(square, 0..IMAP_ITEMS).chunksize(IMAP_CHUNKSIZE) {
+        sum += u128::from(r.expect("imap item"));
+        count += 1;
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    let peak = vmhwm_kib();
+    let n = u128::from(IMAP_ITEMS);
+    let expected = (n - 1) * n * (2 * n - 1) / 6;
+    println!("imap_items {count}");
+    println!(
+        "imap_sum_ok {}",
+        u8::from(sum == expected && count == IMAP_ITEMS)
+    );
+    println!("imap_seconds {secs}");
+    println!("imap_baseline_kib {baseline}");
+    println!("imap_after_pool_kib {after_pool}");
+    println!("imap_peak_kib {peak}");
+    println!("imap_start_method {}", multiproc::get_start_method());
+    pool.close();
+    pool.join().expect("pool join");
+}
+
+type Values = Result<Vec<(String, String)>, String>;
+
+fn parse_values(stdout: &[u8]) -> Vec<(String, String)> {
+    String::from_utf8_lossy(stdout)
+        .lines()
+        .filter_map(|line| {
+            let (name, value) = line.trim().split_once(' ')?;
+            Some((name.to_string(), value.trim().to_string()))
+        })
+        .collect()
+}
+
+fn value<T: std::str::FromStr>(values: &Values, name: &str) -> Option<T> {
+    values
+        .as_ref()
+        .ok()?
+        .iter()
+        .find(|(n, _)| n == name)
+        .and_then(|(_, v)| v.parse().ok())
+}
+
+fn run_imap_phase() -> Values {
+    let exe = std::env::current_exe().map_err(|err| format!("current_exe: {err}"))?;
+    let output = Command::new(&exe)
+        .arg(IMAP_RSS)
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .map_err(|err| format!("cannot execute {}: {err}", exe.display()))?;
+    if !output.status.success() {
+        return Err(format!(
+            "{} {IMAP_RSS} failed: {}",
+            exe.display(),
+            output.status
+        ));
+    }
+    Ok(parse_values(&output.stdout))
+}
+
+// ---------------------------------------------------------------------------------------------
+// CPython
+
+fn cpython(iters: &Iters) -> Values {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/pool_cpython.py");
+    let output = Command::new("python3")
+        .arg(script)
+        .args(
+            [
+                iters.w2,
+                iters.w3,
+                iters.w4,
+                iters.w5,
+                W5_PY_N as usize,
+                W5_CHUNKS as usize,
+            ]
+            .map(|n| n.to_string()),
+        )
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .map_err(|err| format!("cannot run python3: {err}"))?;
+    if !output.status.success() {
+        return Err(format!("python3 {script} failed: {}", output.status));
+    }
+    let values = parse_values(&output.stdout);
+    if values.is_empty() {
+        return Err(format!("python3 {script} printed nothing usable"));
+    }
+    Ok(values)
+}
+
+// ---------------------------------------------------------------------------------------------
+// The report
+
+fn ms(secs: f64) -> String {
+    let ms = secs * 1e3;
+    if ms < 10.0 {
+        format!("{ms:.2} ms")
+    } else if ms < 100.0 {
+        format!("{ms:.1} ms")
+    } else {
+        format!("{ms:.0} ms")
+    }
+}
+
+fn us(secs: f64) -> String {
+    format!("{:.1} us", secs * 1e6)
+}
+
+fn mbps(secs: f64) -> String {
+    format!("{:.0} MB/s", W4_BYTES as f64 / secs / 1e6)
+}
+
+fn mib(kib: u64) -> String {
+    format!("{:.1} MiB", kib as f64 / 1024.0)
+}
+
+fn ratio(r: f64) -> String {
+    if r < 10.0 {
+        format!("{r:.2}x")
+    } else {
+        format!("{r:.0}x")
+    }
+}
+
+fn met(ok: bool) -> &'static str {
+    if ok {
+        "met"
+    } else {
+        "NOT met"
+    }
+}
+
+struct Report {
+    iters: Iters,
+    method: &'static str,
+    w2: W2,
+    w3: W3,
+    w4: W4,
+    w5: W5,
+    imap: Values,
+    cpython: Values,
+}
+
+/// One line of the table; `None` prints as "n/a".
+struct Line {
+    name: String,
+    ours: String,
+    floor: String,
+    x_floor: Option<f64>,
+    cpython: Option<String>,
+    py_ratio: Option<f64>,
+    target: String,
+}
+
+fn na(v: Option<String>) -> String {
+    v.unwrap_or_else(|| "n/a".to_string())
+}
+
+fn print_report(r: &Report) {
+    let py = |name: &str| value::<f64>(&r.cpython, name);
+    let py_method: Option<String> = value(&r.cpython, "start_method");
+
+    let w2 = (r.w2.ours.median(), r.w2.floor.median());
+    let w2_py = py("w2_map_s");
+    let w3 = (r.w3.ours.median(), r.w3.floor.median());
+    let w3_py = py("w3_apply_s");
+    let w4 = (r.w4.ours.median(), r.w4.floor.median());
+    let w4_py = py("w4_apply_s");
+    let w5 = (r.w5.one.median(), r.w5.two.median(), r.w5.inproc.median());
+    let w5_speedup = w5.0 / w5.1;
+    let w5s = (r.w5.small_one.median(), r.w5.small_two.median());
+    let (w5_py1, w5_py2) = (py("w5_1_s"), py("w5_2_s"));
+    let peak: Option<u64> = value(&r.imap, "imap_peak_kib");
+    let imap_secs: Option<f64> = value(&r.imap, "imap_seconds");
+
+    let w2_py_ok = w2_py.map_or("n/a", |p| met(p / w2.0 >= 25.0));
+    let lines = [
+        Line {
+            name: "W2 map 1M squares, 2 workers".into(),
+            ours: ms(w2.0),
+            floor: ms(w2.1),
+            x_floor: Some(w2.0 / w2.1),
+            cpython: w2_py.map(ms),
+            py_ratio: w2_py.map(|p| p / w2.0),
+            target: format!(
+                "<= 3x floor: {}; >= 25x CPython: {w2_py_ok}",
+                met(w2.0 / w2.1 <= 3.0)
+            ),
+        },
+        Line {
+            name: "W3 apply round trip, 1 worker".into(),
+            ours: us(w3.0),
+            floor: us(w3.1),
+            x_floor: Some(w3.0 / w3.1),
+            cpython: w3_py.map(us),
+            py_ratio: w3_py.map(|p| p / w3.0),
+            target: format!(
+                "<= 20 us: {}; <= 1.5x floor: {}",
+                met(w3.0 <= 20e-6),
+                met(w3.0 / w3.1 <= 1.5)
+            ),
+        },
+        Line {
+            name: "W4 apply 64 MiB Vec<u8>, 1 worker".into(),
+            ours: mbps(w4.0),
+            floor: mbps(w4.1),
+            x_floor: Some(w4.0 / w4.1),
+            cpython: w4_py.map(mbps),
+            py_ratio: w4_py.map(|p| p / w4.0),
+            target: format!(">= 1/2 floor MB/s: {}", met(w4.1 / w4.0 >= 0.5)),
+        },
+        Line {
+            name: format!("W5 primes N={W5_N}, 1 worker"),
+            ours: ms(w5.0),
+            floor: ms(w5.2),
+            x_floor: Some(w5.0 / w5.2),
+            cpython: None,
+            py_ratio: None,
+            target: "-".into(),
+        },
+        Line {
+            name: format!("W5 primes N={W5_N}, 2 workers"),
+            ours: ms(w5.1),
+            floor: ms(w5.2 / 2.0),
+            x_floor: Some(w5.1 / (w5.2 / 2.0)),
+            cpython: None,
+            py_ratio: None,
+            target: "-".into(),
+        },
+        Line {
+            name: "W5 speed-up, 2 vs 1 worker".into(),
+            ours: ratio(w5_speedup),
+            floor: "2.00x".into(),
+            x_floor: None,
+            cpython: w5_py1.zip(w5_py2).map(|(a, b)| ratio(a / b)),
+            py_ratio: None,
+            target: format!(">= 1.8x: {}", met(w5_speedup >= 1.8)),
+        },
+        Line {
+            name: format!("W5 primes N={W5_PY_N}, 1 worker"),
+            ours: ms(w5s.0),
+            floor: "-".into(),
+            x_floor: None,
+            cpython: w5_py1.map(ms),
+            py_ratio: w5_py1.map(|p| p / w5s.0),
+            target: "-".into(),
+        },
+        Line {
+            name: format!("W5 primes N={W5_PY_N}, 2 workers"),
+            ours: ms(w5s.1),
+            floor: "-".into(),
+            x_floor: None,
+            cpython: w5_py2.map(ms),
+            py_ratio: w5_py2.map(|p| p / w5s.1),
+            target: "-".into(),
+        },
+        Line {
+            name: "imap 10M squares, chunksize 1000: peak RSS".into(),
+            ours: na(peak.map(mib)),
+            floor: na(value(&r.imap, "imap_baseline_kib").map(mib)),
+            x_floor: None,
+            cpython: None,
+            py_ratio: None,
+            target: format!("< 64 MiB: {}", peak.map_or("n/a", |p| met(p < 64 * 1024))),
+        },
+    ];
+
+    println!();
+    println!(
+        "Pool benchmark ({}-core machine; compare within one run only). Start method: multiproc {}, CPython {}.",
+        multiproc::cpu_count(),
+        r.method,
+        na(py_method)
+    );
+    println!(
+        "{:<42} {:>10} {:>10} {:>8} {:>10} {:>8}  target met?",
+        "workload", "multiproc", "floor", "x floor", "CPython", "CPy/mp"
+    );
+    for l in &lines {
+        println!(
+            "{:<42} {:>10} {:>10} {:>8} {:>10} {:>8}  {}",
+            l.name,
+            l.ours,
+            l.floor,
+            na(l.x_floor.map(ratio)),
+            na(l.cpython.clone()),
+            na(l.py_ratio.map(ratio)),
+            l.target
+        );
+    }
+
+    println!(
+        "x floor = multiproc time / floor time (W4: floor MB/s / multiproc MB/s); CPy/mp = CPython time / multiproc time (> 1: multiproc is faster)."
+    );
+    println!("details:");
+    println!(
+        "  W2: pool.map(square, 0..{W2_ITEMS}) on a pool of 2 made once, default chunks ({} of {}); median of {} after {WARMUP} warm-up runs.",
+        W2_ITEMS.div_ceil(W2_ITEMS.div_ceil(8)),
+        W2_ITEMS.div_ceil(8),
+        r.iters.w2
+    );
+    println!(
+        "      floor: 2 forked children, each streamed its half as raw LE u64s over a socketpair and streams the squares back (parent polls both)."
+    );
+    println!(
+        "      CPython: Pool(2).map(square, range({W2_ITEMS})). x floor {}; CPython / multiproc {}.",
+        ratio(w2.0 / w2.1),
+        na(w2_py.map(|p| ratio(p / w2.0)))
+    );
+    println!(
+        "  W3: {} sequential pool.apply(square, n) on a pool of 1 after {W3_WARMUP} warm-up calls, median per call; floor: 8-byte ping-pong over 2 pipes with a forked child, interleaved call by call.",
+        r.iters.w3
+    );
+    if let (Some(min), Some(p90)) = (py("w3_apply_min_s"), py("w3_apply_p90_s")) {
+        println!(
+            "      CPython W3 min / median / p90: {} / {} / {} (bimodal: a GIL hand-off between its pool's handler threads can wait up to the 5 ms switch interval).",
+            us(min),
+            na(w3_py.map(us)),
+            us(p90)
+        );
+    }
+    println!(
+        "  W4: pool.apply(len_of, v) with v: Vec<u8> of 64 MiB on the pool of 1; median of {} after {WARMUP} warm-up runs. The clone of v is made OUTSIDE the timed region.",
+        r.iters.w4
+    );
+    println!(
+        "      MB/s = 64 MiB (67108864 bytes) / median time, in 10^6 bytes/s. floor: 64 MiB written into a socketpair, a forked child reads it into a reused buffer and answers 8 bytes. CPython: apply(len, (b'\\0' * 64 MiB,))."
+    );
+    println!(
+        "  W5: count_primes(lo, hi) by trial division over 64 (lo, hi) chunks with pool.starmap (default chunksize: 16 for 1 worker, 8 for 2); median of {} runs. {} primes below {W5_N}.",
+        r.iters.w5,
+        r.w5.primes
+    );
+    println!(
+        "      floor: the same 64 chunks in this process on one thread (/2 for the ideal 2-worker time). CPython runs N={W5_PY_N} (pure-Python trial division is ~50x slower), so multiproc is also run at that N for the ratio."
+    );
+    match &r.imap {
+        Ok(_) => println!(
+            "  imap: parent VmHWM after iterating pool.imap(square, 0..{IMAP_ITEMS}).chunksize({IMAP_CHUNKSIZE}) to the end on a pool of 2 ({}), in a re-executed `{IMAP_RSS}` process: {} (baseline before the pool {}, after starting it {}); took {}; sum {}.",
+            na(value(&r.imap, "imap_start_method")),
+            na(peak.map(mib)),
+            na(value(&r.imap, "imap_baseline_kib").map(mib)),
+            na(value(&r.imap, "imap_after_pool_kib").map(mib)),
+            na(imap_secs.map(ms)),
+            if value::<u8>(&r.imap, "imap_sum_ok") == Some(1) { "correct" } else { "WRONG" },
+        ),
+        Err(why) => println!("  imap: n/a: {why}"),
+    }
+    println!("spread (min / median / p90):");
+    type Unit = fn(f64) -> String;
+    let rows: [(&str, &Samples, Unit); 10] = [
+        ("W2 multiproc", &r.w2.ours, ms),
+        ("W2 floor", &r.w2.floor, ms),
+        ("W3 multiproc", &r.w3.ours, us),
+        ("W3 floor", &r.w3.floor, us),
+        ("W4 multiproc (time)", &r.w4.ours, ms),
+        ("W4 floor (time)", &r.w4.floor, ms),
+        ("W5 in-process", &r.w5.inproc, ms),
+        ("W5 1 worker", &r.w5.one, ms),
+        ("W5 2 workers", &r.w5.two, ms),
+        ("W5 small 2 workers", &r.w5.small_two, ms),
+    ];
+    for (name, s, unit) in rows {
+        println!("  {name:<22} {}", s.spread(unit));
+    }
+    if let Err(why) = &r.cpython {
+        println!("note: CPython columns are n/a: {why}");
+    }
+}

@@ -1,0 +1,123 @@
+"""CPython side of `cargo bench --bench pool`: the same Pool workloads with multiprocessing.
+
+Usage: python3 pool_cpython.py W2_ITERS W3_CALLS W4_ITERS W5_ITERS W5_N W5_CHUNKS
+
+W3's latency is bimodal in CPython: a call that needs the GIL handed between the pool's
+handler threads can wait up to sys.getswitchinterval() (5 ms), so the median moves a lot
+between runs; min and p90 are printed too.
+
+Every pool uses the forkserver start method (multiproc's default) and is created outside the
+timed region. Prints one line per measurement, `<name> <value>` (times in seconds, medians):
+
+    start_method forkserver
+    w2_map_s 0.41        Pool(2).map(square, range(1_000_000))
+    w3_apply_s 0.00009   Pool(1).apply(square, (n,)), per call
+    w3_apply_min_s ...   (and w3_apply_p90_s: the spread, which is wide: see below)
+    w4_apply_s 0.08      Pool(1).apply(len, (b'\\0' * 64 MiB,))
+    w5_1_s 1.9           Pool(1).starmap(count_primes, 64 chunks of range(W5_N))
+    w5_2_s 1.0           the same on Pool(2)
+"""
+
+import multiprocessing
+import statistics
+import sys
+import time
+
+METHOD = "forkserver"
+W2_ITEMS = 1_000_000
+W3_WARMUP = 200
+W4_BYTES = 64 << 20
+WARMUP = 2
+
+
+def square(n):
+    return n * n
+
+
+def is_prime(n):
+    if n < 2:
+        return False
+    if n < 4:
+        return True
+    if n % 2 == 0:
+        return False
+    d = 3
+    while d * d <= n:
+        if n % d == 0:
+            return False
+        d += 2
+    return True
+
+
+def count_primes(lo, hi):
+    return sum(1 for n in range(lo, hi) if is_prime(n))
+
+
+def prime_chunks(n, chunks):
+    step = -(-n // chunks)
+    return [(min(i * step, n), min((i + 1) * step, n)) for i in range(chunks)]
+
+
+def timed(f, iters, warmup=WARMUP):
+    for _ in range(warmup):
+        f()
+    samples = []
+    for _ in range(iters):
+        t0 = time.perf_counter()
+        f()
+        samples.append(time.perf_counter() - t0)
+    return statistics.median(samples)
+
+
+def emit(name, value):
+    print(f"{name} {value}", flush=True)
+
+
+def main():
+    w2_iters, w3_calls, w4_iters, w5_iters, w5_n, w5_chunks = (int(a) for a in sys.argv[1:7])
+    ctx = multiprocessing.get_context(METHOD)
+    emit("start_method", ctx.get_start_method())
+
+    with ctx.Pool(2) as pool:
+        expected = (W2_ITEMS - 1) ** 2
+        def w2():
+            assert pool.map(square, range(W2_ITEMS))[-1] == expected
+        emit("w2_map_s", timed(w2, w2_iters))
+
+    with ctx.Pool(1) as pool:
+        for n in range(W3_WARMUP):
+            assert pool.apply(square, (n,)) == n * n
+        samples = []
+        for n in range(w3_calls):
+            t0 = time.perf_counter()
+            v = pool.apply(square, (n,))
+            samples.append(time.perf_counter() - t0)
+            assert v == n * n
+        samples.sort()
+        emit("w3_apply_s", statistics.median(samples))
+        emit("w3_apply_min_s", samples[0])
+        emit("w3_apply_p90_s", samples[int(0.9 * (len(samples) - 1))])
+
+        data = b"\0" * W4_BYTES
+        def w4():
+            assert pool.apply(len, (data,)) == W4_BYTES
+        emit("w4_apply_s", timed(w4, w4_iters))
+
+        chunks = prime_chunks(w5_n, w5_chunks)
+        expected = sum(count_primes(lo, hi) for lo, hi in chunks[:1])
+        def w5():
+            counts = pool.starmap(count_primes, chunks)
+            assert counts[0] == expected
+            return counts
+        total = sum(w5())
+        emit("w5_1_s", timed(w5, w5_iters, warmup=0))
+
+    with ctx.Pool(2) as pool:
+        def w5():
+            assert sum(pool.starmap(count_primes, chunks)) == total
+        emit("w5_2_s", timed(w5, w5_iters, warmup=0))
+    emit("w5_primes", total)
+
+
+if __name__ == "__main__":
+    main()
