@@ -12,9 +12,11 @@ use serde::Serialize;
 use crate::error::{Error, ErrorKind, Result};
 
 fn config() -> impl bincode::config::Config {
+    // Fixed-width integers: a `u64` is 8 bytes copied as is, which encodes and decodes several
+    // times faster than varints for the bulk data of pool chunks.
     bincode::config::standard()
         .with_little_endian()
-        .with_variable_int_encoding()
+        .with_fixed_int_encoding()
 }
 
 /// Encodes `value` into a new buffer.

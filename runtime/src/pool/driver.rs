@@ -605,6 +605,9 @@ impl Driver {
                 if owned {
                     worker.task = None;
                     worker.done += 1;
+                    // The worker gets its next task before this result is decoded: decoding
+                    // (and callbacks) then overlap with the worker's computing.
+                    self.dispatch();
                     self.shared.deliver(job, chunk, result);
                 }
             }

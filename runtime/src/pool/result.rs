@@ -349,7 +349,16 @@ impl<T: DeserializeOwned + Send> Sink for MapSink<T> {
         }
         let result = match self.error.take() {
             Some((_, err)) => Err(err),
-            None => Ok(self.parts.drain(..).flatten().flatten().collect()),
+            None => {
+                let total: usize = self.parts.iter().flatten().map(Vec::len).sum();
+                let mut parts = self.parts.drain(..).flatten();
+                let mut all = parts.next().unwrap_or_default();
+                all.reserve_exact(total - all.len());
+                for mut part in parts {
+                    all.append(&mut part);
+                }
+                Ok(all)
+            }
         };
         self.slot.complete(result);
         true
