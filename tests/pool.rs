@@ -510,7 +510,24 @@ fn dead_worker(m: StartMethod) -> Outcome {
             pool.map(square, 0..10)?,
             (0..10).map(|n| n * n).collect::<Vec<u64>>()
         );
+        // The same through apply, which runs its round trip on a borrowed idle worker.
+        let err = pool.apply(dies_on, (13, 13, how)).unwrap_err();
+        check_eq!(err.kind(), ErrorKind::Died);
+        check!(err.to_string().contains(expect), "{err}");
+        check_eq!(pool.apply(square, 12)?, 144);
     }
+    // terminate() while another thread waits in apply: that apply fails, it does not hang.
+    let pool = self::pool(m, 1)?;
+    let outcome = std::thread::scope(|scope| {
+        let waiting = scope.spawn(|| pool.apply(slow_square, (2, 60_000)).map_err(|e| e.kind()));
+        std::thread::sleep(Duration::from_millis(300));
+        pool.terminate();
+        waiting.join()
+    });
+    check_eq!(
+        outcome.map_err(|_| "apply thread panicked")?,
+        Err(ErrorKind::Terminated)
+    );
     Ok(())
 }
 

@@ -7,8 +7,10 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixStream;
 use std::panic::{self, AssertUnwindSafe};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::thread::ThreadId;
 use std::time::{Duration, Instant};
 
@@ -64,6 +66,8 @@ pub(crate) struct Shared {
     state: Mutex<State>,
     wake: OwnedFd,
     driver_thread: OnceLock<ThreadId>,
+    links: Mutex<Vec<Arc<Link>>>,
+    maxtasks: OnceLock<Option<u64>>,
 }
 
 impl Shared {
@@ -85,6 +89,8 @@ impl Shared {
             }),
             wake,
             driver_thread: OnceLock::new(),
+            links: Mutex::new(Vec::new()),
+            maxtasks: OnceLock::new(),
         }))
     }
 
@@ -100,6 +106,37 @@ impl Shared {
     /// pool, which only it can drive.
     pub(crate) fn in_driver(&self) -> bool {
         self.driver_thread.get() == Some(&std::thread::current().id())
+    }
+
+    /// Borrows an idle, ready worker for one task run by the caller, when the pool runs and no
+    /// queued task waits (queued work keeps its turn).
+    pub(crate) fn lend(&self) -> Option<Arc<Link>> {
+        let state = self.lock();
+        if state.lifecycle != Lifecycle::Running
+            || state.broken.is_some()
+            || !state.queue.is_empty()
+        {
+            return None;
+        }
+        let maxtasks = self.maxtasks.get().copied().flatten();
+        let links = self.links.lock().unwrap_or_else(PoisonError::into_inner);
+        let link = links.iter().find(|link| {
+            link.ready.load(Ordering::Acquire)
+                && maxtasks.is_none_or(|max| link.done.load(Ordering::Acquire) < max)
+                && link
+                    .state
+                    .compare_exchange(IDLE, LENT, Ordering::AcqRel, Ordering::Acquire)
+                    .is_ok()
+        })?;
+        Some(link.clone())
+    }
+
+    /// Gives a borrowed worker back and lets the driver use it again.
+    pub(crate) fn give_back(&self, link: &Link) {
+        let _ = link
+            .state
+            .compare_exchange(LENT, IDLE, Ordering::AcqRel, Ordering::Acquire);
+        self.wake();
     }
 
     /// `join` was called: lazy jobs no longer keep a closed pool's driver alive.
@@ -312,13 +349,78 @@ struct Busy {
     deadline: Option<Instant>,
 }
 
+/// A worker as seen from outside the driver thread: what a caller of `apply` needs to borrow an
+/// idle worker and run its task itself (two hand-offs per call instead of four).
+pub(crate) struct Link {
+    /// A duplicate of the worker's control socket.
+    pub control: UnixStream,
+    /// Readable when the worker has exited.
+    pub exit: Arc<OwnedFd>,
+    /// A duplicate of the worker's pidfd, to kill it on a task timeout.
+    pub pidfd: OwnedFd,
+    pub name: String,
+    pub pid: i32,
+    /// `IDLE`, `DRIVER` (running a task the driver dispatched), `LENT` (a caller runs one),
+    /// `GONE` (exited, buried by the driver).
+    pub state: AtomicU8,
+    pub ready: AtomicBool,
+    /// Tasks run, for `maxtasksperchild`.
+    pub done: AtomicU64,
+    /// The exit code, once the driver has buried the worker.
+    pub exitcode: Mutex<Option<Option<i32>>>,
+    pub buried: Condvar,
+}
+
+pub(crate) const IDLE: u8 = 0;
+pub(crate) const DRIVER: u8 = 1;
+pub(crate) const LENT: u8 = 2;
+pub(crate) const GONE: u8 = 3;
+
+impl Link {
+    /// Waits (bounded) for the driver to bury this worker; returns its exit code if known.
+    pub(crate) fn wait_buried(&self, timeout: Duration) -> Option<i32> {
+        let deadline = Instant::now() + timeout;
+        let mut code = self.exitcode.lock().unwrap_or_else(PoisonError::into_inner);
+        while code.is_none() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return None;
+            }
+            code = self
+                .buried
+                .wait_timeout(code, left)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+        code.flatten()
+    }
+}
+
+/// How a worker ended, for error messages.
+pub(crate) fn describe_exit(code: Option<i32>) -> String {
+    match code {
+        Some(n) if n < 0 => format!("was killed by {}", sys::signal_name(-n)),
+        Some(n) => format!("exited with code {n}"),
+        None => "went away".to_string(),
+    }
+}
+
 struct Worker {
     popen: Popen,
+    link: Arc<Link>,
     name: String,
-    ready: bool,
     open: bool,
     task: Option<Busy>,
-    done: u64,
+}
+
+impl Worker {
+    fn ready(&self) -> bool {
+        self.link.ready.load(Ordering::Acquire)
+    }
+
+    fn lent(&self) -> bool {
+        self.link.state.load(Ordering::Acquire) == LENT
+    }
 }
 
 /// Workers that die before saying `Ready`, in a row, before the pool is declared broken.
@@ -349,6 +451,7 @@ impl Driver {
         processes: usize,
         task_timeout: Option<Duration>,
     ) -> Result<Driver> {
+        let _ = shared.maxtasks.set(config.maxtasks);
         let mut driver = Driver {
             early_deaths: 0,
             shared,
@@ -390,13 +493,33 @@ impl Driver {
         };
         let fds: Vec<RawFd> = self.init_fds.iter().map(AsRawFd::as_raw_fd).collect();
         let popen = self.launcher.launch(launch, &fds)?;
+        let control = popen
+            .control
+            .try_clone()
+            .map_err(|err| Error::io("cannot duplicate a worker's socket", err))?;
+        let link = Arc::new(Link {
+            control,
+            exit: popen.exit_fd(),
+            pidfd: popen.signal_handle()?,
+            name: name.clone(),
+            pid: popen.pid,
+            state: AtomicU8::new(IDLE),
+            ready: AtomicBool::new(false),
+            done: AtomicU64::new(0),
+            exitcode: Mutex::new(None),
+            buried: Condvar::new(),
+        });
+        self.shared
+            .links
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(link.clone());
         self.workers.push(Worker {
             popen,
+            link,
             name,
-            ready: false,
             open: true,
             task: None,
-            done: 0,
         });
         Ok(())
     }
@@ -428,7 +551,7 @@ impl Driver {
                 self.maintain();
             }
             self.dispatch();
-            let busy = self.workers.iter().any(|w| w.task.is_some());
+            let busy = self.workers.iter().any(|w| w.task.is_some() || w.lent());
             if lifecycle == Lifecycle::Closed && !busy && ((!queued && !waiting) || broken) {
                 self.stop_all();
                 return;
@@ -456,13 +579,24 @@ impl Driver {
 
     fn dispatch(&mut self) {
         for worker in &mut self.workers {
-            if !worker.ready || !worker.open || worker.task.is_some() {
+            if !worker.ready() || !worker.open || worker.task.is_some() {
                 continue;
             }
-            if self.config.maxtasks.is_some_and(|max| worker.done >= max) {
+            let done = worker.link.done.load(Ordering::Acquire);
+            if self.config.maxtasks.is_some_and(|max| done >= max) {
+                continue;
+            }
+            // A caller may have borrowed it: the driver takes only idle workers.
+            if worker
+                .link
+                .state
+                .compare_exchange(IDLE, DRIVER, Ordering::AcqRel, Ordering::Acquire)
+                .is_err()
+            {
                 continue;
             }
             let Some(task) = self.shared.lock().queue.pop_front() else {
+                worker.link.state.store(IDLE, Ordering::Release);
                 return;
             };
             let header = TaskHeader {
@@ -485,6 +619,7 @@ impl Driver {
                 Err(_) => {
                     // The worker is going away; the task was not run: give it to another.
                     worker.open = false;
+                    worker.link.state.store(IDLE, Ordering::Release);
                     self.shared.lock().queue.push_front(task);
                 }
             }
@@ -499,7 +634,11 @@ impl Driver {
         }];
         let exit_fds: Vec<_> = self.workers.iter().map(|w| w.popen.exit_fd()).collect();
         for (worker, exit) in self.workers.iter().zip(&exit_fds) {
-            let control = if worker.open {
+            // The driver reads a worker's socket only while it expects a message there: its
+            // `Ready`, or the reply to a task it dispatched. An idle worker's socket may be in
+            // a caller's hands (`apply`), and its exit shows on the exit descriptor anyway.
+            let expecting = worker.open && (worker.task.is_some() || !worker.ready());
+            let control = if expecting {
                 worker.popen.control.as_raw_fd()
             } else {
                 -1
@@ -568,7 +707,7 @@ impl Driver {
             }
         };
         match reply {
-            Reply::Ready => worker.ready = true,
+            Reply::Ready => worker.link.ready.store(true, Ordering::Release),
             Reply::InitFailed(message) => {
                 worker.open = false;
                 self.shared
@@ -604,7 +743,8 @@ impl Driver {
                     .is_some_and(|b| b.job == job && b.chunk == chunk);
                 if owned {
                     worker.task = None;
-                    worker.done += 1;
+                    worker.link.done.fetch_add(1, Ordering::AcqRel);
+                    worker.link.state.store(IDLE, Ordering::Release);
                     // The worker gets its next task before this result is decoded: decoding
                     // (and callbacks) then overlap with the worker's computing.
                     self.dispatch();
@@ -617,20 +757,32 @@ impl Driver {
 
     /// Worker `i` exited: read what it left, fail the task it held, reap it.
     fn bury(&mut self, i: usize) {
-        while self.workers[i].open && self.read_reply(i, Some(Instant::now())) {}
+        // What a worker lent to a caller left on its socket is the caller's to read.
+        while self.workers[i].open
+            && !self.workers[i].lent()
+            && self.read_reply(i, Some(Instant::now()))
+        {}
         let worker = self.workers.swap_remove(i);
         let code = worker.popen.try_reap().ok().flatten();
-        if worker.ready {
+        worker.link.state.store(GONE, Ordering::Release);
+        *worker
+            .link
+            .exitcode
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(code);
+        worker.link.buried.notify_all();
+        self.shared
+            .links
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|l| !Arc::ptr_eq(l, &worker.link));
+        if worker.ready() {
             self.early_deaths = 0;
         } else {
             // Dead before it could serve: an initializer that exits or crashes, or a worker
             // that cannot start. Replacing it forever would hang every caller (gh-87472).
             self.early_deaths += 1;
-            let how = match code {
-                Some(n) if n < 0 => format!("was killed by {}", sys::signal_name(-n)),
-                Some(n) => format!("exited with code {n}"),
-                None => "went away".to_string(),
-            };
+            let how = describe_exit(code);
             if self.config.initializer.is_some() {
                 self.shared.mark_broken(Error::new(
                     ErrorKind::InitializerFailed,
@@ -650,11 +802,7 @@ impl Driver {
             }
         }
         if let Some(busy) = worker.task {
-            let how = match code {
-                Some(n) if n < 0 => format!("was killed by {}", sys::signal_name(-n)),
-                Some(n) => format!("exited with code {n}"),
-                None => "went away".to_string(),
-            };
+            let how = describe_exit(code);
             let err = Error::new(
                 ErrorKind::Died,
                 format!(

@@ -19,15 +19,19 @@ use serde::Serialize;
 
 pub use result::AsyncResult;
 
-use self::driver::{Driver, Launcher, Lifecycle, Shared, Task};
+use std::os::fd::{AsFd, AsRawFd};
+
+use self::driver::{Driver, Launcher, Lifecycle, Link, Shared, Task};
 use self::result::{ApplySink, ImapSink, ImapState, MapSink, Slot};
 use self::worker::WorkerConfig;
+use self::worker::{Reply, TaskHeader, TaskOutcome};
 use crate::context;
 use crate::current::{self, cpu_count, current_process};
 use crate::error::{Error, ErrorKind, Result};
 use crate::handle::{self, Encoded};
 use crate::registry::Target;
 use crate::start::StartMethod;
+use crate::{sys, wire};
 
 /// A pool of worker processes.
 ///
@@ -58,6 +62,7 @@ pub struct Pool {
     shared: Arc<Shared>,
     driver: Mutex<Option<JoinHandle<()>>>,
     processes: usize,
+    task_timeout: Option<Duration>,
 }
 
 /// Builds a [`Pool`]; see each method for its default.
@@ -160,12 +165,16 @@ impl PoolBuilder {
         )?;
         let handle = std::thread::Builder::new()
             .name("multiproc-pool".into())
-            .spawn(move || driver.run())
+            .spawn(move || {
+                let _fork_safe = crate::start::fork::fork_safe_thread();
+                driver.run()
+            })
             .map_err(|err| Error::io("cannot start the pool's driver thread", err))?;
         Ok(Pool {
             shared,
             driver: Mutex::new(Some(handle)),
             processes,
+            task_timeout: self.task_timeout,
         })
     }
 }
@@ -195,7 +204,104 @@ impl Pool {
     /// Runs `function(args)` in a worker and waits for the result.
     pub fn apply<F: Target>(&self, function: F, args: F::Args) -> Result<F::Output> {
         self.check_not_in_callback()?;
+        // With an idle worker at hand, this thread runs the round trip itself: two hand-offs
+        // (here, worker, here) instead of four through the driver thread.
+        if let Some(link) = self.shared.lend() {
+            let result = self.apply_on(&link, function, &args);
+            self.shared.give_back(&link);
+            return result;
+        }
         self.apply_async(function, args).get()
+    }
+
+    /// One task on a borrowed worker, waited for by this thread.
+    fn apply_on<F: Target>(&self, link: &Link, _function: F, args: &F::Args) -> Result<F::Output> {
+        let payload = handle::encode(std::slice::from_ref(args))?;
+        let header = TaskHeader {
+            job: u64::MAX,
+            chunk: 0,
+            entry: F::NAME.to_string(),
+            len: payload.bytes.len() as u64,
+            fds: payload.fds.len() as u32,
+        };
+        let died = |what: &str| {
+            self.shared.wake();
+            let code = link.wait_buried(Duration::from_secs(5));
+            if self.shared.lock().lifecycle == Lifecycle::Terminated {
+                return Error::new(ErrorKind::Terminated, "the pool was terminated");
+            }
+            Error::new(
+                ErrorKind::Died,
+                format!(
+                    "pool worker {} (pid {}) {} {what}; the worker is replaced",
+                    link.name,
+                    link.pid,
+                    driver::describe_exit(code)
+                ),
+            )
+        };
+        let sent = wire::send_with_payload(&link.control, &header, &payload.bytes)
+            .and_then(|()| wire::send_fds(&link.control, &payload.raw_fds()));
+        if sent.is_err() {
+            return Err(died("before it could receive this task"));
+        }
+        drop(payload);
+        let deadline = self.task_timeout.and_then(sys::deadline_after);
+        let mut fds = [
+            libc::pollfd {
+                fd: link.control.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: link.exit.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+        ];
+        let ready = sys::poll_many(&mut fds, deadline)
+            .map_err(|err| Error::io("cannot wait for a pool worker", err))?;
+        if ready == 0 {
+            let _ = sys::pidfd_send_signal(link.pidfd.as_fd(), libc::SIGKILL);
+            let _ = link.wait_buried(Duration::from_secs(5));
+            return Err(Error::timeout(format!(
+                "the task ran longer than its timeout of {:?}; pool worker {} (pid {}) was killed and is replaced",
+                self.task_timeout.unwrap_or_default(),
+                link.name,
+                link.pid
+            )));
+        }
+        if fds[0].revents == 0 {
+            return Err(died("while running this task"));
+        }
+        let reply = match wire::recv::<Reply>(&link.control, None) {
+            Ok(Some(reply)) => reply,
+            Ok(None) | Err(_) => return Err(died("while running this task")),
+        };
+        let Reply::Done {
+            outcome, len, fds, ..
+        } = reply
+        else {
+            return Err(Error::new(
+                ErrorKind::Codec,
+                "a pool worker sent an unexpected reply",
+            ));
+        };
+        link.done.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        let result = match outcome {
+            TaskOutcome::Ok => {
+                let bytes = wire::recv_payload(&link.control, len, None)?;
+                let fds = wire::recv_fds(&link.control, fds)?;
+                Encoded { bytes, fds }
+            }
+            TaskOutcome::Panicked(panic) => return Err(Error::panicked(panic)),
+            TaskOutcome::Failed { codec, message } => {
+                return Err(Error::new(TaskOutcome::kind(codec), message))
+            }
+        };
+        handle::decode::<Vec<F::Output>>(result)?
+            .pop()
+            .ok_or_else(|| Error::new(ErrorKind::Codec, "a task returned no result"))
     }
 
     /// Runs `function(args)` in a worker; the result comes later.

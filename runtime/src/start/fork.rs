@@ -12,7 +12,7 @@
 use std::io::Write;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 
 use nix::unistd::{fork, ForkResult};
 
@@ -22,6 +22,23 @@ use crate::registry::Entry;
 use crate::{child, current, process, sys};
 
 static POLICY: AtomicU8 = AtomicU8::new(0);
+
+/// Threads of the library itself (pool drivers) that hold no lock a forked child needs: the
+/// fork path takes the library's own locks first, and these threads touch nothing else a child
+/// uses. They do not count as "other threads" for the [`ForkPolicy`].
+static FORK_SAFE_THREADS: AtomicUsize = AtomicUsize::new(0);
+
+/// Marks the calling thread as one of the library's fork-safe threads while the guard lives.
+pub(crate) fn fork_safe_thread() -> impl Drop {
+    struct Guard;
+    impl Drop for Guard {
+        fn drop(&mut self) {
+            FORK_SAFE_THREADS.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+    FORK_SAFE_THREADS.fetch_add(1, Ordering::SeqCst);
+    Guard
+}
 
 /// Sets what [`StartMethod::Fork`](super::StartMethod::Fork) does in a multi-threaded process.
 ///
@@ -55,6 +72,7 @@ fn check_threads() -> Result<()> {
     }
     let threads =
         sys::thread_count().map_err(|err| Error::io("cannot count this process's threads", err))?;
+    let threads = threads.saturating_sub(FORK_SAFE_THREADS.load(Ordering::SeqCst));
     if threads <= 1 {
         return Ok(());
     }

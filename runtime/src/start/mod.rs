@@ -266,6 +266,17 @@ impl Popen {
         Ok(code)
     }
 
+    /// A duplicate of the descriptor through which the child is signalled (its pidfd).
+    pub(crate) fn signal_handle(&self) -> Result<OwnedFd> {
+        let pidfd = match &self.waiter {
+            Waiter::Direct { pidfd } => pidfd.as_fd(),
+            Waiter::Server { pidfd, .. } => pidfd.as_fd(),
+        };
+        pidfd
+            .try_clone_to_owned()
+            .map_err(|err| Error::io("cannot duplicate a pidfd", err))
+    }
+
     /// Sends `signal` to the child; a child that already exited is not an error.
     pub(crate) fn signal(&self, signal: i32) -> Result<()> {
         let pidfd = match &self.waiter {
