@@ -20,7 +20,8 @@ pub enum ErrorKind {
     AlreadyStarted,
     /// The operation needs a started process (`join`, `terminate`, ...).
     NotStarted,
-    /// The process object was closed with `close`.
+    /// The object was closed with `close`: a process handle, or a queue in this process
+    /// (its `put` and `get` then fail here; other processes are not affected).
     Closed,
     /// `close` was called while the process is still running.
     StillRunning,
@@ -60,6 +61,19 @@ pub enum ErrorKind {
     InitializerFailed,
     /// An operating system call failed.
     Io,
+    /// A non-blocking receive found nothing to take: `Queue::try_get`, `Connection::try_recv`
+    /// (Python's `queue.Empty`). A receive that waited in vain is a [`Timeout`](Self::Timeout).
+    Empty,
+    /// A non-blocking send found no room: `Queue::try_put` on a full queue (Python's
+    /// `queue.Full`). A send that waited in vain is a [`Timeout`](Self::Timeout).
+    Full,
+    /// The process (or thread) that held a lock died holding it: the data the lock protected
+    /// may be inconsistent. The lock was made consistent and released, so the next acquire
+    /// succeeds (`Lock`, `RLock`, `Condition`, `Value`, `Array`; CPython would wait forever).
+    OwnerDied,
+    /// A `Barrier` is broken: it was aborted or reset while this party waited, a wait timed
+    /// out, its action failed, or a process died inside it (Python's `BrokenBarrierError`).
+    BrokenBarrier,
 }
 
 /// A panic that happened in another process, as data: message and location.

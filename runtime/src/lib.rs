@@ -2,6 +2,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 
+mod channel;
 mod child;
 pub mod codec;
 mod context;
@@ -11,10 +12,17 @@ mod handle;
 mod pool;
 mod process;
 mod registry;
+pub mod shared;
+mod shm;
 mod start;
+pub mod sync;
 mod sys;
 mod wire;
 
+/// The crate that defines [`Pod`](bytemuck::Pod), the bound of [`Value`] and [`Array`]: derive
+/// it for your own types with `#[bytemuck(crate = "multiproc::bytemuck")]`.
+pub use bytemuck;
+pub use channel::{Connection, JoinableQueue, Pipe, Queue, Receiver, Sender, SimpleQueue};
 pub use context::{
     force_start_method, get_context, get_start_method, set_start_method, Context,
     DEFAULT_START_METHOD,
@@ -25,9 +33,14 @@ pub use handle::SharedFd;
 pub use pool::{AsyncResult, Imap, Pool, PoolBuilder};
 pub use process::{active_children, Process};
 pub use registry::{BuildId, Runnable, Target};
+pub use shared::{Array, ArrayGuard, RawArray, RawValue, SharedMemory, Value, ValueGuard};
 pub use start::fork::{fork_policy, set_fork_policy};
 pub use start::spawn::set_executable;
 pub use start::{ForkPolicy, StartMethod};
+pub use sync::{
+    Barrier, BarrierBuilder, BoundedSemaphore, Condition, Event, Lock, LockGuard, RLock,
+    RLockGuard, Semaphore, SemaphoreGuard, WaitGuard,
+};
 
 /// Not public API. Used by generated code.
 #[doc(hidden)]

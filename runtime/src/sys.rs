@@ -408,3 +408,226 @@ pub(crate) fn send_all(sock: BorrowedFd<'_>, slices: &mut [IoSlice<'_>]) -> io::
     }
     Ok(())
 }
+
+/// A connected pair of `SOCK_SEQPACKET` Unix sockets, both close-on-exec: every `sendmsg` is
+/// one record, and every `recvmsg` takes one whole record (or none), whoever else reads.
+pub(crate) fn seqpacket_pair() -> io::Result<(OwnedFd, OwnedFd)> {
+    nix::sys::socket::socketpair(
+        nix::sys::socket::AddressFamily::Unix,
+        nix::sys::socket::SockType::SeqPacket,
+        None,
+        nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+    )
+    .map_err(io::Error::from)
+}
+
+/// Raises the send buffer of `sock` as far as an unprivileged process may (the kernel caps
+/// the request at `net.core.wmem_max`), and returns the size it now has.
+pub(crate) fn grow_send_buffer(sock: BorrowedFd<'_>) -> io::Result<usize> {
+    use nix::sys::socket::{getsockopt, setsockopt, sockopt::SndBuf};
+    // The kernel silently caps the request; a refusal only leaves the default in place.
+    let _ = setsockopt(&sock, SndBuf, &(64 << 20));
+    getsockopt(&sock, SndBuf).map_err(io::Error::from)
+}
+
+/// A new anonymous, close-on-exec memory file (`memfd_create(2)`) that holds `bytes` and is
+/// sealed against any change (write, grow, shrink, further seals): whoever receives it can map
+/// it and read it as plain immutable memory. `name` shows in `/proc/<pid>/fd`.
+pub(crate) fn sealed_memfd(name: &str, bytes: &[u8]) -> io::Result<OwnedFd> {
+    let name = std::ffi::CString::new(format!("multiproc:{name}"))
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "name contains NUL"))?;
+    // SAFETY: memfd_create takes a NUL-terminated name and flags; it returns a new descriptor
+    // or -1.
+    let fd =
+        unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a fresh descriptor that nothing else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let mut file = std::fs::File::from(fd);
+    io::Write::write_all(&mut file, bytes)?;
+    let seals = libc::F_SEAL_WRITE | libc::F_SEAL_GROW | libc::F_SEAL_SHRINK | libc::F_SEAL_SEAL;
+    // SAFETY: F_ADD_SEALS on our own memfd, which nobody has mapped.
+    if unsafe { libc::fcntl(file.as_raw_fd(), libc::F_ADD_SEALS, seals) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(OwnedFd::from(file))
+}
+
+/// A read-only mapping of a memory file sealed by [`sealed_memfd`] (or by anyone, as long as
+/// it is sealed against writes and shrinking): its bytes cannot change while mapped.
+pub(crate) struct SealedMapping {
+    ptr: std::ptr::NonNull<u8>,
+    len: usize,
+}
+
+impl SealedMapping {
+    /// Maps the first `len` bytes of `fd`; an error unless the file is sealed against writes
+    /// and shrinking and holds at least `len` bytes.
+    pub(crate) fn new(fd: BorrowedFd<'_>, len: usize) -> io::Result<SealedMapping> {
+        // SAFETY: F_GET_SEALS only reads the seals of a borrowed, open descriptor.
+        let seals = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GET_SEALS) };
+        let needed = libc::F_SEAL_WRITE | libc::F_SEAL_SHRINK;
+        if seals < 0 || seals & needed != needed {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "the memory file is not sealed against changes",
+            ));
+        }
+        let size = std::fs::File::from(fd.try_clone_to_owned()?)
+            .metadata()?
+            .len();
+        if size < len as u64 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("the memory file holds {size} bytes, not {len}"),
+            ));
+        }
+        if len == 0 {
+            return Ok(SealedMapping {
+                ptr: std::ptr::NonNull::dangling(),
+                len,
+            });
+        }
+        // SAFETY: a new private read-only mapping of `len` bytes of the file, which holds at
+        // least that many and cannot shrink; the kernel picks the address.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ,
+                libc::MAP_PRIVATE,
+                fd.as_raw_fd(),
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let ptr = std::ptr::NonNull::new(ptr.cast::<u8>())
+            .ok_or_else(|| io::Error::other("mmap returned a null mapping"))?;
+        Ok(SealedMapping { ptr, len })
+    }
+
+    /// The mapped bytes.
+    pub(crate) fn bytes(&self) -> &[u8] {
+        // SAFETY: `ptr` maps `len` readable bytes (or is dangling with `len == 0`) for as long
+        // as `self` lives; the file is sealed against writes and shrinking, so no process can
+        // change or remove them while they are borrowed.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
+    }
+}
+
+impl Drop for SealedMapping {
+    fn drop(&mut self) {
+        if self.len > 0 {
+            // SAFETY: unmaps exactly the mapping made in `new`, whose bytes are no longer
+            // borrowed (`bytes` borrows `self`).
+            unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len) };
+        }
+    }
+}
+
+// SAFETY: the mapping is immutable memory; sharing or sending a read-only view is sound.
+unsafe impl Send for SealedMapping {}
+// SAFETY: as above.
+unsafe impl Sync for SealedMapping {}
+
+/// Sends one record made of `slices`, with the descriptors `fds` attached (`SCM_RIGHTS`), on a
+/// `SOCK_SEQPACKET` socket. With `nonblocking`, a full send buffer is
+/// `io::ErrorKind::WouldBlock`; a closed peer is `BrokenPipe` (never a SIGPIPE).
+pub(crate) fn send_record(
+    sock: BorrowedFd<'_>,
+    slices: &[IoSlice<'_>],
+    fds: &[RawFd],
+    nonblocking: bool,
+) -> io::Result<()> {
+    let cmsgs = [ControlMessage::ScmRights(fds)];
+    let cmsgs: &[ControlMessage] = if fds.is_empty() { &[] } else { &cmsgs };
+    let mut flags = MsgFlags::MSG_NOSIGNAL;
+    if nonblocking {
+        flags |= MsgFlags::MSG_DONTWAIT;
+    }
+    let total: usize = slices.iter().map(|s| s.len()).sum();
+    loop {
+        match sendmsg::<()>(sock.as_raw_fd(), slices, cmsgs, flags, None) {
+            Ok(n) if n == total => return Ok(()),
+            Ok(n) => {
+                return Err(io::Error::other(format!(
+                    "short write of a {total}-byte record ({n} bytes)"
+                )))
+            }
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(err) => return Err(err.into()),
+        }
+    }
+}
+
+/// One record received by [`recv_record`].
+pub(crate) struct RecvRecord {
+    /// Bytes of the record now at the start of the buffer; `0` is end of file (the peer is
+    /// gone and nothing is left to read).
+    pub len: usize,
+    /// Descriptors that came with it, close-on-exec.
+    pub fds: Vec<OwnedFd>,
+    /// The record, or its descriptors, did not fit (`MSG_TRUNC` / `MSG_CTRUNC`).
+    pub truncated: bool,
+}
+
+/// Receives one record of a `SOCK_SEQPACKET` socket into `buf`, with up to `max_fds`
+/// descriptors. With `nonblocking`, no record ready is `io::ErrorKind::WouldBlock`.
+pub(crate) fn recv_record(
+    sock: BorrowedFd<'_>,
+    buf: &mut [u8],
+    max_fds: usize,
+    nonblocking: bool,
+) -> io::Result<RecvRecord> {
+    let mut space = vec![0u8; cmsg_space_for(max_fds)];
+    let mut flags = MsgFlags::MSG_CMSG_CLOEXEC;
+    if nonblocking {
+        flags |= MsgFlags::MSG_DONTWAIT;
+    }
+    loop {
+        let mut iov = [IoSliceMut::new(buf)];
+        match recvmsg::<()>(sock.as_raw_fd(), &mut iov, Some(&mut space), flags) {
+            Ok(msg) => {
+                let mut raw = Vec::new();
+                if let Ok(cmsgs) = msg.cmsgs() {
+                    for cmsg in cmsgs {
+                        if let ControlMessageOwned::ScmRights(fds) = cmsg {
+                            raw.extend(fds);
+                        }
+                    }
+                }
+                // SAFETY: SCM_RIGHTS installed these descriptors in this process for us alone.
+                let fds = raw
+                    .into_iter()
+                    .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) })
+                    .collect();
+                let truncated = msg
+                    .flags
+                    .intersects(MsgFlags::MSG_TRUNC | MsgFlags::MSG_CTRUNC);
+                return Ok(RecvRecord {
+                    len: msg.bytes,
+                    fds,
+                    truncated,
+                });
+            }
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(err) => return Err(err.into()),
+        }
+    }
+}
+
+/// Registers `handler` to run in the child after every `fork(2)` of this process
+/// (`pthread_atfork`). The handler runs where only async-signal-safe work is allowed.
+pub(crate) fn at_fork_child(handler: extern "C" fn()) -> io::Result<()> {
+    // SAFETY: registers a plain `extern "C" fn()` with no prepare or parent handler; the
+    // handler is a static function that lives for the whole program.
+    let rc = unsafe { libc::pthread_atfork(None, None, Some(handler)) };
+    if rc != 0 {
+        return Err(io::Error::from_raw_os_error(rc));
+    }
+    Ok(())
+}

@@ -84,8 +84,7 @@ fn read_body(
     if deadline.is_none() {
         // Straight into the spare capacity: no zero-filling of a buffer about to be
         // overwritten (for large payloads that doubles the page faults).
-        let read = (&*stream)
-            .take(len as u64)
+        let read = Read::take(stream, len as u64)
             .read_to_end(&mut body)
             .map_err(|err| Error::io("cannot read from the other process", err))?;
         if read != len {

@@ -31,7 +31,14 @@ use crate::error::{Error, ErrorKind, RemotePanic, Result};
 use crate::registry::BuildId;
 use crate::{current, sys, wire};
 
-/// How child processes are started. See the [module docs](self).
+/// How child processes are started.
+///
+/// - `Fork`: `fork(2)`; the child is a copy of the parent and runs the target at once. The
+///   fastest; refused in a multi-threaded process unless a [`ForkPolicy`] allows it.
+/// - `Spawn`: fork + exec of `/proc/self/exe`; the child finds its entry point by registered
+///   name, the bootstrap data travels on an inherited socket.
+/// - `ForkServer` (the default, as CPython 3.14): a single-threaded server process forks each
+///   child on request; descriptors travel with `SCM_RIGHTS`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum StartMethod {
     /// `fork(2)` and run the target in the copy.

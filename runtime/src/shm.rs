@@ -1,0 +1,554 @@
+//! Shared memory regions: anonymous `memfd` segments mapped `MAP_SHARED`, freed with their last
+//! descriptor and mapping (no `/dev/shm` entry to leak, unlike CPython's named segments,
+//! gh-82300). A region travels to another process as its descriptor (see [`handle`]), and the
+//! receiver maps the same pages.
+//!
+//! On top of a [`Region`]: [`Shared<T>`], a typed view of an object that lives in a region (the
+//! state of a lock, a semaphore, a value), which is what the synchronization primitives and
+//! shared values hold; POSIX named segments (`shm_open`) for unrelated processes; and byte
+//! copies that stay sound while other processes write the same memory.
+//!
+//! [`handle`]: crate::handle
+
+use std::marker::PhantomData;
+use std::ops::Deref;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU16, AtomicU32, AtomicU64, AtomicU8, Ordering};
+use std::sync::Arc;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::handle::SharedFd;
+
+/// A mapped shared memory segment. Not public API: the building block of the shared types.
+pub(crate) struct Region {
+    fd: SharedFd,
+    ptr: NonNull<u8>,
+    len: usize,
+    /// Device and inode of the segment: the same in every process and every mapping.
+    id: (u64, u64),
+}
+
+// SAFETY: the mapping is plain memory shared with other processes; the types built on a
+// Region decide how it is accessed (atomics, process-shared mutexes), and Region itself only
+// reads and writes it with atomic operations (`read_bytes`, `write_bytes`).
+unsafe impl Send for Region {}
+// SAFETY: as above; `&Region` hands out the pointer and atomic byte copies.
+unsafe impl Sync for Region {}
+
+fn last_os_error(context: impl std::fmt::Display) -> Error {
+    Error::io(context, std::io::Error::last_os_error())
+}
+
+impl Region {
+    /// A new zero-filled region of `len` bytes (at least 1). `name` shows in
+    /// `/proc/<pid>/maps` and `/proc/<pid>/fd`, for debugging. The segment is sealed at that
+    /// size: nobody who receives the descriptor can shrink it under another process's feet
+    /// (which would make that process's next access a SIGBUS).
+    pub(crate) fn new(name: &str, len: usize) -> Result<Region> {
+        let len = len.max(1);
+        let cname = std::ffi::CString::new(format!("multiproc:{name}"))
+            .map_err(|_| Error::new(ErrorKind::InvalidInput, "a region name cannot contain NUL"))?;
+        // SAFETY: memfd_create takes a NUL-terminated name and flags; it returns a new
+        // descriptor or -1.
+        let fd = unsafe {
+            libc::memfd_create(cname.as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING)
+        };
+        if fd < 0 {
+            return Err(last_os_error("memfd_create"));
+        }
+        // SAFETY: a fresh descriptor that nothing else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        set_len(&fd, len)?;
+        let seals = libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_SEAL;
+        // SAFETY: fcntl on our own memfd, created with MFD_ALLOW_SEALING.
+        if unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_ADD_SEALS, seals) } < 0 {
+            return Err(last_os_error("cannot seal a shared memory region"));
+        }
+        Region::map(SharedFd::new(fd), len)
+    }
+
+    /// Creates the POSIX shared memory object `name` (`/dev/shm/<name>`) of `len` bytes, mode
+    /// 0600; an error of kind `Io` (`AlreadyExists` source) when it exists.
+    pub(crate) fn create_named(name: &str, len: usize) -> Result<Region> {
+        let cname = shm_name(name)?;
+        // SAFETY: shm_open takes a NUL-terminated name, flags and a mode; it returns a new
+        // descriptor or -1.
+        let fd = unsafe {
+            libc::shm_open(
+                cname.as_ptr(),
+                libc::O_CREAT | libc::O_EXCL | libc::O_RDWR | libc::O_CLOEXEC,
+                0o600,
+            )
+        };
+        if fd < 0 {
+            return Err(last_os_error(format!(
+                "cannot create the shared memory segment {name:?}"
+            )));
+        }
+        // SAFETY: a fresh descriptor that nothing else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        let mapped = set_len(&fd, len).and_then(|()| Region::map(SharedFd::new(fd), len));
+        if mapped.is_err() {
+            let _ = unlink_named(name);
+        }
+        mapped
+    }
+
+    /// Opens and maps the existing POSIX shared memory object `name`, whole.
+    pub(crate) fn open_named(name: &str) -> Result<Region> {
+        let cname = shm_name(name)?;
+        // SAFETY: shm_open takes a NUL-terminated name, flags and a mode (unused without
+        // O_CREAT); it returns a new descriptor or -1.
+        let fd = unsafe { libc::shm_open(cname.as_ptr(), libc::O_RDWR | libc::O_CLOEXEC, 0) };
+        if fd < 0 {
+            return Err(last_os_error(format!(
+                "cannot open the shared memory segment {name:?}"
+            )));
+        }
+        // SAFETY: a fresh descriptor that nothing else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        Region::from_fd(SharedFd::new(fd))
+    }
+
+    /// Maps a region received from another process.
+    pub(crate) fn from_fd(fd: SharedFd) -> Result<Region> {
+        let (size, _) = fstat(&fd)?;
+        let len = usize::try_from(size).map_err(|_| {
+            Error::new(ErrorKind::InvalidInput, "region too large for this process")
+        })?;
+        if len == 0 {
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                "an empty shared memory segment cannot be mapped",
+            ));
+        }
+        Region::map(fd, len)
+    }
+
+    fn map(fd: SharedFd, len: usize) -> Result<Region> {
+        let (_, id) = fstat(&fd)?;
+        // SAFETY: a new shared mapping of the whole file; the kernel picks the address.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                fd.as_raw_fd(),
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(last_os_error(format!(
+                "cannot map a shared memory region of {len} bytes"
+            )));
+        }
+        let ptr = NonNull::new(ptr.cast::<u8>())
+            .ok_or_else(|| Error::new(ErrorKind::Io, "mmap returned a null mapping"))?;
+        Ok(Region { fd, ptr, len, id })
+    }
+
+    /// The start of the mapping (page-aligned).
+    pub(crate) fn as_ptr(&self) -> *mut u8 {
+        self.ptr.as_ptr()
+    }
+
+    /// The size in bytes.
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether `self` and `other` map the same segment (in this process, or received from
+    /// different messages: each decoding maps it anew).
+    pub(crate) fn same_segment(&self, other: &Region) -> bool {
+        self.id == other.id
+    }
+
+    /// The descriptor of the segment.
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub(crate) fn fd(&self) -> &SharedFd {
+        &self.fd
+    }
+
+    fn check_range(&self, offset: usize, len: usize) -> Result<()> {
+        if offset.checked_add(len).is_some_and(|end| end <= self.len) {
+            Ok(())
+        } else {
+            Err(Error::new(
+                ErrorKind::InvalidInput,
+                format!(
+                    "bytes {offset}..{} are out of a segment of {} bytes",
+                    offset.saturating_add(len),
+                    self.len
+                ),
+            ))
+        }
+    }
+
+    /// One atomic load of 2, 4 or 8 bytes at `p` when `len` is that and `p` is aligned to it
+    /// (so a `u32` or an `f64` is never torn); the caller checked that `p..p + len` is in the
+    /// mapping.
+    fn load_one(&self, p: *mut u8, len: usize) -> Option<[u8; 8]> {
+        if !matches!(len, 2 | 4 | 8) || !(p as usize).is_multiple_of(len) {
+            return None;
+        }
+        let mut out = [0u8; 8];
+        match len {
+            2 => {
+                // SAFETY: `p..p + 2` is in the live mapping and 2-aligned; every access to
+                // region memory from this process is atomic or excluded by a lock.
+                let word = unsafe { AtomicU16::from_ptr(p.cast()) };
+                out[..2].copy_from_slice(&word.load(Ordering::Relaxed).to_ne_bytes());
+            }
+            4 => {
+                // SAFETY: as above, 4 bytes, 4-aligned.
+                let word = unsafe { AtomicU32::from_ptr(p.cast()) };
+                out[..4].copy_from_slice(&word.load(Ordering::Relaxed).to_ne_bytes());
+            }
+            _ => {
+                // SAFETY: as above, 8 bytes, 8-aligned.
+                let word = unsafe { AtomicU64::from_ptr(p.cast()) };
+                out = word.load(Ordering::Relaxed).to_ne_bytes();
+            }
+        }
+        Some(out)
+    }
+
+    /// The store counterpart of `load_one`: `false` when `data` is not one aligned word.
+    fn store_one(&self, p: *mut u8, data: &[u8]) -> bool {
+        let len = data.len();
+        if !matches!(len, 2 | 4 | 8) || !(p as usize).is_multiple_of(len) {
+            return false;
+        }
+        let mut bytes = [0u8; 8];
+        bytes[..len].copy_from_slice(data);
+        match len {
+            2 => {
+                // SAFETY: `p..p + 2` is in the live mapping and 2-aligned; every access to
+                // region memory from this process is atomic or excluded by a lock.
+                let word = unsafe { AtomicU16::from_ptr(p.cast()) };
+                word.store(u16::from_ne_bytes([bytes[0], bytes[1]]), Ordering::Relaxed);
+            }
+            4 => {
+                // SAFETY: as above, 4 bytes, 4-aligned.
+                let word = unsafe { AtomicU32::from_ptr(p.cast()) };
+                let value = u32::from_ne_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
+                word.store(value, Ordering::Relaxed);
+            }
+            _ => {
+                // SAFETY: as above, 8 bytes, 8-aligned.
+                let word = unsafe { AtomicU64::from_ptr(p.cast()) };
+                word.store(u64::from_ne_bytes(bytes), Ordering::Relaxed);
+            }
+        }
+        true
+    }
+
+    /// Copies `out.len()` bytes at `offset` out of the region.
+    ///
+    /// With atomic loads (relaxed, a word at a time where aligned): sound even while other
+    /// threads or processes write the same bytes, which can then be a mix of old and new.
+    pub(crate) fn read_bytes(&self, offset: usize, out: &mut [u8]) -> Result<()> {
+        self.check_range(offset, out.len())?;
+        let base = self.as_ptr().wrapping_add(offset);
+        if let Some(bytes) = self.load_one(base, out.len()) {
+            out.copy_from_slice(&bytes[..out.len()]);
+            return Ok(());
+        }
+        let mut i = 0;
+        while i < out.len() {
+            let p = base.wrapping_add(i);
+            if (p as usize).is_multiple_of(8) && out.len() - i >= 8 {
+                // SAFETY: `p..p + 8` is inside the live mapping (checked above) and 8-aligned;
+                // every access to region memory from this process is atomic or happens under
+                // a lock that excludes this one.
+                let word = unsafe { AtomicU64::from_ptr(p.cast::<u64>()) }.load(Ordering::Relaxed);
+                out[i..i + 8].copy_from_slice(&word.to_ne_bytes());
+                i += 8;
+            } else {
+                // SAFETY: as above, for one byte.
+                out[i] = unsafe { AtomicU8::from_ptr(p) }.load(Ordering::Relaxed);
+                i += 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// Copies `data` into the region at `offset`, with atomic stores (see
+    /// [`read_bytes`](Self::read_bytes)).
+    pub(crate) fn write_bytes(&self, offset: usize, data: &[u8]) -> Result<()> {
+        self.check_range(offset, data.len())?;
+        let base = self.as_ptr().wrapping_add(offset);
+        if self.store_one(base, data) {
+            return Ok(());
+        }
+        let mut i = 0;
+        while i < data.len() {
+            let p = base.wrapping_add(i);
+            if (p as usize).is_multiple_of(8) && data.len() - i >= 8 {
+                let mut word = [0u8; 8];
+                word.copy_from_slice(&data[i..i + 8]);
+                // SAFETY: `p..p + 8` is inside the live mapping (checked above) and 8-aligned;
+                // every access to region memory from this process is atomic or happens under
+                // a lock that excludes this one.
+                unsafe { AtomicU64::from_ptr(p.cast::<u64>()) }
+                    .store(u64::from_ne_bytes(word), Ordering::Relaxed);
+                i += 8;
+            } else {
+                // SAFETY: as above, for one byte.
+                unsafe { AtomicU8::from_ptr(p) }.store(data[i], Ordering::Relaxed);
+                i += 1;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The size, and the device and inode, of an open file.
+fn fstat(fd: &SharedFd) -> Result<(u64, (u64, u64))> {
+    let mut stat = std::mem::MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: fstat writes a `struct stat` into the storage it is given, or fails.
+    if unsafe { libc::fstat(fd.as_raw_fd(), stat.as_mut_ptr()) } < 0 {
+        return Err(last_os_error("cannot read a shared memory segment's size"));
+    }
+    // SAFETY: fstat succeeded, so it initialized the whole struct.
+    let stat = unsafe { stat.assume_init() };
+    let size = u64::try_from(stat.st_size).unwrap_or(0);
+    Ok((size, (stat.st_dev, stat.st_ino)))
+}
+
+/// Sizes a new shared memory object.
+fn set_len(fd: &OwnedFd, len: usize) -> Result<()> {
+    let size = libc::off_t::try_from(len).map_err(|_| {
+        Error::new(
+            ErrorKind::InvalidInput,
+            format!("a region of {len} bytes is too large"),
+        )
+    })?;
+    // SAFETY: ftruncate on a descriptor this process owns.
+    if unsafe { libc::ftruncate(fd.as_raw_fd(), size) } < 0 {
+        return Err(last_os_error(format!(
+            "cannot size a shared memory region to {len} bytes"
+        )));
+    }
+    Ok(())
+}
+
+/// `name` as `shm_open` wants it: one leading slash, no other, at most 255 bytes.
+fn shm_name(name: &str) -> Result<std::ffi::CString> {
+    let bare = name.strip_prefix('/').unwrap_or(name);
+    if bare.is_empty()
+        || bare.len() > 254
+        || bare.contains(['/', '\0'])
+        || bare == "."
+        || bare == ".."
+    {
+        return Err(Error::new(
+            ErrorKind::InvalidInput,
+            format!(
+                "{name:?} is not a shared memory name: 1 to 254 bytes, no '/' (but an optional leading one), no NUL"
+            ),
+        ));
+    }
+    std::ffi::CString::new(format!("/{bare}"))
+        .map_err(|_| Error::new(ErrorKind::InvalidInput, "a name cannot contain NUL"))
+}
+
+/// Removes the POSIX shared memory object `name`; mappings of it stay valid.
+pub(crate) fn unlink_named(name: &str) -> Result<()> {
+    let cname = shm_name(name)?;
+    // SAFETY: shm_unlink takes a NUL-terminated name.
+    if unsafe { libc::shm_unlink(cname.as_ptr()) } < 0 {
+        return Err(last_os_error(format!(
+            "cannot unlink the shared memory segment {name:?}"
+        )));
+    }
+    Ok(())
+}
+
+impl Drop for Region {
+    fn drop(&mut self) {
+        // SAFETY: unmaps exactly the mapping made in `map`; nothing refers to it any more
+        // (every user holds the Region, and it is being dropped).
+        unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len) };
+    }
+}
+
+impl std::fmt::Debug for Region {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Region")
+            .field("fd", &self.fd.as_raw_fd())
+            .field("len", &self.len)
+            .finish()
+    }
+}
+
+impl Serialize for Region {
+    fn serialize<S: Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
+        self.fd.serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for Region {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
+        let fd = SharedFd::deserialize(deserializer)?;
+        Region::from_fd(fd).map_err(serde::de::Error::custom)
+    }
+}
+
+/// A type whose values live in a shared [`Region`] and are used through `&T` by every process
+/// that maps it.
+///
+/// # Safety
+///
+/// Every bit pattern is a valid `T` (another process may have written anything, and a new
+/// region is all zeros), `T` needs no drop, and all mutation goes through interior mutability
+/// that tolerates concurrent use from other processes (atomics, process-shared pthread
+/// objects in `UnsafeCell`).
+pub(crate) unsafe trait Shareable: Sync + 'static {
+    /// What the object is, for messages: "a lock".
+    const WHAT: &'static str;
+    /// Whether a mapping received from another process holds one of these (a tag check).
+    fn is_valid(&self) -> bool;
+}
+
+/// A `T` at a fixed offset of a shared region: a cheap-to-clone handle that keeps the mapping
+/// alive, derefs to `&T`, and travels to another process as the region's descriptor and the
+/// offset.
+pub(crate) struct Shared<T> {
+    region: Arc<Region>,
+    offset: usize,
+    _marker: PhantomData<T>,
+}
+
+impl<T: Shareable> Shared<T> {
+    /// The `T` at `offset` of `region`: an error unless it fits there, aligned.
+    pub(crate) fn at(region: Arc<Region>, offset: usize) -> Result<Shared<T>> {
+        region.check_range(offset, std::mem::size_of::<T>())?;
+        if !(region.as_ptr() as usize + offset).is_multiple_of(std::mem::align_of::<T>()) {
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                format!(
+                    "{} at offset {offset} of a shared region is misaligned",
+                    T::WHAT
+                ),
+            ));
+        }
+        Ok(Shared {
+            region,
+            offset,
+            _marker: PhantomData,
+        })
+    }
+
+    /// The region the value lives in.
+    pub(crate) fn region(&self) -> &Arc<Region> {
+        &self.region
+    }
+
+    /// Whether `self` and `other` are the same object (same segment, same offset), even when
+    /// they are two mappings of it.
+    pub(crate) fn same_as<U>(&self, other: &Shared<U>) -> bool {
+        self.region.same_segment(&other.region) && self.offset == other.offset
+    }
+}
+
+impl<T: Shareable> Deref for Shared<T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        // SAFETY: `at` checked that a `T` fits at this aligned offset of the mapping, which
+        // lives as long as the Arc this handle holds; `T: Shareable` makes any content a valid
+        // `T` used only through shared references.
+        unsafe { &*self.region.as_ptr().add(self.offset).cast::<T>() }
+    }
+}
+
+impl<T> Clone for Shared<T> {
+    fn clone(&self) -> Self {
+        Shared {
+            region: Arc::clone(&self.region),
+            offset: self.offset,
+            _marker: PhantomData,
+        }
+    }
+}
+
+impl<T> std::fmt::Debug for Shared<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared")
+            .field("region", &self.region)
+            .field("offset", &self.offset)
+            .finish()
+    }
+}
+
+impl<T> Serialize for Shared<T> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
+        (&*self.region, self.offset as u64).serialize(serializer)
+    }
+}
+
+impl<'de, T: Shareable> Deserialize<'de> for Shared<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
+        let (region, offset) = <(Region, u64)>::deserialize(deserializer)?;
+        let offset = usize::try_from(offset).map_err(serde::de::Error::custom)?;
+        let shared = Shared::<T>::at(Arc::new(region), offset).map_err(serde::de::Error::custom)?;
+        if !shared.is_valid() {
+            return Err(serde::de::Error::custom(format!(
+                "the shared memory received is not {}",
+                T::WHAT
+            )));
+        }
+        Ok(shared)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_region_maps_the_same_pages_twice() {
+        let a = Region::new("test", 4096).unwrap();
+        let b = Region::from_fd(a.fd().try_clone().unwrap()).unwrap();
+        assert_eq!(b.len(), 4096);
+        // SAFETY: both pointers map 4096 bytes of the same file; single-threaded test.
+        unsafe {
+            a.as_ptr().add(10).write(42);
+            assert_eq!(b.as_ptr().add(10).read(), 42);
+        }
+    }
+
+    #[test]
+    fn a_region_is_sealed_at_its_size() {
+        let a = Region::new("test", 100).unwrap();
+        // SAFETY: ftruncate on a descriptor we own; it must be refused.
+        let rc = unsafe { libc::ftruncate(a.fd().as_raw_fd(), 10) };
+        assert_eq!(rc, -1);
+    }
+
+    #[test]
+    fn byte_copies_check_bounds_and_round_trip() {
+        let a = Region::new("test", 64).unwrap();
+        let data: Vec<u8> = (0..61).collect();
+        a.write_bytes(3, &data).unwrap();
+        let mut out = vec![0u8; 61];
+        a.read_bytes(3, &mut out).unwrap();
+        assert_eq!(out, data);
+        assert!(a.write_bytes(4, &data).is_err());
+        assert!(a.read_bytes(usize::MAX, &mut [0u8; 2]).is_err());
+    }
+
+    #[test]
+    fn shared_memory_names() {
+        assert!(shm_name("ok-name").is_ok());
+        assert!(shm_name("/ok-name").is_ok());
+        for bad in ["", "/", "a/b", "..", "a\0b"] {
+            assert!(shm_name(bad).is_err(), "{bad:?}");
+        }
+    }
+}
