@@ -1,6 +1,8 @@
 //! A walk through multiproc, in the order of the tutorial it comes from: processes started with
 //! each start method, the current process, a daemon, terminate, the subclass style, and the
-//! pool (map, apply, apply_async, imap, starmap; a worker that dies does not hang it).
+//! pool (map, apply, apply_async, imap, starmap; a worker that dies does not hang it), and
+//! the objects processes share: a queue, an event, a pipe, a counter in shared memory, and a
+//! lock whose holder dies.
 //!
 //! Run it with `cargo run --example demo`.
 use std::time::Duration;
@@ -63,6 +65,35 @@ fn die_on(n: u64, bad: u64) -> u64 {
         unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
     }
     n
+}
+
+#[process]
+fn producer(q: multiproc::Queue<String>, done: multiproc::Event) {
+    q.put("hello".to_string()).expect("put");
+    done.set();
+}
+
+#[process]
+fn bump(counter: multiproc::Value<i64>, n: u32) {
+    for _ in 0..n {
+        *counter.lock().expect("lock") += 1;
+    }
+}
+
+#[process]
+fn echo_upper(conn: multiproc::Connection<String, String>) {
+    while let Ok(text) = conn.recv() {
+        if conn.send(text.to_uppercase()).is_err() {
+            break;
+        }
+    }
+}
+
+#[process]
+fn die_holding(lock: multiproc::Lock) {
+    let _held = lock.acquire().expect("acquire");
+    // SAFETY: a deliberate death of this process while it holds the lock.
+    unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
 }
 
 #[derive(Serialize, Deserialize)]
@@ -165,6 +196,43 @@ fn main() -> multiproc::Result<()> {
     );
     pool.close();
     pool.join()?;
+
+    println!("shared objects:");
+    let q = multiproc::Queue::<String>::new()?;
+    let done = multiproc::Event::new()?;
+    let p = Process::new(producer, (q.clone(), done.clone()));
+    p.start()?;
+    println!("  queue: {:?}", q.get_timeout(Duration::from_secs(5))?);
+    println!("  event set by the producer: {}", done.wait_timeout(Duration::from_secs(5))?);
+    p.join()?;
+
+    let counter = multiproc::Value::new(0i64)?;
+    let bumpers: Vec<_> = (0..4).map(|_| Process::new(bump, (counter.clone(), 10_000))).collect();
+    for p in &bumpers {
+        p.start()?;
+    }
+    for p in &bumpers {
+        p.join()?;
+    }
+    println!("  4 processes x 10000 locked increments: {}", *counter.lock()?);
+
+    let (here, there) = multiproc::Pipe::<String, String>::duplex()?;
+    let p = Process::new(echo_upper, there);
+    p.start()?;
+    here.send("hello, pipe".to_string())?;
+    println!("  pipe: {}", here.recv_timeout(Duration::from_secs(5))?);
+    drop(here);
+    p.join()?;
+
+    let lock = multiproc::Lock::new()?;
+    let p = Process::new(die_holding, lock.clone());
+    p.start()?;
+    p.join()?;
+    match lock.acquire() {
+        Ok(_) => println!("  the dead holder's lock was free?"),
+        Err(err) => println!("  a process died holding a lock; the next acquire says so:\n    {err}"),
+    }
+    println!("  and the lock works again: {}", lock.acquire().is_ok());
 
     println!(
         "leaving main: the daemon ({}) is terminated now",

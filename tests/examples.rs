@@ -162,3 +162,30 @@ fn demo() {
         .iter()
         .any(|l| l.contains("called run method in process: MyProcess-")));
 }
+
+/// The examples of the channels and shared state: each ends on its own and prints its point.
+#[test]
+fn channels_and_shared_state() {
+    for (name, expected) in [
+        ("pipe", "child says: HELLO, PIPE"),
+        ("queue", "10 results, every task once: true"),
+        ("joinable_queue", "all 20 tasks done"),
+        ("rlock", "child: acquired it once the parent released both levels"),
+        ("semaphore", "6 workers ran, at most 2 at a time"),
+        ("event", "go!"),
+        ("condition", "consumer saw 5 items"),
+        ("value", "counter: 40000"),
+        ("array", "[0, -1, -2, -3, -4, -5, -6, -7, -8, -9]"),
+        ("shared_memory", "a worker filled 16777216 bytes"),
+    ] {
+        let (_, raw) = run(name);
+        assert!(
+            raw.iter().any(|l| l.contains(expected)),
+            "{name} did not print {expected:?}: {raw:?}"
+        );
+    }
+    for name in ["lock", "barrier"] {
+        let (_, raw) = run(name);
+        assert!(!raw.is_empty(), "{name} printed nothing");
+    }
+}
