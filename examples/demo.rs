@@ -203,18 +203,26 @@ fn main() -> multiproc::Result<()> {
     let p = Process::new(producer, (q.clone(), done.clone()));
     p.start()?;
     println!("  queue: {:?}", q.get_timeout(Duration::from_secs(5))?);
-    println!("  event set by the producer: {}", done.wait_timeout(Duration::from_secs(5))?);
+    println!(
+        "  event set by the producer: {}",
+        done.wait_timeout(Duration::from_secs(5))?
+    );
     p.join()?;
 
     let counter = multiproc::Value::new(0i64)?;
-    let bumpers: Vec<_> = (0..4).map(|_| Process::new(bump, (counter.clone(), 10_000))).collect();
+    let bumpers: Vec<_> = (0..4)
+        .map(|_| Process::new(bump, (counter.clone(), 10_000)))
+        .collect();
     for p in &bumpers {
         p.start()?;
     }
     for p in &bumpers {
         p.join()?;
     }
-    println!("  4 processes x 10000 locked increments: {}", *counter.lock()?);
+    println!(
+        "  4 processes x 10000 locked increments: {}",
+        *counter.lock()?
+    );
 
     let (here, there) = multiproc::Pipe::<String, String>::duplex()?;
     let p = Process::new(echo_upper, there);
@@ -230,7 +238,9 @@ fn main() -> multiproc::Result<()> {
     p.join()?;
     match lock.acquire() {
         Ok(_) => println!("  the dead holder's lock was free?"),
-        Err(err) => println!("  a process died holding a lock; the next acquire says so:\n    {err}"),
+        Err(err) => {
+            println!("  a process died holding a lock; the next acquire says so:\n    {err}")
+        }
     }
     println!("  and the lock works again: {}", lock.acquire().is_ok());
 

@@ -170,7 +170,10 @@ fn channels_and_shared_state() {
         ("pipe", "child says: HELLO, PIPE"),
         ("queue", "10 results, every task once: true"),
         ("joinable_queue", "all 20 tasks done"),
-        ("rlock", "child: acquired it once the parent released both levels"),
+        (
+            "rlock",
+            "child: acquired it once the parent released both levels",
+        ),
         ("semaphore", "6 workers ran, at most 2 at a time"),
         ("event", "go!"),
         ("condition", "consumer saw 5 items"),
