@@ -38,8 +38,18 @@ impl Encoded {
 
 /// Encodes `value` for another process, collecting the descriptors it carries.
 pub(crate) fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Encoded> {
-    let previous = OUTGOING.with(|o| o.replace(Some(Vec::new())));
+    /// Restores the outer list even if a `Serialize` impl panics.
+    struct Restore(Option<Option<Vec<OwnedFd>>>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            if let Some(previous) = self.0.take() {
+                OUTGOING.with(|o| *o.borrow_mut() = previous);
+            }
+        }
+    }
+    let mut restore = Restore(Some(OUTGOING.with(|o| o.replace(Some(Vec::new())))));
     let bytes = codec::encode(value);
+    let previous = restore.0.take().unwrap_or_default();
     let fds = OUTGOING.with(|o| o.replace(previous)).unwrap_or_default();
     Ok(Encoded { bytes: bytes?, fds })
 }

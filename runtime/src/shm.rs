@@ -188,123 +188,96 @@ impl Region {
         }
     }
 
-    /// One atomic load of 2, 4 or 8 bytes at `p` when `len` is that and `p` is aligned to it
-    /// (so a `u32` or an `f64` is never torn); the caller checked that `p..p + len` is in the
-    /// mapping.
-    fn load_one(&self, p: *mut u8, len: usize) -> Option<[u8; 8]> {
-        if !matches!(len, 2 | 4 | 8) || !(p as usize).is_multiple_of(len) {
-            return None;
+    /// Copies `out.len()` bytes at `offset` out of the region, one atomic load (relaxed) of
+    /// `unit` bytes at a time: sound even while other threads or processes write the same
+    /// bytes, which can then be a mix of old and new units. Every raw access to a given piece
+    /// of shared memory uses the same `unit` (mixed-size racing atomics are not allowed).
+    pub(crate) fn read_units(&self, offset: usize, out: &mut [u8], unit: usize) -> Result<()> {
+        let base = self.check_units(offset, out.len(), unit)?;
+        for (i, chunk) in out.chunks_exact_mut(unit).enumerate() {
+            let p = base.wrapping_add(i * unit);
+            // SAFETY (each arm): `p..p + unit` is inside the live mapping and `unit`-aligned
+            // (checked by `check_units`); every raw access to this memory is atomic with this
+            // same width, or excluded by a lock.
+            match unit {
+                1 => chunk[0] = unsafe { AtomicU8::from_ptr(p) }.load(Ordering::Relaxed),
+                2 => chunk.copy_from_slice(
+                    &unsafe { AtomicU16::from_ptr(p.cast()) }
+                        .load(Ordering::Relaxed)
+                        .to_ne_bytes(),
+                ),
+                4 => chunk.copy_from_slice(
+                    &unsafe { AtomicU32::from_ptr(p.cast()) }
+                        .load(Ordering::Relaxed)
+                        .to_ne_bytes(),
+                ),
+                _ => chunk.copy_from_slice(
+                    &unsafe { AtomicU64::from_ptr(p.cast()) }
+                        .load(Ordering::Relaxed)
+                        .to_ne_bytes(),
+                ),
+            }
         }
-        let mut out = [0u8; 8];
-        match len {
-            2 => {
-                // SAFETY: `p..p + 2` is in the live mapping and 2-aligned; every access to
-                // region memory from this process is atomic or excluded by a lock.
-                let word = unsafe { AtomicU16::from_ptr(p.cast()) };
-                out[..2].copy_from_slice(&word.load(Ordering::Relaxed).to_ne_bytes());
-            }
-            4 => {
-                // SAFETY: as above, 4 bytes, 4-aligned.
-                let word = unsafe { AtomicU32::from_ptr(p.cast()) };
-                out[..4].copy_from_slice(&word.load(Ordering::Relaxed).to_ne_bytes());
-            }
-            _ => {
-                // SAFETY: as above, 8 bytes, 8-aligned.
-                let word = unsafe { AtomicU64::from_ptr(p.cast()) };
-                out = word.load(Ordering::Relaxed).to_ne_bytes();
-            }
-        }
-        Some(out)
+        Ok(())
     }
 
-    /// The store counterpart of `load_one`: `false` when `data` is not one aligned word.
-    fn store_one(&self, p: *mut u8, data: &[u8]) -> bool {
-        let len = data.len();
-        if !matches!(len, 2 | 4 | 8) || !(p as usize).is_multiple_of(len) {
-            return false;
-        }
-        let mut bytes = [0u8; 8];
-        bytes[..len].copy_from_slice(data);
-        match len {
-            2 => {
-                // SAFETY: `p..p + 2` is in the live mapping and 2-aligned; every access to
-                // region memory from this process is atomic or excluded by a lock.
-                let word = unsafe { AtomicU16::from_ptr(p.cast()) };
-                word.store(u16::from_ne_bytes([bytes[0], bytes[1]]), Ordering::Relaxed);
-            }
-            4 => {
-                // SAFETY: as above, 4 bytes, 4-aligned.
-                let word = unsafe { AtomicU32::from_ptr(p.cast()) };
-                let value = u32::from_ne_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
-                word.store(value, Ordering::Relaxed);
-            }
-            _ => {
-                // SAFETY: as above, 8 bytes, 8-aligned.
-                let word = unsafe { AtomicU64::from_ptr(p.cast()) };
-                word.store(u64::from_ne_bytes(bytes), Ordering::Relaxed);
+    /// Copies `data` into the region at `offset`, one atomic store of `unit` bytes at a time
+    /// (see [`read_units`](Self::read_units)).
+    pub(crate) fn write_units(&self, offset: usize, data: &[u8], unit: usize) -> Result<()> {
+        let base = self.check_units(offset, data.len(), unit)?;
+        for (i, chunk) in data.chunks_exact(unit).enumerate() {
+            let p = base.wrapping_add(i * unit);
+            let mut word = [0u8; 8];
+            word[..unit].copy_from_slice(chunk);
+            // SAFETY (each arm): as in `read_units`.
+            match unit {
+                1 => unsafe { AtomicU8::from_ptr(p) }.store(word[0], Ordering::Relaxed),
+                2 => unsafe { AtomicU16::from_ptr(p.cast()) }
+                    .store(u16::from_ne_bytes([word[0], word[1]]), Ordering::Relaxed),
+                4 => unsafe { AtomicU32::from_ptr(p.cast()) }.store(
+                    u32::from_ne_bytes([word[0], word[1], word[2], word[3]]),
+                    Ordering::Relaxed,
+                ),
+                _ => unsafe { AtomicU64::from_ptr(p.cast()) }
+                    .store(u64::from_ne_bytes(word), Ordering::Relaxed),
             }
         }
-        true
+        Ok(())
     }
 
-    /// Copies `out.len()` bytes at `offset` out of the region.
-    ///
-    /// With atomic loads (relaxed, a word at a time where aligned): sound even while other
-    /// threads or processes write the same bytes, which can then be a mix of old and new.
+    /// Byte-wise [`read_units`](Self::read_units), for raw byte access (`SharedMemory`).
     pub(crate) fn read_bytes(&self, offset: usize, out: &mut [u8]) -> Result<()> {
-        self.check_range(offset, out.len())?;
-        let base = self.as_ptr().wrapping_add(offset);
-        if let Some(bytes) = self.load_one(base, out.len()) {
-            out.copy_from_slice(&bytes[..out.len()]);
-            return Ok(());
-        }
-        let mut i = 0;
-        while i < out.len() {
-            let p = base.wrapping_add(i);
-            if (p as usize).is_multiple_of(8) && out.len() - i >= 8 {
-                // SAFETY: `p..p + 8` is inside the live mapping (checked above) and 8-aligned;
-                // every access to region memory from this process is atomic or happens under
-                // a lock that excludes this one.
-                let word = unsafe { AtomicU64::from_ptr(p.cast::<u64>()) }.load(Ordering::Relaxed);
-                out[i..i + 8].copy_from_slice(&word.to_ne_bytes());
-                i += 8;
-            } else {
-                // SAFETY: as above, for one byte.
-                out[i] = unsafe { AtomicU8::from_ptr(p) }.load(Ordering::Relaxed);
-                i += 1;
-            }
-        }
-        Ok(())
+        self.read_units(offset, out, 1)
     }
 
-    /// Copies `data` into the region at `offset`, with atomic stores (see
-    /// [`read_bytes`](Self::read_bytes)).
+    /// Byte-wise [`write_units`](Self::write_units).
     pub(crate) fn write_bytes(&self, offset: usize, data: &[u8]) -> Result<()> {
-        self.check_range(offset, data.len())?;
-        let base = self.as_ptr().wrapping_add(offset);
-        if self.store_one(base, data) {
-            return Ok(());
-        }
-        let mut i = 0;
-        while i < data.len() {
-            let p = base.wrapping_add(i);
-            if (p as usize).is_multiple_of(8) && data.len() - i >= 8 {
-                let mut word = [0u8; 8];
-                word.copy_from_slice(&data[i..i + 8]);
-                // SAFETY: `p..p + 8` is inside the live mapping (checked above) and 8-aligned;
-                // every access to region memory from this process is atomic or happens under
-                // a lock that excludes this one.
-                unsafe { AtomicU64::from_ptr(p.cast::<u64>()) }
-                    .store(u64::from_ne_bytes(word), Ordering::Relaxed);
-                i += 8;
-            } else {
-                // SAFETY: as above, for one byte.
-                unsafe { AtomicU8::from_ptr(p) }.store(data[i], Ordering::Relaxed);
-                i += 1;
-            }
-        }
-        Ok(())
+        self.write_units(offset, data, 1)
     }
+
+    /// Checks that `len` bytes at `offset` are in the mapping, whole `unit`s, `unit`-aligned.
+    fn check_units(&self, offset: usize, len: usize, unit: usize) -> Result<*mut u8> {
+        self.check_range(offset, len)?;
+        let base = self.as_ptr().wrapping_add(offset);
+        if !matches!(unit, 1 | 2 | 4 | 8)
+            || !len.is_multiple_of(unit)
+            || !(base as usize).is_multiple_of(unit)
+        {
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                format!(
+                    "{len} bytes at offset {offset} are not whole aligned units of {unit} bytes"
+                ),
+            ));
+        }
+        Ok(base)
+    }
+}
+
+/// The width of the atomic accesses to values of `T` in shared memory: the same for every
+/// raw access to them.
+pub(crate) fn unit_of<T>() -> usize {
+    std::mem::align_of::<T>().min(8)
 }
 
 /// The size, and the device and inode, of an open file.

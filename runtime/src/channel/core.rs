@@ -91,16 +91,18 @@ impl Core {
 
     /// Takes one item, waiting as `wait` allows, and decodes it.
     pub(crate) fn recv<T: DeserializeOwned>(&self, wait: Wait) -> Result<T> {
-        record::decode(self.recv_record(wait)?)
+        record::decode(self.recv_record(wait)??)
     }
 
     /// Takes one record, waiting as `wait` allows. Concurrent readers, in this process or
-    /// others, each get whole, distinct records. An error means nothing was taken.
-    pub(crate) fn recv_record(&self, wait: Wait) -> Result<Received> {
+    /// others, each get whole, distinct records. An outer error means nothing was taken; an
+    /// inner one, that a record was taken but is lost (see [`Incoming::Lost`]).
+    pub(crate) fn recv_record(&self, wait: Wait) -> Result<Result<Received>> {
         loop {
             self.check_open()?;
             match self.rx.recv(true)? {
-                Incoming::Record(record) => return Ok(record),
+                Incoming::Record(record) => return Ok(Ok(record)),
+                Incoming::Lost(err) => return Ok(Err(err)),
                 Incoming::Eof => {
                     // Cannot happen while this process holds the write end; say so if it does.
                     return Err(Error::new(

@@ -203,6 +203,10 @@ impl<T> JoinableQueue<T> {
     /// zero, every `join` returns. Called more times than items were put:
     /// [`ErrorKind::InvalidInput`] (Python's `ValueError`).
     ///
+    /// A process killed in the narrow window between counting the last task done and waking
+    /// the joiners leaves them asleep although nothing is left: when processes may be killed,
+    /// wait with [`join_timeout`](Self::join_timeout).
+    ///
     /// ```
     /// # fn main() -> multiproc::Result<()> {
     /// let q = multiproc::JoinableQueue::<u8>::new()?;
@@ -312,7 +316,7 @@ impl<T> JoinableQueue<T> {
     where
         T: DeserializeOwned,
     {
-        self.queue.get()
+        self.take(Wait::Until(None))
     }
 
     /// Takes the next item, waiting at most `timeout`; see [`Queue::get_timeout`].
@@ -330,7 +334,7 @@ impl<T> JoinableQueue<T> {
     where
         T: DeserializeOwned,
     {
-        self.queue.get_timeout(timeout)
+        self.take(Wait::Until(sys::deadline_after(timeout)))
     }
 
     /// Takes an item only if one is waiting; see [`Queue::try_get`].
@@ -346,7 +350,22 @@ impl<T> JoinableQueue<T> {
     where
         T: DeserializeOwned,
     {
-        self.queue.try_get()
+        self.take(Wait::No)
+    }
+
+    /// An item taken but unusable (lost on the way, or failing to decode) is counted done at
+    /// once: nobody can process it, and `join` must not wait for it forever.
+    fn take(&self, wait: Wait) -> Result<T>
+    where
+        T: DeserializeOwned,
+    {
+        match self.queue.take_with(wait)? {
+            Ok(item) => Ok(item),
+            Err(err) => {
+                let _ = self.task_done();
+                Err(err)
+            }
+        }
     }
 
     /// The number of items in the queue (taken items are not counted, done or not); see

@@ -569,12 +569,14 @@ fn recv<R: DeserializeOwned>(end: &Endpoint, wait: Option<Wait>) -> Result<R> {
     let Some(wait) = wait else {
         return match end.recv(false)? {
             Incoming::Record(record) => record::decode(record),
+            Incoming::Lost(err) => Err(err),
             Incoming::Eof | Incoming::Nothing => Err(disconnected()),
         };
     };
     loop {
         match end.recv(true)? {
             Incoming::Record(record) => return record::decode(record),
+            Incoming::Lost(err) => return Err(err),
             Incoming::Eof => return Err(disconnected()),
             Incoming::Nothing => {}
         }

@@ -351,10 +351,19 @@ impl<T> Queue<T> {
     where
         T: DeserializeOwned,
     {
-        let record = self.inner.core.recv_record(wait)?;
-        // Taken: its slot is free, even if it fails to decode.
+        self.take_with(wait)?
+    }
+
+    /// Takes an item: the outer error means nothing was taken; the inner one, that an item
+    /// was taken but could not be used (lost on the way, or it failed to decode).
+    pub(crate) fn take_with(&self, wait: Wait) -> Result<Result<T>>
+    where
+        T: DeserializeOwned,
+    {
+        let taken = self.inner.core.recv_record(wait)?;
+        // Taken: its slot is free, even if it is lost or fails to decode.
         self.inner.slots.release();
-        record::decode(record)
+        Ok(taken.and_then(record::decode))
     }
 
     /// The number of items in the queue: approximate, since other processes put and get

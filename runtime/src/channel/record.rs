@@ -62,6 +62,10 @@ pub(crate) enum Incoming {
     Nothing,
     /// The peer is gone and every record was read.
     Eof,
+    /// A record was taken off the channel but cannot be used (cut short because this process
+    /// ran out of descriptors, or its spill file cannot be mapped): the item is lost, and the
+    /// caller must account for it as taken (a bounded queue's slot, a joinable task).
+    Lost(Error),
 }
 
 impl Endpoint {
@@ -155,44 +159,49 @@ impl Endpoint {
         if got.len == 0 && fds.is_empty() {
             return Ok(Incoming::Eof);
         }
-        let corrupt = |what: &str| {
-            Error::new(
-                ErrorKind::Codec,
-                format!("a message on a channel is corrupt: {what}"),
-            )
-        };
-        if got.truncated {
-            return Err(corrupt(
-                "it does not fit the receive buffer, or its descriptors could not all be \
-                 received (too many open files?)",
+        // From here on the record is off the channel: whatever goes wrong loses it.
+        let parsed = (|| {
+            let corrupt = |what: &str| {
+                Error::new(
+                    ErrorKind::Codec,
+                    format!("a message on a channel is corrupt: {what}"),
+                )
+            };
+            if got.truncated {
+                return Err(Error::new(
+                ErrorKind::Io,
+                "a message on a channel was cut short: it does not fit the receive buffer, or its \
+                 descriptors could not all be received (too many open files?); the item is lost",
             ));
-        }
-        if got.len < HEADER {
-            return Err(corrupt("short header"));
-        }
-        let item_fds = usize::from(u16::from_le_bytes([header[1], header[2]]));
-        match header[0] {
-            KIND_INLINE if fds.len() == item_fds => Ok(Incoming::Record(Received {
-                payload: Payload::Inline(inline.unwrap_or_default()),
-                fds,
-            })),
-            KIND_SPILLED if fds.len() == item_fds + 1 && got.len == HEADER + 8 => {
-                let mut len = [0u8; 8];
-                len.copy_from_slice(&header[HEADER..]);
-                let len = usize::try_from(u64::from_le_bytes(len)).map_err(|_| {
-                    Error::new(ErrorKind::Codec, "a message is too large for this process")
-                })?;
-                let spill = fds.remove(0);
-                let mapping = sys::SealedMapping::new(spill.as_fd(), len)
-                    .map_err(|err| Error::io("cannot map a large message", err))?;
-                Ok(Incoming::Record(Received {
-                    payload: Payload::Mapped(mapping),
-                    fds,
-                }))
             }
-            KIND_INLINE | KIND_SPILLED => Err(corrupt("descriptors missing")),
-            _ => Err(corrupt("unknown kind")),
-        }
+            if got.len < HEADER {
+                return Err(corrupt("short header"));
+            }
+            let item_fds = usize::from(u16::from_le_bytes([header[1], header[2]]));
+            match header[0] {
+                KIND_INLINE if fds.len() == item_fds => Ok(Incoming::Record(Received {
+                    payload: Payload::Inline(inline.unwrap_or_default()),
+                    fds,
+                })),
+                KIND_SPILLED if fds.len() == item_fds + 1 && got.len == HEADER + 8 => {
+                    let mut len = [0u8; 8];
+                    len.copy_from_slice(&header[HEADER..]);
+                    let len = usize::try_from(u64::from_le_bytes(len)).map_err(|_| {
+                        Error::new(ErrorKind::Codec, "a message is too large for this process")
+                    })?;
+                    let spill = fds.remove(0);
+                    let mapping = sys::SealedMapping::new(spill.as_fd(), len)
+                        .map_err(|err| Error::io("cannot map a large message", err))?;
+                    Ok(Incoming::Record(Received {
+                        payload: Payload::Mapped(mapping),
+                        fds,
+                    }))
+                }
+                KIND_INLINE | KIND_SPILLED => Err(corrupt("descriptors missing")),
+                _ => Err(corrupt("unknown kind")),
+            }
+        })();
+        Ok(parsed.unwrap_or_else(Incoming::Lost))
     }
 
     /// Waits until this end is readable (a record, or end of file) or `deadline` passes;
@@ -353,6 +362,7 @@ mod tests {
             Incoming::Record(r) => r,
             Incoming::Nothing => panic!("nothing"),
             Incoming::Eof => panic!("eof"),
+            Incoming::Lost(err) => panic!("lost: {err}"),
         }
     }
 

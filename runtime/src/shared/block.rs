@@ -9,7 +9,7 @@ use std::sync::Arc;
 use bytemuck::Pod;
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::shm::{Region, Shareable, Shared};
+use crate::shm::{unit_of, Region, Shareable, Shared};
 use crate::sync::{Lock, LockState};
 
 pub(crate) const VALUE_TAG: u64 = u64::from_le_bytes(*b"mp:value");
@@ -124,7 +124,7 @@ impl<T: Pod> Block<T> {
             _ => "raw-array",
         };
         let region = Arc::new(Region::new(name, size)?);
-        region.write_bytes(offset, bytemuck::cast_slice(init))?;
+        region.write_units(offset, bytemuck::cast_slice(init), unit_of::<T>())?;
         let lock = Lock::init_at(Arc::clone(&region), std::mem::offset_of!(BlockHeader, lock))?;
         let header = Shared::<BlockHeader>::at(region, 0)?;
         header
@@ -198,7 +198,7 @@ impl<T: Pod> Block<T> {
         let offset = Self::data_offset().ok()? + index * std::mem::size_of::<T>();
         self.header
             .region()
-            .read_bytes(offset, bytemuck::bytes_of_mut(&mut value))
+            .read_units(offset, bytemuck::bytes_of_mut(&mut value), unit_of::<T>())
             .ok()?;
         Some(value)
     }
@@ -214,15 +214,17 @@ impl<T: Pod> Block<T> {
         let offset = Self::data_offset()? + index * std::mem::size_of::<T>();
         self.header
             .region()
-            .write_bytes(offset, bytemuck::bytes_of(&value))
+            .write_units(offset, bytemuck::bytes_of(&value), unit_of::<T>())
     }
 
     /// Copies every element out with atomic loads.
     pub(crate) fn load_all(&self) -> Result<Vec<T>> {
         let mut out = vec![T::zeroed(); self.len];
-        self.header
-            .region()
-            .read_bytes(Self::data_offset()?, bytemuck::cast_slice_mut(&mut out))?;
+        self.header.region().read_units(
+            Self::data_offset()?,
+            bytemuck::cast_slice_mut(&mut out),
+            unit_of::<T>(),
+        )?;
         Ok(out)
     }
 
@@ -238,8 +240,10 @@ impl<T: Pod> Block<T> {
                 ),
             ));
         }
-        self.header
-            .region()
-            .write_bytes(Self::data_offset()?, bytemuck::cast_slice(values))
+        self.header.region().write_units(
+            Self::data_offset()?,
+            bytemuck::cast_slice(values),
+            unit_of::<T>(),
+        )
     }
 }

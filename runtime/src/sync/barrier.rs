@@ -90,10 +90,11 @@ impl Action {
 /// [`reset`](Self::reset). Clones are handles to the same barrier; it can be sent to another
 /// process like a [`Lock`].
 ///
-/// A party that dies inside `wait` stays counted: the others wait until their timeout breaks
-/// the barrier (as in Python), and the barrier cannot drain any more, so even
-/// [`reset`](Self::reset) cannot make it usable again: create a new one. Give parties a
-/// timeout ([`BarrierBuilder::timeout`]) when they may be killed.
+/// A party that dies inside `wait` stays counted: the round it died in trips one party early
+/// (the survivors go on with a party missing), and the barrier cannot drain any more, so the
+/// next round waits until its timeout breaks it, and even [`reset`](Self::reset) cannot make
+/// it usable again: create a new one. Give parties a timeout ([`BarrierBuilder::timeout`])
+/// when they may be killed.
 ///
 /// ```
 /// let barrier = multiproc::Barrier::new(2)?;
@@ -462,6 +463,17 @@ impl Barrier {
     }
 
     /// Any other party: waits for the last one, or for the barrier to break.
+    /// Takes the barrier's lock, past owner deaths; `None` only on an unexpected error.
+    fn reacquire(&self) -> Option<LockGuard<'_>> {
+        loop {
+            match self.lock.acquire() {
+                Ok(guard) => return Some(guard),
+                Err(err) if err.kind() == ErrorKind::OwnerDied => continue,
+                Err(_) => return None,
+            }
+        }
+    }
+
     fn wait_for_trip<'a>(
         &'a self,
         guard: LockGuard<'a>,
@@ -471,8 +483,10 @@ impl Barrier {
         match self.wait_on(guard, deadline, |_| {
             state.state.load(Ordering::SeqCst) != FILLING
         }) {
-            // The wait consumed the guard; take the lock again to leave properly.
-            Err(err) => (self.lock.acquire().ok(), Err(err)),
+            // The wait consumed the guard; take the lock again to leave properly (retrying
+            // past a second owner death: a party that cannot leave would keep the barrier
+            // from ever draining).
+            Err(err) => (self.reacquire(), Err(err)),
             Ok((guard, false)) => {
                 let _ = self.break_locked();
                 (Some(guard), Err(broken("timed out waiting at the barrier")))

@@ -380,7 +380,11 @@ impl Condition {
             ));
         }
         let state = &*self.state;
-        let mutex = self.lock.raw();
+        // Through the guard's own mapping of the lock: the condition may have mapped the same
+        // segment separately (it arrived as another argument), and the held mutex must be
+        // unlocked and locked again at the address glibc linked it at.
+        let lock = guard.held_lock().clone();
+        let mutex = lock.raw();
         state
             .waiters
             .store(state.waiters.load(Ordering::Relaxed) + 1, Ordering::Relaxed);

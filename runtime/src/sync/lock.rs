@@ -269,6 +269,10 @@ type NotSend = PhantomData<std::sync::MutexGuard<'static, ()>>;
 #[must_use = "the lock is released as soon as the guard is dropped"]
 pub struct LockGuard<'a> {
     lock: &'a Lock,
+    /// The mapping of the held mutex, kept alive by the guard itself: glibc links a held robust
+    /// mutex into a per-thread list *inside the mutex*, so the pages must stay mapped while it
+    /// is held, even if the guard is leaked with `mem::forget` and the `Lock` dropped.
+    _mapping: Arc<Region>,
     _not_send: NotSend,
 }
 
@@ -276,6 +280,7 @@ impl<'a> LockGuard<'a> {
     pub(crate) fn new(lock: &'a Lock) -> LockGuard<'a> {
         LockGuard {
             lock,
+            _mapping: lock.state.region().clone(),
             _not_send: PhantomData,
         }
     }
@@ -337,6 +342,7 @@ impl RLock {
         let held = acquire_raw(&self.state.0.mutex, deadline, "lock", || {})?;
         Ok(held.then(|| RLockGuard {
             rlock: self,
+            _mapping: self.state.region().clone(),
             _not_send: PhantomData,
         }))
     }
@@ -410,6 +416,8 @@ impl fmt::Debug for RLock {
 #[must_use = "the level is released as soon as the guard is dropped"]
 pub struct RLockGuard<'a> {
     rlock: &'a RLock,
+    /// Keeps the held mutex mapped even if the guard is leaked (see [`LockGuard`]).
+    _mapping: Arc<Region>,
     _not_send: NotSend,
 }
 
@@ -423,5 +431,30 @@ impl Drop for RLockGuard<'_> {
 impl fmt::Debug for RLockGuard<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RLockGuard").finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod mapping_tests {
+    use super::*;
+
+    #[test]
+    fn a_forgotten_guard_keeps_its_mutex_mapped() {
+        // glibc links a held robust mutex into a per-thread list inside the mutex: the pages
+        // must outlive the Lock when its guard is leaked, or the next lock writes to freed
+        // memory.
+        std::thread::spawn(|| {
+            let a = Lock::new().unwrap();
+            std::mem::forget(a.acquire().unwrap());
+            drop(a);
+            let b = Lock::new().unwrap();
+            drop(b.acquire().unwrap());
+            let c = RLock::new().unwrap();
+            std::mem::forget(c.acquire().unwrap());
+            drop(c);
+            drop(b.acquire().unwrap());
+        })
+        .join()
+        .unwrap();
     }
 }
