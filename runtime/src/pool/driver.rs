@@ -136,7 +136,15 @@ impl Shared {
         let _ = link
             .state
             .compare_exchange(LENT, IDLE, Ordering::AcqRel, Ordering::Acquire);
-        self.wake();
+        // Wake the driver only when it has something to do with this worker: queued work (it
+        // may have skipped the worker while it was lent), or a pool closing (it waits for
+        // borrowed workers before it stops). Waking it after every call would cost the caller
+        // a context switch on a small machine.
+        let state = self.lock();
+        if !state.queue.is_empty() || state.lifecycle != Lifecycle::Running {
+            drop(state);
+            self.wake();
+        }
     }
 
     /// `join` was called: lazy jobs no longer keep a closed pool's driver alive.
