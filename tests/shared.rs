@@ -9,49 +9,14 @@ mod common;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use common::{each_method, Outcome, LONG};
-use libtest_mimic::Failed;
+use common::{each_method, finish, finish_with, kill_self, start, Outcome, LONG};
 use multiproc::{
     process, Array, ErrorKind, Event, Pool, Process, RawArray, RawValue, SharedMemory, StartMethod,
-    Target, Value,
+    Value,
 };
 
 const DELTA: Duration = Duration::from_millis(100);
 const PROMPT: Duration = Duration::from_secs(5);
-
-fn start<T: Target>(m: StartMethod, target: T, args: T::Args) -> Result<Process, Failed> {
-    let p = Process::new(target, args).with_start_method(m);
-    p.start().map_err(|err| format!("start failed: {err}"))?;
-    Ok(p)
-}
-
-/// Joins `p` (bounded) and fails unless it exited with `expected`.
-fn finish_with(p: &Process, expected: i32) -> Outcome {
-    match p.join_timeout(LONG)? {
-        None => {
-            let _ = p.kill();
-            let _ = p.join_timeout(LONG);
-            Err(format!("{} did not end within {LONG:?}", p.name()).into())
-        }
-        Some(code) if code == expected => Ok(()),
-        Some(code) => Err(format!(
-            "{} exited with {code}, expected {expected}: {}",
-            p.name(),
-            p.error().map(|e| e.to_string()).unwrap_or_default()
-        )
-        .into()),
-    }
-}
-
-fn finish(p: &Process) -> Outcome {
-    finish_with(p, 0)
-}
-
-fn kill_self() -> ! {
-    // SAFETY: signals our own process; SIGKILL cannot be caught, so this does not return.
-    unsafe { libc::raise(libc::SIGKILL) };
-    unreachable!("SIGKILL returned")
-}
 
 // ---------------------------------------------------------------------------------------------
 // Value (_TestValue)

@@ -163,3 +163,44 @@ macro_rules! check_eq {
 }
 
 pub const LONG: Duration = Duration::from_secs(30);
+
+/// Starts `target(args)` with start method `m`.
+pub fn start<T: multiproc::Target>(
+    m: StartMethod,
+    target: T,
+    args: T::Args,
+) -> Result<multiproc::Process, Failed> {
+    let p = multiproc::Process::new(target, args).with_start_method(m);
+    p.start().map_err(|err| format!("start failed: {err}"))?;
+    Ok(p)
+}
+
+/// Joins `p` (bounded) and fails unless it exited with `expected`.
+pub fn finish_with(p: &multiproc::Process, expected: i32) -> Outcome {
+    match p.join_timeout(LONG)? {
+        None => {
+            let _ = p.kill();
+            let _ = p.join_timeout(LONG);
+            Err(format!("{} did not end within {LONG:?}", p.name()).into())
+        }
+        Some(code) if code == expected => Ok(()),
+        Some(code) => Err(format!(
+            "{} exited with {code}, expected {expected}: {}",
+            p.name(),
+            p.error().map(|e| e.to_string()).unwrap_or_default()
+        )
+        .into()),
+    }
+}
+
+/// Joins `p` (bounded) and fails unless it returned normally.
+pub fn finish(p: &multiproc::Process) -> Outcome {
+    finish_with(p, 0)
+}
+
+/// Kills the calling process with SIGKILL, whatever it holds.
+pub fn kill_self() -> ! {
+    // SAFETY: signals our own process; SIGKILL cannot be caught, so this does not return.
+    unsafe { libc::raise(libc::SIGKILL) };
+    unreachable!("SIGKILL returned")
+}
