@@ -284,12 +284,6 @@ fn open_and_write(name: String, text: String) {
     shm.write_at(0, text.as_bytes()).unwrap();
 }
 
-fn dev_shm_entries() -> usize {
-    std::fs::read_dir("/dev/shm")
-        .map(|d| d.count())
-        .unwrap_or(0)
-}
-
 fn shared_memory(m: StartMethod) -> Outcome {
     // An argument: the child writes, the parent reads the same pages.
     let shm = SharedMemory::new(10_000)?;
@@ -321,10 +315,10 @@ fn shared_memory(m: StartMethod) -> Outcome {
     pool.close();
     pool.join()?;
     // Named, for processes that find it by name.
-    let before = dev_shm_entries();
     let name = format!("multiproc-test-{}-{m}", std::process::id());
+    let before = common::dev_shm_entries(&name);
     let named = SharedMemory::create_named(&name, 64)?;
-    check_eq!(dev_shm_entries(), before + 1);
+    check_eq!(common::dev_shm_entries(&name), before + 1);
     check!(
         SharedMemory::create_named(&name, 64).is_err(),
         "O_EXCL: it exists"
@@ -341,7 +335,7 @@ fn shared_memory(m: StartMethod) -> Outcome {
         .map(|meta| std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o777)?;
     check_eq!(mode, 0o600);
     named.unlink()?;
-    check_eq!(dev_shm_entries(), before);
+    check_eq!(common::dev_shm_entries(&name), before);
     check!(
         SharedMemory::open_named(&name).is_err(),
         "unlinked: cannot be opened"
@@ -439,12 +433,6 @@ fn pool_initializer_and_tasks(m: StartMethod) -> Outcome {
 // ---------------------------------------------------------------------------------------------
 // No leaks
 
-fn maps_lines() -> usize {
-    std::fs::read_to_string("/proc/self/maps")
-        .map(|m| m.lines().count())
-        .unwrap_or(0)
-}
-
 #[process]
 fn touch_set(set: SharedSet) {
     let _ = set.0.get();
@@ -452,8 +440,12 @@ fn touch_set(set: SharedSet) {
 
 fn no_leaks(m: StartMethod) -> Outcome {
     finish(&start(m, touch_set, shared_set()?)?)?;
-    let (fds, maps, shm) = (common::open_fds(), maps_lines(), dev_shm_entries());
     let name = format!("multiproc-leak-{}-{m}", std::process::id());
+    let (fds, maps, shm) = (
+        common::open_fds(),
+        common::shared_mappings(),
+        common::dev_shm_entries(&name),
+    );
     for _ in 0..1000 {
         let set = shared_set()?;
         let copy = set.clone();
@@ -466,13 +458,13 @@ fn no_leaks(m: StartMethod) -> Outcome {
         drop((set, copy, named, opened));
     }
     check_eq!(common::open_fds(), fds);
-    check_eq!(maps_lines(), maps);
-    check_eq!(dev_shm_entries(), shm);
+    check_eq!(common::shared_mappings(), maps);
+    check_eq!(common::dev_shm_entries(&name), shm);
     for _ in 0..10 {
         finish(&start(m, touch_set, shared_set()?)?)?;
     }
     check_eq!(common::open_fds(), fds);
-    check_eq!(maps_lines(), maps);
+    check_eq!(common::shared_mappings(), maps);
     Ok(())
 }
 

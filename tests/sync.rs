@@ -965,12 +965,6 @@ fn pool_initializer_task_and_result(m: StartMethod) -> Outcome {
 // ---------------------------------------------------------------------------------------------
 // No leaks
 
-fn maps_lines() -> usize {
-    std::fs::read_to_string("/proc/self/maps")
-        .map(|m| m.lines().count())
-        .unwrap_or(0)
-}
-
 #[process]
 fn touch_everything(all: Everything) {
     let _ = all.0.try_acquire();
@@ -981,7 +975,7 @@ fn no_leaks(m: StartMethod) -> Outcome {
     let warm = everything()?;
     finish(&start(m, touch_everything, warm.clone())?)?;
     drop(warm);
-    let (fds, maps) = (common::open_fds(), maps_lines());
+    let (fds, maps) = (common::open_fds(), common::shared_mappings());
     for _ in 0..1000 {
         let all = everything()?;
         let copy = all.clone();
@@ -990,13 +984,13 @@ fn no_leaks(m: StartMethod) -> Outcome {
         drop((all, copy));
     }
     check_eq!(common::open_fds(), fds);
-    check_eq!(maps_lines(), maps);
+    check_eq!(common::shared_mappings(), maps);
     for _ in 0..10 {
         let all = everything()?;
         finish(&start(m, touch_everything, all)?)?;
     }
     check_eq!(common::open_fds(), fds);
-    check_eq!(maps_lines(), maps);
+    check_eq!(common::shared_mappings(), maps);
     Ok(())
 }
 

@@ -106,6 +106,31 @@ pub fn inheritable_fds() -> Vec<i32> {
     out
 }
 
+/// Mappings of multiproc's shared memory in this process (anonymous `memfd:multiproc:*`
+/// segments and named `/dev/shm` ones): other mappings (malloc arenas, stacks) come and go
+/// and must not make a leak test flaky.
+pub fn shared_mappings() -> usize {
+    std::fs::read_to_string("/proc/self/maps")
+        .map(|maps| {
+            maps.lines()
+                .filter(|l| l.contains("memfd:multiproc:") || l.contains("/dev/shm/"))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+/// Entries of `/dev/shm` whose name starts with `prefix` (other programs' entries come and
+/// go).
+pub fn dev_shm_entries(prefix: &str) -> usize {
+    std::fs::read_dir("/dev/shm")
+        .map(|d| {
+            d.flatten()
+                .filter(|e| e.file_name().to_string_lossy().starts_with(prefix))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
 /// Children of this process that are zombies.
 pub fn zombie_children() -> Vec<i32> {
     let me = std::process::id() as i32;
