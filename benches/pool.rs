@@ -21,14 +21,16 @@
 //! * Memory: peak RSS (VmHWM) of the parent while iterating
 //!   `pool.imap(square, 0..10_000_000).chunksize(1000)`, in a re-executed copy of this binary.
 
+mod common;
+
 use std::fs::File;
 use std::io::{self, Read, Write};
-use std::os::fd::{AsRawFd, FromRawFd, RawFd};
+use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
-use std::panic::AssertUnwindSafe;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::{bulk_child, fork_raw, ping_child, pipe, read_all_or_eof, time, Samples};
 use multiproc::{process, Pool};
 
 #[process]
@@ -187,44 +189,6 @@ fn iterations() -> Iters {
 // ---------------------------------------------------------------------------------------------
 // Samples
 
-/// Timings of one series, sorted.
-struct Samples(Vec<Duration>);
-
-impl Samples {
-    fn new(mut v: Vec<Duration>) -> Samples {
-        v.sort_unstable();
-        Samples(v)
-    }
-
-    fn quantile(&self, q: f64) -> Duration {
-        let v = &self.0;
-        let pos = q * (v.len() - 1) as f64;
-        let (lo, hi) = (pos.floor() as usize, pos.ceil() as usize);
-        let frac = pos - lo as f64;
-        v[lo].mul_f64(1.0 - frac) + v[hi].mul_f64(frac)
-    }
-
-    fn median(&self) -> f64 {
-        self.quantile(0.5).as_secs_f64()
-    }
-
-    /// min / median / p90, formatted with `unit`.
-    fn spread(&self, unit: fn(f64) -> String) -> String {
-        format!(
-            "{} / {} / {}",
-            unit(self.quantile(0.0).as_secs_f64()),
-            unit(self.quantile(0.5).as_secs_f64()),
-            unit(self.quantile(0.9).as_secs_f64())
-        )
-    }
-}
-
-fn time<T>(f: impl FnOnce() -> T) -> (Duration, T) {
-    let t0 = Instant::now();
-    let value = f();
-    (t0.elapsed(), value)
-}
-
 // ---------------------------------------------------------------------------------------------
 // The raw floors: children forked before any pool, speaking bare bytes.
 
@@ -239,40 +203,6 @@ fn as_bytes(v: &[u64]) -> &[u8] {
 fn as_bytes_mut(v: &mut [u64]) -> &mut [u8] {
     // SAFETY: as `as_bytes`; every byte pattern is a valid u64.
     unsafe { std::slice::from_raw_parts_mut(v.as_mut_ptr().cast(), std::mem::size_of_val(v)) }
-}
-
-/// Forks a raw child that closes `close` (the parent's descriptors of the other children),
-/// runs `body` and `_exit`s.
-fn fork_raw(close: &[RawFd], body: impl FnOnce()) -> libc::pid_t {
-    // SAFETY: this process is single-threaded here (no pool yet); the child only does plain
-    // reads, writes and allocations, then `_exit`s.
-    let pid = unsafe { libc::fork() };
-    assert!(pid >= 0, "fork: {}", io::Error::last_os_error());
-    if pid == 0 {
-        for &fd in close {
-            // SAFETY: descriptors of this process that the child does not use.
-            unsafe { libc::close(fd) };
-        }
-        let ok = std::panic::catch_unwind(AssertUnwindSafe(body)).is_ok();
-        // SAFETY: async-signal-safe, never returns; skips the parent's atexit handlers.
-        unsafe { libc::_exit(if ok { 0 } else { 1 }) };
-    }
-    pid
-}
-
-/// Reads exactly `buf.len()` bytes; `false` on end of file before the first one.
-fn read_all_or_eof(r: &mut impl Read, buf: &mut [u8]) -> bool {
-    let mut filled = 0;
-    while filled < buf.len() {
-        match r.read(&mut buf[filled..]) {
-            Ok(0) if filled == 0 => return false,
-            Ok(0) => panic!("end of file inside a message"),
-            Ok(n) => filled += n,
-            Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
-            Err(err) => panic!("read: {err}"),
-        }
-    }
-    true
 }
 
 /// Bytes per read of a map child (a multiple of 8).
@@ -296,42 +226,6 @@ fn map_child(mut sock: UnixStream) {
             left -= n;
         }
     }
-}
-
-/// W3 floor child: answers every 8-byte message with 8 bytes (the square).
-fn ping_child(mut from_parent: File, mut to_parent: File) {
-    let mut buf = [0u8; 8];
-    while read_all_or_eof(&mut from_parent, &mut buf) {
-        let n = u64::from_le_bytes(buf);
-        to_parent
-            .write_all(&n.wrapping_mul(n).to_le_bytes())
-            .expect("ping child write");
-    }
-}
-
-/// W4 floor child: for each request (an 8-byte length, then that many bytes), reads the bytes
-/// into a buffer it reuses and answers the length in 8 bytes.
-fn bulk_child(mut sock: UnixStream) {
-    let mut buf = Vec::new();
-    let mut header = [0u8; 8];
-    while read_all_or_eof(&mut sock, &mut header) {
-        let len = u64::from_le_bytes(header) as usize;
-        if buf.len() < len {
-            buf.resize(len, 0);
-        }
-        assert!(read_all_or_eof(&mut sock, &mut buf[..len]));
-        sock.write_all(&(len as u64).to_le_bytes())
-            .expect("bulk child write");
-    }
-}
-
-fn pipe() -> (File, File) {
-    let mut fds = [0; 2];
-    // SAFETY: `fds` is a valid out-array of two descriptors.
-    let rc = unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) };
-    assert_eq!(rc, 0, "pipe2: {}", io::Error::last_os_error());
-    // SAFETY: two fresh descriptors that nothing else owns.
-    unsafe { (File::from_raw_fd(fds[0]), File::from_raw_fd(fds[1])) }
 }
 
 struct Floors {
@@ -1052,7 +946,7 @@ fn print_report(r: &Report) {
         ("W5 small 2 workers", &r.w5.small_two, ms),
     ];
     for (name, s, unit) in rows {
-        println!("  {name:<22} {}", s.spread(unit));
+        println!("  {name:<22} {}", s.spread(&unit));
     }
     if let Err(why) = &r.cpython {
         println!("note: CPython columns are n/a: {why}");

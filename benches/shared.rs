@@ -31,16 +31,18 @@
 //!   a 64 MiB segment; this process reads a byte of every page) and, for reference,
 //!   `pool.apply(len_of, <64 MiB Vec<u8>>)`.
 
+mod common;
+
 use std::cell::UnsafeCell;
 use std::fs::File;
 use std::hint::black_box;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, RawFd};
 use std::os::unix::net::UnixStream;
-use std::panic::AssertUnwindSafe;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use common::{fork_raw, pipe, read_all_or_eof, time, Samples};
 use multiproc::{
     process, Connection, Event, Lock, Pipe, Pool, Process, Queue, SharedMemory, StartMethod, Value,
 };
@@ -210,65 +212,8 @@ fn iterations() -> Iters {
 // ---------------------------------------------------------------------------------------------
 // Samples
 
-/// Timings of one series, sorted.
-struct Samples(Vec<Duration>);
-
-impl Samples {
-    fn new(mut v: Vec<Duration>) -> Samples {
-        v.sort_unstable();
-        Samples(v)
-    }
-
-    fn quantile(&self, q: f64) -> Duration {
-        let v = &self.0;
-        let pos = q * (v.len() - 1) as f64;
-        let (lo, hi) = (pos.floor() as usize, pos.ceil() as usize);
-        let frac = pos - lo as f64;
-        v[lo].mul_f64(1.0 - frac) + v[hi].mul_f64(frac)
-    }
-
-    fn median(&self) -> f64 {
-        self.quantile(0.5).as_secs_f64()
-    }
-
-    /// min / median / p90, formatted with `unit`.
-    fn spread(&self, unit: &dyn Fn(f64) -> String) -> String {
-        format!(
-            "{} / {} / {}",
-            unit(self.quantile(0.0).as_secs_f64()),
-            unit(self.quantile(0.5).as_secs_f64()),
-            unit(self.quantile(0.9).as_secs_f64())
-        )
-    }
-}
-
-fn time<T>(f: impl FnOnce() -> T) -> (Duration, T) {
-    let t0 = Instant::now();
-    let value = f();
-    (t0.elapsed(), value)
-}
-
 // ---------------------------------------------------------------------------------------------
 // The raw floors: children forked before any pool, speaking bare bytes.
-
-/// Forks a raw child that closes `close` (the parent's descriptors of the other children),
-/// runs `body` and `_exit`s.
-fn fork_raw(close: &[RawFd], body: impl FnOnce()) -> libc::pid_t {
-    // SAFETY: this process is single-threaded here (no pool yet); the child only does plain
-    // reads, writes, allocations and pthread calls, then `_exit`s.
-    let pid = unsafe { libc::fork() };
-    assert!(pid >= 0, "fork: {}", io::Error::last_os_error());
-    if pid == 0 {
-        for &fd in close {
-            // SAFETY: descriptors of this process that the child does not use.
-            unsafe { libc::close(fd) };
-        }
-        let ok = std::panic::catch_unwind(AssertUnwindSafe(body)).is_ok();
-        // SAFETY: async-signal-safe, never returns; skips the parent's atexit handlers.
-        unsafe { libc::_exit(if ok { 0 } else { 1 }) };
-    }
-    pid
-}
 
 fn wait_ok(pid: libc::pid_t) -> bool {
     let mut status = 0;
@@ -276,30 +221,6 @@ fn wait_ok(pid: libc::pid_t) -> bool {
     let reaped = unsafe { libc::waitpid(pid, &mut status, 0) };
     assert_eq!(reaped, pid, "waitpid: {}", io::Error::last_os_error());
     libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0
-}
-
-/// Reads exactly `buf.len()` bytes; `false` on end of file before the first one.
-fn read_all_or_eof(r: &mut impl Read, buf: &mut [u8]) -> bool {
-    let mut filled = 0;
-    while filled < buf.len() {
-        match r.read(&mut buf[filled..]) {
-            Ok(0) if filled == 0 => return false,
-            Ok(0) => panic!("end of file inside a message"),
-            Ok(n) => filled += n,
-            Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
-            Err(err) => panic!("read: {err}"),
-        }
-    }
-    true
-}
-
-fn pipe() -> (File, File) {
-    let mut fds = [0; 2];
-    // SAFETY: `fds` is a valid out-array of two descriptors.
-    let rc = unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) };
-    assert_eq!(rc, 0, "pipe2: {}", io::Error::last_os_error());
-    // SAFETY: two fresh descriptors that nothing else owns.
-    unsafe { (File::from_raw_fd(fds[0]), File::from_raw_fd(fds[1])) }
 }
 
 /// A `SOCK_SEQPACKET` socketpair (one `write` is one record, one `read` takes one), both ends
