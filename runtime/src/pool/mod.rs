@@ -246,33 +246,37 @@ impl Pool {
             return Err(died("before it could receive this task"));
         }
         drop(payload);
-        let deadline = self.task_timeout.and_then(sys::deadline_after);
-        let mut fds = [
-            libc::pollfd {
-                fd: link.control.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            },
-            libc::pollfd {
-                fd: link.exit.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            },
-        ];
-        let ready = sys::poll_many(&mut fds, deadline)
-            .map_err(|err| Error::io("cannot wait for a pool worker", err))?;
-        if ready == 0 {
-            let _ = sys::pidfd_send_signal(link.pidfd.as_fd(), libc::SIGKILL);
-            let _ = link.wait_buried(Duration::from_secs(5));
-            return Err(Error::timeout(format!(
-                "the task ran longer than its timeout of {:?}; pool worker {} (pid {}) was killed and is replaced",
-                self.task_timeout.unwrap_or_default(),
-                link.name,
-                link.pid
-            )));
-        }
-        if fds[0].revents == 0 {
-            return Err(died("while running this task"));
+        // Without a task timeout, a blocking read is enough: it ends with the reply, or with end
+        // of file when the worker dies (only the worker holds the other end). With one, wait
+        // for the reply, the worker's exit or the deadline.
+        if let Some(deadline) = self.task_timeout.and_then(sys::deadline_after) {
+            let mut fds = [
+                libc::pollfd {
+                    fd: link.control.as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                },
+                libc::pollfd {
+                    fd: link.exit.as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                },
+            ];
+            let ready = sys::poll_many(&mut fds, Some(deadline))
+                .map_err(|err| Error::io("cannot wait for a pool worker", err))?;
+            if ready == 0 {
+                let _ = sys::pidfd_send_signal(link.pidfd.as_fd(), libc::SIGKILL);
+                let _ = link.wait_buried(Duration::from_secs(5));
+                return Err(Error::timeout(format!(
+                    "the task ran longer than its timeout of {:?}; pool worker {} (pid {}) was killed and is replaced",
+                    self.task_timeout.unwrap_or_default(),
+                    link.name,
+                    link.pid
+                )));
+            }
+            if fds[0].revents == 0 {
+                return Err(died("while running this task"));
+            }
         }
         let reply = match wire::recv::<Reply>(&link.control, None) {
             Ok(Some(reply)) => reply,
