@@ -30,7 +30,10 @@ use std::os::unix::net::UnixStream;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{bulk_child, fork_raw, ping_child, pipe, read_all_or_eof, time, Samples};
+use common::{
+    bulk_child, forced_iters, fork_raw, met, ping_child, pipe, ratio, read_all_or_eof, time,
+    Samples,
+};
 use multiproc::{process, Pool};
 
 #[process]
@@ -163,19 +166,7 @@ fn main() {
 }
 
 fn iterations() -> Iters {
-    let forced =
-        std::env::var("MULTIPROC_BENCH_ITERS")
-            .ok()
-            .and_then(|v| match v.trim().parse::<usize>() {
-                Ok(n) if n > 0 => Some(n),
-                _ => {
-                    eprintln!(
-                        "MULTIPROC_BENCH_ITERS={v:?} is not a positive number: using the defaults"
-                    );
-                    None
-                }
-            });
-    match forced {
+    match forced_iters() {
         Some(n) => Iters {
             w2: n,
             w3: n,
@@ -697,22 +688,6 @@ fn mbps(secs: f64) -> String {
 
 fn mib(kib: u64) -> String {
     format!("{:.1} MiB", kib as f64 / 1024.0)
-}
-
-fn ratio(r: f64) -> String {
-    if r < 10.0 {
-        format!("{r:.2}x")
-    } else {
-        format!("{r:.0}x")
-    }
-}
-
-fn met(ok: bool) -> &'static str {
-    if ok {
-        "met"
-    } else {
-        "NOT met"
-    }
 }
 
 struct Report {

@@ -42,7 +42,7 @@ use std::os::unix::net::UnixStream;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{fork_raw, pipe, read_all_or_eof, time, Samples};
+use common::{forced_iters, fork_raw, met, pipe, ratio, read_all_or_eof, time, Samples};
 use multiproc::{
     process, Connection, Event, Lock, Pipe, Pool, Process, Queue, SharedMemory, StartMethod, Value,
 };
@@ -185,19 +185,7 @@ fn main() {
 }
 
 fn iterations() -> Iters {
-    let forced =
-        std::env::var("MULTIPROC_BENCH_ITERS")
-            .ok()
-            .and_then(|v| match v.trim().parse::<usize>() {
-                Ok(n) if n > 0 => Some(n),
-                _ => {
-                    eprintln!(
-                        "MULTIPROC_BENCH_ITERS={v:?} is not a positive number: using the defaults"
-                    );
-                    None
-                }
-            });
-    match forced {
+    match forced_iters() {
         Some(n) => Iters {
             queue: n,
             pipe: n,
@@ -853,22 +841,6 @@ fn rate(secs: f64) -> String {
 
 fn mbps(secs: f64) -> String {
     format!("{:.0} MB/s", SHM_BYTES as f64 / secs / 1e6)
-}
-
-fn ratio(r: f64) -> String {
-    if r < 10.0 {
-        format!("{r:.2}x")
-    } else {
-        format!("{r:.0}x")
-    }
-}
-
-fn met(ok: bool) -> &'static str {
-    if ok {
-        "met"
-    } else {
-        "NOT met"
-    }
 }
 
 fn na(v: Option<String>) -> String {

@@ -7,9 +7,12 @@
 //! MULTIPROC_BENCH_ITERS=20 cargo bench --bench start   # quick run: 20 iterations of each
 //! ```
 
+mod common;
+
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::{forced_iters, met, ratio};
 use multiproc::{process, Process, StartMethod};
 
 /// Iterations per method when `MULTIPROC_BENCH_ITERS` is not set.
@@ -87,18 +90,7 @@ fn main() {
 }
 
 fn iterations() -> Vec<(StartMethod, usize)> {
-    let forced =
-        std::env::var("MULTIPROC_BENCH_ITERS")
-            .ok()
-            .and_then(|v| match v.trim().parse::<usize>() {
-                Ok(n) if n > 0 => Some(n),
-                _ => {
-                    eprintln!(
-                        "MULTIPROC_BENCH_ITERS={v:?} is not a positive number: using the defaults"
-                    );
-                    None
-                }
-            });
+    let forced = forced_iters();
     DEFAULT_ITERS
         .iter()
         .map(|&(m, n)| (m, forced.unwrap_or(n)))
@@ -262,22 +254,6 @@ fn ms(us: f64) -> String {
         format!("{ms:.1} ms")
     } else {
         format!("{ms:.0} ms")
-    }
-}
-
-fn ratio(r: f64) -> String {
-    if r < 10.0 {
-        format!("{r:.1}x")
-    } else {
-        format!("{r:.0}x")
-    }
-}
-
-fn met(ok: bool) -> &'static str {
-    if ok {
-        "met"
-    } else {
-        "NOT met"
     }
 }
 

@@ -115,3 +115,33 @@ pub fn pipe() -> (File, File) {
     // SAFETY: two fresh descriptors that nothing else owns.
     unsafe { (File::from_raw_fd(fds[0]), File::from_raw_fd(fds[1])) }
 }
+
+/// `MULTIPROC_BENCH_ITERS`, when set to a positive number: every count of a quick run.
+pub fn forced_iters() -> Option<usize> {
+    let v = std::env::var("MULTIPROC_BENCH_ITERS").ok()?;
+    match v.trim().parse::<usize>() {
+        Ok(n) if n > 0 => Some(n),
+        _ => {
+            eprintln!("MULTIPROC_BENCH_ITERS={v:?} is not a positive number: using the defaults");
+            None
+        }
+    }
+}
+
+/// A ratio for the report: two decimals below 10, none above.
+pub fn ratio(r: f64) -> String {
+    if r < 10.0 {
+        format!("{r:.2}x")
+    } else {
+        format!("{r:.0}x")
+    }
+}
+
+/// A target's verdict for the report.
+pub fn met(ok: bool) -> &'static str {
+    if ok {
+        "met"
+    } else {
+        "NOT met"
+    }
+}
