@@ -31,8 +31,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::{
-    bulk_child, forced_iters, fork_raw, met, ping_child, pipe, ratio, read_all_or_eof, time,
-    Samples,
+    bulk_child, forced_iters, fork_raw, met, parse_values, ping_child, pipe, ratio,
+    read_all_or_eof, time, value, Samples, Values,
 };
 use multiproc::{process, Pool};
 
@@ -593,27 +593,6 @@ fn imap_rss_phase() {
     println!("imap_start_method {}", multiproc::get_start_method());
     pool.close();
     pool.join().expect("pool join");
-}
-
-type Values = Result<Vec<(String, String)>, String>;
-
-fn parse_values(stdout: &[u8]) -> Vec<(String, String)> {
-    String::from_utf8_lossy(stdout)
-        .lines()
-        .filter_map(|line| {
-            let (name, value) = line.trim().split_once(' ')?;
-            Some((name.to_string(), value.trim().to_string()))
-        })
-        .collect()
-}
-
-fn value<T: std::str::FromStr>(values: &Values, name: &str) -> Option<T> {
-    values
-        .as_ref()
-        .ok()?
-        .iter()
-        .find(|(n, _)| n == name)
-        .and_then(|(_, v)| v.parse().ok())
 }
 
 fn run_imap_phase() -> Values {

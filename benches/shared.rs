@@ -42,7 +42,10 @@ use std::os::unix::net::UnixStream;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{forced_iters, fork_raw, met, pipe, ratio, read_all_or_eof, time, Samples};
+use common::{
+    forced_iters, fork_raw, met, parse_values, pipe, ratio, read_all_or_eof, time, value, Samples,
+    Values,
+};
 use multiproc::{
     process, Connection, Event, Lock, Pipe, Pool, Process, Queue, SharedMemory, StartMethod, Value,
 };
@@ -752,27 +755,6 @@ fn bench_shm(floors: &Floors, iters: usize) -> ShmResult {
 
 // ---------------------------------------------------------------------------------------------
 // CPython
-
-type Values = Result<Vec<(String, String)>, String>;
-
-fn parse_values(stdout: &[u8]) -> Vec<(String, String)> {
-    String::from_utf8_lossy(stdout)
-        .lines()
-        .filter_map(|line| {
-            let (name, value) = line.trim().split_once(' ')?;
-            Some((name.to_string(), value.trim().to_string()))
-        })
-        .collect()
-}
-
-fn value<T: std::str::FromStr>(values: &Values, name: &str) -> Option<T> {
-    values
-        .as_ref()
-        .ok()?
-        .iter()
-        .find(|(n, _)| n == name)
-        .and_then(|(_, v)| v.parse().ok())
-}
 
 fn cpython(iters: &Iters) -> Values {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/shared_cpython.py");

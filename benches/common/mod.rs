@@ -145,3 +145,25 @@ pub fn met(ok: bool) -> &'static str {
         "NOT met"
     }
 }
+
+/// `name value` lines printed by a CPython script or a re-executed phase.
+pub type Values = Result<Vec<(String, String)>, String>;
+
+pub fn parse_values(stdout: &[u8]) -> Vec<(String, String)> {
+    String::from_utf8_lossy(stdout)
+        .lines()
+        .filter_map(|line| {
+            let (name, value) = line.trim().split_once(' ')?;
+            Some((name.to_string(), value.trim().to_string()))
+        })
+        .collect()
+}
+
+pub fn value<T: std::str::FromStr>(values: &Values, name: &str) -> Option<T> {
+    values
+        .as_ref()
+        .ok()?
+        .iter()
+        .find(|(n, _)| n == name)
+        .and_then(|(_, v)| v.parse().ok())
+}
