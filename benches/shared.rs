@@ -19,8 +19,9 @@
 //!   Floor: an 8-byte ping-pong over two pipes with a forked child (and, for reference, over a
 //!   `SOCK_SEQPACKET` socketpair).
 //! * Lock: `lock.acquire()` and the guard's drop, `LOCK_LOOP` times in this process, per
-//!   pair. Floor: `pthread_mutex_lock` / `unlock` of a mutex with the same attributes (robust,
-//!   process-shared, error-checking).
+//!   pair. Floor: `pthread_mutex_lock` / `unlock` of glibc's robust, process-shared,
+//!   error-checking mutex (what `Lock` was built on before its own futex mutex; the kernel
+//!   reports a dead owner), and `std::sync::Mutex` (not robust, not shared) for reference.
 //! * Counter: 4 processes x 50_000 `*counter.lock()? += 1` on a `Value<i64>`, from the first
 //!   start to the last join. Floor: 4 forked children doing the same on a raw robust mutex and
 //!   an `i64` in a shared anonymous mapping.
@@ -405,8 +406,8 @@ impl Floors {
     }
 }
 
-/// A robust, process-shared, error-checking `pthread_mutex_t` (the attributes of multiproc's
-/// `Lock`) and an `i64`, in a shared anonymous mapping of one page: forked children share it.
+/// A robust, process-shared, error-checking `pthread_mutex_t` (what multiproc's `Lock` was
+/// built on before its own futex mutex) and an `i64`, in a shared anonymous mapping of one page: forked children share it.
 #[repr(C)]
 struct RawShared {
     mutex: UnsafeCell<libc::pthread_mutex_t>,
@@ -989,7 +990,7 @@ fn print_report(r: &Report) {
         );
     }
     println!(
-        "  Lock: {LOCK_LOOP} x `let g = lock.acquire()?; drop(g)` in this process, median of {} runs, per pair; floor: pthread_mutex_lock + unlock of a robust, process-shared, error-checking mutex (multiproc's attributes). std::sync::Mutex: {}.",
+        "  Lock: {LOCK_LOOP} x `let g = lock.acquire()?; drop(g)` in this process, median of {} runs, per pair; floor: pthread_mutex_lock + unlock of glibc's robust, process-shared, error-checking mutex (what Lock was built on before). std::sync::Mutex: {}.",
         r.iters.lock,
         ns(per_pair(&r.lock.std))
     );

@@ -28,7 +28,7 @@ pub(crate) struct BlockHeader {
 }
 
 // SAFETY: atomics and a `Shareable` lock state: any bytes are valid, no drop, all mutation
-// atomic or through the pthread functions.
+// atomic.
 unsafe impl Shareable for BlockHeader {
     const WHAT: &'static str = "a shared value or array";
     fn is_valid(&self) -> bool {

@@ -381,8 +381,7 @@ impl Condition {
         }
         let state = &*self.state;
         // Through the guard's own mapping of the lock: the condition may have mapped the same
-        // segment separately (it arrived as another argument), and the held mutex must be
-        // unlocked and locked again at the address glibc linked it at.
+        // segment separately (it arrived as another argument).
         let lock = guard.held_lock().clone();
         let mutex = lock.raw();
         state

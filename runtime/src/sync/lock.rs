@@ -23,8 +23,8 @@ pub(crate) struct LockState {
     mutex: RawMutex,
 }
 
-// SAFETY: an atomic and a pthread mutex in an `UnsafeCell`: any bytes are a valid value, no
-// drop, all mutation through atomics and the pthread functions.
+// SAFETY: atomics only (the mutex is three `AtomicU32`s): any bytes are a valid value, no
+// drop, all mutation through atomics.
 unsafe impl Shareable for LockState {
     const WHAT: &'static str = "a lock";
     fn is_valid(&self) -> bool {
@@ -47,9 +47,8 @@ unsafe impl Shareable for RLockState {
 impl LockState {
     /// Initializes a lock in a region that this process just created and has not shared.
     fn init(&self, kind: MutexKind, tag: u64) -> Result<()> {
-        // SAFETY: the callers pass state in a region they just created (zero-filled, never
-        // shared), as `RawMutex::init` requires.
-        unsafe { self.mutex.init(kind) }.map_err(|err| Error::io("cannot create a lock", err))?;
+        // The callers pass state in a region they just created (zero-filled, never shared).
+        self.mutex.init(kind);
         self.tag.store(tag, Ordering::Release);
         Ok(())
     }
@@ -102,11 +101,10 @@ pub(crate) fn acquire_raw(
     }
 }
 
-/// After `Locked::OwnerDied`: makes the mutex consistent and releases it.
+/// After `Locked::OwnerDied`: releases the mutex, which works as before.
 pub(crate) fn recover(mutex: &RawMutex, what: &str) -> Result<()> {
     mutex
-        .make_consistent()
-        .and_then(|()| mutex.unlock())
+        .unlock()
         .map_err(|err| Error::io(format!("cannot recover a {what} whose owner died"), err))
 }
 
@@ -251,8 +249,8 @@ impl fmt::Debug for Lock {
     }
 }
 
-/// Makes a type `!Send` (a pthread mutex must be released by the thread that locked it) and
-/// keeps it `Sync`.
+/// Makes a type `!Send` (the mutex is released by the thread that locked it: it records its
+/// owner's thread id) and keeps it `Sync`.
 type NotSend = PhantomData<std::sync::MutexGuard<'static, ()>>;
 
 /// Proof that the calling thread holds a [`Lock`]; dropping it releases the lock.
@@ -269,10 +267,6 @@ type NotSend = PhantomData<std::sync::MutexGuard<'static, ()>>;
 #[must_use = "the lock is released as soon as the guard is dropped"]
 pub struct LockGuard<'a> {
     lock: &'a Lock,
-    /// The mapping of the held mutex, kept alive by the guard itself: glibc links a held robust
-    /// mutex into a per-thread list *inside the mutex*, so the pages must stay mapped while it
-    /// is held, even if the guard is leaked with `mem::forget` and the `Lock` dropped.
-    _mapping: Arc<Region>,
     _not_send: NotSend,
 }
 
@@ -280,7 +274,6 @@ impl<'a> LockGuard<'a> {
     pub(crate) fn new(lock: &'a Lock) -> LockGuard<'a> {
         LockGuard {
             lock,
-            _mapping: lock.state.region().clone(),
             _not_send: PhantomData,
         }
     }
@@ -342,7 +335,6 @@ impl RLock {
         let held = acquire_raw(&self.state.0.mutex, deadline, "lock", || {})?;
         Ok(held.then(|| RLockGuard {
             rlock: self,
-            _mapping: self.state.region().clone(),
             _not_send: PhantomData,
         }))
     }
@@ -416,8 +408,6 @@ impl fmt::Debug for RLock {
 #[must_use = "the level is released as soon as the guard is dropped"]
 pub struct RLockGuard<'a> {
     rlock: &'a RLock,
-    /// Keeps the held mutex mapped even if the guard is leaked (see [`LockGuard`]).
-    _mapping: Arc<Region>,
     _not_send: NotSend,
 }
 
@@ -439,10 +429,11 @@ mod mapping_tests {
     use super::*;
 
     #[test]
-    fn a_forgotten_guard_keeps_its_mutex_mapped() {
-        // glibc links a held robust mutex into a per-thread list inside the mutex: the pages
-        // must outlive the Lock when its guard is leaked, or the next lock writes to freed
-        // memory.
+    fn a_forgotten_guard_leaves_nothing_behind() {
+        // A leaked guard leaves its lock held, and nothing else: other locks of the thread
+        // work after the leaked one is unmapped. (With glibc's robust mutexes, which link a
+        // held mutex into a per-thread list inside the mutex, the next lock wrote to freed
+        // memory.)
         std::thread::spawn(|| {
             let a = Lock::new().unwrap();
             std::mem::forget(a.acquire().unwrap());

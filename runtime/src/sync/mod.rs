@@ -2,7 +2,7 @@
 //!
 //! | Python | multiproc | built on |
 //! |---|---|---|
-//! | `Lock()` | [`Lock`] | a robust process-shared `pthread_mutex_t` (error-checking) |
+//! | `Lock()` | [`Lock`] | a robust mutex: a futex word that holds its owner's thread id |
 //! | `RLock()` | [`RLock`] | the same, recursive |
 //! | `Semaphore(n)` | [`Semaphore`] | a counter and a futex |
 //! | `BoundedSemaphore(n)` | [`BoundedSemaphore`] | the same, with a maximum |
@@ -25,13 +25,14 @@
 //! # When a process dies holding a lock
 //!
 //! CPython's locks are POSIX semaphores: when a process dies holding one, every other process
-//! that wants it waits forever. Here the mutexes are *robust*: the kernel marks a mutex whose
-//! owner died, and the next acquire (of a [`Lock`], [`RLock`], a [`Condition`]'s lock, a
-//! [`Value`](crate::Value) or [`Array`](crate::Array)) returns promptly an error of kind
-//! [`ErrorKind::OwnerDied`]: "the process that held this lock
-//! died; the data it protected may be inconsistent".
+//! that wants it waits forever. Here the mutexes are *robust*: a mutex records its owner's
+//! thread id, a waiter looks now and then (at least every 50 ms) whether that thread still
+//! lives, and when it has ended (even as a zombie nobody reaped yet), the next acquire (of a
+//! [`Lock`], [`RLock`], a [`Condition`]'s lock, a [`Value`](crate::Value) or
+//! [`Array`](crate::Array)) returns promptly an error of kind [`ErrorKind::OwnerDied`]: "the
+//! process that held this lock died; the data it protected may be inconsistent".
 //!
-//! The error carries no guard: the lock was made consistent and **released**, so the next
+//! The error carries no guard: the lock was **released**, so the next
 //! acquire succeeds. Only the first acquirer after a death sees the error; repair the
 //! protected data then (take the lock again, check, fix), or give up. A [`Barrier`] whose
 //! lock owner died breaks ([`ErrorKind::BrokenBarrier`]).
@@ -65,7 +66,7 @@
 //! - **Guards.** `acquire` returns a guard that releases on drop (`with lock:`); a timed or
 //!   non-blocking acquire returns `Ok(None)` where Python returns `False`. Releasing a lock
 //!   twice, or one this thread does not hold, cannot be written (Python raises).
-//! - **Owner-bound locks.** A pthread mutex is released by the thread that acquired it: lock
+//! - **Owner-bound locks.** A mutex is released by the thread that acquired it (it records its id): lock
 //!   guards are not `Send`, and a lock cannot be released by another process. Python's `Lock`
 //!   is a semaphore that anyone may release; use a [`Semaphore`] or [`BoundedSemaphore`] (whose
 //!   guard has [`forget`](SemaphoreGuard::forget), and whose `release` anyone may call) for
