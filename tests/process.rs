@@ -270,6 +270,30 @@ fn join_timeout(m: StartMethod) -> Outcome {
     Ok(())
 }
 
+fn sentinel_and_wait(m: StartMethod) -> Outcome {
+    let slow = Process::new(sleeper, 60).with_start_method(m);
+    check_eq!(slow.sentinel().unwrap_err().kind(), ErrorKind::NotStarted);
+    let quick = Process::new(ok_worker, ()).with_start_method(m);
+    start(&slow)?;
+    start(&quick)?;
+    let sentinels = [slow.sentinel()?, quick.sentinel()?];
+    check_eq!(multiproc::wait(&sentinels, Some(LONG))?, vec![1]);
+    // Waiting did not consume the exit code: join still reads it.
+    check_eq!(quick.join()?, 0);
+    check!(
+        multiproc::wait(&sentinels[..1], Some(Duration::from_millis(50)))?.is_empty(),
+        "the slow child's sentinel is ready while it runs"
+    );
+    slow.kill()?;
+    check_eq!(multiproc::wait(&sentinels[..1], None)?, vec![0]);
+    check_eq!(slow.join()?, -9);
+    // Reaped: a new sentinel is ready at once; closed: no sentinel.
+    check_eq!(multiproc::wait(&[slow.sentinel()?], None)?, vec![0]);
+    slow.close()?;
+    check_eq!(slow.sentinel().unwrap_err().kind(), ErrorKind::Closed);
+    Ok(())
+}
+
 fn state_rules(m: StartMethod) -> Outcome {
     let p = Process::new(sleeper, 60).with_start_method(m);
     check_eq!(p.join().unwrap_err().kind(), ErrorKind::NotStarted);
@@ -720,6 +744,7 @@ fn main() {
         ("exit_code_abort", exit_code_abort),
         ("terminate_and_kill", terminate_and_kill),
         ("join_timeout", join_timeout),
+        ("sentinel_and_wait", sentinel_and_wait),
         ("state_rules", state_rules),
         ("names", names),
         ("child_identity", child_identity),

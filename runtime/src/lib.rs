@@ -31,7 +31,7 @@ pub use current::{cpu_count, current_process, parent_process, CurrentProcess, Pa
 pub use error::{Error, ErrorKind, RemotePanic, Result};
 pub use handle::SharedFd;
 pub use pool::{AsyncResult, Imap, Pool, PoolBuilder};
-pub use process::{active_children, Process};
+pub use process::{active_children, wait, Process};
 pub use registry::{BuildId, Runnable, Target};
 pub use shared::{Array, ArrayGuard, RawArray, RawValue, SharedMemory, Value, ValueGuard};
 pub use start::fork::{fork_policy, set_fork_policy};

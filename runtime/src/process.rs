@@ -1,7 +1,7 @@
 //! `Process`: one child process running a `#[process]` function or a subclass-style type.
 
 use std::fmt;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -428,6 +428,65 @@ impl Process {
         Ok(())
     }
 
+    /// A descriptor that becomes readable when the child has exited (Python's
+    /// `Process.sentinel`): to wait for several children at once, or for a child and anything
+    /// else with a descriptor, with [`wait`] or with your own `poll`, `epoll` or async reactor
+    /// (`tokio::io::unix::AsyncFd`, say).
+    ///
+    /// The descriptor is a duplicate that the caller owns. Only wait for it to become readable;
+    /// never read from it (for a fork-server child it carries the exit code, which
+    /// [`join`](Self::join) reads). A child that has already been reaped gives a descriptor
+    /// that is readable at once. Errors: [`ErrorKind::NotStarted`] before `start`,
+    /// [`ErrorKind::Closed`] after `close`, [`ErrorKind::NotOwner`] outside the process that
+    /// started it.
+    ///
+    /// ```
+    /// use multiproc::{process, Process, StartMethod};
+    /// use std::time::Duration;
+    ///
+    /// #[process]
+    /// fn nap(ms: u64) {
+    ///     std::thread::sleep(Duration::from_millis(ms));
+    /// }
+    ///
+    /// # fn main() -> multiproc::Result<()> {
+    /// let slow = Process::new(nap, 5_000).with_start_method(StartMethod::Fork);
+    /// let quick = Process::new(nap, 10).with_start_method(StartMethod::Fork);
+    /// slow.start()?;
+    /// quick.start()?;
+    /// let sentinels = [slow.sentinel()?, quick.sentinel()?];
+    /// // The first to end: the quick one.
+    /// assert_eq!(multiproc::wait(&sentinels, Some(Duration::from_secs(5)))?, vec![1]);
+    /// assert_eq!(quick.join()?, 0);
+    /// slow.kill()?;
+    /// assert_eq!(slow.join()?, -9);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn sentinel(&self) -> Result<OwnedFd> {
+        self.check_owner("can only get the sentinel of a child process")?;
+        let state = self.lock();
+        match &state.phase {
+            Phase::Initial | Phase::Starting => Err(Error::new(
+                ErrorKind::NotStarted,
+                "a process has no sentinel before it is started",
+            )),
+            Phase::Closed => Err(closed()),
+            Phase::Running(popen) => popen
+                .exit_fd()
+                .try_clone()
+                .map_err(|err| Error::io("cannot duplicate a child's exit descriptor", err)),
+            Phase::Stopped { .. } => {
+                // Reaped: a pipe whose write end is closed reads end-of-file, so it is
+                // readable for good.
+                let (read, write) =
+                    sys::pipe().map_err(|err| Error::io("cannot make a sentinel", err))?;
+                drop(write);
+                Ok(read)
+            }
+        }
+    }
+
     fn check_owner(&self, message: &str) -> Result<()> {
         if std::process::id() == self.inner.creator {
             Ok(())
@@ -435,6 +494,42 @@ impl Process {
             Err(Error::new(ErrorKind::NotOwner, message))
         }
     }
+}
+
+/// Waits until at least one of `objects` is readable, or `timeout` passes (Python's
+/// `multiprocessing.connection.wait`): returns the indices of the readable ones, in order, or
+/// none when the time ran out. `objects` are descriptors: [`Process::sentinel`]s, sockets,
+/// pipes, anything [`AsFd`]; `timeout: None` waits as long as it takes.
+///
+/// A descriptor that has hung up or is invalid counts as ready (so that a wait on a dead peer
+/// never hangs); a read on it then says why.
+///
+/// ```
+/// use std::time::Duration;
+///
+/// let (read, write) = std::os::unix::net::UnixStream::pair().unwrap();
+/// assert!(multiproc::wait(&[&read], Some(Duration::from_millis(10)))?.is_empty());
+/// drop(write); // end of file: readable
+/// assert_eq!(multiproc::wait(&[&read], None)?, vec![0]);
+/// # Ok::<(), multiproc::Error>(())
+/// ```
+pub fn wait<F: AsFd>(objects: &[F], timeout: Option<Duration>) -> Result<Vec<usize>> {
+    let mut fds: Vec<libc::pollfd> = objects
+        .iter()
+        .map(|object| libc::pollfd {
+            fd: object.as_fd().as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        })
+        .collect();
+    let deadline = timeout.map(|t| sys::deadline_after(t).unwrap_or_else(far_future));
+    sys::poll_many(&mut fds, deadline).map_err(|err| Error::io("cannot wait", err))?;
+    Ok(fds
+        .iter()
+        .enumerate()
+        .filter(|(_, fd)| fd.revents != 0)
+        .map(|(i, _)| i)
+        .collect())
 }
 
 impl<R: Runnable> From<R> for Process {
