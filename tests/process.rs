@@ -730,6 +730,114 @@ fn forkserver_death_and_restart() -> Outcome {
     Ok(())
 }
 
+// ---------------------------------------------------------------------------------------------
+// Fork-server preload: run in a fresh spawned child, whose fork server is not running yet
+
+static PRELOADED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// A preload: sets the static every fork-server child inherits, and counts its calls in a file.
+#[process]
+fn preload_value(value: u64, count_path: String) {
+    PRELOADED.store(value, std::sync::atomic::Ordering::SeqCst);
+    let mut calls = std::fs::read_to_string(&count_path).unwrap_or_default();
+    calls.push('x');
+    std::fs::write(&count_path, calls).expect("write the call count");
+}
+
+#[process]
+fn preload_panics(message: String) {
+    panic!("{message}");
+}
+
+#[process]
+fn preload_leaves_a_thread() {
+    std::thread::spawn(|| std::thread::sleep(Duration::from_secs(3600)));
+}
+
+/// A fork-server child: writes the static it inherited from the server.
+#[process]
+fn report_preloaded(path: String) {
+    write_line(
+        &path,
+        &PRELOADED
+            .load(std::sync::atomic::Ordering::SeqCst)
+            .to_string(),
+    );
+}
+
+/// In a fresh process: `case` 0 preloads a value and checks three children see it; 1 and 2
+/// preload a call that panics / leaves a thread and check the start fails and says why.
+/// Writes "ok" or what went wrong.
+#[process]
+fn preload_scenario(dir: String, case: u8) {
+    let outcome = (|| -> Result<(), String> {
+        let count = format!("{dir}/count");
+        let preload = match case {
+            0 => multiproc::Preload::new(preload_value, (42, count.clone())),
+            1 => multiproc::Preload::new(preload_panics, "no model file".to_string()),
+            _ => multiproc::Preload::new(preload_leaves_a_thread, ()),
+        };
+        multiproc::set_forkserver_preload([preload]).map_err(|e| e.to_string())?;
+        let start = |i: u32| {
+            let path = format!("{dir}/child{i}");
+            let p = Process::new(report_preloaded, path.clone())
+                .with_start_method(StartMethod::ForkServer);
+            p.start().map(|()| (p, path))
+        };
+        if case != 0 {
+            let err = start(0).err().ok_or("the start succeeded")?;
+            let wanted = if case == 1 {
+                "panicked"
+            } else {
+                "thread(s) running"
+            };
+            if err.kind() != ErrorKind::ForkServer || !err.to_string().contains(wanted) {
+                return Err(format!("unexpected error: {err:?}"));
+            }
+            if case == 1 && !err.to_string().contains("no model file") {
+                return Err(format!("the panic message is missing: {err}"));
+            }
+            return Ok(());
+        }
+        for i in 0..3 {
+            let (p, path) = start(i).map_err(|e| e.to_string())?;
+            p.join().map_err(|e| e.to_string())?;
+            let seen = std::fs::read_to_string(&path).map_err(|e| e.to_string())?;
+            if seen.trim() != "42" {
+                return Err(format!("child {i} saw {seen:?}"));
+            }
+        }
+        let calls = std::fs::read_to_string(&count).map_err(|e| e.to_string())?;
+        if calls != "x" {
+            return Err(format!("the preload ran {} times", calls.len()));
+        }
+        let again = multiproc::set_forkserver_preload([])
+            .err()
+            .ok_or("reset while running")?;
+        if again.kind() != ErrorKind::AlreadyStarted {
+            return Err(format!("unexpected error: {again:?}"));
+        }
+        Ok(())
+    })();
+    write_line(
+        &format!("{dir}/outcome"),
+        &outcome.err().unwrap_or_else(|| "ok".to_string()),
+    );
+}
+
+fn forkserver_preload() -> Outcome {
+    for case in 0..3u8 {
+        let dir = scratch("preload");
+        let p = Process::new(preload_scenario, (dir.display().to_string(), case))
+            .with_start_method(StartMethod::Spawn);
+        start(&p)?;
+        check_eq!(p.join_timeout(LONG)?, Some(0));
+        check_eq!(read_when_ready(&dir.join("outcome"), LONG)?, "ok");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    Ok(())
+}
+
 fn main() {
     multiproc::init();
     let mut trials = Vec::new();
@@ -788,5 +896,6 @@ fn main() {
         "fork_server_exits_with_its_parent",
         fork_server_exits_with_its_parent,
     ));
+    trials.push(Trial::test("forkserver_preload", forkserver_preload));
     common::run(trials)
 }

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use crate::current;
 use crate::error::{ErrorKind, RemotePanic};
 use crate::registry::{self, BuildId, Entry};
+use crate::start::forkserver::PreloadCall;
 use crate::start::{self, ChildMessage, FailKind, Launch, Role, EXIT_BOOTSTRAP_FAILED};
 use crate::{handle, process, sys, wire};
 
@@ -78,7 +79,16 @@ pub(crate) fn serve(control: UnixStream) -> ! {
         ),
     };
     match role {
-        Role::ForkServer => {
+        Role::ForkServer { preload } => {
+            if !preload.is_empty() {
+                // For the message and location of a panicking preload.
+                install_panic_hook("fork server".to_string());
+            }
+            for call in &preload {
+                if let Err((kind, message)) = preload_call(call) {
+                    refuse(&control, kind, message);
+                }
+            }
             if wire::send(&control, &ChildMessage::Ready).is_err() {
                 sys::exit_now(EXIT_BOOTSTRAP_FAILED);
             }
@@ -102,6 +112,38 @@ pub(crate) fn serve(control: UnixStream) -> ! {
             }
             run(control, launch, entry, fds)
         }
+    }
+}
+
+/// Makes one of the fork server's preload calls; an error says why it failed.
+fn preload_call(call: &PreloadCall) -> std::result::Result<(), (FailKind, String)> {
+    let what = format!("the fork server's preload `{}`", call.entry);
+    let entry = registry::lookup(&call.entry)
+        .map_err(|err| (FailKind::UnknownEntry, format!("{what}: {err}")))?;
+    IN_TARGET.with(|t| t.set(true));
+    let result = catch_quiet(|| entry.invoke(&call.payload));
+    IN_TARGET.with(|t| t.set(false));
+    match result {
+        Ok(Ok(_output)) => {}
+        Ok(Err(err)) => return Err((FailKind::Bootstrap, format!("{what} failed: {err}"))),
+        Err((message, location)) => {
+            let at = location.map(|l| format!(" at {l}")).unwrap_or_default();
+            return Err((
+                FailKind::Bootstrap,
+                format!("{what} panicked{at}: {message}"),
+            ));
+        }
+    }
+    match sys::thread_count() {
+        Ok(1) => Ok(()),
+        Ok(n) => Err((
+            FailKind::Bootstrap,
+            format!(
+                "{what} left {} thread(s) running: the server must stay single-threaded to fork safely",
+                n - 1
+            ),
+        )),
+        Err(err) => Err((FailKind::Bootstrap, format!("{what}: cannot count threads: {err}"))),
     }
 }
 

@@ -35,6 +35,7 @@ pub use process::{active_children, wait, Process};
 pub use registry::{BuildId, Runnable, Target};
 pub use shared::{Array, ArrayGuard, RawArray, RawValue, SharedMemory, Value, ValueGuard};
 pub use start::fork::{fork_policy, set_fork_policy};
+pub use start::forkserver::{set_forkserver_preload, Preload};
 pub use start::spawn::set_executable;
 pub use start::{ForkPolicy, StartMethod};
 pub use sync::{

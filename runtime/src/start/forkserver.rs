@@ -13,6 +13,9 @@
 //! parent can signal the child without racing pid reuse. If the server dies, its children's
 //! status pipes reach end of file (exit code 255, as in CPython) and the next start brings up a
 //! new server.
+//!
+//! [`set_forkserver_preload`] names `#[process]` functions that a new server calls once before
+//! it serves, so that every child it forks starts warm (CPython's preload of modules).
 
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
@@ -20,11 +23,102 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use nix::unistd::{fork, ForkResult};
+use serde::{Deserialize, Serialize};
 
 use super::{fork, spawn, Launch, Popen, Role};
 use crate::error::{Error, ErrorKind, Result};
-use crate::registry::BuildId;
-use crate::{child, sys};
+use crate::registry::{BuildId, Target};
+use crate::{child, handle, sys};
+
+/// A call for the fork server to make once, before it forks any child: see
+/// [`set_forkserver_preload`].
+#[derive(Debug, Clone)]
+pub struct Preload {
+    call: std::result::Result<PreloadCall, String>,
+}
+
+/// A [`Preload`] as it travels to the server: the entry point's name and its encoded arguments.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct PreloadCall {
+    pub entry: String,
+    pub payload: Vec<u8>,
+}
+
+impl Preload {
+    /// `function(args)`, to run in the fork server. Its result is dropped.
+    ///
+    /// The arguments are encoded now; they cannot carry descriptors (a `Queue`, a `Lock`, a
+    /// `SharedMemory` ...): [`set_forkserver_preload`] refuses those.
+    pub fn new<F: Target>(_function: F, args: F::Args) -> Preload {
+        let call = match handle::encode(&args) {
+            Ok(encoded) if encoded.fds.is_empty() => Ok(PreloadCall {
+                entry: F::NAME.to_string(),
+                payload: encoded.bytes,
+            }),
+            Ok(_) => Err(format!(
+                "the preload of `{}` carries descriptors, which the fork server cannot keep",
+                F::NAME
+            )),
+            Err(err) => Err(format!(
+                "cannot encode the arguments of the preload `{}`: {err}",
+                F::NAME
+            )),
+        };
+        Preload { call }
+    }
+}
+
+static PRELOAD: Mutex<Vec<PreloadCall>> = Mutex::new(Vec::new());
+
+/// Names the calls a new fork server makes once, in order, before it forks any child (Python's
+/// `set_forkserver_preload`): load a model, read a large table, warm a cache, and every
+/// `forkserver` child starts with it in memory (shared copy-on-write), instead of each doing
+/// the work again.
+///
+/// Set it before the first `forkserver` start: while this process's fork server runs, the call
+/// fails with [`ErrorKind::AlreadyStarted`] (the server could not take it back). A preload that
+/// panics, fails, or leaves a thread running (the server must stay single-threaded to fork
+/// safely) makes the start of the server, and so every `forkserver` start, fail with an
+/// [`ErrorKind::ForkServer`] error that says why. Pools with the `fork` start method and
+/// `fork` children do not use the fork server.
+///
+/// ```
+/// use multiproc::{process, Preload, Process, StartMethod};
+///
+/// #[process]
+/// fn warm(rows: u32) {
+///     // Build whatever every child should inherit, e.g. into a `static OnceLock`.
+///     let _ = rows;
+/// }
+///
+/// #[process]
+/// fn work() {}
+///
+/// # fn main() -> multiproc::Result<()> {
+/// # multiproc::init();
+/// multiproc::set_forkserver_preload([Preload::new(warm, 1_000)])?;
+/// let p = Process::new(work, ()).with_start_method(StartMethod::ForkServer);
+/// p.start()?;
+/// assert_eq!(p.join()?, 0);
+/// # Ok(())
+/// # }
+/// ```
+pub fn set_forkserver_preload(calls: impl IntoIterator<Item = Preload>) -> Result<()> {
+    let calls = calls
+        .into_iter()
+        .map(|p| p.call)
+        .collect::<std::result::Result<Vec<_>, String>>()
+        .map_err(|message| Error::new(ErrorKind::InvalidInput, message))?;
+    let client = lock_client();
+    if client.is_some() {
+        return Err(Error::new(
+            ErrorKind::AlreadyStarted,
+            "the fork server is already running: set its preload before the first forkserver start",
+        ));
+    }
+    *PRELOAD.lock().unwrap_or_else(PoisonError::into_inner) = calls;
+    Ok(())
+}
 
 /// A connection to a fork server: the default one of this process (spawned), or a pool's
 /// zygote (forked from the process when the pool was made, for the `fork` method).
@@ -81,8 +175,12 @@ impl ForkServer {
     /// Spawns a fresh server: an exec of this binary, single-threaded.
     pub(crate) fn spawn() -> Result<ForkServer> {
         let (server, build) = spawn::exec_child()?;
+        let preload = PRELOAD
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
         server
-            .handshake(&build, &Role::ForkServer, &[])
+            .handshake(&build, &Role::ForkServer { preload }, &[])
             .map_err(|err| {
                 Error::new(
                     ErrorKind::ForkServer,

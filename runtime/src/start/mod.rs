@@ -132,8 +132,10 @@ pub(crate) struct Launch {
 pub(crate) enum Role {
     /// Run an entry point.
     Run(Launch),
-    /// Become the fork server of the parent.
-    ForkServer,
+    /// Become the fork server of the parent, after making these calls once.
+    ForkServer {
+        preload: Vec<forkserver::PreloadCall>,
+    },
 }
 
 /// Frames from child to parent on the control socket.
