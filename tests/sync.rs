@@ -737,6 +737,37 @@ fn owner_died_lock(m: StartMethod) -> Outcome {
     Ok(())
 }
 
+/// A thread of the child takes the lock and ends without releasing it; the child lives on
+/// until `done` is set.
+#[process]
+fn thread_ends_holding_lock(lock: Lock, ready: Event, done: Event) {
+    std::thread::scope(|s| {
+        s.spawn(|| std::mem::forget(lock.acquire().unwrap()));
+    });
+    ready.set();
+    done.wait_timeout(LONG).unwrap();
+}
+
+fn owner_thread_ended(m: StartMethod) -> Outcome {
+    // The owner is a thread that ended, in a process that still runs: the lock is as good as
+    // orphaned, and the next acquire says so.
+    let lock = Lock::new()?;
+    let (ready, done) = (Event::new()?, Event::new()?);
+    let p = start(
+        m,
+        thread_ends_holding_lock,
+        (lock.clone(), ready.clone(), done.clone()),
+    )?;
+    check!(
+        ready.wait_timeout(LONG)?,
+        "the child's thread took the lock"
+    );
+    expect_owner_died("Lock::acquire", || lock.acquire())?;
+    drop(lock.acquire()?);
+    done.set();
+    finish(&p)
+}
+
 fn owner_died_rlock(m: StartMethod) -> Outcome {
     let rlock = RLock::new()?;
     let ready = Event::new()?;
@@ -1044,6 +1075,7 @@ fn main() {
         ("barrier_thousand_passes", barrier_thousand_passes),
         ("owner_died_lock", owner_died_lock),
         ("owner_died_rlock", owner_died_rlock),
+        ("owner_thread_ended", owner_thread_ended),
         ("owner_died_condition", owner_died_condition),
         ("owner_died_barrier", owner_died_barrier),
         (
