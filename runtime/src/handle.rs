@@ -23,11 +23,13 @@ thread_local! {
     static INCOMING: RefCell<Option<Vec<Option<OwnedFd>>>> = const { RefCell::new(None) };
 }
 
-/// Encoded bytes and the descriptors they refer to.
+/// Encoded bytes, the descriptors they refer to, and the byte blocks that travel beside them
+/// (by index, like descriptors).
 #[derive(Debug, Default)]
 pub(crate) struct Encoded {
     pub bytes: Vec<u8>,
     pub fds: Vec<OwnedFd>,
+    pub blocks: Vec<Vec<u8>>,
 }
 
 impl Encoded {
@@ -51,7 +53,11 @@ pub(crate) fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Encoded> {
     let bytes = codec::encode(value);
     let previous = restore.0.take().unwrap_or_default();
     let fds = OUTGOING.with(|o| o.replace(previous)).unwrap_or_default();
-    Ok(Encoded { bytes: bytes?, fds })
+    Ok(Encoded {
+        bytes: bytes?,
+        fds,
+        blocks: Vec::new(),
+    })
 }
 
 /// Decodes a value received from another process with the descriptors that came with it.

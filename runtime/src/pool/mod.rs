@@ -221,8 +221,6 @@ impl Pool {
             job: u64::MAX,
             chunk: 0,
             entry: F::NAME.to_string(),
-            len: payload.bytes.len() as u64,
-            fds: payload.fds.len() as u32,
         };
         let died = |what: &str| {
             self.shared.wake();
@@ -240,16 +238,17 @@ impl Pool {
                 ),
             )
         };
-        let sent = wire::send_with_payload(&link.control, &header, &payload.bytes)
-            .and_then(|()| wire::send_fds(&link.control, &payload.raw_fds()));
+        let sent = wire::send_message(&link.control, &header, &payload);
         if sent.is_err() {
             return Err(died("before it could receive this task"));
         }
         drop(payload);
+        let mut inbox = link.inbox.lock().unwrap_or_else(PoisonError::into_inner);
         // Without a task timeout, a blocking read is enough: it ends with the reply, or with end
         // of file when the worker dies (only the worker holds the other end). With one, wait
         // for the reply, the worker's exit or the deadline.
-        if let Some(deadline) = self.task_timeout.and_then(sys::deadline_after) {
+        let deadline = self.task_timeout.and_then(sys::deadline_after);
+        if let Some(deadline) = deadline.filter(|_| !inbox.buffered()) {
             let mut fds = [
                 libc::pollfd {
                     fd: link.control.as_raw_fd(),
@@ -278,31 +277,41 @@ impl Pool {
                 return Err(died("while running this task"));
             }
         }
-        let reply = match wire::recv::<Reply>(&link.control, None) {
-            Ok(Some(reply)) => reply,
-            Ok(None) | Err(_) => return Err(died("while running this task")),
+        let received = inbox.recv::<Reply>(&link.control, None);
+        drop(inbox);
+        let (reply, result) = match received {
+            Ok(Some(message)) => message,
+            Ok(None) => return Err(died("while running this task")),
+            Err(err) if err.kind() == ErrorKind::Disconnected => {
+                return Err(died("while running this task"))
+            }
+            Err(err) => {
+                // The stream lost its place: the worker cannot be trusted with another task.
+                let _ = sys::pidfd_send_signal(link.pidfd.as_fd(), libc::SIGKILL);
+                let _ = link.wait_buried(Duration::from_secs(5));
+                return Err(Error::new(
+                    err.kind(),
+                    format!(
+                        "bad reply from pool worker {} (pid {}), which was killed: {err}",
+                        link.name, link.pid
+                    ),
+                ));
+            }
         };
-        let Reply::Done {
-            outcome, len, fds, ..
-        } = reply
-        else {
+        let Reply::Done { outcome, .. } = reply else {
             return Err(Error::new(
                 ErrorKind::Codec,
                 "a pool worker sent an unexpected reply",
             ));
         };
         link.done.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
-        let result = match outcome {
-            TaskOutcome::Ok => {
-                let bytes = wire::recv_payload(&link.control, len, None)?;
-                let fds = wire::recv_fds(&link.control, fds)?;
-                Encoded { bytes, fds }
-            }
+        match outcome {
+            TaskOutcome::Ok => {}
             TaskOutcome::Panicked(panic) => return Err(Error::panicked(panic)),
             TaskOutcome::Failed { codec, message } => {
                 return Err(Error::new(TaskOutcome::kind(codec), message))
             }
-        };
+        }
         handle::decode::<Vec<F::Output>>(result)?
             .pop()
             .ok_or_else(|| Error::new(ErrorKind::Codec, "a task returned no result"))
