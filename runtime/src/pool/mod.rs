@@ -15,8 +15,6 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use serde::Serialize;
-
 pub use result::AsyncResult;
 
 use std::os::fd::{AsFd, AsRawFd};
@@ -25,10 +23,11 @@ use self::driver::{Driver, Launcher, Lifecycle, Link, Shared, Task};
 use self::result::{ApplySink, ImapSink, ImapState, MapSink, Slot};
 use self::worker::WorkerConfig;
 use self::worker::{Reply, TaskHeader, TaskOutcome};
+use crate::carrier;
 use crate::context;
 use crate::current::{self, cpu_count, current_process};
 use crate::error::{Error, ErrorKind, Result};
-use crate::handle::{self, Encoded};
+use crate::handle::Encoded;
 use crate::registry::Target;
 use crate::start::StartMethod;
 use crate::{sys, wire};
@@ -97,7 +96,8 @@ impl PoolBuilder {
     /// fails with [`ErrorKind::InitializerFailed`] (CPython respawns workers forever,
     /// gh-87472).
     pub fn initializer<F: Target>(mut self, _function: F, args: F::Args) -> Self {
-        self.initializer = Some((F::NAME, handle::encode(&args).map_err(|e| e.to_string())));
+        let encoded = carrier::encode_one::<F::Args, F::ArgsCarrier>(args);
+        self.initializer = Some((F::NAME, encoded.map_err(|e| e.to_string())));
         self
     }
 
@@ -207,7 +207,7 @@ impl Pool {
         // With an idle worker at hand, this thread runs the round trip itself: two hand-offs
         // (here, worker, here) instead of four through the driver thread.
         if let Some(link) = self.shared.lend() {
-            let result = self.apply_on(&link, function, &args);
+            let result = self.apply_on(&link, function, args);
             self.shared.give_back(&link);
             return result;
         }
@@ -215,8 +215,8 @@ impl Pool {
     }
 
     /// One task on a borrowed worker, waited for by this thread.
-    fn apply_on<F: Target>(&self, link: &Link, _function: F, args: &F::Args) -> Result<F::Output> {
-        let payload = handle::encode(std::slice::from_ref(args))?;
+    fn apply_on<F: Target>(&self, link: &Link, _function: F, args: F::Args) -> Result<F::Output> {
+        let payload = carrier::encode_chunk::<F::Args, F::ArgsCarrier>(vec![args])?;
         let header = TaskHeader {
             job: u64::MAX,
             chunk: 0,
@@ -312,19 +312,22 @@ impl Pool {
                 return Err(Error::new(TaskOutcome::kind(codec), message))
             }
         }
-        handle::decode::<Vec<F::Output>>(result)?
+        carrier::decode_chunk::<F::Output, F::OutputCarrier>(result)?
             .pop()
             .ok_or_else(|| Error::new(ErrorKind::Codec, "a task returned no result"))
     }
 
     /// Runs `function(args)` in a worker; the result comes later.
     pub fn apply_async<F: Target>(&self, _function: F, args: F::Args) -> AsyncResult<F::Output> {
-        let payload = match handle::encode(std::slice::from_ref(&args)) {
+        let payload = match carrier::encode_chunk::<F::Args, F::ArgsCarrier>(vec![args]) {
             Ok(payload) => payload,
             Err(err) => return AsyncResult::failed(err),
         };
         let slot = Slot::new();
-        let sink = Box::new(ApplySink { slot: slot.clone() });
+        let sink = Box::new(ApplySink {
+            slot: slot.clone(),
+            decode: carrier::decode_chunk::<F::Output, F::OutputCarrier>,
+        });
         let task = |job| {
             vec![Task {
                 job,
@@ -437,30 +440,32 @@ impl Pool {
             return self.result(slot);
         }
         let chunks = items.len().div_ceil(chunksize);
-        let sink = Box::new(MapSink::new(slot.clone(), chunks));
+        let decode = carrier::decode_chunk::<F::Output, F::OutputCarrier>;
+        let sink = Box::new(MapSink::new(slot.clone(), chunks, decode));
         let Ok(job) = self.shared.submit(sink, |_| Vec::new(), false) else {
             return self.result(slot);
         };
         // Chunks are queued as they are encoded, so the workers start on the first at once.
         // The job is registered: a closed pool still runs it to the end.
-        for (index, chunk) in items.chunks(chunksize).enumerate() {
-            let pushed = encode_chunk(chunk).and_then(|payload| {
+        let pushed = carrier::encode_chunks::<F::Args, F::ArgsCarrier>(
+            items,
+            chunksize,
+            |index, payload| {
                 self.shared.push(
                     job,
                     [Task {
                         job,
-                        chunk: index as u32,
+                        chunk: index,
                         entry: F::NAME,
                         payload,
                     }],
                 )
-            });
-            if let Err(err) = pushed {
-                self.shared.forget(job);
-                let mut sink = MapSink::<F::Output>::new(slot.clone(), 1);
-                result::Sink::fail(&mut sink, &err);
-                break;
-            }
+            },
+        );
+        if let Err(err) = pushed {
+            self.shared.forget(job);
+            let mut sink = MapSink::<F::Output>::new(slot.clone(), 1, decode);
+            result::Sink::fail(&mut sink, &err);
         }
         self.result(slot)
     }
@@ -553,10 +558,6 @@ impl std::fmt::Debug for Pool {
     }
 }
 
-fn encode_chunk<T: Serialize>(items: &[T]) -> Result<Encoded> {
-    handle::encode(items)
-}
-
 /// The iterator of [`Pool::imap`] and [`Pool::imap_unordered`]: yields each result (or its
 /// error) lazily. A failed chunk yields its error once for each of its items, so positions stay
 /// aligned with the input; the iteration goes on after it.
@@ -585,6 +586,7 @@ impl<'p, F: Target, I: Iterator<Item = F::Args>> Imap<'p, F, I> {
         let state = ImapState::new();
         let sink = Box::new(ImapSink {
             state: state.clone(),
+            decode: carrier::decode_chunk::<F::Output, F::OutputCarrier>,
         });
         let (job, refused) = match pool.shared.submit(sink, |_| Vec::new(), true) {
             Ok(job) => (Some(job), None),
@@ -642,7 +644,8 @@ impl<'p, F: Target, I: Iterator<Item = F::Args>> Imap<'p, F, I> {
                 break;
             }
             let index = self.submitted();
-            let payload = encode_chunk(&chunk)?;
+            let size = chunk.len() as u32;
+            let payload = carrier::encode_chunk::<F::Args, F::ArgsCarrier>(chunk)?;
             let task = Task {
                 job,
                 chunk: index,
@@ -650,7 +653,7 @@ impl<'p, F: Target, I: Iterator<Item = F::Args>> Imap<'p, F, I> {
                 payload,
             };
             self.pool.shared.push(job, [task])?;
-            self.sizes.push(chunk.len() as u32);
+            self.sizes.push(size);
         }
         Ok(())
     }

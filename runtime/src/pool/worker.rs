@@ -10,6 +10,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::carrier::Plain;
 use crate::child::catch_quiet;
 use crate::current::{self, current_process};
 use crate::error::{ErrorKind, RemotePanic};
@@ -75,6 +76,8 @@ pub(crate) struct WorkerMain;
 impl Target for WorkerMain {
     type Args = WorkerConfig;
     type Output = ();
+    type ArgsCarrier = Plain;
+    type OutputCarrier = Plain;
     const NAME: &'static str = "multiproc::pool::worker";
 
     fn call(config: WorkerConfig) {
@@ -129,7 +132,7 @@ fn serve(config: WorkerConfig) {
         let Encoded {
             bytes: payload,
             fds,
-            blocks: _,
+            blocks,
         } = task;
         let (outcome, results) = match registry::lookup(&header.entry) {
             Err(err) => (
@@ -140,7 +143,9 @@ fn serve(config: WorkerConfig) {
                 Encoded::default(),
             ),
             Ok(entry) => {
-                match catch_quiet(|| handle::with_incoming(fds, || entry.invoke_chunk(&payload))) {
+                match catch_quiet(|| {
+                    handle::with_incoming(fds, || entry.invoke_chunk(&payload, blocks))
+                }) {
                     Ok(Ok(results)) => (TaskOutcome::Ok, results),
                     Ok(Err(err)) => (
                         TaskOutcome::Failed {
