@@ -442,6 +442,28 @@ pub(crate) fn send_all_with_fds(
     Ok(())
 }
 
+/// Asks the kernel to back the whole 2 MiB pages inside `buf` (memory this process is about
+/// to fill, such as a large vector's spare capacity) with transparent huge pages: one page
+/// fault per 2 MiB instead of 512, and a cheaper unmap. Only a hint: without THP it does
+/// nothing.
+pub(crate) fn advise_huge_pages(buf: &mut [std::mem::MaybeUninit<u8>]) {
+    const HUGE: usize = 2 << 20;
+    let start = buf.as_mut_ptr() as usize;
+    let first = start.next_multiple_of(HUGE);
+    let last = (start + buf.len()) / HUGE * HUGE;
+    if first < last {
+        // SAFETY: `first..last` lies inside `buf`, which the caller owns exclusively; the
+        // advice changes how the range is backed, never what it holds.
+        unsafe {
+            libc::madvise(
+                first as *mut libc::c_void,
+                last - first,
+                libc::MADV_HUGEPAGE,
+            )
+        };
+    }
+}
+
 /// Control-message space for [`MAX_FDS`] descriptors, for [`recv_some_with_fds`].
 pub(crate) fn fds_space() -> Vec<u8> {
     vec![0u8; cmsg_space_for(MAX_FDS)]

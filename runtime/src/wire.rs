@@ -177,6 +177,10 @@ const MAX_HEADER: usize = 64 << 20;
 /// long before this).
 const MAX_BLOCKS: usize = 1 << 20;
 
+/// Payloads and blocks from this size on are received into huge pages: most of the cost of
+/// receiving a large vector is faulting in fresh 4 KiB pages.
+const HUGE_PAGES_FROM: usize = 4 << 20;
+
 thread_local! {
     /// The prefix and header of the message being sent: reused, no allocation per message.
     static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
@@ -430,6 +434,9 @@ impl Reader {
         let len = usize::try_from(len).map_err(|_| too_large())?;
         let mut out = Vec::new();
         out.try_reserve_exact(len).map_err(|_| too_large())?;
+        if len >= HUGE_PAGES_FROM {
+            sys::advise_huge_pages(out.spare_capacity_mut());
+        }
         let here = len.min(self.end - self.start);
         out.extend_from_slice(&self.buf[self.start..self.start + here]);
         self.start += here;
