@@ -741,9 +741,24 @@ fn close_races(m: StartMethod) -> Outcome {
 
 fn user_code_that_fails_in_the_parent(m: StartMethod) -> Outcome {
     let pool = pool(m, 1)?;
-    // A panicking Deserialize fails its task, not the pool.
+    // A panicking Deserialize fails its task, not the pool: through the driver thread (the
+    // worker is not ready yet, or busy), and on the caller's thread (the worker is idle).
     let err = pool.apply(panics_on_decode, 1).map(|_| ()).unwrap_err();
     check_eq!(err.kind(), ErrorKind::Panicked);
+    check_eq!(pool.apply(square, 3)?, 9);
+    let err = pool.apply(panics_on_decode, 1).map(|_| ()).unwrap_err();
+    check_eq!(err.kind(), ErrorKind::Panicked);
+    check!(
+        err.to_string().contains("decoding a result panicked"),
+        "{err}"
+    );
+    let err = pool
+        .apply_async(panics_on_decode, 1)
+        .get_timeout(LONG)
+        .map(|_| ())
+        .unwrap_err();
+    check_eq!(err.kind(), ErrorKind::Panicked);
+    // The worker was given back each time.
     check_eq!(pool.apply(square, 3)?, 9);
     // A blocking call inside a callback is an error, not a deadlock.
     let pool = Arc::new(pool);

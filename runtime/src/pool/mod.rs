@@ -207,9 +207,15 @@ impl Pool {
         // With an idle worker at hand, this thread runs the round trip itself: two hand-offs
         // (here, worker, here) instead of four through the driver thread.
         if let Some(link) = self.shared.lend() {
-            let result = self.apply_on(&link, function, args);
-            self.shared.give_back(&link);
-            return result;
+            /// Gives the worker back however the call ends, a panicking `Serialize` included.
+            struct GiveBack<'a>(&'a Shared, &'a Link);
+            impl Drop for GiveBack<'_> {
+                fn drop(&mut self) {
+                    self.0.give_back(self.1);
+                }
+            }
+            let _give_back = GiveBack(&self.shared, &link);
+            return self.apply_on(&link, function, args);
         }
         self.apply_async(function, args).get()
     }
@@ -312,7 +318,20 @@ impl Pool {
                 return Err(Error::new(TaskOutcome::kind(codec), message))
             }
         }
-        carrier::decode_chunk::<F::Output, F::OutputCarrier>(result)?
+        // User code (a `Deserialize`) may panic: that fails this call, as on the driver thread.
+        let decoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            carrier::decode_chunk::<F::Output, F::OutputCarrier>(result)
+        }))
+        .unwrap_or_else(|payload| {
+            Err(Error::new(
+                ErrorKind::Panicked,
+                format!(
+                    "decoding a result panicked: {}",
+                    crate::child::panic_message(&*payload)
+                ),
+            ))
+        });
+        decoded?
             .pop()
             .ok_or_else(|| Error::new(ErrorKind::Codec, "a task returned no result"))
     }
