@@ -248,7 +248,7 @@ impl Pool {
         if sent.is_err() {
             return Err(died("before it could receive this task"));
         }
-        drop(payload);
+        self.shared.discard(payload);
         let mut inbox = link.inbox.lock().unwrap_or_else(PoisonError::into_inner);
         // Without a task timeout, a blocking read is enough: it ends with the reply, or with end
         // of file when the worker dies (only the worker holds the other end). With one, wait
