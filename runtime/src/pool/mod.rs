@@ -249,12 +249,18 @@ impl Pool {
             return Err(died("before it could receive this task"));
         }
         self.shared.discard(payload);
-        let mut inbox = link.inbox.lock().unwrap_or_else(PoisonError::into_inner);
         // Without a task timeout, a blocking read is enough: it ends with the reply, or with end
         // of file when the worker dies (only the worker holds the other end). With one, wait
-        // for the reply, the worker's exit or the deadline.
+        // for the reply, the worker's exit or the deadline. The inbox is only held to read:
+        // never while waiting for the driver to bury the worker.
         let deadline = self.task_timeout.and_then(sys::deadline_after);
-        if let Some(deadline) = deadline.filter(|_| !inbox.buffered()) {
+        let buffered = || {
+            link.inbox
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .buffered()
+        };
+        if let Some(deadline) = deadline.filter(|_| !buffered()) {
             let mut fds = [
                 libc::pollfd {
                     fd: link.control.as_raw_fd(),
@@ -283,8 +289,11 @@ impl Pool {
                 return Err(died("while running this task"));
             }
         }
-        let received = inbox.recv::<Reply>(&link.control, None);
-        drop(inbox);
+        let received = link
+            .inbox
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .recv::<Reply>(&link.control, None);
         let (reply, result) = match received {
             Ok(Some(message)) => message,
             Ok(None) => return Err(died("while running this task")),
