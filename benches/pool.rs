@@ -5,6 +5,7 @@
 //! ```text
 //! cargo bench --bench pool
 //! MULTIPROC_BENCH_ITERS=3 cargo bench --bench pool   # quick run: 3 iterations of everything
+//! MULTIPROC_BENCH_ONLY=w3,w4 cargo bench --bench pool # only these parts (w2 w3 w4 w5 imap cpython)
 //! ```
 //!
 //! Workloads (default start method, forkserver, on both sides):
@@ -119,6 +120,7 @@ fn main() {
     }
 
     let iters = iterations();
+    let only = Only::from_env();
     // The raw floors' children are forked first, while this process has no pool (and no
     // thread); they serve every floor measurement and are reaped at the end.
     let floors = Floors::fork();
@@ -133,14 +135,22 @@ fn main() {
         .build()
         .expect("a pool of 1 worker");
 
-    eprintln!("W2: map of {W2_ITEMS} squares, {} runs ...", iters.w2);
-    let w2 = bench_w2(&pool2, &floors, iters.w2);
-    eprintln!("W3: {} sequential applies ...", iters.w3);
-    let w3 = bench_w3(&pool1, &floors, iters.w3);
-    eprintln!("W4: apply of a 64 MiB Vec<u8>, {} runs ...", iters.w4);
-    let w4 = bench_w4(&pool1, &floors, iters.w4);
-    eprintln!("W5: prime counts, {} runs of each ...", iters.w5);
-    let w5 = bench_w5(&pool1, &pool2, iters.w5);
+    let w2 = only.run("w2", || {
+        eprintln!("W2: map of {W2_ITEMS} squares, {} runs ...", iters.w2);
+        bench_w2(&pool2, &floors, iters.w2)
+    });
+    let w3 = only.run("w3", || {
+        eprintln!("W3: {} sequential applies ...", iters.w3);
+        bench_w3(&pool1, &floors, iters.w3)
+    });
+    let w4 = only.run("w4", || {
+        eprintln!("W4: apply of a 64 MiB Vec<u8>, {} runs ...", iters.w4);
+        bench_w4(&pool1, &floors, iters.w4)
+    });
+    let w5 = only.run("w5", || {
+        eprintln!("W5: prime counts, {} runs of each ...", iters.w5);
+        bench_w5(&pool1, &pool2, iters.w5)
+    });
 
     for pool in [pool1, pool2] {
         pool.close();
@@ -148,10 +158,18 @@ fn main() {
     }
     floors.reap();
 
-    eprintln!("imap memory: re-executing this binary with {IMAP_RSS} ...");
-    let imap = run_imap_phase();
-    eprintln!("CPython ...");
-    let cpython = cpython(&iters);
+    let imap = only
+        .run("imap", || {
+            eprintln!("imap memory: re-executing this binary with {IMAP_RSS} ...");
+            run_imap_phase()
+        })
+        .unwrap_or_else(|| Err(SKIPPED.to_string()));
+    let cpython = only
+        .run("cpython", || {
+            eprintln!("CPython ...");
+            cpython(&iters)
+        })
+        .unwrap_or_else(|| Err(SKIPPED.to_string()));
 
     print_report(&Report {
         iters,
@@ -174,6 +192,42 @@ fn iterations() -> Iters {
             w5: n,
         },
         None => DEFAULT_ITERS,
+    }
+}
+
+/// Why a part that `MULTIPROC_BENCH_ONLY` left out has no figures.
+const SKIPPED: &str = "skipped (not in MULTIPROC_BENCH_ONLY)";
+
+/// The parts to run: `MULTIPROC_BENCH_ONLY`, a comma-separated list of `w2`, `w3`, `w4`, `w5`,
+/// `imap` and `cpython`; every part when it is not set.
+struct Only(Option<Vec<String>>);
+
+impl Only {
+    const PARTS: [&'static str; 6] = ["w2", "w3", "w4", "w5", "imap", "cpython"];
+
+    fn from_env() -> Only {
+        let Ok(v) = std::env::var("MULTIPROC_BENCH_ONLY") else {
+            return Only(None);
+        };
+        let parts: Vec<String> = v
+            .split(',')
+            .map(|p| p.trim().to_ascii_lowercase())
+            .filter(|p| !p.is_empty())
+            .collect();
+        for p in &parts {
+            assert!(
+                Self::PARTS.contains(&p.as_str()),
+                "MULTIPROC_BENCH_ONLY: unknown part {p:?} (known: {})",
+                Self::PARTS.join(", ")
+            );
+        }
+        Only(Some(parts))
+    }
+
+    /// `part()` when the part is selected.
+    fn run<T>(&self, part: &str, f: impl FnOnce() -> T) -> Option<T> {
+        let selected = self.0.as_ref().is_none_or(|p| p.iter().any(|p| p == part));
+        selected.then(f)
     }
 }
 
@@ -672,10 +726,10 @@ fn mib(kib: u64) -> String {
 struct Report {
     iters: Iters,
     method: &'static str,
-    w2: W2,
-    w3: W3,
-    w4: W4,
-    w5: W5,
+    w2: Option<W2>,
+    w3: Option<W3>,
+    w4: Option<W4>,
+    w5: Option<W5>,
     imap: Values,
     cpython: Values,
 }
@@ -691,6 +745,21 @@ struct Line {
     target: String,
 }
 
+impl Line {
+    /// The line of a workload that `MULTIPROC_BENCH_ONLY` left out.
+    fn skipped(name: String) -> Line {
+        Line {
+            name,
+            ours: "skipped".into(),
+            floor: "-".into(),
+            x_floor: None,
+            cpython: None,
+            py_ratio: None,
+            target: "-".into(),
+        }
+    }
+}
+
 fn na(v: Option<String>) -> String {
     v.unwrap_or_else(|| "n/a".to_string())
 }
@@ -699,110 +768,142 @@ fn print_report(r: &Report) {
     let py = |name: &str| value::<f64>(&r.cpython, name);
     let py_method: Option<String> = value(&r.cpython, "start_method");
 
-    let w2 = (r.w2.ours.median(), r.w2.floor.median());
     let w2_py = py("w2_map_s");
-    let w3 = (r.w3.ours.median(), r.w3.floor.median());
     let w3_py = py("w3_apply_s");
-    let w4 = (r.w4.ours.median(), r.w4.floor.median());
     let w4_py = py("w4_apply_s");
-    let w5 = (r.w5.one.median(), r.w5.two.median(), r.w5.inproc.median());
-    let w5_speedup = w5.0 / w5.1;
-    let w5s = (r.w5.small_one.median(), r.w5.small_two.median());
     let (w5_py1, w5_py2) = (py("w5_1_s"), py("w5_2_s"));
     let peak: Option<u64> = value(&r.imap, "imap_peak_kib");
     let imap_secs: Option<f64> = value(&r.imap, "imap_seconds");
 
-    let w2_py_ok = w2_py.map_or("n/a", |p| met(p / w2.0 >= 25.0));
-    let lines = [
-        Line {
-            name: "W2 map 1M squares, 2 workers".into(),
-            ours: ms(w2.0),
-            floor: ms(w2.1),
-            x_floor: Some(w2.0 / w2.1),
-            cpython: w2_py.map(ms),
-            py_ratio: w2_py.map(|p| p / w2.0),
-            target: format!(
-                "<= 3x floor: {}; >= 25x CPython: {w2_py_ok}",
-                met(w2.0 / w2.1 <= 3.0)
-            ),
-        },
-        Line {
-            name: "W3 apply round trip, 1 worker".into(),
-            ours: us(w3.0),
-            floor: us(w3.1),
-            x_floor: Some(w3.0 / w3.1),
-            cpython: w3_py.map(us),
-            py_ratio: w3_py.map(|p| p / w3.0),
-            target: format!(
-                "<= 20 us: {}; <= 1.5x floor: {}",
-                met(w3.0 <= 20e-6),
-                met(w3.0 / w3.1 <= 1.5)
-            ),
-        },
-        Line {
-            name: "W4 apply 64 MiB Vec<u8>, 1 worker".into(),
-            ours: mbps(w4.0),
-            floor: mbps(w4.1),
-            x_floor: Some(w4.0 / w4.1),
-            cpython: w4_py.map(mbps),
-            py_ratio: w4_py.map(|p| p / w4.0),
-            target: format!(">= 1/2 floor MB/s: {}", met(w4.1 / w4.0 >= 0.5)),
-        },
-        Line {
-            name: format!("W5 primes N={W5_N}, 1 worker"),
-            ours: ms(w5.0),
-            floor: ms(w5.2),
-            x_floor: Some(w5.0 / w5.2),
-            cpython: None,
-            py_ratio: None,
-            target: "-".into(),
-        },
-        Line {
-            name: format!("W5 primes N={W5_N}, 2 workers"),
-            ours: ms(w5.1),
-            floor: ms(w5.2 / 2.0),
-            x_floor: Some(w5.1 / (w5.2 / 2.0)),
-            cpython: None,
-            py_ratio: None,
-            target: "-".into(),
-        },
-        Line {
-            name: "W5 speed-up, 2 vs 1 worker".into(),
-            ours: ratio(w5_speedup),
-            floor: "2.00x".into(),
-            x_floor: None,
-            cpython: w5_py1.zip(w5_py2).map(|(a, b)| ratio(a / b)),
-            py_ratio: None,
-            target: format!(">= 1.8x: {}", met(w5_speedup >= 1.8)),
-        },
-        Line {
-            name: format!("W5 primes N={W5_PY_N}, 1 worker"),
-            ours: ms(w5s.0),
-            floor: "-".into(),
-            x_floor: None,
-            cpython: w5_py1.map(ms),
-            py_ratio: w5_py1.map(|p| p / w5s.0),
-            target: "-".into(),
-        },
-        Line {
-            name: format!("W5 primes N={W5_PY_N}, 2 workers"),
-            ours: ms(w5s.1),
-            floor: "-".into(),
-            x_floor: None,
-            cpython: w5_py2.map(ms),
-            py_ratio: w5_py2.map(|p| p / w5s.1),
-            target: "-".into(),
-        },
-        Line {
-            name: "imap 10M squares, chunksize 1000: peak RSS".into(),
-            ours: na(peak.map(mib)),
-            floor: na(value(&r.imap, "imap_baseline_kib").map(mib)),
-            x_floor: None,
-            cpython: None,
-            py_ratio: None,
-            target: format!("< 64 MiB: {}", peak.map_or("n/a", |p| met(p < 64 * 1024))),
-        },
+    let mut lines = Vec::new();
+    let w2_name = "W2 map 1M squares, 2 workers".to_string();
+    lines.push(match &r.w2 {
+        None => Line::skipped(w2_name),
+        Some(w) => {
+            let w2 = (w.ours.median(), w.floor.median());
+            let w2_py_ok = w2_py.map_or("n/a", |p| met(p / w2.0 >= 25.0));
+            Line {
+                name: w2_name,
+                ours: ms(w2.0),
+                floor: ms(w2.1),
+                x_floor: Some(w2.0 / w2.1),
+                cpython: w2_py.map(ms),
+                py_ratio: w2_py.map(|p| p / w2.0),
+                target: format!(
+                    "<= 3x floor: {}; >= 25x CPython: {w2_py_ok}",
+                    met(w2.0 / w2.1 <= 3.0)
+                ),
+            }
+        }
+    });
+    let w3_name = "W3 apply round trip, 1 worker".to_string();
+    lines.push(match &r.w3 {
+        None => Line::skipped(w3_name),
+        Some(w) => {
+            let w3 = (w.ours.median(), w.floor.median());
+            Line {
+                name: w3_name,
+                ours: us(w3.0),
+                floor: us(w3.1),
+                x_floor: Some(w3.0 / w3.1),
+                cpython: w3_py.map(us),
+                py_ratio: w3_py.map(|p| p / w3.0),
+                target: format!(
+                    "<= 20 us: {}; <= 1.5x floor: {}",
+                    met(w3.0 <= 20e-6),
+                    met(w3.0 / w3.1 <= 1.5)
+                ),
+            }
+        }
+    });
+    let w4_name = "W4 apply 64 MiB Vec<u8>, 1 worker".to_string();
+    lines.push(match &r.w4 {
+        None => Line::skipped(w4_name),
+        Some(w) => {
+            let w4 = (w.ours.median(), w.floor.median());
+            Line {
+                name: w4_name,
+                ours: mbps(w4.0),
+                floor: mbps(w4.1),
+                x_floor: Some(w4.0 / w4.1),
+                cpython: w4_py.map(mbps),
+                py_ratio: w4_py.map(|p| p / w4.0),
+                target: format!(">= 1/2 floor MB/s: {}", met(w4.1 / w4.0 >= 0.5)),
+            }
+        }
+    });
+    let w5_names = [
+        format!("W5 primes N={W5_N}, 1 worker"),
+        format!("W5 primes N={W5_N}, 2 workers"),
+        "W5 speed-up, 2 vs 1 worker".to_string(),
+        format!("W5 primes N={W5_PY_N}, 1 worker"),
+        format!("W5 primes N={W5_PY_N}, 2 workers"),
     ];
+    match &r.w5 {
+        None => lines.extend(w5_names.map(Line::skipped)),
+        Some(w) => {
+            let w5 = (w.one.median(), w.two.median(), w.inproc.median());
+            let w5_speedup = w5.0 / w5.1;
+            let w5s = (w.small_one.median(), w.small_two.median());
+            let [one, two, speedup, small_one, small_two] = w5_names;
+            lines.extend([
+                Line {
+                    name: one,
+                    ours: ms(w5.0),
+                    floor: ms(w5.2),
+                    x_floor: Some(w5.0 / w5.2),
+                    cpython: None,
+                    py_ratio: None,
+                    target: "-".into(),
+                },
+                Line {
+                    name: two,
+                    ours: ms(w5.1),
+                    floor: ms(w5.2 / 2.0),
+                    x_floor: Some(w5.1 / (w5.2 / 2.0)),
+                    cpython: None,
+                    py_ratio: None,
+                    target: "-".into(),
+                },
+                Line {
+                    name: speedup,
+                    ours: ratio(w5_speedup),
+                    floor: "2.00x".into(),
+                    x_floor: None,
+                    cpython: w5_py1.zip(w5_py2).map(|(a, b)| ratio(a / b)),
+                    py_ratio: None,
+                    target: format!(">= 1.8x: {}", met(w5_speedup >= 1.8)),
+                },
+                Line {
+                    name: small_one,
+                    ours: ms(w5s.0),
+                    floor: "-".into(),
+                    x_floor: None,
+                    cpython: w5_py1.map(ms),
+                    py_ratio: w5_py1.map(|p| p / w5s.0),
+                    target: "-".into(),
+                },
+                Line {
+                    name: small_two,
+                    ours: ms(w5s.1),
+                    floor: "-".into(),
+                    x_floor: None,
+                    cpython: w5_py2.map(ms),
+                    py_ratio: w5_py2.map(|p| p / w5s.1),
+                    target: "-".into(),
+                },
+            ]);
+        }
+    }
+    lines.push(Line {
+        name: "imap 10M squares, chunksize 1000: peak RSS".into(),
+        ours: na(peak.map(mib)),
+        floor: na(value(&r.imap, "imap_baseline_kib").map(mib)),
+        x_floor: None,
+        cpython: None,
+        py_ratio: None,
+        target: format!("< 64 MiB: {}", peak.map_or("n/a", |p| met(p < 64 * 1024))),
+    });
 
     println!();
     println!(
@@ -832,47 +933,56 @@ fn print_report(r: &Report) {
         "x floor = multiproc time / floor time (W4: floor MB/s / multiproc MB/s); CPy/mp = CPython time / multiproc time (> 1: multiproc is faster)."
     );
     println!("details:");
-    println!(
-        "  W2: pool.map(square, 0..{W2_ITEMS}) on a pool of 2 made once, default chunks ({} of {}); median of {} after {WARMUP} warm-up runs.",
-        W2_ITEMS.div_ceil(W2_ITEMS.div_ceil(8)),
-        W2_ITEMS.div_ceil(8),
-        r.iters.w2
-    );
-    println!(
-        "      floor: 2 forked children, each streamed its half as raw LE u64s over a socketpair and streams the squares back (parent polls both)."
-    );
-    println!(
-        "      CPython: Pool(2).map(square, range({W2_ITEMS})). x floor {}; CPython / multiproc {}.",
-        ratio(w2.0 / w2.1),
-        na(w2_py.map(|p| ratio(p / w2.0)))
-    );
-    println!(
-        "  W3: {} sequential pool.apply(square, n) on a pool of 1 after {W3_WARMUP} warm-up calls, median per call; floor: 8-byte ping-pong over 2 pipes with a forked child, interleaved call by call.",
-        r.iters.w3
-    );
-    if let (Some(min), Some(p90)) = (py("w3_apply_min_s"), py("w3_apply_p90_s")) {
+    if let Some(w) = &r.w2 {
+        let w2 = (w.ours.median(), w.floor.median());
         println!(
-            "      CPython W3 min / median / p90: {} / {} / {} (bimodal: a GIL hand-off between its pool's handler threads can wait up to the 5 ms switch interval).",
-            us(min),
-            na(w3_py.map(us)),
-            us(p90)
+            "  W2: pool.map(square, 0..{W2_ITEMS}) on a pool of 2 made once, default chunks ({} of {}); median of {} after {WARMUP} warm-up runs.",
+            W2_ITEMS.div_ceil(W2_ITEMS.div_ceil(8)),
+            W2_ITEMS.div_ceil(8),
+            r.iters.w2
+        );
+        println!(
+            "      floor: 2 forked children, each streamed its half as raw LE u64s over a socketpair and streams the squares back (parent polls both)."
+        );
+        println!(
+            "      CPython: Pool(2).map(square, range({W2_ITEMS})). x floor {}; CPython / multiproc {}.",
+            ratio(w2.0 / w2.1),
+            na(w2_py.map(|p| ratio(p / w2.0)))
         );
     }
-    println!(
-        "  W4: pool.apply(len_of, v) with v: Vec<u8> of 64 MiB on the pool of 1; median of {} after {WARMUP} warm-up runs. The clone of v is made OUTSIDE the timed region.",
-        r.iters.w4
-    );
-    println!(
-        "      MB/s = 64 MiB (67108864 bytes) / median time, in 10^6 bytes/s. floor: 64 MiB written into a socketpair, a forked child reads it into a reused buffer and answers 8 bytes. CPython: apply(len, (b'\\0' * 64 MiB,))."
-    );
-    println!(
-        "  W5: count_primes(lo, hi) by trial division over 64 (lo, hi) chunks with pool.starmap (default chunksize: 16 for 1 worker, 8 for 2); median of {} runs. {} primes below {W5_N}.",
-        r.iters.w5,
-        r.w5.primes
-    );
-    println!(
-        "      floor: the same 64 chunks in this process on one thread (/2 for the ideal 2-worker time). CPython runs N={W5_PY_N} (pure-Python trial division is ~50x slower), so multiproc is also run at that N for the ratio."
-    );
+    if r.w3.is_some() {
+        println!(
+            "  W3: {} sequential pool.apply(square, n) on a pool of 1 after {W3_WARMUP} warm-up calls, median per call; floor: 8-byte ping-pong over 2 pipes with a forked child, interleaved call by call.",
+            r.iters.w3
+        );
+        if let (Some(min), Some(p90)) = (py("w3_apply_min_s"), py("w3_apply_p90_s")) {
+            println!(
+                "      CPython W3 min / median / p90: {} / {} / {} (bimodal: a GIL hand-off between its pool's handler threads can wait up to the 5 ms switch interval).",
+                us(min),
+                na(w3_py.map(us)),
+                us(p90)
+            );
+        }
+    }
+    if r.w4.is_some() {
+        println!(
+            "  W4: pool.apply(len_of, v) with v: Vec<u8> of 64 MiB on the pool of 1; median of {} after {WARMUP} warm-up runs. The clone of v is made OUTSIDE the timed region.",
+            r.iters.w4
+        );
+        println!(
+            "      MB/s = 64 MiB (67108864 bytes) / median time, in 10^6 bytes/s. floor: 64 MiB written into a socketpair, a forked child reads it into a reused buffer and answers 8 bytes. CPython: apply(len, (b'\\0' * 64 MiB,))."
+        );
+    }
+    if let Some(w) = &r.w5 {
+        println!(
+            "  W5: count_primes(lo, hi) by trial division over 64 (lo, hi) chunks with pool.starmap (default chunksize: 16 for 1 worker, 8 for 2); median of {} runs. {} primes below {W5_N}.",
+            r.iters.w5,
+            w.primes
+        );
+        println!(
+            "      floor: the same 64 chunks in this process on one thread (/2 for the ideal 2-worker time). CPython runs N={W5_PY_N} (pure-Python trial division is ~50x slower), so multiproc is also run at that N for the ratio."
+        );
+    }
     match &r.imap {
         Ok(_) => println!(
             "  imap: parent VmHWM after iterating pool.imap(square, 0..{IMAP_ITEMS}).chunksize({IMAP_CHUNKSIZE}) to the end on a pool of 2 ({}), in a re-executed `{IMAP_RSS}` process: {} (baseline before the pool {}, after starting it {}); took {}; sum {}.",
@@ -887,18 +997,33 @@ fn print_report(r: &Report) {
     }
     println!("spread (min / median / p90):");
     type Unit = fn(f64) -> String;
-    let rows: [(&str, &Samples, Unit); 10] = [
-        ("W2 multiproc", &r.w2.ours, ms),
-        ("W2 floor", &r.w2.floor, ms),
-        ("W3 multiproc", &r.w3.ours, us),
-        ("W3 floor", &r.w3.floor, us),
-        ("W4 multiproc (time)", &r.w4.ours, ms),
-        ("W4 floor (time)", &r.w4.floor, ms),
-        ("W5 in-process", &r.w5.inproc, ms),
-        ("W5 1 worker", &r.w5.one, ms),
-        ("W5 2 workers", &r.w5.two, ms),
-        ("W5 small 2 workers", &r.w5.small_two, ms),
-    ];
+    let mut rows: Vec<(&str, &Samples, Unit)> = Vec::new();
+    if let Some(w) = &r.w2 {
+        rows.extend([
+            ("W2 multiproc", &w.ours, ms as Unit),
+            ("W2 floor", &w.floor, ms),
+        ]);
+    }
+    if let Some(w) = &r.w3 {
+        rows.extend([
+            ("W3 multiproc", &w.ours, us as Unit),
+            ("W3 floor", &w.floor, us),
+        ]);
+    }
+    if let Some(w) = &r.w4 {
+        rows.extend([
+            ("W4 multiproc (time)", &w.ours, ms as Unit),
+            ("W4 floor (time)", &w.floor, ms),
+        ]);
+    }
+    if let Some(w) = &r.w5 {
+        rows.extend([
+            ("W5 in-process", &w.inproc, ms as Unit),
+            ("W5 1 worker", &w.one, ms),
+            ("W5 2 workers", &w.two, ms),
+            ("W5 small 2 workers", &w.small_two, ms),
+        ]);
+    }
     for (name, s, unit) in rows {
         println!("  {name:<22} {}", s.spread(&unit));
     }

@@ -82,6 +82,8 @@
 //!     impl multiproc::Target for add {
 //!         type Args = (i64, i64);      // one argument: its type; none: ()
 //!         type Output = i64;
+//!         type ArgsCarrier = Plain;    // how they are encoded: see "Serialization" below
+//!         type OutputCarrier = Plain;
 //!         const NAME: &'static str = concat!(module_path!(), "::add");
 //!         fn call((a, b): (i64, i64)) -> i64 { __multiproc_add(a, b) }
 //!     }
@@ -108,6 +110,15 @@
 //! (in one module, `codec`). Nothing received can run code. bincode is not self-describing:
 //! `#[serde(flatten)]`, untagged enums and other attributes that need `deserialize_any` fail
 //! with [`ErrorKind::Codec`].
+//!
+//! Byte vectors: serde encodes a `Vec<u8>` one element at a time (~150 MB/s). An argument or a
+//! result **written `Vec<u8>`** in a `#[process]` function's signature is recognized and
+//! travels as one run of bytes instead; in a pool task or result, one of 16 KiB or more is not
+//! even encoded: it is sent from the vector itself and received into the vector the other side
+//! gets (GB/s, as fast as the socket). A `Vec<u8>` anywhere else (a field of your struct, an
+//! `Option<Vec<u8>>`, a type alias) still goes element by element: mark such fields
+//! `#[serde(with = "serde_bytes")]` (or any `serialize_bytes` / `deserialize_byte_buf` pair)
+//! for one run of bytes, or pass a [`SharedMemory`] for zero copies.
 //!
 //! # Testing your own code
 //!

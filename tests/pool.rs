@@ -564,6 +564,125 @@ fn encode_failure(m: StartMethod) -> Outcome {
     Ok(())
 }
 
+#[process]
+fn reversed(mut v: Vec<u8>) -> Vec<u8> {
+    v.reverse();
+    v
+}
+
+#[process]
+fn tagged(tag: u32, v: std::vec::Vec<u8>, name: String) -> (u32, usize, String, u64) {
+    (tag, v.len(), name, v.iter().map(|&b| u64::from(b)).sum())
+}
+
+/// Writes the length and the sum of `v` to `path`, in a `Process`.
+#[process]
+fn sum_to_file(path: String, v: Vec<u8>) {
+    let sum: u64 = v.iter().map(|&b| u64::from(b)).sum();
+    write_line(&path, &format!("{} {sum}", v.len()));
+}
+
+/// Bytes that tell a shift or a lost block apart.
+fn pattern(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect()
+}
+
+fn byte_vectors(m: StartMethod) -> Outcome {
+    let pool = pool(m, 2)?;
+    // Inline (under 16 KiB) and block-sized vectors; 5 MiB is received into huge pages.
+    let sizes = [
+        0usize,
+        1,
+        100,
+        (16 << 10) - 1,
+        16 << 10,
+        (1 << 20) + 3,
+        5 << 20,
+    ];
+    for (i, &size) in sizes.iter().enumerate() {
+        let v = pattern(size, i as u8);
+        let mut expected = v.clone();
+        expected.reverse();
+        // The caller's own round trip, and one through the driver thread.
+        check_eq!(pool.apply(reversed, v.clone())?, expected);
+        check_eq!(pool.apply_async(reversed, v).get_timeout(LONG)?, expected);
+    }
+    let items: Vec<Vec<u8>> = sizes
+        .iter()
+        .chain(sizes.iter().rev())
+        .enumerate()
+        .map(|(i, &size)| pattern(size, i as u8))
+        .collect();
+    let expected: Vec<Vec<u8>> = items
+        .iter()
+        .map(|v| v.iter().rev().copied().collect())
+        .collect();
+    check_eq!(pool.map(reversed, items.clone())?, expected);
+    check_eq!(pool.map_chunked(reversed, items.clone(), 3)?, expected);
+    let lazy: Vec<Vec<u8>> = pool
+        .imap_unordered(reversed, items.clone())
+        .chunksize(4)
+        .collect::<multiproc::Result<_>>()?;
+    check_eq!(lazy.len(), expected.len());
+    check!(
+        lazy.iter().all(|v| expected.contains(v)),
+        "imap lost a vector"
+    );
+
+    // Beside other arguments.
+    let big = pattern(40 << 10, 9);
+    let sum: u64 = big.iter().map(|&b| u64::from(b)).sum();
+    check_eq!(
+        pool.apply(tagged, (7, big.clone(), "x".to_string()))?,
+        (7, 40 << 10, "x".to_string(), sum)
+    );
+    check_eq!(
+        pool.starmap(
+            tagged,
+            [
+                (1, vec![2u8; 3], "a".to_string()),
+                (2, big, "b".to_string())
+            ]
+        )?,
+        vec![
+            (1, 3, "a".to_string(), 6),
+            (2, 40 << 10, "b".to_string(), sum)
+        ]
+    );
+    pool.close();
+    pool.join()?;
+
+    // In the bootstrap of a process and of a pool's initializer, inline.
+    let dir = scratch("bytes");
+    let path = dir.join("sum").display().to_string();
+    let v = pattern(100 << 10, 3);
+    let sum: u64 = v.iter().map(|&b| u64::from(b)).sum();
+    let p = Process::new(sum_to_file, (path.clone(), v.clone())).with_start_method(m);
+    p.start()?;
+    check_eq!(p.join_timeout(LONG)?, Some(0));
+    check_eq!(
+        read_when_ready(std::path::Path::new(&path), LONG)?,
+        format!("{} {sum}", 100 << 10)
+    );
+    let init_path = dir.join("init").display().to_string();
+    let pool = Pool::builder()
+        .processes(1)
+        .start_method(m)
+        .initializer(sum_to_file, (init_path.clone(), v))
+        .build()?;
+    check_eq!(pool.apply(square, 3)?, 9);
+    check_eq!(
+        read_when_ready(std::path::Path::new(&init_path), LONG)?,
+        format!("{} {sum}", 100 << 10)
+    );
+    pool.close();
+    pool.join()?;
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
 fn close_races(m: StartMethod) -> Outcome {
     // close() while a map is still queueing its chunks: the map is either refused (close came
     // first) or runs every chunk; it never waits forever.
@@ -622,9 +741,24 @@ fn close_races(m: StartMethod) -> Outcome {
 
 fn user_code_that_fails_in_the_parent(m: StartMethod) -> Outcome {
     let pool = pool(m, 1)?;
-    // A panicking Deserialize fails its task, not the pool.
+    // A panicking Deserialize fails its task, not the pool: through the driver thread (the
+    // worker is not ready yet, or busy), and on the caller's thread (the worker is idle).
     let err = pool.apply(panics_on_decode, 1).map(|_| ()).unwrap_err();
     check_eq!(err.kind(), ErrorKind::Panicked);
+    check_eq!(pool.apply(square, 3)?, 9);
+    let err = pool.apply(panics_on_decode, 1).map(|_| ()).unwrap_err();
+    check_eq!(err.kind(), ErrorKind::Panicked);
+    check!(
+        err.to_string().contains("decoding a result panicked"),
+        "{err}"
+    );
+    let err = pool
+        .apply_async(panics_on_decode, 1)
+        .get_timeout(LONG)
+        .map(|_| ())
+        .unwrap_err();
+    check_eq!(err.kind(), ErrorKind::Panicked);
+    // The worker was given back each time.
     check_eq!(pool.apply(square, 3)?, 9);
     // A blocking call inside a callback is an error, not a deadlock.
     let pool = Arc::new(pool);
@@ -773,6 +907,7 @@ fn main() {
         ("dead_worker", dead_worker),
         ("task_timeout", task_timeout),
         ("encode_failure", encode_failure),
+        ("byte_vectors", byte_vectors),
         ("threads_at_once", threads_at_once),
         ("pool_in_a_child", pool_in_a_child),
         ("no_leaks_50_pools", no_leaks_50_pools),

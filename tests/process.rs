@@ -156,6 +156,8 @@ struct Unregistered;
 impl multiproc::Target for Unregistered {
     type Args = ();
     type Output = ();
+    type ArgsCarrier = multiproc::__private::Plain;
+    type OutputCarrier = multiproc::__private::Plain;
     const NAME: &'static str = "tests::process::Unregistered";
     fn call(_: ()) {}
 }

@@ -191,6 +191,67 @@ fn assert_data(krate: &TokenStream, ty: &Type) -> TokenStream {
     }
 }
 
+/// Whether `ty` is written `Vec<u8>` (or `std::vec::Vec<u8>`, `alloc::vec::Vec<u8>`): such
+/// arguments and results travel as one run of bytes (a block of a pool message when large),
+/// not element by element. An alias or a `Vec<u8>` inside another type is not recognized.
+fn is_byte_vec(ty: &Type) -> bool {
+    let Type::Path(path) = ty else {
+        return false;
+    };
+    if path.qself.is_some() {
+        return false;
+    }
+    let segments: Vec<String> = path
+        .path
+        .segments
+        .iter()
+        .map(|s| s.ident.to_string())
+        .collect();
+    let vec_path = match segments.iter().map(String::as_str).collect::<Vec<_>>()[..] {
+        ["Vec"] => path.path.leading_colon.is_none(),
+        ["std" | "alloc", "vec", "Vec"] => true,
+        _ => false,
+    };
+    let Some(last) = path.path.segments.last() else {
+        return false;
+    };
+    let syn::PathArguments::AngleBracketed(args) = &last.arguments else {
+        return false;
+    };
+    let only_u8 = matches!(
+        args.args.iter().collect::<Vec<_>>()[..],
+        [syn::GenericArgument::Type(Type::Path(elem))]
+            if elem.qself.is_none() && elem.path.is_ident("u8")
+    );
+    vec_path && only_u8
+}
+
+/// The carrier of the arguments (`types`) or of the result (one type): `Plain` unless a type
+/// is written `Vec<u8>`.
+fn carrier(krate: &TokenStream, types: &[&Type]) -> TokenStream {
+    let private = quote!(#krate::__private);
+    if !types.iter().any(|ty| is_byte_vec(ty)) {
+        return quote!(#private::Plain);
+    }
+    let part = |ty: &Type| {
+        if is_byte_vec(ty) {
+            quote!(#private::Bytes)
+        } else {
+            quote!(#private::Held<#ty>)
+        }
+    };
+    match types {
+        [one] => {
+            let one = part(one);
+            quote!(#private::Packed<#one>)
+        }
+        many => {
+            let parts = many.iter().map(|ty| part(ty));
+            quote!(#private::Packed<(#(#parts),*)>)
+        }
+    }
+}
+
 fn registered_name(args: &Args, ident: &syn::Ident) -> TokenStream {
     match &args.name {
         Some(name) => quote!(#name),
@@ -277,6 +338,11 @@ pub(crate) fn expand_fn(item: ItemFn, args: &Args) -> TokenStream {
     // associated type items: put them on the function's name, not on the attribute.
     let args_item = quote_spanned!(name_span=> type Args = #args_ty;);
     let output_item = quote_spanned!(name_span=> type Output = #output_ty;);
+    let args_carrier = carrier(&krate, &types);
+    let output_carrier = match output {
+        Some(ty) => carrier(&krate, &[ty]),
+        None => carrier(&krate, &[]),
+    };
     let target_item = quote_spanned!(name_span=> type Target = #fn_ptr;);
 
     quote! {
@@ -307,6 +373,8 @@ pub(crate) fn expand_fn(item: ItemFn, args: &Args) -> TokenStream {
             impl #krate::Target for #ident {
                 #args_item
                 #output_item
+                type ArgsCarrier = #args_carrier;
+                type OutputCarrier = #output_carrier;
                 const NAME: &'static str = #name;
                 #[inline]
                 fn call(#args_var: Self::Args) -> Self::Output {
@@ -538,6 +606,87 @@ mod tests {
             let imp = target_impl(&block_items(&out.items[1]));
             assert_eq!(assoc_type(&imp, "Args"), norm(args_ty));
             assert_eq!(assoc_type(&imp, "Output"), norm(output_ty));
+        }
+    }
+
+    #[test]
+    fn byte_vectors_get_a_packed_carrier() {
+        let p = quote!(::multiproc::__private);
+        let cases = [
+            (
+                quote!(
+                    fn f(n: u64) -> u64 {
+                        n
+                    }
+                ),
+                quote!(#p::Plain),
+                quote!(#p::Plain),
+            ),
+            (
+                quote!(
+                    fn f() {}
+                ),
+                quote!(#p::Plain),
+                quote!(#p::Plain),
+            ),
+            (
+                quote!(
+                    fn f(v: Vec<u8>) -> Vec<u8> {
+                        v
+                    }
+                ),
+                quote!(#p::Packed<#p::Bytes>),
+                quote!(#p::Packed<#p::Bytes>),
+            ),
+            (
+                quote!(
+                    fn f(n: u32, v: std::vec::Vec<u8>) {}
+                ),
+                quote!(#p::Packed<(#p::Held<u32>, #p::Bytes)>),
+                quote!(#p::Plain),
+            ),
+            (
+                quote!(
+                    fn f(v: ::alloc::vec::Vec<u8>) {}
+                ),
+                quote!(#p::Packed<#p::Bytes>),
+                quote!(#p::Plain),
+            ),
+            // Not literally `Vec<u8>`: element by element, as serde does.
+            (
+                quote!(
+                    fn f(v: Vec<i8>) {}
+                ),
+                quote!(#p::Plain),
+                quote!(#p::Plain),
+            ),
+            (
+                quote!(
+                    fn f(v: Option<Vec<u8>>) {}
+                ),
+                quote!(#p::Plain),
+                quote!(#p::Plain),
+            ),
+            (
+                quote!(
+                    fn f(v: my::Vec<u8>) {}
+                ),
+                quote!(#p::Plain),
+                quote!(#p::Plain),
+            ),
+            (
+                quote!(
+                    fn f(v: Vec<Vec<u8>>) {}
+                ),
+                quote!(#p::Plain),
+                quote!(#p::Plain),
+            ),
+        ];
+        for (item, args, output) in cases {
+            let out = expand(quote!(), item);
+            let imp = target_impl(&block_items(&out.items[1]));
+            assert_eq!(assoc_type(&imp, "ArgsCarrier"), norm(args));
+            assert_eq!(assoc_type(&imp, "OutputCarrier"), norm(output));
         }
     }
 

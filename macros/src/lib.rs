@@ -53,6 +53,12 @@ use proc_macro::TokenStream;
 ///     impl ::multiproc::Target for add {
 ///         type Args = (i64, i64); // one argument `n: u64`: `u64`; none: `()`
 ///         type Output = i64; // no return type, or `!`: `()`
+///         // How they are encoded: `Plain` (as they are) unless an argument or the result is
+///         // written `Vec<u8>`: then `Packed<Bytes>` for `fn f(v: Vec<u8>)`, and
+///         // `Packed<(Held<u32>, Bytes)>` for `fn f(n: u32, v: Vec<u8>)`, so that the bytes
+///         // travel as one run (a block of the pool's message when large), not one by one.
+///         type ArgsCarrier = ::multiproc::__private::Plain;
+///         type OutputCarrier = ::multiproc::__private::Plain;
 ///         const NAME: &'static str = ::core::concat!(::core::module_path!(), "::", "add");
 ///         fn call(args: Self::Args) -> Self::Output {
 ///             let (__arg0, __arg1) = args;

@@ -12,7 +12,6 @@
 use std::cell::RefCell;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 
-use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::codec;
@@ -23,11 +22,13 @@ thread_local! {
     static INCOMING: RefCell<Option<Vec<Option<OwnedFd>>>> = const { RefCell::new(None) };
 }
 
-/// Encoded bytes and the descriptors they refer to.
+/// Encoded bytes, the descriptors they refer to, and the byte blocks that travel beside them
+/// (by index, like descriptors).
 #[derive(Debug, Default)]
 pub(crate) struct Encoded {
     pub bytes: Vec<u8>,
     pub fds: Vec<OwnedFd>,
+    pub blocks: Vec<Vec<u8>>,
 }
 
 impl Encoded {
@@ -38,6 +39,11 @@ impl Encoded {
 
 /// Encodes `value` for another process, collecting the descriptors it carries.
 pub(crate) fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Encoded> {
+    encode_with(|| codec::encode(value))
+}
+
+/// Runs the encoding `f` for another process, collecting the descriptors it meets.
+pub(crate) fn encode_with(f: impl FnOnce() -> Result<Vec<u8>>) -> Result<Encoded> {
     /// Restores the outer list even if a `Serialize` impl panics.
     struct Restore(Option<Option<Vec<OwnedFd>>>);
     impl Drop for Restore {
@@ -48,15 +54,14 @@ pub(crate) fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Encoded> {
         }
     }
     let mut restore = Restore(Some(OUTGOING.with(|o| o.replace(Some(Vec::new())))));
-    let bytes = codec::encode(value);
+    let bytes = f();
     let previous = restore.0.take().unwrap_or_default();
     let fds = OUTGOING.with(|o| o.replace(previous)).unwrap_or_default();
-    Ok(Encoded { bytes: bytes?, fds })
-}
-
-/// Decodes a value received from another process with the descriptors that came with it.
-pub(crate) fn decode<T: DeserializeOwned>(encoded: Encoded) -> Result<T> {
-    with_incoming(encoded.fds, || codec::decode(&encoded.bytes))
+    Ok(Encoded {
+        bytes: bytes?,
+        fds,
+        blocks: Vec::new(),
+    })
 }
 
 /// Runs `f` with `fds` as the descriptors that `SharedFd`s decoded in it take back.
@@ -154,7 +159,8 @@ mod tests {
         let value = (7u8, SharedFd::new(OwnedFd::from(a)), "x".to_string());
         let encoded = encode(&value).unwrap();
         assert_eq!(encoded.fds.len(), 1);
-        let (n, fd, s): (u8, SharedFd, String) = decode(encoded).unwrap();
+        let (n, fd, s): (u8, SharedFd, String) =
+            with_incoming(encoded.fds, || codec::decode(&encoded.bytes)).unwrap();
         assert_eq!((n, s.as_str()), (7, "x"));
         assert!(fd.as_raw_fd() >= 0);
     }

@@ -2,6 +2,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 
+mod carrier;
 mod channel;
 mod child;
 pub mod codec;
@@ -46,6 +47,7 @@ pub use sync::{
 /// Not public API. Used by generated code.
 #[doc(hidden)]
 pub mod __private {
+    pub use crate::carrier::{Bytes, Held, Packed, Plain};
     pub use crate::registry::Entry;
     pub use inventory;
     pub use serde;

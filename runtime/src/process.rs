@@ -5,6 +5,7 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
+use crate::carrier;
 use crate::context;
 use crate::current::{self, current_process};
 use crate::error::{Error, ErrorKind, RemotePanic, Result};
@@ -88,7 +89,11 @@ impl Process {
     ///
     /// The arguments are encoded now; an argument that cannot be encoded makes `start` fail.
     pub fn new<T: Target>(_target: T, args: T::Args) -> Process {
-        Process::build("Process", T::NAME, handle::encode(&args))
+        Process::build(
+            "Process",
+            T::NAME,
+            carrier::encode_one::<T::Args, T::ArgsCarrier>(args),
+        )
     }
 
     fn build(type_name: &str, entry: &'static str, payload: Result<Encoded>) -> Process {

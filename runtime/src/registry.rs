@@ -15,9 +15,10 @@ use std::sync::OnceLock;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use crate::carrier::{self, Carrier};
 use crate::codec;
 use crate::error::{Error, ErrorKind, Result};
-use crate::handle::{self, Encoded};
+use crate::handle::Encoded;
 
 /// A worker function: what `#[process]` makes of a free function.
 ///
@@ -37,6 +38,13 @@ pub trait Target: Copy + Send + Sync + 'static {
     type Args: Serialize + DeserializeOwned + Send + 'static;
     /// The return type.
     type Output: Serialize + DeserializeOwned + Send + 'static;
+    /// How `Args` are encoded: `#[process]` chooses it from the argument types as written.
+    /// Not public API.
+    #[doc(hidden)]
+    type ArgsCarrier: Carrier<Self::Args>;
+    /// How `Output` is encoded. Not public API.
+    #[doc(hidden)]
+    type OutputCarrier: Carrier<Self::Output>;
     /// The registered name.
     const NAME: &'static str;
     /// Runs the function body.
@@ -66,11 +74,14 @@ pub struct Entry {
     name: &'static str,
     signature: fn() -> &'static str,
     run: Runner,
-    chunk: Option<Runner>,
+    chunk: Option<ChunkRunner>,
 }
 
 /// Decodes its input, runs a body, encodes the output (with the descriptors it carries).
 type Runner = fn(&[u8]) -> Result<Encoded>;
+
+/// A [`Runner`] of pool chunks, whose input and output can carry byte blocks.
+type ChunkRunner = fn(&[u8], Vec<Vec<u8>>) -> Result<Encoded>;
 
 inventory::collect!(Entry);
 
@@ -79,7 +90,12 @@ impl Entry {
     pub const fn target<T: Target>() -> Entry {
         Entry {
             name: T::NAME,
-            signature: std::any::type_name::<fn(T::Args) -> T::Output>,
+            // The carriers are part of the wire format.
+            signature: std::any::type_name::<(
+                fn(T::Args) -> T::Output,
+                T::ArgsCarrier,
+                T::OutputCarrier,
+            )>,
             run: run_target::<T>,
             chunk: Some(run_chunk::<T>),
         }
@@ -107,10 +123,11 @@ impl Entry {
         (self.run)(payload)
     }
 
-    /// Runs a pool chunk: `payload` encodes a `Vec` of arguments, the result a `Vec` of outputs.
-    pub(crate) fn invoke_chunk(&self, payload: &[u8]) -> Result<Encoded> {
+    /// Runs a pool chunk: `payload` encodes a `Vec` of arguments (whose byte vectors may be
+    /// `blocks`), the result a `Vec` of outputs.
+    pub(crate) fn invoke_chunk(&self, payload: &[u8], blocks: Vec<Vec<u8>>) -> Result<Encoded> {
         match self.chunk {
-            Some(chunk) => chunk(payload),
+            Some(chunk) => chunk(payload, blocks),
             None => Err(Error::new(
                 ErrorKind::UnknownEntry,
                 format!(
@@ -124,15 +141,15 @@ impl Entry {
 
 /// Pool tasks: decodes a chunk (a sequence of arguments), calls the function on each, encodes
 /// the sequence of results.
-fn run_chunk<T: Target>(payload: &[u8]) -> Result<Encoded> {
-    let args: Vec<T::Args> = codec::decode(payload)?;
+fn run_chunk<T: Target>(payload: &[u8], blocks: Vec<Vec<u8>>) -> Result<Encoded> {
+    let args = T::ArgsCarrier::decode(payload, blocks)?;
     let results: Vec<T::Output> = args.into_iter().map(T::call).collect();
-    handle::encode(&results)
+    carrier::encode_chunk::<T::Output, T::OutputCarrier>(results)
 }
 
 fn run_target<T: Target>(payload: &[u8]) -> Result<Encoded> {
-    let args: T::Args = codec::decode(payload)?;
-    handle::encode(&T::call(args))
+    let args = carrier::decode_one::<T::Args, T::ArgsCarrier>(payload)?;
+    carrier::encode_one::<T::Output, T::OutputCarrier>(T::call(args))
 }
 
 fn run_runnable<R: Runnable>(payload: &[u8]) -> Result<Encoded> {

@@ -409,6 +409,110 @@ pub(crate) fn send_all(sock: BorrowedFd<'_>, slices: &mut [IoSlice<'_>]) -> io::
     Ok(())
 }
 
+/// The most descriptors one `sendmsg` can pass (the kernel's `SCM_MAX_FD`).
+pub(crate) const MAX_FDS: usize = 253;
+
+/// The most slices one `sendmsg` takes (`IOV_MAX`).
+const MAX_SLICES: usize = 1024;
+
+/// [`send_all`], with the descriptors `fds` (`SCM_RIGHTS`) attached to the first bytes sent:
+/// a reader gets them with the first bytes of this message, whatever else it reads.
+pub(crate) fn send_all_with_fds(
+    sock: BorrowedFd<'_>,
+    slices: &mut [IoSlice<'_>],
+    fds: &[RawFd],
+) -> io::Result<()> {
+    let mut slices = slices;
+    IoSlice::advance_slices(&mut slices, 0);
+    let rights = [ControlMessage::ScmRights(fds)];
+    let mut cmsgs: &[ControlMessage] = if fds.is_empty() { &[] } else { &rights };
+    while !slices.is_empty() {
+        let batch = &slices[..slices.len().min(MAX_SLICES)];
+        match sendmsg::<()>(sock.as_raw_fd(), batch, cmsgs, MsgFlags::MSG_NOSIGNAL, None) {
+            Ok(0) => return Err(io::Error::from(io::ErrorKind::WriteZero)),
+            Ok(n) => {
+                // The descriptors went with these bytes.
+                cmsgs = &[];
+                IoSlice::advance_slices(&mut slices, n);
+            }
+            Err(nix::errno::Errno::EINTR) => {}
+            Err(err) => return Err(err.into()),
+        }
+    }
+    Ok(())
+}
+
+/// Asks the kernel to back the whole 2 MiB pages inside `buf` (memory this process is about
+/// to fill, such as a large vector's spare capacity) with transparent huge pages: one page
+/// fault per 2 MiB instead of 512, and a cheaper unmap. Only a hint: without THP it does
+/// nothing.
+pub(crate) fn advise_huge_pages(buf: &mut [std::mem::MaybeUninit<u8>]) {
+    const HUGE: usize = 2 << 20;
+    let start = buf.as_mut_ptr() as usize;
+    let first = start.next_multiple_of(HUGE);
+    let last = (start + buf.len()) / HUGE * HUGE;
+    if first < last {
+        // SAFETY: `first..last` lies inside `buf`, which the caller owns exclusively; the
+        // advice changes how the range is backed, never what it holds.
+        unsafe {
+            libc::madvise(
+                first as *mut libc::c_void,
+                last - first,
+                libc::MADV_HUGEPAGE,
+            )
+        };
+    }
+}
+
+/// Control-message space for [`MAX_FDS`] descriptors, for [`recv_some_with_fds`].
+pub(crate) fn fds_space() -> Vec<u8> {
+    vec![0u8; cmsg_space_for(MAX_FDS)]
+}
+
+/// One `recvmsg` of up to `buf.len()` bytes; the descriptors that came with them are appended
+/// to `fds` (close-on-exec). Returns the number of bytes, `0` at end of file. `space` comes from
+/// [`fds_space`]; descriptors the kernel had to drop for lack of it are an error.
+pub(crate) fn recv_some_with_fds(
+    sock: BorrowedFd<'_>,
+    buf: &mut [u8],
+    space: &mut [u8],
+    fds: &mut Vec<OwnedFd>,
+) -> io::Result<usize> {
+    let (n, raw, truncated) = loop {
+        let mut iov = [IoSliceMut::new(buf)];
+        match recvmsg::<()>(
+            sock.as_raw_fd(),
+            &mut iov,
+            Some(&mut *space),
+            MsgFlags::MSG_CMSG_CLOEXEC,
+        ) {
+            Ok(msg) => {
+                let mut raw = Vec::new();
+                for cmsg in msg.cmsgs().map_err(io::Error::from)? {
+                    if let ControlMessageOwned::ScmRights(fds) = cmsg {
+                        raw.extend(fds);
+                    }
+                }
+                break (msg.bytes, raw, msg.flags.contains(MsgFlags::MSG_CTRUNC));
+            }
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(err) => return Err(err.into()),
+        }
+    };
+    // SAFETY: SCM_RIGHTS installed these descriptors in this process for us alone.
+    fds.extend(
+        raw.into_iter()
+            .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
+    );
+    if truncated {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "descriptors were dropped: more than one message can carry",
+        ));
+    }
+    Ok(n)
+}
+
 /// A connected pair of `SOCK_SEQPACKET` Unix sockets, both close-on-exec: every `sendmsg` is
 /// one record, and every `recvmsg` takes one whole record (or none), whoever else reads.
 pub(crate) fn seqpacket_pair() -> io::Result<(OwnedFd, OwnedFd)> {

@@ -293,7 +293,7 @@ pub(crate) struct Outgoing {
 
 impl Outgoing {
     fn new<T: Serialize + ?Sized>(value: &T, inline_max: usize) -> Result<Outgoing> {
-        let Encoded { bytes, fds } = handle::encode(value)?;
+        let Encoded { bytes, fds, .. } = handle::encode(value)?;
         if fds.len() >= MAX_FDS {
             return Err(Error::new(
                 ErrorKind::InvalidInput,

@@ -68,7 +68,14 @@ pub(crate) struct Shared {
     driver_thread: OnceLock<ThreadId>,
     links: Mutex<Vec<Arc<Link>>>,
     maxtasks: OnceLock<Option<u64>>,
+    /// Large buffers a caller of `apply` is done with, for the driver to free.
+    discarded: Mutex<Vec<Vec<u8>>>,
 }
+
+/// From this many bytes on, a caller of `apply` leaves the freeing of its sent arguments to
+/// the driver thread: unmapping 64 MiB of 4 KiB pages takes milliseconds, and would delay the
+/// caller's reading of the reply.
+const DISCARD_FROM: usize = 4 << 20;
 
 impl Shared {
     pub(crate) fn new() -> Result<Arc<Shared>> {
@@ -91,6 +98,7 @@ impl Shared {
             driver_thread: OnceLock::new(),
             links: Mutex::new(Vec::new()),
             maxtasks: OnceLock::new(),
+            discarded: Mutex::new(Vec::new()),
         }))
     }
 
@@ -145,6 +153,30 @@ impl Shared {
             drop(state);
             self.wake();
         }
+    }
+
+    /// Frees the byte blocks of a sent task: on the driver thread when they are large (see
+    /// [`DISCARD_FROM`]), here otherwise.
+    pub(crate) fn discard(&self, sent: Encoded) {
+        let large = sent.blocks.iter().map(Vec::len).sum::<usize>() >= DISCARD_FROM;
+        if !large {
+            return;
+        }
+        self.discarded
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .extend(sent.blocks);
+        self.wake();
+    }
+
+    fn free_discarded(&self) {
+        let discarded = std::mem::take(
+            &mut *self
+                .discarded
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        );
+        drop(discarded);
     }
 
     /// `join` was called: lazy jobs no longer keep a closed pool's driver alive.
@@ -377,6 +409,9 @@ pub(crate) struct Link {
     /// The exit code, once the driver has buried the worker.
     pub exitcode: Mutex<Option<Option<i32>>>,
     pub buried: Condvar,
+    /// Reads the worker's messages, for the driver and for a borrower alike (never both at
+    /// once: the worker answers whoever gave it its task).
+    pub inbox: Mutex<wire::Reader>,
 }
 
 pub(crate) const IDLE: u8 = 0;
@@ -516,6 +551,7 @@ impl Driver {
             done: AtomicU64::new(0),
             exitcode: Mutex::new(None),
             buried: Condvar::new(),
+            inbox: Mutex::new(wire::Reader::new()),
         });
         self.shared
             .links
@@ -611,11 +647,8 @@ impl Driver {
                 job: task.job,
                 chunk: task.chunk,
                 entry: task.entry.to_string(),
-                len: task.payload.bytes.len() as u64,
-                fds: task.payload.fds.len() as u32,
             };
-            let sent = wire::send_with_payload(&worker.popen.control, &header, &task.payload.bytes)
-                .and_then(|()| wire::send_fds(&worker.popen.control, &task.payload.raw_fds()));
+            let sent = wire::send_message(&worker.popen.control, &header, &task.payload);
             match sent {
                 Ok(()) => {
                     worker.task = Some(Busy {
@@ -641,11 +674,22 @@ impl Driver {
             revents: 0,
         }];
         let exit_fds: Vec<_> = self.workers.iter().map(|w| w.popen.exit_fd()).collect();
-        for (worker, exit) in self.workers.iter().zip(&exit_fds) {
+        // A message already read ahead into a worker's inbox does not show in a poll: one
+        // there makes this poll return at once, and is read below.
+        let mut buffered = vec![false; self.workers.len()];
+        for (i, (worker, exit)) in self.workers.iter().zip(&exit_fds).enumerate() {
             // The driver reads a worker's socket only while it expects a message there: its
             // `Ready`, or the reply to a task it dispatched. An idle worker's socket may be in
             // a caller's hands (`apply`), and its exit shows on the exit descriptor anyway.
             let expecting = worker.open && (worker.task.is_some() || !worker.ready());
+            if expecting {
+                buffered[i] = worker
+                    .link
+                    .inbox
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .buffered();
+            }
             let control = if expecting {
                 worker.popen.control.as_raw_fd()
             } else {
@@ -662,19 +706,23 @@ impl Driver {
                 revents: 0,
             });
         }
-        let deadline = self
-            .workers
-            .iter()
-            .filter_map(|w| w.task.as_ref()?.deadline)
-            .min();
+        let deadline = if buffered.contains(&true) {
+            Some(Instant::now())
+        } else {
+            self.workers
+                .iter()
+                .filter_map(|w| w.task.as_ref()?.deadline)
+                .min()
+        };
         sys::poll_many(&mut fds, deadline)
             .map_err(|err| Error::io("the pool cannot poll its workers", err))?;
         if fds[0].revents != 0 {
             sys::eventfd_drain(self.shared.wake.as_fd());
+            self.shared.free_discarded();
         }
         let mut exited = Vec::new();
         for (i, pair) in fds[1..].chunks(2).enumerate() {
-            if pair[0].revents != 0 {
+            if pair[0].revents != 0 || buffered[i] {
                 self.read_reply(i, None);
             }
             if pair[1].revents != 0 {
@@ -691,8 +739,14 @@ impl Driver {
     /// Reads one reply of worker `i` (waiting at most until `deadline` for it to begin).
     fn read_reply(&mut self, i: usize, deadline: Option<Instant>) -> bool {
         let worker = &mut self.workers[i];
-        let reply = match wire::recv::<Reply>(&worker.popen.control, deadline) {
-            Ok(Some(reply)) => reply,
+        let received = worker
+            .link
+            .inbox
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .recv::<Reply>(&worker.popen.control, deadline);
+        let (reply, body) = match received {
+            Ok(Some(message)) => message,
             Ok(None) => {
                 worker.open = false;
                 return false;
@@ -725,26 +779,14 @@ impl Driver {
                 job,
                 chunk,
                 outcome,
-                len,
-                fds,
             } => {
                 let result = match outcome {
-                    TaskOutcome::Ok => wire::recv_payload(&worker.popen.control, len, None)
-                        .and_then(|bytes| {
-                            let fds = wire::recv_fds(&worker.popen.control, fds)?;
-                            Ok(Encoded { bytes, fds })
-                        }),
+                    TaskOutcome::Ok => Ok(body),
                     TaskOutcome::Panicked(panic) => Err(Error::panicked(panic)),
                     TaskOutcome::Failed { codec, message } => {
                         Err(Error::new(TaskOutcome::kind(codec), message))
                     }
                 };
-                if result
-                    .as_ref()
-                    .is_err_and(|e| e.kind() == ErrorKind::Disconnected)
-                {
-                    worker.open = false;
-                }
                 let owned = worker
                     .task
                     .as_ref()

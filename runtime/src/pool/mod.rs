@@ -15,8 +15,6 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use serde::Serialize;
-
 pub use result::AsyncResult;
 
 use std::os::fd::{AsFd, AsRawFd};
@@ -25,10 +23,11 @@ use self::driver::{Driver, Launcher, Lifecycle, Link, Shared, Task};
 use self::result::{ApplySink, ImapSink, ImapState, MapSink, Slot};
 use self::worker::WorkerConfig;
 use self::worker::{Reply, TaskHeader, TaskOutcome};
+use crate::carrier;
 use crate::context;
 use crate::current::{self, cpu_count, current_process};
 use crate::error::{Error, ErrorKind, Result};
-use crate::handle::{self, Encoded};
+use crate::handle::Encoded;
 use crate::registry::Target;
 use crate::start::StartMethod;
 use crate::{sys, wire};
@@ -97,7 +96,8 @@ impl PoolBuilder {
     /// fails with [`ErrorKind::InitializerFailed`] (CPython respawns workers forever,
     /// gh-87472).
     pub fn initializer<F: Target>(mut self, _function: F, args: F::Args) -> Self {
-        self.initializer = Some((F::NAME, handle::encode(&args).map_err(|e| e.to_string())));
+        let encoded = carrier::encode_one::<F::Args, F::ArgsCarrier>(args);
+        self.initializer = Some((F::NAME, encoded.map_err(|e| e.to_string())));
         self
     }
 
@@ -207,22 +207,26 @@ impl Pool {
         // With an idle worker at hand, this thread runs the round trip itself: two hand-offs
         // (here, worker, here) instead of four through the driver thread.
         if let Some(link) = self.shared.lend() {
-            let result = self.apply_on(&link, function, &args);
-            self.shared.give_back(&link);
-            return result;
+            /// Gives the worker back however the call ends, a panicking `Serialize` included.
+            struct GiveBack<'a>(&'a Shared, &'a Link);
+            impl Drop for GiveBack<'_> {
+                fn drop(&mut self) {
+                    self.0.give_back(self.1);
+                }
+            }
+            let _give_back = GiveBack(&self.shared, &link);
+            return self.apply_on(&link, function, args);
         }
         self.apply_async(function, args).get()
     }
 
     /// One task on a borrowed worker, waited for by this thread.
-    fn apply_on<F: Target>(&self, link: &Link, _function: F, args: &F::Args) -> Result<F::Output> {
-        let payload = handle::encode(std::slice::from_ref(args))?;
+    fn apply_on<F: Target>(&self, link: &Link, _function: F, args: F::Args) -> Result<F::Output> {
+        let payload = carrier::encode_chunk::<F::Args, F::ArgsCarrier>(vec![args])?;
         let header = TaskHeader {
             job: u64::MAX,
             chunk: 0,
             entry: F::NAME.to_string(),
-            len: payload.bytes.len() as u64,
-            fds: payload.fds.len() as u32,
         };
         let died = |what: &str| {
             self.shared.wake();
@@ -240,16 +244,23 @@ impl Pool {
                 ),
             )
         };
-        let sent = wire::send_with_payload(&link.control, &header, &payload.bytes)
-            .and_then(|()| wire::send_fds(&link.control, &payload.raw_fds()));
+        let sent = wire::send_message(&link.control, &header, &payload);
         if sent.is_err() {
             return Err(died("before it could receive this task"));
         }
-        drop(payload);
+        self.shared.discard(payload);
         // Without a task timeout, a blocking read is enough: it ends with the reply, or with end
         // of file when the worker dies (only the worker holds the other end). With one, wait
-        // for the reply, the worker's exit or the deadline.
-        if let Some(deadline) = self.task_timeout.and_then(sys::deadline_after) {
+        // for the reply, the worker's exit or the deadline. The inbox is only held to read:
+        // never while waiting for the driver to bury the worker.
+        let deadline = self.task_timeout.and_then(sys::deadline_after);
+        let buffered = || {
+            link.inbox
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .buffered()
+        };
+        if let Some(deadline) = deadline.filter(|_| !buffered()) {
             let mut fds = [
                 libc::pollfd {
                     fd: link.control.as_raw_fd(),
@@ -278,44 +289,73 @@ impl Pool {
                 return Err(died("while running this task"));
             }
         }
-        let reply = match wire::recv::<Reply>(&link.control, None) {
-            Ok(Some(reply)) => reply,
-            Ok(None) | Err(_) => return Err(died("while running this task")),
+        let received = link
+            .inbox
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .recv::<Reply>(&link.control, None);
+        let (reply, result) = match received {
+            Ok(Some(message)) => message,
+            Ok(None) => return Err(died("while running this task")),
+            Err(err) if err.kind() == ErrorKind::Disconnected => {
+                return Err(died("while running this task"))
+            }
+            Err(err) => {
+                // The stream lost its place: the worker cannot be trusted with another task.
+                let _ = sys::pidfd_send_signal(link.pidfd.as_fd(), libc::SIGKILL);
+                let _ = link.wait_buried(Duration::from_secs(5));
+                return Err(Error::new(
+                    err.kind(),
+                    format!(
+                        "bad reply from pool worker {} (pid {}), which was killed: {err}",
+                        link.name, link.pid
+                    ),
+                ));
+            }
         };
-        let Reply::Done {
-            outcome, len, fds, ..
-        } = reply
-        else {
+        let Reply::Done { outcome, .. } = reply else {
             return Err(Error::new(
                 ErrorKind::Codec,
                 "a pool worker sent an unexpected reply",
             ));
         };
         link.done.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
-        let result = match outcome {
-            TaskOutcome::Ok => {
-                let bytes = wire::recv_payload(&link.control, len, None)?;
-                let fds = wire::recv_fds(&link.control, fds)?;
-                Encoded { bytes, fds }
-            }
+        match outcome {
+            TaskOutcome::Ok => {}
             TaskOutcome::Panicked(panic) => return Err(Error::panicked(panic)),
             TaskOutcome::Failed { codec, message } => {
                 return Err(Error::new(TaskOutcome::kind(codec), message))
             }
-        };
-        handle::decode::<Vec<F::Output>>(result)?
+        }
+        // User code (a `Deserialize`) may panic: that fails this call, as on the driver thread.
+        let decoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            carrier::decode_chunk::<F::Output, F::OutputCarrier>(result)
+        }))
+        .unwrap_or_else(|payload| {
+            Err(Error::new(
+                ErrorKind::Panicked,
+                format!(
+                    "decoding a result panicked: {}",
+                    crate::child::panic_message(&*payload)
+                ),
+            ))
+        });
+        decoded?
             .pop()
             .ok_or_else(|| Error::new(ErrorKind::Codec, "a task returned no result"))
     }
 
     /// Runs `function(args)` in a worker; the result comes later.
     pub fn apply_async<F: Target>(&self, _function: F, args: F::Args) -> AsyncResult<F::Output> {
-        let payload = match handle::encode(std::slice::from_ref(&args)) {
+        let payload = match carrier::encode_chunk::<F::Args, F::ArgsCarrier>(vec![args]) {
             Ok(payload) => payload,
             Err(err) => return AsyncResult::failed(err),
         };
         let slot = Slot::new();
-        let sink = Box::new(ApplySink { slot: slot.clone() });
+        let sink = Box::new(ApplySink {
+            slot: slot.clone(),
+            decode: carrier::decode_chunk::<F::Output, F::OutputCarrier>,
+        });
         let task = |job| {
             vec![Task {
                 job,
@@ -428,30 +468,32 @@ impl Pool {
             return self.result(slot);
         }
         let chunks = items.len().div_ceil(chunksize);
-        let sink = Box::new(MapSink::new(slot.clone(), chunks));
+        let decode = carrier::decode_chunk::<F::Output, F::OutputCarrier>;
+        let sink = Box::new(MapSink::new(slot.clone(), chunks, decode));
         let Ok(job) = self.shared.submit(sink, |_| Vec::new(), false) else {
             return self.result(slot);
         };
         // Chunks are queued as they are encoded, so the workers start on the first at once.
         // The job is registered: a closed pool still runs it to the end.
-        for (index, chunk) in items.chunks(chunksize).enumerate() {
-            let pushed = encode_chunk(chunk).and_then(|payload| {
+        let pushed = carrier::encode_chunks::<F::Args, F::ArgsCarrier>(
+            items,
+            chunksize,
+            |index, payload| {
                 self.shared.push(
                     job,
                     [Task {
                         job,
-                        chunk: index as u32,
+                        chunk: index,
                         entry: F::NAME,
                         payload,
                     }],
                 )
-            });
-            if let Err(err) = pushed {
-                self.shared.forget(job);
-                let mut sink = MapSink::<F::Output>::new(slot.clone(), 1);
-                result::Sink::fail(&mut sink, &err);
-                break;
-            }
+            },
+        );
+        if let Err(err) = pushed {
+            self.shared.forget(job);
+            let mut sink = MapSink::<F::Output>::new(slot.clone(), 1, decode);
+            result::Sink::fail(&mut sink, &err);
         }
         self.result(slot)
     }
@@ -544,10 +586,6 @@ impl std::fmt::Debug for Pool {
     }
 }
 
-fn encode_chunk<T: Serialize>(items: &[T]) -> Result<Encoded> {
-    handle::encode(items)
-}
-
 /// The iterator of [`Pool::imap`] and [`Pool::imap_unordered`]: yields each result (or its
 /// error) lazily. A failed chunk yields its error once for each of its items, so positions stay
 /// aligned with the input; the iteration goes on after it.
@@ -576,6 +614,7 @@ impl<'p, F: Target, I: Iterator<Item = F::Args>> Imap<'p, F, I> {
         let state = ImapState::new();
         let sink = Box::new(ImapSink {
             state: state.clone(),
+            decode: carrier::decode_chunk::<F::Output, F::OutputCarrier>,
         });
         let (job, refused) = match pool.shared.submit(sink, |_| Vec::new(), true) {
             Ok(job) => (Some(job), None),
@@ -633,7 +672,8 @@ impl<'p, F: Target, I: Iterator<Item = F::Args>> Imap<'p, F, I> {
                 break;
             }
             let index = self.submitted();
-            let payload = encode_chunk(&chunk)?;
+            let size = chunk.len() as u32;
+            let payload = carrier::encode_chunk::<F::Args, F::ArgsCarrier>(chunk)?;
             let task = Task {
                 job,
                 chunk: index,
@@ -641,7 +681,7 @@ impl<'p, F: Target, I: Iterator<Item = F::Args>> Imap<'p, F, I> {
                 payload,
             };
             self.pool.shared.push(job, [task])?;
-            self.sizes.push(chunk.len() as u32);
+            self.sizes.push(size);
         }
         Ok(())
     }

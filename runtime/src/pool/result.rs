@@ -10,8 +10,9 @@ use std::time::{Duration, Instant};
 use serde::de::DeserializeOwned;
 
 use super::driver::Shared;
+use crate::carrier::ChunkDecoder;
 use crate::error::{Error, ErrorKind, Result};
-use crate::handle::{self, Encoded};
+use crate::handle::Encoded;
 
 /// Where the driver delivers the results of one job's chunks.
 pub(crate) trait Sink: Send {
@@ -289,17 +290,16 @@ impl<T> fmt::Debug for AsyncResult<T> {
 /// The sink of `apply`: one chunk of one item.
 pub(crate) struct ApplySink<T> {
     pub slot: Arc<Slot<T>>,
+    pub decode: ChunkDecoder<T>,
 }
 
 impl<T: DeserializeOwned + Send> Sink for ApplySink<T> {
     fn deliver(&mut self, _chunk: u32, result: Result<Encoded>) -> bool {
-        let value = result
-            .and_then(handle::decode::<Vec<T>>)
-            .and_then(|mut values| {
-                values
-                    .pop()
-                    .ok_or_else(|| Error::new(ErrorKind::Codec, "a task returned no result"))
-            });
+        let value = result.and_then(self.decode).and_then(|mut values| {
+            values
+                .pop()
+                .ok_or_else(|| Error::new(ErrorKind::Codec, "a task returned no result"))
+        });
         self.slot.complete(value);
         true
     }
@@ -315,12 +315,14 @@ pub(crate) struct MapSink<T> {
     pub parts: Vec<Option<Vec<T>>>,
     pub remaining: usize,
     pub error: Option<(u32, Error)>,
+    pub decode: ChunkDecoder<T>,
 }
 
 impl<T> MapSink<T> {
-    pub(crate) fn new(slot: Arc<Slot<Vec<T>>>, chunks: usize) -> Self {
+    pub(crate) fn new(slot: Arc<Slot<Vec<T>>>, chunks: usize, decode: ChunkDecoder<T>) -> Self {
         MapSink {
             slot,
+            decode,
             parts: (0..chunks).map(|_| None).collect(),
             remaining: chunks,
             error: None,
@@ -330,7 +332,7 @@ impl<T> MapSink<T> {
 
 impl<T: DeserializeOwned + Send> Sink for MapSink<T> {
     fn deliver(&mut self, chunk: u32, result: Result<Encoded>) -> bool {
-        match result.and_then(handle::decode::<Vec<T>>) {
+        match result.and_then(self.decode) {
             Ok(values) => {
                 if let Some(part) = self.parts.get_mut(chunk as usize) {
                     *part = Some(values);
@@ -398,11 +400,12 @@ impl<T> ImapState<T> {
 
 pub(crate) struct ImapSink<T> {
     pub state: Arc<ImapState<T>>,
+    pub decode: ChunkDecoder<T>,
 }
 
 impl<T: DeserializeOwned + Send> Sink for ImapSink<T> {
     fn deliver(&mut self, chunk: u32, result: Result<Encoded>) -> bool {
-        let values = result.and_then(handle::decode::<Vec<T>>);
+        let values = result.and_then(self.decode);
         self.state.lock().chunks.insert(chunk, values);
         self.state.cond.notify_all();
         false

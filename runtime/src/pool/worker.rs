@@ -10,6 +10,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::carrier::Plain;
 use crate::child::catch_quiet;
 use crate::current::{self, current_process};
 use crate::error::{ErrorKind, RemotePanic};
@@ -26,31 +27,28 @@ pub(crate) struct WorkerConfig {
     pub maxtasks: Option<u64>,
 }
 
-/// Parent to worker: one task; `len` raw bytes of encoded arguments follow.
+/// Parent to worker: one task, the header of a message whose body is the encoded chunk of
+/// arguments (with their descriptors and byte blocks).
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) struct TaskHeader {
     pub job: u64,
     pub chunk: u32,
     pub entry: String,
-    pub len: u64,
-    /// Descriptors in the arguments: they follow the payload in one `SCM_RIGHTS` message.
-    pub fds: u32,
 }
 
-/// Worker to parent.
+/// Worker to parent: the header of a message. With `TaskOutcome::Ok`, its body is the encoded
+/// chunk of results; otherwise it is empty.
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) enum Reply {
     /// The initializer ran; tasks are welcome.
     Ready,
     /// The initializer panicked or failed.
     InitFailed(String),
-    /// A task finished; with `TaskOutcome::Ok`, `len` raw bytes of encoded results follow.
+    /// A task finished.
     Done {
         job: u64,
         chunk: u32,
         outcome: TaskOutcome,
-        len: u64,
-        fds: u32,
     },
 }
 
@@ -78,6 +76,8 @@ pub(crate) struct WorkerMain;
 impl Target for WorkerMain {
     type Args = WorkerConfig;
     type Output = ();
+    type ArgsCarrier = Plain;
+    type OutputCarrier = Plain;
     const NAME: &'static str = "multiproc::pool::worker";
 
     fn call(config: WorkerConfig) {
@@ -111,28 +111,29 @@ fn serve(config: WorkerConfig) {
             },
         };
         if let Some(message) = failure {
-            let _ = wire::send(
+            let _ = wire::send_message(
                 &control,
                 &Reply::InitFailed(format!("initializer `{name}` failed: {message}")),
+                &Encoded::default(),
             );
             return;
         }
     }
-    if wire::send(&control, &Reply::Ready).is_err() {
+    if wire::send_message(&control, &Reply::Ready, &Encoded::default()).is_err() {
         return;
     }
+    let mut inbox = wire::Reader::new();
     let mut done = 0u64;
     while config.maxtasks.is_none_or(|max| done < max) {
-        let header: TaskHeader = match wire::recv(&control, None) {
-            Ok(Some(header)) => header,
+        let (header, task) = match inbox.recv::<TaskHeader>(&control, None) {
+            Ok(Some(message)) => message,
             Ok(None) | Err(_) => return,
         };
-        let Ok(payload) = wire::recv_payload(&control, header.len, None) else {
-            return;
-        };
-        let Ok(fds) = wire::recv_fds(&control, header.fds) else {
-            return;
-        };
+        let Encoded {
+            bytes: payload,
+            fds,
+            blocks,
+        } = task;
         let (outcome, results) = match registry::lookup(&header.entry) {
             Err(err) => (
                 TaskOutcome::Failed {
@@ -142,7 +143,9 @@ fn serve(config: WorkerConfig) {
                 Encoded::default(),
             ),
             Ok(entry) => {
-                match catch_quiet(|| handle::with_incoming(fds, || entry.invoke_chunk(&payload))) {
+                match catch_quiet(|| {
+                    handle::with_incoming(fds, || entry.invoke_chunk(&payload, blocks))
+                }) {
                     Ok(Ok(results)) => (TaskOutcome::Ok, results),
                     Ok(Err(err)) => (
                         TaskOutcome::Failed {
@@ -163,12 +166,8 @@ fn serve(config: WorkerConfig) {
             job: header.job,
             chunk: header.chunk,
             outcome,
-            len: results.bytes.len() as u64,
-            fds: results.fds.len() as u32,
         };
-        let sent = wire::send_with_payload(&control, &reply, &results.bytes)
-            .and_then(|()| wire::send_fds(&control, &results.raw_fds()));
-        if sent.is_err() {
+        if wire::send_message(&control, &reply, &results).is_err() {
             return;
         }
         done += 1;
