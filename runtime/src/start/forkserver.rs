@@ -28,7 +28,7 @@ use serde::{Deserialize, Serialize};
 use super::{fork, spawn, Launch, Popen, Role};
 use crate::error::{Error, ErrorKind, Result};
 use crate::registry::{BuildId, Target};
-use crate::{child, handle, sys};
+use crate::{carrier, child, sys};
 
 /// A call for the fork server to make once, before it forks any child: see
 /// [`set_forkserver_preload`].
@@ -50,7 +50,7 @@ impl Preload {
     /// The arguments are encoded now; they cannot carry descriptors (a `Queue`, a `Lock`, a
     /// `SharedMemory` ...): [`set_forkserver_preload`] refuses those.
     pub fn new<F: Target>(_function: F, args: F::Args) -> Preload {
-        let call = match handle::encode(&args) {
+        let call = match carrier::encode_one::<F::Args, F::ArgsCarrier>(args) {
             Ok(encoded) if encoded.fds.is_empty() => Ok(PreloadCall {
                 entry: F::NAME.to_string(),
                 payload: encoded.bytes,
