@@ -739,8 +739,9 @@ static PRELOADED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::n
 
 /// A preload: sets the static every fork-server child inherits, and counts its calls in a file.
 #[process]
-fn preload_value(value: u64, count_path: String) {
-    PRELOADED.store(value, std::sync::atomic::Ordering::SeqCst);
+fn preload_value(value: u64, count_path: String, extra: Vec<u8>) {
+    let extra: u64 = extra.iter().map(|&b| u64::from(b)).sum();
+    PRELOADED.store(value + extra, std::sync::atomic::Ordering::SeqCst);
     let mut calls = std::fs::read_to_string(&count_path).unwrap_or_default();
     calls.push('x');
     std::fs::write(&count_path, calls).expect("write the call count");
@@ -775,7 +776,8 @@ fn preload_scenario(dir: String, case: u8) {
     let outcome = (|| -> Result<(), String> {
         let count = format!("{dir}/count");
         let preload = match case {
-            0 => multiproc::Preload::new(preload_value, (42, count.clone())),
+            // 40 + 2: the byte vector checks the arguments' encoding (byte runs).
+            0 => multiproc::Preload::new(preload_value, (40, count.clone(), vec![1, 1])),
             1 => multiproc::Preload::new(preload_panics, "no model file".to_string()),
             _ => multiproc::Preload::new(preload_leaves_a_thread, ()),
         };

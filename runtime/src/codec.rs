@@ -11,7 +11,13 @@ use serde::Serialize;
 
 use crate::error::{Error, ErrorKind, Result};
 
-fn config() -> impl bincode::config::Config {
+type Config = bincode::config::Configuration<
+    bincode::config::LittleEndian,
+    bincode::config::Fixint,
+    bincode::config::NoLimit,
+>;
+
+fn config() -> Config {
     // Fixed-width integers: a `u64` is 8 bytes copied as is, which encodes and decodes several
     // times faster than varints for the bulk data of pool chunks.
     bincode::config::standard()
@@ -44,8 +50,28 @@ pub fn encode_into<T: Serialize + ?Sized>(value: &T, buf: &mut Vec<u8>) -> Resul
 }
 
 /// Decodes a whole buffer; trailing bytes are an error.
+///
+/// A corrupt length is an error too, never an abort. bincode allocates a string or byte buffer
+/// of the length it reads before it reads the bytes, and a failed allocation aborts the
+/// process; so every such length is claimed against a limit, and the limit is the smallest of
+/// 64 KiB, 16 MiB and 4 GiB that is not below the input's own length (the bytes of every
+/// string and buffer are in the input, so no valid input reaches it). A corrupt length then
+/// costs at most a lazily zeroed allocation of the limit.
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
-    let (value, read) = bincode::serde::decode_from_slice(bytes, config()).map_err(|err| {
+    const KIB_64: usize = 1 << 16;
+    const MIB_16: usize = 1 << 24;
+    const GIB_4: usize = 1 << 32;
+    let decoded = match bytes.len() {
+        n if n <= KIB_64 => {
+            bincode::serde::decode_from_slice(bytes, config().with_limit::<KIB_64>())
+        }
+        n if n <= MIB_16 => {
+            bincode::serde::decode_from_slice(bytes, config().with_limit::<MIB_16>())
+        }
+        n if n <= GIB_4 => bincode::serde::decode_from_slice(bytes, config().with_limit::<GIB_4>()),
+        _ => bincode::serde::decode_from_slice(bytes, config()),
+    };
+    let (value, read) = decoded.map_err(|err| {
         Error::new(
             ErrorKind::Codec,
             format!("cannot decode a `{}`", std::any::type_name::<T>()),
@@ -82,5 +108,54 @@ mod tests {
         assert_eq!(err.kind(), ErrorKind::Codec);
         let err = decode::<u8>(&[1, 2]).unwrap_err();
         assert!(err.to_string().contains("trailing"));
+    }
+
+    #[test]
+    fn an_absurd_length_is_an_error_not_an_abort() {
+        // A string, a byte buffer and a string in a struct that claim 2^62 bytes.
+        let mut bytes = (1u64 << 62).to_le_bytes().to_vec();
+        bytes.extend_from_slice(b"abc");
+        assert_eq!(
+            decode::<String>(&bytes).unwrap_err().kind(),
+            ErrorKind::Codec
+        );
+        assert_eq!(
+            decode::<serde_bytes_like::ByteBuf>(&bytes)
+                .unwrap_err()
+                .kind(),
+            ErrorKind::Codec
+        );
+        let mut nested = 7u64.to_le_bytes().to_vec();
+        nested.extend_from_slice(&bytes);
+        assert_eq!(
+            decode::<(u64, String)>(&nested).unwrap_err().kind(),
+            ErrorKind::Codec
+        );
+        // Just below each limit and just above: valid input decodes whatever its size.
+        for len in [(1 << 16) - 8, (1 << 16) + 1, (1 << 24) - 8, (1 << 24) + 1] {
+            let s = "x".repeat(len);
+            assert_eq!(decode::<String>(&encode(&s).unwrap()).unwrap().len(), len);
+        }
+    }
+
+    /// A byte buffer that deserializes with `deserialize_byte_buf`, as `serde_bytes` does.
+    mod serde_bytes_like {
+        #[derive(Debug)]
+        pub struct ByteBuf(#[allow(dead_code)] pub Vec<u8>);
+        impl<'de> serde::Deserialize<'de> for ByteBuf {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                struct V;
+                impl serde::de::Visitor<'_> for V {
+                    type Value = ByteBuf;
+                    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                        f.write_str("bytes")
+                    }
+                    fn visit_byte_buf<E>(self, v: Vec<u8>) -> Result<ByteBuf, E> {
+                        Ok(ByteBuf(v))
+                    }
+                }
+                d.deserialize_byte_buf(V)
+            }
+        }
     }
 }
