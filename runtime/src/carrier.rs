@@ -26,6 +26,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use crate::codec;
 use crate::error::{Error, ErrorKind, Result};
 use crate::handle::{self, Encoded};
+use crate::spare;
 
 /// Byte vectors at least this long travel as blocks of a pool message.
 pub(crate) const BLOCK_MIN: usize = 16 << 10;
@@ -144,11 +145,14 @@ impl<T: Number> Carrier<T> for Raw {
     const PLAIN: bool = true;
 
     fn encode(values: Vec<T>, _stash: &mut Stash) -> Result<Vec<u8>> {
-        Ok(bytemuck::cast_slice(&values).to_vec())
+        Self::encode_slice(&values)
     }
 
     fn encode_slice(values: &[T]) -> Result<Vec<u8>> {
-        Ok(bytemuck::cast_slice(values).to_vec())
+        let bytes: &[u8] = bytemuck::cast_slice(values);
+        let mut buffer = spare::take_or_new(bytes.len());
+        buffer.extend_from_slice(bytes);
+        Ok(buffer)
     }
 
     fn decode(bytes: &[u8], blocks: Vec<Vec<u8>>) -> Result<Vec<T>> {
@@ -394,7 +398,9 @@ pub(crate) fn encode_chunks<T: Serialize, C: Carrier<T>>(
 /// Decodes a chunk received in a pool message (its descriptors and blocks included).
 pub(crate) fn decode_chunk<T: DeserializeOwned, C: Carrier<T>>(encoded: Encoded) -> Result<Vec<T>> {
     let Encoded { bytes, fds, blocks } = encoded;
-    handle::with_incoming(fds, || C::decode(&bytes, blocks))
+    let decoded = handle::with_incoming(fds, || C::decode(&bytes, blocks));
+    spare::give(bytes);
+    decoded
 }
 
 /// Decodes a chunk like [`decode_chunk`], onto the end of `out` (left as it was on error).
@@ -403,7 +409,9 @@ pub(crate) fn decode_chunk_into<T: DeserializeOwned, C: Carrier<T>>(
     out: &mut Vec<T>,
 ) -> Result<()> {
     let Encoded { bytes, fds, blocks } = encoded;
-    handle::with_incoming(fds, || C::decode_into(&bytes, blocks, out))
+    let decoded = handle::with_incoming(fds, || C::decode_into(&bytes, blocks, out));
+    spare::give(bytes);
+    decoded
 }
 
 /// How a pool result sink decodes its chunks.

@@ -15,6 +15,7 @@ mod process;
 mod registry;
 pub mod shared;
 mod shm;
+mod spare;
 mod start;
 pub mod sync;
 mod sys;
