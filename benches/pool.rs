@@ -18,7 +18,10 @@
 //! * W4: `pool.apply(len_of, <64 MiB Vec<u8>>)` on 1 worker, in MB/s. Floor: 64 MiB written
 //!   into a socketpair, read by a forked child into a reused buffer, 8 bytes back.
 //! * W5: a naive prime count over `0..N` in 64 `(lo, hi)` chunks with `starmap`, on 1 and on 2
-//!   workers: the speed-up. Floor: the same count in this process, on one thread.
+//!   workers: the speed-up. Floor: the same count in this process, on one thread. Beside it,
+//!   the same 8 tasks taken in order by two threads of this process (what the machine gives
+//!   two CPU-bound threads during the run: the pool's ceiling), and the CPU time this process
+//!   spends during a 2-worker run (it should sleep while the workers compute).
 //! * Memory: peak RSS (VmHWM) of the parent while iterating
 //!   `pool.imap(square, 0..10_000_000).chunksize(1000)`, in a re-executed copy of this binary.
 
@@ -552,6 +555,12 @@ fn bench_w4(pool: &Pool, floors: &Floors, iters: usize) -> W4 {
 struct W5 {
     /// In this process, one thread, over 0..W5_N.
     inproc: Samples,
+    /// In this process, two threads taking the 2-worker pool's tasks (8 chunks each) in input
+    /// order, as its workers do: what this machine gives two CPU-bound threads right now.
+    inproc2: Samples,
+    /// CPU time (user + system, every thread) of this process during a 2-worker run: the
+    /// parent should sleep while its workers compute.
+    parent_cpu: Samples,
     one: Samples,
     two: Samples,
     /// The same over 0..W5_PY_N (for the CPython comparison).
@@ -580,27 +589,63 @@ fn bench_w5(pool1: &Pool, pool2: &Pool, iters: usize) -> W5 {
             .map(|c| count_primes(c.0, c.1))
             .sum()
     };
+    // The pool's tasks for 2 workers: Python's default chunksize, ceil(64 / (4 * 2)) chunks.
+    let inproc2 = |n: u64| -> u64 {
+        let chunks = prime_chunks(n);
+        let tasks: Vec<&[(u64, u64)]> = chunks.chunks(chunks.len().div_ceil(8)).collect();
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let work = || {
+            let mut sum = 0;
+            while let Some(task) =
+                tasks.get(next.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
+            {
+                sum += task.iter().map(|c| count_primes(c.0, c.1)).sum::<u64>();
+            }
+            sum
+        };
+        std::thread::scope(|s| {
+            let other = s.spawn(work);
+            work() + other.join().expect("prime thread")
+        })
+    };
     let primes = inproc(W5_N);
     let small = inproc(W5_PY_N);
+    assert_eq!(inproc2(W5_N), primes);
     assert_eq!(total(pool1, W5_N), primes);
     assert_eq!(total(pool2, W5_N), primes);
-    let mut s: [Vec<Duration>; 5] = Default::default();
+    let mut s: [Vec<Duration>; 7] = Default::default();
     for _ in 0..iters {
         s[0].push(time(|| assert_eq!(inproc(W5_N), primes)).0);
         s[1].push(time(|| assert_eq!(total(pool1, W5_N), primes)).0);
+        let cpu = process_cpu();
         s[2].push(time(|| assert_eq!(total(pool2, W5_N), primes)).0);
+        s[6].push(process_cpu() - cpu);
+        s[5].push(time(|| assert_eq!(inproc2(W5_N), primes)).0);
         s[3].push(time(|| assert_eq!(total(pool1, W5_PY_N), small)).0);
         s[4].push(time(|| assert_eq!(total(pool2, W5_PY_N), small)).0);
     }
-    let [a, b, c, d, e] = s.map(Samples::new);
+    let [a, b, c, d, e, f, g] = s.map(Samples::new);
     W5 {
         inproc: a,
+        inproc2: f,
+        parent_cpu: g,
         one: b,
         two: c,
         small_one: d,
         small_two: e,
         primes,
     }
+}
+
+/// User and system CPU time of this process so far, every thread included.
+fn process_cpu() -> Duration {
+    // SAFETY: an all-zero `rusage` is valid, and getrusage writes only into it.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: RUSAGE_SELF with a valid out-pointer.
+    let rc = unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
+    assert_eq!(rc, 0, "getrusage: {}", io::Error::last_os_error());
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(usage.ru_utime) + tv(usage.ru_stime)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -836,6 +881,7 @@ fn print_report(r: &Report) {
         format!("W5 primes N={W5_N}, 1 worker"),
         format!("W5 primes N={W5_N}, 2 workers"),
         "W5 speed-up, 2 vs 1 worker".to_string(),
+        "W5 same tasks on 2 threads vs 1, in-process".to_string(),
         format!("W5 primes N={W5_PY_N}, 1 worker"),
         format!("W5 primes N={W5_PY_N}, 2 workers"),
     ];
@@ -845,7 +891,8 @@ fn print_report(r: &Report) {
             let w5 = (w.one.median(), w.two.median(), w.inproc.median());
             let w5_speedup = w5.0 / w5.1;
             let w5s = (w.small_one.median(), w.small_two.median());
-            let [one, two, speedup, small_one, small_two] = w5_names;
+            let [one, two, speedup, threads, small_one, small_two] = w5_names;
+            let threads_speedup = w5.2 / w.inproc2.median();
             lines.extend([
                 Line {
                     name: one,
@@ -873,6 +920,15 @@ fn print_report(r: &Report) {
                     cpython: w5_py1.zip(w5_py2).map(|(a, b)| ratio(a / b)),
                     py_ratio: None,
                     target: format!(">= 1.8x: {}", met(w5_speedup >= 1.8)),
+                },
+                Line {
+                    name: threads,
+                    ours: ratio(threads_speedup),
+                    floor: "2.00x".into(),
+                    x_floor: None,
+                    cpython: None,
+                    py_ratio: None,
+                    target: "(this machine, now)".into(),
                 },
                 Line {
                     name: small_one,
@@ -982,6 +1038,10 @@ fn print_report(r: &Report) {
         println!(
             "      floor: the same 64 chunks in this process on one thread (/2 for the ideal 2-worker time). CPython runs N={W5_PY_N} (pure-Python trial division is ~50x slower), so multiproc is also run at that N for the ratio."
         );
+        println!(
+            "      in-process 2 threads: the 2-worker pool's 8 tasks of 8 chunks, taken in input order by two threads of this process (the pool's schedule without processes). CPU time of this process (all threads) during a 2-worker run: median {}.",
+            ms(w.parent_cpu.median())
+        );
     }
     match &r.imap {
         Ok(_) => println!(
@@ -1019,6 +1079,8 @@ fn print_report(r: &Report) {
     if let Some(w) = &r.w5 {
         rows.extend([
             ("W5 in-process", &w.inproc, ms as Unit),
+            ("W5 in-process 2 thr", &w.inproc2, ms),
+            ("W5 parent CPU, 2 wkr", &w.parent_cpu, ms),
             ("W5 1 worker", &w.one, ms),
             ("W5 2 workers", &w.two, ms),
             ("W5 small 2 workers", &w.small_two, ms),

@@ -120,6 +120,12 @@
 //! `#[serde(with = "serde_bytes")]` (or any `serialize_bytes` / `deserialize_byte_buf` pair)
 //! for one run of bytes, or pass a [`SharedMemory`] for zero copies.
 //!
+//! Numbers: when the one argument or the result is **written as a primitive number** (`u8`
+//! to `u64`, `i8` to `i64`, `usize`, `isize`, `f32`, `f64`), a chunk of them in a pool task
+//! or result travels as the bytes of the numbers in memory: one copy each way, not a serde call
+//! per value, and every bit pattern (a NaN's payload, `-0.0`) comes back as it was. An alias,
+//! a tuple of numbers or a `bool` is encoded with serde, as anything else.
+//!
 //! # Testing your own code
 //!
 //! `spawn` and `forkserver` re-execute the binary, which must call [`init`] first in `main`.

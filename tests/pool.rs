@@ -683,6 +683,140 @@ fn byte_vectors(m: StartMethod) -> Outcome {
     Ok(())
 }
 
+#[process]
+fn wrapping_square(n: u64) -> u64 {
+    n.wrapping_mul(n)
+}
+
+#[process]
+fn negate(n: i64) -> i64 {
+    n.wrapping_neg()
+}
+
+#[process]
+fn float_bits(x: f64) -> u64 {
+    x.to_bits()
+}
+
+#[process]
+fn halve(x: f32) -> f32 {
+    x / 2.0
+}
+
+#[process]
+fn low_byte(n: usize) -> u8 {
+    n as u8
+}
+
+#[process]
+fn widen(n: i8) -> isize {
+    n as isize
+}
+
+fn numbers(m: StartMethod) -> Outcome {
+    // Numbers travel as their bytes in memory (the `Raw` carrier): every value and bit pattern
+    // comes back as it was, whatever the chunk size.
+    let pool = pool(m, 2)?;
+    let edges: Vec<u64> = vec![
+        0,
+        1,
+        2,
+        u64::MAX,
+        u64::MAX - 1,
+        1 << 32,
+        1 << 63,
+        4_294_967_295,
+    ];
+    let squares: Vec<u64> = edges.iter().map(|n| n.wrapping_mul(*n)).collect();
+    check_eq!(pool.map(wrapping_square, edges.clone())?, squares);
+    for chunksize in [1, 3, 8, 1000] {
+        check_eq!(
+            pool.map_chunked(wrapping_square, edges.clone(), chunksize)?,
+            squares
+        );
+    }
+    check_eq!(pool.apply(wrapping_square, u64::MAX)?, 1);
+    let signed = vec![0i64, 1, -1, i64::MIN, i64::MAX, i64::MIN + 1];
+    let negated: Vec<i64> = signed.iter().map(|n| n.wrapping_neg()).collect();
+    check_eq!(pool.map(negate, signed.clone())?, negated);
+    check_eq!(pool.map_chunked(negate, signed.clone(), 1)?, negated);
+    check_eq!(pool.apply(negate, i64::MIN)?, i64::MIN);
+    check_eq!(pool.apply_async(negate, i64::MAX).get()?, -i64::MAX);
+
+    // Floats by their bits: a NaN with a payload, -0.0, infinities, the smallest subnormal.
+    let floats = vec![
+        0.0f64,
+        -0.0,
+        f64::NAN,
+        f64::from_bits(0x7ff8_dead_beef_0001),
+        f64::INFINITY,
+        f64::NEG_INFINITY,
+        f64::MIN_POSITIVE,
+        f64::from_bits(1),
+        f64::MAX,
+    ];
+    let bits: Vec<u64> = floats.iter().map(|x| x.to_bits()).collect();
+    check_eq!(pool.map(float_bits, floats.clone())?, bits);
+    check_eq!(pool.map_chunked(float_bits, floats.clone(), 2)?, bits);
+    check_eq!(pool.apply(float_bits, -0.0)?, (-0.0f64).to_bits());
+    let halves = pool.map(halve, vec![-0.0f32, 3.0, f32::INFINITY, f32::MIN_POSITIVE])?;
+    check_eq!(
+        halves.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
+        [-0.0f32, 1.5, f32::INFINITY, f32::MIN_POSITIVE / 2.0]
+            .iter()
+            .map(|x| x.to_bits())
+            .collect::<Vec<_>>()
+    );
+    check!(pool.apply(halve, f32::NAN)?.is_nan(), "NaN / 2 is NaN");
+
+    // Other widths, and a result narrower or wider than the argument.
+    check_eq!(
+        pool.map(low_byte, vec![0usize, 255, 256, usize::MAX])?,
+        vec![0u8, 255, 0, 255]
+    );
+    check_eq!(
+        pool.starmap(widen, vec![i8::MIN, -1, 0, i8::MAX])?,
+        vec![-128isize, -1, 0, 127]
+    );
+
+    // Empty input, and a large map split in chunks larger and smaller than a socket buffer.
+    check_eq!(pool.map(square, Vec::new())?, Vec::<u64>::new());
+    check_eq!(pool.map_chunked(negate, Vec::new(), 1)?, Vec::<i64>::new());
+    let expected: Vec<u64> = (0..300_000u64).map(|n| n * n).collect();
+    check_eq!(pool.map(square, 0..300_000)?, expected);
+    check_eq!(pool.map_chunked(square, 0..300_000, 777)?, expected);
+
+    // Lazily, in order and in completion order.
+    let lazy: Vec<i64> = pool
+        .imap(negate, signed.clone())
+        .chunksize(4)
+        .collect::<multiproc::Result<_>>()?;
+    check_eq!(lazy, negated);
+    let mut unordered: Vec<u64> = pool
+        .imap_unordered(float_bits, floats.clone())
+        .collect::<multiproc::Result<_>>()?;
+    let mut sorted_bits = bits.clone();
+    unordered.sort_unstable();
+    sorted_bits.sort_unstable();
+    check_eq!(unordered, sorted_bits);
+    pool.close();
+    pool.join()?;
+
+    // As the argument of a process and of an initializer (inline, one value).
+    let pool = Pool::builder()
+        .processes(1)
+        .start_method(m)
+        .initializer(negate, i64::MIN)
+        .build()?;
+    check_eq!(pool.apply(square, 4)?, 16);
+    pool.close();
+    pool.join()?;
+    let p = Process::new(negate, i64::MIN).with_start_method(m);
+    p.start()?;
+    check_eq!(p.join_timeout(LONG)?, Some(0));
+    Ok(())
+}
+
 fn close_races(m: StartMethod) -> Outcome {
     // close() while a map is still queueing its chunks: the map is either refused (close came
     // first) or runs every chunk; it never waits forever.
@@ -908,6 +1042,7 @@ fn main() {
         ("task_timeout", task_timeout),
         ("encode_failure", encode_failure),
         ("byte_vectors", byte_vectors),
+        ("numbers", numbers),
         ("threads_at_once", threads_at_once),
         ("pool_in_a_child", pool_in_a_child),
         ("no_leaks_50_pools", no_leaks_50_pools),

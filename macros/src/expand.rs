@@ -226,10 +226,51 @@ fn is_byte_vec(ty: &Type) -> bool {
     vec_path && only_u8
 }
 
-/// The carrier of the arguments (`types`) or of the result (one type): `Plain` unless a type
-/// is written `Vec<u8>`.
+/// The primitive numbers whose chunks travel as their bytes in memory (`bool` and `char` are
+/// not: not every byte pattern is one).
+const NUMBERS: &[&str] = &[
+    "u8", "u16", "u32", "u64", "usize", "i8", "i16", "i32", "i64", "isize", "f32", "f64",
+];
+
+/// Whether `ty` is written as a primitive number: `u64`, or `core::primitive::u64` (or
+/// `std::primitive::u64`). An alias is not recognized.
+fn is_number(ty: &Type) -> bool {
+    let Type::Path(path) = ty else {
+        return false;
+    };
+    if path.qself.is_some()
+        || path
+            .path
+            .segments
+            .iter()
+            .any(|s| !matches!(s.arguments, syn::PathArguments::None))
+    {
+        return false;
+    }
+    let segments: Vec<String> = path
+        .path
+        .segments
+        .iter()
+        .map(|s| s.ident.to_string())
+        .collect();
+    let name = match segments.iter().map(String::as_str).collect::<Vec<_>>()[..] {
+        [name] if path.path.leading_colon.is_none() => name,
+        ["std" | "core", "primitive", name] => name,
+        _ => return false,
+    };
+    NUMBERS.contains(&name)
+}
+
+/// The carrier of the arguments (`types`) or of the result (one type): `Packed` when a type is
+/// written `Vec<u8>`, `Raw` when there is one type and it is written as a primitive number,
+/// `Plain` otherwise.
 fn carrier(krate: &TokenStream, types: &[&Type]) -> TokenStream {
     let private = quote!(#krate::__private);
+    if let [one] = types {
+        if is_number(one) {
+            return quote!(#private::Raw);
+        }
+    }
     if !types.iter().any(|ty| is_byte_vec(ty)) {
         return quote!(#private::Plain);
     }
@@ -615,7 +656,7 @@ mod tests {
         let cases = [
             (
                 quote!(
-                    fn f(n: u64) -> u64 {
+                    fn f(n: String) -> String {
                         n
                     }
                 ),
@@ -686,6 +727,98 @@ mod tests {
             let out = expand(quote!(), item);
             let imp = target_impl(&block_items(&out.items[1]));
             assert_eq!(assoc_type(&imp, "ArgsCarrier"), norm(args));
+            assert_eq!(assoc_type(&imp, "OutputCarrier"), norm(output));
+        }
+    }
+
+    #[test]
+    fn primitive_numbers_get_a_raw_carrier() {
+        let p = quote!(::multiproc::__private);
+        let cases = [
+            (
+                quote!(
+                    fn f(n: u64) -> u64 {
+                        n
+                    }
+                ),
+                quote!(#p::Raw),
+                quote!(#p::Raw),
+            ),
+            (
+                quote!(
+                    fn f(x: f64) -> i8 {
+                        0
+                    }
+                ),
+                quote!(#p::Raw),
+                quote!(#p::Raw),
+            ),
+            (
+                quote!(
+                    fn f(x: core::primitive::usize) -> ::std::primitive::isize {
+                        0
+                    }
+                ),
+                quote!(#p::Raw),
+                quote!(#p::Raw),
+            ),
+            (
+                quote!(
+                    fn f(v: Vec<u8>) -> u32 {
+                        0
+                    }
+                ),
+                quote!(#p::Packed<#p::Bytes>),
+                quote!(#p::Raw),
+            ),
+            // Two numbers are a tuple; a bool, a char, a path that is not the primitive's, an
+            // alias or a reference are not numbers here.
+            (
+                quote!(
+                    fn f(lo: u64, hi: u64) -> bool {
+                        true
+                    }
+                ),
+                quote!(#p::Plain),
+                quote!(#p::Plain),
+            ),
+            (
+                quote!(
+                    fn f(c: char) -> my::u64 {
+                        0
+                    }
+                ),
+                quote!(#p::Plain),
+                quote!(#p::Plain),
+            ),
+            (
+                quote!(
+                    fn f(n: ::u64) -> Word {
+                        0
+                    }
+                ),
+                quote!(#p::Plain),
+                quote!(#p::Plain),
+            ),
+            (
+                quote!(
+                    fn f(n: (u64,)) -> Option<u64> {
+                        None
+                    }
+                ),
+                quote!(#p::Plain),
+                quote!(#p::Plain),
+            ),
+        ];
+        for (item, args, output) in cases {
+            let out = expand(quote!(), item);
+            let imp = target_impl(&block_items(&out.items[1]));
+            assert_eq!(
+                assoc_type(&imp, "ArgsCarrier"),
+                norm(args),
+                "{}",
+                norm(&out)
+            );
             assert_eq!(assoc_type(&imp, "OutputCarrier"), norm(output));
         }
     }

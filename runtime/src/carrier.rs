@@ -10,6 +10,9 @@
 //! function gets: no copy besides the kernel's) when it is at least [`BLOCK_MIN`] bytes long,
 //! and otherwise encodes inline as one run of bytes (one copy, no per-element work). The
 //! arguments of a `Process`, a pool initializer and a barrier action are always inline.
+//! [`Raw`] is chosen when the one argument or the result is written as a primitive number
+//! (`u8` to `u64`, `i8` to `i64`, `usize`, `isize`, `f32`, `f64`): a chunk of them travels as
+//! their bytes in memory, one copy each way instead of a serde call per value.
 //!
 //! A `Vec<u8>` inside another type (a field of a struct, an `Option<Vec<u8>>`, a type alias)
 //! still encodes element by element: give such fields `#[serde(with = "serde_bytes")]` or an
@@ -23,6 +26,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use crate::codec;
 use crate::error::{Error, ErrorKind, Result};
 use crate::handle::{self, Encoded};
+use crate::spare;
 
 /// Byte vectors at least this long travel as blocks of a pool message.
 pub(crate) const BLOCK_MIN: usize = 16 << 10;
@@ -61,10 +65,31 @@ pub trait Carrier<T> {
     where
         T: Serialize;
 
+    /// Encodes a slice of values in place, as [`encode`](Self::encode) would encode them
+    /// (without blocks). Called only when [`PLAIN`](Self::PLAIN).
+    fn encode_slice(values: &[T]) -> Result<Vec<u8>>
+    where
+        T: Serialize;
+
     /// Decodes what [`encode`](Self::encode) made, taking byte vectors from `blocks`.
     fn decode(bytes: &[u8], blocks: Vec<Vec<u8>>) -> Result<Vec<T>>
     where
         T: DeserializeOwned;
+
+    /// Decodes like [`decode`](Self::decode), onto the end of `out`; on error `out` is left
+    /// as it was.
+    fn decode_into(bytes: &[u8], blocks: Vec<Vec<u8>>, out: &mut Vec<T>) -> Result<()>
+    where
+        T: DeserializeOwned,
+    {
+        let mut values = Self::decode(bytes, blocks)?;
+        if out.is_empty() && out.capacity() <= values.capacity() {
+            *out = values;
+        } else {
+            out.append(&mut values);
+        }
+        Ok(())
+    }
 }
 
 /// Values as they are. Not public API.
@@ -82,11 +107,95 @@ impl<T> Carrier<T> for Plain {
         codec::encode(&values)
     }
 
+    fn encode_slice(values: &[T]) -> Result<Vec<u8>>
+    where
+        T: Serialize,
+    {
+        codec::encode(values)
+    }
+
     fn decode(bytes: &[u8], _blocks: Vec<Vec<u8>>) -> Result<Vec<T>>
     where
         T: DeserializeOwned,
     {
         codec::decode(bytes)
+    }
+}
+
+/// Primitive numbers, as their bytes in memory. Not public API.
+///
+/// The bytes are in native order, with no length: both ends of a pool run the same build on
+/// the same machine (the bootstrap checks it), and the length of the payload counts the
+/// values. `bool` and `char` are not numbers here: not every byte pattern is one.
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy)]
+pub struct Raw;
+
+/// A type whose every byte pattern is a value, carried by [`Raw`]. Not public API.
+#[doc(hidden)]
+pub trait Number: bytemuck::Pod + Serialize + DeserializeOwned {}
+
+macro_rules! numbers {
+    ($($t:ty)*) => { $(impl Number for $t {})* };
+}
+
+numbers!(u8 u16 u32 u64 i8 i16 i32 i64 usize isize f32 f64);
+
+impl<T: Number> Carrier<T> for Raw {
+    const PLAIN: bool = true;
+
+    fn encode(values: Vec<T>, _stash: &mut Stash) -> Result<Vec<u8>> {
+        Self::encode_slice(&values)
+    }
+
+    fn encode_slice(values: &[T]) -> Result<Vec<u8>> {
+        let bytes: &[u8] = bytemuck::cast_slice(values);
+        let mut buffer = spare::take_or_new(bytes.len());
+        buffer.extend_from_slice(bytes);
+        Ok(buffer)
+    }
+
+    fn decode(bytes: &[u8], blocks: Vec<Vec<u8>>) -> Result<Vec<T>> {
+        let mut out = Vec::new();
+        Self::decode_into(bytes, blocks, &mut out)?;
+        Ok(out)
+    }
+
+    fn decode_into(bytes: &[u8], blocks: Vec<Vec<u8>>, out: &mut Vec<T>) -> Result<()> {
+        let size = std::mem::size_of::<T>();
+        let name = std::any::type_name::<T>();
+        if !blocks.is_empty() {
+            return Err(Error::new(
+                ErrorKind::Codec,
+                format!("a run of `{name}`s came with {} byte blocks", blocks.len()),
+            ));
+        }
+        if !bytes.len().is_multiple_of(size) {
+            return Err(Error::new(
+                ErrorKind::Codec,
+                format!(
+                    "cannot decode a run of `{name}`s from {} bytes: not a multiple of {size}",
+                    bytes.len()
+                ),
+            ));
+        }
+        let count = bytes.len() / size;
+        out.try_reserve(count).map_err(|_| {
+            Error::new(
+                ErrorKind::Codec,
+                format!("cannot make room for {count} `{name}`s"),
+            )
+        })?;
+        match bytemuck::try_cast_slice::<u8, T>(bytes) {
+            // A received buffer is aligned for any number (the allocator's alignment): one copy.
+            Ok(values) => out.extend_from_slice(values),
+            Err(_) => out.extend(
+                bytes
+                    .chunks_exact(size)
+                    .map(bytemuck::pod_read_unaligned::<T>),
+            ),
+        }
+        Ok(())
     }
 }
 
@@ -101,6 +210,14 @@ impl<T, P: Part<T>> Carrier<T> for Packed<P> {
     fn encode(values: Vec<T>, stash: &mut Stash) -> Result<Vec<u8>> {
         let packed: Vec<P> = values.into_iter().map(|v| P::pack(v, stash)).collect();
         codec::encode(&packed)
+    }
+
+    fn encode_slice(_values: &[T]) -> Result<Vec<u8>> {
+        // Packing moves byte vectors out of the values: it needs them owned.
+        Err(Error::new(
+            ErrorKind::Codec,
+            "values with byte vectors are encoded from a `Vec`, not in place",
+        ))
     }
 
     fn decode(bytes: &[u8], blocks: Vec<Vec<u8>>) -> Result<Vec<T>> {
@@ -260,7 +377,10 @@ pub(crate) fn encode_chunks<T: Serialize, C: Carrier<T>>(
 ) -> Result<()> {
     if C::PLAIN {
         for (index, chunk) in values.chunks(size).enumerate() {
-            each(index as u32, handle::encode(chunk)?)?;
+            each(
+                index as u32,
+                handle::encode_with(|| C::encode_slice(chunk))?,
+            )?;
         }
         return Ok(());
     }
@@ -278,11 +398,27 @@ pub(crate) fn encode_chunks<T: Serialize, C: Carrier<T>>(
 /// Decodes a chunk received in a pool message (its descriptors and blocks included).
 pub(crate) fn decode_chunk<T: DeserializeOwned, C: Carrier<T>>(encoded: Encoded) -> Result<Vec<T>> {
     let Encoded { bytes, fds, blocks } = encoded;
-    handle::with_incoming(fds, || C::decode(&bytes, blocks))
+    let decoded = handle::with_incoming(fds, || C::decode(&bytes, blocks));
+    spare::give(bytes);
+    decoded
+}
+
+/// Decodes a chunk like [`decode_chunk`], onto the end of `out` (left as it was on error).
+pub(crate) fn decode_chunk_into<T: DeserializeOwned, C: Carrier<T>>(
+    encoded: Encoded,
+    out: &mut Vec<T>,
+) -> Result<()> {
+    let Encoded { bytes, fds, blocks } = encoded;
+    let decoded = handle::with_incoming(fds, || C::decode_into(&bytes, blocks, out));
+    spare::give(bytes);
+    decoded
 }
 
 /// How a pool result sink decodes its chunks.
 pub(crate) type ChunkDecoder<T> = fn(Encoded) -> Result<Vec<T>>;
+
+/// How the sink of `map` decodes its chunks: onto the end of the whole list.
+pub(crate) type ChunkAppender<T> = fn(Encoded, &mut Vec<T>) -> Result<()>;
 
 /// Encodes one value with everything inline (a process's bootstrap has no blocks).
 pub(crate) fn encode_one<T: Serialize, C: Carrier<T>>(value: T) -> Result<Encoded> {
@@ -378,6 +514,79 @@ mod tests {
         // Inline decoding never takes blocks.
         let bytes = codec::encode(&vec![Bytes::Block(0)]).unwrap();
         assert!(decode_one::<Vec<u8>, Packed<Bytes>>(&bytes).is_err());
+    }
+
+    #[test]
+    fn numbers_travel_as_their_bytes() {
+        let values = vec![0u64, 1, u64::MAX, 1 << 63];
+        let encoded = encode_chunk::<_, Raw>(values.clone()).unwrap();
+        assert!(encoded.blocks.is_empty());
+        assert_eq!(encoded.bytes.len(), 4 * 8);
+        assert_eq!(&encoded.bytes[16..24], &u64::MAX.to_ne_bytes());
+        assert_eq!(decode_chunk::<u64, Raw>(encoded).unwrap(), values);
+
+        let floats = vec![-0.0f64, f64::NAN, f64::from_bits(0x7ff0_0000_0000_0001)];
+        let back = decode_chunk::<f64, Raw>(encode_chunk::<_, Raw>(floats.clone()).unwrap());
+        let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&back.unwrap()), bits(&floats));
+
+        let signed = vec![i8::MIN, -1, 0, i8::MAX];
+        let back = decode_chunk::<i8, Raw>(encode_chunk::<_, Raw>(signed.clone()).unwrap());
+        assert_eq!(back.unwrap(), signed);
+        assert!(decode_chunk::<u32, Raw>(Encoded::default())
+            .unwrap()
+            .is_empty());
+
+        // One value, as a process or an initializer gets it.
+        let one = encode_one::<_, Raw>(i64::MIN).unwrap();
+        assert_eq!(decode_one::<i64, Raw>(&one.bytes).unwrap(), i64::MIN);
+    }
+
+    #[test]
+    fn numbers_decode_from_any_alignment_onto_a_list() {
+        let values: Vec<u32> = (0..100).map(|i| i * 0x0101_0101).collect();
+        let bytes = Raw::encode_slice(&values).unwrap();
+        // The same bytes one past an aligned address: decoded value by value.
+        let mut shifted = vec![0u8];
+        shifted.extend_from_slice(&bytes);
+        let mut out = vec![7u32];
+        Raw::decode_into(&shifted[1..], Vec::new(), &mut out).unwrap();
+        assert_eq!(out.len(), 101);
+        assert_eq!(out[0], 7);
+        assert_eq!(&out[1..], &values[..]);
+        let mut out = Vec::new();
+        decode_chunk_into::<u32, Raw>(
+            Encoded {
+                bytes,
+                ..Encoded::default()
+            },
+            &mut out,
+        )
+        .unwrap();
+        assert_eq!(out, values);
+    }
+
+    #[test]
+    fn a_corrupt_run_of_numbers_is_a_codec_error() {
+        let mut out = vec![1u64, 2];
+        // Truncated: not a whole number of values.
+        for len in [1, 7, 9, 15] {
+            let err = Raw::decode_into(&vec![0u8; len], Vec::new(), &mut out).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::Codec);
+            assert!(err.to_string().contains("not a multiple of 8"), "{err}");
+        }
+        // Blocks where none belong.
+        let err = Raw::decode_into(&[0u8; 8], vec![vec![1u8]], &mut out).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Codec);
+        assert_eq!(out, [1, 2], "a failed decoding leaves the list as it was");
+        let err = decode_chunk::<f32, Raw>(Encoded {
+            bytes: vec![1, 2, 3],
+            ..Encoded::default()
+        })
+        .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Codec);
+        assert!(decode_one::<u16, Raw>(&[1, 2, 3]).is_err());
+        assert!(decode_one::<u16, Raw>(&[]).is_err());
     }
 
     #[test]

@@ -15,6 +15,7 @@ mod process;
 mod registry;
 pub mod shared;
 mod shm;
+mod spare;
 mod start;
 pub mod sync;
 mod sys;
@@ -47,7 +48,7 @@ pub use sync::{
 /// Not public API. Used by generated code.
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::carrier::{Bytes, Held, Packed, Plain};
+    pub use crate::carrier::{Bytes, Held, Packed, Plain, Raw};
     pub use crate::registry::Entry;
     pub use inventory;
     pub use serde;

@@ -283,3 +283,49 @@ impl Fnv {
         self.0
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::carrier::{Plain, Raw};
+
+    #[derive(Clone, Copy)]
+    struct AsRaw;
+    #[derive(Clone, Copy)]
+    struct AsPlain;
+
+    impl Target for AsRaw {
+        type Args = u64;
+        type Output = u64;
+        type ArgsCarrier = Raw;
+        type OutputCarrier = Raw;
+        const NAME: &'static str = "registry::tests::same";
+        fn call(n: u64) -> u64 {
+            n
+        }
+    }
+
+    impl Target for AsPlain {
+        type Args = u64;
+        type Output = u64;
+        type ArgsCarrier = Plain;
+        type OutputCarrier = Raw;
+        const NAME: &'static str = "registry::tests::same";
+        fn call(n: u64) -> u64 {
+            n
+        }
+    }
+
+    #[test]
+    fn the_carriers_are_part_of_the_signature() {
+        // Same name, same types: only the carrier of the arguments differs, and with it the
+        // wire format, so the build fingerprint must differ too.
+        let raw = (Entry::target::<AsRaw>().signature)();
+        let plain = (Entry::target::<AsPlain>().signature)();
+        assert_ne!(raw, plain);
+        assert!(
+            raw.contains("Raw") && plain.contains("Plain"),
+            "{raw} / {plain}"
+        );
+    }
+}

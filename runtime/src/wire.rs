@@ -27,7 +27,7 @@ use serde::Serialize;
 use crate::codec;
 use crate::error::{Error, ErrorKind, Result};
 use crate::handle::Encoded;
-use crate::sys;
+use crate::{spare, sys};
 
 const HEADER: usize = 8;
 
@@ -432,11 +432,17 @@ impl Reader {
             )
         };
         let len = usize::try_from(len).map_err(|_| too_large())?;
-        let mut out = Vec::new();
-        out.try_reserve_exact(len).map_err(|_| too_large())?;
-        if len >= HUGE_PAGES_FROM {
-            sys::advise_huge_pages(out.spare_capacity_mut());
-        }
+        let mut out = match spare::take(len) {
+            Some(reused) => reused,
+            None => {
+                let mut out = Vec::new();
+                out.try_reserve_exact(len).map_err(|_| too_large())?;
+                if len >= HUGE_PAGES_FROM {
+                    sys::advise_huge_pages(out.spare_capacity_mut());
+                }
+                out
+            }
+        };
         let here = len.min(self.end - self.start);
         out.extend_from_slice(&self.buf[self.start..self.start + here]);
         self.start += here;

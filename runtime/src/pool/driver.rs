@@ -23,7 +23,7 @@ use crate::handle::Encoded;
 use crate::registry::Target;
 use crate::start::forkserver::{self, ForkServer};
 use crate::start::{spawn, Launch, Popen, StartMethod};
-use crate::{sys, wire};
+use crate::{spare, sys, wire};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Lifecycle {
@@ -156,8 +156,9 @@ impl Shared {
     }
 
     /// Frees the byte blocks of a sent task: on the driver thread when they are large (see
-    /// [`DISCARD_FROM`]), here otherwise.
+    /// [`DISCARD_FROM`]), here otherwise. Its encoded bytes are kept as a spare buffer.
     pub(crate) fn discard(&self, sent: Encoded) {
+        spare::give(sent.bytes);
         let large = sent.blocks.iter().map(Vec::len).sum::<usize>() >= DISCARD_FROM;
         if !large {
             return;
@@ -651,6 +652,8 @@ impl Driver {
             let sent = wire::send_message(&worker.popen.control, &header, &task.payload);
             match sent {
                 Ok(()) => {
+                    // Sent: its buffer can receive a reply or encode a next task.
+                    spare::give(task.payload.bytes);
                     worker.task = Some(Busy {
                         job: task.job,
                         chunk: task.chunk,

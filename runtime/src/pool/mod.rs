@@ -468,8 +468,8 @@ impl Pool {
             return self.result(slot);
         }
         let chunks = items.len().div_ceil(chunksize);
-        let decode = carrier::decode_chunk::<F::Output, F::OutputCarrier>;
-        let sink = Box::new(MapSink::new(slot.clone(), chunks, decode));
+        let decode = carrier::decode_chunk_into::<F::Output, F::OutputCarrier>;
+        let sink = Box::new(MapSink::new(slot.clone(), chunks, items.len(), decode));
         let Ok(job) = self.shared.submit(sink, |_| Vec::new(), false) else {
             return self.result(slot);
         };
@@ -492,7 +492,7 @@ impl Pool {
         );
         if let Err(err) = pushed {
             self.shared.forget(job);
-            let mut sink = MapSink::<F::Output>::new(slot.clone(), 1, decode);
+            let mut sink = MapSink::<F::Output>::new(slot.clone(), 1, 0, decode);
             result::Sink::fail(&mut sink, &err);
         }
         self.result(slot)

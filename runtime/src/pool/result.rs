@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use serde::de::DeserializeOwned;
 
 use super::driver::Shared;
-use crate::carrier::ChunkDecoder;
+use crate::carrier::{ChunkAppender, ChunkDecoder};
 use crate::error::{Error, ErrorKind, Result};
 use crate::handle::Encoded;
 
@@ -310,40 +310,78 @@ impl<T: DeserializeOwned + Send> Sink for ApplySink<T> {
 }
 
 /// The sink of `map`: every chunk, then the whole list in input order.
+///
+/// Chunks are decoded straight onto the end of the list as soon as every chunk before them
+/// is there (one copy, into memory reserved once for every item); one that arrives early
+/// waits, still encoded, for its turn.
 pub(crate) struct MapSink<T> {
-    pub slot: Arc<Slot<Vec<T>>>,
-    pub parts: Vec<Option<Vec<T>>>,
-    pub remaining: usize,
-    pub error: Option<(u32, Error)>,
-    pub decode: ChunkDecoder<T>,
+    slot: Arc<Slot<Vec<T>>>,
+    all: Vec<T>,
+    /// The next chunk to decode onto `all`.
+    next: u32,
+    /// Chunks that arrived before their turn.
+    early: BTreeMap<u32, Encoded>,
+    chunks: u32,
+    remaining: usize,
+    /// The first failure in input order so far.
+    error: Option<(u32, Error)>,
+    decode: ChunkAppender<T>,
 }
 
 impl<T> MapSink<T> {
-    pub(crate) fn new(slot: Arc<Slot<Vec<T>>>, chunks: usize, decode: ChunkDecoder<T>) -> Self {
+    /// The sink of `chunks` chunks of `items` items in all.
+    pub(crate) fn new(
+        slot: Arc<Slot<Vec<T>>>,
+        chunks: usize,
+        items: usize,
+        decode: ChunkAppender<T>,
+    ) -> Self {
         MapSink {
             slot,
-            decode,
-            parts: (0..chunks).map(|_| None).collect(),
+            // Reserved, not touched: pages are faulted in as chunks are decoded.
+            all: Vec::with_capacity(items),
+            next: 0,
+            early: BTreeMap::new(),
+            chunks: chunks as u32,
             remaining: chunks,
             error: None,
+            decode,
+        }
+    }
+
+    /// Records a failure of `chunk`, unless an earlier chunk already failed.
+    fn failed(&mut self, chunk: u32, err: Error) {
+        if self.error.as_ref().is_none_or(|(c, _)| chunk < *c) {
+            self.error = Some((chunk, err));
+            // Later chunks cannot make it into the list any more.
+            self.early.retain(|&c, _| c < chunk);
+        }
+    }
+
+    /// Decodes the chunks whose turn has come, up to the first failure.
+    fn decode_ready(&mut self) {
+        while let Some(encoded) = self.early.remove(&self.next) {
+            let chunk = self.next;
+            if let Err(err) = (self.decode)(encoded, &mut self.all) {
+                self.failed(chunk, err);
+                return;
+            }
+            self.next += 1;
         }
     }
 }
 
 impl<T: DeserializeOwned + Send> Sink for MapSink<T> {
     fn deliver(&mut self, chunk: u32, result: Result<Encoded>) -> bool {
-        match result.and_then(self.decode) {
-            Ok(values) => {
-                if let Some(part) = self.parts.get_mut(chunk as usize) {
-                    *part = Some(values);
-                }
+        let stopped_before = self.error.as_ref().is_some_and(|(c, _)| chunk > *c);
+        match result {
+            Ok(_) if stopped_before || chunk >= self.chunks => {}
+            Ok(encoded) => {
+                self.early.insert(chunk, encoded);
+                self.decode_ready();
             }
             // The first failure in input order wins, whatever the order of arrival.
-            Err(err) => {
-                if self.error.as_ref().is_none_or(|(c, _)| chunk < *c) {
-                    self.error = Some((chunk, err));
-                }
-            }
+            Err(err) => self.failed(chunk, err),
         }
         self.remaining = self.remaining.saturating_sub(1);
         if self.remaining > 0 {
@@ -351,16 +389,7 @@ impl<T: DeserializeOwned + Send> Sink for MapSink<T> {
         }
         let result = match self.error.take() {
             Some((_, err)) => Err(err),
-            None => {
-                let total: usize = self.parts.iter().flatten().map(Vec::len).sum();
-                let mut parts = self.parts.drain(..).flatten();
-                let mut all = parts.next().unwrap_or_default();
-                all.reserve_exact(total - all.len());
-                for mut part in parts {
-                    all.append(&mut part);
-                }
-                Ok(all)
-            }
+            None => Ok(std::mem::take(&mut self.all)),
         };
         self.slot.complete(result);
         true

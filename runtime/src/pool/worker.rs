@@ -16,6 +16,7 @@ use crate::current::{self, current_process};
 use crate::error::{ErrorKind, RemotePanic};
 use crate::handle::{self, Encoded};
 use crate::registry::{self, Entry, Target};
+use crate::spare;
 use crate::wire;
 
 /// What a worker is started with.
@@ -161,7 +162,9 @@ fn serve(config: WorkerConfig) {
                 }
             }
         };
-        drop(payload);
+        // The buffers of this task and its reply serve the next ones: no fresh pages to fault
+        // in for every chunk.
+        spare::give(payload);
         let reply = Reply::Done {
             job: header.job,
             chunk: header.chunk,
@@ -170,6 +173,7 @@ fn serve(config: WorkerConfig) {
         if wire::send_message(&control, &reply, &results).is_err() {
             return;
         }
+        spare::give(results.bytes);
         done += 1;
     }
 }
