@@ -471,21 +471,23 @@ pub(crate) fn fds_space() -> Vec<u8> {
 
 /// One `recvmsg` of up to `buf.len()` bytes; the descriptors that came with them are appended
 /// to `fds` (close-on-exec). Returns the number of bytes, `0` at end of file. `space` comes from
-/// [`fds_space`]; descriptors the kernel had to drop for lack of it are an error.
+/// [`fds_space`]; descriptors the kernel had to drop for lack of it are an error. Without
+/// `wait`, a socket with nothing to read is a `WouldBlock` error.
 pub(crate) fn recv_some_with_fds(
     sock: BorrowedFd<'_>,
     buf: &mut [u8],
     space: &mut [u8],
     fds: &mut Vec<OwnedFd>,
+    wait: bool,
 ) -> io::Result<usize> {
+    let flags = if wait {
+        MsgFlags::MSG_CMSG_CLOEXEC
+    } else {
+        MsgFlags::MSG_CMSG_CLOEXEC | MsgFlags::MSG_DONTWAIT
+    };
     let (n, raw, truncated) = loop {
         let mut iov = [IoSliceMut::new(buf)];
-        match recvmsg::<()>(
-            sock.as_raw_fd(),
-            &mut iov,
-            Some(&mut *space),
-            MsgFlags::MSG_CMSG_CLOEXEC,
-        ) {
+        match recvmsg::<()>(sock.as_raw_fd(), &mut iov, Some(&mut *space), flags) {
             Ok(msg) => {
                 let mut raw = Vec::new();
                 for cmsg in msg.cmsgs().map_err(io::Error::from)? {
