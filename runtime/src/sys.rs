@@ -631,3 +631,60 @@ pub(crate) fn at_fork_child(handler: extern "C" fn()) -> io::Result<()> {
     }
     Ok(())
 }
+
+/// Waits while `word` (in a shared mapping) holds `expected`, until a [`futex_wake`] on it,
+/// a signal, or `deadline`. Returns `Ok(false)` once the deadline has passed, `Ok(true)`
+/// otherwise (woken, the value changed, or interrupted: look at the word again).
+///
+/// The futex is shared (no `FUTEX_PRIVATE_FLAG`): the kernel keys it by the file and offset
+/// of the mapping, so every process that maps the page waits on the same word.
+pub(crate) fn futex_wait(
+    word: &std::sync::atomic::AtomicU32,
+    expected: u32,
+    deadline: Option<Instant>,
+) -> io::Result<bool> {
+    let timeout = match deadline {
+        None => None,
+        Some(deadline) => {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Ok(false);
+            }
+            Some(libc::timespec {
+                tv_sec: libc::time_t::try_from(left.as_secs()).unwrap_or(libc::time_t::MAX),
+                tv_nsec: libc::c_long::from(left.subsec_nanos()),
+            })
+        }
+    };
+    let timeout_ptr = timeout
+        .as_ref()
+        .map_or(std::ptr::null(), |t| t as *const libc::timespec);
+    // SAFETY: `word` is a valid, aligned u32 for the duration of the call; the timeout is
+    // null or a valid relative timespec (FUTEX_WAIT measures it on CLOCK_MONOTONIC).
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAIT,
+            expected,
+            timeout_ptr,
+        )
+    };
+    if rc == 0 {
+        return Ok(true);
+    }
+    let err = io::Error::last_os_error();
+    match err.raw_os_error() {
+        Some(libc::EAGAIN) | Some(libc::EINTR) => Ok(true),
+        Some(libc::ETIMEDOUT) => Ok(deadline.is_some_and(|d| Instant::now() < d)),
+        _ => Err(err),
+    }
+}
+
+/// Wakes up to `count` waiters of `word` (see [`futex_wait`]).
+pub(crate) fn futex_wake(word: &std::sync::atomic::AtomicU32, count: u32) {
+    let count = count.min(i32::MAX as u32);
+    // SAFETY: `word` is a valid, aligned u32; FUTEX_WAKE only uses the address as a key. It
+    // cannot fail on a mapped, aligned word; a failure would only mean nobody is woken.
+    unsafe { libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAKE, count) };
+}
