@@ -792,4 +792,78 @@ mod tests {
             assert_eq!(reader.join().unwrap(), 42);
         });
     }
+
+    /// Forks a child that runs `f` and is SIGKILLed at its end; waits for it.
+    fn in_killed_child(f: impl FnOnce()) {
+        // SAFETY: the child only takes a process-shared lock, stores to shared memory, sends
+        // on a socket and kills itself: no allocation, no lock of this process's threads.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0, "fork failed");
+        if pid == 0 {
+            f();
+            // SAFETY: raise takes a signal number; SIGKILL ends the child here.
+            unsafe { libc::raise(libc::SIGKILL) };
+            // SAFETY: _exit ends the child without running the parent's atexit handlers.
+            unsafe { libc::_exit(1) };
+        }
+        let mut status = 0;
+        // SAFETY: waits for our own child; `status` is a valid out pointer.
+        assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+        assert!(libc::WIFSIGNALED(status) && libc::WTERMSIG(status) == libc::SIGKILL);
+    }
+
+    #[test]
+    fn a_process_killed_holding_a_lock_wedges_nobody() {
+        let (ring, tx, rx) = ring(1 << 20, Some(10));
+        let big = "s".repeat(INLINE_MAX + 1);
+        put(&ring, &tx, &1u64).unwrap();
+        put(&ring, &tx, &big).unwrap();
+        // A producer killed in the middle of a put: half a record written past the tail, a
+        // sequence number taken and its record sent, nothing committed.
+        in_killed_child(|| {
+            let guard = Ring::lock(&ring.tail_lock).unwrap();
+            let tail = pos(ring.header.tail.load(Ordering::Relaxed)) & (ring.capacity - 1);
+            let words = ring.data_words(tail as usize, 2).unwrap();
+            words[0].store((KIND_INLINE << 32) | 1000, Ordering::Relaxed);
+            words[1].store(u64::MAX, Ordering::Relaxed);
+            let seq = ring.header.next_seq.load(Ordering::Relaxed);
+            ring.header.next_seq.store(seq + 1, Ordering::Relaxed);
+            std::mem::forget(guard);
+        });
+        // Its record, sent on the socket before it died (sent from here: a forked child's
+        // copies of the channel's descriptors refuse to work).
+        let seq = ring.header.next_seq.load(Ordering::Relaxed) - 1;
+        let orphan = tx.outgoing(handle::encode(&"orphan").unwrap()).unwrap();
+        assert!(tx.send(&orphan, seq, true).unwrap());
+        // A consumer killed holding the head lock, before its commit: it took nothing.
+        in_killed_child(|| {
+            let guard = Ring::lock(&ring.head_lock).unwrap();
+            std::mem::forget(guard);
+        });
+        assert_eq!(ring.len(), 2);
+        put(&ring, &tx, &big).unwrap();
+        put(&ring, &tx, &3u64).unwrap();
+        assert_eq!(get::<u64>(&ring, &rx).unwrap(), 1);
+        // A consumer killed after committing a socket entry, before receiving its record:
+        // that one item is lost with it.
+        in_killed_child(|| {
+            let guard = Ring::lock(&ring.head_lock).unwrap();
+            let head = ring.header.head.load(Ordering::Relaxed);
+            ring.header
+                .head
+                .store(advance(head, 16, 1), Ordering::Release);
+            std::mem::forget(guard);
+        });
+        assert_eq!(ring.len(), 2);
+        // The next socket entry's consumer drops the orphan and the lost item's record.
+        assert_eq!(get::<String>(&ring, &rx).unwrap(), big);
+        assert_eq!(get::<u64>(&ring, &rx).unwrap(), 3);
+        assert_eq!(get::<u64>(&ring, &rx).unwrap_err().kind(), ErrorKind::Empty);
+        assert!(matches!(rx.recv(true).unwrap(), Incoming::Nothing));
+        // The count is exact: the bound still allows 10 items.
+        for i in 0..10u64 {
+            put(&ring, &tx, &i).unwrap();
+        }
+        assert_eq!(put(&ring, &tx, &0u64).unwrap_err().kind(), ErrorKind::Full);
+    }
 }
