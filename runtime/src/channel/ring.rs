@@ -95,10 +95,16 @@ struct Header {
     tail: AtomicU64,
     /// The sequence number of the next socket record; under the tail lock.
     next_seq: AtomicU64,
-    _line1: [u64; 6],
+    /// A value `head` had, under the tail lock: producers look at `head` itself (the
+    /// consumers' cache line) only when this one says the ring is full.
+    head_seen: AtomicU64,
+    _line1: [u64; 5],
     /// Items taken (high half) and bytes read (low half); stored under the head lock.
     head: AtomicU64,
-    _line2: [u64; 7],
+    /// A value `tail` had, under the head lock: consumers look at `tail` itself only when
+    /// this one says the ring is empty.
+    tail_seen: AtomicU64,
+    _line2: [u64; 6],
     /// Futex word of the consumers: bumped when an item is committed while one sleeps.
     items: AtomicU32,
     /// Consumers registered to sleep on `items`.
@@ -351,17 +357,25 @@ impl Ring {
         let need = item.record_len() as u32;
         let guard = Ring::lock(&self.tail_lock)?;
         let tail = h.tail.load(Ordering::Relaxed);
-        let head = h.head.load(Ordering::Acquire);
         let at = pos(tail) & (cap - 1);
         let pad = if cap - at < need { cap - at } else { 0 };
-        let used = pos(tail).wrapping_sub(pos(head));
         let bound = h.bound.load(Ordering::Relaxed);
-        if used > cap {
-            return Err(corrupt("the tail is behind the head"));
-        }
-        if cap - used < pad + need || (bound != 0 && count(tail).wrapping_sub(count(head)) >= bound)
-        {
-            return Ok(Pushed::NoRoom);
+        let fits = |head: u64| {
+            let used = pos(tail).wrapping_sub(pos(head));
+            if used > cap {
+                return Err(corrupt("the tail is behind the head"));
+            }
+            Ok(cap - used >= pad + need
+                && (bound == 0 || count(tail).wrapping_sub(count(head)) < bound))
+        };
+        // `head_seen` is never ahead of `head`, and the room it shows is there: only when it
+        // shows too little, look at `head` (and remember it).
+        if !fits(h.head_seen.load(Ordering::Relaxed))? {
+            let head = h.head.load(Ordering::Acquire);
+            h.head_seen.store(head, Ordering::Relaxed);
+            if !fits(head)? {
+                return Ok(Pushed::NoRoom);
+            }
         }
         if pad != 0 {
             self.data_words(at as usize, 1)?[0].store(KIND_PAD << 32, Ordering::Relaxed);
@@ -406,15 +420,23 @@ impl Ring {
     pub(crate) fn try_pop(&self, end: &Endpoint) -> Result<Option<Result<Taken>>> {
         let h = &*self.header;
         let cap = self.capacity;
-        if !self.has_records() {
+        if pos(h.tail_seen.load(Ordering::Relaxed)) == pos(h.head.load(Ordering::Relaxed))
+            && !self.has_records()
+        {
             return Ok(None);
         }
         let guard = Ring::lock(&self.head_lock)?;
         let taken = loop {
             let head = h.head.load(Ordering::Relaxed);
-            let tail = h.tail.load(Ordering::Acquire);
-            if pos(head) == pos(tail) {
-                return Ok(None);
+            // `tail_seen` is never ahead of `tail`, and what it shows is committed (the
+            // consumer that stored it had acquired `tail`; the head lock orders the rest):
+            // only when it shows nothing, look at `tail` (and remember it).
+            if pos(head) == pos(h.tail_seen.load(Ordering::Relaxed)) {
+                let tail = h.tail.load(Ordering::Acquire);
+                h.tail_seen.store(tail, Ordering::Relaxed);
+                if pos(head) == pos(tail) {
+                    return Ok(None);
+                }
             }
             let at = (pos(head) & (cap - 1)) as usize;
             let first = self.data_words(at, 1)?[0].load(Ordering::Relaxed);
