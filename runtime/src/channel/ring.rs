@@ -43,7 +43,8 @@
 //! # Waiting
 //!
 //! A consumer that finds the ring empty spins briefly (the producer is often running on
-//! another core), then registers in `readers` and sleeps on the `items` futex word; a
+//! another core; after a microsecond the spin yields the processor between looks), then
+//! registers in `readers` and sleeps on the `items` futex word; a
 //! producer that commits while `readers` is not zero bumps `items` and wakes one sleeper.
 //! The same goes for producers waiting for room (`writers`, `space`; all are woken, since
 //! the room one consumer frees may suit only some of them). A process killed while
@@ -80,6 +81,8 @@ const KIND_PAD: u64 = 3;
 
 /// How long a waiter spins before it sleeps.
 const SPIN: Duration = Duration::from_micros(20);
+/// How long it spins without yielding the processor.
+const BUSY_SPIN: Duration = Duration::from_micros(1);
 /// The longest single sleep of a waiter that must notice events no futex announces.
 pub(crate) const SLICE: Duration = Duration::from_millis(50);
 
@@ -622,7 +625,10 @@ impl Ring {
             && (bound == 0 || count(tail).wrapping_sub(count(head)) < bound)
     }
 
-    /// Spins up to [`SPIN`] until `ready`.
+    /// Spins up to [`SPIN`] until `ready`: busy for the first microsecond, then yielding the
+    /// processor between looks. On a machine whose cores are all busy, the process this
+    /// waiter has just woken may be queued behind it on its own core: a busy spin would keep
+    /// it from running (and from answering) until the spin ends.
     fn spin(&self, ready: impl Fn() -> bool) -> bool {
         let start = Instant::now();
         loop {
@@ -632,8 +638,12 @@ impl Ring {
                 }
                 std::hint::spin_loop();
             }
-            if start.elapsed() >= SPIN {
+            let spun = start.elapsed();
+            if spun >= SPIN {
                 return false;
+            }
+            if spun >= BUSY_SPIN {
+                std::thread::yield_now();
             }
         }
     }
