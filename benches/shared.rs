@@ -13,11 +13,17 @@
 //!
 //! * Queue: one producer process puts `QUEUE_ITEMS` `u64`s into a `Queue<u64>`, this process
 //!   gets them; timed from the go signal to the last item. Floor: a forked child writes as
-//!   many 8-byte records into a `SOCK_SEQPACKET` socketpair (the transport of `Queue`), this
-//!   process reads them.
+//!   many 8-byte records into a `SOCK_SEQPACKET` socketpair, this process reads them: one
+//!   kernel record per item, the ceiling of `Queue`'s previous transport. `Queue` now copies
+//!   its items through a shared-memory ring (the socket only carries items with descriptors
+//!   and spilled ones); there is no raw ring floor here, so the ratio to this floor is below
+//!   1.
 //! * Pipe: a `u64` ping-pong over a duplex `Pipe` with an echoing child, per round trip.
 //!   Floor: an 8-byte ping-pong over two pipes with a forked child (and, for reference, over a
-//!   `SOCK_SEQPACKET` socketpair).
+//!   `SOCK_SEQPACKET` socketpair, `Pipe`'s previous transport). A `Pipe` end spins (yielding
+//!   after 1 us) for up to 20 us before it sleeps on a futex; the trips are interleaved with
+//!   the floors', so the echo child may still be spinning when a trip starts, where the floor
+//!   child always sleeps in `read(2)`.
 //! * Lock: `lock.acquire()` and the guard's drop, `LOCK_LOOP` times in this process, per
 //!   pair. Floor: `pthread_mutex_lock` / `unlock` of glibc's robust, process-shared,
 //!   error-checking mutex (what `Lock` was built on before its own futex mutex; the kernel
@@ -969,14 +975,14 @@ fn print_report(r: &Report) {
         r.iters.queue
     );
     println!(
-        "      floor: a forked child writes {QUEUE_ITEMS} 8-byte records into a SOCK_SEQPACKET socketpair (send buffer as large as multiproc's), this process reads them. CPython: ctx.Queue(), put / get of ints. The issue's CPython figure: ~140k/s; target 20x that = 2.8M/s."
+        "      floor: a forked child writes {QUEUE_ITEMS} 8-byte records into a SOCK_SEQPACKET socketpair (send buffer as large as multiproc's), this process reads them: one kernel record per item, the ceiling of Queue's previous transport (Queue now copies items through a shared-memory ring; no raw ring floor here). CPython: ctx.Queue(), put / get of ints. The issue's CPython figure: ~140k/s; target 20x that = 2.8M/s."
     );
     println!(
-        "  Pipe: {} u64 round trips over Pipe::duplex with a fork child that echoes, after {PIPE_WARMUP} warm-up, median per trip; interleaved trip by trip with the floor: 8-byte ping-pong over 2 pipes with a forked child.",
+        "  Pipe: {} u64 round trips over Pipe::duplex with a fork child that echoes, after {PIPE_WARMUP} warm-up, median per trip; interleaved trip by trip with the floor: 8-byte ping-pong over 2 pipes with a forked child. A Pipe end spins (yielding after 1 us) up to 20 us before sleeping on a futex: the echo child may still be spinning when a trip starts; the floor's child always sleeps in read(2).",
         r.iters.pipe
     );
     println!(
-        "      reference, the same ping-pong over a SOCK_SEQPACKET socketpair (Pipe's transport): {} median ({:.2}x the pipe floor; multiproc is {:.2}x it).",
+        "      reference, the same ping-pong over a SOCK_SEQPACKET socketpair (Pipe's previous transport): {} median ({:.2}x the pipe floor; multiproc is {:.2}x it).",
         us(r.pipe.seqpacket.median()),
         r.pipe.seqpacket.median() / pipe.1,
         pipe.0 / r.pipe.seqpacket.median()

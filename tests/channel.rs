@@ -1,7 +1,9 @@
 //! Pipes and queues under every start method: ports of CPython's `_TestQueue`,
 //! `_TestConnection`, `_TestPoll` and `test_task_done`, many producers and consumers (every
-//! item exactly once), a consumer SIGKILLed mid-stream, 100 MiB messages, channels as pool
-//! task and initializer arguments, and no leaked descriptor.
+//! item exactly once), a consumer SIGKILLed mid-stream, a producer SIGKILLed mid-put, a pipe
+//! peer killed or dropped while the other end waits, items with descriptors and spilled
+//! items in order among small ones, 100 MiB messages, channels as pool task and initializer
+//! arguments, and no leaked descriptor.
 
 mod common;
 
@@ -293,9 +295,255 @@ fn pipe_boundaries(m: StartMethod) -> Outcome {
     joined(&p)
 }
 
+#[process]
+fn hold_end(conn: Connection<u8, u8>, ready: Event) {
+    ready.set();
+    std::thread::sleep(Duration::from_secs(60));
+    drop(conn);
+}
+
+/// Kills `pid` after `after`, from another thread.
+fn kill_later(pid: u32, after: Duration) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        std::thread::sleep(after);
+        // SAFETY: kill(2) takes a pid and a signal; the pid is our child's, not yet reaped.
+        unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+    })
+}
+
+/// A peer SIGKILLed while this end waits: `recv` fails with Disconnected soon after (the
+/// ring's sleeper looks at the socket between bounded sleeps), and so does a `send` that
+/// waits for room in a full ring.
+fn pipe_peer_killed_while_waiting(m: StartMethod) -> Outcome {
+    for sender in [false, true] {
+        let (conn, child) = Pipe::<u8, u8>::duplex()?;
+        let ready = Event::new()?;
+        let p = Process::new(hold_end, (child, ready.clone())).with_start_method(m);
+        start(&p)?;
+        check!(ready.wait_timeout(LONG)?, "the child holds its end");
+        let killer = kill_later(p.pid().ok_or("pid")?, SHORT * 3);
+        let t = Instant::now();
+        let outcome = if sender {
+            // Never read: the ring fills, and the last send waits until the kill.
+            loop {
+                if let Err(err) = conn.send(7) {
+                    break err.kind();
+                }
+                check!(t.elapsed() < LONG, "send never failed");
+            }
+        } else {
+            kind(conn.recv_timeout(LONG))?
+        };
+        let elapsed = t.elapsed();
+        killer.join().map_err(|_| "killer thread")?;
+        check_eq!(outcome, ErrorKind::Disconnected);
+        check!(
+            elapsed >= SHORT * 3 && elapsed < Duration::from_secs(2),
+            "noticed the death promptly ({elapsed:?})"
+        );
+        check_eq!(p.join_timeout(LONG)?, Some(-libc::SIGKILL));
+    }
+    Ok(())
+}
+
+#[process]
+fn wait_for_disconnect(conn: Connection<u8, u8>, waiting: Event) {
+    waiting.set();
+    match conn.recv() {
+        Err(err) if err.kind() == ErrorKind::Disconnected => {}
+        other => {
+            eprintln!("expected Disconnected, got {other:?}");
+            std::process::exit(3)
+        }
+    }
+}
+
+/// The parent drops its end while the child sleeps in `recv`: the child wakes at once.
+fn pipe_peer_dropped_while_waiting(m: StartMethod) -> Outcome {
+    let (conn, child) = Pipe::<u8, u8>::duplex()?;
+    let waiting = Event::new()?;
+    let p = Process::new(wait_for_disconnect, (child, waiting.clone())).with_start_method(m);
+    start(&p)?;
+    check!(waiting.wait_timeout(LONG)?, "the child waits");
+    std::thread::sleep(SHORT); // asleep on the ring by now
+    let t = Instant::now();
+    drop(conn);
+    joined(&p)?;
+    let elapsed = t.elapsed();
+    check!(
+        elapsed < Duration::from_secs(2),
+        "the child saw the drop promptly ({elapsed:?})"
+    );
+    Ok(())
+}
+
+/// Items of every kind of transport at once: inline in the ring, spilled to a memfd, and
+/// carrying a descriptor.
+#[derive(Debug, Serialize, Deserialize)]
+enum Mixed {
+    Small(u32),
+    Big(u32, Blob),
+    End(u32, Sender<u32>),
+}
+
+/// 40 items, the kinds interleaved, and the readers of the ends they carry.
+fn mixed_items() -> multiproc::Result<(Vec<Mixed>, Vec<Receiver<u32>>)> {
+    let (mut items, mut readers) = (Vec::new(), Vec::new());
+    for i in 0..40u32 {
+        items.push(match i % 5 {
+            1 => Mixed::Big(i, blob(100_000 + i as usize, i as u8)),
+            3 => {
+                let (rx, tx) = Pipe::<u32>::simplex()?;
+                readers.push(rx);
+                Mixed::End(i, tx)
+            }
+            _ => Mixed::Small(i),
+        });
+    }
+    Ok((items, readers))
+}
+
+/// The tag of a mixed item, after checking it (and answering on a carried end).
+fn tag_of(item: Mixed) -> u32 {
+    match item {
+        Mixed::Small(i) => i,
+        Mixed::Big(i, b) => {
+            assert!(
+                b == blob(100_000 + i as usize, i as u8),
+                "big item {i} intact"
+            );
+            i
+        }
+        Mixed::End(i, tx) => {
+            tx.send(i).expect("send on a carried end");
+            i
+        }
+    }
+}
+
+/// Checks the tags came in order and every carried end answered.
+fn check_mixed(tags: Vec<u32>, readers: Vec<Receiver<u32>>) -> Outcome {
+    check_eq!(tags, (0..40).collect::<Vec<_>>());
+    for (rx, i) in readers.iter().zip((0..40).filter(|i| i % 5 == 3)) {
+        check_eq!(rx.recv_timeout(LONG)?, i);
+    }
+    Ok(())
+}
+
+#[process]
+fn tag_mixed_pipe(conn: Connection<u32, Mixed>) {
+    for _ in 0..40 {
+        let item = conn.recv().expect("recv");
+        conn.send(tag_of(item)).expect("send");
+    }
+}
+
+/// Messages with descriptors and spilled messages (through the socket) keep their place
+/// among the small ones (through the ring).
+fn pipe_mixed_order(m: StartMethod) -> Outcome {
+    let (conn, child) = Pipe::<Mixed, u32>::duplex()?;
+    let (items, readers) = mixed_items()?;
+    for item in &items[..20] {
+        conn.send(item)?; // before the child exists
+    }
+    let p = Process::new(tag_mixed_pipe, child).with_start_method(m);
+    start(&p)?;
+    for item in &items[20..] {
+        conn.send(item)?;
+    }
+    drop(items);
+    let tags = (0..40)
+        .map(|_| conn.recv_timeout(LONG))
+        .collect::<multiproc::Result<Vec<_>>>()?;
+    check_mixed(tags, readers)?;
+    joined(&p)
+}
+
 // ---------------------------------------------------------------------------------------
 // Queues
 // ---------------------------------------------------------------------------------------
+
+#[process]
+fn tag_mixed_queue(q: Queue<Mixed>, tags: Queue<u32>) {
+    for _ in 0..40 {
+        tags.put(tag_of(q.get().expect("get"))).expect("put");
+    }
+}
+
+/// Items with descriptors and spilled items keep their place among the small ones.
+fn queue_mixed_order(m: StartMethod) -> Outcome {
+    let q = Queue::<Mixed>::new()?;
+    let tags = Queue::<u32>::new()?;
+    let (items, readers) = mixed_items()?;
+    for item in &items[..20] {
+        q.put(item)?;
+    }
+    let p = Process::new(tag_mixed_queue, (q.clone(), tags.clone())).with_start_method(m);
+    start(&p)?;
+    for item in &items[20..] {
+        q.put(item)?;
+    }
+    drop(items);
+    let got = (0..40)
+        .map(|_| tags.get_timeout(LONG))
+        .collect::<multiproc::Result<Vec<_>>>()?;
+    check_mixed(got, readers)?;
+    joined(&p)
+}
+
+/// Puts `(n, blob(n))` for n = 0, 1, ... until killed; every few items, one with a
+/// descriptor or a spilled one.
+#[process]
+fn put_until_killed(q: Queue<(u64, Blob, Option<Sender<u8>>)>) {
+    for n in 0.. {
+        let (len, end) = match n % 7 {
+            3 => (200_000, None),
+            5 => (30_000, Some(Pipe::<u8>::simplex().expect("pipe").1)),
+            _ => (30_000, None),
+        };
+        q.put((n, blob(len, n as u8), end)).expect("put");
+    }
+}
+
+/// A producer SIGKILLed at random moments of a stream of large items (much of its time is
+/// spent copying under the ring's lock): the queue is never wedged, every item that arrived
+/// is whole, and they are exactly 0, 1, ..., k in order (a put is done or not done).
+fn queue_producer_killed_mid_put(m: StartMethod) -> Outcome {
+    let q = Queue::<(u64, Blob, Option<Sender<u8>>)>::new()?;
+    let mut seed = Instant::now().elapsed().subsec_nanos() as u64 | 1;
+    for _round in 0..6 {
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let run_for = Duration::from_millis(20 + (seed >> 33) % 60);
+        let p = Process::new(put_until_killed, q.clone()).with_start_method(m);
+        start(&p)?;
+        let mut got = Vec::new();
+        let t = Instant::now();
+        while t.elapsed() < run_for {
+            got.push(q.get_timeout(LONG)?);
+        }
+        p.kill()?;
+        check_eq!(p.join_timeout(LONG)?, Some(-libc::SIGKILL));
+        loop {
+            match q.try_get() {
+                Ok(item) => got.push(item),
+                Err(err) if err.kind() == ErrorKind::Empty => break,
+                Err(err) => return Err(err.into()),
+            }
+        }
+        for (i, (n, b, end)) in got.iter().enumerate() {
+            check_eq!(*n, i as u64);
+            let len = if n % 7 == 3 { 200_000 } else { 30_000 };
+            check!(*b == blob(len, *n as u8), "item {n} is whole");
+            check_eq!(end.is_some(), n % 7 == 5);
+        }
+        // Not wedged: both locks are free for the next round and for this check.
+        q.put_timeout((0, blob(10, 0), None), LONG)?;
+        check_eq!(q.get_timeout(LONG)?.0, 0);
+    }
+    Ok(())
+}
 
 #[process]
 fn put_2_to_5(q: Queue<u32>, done: Event) {
@@ -1045,6 +1293,20 @@ fn main() {
         ("pipe_100_mib", pipe_100_mib),
         ("pipe_carries_a_pipe_end", pipe_carries_a_pipe_end),
         ("pipe_boundaries", pipe_boundaries),
+        (
+            "pipe_peer_killed_while_waiting",
+            pipe_peer_killed_while_waiting,
+        ),
+        (
+            "pipe_peer_dropped_while_waiting",
+            pipe_peer_dropped_while_waiting,
+        ),
+        ("pipe_mixed_order", pipe_mixed_order),
+        ("queue_mixed_order", queue_mixed_order),
+        (
+            "queue_producer_killed_mid_put",
+            queue_producer_killed_mid_put,
+        ),
         ("queue_get", queue_get),
         ("queue_put_bounded", queue_put_bounded),
         ("queue_fork", queue_fork),

@@ -255,6 +255,23 @@ impl Region {
         self.write_units(offset, data, 1)
     }
 
+    /// The `count` 8-byte words from `offset` on, as atomics: an error unless they are inside
+    /// the mapping and `offset` is a multiple of 8. For structures that other processes read
+    /// and write at the same time (a channel's ring): every access to these words is atomic.
+    pub(crate) fn words(&self, offset: usize, count: usize) -> Result<&[AtomicU64]> {
+        let len = count.checked_mul(8).ok_or_else(|| {
+            Error::new(
+                ErrorKind::InvalidInput,
+                "too many words for a shared region",
+            )
+        })?;
+        let base = self.check_units(offset, len, 8)?;
+        // SAFETY: `base..base + len` is inside the live mapping, which lives as long as `self`
+        // (the borrow), and 8-aligned (checked by `check_units`); AtomicU64 has the size and
+        // alignment of u64, and every access to this memory goes through atomics.
+        Ok(unsafe { std::slice::from_raw_parts(base.cast::<AtomicU64>(), count) })
+    }
+
     /// Checks that `len` bytes at `offset` are in the mapping, whole `unit`s, `unit`-aligned.
     fn check_units(&self, offset: usize, len: usize, unit: usize) -> Result<*mut u8> {
         self.check_range(offset, len)?;

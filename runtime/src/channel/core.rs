@@ -1,17 +1,21 @@
-//! The transport every queue shares: one `SOCK_SEQPACKET` socket pair, both ends held by
-//! every process that has the queue; `put` sends a record into one end, `get` takes one from
-//! the other.
+//! The transport every queue shares: a shared-memory ring (`ring`) in a region every
+//! holder maps, and one `SOCK_SEQPACKET` socket pair, both ends held by every process that
+//! has the queue, for the items that carry descriptors or are spilled to a `memfd`.
 
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use super::local::LocalFd;
-use super::record::{self, Endpoint, Incoming, Outgoing, Ready, Received};
+use super::record::Endpoint;
+use super::ring::{self, Outbound, Ring, Taken};
 use crate::error::{Error, ErrorKind, Result};
-use crate::sys;
+use crate::shm::Region;
+
+/// Data bytes of a queue's ring: 65 536 `u64` items, 1000 items of 1 KiB.
+const RING_BYTES: usize = 1 << 20;
 
 /// How long an operation may wait.
 #[derive(Clone, Copy, Debug)]
@@ -22,34 +26,33 @@ pub(crate) enum Wait {
     Until(Option<Instant>),
 }
 
-/// The shared socket pair of a queue, and this process's `close` state.
+/// The shared ring and socket pair of a queue, and this process's `close` state.
 #[derive(Debug)]
 pub(crate) struct Core {
-    /// `put` writes here.
+    /// `put` sends socket items here.
     tx: Endpoint,
-    /// `get` reads here.
+    /// `get` receives them here.
     rx: Endpoint,
-    /// Signalled by `close`, to wake the threads of this process that wait on the queue.
-    wake: Wake,
+    ring: Ring,
     closed: AtomicBool,
 }
 
 impl Core {
-    /// A new, empty queue.
-    pub(crate) fn new() -> Result<Core> {
+    /// A new, empty queue of at most `bound` items (`None`: as many as the ring holds).
+    pub(crate) fn new(bound: Option<u32>) -> Result<Core> {
         let (tx, rx) = Endpoint::pair()?;
-        Core::from_ends(tx, rx)
-    }
-
-    fn from_ends(tx: Endpoint, rx: Endpoint) -> Result<Core> {
+        let region = Arc::new(Region::new("queue", Ring::size(RING_BYTES))?);
+        let ring = Ring::create(&region, 0, RING_BYTES, bound)?;
         Ok(Core {
             tx,
             rx,
-            wake: Wake::new()?,
+            ring,
             closed: AtomicBool::new(false),
         })
     }
 
+    /// An error unless the queue is open in this process (not closed, and not a forked
+    /// child's copy of its parent's queue).
     pub(crate) fn check_open(&self) -> Result<()> {
         if self.closed.load(Ordering::Acquire) {
             return Err(Error::new(
@@ -57,93 +60,63 @@ impl Core {
                 "the queue is closed in this process",
             ));
         }
-        Ok(())
+        self.tx.fd().map(drop)
     }
 
-    /// Encodes `value` as a record (no waiting, and nothing sent yet).
-    pub(crate) fn prepare<T: Serialize + ?Sized>(&self, value: &T) -> Result<Outgoing> {
+    /// Encodes `value` (no waiting, and nothing put yet).
+    pub(crate) fn prepare<T: Serialize + ?Sized>(&self, value: &T) -> Result<Outbound> {
         self.check_open()?;
-        self.tx.prepare(value)
+        Outbound::new(value, &self.tx)
     }
 
-    /// Sends a prepared record, waiting for room in the kernel buffer as `wait` allows.
-    pub(crate) fn send(&self, record: &Outgoing, wait: Wait) -> Result<()> {
-        loop {
-            self.check_open()?;
-            if self.tx.send(record, true)? {
-                return Ok(());
-            }
-            let deadline = match wait {
-                Wait::No => return Err(Error::new(ErrorKind::Full, "the queue is full")),
-                Wait::Until(deadline) => deadline,
-            };
-            match self
-                .tx
-                .wait(libc::POLLOUT, Some(self.wake.fd.get()?), deadline)?
-            {
-                Ready::Timeout => {
-                    return Err(Error::timeout("timed out waiting for room in the queue"))
-                }
-                Ready::Socket | Ready::Woken => {}
-            }
-        }
+    /// Puts a prepared item, waiting for room as `wait` allows.
+    pub(crate) fn put(&self, item: &Outbound, wait: Wait) -> Result<()> {
+        self.check_open()?;
+        self.ring
+            .push(item, &self.tx, wait, false, "queue", || self.check_open())
     }
 
     /// Takes one item, waiting as `wait` allows, and decodes it.
     pub(crate) fn recv<T: DeserializeOwned>(&self, wait: Wait) -> Result<T> {
-        record::decode(self.recv_record(wait)??)
+        ring::decode(self.recv_record(wait)??)
     }
 
-    /// Takes one record, waiting as `wait` allows. Concurrent readers, in this process or
-    /// others, each get whole, distinct records. An outer error means nothing was taken; an
-    /// inner one, that a record was taken but is lost (see [`Incoming::Lost`]).
-    pub(crate) fn recv_record(&self, wait: Wait) -> Result<Result<Received>> {
-        loop {
-            self.check_open()?;
-            match self.rx.recv(true)? {
-                Incoming::Record(record) => return Ok(Ok(record)),
-                Incoming::Lost(err) => return Ok(Err(err)),
-                Incoming::Eof => {
-                    // Cannot happen while this process holds the write end; say so if it does.
-                    return Err(Error::new(
-                        ErrorKind::Disconnected,
-                        "the queue's socket was shut down",
-                    ));
-                }
-                Incoming::Nothing => {}
-            }
-            let deadline = match wait {
-                Wait::No => return Err(Error::new(ErrorKind::Empty, "the queue is empty")),
-                Wait::Until(deadline) => deadline,
-            };
-            match self
-                .rx
-                .wait(sys::READABLE, Some(self.wake.fd.get()?), deadline)?
-            {
-                Ready::Timeout => {
-                    return Err(Error::timeout(
-                        "timed out waiting for an item from the queue",
-                    ))
-                }
-                // Another reader may have taken the item first: try again.
-                Ready::Socket | Ready::Woken => {}
-            }
-        }
+    /// Takes one item, waiting as `wait` allows. Concurrent readers, in this process or
+    /// others, each get whole, distinct items. An outer error means nothing was taken; an
+    /// inner one, that an item was taken but is lost (see `record::Incoming::Lost`).
+    pub(crate) fn recv_record(&self, wait: Wait) -> Result<Result<Taken>> {
+        self.check_open()?;
+        self.ring
+            .pop(&self.rx, wait, false, "queue", || self.check_open())
     }
 
     /// Whether no item is waiting right now (a snapshot: other processes put and get).
     pub(crate) fn is_empty(&self) -> Result<bool> {
         self.check_open()?;
-        Ok(!self.rx.readable_now()?)
+        Ok(!self.ring.has_records())
+    }
+
+    /// The number of items in the queue (a snapshot).
+    pub(crate) fn len(&self) -> usize {
+        self.ring.len()
+    }
+
+    /// The bound of a bounded queue.
+    pub(crate) fn maxsize(&self) -> Option<usize> {
+        self.ring.bound()
+    }
+
+    /// Whether a bounded queue holds its bound of items (a snapshot).
+    pub(crate) fn is_full(&self) -> bool {
+        self.ring.is_full()
     }
 
     /// Closes the queue in this process: later `put` and `get` here fail with
     /// [`ErrorKind::Closed`], and those waiting now return with it.
     pub(crate) fn close(&self) {
         if !self.closed.swap(true, Ordering::AcqRel) {
-            if let Ok(fd) = self.wake.fd.get() {
-                sys::eventfd_signal(fd);
-            }
+            // Wakes the waiters of every process: the others look, and sleep again.
+            self.ring.wake_all();
         }
     }
 
@@ -159,28 +132,27 @@ impl Serialize for Core {
                 "the queue is closed in this process: it cannot be sent",
             ));
         }
-        (&self.tx, &self.rx).serialize(serializer)
+        (
+            &self.tx,
+            &self.rx,
+            &**self.ring.region(),
+            self.ring.base() as u64,
+        )
+            .serialize(serializer)
     }
 }
 
 impl<'de> Deserialize<'de> for Core {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
-        let (tx, rx) = <(Endpoint, Endpoint)>::deserialize(deserializer)?;
-        Core::from_ends(tx, rx).map_err(serde::de::Error::custom)
-    }
-}
-
-/// This process's eventfd for `close` (a [`LocalFd`], like the socket ends).
-#[derive(Debug)]
-struct Wake {
-    fd: LocalFd,
-}
-
-impl Wake {
-    fn new() -> Result<Wake> {
-        let fd = sys::eventfd().map_err(|err| Error::io("cannot create an eventfd", err))?;
-        Ok(Wake {
-            fd: LocalFd::new(fd),
+        let (tx, rx, region, base) =
+            <(Endpoint, Endpoint, Region, u64)>::deserialize(deserializer)?;
+        let base = usize::try_from(base).map_err(serde::de::Error::custom)?;
+        let ring = Ring::open(&Arc::new(region), base).map_err(serde::de::Error::custom)?;
+        Ok(Core {
+            tx,
+            rx,
+            ring,
+            closed: AtomicBool::new(false),
         })
     }
 }
@@ -192,20 +164,20 @@ mod tests {
 
     #[test]
     fn put_get_empty_full_closed() {
-        let core = Core::new().unwrap();
+        let core = Core::new(None).unwrap();
         assert!(core.is_empty().unwrap());
         assert_eq!(
             core.recv::<u32>(Wait::No).unwrap_err().kind(),
             ErrorKind::Empty
         );
         let t = Instant::now();
-        let deadline = sys::deadline_after(Duration::from_millis(30));
+        let deadline = crate::sys::deadline_after(Duration::from_millis(30));
         assert_eq!(
             core.recv::<u32>(Wait::Until(deadline)).unwrap_err().kind(),
             ErrorKind::Timeout
         );
         assert!(t.elapsed() >= Duration::from_millis(30));
-        core.send(&core.prepare(&5u32).unwrap(), Wait::No).unwrap();
+        core.put(&core.prepare(&5u32).unwrap(), Wait::No).unwrap();
         assert!(!core.is_empty().unwrap());
         assert_eq!(core.recv::<u32>(Wait::No).unwrap(), 5);
         core.close();
@@ -218,7 +190,7 @@ mod tests {
 
     #[test]
     fn close_wakes_a_waiting_thread() {
-        let core = std::sync::Arc::new(Core::new().unwrap());
+        let core = std::sync::Arc::new(Core::new(None).unwrap());
         let waiter = {
             let core = core.clone();
             std::thread::spawn(move || core.recv::<u32>(Wait::Until(None)))
@@ -232,11 +204,11 @@ mod tests {
     }
 
     #[test]
-    fn an_unbounded_queue_fills_the_kernel_buffer_then_reports_full() {
-        let core = Core::new().unwrap();
+    fn an_unbounded_queue_fills_its_ring_then_reports_full() {
+        let core = Core::new(None).unwrap();
         let mut n = 0u32;
         loop {
-            match core.send(&core.prepare(&n).unwrap(), Wait::No) {
+            match core.put(&core.prepare(&n).unwrap(), Wait::No) {
                 Ok(()) => n += 1,
                 Err(err) => {
                     assert_eq!(err.kind(), ErrorKind::Full);
@@ -244,7 +216,8 @@ mod tests {
                 }
             }
         }
-        assert!(n > 100, "only {n} records fit");
+        assert_eq!(n as usize, RING_BYTES / 16);
+        assert_eq!(core.len(), n as usize);
         for i in 0..n {
             assert_eq!(core.recv::<u32>(Wait::No).unwrap(), i);
         }

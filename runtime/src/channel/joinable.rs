@@ -175,16 +175,14 @@ impl<T> JoinableQueue<T> {
     where
         T: Serialize,
     {
-        let inner = &self.queue.inner;
-        let record = inner.core.prepare(item)?;
-        let slot = inner.slots.acquire(&inner.core, wait)?;
+        let core = &self.queue.core;
+        let item = core.prepare(item)?;
         // Counted before it can be taken: a consumer's task_done never comes first.
         self.tasks.unfinished.release()?;
-        if let Err(err) = inner.core.send(&record, wait) {
+        if let Err(err) = core.put(&item, wait) {
             self.uncount();
             return Err(err);
         }
-        slot.commit();
         Ok(())
     }
 

@@ -1,12 +1,14 @@
 //! Channels between processes: [`Pipe`] ([`Connection`], [`Receiver`], [`Sender`]),
 //! [`Queue`], [`JoinableQueue`] and [`SimpleQueue`].
 //!
-//! Every channel is a Unix `SOCK_SEQPACKET` socket pair, and every message one record
-//! (`record`): the kernel hands a record whole to exactly one reader, so a queue needs no
-//! reader lock, and a consumer that dies between two items takes nothing with it. Large
-//! messages travel in a sealed `memfd` attached to their record. A queue (`core`) is one
-//! socket pair whose two ends every holder keeps; a bounded or joinable queue adds
-//! process-shared semaphores (`slots`, `joinable`). The descriptors are `LocalFd`s (`local`):
+//! Every channel carries its items in shared-memory rings (`ring`): a queue has one, a pipe
+//! one per direction, in a `memfd` region that travels with the channel like every shared
+//! object. Beside the ring, each channel keeps a `SOCK_SEQPACKET` socket pair for what a
+//! socket does well: items that carry descriptors, and items large enough to travel in a
+//! sealed `memfd` (`record`), go through it, announced by a ring entry that keeps their place
+//! in the order; and a pipe end learns from it that its peer is gone. A queue (`core`) is its
+//! ring and its socket pair, whose two ends every holder keeps; a joinable queue adds
+//! process-shared counters (`joinable`). The socket descriptors are `LocalFd`s (`local`):
 //! closed in `fork` children, which get their own copies as arguments.
 //!
 //! The user-facing design notes (what a dead consumer loses, when an unbounded `put` waits,
@@ -18,8 +20,8 @@ mod local;
 mod pipe;
 mod queue;
 mod record;
+mod ring;
 mod simple;
-mod slots;
 
 pub use joinable::JoinableQueue;
 pub use pipe::{Connection, Pipe, Receiver, Sender};

@@ -1,16 +1,26 @@
-//! `Pipe`: two connected ends, each message one record of a `SOCK_SEQPACKET` socket pair.
+//! `Pipe`: two connected ends. Each direction is a shared-memory ring (`ring`); the two
+//! rings share one region. A `SOCK_SEQPACKET` socket pair carries the messages that hold
+//! descriptors or are spilled to a `memfd`, and tells each end when the other is gone: a
+//! closed socket end is closed in every process, killed or not, and its peer sees a hang-up.
 
 use std::borrow::Borrow;
 use std::fmt;
 use std::marker::PhantomData;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use super::record::{self, Endpoint, Incoming, Ready};
+use super::core::Wait;
+use super::record::Endpoint;
+use super::ring::{self, Outbound, Ring};
 use crate::error::{Error, ErrorKind, Result};
+use crate::shm::Region;
 use crate::sys;
+
+/// Data bytes of each direction's ring: 16 384 `u64` messages, 256 messages of 1 KiB.
+const RING_BYTES: usize = 256 << 10;
 
 /// Python's `multiprocessing.Pipe()`: creates two connected ends.
 ///
@@ -20,9 +30,14 @@ use crate::sys;
 /// time: `Pipe::<S, R>::duplex()` gives an end that sends `S` and receives `R`, and its
 /// peer, which sends `R` and receives `S`.
 ///
-/// Each message is encoded with serde and travels as one record of a Unix `SOCK_SEQPACKET`
-/// socket pair; messages larger than 64 KiB wait in an anonymous memory file whose
-/// descriptor travels with the record, so a large `send` does not wait for its reader.
+/// Each message is encoded with serde and copied into a ring buffer in shared memory (256 KiB
+/// each way, in one anonymous `memfd` both ends map); the reader copies it out. The writer
+/// makes one cheap system call per message (is the reader still there?), the reader none
+/// while it is awake: a reader that finds nothing spins a few microseconds, then sleeps on a
+/// futex, and the writer makes the wake-up call only then. Messages larger
+/// than 64 KiB wait in an anonymous memory file whose descriptor travels on a Unix
+/// `SOCK_SEQPACKET` socket pair beside the rings, so a large `send` does not wait for its
+/// reader; the socket also tells each end when every copy of the other is closed.
 /// Values that contain descriptors (a pipe end, a queue, a [`SharedFd`](crate::SharedFd))
 /// can be sent too: their descriptors travel with `SCM_RIGHTS`.
 ///
@@ -94,7 +109,7 @@ impl<S, R> Pipe<S, R> {
     /// # }
     /// ```
     pub fn duplex() -> Result<(Connection<S, R>, Connection<R, S>)> {
-        let (a, b) = Endpoint::pair()?;
+        let (a, b) = Link::pair()?;
         Ok((Connection::new(a), Connection::new(b)))
     }
 }
@@ -111,7 +126,7 @@ impl<T> Pipe<T, T> {
     /// # }
     /// ```
     pub fn simplex() -> Result<(Receiver<T>, Sender<T>)> {
-        let (a, b) = Endpoint::pair()?;
+        let (a, b) = Link::pair()?;
         Ok((
             Receiver {
                 end: Connection::new(a),
@@ -131,8 +146,8 @@ impl<S, R> fmt::Debug for Pipe<S, R> {
 
 /// One end of a duplex [`Pipe`]: sends `S`, receives `R`. Python's `Connection`.
 ///
-/// Every method takes `&self`, and every message is one atomic record, so an end can be
-/// shared between threads (`Arc<Connection<..>>`), or between processes
+/// Every method takes `&self`, and every message is put and taken whole under a lock, so an
+/// end can be shared between threads (`Arc<Connection<..>>`), or between processes
 /// ([`try_clone`](Connection::try_clone) and pass the clone), without corrupting the stream
 /// as it can in Python: each message goes whole to one reader. Dropping the end closes it
 /// (there is also [`close`](Connection::close), for symmetry with Python).
@@ -152,20 +167,20 @@ impl<S, R> fmt::Debug for Pipe<S, R> {
 /// # }
 /// ```
 pub struct Connection<S, R> {
-    end: Endpoint,
+    link: Link,
     _types: PhantomData<fn(S) -> R>,
 }
 
 impl<S, R> Connection<S, R> {
-    fn new(end: Endpoint) -> Self {
+    fn new(link: Link) -> Self {
         Connection {
-            end,
+            link,
             _types: PhantomData,
         }
     }
 
-    /// Sends `value` (or a reference to it) to the other end. Waits while the kernel buffer
-    /// is full (the peer does not read); fails with [`ErrorKind::Disconnected`] when every
+    /// Sends `value` (or a reference to it) to the other end. Waits while the ring is full
+    /// (the peer does not read); fails with [`ErrorKind::Disconnected`] when every
     /// copy of the other end is closed, and with [`ErrorKind::Codec`] when `value` cannot be
     /// encoded (nothing is sent then).
     ///
@@ -184,8 +199,7 @@ impl<S, R> Connection<S, R> {
     where
         S: Serialize,
     {
-        let record = self.end.prepare(value.borrow())?;
-        self.end.send(&record, false).map(drop)
+        self.link.send(value.borrow())
     }
 
     /// Receives the next message, waiting for it. When every copy of the other end is closed
@@ -205,7 +219,7 @@ impl<S, R> Connection<S, R> {
     where
         R: DeserializeOwned,
     {
-        recv(&self.end, None)
+        self.link.recv(Wait::Until(None))
     }
 
     /// Like [`recv`](Self::recv), but fails with [`ErrorKind::Timeout`] when no message
@@ -226,10 +240,7 @@ impl<S, R> Connection<S, R> {
     where
         R: DeserializeOwned,
     {
-        recv(
-            &self.end,
-            Some(Wait::Deadline(sys::deadline_after(timeout))),
-        )
+        self.link.recv(Wait::Until(sys::deadline_after(timeout)))
     }
 
     /// Receives a message only if one is waiting: [`ErrorKind::Empty`] otherwise.
@@ -247,7 +258,7 @@ impl<S, R> Connection<S, R> {
     where
         R: DeserializeOwned,
     {
-        recv(&self.end, Some(Wait::No))
+        self.link.recv(Wait::No)
     }
 
     /// Whether a `recv` would return at once, waiting up to `timeout` (`Duration::ZERO`:
@@ -265,7 +276,7 @@ impl<S, R> Connection<S, R> {
     /// # }
     /// ```
     pub fn poll(&self, timeout: Duration) -> Result<bool> {
-        poll(&self.end, timeout)
+        self.link.poll(timeout)
     }
 
     /// A second handle on the same end (a duplicated descriptor): the peer sees end of file
@@ -281,7 +292,7 @@ impl<S, R> Connection<S, R> {
     /// # }
     /// ```
     pub fn try_clone(&self) -> Result<Self> {
-        Ok(Connection::new(self.end.try_clone()?))
+        Ok(Connection::new(self.link.try_clone()?))
     }
 
     /// Closes this end (the same as dropping it).
@@ -300,20 +311,20 @@ impl<S, R> Connection<S, R> {
 impl<S, R> fmt::Debug for Connection<S, R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Connection")
-            .field("end", &self.end)
+            .field("end", &self.link.end)
             .finish()
     }
 }
 
 impl<S, R> Serialize for Connection<S, R> {
     fn serialize<Z: Serializer>(&self, serializer: Z) -> std::result::Result<Z::Ok, Z::Error> {
-        self.end.serialize(serializer)
+        self.link.serialize(serializer)
     }
 }
 
 impl<'de, S, R> Deserialize<'de> for Connection<S, R> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
-        Endpoint::deserialize(deserializer).map(Connection::new)
+        Link::deserialize(deserializer).map(Connection::new)
     }
 }
 
@@ -449,7 +460,7 @@ where
 impl<T> fmt::Debug for Receiver<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Receiver")
-            .field("end", &self.end.end)
+            .field("end", &self.end.link.end)
             .finish()
     }
 }
@@ -538,7 +549,7 @@ impl<T> Sender<T> {
 impl<T> fmt::Debug for Sender<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Sender")
-            .field("end", &self.end.end)
+            .field("end", &self.end.link.end)
             .finish()
     }
 }
@@ -555,54 +566,142 @@ impl<'de, T> Deserialize<'de> for Sender<T> {
     }
 }
 
-/// How long a receive may wait.
-#[derive(Clone, Copy)]
-enum Wait {
-    /// Not at all.
-    No,
-    /// Until the deadline (`None`: forever).
-    Deadline(Option<std::time::Instant>),
+/// One end of a pipe: its socket end, the ring it sends on and the ring it receives from.
+struct Link {
+    /// `None` only while dropping.
+    end: Option<Endpoint>,
+    tx: Ring,
+    rx: Ring,
 }
 
-/// Receives one message from `end`; `wait == None` blocks in the kernel.
-fn recv<R: DeserializeOwned>(end: &Endpoint, wait: Option<Wait>) -> Result<R> {
-    let Some(wait) = wait else {
-        return match end.recv(false)? {
-            Incoming::Record(record) => record::decode(record),
-            Incoming::Lost(err) => Err(err),
-            Incoming::Eof | Incoming::Nothing => Err(disconnected()),
-        };
-    };
-    loop {
-        match end.recv(true)? {
-            Incoming::Record(record) => return record::decode(record),
-            Incoming::Lost(err) => return Err(err),
-            Incoming::Eof => return Err(disconnected()),
-            Incoming::Nothing => {}
-        }
-        let deadline = match wait {
-            Wait::No => {
-                return Err(Error::new(
-                    ErrorKind::Empty,
-                    "no message is waiting on the pipe",
-                ))
+impl Link {
+    fn pair() -> Result<(Link, Link)> {
+        let (a, b) = Endpoint::pair()?;
+        let size = Ring::size(RING_BYTES);
+        let region = Arc::new(Region::new("pipe", 2 * size)?);
+        let first = Ring::create(&region, 0, RING_BYTES, None)?;
+        let second = Ring::create(&region, size, RING_BYTES, None)?;
+        Ok((
+            Link {
+                end: Some(a),
+                tx: first.clone(),
+                rx: second.clone(),
+            },
+            Link {
+                end: Some(b),
+                tx: second,
+                rx: first,
+            },
+        ))
+    }
+
+    /// The socket end (an error in a forked child's copy of its parent's end).
+    fn end(&self) -> Result<&Endpoint> {
+        let end = self
+            .end
+            .as_ref()
+            .ok_or_else(|| Error::new(ErrorKind::Io, "the pipe end is being dropped"))?;
+        end.fd()?;
+        Ok(end)
+    }
+
+    /// Whether every copy of the other end is closed (a hang-up on the socket).
+    fn peer_gone(&self) -> Result<bool> {
+        let seen = sys::poll_one(self.end()?.fd()?, sys::PEER_CLOSED, Some(Instant::now()))
+            .map_err(|err| Error::io("cannot poll a pipe", err))?;
+        Ok(seen & (sys::PEER_CLOSED | libc::POLLERR) != 0)
+    }
+
+    fn send<S: Serialize + ?Sized>(&self, value: &S) -> Result<()> {
+        let end = self.end()?;
+        let connected = || {
+            if self.peer_gone()? {
+                return Err(disconnected());
             }
-            Wait::Deadline(deadline) => deadline,
+            Ok(())
         };
-        // Another reader of the same end may take the record first: then wait again.
-        if end.wait(sys::READABLE, None, deadline)? == Ready::Timeout {
-            return Err(Error::timeout(
-                "timed out waiting for a message on the pipe",
-            ));
+        connected()?;
+        let item = Outbound::new(value, end)?;
+        self.tx
+            .push(&item, end, Wait::Until(None), true, "pipe", connected)
+    }
+
+    fn recv<R: DeserializeOwned>(&self, wait: Wait) -> Result<R> {
+        let end = self.end()?;
+        // Messages sent before the peer closed come first: look at the ring again after the
+        // hang-up.
+        let taken = self.rx.pop(end, wait, true, "pipe", || {
+            if !self.rx.has_records() && self.peer_gone()? {
+                return Err(disconnected());
+            }
+            Ok(())
+        })?;
+        ring::decode(taken?)
+    }
+
+    fn poll(&self, timeout: Duration) -> Result<bool> {
+        self.end()?;
+        let deadline = sys::deadline_after(timeout);
+        loop {
+            if self.rx.has_records() || self.peer_gone()? {
+                return Ok(true);
+            }
+            if timeout.is_zero() || deadline.is_some_and(|d| Instant::now() >= d) {
+                return Ok(false);
+            }
+            self.rx
+                .wait_readable(deadline, true, || self.peer_gone().unwrap_or(true))?;
         }
+    }
+
+    fn try_clone(&self) -> Result<Link> {
+        Ok(Link {
+            end: Some(self.end()?.try_clone()?),
+            tx: self.tx.clone(),
+            rx: self.rx.clone(),
+        })
     }
 }
 
-fn poll(end: &Endpoint, timeout: Duration) -> Result<bool> {
-    if timeout.is_zero() {
-        return end.readable_now();
+impl Drop for Link {
+    fn drop(&mut self) {
+        // Close first, then wake the peer's waiters (in any process): they look for the
+        // hang-up, which is there if this was the last copy of this end.
+        drop(self.end.take());
+        self.tx.wake_all();
+        self.rx.wake_all();
     }
-    Ok(end.wait(sys::READABLE, None, sys::deadline_after(timeout))? != Ready::Timeout)
+}
+
+impl Serialize for Link {
+    fn serialize<Z: Serializer>(&self, serializer: Z) -> std::result::Result<Z::Ok, Z::Error> {
+        let end = self.end().map_err(serde::ser::Error::custom)?;
+        (
+            end,
+            &**self.tx.region(),
+            self.tx.base() as u64,
+            self.rx.base() as u64,
+        )
+            .serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for Link {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
+        let (end, region, tx, rx) = <(Endpoint, Region, u64, u64)>::deserialize(deserializer)?;
+        let region = Arc::new(region);
+        let ring = |base: u64| {
+            usize::try_from(base)
+                .map_err(|_| Error::new(ErrorKind::Codec, "a pipe ring offset is too large"))
+                .and_then(|base| Ring::open(&region, base))
+                .map_err(serde::de::Error::custom)
+        };
+        Ok(Link {
+            end: Some(end),
+            tx: ring(tx)?,
+            rx: ring(rx)?,
+        })
+    }
 }
 
 fn disconnected() -> Error {

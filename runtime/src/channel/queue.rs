@@ -10,8 +10,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::core::{Core, Wait};
-use super::record;
-use super::slots::Slots;
+use super::ring;
 use crate::error::{Error, ErrorKind, Result};
 use crate::sys;
 
@@ -80,60 +79,61 @@ use crate::sys;
 ///
 /// # Transport
 ///
-/// One Unix `SOCK_SEQPACKET` socket pair per queue; every process that has the queue holds
-/// both ends. `put` encodes the item and sends it as **one record**; `get` takes one record.
-/// The kernel hands each record whole to exactly one reader, so any number of consumers, in
-/// any processes, share the queue without a lock (CPython's reader lock is what lets a
-/// killed consumer wedge the others, gh-96062). Items from one producer arrive in the order
-/// it put them.
+/// A ring buffer of 1 MiB in an anonymous shared memory segment (a `memfd`) that every
+/// process holding the queue maps, plus one Unix `SOCK_SEQPACKET` socket pair whose two ends
+/// every holder keeps. `put` encodes the item and copies it into the ring; `get` copies it
+/// out: no system call on either side while the other is awake. A consumer that finds the
+/// ring empty spins for a few microseconds, then sleeps on a futex, and a producer makes the
+/// wake-up call only when somebody sleeps (and the other way round for a full ring).
+/// Producers share one robust lock, consumers another, so a producer and a consumer never
+/// wait for each other. Items from one producer arrive in the order it put them.
 ///
-/// Items whose encoding exceeds 64 KiB (less when the system's socket buffers are small)
-/// travel in an anonymous `memfd`, sealed and attached to their record with `SCM_RIGHTS`; the
-/// consumer maps it and decodes in place. Items that contain descriptors (a pipe end,
-/// another queue, a [`SharedFd`](crate::SharedFd)) carry them on the same record.
+/// Items whose encoding exceeds 64 KiB travel in an anonymous `memfd`, sealed and attached
+/// to a socket record with `SCM_RIGHTS`, and items that contain descriptors (a pipe end,
+/// another queue, a [`SharedFd`](crate::SharedFd)) carry them on a socket record; a ring
+/// entry keeps their place in the order. The consumer maps a spilled item and decodes it in
+/// place.
 ///
-/// A bounded queue adds a process-shared [`Semaphore`](crate::Semaphore) of `maxsize` free
-/// slots: `put` takes one, `get` gives it back. An unbounded queue counts its items with
-/// another, for [`qsize`](Queue::qsize).
+/// The ring counts the items: [`qsize`](Queue::qsize) reads the count, and a bounded queue
+/// refuses a `put` while it holds `maxsize` items.
 ///
 /// # A consumer that dies
 ///
 /// A consumer killed **between** two `get`s takes nothing with it: every item stays in the
 /// queue and is delivered, once, to another consumer. A consumer killed inside `get` after
-/// the kernel handed it a record (a window of a few instructions), or at any time after `get`
-/// returned, **takes that one item with it**: items are never redelivered, so never
-/// duplicated. With a bounded queue, such a consumer also keeps its item's slot for good, as
-/// does a producer killed inside `put` between taking a slot and sending; and `qsize` may be
-/// off by one for good. A [`JoinableQueue`](crate::JoinableQueue) item taken by a consumer
-/// that dies is never marked done.
+/// it took its item off the ring (a window of a few instructions), or at any time after
+/// `get` returned, **takes that one item with it**: items are never redelivered, so never
+/// duplicated. A process killed while it holds the ring's lock (inside `put` or `get`)
+/// wedges nobody: the lock is robust, and every step before the one store that commits an
+/// operation is invisible to the others, so the next process simply takes the lock (a
+/// producer killed there did not put its item, or did). The count stays exact: a dead
+/// consumer's item frees its place in a bounded queue. A
+/// [`JoinableQueue`](crate::JoinableQueue) item taken by a consumer that dies is never marked
+/// done.
 ///
 /// # Unbounded put: no feeder thread
 ///
 /// CPython's `put` appends to a buffer that a feeder thread flushes into a pipe, and a
 /// process cannot exit until its buffer is flushed: joining a producer before reading its
-/// items deadlocks ("joining processes that use queues"). Here `put` sends the record
-/// itself: when it returns, the item is held by the kernel, in a socket that every other
-/// holder keeps open. The producer may exit, be joined or be killed at once; nothing is
-/// flushed at exit, and there is no `join_thread` / `cancel_join_thread`.
+/// items deadlocks ("joining processes that use queues"). Here `put` copies the item into
+/// the shared ring itself: when it returns, the item is in memory that every other holder
+/// maps. The producer may exit, be joined or be killed at once; nothing is flushed at exit,
+/// and there is no `join_thread` / `cancel_join_thread`.
 ///
-/// The kernel buffer is finite, though: an unbounded `put` **waits when the queue's send
-/// buffer is full**, until consumers read (it then waits for them to drain about three
-/// quarters of it, the kernel's rule). The queue raises that buffer to the largest allowed
-/// without privileges, `2 × net.core.wmem_max`. An unread item costs it about 800 bytes
-/// plus its encoded size up to the inline limit (a larger item waits in its memfd and costs
-/// the 800 bytes only), so with small items the limit is about `wmem_max / 400` items:
-/// 10 000 with a 4 MiB `wmem_max`, 500 with the common 208 KiB default; with 64 KiB items,
-/// about `wmem_max / 32 KiB`. The wait happens in `put`, where you see it, never at exit;
-/// [`try_put`](Queue::try_put) fails with [`ErrorKind::Full`] and
-/// [`put_timeout`](Queue::put_timeout) with [`ErrorKind::Timeout`] instead of waiting.
+/// The ring is finite, though: an unbounded `put` **waits when the ring is full**, until
+/// consumers read. An unread item costs it its encoded size rounded up to 8 bytes, plus 8
+/// (16 bytes for a `u64`: 65 536 of them; about 1000 items of 1 KiB); an item that travels
+/// through the socket costs the ring 16 bytes and the socket's buffer about 800 bytes. The
+/// wait happens in `put`, where you see it, never at exit; [`try_put`](Queue::try_put) fails
+/// with [`ErrorKind::Full`] and [`put_timeout`](Queue::put_timeout) with
+/// [`ErrorKind::Timeout`] instead of waiting.
 ///
 /// # Closing
 ///
 /// [`close`](Queue::close) closes the queue **in this process**: later calls here fail with
-/// [`ErrorKind::Closed`], and threads of this process waiting in `get` (or in a `put` waiting
-/// for kernel buffer room) return with it. Other processes and the items are not affected.
-/// The descriptors are released when the last clone in this process is dropped; dropping
-/// never blocks.
+/// [`ErrorKind::Closed`], and threads of this process waiting in `get` or `put` return with
+/// it. Other processes and the items are not affected. The descriptors and the mapping are
+/// released when the last clone in this process is dropped; dropping never blocks.
 ///
 /// # Limits
 ///
@@ -141,19 +141,18 @@ use crate::sys;
 /// - Spilled items and items with descriptors count, while unread, against the
 ///   `RLIMIT_NOFILE` of the user that sent them (descriptors in flight): past it, `put`
 ///   fails with an [`ErrorKind::Io`] error that says so.
+/// - A process that sleeps in `get` or `put` and is killed leaves a waiter count behind:
+///   later operations then make one needless wake-up call each.
 /// - A child started with `fork` gets the queues passed as its arguments; the copies of the
 ///   parent's queues in its inherited memory (a `static`, say) refuse to work
 ///   ([`ErrorKind::InvalidInput`]): their descriptors are closed in the child.
 pub struct Queue<T> {
-    pub(super) inner: Arc<Inner>,
+    pub(super) core: Arc<Core>,
     _items: PhantomData<fn(T) -> T>,
 }
 
-#[derive(Debug)]
-pub(super) struct Inner {
-    pub(super) core: Core,
-    pub(super) slots: Slots,
-}
+/// The largest bound of a bounded queue.
+const MAX_BOUND: usize = i32::MAX as usize;
 
 impl<T> Queue<T> {
     /// A new unbounded queue. Python's `Queue()`.
@@ -166,7 +165,7 @@ impl<T> Queue<T> {
     /// # }
     /// ```
     pub fn new() -> Result<Self> {
-        Queue::with_slots(Slots::unbounded()?)
+        Queue::with_bound(None)
     }
 
     /// A new queue that holds at most `maxsize` items: `put` waits while it is full.
@@ -191,15 +190,18 @@ impl<T> Queue<T> {
                 "a bounded queue holds at least one item (use Queue::new for an unbounded one)",
             ));
         }
-        Queue::with_slots(Slots::bounded(maxsize)?)
+        if maxsize > MAX_BOUND {
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                format!("a bounded queue holds at most {MAX_BOUND} items"),
+            ));
+        }
+        Queue::with_bound(Some(maxsize as u32))
     }
 
-    fn with_slots(slots: Slots) -> Result<Self> {
+    fn with_bound(bound: Option<u32>) -> Result<Self> {
         Ok(Queue {
-            inner: Arc::new(Inner {
-                core: Core::new()?,
-                slots,
-            }),
+            core: Arc::new(Core::new(bound)?),
             _items: PhantomData,
         })
     }
@@ -213,11 +215,11 @@ impl<T> Queue<T> {
     /// # }
     /// ```
     pub fn maxsize(&self) -> Option<usize> {
-        self.inner.slots.maxsize()
+        self.core.maxsize()
     }
 
     /// Puts `item` (or a reference to it) at the end of the queue, waiting while a bounded
-    /// queue is full (or, rarely, while the kernel buffer is: see [`Queue`]). Fails with
+    /// queue is full (or while its ring is: see [`Queue`]). Fails with
     /// [`ErrorKind::Codec`] when the item cannot be encoded (the queue is unchanged), and
     /// with [`ErrorKind::Closed`] after [`close`](Queue::close).
     ///
@@ -280,13 +282,9 @@ impl<T> Queue<T> {
     where
         T: Serialize,
     {
-        // Encode first: an item that cannot be encoded never takes a slot.
-        let record = self.inner.core.prepare(item)?;
-        let slot = self.inner.slots.acquire(&self.inner.core, wait)?;
-        // On error, dropping the slot gives it back.
-        self.inner.core.send(&record, wait)?;
-        slot.commit();
-        Ok(())
+        // Encode first: an item that cannot be encoded never waits, nor changes the queue.
+        let item = self.core.prepare(item)?;
+        self.core.put(&item, wait)
     }
 
     /// Takes the next item, waiting for one. Fails with [`ErrorKind::Closed`] after
@@ -360,16 +358,12 @@ impl<T> Queue<T> {
     where
         T: DeserializeOwned,
     {
-        let taken = self.inner.core.recv_record(wait)?;
-        // Taken: its slot is free, even if it is lost or fails to decode.
-        self.inner.slots.release();
-        Ok(taken.and_then(record::decode))
+        let taken = self.core.recv_record(wait)?;
+        Ok(taken.and_then(ring::decode))
     }
 
     /// The number of items in the queue: approximate, since other processes put and get
     /// concurrently (and exact when nobody does). Python's `qsize()`.
-    ///
-    /// A process killed inside `put` or `get` can leave it off by one for good.
     ///
     /// ```
     /// # fn main() -> multiproc::Result<()> {
@@ -383,7 +377,7 @@ impl<T> Queue<T> {
     /// # }
     /// ```
     pub fn qsize(&self) -> usize {
-        self.inner.slots.count()
+        self.core.len()
     }
 
     /// Whether no item is waiting right now (a snapshot). Python's `empty()`. Fails with
@@ -399,7 +393,7 @@ impl<T> Queue<T> {
     /// # }
     /// ```
     pub fn is_empty(&self) -> Result<bool> {
-        self.inner.core.is_empty()
+        self.core.is_empty()
     }
 
     /// Whether a bounded queue holds `maxsize` items (a snapshot); always `false` for an
@@ -415,14 +409,13 @@ impl<T> Queue<T> {
     /// # }
     /// ```
     pub fn is_full(&self) -> bool {
-        self.inner.slots.is_full()
+        self.core.is_full()
     }
 
     /// Closes the queue in this process (every clone here): later calls here fail with
-    /// [`ErrorKind::Closed`], and threads of this process waiting in `get`, or in a `put`
-    /// waiting for kernel buffer room, return with it (a `put` waiting for a slot of a bounded
-    /// queue fails when it gets one). Other processes, and the items in the queue, are not
-    /// affected. Python's `close()`, without a feeder thread to flush.
+    /// [`ErrorKind::Closed`], and threads of this process waiting in `get` or `put` return
+    /// with it. Other processes, and the items in the queue, are not affected. Python's
+    /// `close()`, without a feeder thread to flush.
     ///
     /// ```
     /// # fn main() -> multiproc::Result<()> {
@@ -437,7 +430,7 @@ impl<T> Queue<T> {
     /// # }
     /// ```
     pub fn close(&self) {
-        self.inner.core.close();
+        self.core.close();
     }
 
     /// Whether [`close`](Queue::close) was called in this process.
@@ -450,7 +443,7 @@ impl<T> Queue<T> {
     /// # }
     /// ```
     pub fn is_closed(&self) -> bool {
-        self.inner.core.is_closed()
+        self.core.is_closed()
     }
 }
 
@@ -458,7 +451,7 @@ impl<T> Clone for Queue<T> {
     /// Another handle on the same queue (no system call).
     fn clone(&self) -> Self {
         Queue {
-            inner: self.inner.clone(),
+            core: self.core.clone(),
             _items: PhantomData,
         }
     }
@@ -476,15 +469,14 @@ impl<T> fmt::Debug for Queue<T> {
 
 impl<T> Serialize for Queue<T> {
     fn serialize<S: Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
-        (&self.inner.core, &self.inner.slots).serialize(serializer)
+        self.core.serialize(serializer)
     }
 }
 
 impl<'de, T> Deserialize<'de> for Queue<T> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
-        let (core, slots) = <(Core, Slots)>::deserialize(deserializer)?;
         Ok(Queue {
-            inner: Arc::new(Inner { core, slots }),
+            core: Arc::new(Core::deserialize(deserializer)?),
             _items: PhantomData,
         })
     }

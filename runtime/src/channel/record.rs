@@ -1,22 +1,21 @@
-//! Records: how one message travels on a `SOCK_SEQPACKET` socket, and the socket ends that
-//! carry them.
+//! Records: how a message that cannot travel in a channel's shared-memory ring (`ring`)
+//! crosses its `SOCK_SEQPACKET` socket, and the socket ends that carry them.
 //!
-//! A record is a 3-byte header (kind, number of the item's descriptors) and then either the
-//! codec bytes of the item (*inline*), or the length of those bytes, which wait in a `memfd`
-//! attached to the record (*spilled*). The item's own descriptors (a [`SharedFd`] inside the
-//! value) ride along with `SCM_RIGHTS`, after the spill file if there is one. The kernel
-//! delivers a record whole to exactly one reader, so several processes can read one socket
-//! without a lock, and a reader killed between two records takes nothing with it.
+//! A record is an 11-byte header (kind, number of the item's descriptors, sequence number)
+//! and then either the codec bytes of the item (*inline*), or the length of those bytes,
+//! which wait in a `memfd` attached to the record (*spilled*). The item's own descriptors (a
+//! [`SharedFd`] inside the value) ride along with `SCM_RIGHTS`, after the spill file if there
+//! is one. The sequence number ties the record to the ring entry that announces it (see
+//! `ring`): a reader can recognize, and drop, a record whose entry was taken by a process
+//! that died before it could read the record.
 //!
-//! Items larger than the inline limit (64 KiB, less when the send buffer is small) are
-//! spilled: the socket then holds a few hundred bytes for them whatever their size, a 100 MiB
-//! message never waits for its reader, and the kernel buffer limits the number of unread
-//! records rather than their bytes.
+//! Items larger than the ring's inline limit (64 KiB) are spilled: the socket then holds a
+//! few hundred bytes for them whatever their size, a 100 MiB message never waits for its
+//! reader, and the kernel buffer limits the number of unread records rather than their bytes.
 
 use std::cell::RefCell;
 use std::io::IoSlice;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
-use std::time::Instant;
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -34,7 +33,8 @@ const MAX_FDS: usize = 253;
 const INLINE_CAP: usize = 64 * 1024;
 /// Smallest inline limit, whatever the send buffer.
 const INLINE_FLOOR: usize = 4 * 1024;
-const HEADER: usize = 3;
+/// Kind, descriptor count (`u16`), sequence number (`u64`).
+const HEADER: usize = 11;
 const KIND_INLINE: u8 = 1;
 const KIND_SPILLED: u8 = 2;
 
@@ -103,17 +103,24 @@ impl Endpoint {
         self.fd.get()
     }
 
-    /// Encodes `value` into a record ready to send (possibly several times, when a
-    /// non-blocking send finds the buffer full).
-    pub(crate) fn prepare<T: Serialize + ?Sized>(&self, value: &T) -> Result<Outgoing> {
-        Outgoing::new(value, self.inline_max)
+    /// Makes a record ready to send (possibly several times, when a non-blocking send finds
+    /// the buffer full) from an encoded item.
+    pub(crate) fn outgoing(&self, encoded: Encoded) -> Result<Outgoing> {
+        Outgoing::new(encoded, self.inline_max)
     }
 
-    /// Sends `record`. Blocking: waits for room in the kernel buffer. Non-blocking: returns
-    /// `Ok(false)` when there is none. A peer that is gone is [`ErrorKind::Disconnected`].
-    pub(crate) fn send(&self, record: &Outgoing, nonblocking: bool) -> Result<bool> {
+    /// Sends `record` as number `seq`. Blocking: waits for room in the kernel buffer.
+    /// Non-blocking: returns `Ok(false)` when there is none. A peer that is gone is
+    /// [`ErrorKind::Disconnected`].
+    pub(crate) fn send(&self, record: &Outgoing, seq: u64, nonblocking: bool) -> Result<bool> {
         let raw: Vec<RawFd> = record.fds.iter().map(AsRawFd::as_raw_fd).collect();
-        let slices = [IoSlice::new(&record.header), IoSlice::new(&record.inline)];
+        let seq = seq.to_le_bytes();
+        let slices = [
+            IoSlice::new(&record.header[..3]),
+            IoSlice::new(&seq),
+            IoSlice::new(&record.header[3..]),
+            IoSlice::new(&record.inline),
+        ];
         match sys::send_record(self.fd()?, &slices, &raw, nonblocking) {
             Ok(()) => Ok(true),
             Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => Ok(false),
@@ -178,10 +185,14 @@ impl Endpoint {
                 return Err(corrupt("short header"));
             }
             let item_fds = usize::from(u16::from_le_bytes([header[1], header[2]]));
+            let mut seq = [0u8; 8];
+            seq.copy_from_slice(&header[3..HEADER]);
+            let seq = u64::from_le_bytes(seq);
             match header[0] {
                 KIND_INLINE if fds.len() == item_fds => Ok(Incoming::Record(Received {
                     payload: Payload::Inline(inline.unwrap_or_default()),
                     fds,
+                    seq,
                 })),
                 KIND_SPILLED if fds.len() == item_fds + 1 && got.len == HEADER + 8 => {
                     let mut len = [0u8; 8];
@@ -195,6 +206,7 @@ impl Endpoint {
                     Ok(Incoming::Record(Received {
                         payload: Payload::Mapped(mapping),
                         fds,
+                        seq,
                     }))
                 }
                 KIND_INLINE | KIND_SPILLED => Err(corrupt("descriptors missing")),
@@ -203,57 +215,6 @@ impl Endpoint {
         })();
         Ok(parsed.unwrap_or_else(Incoming::Lost))
     }
-
-    /// Waits until this end is readable (a record, or end of file) or `deadline` passes;
-    /// also returns when `wake` (an eventfd) is signalled. Returns which of the two is ready.
-    pub(crate) fn wait(
-        &self,
-        events: i16,
-        wake: Option<BorrowedFd<'_>>,
-        deadline: Option<Instant>,
-    ) -> Result<Ready> {
-        let mut fds = vec![libc::pollfd {
-            fd: self.fd()?.as_raw_fd(),
-            events,
-            revents: 0,
-        }];
-        if let Some(wake) = wake {
-            fds.push(libc::pollfd {
-                fd: wake.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            });
-        }
-        loop {
-            let n = sys::poll_many(&mut fds, deadline)
-                .map_err(|err| Error::io("cannot wait on a channel", err))?;
-            if n == 0 {
-                if deadline.is_some_and(|d| Instant::now() < d) {
-                    continue;
-                }
-                return Ok(Ready::Timeout);
-            }
-            if fds.get(1).is_some_and(|w| w.revents != 0) {
-                return Ok(Ready::Woken);
-            }
-            return Ok(Ready::Socket);
-        }
-    }
-
-    /// Whether a read would not block (a record or end of file is waiting).
-    pub(crate) fn readable_now(&self) -> Result<bool> {
-        let ready = sys::poll_one(self.fd()?, sys::READABLE, Some(Instant::now()))
-            .map_err(|err| Error::io("cannot poll a channel", err))?;
-        Ok(ready != 0)
-    }
-}
-
-/// What [`Endpoint::wait`] saw.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Ready {
-    Socket,
-    Woken,
-    Timeout,
 }
 
 impl std::fmt::Debug for Endpoint {
@@ -292,8 +253,8 @@ pub(crate) struct Outgoing {
 }
 
 impl Outgoing {
-    fn new<T: Serialize + ?Sized>(value: &T, inline_max: usize) -> Result<Outgoing> {
-        let Encoded { bytes, fds, .. } = handle::encode(value)?;
+    fn new(encoded: Encoded, inline_max: usize) -> Result<Outgoing> {
+        let Encoded { bytes, fds, .. } = encoded;
         if fds.len() >= MAX_FDS {
             return Err(Error::new(
                 ErrorKind::InvalidInput,
@@ -335,6 +296,14 @@ impl Outgoing {
 pub(crate) struct Received {
     payload: Payload,
     fds: Vec<OwnedFd>,
+    seq: u64,
+}
+
+impl Received {
+    /// The sequence number it was sent with.
+    pub(crate) fn seq(&self) -> u64 {
+        self.seq
+    }
 }
 
 enum Payload {
@@ -357,6 +326,10 @@ pub(crate) fn decode<T: DeserializeOwned>(record: Received) -> Result<T> {
 mod tests {
     use super::*;
 
+    fn prepare<T: Serialize>(end: &Endpoint, value: &T) -> Outgoing {
+        end.outgoing(handle::encode(value).unwrap()).unwrap()
+    }
+
     fn take(end: &Endpoint) -> Received {
         match end.recv(true).unwrap() {
             Incoming::Record(r) => r,
@@ -371,10 +344,14 @@ mod tests {
         let (a, b) = Endpoint::pair().unwrap();
         let small = "x".repeat(100);
         let big = "y".repeat(INLINE_CAP * 3);
-        assert!(a.send(&a.prepare(&small).unwrap(), false).unwrap());
-        assert!(a.send(&a.prepare(&big).unwrap(), false).unwrap());
-        assert_eq!(decode::<String>(take(&b)).unwrap(), small);
-        assert_eq!(decode::<String>(take(&b)).unwrap(), big);
+        assert!(a.send(&prepare(&a, &small), 7, false).unwrap());
+        assert!(a.send(&prepare(&a, &big), 8, false).unwrap());
+        let first = take(&b);
+        assert_eq!(first.seq(), 7);
+        assert_eq!(decode::<String>(first).unwrap(), small);
+        let second = take(&b);
+        assert_eq!(second.seq(), 8);
+        assert_eq!(decode::<String>(second).unwrap(), big);
         assert!(matches!(b.recv(true).unwrap(), Incoming::Nothing));
         drop(a);
         assert!(matches!(b.recv(true).unwrap(), Incoming::Eof));
@@ -385,7 +362,7 @@ mod tests {
         let (a, b) = Endpoint::pair().unwrap();
         let (x, y) = std::os::unix::net::UnixStream::pair().unwrap();
         let value = (SharedFd::new(OwnedFd::from(x)), "z".repeat(INLINE_CAP * 2));
-        assert!(a.send(&a.prepare(&value).unwrap(), false).unwrap());
+        assert!(a.send(&prepare(&a, &value), 0, false).unwrap());
         let (fd, s): (SharedFd, String) = decode(take(&b)).unwrap();
         assert_eq!(s.len(), INLINE_CAP * 2);
         let mut x = std::os::unix::net::UnixStream::from(fd.into_inner());
@@ -399,7 +376,7 @@ mod tests {
     fn a_closed_peer_is_disconnected() {
         let (a, b) = Endpoint::pair().unwrap();
         drop(b);
-        let err = a.send(&a.prepare(&1u8).unwrap(), false).unwrap_err();
+        let err = a.send(&prepare(&a, &1u8), 0, false).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Disconnected);
     }
 }

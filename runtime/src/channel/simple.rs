@@ -13,9 +13,9 @@ use crate::error::Result;
 
 /// Python's `multiprocessing.SimpleQueue`: `put`, `get`, `is_empty`, `close`; unbounded.
 ///
-/// It is the same transport as [`Queue`](crate::Queue) (one record per item on a socket
-/// every holder shares, so no lock to wedge and nothing lost when a reader dies between
-/// items), without the timeouts and the bound. Clones share the queue; pass it to a child
+/// It is the same transport as [`Queue`](crate::Queue) (a shared-memory ring with robust
+/// locks, so no lock to wedge and nothing lost when a reader dies between items), without
+/// the timeouts and the bound. Clones share the queue; pass it to a child
 /// as an argument of [`Process::new`](crate::Process::new) or a pool task.
 ///
 /// ```
@@ -47,13 +47,13 @@ impl<T> SimpleQueue<T> {
     /// ```
     pub fn new() -> Result<Self> {
         Ok(SimpleQueue {
-            core: Arc::new(Core::new()?),
+            core: Arc::new(Core::new(None)?),
             _items: PhantomData,
         })
     }
 
     /// Puts `item` (or a reference to it) at the end of the queue. Waits only while the
-    /// kernel buffer is full (see [`Queue::put`](crate::Queue::put)).
+    /// ring is full (see [`Queue::put`](crate::Queue::put)).
     ///
     /// ```
     /// # fn main() -> multiproc::Result<()> {
@@ -69,8 +69,8 @@ impl<T> SimpleQueue<T> {
     where
         T: Serialize,
     {
-        let record = self.core.prepare(item.borrow())?;
-        self.core.send(&record, Wait::Until(None))
+        let item = self.core.prepare(item.borrow())?;
+        self.core.put(&item, Wait::Until(None))
     }
 
     /// Takes the next item, waiting for one.

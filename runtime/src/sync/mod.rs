@@ -85,7 +85,7 @@ mod barrier;
 mod condition;
 mod event;
 mod lock;
-mod raw;
+pub(crate) mod raw;
 mod semaphore;
 
 pub use barrier::{Barrier, BarrierBuilder};
