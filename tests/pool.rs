@@ -164,9 +164,11 @@ fn bytes_len(v: Vec<u8>) -> u64 {
     v.len() as u64
 }
 
-/// In a child: a pool of 2 workers; writes their pids, then sleeps.
+/// In a child: a pool of 2 workers; writes their pids, then sleeps. With `sibling`, it also
+/// borrows a worker (`apply`) and then forks a long-lived child, which must not keep the
+/// workers' sockets open; its pid is written after a `/`.
 #[process]
-fn pool_owner(path: String, method: String) {
+fn pool_owner(path: String, method: String, sibling: bool) {
     let method: StartMethod = method.parse().expect("method");
     let pool = Pool::builder()
         .processes(2)
@@ -178,9 +180,25 @@ fn pool_owner(path: String, method: String) {
         .expect("map")
         .into_iter()
         .collect();
-    let text: Vec<String> = pids.iter().map(u32::to_string).collect();
+    let mut text: Vec<String> = pids.iter().map(u32::to_string).collect();
+    if sibling {
+        pool.apply(square, 3).expect("apply");
+        let p = Process::new(sleep_secs, 30).with_start_method(StartMethod::Fork);
+        p.start().expect("the forked sibling");
+        text.push(format!("/{}", p.pid().expect("pid")));
+    }
     write_line(&path, &text.join(" "));
     std::thread::sleep(Duration::from_secs(60));
+}
+
+#[process]
+fn sleep_secs(secs: u64) {
+    std::thread::sleep(Duration::from_secs(secs));
+}
+
+#[process]
+fn count_fds(fds: Vec<multiproc::SharedFd>) -> usize {
+    fds.len()
 }
 
 #[process]
@@ -930,18 +948,38 @@ fn initializer_that_exits(m: StartMethod) -> Outcome {
 }
 
 fn workers_die_with_killed_parent(m: StartMethod) -> Outcome {
+    orphaned_workers_die(m, false)
+}
+
+fn workers_die_with_killed_parent_despite_a_forked_sibling(m: StartMethod) -> Outcome {
+    orphaned_workers_die(m, true)
+}
+
+fn orphaned_workers_die(m: StartMethod, sibling: bool) -> Outcome {
     let dir = scratch("poolorphans");
     let path = dir.join("pids");
     let owner = Process::new(
         pool_owner,
-        (path.to_string_lossy().into_owned(), m.to_string()),
+        (path.to_string_lossy().into_owned(), m.to_string(), sibling),
     )
     .with_start_method(m);
     owner.start()?;
-    let pids: Vec<i32> = read_when_ready(&path, LONG)?
+    let line = read_when_ready(&path, LONG)?;
+    let (workers, sibling_pid) = line.split_once(" /").unwrap_or((&line, ""));
+    let pids: Vec<i32> = workers
         .split(' ')
         .map(str::parse)
         .collect::<Result<_, _>>()?;
+    struct KillOnDrop(Option<i32>);
+    impl Drop for KillOnDrop {
+        fn drop(&mut self) {
+            if let Some(pid) = self.0 {
+                // SAFETY: the forked sibling, an orphan by now; signals only.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+        }
+    }
+    let _sibling = KillOnDrop(sibling_pid.parse().ok());
     check!(
         !pids.is_empty() && pids.iter().all(|&p| !common::is_gone(p)),
         "workers {pids:?} run"
@@ -962,6 +1000,60 @@ fn workers_die_with_killed_parent(m: StartMethod) -> Outcome {
         }
         std::thread::sleep(Duration::from_millis(5));
     }
+    Ok(())
+}
+
+fn too_many_descriptors(m: StartMethod) -> Outcome {
+    // More descriptors than one message carries: that task fails with a Codec error, and the
+    // pool (same workers, nobody respawned) serves the next calls.
+    let pool = pool(m, 2)?;
+    let before: HashSet<u32> = pool
+        .map_chunked(slow_pid, vec![20; 8], 1)?
+        .into_iter()
+        .collect();
+    let many = || -> Vec<multiproc::SharedFd> {
+        (0..300)
+            .map(|_| {
+                let null = std::fs::File::open("/dev/null").expect("/dev/null");
+                multiproc::SharedFd::new(std::os::fd::OwnedFd::from(null))
+            })
+            .collect()
+    };
+    let err = pool
+        .apply_async(count_fds, many())
+        .get_timeout(LONG)
+        .unwrap_err();
+    check_eq!(err.kind(), ErrorKind::Codec);
+    let err = pool.apply(count_fds, many()).unwrap_err();
+    check_eq!(err.kind(), ErrorKind::Codec);
+    check_eq!(pool.apply(count_fds, many().split_off(290))?, 10);
+    check_eq!(pool.map(square, 0..10u64)?[9], 81);
+    let after: HashSet<u32> = pool
+        .map_chunked(slow_pid, vec![20; 8], 1)?
+        .into_iter()
+        .collect();
+    check_eq!(before, after);
+    Ok(())
+}
+
+fn terminate_during_apply(m: StartMethod) -> Outcome {
+    let pool = pool(m, 1)?;
+    check_eq!(pool.apply(square, 2)?, 4);
+    let started = Instant::now();
+    let (outcome, took) = std::thread::scope(|s| {
+        let call = s.spawn(|| {
+            let outcome = pool.apply(slow_square, (3, 10_000));
+            (outcome.map_err(|e| e.kind()), started.elapsed())
+        });
+        std::thread::sleep(Duration::from_millis(300));
+        pool.terminate();
+        call.join().expect("the apply thread")
+    });
+    check_eq!(outcome, Err(ErrorKind::Terminated));
+    check!(
+        took < Duration::from_secs(3),
+        "apply returned {took:?} after its start"
+    );
     Ok(())
 }
 
@@ -1050,6 +1142,12 @@ fn main() {
             "workers_die_with_killed_parent",
             workers_die_with_killed_parent,
         ),
+        (
+            "workers_die_with_killed_parent_despite_a_forked_sibling",
+            workers_die_with_killed_parent_despite_a_forked_sibling,
+        ),
+        ("too_many_descriptors", too_many_descriptors),
+        ("terminate_during_apply", terminate_during_apply),
         ("close_races", close_races),
         (
             "user_code_that_fails_in_the_parent",

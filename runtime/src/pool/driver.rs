@@ -420,6 +420,12 @@ pub(crate) const DRIVER: u8 = 1;
 pub(crate) const LENT: u8 = 2;
 pub(crate) const GONE: u8 = 3;
 
+impl Drop for Link {
+    fn drop(&mut self) {
+        current::unregister_fd(&self.control);
+    }
+}
+
 impl Link {
     /// Waits (bounded) for the driver to bury this worker; returns its exit code if known.
     pub(crate) fn wait_buried(&self, timeout: Duration) -> Option<i32> {
@@ -554,6 +560,9 @@ impl Driver {
             buried: Condvar::new(),
             inbox: Mutex::new(wire::Reader::new()),
         });
+        // Closed in forked children, like the worker's other descriptors: a child that kept it
+        // would keep the worker from seeing its parent die. (`Link`'s drop unregisters it.)
+        current::register_fd(&link.control);
         self.shared
             .links
             .lock()
@@ -660,9 +669,19 @@ impl Driver {
                         deadline: self.task_timeout.and_then(sys::deadline_after),
                     });
                 }
+                Err(err) if err.kind() == ErrorKind::Codec => {
+                    // Refused before a byte was sent (more descriptors or blocks than a
+                    // message can carry): the task fails, the worker is fine and takes the
+                    // next one at the next round.
+                    worker.link.state.store(IDLE, Ordering::Release);
+                    self.shared.deliver(task.job, task.chunk, Err(err));
+                    self.shared.wake();
+                }
                 Err(_) => {
-                    // The worker is going away; the task was not run: give it to another.
+                    // The worker is going away, or its stream is out of step after a partial
+                    // send: it is killed, and the task, which it did not run, goes to another.
                     worker.open = false;
+                    let _ = worker.popen.signal(libc::SIGKILL);
                     worker.link.state.store(IDLE, Ordering::Release);
                     self.shared.lock().queue.push_front(task);
                 }
@@ -759,8 +778,14 @@ impl Driver {
                 worker.open = false;
                 let _ = worker.popen.signal(libc::SIGKILL);
                 if let Some(busy) = worker.task.take() {
+                    // A reply cut short is a worker that died mid-reply; anything else is a
+                    // reply that makes no sense.
+                    let kind = match err.kind() {
+                        ErrorKind::Codec => ErrorKind::Codec,
+                        _ => ErrorKind::Died,
+                    };
                     let err = Error::new(
-                        err.kind(),
+                        kind,
                         format!(
                             "bad reply from pool worker {} (pid {}), which was killed: {err}",
                             worker.name, worker.popen.pid
@@ -914,10 +939,22 @@ impl Driver {
             return;
         }
         let deadline = sys::deadline_after(grace);
-        for worker in &self.workers {
-            worker.popen.reap_by(deadline);
+        for worker in self.workers.drain(..) {
+            let code = worker.popen.reap_by(deadline);
+            // A caller that borrowed the worker learns at once that it is gone.
+            worker.link.state.store(GONE, Ordering::Release);
+            *worker
+                .link
+                .exitcode
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner) = Some(code);
+            worker.link.buried.notify_all();
         }
-        self.workers.clear();
+        self.shared
+            .links
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
     }
 }
 

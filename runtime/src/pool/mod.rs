@@ -244,9 +244,15 @@ impl Pool {
                 ),
             )
         };
-        let sent = wire::send_message(&link.control, &header, &payload);
-        if sent.is_err() {
-            return Err(died("before it could receive this task"));
+        match wire::send_message(&link.control, &header, &payload) {
+            Ok(()) => {}
+            // Refused before a byte was sent: the task fails, the worker is fine.
+            Err(err) if err.kind() == ErrorKind::Codec => return Err(err),
+            Err(_) => {
+                // Gone, or out of step after a partial send: not to be trusted again.
+                let _ = sys::pidfd_send_signal(link.pidfd.as_fd(), libc::SIGKILL);
+                return Err(died("before it could receive this task"));
+            }
         }
         self.shared.discard(payload);
         // Without a task timeout, a blocking read is enough: it ends with the reply, or with end
