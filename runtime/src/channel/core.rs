@@ -73,7 +73,7 @@ impl Core {
     pub(crate) fn put(&self, item: &Outbound, wait: Wait) -> Result<()> {
         self.check_open()?;
         self.ring
-            .push(item, &self.tx, wait, false, "queue", || self.check_open())
+            .push(item, &self.tx, wait, true, "queue", || self.check_open())
     }
 
     /// Takes one item, waiting as `wait` allows, and decodes it.
@@ -87,7 +87,7 @@ impl Core {
     pub(crate) fn recv_record(&self, wait: Wait) -> Result<Result<Taken>> {
         self.check_open()?;
         self.ring
-            .pop(&self.rx, wait, false, "queue", || self.check_open())
+            .pop(&self.rx, wait, true, "queue", || self.check_open())
     }
 
     /// Whether no item is waiting right now (a snapshot: other processes put and get).

@@ -629,9 +629,10 @@ impl Link {
     fn recv<R: DeserializeOwned>(&self, wait: Wait) -> Result<R> {
         let end = self.end()?;
         // Messages sent before the peer closed come first: look at the ring again after the
-        // hang-up.
+        // hang-up (the peer commits its last message before it closes, so once the hang-up
+        // shows, so does that message; the other order could miss it).
         let taken = self.rx.pop(end, wait, true, "pipe", || {
-            if !self.rx.has_records() && self.peer_gone()? {
+            if self.peer_gone()? && !self.rx.has_records() {
                 return Err(disconnected());
             }
             Ok(())

@@ -49,7 +49,9 @@
 //! The same goes for producers waiting for room (`writers`, `space`; all are woken, since
 //! the room one consumer frees may suit only some of them). A process killed while
 //! registered leaves its count behind: later commits then make a needless wake-up call,
-//! nothing worse. Pipes sleep in slices, to notice a peer that was killed (see `pipe`).
+//! nothing worse. Every waiter sleeps in slices of [`SLICE`] and looks again: a process
+//! killed between its commit and its wake-up call leaves nobody asleep for good, and a pipe
+//! notices a peer that was killed (see `pipe`).
 
 use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -374,9 +376,9 @@ impl Ring {
         };
         // `head_seen` is never ahead of `head`, and the room it shows is there: only when it
         // shows too little, look at `head` (and remember it).
-        if !fits(h.head_seen.load(Ordering::Relaxed))? {
+        if !fits(h.head_seen.load(Ordering::Acquire))? {
             let head = h.head.load(Ordering::Acquire);
-            h.head_seen.store(head, Ordering::Relaxed);
+            h.head_seen.store(head, Ordering::Release);
             if !fits(head)? {
                 return Ok(Pushed::NoRoom);
             }
@@ -424,7 +426,7 @@ impl Ring {
     pub(crate) fn try_pop(&self, end: &Endpoint) -> Result<Option<Result<Taken>>> {
         let h = &*self.header;
         let cap = self.capacity;
-        if pos(h.tail_seen.load(Ordering::Relaxed)) == pos(h.head.load(Ordering::Relaxed))
+        if pos(h.tail_seen.load(Ordering::Acquire)) == pos(h.head.load(Ordering::Relaxed))
             && !self.has_records()
         {
             return Ok(None);
@@ -435,9 +437,9 @@ impl Ring {
             // `tail_seen` is never ahead of `tail`, and what it shows is committed (the
             // consumer that stored it had acquired `tail`; the head lock orders the rest):
             // only when it shows nothing, look at `tail` (and remember it).
-            if pos(head) == pos(h.tail_seen.load(Ordering::Relaxed)) {
+            if pos(head) == pos(h.tail_seen.load(Ordering::Acquire)) {
                 let tail = h.tail.load(Ordering::Acquire);
-                h.tail_seen.store(tail, Ordering::Relaxed);
+                h.tail_seen.store(tail, Ordering::Release);
                 if pos(head) == pos(tail) {
                     return Ok(None);
                 }
@@ -898,5 +900,78 @@ mod tests {
             put(&ring, &tx, &i).unwrap();
         }
         assert_eq!(put(&ring, &tx, &0u64).unwrap_err().kind(), ErrorKind::Full);
+    }
+
+    /// Waits in `push` or `pop` for at most 2 s, as a queue does (in slices); how it ended and
+    /// how long it took.
+    fn waited<R>(f: impl FnOnce(Wait) -> Result<R>) -> (Result<(), ErrorKind>, Duration) {
+        let t = Instant::now();
+        let r = f(Wait::Until(Some(Instant::now() + Duration::from_secs(2))));
+        (r.map(drop).map_err(|e| e.kind()), t.elapsed())
+    }
+
+    #[test]
+    fn a_consumer_killed_between_commit_and_wake_up_leaves_nobody_asleep() {
+        let (ring, tx, _rx) = ring(1 << 20, Some(1));
+        put(&ring, &tx, &1u64).unwrap();
+        std::thread::scope(|s| {
+            let producer = s.spawn(|| {
+                let item = Outbound::new(&2u64, &tx).unwrap();
+                waited(|wait| ring.push(&item, &tx, wait, true, "ring", || Ok(())))
+            });
+            std::thread::sleep(Duration::from_millis(100));
+            // A consumer that commits its take and dies before its wake-up call.
+            in_killed_child(|| {
+                let guard = Ring::lock(&ring.head_lock).unwrap();
+                let head = ring.header.head.load(Ordering::Relaxed);
+                ring.header
+                    .head
+                    .store(advance(head, 16, 1), Ordering::Release);
+                drop(guard);
+            });
+            assert_eq!(ring.len(), 0);
+            let (r, took) = producer.join().unwrap();
+            assert_eq!(
+                r,
+                Ok(()),
+                "the producer slept {took:?} with room in the ring"
+            );
+            assert!(took < Duration::from_secs(1), "{took:?}");
+        });
+    }
+
+    #[test]
+    fn a_producer_killed_between_commit_and_wake_up_leaves_nobody_asleep() {
+        let (ring, tx, rx) = ring(1 << 20, None);
+        let item = Outbound::new(&7u64, &tx).unwrap();
+        let Outbound::Inline(bytes) = &item else {
+            panic!("a u64 is inline")
+        };
+        std::thread::scope(|s| {
+            let consumer = s.spawn(|| waited(|wait| ring.pop(&rx, wait, true, "ring", || Ok(()))));
+            std::thread::sleep(Duration::from_millis(100));
+            // A producer that commits its record and dies before its wake-up call.
+            in_killed_child(|| {
+                let guard = Ring::lock(&ring.tail_lock).unwrap();
+                let tail = ring.header.tail.load(Ordering::Relaxed);
+                let at = (pos(tail) & (ring.capacity - 1)) as usize;
+                let words = ring.data_words(at, 2).unwrap();
+                words[0].store((KIND_INLINE << 32) | bytes.len() as u64, Ordering::Relaxed);
+                let mut word = [0u8; 8];
+                word[..bytes.len()].copy_from_slice(bytes);
+                words[1].store(u64::from_ne_bytes(word), Ordering::Relaxed);
+                ring.header
+                    .tail
+                    .store(advance(tail, 16, 1), Ordering::Release);
+                drop(guard);
+            });
+            let (r, took) = consumer.join().unwrap();
+            assert_eq!(
+                r,
+                Ok(()),
+                "the consumer slept {took:?} with an item in the ring"
+            );
+            assert!(took < Duration::from_secs(1), "{took:?}");
+        });
     }
 }

@@ -12,7 +12,7 @@
 
 use std::cell::Cell;
 use std::io;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Once;
 use std::time::Duration;
 
@@ -147,9 +147,11 @@ const LAST_CHECK: Duration = Duration::from_millis(50);
 ///
 /// The limits of looking at the owner instead of being told by the kernel: the owner's thread
 /// id must be visible in this process's `/proc` (processes that share a lock are in one pid
-/// namespace), and a thread id reused within one check interval by a new thread would make
-/// the waiter wait for that thread too (thread ids are handed out in turn, up to
-/// `pid_max`, 4 million here).
+/// namespace), and if the owner dies and its thread id is handed to a new thread before
+/// anybody next tries the lock, waiters wait for that thread instead (thread ids are handed
+/// out in turn up to `pid_max`, 4 million here, so that takes millions of new threads or
+/// processes while the lock sits untried; where `pid_max` is 32768, as in some containers,
+/// far fewer).
 #[repr(C)]
 pub(crate) struct RawMutex {
     /// 0 when free; otherwise the owner's thread id, and [`WAITERS`].
@@ -332,15 +334,18 @@ fn this_thread() -> u32 {
 #[cold]
 fn read_thread_id() -> u32 {
     static HOOK: Once = Once::new();
-    // pthread_atfork only fails without memory; then ids are read every time after a fork
-    // anyway, since the epoch never matches a zero id.
+    static HOOKED: AtomicBool = AtomicBool::new(false);
     HOOK.call_once(|| {
-        let _ = crate::sys::at_fork_child(forked);
+        HOOKED.store(crate::sys::at_fork_child(forked).is_ok(), Ordering::Relaxed);
     });
     let epoch = FORK_EPOCH.load(Ordering::Relaxed);
     // SAFETY: gettid takes no arguments and cannot fail.
     let tid = unsafe { libc::gettid() } as u32 & TID_MASK;
-    THREAD_ID.with(|cell| cell.set((epoch, tid)));
+    // Without the fork hook (pthread_atfork fails only without memory) a cached id could
+    // outlive a fork: then it is read every time.
+    if HOOKED.load(Ordering::Relaxed) {
+        THREAD_ID.with(|cell| cell.set((epoch, tid)));
+    }
     tid
 }
 
