@@ -929,7 +929,7 @@ mod tests {
                     .store(advance(head, 16, 1), Ordering::Release);
                 drop(guard);
             });
-            assert_eq!(ring.len(), 0);
+            // (The producer may have put its item already: no look at the length here.)
             let (r, took) = producer.join().unwrap();
             assert_eq!(
                 r,
