@@ -427,6 +427,13 @@ impl Drop for Link {
 }
 
 impl Link {
+    /// The driver has reaped this worker (`code`: its exit code, if known): tells whoever waits.
+    fn mark_buried(&self, code: Option<i32>) {
+        self.state.store(GONE, Ordering::Release);
+        *self.exitcode.lock().unwrap_or_else(PoisonError::into_inner) = Some(code);
+        self.buried.notify_all();
+    }
+
     /// Waits (bounded) for the driver to bury this worker; returns its exit code if known.
     pub(crate) fn wait_buried(&self, timeout: Duration) -> Option<i32> {
         let deadline = Instant::now() + timeout;
@@ -842,13 +849,7 @@ impl Driver {
         {}
         let worker = self.workers.swap_remove(i);
         let code = worker.popen.try_reap().ok().flatten();
-        worker.link.state.store(GONE, Ordering::Release);
-        *worker
-            .link
-            .exitcode
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = Some(code);
-        worker.link.buried.notify_all();
+        worker.link.mark_buried(code);
         self.shared
             .links
             .lock()
@@ -940,15 +941,8 @@ impl Driver {
         }
         let deadline = sys::deadline_after(grace);
         for worker in self.workers.drain(..) {
-            let code = worker.popen.reap_by(deadline);
             // A caller that borrowed the worker learns at once that it is gone.
-            worker.link.state.store(GONE, Ordering::Release);
-            *worker
-                .link
-                .exitcode
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner) = Some(code);
-            worker.link.buried.notify_all();
+            worker.link.mark_buried(worker.popen.reap_by(deadline));
         }
         self.shared
             .links

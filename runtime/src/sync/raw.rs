@@ -186,16 +186,25 @@ impl RawMutex {
         }
     }
 
-    /// Locks, waiting until `deadline` at most.
+    /// One attempt by thread `me`: the outcome, or the word held by another thread.
     #[inline]
-    pub(crate) fn lock(&self, deadline: Deadline) -> io::Result<Locked> {
-        let me = this_thread();
+    fn attempt(&self, me: u32) -> std::result::Result<Locked, u32> {
         match self
             .word
             .compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed)
         {
             Ok(_) => Ok(Locked::Yes),
             Err(seen) if seen & TID_MASK == me => Ok(self.again()),
+            Err(seen) => Err(seen),
+        }
+    }
+
+    /// Locks, waiting until `deadline` at most.
+    #[inline]
+    pub(crate) fn lock(&self, deadline: Deadline) -> io::Result<Locked> {
+        let me = this_thread();
+        match self.attempt(me) {
+            Ok(locked) => Ok(locked),
             Err(_) => self.lock_slow(me, deadline),
         }
     }
@@ -272,12 +281,8 @@ impl RawMutex {
     /// when its owner has ended.
     pub(crate) fn try_lock(&self) -> io::Result<Locked> {
         let me = this_thread();
-        match self
-            .word
-            .compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed)
-        {
-            Ok(_) => Ok(Locked::Yes),
-            Err(seen) if seen & TID_MASK == me => Ok(self.again()),
+        match self.attempt(me) {
+            Ok(locked) => Ok(locked),
             Err(seen) => Ok(self
                 .take_from_dead(seen, me | (seen & WAITERS))
                 .unwrap_or(Locked::No)),
