@@ -723,12 +723,7 @@ mod tests {
                 quote!(#p::Plain),
             ),
         ];
-        for (item, args, output) in cases {
-            let out = expand(quote!(), item);
-            let imp = target_impl(&block_items(&out.items[1]));
-            assert_eq!(assoc_type(&imp, "ArgsCarrier"), norm(args));
-            assert_eq!(assoc_type(&imp, "OutputCarrier"), norm(output));
-        }
+        check_carriers(cases);
     }
 
     #[test]
@@ -810,16 +805,17 @@ mod tests {
                 quote!(#p::Plain),
             ),
         ];
+        check_carriers(cases);
+    }
+
+    /// Each function (item) gets the argument and result carriers given with it.
+    fn check_carriers<const N: usize>(cases: [(TokenStream, TokenStream, TokenStream); N]) {
         for (item, args, output) in cases {
             let out = expand(quote!(), item);
             let imp = target_impl(&block_items(&out.items[1]));
-            assert_eq!(
-                assoc_type(&imp, "ArgsCarrier"),
-                norm(args),
-                "{}",
-                norm(&out)
-            );
-            assert_eq!(assoc_type(&imp, "OutputCarrier"), norm(output));
+            let text = norm(&out);
+            assert_eq!(assoc_type(&imp, "ArgsCarrier"), norm(args), "{text}");
+            assert_eq!(assoc_type(&imp, "OutputCarrier"), norm(output), "{text}");
         }
     }
 
