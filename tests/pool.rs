@@ -870,7 +870,9 @@ fn close_races(m: StartMethod) -> Outcome {
     check_eq!(rest.len(), 49);
     pool.join()?;
 
-    // join() before an imap is consumed: the imap ends with an error, never a hang.
+    // join() before an imap is consumed: the results of the chunks it had submitted (at
+    // least the one after the first: two workers, two chunks in flight) still come, in
+    // order; then one error for the rest of the input, never a hang.
     let pool = self::pool(m, 2)?;
     let mut pending = pool.imap(square, 0..1000).buffersize(0);
     check_eq!(pending.next().transpose()?, Some(0));
@@ -888,6 +890,28 @@ fn close_races(m: StartMethod) -> Outcome {
         "{:?}",
         tail.last()
     );
+    let computed = &tail[..tail.len() - 1];
+    check!(
+        !computed.is_empty(),
+        "the submitted chunk was lost: {tail:?}"
+    );
+    let expected: Vec<Result<u64, ErrorKind>> =
+        (1..=computed.len() as u64).map(|n| Ok(n * n)).collect();
+    check_eq!(computed, &expected[..]);
+    Ok(())
+}
+
+/// The pool's driver thread is one of the library's own: a fork start right after `build`
+/// returns is never refused as "multi-threaded", however soon the driver thread runs.
+fn fork_right_after_build(m: StartMethod) -> Outcome {
+    for _ in 0..20 {
+        let pool = pool(m, 1)?;
+        let p = Process::new(negate, 5).with_start_method(StartMethod::Fork);
+        p.start()?;
+        check_eq!(p.join_timeout(LONG)?, Some(0));
+        pool.close();
+        pool.join()?;
+    }
     Ok(())
 }
 
@@ -1154,6 +1178,7 @@ fn main() {
             user_code_that_fails_in_the_parent,
         ),
         ("initializer_that_exits", initializer_that_exits),
+        ("fork_right_after_build", fork_right_after_build),
     ] {
         trials.extend(each_method(name, test));
     }

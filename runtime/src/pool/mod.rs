@@ -163,10 +163,13 @@ impl PoolBuilder {
             processes,
             self.task_timeout,
         )?;
+        // Counted before the thread exists: a fork right after `build` returns must not take
+        // the driver for a thread of the user's.
+        let fork_safe = crate::start::fork::fork_safe_thread();
         let handle = std::thread::Builder::new()
             .name("multiproc-pool".into())
             .spawn(move || {
-                let _fork_safe = crate::start::fork::fork_safe_thread();
+                let _fork_safe = fork_safe;
                 driver.run()
             })
             .map_err(|err| Error::io("cannot start the pool's driver thread", err))?;
@@ -610,6 +613,9 @@ pub struct Imap<'p, F: Target, I> {
     exhausted: bool,
     current: std::vec::IntoIter<F::Output>,
     pending_error: Option<(Error, u32)>,
+    /// Why no more chunks can be submitted (the pool was closed and joined, terminated, a
+    /// chunk did not encode): yielded once, after the results of every chunk submitted.
+    stopped: Option<Error>,
     done: bool,
 }
 
@@ -641,6 +647,7 @@ impl<'p, F: Target, I: Iterator<Item = F::Args>> Imap<'p, F, I> {
             exhausted: false,
             current: Vec::new().into_iter(),
             pending_error: None,
+            stopped: None,
             done: false,
         }
     }
@@ -743,13 +750,19 @@ impl<F: Target, I: Iterator<Item = F::Args>> Iterator for Imap<'_, F, I> {
             if self.done {
                 return None;
             }
-            if let Err(err) = self.pool.check_not_in_callback().and_then(|()| self.fill()) {
+            if let Err(err) = self.pool.check_not_in_callback() {
                 self.done = true;
                 return Some(Err(err));
             }
+            if self.stopped.is_none() {
+                if let Err(err) = self.fill() {
+                    // Results already computed (or failed in place) still come first.
+                    self.stopped = Some(err);
+                }
+            }
             let Some((chunk, result)) = self.take_chunk() else {
                 self.done = true;
-                return None;
+                return self.stopped.take().map(Err);
             };
             self.received += 1;
             if self.ordered {
