@@ -13,7 +13,15 @@ pub type Outcome = Result<(), Failed>;
 pub fn each_method(name: &str, test: fn(StartMethod) -> Outcome) -> Vec<Trial> {
     StartMethod::all()
         .into_iter()
-        .map(|m| Trial::test(format!("{name}::{m}"), move || test(m)))
+        .map(|m| {
+            Trial::test(format!("{name}::{m}"), move || {
+                let outcome = test(m);
+                if outcome.is_err() {
+                    kill_children();
+                }
+                outcome
+            })
+        })
         .collect()
 }
 
@@ -21,7 +29,21 @@ pub fn each_method(name: &str, test: fn(StartMethod) -> Outcome) -> Vec<Trial> {
 pub fn run(trials: Vec<Trial>) -> ! {
     let mut args = Arguments::from_args();
     args.test_threads = Some(1);
-    libtest_mimic::run(&args, trials).exit()
+    let conclusion = libtest_mimic::run(&args, trials);
+    if conclusion.has_failed() {
+        kill_children();
+    }
+    conclusion.exit()
+}
+
+/// Kills the children a failed trial left running (a consumer still waiting for items, say):
+/// the exit of this process joins its non-daemonic children, as Python's does, and would
+/// wait for them forever instead of reporting the failure.
+fn kill_children() {
+    for child in multiproc::active_children() {
+        let _ = child.kill();
+        let _ = child.join_timeout(Duration::from_secs(5));
+    }
 }
 
 /// A fresh, empty scratch directory for one trial.
