@@ -869,6 +869,12 @@ struct KillOutcome {
 
 /// Producers stream items; consumer 0 is SIGKILLed in the middle of the stream (after it
 /// parked, or at a random moment while it takes items); the survivors finish the stream.
+///
+/// With `park`, the survivors start once the victim has parked: sharing the stream with two
+/// others, the victim could otherwise get fewer than its 40 items before the stream ends (it
+/// did on a loaded machine) and never park. Mid-stream, the victim is killed when it has
+/// taken 100 items or the consumers half the stream, whichever comes first: either way while
+/// items still flow.
 fn kill_a_consumer(m: StartMethod, park: bool) -> Result<KillOutcome, Failed> {
     const PRODUCERS: u64 = 2;
     const EACH: u64 = 1500;
@@ -884,8 +890,10 @@ fn kill_a_consumer(m: StartMethod, park: bool) -> Result<KillOutcome, Failed> {
     let victim = consumer(0, park.then_some(40));
     let survivors = [consumer(1, None), consumer(2, None)];
     start(&victim)?;
-    for s in &survivors {
-        start(s)?;
+    if !park {
+        for s in &survivors {
+            start(s)?;
+        }
     }
     let producers: Vec<Process> = (0..PRODUCERS)
         .map(|id| Process::new(produce, (q.clone(), id, EACH)).with_start_method(m))
@@ -894,7 +902,7 @@ fn kill_a_consumer(m: StartMethod, park: bool) -> Result<KillOutcome, Failed> {
         start(p)?;
     }
     let mut by_consumer: BTreeMap<u32, Vec<u64>> = BTreeMap::new();
-    // Kill the victim when it parks, or once it has taken 100 items (mid-stream).
+    let mut reported = 0;
     loop {
         let (id, item) = taken.get_timeout(LONG)?;
         if id == 0 && item == u64::MAX {
@@ -902,12 +910,18 @@ fn kill_a_consumer(m: StartMethod, park: bool) -> Result<KillOutcome, Failed> {
         }
         let list = by_consumer.entry(id).or_default();
         list.push(item);
-        if id == 0 && list.len() == 100 {
+        reported += 1;
+        if !park && ((id == 0 && list.len() == 100) || reported == PRODUCERS * EACH / 2) {
             break;
         }
     }
     victim.kill()?;
     check_eq!(victim.join_timeout(LONG)?, Some(-libc::SIGKILL));
+    if park {
+        for s in &survivors {
+            start(s)?;
+        }
+    }
     for p in &producers {
         joined(p)?;
     }
