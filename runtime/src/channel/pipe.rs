@@ -620,10 +620,14 @@ impl Link {
             }
             Ok(())
         };
-        connected()?;
         let item = Outbound::new(value, end)?;
         self.tx
-            .push(&item, end, Wait::Until(None), true, "pipe", connected)
+            .push(&item, end, Wait::Until(None), true, "pipe", connected)?;
+        // The hang-up is looked for after the item is committed, not before: the peer (woken
+        // by the commit if it slept) is already at work meanwhile. An item committed for a
+        // peer that is gone is never read (every copy of its end is closed, for good), and
+        // the send reports `Disconnected` as it would have before.
+        connected()
     }
 
     fn recv<R: DeserializeOwned>(&self, wait: Wait) -> Result<R> {
