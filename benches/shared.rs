@@ -20,10 +20,11 @@
 //!   1.
 //! * Pipe: a `u64` ping-pong over a duplex `Pipe` with an echoing child, per round trip.
 //!   Floor: an 8-byte ping-pong over two pipes with a forked child (and, for reference, over a
-//!   `SOCK_SEQPACKET` socketpair, `Pipe`'s previous transport). A `Pipe` end spins (yielding
-//!   after 1 us) for up to 20 us before it sleeps on a futex; the trips are interleaved with
-//!   the floors', so the echo child may still be spinning when a trip starts, where the floor
-//!   child always sleeps in `read(2)`.
+//!   `SOCK_SEQPACKET` socketpair, `Pipe`'s previous transport). Each series runs its trips
+//!   back to back, in blocks of `PIPE_BLOCK` that alternate between the series. Then the
+//!   peer-asleep case: trips interleaved one by one, each after a busy gap of `PIPE_GAP`
+//!   (longer than the 20 us a `Pipe` end spins before it sleeps on a futex), so that every
+//!   echo child, ours and the floor's, is asleep when its trip starts.
 //! * Lock: `lock.acquire()` and the guard's drop, `LOCK_LOOP` times in this process, per
 //!   pair. Floor: `pthread_mutex_lock` / `unlock` of glibc's robust, process-shared,
 //!   error-checking mutex (what `Lock` was built on before its own futex mutex; the kernel
@@ -541,10 +542,20 @@ fn bench_queue(floors: &Floors, runs: usize) -> QueueResult {
 }
 
 struct PipeResult {
+    /// Back-to-back ping-pong, in alternating blocks.
     ours: Samples,
     floor: Samples,
     seqpacket: Samples,
+    /// Each trip after an idle gap: the echo child has gone to sleep.
+    asleep: Samples,
+    asleep_floor: Samples,
 }
+
+/// Trips per block of the back-to-back ping-pong.
+const PIPE_BLOCK: usize = 100;
+/// The busy gap before each trip of the peer-asleep series: well past the 20 us a `Pipe`
+/// end spins before it sleeps.
+const PIPE_GAP: Duration = Duration::from_micros(100);
 
 fn bench_pipe(floors: &Floors, trips: usize) -> PipeResult {
     let (mine, theirs) = Pipe::<u64, u64>::duplex().expect("Pipe::duplex");
@@ -555,30 +566,48 @@ fn bench_pipe(floors: &Floors, trips: usize) -> PipeResult {
         mine.send(n).expect("send");
         mine.recv().expect("recv")
     };
+    let pings: [&dyn Fn(u64) -> u64; 3] = [&ours, &|n| floors.ping(n), &|n| floors.seqping(n)];
     for n in 0..PIPE_WARMUP as u64 {
-        assert_eq!(ours(n), n);
-        assert_eq!(floors.ping(n), n);
-        assert_eq!(floors.seqping(n), n);
+        for ping in pings {
+            assert_eq!(ping(n), n);
+        }
     }
+    // A ping-pong: each series runs its trips back to back, in blocks that alternate
+    // between the series, so that a change of machine load is shared among them.
     let mut s: [Vec<Duration>; 3] = Default::default();
-    for n in 0..trips as u64 {
-        let (d, v) = time(|| ours(n));
-        assert_eq!(v, n);
-        s[0].push(d);
-        let (d, v) = time(|| floors.ping(n));
-        assert_eq!(v, n);
-        s[1].push(d);
-        let (d, v) = time(|| floors.seqping(n));
-        assert_eq!(v, n);
-        s[2].push(d);
+    for block in 0..trips.div_ceil(PIPE_BLOCK) {
+        for (ping, samples) in pings.iter().zip(&mut s) {
+            for i in 0..PIPE_BLOCK {
+                let n = (block * PIPE_BLOCK + i) as u64;
+                let (d, v) = time(|| ping(n));
+                assert_eq!(v, n);
+                samples.push(d);
+            }
+        }
+    }
+    // The peer asleep: trip by trip, each after the same busy gap.
+    let mut a: [Vec<Duration>; 2] = Default::default();
+    for n in 0..(trips / 4) as u64 {
+        for (ping, samples) in pings.iter().zip(&mut a) {
+            let gap = std::time::Instant::now();
+            while gap.elapsed() < PIPE_GAP {
+                std::hint::spin_loop();
+            }
+            let (d, v) = time(|| ping(n));
+            assert_eq!(v, n);
+            samples.push(d);
+        }
     }
     drop(mine);
     assert_eq!(p.join().expect("echo join"), 0);
     let [ours, floor, seqpacket] = s.map(Samples::new);
+    let [asleep, asleep_floor] = a.map(Samples::new);
     PipeResult {
         ours,
         floor,
         seqpacket,
+        asleep,
+        asleep_floor,
     }
 }
 
@@ -867,6 +896,7 @@ fn print_report(r: &Report) {
     let queue_x = queue_py.map(|p| p / queue.0);
     let pipe = (r.pipe.ours.median(), r.pipe.floor.median());
     let pipe_py = py("pipe_rt_s");
+    let asleep = (r.pipe.asleep.median(), r.pipe.asleep_floor.median());
     let lock = (per_pair(&r.lock.ours), per_pair(&r.lock.floor));
     let lock_py = py("lock_pair_s");
     let counter = (r.counter.ours.median(), r.counter.floor.median());
@@ -890,12 +920,20 @@ fn print_report(r: &Report) {
             ),
         },
         Line {
-            name: "Pipe<u64> duplex round trip".into(),
+            name: "Pipe<u64> duplex round trip (ping-pong)".into(),
             unit: us,
             ours: pipe.0,
             floor: pipe.1,
             cpython: pipe_py,
             target: format!("<= 1.5x floor: {}", met(pipe.0 / pipe.1 <= 1.5)),
+        },
+        Line {
+            name: "Pipe round trip, peer asleep (100 us gap)".into(),
+            unit: us,
+            ours: asleep.0,
+            floor: asleep.1,
+            cpython: None,
+            target: format!("<= 1.5x floor: {}", met(asleep.0 / asleep.1 <= 1.5)),
         },
         Line {
             name: "Lock acquire+release, uncontended".into(),
@@ -978,7 +1016,7 @@ fn print_report(r: &Report) {
         "      floor: a forked child writes {QUEUE_ITEMS} 8-byte records into a SOCK_SEQPACKET socketpair (send buffer as large as multiproc's), this process reads them: one kernel record per item, the ceiling of Queue's previous transport (Queue now copies items through a shared-memory ring; no raw ring floor here). CPython: ctx.Queue(), put / get of ints. The issue's CPython figure: ~140k/s; target 20x that = 2.8M/s."
     );
     println!(
-        "  Pipe: {} u64 round trips over Pipe::duplex with a fork child that echoes, after {PIPE_WARMUP} warm-up, median per trip; interleaved trip by trip with the floor: 8-byte ping-pong over 2 pipes with a forked child. A Pipe end spins (yielding after 1 us) up to 20 us before sleeping on a futex: the echo child may still be spinning when a trip starts; the floor's child always sleeps in read(2).",
+        "  Pipe: {} u64 round trips over Pipe::duplex with a fork child that echoes, after {PIPE_WARMUP} warm-up, median per trip, back to back in blocks of {PIPE_BLOCK} that alternate with the floor's: 8-byte ping-pong over 2 pipes with a forked child. A Pipe end spins (yielding after 1 us) up to 20 us before it sleeps on a futex; the floor's child sleeps in read(2).",
         r.iters.pipe
     );
     println!(
@@ -987,9 +1025,17 @@ fn print_report(r: &Report) {
         r.pipe.seqpacket.median() / pipe.1,
         pipe.0 / r.pipe.seqpacket.median()
     );
+    println!(
+        "      peer asleep: {} trips of each, interleaved trip by trip, each after a busy gap of {} us that outlasts the Pipe end's spin: the echo child sleeps on its futex, the floor's in read(2); multiproc {} vs floor {} median ({:.2}x).",
+        r.pipe.asleep.0.len(),
+        PIPE_GAP.as_micros(),
+        us(asleep.0),
+        us(asleep.1),
+        asleep.0 / asleep.1
+    );
     if let (Some(min), Some(p90)) = (py("pipe_rt_min_s"), py("pipe_rt_p90_s")) {
         println!(
-            "      CPython: Connection send / recv with a fork child; min / median / p90 {} / {} / {}.",
+            "      CPython: Connection send / recv with a fork child, back to back; min / median / p90 {} / {} / {}.",
             us(min),
             na(pipe_py.map(us)),
             us(p90)
@@ -1031,12 +1077,14 @@ fn print_report(r: &Report) {
     println!("spread (min / median / p90):");
     let per_pair_unit = |secs: f64| ns(secs / LOCK_LOOP as f64);
     type Unit<'a> = &'a dyn Fn(f64) -> String;
-    let rows: [(&str, &Samples, Unit<'_>); 14] = [
+    let rows: [(&str, &Samples, Unit<'_>); 16] = [
         ("Queue multiproc (time)", &r.queue.ours, &ms),
         ("Queue floor (time)", &r.queue.floor, &ms),
         ("Pipe multiproc", &r.pipe.ours, &us),
         ("Pipe floor (pipes)", &r.pipe.floor, &us),
         ("Pipe seqpacket", &r.pipe.seqpacket, &us),
+        ("Pipe asleep multiproc", &r.pipe.asleep, &us),
+        ("Pipe asleep floor", &r.pipe.asleep_floor, &us),
         ("Lock multiproc", &r.lock.ours, &per_pair_unit),
         ("Lock floor", &r.lock.floor, &per_pair_unit),
         ("Counter multiproc", &r.counter.ours, &ms),
