@@ -73,6 +73,22 @@ fn dies_on(n: u64, bad: u64, how: i32) -> u64 {
     n
 }
 
+/// Exits with the number of sockets this process has open.
+#[process]
+fn exit_with_socket_count() {
+    let sockets = std::fs::read_dir("/proc/self/fd")
+        .map(|dir| {
+            dir.flatten()
+                .filter(|e| {
+                    std::fs::read_link(e.path())
+                        .is_ok_and(|target| target.to_string_lossy().starts_with("socket:"))
+                })
+                .count()
+        })
+        .unwrap_or(99);
+    std::process::exit(sockets as i32);
+}
+
 /// Records that the initializer ran in this process: one line per run in `dir/<pid>`.
 #[process]
 fn record_init(dir: String) {
@@ -915,6 +931,36 @@ fn fork_right_after_build(m: StartMethod) -> Outcome {
     Ok(())
 }
 
+/// A fork on this thread while the driver thread starts a replacement worker: the forked
+/// child never gets the new worker's sockets (it would keep the worker from seeing its parent
+/// die, and an `apply` waiting for the worker's end of file waiting for the child).
+fn fork_beside_the_driver(m: StartMethod) -> Outcome {
+    let forked = || -> Result<i32, libtest_mimic::Failed> {
+        let p = Process::new(exit_with_socket_count, ()).with_start_method(StartMethod::Fork);
+        p.start()?;
+        p.join_timeout(LONG)?
+            .ok_or_else(|| "the forked child did not exit".into())
+    };
+    // What a forked child has when nothing runs beside the fork: its control socket.
+    let alone = forked()?;
+    let pool = pool(m, 1)?;
+    for attempt in 0..40u64 {
+        // The worker dies: the driver starts a replacement while this thread forks.
+        let died = pool.apply_async(dies_on, (1, 1, -libc::SIGKILL));
+        std::thread::sleep(Duration::from_micros(attempt * 37 % 900));
+        let sockets = forked()?;
+        check!(
+            sockets == alone,
+            "attempt {attempt}: a child forked beside the driver has {sockets} sockets, {alone} alone"
+        );
+        check_eq!(
+            died.get_timeout(LONG).map_err(|e| e.kind()).err(),
+            Some(ErrorKind::Died)
+        );
+    }
+    Ok(())
+}
+
 fn user_code_that_fails_in_the_parent(m: StartMethod) -> Outcome {
     let pool = pool(m, 1)?;
     // A panicking Deserialize fails its task, not the pool: through the driver thread (the
@@ -1179,6 +1225,7 @@ fn main() {
         ),
         ("initializer_that_exits", initializer_that_exits),
         ("fork_right_after_build", fork_right_after_build),
+        ("fork_beside_the_driver", fork_beside_the_driver),
     ] {
         trials.extend(each_method(name, test));
     }

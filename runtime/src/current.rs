@@ -210,22 +210,51 @@ pub(crate) fn initialized() -> bool {
 
 /// Descriptors the library holds for its children and servers. A forked child closes them all
 /// at once, so that it never keeps another child's control socket (or the fork server's) open.
+///
+/// A fork holds this lock while it forks. Descriptors made by a thread that may run beside a
+/// fork (the pool's driver thread, and any thread under a permissive `ForkPolicy`) are made
+/// and registered under it too ([`registered`]): a child forked meanwhile then either
+/// predates them or closes them all. Registering is idempotent (a number is held by one open
+/// descriptor at a time), so that a descriptor registered when it was made may be registered
+/// again by the handle that takes it over.
 static LIBRARY_FDS: Mutex<Vec<RawFd>> = Mutex::new(Vec::new());
 
 pub(crate) fn lock_library_fds() -> MutexGuard<'static, Vec<RawFd>> {
     LIBRARY_FDS.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+fn add(fds: &mut Vec<RawFd>, raw: RawFd) {
+    if !fds.contains(&raw) {
+        fds.push(raw);
+    }
+}
+
 pub(crate) fn register_fd(fd: &impl AsRawFd) {
-    lock_library_fds().push(fd.as_raw_fd());
+    add(&mut lock_library_fds(), fd.as_raw_fd());
 }
 
 pub(crate) fn unregister_fd(fd: &impl AsRawFd) {
     let raw = fd.as_raw_fd();
     let mut fds = lock_library_fds();
-    if let Some(i) = fds.iter().rposition(|&f| f == raw) {
+    if let Some(i) = fds.iter().position(|&f| f == raw) {
         fds.swap_remove(i);
     }
+}
+
+/// Runs `make` under the lock a fork holds while it forks, and registers the descriptors
+/// `fds_of` names in what it made: no fork in another thread sees them made but unregistered
+/// (its child would keep them open, and with them a worker or a channel peer alive). `make`
+/// must not take the library's other locks, nor register descriptors itself.
+pub(crate) fn registered<T, E>(
+    make: impl FnOnce() -> std::result::Result<T, E>,
+    fds_of: impl FnOnce(&T) -> Vec<RawFd>,
+) -> std::result::Result<T, E> {
+    let mut fds = lock_library_fds();
+    let made = make()?;
+    for raw in fds_of(&made) {
+        add(&mut fds, raw);
+    }
+    Ok(made)
 }
 
 /// In a child: the control socket to the parent (pool workers read their tasks from it).

@@ -8,7 +8,7 @@
 //! fork generation of the process that owns it: in a forked child, the parent's copies refuse
 //! to work (the descriptor number may by then be another file) and are never closed twice.
 
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Once;
 
@@ -68,9 +68,8 @@ impl LocalFd {
 
     /// A duplicate, for this process.
     pub(crate) fn try_clone(&self) -> Result<LocalFd> {
-        let fd = self
-            .get()?
-            .try_clone_to_owned()
+        let fd = self.get()?;
+        let fd = current::registered(|| fd.try_clone_to_owned(), |fd| vec![fd.as_raw_fd()])
             .map_err(|err| Error::io("cannot duplicate a channel's descriptor", err))?;
         Ok(LocalFd::new(fd))
     }

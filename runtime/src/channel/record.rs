@@ -21,6 +21,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::codec;
+use crate::current;
 use crate::error::{Error, ErrorKind, Result};
 use crate::handle::{self, Encoded, SharedFd};
 use crate::sys;
@@ -71,9 +72,14 @@ pub(crate) enum Incoming {
 impl Endpoint {
     /// A connected pair, each end with the largest send buffer the system allows.
     pub(crate) fn pair() -> Result<(Endpoint, Endpoint)> {
-        let (a, b) = sys::seqpacket_pair()
-            .map_err(|err| Error::io("cannot create a socket pair for a channel", err))?;
-        Ok((Endpoint::adopt(a, true)?, Endpoint::adopt(b, true)?))
+        // Registered as they are made: a fork in another thread never sees them unregistered.
+        let (a, b) = current::registered(sys::seqpacket_pair, |(a, b)| {
+            vec![a.as_raw_fd(), b.as_raw_fd()]
+        })
+        .map_err(|err| Error::io("cannot create a socket pair for a channel", err))?;
+        let a = Endpoint::adopt(a, true);
+        let b = Endpoint::adopt(b, true);
+        Ok((a?, b?))
     }
 
     fn adopt(fd: OwnedFd, grow: bool) -> Result<Endpoint> {
@@ -83,7 +89,11 @@ impl Endpoint {
             nix::sys::socket::getsockopt(&fd, nix::sys::socket::sockopt::SndBuf)
                 .map_err(std::io::Error::from)
         }
-        .map_err(|err| Error::io("cannot read the send buffer size of a channel", err))?;
+        .map_err(|err| {
+            // It may have been registered where it was made.
+            current::unregister_fd(&fd);
+            Error::io("cannot read the send buffer size of a channel", err)
+        })?;
         Ok(Endpoint {
             fd: LocalFd::new(fd),
             inline_max: (sndbuf / 16).clamp(INLINE_FLOOR, INLINE_CAP),

@@ -79,9 +79,8 @@ const DISCARD_FROM: usize = 4 << 20;
 
 impl Shared {
     pub(crate) fn new() -> Result<Arc<Shared>> {
-        let wake =
-            sys::eventfd().map_err(|err| Error::io("cannot create the pool's eventfd", err))?;
-        current::register_fd(&wake);
+        let wake = current::registered(sys::eventfd, |wake| vec![wake.as_raw_fd()])
+            .map_err(|err| Error::io("cannot create the pool's eventfd", err))?;
         Ok(Arc::new(Shared {
             state: Mutex::new(State {
                 lifecycle: Lifecycle::Running,
@@ -423,6 +422,7 @@ pub(crate) const GONE: u8 = 3;
 impl Drop for Link {
     fn drop(&mut self) {
         current::unregister_fd(&self.control);
+        current::unregister_fd(&self.pidfd);
     }
 }
 
@@ -550,14 +550,23 @@ impl Driver {
         };
         let fds: Vec<RawFd> = self.init_fds.iter().map(AsRawFd::as_raw_fd).collect();
         let popen = self.launcher.launch(launch, &fds)?;
-        let control = popen
-            .control
-            .try_clone()
-            .map_err(|err| Error::io("cannot duplicate a worker's socket", err))?;
+        // Closed in forked children, like the worker's other descriptors: a child that kept the
+        // socket would keep the worker from seeing its parent die. Registered as they are made
+        // (a caller's thread may fork meanwhile); `Link`'s drop unregisters them.
+        let (control, pidfd) = current::registered(
+            || {
+                let control = popen
+                    .control
+                    .try_clone()
+                    .map_err(|err| Error::io("cannot duplicate a worker's socket", err))?;
+                Ok::<_, Error>((control, popen.signal_handle()?))
+            },
+            |(control, pidfd)| vec![control.as_raw_fd(), pidfd.as_raw_fd()],
+        )?;
         let link = Arc::new(Link {
             control,
             exit: popen.exit_fd(),
-            pidfd: popen.signal_handle()?,
+            pidfd,
             name: name.clone(),
             pid: popen.pid,
             state: AtomicU8::new(IDLE),
@@ -567,9 +576,6 @@ impl Driver {
             buried: Condvar::new(),
             inbox: Mutex::new(wire::Reader::new()),
         });
-        // Closed in forked children, like the worker's other descriptors: a child that kept it
-        // would keep the worker from seeing its parent die. (`Link`'s drop unregisters it.)
-        current::register_fd(&link.control);
         self.shared
             .links
             .lock()

@@ -28,7 +28,7 @@ use serde::{Deserialize, Serialize};
 use super::{fork, spawn, Launch, Popen, Role};
 use crate::error::{Error, ErrorKind, Result};
 use crate::registry::{BuildId, Target};
-use crate::{carrier, child, sys};
+use crate::{carrier, child, current, sys};
 
 /// A call for the fork server to make once, before it forks any child: see
 /// [`set_forkserver_preload`].
@@ -213,12 +213,32 @@ impl ForkServer {
 
     /// Asks the server to fork a child; the caller does the bootstrap.
     fn request(&self) -> Result<Popen> {
+        // Made, and the server's answer received, under the lock a fork holds (see
+        // `current::registered`): the pool's driver thread asks for workers beside the
+        // caller's forks, whose children must not keep these descriptors. Registered, they
+        // are unregistered before they are closed, on every path.
+        let (parent_end, child_end) = current::registered(UnixStream::pair, |(a, b)| {
+            vec![a.as_raw_fd(), b.as_raw_fd()]
+        })
+        .map_err(|err| Error::io("cannot create a control socket", err))?;
+        let answer = self.answer(&child_end);
+        current::unregister_fd(&child_end);
+        drop(child_end);
+        match answer {
+            Ok((pid, status, pidfd)) => Ok(Popen::served(pid, parent_end, status, pidfd)),
+            Err(err) => {
+                current::unregister_fd(&parent_end);
+                Err(err)
+            }
+        }
+    }
+
+    /// Sends the server `child_end`, and reads its answer: the child's pid, status pipe and
+    /// pidfd.
+    fn answer(&self, child_end: &UnixStream) -> Result<(i32, OwnedFd, OwnedFd)> {
         let sock = self.server.control.as_fd();
-        let (parent_end, child_end) =
-            UnixStream::pair().map_err(|err| Error::io("cannot create a control socket", err))?;
         sys::send_with_fds(sock, &[OP_FORK], &[child_end.as_raw_fd()])
             .map_err(|err| Error::io("cannot reach the fork server", err))?;
-        drop(child_end);
         let ready = sys::poll_one(sock, sys::READABLE, sys::deadline_after(REQUEST_TIMEOUT))
             .map_err(|err| Error::io("cannot wait for the fork server", err))?;
         if ready == 0 {
@@ -229,25 +249,35 @@ impl ForkServer {
             ));
         }
         let mut reply = [0u8; 4];
-        let fds = sys::recv_with_fds(sock, &mut reply, 2)
-            .map_err(|err| Error::io("cannot read the fork server's answer", err))?
-            .ok_or_else(|| {
-                Error::new(ErrorKind::Disconnected, "the fork server closed its socket")
-            })?;
+        let fds = current::registered(
+            || sys::recv_with_fds(sock, &mut reply, 2),
+            |fds| fds.iter().flatten().map(AsRawFd::as_raw_fd).collect(),
+        )
+        .map_err(|err| Error::io("cannot read the fork server's answer", err))?
+        .ok_or_else(|| Error::new(ErrorKind::Disconnected, "the fork server closed its socket"))?;
         let pid = i32::from_le_bytes(reply);
+        let fail = |fds: Vec<OwnedFd>, err: Error| {
+            for fd in &fds {
+                current::unregister_fd(fd);
+            }
+            Err(err)
+        };
         if pid <= 0 {
-            return Err(
+            return fail(
+                fds,
                 Error::new(ErrorKind::ForkServer, "the fork server could not fork")
                     .with_source(std::io::Error::from_raw_os_error(-pid)),
             );
         }
-        let mut fds = fds.into_iter();
-        match (fds.next(), fds.next()) {
-            (Some(status), Some(pidfd)) => Ok(Popen::served(pid, parent_end, status, pidfd)),
-            _ => Err(Error::new(
-                ErrorKind::ForkServer,
-                "the fork server's answer lacks its descriptors",
-            )),
+        match <[OwnedFd; 2]>::try_from(fds) {
+            Ok([status, pidfd]) => Ok((pid, status, pidfd)),
+            Err(fds) => fail(
+                fds,
+                Error::new(
+                    ErrorKind::ForkServer,
+                    "the fork server's answer lacks its descriptors",
+                ),
+            ),
         }
     }
 }

@@ -19,7 +19,7 @@ pub(crate) mod forkserver;
 pub(crate) mod spawn;
 
 use std::fmt;
-use std::os::fd::{AsFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::str::FromStr;
 use std::sync::{Arc, OnceLock};
@@ -201,17 +201,20 @@ impl Popen {
     /// The handle on our own child `pid`. If the kernel cannot give a pidfd, the child is
     /// killed and reaped: a child we cannot wait for without racing is not kept.
     pub(crate) fn direct(pid: i32, control: UnixStream) -> Result<Popen> {
-        let pidfd = match sys::pidfd_open(pid) {
+        let pidfd = match current::registered(
+            || sys::pidfd_open(pid),
+            |pidfd| vec![pidfd.as_raw_fd(), control.as_raw_fd()],
+        ) {
             Ok(pidfd) => pidfd,
             Err(err) => {
+                // Registered where it was made, perhaps.
+                current::unregister_fd(&control);
                 // SAFETY: `pid` is our unreaped child, so the pid cannot have been recycled.
                 unsafe { libc::kill(pid, libc::SIGKILL) };
                 let _ = sys::wait_child(pid, false);
                 return Err(Error::io(format!("pidfd_open({pid})"), err));
             }
         };
-        current::register_fd(&control);
-        current::register_fd(&pidfd);
         Ok(Popen {
             pid,
             control,

@@ -18,6 +18,7 @@ use std::sync::{Mutex, PoisonError};
 
 use super::{Launch, Popen, Role};
 use crate::child::CHILD_FLAG;
+use crate::current;
 use crate::error::{Error, Result};
 use crate::registry::BuildId;
 
@@ -58,36 +59,45 @@ pub(crate) fn launch(launch: Launch, fds: &[RawFd]) -> Result<Popen> {
 /// build identity.
 pub(crate) fn exec_child() -> Result<(Popen, BuildId)> {
     let (exe, build) = executable();
-    let (parent_end, child_end) =
-        UnixStream::pair().map_err(|err| Error::io("cannot create a control socket", err))?;
-    let fd = child_end.as_raw_fd();
     let argv0 = std::env::args_os()
         .next()
         .unwrap_or_else(|| OsString::from("multiproc-child"));
-    let mut command = Command::new(&exe);
-    command
-        .arg0(argv0)
-        .arg(CHILD_FLAG)
-        .arg(fd.to_string())
-        .stdin(Stdio::null());
-    // SAFETY: the closure runs in the forked child before exec and only calls fcntl, which is
-    // async-signal-safe; it clears close-on-exec on the one descriptor the child must inherit.
-    unsafe {
-        command.pre_exec(move || {
-            let flags = libc::fcntl(fd, libc::F_GETFD);
-            if flags < 0 || libc::fcntl(fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC) < 0 {
-                return Err(std::io::Error::last_os_error());
+    // The socket made and the binary started under the lock a fork holds: a child forked by
+    // another thread meanwhile (the pool's driver thread starts workers beside the caller's
+    // forks) would keep both ends of the control socket, and the write end of the pipe whose
+    // end of file tells `spawn` that the exec went through, which would keep `spawn` waiting
+    // for as long as that child lives.
+    let (parent_end, pid) = current::registered(
+        || {
+            let (parent_end, child_end) = UnixStream::pair()
+                .map_err(|err| Error::io("cannot create a control socket", err))?;
+            let fd = child_end.as_raw_fd();
+            let mut command = Command::new(&exe);
+            command
+                .arg0(&argv0)
+                .arg(CHILD_FLAG)
+                .arg(fd.to_string())
+                .stdin(Stdio::null());
+            // SAFETY: the closure runs in the forked child before exec and only calls fcntl,
+            // which is async-signal-safe; it clears close-on-exec on the one descriptor the
+            // child must inherit.
+            unsafe {
+                command.pre_exec(move || {
+                    let flags = libc::fcntl(fd, libc::F_GETFD);
+                    if flags < 0 || libc::fcntl(fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC) < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
             }
-            Ok(())
-        });
-    }
-    let child = command
-        .spawn()
-        .map_err(|err| Error::io(format!("cannot execute {}", exe.display()), err))?;
-    drop(child_end);
-    let pid = child.id() as i32;
-    // `child` holds no descriptor (stdin is /dev/null, stdout/stderr inherited); the Popen
-    // waits for and reaps the process.
-    drop(child);
+            let child = command
+                .spawn()
+                .map_err(|err| Error::io(format!("cannot execute {}", exe.display()), err))?;
+            // `child` holds no descriptor (stdin is /dev/null, stdout/stderr inherited); the
+            // Popen waits for and reaps the process.
+            Ok::<_, Error>((parent_end, child.id() as i32))
+        },
+        |(parent_end, _)| vec![parent_end.as_raw_fd()],
+    )?;
     Ok((Popen::direct(pid, parent_end)?, build))
 }
