@@ -73,6 +73,12 @@ fn dies_on(n: u64, bad: u64, how: i32) -> u64 {
     n
 }
 
+/// Numbers in, a tuple of numbers out: the raw carrier both ways.
+#[process]
+fn mixed_tuple(a: u8, b: u64) -> (u64, f64, i8) {
+    (b.wrapping_add(u64::from(a)), b as f64, a as i8)
+}
+
 /// Exits with the number of sockets this process has open.
 #[process]
 fn exit_with_socket_count() {
@@ -812,6 +818,27 @@ fn numbers(m: StartMethod) -> Outcome {
         pool.starmap(widen, vec![i8::MIN, -1, 0, i8::MAX])?,
         vec![-128isize, -1, 0, 127]
     );
+
+    // Two to four numbers as arguments, and a tuple of numbers as the result, travel raw too
+    // (without the tuples' padding: a u8 beside a u64).
+    let pairs: Vec<(u8, u64)> = vec![(0, 0), (u8::MAX, u64::MAX), (7, 1 << 40), (1, 2)];
+    let expected: Vec<(u64, f64, i8)> = pairs
+        .iter()
+        .map(|&(a, b)| (b.wrapping_add(u64::from(a)), b as f64, a as i8))
+        .collect();
+    for chunksize in [1, 3, 1000] {
+        let got = pool.map_chunked(mixed_tuple, pairs.clone(), chunksize)?;
+        check_eq!(
+            got.iter()
+                .map(|t| (t.0, t.1.to_bits(), t.2))
+                .collect::<Vec<_>>(),
+            expected
+                .iter()
+                .map(|t| (t.0, t.1.to_bits(), t.2))
+                .collect::<Vec<_>>()
+        );
+    }
+    check_eq!(pool.apply(mixed_tuple, (2, 40))?.0, 42);
 
     // Empty input, and a large map split in chunks larger and smaller than a socket buffer.
     check_eq!(pool.map(square, Vec::new())?, Vec::<u64>::new());

@@ -261,15 +261,24 @@ fn is_number(ty: &Type) -> bool {
     NUMBERS.contains(&name)
 }
 
+/// Whether `types` are two to four primitive numbers, the tuples `Raw` carries.
+fn are_numbers(types: &[&Type]) -> bool {
+    (2..=4).contains(&types.len()) && types.iter().all(|ty| is_number(ty))
+}
+
 /// The carrier of the arguments (`types`) or of the result (one type): `Packed` when a type is
-/// written `Vec<u8>`, `Raw` when there is one type and it is written as a primitive number,
-/// `Plain` otherwise.
+/// written `Vec<u8>`; `Raw` when there is one type written as a primitive number or as a tuple
+/// of two to four of them, or two to four types written as primitive numbers; `Plain`
+/// otherwise.
 fn carrier(krate: &TokenStream, types: &[&Type]) -> TokenStream {
     let private = quote!(#krate::__private);
-    if let [one] = types {
-        if is_number(one) {
-            return quote!(#private::Raw);
-        }
+    let raw = match types {
+        [Type::Tuple(tuple)] => are_numbers(&tuple.elems.iter().collect::<Vec<_>>()),
+        [one] => is_number(one),
+        many => are_numbers(many),
+    };
+    if raw {
+        return quote!(#private::Raw);
     }
     if !types.iter().any(|ty| is_byte_vec(ty)) {
         return quote!(#private::Plain);
@@ -766,15 +775,43 @@ mod tests {
                 quote!(#p::Packed<#p::Bytes>),
                 quote!(#p::Raw),
             ),
-            // Two numbers are a tuple; a bool, a char, a path that is not the primitive's, an
-            // alias or a reference are not numbers here.
+            // Two to four numbers, as arguments or as a tuple, are raw too.
+            (
+                quote!(
+                    fn f(lo: u64, hi: u64) -> (f32, i8, usize) {
+                        (0.0, 0, 0)
+                    }
+                ),
+                quote!(#p::Raw),
+                quote!(#p::Raw),
+            ),
+            (
+                quote!(
+                    fn f(pair: (u8, i64)) -> (u64, u64, u64, u64) {
+                        (0, 0, 0, 0)
+                    }
+                ),
+                quote!(#p::Raw),
+                quote!(#p::Raw),
+            ),
+            // Five numbers, a tuple with a non-number, a bool, a char, a path that is not the
+            // primitive's, an alias or a reference are not.
+            (
+                quote!(
+                    fn f(a: u8, b: u8, c: u8, d: u8, e: u8) -> (u64, bool) {
+                        (0, true)
+                    }
+                ),
+                quote!(#p::Plain),
+                quote!(#p::Plain),
+            ),
             (
                 quote!(
                     fn f(lo: u64, hi: u64) -> bool {
                         true
                     }
                 ),
-                quote!(#p::Plain),
+                quote!(#p::Raw),
                 quote!(#p::Plain),
             ),
             (

@@ -12,7 +12,10 @@
 //! arguments of a `Process`, a pool initializer and a barrier action are always inline.
 //! [`Raw`] is chosen when the one argument or the result is written as a primitive number
 //! (`u8` to `u64`, `i8` to `i64`, `usize`, `isize`, `f32`, `f64`): a chunk of them travels as
-//! their bytes in memory, one copy each way instead of a serde call per value.
+//! their bytes in memory, one copy each way instead of a serde call per value. It is chosen
+//! too when the arguments are two to four such numbers (`starmap` over pairs, say), or the
+//! result is written as a tuple of two to four of them: each value then travels as its
+//! numbers' bytes, one after the other.
 //!
 //! A `Vec<u8>` inside another type (a field of a struct, an `Option<Vec<u8>>`, a type alias)
 //! still encodes element by element: give such fields `#[serde(with = "serde_bytes")]` or an
@@ -163,29 +166,7 @@ impl<T: Number> Carrier<T> for Raw {
 
     fn decode_into(bytes: &[u8], blocks: Vec<Vec<u8>>, out: &mut Vec<T>) -> Result<()> {
         let size = std::mem::size_of::<T>();
-        let name = std::any::type_name::<T>();
-        if !blocks.is_empty() {
-            return Err(Error::new(
-                ErrorKind::Codec,
-                format!("a run of `{name}`s came with {} byte blocks", blocks.len()),
-            ));
-        }
-        if !bytes.len().is_multiple_of(size) {
-            return Err(Error::new(
-                ErrorKind::Codec,
-                format!(
-                    "cannot decode a run of `{name}`s from {} bytes: not a multiple of {size}",
-                    bytes.len()
-                ),
-            ));
-        }
-        let count = bytes.len() / size;
-        out.try_reserve(count).map_err(|_| {
-            Error::new(
-                ErrorKind::Codec,
-                format!("cannot make room for {count} `{name}`s"),
-            )
-        })?;
+        reserve_raw(out, bytes.len(), size, &blocks)?;
         match bytemuck::try_cast_slice::<u8, T>(bytes) {
             // A received buffer is aligned for any number (the allocator's alignment): one copy.
             Ok(values) => out.extend_from_slice(values),
@@ -197,6 +178,84 @@ impl<T: Number> Carrier<T> for Raw {
         }
         Ok(())
     }
+}
+
+/// Tuples of two to four primitive numbers (a `#[process]` function's arguments, or a result
+/// written as such a tuple): each value as its numbers' bytes one after the other, without
+/// the padding the tuple may have in memory. A loop over the values, without a serde call.
+macro_rules! raw_tuples {
+    ($(($($t:ident $i:tt),+))*) => {$(
+        impl<$($t: Number),+> Carrier<($($t,)+)> for Raw {
+            const PLAIN: bool = true;
+
+            fn encode(values: Vec<($($t,)+)>, _stash: &mut Stash) -> Result<Vec<u8>> {
+                Self::encode_slice(&values)
+            }
+
+            fn encode_slice(values: &[($($t,)+)]) -> Result<Vec<u8>> {
+                let size = 0 $(+ std::mem::size_of::<$t>())+;
+                let mut buffer = spare::take_or_new(values.len() * size);
+                for value in values {
+                    $(buffer.extend_from_slice(bytemuck::bytes_of(&value.$i));)+
+                }
+                Ok(buffer)
+            }
+
+            fn decode(bytes: &[u8], blocks: Vec<Vec<u8>>) -> Result<Vec<($($t,)+)>> {
+                let mut out = Vec::new();
+                Self::decode_into(bytes, blocks, &mut out)?;
+                Ok(out)
+            }
+
+            fn decode_into(
+                bytes: &[u8],
+                blocks: Vec<Vec<u8>>,
+                out: &mut Vec<($($t,)+)>,
+            ) -> Result<()> {
+                let size = 0 $(+ std::mem::size_of::<$t>())+;
+                reserve_raw(out, bytes.len(), size, &blocks)?;
+                out.extend(bytes.chunks_exact(size).map(|mut value| {
+                    ($({
+                        let (number, rest) = value.split_at(std::mem::size_of::<$t>());
+                        value = rest;
+                        bytemuck::pod_read_unaligned::<$t>(number)
+                    },)+)
+                }));
+                Ok(())
+            }
+        }
+    )*};
+}
+
+raw_tuples! {
+    (A 0, B 1)
+    (A 0, B 1, C 2)
+    (A 0, B 1, C 2, D 3)
+}
+
+/// Makes room in `out` for the values of `size` bytes that a run of `len` bytes holds: an
+/// error when the run comes with blocks or is cut short.
+fn reserve_raw<T>(out: &mut Vec<T>, len: usize, size: usize, blocks: &[Vec<u8>]) -> Result<()> {
+    let name = std::any::type_name::<T>();
+    if !blocks.is_empty() {
+        return Err(Error::new(
+            ErrorKind::Codec,
+            format!("a run of `{name}`s came with {} byte blocks", blocks.len()),
+        ));
+    }
+    if !len.is_multiple_of(size) {
+        return Err(Error::new(
+            ErrorKind::Codec,
+            format!("cannot decode a run of `{name}`s from {len} bytes: not a multiple of {size}"),
+        ));
+    }
+    let count = len / size;
+    out.try_reserve(count).map_err(|_| {
+        Error::new(
+            ErrorKind::Codec,
+            format!("cannot make room for {count} `{name}`s"),
+        )
+    })
 }
 
 /// Values packed into `P`, whose byte vectors are [`Bytes`]. Not public API.
@@ -514,6 +573,46 @@ mod tests {
         // Inline decoding never takes blocks.
         let bytes = codec::encode(&vec![Bytes::Block(0)]).unwrap();
         assert!(decode_one::<Vec<u8>, Packed<Bytes>>(&bytes).is_err());
+    }
+
+    #[test]
+    fn tuples_of_numbers_travel_as_their_bytes_without_padding() {
+        // (u8, u64) has 7 bytes of padding in memory; on the wire each pair takes 9 bytes.
+        let pairs = vec![(0u8, 0u64), (u8::MAX, u64::MAX), (7, 1 << 40)];
+        let encoded = encode_chunk::<_, Raw>(pairs.clone()).unwrap();
+        assert!(encoded.blocks.is_empty());
+        assert_eq!(encoded.bytes.len(), 3 * 9);
+        assert_eq!(encoded.bytes[9], u8::MAX);
+        assert_eq!(&encoded.bytes[10..18], &u64::MAX.to_ne_bytes());
+        assert_eq!(decode_chunk::<(u8, u64), Raw>(encoded).unwrap(), pairs);
+
+        let triples = vec![(-1i16, 2.5f32, usize::MAX), (i16::MIN, -0.0, 0)];
+        let back = decode_chunk::<(i16, f32, usize), Raw>(
+            encode_chunk::<_, Raw>(triples.clone()).unwrap(),
+        );
+        assert_eq!(back.unwrap(), triples);
+
+        let quads = vec![(1u32, 2i64, 3u8, 4.0f64); 1000];
+        let mut out = vec![(9, 9, 9, 9.0)];
+        // A buffer that is not aligned for any of them: the values are read unaligned.
+        let mut shifted = vec![0u8];
+        shifted.extend(Raw::encode_slice(&quads).unwrap());
+        Raw::decode_into(&shifted[1..], Vec::new(), &mut out).unwrap();
+        assert_eq!(out.len(), 1001);
+        assert_eq!(&out[1..], &quads[..]);
+
+        // Cut short, or with blocks: a Codec error, and `out` as it was.
+        let mut out: Vec<(u8, u64)> = Vec::new();
+        let err = Raw::decode_into(&[0u8; 10], Vec::new(), &mut out).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Codec);
+        assert!(err.to_string().contains("not a multiple of 9"), "{err}");
+        let err = Raw::decode_into(&[0u8; 9], vec![vec![1u8]], &mut out).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Codec);
+        assert!(out.is_empty());
+
+        let one = encode_one::<_, Raw>((3u16, -4i32)).unwrap();
+        assert_eq!(one.bytes.len(), 6);
+        assert_eq!(decode_one::<(u16, i32), Raw>(&one.bytes).unwrap(), (3, -4));
     }
 
     #[test]
