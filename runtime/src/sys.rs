@@ -338,10 +338,23 @@ pub(crate) fn write_full(fd: BorrowedFd<'_>, buf: &[u8]) -> io::Result<()> {
 }
 
 /// Points standard input at `/dev/null`, as CPython does in every child.
+///
+/// `open(2)` on a literal rather than `File::open`: a forked child faults in every page of code
+/// it runs for the first time, and this runs in every child before its target.
 pub(crate) fn stdin_to_devnull() {
-    if let Ok(null) = std::fs::File::open("/dev/null") {
-        // SAFETY: dup2 onto fd 0 of a descriptor we own; fd 0 is replaced atomically.
-        unsafe { libc::dup2(null.as_raw_fd(), 0) };
+    // SAFETY: a NUL-terminated path; the result is a new descriptor or -1.
+    let null = unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
+    if null == 0 {
+        // Standard input was closed and `/dev/null` took its place: keep it across exec.
+        // SAFETY: F_SETFD on the descriptor just opened.
+        unsafe { libc::fcntl(0, libc::F_SETFD, 0) };
+    } else if null > 0 {
+        // SAFETY: dup2 onto fd 0 of the descriptor just opened, which this function owns and
+        // then closes; fd 0 is replaced atomically.
+        unsafe {
+            libc::dup2(null, 0);
+            libc::close(null);
+        }
     }
 }
 

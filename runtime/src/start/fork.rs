@@ -19,7 +19,7 @@ use nix::unistd::{fork, ForkResult};
 use super::{ForkPolicy, Launch, Popen};
 use crate::error::{Error, ErrorKind, Result};
 use crate::registry::Entry;
-use crate::{child, current, process, sys};
+use crate::{child, current, handle, process, sys};
 
 static POLICY: AtomicU8 = AtomicU8::new(0);
 
@@ -111,6 +111,7 @@ pub(crate) fn fork_child(body: impl FnOnce(UnixStream)) -> Result<Popen> {
     check_threads()?;
     let (parent_end, child_end) =
         UnixStream::pair().map_err(|err| Error::io("cannot create a control socket", err))?;
+    handle::prepare_fork();
     // Output buffered now would be written twice, once by each process.
     let _ = std::io::stdout().flush();
     let _ = std::io::stderr().flush();
