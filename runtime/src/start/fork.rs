@@ -67,7 +67,7 @@ pub fn fork_policy() -> ForkPolicy {
 
 fn check_threads() -> Result<()> {
     let policy = fork_policy();
-    if policy == ForkPolicy::Allow {
+    if policy == ForkPolicy::Allow || sys::known_single_threaded() {
         return Ok(());
     }
     let threads =
