@@ -359,24 +359,29 @@ pub(crate) fn write_full(fd: BorrowedFd<'_>, buf: &[u8]) -> io::Result<()> {
     Ok(())
 }
 
-/// Points standard input at `/dev/null`, as CPython does in every child.
-///
-/// `open(2)` on a literal rather than `File::open`: a forked child faults in every page of code
-/// it runs for the first time, and this runs in every child before its target.
-pub(crate) fn stdin_to_devnull() {
+/// `/dev/null` opened for reading, close-on-exec: what a child's standard input becomes.
+pub(crate) fn open_devnull() -> io::Result<OwnedFd> {
     // SAFETY: a NUL-terminated path; the result is a new descriptor or -1.
-    let null = unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
-    if null == 0 {
-        // Standard input was closed and `/dev/null` took its place: keep it across exec.
-        // SAFETY: F_SETFD on the descriptor just opened.
+    let fd = unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a fresh descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Makes `null` (from [`open_devnull`]) the standard input of this process, as CPython does in
+/// every child.
+pub(crate) fn stdin_from(null: OwnedFd) {
+    if null.as_raw_fd() == 0 {
+        // Standard input was closed and `/dev/null` took its place: keep it, across exec too.
+        // SAFETY: F_SETFD on a descriptor we own, which then stays open as fd 0.
         unsafe { libc::fcntl(0, libc::F_SETFD, 0) };
-    } else if null > 0 {
-        // SAFETY: dup2 onto fd 0 of the descriptor just opened, which this function owns and
-        // then closes; fd 0 is replaced atomically.
-        unsafe {
-            libc::dup2(null, 0);
-            libc::close(null);
-        }
+        std::mem::forget(null);
+    } else {
+        // SAFETY: dup2 onto fd 0 of a descriptor we own (closed when `null` drops); fd 0 is
+        // replaced atomically.
+        unsafe { libc::dup2(null.as_raw_fd(), 0) };
     }
 }
 
