@@ -7,9 +7,9 @@ use std::io::Write;
 use std::os::fd::{AsFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::panic::{self, AssertUnwindSafe};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
-use crate::current;
+use crate::current::{self, CurrentProcess, ParentProcess};
 use crate::error::{ErrorKind, RemotePanic};
 use crate::registry::{self, BuildId, Entry};
 use crate::start::forkserver::PreloadCall;
@@ -82,7 +82,7 @@ pub(crate) fn serve(control: UnixStream) -> ! {
         Role::ForkServer { preload } => {
             if !preload.is_empty() {
                 // For the message and location of a panicking preload.
-                install_panic_hook("fork server".to_string());
+                PanicHook::new("fork server".to_string()).install();
             }
             for call in &preload {
                 if let Err((kind, message)) = preload_call(call) {
@@ -110,7 +110,7 @@ pub(crate) fn serve(control: UnixStream) -> ! {
             if wire::send(&control, &ChildMessage::Ready).is_err() {
                 sys::exit_now(EXIT_BOOTSTRAP_FAILED);
             }
-            run(control, launch, entry, fds)
+            run(Setup::new(control, launch), entry, fds)
         }
     }
 }
@@ -160,26 +160,63 @@ thread_local! {
     static LAST_PANIC: RefCell<Option<(String, Option<String>)>> = const { RefCell::new(None) };
 }
 
-/// Becomes the child described by `launch`, runs `entry`, reports, exits. Never returns.
-pub(crate) fn run(
-    control: UnixStream,
+/// What a child sets up before its target runs: who it is, its control socket, its panic hook,
+/// the `/dev/null` its standard input becomes.
+///
+/// [`Setup::new`] makes everything that allocates or opens; [`run`] only moves it into place.
+/// The fork start method makes the setup in the parent, before it forks: a forked child runs on
+/// copies of the parent's pages, and pays a page fault (about 2 us) for each page it writes and
+/// for each window of code it runs for the first time, the allocator's included; the parent has
+/// them at hand (and its lookup of `/dev/null` is warm). The parent closes its copies when it
+/// drops the setup after the fork.
+pub(crate) struct Setup {
+    control: Arc<UnixStream>,
     launch: Launch,
-    entry: &'static Entry,
-    fds: Vec<OwnedFd>,
-) -> ! {
-    let control = Arc::new(control);
-    current::register_fd(&*control);
-    {
-        let mut me = current::lock_me();
-        current::become_child(&mut me, &launch, control.clone());
+    process: CurrentProcess,
+    parent: ParentProcess,
+    hook: PanicHook,
+    /// `/dev/null`, to become the child's standard input (none if it cannot be opened).
+    stdin: Option<OwnedFd>,
+}
+
+impl Setup {
+    /// The setup of the child described by `launch`, whose end of the control socket is
+    /// `control`.
+    pub(crate) fn new(control: UnixStream, launch: Launch) -> Setup {
+        let control = Arc::new(control);
+        let (process, parent) = current::child_identity(&launch, control.clone());
+        Setup {
+            hook: PanicHook::new(launch.name.clone()),
+            stdin: sys::open_devnull().ok(),
+            control,
+            launch,
+            process,
+            parent,
+        }
     }
+}
+
+/// Becomes the child described by `setup`, runs `entry`, reports, exits. Never returns.
+pub(crate) fn run(setup: Setup, entry: &'static Entry, fds: Vec<OwnedFd>) -> ! {
+    let Setup {
+        control,
+        launch,
+        process,
+        parent,
+        hook,
+        stdin,
+    } = setup;
+    current::register_fd(&*control);
+    current::become_child(process, parent);
     // A child starts its own children the way it was started, unless told otherwise.
     crate::context::force_start_method(Some(launch.start_method));
-    sys::stdin_to_devnull();
+    if let Some(null) = stdin {
+        sys::stdin_from(null);
+    }
     if launch.daemon {
         watch_parent(control.clone());
     }
-    install_panic_hook(launch.name.clone());
+    hook.install();
 
     IN_TARGET.with(|t| t.set(true));
     let result = panic::catch_unwind(AssertUnwindSafe(|| {
@@ -249,23 +286,46 @@ fn watch_parent(control: Arc<UnixStream>) {
     }
 }
 
-fn install_panic_hook(name: String) {
-    let default = panic::take_hook();
-    panic::set_hook(Box::new(move |info| {
-        if IN_TARGET.with(|t| t.get()) {
-            let message = info
-                .payload_as_str()
-                .map(str::to_string)
-                .unwrap_or_else(|| "Box<dyn Any>".to_string());
-            let location = info.location().map(|l| l.to_string());
-            LAST_PANIC.with(|p| *p.borrow_mut() = Some((message, location)));
-            if QUIET.with(|q| q.get()) {
-                return;
+type Hook = Box<dyn Fn(&panic::PanicHookInfo<'_>) + Sync + Send + 'static>;
+
+/// The panic hook of a child: records the message and location of a panic of the target, says
+/// which process panicked, then calls the hook it replaced. Made ahead (it allocates), installed
+/// later (that does not): see [`Setup`].
+struct PanicHook {
+    hook: Hook,
+    /// The hook it replaces, known once installed.
+    previous: Arc<OnceLock<Hook>>,
+}
+
+impl PanicHook {
+    fn new(name: String) -> PanicHook {
+        let previous = Arc::new(OnceLock::<Hook>::new());
+        let replaced = previous.clone();
+        let hook = Box::new(move |info: &panic::PanicHookInfo<'_>| {
+            if IN_TARGET.with(|t| t.get()) {
+                let message = info
+                    .payload_as_str()
+                    .map(str::to_string)
+                    .unwrap_or_else(|| "Box<dyn Any>".to_string());
+                let location = info.location().map(|l| l.to_string());
+                LAST_PANIC.with(|p| *p.borrow_mut() = Some((message, location)));
+                if QUIET.with(|q| q.get()) {
+                    return;
+                }
+                eprintln!("Process {name}:");
             }
-            eprintln!("Process {name}:");
-        }
-        default(info);
-    }));
+            if let Some(previous) = replaced.get() {
+                previous(info);
+            }
+        });
+        PanicHook { hook, previous }
+    }
+
+    fn install(self) {
+        // `previous` is set once, here, before the hook can run.
+        let _ = self.previous.set(panic::take_hook());
+        panic::set_hook(self.hook);
+    }
 }
 
 pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {

@@ -150,19 +150,33 @@ pub fn cpu_count() -> usize {
         .unwrap_or(1)
 }
 
-/// Sets who this process is, in a freshly started child.
-pub(crate) fn become_child(me: &mut Me, launch: &Launch, control: Arc<UnixStream>) {
-    me.process = CurrentProcess {
+/// Who the child described by `launch` is, and its parent, reached through `control`.
+pub(crate) fn child_identity(
+    launch: &Launch,
+    control: Arc<UnixStream>,
+) -> (CurrentProcess, ParentProcess) {
+    let process = CurrentProcess {
         name: launch.name.clone(),
         identity: launch.identity.clone(),
         daemon: launch.daemon,
         start_method: Some(launch.start_method),
     };
-    me.parent = Some(ParentProcess {
+    let parent = ParentProcess {
         name: launch.parent_name.clone(),
         pid: launch.parent_pid,
         control,
-    });
+    };
+    (process, parent)
+}
+
+/// Sets who this process is, in a freshly started child; never allocates nor frees.
+pub(crate) fn become_child(process: CurrentProcess, parent: ParentProcess) {
+    let mut me = lock_me();
+    // The values replaced are the parent's, copied by fork (or a fresh process's defaults):
+    // forgotten rather than freed. The child ends with `_exit`; freeing them would only write
+    // to pages of the allocator that a forked child has to copy first.
+    std::mem::forget(std::mem::replace(&mut me.process, process));
+    std::mem::forget(me.parent.replace(parent));
     COUNTER.store(1, Ordering::Relaxed);
 }
 

@@ -64,6 +64,14 @@ pub(crate) fn encode_with(f: impl FnOnce() -> Result<Vec<u8>>) -> Result<Encoded
     })
 }
 
+/// Initialises this thread's list of incoming descriptors, if it was not: called before a
+/// fork, so that the child, which uses the list at once, finds it ready. Registering a
+/// thread-local destructor takes glibc's loader lock and runs loader code, pages that a fresh
+/// child would have to fault in one by one; the parent does it once per thread.
+pub(crate) fn prepare_fork() {
+    INCOMING.with(|_| ());
+}
+
 /// Runs `f` with `fds` as the descriptors that `SharedFd`s decoded in it take back.
 pub(crate) fn with_incoming<R>(fds: Vec<OwnedFd>, f: impl FnOnce() -> R) -> R {
     struct Restore(Option<Vec<Option<OwnedFd>>>);

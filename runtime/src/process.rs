@@ -290,14 +290,20 @@ impl Process {
         if ready == 0 {
             return Ok(None);
         }
-        self.reap()
+        self.reap_if(true)
     }
 
     /// Reaps the child if it has exited; never blocks.
     fn reap(&self) -> Result<Option<i32>> {
+        self.reap_if(false)
+    }
+
+    /// [`reap`](Self::reap); `exited` says that the child's exit descriptor was just seen
+    /// readable.
+    fn reap_if(&self, exited: bool) -> Result<Option<i32>> {
         let mut state = self.lock();
         let code = match &state.phase {
-            Phase::Running(popen) => match popen.try_reap()? {
+            Phase::Running(popen) => match popen.reap_if(exited)? {
                 Some(code) => code,
                 None => return Ok(None),
             },

@@ -19,7 +19,7 @@ use nix::unistd::{fork, ForkResult};
 use super::{ForkPolicy, Launch, Popen};
 use crate::error::{Error, ErrorKind, Result};
 use crate::registry::Entry;
-use crate::{child, current, process, sys};
+use crate::{child, current, handle, process, sys};
 
 static POLICY: AtomicU8 = AtomicU8::new(0);
 
@@ -67,7 +67,7 @@ pub fn fork_policy() -> ForkPolicy {
 
 fn check_threads() -> Result<()> {
     let policy = fork_policy();
-    if policy == ForkPolicy::Allow {
+    if policy == ForkPolicy::Allow || sys::known_single_threaded() {
         return Ok(());
     }
     let threads =
@@ -94,23 +94,33 @@ fn check_threads() -> Result<()> {
 /// Forks a child that runs `entry` with `launch`.
 pub(crate) fn launch(launch: Launch, entry: &'static Entry, fds: &[RawFd]) -> Result<Popen> {
     let fds = fds.to_vec();
-    fork_child(move |control| {
-        // SAFETY: the child inherited these descriptors (duplicates the parent made for it)
-        // and is now their only owner in this process.
-        let fds = fds
-            .into_iter()
-            .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) })
-            .collect();
-        child::run(control, launch, entry, fds)
-    })
+    fork_child(
+        // Made here, in the parent, so that the child does not allocate (see `child::Setup`).
+        |control| child::Setup::new(control, launch),
+        move |setup| {
+            // SAFETY: the child inherited these descriptors (duplicates the parent made for
+            // it) and is now their only owner in this process.
+            let fds = fds
+                .into_iter()
+                .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) })
+                .collect();
+            child::run(setup, entry, fds)
+        },
+    )
 }
 
-/// Forks a child that runs `body` with its end of a new control socket; `body` must not
-/// return (if it does, the child exits).
-pub(crate) fn fork_child(body: impl FnOnce(UnixStream)) -> Result<Popen> {
+/// Forks a child that runs `body`, which must not return (if it does, the child exits).
+/// `prepare` runs in the parent before the fork, with the child's end of a new control
+/// socket; what it makes is moved into the child for `body`, and dropped in the parent.
+pub(crate) fn fork_child<P>(
+    prepare: impl FnOnce(UnixStream) -> P,
+    body: impl FnOnce(P),
+) -> Result<Popen> {
     check_threads()?;
     let (parent_end, child_end) =
         UnixStream::pair().map_err(|err| Error::io("cannot create a control socket", err))?;
+    let prepared = prepare(child_end);
+    handle::prepare_fork();
     // Output buffered now would be written twice, once by each process.
     let _ = std::io::stdout().flush();
     let _ = std::io::stderr().flush();
@@ -121,14 +131,15 @@ pub(crate) fn fork_child(body: impl FnOnce(UnixStream)) -> Result<Popen> {
     let me = current::lock_me();
     let mut children = process::lock_children();
     let mut fds = current::lock_library_fds();
-    let inherited: Vec<RawFd> = fds.clone();
+    // Room for the child to register its control socket without allocating.
+    fds.reserve(1);
 
     // SAFETY: the child only closes descriptors, resets the library state it holds the locks
     // of, and runs the target; when the parent is multi-threaded this is allowed only by an
     // explicit ForkPolicy (see check_threads), as CPython allows it with a warning.
     match unsafe { fork() } {
         Ok(ForkResult::Child) => {
-            for fd in inherited {
+            for &fd in fds.iter() {
                 // SAFETY: these descriptors belong to the library's handles on other children
                 // and on the fork server, which this child must not keep open.
                 unsafe { libc::close(fd) };
@@ -142,12 +153,13 @@ pub(crate) fn fork_child(body: impl FnOnce(UnixStream)) -> Result<Popen> {
             std::mem::forget(std::mem::take(&mut *children));
             std::mem::forget(server.take());
             drop((server, fds, children, me));
-            body(child_end);
+            body(prepared);
             sys::exit_now(super::EXIT_BOOTSTRAP_FAILED)
         }
         Ok(ForkResult::Parent { child }) => {
             drop((server, fds, children, me));
-            drop(child_end);
+            // The parent's copy of the child's end of the control socket goes with it.
+            drop(prepared);
             Popen::direct(child.as_raw(), parent_end)
         }
         Err(err) => Err(Error::io("fork failed", err)),

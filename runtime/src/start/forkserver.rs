@@ -192,7 +192,7 @@ impl ForkServer {
 
     /// Forks a server from this process: its children see this process's memory as it is now.
     pub(crate) fn fork_zygote() -> Result<ForkServer> {
-        let server = fork::fork_child(|control| serve(control))?;
+        let server = fork::fork_child(|control| control, |control| serve(control))?;
         Ok(ForkServer {
             server,
             build: BuildId::current(),

@@ -252,14 +252,22 @@ impl Popen {
     /// The exit code if the child has exited; never blocks for long (a child whose exit
     /// descriptor is readable is already dead).
     pub(crate) fn try_reap(&self) -> Result<Option<i32>> {
+        self.reap_if(false)
+    }
+
+    /// [`try_reap`](Self::try_reap); `exited` says that the exit descriptor was just seen
+    /// readable, which spares a `poll(2)`.
+    pub(crate) fn reap_if(&self, exited: bool) -> Result<Option<i32>> {
         if let Some(code) = self.exitcode.get() {
             return Ok(Some(*code));
         }
-        let fd = self.exit_fd();
-        let ready = sys::poll_one(fd.as_fd(), sys::READABLE, Some(Instant::now()))
-            .map_err(|err| Error::io("cannot poll a child's exit descriptor", err))?;
-        if ready == 0 {
-            return Ok(None);
+        if !exited {
+            let fd = self.exit_fd();
+            let ready = sys::poll_one(fd.as_fd(), sys::READABLE, Some(Instant::now()))
+                .map_err(|err| Error::io("cannot poll a child's exit descriptor", err))?;
+            if ready == 0 {
+                return Ok(None);
+            }
         }
         let code = match &self.waiter {
             Waiter::Direct { .. } => sys::wait_child(self.pid, false)
