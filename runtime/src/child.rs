@@ -4,7 +4,7 @@
 use std::cell::{Cell, RefCell};
 use std::ffi::OsStr;
 use std::io::Write;
-use std::os::fd::{AsFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::{Arc, OnceLock};
@@ -187,12 +187,22 @@ impl Setup {
         let (process, parent) = current::child_identity(&launch, control.clone());
         Setup {
             hook: PanicHook::new(launch.name.clone()),
-            stdin: sys::open_devnull().ok(),
+            // Registered as it is made, like every descriptor a fork in another thread must
+            // not hand to its child; unregistered when it becomes standard input.
+            stdin: current::registered(sys::open_devnull, |null| vec![null.as_raw_fd()]).ok(),
             control,
             launch,
             process,
             parent,
         }
+    }
+}
+
+impl crate::start::fork::ForChild for Setup {
+    fn kept_fds(&self) -> Vec<RawFd> {
+        let mut fds = vec![self.control.as_raw_fd()];
+        fds.extend(self.stdin.as_ref().map(AsRawFd::as_raw_fd));
+        fds
     }
 }
 
@@ -211,6 +221,7 @@ pub(crate) fn run(setup: Setup, entry: &'static Entry, fds: Vec<OwnedFd>) -> ! {
     // A child starts its own children the way it was started, unless told otherwise.
     crate::context::force_start_method(Some(launch.start_method));
     if let Some(null) = stdin {
+        current::unregister_fd(&null);
         sys::stdin_from(null);
     }
     if launch.daemon {

@@ -255,6 +255,18 @@ pub(crate) fn unregister_fd(fd: &impl AsRawFd) {
     }
 }
 
+/// Unregisters `fd` and closes it, under the lock a fork holds while it forks: no fork in
+/// another thread sees it unregistered but open (its child would keep it open, and with it a
+/// channel's peer or a child's parent alive).
+pub(crate) fn close_registered(fd: impl AsRawFd) {
+    let mut fds = lock_library_fds();
+    let raw = fd.as_raw_fd();
+    if let Some(i) = fds.iter().position(|&f| f == raw) {
+        fds.swap_remove(i);
+    }
+    drop(fd);
+}
+
 /// Runs `make` under the lock a fork holds while it forks, and registers the descriptors
 /// `fds_of` names in what it made: no fork in another thread sees them made but unregistered
 /// (its child would keep them open, and with them a worker or a channel peer alive). `make`

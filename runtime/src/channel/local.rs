@@ -84,9 +84,9 @@ impl Drop for LocalFd {
             std::mem::forget(fd);
             return;
         }
-        // Unregister before closing: a number must never stay registered once closed (a
-        // child forked in between would close whatever reuses it).
-        current::unregister_fd(&fd);
-        drop(fd);
+        // Unregistered and closed at once: a number must never stay registered once closed
+        // (a child forked in between would close whatever reuses it), nor be open and
+        // unregistered while another thread forks.
+        current::close_registered(fd);
     }
 }

@@ -109,17 +109,36 @@ pub(crate) fn launch(launch: Launch, entry: &'static Entry, fds: &[RawFd]) -> Re
     )
 }
 
+/// What `fork_child`'s `prepare` makes for the child: the descriptors in it, which the child
+/// keeps.
+pub(crate) trait ForChild {
+    fn kept_fds(&self) -> Vec<RawFd>;
+}
+
+impl ForChild for UnixStream {
+    fn kept_fds(&self) -> Vec<RawFd> {
+        vec![self.as_raw_fd()]
+    }
+}
+
 /// Forks a child that runs `body`, which must not return (if it does, the child exits).
 /// `prepare` runs in the parent before the fork, with the child's end of a new control
 /// socket; what it makes is moved into the child for `body`, and dropped in the parent.
-pub(crate) fn fork_child<P>(
+pub(crate) fn fork_child<P: ForChild>(
     prepare: impl FnOnce(UnixStream) -> P,
     body: impl FnOnce(P),
 ) -> Result<Popen> {
     check_threads()?;
-    let (parent_end, child_end) =
-        UnixStream::pair().map_err(|err| Error::io("cannot create a control socket", err))?;
+    // Both ends registered as they are made: a fork in another thread meanwhile (under a
+    // permissive ForkPolicy) closes them in its child. What this child keeps (its end, and
+    // whatever `prepare` registered) is unregistered again under the lock this fork holds,
+    // just before it forks; the parent closes its copies before it lets go of that lock.
+    let (parent_end, child_end) = current::registered(UnixStream::pair, |(a, b)| {
+        vec![a.as_raw_fd(), b.as_raw_fd()]
+    })
+    .map_err(|err| Error::io("cannot create a control socket", err))?;
     let prepared = prepare(child_end);
+    let kept = prepared.kept_fds();
     handle::prepare_fork();
     // Output buffered now would be written twice, once by each process.
     let _ = std::io::stdout().flush();
@@ -131,6 +150,7 @@ pub(crate) fn fork_child<P>(
     let me = current::lock_me();
     let mut children = process::lock_children();
     let mut fds = current::lock_library_fds();
+    fds.retain(|fd| !kept.contains(fd));
     // Room for the child to register its control socket without allocating.
     fds.reserve(1);
 
@@ -141,11 +161,10 @@ pub(crate) fn fork_child<P>(
         Ok(ForkResult::Child) => {
             for &fd in fds.iter() {
                 // SAFETY: these descriptors belong to the library's handles on other children
-                // and on the fork server, which this child must not keep open.
+                // and on the fork server, which this child must not keep open; `parent_end`
+                // is one of them.
                 unsafe { libc::close(fd) };
             }
-            // SAFETY: `parent_end` is the parent's; the child closes its copy.
-            unsafe { libc::close(parent_end.as_raw_fd()) };
             std::mem::forget(parent_end);
             // The copies of the parent's handles refer to closed descriptors: forget them
             // without running their destructors.
@@ -157,11 +176,16 @@ pub(crate) fn fork_child<P>(
             sys::exit_now(super::EXIT_BOOTSTRAP_FAILED)
         }
         Ok(ForkResult::Parent { child }) => {
-            drop((server, fds, children, me));
-            // The parent's copy of the child's end of the control socket goes with it.
+            // The parent's copies of what the child keeps (its end of the control socket...),
+            // closed before another thread may fork.
             drop(prepared);
+            drop((server, fds, children, me));
             Popen::direct(child.as_raw(), parent_end)
         }
-        Err(err) => Err(Error::io("fork failed", err)),
+        Err(err) => {
+            drop((server, fds, children, me));
+            current::unregister_fd(&parent_end);
+            Err(Error::io("fork failed", err))
+        }
     }
 }

@@ -19,6 +19,7 @@ pub(crate) mod forkserver;
 pub(crate) mod spawn;
 
 use std::fmt;
+use std::mem::ManuallyDrop;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::str::FromStr;
@@ -180,7 +181,8 @@ pub(crate) const EXIT_SERVER_DIED: i32 = 255;
 /// The parent's handle on a started child.
 pub(crate) struct Popen {
     pub pid: i32,
-    pub control: UnixStream,
+    /// Dropped by hand, with its registration (see `Drop`).
+    pub control: ManuallyDrop<UnixStream>,
     waiter: Waiter,
     /// The exit code once reaped: a pid is waited for exactly once.
     exitcode: OnceLock<i32>,
@@ -217,7 +219,7 @@ impl Popen {
         };
         Ok(Popen {
             pid,
-            control,
+            control: ManuallyDrop::new(control),
             waiter: Waiter::Direct {
                 pidfd: Arc::new(pidfd),
             },
@@ -232,7 +234,7 @@ impl Popen {
         current::register_fd(&pidfd);
         Popen {
             pid,
-            control,
+            control: ManuallyDrop::new(control),
             waiter: Waiter::Server {
                 status: Arc::new(status),
                 pidfd,
@@ -385,7 +387,11 @@ impl Popen {
 
 impl Drop for Popen {
     fn drop(&mut self) {
-        current::unregister_fd(&self.control);
+        // The control socket is closed with its registration, at once (see
+        // `current::close_registered`): the child's hang-up detection depends on it.
+        // SAFETY: `control` is never used again: this is the drop of its owner.
+        let control = unsafe { ManuallyDrop::take(&mut self.control) };
+        current::close_registered(control);
         match &self.waiter {
             Waiter::Direct { pidfd } => current::unregister_fd(&**pidfd),
             Waiter::Server { status, pidfd } => {
