@@ -6,6 +6,7 @@ mod common;
 
 use std::cell::Cell;
 use std::collections::HashSet;
+use std::path::Path;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -1212,6 +1213,332 @@ fn no_leaks_50_pools(m: StartMethod) -> Outcome {
     Ok(())
 }
 
+/// What [`misbehave`] writes on its control socket in place of a reply.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+enum Misbehavior {
+    /// The start of a large reply, then SIGSTOP: a worker stopped in the middle of its reply.
+    StopMidReply,
+    /// A message prefix that announces 100 header bytes, then silence (the worker sleeps).
+    CutShort,
+    /// The same, then the worker exits.
+    CutShortThenExit,
+    /// 24 bytes that are not a message, then silence.
+    Garbage,
+}
+
+/// In a pool worker: records its pid in `pid_path`, then writes `how` on its control socket
+/// (the only socket a pool worker has) instead of a reply.
+#[process]
+fn misbehave(pid_path: String, how: Misbehavior) -> u64 {
+    use std::io::Write;
+    use std::os::fd::FromRawFd;
+    let sockets: Vec<i32> = std::fs::read_dir("/proc/self/fd")
+        .expect("list descriptors")
+        .flatten()
+        .filter(|e| {
+            std::fs::read_link(e.path())
+                .is_ok_and(|target| target.to_string_lossy().starts_with("socket:"))
+        })
+        .filter_map(|e| e.file_name().to_string_lossy().parse().ok())
+        .collect();
+    assert_eq!(
+        sockets.len(),
+        1,
+        "a pool worker has one socket: {sockets:?}"
+    );
+    // SAFETY: the worker's control socket, only written to here and never closed (the
+    // `File` is not dropped).
+    let mut control =
+        std::mem::ManuallyDrop::new(unsafe { std::fs::File::from_raw_fd(sockets[0]) });
+    // A message prefix (see `runtime/src/wire.rs`): mark, header length, descriptor count,
+    // block count, payload length.
+    let prefix = |header: u32, payload: u64| {
+        let mut prefix = b"mpm1".to_vec();
+        prefix.extend_from_slice(&header.to_le_bytes());
+        prefix.extend_from_slice(&[0; 8]);
+        prefix.extend_from_slice(&payload.to_le_bytes());
+        prefix
+    };
+    write_line(&pid_path, &std::process::id().to_string());
+    match how {
+        Misbehavior::StopMidReply => {
+            // A 64 MiB reply of which 1 MiB arrives: more than a socket holds, so the
+            // parent has read part of it when the worker stops.
+            // A header that decodes: `Reply::Ready` (variant 0, a little-endian `u32`).
+            control.write_all(&prefix(4, 64 << 20)).expect("write");
+            control.write_all(&[0; 4]).expect("write");
+            control.write_all(&vec![0; 1 << 20]).expect("write");
+            // SAFETY: stops this process; only a SIGKILL (or SIGCONT) ends that.
+            unsafe { libc::raise(libc::SIGSTOP) };
+        }
+        Misbehavior::CutShort | Misbehavior::CutShortThenExit => {
+            control.write_all(&prefix(100, 0)).expect("write");
+        }
+        Misbehavior::Garbage => control.write_all(&[0xAB; 24]).expect("write"),
+    }
+    if let Misbehavior::CutShortThenExit = how {
+        // SAFETY: ends this process at once, as a crash would.
+        unsafe { libc::_exit(0) };
+    }
+    std::thread::sleep(Duration::from_secs(120));
+    0
+}
+
+/// Runs `scenario` with `pool` on another thread and waits for it at most `2 * LONG`: a pool
+/// that hangs on a misbehaving worker fails the trial instead of hanging it. The workers that
+/// recorded their pid in `dir` are then killed, which unblocks whatever waits on them. (The
+/// pool is made before that thread: `fork` refuses a multi-threaded process.)
+fn bounded(dir: &Path, pool: Pool, scenario: impl FnOnce(Pool) -> Outcome + Send) -> Outcome {
+    let limit = 2 * LONG;
+    let (done, finished) = std::sync::mpsc::channel();
+    std::thread::scope(|scope| {
+        let running = scope.spawn(move || {
+            let outcome = scenario(pool);
+            let _ = done.send(());
+            outcome
+        });
+        let overran = finished.recv_timeout(limit).is_err();
+        if overran {
+            for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+                let pid = std::fs::read_to_string(entry.path()).unwrap_or_default();
+                if let Ok(pid) = pid.trim().parse::<i32>() {
+                    if !common::is_gone(pid) {
+                        // SAFETY: a signal to a worker of this trial, which is still there.
+                        unsafe { libc::kill(pid, libc::SIGKILL) };
+                    }
+                }
+            }
+        }
+        // Joined here, not at the end of the scope: that would not wait for the thread itself
+        // to end, and `fork` in the next trial would see it.
+        let outcome = running
+            .join()
+            .unwrap_or_else(|_| Err("the scenario panicked".into()));
+        if overran {
+            return Err(format!(
+                "the pool hung: the scenario did not end within {limit:?} ({outcome:?} once its workers were killed)"
+            )
+            .into());
+        }
+        outcome
+    })
+}
+
+/// Waits (bounded) until the worker whose pid `path` holds is stopped; returns its pid.
+fn stopped_worker(path: &Path) -> Result<i32, libtest_mimic::Failed> {
+    let pid: i32 = read_when_ready(path, LONG)?.parse()?;
+    let deadline = Instant::now() + LONG;
+    loop {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let state = stat.rsplit_once(')').map(|(_, rest)| rest.trim_start());
+        if state.is_some_and(|s| s.starts_with('T')) {
+            return Ok(pid);
+        }
+        check!(
+            Instant::now() < deadline,
+            "worker {pid} did not stop: {stat}"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn squares(n: u64) -> Vec<u64> {
+    (0..n).map(|n| n * n).collect()
+}
+
+/// A worker stopped in the middle of its reply, without a task timeout: the other worker
+/// serves meanwhile, and `terminate` and drop return promptly and kill it.
+fn stopped_mid_reply(m: StartMethod) -> Outcome {
+    let dir = scratch("midreply");
+    bounded(&dir, pool(m, 2)?, |pool| {
+        let path = dir.join("stopped");
+        let stuck = pool.apply_async(
+            misbehave,
+            (
+                path.to_string_lossy().into_owned(),
+                Misbehavior::StopMidReply,
+            ),
+        );
+        let pid = stopped_worker(&path)?;
+        check_eq!(
+            pool.map_async(square, 0..20).get_timeout(LONG)?,
+            squares(20)
+        );
+        check!(!stuck.ready(), "the stopped worker's task has a result");
+        let t = Instant::now();
+        pool.terminate();
+        check_eq!(
+            stuck.get_timeout(LONG).map_err(|e| e.kind()),
+            Err(ErrorKind::Terminated)
+        );
+        drop(pool);
+        check!(
+            t.elapsed() < Duration::from_secs(10),
+            "terminate and drop took {:?}",
+            t.elapsed()
+        );
+        check!(
+            common::is_gone(pid),
+            "the stopped worker {pid} is still there"
+        );
+        Ok(())
+    })
+}
+
+/// A worker stopped in the middle of its reply, with a task timeout: the task fails with
+/// `Timeout` and the worker is replaced, through the driver (`apply_async`) and through a
+/// borrowed worker (`apply`) alike.
+fn stopped_mid_reply_times_out(m: StartMethod) -> Outcome {
+    let dir = scratch("midreplytimeout");
+    let pool = Pool::builder()
+        .processes(2)
+        .start_method(m)
+        .task_timeout(Duration::from_secs(1))
+        .build()?;
+    bounded(&dir, pool, |pool| {
+        let path = dir.join("async");
+        let stuck = pool.apply_async(
+            misbehave,
+            (
+                path.to_string_lossy().into_owned(),
+                Misbehavior::StopMidReply,
+            ),
+        );
+        check_eq!(pool.apply_async(square, 7).get_timeout(LONG)?, 49);
+        let err = stuck.get_timeout(LONG).unwrap_err();
+        check_eq!(err.kind(), ErrorKind::Timeout);
+        check!(err.to_string().contains("longer than its timeout"), "{err}");
+        let path = dir.join("apply");
+        let err = pool
+            .apply(
+                misbehave,
+                (
+                    path.to_string_lossy().into_owned(),
+                    Misbehavior::StopMidReply,
+                ),
+            )
+            .unwrap_err();
+        check_eq!(err.kind(), ErrorKind::Timeout);
+        check!(err.to_string().contains("longer than its timeout"), "{err}");
+        check_eq!(
+            pool.map_async(square, 0..20).get_timeout(LONG)?,
+            squares(20)
+        );
+        let t = Instant::now();
+        drop(pool);
+        check!(
+            t.elapsed() < Duration::from_secs(10),
+            "drop took {:?}",
+            t.elapsed()
+        );
+        for name in ["async", "apply"] {
+            let pid: i32 = read_when_ready(&dir.join(name), LONG)?.parse()?;
+            check!(
+                common::is_gone(pid),
+                "the stopped worker {pid} is still there"
+            );
+        }
+        Ok(())
+    })
+}
+
+/// A reply cut short by a live worker times out like a hung task without holding up the
+/// others; cut short by a worker that exits, it is a death; a reply that is no message is a
+/// codec error. The worker is replaced each time.
+fn cut_short_reply(m: StartMethod) -> Outcome {
+    let dir = scratch("cutshort");
+    let pool = Pool::builder()
+        .processes(2)
+        .start_method(m)
+        .task_timeout(Duration::from_secs(1))
+        .build()?;
+    bounded(&dir, pool, |pool| {
+        let path = |name: &str| dir.join(name).to_string_lossy().into_owned();
+        let cut = pool.apply_async(misbehave, (path("cut"), Misbehavior::CutShort));
+        check_eq!(
+            pool.map_async(square, 0..20).get_timeout(LONG)?,
+            squares(20)
+        );
+        let err = cut.get_timeout(LONG).unwrap_err();
+        check_eq!(err.kind(), ErrorKind::Timeout);
+        check!(err.to_string().contains("longer than its timeout"), "{err}");
+        let err = pool
+            .apply(misbehave, (path("cut-apply"), Misbehavior::CutShort))
+            .unwrap_err();
+        check_eq!(err.kind(), ErrorKind::Timeout);
+        for (name, how, kind, says) in [
+            (
+                "exit",
+                Misbehavior::CutShortThenExit,
+                ErrorKind::Died,
+                "in the middle of a message",
+            ),
+            (
+                "garbage",
+                Misbehavior::Garbage,
+                ErrorKind::Codec,
+                "corrupt message",
+            ),
+        ] {
+            let err = pool
+                .apply_async(misbehave, (path(name), how))
+                .get_timeout(LONG)
+                .unwrap_err();
+            check_eq!(err.kind(), kind);
+            check!(err.to_string().contains(says), "{err}");
+        }
+        check_eq!(
+            pool.map_async(square, 0..20).get_timeout(LONG)?,
+            squares(20)
+        );
+        let t = Instant::now();
+        drop(pool);
+        check!(
+            t.elapsed() < Duration::from_secs(10),
+            "drop took {:?}",
+            t.elapsed()
+        );
+        Ok(())
+    })
+}
+
+/// A task larger than a socket holds, sent to a worker that stopped before it read it: the
+/// driver does not wait for the worker to make room, so the task timeout fires and the pool
+/// goes on.
+fn large_task_to_stopped_worker(m: StartMethod) -> Outcome {
+    let dir = scratch("stoppedtask");
+    let pool = Pool::builder()
+        .processes(1)
+        .start_method(m)
+        .task_timeout(Duration::from_secs(1))
+        .build()?;
+    bounded(&dir, pool, |pool| {
+        let pid = pool.apply(pid_of, 0)? as i32;
+        write_line(&dir.join("worker").to_string_lossy(), &pid.to_string());
+        // SAFETY: a signal to the pool's worker, which is there (it just answered).
+        unsafe { libc::kill(pid, libc::SIGSTOP) };
+        let err = pool
+            .apply_async(bytes_len, vec![1u8; 64 << 20])
+            .get_timeout(LONG)
+            .unwrap_err();
+        check_eq!(err.kind(), ErrorKind::Timeout);
+        check!(err.to_string().contains("longer than its timeout"), "{err}");
+        check_eq!(pool.apply_async(square, 3).get_timeout(LONG)?, 9);
+        let t = Instant::now();
+        drop(pool);
+        check!(
+            t.elapsed() < Duration::from_secs(10),
+            "drop took {:?}",
+            t.elapsed()
+        );
+        check!(
+            common::is_gone(pid),
+            "the stopped worker {pid} is still there"
+        );
+        Ok(())
+    })
+}
+
 fn main() {
     multiproc::init();
     let mut trials = Vec::new();
@@ -1253,6 +1580,10 @@ fn main() {
         ("initializer_that_exits", initializer_that_exits),
         ("fork_right_after_build", fork_right_after_build),
         ("fork_beside_the_driver", fork_beside_the_driver),
+        ("stopped_mid_reply", stopped_mid_reply),
+        ("stopped_mid_reply_times_out", stopped_mid_reply_times_out),
+        ("cut_short_reply", cut_short_reply),
+        ("large_task_to_stopped_worker", large_task_to_stopped_worker),
     ] {
         trials.extend(each_method(name, test));
     }

@@ -12,6 +12,8 @@ use nix::sys::socket::{recvmsg, sendmsg, ControlMessage, ControlMessageOwned, Ms
 
 /// Readiness events for [`poll_one`].
 pub(crate) const READABLE: i16 = libc::POLLIN;
+/// Room to write (a socket's send buffer has space again).
+pub(crate) const WRITABLE: i16 = libc::POLLOUT;
 /// The peer closed its end (end of file ahead, or hang-up).
 pub(crate) const PEER_CLOSED: i16 = libc::POLLRDHUP | libc::POLLHUP;
 
@@ -498,6 +500,65 @@ pub(crate) fn send_all_with_fds(
         }
     }
     Ok(())
+}
+
+/// [`send_all_with_fds`] without waiting: sends what the socket takes now and returns how
+/// many bytes that was (fewer than all when its buffer filled; `0` when it was full). The
+/// descriptors go with the first bytes, if any are sent.
+pub(crate) fn send_now_with_fds(
+    sock: BorrowedFd<'_>,
+    slices: &mut [IoSlice<'_>],
+    fds: &[RawFd],
+) -> io::Result<usize> {
+    let mut slices = slices;
+    IoSlice::advance_slices(&mut slices, 0);
+    let rights = [ControlMessage::ScmRights(fds)];
+    let mut cmsgs: &[ControlMessage] = if fds.is_empty() { &[] } else { &rights };
+    let flags = MsgFlags::MSG_NOSIGNAL | MsgFlags::MSG_DONTWAIT;
+    let mut sent = 0;
+    while !slices.is_empty() {
+        let batch = &slices[..slices.len().min(MAX_SLICES)];
+        match sendmsg::<()>(sock.as_raw_fd(), batch, cmsgs, flags, None) {
+            Ok(0) => return Err(io::Error::from(io::ErrorKind::WriteZero)),
+            Ok(n) => {
+                cmsgs = &[];
+                sent += n;
+                IoSlice::advance_slices(&mut slices, n);
+            }
+            Err(nix::errno::Errno::EINTR) => {}
+            Err(nix::errno::Errno::EAGAIN) => break,
+            Err(err) => return Err(err.into()),
+        }
+    }
+    Ok(sent)
+}
+
+/// One `recv` without waiting of at most `max` bytes, appended to `buf` in its spare capacity
+/// (no zero-filling of memory about to be overwritten). Returns the number of bytes, `0` at
+/// end of file; a socket with nothing to read is a `WouldBlock` error.
+pub(crate) fn recv_now_into(
+    sock: BorrowedFd<'_>,
+    buf: &mut Vec<u8>,
+    max: usize,
+) -> io::Result<usize> {
+    let spare = buf.spare_capacity_mut();
+    let want = spare.len().min(max);
+    let at = spare.as_mut_ptr();
+    loop {
+        // SAFETY: the kernel writes at most `want` bytes at `at`, inside the vector's spare
+        // capacity, which we borrow exclusively.
+        let n = unsafe { libc::recv(sock.as_raw_fd(), at.cast(), want, libc::MSG_DONTWAIT) };
+        if n >= 0 {
+            let n = n as usize;
+            // SAFETY: `recv` initialized the first `n` bytes of the spare capacity.
+            unsafe { buf.set_len(buf.len() + n) };
+            return Ok(n);
+        }
+        let err = io::Error::last_os_error();
+        if err.kind() != io::ErrorKind::Interrupted {
+            return Err(err);
+        }
+    }
 }
 
 /// Asks the kernel to back the whole 2 MiB pages inside `buf` (memory this process is about

@@ -14,9 +14,15 @@
 //!
 //! Reads take an optional deadline and wait in `poll(2)`; end of file at a frame or message
 //! boundary is `Ok(None)`, inside one it is a [`ErrorKind::Disconnected`] error.
+//!
+//! Messages can also be moved without waiting, for a thread that serves many peers (the pool's
+//! driver): [`Reader::try_recv`] keeps a message that arrives in parts until it is whole, and
+//! [`try_send_message`] leaves what the socket cannot take yet to [`Unsent::resume`]. A peer
+//! that stops in the middle of a message then holds up nobody but itself.
 
 use std::cell::RefCell;
 use std::io::{self, Read};
+use std::ops::Range;
 use std::os::fd::{AsFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::time::Instant;
@@ -198,19 +204,139 @@ pub(crate) fn send_message<H: Serialize>(
     header: &H,
     body: &Encoded,
 ) -> Result<()> {
-    SCRATCH.with(|scratch| match scratch.try_borrow_mut() {
-        Ok(mut head) => send_message_with(stream, header, body, &mut head),
-        // Only if a header's `Serialize` sent a message itself: correct, with its own buffer.
-        Err(_) => send_message_with(stream, header, body, &mut Vec::new()),
+    with_head(header, body, |head| {
+        let fds = body.raw_fds();
+        with_slices(head, body, |slices| {
+            sys::send_all_with_fds(stream.as_fd(), slices, &fds)
+        })
+        .map_err(|err| Error::io("cannot send a message to the other process", err))
     })
 }
 
-fn send_message_with<H: Serialize>(
+/// [`send_message`] without waiting: sends what the socket takes now. `Ok(None)` when that was
+/// the whole message (the usual case); otherwise the rest is left to [`Unsent::resume`].
+pub(crate) fn try_send_message<H: Serialize>(
     stream: &UnixStream,
     header: &H,
     body: &Encoded,
-    head: &mut Vec<u8>,
+) -> Result<Option<Unsent>> {
+    with_head(header, body, |head| {
+        let mut unsent = Unsent {
+            head: Vec::new(),
+            sent: 0,
+        };
+        if unsent.send_now(stream, head, body)? {
+            return Ok(None);
+        }
+        // Only a message the socket could not take whole keeps a copy of its head.
+        unsent.head = head.to_vec();
+        Ok(Some(unsent))
+    })
+}
+
+/// [`send_message`] bounded by `deadline` (none: as long as it takes): a peer that stops
+/// reading in the middle of a large message is a [`ErrorKind::Timeout`] error, and the stream
+/// is then out of step.
+pub(crate) fn send_message_until<H: Serialize>(
+    stream: &UnixStream,
+    header: &H,
+    body: &Encoded,
+    deadline: Option<Instant>,
 ) -> Result<()> {
+    if deadline.is_none() {
+        return send_message(stream, header, body);
+    }
+    let Some(mut unsent) = try_send_message(stream, header, body)? else {
+        return Ok(());
+    };
+    loop {
+        let ready = sys::poll_one(stream.as_fd(), sys::WRITABLE, deadline)
+            .map_err(|err| Error::io("cannot wait for the other process", err))?;
+        if ready == 0 {
+            return Err(Error::timeout(
+                "timed out sending a message to the other process",
+            ));
+        }
+        if unsent.resume(stream, body)? {
+            return Ok(());
+        }
+    }
+}
+
+/// The part of a message that a send without waiting could not hand to the socket yet.
+#[derive(Debug)]
+pub(crate) struct Unsent {
+    /// The message's prefix, block lengths and header.
+    head: Vec<u8>,
+    /// Bytes of the message sent so far (the descriptors went with the first of them).
+    sent: usize,
+}
+
+impl Unsent {
+    /// Sends more of the message whose body is `body` (the one it was started with), as much as
+    /// the socket takes now. `Ok(true)` once it is all sent.
+    pub(crate) fn resume(&mut self, stream: &UnixStream, body: &Encoded) -> Result<bool> {
+        let head = std::mem::take(&mut self.head);
+        let done = self.send_now(stream, &head, body);
+        self.head = head;
+        done
+    }
+
+    fn send_now(&mut self, stream: &UnixStream, head: &[u8], body: &Encoded) -> Result<bool> {
+        let fds = if self.sent == 0 {
+            body.raw_fds()
+        } else {
+            Vec::new()
+        };
+        let total = head.len() + body.bytes.len() + body.blocks.iter().map(Vec::len).sum::<usize>();
+        let sent = with_slices(head, body, |slices| {
+            let mut slices = &mut slices[..];
+            io::IoSlice::advance_slices(&mut slices, self.sent);
+            sys::send_now_with_fds(stream.as_fd(), slices, &fds)
+        })
+        .map_err(|err| Error::io("cannot send a message to the other process", err))?;
+        self.sent += sent;
+        Ok(self.sent == total)
+    }
+}
+
+/// Runs `send` with the prefix, block lengths and encoded `header` of a message of `body`,
+/// built in a buffer reused from message to message.
+fn with_head<H: Serialize, T>(
+    header: &H,
+    body: &Encoded,
+    send: impl FnOnce(&[u8]) -> Result<T>,
+) -> Result<T> {
+    SCRATCH.with(|scratch| match scratch.try_borrow_mut() {
+        Ok(mut head) => {
+            encode_head(header, body, &mut head)?;
+            send(&head)
+        }
+        // Only if a header's `Serialize` sent a message itself: correct, with its own buffer.
+        Err(_) => {
+            let mut head = Vec::new();
+            encode_head(header, body, &mut head)?;
+            send(&head)
+        }
+    })
+}
+
+/// The slices of a whole message: its head, payload and blocks.
+fn with_slices<T>(head: &[u8], body: &Encoded, f: impl FnOnce(&mut [io::IoSlice<'_>]) -> T) -> T {
+    if body.blocks.is_empty() {
+        f(&mut [io::IoSlice::new(head), io::IoSlice::new(&body.bytes)])
+    } else {
+        let mut slices = Vec::with_capacity(2 + body.blocks.len());
+        slices.push(io::IoSlice::new(head));
+        slices.push(io::IoSlice::new(&body.bytes));
+        slices.extend(body.blocks.iter().map(|b| io::IoSlice::new(b)));
+        f(&mut slices)
+    }
+}
+
+/// Writes the prefix, block lengths and encoded `header` of a message of `body` into `head`;
+/// refuses, before anything is sent, what a message cannot carry.
+fn encode_head<H: Serialize>(header: &H, body: &Encoded, head: &mut Vec<u8>) -> Result<()> {
     let corrupt = |what: String| Error::new(ErrorKind::Codec, what);
     if body.fds.len() > sys::MAX_FDS {
         return Err(corrupt(format!(
@@ -243,25 +369,19 @@ fn send_message_with<H: Serialize>(
     head[8..12].copy_from_slice(&(body.fds.len() as u32).to_le_bytes());
     head[12..16].copy_from_slice(&(body.blocks.len() as u32).to_le_bytes());
     head[16..24].copy_from_slice(&(body.bytes.len() as u64).to_le_bytes());
-    let fds = body.raw_fds();
-    let sent = if body.blocks.is_empty() {
-        let mut slices = [io::IoSlice::new(head), io::IoSlice::new(&body.bytes)];
-        sys::send_all_with_fds(stream.as_fd(), &mut slices, &fds)
-    } else {
-        let mut slices = Vec::with_capacity(2 + body.blocks.len());
-        slices.push(io::IoSlice::new(head));
-        slices.push(io::IoSlice::new(&body.bytes));
-        slices.extend(body.blocks.iter().map(|b| io::IoSlice::new(b)));
-        sys::send_all_with_fds(stream.as_fd(), &mut slices, &fds)
-    };
-    sent.map_err(|err| Error::io("cannot send a message to the other process", err))
+    Ok(())
 }
 
-/// The reading end of a message stream: a buffer reused from message to message, and the
-/// descriptors received ahead of the message they belong to.
+/// The reading end of a message stream: a buffer reused from message to message, the
+/// descriptors received ahead of the message they belong to, and the message being read.
 ///
 /// One `Reader` must read everything that arrives on its socket once messages begin: bytes it
 /// read past the end of one message are the start of the next.
+///
+/// A read that returns before its message is whole ([`Reader::try_recv`] finding nothing more
+/// to read, or a deadline passing) keeps what it has: the next read resumes the message where
+/// that one stopped. So a reader that serves several peers (the pool's driver) never waits on
+/// one that stops in the middle of a message.
 #[derive(Debug)]
 pub(crate) struct Reader {
     buf: Vec<u8>,
@@ -272,6 +392,65 @@ pub(crate) struct Reader {
     /// arrive with the first bytes of their message, so never after it is complete.
     fds: Vec<OwnedFd>,
     space: Vec<u8>,
+    /// The message being read, once its prefix, block lengths and header are buffered.
+    partial: Option<Partial>,
+    /// The last read ended for want of bytes: those buffered are not a whole message.
+    starved: bool,
+}
+
+/// A message whose body is still arriving.
+#[derive(Debug)]
+struct Partial {
+    /// Where its encoded header lies in the reader's buffer, which keeps it until the message
+    /// is whole.
+    header: Range<usize>,
+    fd_count: usize,
+    payload_len: usize,
+    block_lens: Vec<usize>,
+    /// The payload as read so far, allocated to its full length.
+    bytes: Vec<u8>,
+    /// The blocks begun: all whole but the last.
+    blocks: Vec<Vec<u8>>,
+}
+
+/// What a read of a message stream found.
+#[derive(Debug)]
+pub(crate) enum Received<H> {
+    /// A whole message: its header and its body (payload, blocks, descriptors).
+    Message(H, Encoded),
+    /// The peer closed the stream cleanly, between messages.
+    Closed,
+    /// No whole message yet: what came is kept, and a next read goes on from there.
+    Partial,
+}
+
+/// How long a read may wait for bytes that have not arrived.
+#[derive(Debug, Clone, Copy)]
+enum Wait {
+    No,
+    /// Until the deadline (`None`: for ever), then an [`ErrorKind::Timeout`] error.
+    Until(Option<Instant>),
+}
+
+/// How far [`Reader::fill`] got.
+#[derive(Debug, PartialEq, Eq)]
+enum Fill {
+    Full,
+    /// Fewer bytes than asked for, and no more to read without waiting.
+    Short,
+    /// A clean end of file, before any byte.
+    Closed,
+}
+
+/// How far [`Reader::begin`] got.
+#[derive(Debug)]
+enum Begun {
+    /// The prefix, block lengths and header are in: the body follows.
+    Body(Partial),
+    /// Not all here, and no more to read without waiting.
+    Short,
+    /// A clean end of file, before any byte.
+    Closed,
 }
 
 impl Default for Reader {
@@ -288,26 +467,119 @@ impl Reader {
             end: 0,
             fds: Vec::new(),
             space: Vec::new(),
+            partial: None,
+            starved: false,
         }
     }
 
-    /// Whether bytes of a next message are already here (a poll of the socket would not see
-    /// them).
+    /// Whether bytes of a next message are already here, and may be a whole one (a poll of the
+    /// socket would not see them). Not after a read that stopped for want of more.
     pub(crate) fn buffered(&self) -> bool {
-        self.end > self.start
+        self.end > self.start && !self.starved
     }
 
     /// Reads one message: its header and its body (payload, blocks, descriptors).
     /// `Ok(None)` when the peer closed the stream cleanly between messages. `deadline` bounds
-    /// the wait for a message to begin; once it has, the rest is read without one (the peer is
-    /// sending it, or gone and the read ends at end of file).
+    /// the whole read: a peer that stops in the middle of a message is a timeout too (and a
+    /// next read resumes that message).
     pub(crate) fn recv<H: DeserializeOwned>(
         &mut self,
         stream: &UnixStream,
         deadline: Option<Instant>,
     ) -> Result<Option<(H, Encoded)>> {
-        if !self.fill(stream, PREFIX, deadline)? {
-            return Ok(None);
+        match self.read(stream, Wait::Until(deadline))? {
+            Received::Message(header, body) => Ok(Some((header, body))),
+            Received::Closed => Ok(None),
+            // Only a read that does not wait stops short without an error.
+            Received::Partial => Err(Error::timeout(
+                "timed out waiting for a message from the other process",
+            )),
+        }
+    }
+
+    /// Reads what has arrived, without waiting: a whole message when its last bytes are here,
+    /// [`Received::Partial`] when they are not (yet).
+    pub(crate) fn try_recv<H: DeserializeOwned>(
+        &mut self,
+        stream: &UnixStream,
+    ) -> Result<Received<H>> {
+        self.read(stream, Wait::No)
+    }
+
+    fn read<H: DeserializeOwned>(
+        &mut self,
+        stream: &UnixStream,
+        wait: Wait,
+    ) -> Result<Received<H>> {
+        let read = self.read_message(stream, wait);
+        self.starved = !matches!(read, Ok(Received::Message(..)));
+        read
+    }
+
+    fn read_message<H: DeserializeOwned>(
+        &mut self,
+        stream: &UnixStream,
+        wait: Wait,
+    ) -> Result<Received<H>> {
+        // A header is decoded as soon as it is here (a corrupt one fails before its body is
+        // waited for), and again at the end only for a message that took more than one read.
+        let (mut partial, header) = match self.partial.take() {
+            Some(partial) => (partial, None),
+            None => match self.begin(stream, wait)? {
+                Begun::Body(partial) => {
+                    let header = codec::decode::<H>(&self.buf[partial.header.clone()])?;
+                    (partial, Some(header))
+                }
+                Begun::Short => return Ok(Received::Partial),
+                Begun::Closed => return Ok(Received::Closed),
+            },
+        };
+        match self.read_body(stream, &mut partial, wait) {
+            Ok(true) => {}
+            Ok(false) => {
+                self.partial = Some(partial);
+                return Ok(Received::Partial);
+            }
+            Err(err) => {
+                if err.kind() == ErrorKind::Timeout {
+                    self.partial = Some(partial);
+                }
+                return Err(err);
+            }
+        }
+        let header = match header {
+            Some(header) => Ok(header),
+            None => codec::decode::<H>(&self.buf[partial.header.clone()]),
+        };
+        if self.start == self.end {
+            (self.start, self.end) = (0, 0);
+        }
+        let header = header?;
+        if self.fds.len() < partial.fd_count {
+            return Err(Error::new(
+                ErrorKind::Codec,
+                format!(
+                    "expected {} descriptors with a message from the other process, got {}",
+                    partial.fd_count,
+                    self.fds.len()
+                ),
+            ));
+        }
+        let fds = self.fds.drain(..partial.fd_count).collect();
+        let body = Encoded {
+            bytes: partial.bytes,
+            fds,
+            blocks: partial.blocks,
+        };
+        Ok(Received::Message(header, body))
+    }
+
+    /// Reads a message's prefix, block lengths and header.
+    fn begin(&mut self, stream: &UnixStream, wait: Wait) -> Result<Begun> {
+        match self.fill(stream, PREFIX, wait)? {
+            Fill::Full => {}
+            Fill::Short => return Ok(Begun::Short),
+            Fill::Closed => return Ok(Begun::Closed),
         }
         let prefix = &self.buf[self.start..self.start + PREFIX];
         if prefix[..4] != MAGIC {
@@ -323,9 +595,7 @@ impl Reader {
             u32::from_le_bytes([prefix[i], prefix[i + 1], prefix[i + 2], prefix[i + 3]]) as usize
         };
         let (header_len, fd_count, block_count) = (word(4), word(8), word(12));
-        let mut payload_len = [0u8; 8];
-        payload_len.copy_from_slice(&prefix[16..24]);
-        let payload_len = u64::from_le_bytes(payload_len);
+        let payload_len = u64_at(prefix, 16);
         if header_len > MAX_HEADER || block_count > MAX_BLOCKS || fd_count > sys::MAX_FDS {
             return Err(Error::new(
                 ErrorKind::Codec,
@@ -336,42 +606,107 @@ impl Reader {
         }
         let lens_end = PREFIX + 8 * block_count;
         let fixed = lens_end + header_len;
-        self.fill(stream, fixed, None)?;
+        // Bytes buffered stay buffered when this stops short: the prefix is read again then.
+        if self.fill(stream, fixed, wait)? != Fill::Full {
+            return Ok(Begun::Short);
+        }
         let at = self.start;
-        let block_lens: Vec<u64> = self.buf[at + PREFIX..at + lens_end]
+        let block_lens = self.buf[at + PREFIX..at + lens_end]
             .chunks_exact(8)
-            .map(|c| {
-                let mut len = [0u8; 8];
-                len.copy_from_slice(c);
-                u64::from_le_bytes(len)
-            })
-            .collect();
-        let header = codec::decode::<H>(&self.buf[at + lens_end..at + fixed])?;
+            .map(|len| part_len(u64_at(len, 0), "block"))
+            .collect::<Result<Vec<usize>>>()?;
+        let payload_len = part_len(payload_len, "payload")?;
+        let bytes = new_part(payload_len, "payload")?;
         self.start += fixed;
-        let bytes = self.take(stream, payload_len, "payload")?;
-        let mut blocks = Vec::with_capacity(block_lens.len());
-        for len in block_lens {
-            blocks.push(self.take(stream, len, "block")?);
-        }
-        if self.fds.len() < fd_count {
-            return Err(Error::new(
-                ErrorKind::Codec,
-                format!(
-                    "expected {fd_count} descriptors with a message from the other process, got {}",
-                    self.fds.len()
-                ),
-            ));
-        }
-        let fds = self.fds.drain(..fd_count).collect();
-        if self.start == self.end {
-            (self.start, self.end) = (0, 0);
-        }
-        Ok(Some((header, Encoded { bytes, fds, blocks })))
+        Ok(Begun::Body(Partial {
+            header: at + lens_end..at + fixed,
+            fd_count,
+            payload_len,
+            blocks: Vec::with_capacity(block_lens.len()),
+            block_lens,
+            bytes,
+        }))
     }
 
-    /// Reads until `n` bytes are buffered. `false` at a clean end of file before any byte;
-    /// `deadline` bounds only the wait for a first byte.
-    fn fill(&mut self, stream: &UnixStream, n: usize, deadline: Option<Instant>) -> Result<bool> {
+    /// Reads the payload and blocks of `partial`. `Ok(false)`: not all here yet (only without
+    /// waiting).
+    fn read_body(
+        &mut self,
+        stream: &UnixStream,
+        partial: &mut Partial,
+        wait: Wait,
+    ) -> Result<bool> {
+        if !self.read_part(stream, &mut partial.bytes, partial.payload_len, wait)? {
+            return Ok(false);
+        }
+        // Every block begun but the last is whole.
+        let mut i = partial.blocks.len().saturating_sub(1);
+        while i < partial.block_lens.len() {
+            let len = partial.block_lens[i];
+            if i == partial.blocks.len() {
+                partial.blocks.push(new_part(len, "block")?);
+            }
+            if !self.read_part(stream, &mut partial.blocks[i], len, wait)? {
+                return Ok(false);
+            }
+            i += 1;
+        }
+        Ok(true)
+    }
+
+    /// Reads until `out` holds `len` bytes: those already buffered, then the rest straight
+    /// into the vector's spare capacity (no zero-filling, no copy). `Ok(false)`: not all here
+    /// yet (only without waiting).
+    fn read_part(
+        &mut self,
+        stream: &UnixStream,
+        out: &mut Vec<u8>,
+        len: usize,
+        wait: Wait,
+    ) -> Result<bool> {
+        let here = (len - out.len()).min(self.end - self.start);
+        out.extend_from_slice(&self.buf[self.start..self.start + here]);
+        self.start += here;
+        let cut_short = || {
+            Error::new(
+                ErrorKind::Disconnected,
+                "the other process closed the connection in the middle of a message",
+            )
+        };
+        let failed = |err| Error::io("cannot read from the other process", err);
+        while out.len() < len {
+            let rest = len - out.len();
+            let n_read = match wait {
+                Wait::Until(None) => Read::take(stream, rest as u64)
+                    .read_to_end(out)
+                    .map_err(failed)?,
+                Wait::Until(Some(deadline)) => {
+                    let ready = sys::poll_one(stream.as_fd(), sys::READABLE, Some(deadline))
+                        .map_err(|err| Error::io("cannot wait for the other process", err))?;
+                    if ready == 0 {
+                        return Err(Error::timeout(
+                            "timed out waiting for the rest of a message from the other process",
+                        ));
+                    }
+                    match sys::recv_now_into(stream.as_fd(), out, rest) {
+                        Err(err) if err.kind() == io::ErrorKind::WouldBlock => continue,
+                        read => read.map_err(failed)?,
+                    }
+                }
+                Wait::No => match sys::recv_now_into(stream.as_fd(), out, rest) {
+                    Err(err) if err.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                    read => read.map_err(failed)?,
+                },
+            };
+            if n_read == 0 {
+                return Err(cut_short());
+            }
+        }
+        Ok(true)
+    }
+
+    /// Reads until `n` bytes are buffered (`wait` bounds every wait for more).
+    fn fill(&mut self, stream: &UnixStream, n: usize, wait: Wait) -> Result<Fill> {
         while self.end - self.start < n {
             if self.buf.len() - self.start < n {
                 // Room for the whole prefix and header: move what is here to the front, and
@@ -394,35 +729,41 @@ impl Reader {
             if self.space.is_empty() {
                 self.space = sys::fds_space();
             }
-            if self.start == self.end {
-                if let Some(n_read) = self.spin(stream, deadline)? {
-                    if n_read == 0 {
-                        return Ok(false);
-                    }
-                    self.end += n_read;
-                    continue;
-                }
-                if let Some(deadline) = deadline {
-                    let ready = sys::poll_one(stream.as_fd(), sys::READABLE, Some(deadline))
-                        .map_err(|err| Error::io("cannot wait for the other process", err))?;
-                    if ready == 0 {
-                        return Err(Error::timeout(
-                            "timed out waiting for a message from the other process",
-                        ));
+            let n_read = match wait {
+                Wait::No => match self.recv_some(stream, false) {
+                    Err(err) if err.kind() == io::ErrorKind::WouldBlock => return Ok(Fill::Short),
+                    read => read,
+                },
+                Wait::Until(deadline) => {
+                    let spun = if self.start == self.end {
+                        self.spin(stream, deadline)?
+                    } else {
+                        None
+                    };
+                    match spun {
+                        Some(n_read) => Ok(n_read),
+                        None => {
+                            if let Some(deadline) = deadline {
+                                let ready =
+                                    sys::poll_one(stream.as_fd(), sys::READABLE, Some(deadline))
+                                        .map_err(|err| {
+                                            Error::io("cannot wait for the other process", err)
+                                        })?;
+                                if ready == 0 {
+                                    return Err(Error::timeout(
+                                        "timed out waiting for a message from the other process",
+                                    ));
+                                }
+                            }
+                            self.recv_some(stream, true)
+                        }
                     }
                 }
             }
-            let n_read = sys::recv_some_with_fds(
-                stream.as_fd(),
-                &mut self.buf[self.end..],
-                &mut self.space,
-                &mut self.fds,
-                true,
-            )
             .map_err(|err| Error::io("cannot read from the other process", err))?;
             if n_read == 0 {
                 if self.start == self.end {
-                    return Ok(false);
+                    return Ok(Fill::Closed);
                 }
                 return Err(Error::new(
                     ErrorKind::Disconnected,
@@ -431,7 +772,18 @@ impl Reader {
             }
             self.end += n_read;
         }
-        Ok(true)
+        Ok(Fill::Full)
+    }
+
+    /// One `recvmsg` into the free end of the buffer, descriptors kept.
+    fn recv_some(&mut self, stream: &UnixStream, wait: bool) -> io::Result<usize> {
+        sys::recv_some_with_fds(
+            stream.as_fd(),
+            &mut self.buf[self.end..],
+            &mut self.space,
+            &mut self.fds,
+            wait,
+        )
     }
 
     /// Before sleeping for a message: looks for one without waiting, again and again, for
@@ -443,13 +795,7 @@ impl Reader {
         let until = Instant::now() + SPIN;
         let until = deadline.map_or(until, |d| d.min(until));
         loop {
-            match sys::recv_some_with_fds(
-                stream.as_fd(),
-                &mut self.buf[self.end..],
-                &mut self.space,
-                &mut self.fds,
-                false,
-            ) {
+            match self.recv_some(stream, false) {
                 Ok(n_read) => return Ok(Some(n_read)),
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => {}
                 Err(err) => return Err(Error::io("cannot read from the other process", err)),
@@ -460,45 +806,41 @@ impl Reader {
             std::thread::yield_now();
         }
     }
+}
 
-    /// Takes the next `len` bytes: those already buffered, then the rest read straight into
-    /// the vector's spare capacity (no zero-filling, no copy).
-    fn take(&mut self, stream: &UnixStream, len: u64, what: &str) -> Result<Vec<u8>> {
-        let too_large = || {
-            Error::new(
-                ErrorKind::Codec,
-                format!("a message {what} of {len} bytes is too large"),
-            )
-        };
-        let len = usize::try_from(len).map_err(|_| too_large())?;
-        let mut out = match spare::take(len) {
-            Some(reused) => reused,
-            None => {
-                let mut out = Vec::new();
-                out.try_reserve_exact(len).map_err(|_| too_large())?;
-                if len >= HUGE_PAGES_FROM {
-                    sys::advise_huge_pages(out.spare_capacity_mut());
-                }
-                out
-            }
-        };
-        let here = len.min(self.end - self.start);
-        out.extend_from_slice(&self.buf[self.start..self.start + here]);
-        self.start += here;
-        if here < len {
-            let rest = (len - here) as u64;
-            let read = Read::take(stream, rest)
-                .read_to_end(&mut out)
-                .map_err(|err| Error::io("cannot read from the other process", err))?;
-            if read as u64 != rest {
-                return Err(Error::new(
-                    ErrorKind::Disconnected,
-                    "the other process closed the connection in the middle of a message",
-                ));
-            }
-        }
-        Ok(out)
+/// The little-endian `u64` at `bytes[at..at + 8]`.
+fn u64_at(bytes: &[u8], at: usize) -> u64 {
+    let mut word = [0u8; 8];
+    word.copy_from_slice(&bytes[at..at + 8]);
+    u64::from_le_bytes(word)
+}
+
+fn too_large(what: &str, len: u64) -> Error {
+    Error::new(
+        ErrorKind::Codec,
+        format!("a message {what} of {len} bytes is too large"),
+    )
+}
+
+/// The length of a payload or block, which must fit memory.
+fn part_len(len: u64, what: &str) -> Result<usize> {
+    usize::try_from(len).map_err(|_| too_large(what, len))
+}
+
+/// An empty vector with room for a payload or block of `len` bytes: a spare buffer, or a new
+/// one (on huge pages from [`HUGE_PAGES_FROM`]). A length no allocation can hold is a codec
+/// error (a corrupt message), not an abort.
+fn new_part(len: usize, what: &str) -> Result<Vec<u8>> {
+    if let Some(reused) = spare::take(len) {
+        return Ok(reused);
     }
+    let mut out = Vec::new();
+    out.try_reserve_exact(len)
+        .map_err(|_| too_large(what, len as u64))?;
+    if len >= HUGE_PAGES_FROM {
+        sys::advise_huge_pages(out.spare_capacity_mut());
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -679,6 +1021,104 @@ mod tests {
                 Some(Instant::now() + std::time::Duration::from_millis(20)),
             )
             .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Timeout);
+    }
+
+    #[test]
+    fn a_message_in_parts_is_read_without_waiting() {
+        let (a, b) = UnixStream::pair().unwrap();
+        let sent = body(vec![4; 1000], Vec::new(), vec![vec![5; 300], Vec::new()]);
+        send_message(&a, &"parts", &sent).unwrap();
+        send_message(&a, &"next", &Encoded::default()).unwrap();
+        drop(a);
+        let mut whole = Vec::new();
+        (&b).read_to_end(&mut whole).unwrap();
+        let (mut c, d) = UnixStream::pair().unwrap();
+        let mut reader = Reader::new();
+        // Cut inside the prefix, the header, the payload, between blocks, and in the next one.
+        let cuts = [0, 10, PREFIX + 20, 600, whole.len() - 40, whole.len() - 3];
+        let mut got = Vec::new();
+        for pair in cuts.windows(2) {
+            c.write_all(&whole[pair[0]..pair[1]]).unwrap();
+            match reader.try_recv::<String>(&d).unwrap() {
+                Received::Message(h, body) => got.push((h, body)),
+                Received::Partial => assert!(!reader.buffered()),
+                Received::Closed => panic!("closed"),
+            }
+        }
+        assert_eq!(got.len(), 1, "one whole message so far");
+        c.write_all(&whole[whole.len() - 3..]).unwrap();
+        drop(c);
+        let Received::Message(h, _) = reader.try_recv::<String>(&d).unwrap() else {
+            panic!("the next message is whole");
+        };
+        assert_eq!(h, "next");
+        assert!(matches!(
+            reader.try_recv::<String>(&d).unwrap(),
+            Received::Closed
+        ));
+        let (h, body) = got.pop().unwrap();
+        assert_eq!(h, "parts");
+        assert_eq!(body.bytes, vec![4; 1000]);
+        assert_eq!(body.blocks, vec![vec![5; 300], Vec::new()]);
+    }
+
+    #[test]
+    fn a_stalled_message_times_out_then_resumes() {
+        let (c, d) = UnixStream::pair().unwrap();
+        send_message(&c, &7u32, &body(vec![9; 5000], Vec::new(), Vec::new())).unwrap();
+        drop(c);
+        let mut whole = Vec::new();
+        (&d).read_to_end(&mut whole).unwrap();
+        let (mut a, b) = UnixStream::pair().unwrap();
+        a.write_all(&whole[..2000]).unwrap();
+        let mut reader = Reader::new();
+        let soon = Instant::now() + std::time::Duration::from_millis(20);
+        let err = reader.recv::<u32>(&b, Some(soon)).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Timeout);
+        a.write_all(&whole[2000..]).unwrap();
+        let (h, got): (u32, Encoded) = reader.recv(&b, None).unwrap().unwrap();
+        assert_eq!((h, got.bytes), (7, vec![9; 5000]));
+    }
+
+    #[test]
+    fn a_send_without_waiting_leaves_the_rest_for_later() {
+        let (a, b) = UnixStream::pair().unwrap();
+        let payload: Vec<u8> = (0..4 << 20).map(|i| (i % 251) as u8).collect();
+        let sent = body(
+            payload.clone(),
+            vec![fd_saying("with")],
+            vec![vec![3; 1 << 20]],
+        );
+        // Nobody reads yet: the socket takes a part.
+        let mut unsent = try_send_message(&a, &"big", &sent)
+            .unwrap()
+            .expect("more than a socket holds");
+        let reader = std::thread::spawn(move || {
+            let got: (String, Encoded) = Reader::new().recv(&b, None).unwrap().unwrap();
+            got
+        });
+        while !unsent.resume(&a, &sent).unwrap() {
+            sys::poll_one(a.as_fd(), sys::WRITABLE, None).unwrap();
+        }
+        let (h, got) = reader.join().unwrap();
+        assert_eq!(h, "big");
+        assert_eq!(got.bytes, payload);
+        assert_eq!(got.blocks, vec![vec![3; 1 << 20]]);
+        assert_eq!(read_from(got.fds.into_iter().next().unwrap(), 4), "with");
+        // A small message goes whole.
+        let (a, _b) = UnixStream::pair().unwrap();
+        assert!(try_send_message(&a, &"small", &Encoded::default())
+            .unwrap()
+            .is_none());
+    }
+
+    #[test]
+    fn a_send_bounded_by_a_deadline_times_out() {
+        let (a, _b) = UnixStream::pair().unwrap();
+        let sent = body(vec![0; 8 << 20], Vec::new(), Vec::new());
+        let soon = Instant::now() + std::time::Duration::from_millis(20);
+        let err = send_message_until(&a, &0u8, &sent, Some(soon)).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Timeout);
     }
 

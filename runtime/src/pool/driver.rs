@@ -453,6 +453,15 @@ impl Link {
     }
 }
 
+/// A task could not be sent to `worker` (it is going away, or its stream is out of step after
+/// a partial send): it is killed, and the task, which it did not run, goes to another.
+fn abandon_send(worker: &mut Worker, task: Task, shared: &Shared) {
+    worker.open = false;
+    let _ = worker.popen.signal(libc::SIGKILL);
+    worker.link.state.store(IDLE, Ordering::Release);
+    shared.lock().queue.push_front(task);
+}
+
 /// How a worker ended, for error messages.
 pub(crate) fn describe_exit(code: Option<i32>) -> String {
     match code {
@@ -468,6 +477,15 @@ struct Worker {
     name: String,
     open: bool,
     task: Option<Busy>,
+    /// The task being sent, when the socket could not take it whole: the rest goes as the
+    /// worker makes room (see `poll_once`), never waited for.
+    sending: Option<Sending>,
+}
+
+/// A task whose message is partly sent.
+struct Sending {
+    task: Task,
+    unsent: wire::Unsent,
 }
 
 impl Worker {
@@ -587,6 +605,7 @@ impl Driver {
             name,
             open: true,
             task: None,
+            sending: None,
         });
         Ok(())
     }
@@ -671,16 +690,20 @@ impl Driver {
                 chunk: task.chunk,
                 entry: task.entry.to_string(),
             };
-            let sent = wire::send_message(&worker.popen.control, &header, &task.payload);
+            // Without waiting: a worker that stops reading must not stop the driver.
+            let sent = wire::try_send_message(&worker.popen.control, &header, &task.payload);
             match sent {
-                Ok(()) => {
-                    // Sent: its buffer can receive a reply or encode a next task.
-                    spare::give(task.payload.bytes);
+                Ok(unsent) => {
                     worker.task = Some(Busy {
                         job: task.job,
                         chunk: task.chunk,
                         deadline: self.task_timeout.and_then(sys::deadline_after),
                     });
+                    match unsent {
+                        // Sent: its buffer can receive a reply or encode a next task.
+                        None => spare::give(task.payload.bytes),
+                        Some(unsent) => worker.sending = Some(Sending { task, unsent }),
+                    }
                 }
                 Err(err) if err.kind() == ErrorKind::Codec => {
                     // Refused before a byte was sent (more descriptors or blocks than a
@@ -690,13 +713,31 @@ impl Driver {
                     self.shared.deliver(task.job, task.chunk, Err(err));
                     self.shared.wake();
                 }
-                Err(_) => {
-                    // The worker is going away, or its stream is out of step after a partial
-                    // send: it is killed, and the task, which it did not run, goes to another.
-                    worker.open = false;
-                    let _ = worker.popen.signal(libc::SIGKILL);
-                    worker.link.state.store(IDLE, Ordering::Release);
-                    self.shared.lock().queue.push_front(task);
+                Err(_) => abandon_send(worker, task, &self.shared),
+            }
+        }
+    }
+
+    /// Sends more of the task worker `i` is receiving, as much as its socket takes now.
+    fn send_more(&mut self, i: usize) {
+        let worker = &mut self.workers[i];
+        let Some(sending) = &mut worker.sending else {
+            return;
+        };
+        match sending
+            .unsent
+            .resume(&worker.popen.control, &sending.task.payload)
+        {
+            Ok(false) => {}
+            Ok(true) => {
+                if let Some(sent) = worker.sending.take() {
+                    spare::give(sent.task.payload.bytes);
+                }
+            }
+            Err(_) => {
+                if let Some(sending) = worker.sending.take() {
+                    worker.task = None;
+                    abandon_send(worker, sending.task, &self.shared);
                 }
             }
         }
@@ -730,9 +771,14 @@ impl Driver {
             } else {
                 -1
             };
+            let events = if worker.sending.is_some() {
+                libc::POLLIN | libc::POLLOUT
+            } else {
+                libc::POLLIN
+            };
             fds.push(libc::pollfd {
                 fd: control,
-                events: libc::POLLIN,
+                events,
                 revents: 0,
             });
             fds.push(libc::pollfd {
@@ -757,8 +803,12 @@ impl Driver {
         }
         let mut exited = Vec::new();
         for (i, pair) in fds[1..].chunks(2).enumerate() {
-            if pair[0].revents != 0 || buffered[i] {
-                self.read_reply(i, None);
+            // Room to send (or an error, which the send reports) for a task being sent.
+            if pair[0].revents != 0 && self.workers[i].sending.is_some() {
+                self.send_more(i);
+            }
+            if pair[0].revents & !libc::POLLOUT != 0 || buffered[i] {
+                self.read_reply(i);
             }
             if pair[1].revents != 0 {
                 exited.push(i);
@@ -771,22 +821,25 @@ impl Driver {
         Ok(())
     }
 
-    /// Reads one reply of worker `i` (waiting at most until `deadline` for it to begin).
-    fn read_reply(&mut self, i: usize, deadline: Option<Instant>) -> bool {
+    /// Reads what worker `i` sent, without waiting: `true` when that completed a reply. A reply
+    /// that arrives in parts (a large result, or a worker that stops in the middle) is read
+    /// part by part as they come, between the driver's other work: one worker never holds up
+    /// the others, the task timeouts or `terminate`.
+    fn read_reply(&mut self, i: usize) -> bool {
         let worker = &mut self.workers[i];
         let received = worker
             .link
             .inbox
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .recv::<Reply>(&worker.popen.control, deadline);
+            .try_recv::<Reply>(&worker.popen.control);
         let (reply, body) = match received {
-            Ok(Some(message)) => message,
-            Ok(None) => {
+            Ok(wire::Received::Message(reply, body)) => (reply, body),
+            Ok(wire::Received::Partial) => return false,
+            Ok(wire::Received::Closed) => {
                 worker.open = false;
                 return false;
             }
-            Err(err) if err.kind() == ErrorKind::Timeout => return false,
             Err(err) => {
                 worker.open = false;
                 let _ = worker.popen.signal(libc::SIGKILL);
@@ -828,10 +881,12 @@ impl Driver {
                         Err(Error::new(TaskOutcome::kind(codec), message))
                     }
                 };
-                let owned = worker
-                    .task
-                    .as_ref()
-                    .is_some_and(|b| b.job == job && b.chunk == chunk);
+                // (Not before the worker has its whole task: a reply then is no reply.)
+                let owned = worker.sending.is_none()
+                    && worker
+                        .task
+                        .as_ref()
+                        .is_some_and(|b| b.job == job && b.chunk == chunk);
                 if owned {
                     worker.task = None;
                     worker.link.done.fetch_add(1, Ordering::AcqRel);
@@ -849,11 +904,8 @@ impl Driver {
     /// Worker `i` exited: read what it left, fail the task it held, reap it.
     fn bury(&mut self, i: usize) {
         // What a worker lent to a caller left on its socket is the caller's to read.
-        while self.workers[i].open
-            && !self.workers[i].lent()
-            && self.read_reply(i, Some(Instant::now()))
-        {}
-        let worker = self.workers.swap_remove(i);
+        while self.workers[i].open && !self.workers[i].lent() && self.read_reply(i) {}
+        let mut worker = self.workers.swap_remove(i);
         let code = worker.popen.try_reap().ok().flatten();
         worker.link.mark_buried(code);
         self.shared
@@ -886,6 +938,12 @@ impl Driver {
                 ));
             }
         }
+        if let Some(sending) = worker.sending.take() {
+            // It died before it had its whole task, which it did not run: another takes it.
+            worker.task = None;
+            self.shared.lock().queue.push_front(sending.task);
+            self.shared.wake();
+        }
         if let Some(busy) = worker.task {
             let how = describe_exit(code);
             let err = Error::new(
@@ -913,6 +971,8 @@ impl Driver {
             let Some(busy) = worker.task.take() else {
                 continue;
             };
+            // A task still being sent times out too (a worker that stopped reading).
+            worker.sending = None;
             let _ = worker.popen.signal(libc::SIGKILL);
             worker.open = false;
             let err = Error::timeout(format!(

@@ -109,7 +109,9 @@ impl PoolBuilder {
     }
 
     /// Kill a worker whose task runs longer than this, fail that task with
-    /// [`ErrorKind::Timeout`], and replace the worker; default no limit.
+    /// [`ErrorKind::Timeout`], and replace the worker; default no limit. The time counts from
+    /// when the task is handed to the worker until its whole result is back, so it also ends a
+    /// worker that stops in the middle of receiving its arguments or sending its result.
     pub fn task_timeout(mut self, timeout: Duration) -> Self {
         self.task_timeout = Some(timeout);
         self
@@ -247,10 +249,24 @@ impl Pool {
                 ),
             )
         };
-        match wire::send_message(&link.control, &header, &payload) {
+        // A task timeout bounds the whole call: sending the task, running it, and reading the
+        // reply (a worker stopped in the middle of a large one, say).
+        let deadline = self.task_timeout.and_then(sys::deadline_after);
+        let timed_out = || {
+            let _ = sys::pidfd_send_signal(link.pidfd.as_fd(), libc::SIGKILL);
+            let _ = link.wait_buried(Duration::from_secs(5));
+            Error::timeout(format!(
+                "the task ran longer than its timeout of {:?}; pool worker {} (pid {}) was killed and is replaced",
+                self.task_timeout.unwrap_or_default(),
+                link.name,
+                link.pid
+            ))
+        };
+        match wire::send_message_until(&link.control, &header, &payload, deadline) {
             Ok(()) => {}
             // Refused before a byte was sent: the task fails, the worker is fine.
             Err(err) if err.kind() == ErrorKind::Codec => return Err(err),
+            Err(err) if err.kind() == ErrorKind::Timeout => return Err(timed_out()),
             Err(_) => {
                 // Gone, or out of step after a partial send: not to be trusted again.
                 let _ = sys::pidfd_send_signal(link.pidfd.as_fd(), libc::SIGKILL);
@@ -259,10 +275,10 @@ impl Pool {
         }
         self.shared.discard(payload);
         // Without a task timeout, a blocking read is enough: it ends with the reply, or with end
-        // of file when the worker dies (only the worker holds the other end). With one, wait
-        // for the reply, the worker's exit or the deadline. The inbox is only held to read:
-        // never while waiting for the driver to bury the worker.
-        let deadline = self.task_timeout.and_then(sys::deadline_after);
+        // of file when the worker dies (only the worker holds the other end; `terminate` kills
+        // it). With one, wait for the reply, the worker's exit or the deadline, which also
+        // bounds the reading of the reply. The inbox is only held to read: never while waiting
+        // for the driver to bury the worker.
         let buffered = || {
             link.inbox
                 .lock()
@@ -285,14 +301,7 @@ impl Pool {
             let ready = sys::poll_many(&mut fds, Some(deadline))
                 .map_err(|err| Error::io("cannot wait for a pool worker", err))?;
             if ready == 0 {
-                let _ = sys::pidfd_send_signal(link.pidfd.as_fd(), libc::SIGKILL);
-                let _ = link.wait_buried(Duration::from_secs(5));
-                return Err(Error::timeout(format!(
-                    "the task ran longer than its timeout of {:?}; pool worker {} (pid {}) was killed and is replaced",
-                    self.task_timeout.unwrap_or_default(),
-                    link.name,
-                    link.pid
-                )));
+                return Err(timed_out());
             }
             if fds[0].revents == 0 {
                 return Err(died("while running this task"));
@@ -302,10 +311,11 @@ impl Pool {
             .inbox
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .recv::<Reply>(&link.control, None);
+            .recv::<Reply>(&link.control, deadline);
         let (reply, result) = match received {
             Ok(Some(message)) => message,
             Ok(None) => return Err(died("while running this task")),
+            Err(err) if err.kind() == ErrorKind::Timeout => return Err(timed_out()),
             Err(err) if err.kind() == ErrorKind::Disconnected => {
                 return Err(died("while running this task"))
             }
