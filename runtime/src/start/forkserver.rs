@@ -9,10 +9,10 @@
 //! To start a child, the parent creates a control socketpair and sends one end to the server
 //! with `SCM_RIGHTS`. The server forks; the child runs the bootstrap on that socket, talking to
 //! the parent directly. The server answers with the child's pid, and with two descriptors: a
-//! status pipe on which it writes the child's exit code when it reaps it, and a pidfd so the
-//! parent can signal the child without racing pid reuse. If the server dies, its children's
-//! status pipes reach end of file (exit code 255, as in CPython) and the next start brings up a
-//! new server.
+//! status pipe on which it writes the child's exit code when it reaps it, and a pidfd through
+//! which the parent signals the child without racing pid reuse and sees it end. If the server
+//! dies, its children run on and are seen running (CPython reports them ended, with code 255,
+//! at once); when one ends, its code is lost (255), and the next start brings up a new server.
 //!
 //! [`set_forkserver_preload`] names `#[process]` functions that a new server calls once before
 //! it serves, so that every child it forks starts warm (CPython's preload of modules).

@@ -178,6 +178,9 @@ pub(crate) const EXIT_BOOTSTRAP_FAILED: i32 = 70;
 /// Exit code reported for a fork-server child whose server died before it could say (as CPython).
 pub(crate) const EXIT_SERVER_DIED: i32 = 255;
 
+/// How long the fork server has to report the exit code of a child seen to have ended.
+const STATUS_WAIT: Duration = Duration::from_secs(5);
+
 /// The parent's handle on a started child.
 pub(crate) struct Popen {
     pub pid: i32,
@@ -191,11 +194,12 @@ pub(crate) struct Popen {
 enum Waiter {
     /// Our own child (fork, spawn): a pidfd, and `waitpid` reaps it.
     Direct { pidfd: Arc<OwnedFd> },
-    /// A fork-server child: the server writes its exit code on `status`; `pidfd` (from the
-    /// server) lets us signal it without racing pid reuse.
+    /// A fork-server child: `pidfd` (from the server) says when it has ended, whether or not
+    /// the server still runs, and lets us signal it without racing pid reuse; the server then
+    /// writes its exit code on `status`.
     Server {
-        status: Arc<OwnedFd>,
-        pidfd: OwnedFd,
+        status: OwnedFd,
+        pidfd: Arc<OwnedFd>,
     },
 }
 
@@ -236,18 +240,17 @@ impl Popen {
             pid,
             control: ManuallyDrop::new(control),
             waiter: Waiter::Server {
-                status: Arc::new(status),
-                pidfd,
+                status,
+                pidfd: Arc::new(pidfd),
             },
             exitcode: OnceLock::new(),
         }
     }
 
-    /// The descriptor that becomes readable when the child has exited.
+    /// The descriptor that becomes readable when the child has exited: its pidfd.
     pub(crate) fn exit_fd(&self) -> Arc<OwnedFd> {
         match &self.waiter {
-            Waiter::Direct { pidfd } => pidfd.clone(),
-            Waiter::Server { status, .. } => status.clone(),
+            Waiter::Direct { pidfd } | Waiter::Server { pidfd, .. } => pidfd.clone(),
         }
     }
 
@@ -275,10 +278,21 @@ impl Popen {
             Waiter::Direct { .. } => sys::wait_child(self.pid, false)
                 .map_err(|err| Error::io(format!("waitpid({})", self.pid), err))?,
             Waiter::Server { status, .. } => {
+                // It has ended; the server reaps it and writes the code at once, unless the
+                // server died first (end of file): then the code is lost, as in CPython.
+                let said = sys::poll_one(
+                    status.as_fd(),
+                    sys::READABLE,
+                    sys::deadline_after(STATUS_WAIT),
+                )
+                .unwrap_or(0);
                 let mut code = [0u8; 4];
-                match sys::read_full(status.as_fd(), &mut code) {
-                    Ok(4) => Some(i32::from_le_bytes(code)),
-                    _ => Some(EXIT_SERVER_DIED),
+                match said {
+                    0 => Some(EXIT_SERVER_DIED),
+                    _ => match sys::read_full(status.as_fd(), &mut code) {
+                        Ok(4) => Some(i32::from_le_bytes(code)),
+                        _ => Some(EXIT_SERVER_DIED),
+                    },
                 }
             }
         };
@@ -395,8 +409,8 @@ impl Drop for Popen {
         match &self.waiter {
             Waiter::Direct { pidfd } => current::unregister_fd(&**pidfd),
             Waiter::Server { status, pidfd } => {
-                current::unregister_fd(&**status);
-                current::unregister_fd(pidfd);
+                current::unregister_fd(status);
+                current::unregister_fd(&**pidfd);
             }
         }
     }
