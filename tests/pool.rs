@@ -989,6 +989,47 @@ fn fork_beside_the_driver(m: StartMethod) -> Outcome {
     Ok(())
 }
 
+/// A fork while the driver thread runs the panic hook (a result callback panicked, the panic
+/// is caught): std holds its hook lock meanwhile, and a forked child that took it would wait
+/// for good. The child runs its target; the hook is installed by the parent, before it forks.
+fn fork_while_the_driver_panics(m: StartMethod) -> Outcome {
+    let slow = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let previous = std::panic::take_hook();
+    {
+        let slow = slow.clone();
+        std::panic::set_hook(Box::new(move |_| {
+            if slow.load(Ordering::SeqCst) {
+                std::thread::sleep(Duration::from_millis(300));
+            }
+        }));
+    }
+    let outcome = (|| -> Outcome {
+        let pool = pool(m, 1)?;
+        slow.store(true, Ordering::SeqCst);
+        let result = pool
+            .apply_async(square, 3)
+            .on_success(|_| panic!("a callback panics"));
+        // The driver is most likely inside the slow hook now.
+        std::thread::sleep(Duration::from_millis(100));
+        let p = Process::new(negate, 1).with_start_method(StartMethod::Fork);
+        p.start()?;
+        let code = p.join_timeout(LONG)?;
+        if code.is_none() {
+            p.kill()?;
+            p.join()?;
+        }
+        check_eq!(code, Some(0));
+        check_eq!(
+            result.get_timeout(LONG).map_err(|e| e.kind()).err(),
+            Some(ErrorKind::Panicked)
+        );
+        Ok(())
+    })();
+    slow.store(false, Ordering::SeqCst);
+    std::panic::set_hook(previous);
+    outcome
+}
+
 fn user_code_that_fails_in_the_parent(m: StartMethod) -> Outcome {
     let pool = pool(m, 1)?;
     // A panicking Deserialize fails its task, not the pool: through the driver thread (the
@@ -1580,6 +1621,7 @@ fn main() {
         ("initializer_that_exits", initializer_that_exits),
         ("fork_right_after_build", fork_right_after_build),
         ("fork_beside_the_driver", fork_beside_the_driver),
+        ("fork_while_the_driver_panics", fork_while_the_driver_panics),
         ("stopped_mid_reply", stopped_mid_reply),
         ("stopped_mid_reply_times_out", stopped_mid_reply_times_out),
         ("cut_short_reply", cut_short_reply),

@@ -7,7 +7,8 @@ use std::io::Write;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::panic::{self, AssertUnwindSafe};
-use std::sync::{Arc, OnceLock};
+use std::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use crate::current::{self, CurrentProcess, ParentProcess};
 use crate::error::{ErrorKind, RemotePanic};
@@ -82,7 +83,8 @@ pub(crate) fn serve(control: UnixStream) -> ! {
         Role::ForkServer { preload } => {
             if !preload.is_empty() {
                 // For the message and location of a panicking preload.
-                PanicHook::new("fork server".to_string()).install();
+                set_process_name(Box::new("fork server".to_string()));
+                install_panic_hook();
             }
             for call in &preload {
                 if let Err((kind, message)) = preload_call(call) {
@@ -160,10 +162,12 @@ thread_local! {
     static LAST_PANIC: RefCell<Option<(String, Option<String>)>> = const { RefCell::new(None) };
 }
 
-/// What a child sets up before its target runs: who it is, its control socket, its panic hook,
-/// the `/dev/null` its standard input becomes.
+/// What a child sets up before its target runs: who it is, its control socket, its name for
+/// the panic hook, the `/dev/null` its standard input becomes.
 ///
-/// [`Setup::new`] makes everything that allocates or opens; [`run`] only moves it into place.
+/// [`Setup::new`] makes everything that allocates or opens, and installs the library's panic
+/// hook (which takes a lock that a forked child must never take); [`run`] only moves it into
+/// place.
 /// The fork start method makes the setup in the parent, before it forks: a forked child runs on
 /// copies of the parent's pages, and pays a page fault (about 2 us) for each page it writes and
 /// for each window of code it runs for the first time, the allocator's included; the parent has
@@ -174,7 +178,10 @@ pub(crate) struct Setup {
     launch: Launch,
     process: CurrentProcess,
     parent: ParentProcess,
-    hook: PanicHook,
+    /// For the panic hook, which is installed when the setup is made (see
+    /// [`install_panic_hook`]). Boxed: the hook finds it through a thin atomic pointer.
+    #[allow(clippy::box_collection)]
+    name: Box<String>,
     /// `/dev/null`, to become the child's standard input (none if it cannot be opened).
     stdin: Option<OwnedFd>,
 }
@@ -185,8 +192,9 @@ impl Setup {
     pub(crate) fn new(control: UnixStream, launch: Launch) -> Setup {
         let control = Arc::new(control);
         let (process, parent) = current::child_identity(&launch, control.clone());
+        install_panic_hook();
         Setup {
-            hook: PanicHook::new(launch.name.clone()),
+            name: Box::new(launch.name.clone()),
             // Registered as it is made, like every descriptor a fork in another thread must
             // not hand to its child; unregistered when it becomes standard input.
             stdin: current::registered(sys::open_devnull, |null| vec![null.as_raw_fd()]).ok(),
@@ -213,7 +221,7 @@ pub(crate) fn run(setup: Setup, entry: &'static Entry, fds: Vec<OwnedFd>) -> ! {
         launch,
         process,
         parent,
-        hook,
+        name,
         stdin,
     } = setup;
     current::register_fd(&*control);
@@ -227,7 +235,7 @@ pub(crate) fn run(setup: Setup, entry: &'static Entry, fds: Vec<OwnedFd>) -> ! {
     if launch.daemon {
         watch_parent(control.clone());
     }
-    hook.install();
+    set_process_name(name);
 
     IN_TARGET.with(|t| t.set(true));
     let result = panic::catch_unwind(AssertUnwindSafe(|| {
@@ -299,44 +307,55 @@ fn watch_parent(control: Arc<UnixStream>) {
 
 type Hook = Box<dyn Fn(&panic::PanicHookInfo<'_>) + Sync + Send + 'static>;
 
-/// The panic hook of a child: records the message and location of a panic of the target, says
-/// which process panicked, then calls the hook it replaced. Made ahead (it allocates), installed
-/// later (that does not): see [`Setup`].
-struct PanicHook {
-    hook: Hook,
-    /// The hook it replaces, known once installed.
-    previous: Arc<OnceLock<Hook>>,
-}
+/// The name the library's panic hook gives this process (`Process <name>:`); null outside a
+/// child. A child stores a name made before it was forked (see [`Setup`]).
+static PROCESS_NAME: AtomicPtr<String> = AtomicPtr::new(std::ptr::null_mut());
 
-impl PanicHook {
-    fn new(name: String) -> PanicHook {
-        let previous = Arc::new(OnceLock::<Hook>::new());
-        let replaced = previous.clone();
-        let hook = Box::new(move |info: &panic::PanicHookInfo<'_>| {
-            if IN_TARGET.with(|t| t.get()) {
-                let message = info
-                    .payload_as_str()
-                    .map(str::to_string)
-                    .unwrap_or_else(|| "Box<dyn Any>".to_string());
-                let location = info.location().map(|l| l.to_string());
-                LAST_PANIC.with(|p| *p.borrow_mut() = Some((message, location)));
-                if QUIET.with(|q| q.get()) {
-                    return;
-                }
+/// The address of the library's panic hook once installed: how [`install_panic_hook`] knows
+/// it is still the process's hook.
+static INSTALLED_HOOK: AtomicUsize = AtomicUsize::new(0);
+
+/// Makes the library's panic hook this process's, on top of the current hook, unless it is
+/// already. The hook records the message and location of a panic of a child's target, says
+/// which process panicked, then calls the hook it wraps.
+///
+/// It takes std's hook lock, which another thread may hold while its panic runs the hook: a
+/// forked child of a multi-threaded process must never call it (that lock would stay taken
+/// for good). The fork start method calls it in the parent, before it forks, and the child
+/// only stores its name; spawned children and the fork server call it while single-threaded.
+pub(crate) fn install_panic_hook() {
+    let current = panic::take_hook();
+    let address = |hook: &Hook| &**hook as *const _ as *const () as usize;
+    if address(&current) == INSTALLED_HOOK.load(Ordering::Relaxed) {
+        panic::set_hook(current);
+        return;
+    }
+    let hook: Hook = Box::new(move |info: &panic::PanicHookInfo<'_>| {
+        if IN_TARGET.with(|t| t.get()) {
+            let message = info
+                .payload_as_str()
+                .map(str::to_string)
+                .unwrap_or_else(|| "Box<dyn Any>".to_string());
+            let location = info.location().map(|l| l.to_string());
+            LAST_PANIC.with(|p| *p.borrow_mut() = Some((message, location)));
+            if QUIET.with(|q| q.get()) {
+                return;
+            }
+            // SAFETY: a name, once stored, is leaked: it lives as long as the process.
+            if let Some(name) = unsafe { PROCESS_NAME.load(Ordering::Acquire).as_ref() } {
                 eprintln!("Process {name}:");
             }
-            if let Some(previous) = replaced.get() {
-                previous(info);
-            }
-        });
-        PanicHook { hook, previous }
-    }
+        }
+        current(info);
+    });
+    INSTALLED_HOOK.store(address(&hook), Ordering::Relaxed);
+    panic::set_hook(hook);
+}
 
-    fn install(self) {
-        // `previous` is set once, here, before the hook can run.
-        let _ = self.previous.set(panic::take_hook());
-        panic::set_hook(self.hook);
-    }
+/// Names this process for the panic hook; `name` is leaked (it lives as long as the process).
+#[allow(clippy::box_collection)]
+fn set_process_name(name: Box<String>) {
+    PROCESS_NAME.store(Box::into_raw(name), Ordering::Release);
 }
 
 pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
