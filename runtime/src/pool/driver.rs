@@ -458,6 +458,8 @@ impl Link {
 fn abandon_send(worker: &mut Worker, task: Task, shared: &Shared) {
     worker.open = false;
     let _ = worker.popen.signal(libc::SIGKILL);
+    // Idle but not ready: no caller of `apply` borrows the worker that was just killed.
+    worker.link.ready.store(false, Ordering::Release);
     worker.link.state.store(IDLE, Ordering::Release);
     shared.lock().queue.push_front(task);
 }
@@ -843,6 +845,8 @@ impl Driver {
             Err(err) => {
                 worker.open = false;
                 let _ = worker.popen.signal(libc::SIGKILL);
+                // Its task fails here: the burial must not requeue a part still unsent.
+                worker.sending = None;
                 if let Some(busy) = worker.task.take() {
                     // A reply cut short is a worker that died mid-reply; anything else is a
                     // reply that makes no sense.

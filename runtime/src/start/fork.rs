@@ -13,6 +13,7 @@ use std::io::Write;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use nix::unistd::{fork, ForkResult};
 
@@ -70,9 +71,19 @@ fn check_threads() -> Result<()> {
     if policy == ForkPolicy::Allow || sys::known_single_threaded() {
         return Ok(());
     }
-    let threads =
-        sys::thread_count().map_err(|err| Error::io("cannot count this process's threads", err))?;
-    let threads = threads.saturating_sub(FORK_SAFE_THREADS.load(Ordering::SeqCst));
+    let others = || -> Result<usize> {
+        let threads = sys::thread_count()
+            .map_err(|err| Error::io("cannot count this process's threads", err))?;
+        Ok(threads.saturating_sub(FORK_SAFE_THREADS.load(Ordering::SeqCst)))
+    };
+    let mut threads = others()?;
+    // A thread just joined (a pool's driver after `join`) is counted by the kernel a few
+    // microseconds longer: look again for up to a millisecond before refusing.
+    let deadline = Instant::now() + Duration::from_millis(1);
+    while threads > 1 && Instant::now() < deadline {
+        std::thread::yield_now();
+        threads = others()?;
+    }
     if threads <= 1 {
         return Ok(());
     }
