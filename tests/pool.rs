@@ -1030,6 +1030,37 @@ fn fork_while_the_driver_panics(m: StartMethod) -> Outcome {
     outcome
 }
 
+/// Prints a line, as a child's target may.
+#[process]
+fn say(n: i64) {
+    println!("say {n}");
+    eprintln!("say {n}");
+}
+
+/// A fork while the driver thread runs a callback that holds standard output locked: the
+/// forked child must not inherit that lock held by a thread it does not have (its first
+/// `println!` would wait for good).
+fn fork_while_a_callback_prints(m: StartMethod) -> Outcome {
+    let pool = pool(m, 1)?;
+    let result = pool.apply_async(square, 3).on_success(|_| {
+        let _out = std::io::stdout().lock();
+        let _err = std::io::stderr().lock();
+        std::thread::sleep(Duration::from_millis(300));
+    });
+    // The driver most likely holds both locks now.
+    std::thread::sleep(Duration::from_millis(100));
+    let p = Process::new(say, 1).with_start_method(StartMethod::Fork);
+    p.start()?;
+    let code = p.join_timeout(LONG)?;
+    if code.is_none() {
+        p.kill()?;
+        p.join()?;
+    }
+    check_eq!(code, Some(0));
+    check_eq!(result.get_timeout(LONG)?, 9);
+    Ok(())
+}
+
 fn user_code_that_fails_in_the_parent(m: StartMethod) -> Outcome {
     let pool = pool(m, 1)?;
     // A panicking Deserialize fails its task, not the pool: through the driver thread (the
@@ -1622,6 +1653,7 @@ fn main() {
         ("fork_right_after_build", fork_right_after_build),
         ("fork_beside_the_driver", fork_beside_the_driver),
         ("fork_while_the_driver_panics", fork_while_the_driver_panics),
+        ("fork_while_a_callback_prints", fork_while_a_callback_prints),
         ("stopped_mid_reply", stopped_mid_reply),
         ("stopped_mid_reply_times_out", stopped_mid_reply_times_out),
         ("cut_short_reply", cut_short_reply),

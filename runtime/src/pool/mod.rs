@@ -165,16 +165,20 @@ impl PoolBuilder {
             processes,
             self.task_timeout,
         )?;
-        // Counted before the thread exists: a fork right after `build` returns must not take
-        // the driver for a thread of the user's.
-        let fork_safe = crate::start::fork::fork_safe_thread();
+        // The driver counts itself as one of the library's fork-safe threads, and `build`
+        // returns only once it has: a fork right after must not take it for a thread of the
+        // user's, nor may a thread of the user's pass for it before it exists.
+        let (counted, is_counted) = std::sync::mpsc::sync_channel::<()>(1);
         let handle = std::thread::Builder::new()
             .name("multiproc-pool".into())
             .spawn(move || {
-                let _fork_safe = fork_safe;
+                let _fork_safe = crate::start::fork::fork_safe_thread();
+                let _ = counted.send(());
                 driver.run()
             })
             .map_err(|err| Error::io("cannot start the pool's driver thread", err))?;
+        // An error only if the thread ended without counting itself (it could not).
+        let _ = is_counted.recv();
         Ok(Pool {
             shared,
             driver: Mutex::new(Some(handle)),

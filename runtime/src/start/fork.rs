@@ -151,9 +151,14 @@ pub(crate) fn fork_child<P: ForChild>(
     let prepared = prepare(child_end);
     let kept = prepared.kept_fds();
     handle::prepare_fork();
-    // Output buffered now would be written twice, once by each process.
-    let _ = std::io::stdout().flush();
-    let _ = std::io::stderr().flush();
+    // Standard output and error locked across the fork, and flushed: the child must not find
+    // them locked by a thread it does not have (the pool's driver thread runs callbacks that
+    // print), and output buffered now would be written twice, once by each process. A child
+    // unlocks its copies: it is the thread that locked them.
+    let mut stdout = std::io::stdout().lock();
+    let mut stderr = std::io::stderr().lock();
+    let _ = stdout.flush();
+    let _ = stderr.flush();
 
     // The library's locks, held across the fork: the child's copies are then consistent.
     // Order: fork server client, then who-am-i, children, descriptors (as everywhere else).
@@ -183,6 +188,7 @@ pub(crate) fn fork_child<P: ForChild>(
             std::mem::forget(std::mem::take(&mut *children));
             std::mem::forget(server.take());
             drop((server, fds, children, me));
+            drop((stdout, stderr));
             body(prepared);
             sys::exit_now(super::EXIT_BOOTSTRAP_FAILED)
         }
@@ -191,6 +197,7 @@ pub(crate) fn fork_child<P: ForChild>(
             // closed before another thread may fork.
             drop(prepared);
             drop((server, fds, children, me));
+            drop((stdout, stderr));
             Popen::direct(child.as_raw(), parent_end)
         }
         Err(err) => {
