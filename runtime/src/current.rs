@@ -267,6 +267,37 @@ pub(crate) fn close_registered(fd: impl AsRawFd) {
     drop(fd);
 }
 
+/// A registered descriptor, alone or shared by several handles behind an `Arc` (a child's
+/// pidfd): unregistered and closed at once when it goes (see [`close_registered`]).
+#[derive(Debug)]
+pub(crate) struct SharedRegistered(std::mem::ManuallyDrop<std::os::fd::OwnedFd>);
+
+impl SharedRegistered {
+    /// Takes `fd`, which must be registered already (it is made by [`registered`]).
+    pub(crate) fn new(fd: std::os::fd::OwnedFd) -> Self {
+        SharedRegistered(std::mem::ManuallyDrop::new(fd))
+    }
+}
+
+impl std::os::fd::AsFd for SharedRegistered {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.0.as_fd()
+    }
+}
+
+impl AsRawFd for SharedRegistered {
+    fn as_raw_fd(&self) -> RawFd {
+        self.0.as_raw_fd()
+    }
+}
+
+impl Drop for SharedRegistered {
+    fn drop(&mut self) {
+        // SAFETY: the descriptor is not used again: this is the drop of its owner.
+        close_registered(unsafe { std::mem::ManuallyDrop::take(&mut self.0) });
+    }
+}
+
 /// Runs `make` under the lock a fork holds while it forks, and registers the descriptors
 /// `fds_of` names in what it made: no fork in another thread sees them made but unregistered
 /// (its child would keep them open, and with them a worker or a channel peer alive). `make`

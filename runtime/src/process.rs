@@ -485,7 +485,8 @@ impl Process {
             Phase::Closed => Err(closed()),
             Phase::Running(popen) => popen
                 .exit_fd()
-                .try_clone()
+                .as_fd()
+                .try_clone_to_owned()
                 .map_err(|err| Error::io("cannot duplicate a child's exit descriptor", err)),
             Phase::Stopped { .. } => {
                 // Reaped: a pipe whose write end is closed reads end-of-file, so it is

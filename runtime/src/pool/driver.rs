@@ -6,6 +6,7 @@
 //! that never hangs: CPython loses the task of a dead worker (gh-66587).
 
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::mem::ManuallyDrop;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::panic::{self, AssertUnwindSafe};
@@ -392,12 +393,13 @@ struct Busy {
 /// A worker as seen from outside the driver thread: what a caller of `apply` needs to borrow an
 /// idle worker and run its task itself (two hand-offs per call instead of four).
 pub(crate) struct Link {
-    /// A duplicate of the worker's control socket.
-    pub control: UnixStream,
+    /// A duplicate of the worker's control socket; closed with its registration (see `Drop`).
+    pub control: ManuallyDrop<UnixStream>,
     /// Readable when the worker has exited.
-    pub exit: Arc<OwnedFd>,
-    /// A duplicate of the worker's pidfd, to kill it on a task timeout.
-    pub pidfd: OwnedFd,
+    pub exit: Arc<crate::current::SharedRegistered>,
+    /// A duplicate of the worker's pidfd, to kill it on a task timeout; closed with its
+    /// registration.
+    pub pidfd: ManuallyDrop<OwnedFd>,
     pub name: String,
     pub pid: i32,
     /// `IDLE`, `DRIVER` (running a task the driver dispatched), `LENT` (a caller runs one),
@@ -421,8 +423,17 @@ pub(crate) const GONE: u8 = 3;
 
 impl Drop for Link {
     fn drop(&mut self) {
-        current::unregister_fd(&self.control);
-        current::unregister_fd(&self.pidfd);
+        // Closed with their registrations, at once: a fork in another thread meanwhile never
+        // sees them open and unregistered (see `current::close_registered`).
+        // SAFETY: neither is used again: this is the drop of their owner.
+        let (control, pidfd) = unsafe {
+            (
+                ManuallyDrop::take(&mut self.control),
+                ManuallyDrop::take(&mut self.pidfd),
+            )
+        };
+        current::close_registered(control);
+        current::close_registered(pidfd);
     }
 }
 
@@ -584,9 +595,9 @@ impl Driver {
             |(control, pidfd)| vec![control.as_raw_fd(), pidfd.as_raw_fd()],
         )?;
         let link = Arc::new(Link {
-            control,
+            control: ManuallyDrop::new(control),
             exit: popen.exit_fd(),
-            pidfd,
+            pidfd: ManuallyDrop::new(pidfd),
             name: name.clone(),
             pid: popen.pid,
             state: AtomicU8::new(IDLE),

@@ -28,6 +28,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+use crate::current::SharedRegistered;
 use crate::error::{Error, ErrorKind, RemotePanic, Result};
 use crate::registry::BuildId;
 use crate::{current, sys, wire};
@@ -193,13 +194,13 @@ pub(crate) struct Popen {
 
 enum Waiter {
     /// Our own child (fork, spawn): a pidfd, and `waitpid` reaps it.
-    Direct { pidfd: Arc<OwnedFd> },
+    Direct { pidfd: Arc<SharedRegistered> },
     /// A fork-server child: `pidfd` (from the server) says when it has ended, whether or not
     /// the server still runs, and lets us signal it without racing pid reuse; the server then
     /// writes its exit code on `status`.
     Server {
-        status: OwnedFd,
-        pidfd: Arc<OwnedFd>,
+        status: SharedRegistered,
+        pidfd: Arc<SharedRegistered>,
     },
 }
 
@@ -225,7 +226,7 @@ impl Popen {
             pid,
             control: ManuallyDrop::new(control),
             waiter: Waiter::Direct {
-                pidfd: Arc::new(pidfd),
+                pidfd: Arc::new(SharedRegistered::new(pidfd)),
             },
             exitcode: OnceLock::new(),
         })
@@ -240,15 +241,15 @@ impl Popen {
             pid,
             control: ManuallyDrop::new(control),
             waiter: Waiter::Server {
-                status,
-                pidfd: Arc::new(pidfd),
+                status: SharedRegistered::new(status),
+                pidfd: Arc::new(SharedRegistered::new(pidfd)),
             },
             exitcode: OnceLock::new(),
         }
     }
 
     /// The descriptor that becomes readable when the child has exited: its pidfd.
-    pub(crate) fn exit_fd(&self) -> Arc<OwnedFd> {
+    pub(crate) fn exit_fd(&self) -> Arc<SharedRegistered> {
         match &self.waiter {
             Waiter::Direct { pidfd } | Waiter::Server { pidfd, .. } => pidfd.clone(),
         }
@@ -406,12 +407,7 @@ impl Drop for Popen {
         // SAFETY: `control` is never used again: this is the drop of its owner.
         let control = unsafe { ManuallyDrop::take(&mut self.control) };
         current::close_registered(control);
-        match &self.waiter {
-            Waiter::Direct { pidfd } => current::unregister_fd(&**pidfd),
-            Waiter::Server { status, pidfd } => {
-                current::unregister_fd(status);
-                current::unregister_fd(&**pidfd);
-            }
-        }
+        // The pidfd (with its last handle) and the status pipe go with their registrations
+        // too (`SharedRegistered`).
     }
 }
