@@ -80,22 +80,6 @@ fn mixed_tuple(a: u8, b: u64) -> (u64, f64, i8) {
     (b.wrapping_add(u64::from(a)), b as f64, a as i8)
 }
 
-/// Exits with the number of sockets this process has open.
-#[process]
-fn exit_with_socket_count() {
-    let sockets = std::fs::read_dir("/proc/self/fd")
-        .map(|dir| {
-            dir.flatten()
-                .filter(|e| {
-                    std::fs::read_link(e.path())
-                        .is_ok_and(|target| target.to_string_lossy().starts_with("socket:"))
-                })
-                .count()
-        })
-        .unwrap_or(99);
-    std::process::exit(sockets as i32);
-}
-
 /// Records that the initializer ran in this process: one line per run in `dir/<pid>`.
 #[process]
 fn record_init(dir: String) {
@@ -964,7 +948,8 @@ fn fork_right_after_build(m: StartMethod) -> Outcome {
 /// die, and an `apply` waiting for the worker's end of file waiting for the child).
 fn fork_beside_the_driver(m: StartMethod) -> Outcome {
     let forked = || -> Result<i32, libtest_mimic::Failed> {
-        let p = Process::new(exit_with_socket_count, ()).with_start_method(StartMethod::Fork);
+        let p =
+            Process::new(common::exit_with_socket_count, ()).with_start_method(StartMethod::Fork);
         p.start()?;
         p.join_timeout(LONG)?
             .ok_or_else(|| "the forked child did not exit".into())
@@ -1418,6 +1403,43 @@ fn squares(n: u64) -> Vec<u64> {
     (0..n).map(|n| n * n).collect()
 }
 
+/// A pool of `processes` workers whose tasks time out after a second.
+fn timing_out_pool(m: StartMethod, processes: usize) -> Result<Pool, libtest_mimic::Failed> {
+    Ok(Pool::builder()
+        .processes(processes)
+        .start_method(m)
+        .task_timeout(Duration::from_secs(1))
+        .build()?)
+}
+
+/// `err` is the task timeout's.
+fn check_timed_out(err: multiproc::Error) -> Outcome {
+    check_eq!(err.kind(), ErrorKind::Timeout);
+    check!(err.to_string().contains("longer than its timeout"), "{err}");
+    Ok(())
+}
+
+/// Drops `pool`, which must not take long, whatever its workers do.
+fn drop_promptly(pool: Pool) -> Outcome {
+    let t = Instant::now();
+    drop(pool);
+    check!(
+        t.elapsed() < Duration::from_secs(10),
+        "drop took {:?}",
+        t.elapsed()
+    );
+    Ok(())
+}
+
+/// The stopped worker `pid` was killed with its pool.
+fn check_gone(pid: i32) -> Outcome {
+    check!(
+        common::is_gone(pid),
+        "the stopped worker {pid} is still there"
+    );
+    Ok(())
+}
+
 /// A worker stopped in the middle of its reply, without a task timeout: the other worker
 /// serves meanwhile, and `terminate` and drop return promptly and kill it.
 fn stopped_mid_reply(m: StartMethod) -> Outcome {
@@ -1449,11 +1471,7 @@ fn stopped_mid_reply(m: StartMethod) -> Outcome {
             "terminate and drop took {:?}",
             t.elapsed()
         );
-        check!(
-            common::is_gone(pid),
-            "the stopped worker {pid} is still there"
-        );
-        Ok(())
+        check_gone(pid)
     })
 }
 
@@ -1462,12 +1480,7 @@ fn stopped_mid_reply(m: StartMethod) -> Outcome {
 /// borrowed worker (`apply`) alike.
 fn stopped_mid_reply_times_out(m: StartMethod) -> Outcome {
     let dir = scratch("midreplytimeout");
-    let pool = Pool::builder()
-        .processes(2)
-        .start_method(m)
-        .task_timeout(Duration::from_secs(1))
-        .build()?;
-    bounded(&dir, pool, |pool| {
+    bounded(&dir, timing_out_pool(m, 2)?, |pool| {
         let path = dir.join("async");
         let stuck = pool.apply_async(
             misbehave,
@@ -1477,9 +1490,7 @@ fn stopped_mid_reply_times_out(m: StartMethod) -> Outcome {
             ),
         );
         check_eq!(pool.apply_async(square, 7).get_timeout(LONG)?, 49);
-        let err = stuck.get_timeout(LONG).unwrap_err();
-        check_eq!(err.kind(), ErrorKind::Timeout);
-        check!(err.to_string().contains("longer than its timeout"), "{err}");
+        check_timed_out(stuck.get_timeout(LONG).unwrap_err())?;
         let path = dir.join("apply");
         let err = pool
             .apply(
@@ -1490,25 +1501,14 @@ fn stopped_mid_reply_times_out(m: StartMethod) -> Outcome {
                 ),
             )
             .unwrap_err();
-        check_eq!(err.kind(), ErrorKind::Timeout);
-        check!(err.to_string().contains("longer than its timeout"), "{err}");
+        check_timed_out(err)?;
         check_eq!(
             pool.map_async(square, 0..20).get_timeout(LONG)?,
             squares(20)
         );
-        let t = Instant::now();
-        drop(pool);
-        check!(
-            t.elapsed() < Duration::from_secs(10),
-            "drop took {:?}",
-            t.elapsed()
-        );
+        drop_promptly(pool)?;
         for name in ["async", "apply"] {
-            let pid: i32 = read_when_ready(&dir.join(name), LONG)?.parse()?;
-            check!(
-                common::is_gone(pid),
-                "the stopped worker {pid} is still there"
-            );
+            check_gone(read_when_ready(&dir.join(name), LONG)?.parse()?)?;
         }
         Ok(())
     })
@@ -1519,25 +1519,18 @@ fn stopped_mid_reply_times_out(m: StartMethod) -> Outcome {
 /// codec error. The worker is replaced each time.
 fn cut_short_reply(m: StartMethod) -> Outcome {
     let dir = scratch("cutshort");
-    let pool = Pool::builder()
-        .processes(2)
-        .start_method(m)
-        .task_timeout(Duration::from_secs(1))
-        .build()?;
-    bounded(&dir, pool, |pool| {
+    bounded(&dir, timing_out_pool(m, 2)?, |pool| {
         let path = |name: &str| dir.join(name).to_string_lossy().into_owned();
         let cut = pool.apply_async(misbehave, (path("cut"), Misbehavior::CutShort));
         check_eq!(
             pool.map_async(square, 0..20).get_timeout(LONG)?,
             squares(20)
         );
-        let err = cut.get_timeout(LONG).unwrap_err();
-        check_eq!(err.kind(), ErrorKind::Timeout);
-        check!(err.to_string().contains("longer than its timeout"), "{err}");
+        check_timed_out(cut.get_timeout(LONG).unwrap_err())?;
         let err = pool
             .apply(misbehave, (path("cut-apply"), Misbehavior::CutShort))
             .unwrap_err();
-        check_eq!(err.kind(), ErrorKind::Timeout);
+        check_timed_out(err)?;
         for (name, how, kind, says) in [
             (
                 "exit",
@@ -1563,13 +1556,7 @@ fn cut_short_reply(m: StartMethod) -> Outcome {
             pool.map_async(square, 0..20).get_timeout(LONG)?,
             squares(20)
         );
-        let t = Instant::now();
-        drop(pool);
-        check!(
-            t.elapsed() < Duration::from_secs(10),
-            "drop took {:?}",
-            t.elapsed()
-        );
+        drop_promptly(pool)?;
         Ok(())
     })
 }
@@ -1579,12 +1566,7 @@ fn cut_short_reply(m: StartMethod) -> Outcome {
 /// goes on.
 fn large_task_to_stopped_worker(m: StartMethod) -> Outcome {
     let dir = scratch("stoppedtask");
-    let pool = Pool::builder()
-        .processes(1)
-        .start_method(m)
-        .task_timeout(Duration::from_secs(1))
-        .build()?;
-    bounded(&dir, pool, |pool| {
+    bounded(&dir, timing_out_pool(m, 1)?, |pool| {
         let pid = pool.apply(pid_of, 0)? as i32;
         write_line(&dir.join("worker").to_string_lossy(), &pid.to_string());
         // SAFETY: a signal to the pool's worker, which is there (it just answered).
@@ -1593,21 +1575,10 @@ fn large_task_to_stopped_worker(m: StartMethod) -> Outcome {
             .apply_async(bytes_len, vec![1u8; 64 << 20])
             .get_timeout(LONG)
             .unwrap_err();
-        check_eq!(err.kind(), ErrorKind::Timeout);
-        check!(err.to_string().contains("longer than its timeout"), "{err}");
+        check_timed_out(err)?;
         check_eq!(pool.apply_async(square, 3).get_timeout(LONG)?, 9);
-        let t = Instant::now();
-        drop(pool);
-        check!(
-            t.elapsed() < Duration::from_secs(10),
-            "drop took {:?}",
-            t.elapsed()
-        );
-        check!(
-            common::is_gone(pid),
-            "the stopped worker {pid} is still there"
-        );
-        Ok(())
+        drop_promptly(pool)?;
+        check_gone(pid)
     })
 }
 

@@ -631,29 +631,14 @@ fn fork_policy_with_threads() -> Outcome {
     Ok(())
 }
 
-/// Exits with the number of sockets this process has open.
-#[process]
-fn exit_with_socket_count() {
-    let sockets = std::fs::read_dir("/proc/self/fd")
-        .map(|dir| {
-            dir.flatten()
-                .filter(|e| {
-                    std::fs::read_link(e.path())
-                        .is_ok_and(|target| target.to_string_lossy().starts_with("socket:"))
-                })
-                .count()
-        })
-        .unwrap_or(99);
-    std::process::exit(sockets as i32);
-}
-
 fn fork_and_forkserver_from_two_threads() -> Outcome {
     // The library's locks are always taken in one order: starting children with fork in two
     // threads and through the fork server and spawn in others cannot deadlock. And the
     // sockets each start makes are registered as they are made: no forked child keeps another
     // child's (each has only its own control socket, as when it is forked alone).
     let alone = {
-        let p = Process::new(exit_with_socket_count, ()).with_start_method(StartMethod::Fork);
+        let p =
+            Process::new(common::exit_with_socket_count, ()).with_start_method(StartMethod::Fork);
         p.start()?;
         p.join()?
     };
@@ -669,7 +654,7 @@ fn fork_and_forkserver_from_two_threads() -> Outcome {
         .map(|m| {
             scope.spawn(move || -> Result<(), String> {
                 for _ in 0..20 {
-                    let p = Process::new(exit_with_socket_count, ()).with_start_method(m);
+                    let p = Process::new(common::exit_with_socket_count, ()).with_start_method(m);
                     p.start().map_err(|e| e.to_string())?;
                     let sockets = p.join().map_err(|e| e.to_string())?;
                     if m == StartMethod::Fork && sockets != alone {
