@@ -47,6 +47,49 @@ pub(crate) fn send<T: Serialize>(stream: &UnixStream, value: &T) -> Result<()> {
         .map_err(|err| Error::io("cannot send a frame to the other process", err))
 }
 
+/// [`send`] bounded by `deadline`: a peer that stops reading in the middle of a large frame
+/// is an [`ErrorKind::Timeout`] error (the stream is then out of step).
+pub(crate) fn send_until<T: Serialize>(
+    stream: &UnixStream,
+    value: &T,
+    deadline: Option<Instant>,
+) -> Result<()> {
+    let mut frame = vec![0u8; HEADER];
+    codec::encode_into(value, &mut frame)?;
+    let len = (frame.len() - HEADER) as u64;
+    frame[..HEADER].copy_from_slice(&len.to_le_bytes());
+    send_bytes_until(stream, &frame, &[], deadline)
+}
+
+/// Sends `bytes`, with `fds` on the first of them, waiting for room at most until `deadline`.
+fn send_bytes_until(
+    stream: &UnixStream,
+    bytes: &[u8],
+    fds: &[RawFd],
+    deadline: Option<Instant>,
+) -> Result<()> {
+    let mut sent = 0;
+    let mut fds = fds;
+    while sent < bytes.len() {
+        let now =
+            sys::send_now_with_fds(stream.as_fd(), &mut [io::IoSlice::new(&bytes[sent..])], fds)
+                .map_err(|err| Error::io("cannot send to the other process", err))?;
+        if now > 0 {
+            sent += now;
+            fds = &[];
+            continue;
+        }
+        let ready = sys::poll_one(stream.as_fd(), sys::WRITABLE, deadline)
+            .map_err(|err| Error::io("cannot wait for the other process", err))?;
+        if ready == 0 {
+            return Err(Error::timeout(
+                "timed out sending to the other process: it does not read",
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Reads one frame and decodes it. `Ok(None)` when the peer closed the stream cleanly.
 pub(crate) fn recv<T: DeserializeOwned>(
     stream: &UnixStream,
@@ -133,13 +176,17 @@ fn read_exact_until(
 /// The one data byte of a message that carries descriptors after a frame.
 const FDS_MARK: u8 = b'D';
 
-/// Sends descriptors that belong to the frame just sent (nothing when there are none).
-pub(crate) fn send_fds(stream: &UnixStream, fds: &[RawFd]) -> Result<()> {
+/// Sends descriptors that belong to the frame just sent (nothing when there are none),
+/// waiting for room at most until `deadline`.
+pub(crate) fn send_fds_until(
+    stream: &UnixStream,
+    fds: &[RawFd],
+    deadline: Option<Instant>,
+) -> Result<()> {
     if fds.is_empty() {
         return Ok(());
     }
-    sys::send_with_fds(stream.as_fd(), &[FDS_MARK], fds)
-        .map_err(|err| Error::io("cannot pass descriptors to the other process", err))
+    send_bytes_until(stream, &[FDS_MARK], fds, deadline)
 }
 
 /// Receives the `count` descriptors that belong to the frame just read.
@@ -1120,6 +1167,24 @@ mod tests {
         let soon = Instant::now() + std::time::Duration::from_millis(20);
         let err = send_message_until(&a, &0u8, &sent, Some(soon)).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Timeout);
+    }
+
+    #[test]
+    fn a_frame_bounded_by_a_deadline_times_out_and_one_that_fits_goes() {
+        let (a, b) = UnixStream::pair().unwrap();
+        let soon = || Some(Instant::now() + std::time::Duration::from_millis(20));
+        // The peer reads nothing: a frame larger than the socket holds times out, and so do
+        // descriptors sent after it (the buffer is full).
+        let err = send_until(&a, &vec![7u8; 8 << 20], soon()).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Timeout);
+        let err = send_fds_until(&a, &[std::os::fd::AsRawFd::as_raw_fd(&b)], soon()).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Timeout);
+
+        let (a, b) = UnixStream::pair().unwrap();
+        send_until(&a, &"hello".to_string(), soon()).unwrap();
+        send_fds_until(&a, &[std::os::fd::AsRawFd::as_raw_fd(&a)], soon()).unwrap();
+        assert_eq!(recv::<String>(&b, soon()).unwrap().unwrap(), "hello");
+        assert_eq!(recv_fds(&b, 1).unwrap().len(), 1);
     }
 
     #[test]

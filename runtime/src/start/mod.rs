@@ -341,11 +341,13 @@ impl Popen {
     /// the role, waits for `Ready`. On failure the child is reaped and the error says what the
     /// child said.
     pub(crate) fn handshake(&self, build: &BuildId, role: &Role, fds: &[RawFd]) -> Result<()> {
-        let sent = wire::send(&self.control, build)
-            .and_then(|()| wire::send(&self.control, role))
-            .and_then(|()| wire::send_fds(&self.control, fds));
-        let reply =
-            wire::recv::<ChildMessage>(&self.control, sys::deadline_after(BOOTSTRAP_TIMEOUT));
+        // Bounded as a whole: a child that stops reading (or answering) fails its start
+        // instead of holding the parent, or the pool's thread, for good.
+        let deadline = sys::deadline_after(BOOTSTRAP_TIMEOUT);
+        let sent = wire::send_until(&self.control, build, deadline)
+            .and_then(|()| wire::send_until(&self.control, role, deadline))
+            .and_then(|()| wire::send_fds_until(&self.control, fds, deadline));
+        let reply = wire::recv::<ChildMessage>(&self.control, deadline);
         let failure = match (sent, reply) {
             (Ok(()), Ok(Some(ChildMessage::Ready))) => return Ok(()),
             (_, Ok(Some(ChildMessage::Failed { kind, message }))) => Error::new(kind.into(), message),
