@@ -35,8 +35,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::{
-    bulk_child, forced_iters, fork_raw, met, parse_values, ping_child, pipe, ratio,
-    read_all_or_eof, time, value, Samples, Values,
+    bulk_child, forced_iters, fork_raw, met, ms, parse_values, ping_child, pipe, ratio,
+    read_all_or_eof, run_cpython, time, us, value, Samples, Values,
 };
 use multiproc::{process, Pool};
 
@@ -716,49 +716,22 @@ fn run_imap_phase() -> Values {
 
 fn cpython(iters: &Iters) -> Values {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/pool_cpython.py");
-    let output = Command::new("python3")
-        .arg(script)
-        .args(
-            [
-                iters.w2,
-                iters.w3,
-                iters.w4,
-                iters.w5,
-                W5_PY_N as usize,
-                W5_CHUNKS as usize,
-            ]
-            .map(|n| n.to_string()),
-        )
-        .stderr(std::process::Stdio::inherit())
-        .output()
-        .map_err(|err| format!("cannot run python3: {err}"))?;
-    if !output.status.success() {
-        return Err(format!("python3 {script} failed: {}", output.status));
-    }
-    let values = parse_values(&output.stdout);
-    if values.is_empty() {
-        return Err(format!("python3 {script} printed nothing usable"));
-    }
-    Ok(values)
+    run_cpython(
+        script,
+        &[
+            iters.w2,
+            iters.w3,
+            iters.w4,
+            iters.w5,
+            W5_PY_N as usize,
+            W5_CHUNKS as usize,
+        ]
+        .map(|n| n.to_string()),
+    )
 }
 
 // ---------------------------------------------------------------------------------------------
 // The report
-
-fn ms(secs: f64) -> String {
-    let ms = secs * 1e3;
-    if ms < 10.0 {
-        format!("{ms:.2} ms")
-    } else if ms < 100.0 {
-        format!("{ms:.1} ms")
-    } else {
-        format!("{ms:.0} ms")
-    }
-}
-
-fn us(secs: f64) -> String {
-    format!("{:.1} us", secs * 1e6)
-}
 
 fn mbps(secs: f64) -> String {
     format!("{:.0} MB/s", W4_BYTES as f64 / secs / 1e6)

@@ -47,12 +47,11 @@ use std::hint::black_box;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, RawFd};
 use std::os::unix::net::UnixStream;
-use std::process::Command;
 use std::time::Duration;
 
 use common::{
-    forced_iters, fork_raw, met, parse_values, pipe, ratio, read_all_or_eof, time, value, Samples,
-    Values,
+    forced_iters, fork_raw, met, ms, pipe, ratio, read_all_or_eof, run_cpython, time, us, value,
+    Samples, Values,
 };
 use multiproc::{
     process, Connection, Event, Lock, Pipe, Pool, Process, Queue, SharedMemory, StartMethod, Value,
@@ -794,31 +793,19 @@ fn bench_shm(floors: &Floors, iters: usize) -> ShmResult {
 
 fn cpython(iters: &Iters) -> Values {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/shared_cpython.py");
-    let output = Command::new("python3")
-        .arg(script)
-        .args(
-            [
-                iters.queue,
-                QUEUE_ITEMS as usize,
-                iters.pipe,
-                iters.lock,
-                LOCK_LOOP as usize,
-                iters.counter,
-                iters.shm,
-            ]
-            .map(|n| n.to_string()),
-        )
-        .stderr(std::process::Stdio::inherit())
-        .output()
-        .map_err(|err| format!("cannot run python3: {err}"))?;
-    if !output.status.success() {
-        return Err(format!("python3 {script} failed: {}", output.status));
-    }
-    let values = parse_values(&output.stdout);
-    if values.is_empty() {
-        return Err(format!("python3 {script} printed nothing usable"));
-    }
-    Ok(values)
+    run_cpython(
+        script,
+        &[
+            iters.queue,
+            QUEUE_ITEMS as usize,
+            iters.pipe,
+            iters.lock,
+            LOCK_LOOP as usize,
+            iters.counter,
+            iters.shm,
+        ]
+        .map(|n| n.to_string()),
+    )
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -826,21 +813,6 @@ fn cpython(iters: &Iters) -> Values {
 
 fn ns(secs: f64) -> String {
     format!("{:.1} ns", secs * 1e9)
-}
-
-fn us(secs: f64) -> String {
-    format!("{:.1} us", secs * 1e6)
-}
-
-fn ms(secs: f64) -> String {
-    let ms = secs * 1e3;
-    if ms < 10.0 {
-        format!("{ms:.2} ms")
-    } else if ms < 100.0 {
-        format!("{ms:.1} ms")
-    } else {
-        format!("{ms:.0} ms")
-    }
 }
 
 /// Items per second, for `QUEUE_ITEMS` items in `secs`.

@@ -200,33 +200,18 @@ fn cpython(iters: &[(StartMethod, usize)]) -> CPython {
             .map_or(1, |(_, n)| *n)
             .to_string()
     };
-    let output = Command::new("python3")
-        .arg(script)
-        .args([
+    let values = common::run_cpython(
+        script,
+        &[
             n(StartMethod::Fork),
             n(StartMethod::ForkServer),
             n(StartMethod::Spawn),
-        ])
-        .stderr(std::process::Stdio::inherit())
-        .output()
-        .map_err(|err| format!("cannot run python3: {err}"))?;
-    if !output.status.success() {
-        return Err(format!("python3 {script} failed: {}", output.status));
-    }
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let values: Vec<(String, f64)> = stdout
-        .lines()
-        .filter_map(|line| {
-            let (name, value) = line.trim().split_once(' ')?;
-            Some((name.to_string(), value.trim().parse().ok()?))
-        })
-        .collect();
-    if values.is_empty() {
-        return Err(format!(
-            "python3 {script} printed nothing usable: {stdout:?}"
-        ));
-    }
-    Ok(values)
+        ],
+    )?;
+    Ok(values
+        .into_iter()
+        .filter_map(|(name, value)| Some((name, value.parse().ok()?)))
+        .collect())
 }
 
 fn cpython_us(cpython: &CPython, name: &str) -> Option<f64> {
@@ -246,15 +231,9 @@ struct Row<'a> {
     floor_target: f64,
 }
 
+/// `us` microseconds in milliseconds.
 fn ms(us: f64) -> String {
-    let ms = us / 1000.0;
-    if ms < 10.0 {
-        format!("{ms:.2} ms")
-    } else if ms < 100.0 {
-        format!("{ms:.1} ms")
-    } else {
-        format!("{ms:.0} ms")
-    }
+    common::ms(us / 1e6)
 }
 
 fn print_report(iters: &[(StartMethod, usize)], rows: &[Row<'_>], cpython: &CPython) {

@@ -167,3 +167,39 @@ pub fn value<T: std::str::FromStr>(values: &Values, name: &str) -> Option<T> {
         .find(|(n, _)| n == name)
         .and_then(|(_, v)| v.parse().ok())
 }
+
+/// Runs a CPython benchmark script of `benches/` with `args` and collects the `name value`
+/// lines it prints; an error says why there are none (python3 missing, the script failed).
+pub fn run_cpython(script: &str, args: &[String]) -> Values {
+    let output = std::process::Command::new("python3")
+        .arg(script)
+        .args(args)
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .map_err(|err| format!("cannot run python3: {err}"))?;
+    if !output.status.success() {
+        return Err(format!("python3 {script} failed: {}", output.status));
+    }
+    let values = parse_values(&output.stdout);
+    if values.is_empty() {
+        return Err(format!("python3 {script} printed nothing usable"));
+    }
+    Ok(values)
+}
+
+/// `secs` in milliseconds, with two, one or no decimals as it grows.
+pub fn ms(secs: f64) -> String {
+    let ms = secs * 1e3;
+    if ms < 10.0 {
+        format!("{ms:.2} ms")
+    } else if ms < 100.0 {
+        format!("{ms:.1} ms")
+    } else {
+        format!("{ms:.0} ms")
+    }
+}
+
+/// `secs` in microseconds.
+pub fn us(secs: f64) -> String {
+    format!("{:.1} us", secs * 1e6)
+}
