@@ -6,7 +6,7 @@ use syn::ext::IdentExt;
 use syn::parse::{ParseStream, Parser};
 use syn::{Expr, ExprLit, Ident, Lit, LitStr, Path, Token};
 
-use crate::valid::Errors;
+use crate::errors::Errors;
 
 /// One key an attribute accepts.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]

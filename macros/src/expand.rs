@@ -1,8 +1,8 @@
 //! Code generation, on `proc_macro2` so it can be tested.
 //!
 //! Each entry point runs the stages in order: attribute arguments (`args`), item (`parse`),
-//! semantic checks (`valid`), then codegen. Any error yields the user's item unchanged followed by
-//! the `compile_error!`s, so the rest of the crate (and the IDE) still sees the item.
+//! semantic checks (`valid`), then codegen. How each argument and result travels is decided in
+//! `carrier`; what an error yields instead of the expansion, in `fallback`.
 
 use proc_macro2::{Group, Span, TokenStream, TokenTree};
 use quote::{format_ident, quote, quote_spanned, ToTokens};
@@ -12,8 +12,11 @@ use syn::spanned::Spanned;
 use syn::{Attribute, FnArg, ItemFn, ItemImpl, Meta, ReturnType, Token, Type};
 
 use crate::args::{self, Args};
+use crate::carrier::carrier;
+use crate::errors::Errors;
+use crate::fallback::with_errors;
 use crate::parse::{self, Item};
-use crate::valid::{self, Errors, Receiver, Run};
+use crate::valid::{self, Receiver, Run};
 
 /// `#[process]`.
 pub(crate) fn process(attr: TokenStream, item: TokenStream) -> TokenStream {
@@ -64,16 +67,6 @@ pub(crate) fn main(attr: TokenStream, item: TokenStream) -> TokenStream {
         (Some(args), Ok(())) => expand_main(parsed, &args),
         _ => with_errors(item, errors),
     }
-}
-
-/// The user's item unchanged, then the errors.
-fn with_errors(item: TokenStream, errors: Errors) -> TokenStream {
-    let errors = errors
-        .finish()
-        .err()
-        .map(|e| e.to_compile_error())
-        .unwrap_or_default();
-    quote!(#item #errors)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -188,117 +181,6 @@ fn assert_data(krate: &TokenStream, ty: &Type) -> TokenStream {
     let krate = respan(krate.clone(), span);
     quote_spanned! {span=>
         const _: () = #krate::__private::assert_data::<#ty>();
-    }
-}
-
-/// Whether `ty` is written `Vec<u8>` (or `std::vec::Vec<u8>`, `alloc::vec::Vec<u8>`): such
-/// arguments and results travel as one run of bytes (a block of a pool message when large),
-/// not element by element. An alias or a `Vec<u8>` inside another type is not recognized.
-fn is_byte_vec(ty: &Type) -> bool {
-    let Type::Path(path) = ty else {
-        return false;
-    };
-    if path.qself.is_some() {
-        return false;
-    }
-    let segments: Vec<String> = path
-        .path
-        .segments
-        .iter()
-        .map(|s| s.ident.to_string())
-        .collect();
-    let vec_path = match segments.iter().map(String::as_str).collect::<Vec<_>>()[..] {
-        ["Vec"] => path.path.leading_colon.is_none(),
-        ["std" | "alloc", "vec", "Vec"] => true,
-        _ => false,
-    };
-    let Some(last) = path.path.segments.last() else {
-        return false;
-    };
-    let syn::PathArguments::AngleBracketed(args) = &last.arguments else {
-        return false;
-    };
-    let only_u8 = matches!(
-        args.args.iter().collect::<Vec<_>>()[..],
-        [syn::GenericArgument::Type(Type::Path(elem))]
-            if elem.qself.is_none() && elem.path.is_ident("u8")
-    );
-    vec_path && only_u8
-}
-
-/// The primitive numbers whose chunks travel as their bytes in memory (`bool` and `char` are
-/// not: not every byte pattern is one).
-const NUMBERS: &[&str] = &[
-    "u8", "u16", "u32", "u64", "usize", "i8", "i16", "i32", "i64", "isize", "f32", "f64",
-];
-
-/// Whether `ty` is written as a primitive number: `u64`, or `core::primitive::u64` (or
-/// `std::primitive::u64`). An alias is not recognized.
-fn is_number(ty: &Type) -> bool {
-    let Type::Path(path) = ty else {
-        return false;
-    };
-    if path.qself.is_some()
-        || path
-            .path
-            .segments
-            .iter()
-            .any(|s| !matches!(s.arguments, syn::PathArguments::None))
-    {
-        return false;
-    }
-    let segments: Vec<String> = path
-        .path
-        .segments
-        .iter()
-        .map(|s| s.ident.to_string())
-        .collect();
-    let name = match segments.iter().map(String::as_str).collect::<Vec<_>>()[..] {
-        [name] if path.path.leading_colon.is_none() => name,
-        ["std" | "core", "primitive", name] => name,
-        _ => return false,
-    };
-    NUMBERS.contains(&name)
-}
-
-/// Whether `types` are two to four primitive numbers, the tuples `Raw` carries.
-fn are_numbers(types: &[&Type]) -> bool {
-    (2..=4).contains(&types.len()) && types.iter().all(|ty| is_number(ty))
-}
-
-/// The carrier of the arguments (`types`) or of the result (one type): `Packed` when a type is
-/// written `Vec<u8>`; `Raw` when there is one type written as a primitive number or as a tuple
-/// of two to four of them, or two to four types written as primitive numbers; `Plain`
-/// otherwise.
-fn carrier(krate: &TokenStream, types: &[&Type]) -> TokenStream {
-    let private = quote!(#krate::__private);
-    let raw = match types {
-        [Type::Tuple(tuple)] => are_numbers(&tuple.elems.iter().collect::<Vec<_>>()),
-        [one] => is_number(one),
-        many => are_numbers(many),
-    };
-    if raw {
-        return quote!(#private::Raw);
-    }
-    if !types.iter().any(|ty| is_byte_vec(ty)) {
-        return quote!(#private::Plain);
-    }
-    let part = |ty: &Type| {
-        if is_byte_vec(ty) {
-            quote!(#private::Bytes)
-        } else {
-            quote!(#private::Held<#ty>)
-        }
-    };
-    match types {
-        [one] => {
-            let one = part(one);
-            quote!(#private::Packed<#one>)
-        }
-        many => {
-            let parts = many.iter().map(|ty| part(ty));
-            quote!(#private::Packed<(#(#parts),*)>)
-        }
     }
 }
 

@@ -3,7 +3,10 @@
 //! Use them through the `multiproc` facade crate, which re-exports them.
 
 mod args;
+mod carrier;
+mod errors;
 mod expand;
+mod fallback;
 mod parse;
 mod valid;
 
