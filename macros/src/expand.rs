@@ -7,11 +7,11 @@
 use proc_macro2::{Group, Span, TokenStream, TokenTree};
 use quote::{format_ident, quote, quote_spanned, ToTokens};
 use syn::ext::IdentExt;
-use syn::punctuated::Punctuated;
 use syn::spanned::Spanned;
-use syn::{Attribute, FnArg, ItemFn, ItemImpl, Meta, ReturnType, Token, Type};
+use syn::{FnArg, ItemFn, ItemImpl, ReturnType, Type};
 
 use crate::args::{self, Args};
+use crate::attrs::{split_attrs, FnAttrs};
 use crate::carrier::carrier;
 use crate::errors::Errors;
 use crate::fallback::with_errors;
@@ -71,91 +71,6 @@ pub(crate) fn main(attr: TokenStream, item: TokenStream) -> TokenStream {
 
 // ---------------------------------------------------------------------------------------------
 // `#[process] fn`
-
-/// Where an attribute of the user's function goes.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Place {
-    /// Docs and `deprecated`: the public face of the worker, the unit struct.
-    Struct,
-    /// `cfg`: the struct and the `const _` block.
-    Cfg,
-    /// `allow`, `warn`, `deny`, `forbid`: both the struct and the inner function.
-    Both,
-    /// `expect`: the inner function, and as `allow` on the struct (an `expect` on both would
-    /// report the one that did not fire).
-    Expect,
-    /// Anything else (`inline`, `must_use`, `track_caller`, other attribute macros, ...): the
-    /// inner function, which holds the body.
-    Fn,
-}
-
-fn place_of_path(path: &syn::Path) -> Place {
-    let Some(ident) = path.get_ident() else {
-        return Place::Fn;
-    };
-    match ident.to_string().as_str() {
-        "doc" | "deprecated" => Place::Struct,
-        "cfg" => Place::Cfg,
-        "allow" | "warn" | "deny" | "forbid" => Place::Both,
-        "expect" => Place::Expect,
-        _ => Place::Fn,
-    }
-}
-
-fn place(attr: &Attribute) -> Place {
-    if !attr.path().is_ident("cfg_attr") {
-        return place_of_path(attr.path());
-    }
-    // `cfg_attr(pred, a, b)`: the struct if every attribute goes there, else the function.
-    let nested = attr.parse_args_with(Punctuated::<Meta, Token![,]>::parse_terminated);
-    let places: Vec<Place> = match nested {
-        Ok(nested) => nested
-            .iter()
-            .skip(1)
-            .map(|meta| place_of_path(meta.path()))
-            .collect(),
-        Err(_) => return Place::Fn,
-    };
-    if !places.is_empty() && places.iter().all(|p| *p == Place::Struct) {
-        Place::Struct
-    } else if !places.is_empty() && places.iter().all(|p| *p == Place::Both) {
-        Place::Both
-    } else {
-        Place::Fn
-    }
-}
-
-/// The attributes of the user's function, sorted by where they go.
-#[derive(Default)]
-struct FnAttrs {
-    on_struct: Vec<Attribute>,
-    on_fn: Vec<Attribute>,
-    cfg: Vec<Attribute>,
-}
-
-fn split_attrs(attrs: Vec<Attribute>) -> FnAttrs {
-    let mut out = FnAttrs::default();
-    for attr in attrs {
-        match place(&attr) {
-            Place::Struct => out.on_struct.push(attr),
-            Place::Cfg => out.cfg.push(attr),
-            Place::Both => {
-                out.on_struct.push(attr.clone());
-                out.on_fn.push(attr);
-            }
-            Place::Expect => {
-                let mut allow = attr.clone();
-                if let Meta::List(list) = &mut allow.meta {
-                    list.path = syn::Path::from(syn::Ident::new("allow", list.path.span()));
-                }
-                out.on_struct.push(allow);
-                out.on_fn.push(attr);
-            }
-            Place::Fn => out.on_fn.push(attr),
-        }
-    }
-    out
-}
 
 /// Every token of `tokens`, groups included, at `span`.
 fn respan(tokens: TokenStream, span: Span) -> TokenStream {
@@ -389,7 +304,7 @@ pub(crate) fn expand_main(mut item: ItemFn, args: &Args) -> TokenStream {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use syn::{ImplItem, ItemConst, ItemStruct};
+    use syn::{Attribute, ImplItem, ItemConst, ItemStruct};
 
     fn file(tokens: TokenStream) -> syn::File {
         syn::parse2(tokens).unwrap_or_else(|e| panic!("expansion does not parse: {e}"))

@@ -3,6 +3,7 @@
 //! Use them through the `multiproc` facade crate, which re-exports them.
 
 mod args;
+mod attrs;
 mod carrier;
 mod errors;
 mod expand;
