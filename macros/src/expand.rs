@@ -14,7 +14,7 @@ use crate::args::{self, Args};
 use crate::attrs::{split_attrs, FnAttrs};
 use crate::carrier::carrier;
 use crate::errors::Errors;
-use crate::fallback::with_errors;
+use crate::fallback::{self, with_errors};
 use crate::parse::{self, Item};
 use crate::valid::{self, Receiver, Run};
 
@@ -36,14 +36,16 @@ pub(crate) fn process(attr: TokenStream, item: TokenStream) -> TokenStream {
             let checked = valid::check_fn(&f).map_err(|e| errors.push(e));
             match (args, checked) {
                 (Some(args), Ok(())) => expand_fn(f, &args),
-                _ => with_errors(item, errors),
+                (Some(args), Err(())) => fallback::process_fn(f, &args.krate(), errors),
+                (None, _) => with_errors(item, errors),
             }
         }
         Item::Impl(i) => {
             let checked = valid::check_impl(&i).map_err(|e| errors.push(e));
             match (args, checked) {
                 (Some(args), Ok(run)) => expand_impl(i, &run, &args),
-                _ => with_errors(item, errors),
+                (Some(args), Err(())) => fallback::process_impl(i, &args.krate(), errors),
+                (None, _) => with_errors(item, errors),
             }
         }
     }
