@@ -15,10 +15,10 @@
 //!   type is data (`Serialize`, `Deserialize`, `Send`): a type that is not is reported at the call
 //!   site as it would be with a valid impl block.
 //!
-//! The stub needs the crate's path, so when the attribute's own arguments are rejected, and for
-//! what cannot take a stub (a method, whose `self` shows that the item is inside an impl block; an
-//! impl block of something other than a named type), the item is emitted unchanged before the
-//! errors, as it is for `#[main]`.
+//! The stub needs the crate's path: when the attribute's `crate = "..."` is itself rejected (or
+//! a syntax error may hide one), and for what cannot take a stub (a method, whose `self` shows
+//! that the item is inside an impl block; an impl block of something other than a named type),
+//! the item is emitted unchanged before the errors, as it is for `#[main]`.
 
 use proc_macro2::TokenStream;
 use quote::quote;
@@ -191,7 +191,27 @@ mod tests {
     }
 
     #[test]
-    fn a_method_and_bad_arguments_keep_the_item_alone() {
+    fn bad_arguments_other_than_the_crate_get_the_stub() {
+        for attr in [
+            quote!(nope = 1),
+            quote!(name = "", crate = "::re::mp"),
+            quote!(name = 3),
+        ] {
+            let out = norm(process(
+                attr,
+                quote!(
+                    fn f(n: u64) {}
+                ),
+            ));
+            assert!(out.contains("Target for f"), "{out}");
+        }
+    }
+
+    #[test]
+    fn a_method_and_an_unsure_crate_keep_the_item_alone() {
+        let f = quote!(
+            fn f(s: &str) {}
+        );
         for (attr, item) in [
             (
                 quote!(),
@@ -199,12 +219,10 @@ mod tests {
                     fn bump(&mut self) {}
                 ),
             ),
-            (
-                quote!(nope = 1),
-                quote!(
-                    fn f(s: &str) {}
-                ),
-            ),
+            // An invalid path, two of them, a syntax error that may hide one.
+            (quote!(crate = "not a path"), f.clone()),
+            (quote!(crate = "::a", crate = "::b"), f.clone()),
+            (quote!(name = "x" crate = "::a"), f),
         ] {
             let out = norm(process(attr, item.clone()));
             assert!(out.starts_with(&norm(&item)), "{out}");

@@ -132,6 +132,13 @@ use proc_macro::TokenStream;
 ///   `module::path::ident`, so that it survives moving the function.
 /// - `crate = "::my_crate::multiproc"`: the path of the multiproc crate in generated code, for
 ///   crates that re-export it. Default `::multiproc`.
+///
+/// # Rejected items
+///
+/// A rejected function still defines its name as a worker value whose types are the error, and
+/// a rejected impl block still gives its type a `Runnable` impl, so the call sites
+/// (`Process::new(f, ...)`, `pool.map(f, ...)`) add no error of their own: the attribute's message
+/// is the one to fix. The function itself is kept, so its body is still checked.
 #[proc_macro_attribute]
 pub fn process(attr: TokenStream, item: TokenStream) -> TokenStream {
     expand::process(attr.into(), item.into()).into()
