@@ -110,6 +110,33 @@ fn registered_name(args: &Args, ident: &syn::Ident) -> TokenStream {
     }
 }
 
+/// A static whose symbol is the registered name, so that two workers registered under one name
+/// are a build error, not a child that cannot tell which one it was asked to run.
+///
+/// The symbol is the message: in one crate rustc reports "symbol `multiproc: two workers are
+/// registered as ...` is already defined" at the second attribute; across crates the linker
+/// reports a duplicate symbol of that name (with both source lines in a debug build), and fat LTO
+/// "linking globals named '...': symbol multiply defined". The static sits in the same `const`
+/// block as the `inventory` entry, so in the same object file: a registration that is linked in
+/// claims its name. It cannot fire for two names the registry tells apart: the same function
+/// name in two modules or two crates has two module paths. (Two semver-incompatible versions of
+/// one crate with workers in one binary do clash: their registered names are the same.)
+///
+/// At the attribute's span (the macro's), not the user's tokens: `export_name` trips the
+/// `unsafe_code` lint in the user's crate otherwise, as any generated `unsafe` would.
+fn claim_name(name: &TokenStream) -> TokenStream {
+    // Sound: nothing reads the static or names its symbol, which is unique by design (a second
+    // one is the build error this is for).
+    quote! {
+        #[unsafe(export_name = ::core::concat!(
+            "multiproc: two workers are registered as `",
+            #name,
+            "`: rename one, or give it `#[process(name = \"...\")]`"
+        ))]
+        static __MULTIPROC_REGISTERED_NAME: u8 = 0;
+    }
+}
+
 /// The expansion of a valid `#[process] fn`.
 pub(crate) fn expand_fn(item: ItemFn, args: &Args) -> TokenStream {
     let krate = args.krate();
@@ -174,6 +201,7 @@ pub(crate) fn expand_fn(item: ItemFn, args: &Args) -> TokenStream {
     };
 
     let name = registered_name(args, &ident);
+    let claim = claim_name(&name);
     // An unmet bound on `type Args = T;` or `type Output = T;` is reported on `T` as written,
     // which is the user's type when there is one argument, and for the return type. A tuple of
     // arguments is reported on the function's name: check each element for an error on its own
@@ -232,6 +260,8 @@ pub(crate) fn expand_fn(item: ItemFn, args: &Args) -> TokenStream {
 
             #(#asserts)*
 
+            #claim
+
             #[allow(deprecated)]
             const _: () = {
                 #krate::__private::inventory::submit! {
@@ -251,6 +281,7 @@ pub(crate) fn expand_impl(item: ItemImpl, run: &Run, args: &Args) -> TokenStream
     let self_ty = &item.self_ty;
     let cfg = item.attrs.iter().filter(|a| a.path().is_ident("cfg"));
     let name = registered_name(args, &run.type_ident);
+    let claim = claim_name(&name);
     let type_name = run.type_ident.unraw().to_string();
     let this = syn::Ident::new("self", Span::call_site());
     let (binding, call) = match run.receiver {
@@ -277,6 +308,8 @@ pub(crate) fn expand_impl(item: ItemImpl, run: &Run, args: &Args) -> TokenStream
             #krate::__private::inventory::submit! {
                 #krate::__private::Entry::runnable::<#self_ty>()
             }
+
+            #claim
         };
     }
 }
@@ -680,6 +713,29 @@ mod tests {
         ))));
         assert!(text.contains(&norm(quote!(impl ::re::mp::Target for sq))));
         assert!(!text.contains("multiproc ::"));
+    }
+
+    #[test]
+    fn the_registered_name_is_claimed_as_a_symbol() {
+        for (attr, item) in [
+            (
+                quote!(name = "stable::sq"),
+                quote!(
+                    fn sq() {}
+                ),
+            ),
+            (
+                quote!(name = "stable::sq"),
+                quote!(impl P {
+                    fn run(&self) {}
+                }),
+            ),
+        ] {
+            let text = norm(process(attr, item));
+            let claim = text.find("export_name").expect("a name-claiming static");
+            assert!(text[claim..].contains("\"stable::sq\""), "{text}");
+            assert_eq!(text.matches("export_name").count(), 1, "{text}");
+        }
     }
 
     #[test]
