@@ -6,7 +6,7 @@ use syn::ext::IdentExt;
 use syn::parse::{ParseStream, Parser};
 use syn::{Expr, ExprLit, Ident, Lit, LitStr, Path, Token};
 
-use crate::valid::Errors;
+use crate::errors::Errors;
 
 /// One key an attribute accepts.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -55,12 +55,47 @@ impl Args {
 /// Every mistake that leaves the rest parseable (unknown or duplicate key, value that is not a
 /// string literal, invalid path) is collected; a token that breaks the syntax stops the parse.
 pub(crate) fn parse(tokens: TokenStream, accepted: &[Key]) -> syn::Result<Args> {
-    let parser = |input: ParseStream| parse_args(input, accepted);
-    parser.parse2(tokens)
+    parse_with_crate(tokens, accepted).0
 }
 
-fn parse_args(input: ParseStream, accepted: &[Key]) -> syn::Result<Args> {
-    let mut args = Args::default();
+/// [`parse`], and the path of the multiproc crate (see [`Args::krate`]) also when the arguments
+/// are rejected, if the mistakes leave it certain: every key was read, and `crate` was given at
+/// most once and then validly. The fallback of a rejected item needs it.
+pub(crate) fn parse_with_crate(
+    tokens: TokenStream,
+    accepted: &[Key],
+) -> (syn::Result<Args>, Option<TokenStream>) {
+    let mut understood = Understood::default();
+    let parser = |input: ParseStream| parse_args(input, accepted, &mut understood);
+    let result = parser.parse2(tokens);
+    let krate = match &result {
+        Ok(args) => Some(args.krate()),
+        Err(_) => {
+            let certain = understood.read_all
+                && (understood.crate_keys == 0
+                    || (understood.crate_keys == 1 && understood.args.krate.is_some()));
+            certain.then(|| understood.args.krate())
+        }
+    };
+    (result, krate)
+}
+
+/// What `parse_args` understood, kept when it fails.
+#[derive(Default)]
+struct Understood {
+    args: Args,
+    /// The parse reached the end: no key is hidden behind a syntax error.
+    read_all: bool,
+    /// How many keys were spelled `crate`.
+    crate_keys: usize,
+}
+
+fn parse_args(
+    input: ParseStream,
+    accepted: &[Key],
+    understood: &mut Understood,
+) -> syn::Result<Args> {
+    let args = &mut understood.args;
     let mut seen: Vec<Key> = Vec::new();
     let mut errors = Errors::default();
 
@@ -72,6 +107,9 @@ fn parse_args(input: ParseStream, accepted: &[Key]) -> syn::Result<Args> {
             )
         })?;
         let known = accepted.iter().copied().find(|k| key == k.as_str());
+        if key == "crate" {
+            understood.crate_keys += 1;
+        }
 
         // The value: `= expr`, or a stray group such as `foo(...)` for an unknown key.
         let value = if input.peek(Token![=]) {
@@ -132,9 +170,10 @@ fn parse_args(input: ParseStream, accepted: &[Key]) -> syn::Result<Args> {
         }
         input.parse::<Token![,]>()?;
     }
+    understood.read_all = true;
 
     errors.finish()?;
-    Ok(args)
+    Ok(std::mem::take(&mut understood.args))
 }
 
 fn string_value(value: &Expr, key: Key) -> syn::Result<LitStr> {

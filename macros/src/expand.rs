@@ -1,26 +1,28 @@
 //! Code generation, on `proc_macro2` so it can be tested.
 //!
 //! Each entry point runs the stages in order: attribute arguments (`args`), item (`parse`),
-//! semantic checks (`valid`), then codegen. Any error yields the user's item unchanged followed by
-//! the `compile_error!`s, so the rest of the crate (and the IDE) still sees the item.
+//! semantic checks (`valid`), then codegen. How each argument and result travels is decided in
+//! `carrier`; what an error yields instead of the expansion, in `fallback`.
 
 use proc_macro2::{Group, Span, TokenStream, TokenTree};
 use quote::{format_ident, quote, quote_spanned, ToTokens};
 use syn::ext::IdentExt;
-use syn::punctuated::Punctuated;
 use syn::spanned::Spanned;
-use syn::{Attribute, FnArg, ItemFn, ItemImpl, Meta, ReturnType, Token, Type};
+use syn::{FnArg, ItemFn, ItemImpl, ReturnType, Type};
 
 use crate::args::{self, Args};
+use crate::attrs::{split_attrs, FnAttrs};
+use crate::carrier::carrier;
+use crate::errors::Errors;
+use crate::fallback::{self, with_errors};
 use crate::parse::{self, Item};
-use crate::valid::{self, Errors, Receiver, Run};
+use crate::valid::{self, Receiver, Run};
 
 /// `#[process]`.
 pub(crate) fn process(attr: TokenStream, item: TokenStream) -> TokenStream {
     let mut errors = Errors::default();
-    let args = args::parse(attr, args::PROCESS_KEYS)
-        .map_err(|e| errors.push(e))
-        .ok();
+    let (args, krate) = args::parse_with_crate(attr, args::PROCESS_KEYS);
+    let args = args.map_err(|e| errors.push(e)).ok();
     let parsed = match parse::process_item(item.clone()) {
         Ok(parsed) => parsed,
         Err(e) => {
@@ -31,16 +33,18 @@ pub(crate) fn process(attr: TokenStream, item: TokenStream) -> TokenStream {
     match parsed {
         Item::Fn(f) => {
             let checked = valid::check_fn(&f).map_err(|e| errors.push(e));
-            match (args, checked) {
-                (Some(args), Ok(())) => expand_fn(f, &args),
-                _ => with_errors(item, errors),
+            match (args, checked, krate) {
+                (Some(args), Ok(()), _) => expand_fn(f, &args),
+                (_, _, Some(krate)) => fallback::process_fn(f, &krate, errors),
+                (_, _, None) => with_errors(item, errors),
             }
         }
         Item::Impl(i) => {
             let checked = valid::check_impl(&i).map_err(|e| errors.push(e));
-            match (args, checked) {
-                (Some(args), Ok(run)) => expand_impl(i, &run, &args),
-                _ => with_errors(item, errors),
+            match (args, checked, krate) {
+                (Some(args), Ok(run), _) => expand_impl(i, &run, &args),
+                (_, _, Some(krate)) => fallback::process_impl(i, &krate, errors),
+                (_, _, None) => with_errors(item, errors),
             }
         }
     }
@@ -66,103 +70,8 @@ pub(crate) fn main(attr: TokenStream, item: TokenStream) -> TokenStream {
     }
 }
 
-/// The user's item unchanged, then the errors.
-fn with_errors(item: TokenStream, errors: Errors) -> TokenStream {
-    let errors = errors
-        .finish()
-        .err()
-        .map(|e| e.to_compile_error())
-        .unwrap_or_default();
-    quote!(#item #errors)
-}
-
 // ---------------------------------------------------------------------------------------------
 // `#[process] fn`
-
-/// Where an attribute of the user's function goes.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Place {
-    /// Docs and `deprecated`: the public face of the worker, the unit struct.
-    Struct,
-    /// `cfg`: the struct and the `const _` block.
-    Cfg,
-    /// `allow`, `warn`, `deny`, `forbid`: both the struct and the inner function.
-    Both,
-    /// `expect`: the inner function, and as `allow` on the struct (an `expect` on both would
-    /// report the one that did not fire).
-    Expect,
-    /// Anything else (`inline`, `must_use`, `track_caller`, other attribute macros, ...): the
-    /// inner function, which holds the body.
-    Fn,
-}
-
-fn place_of_path(path: &syn::Path) -> Place {
-    let Some(ident) = path.get_ident() else {
-        return Place::Fn;
-    };
-    match ident.to_string().as_str() {
-        "doc" | "deprecated" => Place::Struct,
-        "cfg" => Place::Cfg,
-        "allow" | "warn" | "deny" | "forbid" => Place::Both,
-        "expect" => Place::Expect,
-        _ => Place::Fn,
-    }
-}
-
-fn place(attr: &Attribute) -> Place {
-    if !attr.path().is_ident("cfg_attr") {
-        return place_of_path(attr.path());
-    }
-    // `cfg_attr(pred, a, b)`: the struct if every attribute goes there, else the function.
-    let nested = attr.parse_args_with(Punctuated::<Meta, Token![,]>::parse_terminated);
-    let places: Vec<Place> = match nested {
-        Ok(nested) => nested
-            .iter()
-            .skip(1)
-            .map(|meta| place_of_path(meta.path()))
-            .collect(),
-        Err(_) => return Place::Fn,
-    };
-    if !places.is_empty() && places.iter().all(|p| *p == Place::Struct) {
-        Place::Struct
-    } else if !places.is_empty() && places.iter().all(|p| *p == Place::Both) {
-        Place::Both
-    } else {
-        Place::Fn
-    }
-}
-
-/// The attributes of the user's function, sorted by where they go.
-#[derive(Default)]
-struct FnAttrs {
-    on_struct: Vec<Attribute>,
-    on_fn: Vec<Attribute>,
-    cfg: Vec<Attribute>,
-}
-
-fn split_attrs(attrs: Vec<Attribute>) -> FnAttrs {
-    let mut out = FnAttrs::default();
-    for attr in attrs {
-        match place(&attr) {
-            Place::Struct => out.on_struct.push(attr),
-            Place::Cfg => out.cfg.push(attr),
-            Place::Both => {
-                out.on_struct.push(attr.clone());
-                out.on_fn.push(attr);
-            }
-            Place::Expect => {
-                let mut allow = attr.clone();
-                if let Meta::List(list) = &mut allow.meta {
-                    list.path = syn::Path::from(syn::Ident::new("allow", list.path.span()));
-                }
-                out.on_struct.push(allow);
-                out.on_fn.push(attr);
-            }
-            Place::Fn => out.on_fn.push(attr),
-        }
-    }
-    out
-}
 
 /// Every token of `tokens`, groups included, at `span`.
 fn respan(tokens: TokenStream, span: Span) -> TokenStream {
@@ -191,117 +100,6 @@ fn assert_data(krate: &TokenStream, ty: &Type) -> TokenStream {
     }
 }
 
-/// Whether `ty` is written `Vec<u8>` (or `std::vec::Vec<u8>`, `alloc::vec::Vec<u8>`): such
-/// arguments and results travel as one run of bytes (a block of a pool message when large),
-/// not element by element. An alias or a `Vec<u8>` inside another type is not recognized.
-fn is_byte_vec(ty: &Type) -> bool {
-    let Type::Path(path) = ty else {
-        return false;
-    };
-    if path.qself.is_some() {
-        return false;
-    }
-    let segments: Vec<String> = path
-        .path
-        .segments
-        .iter()
-        .map(|s| s.ident.to_string())
-        .collect();
-    let vec_path = match segments.iter().map(String::as_str).collect::<Vec<_>>()[..] {
-        ["Vec"] => path.path.leading_colon.is_none(),
-        ["std" | "alloc", "vec", "Vec"] => true,
-        _ => false,
-    };
-    let Some(last) = path.path.segments.last() else {
-        return false;
-    };
-    let syn::PathArguments::AngleBracketed(args) = &last.arguments else {
-        return false;
-    };
-    let only_u8 = matches!(
-        args.args.iter().collect::<Vec<_>>()[..],
-        [syn::GenericArgument::Type(Type::Path(elem))]
-            if elem.qself.is_none() && elem.path.is_ident("u8")
-    );
-    vec_path && only_u8
-}
-
-/// The primitive numbers whose chunks travel as their bytes in memory (`bool` and `char` are
-/// not: not every byte pattern is one).
-const NUMBERS: &[&str] = &[
-    "u8", "u16", "u32", "u64", "usize", "i8", "i16", "i32", "i64", "isize", "f32", "f64",
-];
-
-/// Whether `ty` is written as a primitive number: `u64`, or `core::primitive::u64` (or
-/// `std::primitive::u64`). An alias is not recognized.
-fn is_number(ty: &Type) -> bool {
-    let Type::Path(path) = ty else {
-        return false;
-    };
-    if path.qself.is_some()
-        || path
-            .path
-            .segments
-            .iter()
-            .any(|s| !matches!(s.arguments, syn::PathArguments::None))
-    {
-        return false;
-    }
-    let segments: Vec<String> = path
-        .path
-        .segments
-        .iter()
-        .map(|s| s.ident.to_string())
-        .collect();
-    let name = match segments.iter().map(String::as_str).collect::<Vec<_>>()[..] {
-        [name] if path.path.leading_colon.is_none() => name,
-        ["std" | "core", "primitive", name] => name,
-        _ => return false,
-    };
-    NUMBERS.contains(&name)
-}
-
-/// Whether `types` are two to four primitive numbers, the tuples `Raw` carries.
-fn are_numbers(types: &[&Type]) -> bool {
-    (2..=4).contains(&types.len()) && types.iter().all(|ty| is_number(ty))
-}
-
-/// The carrier of the arguments (`types`) or of the result (one type): `Packed` when a type is
-/// written `Vec<u8>`; `Raw` when there is one type written as a primitive number or as a tuple
-/// of two to four of them, or two to four types written as primitive numbers; `Plain`
-/// otherwise.
-fn carrier(krate: &TokenStream, types: &[&Type]) -> TokenStream {
-    let private = quote!(#krate::__private);
-    let raw = match types {
-        [Type::Tuple(tuple)] => are_numbers(&tuple.elems.iter().collect::<Vec<_>>()),
-        [one] => is_number(one),
-        many => are_numbers(many),
-    };
-    if raw {
-        return quote!(#private::Raw);
-    }
-    if !types.iter().any(|ty| is_byte_vec(ty)) {
-        return quote!(#private::Plain);
-    }
-    let part = |ty: &Type| {
-        if is_byte_vec(ty) {
-            quote!(#private::Bytes)
-        } else {
-            quote!(#private::Held<#ty>)
-        }
-    };
-    match types {
-        [one] => {
-            let one = part(one);
-            quote!(#private::Packed<#one>)
-        }
-        many => {
-            let parts = many.iter().map(|ty| part(ty));
-            quote!(#private::Packed<(#(#parts),*)>)
-        }
-    }
-}
-
 fn registered_name(args: &Args, ident: &syn::Ident) -> TokenStream {
     match &args.name {
         Some(name) => quote!(#name),
@@ -309,6 +107,33 @@ fn registered_name(args: &Args, ident: &syn::Ident) -> TokenStream {
             let ident = ident.unraw().to_string();
             quote!(::core::concat!(::core::module_path!(), "::", #ident))
         }
+    }
+}
+
+/// A static whose symbol is the registered name, so that two workers registered under one name
+/// are a build error, not a child that cannot tell which one it was asked to run.
+///
+/// The symbol is the message: in one crate rustc reports "symbol `multiproc: two workers are
+/// registered as ...` is already defined" at the second attribute; across crates the linker
+/// reports a duplicate symbol of that name (with both source lines in a debug build), and fat LTO
+/// "linking globals named '...': symbol multiply defined". The static sits in the same `const`
+/// block as the `inventory` entry, so in the same object file: a registration that is linked in
+/// claims its name. It cannot fire for two names the registry tells apart: the same function
+/// name in two modules or two crates has two module paths. (Two semver-incompatible versions of
+/// one crate with workers in one binary do clash: their registered names are the same.)
+///
+/// At the attribute's span (the macro's), not the user's tokens: `export_name` trips the
+/// `unsafe_code` lint in the user's crate otherwise, as any generated `unsafe` would.
+fn claim_name(name: &TokenStream) -> TokenStream {
+    // Sound: nothing reads the static or names its symbol, which is unique by design (a second
+    // one is the build error this is for).
+    quote! {
+        #[unsafe(export_name = ::core::concat!(
+            "multiproc: two workers are registered as `",
+            #name,
+            "`: rename one, or give it `#[process(name = \"...\")]`"
+        ))]
+        static __MULTIPROC_REGISTERED_NAME: u8 = 0;
     }
 }
 
@@ -376,6 +201,7 @@ pub(crate) fn expand_fn(item: ItemFn, args: &Args) -> TokenStream {
     };
 
     let name = registered_name(args, &ident);
+    let claim = claim_name(&name);
     // An unmet bound on `type Args = T;` or `type Output = T;` is reported on `T` as written,
     // which is the user's type when there is one argument, and for the return type. A tuple of
     // arguments is reported on the function's name: check each element for an error on its own
@@ -434,6 +260,8 @@ pub(crate) fn expand_fn(item: ItemFn, args: &Args) -> TokenStream {
 
             #(#asserts)*
 
+            #claim
+
             #[allow(deprecated)]
             const _: () = {
                 #krate::__private::inventory::submit! {
@@ -453,6 +281,7 @@ pub(crate) fn expand_impl(item: ItemImpl, run: &Run, args: &Args) -> TokenStream
     let self_ty = &item.self_ty;
     let cfg = item.attrs.iter().filter(|a| a.path().is_ident("cfg"));
     let name = registered_name(args, &run.type_ident);
+    let claim = claim_name(&name);
     let type_name = run.type_ident.unraw().to_string();
     let this = syn::Ident::new("self", Span::call_site());
     let (binding, call) = match run.receiver {
@@ -479,6 +308,8 @@ pub(crate) fn expand_impl(item: ItemImpl, run: &Run, args: &Args) -> TokenStream
             #krate::__private::inventory::submit! {
                 #krate::__private::Entry::runnable::<#self_ty>()
             }
+
+            #claim
         };
     }
 }
@@ -507,7 +338,7 @@ pub(crate) fn expand_main(mut item: ItemFn, args: &Args) -> TokenStream {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use syn::{ImplItem, ItemConst, ItemStruct};
+    use syn::{Attribute, ImplItem, ItemConst, ItemStruct};
 
     fn file(tokens: TokenStream) -> syn::File {
         syn::parse2(tokens).unwrap_or_else(|e| panic!("expansion does not parse: {e}"))
@@ -885,6 +716,29 @@ mod tests {
     }
 
     #[test]
+    fn the_registered_name_is_claimed_as_a_symbol() {
+        for (attr, item) in [
+            (
+                quote!(name = "stable::sq"),
+                quote!(
+                    fn sq() {}
+                ),
+            ),
+            (
+                quote!(name = "stable::sq"),
+                quote!(impl P {
+                    fn run(&self) {}
+                }),
+            ),
+        ] {
+            let text = norm(process(attr, item));
+            let claim = text.find("export_name").expect("a name-claiming static");
+            assert!(text[claim..].contains("\"stable::sq\""), "{text}");
+            assert_eq!(text.matches("export_name").count(), 1, "{text}");
+        }
+    }
+
+    #[test]
     fn raw_ident() {
         let text = norm(process(
             quote!(),
@@ -950,10 +804,10 @@ mod tests {
         );
         let out = process(quote!(nope = 1), item.clone());
         let text = norm(&out);
-        assert!(text.starts_with(&norm(&item)));
+        // Kept whole in the fallback (see `fallback`), with every error.
+        assert!(text.contains(&norm(&item)));
         assert!(text.contains("unknown attribute key `nope`"));
         assert!(text.contains("must be owned"));
-        assert!(!text.contains("Target"));
     }
 
     #[test]

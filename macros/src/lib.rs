@@ -3,7 +3,11 @@
 //! Use them through the `multiproc` facade crate, which re-exports them.
 
 mod args;
+mod attrs;
+mod carrier;
+mod errors;
 mod expand;
+mod fallback;
 mod parse;
 mod valid;
 
@@ -74,6 +78,15 @@ use proc_macro::TokenStream;
 ///     ::multiproc::__private::inventory::submit! {
 ///         ::multiproc::__private::Entry::target::<add>()
 ///     }
+///
+///     // Claims the name: a second worker registered as `module::path::add` is a duplicate
+///     // symbol, so the build fails (see below).
+///     #[unsafe(export_name = ::core::concat!(
+///         "multiproc: two workers are registered as `",
+///         ::core::concat!(::core::module_path!(), "::", "add"),
+///         "`: rename one, or give it `#[process(name = \"...\")]`"
+///     ))]
+///     static __MULTIPROC_REGISTERED_NAME: u8 = 0;
 /// };
 /// ```
 ///
@@ -116,6 +129,7 @@ use proc_macro::TokenStream;
 ///     ::multiproc::__private::inventory::submit! {
 ///         ::multiproc::__private::Entry::runnable::<MyProcess>()
 ///     }
+///     // And the same name-claiming static as for a function.
 /// };
 /// ```
 ///
@@ -128,6 +142,22 @@ use proc_macro::TokenStream;
 ///   `module::path::ident`, so that it survives moving the function.
 /// - `crate = "::my_crate::multiproc"`: the path of the multiproc crate in generated code, for
 ///   crates that re-export it. Default `::multiproc`.
+///
+/// # Unique names
+///
+/// Functions and process types share one namespace of registered names. Two of them registered
+/// under one name (two `name = "..."` alike, or a `name` equal to another's module path) do not
+/// build: in one crate rustc reports ``symbol `multiproc: two workers are registered as `app::job`:
+/// ...` is already defined`` at the second attribute; in two crates linked into one binary the
+/// linker reports a duplicate symbol of that name, with both definitions. The same function name
+/// in two modules or two crates is two names, and builds.
+///
+/// # Rejected items
+///
+/// A rejected function still defines its name as a worker value whose types are the error, and
+/// a rejected impl block still gives its type a `Runnable` impl, so the call sites
+/// (`Process::new(f, ...)`, `pool.map(f, ...)`) add no error of their own: the attribute's message
+/// is the one to fix. The function itself is kept, so its body is still checked.
 #[proc_macro_attribute]
 pub fn process(attr: TokenStream, item: TokenStream) -> TokenStream {
     expand::process(attr.into(), item.into()).into()

@@ -9,32 +9,10 @@ use syn::{
     PathArguments, ReturnType, Signature, Type, TypeReference,
 };
 
+use crate::errors::Errors;
+
 /// The most arguments a `#[process]` function takes.
 pub(crate) const MAX_ARGS: usize = 12;
-
-/// Collects errors and combines them into one.
-#[derive(Default)]
-pub(crate) struct Errors(Option<syn::Error>);
-
-impl Errors {
-    pub fn push(&mut self, error: syn::Error) {
-        match &mut self.0 {
-            Some(all) => all.combine(error),
-            None => self.0 = Some(error),
-        }
-    }
-
-    pub fn spanned(&mut self, tokens: impl ToTokens, message: impl std::fmt::Display) {
-        self.push(syn::Error::new_spanned(tokens, message));
-    }
-
-    pub fn finish(self) -> syn::Result<()> {
-        match self.0 {
-            Some(error) => Err(error),
-            None => Ok(()),
-        }
-    }
-}
 
 // ---------------------------------------------------------------------------------------------
 // `#[process] fn`
