@@ -10,9 +10,52 @@
 //! with `SCM_RIGHTS`. The server forks; the child runs the bootstrap on that socket, talking to
 //! the parent directly. The server answers with the child's pid, and with two descriptors: a
 //! status pipe on which it writes the child's exit code when it reaps it, and a pidfd through
-//! which the parent signals the child without racing pid reuse and sees it end. If the server
-//! dies, its children run on and are seen running (CPython reports them ended, with code 255,
-//! at once); when one ends, its code is lost (255), and the next start brings up a new server.
+//! which the parent signals the child without racing pid reuse and sees it end.
+//!
+//! # Framing
+//!
+//! Requests and answers are frames of fixed length, little-endian, one request at a time:
+//!
+//! - request, 16 bytes and one descriptor: magic `MPfq`, op (`F`: fork a child that runs the
+//!   bootstrap on the descriptor; `C`: fork a copy of the server that serves on it), three
+//!   zero bytes, request id (a `u64` counted from 1 per server);
+//! - answer, 20 bytes: magic `MPfa`, the id it answers, the child's pid (or `-errno` when the
+//!   server could not fork), and the number of descriptors attached: 2 (status pipe, pidfd)
+//!   with a pid, 0 with an error.
+//!
+//! The parent checks every answer against the request it just made: the magic, the id, the
+//! declared and received descriptor counts. Anything else (another request's answer, a short
+//! or malformed frame, a descriptor too many or too few, a stream that breaks) means the stream
+//! is out of step, and nothing read after it could be trusted to begin where a frame does: the
+//! parent kills the server, closes what it received, and brings up a new server (the start in
+//! progress is tried once more on it). The server, given a malformed request (bad magic,
+//! unknown op, not exactly one descriptor, a short frame), forks nothing and exits; the parent
+//! sees the end of file and replaces it the same way. Children started before keep their pid,
+//! pidfd and status pipe, which do not depend on the stream.
+//!
+//! # When the server dies
+//!
+//! Its children run on and are seen running (CPython reports them ended, with code 255, at
+//! once), and the next start brings up a new server. A child writes its own exit code on its
+//! status pipe just before it ends through the library's exit path (its target returned,
+//! failed or panicked, a bootstrap failure) or through `exit(3)` (`std::process::exit`; glibc
+//! only, through `on_exit`): that code survives the server. A child that dies of a signal (or
+//! calls `_exit` itself, or exits through `exit(3)` under another C library) can only be
+//! reported by the server that reaps it: if the server is dead by then, its code is lost
+//! and reads 255, as in CPython. A child killed between writing its code and its `_exit`
+//! reports the code it was exiting with.
+//!
+//! # A fork pool's zygote
+//!
+//! A pool with the `fork` start method forks its zygote from the process when it is built:
+//! a server that forks the workers from the process's memory as it was then. The zygote at
+//! once forks a copy of itself (op `C`), the spare, identical to it. A zygote found dead, or
+//! out of step, is replaced by its spare, which forks a new spare of itself: workers started
+//! after any number of zygote deaths see the memory of the pool's build time. Only when the
+//! zygote and its spare are both gone is a new zygote forked from the process as it is then
+//! (its memory now, not at build time), and only if the [`ForkPolicy`](super::ForkPolicy) allows
+//! it: the process runs the pool's thread by then, so under the default `Refuse` the start of
+//! a replacement worker fails with [`ErrorKind::ForkUnsafe`].
 //!
 //! [`set_forkserver_preload`] names `#[process]` functions that a new server calls once before
 //! it serves, so that every child it forks starts warm (CPython's preload of modules).
@@ -631,5 +674,100 @@ pub(crate) fn serve(control: UnixStream) -> ! {
             }
             Err(err) => refuse(err as i32),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_request_frame_reads_back() {
+        for op in [OP_FORK, OP_CLONE] {
+            let frame = request_frame(op, 0x0102_0304_0506_0708);
+            assert_eq!(parse_request(&frame), Some((op, 0x0102_0304_0506_0708)));
+        }
+    }
+
+    #[test]
+    fn a_malformed_request_is_refused() {
+        let good = request_frame(OP_FORK, 7);
+        // One stray byte before it: every field shifts.
+        let mut shifted = [b'!'; REQUEST_LEN];
+        shifted[1..].copy_from_slice(&good[..REQUEST_LEN - 1]);
+        assert_eq!(parse_request(&shifted), None);
+        let mut bad_magic = good;
+        bad_magic[0] ^= 1;
+        assert_eq!(parse_request(&bad_magic), None);
+        assert_eq!(parse_request(&request_frame(b'X', 7)), None);
+        let mut padded = good;
+        padded[6] = 1;
+        assert_eq!(parse_request(&padded), None);
+        assert_eq!(parse_request(&request_frame(OP_FORK, 0)), None);
+    }
+
+    /// A fake server on a socketpair, answering one request wrongly: the client must refuse
+    /// the answer and kill the "server" (a `sleep` of ours stands for it).
+    #[test]
+    fn an_answer_out_of_step_kills_the_server() {
+        use std::os::unix::process::ExitStatusExt;
+        for case in 0..4 {
+            let mut sleeper = std::process::Command::new("sleep")
+                .arg("60")
+                .spawn()
+                .unwrap();
+            let pid = sleeper.id() as i32;
+            let pidfd = sys::pidfd_open(pid).unwrap();
+            let (status_r, status_w) = sys::pipe().unwrap();
+            let (ours, theirs) = UnixStream::pair().unwrap();
+            let server = ForkServer::new(
+                Popen::served(pid, ours, status_r, pidfd),
+                BuildId::current(),
+            );
+            let fake = std::thread::spawn(move || {
+                let mut frame = [0u8; REQUEST_LEN];
+                let fds = sys::recv_with_fds(theirs.as_fd(), &mut frame, 1)
+                    .unwrap()
+                    .unwrap();
+                let (op, id) = parse_request(&frame).unwrap();
+                assert_eq!((op, fds.len()), (OP_FORK, 1));
+                let (a, b) = sys::pipe().unwrap();
+                let two = [a.as_raw_fd(), b.as_raw_fd()];
+                let (reply, fds) = match case {
+                    // The answer to another request.
+                    0 => (reply_frame(id + 1, 4242, 2), &two[..]),
+                    // A descriptor short.
+                    1 => (reply_frame(id, 4242, 2), &two[..1]),
+                    // Not an answer.
+                    2 => {
+                        let mut reply = reply_frame(id, 4242, 2);
+                        reply[0] = b'!';
+                        (reply, &two[..])
+                    }
+                    // An error with descriptors.
+                    _ => (reply_frame(id, -libc::EAGAIN, 2), &two[..]),
+                };
+                sys::send_with_fds(theirs.as_fd(), &reply, fds).unwrap();
+                theirs
+            });
+            let err = server
+                .request(OP_FORK)
+                .err()
+                .expect("an answer out of step");
+            assert_eq!(err.kind(), ErrorKind::Disconnected, "case {case}: {err}");
+            assert!(err.to_string().contains("out of step"), "{err}");
+            let _theirs = fake.join().unwrap();
+            assert_eq!(sleeper.wait().unwrap().signal(), Some(libc::SIGKILL));
+            drop(status_w);
+            drop(server);
+        }
+    }
+
+    #[test]
+    fn a_reply_frame_reads_back() {
+        let frame = reply_frame(9, 1234, 2);
+        assert_eq!(parse_reply(&frame), (REPLY_MAGIC, 9, 1234, 2));
+        let frame = reply_frame(10, -libc::EAGAIN, 0);
+        assert_eq!(parse_reply(&frame), (REPLY_MAGIC, 10, -libc::EAGAIN, 0));
     }
 }
