@@ -943,6 +943,94 @@ fn forkserver_exit_codes_outlive_server() -> Outcome {
     Ok(())
 }
 
+/// Ends at once: `how` 0 returns, 1 exits with `code` (`exit(3)`).
+#[process]
+fn end_at_once(how: u8, code: i32) {
+    if how == 1 {
+        std::process::exit(code);
+    }
+}
+
+/// Starts and joins children that end at once while another thread kills this process's fork
+/// server every 3 to 20 ms; writes how many joined with their true code, how many read 255,
+/// and how many could not start (a start caught by the kill).
+#[process]
+fn server_kills_scenario(dir: String, children: u32) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let me = std::process::id() as i32;
+    let killer = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut kills = 0u32;
+            let mut seed = u64::from(std::process::id());
+            while !stop.load(Ordering::SeqCst) {
+                // The fork server is this process's only child (its children are the server's).
+                for server in common::peers::children_of(me) {
+                    // SAFETY: our own child, not reaped yet (the library reaps it).
+                    unsafe { libc::kill(server, libc::SIGKILL) };
+                    kills += 1;
+                }
+                seed = seed
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                std::thread::sleep(Duration::from_millis(3 + (seed >> 33) % 18));
+            }
+            kills
+        })
+    };
+    let (mut true_codes, mut lost, mut unstarted) = (0, 0, 0);
+    let mut other = Vec::new();
+    for i in 0..children {
+        let how = (i % 2) as u8;
+        let code = 10 + (i % 50) as i32;
+        let expected = if how == 1 { code } else { 0 };
+        let p = Process::new(end_at_once, (how, code)).with_start_method(StartMethod::ForkServer);
+        if p.start().is_err() {
+            unstarted += 1;
+            continue;
+        }
+        match p.join_timeout(LONG) {
+            Ok(Some(code)) if code == expected => true_codes += 1,
+            Ok(Some(255)) => lost += 1,
+            outcome => other.push(format!("{outcome:?}")),
+        }
+    }
+    stop.store(true, Ordering::SeqCst);
+    let kills = killer.join().unwrap_or(0);
+    write_line(
+        &format!("{dir}/outcome"),
+        &format!(
+            "true {true_codes} lost {lost} unstarted {unstarted} other {other:?} kills {kills}"
+        ),
+    );
+}
+
+/// The stress run of the issue: the fork server killed every 3 to 20 ms while its children end
+/// normally. Every child that started reports its true code (before, 11% to 42% read 255).
+fn forkserver_exit_codes_under_server_kills() -> Outcome {
+    let dir = scratch("kills");
+    let p = Process::new(server_kills_scenario, (dir.display().to_string(), 200))
+        .with_start_method(StartMethod::Spawn);
+    let outcome = run_scenario(&p, &dir)?;
+    let counts: Vec<&str> = outcome.split_whitespace().collect();
+    let count = |name: &str| -> u32 {
+        counts
+            .iter()
+            .position(|w| *w == name)
+            .and_then(|i| counts.get(i + 1)?.parse().ok())
+            .unwrap_or(u32::MAX)
+    };
+    check!(
+        count("lost") == 0 && outcome.contains("other []"),
+        "{outcome}"
+    );
+    check!(count("true") >= 100 && count("kills") >= 1, "{outcome}");
+    eprintln!("forkserver_exit_codes_under_server_kills: {outcome}");
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
 // ---------------------------------------------------------------------------------------------
 // Fork-server preload: run in a fresh spawned child, whose fork server is not running yet
 
@@ -1116,6 +1204,10 @@ fn main() {
     trials.push(Trial::test(
         "forkserver_exit_codes_outlive_server",
         forkserver_exit_codes_outlive_server,
+    ));
+    trials.push(Trial::test(
+        "forkserver_exit_codes_under_server_kills",
+        forkserver_exit_codes_under_server_kills,
     ));
     common::run(trials)
 }
