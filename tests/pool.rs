@@ -1582,6 +1582,182 @@ fn large_task_to_stopped_worker(m: StartMethod) -> Outcome {
     })
 }
 
+// ---------------------------------------------------------------------------------------------
+// A fork pool's zygote: killed, out of step, killed with its spare. Each in a fresh spawned
+// child, so that the zygote is that child's only child.
+
+/// Set before the pool is built (7), and after (8): a zygote forked at build time sees 7.
+static BUILD_TIME: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+/// Set by the initializer in every worker.
+static INITIALIZED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+#[process]
+fn set_initialized(value: u64) {
+    INITIALIZED.store(value, Ordering::SeqCst);
+}
+
+/// What the worker sees: the build-time static, the initializer's; its pid and its parent's.
+#[process]
+fn worker_state(_n: u32) -> (u64, u64, u32, i32) {
+    (
+        BUILD_TIME.load(Ordering::SeqCst),
+        INITIALIZED.load(Ordering::SeqCst),
+        std::process::id(),
+        // SAFETY: getppid cannot fail.
+        unsafe { libc::getppid() },
+    )
+}
+
+/// Waits (bounded) until `pid` is gone.
+fn wait_gone(pid: i32) -> Result<(), String> {
+    let deadline = Instant::now() + LONG;
+    while !common::is_gone(pid) {
+        if Instant::now() > deadline {
+            return Err(format!("pid {pid} outlived its SIGKILL"));
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    Ok(())
+}
+
+fn sigkill(pid: i32) -> Result<(), String> {
+    // SAFETY: a signal to a process of this scenario's pool, found just now.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    wait_gone(pid)
+}
+
+/// The only worker of `pool`: runs a task, checks what it sees; returns its pid and its
+/// parent's (the zygote's).
+fn the_worker(pool: &Pool, build_time: u64) -> Result<(i32, i32), String> {
+    let seen = pool
+        .map(worker_state, [0u32])
+        .map_err(|err| format!("map: {err}"))?;
+    match seen[..] {
+        [(seen_build, 5, pid, zygote)] if seen_build == build_time => Ok((pid as i32, zygote)),
+        _ => Err(format!(
+            "a worker saw {seen:?}, expected ({build_time}, 5, _, _)"
+        )),
+    }
+}
+
+/// `case` 0: the zygote is killed (twice: the spare that replaced it has a spare too);
+/// 1: a stray byte on the zygote's socket; 2: the zygote and its spare are killed, under
+/// `ForkPolicy::Allow`; 3: the same under `Refuse`. Each time the worker then dies in a task,
+/// so that a replacement must be forked. Writes "ok" or what went wrong.
+#[process]
+fn zygote_scenario(dir: String, case: u8) {
+    let outcome = (|| -> Result<(), String> {
+        BUILD_TIME.store(7, Ordering::SeqCst);
+        let pool = Pool::builder()
+            .processes(1)
+            .start_method(StartMethod::Fork)
+            .initializer(set_initialized, 5)
+            .build()
+            .map_err(|err| format!("build: {err}"))?;
+        BUILD_TIME.store(8, Ordering::SeqCst);
+        let me = std::process::id() as i32;
+        let (mut worker, mut zygote) = the_worker(&pool, 7)?;
+        if common::peers::children_of(me) != [zygote] {
+            return Err(format!(
+                "the zygote {zygote} is not this process's only child"
+            ));
+        }
+        let rounds = if case == 0 { 2 } else { 1 };
+        for _ in 0..rounds {
+            match case {
+                0 => sigkill(zygote)?,
+                1 => common::peers::write_stray_byte(zygote)?,
+                _ => {
+                    let spare = match common::peers::children_of(zygote)
+                        .into_iter()
+                        .filter(|&pid| pid != worker)
+                        .collect::<Vec<_>>()[..]
+                    {
+                        [spare] => spare,
+                        ref others => return Err(format!("expected one spare, found {others:?}")),
+                    };
+                    sigkill(spare)?;
+                    sigkill(zygote)?;
+                    if case == 2 {
+                        multiproc::set_fork_policy(multiproc::ForkPolicy::Allow);
+                    }
+                }
+            }
+            // The worker dies in a task: the pool forks a replacement.
+            let died = pool.apply(dies_on, (13, 13, -libc::SIGKILL));
+            if died.as_ref().map_err(|e| e.kind()) != Err(ErrorKind::Died) {
+                return Err(format!("a worker killed in its task gave {died:?}"));
+            }
+            if case == 3 {
+                let err = pool
+                    .map(worker_state, [0u32])
+                    .err()
+                    .ok_or("a worker was forked from a multi-threaded process under Refuse")?;
+                if !err.to_string().contains("zygote and its spare are dead") {
+                    return Err(format!("unexpected error: {err}"));
+                }
+                return Ok(());
+            }
+            // A replacement from the spare sees the pool's build time; one forked from this
+            // process after the spare died sees it as it is now.
+            let (replacement, parent) = the_worker(&pool, if case == 2 { 8 } else { 7 })?;
+            if replacement == worker || parent == zygote {
+                return Err(format!(
+                    "worker {replacement} of {parent} replaced {worker} of {zygote}"
+                ));
+            }
+            (worker, zygote) = (replacement, parent);
+        }
+        // More tasks on the replacement.
+        let values = pool
+            .map(square, 0..20u64)
+            .map_err(|err| format!("map: {err}"))?;
+        if values != (0..20u64).map(|n| n * n).collect::<Vec<_>>() {
+            return Err(format!("map gave {values:?}"));
+        }
+        pool.close();
+        pool.join().map_err(|err| format!("join: {err}"))?;
+        Ok(())
+    })();
+    write_line(
+        &format!("{dir}/outcome"),
+        &outcome.err().unwrap_or_else(|| "ok".to_string()),
+    );
+}
+
+fn zygote_scenario_outcome(case: u8) -> Outcome {
+    let dir = scratch("zygote");
+    let p = Process::new(zygote_scenario, (dir.display().to_string(), case))
+        .with_start_method(StartMethod::Spawn);
+    p.start()?;
+    // Each step of the scenario waits `LONG` at most.
+    let code = p.join_timeout(LONG * 4)?;
+    if code.is_none() {
+        let _ = p.kill();
+        let _ = p.join_timeout(LONG);
+    }
+    check_eq!(code, Some(0));
+    check_eq!(read_when_ready(&dir.join("outcome"), LONG)?, "ok");
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+fn zygote_killed() -> Outcome {
+    zygote_scenario_outcome(0)
+}
+
+fn zygote_stray_byte() -> Outcome {
+    zygote_scenario_outcome(1)
+}
+
+fn zygote_and_spare_killed() -> Outcome {
+    zygote_scenario_outcome(2)
+}
+
+fn zygote_and_spare_killed_under_refuse() -> Outcome {
+    zygote_scenario_outcome(3)
+}
+
 fn main() {
     multiproc::init();
     let mut trials = Vec::new();
@@ -1631,6 +1807,17 @@ fn main() {
         ("large_task_to_stopped_worker", large_task_to_stopped_worker),
     ] {
         trials.extend(each_method(name, test));
+    }
+    for (name, test) in [
+        ("zygote_killed", zygote_killed as fn() -> Outcome),
+        ("zygote_stray_byte", zygote_stray_byte),
+        ("zygote_and_spare_killed", zygote_and_spare_killed),
+        (
+            "zygote_and_spare_killed_under_refuse",
+            zygote_and_spare_killed_under_refuse,
+        ),
+    ] {
+        trials.push(libtest_mimic::Trial::test(name, test));
     }
     common::run(trials)
 }

@@ -757,6 +757,281 @@ fn forkserver_death_and_restart() -> Outcome {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Fork-server stream and exit codes: each in a fresh spawned child, whose fork server is its own
+
+/// Writes its pid, then exits with `code` through `exit(3)`.
+#[process]
+fn pid_and_exit(path: String, code: i32) {
+    write_line(&path, &std::process::id().to_string());
+    std::process::exit(code);
+}
+
+/// Writes its pid, then sleeps.
+#[process]
+fn pid_and_sleep(path: String, secs: u64) {
+    write_line(&path, &std::process::id().to_string());
+    std::thread::sleep(Duration::from_secs(secs));
+}
+
+/// Starts `target(args)` under the fork server, in a scenario.
+fn start_served<T: multiproc::Target>(target: T, args: T::Args) -> Result<Process, String> {
+    let p = Process::new(target, args).with_start_method(StartMethod::ForkServer);
+    p.start().map_err(|err| format!("start: {err}"))?;
+    Ok(p)
+}
+
+/// The fork server of this process: the parent of a child it started.
+fn server_of(p: &Process) -> Result<i32, String> {
+    let pid = p.pid().ok_or("no pid")? as i32;
+    common::peers::parent_of(pid).ok_or_else(|| format!("no parent for {pid}"))
+}
+
+/// The pid a child wrote in `path`, checked against what its handle says.
+fn check_pid(p: &Process, path: &str) -> Result<(), String> {
+    let seen = read_when_ready(std::path::Path::new(path), LONG).map_err(|e| format!("{e:?}"))?;
+    let said = p.pid().ok_or("no pid")?.to_string();
+    if seen != said {
+        return Err(format!("pid() says {said}, the child is {seen}"));
+    }
+    Ok(())
+}
+
+/// A stray byte on the fork server's socket, then `pid()`, `join()` and `kill()` must still be
+/// about the child each handle started.
+#[process]
+fn stray_byte_scenario(dir: String) {
+    let outcome = (|| -> Result<(), String> {
+        let first = start_served(pid_and_sleep, (format!("{dir}/first"), 60))?;
+        check_pid(&first, &format!("{dir}/first"))?;
+        let server = server_of(&first)?;
+        common::peers::write_stray_byte(server)?;
+        for i in 0..3 {
+            let path = format!("{dir}/exit{i}");
+            let p = start_served(pid_and_exit, (path.clone(), 10 + i))?;
+            check_pid(&p, &path)?;
+            match p.join_timeout(LONG).map_err(|e| e.to_string())? {
+                Some(code) if code == 10 + i => {}
+                other => return Err(format!("child {i} joined with {other:?}, not {}", 10 + i)),
+            }
+        }
+        let path = format!("{dir}/sleeper");
+        let asleep = start_served(pid_and_sleep, (path.clone(), 60))?;
+        check_pid(&asleep, &path)?;
+        asleep.kill().map_err(|e| e.to_string())?;
+        let code = asleep.join_timeout(LONG).map_err(|e| e.to_string())?;
+        if code != Some(-libc::SIGKILL) {
+            return Err(format!("the killed sleeper joined with {code:?}"));
+        }
+        // No kill went astray.
+        if !first.is_alive() {
+            return Err("the first child was killed instead".into());
+        }
+        first.kill().map_err(|e| e.to_string())?;
+        first
+            .join_timeout(LONG)
+            .map_err(|e| e.to_string())?
+            .ok_or("the first child outlived its kill")?;
+        Ok(())
+    })();
+    write_line(
+        &format!("{dir}/outcome"),
+        &outcome.err().unwrap_or_else(|| "ok".to_string()),
+    );
+}
+
+/// Runs a scenario process, which waits `LONG` at most for each of its steps: waits (bounded)
+/// for it, killing it if it does not end, and returns what it wrote in `dir/outcome`.
+fn run_scenario(p: &Process, dir: &std::path::Path) -> Result<String, libtest_mimic::Failed> {
+    start(p)?;
+    let code = p.join_timeout(LONG * 4)?;
+    if code.is_none() {
+        let _ = p.kill();
+        let _ = p.join_timeout(LONG);
+    }
+    check_eq!(code, Some(0));
+    read_when_ready(&dir.join("outcome"), LONG)
+}
+
+fn forkserver_stray_byte() -> Outcome {
+    let dir = scratch("stray");
+    let p = Process::new(stray_byte_scenario, dir.display().to_string())
+        .with_start_method(StartMethod::Spawn);
+    check_eq!(run_scenario(&p, &dir)?, "ok");
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+/// Waits (30 s at most) for `server` to die, then ends: `how` 0 returns, 1 panics, 2 exits
+/// with `code` (`exit(3)`), 3 dies of SIGTERM.
+#[process]
+fn outlive_server(server: i32, how: u8, code: i32) {
+    // SAFETY: pidfd_open of a pid; the descriptor, if any, is closed below.
+    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, server, 0) } as i32;
+    if pidfd >= 0 {
+        let mut poll = libc::pollfd {
+            fd: pidfd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one pollfd, then the close of our own descriptor.
+        unsafe {
+            libc::poll(&mut poll, 1, 30_000);
+            libc::close(pidfd);
+        }
+    }
+    match how {
+        0 => {}
+        1 => panic!("planned panic"),
+        2 => std::process::exit(code),
+        // SAFETY: the default disposition, then the signal, in our own process.
+        _ => unsafe {
+            libc::signal(libc::SIGTERM, libc::SIG_DFL);
+            libc::raise(libc::SIGTERM);
+        },
+    }
+}
+
+/// Kills the fork server while its children run, then lets them end in every way: writes how
+/// many report their true exit code, per way.
+#[process]
+fn exit_codes_scenario(dir: String) {
+    let outcome = (|| -> Result<String, String> {
+        let first = start_served(pid_and_sleep, (format!("{dir}/first"), 60))?;
+        check_pid(&first, &format!("{dir}/first"))?;
+        let server = server_of(&first)?;
+        let mut children = Vec::new();
+        for i in 0..16 {
+            let how = (i % 4) as u8;
+            let code = 20 + i;
+            let p = start_served(outlive_server, (server, how, code))?;
+            let expected = [0, 1, code, -libc::SIGTERM][usize::from(how)];
+            children.push((p, how, expected));
+        }
+        // SAFETY: the fork server is this process's own child, not reaped yet.
+        unsafe { libc::kill(server, libc::SIGKILL) };
+        let mut true_codes = [0; 4];
+        let mut lost = [0; 4];
+        for (p, how, expected) in &children {
+            match p.join_timeout(LONG).map_err(|e| e.to_string())? {
+                Some(code) if code == *expected => true_codes[usize::from(*how)] += 1,
+                Some(255) => lost[usize::from(*how)] += 1,
+                other => return Err(format!("a child (way {how}) joined with {other:?}")),
+            }
+        }
+        first.kill().map_err(|e| e.to_string())?;
+        let _ = first.join_timeout(LONG);
+        Ok(format!("true {true_codes:?} lost {lost:?}"))
+    })();
+    write_line(
+        &format!("{dir}/outcome"),
+        &outcome.unwrap_or_else(|err| err),
+    );
+}
+
+/// The bound on lost exit codes: when the fork server dies, its children that end by
+/// returning, panicking or `exit(3)` still report their code (they write it themselves); only
+/// a death by signal, which only the server could see, reads 255.
+fn forkserver_exit_codes_outlive_server() -> Outcome {
+    let dir = scratch("codes");
+    let p = Process::new(exit_codes_scenario, dir.display().to_string())
+        .with_start_method(StartMethod::Spawn);
+    check_eq!(
+        run_scenario(&p, &dir)?,
+        "true [4, 4, 4, 0] lost [0, 0, 0, 4]"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+/// Ends at once: `how` 0 returns, 1 exits with `code` (`exit(3)`).
+#[process]
+fn end_at_once(how: u8, code: i32) {
+    if how == 1 {
+        std::process::exit(code);
+    }
+}
+
+/// Starts and joins children that end at once while another thread kills this process's fork
+/// server every 3 to 20 ms; writes how many joined with their true code, how many read 255,
+/// and how many could not start (a start caught by the kill).
+#[process]
+fn server_kills_scenario(dir: String, children: u32) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let me = std::process::id() as i32;
+    let killer = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut kills = 0u32;
+            let mut seed = u64::from(std::process::id());
+            while !stop.load(Ordering::SeqCst) {
+                // The fork server is this process's only child (its children are the server's).
+                for server in common::peers::children_of(me) {
+                    // SAFETY: our own child, not reaped yet (the library reaps it).
+                    unsafe { libc::kill(server, libc::SIGKILL) };
+                    kills += 1;
+                }
+                seed = seed
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                std::thread::sleep(Duration::from_millis(3 + (seed >> 33) % 18));
+            }
+            kills
+        })
+    };
+    let (mut true_codes, mut lost, mut unstarted) = (0, 0, 0);
+    let mut other = Vec::new();
+    for i in 0..children {
+        let how = (i % 2) as u8;
+        let code = 10 + (i % 50) as i32;
+        let expected = if how == 1 { code } else { 0 };
+        let p = Process::new(end_at_once, (how, code)).with_start_method(StartMethod::ForkServer);
+        if p.start().is_err() {
+            unstarted += 1;
+            continue;
+        }
+        match p.join_timeout(LONG) {
+            Ok(Some(code)) if code == expected => true_codes += 1,
+            Ok(Some(255)) => lost += 1,
+            outcome => other.push(format!("{outcome:?}")),
+        }
+    }
+    stop.store(true, Ordering::SeqCst);
+    let kills = killer.join().unwrap_or(0);
+    write_line(
+        &format!("{dir}/outcome"),
+        &format!(
+            "true {true_codes} lost {lost} unstarted {unstarted} other {other:?} kills {kills}"
+        ),
+    );
+}
+
+/// The stress run of the issue: the fork server killed every 3 to 20 ms while its children end
+/// normally. Every child that started reports its true code (before, 11% to 42% read 255).
+fn forkserver_exit_codes_under_server_kills() -> Outcome {
+    let dir = scratch("kills");
+    let p = Process::new(server_kills_scenario, (dir.display().to_string(), 200))
+        .with_start_method(StartMethod::Spawn);
+    let outcome = run_scenario(&p, &dir)?;
+    let counts: Vec<&str> = outcome.split_whitespace().collect();
+    let count = |name: &str| -> u32 {
+        counts
+            .iter()
+            .position(|w| *w == name)
+            .and_then(|i| counts.get(i + 1)?.parse().ok())
+            .unwrap_or(u32::MAX)
+    };
+    check!(
+        count("lost") == 0 && outcome.contains("other []"),
+        "{outcome}"
+    );
+    check!(count("true") >= 100 && count("kills") >= 1, "{outcome}");
+    eprintln!("forkserver_exit_codes_under_server_kills: {outcome}");
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
 // Fork-server preload: run in a fresh spawned child, whose fork server is not running yet
 
 static PRELOADED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
@@ -925,5 +1200,14 @@ fn main() {
         fork_server_exits_with_its_parent,
     ));
     trials.push(Trial::test("forkserver_preload", forkserver_preload));
+    trials.push(Trial::test("forkserver_stray_byte", forkserver_stray_byte));
+    trials.push(Trial::test(
+        "forkserver_exit_codes_outlive_server",
+        forkserver_exit_codes_outlive_server,
+    ));
+    trials.push(Trial::test(
+        "forkserver_exit_codes_under_server_kills",
+        forkserver_exit_codes_under_server_kills,
+    ));
     common::run(trials)
 }

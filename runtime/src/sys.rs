@@ -155,6 +155,7 @@ pub(crate) fn exitcode_from_status(status: i32) -> i32 {
 
 /// Ends the calling process at once: no atexit handlers, no unwinding, no destructors.
 pub(crate) fn exit_now(code: i32) -> ! {
+    report_exit(code);
     // SAFETY: _exit is async-signal-safe and always sound to call.
     unsafe { libc::_exit(code) }
 }
@@ -855,6 +856,56 @@ pub(crate) fn at_fork_child(handler: extern "C" fn()) -> io::Result<()> {
         return Err(io::Error::from_raw_os_error(rc));
     }
     Ok(())
+}
+
+/// Where this process reports its own exit code, `pid << 32 | fd`; 0 for nowhere. The pid is
+/// the process that asked: a forked copy (another pid) inherits the word but does not report.
+static EXIT_REPORT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Makes this process write its exit code (a little-endian `i32`, as `waitpid` will see it) on
+/// `fd` just before it ends through [`exit_now`] or `exit(3)` (`std::process::exit`, glibc
+/// only): a fork-server child's status pipe, so that its code survives the death of the
+/// server that would otherwise report it. `fd` must stay open for the life of the process.
+pub(crate) fn report_exit_on(fd: RawFd) {
+    let pid = u64::from(std::process::id());
+    let word = pid << 32 | u64::from(fd as u32);
+    EXIT_REPORT.store(word, std::sync::atomic::Ordering::SeqCst);
+    #[cfg(target_env = "gnu")]
+    {
+        extern "C" {
+            // glibc's `on_exit(3)`: like `atexit`, but the handler is given the exit status.
+            fn on_exit(
+                handler: extern "C" fn(libc::c_int, *mut libc::c_void),
+                arg: *mut libc::c_void,
+            ) -> libc::c_int;
+        }
+        extern "C" fn on_exit_report(status: libc::c_int, _arg: *mut libc::c_void) {
+            report_exit(status);
+        }
+        static HOOKED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+        if !HOOKED.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            // SAFETY: registers a static function that only reads an atomic and writes four
+            // bytes; it ignores its argument, which is null.
+            unsafe { on_exit(on_exit_report, std::ptr::null_mut()) };
+        }
+    }
+}
+
+/// Writes `code` where [`report_exit_on`] said, if this process asked. Async-signal-safe.
+fn report_exit(code: i32) {
+    let word = EXIT_REPORT.load(std::sync::atomic::Ordering::SeqCst);
+    if word == 0 {
+        return;
+    }
+    let (pid, fd) = ((word >> 32) as u32, word as u32 as RawFd);
+    if pid != std::process::id() {
+        return;
+    }
+    // What `waitpid` will read: the low byte.
+    let bytes = (code & 0xff).to_le_bytes();
+    // SAFETY: write(2) of a local buffer on the descriptor this process set aside for it; a
+    // short or failed write leaves the code to the fork server, as before.
+    unsafe { libc::write(fd, bytes.as_ptr().cast(), bytes.len()) };
 }
 
 #[cfg(test)]

@@ -7,6 +7,8 @@ use std::time::{Duration, Instant};
 use libtest_mimic::{Arguments, Failed, Trial};
 use multiproc::StartMethod;
 
+pub mod peers;
+
 pub type Outcome = Result<(), Failed>;
 
 /// One trial per start method: `name::fork`, `name::spawn`, `name::forkserver`.

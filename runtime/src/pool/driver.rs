@@ -22,7 +22,7 @@ use crate::current::{self, current_process};
 use crate::error::{Error, ErrorKind, Result};
 use crate::handle::Encoded;
 use crate::registry::Target;
-use crate::start::forkserver::{self, ForkServer};
+use crate::start::forkserver::{self, Zygotes};
 use crate::start::{spawn, Launch, Popen, StartMethod};
 use crate::{spare, sys, wire};
 
@@ -356,10 +356,12 @@ impl Drop for Shared {
     }
 }
 
-/// How the pool starts its workers.
+/// How the pool starts its workers. `Send + Sync`: [`launch`](Launcher::launch) may be called
+/// from any thread.
 pub(crate) enum Launcher {
-    /// `fork`: a zygote forked from the process when the pool was made forks them.
-    Zygote(ForkServer),
+    /// `fork`: a zygote forked from the process when the pool was made forks them (replaced by
+    /// its spare if it dies: see [`Zygotes`]).
+    Zygote(Zygotes),
     /// `forkserver`: the process's fork server.
     ForkServer,
     /// `spawn`: an exec of the binary each.
@@ -369,7 +371,7 @@ pub(crate) enum Launcher {
 impl Launcher {
     pub(crate) fn new(method: StartMethod) -> Result<Launcher> {
         Ok(match method {
-            StartMethod::Fork => Launcher::Zygote(ForkServer::fork_zygote()?),
+            StartMethod::Fork => Launcher::Zygote(Zygotes::fork()?),
             StartMethod::ForkServer => Launcher::ForkServer,
             StartMethod::Spawn => Launcher::Spawn,
         })
@@ -383,6 +385,11 @@ impl Launcher {
         }
     }
 }
+
+const _: () = {
+    const fn send_and_sync<T: Send + Sync>() {}
+    send_and_sync::<Launcher>();
+};
 
 struct Busy {
     job: u64,

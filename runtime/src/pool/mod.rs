@@ -86,6 +86,13 @@ impl PoolBuilder {
     /// "zygote" of the current process when it is built (so the fork happens before the
     /// pool's own thread exists), and the zygote forks every worker, replacements included:
     /// workers see the memory of the process as it was when the pool was built.
+    ///
+    /// The zygote keeps a spare copy of itself: if the zygote is killed or dies, the spare
+    /// takes its place (and makes a new spare), so replacement workers still see the pool's
+    /// build-time memory. If the zygote and its spare are both gone, a new zygote is forked
+    /// from the process as it is then (not as it was at build time), which the
+    /// [`ForkPolicy`](crate::ForkPolicy) must allow: under the default `Refuse`, replacing a
+    /// worker then fails with [`ErrorKind::ForkUnsafe`].
     pub fn start_method(mut self, method: StartMethod) -> Self {
         self.start_method = Some(method);
         self

@@ -10,15 +10,59 @@
 //! with `SCM_RIGHTS`. The server forks; the child runs the bootstrap on that socket, talking to
 //! the parent directly. The server answers with the child's pid, and with two descriptors: a
 //! status pipe on which it writes the child's exit code when it reaps it, and a pidfd through
-//! which the parent signals the child without racing pid reuse and sees it end. If the server
-//! dies, its children run on and are seen running (CPython reports them ended, with code 255,
-//! at once); when one ends, its code is lost (255), and the next start brings up a new server.
+//! which the parent signals the child without racing pid reuse and sees it end.
+//!
+//! # Framing
+//!
+//! Requests and answers are frames of fixed length, little-endian, one request at a time:
+//!
+//! - request, 16 bytes and one descriptor: magic `MPfq`, op (`F`: fork a child that runs the
+//!   bootstrap on the descriptor; `C`: fork a copy of the server that serves on it), three
+//!   zero bytes, request id (a `u64` counted from 1 per server);
+//! - answer, 20 bytes: magic `MPfa`, the id it answers, the child's pid (or `-errno` when the
+//!   server could not fork), and the number of descriptors attached: 2 (status pipe, pidfd)
+//!   with a pid, 0 with an error.
+//!
+//! The parent checks every answer against the request it just made: the magic, the id, the
+//! declared and received descriptor counts. Anything else (another request's answer, a short
+//! or malformed frame, a descriptor too many or too few, a stream that breaks) means the stream
+//! is out of step, and nothing read after it could be trusted to begin where a frame does: the
+//! parent kills the server, closes what it received, and brings up a new server (the start in
+//! progress is tried once more on it). The server, given a malformed request (bad magic,
+//! unknown op, not exactly one descriptor, a short frame), forks nothing and exits; the parent
+//! sees the end of file and replaces it the same way. Children started before keep their pid,
+//! pidfd and status pipe, which do not depend on the stream.
+//!
+//! # When the server dies
+//!
+//! Its children run on and are seen running (CPython reports them ended, with code 255, at
+//! once), and the next start brings up a new server. A child writes its own exit code on its
+//! status pipe just before it ends through the library's exit path (its target returned,
+//! failed or panicked, a bootstrap failure) or through `exit(3)` (`std::process::exit`; glibc
+//! only, through `on_exit`): that code survives the server. A child that dies of a signal (or
+//! calls `_exit` itself, or exits through `exit(3)` under another C library) can only be
+//! reported by the server that reaps it: if the server is dead by then, its code is lost
+//! and reads 255, as in CPython. A child killed between writing its code and its `_exit`
+//! reports the code it was exiting with.
+//!
+//! # A fork pool's zygote
+//!
+//! A pool with the `fork` start method forks its zygote from the process when it is built:
+//! a server that forks the workers from the process's memory as it was then. The zygote at
+//! once forks a copy of itself (op `C`), the spare, identical to it. A zygote found dead, or
+//! out of step, is replaced by its spare, which forks a new spare of itself: workers started
+//! after any number of zygote deaths see the memory of the pool's build time. Only when the
+//! zygote and its spare are both gone is a new zygote forked from the process as it is then
+//! (its memory now, not at build time), and only if the [`ForkPolicy`](super::ForkPolicy) allows
+//! it: the process runs the pool's thread by then, so under the default `Refuse` the start of
+//! a replacement worker fails with [`ErrorKind::ForkUnsafe`].
 //!
 //! [`set_forkserver_preload`] names `#[process]` functions that a new server calls once before
 //! it serves, so that every child it forks starts warm (CPython's preload of modules).
 
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -121,10 +165,13 @@ pub fn set_forkserver_preload(calls: impl IntoIterator<Item = Preload>) -> Resul
 }
 
 /// A connection to a fork server: the default one of this process (spawned), or a pool's
-/// zygote (forked from the process when the pool was made, for the `fork` method).
+/// zygote (forked from the process when the pool was made, for the `fork` method), or the
+/// zygote's spare (forked from the zygote).
 pub(crate) struct ForkServer {
     server: Popen,
     build: BuildId,
+    /// The id of the last request; each request takes the next one.
+    last_id: AtomicU64,
 }
 
 static GLOBAL: Mutex<Option<ForkServer>> = Mutex::new(None);
@@ -136,7 +183,63 @@ pub(crate) fn lock_client() -> MutexGuard<'static, Option<ForkServer>> {
 /// How long the parent waits for the server to answer a fork request.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Fork a child that runs the bootstrap on the descriptor sent.
 const OP_FORK: u8 = b'F';
+/// Fork a copy of the server that serves on the descriptor sent.
+const OP_CLONE: u8 = b'C';
+
+const REQUEST_MAGIC: [u8; 4] = *b"MPfq";
+const REPLY_MAGIC: [u8; 4] = *b"MPfa";
+/// magic (4), op (1), zero (3), request id (8, little-endian); one descriptor attached.
+const REQUEST_LEN: usize = 16;
+/// magic (4), request id (8), pid or `-errno` (4), number of descriptors attached (4); all
+/// little-endian.
+const REPLY_LEN: usize = 20;
+
+fn request_frame(op: u8, id: u64) -> [u8; REQUEST_LEN] {
+    let mut frame = [0u8; REQUEST_LEN];
+    frame[..4].copy_from_slice(&REQUEST_MAGIC);
+    frame[4] = op;
+    frame[8..].copy_from_slice(&id.to_le_bytes());
+    frame
+}
+
+/// The op and id of a well-formed request, `None` for anything else.
+fn parse_request(frame: &[u8; REQUEST_LEN]) -> Option<(u8, u64)> {
+    let (magic, rest) = frame.split_first_chunk::<4>()?;
+    let (&[op, 0, 0, 0], id) = rest.split_first_chunk::<4>()? else {
+        return None;
+    };
+    let id = u64::from_le_bytes(id.try_into().ok()?);
+    (*magic == REQUEST_MAGIC && matches!(op, OP_FORK | OP_CLONE) && id != 0).then_some((op, id))
+}
+
+fn reply_frame(id: u64, value: i32, fds: u32) -> [u8; REPLY_LEN] {
+    let mut frame = [0u8; REPLY_LEN];
+    frame[..4].copy_from_slice(&REPLY_MAGIC);
+    frame[4..12].copy_from_slice(&id.to_le_bytes());
+    frame[12..16].copy_from_slice(&value.to_le_bytes());
+    frame[16..].copy_from_slice(&fds.to_le_bytes());
+    frame
+}
+
+/// magic, id, value, descriptor count of a reply.
+fn parse_reply(frame: &[u8; REPLY_LEN]) -> ([u8; 4], u64, i32, u32) {
+    let mut magic = [0u8; 4];
+    magic.copy_from_slice(&frame[..4]);
+    let mut id = [0u8; 8];
+    id.copy_from_slice(&frame[4..12]);
+    let mut value = [0u8; 4];
+    value.copy_from_slice(&frame[12..16]);
+    let mut fds = [0u8; 4];
+    fds.copy_from_slice(&frame[16..]);
+    (
+        magic,
+        u64::from_le_bytes(id),
+        i32::from_le_bytes(value),
+        u32::from_le_bytes(fds),
+    )
+}
 
 /// Starts a child through this process's fork server, starting (or restarting) it if needed.
 pub(crate) fn launch(launch: Launch, fds: &[RawFd]) -> Result<Popen> {
@@ -156,10 +259,11 @@ pub(crate) fn launch(launch: Launch, fds: &[RawFd]) -> Result<Popen> {
                 Some(server) => server,
                 None => client.insert(ForkServer::spawn()?),
             };
-            match server.request() {
+            match server.request(OP_FORK) {
                 Ok(popen) => break (popen, server.build),
                 Err(err) if !restarted && err.kind() == ErrorKind::Disconnected => {
-                    // The server died: bring up a new one and try once more.
+                    // The server died, or was killed for an answer out of step: bring up a
+                    // new one and try once more.
                     client.take();
                     restarted = true;
                 }
@@ -172,6 +276,14 @@ pub(crate) fn launch(launch: Launch, fds: &[RawFd]) -> Result<Popen> {
 }
 
 impl ForkServer {
+    fn new(server: Popen, build: BuildId) -> ForkServer {
+        ForkServer {
+            server,
+            build,
+            last_id: AtomicU64::new(0),
+        }
+    }
+
     /// Spawns a fresh server: an exec of this binary, single-threaded.
     pub(crate) fn spawn() -> Result<ForkServer> {
         let (server, build) = spawn::exec_child()?;
@@ -187,16 +299,21 @@ impl ForkServer {
                     format!("cannot start the fork server: {err}"),
                 )
             })?;
-        Ok(ForkServer { server, build })
+        Ok(ForkServer::new(server, build))
     }
 
     /// Forks a server from this process: its children see this process's memory as it is now.
     pub(crate) fn fork_zygote() -> Result<ForkServer> {
         let server = fork::fork_child(|control| control, |control| serve(control))?;
-        Ok(ForkServer {
-            server,
-            build: BuildId::current(),
-        })
+        Ok(ForkServer::new(server, BuildId::current()))
+    }
+
+    /// Asks the server for a copy of itself: a child of the server that serves as it does, with
+    /// the server's memory as it is (a zygote's spare: the zygote's memory is that of the
+    /// process when the pool was built).
+    fn clone_server(&self) -> Result<ForkServer> {
+        let server = self.request(OP_CLONE)?;
+        Ok(ForkServer::new(server, self.build))
     }
 
     /// Whether the server has exited (it is then reaped).
@@ -204,15 +321,9 @@ impl ForkServer {
         Ok(self.server.try_reap()?.is_some())
     }
 
-    /// Starts a child and completes its bootstrap.
-    pub(crate) fn launch(&self, launch: Launch, fds: &[RawFd]) -> Result<Popen> {
-        let popen = self.request()?;
-        popen.handshake(&self.build, &Role::Run(launch), fds)?;
-        Ok(popen)
-    }
-
-    /// Asks the server to fork a child; the caller does the bootstrap.
-    fn request(&self) -> Result<Popen> {
+    /// Asks the server to fork a child (`OP_FORK`: the caller does the bootstrap) or a copy of
+    /// itself (`OP_CLONE`).
+    fn request(&self, op: u8) -> Result<Popen> {
         // Made, and the server's answer received, under the lock a fork holds (see
         // `current::registered`): the pool's driver thread asks for workers beside the
         // caller's forks, whose children must not keep these descriptors. Registered, they
@@ -221,7 +332,7 @@ impl ForkServer {
             vec![a.as_raw_fd(), b.as_raw_fd()]
         })
         .map_err(|err| Error::io("cannot create a control socket", err))?;
-        let answer = self.answer(&child_end);
+        let answer = self.answer(op, &child_end);
         current::unregister_fd(&child_end);
         drop(child_end);
         match answer {
@@ -233,12 +344,32 @@ impl ForkServer {
         }
     }
 
-    /// Sends the server `child_end`, and reads its answer: the child's pid, status pipe and
-    /// pidfd.
-    fn answer(&self, child_end: &UnixStream) -> Result<(i32, OwnedFd, OwnedFd)> {
+    /// Kills a server whose stream cannot be trusted any more, and says so: a
+    /// [`ErrorKind::Disconnected`] error, so that the caller replaces the server.
+    fn out_of_step(&self, what: String) -> Error {
+        let _ = self.server.signal(libc::SIGKILL);
+        Error::new(
+            ErrorKind::Disconnected,
+            format!("the fork server's stream is out of step ({what}); the server was killed"),
+        )
+    }
+
+    /// Sends the server `child_end` in a request `op`, and reads its answer to that request:
+    /// the child's pid, status pipe and pidfd. Any answer that is not that (another request's
+    /// id, a malformed frame, a descriptor too many or too few), or a stream that breaks,
+    /// kills the server.
+    fn answer(&self, op: u8, child_end: &UnixStream) -> Result<(i32, OwnedFd, OwnedFd)> {
+        let id = self.last_id.fetch_add(1, Ordering::Relaxed) + 1;
         let sock = self.server.control.as_fd();
-        sys::send_with_fds(sock, &[OP_FORK], &[child_end.as_raw_fd()])
-            .map_err(|err| Error::io("cannot reach the fork server", err))?;
+        if let Err(err) = sys::send_with_fds(sock, &request_frame(op, id), &[child_end.as_raw_fd()])
+        {
+            let _ = self.server.signal(libc::SIGKILL);
+            return Err(Error::new(
+                ErrorKind::Disconnected,
+                "cannot reach the fork server; it was killed",
+            )
+            .with_source(err));
+        }
         let ready = sys::poll_one(sock, sys::READABLE, sys::deadline_after(REQUEST_TIMEOUT))
             .map_err(|err| Error::io("cannot wait for the fork server", err))?;
         if ready == 0 {
@@ -248,36 +379,57 @@ impl ForkServer {
                 format!("the fork server did not answer within {REQUEST_TIMEOUT:?}; it was killed"),
             ));
         }
-        let mut reply = [0u8; 4];
-        let fds = current::registered(
+        let mut reply = [0u8; REPLY_LEN];
+        let fds = match current::registered(
             || sys::recv_with_fds(sock, &mut reply, 2),
             |fds| fds.iter().flatten().map(AsRawFd::as_raw_fd).collect(),
-        )
-        .map_err(|err| Error::io("cannot read the fork server's answer", err))?
-        .ok_or_else(|| Error::new(ErrorKind::Disconnected, "the fork server closed its socket"))?;
-        let pid = i32::from_le_bytes(reply);
+        ) {
+            Ok(Some(fds)) => fds,
+            Ok(None) => {
+                let _ = self.server.signal(libc::SIGKILL);
+                return Err(Error::new(
+                    ErrorKind::Disconnected,
+                    "the fork server closed its socket",
+                ));
+            }
+            Err(err) => return Err(self.out_of_step(format!("unreadable answer: {err}"))),
+        };
         let fail = |fds: Vec<OwnedFd>, err: Error| {
             for fd in &fds {
                 current::unregister_fd(fd);
             }
             Err(err)
         };
-        if pid <= 0 {
+        let (magic, answered, value, count) = parse_reply(&reply);
+        if magic != REPLY_MAGIC {
+            return fail(fds, self.out_of_step("not an answer".into()));
+        }
+        if answered != id {
+            return fail(
+                fds,
+                self.out_of_step(format!("answer to request {answered}, not {id}")),
+            );
+        }
+        let expected = if value > 0 { 2 } else { 0 };
+        let received = fds.len();
+        if value == 0 || count != expected || received != expected as usize {
+            return fail(
+                fds,
+                self.out_of_step(format!(
+                    "pid {value}, {received} descriptors received, {count} declared, {expected} expected"
+                )),
+            );
+        }
+        if value <= 0 {
             return fail(
                 fds,
                 Error::new(ErrorKind::ForkServer, "the fork server could not fork")
-                    .with_source(std::io::Error::from_raw_os_error(-pid)),
+                    .with_source(std::io::Error::from_raw_os_error(value.saturating_neg())),
             );
         }
         match <[OwnedFd; 2]>::try_from(fds) {
-            Ok([status, pidfd]) => Ok((pid, status, pidfd)),
-            Err(fds) => fail(
-                fds,
-                Error::new(
-                    ErrorKind::ForkServer,
-                    "the fork server's answer lacks its descriptors",
-                ),
-            ),
+            Ok([status, pidfd]) => Ok((value, status, pidfd)),
+            Err(fds) => fail(fds, self.out_of_step("descriptors missing".into())),
         }
     }
 }
@@ -297,13 +449,134 @@ pub(crate) fn shutdown() {
     drop(server);
 }
 
+/// The fork servers of a `fork` pool: its zygote, forked from the process when the pool is
+/// built, and the zygote's spare, a copy the zygote forks of itself at once (and so a copy of
+/// the process as it was when the pool was built). Either may be killed or die, or have its
+/// stream broken: a dead zygote is replaced by its spare, which is asked for a new spare;
+/// only when both are gone is a new zygote forked from the process, as it is then (see
+/// [`Zygotes::launch`]).
+pub(crate) struct Zygotes {
+    servers: Mutex<ZygoteState>,
+}
+
+struct ZygoteState {
+    /// Dropped first: the zygote reaps it.
+    spare: Option<ForkServer>,
+    zygote: Option<ForkServer>,
+}
+
+impl Zygotes {
+    /// Forks the zygote from this process, and its spare from the zygote. A spare that cannot
+    /// be made is not an error: the zygote serves alone, and is replaced from the process if
+    /// it dies.
+    pub(crate) fn fork() -> Result<Zygotes> {
+        let zygote = ForkServer::fork_zygote()?;
+        let spare = zygote.clone_server().ok();
+        Ok(Zygotes {
+            servers: Mutex::new(ZygoteState {
+                spare,
+                zygote: Some(zygote),
+            }),
+        })
+    }
+
+    /// Starts a child through the zygote and completes its bootstrap.
+    ///
+    /// A zygote that is dead, or dies or breaks its stream during the request, is replaced by
+    /// its spare (a copy of the zygote, so of the process as it was when the pool was built),
+    /// which forks a new spare of itself. When the spare is gone too, a new zygote is forked
+    /// from this process as it is now (not as it was when the pool was built), subject to the
+    /// [`ForkPolicy`](super::ForkPolicy): this process has the pool's thread now, so under
+    /// `Refuse` it fails with [`ErrorKind::ForkUnsafe`].
+    pub(crate) fn launch(&self, launch: Launch, fds: &[RawFd]) -> Result<Popen> {
+        let (popen, build) = {
+            let mut state = self.servers.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut replaced = 0;
+            loop {
+                let zygote = state.live_zygote()?;
+                match zygote.request(OP_FORK) {
+                    Ok(popen) => break (popen, zygote.build),
+                    Err(err) if replaced < 2 && err.kind() == ErrorKind::Disconnected => {
+                        state.zygote = None;
+                        replaced += 1;
+                    }
+                    Err(err) => return Err(err),
+                }
+            }
+        };
+        popen.handshake(&build, &Role::Run(launch), fds)?;
+        Ok(popen)
+    }
+}
+
+impl ZygoteState {
+    /// The zygote, replaced if it is dead; with a spare, made again if it is dead.
+    fn live_zygote(&mut self) -> Result<&ForkServer> {
+        if let Some(zygote) = &self.zygote {
+            if zygote.is_dead()? {
+                self.zygote = None;
+            }
+        }
+        if let Some(spare) = &self.spare {
+            if spare.is_dead()? {
+                self.spare = None;
+            }
+        }
+        if self.zygote.is_none() {
+            self.zygote = Some(match self.spare.take() {
+                Some(spare) => spare,
+                None => fork_zygote_again()?,
+            });
+        }
+        let zygote = self
+            .zygote
+            .as_ref()
+            .ok_or_else(|| Error::new(ErrorKind::ForkServer, "the pool's zygote is missing"))?;
+        if self.spare.is_none() {
+            // Best effort: without a spare, the next death forks a zygote from the process.
+            self.spare = zygote.clone_server().ok();
+        }
+        Ok(zygote)
+    }
+}
+
+/// A pool's zygote and its spare are both gone: forks a new zygote from this process as it is
+/// now. This process has other threads now (the pool's own, at least, and this call may run
+/// on it), so the [`ForkPolicy`](super::ForkPolicy) decides, whatever the thread count says.
+fn fork_zygote_again() -> Result<ForkServer> {
+    let message = "the pool's zygote and its spare are dead, and a new zygote would be forked from this process as it is now, with other threads running: \
+                   use StartMethod::ForkServer or StartMethod::Spawn, or set_fork_policy(ForkPolicy::Allow) if you are sure";
+    match fork::fork_policy() {
+        super::ForkPolicy::Refuse => {
+            return Err(Error::new(ErrorKind::ForkUnsafe, message));
+        }
+        super::ForkPolicy::Warn => {
+            static WARNED: AtomicBool = AtomicBool::new(false);
+            if !WARNED.swap(true, Ordering::Relaxed) {
+                eprintln!("multiproc warning: {message}");
+            }
+        }
+        super::ForkPolicy::Allow => {}
+    }
+    ForkServer::fork_zygote().map_err(|err| {
+        Error::new(
+            err.kind(),
+            format!(
+                "the pool's zygote and its spare are dead, and a new one cannot be forked: {err}"
+            ),
+        )
+    })
+}
+
 struct Kid {
     pid: i32,
     status: OwnedFd,
     pidfd: OwnedFd,
 }
 
-/// The server's loop. Never returns: exits when the parent's end of `control` closes.
+/// The server's loop. Never returns: exits when the parent's end of `control` closes, or when
+/// a request is malformed (the stream is then out of step; the parent sees the end of file
+/// and replaces the server).
 pub(crate) fn serve(control: UnixStream) -> ! {
     sys::ignore_signal(libc::SIGINT);
     let mut kids: Vec<Kid> = Vec::new();
@@ -338,38 +611,53 @@ pub(crate) fn serve(control: UnixStream) -> ! {
         if fds[0].revents == 0 {
             continue;
         }
-        let mut op = [0u8; 1];
-        let received = match sys::recv_with_fds(control.as_fd(), &mut op, 1) {
+        let mut frame = [0u8; REQUEST_LEN];
+        let received = match sys::recv_with_fds(control.as_fd(), &mut frame, 1) {
             Ok(Some(received)) => received,
+            // End of file, or a short frame: out of step.
             Ok(None) | Err(_) => sys::exit_now(0),
         };
-        let mut received = received.into_iter();
-        let (Some(child_control), None, OP_FORK) = (received.next(), received.next(), op[0]) else {
-            let _ = sys::send_with_fds(control.as_fd(), &(-libc::EINVAL).to_le_bytes(), &[]);
-            continue;
+        let (Some((op, id)), Ok([sent])) =
+            (parse_request(&frame), <[OwnedFd; 1]>::try_from(received))
+        else {
+            // Out of step: nothing after this can be trusted to start where a request does.
+            sys::exit_now(1)
+        };
+        let refuse = |errno: i32| {
+            let _ = sys::send_with_fds(control.as_fd(), &reply_frame(id, -errno, 0), &[]);
         };
         let (status_r, status_w) = match sys::pipe() {
             Ok(pipe) => pipe,
             Err(err) => {
-                let errno = err.raw_os_error().unwrap_or(libc::EIO);
-                let _ = sys::send_with_fds(control.as_fd(), &(-errno).to_le_bytes(), &[]);
+                refuse(err.raw_os_error().unwrap_or(libc::EIO));
                 continue;
             }
         };
-        // SAFETY: the server is single-threaded (it was exec'd to do nothing but this loop).
+        // SAFETY: the server is single-threaded (it was exec'd to do nothing but this loop, or
+        // forked, with one thread, from a process or a server).
         match unsafe { fork() } {
-            Ok(ForkResult::Child) => {
+            Ok(ForkResult::Child) if op == OP_CLONE => {
                 drop((kids, control, status_r, status_w));
+                serve(UnixStream::from(sent))
+            }
+            Ok(ForkResult::Child) => {
+                drop((kids, control, status_r));
                 sys::default_signal(libc::SIGINT);
-                child::serve(UnixStream::from(child_control))
+                // The child writes its own exit code when it ends through the library (or
+                // `exit(3)`): the code then survives this server. Registered, the pipe is
+                // closed in the children it forks.
+                let status_w = std::os::fd::IntoRawFd::into_raw_fd(status_w);
+                current::register_fd(&status_w);
+                sys::report_exit_on(status_w);
+                child::serve(UnixStream::from(sent))
             }
             Ok(ForkResult::Parent { child }) => {
                 let pid = child.as_raw();
-                drop(child_control);
+                drop(sent);
                 match sys::pidfd_open(pid) {
                     Ok(pidfd) => {
                         let fds = [status_r.as_raw_fd(), pidfd.as_raw_fd()];
-                        let _ = sys::send_with_fds(control.as_fd(), &pid.to_le_bytes(), &fds);
+                        let _ = sys::send_with_fds(control.as_fd(), &reply_frame(id, pid, 2), &fds);
                         kids.push(Kid {
                             pid,
                             status: status_w,
@@ -380,14 +668,106 @@ pub(crate) fn serve(control: UnixStream) -> ! {
                         // SAFETY: `pid` is our unreaped child.
                         unsafe { libc::kill(pid, libc::SIGKILL) };
                         let _ = sys::wait_child(pid, false);
-                        let errno = err.raw_os_error().unwrap_or(libc::EIO);
-                        let _ = sys::send_with_fds(control.as_fd(), &(-errno).to_le_bytes(), &[]);
+                        refuse(err.raw_os_error().unwrap_or(libc::EIO));
                     }
                 }
             }
-            Err(err) => {
-                let _ = sys::send_with_fds(control.as_fd(), &(-(err as i32)).to_le_bytes(), &[]);
-            }
+            Err(err) => refuse(err as i32),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_request_frame_reads_back() {
+        for op in [OP_FORK, OP_CLONE] {
+            let frame = request_frame(op, 0x0102_0304_0506_0708);
+            assert_eq!(parse_request(&frame), Some((op, 0x0102_0304_0506_0708)));
+        }
+    }
+
+    #[test]
+    fn a_malformed_request_is_refused() {
+        let good = request_frame(OP_FORK, 7);
+        // One stray byte before it: every field shifts.
+        let mut shifted = [b'!'; REQUEST_LEN];
+        shifted[1..].copy_from_slice(&good[..REQUEST_LEN - 1]);
+        assert_eq!(parse_request(&shifted), None);
+        let mut bad_magic = good;
+        bad_magic[0] ^= 1;
+        assert_eq!(parse_request(&bad_magic), None);
+        assert_eq!(parse_request(&request_frame(b'X', 7)), None);
+        let mut padded = good;
+        padded[6] = 1;
+        assert_eq!(parse_request(&padded), None);
+        assert_eq!(parse_request(&request_frame(OP_FORK, 0)), None);
+    }
+
+    /// A fake server on a socketpair, answering one request wrongly: the client must refuse
+    /// the answer and kill the "server" (a `sleep` of ours stands for it).
+    #[test]
+    fn an_answer_out_of_step_kills_the_server() {
+        use std::os::unix::process::ExitStatusExt;
+        for case in 0..4 {
+            let mut sleeper = std::process::Command::new("sleep")
+                .arg("60")
+                .spawn()
+                .unwrap();
+            let pid = sleeper.id() as i32;
+            let pidfd = sys::pidfd_open(pid).unwrap();
+            let (status_r, status_w) = sys::pipe().unwrap();
+            let (ours, theirs) = UnixStream::pair().unwrap();
+            let server = ForkServer::new(
+                Popen::served(pid, ours, status_r, pidfd),
+                BuildId::current(),
+            );
+            let fake = std::thread::spawn(move || {
+                let mut frame = [0u8; REQUEST_LEN];
+                let fds = sys::recv_with_fds(theirs.as_fd(), &mut frame, 1)
+                    .unwrap()
+                    .unwrap();
+                let (op, id) = parse_request(&frame).unwrap();
+                assert_eq!((op, fds.len()), (OP_FORK, 1));
+                let (a, b) = sys::pipe().unwrap();
+                let two = [a.as_raw_fd(), b.as_raw_fd()];
+                let (reply, fds) = match case {
+                    // The answer to another request.
+                    0 => (reply_frame(id + 1, 4242, 2), &two[..]),
+                    // A descriptor short.
+                    1 => (reply_frame(id, 4242, 2), &two[..1]),
+                    // Not an answer.
+                    2 => {
+                        let mut reply = reply_frame(id, 4242, 2);
+                        reply[0] = b'!';
+                        (reply, &two[..])
+                    }
+                    // An error with descriptors.
+                    _ => (reply_frame(id, -libc::EAGAIN, 2), &two[..]),
+                };
+                sys::send_with_fds(theirs.as_fd(), &reply, fds).unwrap();
+                theirs
+            });
+            let err = server
+                .request(OP_FORK)
+                .err()
+                .expect("an answer out of step");
+            assert_eq!(err.kind(), ErrorKind::Disconnected, "case {case}: {err}");
+            assert!(err.to_string().contains("out of step"), "{err}");
+            let _theirs = fake.join().unwrap();
+            assert_eq!(sleeper.wait().unwrap().signal(), Some(libc::SIGKILL));
+            drop(status_w);
+            drop(server);
+        }
+    }
+
+    #[test]
+    fn a_reply_frame_reads_back() {
+        let frame = reply_frame(9, 1234, 2);
+        assert_eq!(parse_reply(&frame), (REPLY_MAGIC, 9, 1234, 2));
+        let frame = reply_frame(10, -libc::EAGAIN, 0);
+        assert_eq!(parse_reply(&frame), (REPLY_MAGIC, 10, -libc::EAGAIN, 0));
     }
 }

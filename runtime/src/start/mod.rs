@@ -44,10 +44,21 @@ use crate::{current, sys, wire};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum StartMethod {
     /// `fork(2)` and run the target in the copy.
+    ///
+    /// A [`Pool`](crate::Pool) with this method forks a zygote of the process when it is built,
+    /// and the zygote a spare copy of itself; workers, replacements included, are forked from
+    /// the zygote, or from its spare once the zygote has died, and so see the process's memory
+    /// as it was at build time. Only if both die is a new zygote forked from the process as it
+    /// is then, if the [`ForkPolicy`] allows it (see
+    /// [`PoolBuilder::start_method`](crate::PoolBuilder::start_method)).
     Fork,
     /// Re-execute the current binary and find the target by name.
     Spawn,
     /// Ask a clean, single-threaded server process to fork the child.
+    ///
+    /// If the server dies, its children run on; a new server is started for the next child.
+    /// A child whose server died still reports its exit code when it ends by returning,
+    /// failing, panicking or `std::process::exit` (on glibc); a death by signal then reads 255.
     ForkServer,
 }
 
@@ -176,7 +187,8 @@ pub(crate) const BOOTSTRAP_TIMEOUT: std::time::Duration = std::time::Duration::f
 /// Exit code of a child whose bootstrap failed (EX_SOFTWARE).
 pub(crate) const EXIT_BOOTSTRAP_FAILED: i32 = 70;
 
-/// Exit code reported for a fork-server child whose server died before it could say (as CPython).
+/// Exit code reported for a fork-server child whose server died before it could say (as
+/// CPython): a death by signal, since a child reports its own exit code (see `forkserver`).
 pub(crate) const EXIT_SERVER_DIED: i32 = 255;
 
 /// How long the fork server has to report the exit code of a child seen to have ended.
@@ -279,8 +291,9 @@ impl Popen {
             Waiter::Direct { .. } => sys::wait_child(self.pid, false)
                 .map_err(|err| Error::io(format!("waitpid({})", self.pid), err))?,
             Waiter::Server { status, .. } => {
-                // It has ended; the server reaps it and writes the code at once, unless the
-                // server died first (end of file): then the code is lost, as in CPython.
+                // It has ended: it wrote its code itself as it exited (see `forkserver`),
+                // or the server reaps it and writes the code at once, unless the server died
+                // first (end of file): then the code is lost, as in CPython.
                 let said = sys::poll_one(
                     status.as_fd(),
                     sys::READABLE,
