@@ -1071,7 +1071,9 @@ fn user_code_that_fails_in_the_parent(m: StartMethod) -> Outcome {
     let pool = Arc::new(pool);
     let inner = Arc::new(Mutex::new(None));
     let (p, i) = (pool.clone(), inner.clone());
-    let r = pool.apply_async(square, 2).on_success(move |_| {
+    // A slow task, so that the callback is attached before the result arrives and runs on the
+    // driver thread (one attached later runs at once, on the caller's thread).
+    let r = pool.apply_async(slow_square, (2, 200)).on_success(move |_| {
         *i.lock().unwrap() = Some(p.apply(square, 4).map_err(|e| e.kind()));
     });
     check_eq!(r.get_timeout(LONG)?, 4);
