@@ -79,6 +79,7 @@
 //!         type Target = fn(i64, i64) -> i64;
 //!         fn deref(&self) -> &Self::Target { &(__multiproc_add as fn(i64, i64) -> i64) }
 //!     }
+//!     impl SealedTarget for add {}    // `Target` is sealed: only `#[process]` implements it
 //!     impl multiproc::Target for add {
 //!         type Args = (i64, i64);      // one argument: its type; none: ()
 //!         type Output = i64;

@@ -149,9 +149,14 @@ impl Recorder {
     }
 }
 
-/// A worker that implements `Target` by hand and is never registered.
+/// A worker that implements `Target` by hand and is never registered. `Target` is sealed (a
+/// user's hand-written impl does not build: `tests/ui/hand_written_target.rs`); this test goes
+/// through the seal with `__private`, which is not public API, to check that the child still
+/// refuses a name that nothing registered.
 #[derive(Clone, Copy)]
 struct Unregistered;
+
+impl multiproc::__private::SealedTarget for Unregistered {}
 
 impl multiproc::Target for Unregistered {
     type Args = ();
