@@ -108,7 +108,7 @@
 //! # Serialization
 //!
 //! Arguments, results and subclass-style values are plain serde data, encoded with bincode
-//! (in one module, `codec`). Nothing received can run code. bincode is not self-describing:
+//! (in one private module). Nothing received can run code. bincode is not self-describing:
 //! `#[serde(flatten)]`, untagged enums and other attributes that need `deserialize_any` fail
 //! with [`ErrorKind::Codec`].
 //!

@@ -5,7 +5,7 @@
 mod carrier;
 mod channel;
 mod child;
-pub mod codec;
+mod codec;
 mod context;
 mod current;
 mod error;
@@ -34,7 +34,7 @@ pub use error::{Error, ErrorKind, RemotePanic, Result};
 pub use handle::SharedFd;
 pub use pool::{AsyncResult, Imap, Pool, PoolBuilder};
 pub use process::{active_children, wait, Process};
-pub use registry::{BuildId, Runnable, Target};
+pub use registry::{Runnable, Target};
 pub use shared::{Array, ArrayGuard, RawArray, RawValue, SharedMemory, Value, ValueGuard};
 pub use start::fork::{fork_policy, set_fork_policy};
 pub use start::forkserver::{set_forkserver_preload, Preload};
