@@ -204,7 +204,7 @@ fn semaphore(m: StartMethod) -> Outcome {
     }
     finish(&giver)?;
     check!(
-        Semaphore::new(multiproc::sync::SEM_VALUE_MAX + 1).is_err(),
+        Semaphore::new(multiproc::SEM_VALUE_MAX + 1).is_err(),
         "past SEM_VALUE_MAX"
     );
     Ok(())

@@ -13,11 +13,11 @@ mod handle;
 mod pool;
 mod process;
 mod registry;
-pub mod shared;
+mod shared;
 mod shm;
 mod spare;
 mod start;
-pub mod sync;
+mod sync;
 mod sys;
 mod wire;
 
@@ -42,7 +42,7 @@ pub use start::spawn::set_executable;
 pub use start::{ForkPolicy, StartMethod};
 pub use sync::{
     Barrier, BarrierBuilder, BoundedSemaphore, Condition, Event, Lock, LockGuard, RLock,
-    RLockGuard, Semaphore, SemaphoreGuard, WaitGuard,
+    RLockGuard, Semaphore, SemaphoreGuard, WaitGuard, SEM_VALUE_MAX,
 };
 
 /// Not public API. Used by generated code.
