@@ -78,6 +78,7 @@ pub enum ErrorKind {
 
 /// A panic that happened in another process, as data: message and location.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct RemotePanic {
     /// The panic payload when it was a string (`panic!("...")`), else `Box<dyn Any>`.
     pub message: String,
