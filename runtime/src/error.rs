@@ -110,7 +110,7 @@ pub struct Error {
 
 impl Error {
     /// A new error of `kind` with a lowercase message.
-    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+    pub(crate) fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
         Error {
             kind,
             message: message.into(),
@@ -120,13 +120,16 @@ impl Error {
     }
 
     /// Attaches the underlying cause.
-    pub fn with_source(mut self, source: impl std::error::Error + Send + Sync + 'static) -> Self {
+    pub(crate) fn with_source(
+        mut self,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
         self.source = Some(Box::new(source));
         self
     }
 
     /// An error that carries a remote panic.
-    pub fn panicked(panic: RemotePanic) -> Self {
+    pub(crate) fn panicked(panic: RemotePanic) -> Self {
         Error {
             kind: ErrorKind::Panicked,
             message: panic.to_string(),
