@@ -351,6 +351,45 @@ fn names(m: StartMethod) -> Outcome {
     Ok(())
 }
 
+/// `with_*` builds a value: a clone made before it keeps its settings, and both run as they
+/// were built (the arguments are shared).
+fn builders_leave_clones_alone(m: StartMethod) -> Outcome {
+    let dir = scratch("builders");
+    let path = dir.join("r");
+    let original = Process::new(report, path.to_string_lossy().into_owned()).with_start_method(m);
+    let clone = original.clone();
+    let name = clone.name();
+    let built = original.with_name("built").with_daemon(true);
+    check_eq!(built.name(), "built");
+    check!(built.daemon(), "the built value is daemonic");
+    check_eq!(clone.name(), name);
+    check!(
+        !clone.daemon(),
+        "the clone was made daemonic by its original"
+    );
+    let other = if m == StartMethod::Spawn {
+        StartMethod::Fork
+    } else {
+        StartMethod::Spawn
+    };
+    let _rebuilt = clone.clone().with_start_method(other);
+    check_eq!(clone.start_method(), Some(m));
+    for (p, daemon) in [(&built, true), (&clone, false)] {
+        start(p)?;
+        check_eq!(p.join()?, 0);
+        let line = read_when_ready(&path, LONG)?;
+        let expected = format!(
+            "{} {} MainProcess {} {daemon} {m}",
+            p.name(),
+            p.pid().ok_or("pid")?,
+            std::process::id()
+        );
+        check_eq!(line, expected);
+        std::fs::remove_file(&path)?;
+    }
+    Ok(())
+}
+
 fn child_identity(m: StartMethod) -> Outcome {
     let dir = scratch("identity");
     for daemon in [false, true] {
@@ -888,6 +927,7 @@ fn main() {
         ("sentinel_and_wait", sentinel_and_wait),
         ("state_rules", state_rules),
         ("names", names),
+        ("builders_leave_clones_alone", builders_leave_clones_alone),
         ("child_identity", child_identity),
         ("nested_names", nested_names),
         (
