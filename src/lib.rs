@@ -79,6 +79,7 @@
 //!         type Target = fn(i64, i64) -> i64;
 //!         fn deref(&self) -> &Self::Target { &(__multiproc_add as fn(i64, i64) -> i64) }
 //!     }
+//!     impl SealedTarget for add {}    // `Target` is sealed: only `#[process]` implements it
 //!     impl multiproc::Target for add {
 //!         type Args = (i64, i64);      // one argument: its type; none: ()
 //!         type Output = i64;
@@ -107,7 +108,7 @@
 //! # Serialization
 //!
 //! Arguments, results and subclass-style values are plain serde data, encoded with bincode
-//! (in one module, `codec`). Nothing received can run code. bincode is not self-describing:
+//! (in one private module). Nothing received can run code. bincode is not self-describing:
 //! `#[serde(flatten)]`, untagged enums and other attributes that need `deserialize_any` fail
 //! with [`ErrorKind::Codec`].
 //!
@@ -125,6 +126,138 @@
 //! or result travels as the bytes of the numbers in memory: one copy each way, not a serde call
 //! per value, and every bit pattern (a NaN's payload, `-0.0`) comes back as it was. An alias,
 //! a tuple of numbers or a `bool` is encoded with serde, as anything else.
+//!
+//! # Synchronization primitives
+//!
+//! Python's `multiprocessing.synchronize`, at the crate's root:
+//!
+//! | Python | multiproc | built on |
+//! |---|---|---|
+//! | `Lock()` | [`Lock`] | a robust mutex: a futex word that holds its owner's thread id |
+//! | `RLock()` | [`RLock`] | the same, recursive |
+//! | `Semaphore(n)` | [`Semaphore`] | a counter and a futex |
+//! | `BoundedSemaphore(n)` | [`BoundedSemaphore`] | the same, with a maximum |
+//! | `Event()` | [`Event`] | a flag and a futex |
+//! | `Condition(lock)` | [`Condition`] | a [`Lock`], counters and a futex |
+//! | `Barrier(parties, action, timeout)` | [`Barrier`] | Python's algorithm on a [`Lock`] and a [`Condition`] |
+//!
+//! Each object lives in a small anonymous shared memory segment (a `memfd`, freed with its
+//! last handle: nothing to clean up in `/dev/shm`). A clone is a cheap handle to the same
+//! object, and every type is `Send + Sync + Serialize + Deserialize`: pass it to
+//! [`Process::new`](crate::Process::new), to a pool task or initializer, or return it from a
+//! task, and the other process maps the same segment (the descriptor travels beside the
+//! bytes). Outside such a message (say, encoded to JSON) serialization fails: a descriptor
+//! number means nothing elsewhere.
+//!
+//! The cost: each object holds one descriptor and one mapping in each process that has it
+//! (clones share them; every received copy has its own). Thousands of objects at once need a
+//! higher `RLIMIT_NOFILE` than the usual 1024.
+//!
+//! ## When a process dies holding a lock
+//!
+//! CPython's locks are POSIX semaphores: when a process dies holding one, every other process
+//! that wants it waits forever. Here the mutexes are *robust*: a mutex records its owner's
+//! thread id, a waiter looks now and then (at least every 50 ms) whether that thread still
+//! lives, and when it has ended (even as a zombie nobody reaped yet), the next acquire (of a
+//! [`Lock`], [`RLock`], a [`Condition`]'s lock, a [`Value`] or
+//! [`Array`]) returns promptly an error of kind [`ErrorKind::OwnerDied`]: "the
+//! process that held this lock died; the data it protected may be inconsistent".
+//!
+//! The error carries no guard: the lock was **released**, so the next
+//! acquire succeeds. Only the first acquirer after a death sees the error; repair the
+//! protected data then (take the lock again, check, fix), or give up. A [`Barrier`] whose
+//! lock owner died breaks ([`ErrorKind::BrokenBarrier`]).
+//! Semaphores and events have no owner: a unit held by a dead process is lost, as in Python.
+//!
+//! ```no_run
+//! use multiproc::{process, ErrorKind, Process, Value};
+//!
+//! #[process]
+//! fn die_holding(counter: Value<i64>) {
+//!     let mut n = counter.lock().unwrap();
+//!     *n += 1;
+//!     std::process::abort(); // killed with the lock held
+//! }
+//!
+//! #[multiproc::main]
+//! fn main() -> multiproc::Result<()> {
+//!     let counter = Value::new(0i64)?;
+//!     let p = Process::new(die_holding, counter.clone());
+//!     p.start()?;
+//!     p.join()?;
+//!     let err = counter.lock().unwrap_err(); // at once, not a hang
+//!     assert_eq!(err.kind(), ErrorKind::OwnerDied);
+//!     assert_eq!(*counter.lock()?, 1); // released: usable again
+//!     Ok(())
+//! }
+//! ```
+//!
+//! ## Differences from Python
+//!
+//! - **Guards.** `acquire` returns a guard that releases on drop (`with lock:`); a timed or
+//!   non-blocking acquire returns `Ok(None)` where Python returns `False`. Releasing a lock
+//!   twice, or one this thread does not hold, cannot be written (Python raises).
+//! - **Owner-bound locks.** A mutex is released by the thread that acquired it (it records its id): lock
+//!   guards are not `Send`, and a lock cannot be released by another process. Python's `Lock`
+//!   is a semaphore that anyone may release; use a [`Semaphore`] or [`BoundedSemaphore`] (whose
+//!   guard has [`forget`](SemaphoreGuard::forget), and whose `release` anyone may call) for
+//!   that hand-off.
+//! - **Relocking a `Lock`** in the thread that holds it is an
+//!   [`ErrorKind::InvalidInput`] error instead of a deadlock.
+//! - **`Condition`** uses a [`Lock`] by default (Python: an `RLock`), its `wait` takes and
+//!   gives back the guard (std-style), and `notify` may be called without the lock held (it
+//!   takes it for the time of the call).
+//! - **Owner death** is reported ([`ErrorKind::OwnerDied`]), see
+//!   above; CPython hangs.
+//! - **Timeouts** are [`Duration`](std::time::Duration)s measured on `CLOCK_MONOTONIC`
+//!   (a wall-clock jump does not shorten or stretch them).
+//!
+//! # Shared state
+//!
+//! Python's `multiprocessing.sharedctypes` and `multiprocessing.shared_memory`, at the crate's root:
+//!
+//! | Python | multiproc |
+//! |---|---|
+//! | `Value('q', 0)` | [`Value::new(0i64)`](Value::new): its own lock; `*v.lock()? += 1` |
+//! | `Value('q', 0, lock=False)`, `RawValue('q', 0)` | [`Value::raw(0i64)`](Value::raw): a [`RawValue`], `load()` / `store()`, no lock |
+//! | `Array('d', 10)`, `Array('d', [1.0, 2.0])` | [`Array::new(10)`](Array::new), [`Array::from_slice`]: a lock; the guard derefs to `[T]` |
+//! | `RawArray('d', 10)` | [`Array::raw(10)`](Array::raw): a [`RawArray`] |
+//! | `v.get_lock()` | [`Value::get_lock`], [`Array::get_lock`] (share it with a [`Condition`]) |
+//! | `SharedMemory(create=True, size=n)` | [`SharedMemory::new(n)`](SharedMemory::new): anonymous, freed with its last handle |
+//! | `SharedMemory(name, create=True, size=n)`, `SharedMemory(name)`, `unlink()` | [`SharedMemory::create_named`], [`SharedMemory::open_named`], [`SharedMemory::unlink`] |
+//!
+//! Values and arrays hold plain old data ([`bytemuck::Pod`]: integers, floats, arrays of them,
+//! `#[repr(C)]` structs of them), the Rust counterpart of ctypes: every bit pattern is valid,
+//! so what another process writes can never be undefined behavior here. Derive it for your own
+//! types through the re-exported crate:
+//!
+//! ```
+//! use multiproc::bytemuck::{Pod, Zeroable};
+//!
+//! #[derive(Clone, Copy, Pod, Zeroable)]
+//! #[bytemuck(crate = "multiproc::bytemuck")]
+//! #[repr(C)]
+//! struct Point {
+//!     x: f64,
+//!     y: f64,
+//! }
+//!
+//! let p = multiproc::Value::new(Point { x: 1.0, y: 2.0 })?;
+//! p.lock()?.x += 1.0;
+//! assert_eq!(p.get()?.x, 2.0);
+//! # Ok::<(), multiproc::Error>(())
+//! ```
+//!
+//! Like the [synchronization primitives](#synchronization-primitives), every type here is a
+//! cheap-to-clone handle that is `Send + Sync + Serialize + Deserialize`: an argument of a
+//! `Process` or a pool task, or a task's result, maps the same memory in the other process (zero
+//! copy). A process that dies holding the lock of a [`Value`] or [`Array`] makes the next
+//! `lock()` return [`ErrorKind::OwnerDied`] (see [above](#when-a-process-dies-holding-a-lock)).
+//!
+//! The lock protects the data against code that takes it: in this crate, a guard is the only
+//! way to the data of a [`Value`] or [`Array`]. The raw kinds copy data in and out with atomic
+//! loads and stores instead: sound under concurrent writers, but a value larger than 8 bytes
+//! can be read half old, half new (as in Python).
 //!
 //! # Testing your own code
 //!

@@ -149,9 +149,14 @@ impl Recorder {
     }
 }
 
-/// A worker that implements `Target` by hand and is never registered.
+/// A worker that implements `Target` by hand and is never registered. `Target` is sealed (a
+/// user's hand-written impl does not build: `tests/ui/hand_written_target.rs`); this test goes
+/// through the seal with `__private`, which is not public API, to check that the child still
+/// refuses a name that nothing registered.
 #[derive(Clone, Copy)]
 struct Unregistered;
+
+impl multiproc::__private::SealedTarget for Unregistered {}
 
 impl multiproc::Target for Unregistered {
     type Args = ();
@@ -343,6 +348,45 @@ fn names(m: StartMethod) -> Outcome {
         read_when_ready(dir.join("r").as_path(), LONG)?,
         format!("5 Recorder-{}", n + 3)
     );
+    Ok(())
+}
+
+/// `with_*` builds a value: a clone made before it keeps its settings, and both run as they
+/// were built (the arguments are shared).
+fn builders_leave_clones_alone(m: StartMethod) -> Outcome {
+    let dir = scratch("builders");
+    let path = dir.join("r");
+    let original = Process::new(report, path.to_string_lossy().into_owned()).with_start_method(m);
+    let clone = original.clone();
+    let name = clone.name();
+    let built = original.with_name("built").with_daemon(true);
+    check_eq!(built.name(), "built");
+    check!(built.daemon(), "the built value is daemonic");
+    check_eq!(clone.name(), name);
+    check!(
+        !clone.daemon(),
+        "the clone was made daemonic by its original"
+    );
+    let other = if m == StartMethod::Spawn {
+        StartMethod::Fork
+    } else {
+        StartMethod::Spawn
+    };
+    let _rebuilt = clone.clone().with_start_method(other);
+    check_eq!(clone.start_method(), Some(m));
+    for (p, daemon) in [(&built, true), (&clone, false)] {
+        start(p)?;
+        check_eq!(p.join()?, 0);
+        let line = read_when_ready(&path, LONG)?;
+        let expected = format!(
+            "{} {} MainProcess {} {daemon} {m}",
+            p.name(),
+            p.pid().ok_or("pid")?,
+            std::process::id()
+        );
+        check_eq!(line, expected);
+        std::fs::remove_file(&path)?;
+    }
     Ok(())
 }
 
@@ -1158,6 +1202,7 @@ fn main() {
         ("sentinel_and_wait", sentinel_and_wait),
         ("state_rules", state_rules),
         ("names", names),
+        ("builders_leave_clones_alone", builders_leave_clones_alone),
         ("child_identity", child_identity),
         ("nested_names", nested_names),
         (

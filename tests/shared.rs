@@ -334,6 +334,12 @@ fn shared_memory(m: StartMethod) -> Outcome {
     let mode = std::fs::metadata(format!("/dev/shm/{name}"))
         .map(|meta| std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o777)?;
     check_eq!(mode, 0o600);
+    // Sent as an argument: a named segment cannot be sealed against shrinking as an anonymous
+    // one is, and is mapped all the same.
+    finish(&start(m, fill_segment, (named.clone(), b'n'))?)?;
+    let mut all = [0u8; 64];
+    named.read_at(0, &mut all)?;
+    check_eq!(all, [b'n'; 64]);
     named.unlink()?;
     check_eq!(common::dev_shm_entries(&name), before);
     check!(

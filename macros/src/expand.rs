@@ -246,6 +246,9 @@ pub(crate) fn expand_fn(item: ItemFn, args: &Args) -> TokenStream {
             }
 
             #[allow(deprecated)]
+            impl #krate::__private::SealedTarget for #ident {}
+
+            #[allow(deprecated)]
             impl #krate::Target for #ident {
                 #args_item
                 #output_item
@@ -297,6 +300,8 @@ pub(crate) fn expand_impl(item: ItemImpl, run: &Run, args: &Args) -> TokenStream
         #(#cfg)*
         #[allow(deprecated)]
         const _: () = {
+            impl #krate::__private::SealedRunnable for #self_ty {}
+
             impl #krate::Runnable for #self_ty {
                 const NAME: &'static str = #name;
                 const TYPE_NAME: &'static str = #type_name;
@@ -712,6 +717,10 @@ mod tests {
             const NAME: &'static str = "stable::sq";
         ))));
         assert!(text.contains(&norm(quote!(impl ::re::mp::Target for sq))));
+        // The seal goes through the same path.
+        assert!(text.contains(&norm(
+            quote!(impl ::re::mp::__private::SealedTarget for sq {})
+        )));
         assert!(!text.contains("multiproc ::"));
     }
 
@@ -834,6 +843,9 @@ mod tests {
         assert_eq!(norm(&out.items[0]), norm(&item));
         let text = norm(&out.items[1]);
         assert!(text.contains(&norm(quote!(impl ::multiproc::Runnable for MyProcess))));
+        assert!(text.contains(&norm(quote!(
+            impl ::multiproc::__private::SealedRunnable for MyProcess {}
+        ))));
         assert!(text.contains(&norm(quote!(
             const TYPE_NAME: &'static str = "MyProcess";
         ))));

@@ -81,6 +81,9 @@ pub(crate) fn process_fn(item: ItemFn, krate: &TokenStream, errors: Errors) -> T
             }
 
             #[allow(deprecated)]
+            impl #krate::__private::SealedTarget for #ident {}
+
+            #[allow(deprecated)]
             impl #krate::Target for #ident {
                 type Args = [(); #first];
                 type Output = Self::Args;
@@ -126,6 +129,8 @@ pub(crate) fn process_impl(item: ItemImpl, krate: &TokenStream, errors: Errors) 
         #(#cfg)*
         #[allow(deprecated)]
         const _: () = {
+            impl #impl_generics #krate::__private::SealedRunnable for #self_ty #where_clause {}
+
             impl #impl_generics #krate::Runnable for #self_ty #where_clause {
                 const NAME: &'static str = "";
                 const TYPE_NAME: &'static str = "";

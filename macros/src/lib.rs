@@ -54,6 +54,9 @@ use proc_macro::TokenStream;
 ///         }
 ///     }
 ///
+///     // `Target` is sealed: a hand-written impl, which would register nothing, does not build.
+///     impl ::multiproc::__private::SealedTarget for add {}
+///
 ///     impl ::multiproc::Target for add {
 ///         type Args = (i64, i64); // one argument `n: u64`: `u64`; none: `()`
 ///         type Output = i64; // no return type, or `!`: `()`
@@ -119,6 +122,7 @@ use proc_macro::TokenStream;
 ///
 /// ```ignore
 /// const _: () = {
+///     impl ::multiproc::__private::SealedRunnable for MyProcess {} // `Runnable` is sealed
 ///     impl ::multiproc::Runnable for MyProcess {
 ///         const NAME: &'static str = ::core::concat!(::core::module_path!(), "::", "MyProcess");
 ///         const TYPE_NAME: &'static str = "MyProcess";

@@ -26,7 +26,7 @@ fn config() -> Config {
 }
 
 /// Encodes `value` into a new buffer.
-pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>> {
+pub(crate) fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>> {
     bincode::serde::encode_to_vec(value, config()).map_err(|err| {
         Error::new(
             ErrorKind::Codec,
@@ -37,7 +37,7 @@ pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>> {
 }
 
 /// Encodes `value` at the end of `buf`.
-pub fn encode_into<T: Serialize + ?Sized>(value: &T, buf: &mut Vec<u8>) -> Result<()> {
+pub(crate) fn encode_into<T: Serialize + ?Sized>(value: &T, buf: &mut Vec<u8>) -> Result<()> {
     bincode::serde::encode_into_std_write(value, buf, config())
         .map(drop)
         .map_err(|err| {
@@ -57,7 +57,7 @@ pub fn encode_into<T: Serialize + ?Sized>(value: &T, buf: &mut Vec<u8>) -> Resul
 /// 64 KiB, 16 MiB and 4 GiB that is not below the input's own length (the bytes of every
 /// string and buffer are in the input, so no valid input reaches it). A corrupt length then
 /// costs at most a lazily zeroed allocation of the limit.
-pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
+pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
     const KIB_64: usize = 1 << 16;
     const MIB_16: usize = 1 << 24;
     const GIB_4: usize = 1 << 32;

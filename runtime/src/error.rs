@@ -78,6 +78,7 @@ pub enum ErrorKind {
 
 /// A panic that happened in another process, as data: message and location.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct RemotePanic {
     /// The panic payload when it was a string (`panic!("...")`), else `Box<dyn Any>`.
     pub message: String,
@@ -109,7 +110,7 @@ pub struct Error {
 
 impl Error {
     /// A new error of `kind` with a lowercase message.
-    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+    pub(crate) fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
         Error {
             kind,
             message: message.into(),
@@ -119,13 +120,16 @@ impl Error {
     }
 
     /// Attaches the underlying cause.
-    pub fn with_source(mut self, source: impl std::error::Error + Send + Sync + 'static) -> Self {
+    pub(crate) fn with_source(
+        mut self,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
         self.source = Some(Box::new(source));
         self
     }
 
     /// An error that carries a remote panic.
-    pub fn panicked(panic: RemotePanic) -> Self {
+    pub(crate) fn panicked(panic: RemotePanic) -> Self {
         Error {
             kind: ErrorKind::Panicked,
             message: panic.to_string(),

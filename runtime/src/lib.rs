@@ -5,7 +5,7 @@
 mod carrier;
 mod channel;
 mod child;
-pub mod codec;
+mod codec;
 mod context;
 mod current;
 mod error;
@@ -13,11 +13,11 @@ mod handle;
 mod pool;
 mod process;
 mod registry;
-pub mod shared;
+mod shared;
 mod shm;
 mod spare;
 mod start;
-pub mod sync;
+mod sync;
 mod sys;
 mod wire;
 
@@ -34,7 +34,7 @@ pub use error::{Error, ErrorKind, RemotePanic, Result};
 pub use handle::SharedFd;
 pub use pool::{AsyncResult, Imap, Pool, PoolBuilder};
 pub use process::{active_children, wait, Process};
-pub use registry::{BuildId, Runnable, Target};
+pub use registry::{Runnable, Target};
 pub use shared::{Array, ArrayGuard, RawArray, RawValue, SharedMemory, Value, ValueGuard};
 pub use start::fork::{fork_policy, set_fork_policy};
 pub use start::forkserver::{set_forkserver_preload, Preload};
@@ -42,13 +42,14 @@ pub use start::spawn::set_executable;
 pub use start::{ForkPolicy, StartMethod};
 pub use sync::{
     Barrier, BarrierBuilder, BoundedSemaphore, Condition, Event, Lock, LockGuard, RLock,
-    RLockGuard, Semaphore, SemaphoreGuard, WaitGuard,
+    RLockGuard, Semaphore, SemaphoreGuard, WaitGuard, SEM_VALUE_MAX,
 };
 
 /// Not public API. Used by generated code.
 #[doc(hidden)]
 pub mod __private {
     pub use crate::carrier::{Bytes, Held, Packed, Plain, Raw};
+    pub use crate::registry::sealed::{SealedRunnable, SealedTarget};
     pub use crate::registry::Entry;
     pub use inventory;
     pub use serde;

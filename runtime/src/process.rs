@@ -37,7 +37,8 @@ use crate::sys;
 /// ```
 ///
 /// A `Process` is a handle: clones refer to the same child, and [`active_children`] returns
-/// handles too. Dropping the last handle of a running child does not stop it (as in Python):
+/// handles too. The builder methods (`with_*`) change only the value they return: called on a
+/// process that has clones and has not started, they make it a process of its own. Dropping the last handle of a running child does not stop it (as in Python):
 /// the child stays in [`active_children`], is reaped by the next `start` or
 /// `active_children` call, and is joined (or terminated, if daemonic) when `main` returns.
 #[derive(Clone)]
@@ -52,12 +53,17 @@ pub(crate) struct Inner {
 
 struct State {
     name: String,
+    /// `Process` or the subclass-style type's name, the prefix of the default name.
+    type_name: &'static str,
+    /// Whether the name was set (else it is the default, `{type_name}-{identity}`).
+    renamed: bool,
     identity: Vec<u32>,
     daemon: bool,
     method: Option<StartMethod>,
     entry: &'static str,
-    /// The encoded arguments and the descriptors they carry, until `start` has used them.
-    payload: std::result::Result<Encoded, String>,
+    /// The encoded arguments and the descriptors they carry, until `start` has used them;
+    /// shared with the copies that builder methods make of a process that has other handles.
+    payload: std::result::Result<Arc<Encoded>, String>,
     phase: Phase,
     panic: Option<RemotePanic>,
     failure: Option<(ErrorKind, String)>,
@@ -96,7 +102,7 @@ impl Process {
         )
     }
 
-    fn build(type_name: &str, entry: &'static str, payload: Result<Encoded>) -> Process {
+    fn build(type_name: &'static str, entry: &'static str, payload: Result<Encoded>) -> Process {
         let me = current_process();
         let (identity, name) = current::new_child_identity(&me, type_name);
         Process {
@@ -104,11 +110,13 @@ impl Process {
                 creator: std::process::id(),
                 state: Mutex::new(State {
                     name,
+                    type_name,
+                    renamed: false,
                     identity,
                     daemon: me.daemon(),
                     method: None,
                     entry,
-                    payload: payload.map_err(|err| err.to_string()),
+                    payload: payload.map(Arc::new).map_err(|err| err.to_string()),
                     phase: Phase::Initial,
                     panic: None,
                     failure: None,
@@ -124,23 +132,81 @@ impl Process {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Sets the name (builder style).
-    pub fn with_name(self, name: impl Into<String>) -> Process {
-        self.lock().name = name.into();
-        self
+    /// This handle as a value of its own, for a builder method.
+    ///
+    /// A builder method changes the value it builds, not other handles: when clones of a process
+    /// that has not started exist, this handle becomes a copy of it (same target, arguments and
+    /// settings; a new identity, and with it a new default name), which the clones do not see.
+    /// A started process is one child whatever its handles, so it stays shared.
+    fn detached(self) -> Process {
+        if Arc::strong_count(&self.inner) == 1 {
+            // No other handle exists, and none can appear: cloning needs this one.
+            return self;
+        }
+        let state = {
+            let state = self.lock();
+            if !matches!(state.phase, Phase::Initial) {
+                None
+            } else {
+                let (identity, default_name) =
+                    current::new_child_identity(&current_process(), state.type_name);
+                Some(State {
+                    name: if state.renamed {
+                        state.name.clone()
+                    } else {
+                        default_name
+                    },
+                    type_name: state.type_name,
+                    renamed: state.renamed,
+                    identity,
+                    daemon: state.daemon,
+                    method: state.method,
+                    entry: state.entry,
+                    payload: state.payload.clone(),
+                    phase: Phase::Initial,
+                    panic: None,
+                    failure: None,
+                })
+            }
+        };
+        match state {
+            Some(state) => Process {
+                inner: Arc::new(Inner {
+                    creator: self.inner.creator,
+                    state: Mutex::new(state),
+                }),
+            },
+            None => self,
+        }
     }
 
-    /// Sets the daemon flag (builder style). See [`set_daemon`](Self::set_daemon).
+    /// Sets the name (builder style). Clones made before are not renamed (see
+    /// [`set_name`](Self::set_name) for that).
+    pub fn with_name(self, name: impl Into<String>) -> Process {
+        let this = self.detached();
+        {
+            let mut state = this.lock();
+            state.name = name.into();
+            state.renamed = true;
+        }
+        this
+    }
+
+    /// Sets the daemon flag (builder style). See [`set_daemon`](Self::set_daemon). Clones made
+    /// before keep theirs.
     pub fn with_daemon(self, daemon: bool) -> Process {
-        self.lock().daemon = daemon;
-        self
+        let this = self.detached();
+        this.lock().daemon = daemon;
+        this
     }
 
     /// Sets the start method of this process (builder style); without it the global one
-    /// ([`get_start_method`](crate::get_start_method)) is used at `start`.
+    /// ([`get_start_method`](crate::get_start_method)) is used at `start`. Clones made before
+    /// keep theirs.
     pub fn with_start_method(self, method: StartMethod) -> Process {
-        self.lock().method = Some(method);
-        self
+        let this = self.detached();
+        this.lock().method = Some(method);
+        this
     }
 
     /// The name: `Process-N`, `TypeName-N`, `Process-1:2` in a child, or the one you set.
@@ -148,9 +214,11 @@ impl Process {
         self.lock().name.clone()
     }
 
-    /// Renames the process; names need not be unique.
+    /// Renames the process, for every handle; names need not be unique.
     pub fn set_name(&self, name: impl Into<String>) {
-        self.lock().name = name.into();
+        let mut state = self.lock();
+        state.name = name.into();
+        state.renamed = true;
     }
 
     /// Whether the process is daemonic.

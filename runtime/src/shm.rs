@@ -110,11 +110,34 @@ impl Region {
         }
         // SAFETY: a fresh descriptor that nothing else owns.
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        Region::from_fd(SharedFd::new(fd))
+        Region::from_named_fd(SharedFd::new(fd))
     }
 
-    /// Maps a region received from another process.
+    /// Maps an anonymous region received from another process, whole.
+    ///
+    /// The segment must be sealed against shrinking, as [`Region::new`] seals it: a mapping
+    /// past the end of its file faults (SIGBUS) on access, so a segment that a peer could
+    /// `ftruncate` would let that peer kill every process that maps it. Without the seal it is
+    /// refused with an [`ErrorKind::InvalidInput`] error.
     pub(crate) fn from_fd(fd: SharedFd) -> Result<Region> {
+        // SAFETY: F_GET_SEALS only reads the seals of an open descriptor; -1 (EINVAL) for a
+        // file that supports none.
+        let seals = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GET_SEALS) };
+        if seals < 0 || seals & libc::F_SEAL_SHRINK == 0 {
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                "a shared memory segment not sealed against shrinking cannot be mapped: \
+                 whoever holds it could shrink it, and every process that maps it would crash \
+                 (SIGBUS) on its next access",
+            ));
+        }
+        Region::from_named_fd(fd)
+    }
+
+    /// Maps a POSIX named segment, whole, without a seal: such a segment cannot be sealed, and
+    /// any process allowed to open it can shrink it (then the next access past its new end is
+    /// a SIGBUS), as with Python's `SharedMemory(name)`.
+    pub(crate) fn from_named_fd(fd: SharedFd) -> Result<Region> {
         let (size, _) = fstat(&fd)?;
         let len = usize::try_from(size).map_err(|_| {
             Error::new(ErrorKind::InvalidInput, "region too large for this process")
@@ -518,6 +541,40 @@ mod tests {
         let a = Region::new("test", 100).unwrap();
         // SAFETY: ftruncate on a descriptor we own; it must be refused.
         let rc = unsafe { libc::ftruncate(a.fd().as_raw_fd(), 10) };
+        assert_eq!(rc, -1);
+    }
+
+    /// A memfd of `len` bytes with `seals` added (none: 0), as a peer could send one.
+    fn memfd(len: usize, seals: libc::c_int) -> SharedFd {
+        // SAFETY: memfd_create takes a NUL-terminated name and flags; it returns a new
+        // descriptor or -1.
+        let fd = unsafe { libc::memfd_create(c"test-peer".as_ptr(), libc::MFD_ALLOW_SEALING) };
+        assert!(fd >= 0, "{}", std::io::Error::last_os_error());
+        // SAFETY: a fresh descriptor that nothing else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        set_len(&fd, len).unwrap();
+        // SAFETY: F_ADD_SEALS on our own memfd.
+        assert_eq!(
+            unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_ADD_SEALS, seals) },
+            0
+        );
+        SharedFd::new(fd)
+    }
+
+    #[test]
+    fn a_segment_that_can_shrink_is_refused() {
+        for seals in [0, libc::F_SEAL_GROW] {
+            let err = Region::from_fd(memfd(4096, seals)).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::InvalidInput);
+            assert!(
+                err.to_string().contains("not sealed against shrinking"),
+                "{err}"
+            );
+        }
+        let received = Region::from_fd(memfd(4096, libc::F_SEAL_SHRINK)).unwrap();
+        assert_eq!(received.len(), 4096);
+        // SAFETY: ftruncate on a descriptor we own; the seal must refuse it.
+        let rc = unsafe { libc::ftruncate(received.fd().as_raw_fd(), 10) };
         assert_eq!(rc, -1);
     }
 

@@ -74,6 +74,7 @@ impl TaskOutcome {
 #[derive(Clone, Copy)]
 pub(crate) struct WorkerMain;
 
+impl crate::registry::sealed::SealedTarget for WorkerMain {}
 impl Target for WorkerMain {
     type Args = WorkerConfig;
     type Output = ();

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::error::{Error, ErrorKind, Result};
+use crate::handle::SharedFd;
 use crate::shm::{self, Region};
 
 /// A block of bytes shared by processes: Python's `multiprocessing.shared_memory.SharedMemory`.
@@ -17,6 +18,9 @@ use crate::shm::{self, Region};
 /// are not related, [`create_named`](Self::create_named) /
 /// [`open_named`](Self::open_named) / [`unlink`](Self::unlink) use a POSIX named segment,
 /// which lives until unlinked (nothing unlinks it for you, unlike Python's resource tracker).
+/// An anonymous segment is sealed at its size; a named one cannot be: any process allowed to
+/// open it can shrink it (`ftruncate`), and then every process that maps it dies of SIGBUS at
+/// its next access past the new end, as in Python.
 ///
 /// [`read_at`](Self::read_at) and [`write_at`](Self::write_at) are safe byte copies (atomic,
 /// a word at a time): bytes that another process writes meanwhile may be old or new. For
@@ -278,7 +282,13 @@ impl Serialize for SharedMemory {
 
 impl<'de> Deserialize<'de> for SharedMemory {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
-        let (region, name) = <(Region, Option<String>)>::deserialize(deserializer)?;
+        let (fd, name) = <(SharedFd, Option<String>)>::deserialize(deserializer)?;
+        // A named segment cannot be sealed: it is mapped as `open_named` maps it.
+        let region = match name {
+            Some(_) => Region::from_named_fd(fd),
+            None => Region::from_fd(fd),
+        }
+        .map_err(serde::de::Error::custom)?;
         Ok(SharedMemory {
             region: Arc::new(region),
             name: name.map(Into::into),

@@ -42,6 +42,7 @@ use crate::{current, sys, wire};
 /// - `ForkServer` (the default, as CPython 3.14): a single-threaded server process forks each
 ///   child on request; descriptors travel with `SCM_RIGHTS`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[non_exhaustive]
 pub enum StartMethod {
     /// `fork(2)` and run the target in the copy.
     ///
@@ -113,6 +114,7 @@ impl FromStr for StartMethod {
 /// child, which then deadlocks. CPython 3.12 only warns; multiproc refuses by default and tells
 /// you to use `ForkServer` or `Spawn`, which are safe in any program.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub enum ForkPolicy {
     /// Fail `start` with [`ErrorKind::ForkUnsafe`] (the default).
     #[default]

@@ -118,7 +118,7 @@ pub(crate) fn recover(mutex: &RawMutex, what: &str) -> Result<()> {
 ///
 /// **When a process dies holding the lock**, the next acquire (in any process) returns an
 /// [`ErrorKind::OwnerDied`] error promptly, instead of waiting forever as in CPython; the lock
-/// is then free again, so the acquire after that succeeds. See the [module docs](crate::sync)
+/// is then free again, so the acquire after that succeeds. See the [crate docs](https://docs.rs/multiproc/latest/multiproc/#differences-from-python)
 /// for the other differences from Python, notably: only the thread that acquired a lock can
 /// release it (use a [`Semaphore`](crate::Semaphore) to hand a permit to another process).
 ///

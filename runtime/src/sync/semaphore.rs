@@ -22,7 +22,7 @@ const BOUNDED_TAG: u64 = u64::from_le_bytes(*b"mp:bsem\0");
 /// The largest value of a semaphore (Python's `SEM_VALUE_MAX` on Linux).
 ///
 /// ```
-/// use multiproc::sync::SEM_VALUE_MAX;
+/// use multiproc::SEM_VALUE_MAX;
 ///
 /// let sem = multiproc::Semaphore::new(SEM_VALUE_MAX)?;
 /// assert!(sem.release().is_err()); // no room above the maximum
