@@ -324,6 +324,7 @@ static INSTALLED_HOOK: AtomicUsize = AtomicUsize::new(0);
 /// for good). The fork start method calls it in the parent, before it forks, and the child
 /// only stores its name; spawned children and the fork server call it while single-threaded.
 pub(crate) fn install_panic_hook() {
+    let _serialised = lock_panic_hook();
     let current = panic::take_hook();
     let address = |hook: &Hook| &**hook as *const _ as *const () as usize;
     if address(&current) == INSTALLED_HOOK.load(Ordering::Relaxed) {
@@ -350,6 +351,15 @@ pub(crate) fn install_panic_hook() {
     });
     INSTALLED_HOOK.store(address(&hook), Ordering::Relaxed);
     panic::set_hook(hook);
+}
+
+/// Held while the library takes and sets the process's panic hook, and by a fork across the
+/// fork: std's hook lock is then never held by one of the library's threads at the moment of a
+/// fork (a child that panics, or installs the hook, would wait on it for good).
+pub(crate) fn lock_panic_hook() -> std::sync::MutexGuard<'static, ()> {
+    static HOOK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    HOOK.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Names this process for the panic hook; `name` is leaked (it lives as long as the process).

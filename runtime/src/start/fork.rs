@@ -120,6 +120,23 @@ pub(crate) fn launch(launch: Launch, entry: &'static Entry, fds: &[RawFd]) -> Re
     )
 }
 
+/// Completes, before a fork, every one-time initialisation that a forked child may need: the
+/// build identity (and the registry under it), which the children of a pool's zygote read in
+/// their bootstrap and a forked child when it starts children of its own; the probe of the C
+/// library's thread flag; the fork hooks that channels and locks install on first use.
+///
+/// Each is a `OnceLock` or a `Once`: a child forked while another thread was initialising one
+/// inherits it half-made and marked as in progress, and waits for good for a thread that does
+/// not exist in the child. Completed here, in the forking thread (which waits for another
+/// thread's initialisation to end, if one is under way), they are complete in every copy.
+/// After the first fork each is one atomic load.
+fn settle_one_time_state() {
+    let _ = crate::registry::BuildId::current();
+    let _ = sys::known_single_threaded();
+    crate::channel::settle_before_fork();
+    crate::sync::raw::settle_before_fork();
+}
+
 /// What `fork_child`'s `prepare` makes for the child: the descriptors in it, which the child
 /// keeps.
 pub(crate) trait ForChild {
@@ -139,6 +156,7 @@ pub(crate) fn fork_child<P: ForChild>(
     prepare: impl FnOnce(UnixStream) -> P,
     body: impl FnOnce(P),
 ) -> Result<Popen> {
+    settle_one_time_state();
     check_threads()?;
     // Both ends registered as they are made: a fork in another thread meanwhile (under a
     // permissive ForkPolicy) closes them in its child. What this child keeps (its end, and
@@ -161,11 +179,14 @@ pub(crate) fn fork_child<P: ForChild>(
     let _ = stderr.flush();
 
     // The library's locks, held across the fork: the child's copies are then consistent.
-    // Order: fork server client, then who-am-i, children, descriptors (as everywhere else).
+    // Order: panic hook, fork server client, then who-am-i, children, descriptors (as
+    // everywhere else), and the executable `spawn` runs, which is taken alone elsewhere.
+    let hook = child::lock_panic_hook();
     let mut server = super::forkserver::lock_client();
     let me = current::lock_me();
     let mut children = process::lock_children();
     let mut fds = current::lock_library_fds();
+    let executable = super::spawn::lock_executable();
     fds.retain(|fd| !kept.contains(fd));
     // Room for the child to register its control socket without allocating.
     fds.reserve(1);
@@ -187,7 +208,7 @@ pub(crate) fn fork_child<P: ForChild>(
             fds.clear();
             std::mem::forget(std::mem::take(&mut *children));
             std::mem::forget(server.take());
-            drop((server, fds, children, me));
+            drop((executable, server, fds, children, me, hook));
             drop((stdout, stderr));
             body(prepared);
             sys::exit_now(super::EXIT_BOOTSTRAP_FAILED)
@@ -196,12 +217,12 @@ pub(crate) fn fork_child<P: ForChild>(
             // The parent's copies of what the child keeps (its end of the control socket...),
             // closed before another thread may fork.
             drop(prepared);
-            drop((server, fds, children, me));
+            drop((executable, server, fds, children, me, hook));
             drop((stdout, stderr));
             Popen::direct(child.as_raw(), parent_end)
         }
         Err(err) => {
-            drop((server, fds, children, me));
+            drop((executable, server, fds, children, me, hook));
             current::unregister_fd(&parent_end);
             Err(Error::io("fork failed", err))
         }

@@ -14,7 +14,7 @@ use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use super::{Launch, Popen, Role};
 use crate::child::CHILD_FLAG;
@@ -24,6 +24,12 @@ use crate::registry::BuildId;
 
 static EXECUTABLE: Mutex<Option<PathBuf>> = Mutex::new(None);
 
+/// The executable set with [`set_executable`]; a fork holds this lock across the fork, so that
+/// its child never finds it taken by a thread it does not have.
+pub(crate) fn lock_executable() -> MutexGuard<'static, Option<PathBuf>> {
+    EXECUTABLE.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 /// Sets the binary that `spawn` and the fork server execute (Python's `set_executable`);
 /// `None` restores the default, `/proc/self/exe`.
 ///
@@ -31,15 +37,12 @@ static EXECUTABLE: Mutex<Option<PathBuf>> = Mutex::new(None);
 /// entry points matches the parent's, and refuses to run otherwise
 /// ([`ErrorKind::BuildMismatch`](crate::ErrorKind::BuildMismatch) on both sides).
 pub fn set_executable(path: Option<PathBuf>) {
-    *EXECUTABLE.lock().unwrap_or_else(PoisonError::into_inner) = path;
+    *lock_executable() = path;
 }
 
 fn executable() -> (PathBuf, BuildId) {
-    match EXECUTABLE
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .clone()
-    {
+    let set = lock_executable().clone();
+    match set {
         Some(path) => {
             let build = BuildId::with_executable(&path.to_string_lossy());
             (path, build)
