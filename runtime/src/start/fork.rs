@@ -72,13 +72,20 @@ fn check_threads() -> Result<()> {
         return Ok(());
     }
     let others = || -> Result<usize> {
-        let threads = sys::thread_count()
+        let safe = FORK_SAFE_THREADS.load(Ordering::SeqCst);
+        let mut threads = sys::thread_count()
             .map_err(|err| Error::io("cannot count this process's threads", err))?;
-        Ok(threads.saturating_sub(FORK_SAFE_THREADS.load(Ordering::SeqCst)))
+        if threads.saturating_sub(safe) > 1 {
+            // The count includes threads that have ended for user space but that the kernel
+            // has not released yet: see them one by one.
+            threads = threads_not_exiting()
+                .map_err(|err| Error::io("cannot list this process's threads", err))?;
+        }
+        Ok(threads.saturating_sub(safe))
     };
     let mut threads = others()?;
-    // A thread just joined (a pool's driver after `join`) is counted by the kernel a few
-    // microseconds longer: look again for up to a millisecond before refusing.
+    // A pool's driver thread stops counting itself as fork-safe a moment before it exits:
+    // look again for up to a millisecond before refusing.
     let deadline = Instant::now() + Duration::from_millis(1);
     while threads > 1 && Instant::now() < deadline {
         std::thread::yield_now();
@@ -100,6 +107,54 @@ fn check_threads() -> Result<()> {
         eprintln!("multiproc warning: {message}");
     }
     Ok(())
+}
+
+/// The number of this process's threads that have not begun to exit.
+///
+/// The kernel goes on counting a thread (in `/proc/self/task` and its link count) after it has
+/// ended for user space, until it has released it: a thread just joined is counted for a few
+/// microseconds more, for milliseconds on a loaded machine (hence a single-threaded program
+/// refused now and then as multi-threaded right after a pool's `join`). A thread is marked
+/// exiting (`PF_EXITING`, in the flags field of its `stat`) before it lets a joiner go, and
+/// from then on runs no code of the program: it holds no lock that a child could need.
+fn threads_not_exiting() -> std::io::Result<usize> {
+    Ok(live_threads()?.len())
+}
+
+/// The ids of this process's threads that have not begun to exit (see
+/// [`threads_not_exiting`]).
+fn live_threads() -> std::io::Result<Vec<u32>> {
+    /// `PF_EXITING` in `include/linux/sched.h`.
+    const PF_EXITING: u64 = 0x4;
+    let mut threads = Vec::new();
+    for entry in std::fs::read_dir("/proc/self/task")? {
+        let entry = entry?;
+        let Some(tid) = entry.file_name().to_str().and_then(|t| t.parse().ok()) else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read(entry.path().join("stat")) else {
+            // Gone meanwhile.
+            continue;
+        };
+        // The command name, in parentheses, may hold any character: the fields are those
+        // after the last ')': state, ppid, pgrp, session, tty_nr, tpgid, flags.
+        let fields = stat
+            .iter()
+            .rposition(|&b| b == b')')
+            .map(|at| &stat[at + 1..])
+            .and_then(|rest| std::str::from_utf8(rest).ok())
+            .map(|rest| rest.split_whitespace().collect::<Vec<_>>())
+            .unwrap_or_default();
+        let ended = matches!(fields.first(), Some(&("Z" | "X")));
+        let exiting = fields
+            .get(6)
+            .and_then(|flags| flags.parse::<u64>().ok())
+            .is_some_and(|flags| flags & PF_EXITING != 0);
+        if !(ended || exiting) {
+            threads.push(tid);
+        }
+    }
+    Ok(threads)
 }
 
 /// Forks a child that runs `entry` with `launch`.
@@ -226,5 +281,28 @@ pub(crate) fn fork_child<P: ForChild>(
             current::unregister_fd(&parent_end);
             Err(Error::io("fork failed", err))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_joined_thread_is_not_counted() {
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let (tid_tx, tid_rx) = std::sync::mpsc::channel::<u32>();
+        let thread = std::thread::spawn(move || {
+            // SAFETY: gettid takes no arguments and cannot fail.
+            let _ = tid_tx.send(unsafe { libc::gettid() } as u32);
+            let _ = rx.recv();
+        });
+        let tid = tid_rx.recv().unwrap();
+        assert!(live_threads().unwrap().contains(&tid), "a running thread");
+        drop(tx);
+        thread.join().unwrap();
+        // Released by the kernel or not yet, it is not among the live threads once joined.
+        assert!(!live_threads().unwrap().contains(&tid), "a joined thread");
+        assert!(threads_not_exiting().unwrap() >= 1);
     }
 }
