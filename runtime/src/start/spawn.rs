@@ -16,7 +16,7 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
-use super::{Launch, Popen, Role};
+use super::{Launch, LaunchKey, Popen, Role};
 use crate::child::CHILD_FLAG;
 use crate::current;
 use crate::error::{Error, Result};
@@ -62,6 +62,7 @@ pub(crate) fn launch(launch: Launch, fds: &[RawFd]) -> Result<Popen> {
 /// build identity.
 pub(crate) fn exec_child() -> Result<(Popen, BuildId)> {
     let (exe, build) = executable();
+    let key = LaunchKey::new(exe.clone())?;
     let argv0 = std::env::args_os()
         .next()
         .unwrap_or_else(|| OsString::from("multiproc-child"));
@@ -102,5 +103,5 @@ pub(crate) fn exec_child() -> Result<(Popen, BuildId)> {
         },
         |(parent_end, _)| vec![parent_end.as_raw_fd()],
     )?;
-    Ok((Popen::direct(pid, parent_end)?, build))
+    Ok((Popen::direct(pid, parent_end)?.with_key(key), build))
 }
