@@ -7,7 +7,10 @@
 //!
 //! [`BuildId`] fingerprints the registry (every name with its argument and result types) and the
 //! executable file; parent and child compare them in the bootstrap handshake, so a child binary
-//! that is not the parent's build is a clear error in both processes.
+//! that is not the parent's build is a clear error in both processes. Before that, a spawned
+//! child checks that its parent runs the same code ([`same_code`]: the same file, or one with
+//! the same bytes), so that a binary named by `set_executable` is the same build, not only one
+//! with the same registry.
 
 use std::collections::HashMap;
 use std::sync::OnceLock;
@@ -328,6 +331,32 @@ impl Fnv {
 mod tests {
     use super::*;
     use crate::carrier::{Plain, Raw};
+
+    #[test]
+    fn same_code_is_the_same_file_or_the_same_bytes() {
+        let dir = std::env::temp_dir().join(format!("multiproc-same-code-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (a, b, c, d) = (dir.join("a"), dir.join("b"), dir.join("c"), dir.join("d"));
+        let bytes: Vec<u8> = (0..3 << 20).map(|i| (i % 251) as u8).collect();
+        std::fs::write(&a, &bytes).unwrap();
+        std::fs::write(&b, &bytes).unwrap();
+        let mut other = bytes.clone();
+        other[(2 << 20) + 7] ^= 1;
+        std::fs::write(&c, &other).unwrap();
+        std::fs::write(&d, &bytes[..bytes.len() - 1]).unwrap();
+        assert!(same_code(&a, &a).unwrap());
+        assert!(same_code(&a, &b).unwrap(), "a copy");
+        assert!(!same_code(&a, &c).unwrap(), "one byte in the third block");
+        assert!(!same_code(&a, &d).unwrap(), "one byte shorter");
+        assert!(same_code(&dir.join("missing"), &a).is_err());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn the_pool_worker_entry_is_registered_under_the_name_the_child_reserves() {
+        // `child::POOL_WORKER` names it without reaching into the pool's private module.
+        assert!(lookup("multiproc::pool::worker").is_ok());
+    }
 
     #[derive(Clone, Copy)]
     struct AsRaw;

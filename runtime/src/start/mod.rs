@@ -182,10 +182,8 @@ impl LaunchKey {
     /// A new key. Registered as it is made: a fork in another thread meanwhile closes it in its
     /// child.
     pub(crate) fn new(executable: std::path::PathBuf) -> Result<LaunchKey> {
-        use std::io::Read;
         let mut key = [0u8; 12];
-        std::fs::File::open("/dev/urandom")
-            .and_then(|mut random| random.read_exact(&mut key))
+        sys::random_bytes(&mut key)
             .map_err(|err| Error::io("cannot read random bytes for a launch key", err))?;
         let file = current::registered(
             || sys::sealed_memfd(&Credential::key_name(&key), &[]),
