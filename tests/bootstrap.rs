@@ -298,7 +298,11 @@ fn drive_by_hand(
     ))
 }
 
-fn check_refused((code, answer, stderr): (i32, Vec<u8>, String), marker: &Path) -> Outcome {
+fn check_refused(
+    (code, answer, stderr): (i32, Vec<u8>, String),
+    marker: &Path,
+    because: &str,
+) -> Outcome {
     check_eq!(code, 70);
     check!(!marker.exists(), "the forged bootstrap ran its entry point");
     check!(
@@ -313,6 +317,10 @@ fn check_refused((code, answer, stderr): (i32, Vec<u8>, String), marker: &Path) 
         );
     }
     check!(stderr.contains("refused a bootstrap"), "{stderr}");
+    check!(
+        stderr.contains(because),
+        "not refused because {because}: {stderr}"
+    );
     Ok(())
 }
 
@@ -340,6 +348,7 @@ fn forged_bootstrap_from_the_same_binary() -> Outcome {
         check_refused(
             drive_by_hand(&forged_frames(&before, &marker), false)?,
             &marker,
+            "the parent holds no such launch key",
         )?;
     }
     let _ = std::fs::remove_dir_all(&dir);
@@ -351,7 +360,11 @@ fn forged_bootstrap_from_the_same_binary() -> Outcome {
 fn forged_bootstrap_through_another_parent() -> Outcome {
     let dir = scratch("forgedsh");
     let marker = dir.join("marker");
-    check_refused(drive_by_hand(&forged_frames(&[], &marker), true)?, &marker)?;
+    check_refused(
+        drive_by_hand(&forged_frames(&[], &marker), true)?,
+        &marker,
+        "the control socket was not made by this process's parent",
+    )?;
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }

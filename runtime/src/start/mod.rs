@@ -5,7 +5,8 @@
 //!   in a multi-threaded parent: see [`ForkPolicy`].
 //! - [`StartMethod::Spawn`]: fork + exec of `/proc/self/exe` (the running binary, even if the
 //!   file on disk was replaced). The child finds its entry point by registered name; the
-//!   bootstrap data travels on an inherited socket, never in argv.
+//!   bootstrap data travels on an inherited socket, never in argv, and the child accepts it
+//!   only from the library of its own parent running the same code (`child::authenticate`).
 //! - [`StartMethod::ForkServer`] (the default, as in CPython 3.14): a single-threaded server
 //!   process, spawned on first use, forks children on request. Their descriptors travel over a
 //!   private socketpair with `SCM_RIGHTS`; the server relays each child's pid and exit status.
