@@ -1073,9 +1073,11 @@ fn user_code_that_fails_in_the_parent(m: StartMethod) -> Outcome {
     let (p, i) = (pool.clone(), inner.clone());
     // A slow task, so that the callback is attached before the result arrives and runs on the
     // driver thread (one attached later runs at once, on the caller's thread).
-    let r = pool.apply_async(slow_square, (2, 200)).on_success(move |_| {
-        *i.lock().unwrap() = Some(p.apply(square, 4).map_err(|e| e.kind()));
-    });
+    let r = pool
+        .apply_async(slow_square, (2, 200))
+        .on_success(move |_| {
+            *i.lock().unwrap() = Some(p.apply(square, 4).map_err(|e| e.kind()));
+        });
     check_eq!(r.get_timeout(LONG)?, 4);
     check_eq!(*inner.lock().unwrap(), Some(Err(ErrorKind::InvalidInput)));
     // A callback added to a failed result leaves the error in place.

@@ -14,7 +14,7 @@ use crate::current::{self, CurrentProcess, ParentProcess};
 use crate::error::{ErrorKind, RemotePanic};
 use crate::registry::{self, BuildId, Entry};
 use crate::start::forkserver::PreloadCall;
-use crate::start::{self, ChildMessage, FailKind, Launch, Role, EXIT_BOOTSTRAP_FAILED};
+use crate::start::{self, ChildMessage, Credential, FailKind, Launch, Role, EXIT_BOOTSTRAP_FAILED};
 use crate::{handle, process, sys, wire};
 
 /// argv[1] of a spawned child; argv[2] is the number of its control socket. The bootstrap data
@@ -39,7 +39,21 @@ pub(crate) fn enter_if_child() {
             "{CHILD_FLAG} needs the number of its control socket"
         )),
     };
-    serve(control)
+    let deadline = sys::deadline_after(start::BOOTSTRAP_TIMEOUT);
+    match authenticate(&control, deadline) {
+        Ok(()) => {}
+        Err(Refusal::Foreign(why)) => {
+            // Nothing is said to a peer that is not our parent, and nothing that identifies
+            // this build is said to anyone.
+            bail_early(&format!("refused a bootstrap that does not come from this process's multiproc parent: {why}"))
+        }
+        Err(Refusal::OtherBuild) => refuse(
+            &control,
+            FailKind::BuildMismatch,
+            NOT_THE_PARENTS_BUILD.to_string(),
+        ),
+    }
+    bootstrap(control, Origin::Spawned, deadline)
 }
 
 fn bail_early(message: &str) -> ! {
@@ -47,9 +61,134 @@ fn bail_early(message: &str) -> ! {
     sys::exit_now(EXIT_BOOTSTRAP_FAILED)
 }
 
-/// Child side of the bootstrap handshake (a spawned binary, or a fork-server child).
+/// What a child says when it is not its parent's build: never which build either one is.
+const NOT_THE_PARENTS_BUILD: &str =
+    "the child binary is not the parent's build; rebuild and start again";
+
+/// Why a spawned child refuses its bootstrap before reading any of it.
+#[derive(Debug)]
+enum Refusal {
+    /// The bootstrap does not come from the multiproc library of this process's parent:
+    /// nothing is answered.
+    Foreign(String),
+    /// It does, but the parent runs other code: the parent is told so.
+    OtherBuild,
+}
+
+/// Checks that the bootstrap on `control` comes from the multiproc library of this process's
+/// parent, running this same code, before a byte of the bootstrap itself is read.
+///
+/// # Threat model
+///
+/// `--multiproc-child N` is on the command line of every spawned child, so anyone who can run
+/// the binary can start it that way, with a socket of their own on descriptor `N` and frames of
+/// their choice; without this check such a process could run any registered entry point with
+/// any arguments, including the library's own (a pool worker, the fork server). The child
+/// accepts the bootstrap only when:
+///
+/// 1. the peer of its control socket (`SO_PEERCRED`, the process that made the socket pair) is
+///    its parent (`getppid()`), with this process's effective user and group: a process that is
+///    not our parent cannot drive us through a socket it hands over, and another user cannot
+///    drive a set-user-ID or set-group-ID build;
+/// 2. the parent holds open the launch key that the first frame names: a memory file whose
+///    name holds 96 random bits (`/proc/<ppid>/fd/<fd>`). Only the parent's library makes
+///    and names it, per launch, and closes it once the child has answered, so a program that
+///    merely runs the binary as its child, with made-up or replayed frames, is refused — even
+///    when that program is this very binary;
+/// 3. the parent runs the same code: its executable is the same file (device and inode of
+///    `/proc/<ppid>/exe` and `/proc/self/exe`), or has the same bytes when `set_executable`
+///    named another file. This one is answered ([`ErrorKind::BuildMismatch`]), without
+///    saying which build either side is.
+///
+/// The parent is checked again to be our parent after the key was read, so that its pid
+/// cannot have been recycled meanwhile. A foreign parent is never answered: the child says
+/// why on its standard error, without identifying data, and exits with
+/// [`EXIT_BOOTSTRAP_FAILED`].
+///
+/// What it cannot stop: a process that can already act as this user against the parent or
+/// the child. Anything that can `ptrace` either (or write their memory, or take their
+/// descriptors with `pidfd_getfd`) can make them do anything, this check included; and a
+/// process of the same user can create a key itself and then `exec` this binary, which makes
+/// it a parent that passes every check (same file, key in its descriptor table) while a
+/// sibling it forked before the `exec` writes the frames. Such a process gains nothing it
+/// could not do by running the binary itself — except under file capabilities, which a
+/// `spawn` or `forkserver` child of such a binary must not be trusted with. Children of the
+/// fork server (forks of the server, authenticated when it was spawned, that receive their
+/// bootstrap from the original parent over a socket it made) and `fork` children are not
+/// checked: nothing outside the library can reach them.
+///
+/// The parent's key and executable are read through `/proc/<ppid>`, which needs the right to
+/// read the parent's state (`PTRACE_MODE_READ`); a parent that is not dumpable (it gained
+/// privileges by its `exec`) and a child without `CAP_SYS_PTRACE` fail the check.
+fn authenticate(control: &UnixStream, deadline: Option<std::time::Instant>) -> Result<(), Refusal> {
+    use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
+    use nix::unistd::{getegid, geteuid, getppid};
+    let foreign = |why: &str| Refusal::Foreign(why.to_string());
+    let peer = getsockopt(control, PeerCredentials).map_err(|err| {
+        Refusal::Foreign(format!("cannot read the credentials of its peer: {err}"))
+    })?;
+    let parent = getppid().as_raw();
+    if peer.pid() != parent {
+        return Err(foreign(
+            "the control socket was not made by this process's parent",
+        ));
+    }
+    if peer.uid() != geteuid().as_raw() || peer.gid() != getegid().as_raw() {
+        return Err(foreign("the parent runs as another user or group"));
+    }
+    let credential = match wire::recv::<Credential>(control, deadline) {
+        Ok(Some(credential)) => credential,
+        Ok(None) => return Err(foreign("the parent closed the control socket")),
+        Err(_) => return Err(foreign("no launch key in the first frame")),
+    };
+    let named = std::fs::read_link(format!("/proc/{parent}/fd/{}", credential.fd))
+        .ok()
+        .and_then(|target| target.to_str().map(str::to_string));
+    let held = named.is_some_and(|target| {
+        target
+            .strip_prefix(&credential.link_target())
+            .is_some_and(|rest| rest.is_empty() || rest == " (deleted)")
+    });
+    if !held {
+        return Err(foreign("the parent holds no such launch key"));
+    }
+    let same = registry::same_code(
+        std::path::Path::new(&format!("/proc/{parent}/exe")),
+        std::path::Path::new("/proc/self/exe"),
+    );
+    // Still our parent: the pid read above was not recycled by another process meanwhile.
+    if getppid().as_raw() != parent {
+        return Err(foreign("the parent exited during the bootstrap"));
+    }
+    match same {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(Refusal::OtherBuild),
+        Err(_) => Err(foreign("cannot read the parent's executable")),
+    }
+}
+
+/// Where a child's bootstrap comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Origin {
+    /// An exec of the binary, authenticated by [`authenticate`]: may become a fork server.
+    Spawned,
+    /// A child of a fork server: only runs an entry point.
+    ForkServer,
+}
+
+/// Child side of the bootstrap handshake of a fork server's child.
 pub(crate) fn serve(control: UnixStream) -> ! {
     let deadline = sys::deadline_after(start::BOOTSTRAP_TIMEOUT);
+    bootstrap(control, Origin::ForkServer, deadline)
+}
+
+/// The name of the pool workers' entry point (`pool::worker::WorkerMain::NAME`): the library
+/// starts it only as a daemonic pool worker, never as a preload.
+const POOL_WORKER: &str = "multiproc::pool::worker";
+
+/// Child side of the bootstrap handshake (a spawned binary, once its parent is authenticated,
+/// or a fork-server child).
+fn bootstrap(control: UnixStream, origin: Origin, deadline: Option<std::time::Instant>) -> ! {
     let build = match wire::recv::<BuildId>(&control, deadline) {
         Ok(Some(build)) => build,
         Ok(None) => sys::exit_now(EXIT_BOOTSTRAP_FAILED),
@@ -59,15 +198,11 @@ pub(crate) fn serve(control: UnixStream) -> ! {
             format!("cannot read the bootstrap: {err}"),
         ),
     };
-    let mine = BuildId::current();
-    if build != mine {
-        let exe = std::fs::read_link("/proc/self/exe")
-            .map(|p| p.display().to_string())
-            .unwrap_or_else(|_| "?".into());
+    if build != BuildId::current() {
         refuse(
             &control,
             FailKind::BuildMismatch,
-            format!("the child binary {exe} (build {mine}) is not the parent's build ({build}); rebuild and start again"),
+            NOT_THE_PARENTS_BUILD.to_string(),
         );
     }
     let role = match wire::recv::<Role>(&control, deadline) {
@@ -80,6 +215,11 @@ pub(crate) fn serve(control: UnixStream) -> ! {
         ),
     };
     match role {
+        Role::ForkServer { .. } if origin != Origin::Spawned => refuse(
+            &control,
+            FailKind::Bootstrap,
+            "a child of the fork server cannot become a fork server".to_string(),
+        ),
         Role::ForkServer { preload } => {
             if !preload.is_empty() {
                 // For the message and location of a panicking preload.
@@ -105,6 +245,13 @@ pub(crate) fn serve(control: UnixStream) -> ! {
                     format!("cannot receive the parent's descriptors: {err}"),
                 ),
             };
+            if launch.entry == POOL_WORKER && !launch.daemon {
+                refuse(
+                    &control,
+                    FailKind::UnknownEntry,
+                    format!("`{POOL_WORKER}` runs only as a pool's worker"),
+                );
+            }
             let entry = match registry::lookup(&launch.entry) {
                 Ok(entry) => entry,
                 Err(err) => refuse(&control, FailKind::UnknownEntry, err.message().to_string()),
@@ -120,6 +267,9 @@ pub(crate) fn serve(control: UnixStream) -> ! {
 /// Makes one of the fork server's preload calls; an error says why it failed.
 fn preload_call(call: &PreloadCall) -> std::result::Result<(), (FailKind, String)> {
     let what = format!("the fork server's preload `{}`", call.entry);
+    if call.entry == POOL_WORKER {
+        return Err((FailKind::UnknownEntry, format!("{what}: not a preload")));
+    }
     let entry = registry::lookup(&call.entry)
         .map_err(|err| (FailKind::UnknownEntry, format!("{what}: {err}")))?;
     IN_TARGET.with(|t| t.set(true));
@@ -324,6 +474,7 @@ static INSTALLED_HOOK: AtomicUsize = AtomicUsize::new(0);
 /// for good). The fork start method calls it in the parent, before it forks, and the child
 /// only stores its name; spawned children and the fork server call it while single-threaded.
 pub(crate) fn install_panic_hook() {
+    let _serialised = lock_panic_hook();
     let current = panic::take_hook();
     let address = |hook: &Hook| &**hook as *const _ as *const () as usize;
     if address(&current) == INSTALLED_HOOK.load(Ordering::Relaxed) {
@@ -350,6 +501,15 @@ pub(crate) fn install_panic_hook() {
     });
     INSTALLED_HOOK.store(address(&hook), Ordering::Relaxed);
     panic::set_hook(hook);
+}
+
+/// Held while the library takes and sets the process's panic hook, and by a fork across the
+/// fork: std's hook lock is then never held by one of the library's threads at the moment of a
+/// fork (a child that panics, or installs the hook, would wait on it for good).
+pub(crate) fn lock_panic_hook() -> std::sync::MutexGuard<'static, ()> {
+    static HOOK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    HOOK.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Names this process for the panic hook; `name` is leaked (it lives as long as the process).

@@ -57,6 +57,17 @@ pub mod __private {
     /// Compile-time check that an argument or result type can cross a process boundary.
     pub const fn assert_data<T: serde::Serialize + serde::de::DeserializeOwned + Send + 'static>() {
     }
+
+    /// The wire codec and this build's identity, for the tests that forge a bootstrap by hand
+    /// (`tests/bootstrap.rs`) to check that a child refuses it.
+    pub mod forge {
+        pub use crate::registry::BuildId;
+
+        /// Encodes `value` as the library encodes every frame.
+        pub fn encode<T: serde::Serialize + ?Sized>(value: &T) -> crate::Result<Vec<u8>> {
+            crate::codec::encode(value)
+        }
+    }
 }
 
 /// Prepares this process for multiproc. Call it first in `main`, or annotate `main` with

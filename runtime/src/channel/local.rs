@@ -34,6 +34,12 @@ fn generation() -> u64 {
     GENERATION.load(Ordering::Relaxed)
 }
 
+/// Installs the fork hook now, if it was not: called before a fork, so that a child forked while
+/// another thread was installing it does not wait for that thread (see `start::fork`).
+pub(crate) fn settle_before_fork() {
+    let _ = generation();
+}
+
 /// A descriptor owned by this process (see the module docs).
 #[derive(Debug)]
 pub(crate) struct LocalFd {

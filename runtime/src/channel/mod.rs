@@ -24,6 +24,7 @@ mod ring;
 mod simple;
 
 pub use joinable::JoinableQueue;
+pub(crate) use local::settle_before_fork;
 pub use pipe::{Connection, Pipe, Receiver, Sender};
 pub use queue::Queue;
 pub use simple::SimpleQueue;

@@ -72,13 +72,20 @@ fn check_threads() -> Result<()> {
         return Ok(());
     }
     let others = || -> Result<usize> {
-        let threads = sys::thread_count()
+        let safe = FORK_SAFE_THREADS.load(Ordering::SeqCst);
+        let mut threads = sys::thread_count()
             .map_err(|err| Error::io("cannot count this process's threads", err))?;
-        Ok(threads.saturating_sub(FORK_SAFE_THREADS.load(Ordering::SeqCst)))
+        if threads.saturating_sub(safe) > 1 {
+            // The count includes threads that have ended for user space but that the kernel
+            // has not released yet: see them one by one.
+            threads = threads_not_exiting()
+                .map_err(|err| Error::io("cannot list this process's threads", err))?;
+        }
+        Ok(threads.saturating_sub(safe))
     };
     let mut threads = others()?;
-    // A thread just joined (a pool's driver after `join`) is counted by the kernel a few
-    // microseconds longer: look again for up to a millisecond before refusing.
+    // A pool's driver thread stops counting itself as fork-safe a moment before it exits:
+    // look again for up to a millisecond before refusing.
     let deadline = Instant::now() + Duration::from_millis(1);
     while threads > 1 && Instant::now() < deadline {
         std::thread::yield_now();
@@ -102,6 +109,54 @@ fn check_threads() -> Result<()> {
     Ok(())
 }
 
+/// The number of this process's threads that have not begun to exit.
+///
+/// The kernel goes on counting a thread (in `/proc/self/task` and its link count) after it has
+/// ended for user space, until it has released it: a thread just joined is counted for a few
+/// microseconds more, for milliseconds on a loaded machine (hence a single-threaded program
+/// refused now and then as multi-threaded right after a pool's `join`). A thread is marked
+/// exiting (`PF_EXITING`, in the flags field of its `stat`) before it lets a joiner go, and
+/// from then on runs no code of the program: it holds no lock that a child could need.
+fn threads_not_exiting() -> std::io::Result<usize> {
+    Ok(live_threads()?.len())
+}
+
+/// The ids of this process's threads that have not begun to exit (see
+/// [`threads_not_exiting`]).
+fn live_threads() -> std::io::Result<Vec<u32>> {
+    /// `PF_EXITING` in `include/linux/sched.h`.
+    const PF_EXITING: u64 = 0x4;
+    let mut threads = Vec::new();
+    for entry in std::fs::read_dir("/proc/self/task")? {
+        let entry = entry?;
+        let Some(tid) = entry.file_name().to_str().and_then(|t| t.parse().ok()) else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read(entry.path().join("stat")) else {
+            // Gone meanwhile.
+            continue;
+        };
+        // The command name, in parentheses, may hold any character: the fields are those
+        // after the last ')': state, ppid, pgrp, session, tty_nr, tpgid, flags.
+        let fields = stat
+            .iter()
+            .rposition(|&b| b == b')')
+            .map(|at| &stat[at + 1..])
+            .and_then(|rest| std::str::from_utf8(rest).ok())
+            .map(|rest| rest.split_whitespace().collect::<Vec<_>>())
+            .unwrap_or_default();
+        let ended = matches!(fields.first(), Some(&("Z" | "X")));
+        let exiting = fields
+            .get(6)
+            .and_then(|flags| flags.parse::<u64>().ok())
+            .is_some_and(|flags| flags & PF_EXITING != 0);
+        if !(ended || exiting) {
+            threads.push(tid);
+        }
+    }
+    Ok(threads)
+}
+
 /// Forks a child that runs `entry` with `launch`.
 pub(crate) fn launch(launch: Launch, entry: &'static Entry, fds: &[RawFd]) -> Result<Popen> {
     let fds = fds.to_vec();
@@ -118,6 +173,23 @@ pub(crate) fn launch(launch: Launch, entry: &'static Entry, fds: &[RawFd]) -> Re
             child::run(setup, entry, fds)
         },
     )
+}
+
+/// Completes, before a fork, every one-time initialisation that a forked child may need: the
+/// build identity (and the registry under it), which the children of a pool's zygote read in
+/// their bootstrap and a forked child when it starts children of its own; the probe of the C
+/// library's thread flag; the fork hooks that channels and locks install on first use.
+///
+/// Each is a `OnceLock` or a `Once`: a child forked while another thread was initialising one
+/// inherits it half-made and marked as in progress, and waits for good for a thread that does
+/// not exist in the child. Completed here, in the forking thread (which waits for another
+/// thread's initialisation to end, if one is under way), they are complete in every copy.
+/// After the first fork each is one atomic load.
+fn settle_one_time_state() {
+    let _ = crate::registry::BuildId::current();
+    let _ = sys::known_single_threaded();
+    crate::channel::settle_before_fork();
+    crate::sync::raw::settle_before_fork();
 }
 
 /// What `fork_child`'s `prepare` makes for the child: the descriptors in it, which the child
@@ -139,6 +211,7 @@ pub(crate) fn fork_child<P: ForChild>(
     prepare: impl FnOnce(UnixStream) -> P,
     body: impl FnOnce(P),
 ) -> Result<Popen> {
+    settle_one_time_state();
     check_threads()?;
     // Both ends registered as they are made: a fork in another thread meanwhile (under a
     // permissive ForkPolicy) closes them in its child. What this child keeps (its end, and
@@ -161,11 +234,14 @@ pub(crate) fn fork_child<P: ForChild>(
     let _ = stderr.flush();
 
     // The library's locks, held across the fork: the child's copies are then consistent.
-    // Order: fork server client, then who-am-i, children, descriptors (as everywhere else).
+    // Order: panic hook, fork server client, then who-am-i, children, descriptors (as
+    // everywhere else), and the executable `spawn` runs, which is taken alone elsewhere.
+    let hook = child::lock_panic_hook();
     let mut server = super::forkserver::lock_client();
     let me = current::lock_me();
     let mut children = process::lock_children();
     let mut fds = current::lock_library_fds();
+    let executable = super::spawn::lock_executable();
     fds.retain(|fd| !kept.contains(fd));
     // Room for the child to register its control socket without allocating.
     fds.reserve(1);
@@ -187,7 +263,7 @@ pub(crate) fn fork_child<P: ForChild>(
             fds.clear();
             std::mem::forget(std::mem::take(&mut *children));
             std::mem::forget(server.take());
-            drop((server, fds, children, me));
+            drop((executable, server, fds, children, me, hook));
             drop((stdout, stderr));
             body(prepared);
             sys::exit_now(super::EXIT_BOOTSTRAP_FAILED)
@@ -196,14 +272,37 @@ pub(crate) fn fork_child<P: ForChild>(
             // The parent's copies of what the child keeps (its end of the control socket...),
             // closed before another thread may fork.
             drop(prepared);
-            drop((server, fds, children, me));
+            drop((executable, server, fds, children, me, hook));
             drop((stdout, stderr));
             Popen::direct(child.as_raw(), parent_end)
         }
         Err(err) => {
-            drop((server, fds, children, me));
+            drop((executable, server, fds, children, me, hook));
             current::unregister_fd(&parent_end);
             Err(Error::io("fork failed", err))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_joined_thread_is_not_counted() {
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let (tid_tx, tid_rx) = std::sync::mpsc::channel::<u32>();
+        let thread = std::thread::spawn(move || {
+            // SAFETY: gettid takes no arguments and cannot fail.
+            let _ = tid_tx.send(unsafe { libc::gettid() } as u32);
+            let _ = rx.recv();
+        });
+        let tid = tid_rx.recv().unwrap();
+        assert!(live_threads().unwrap().contains(&tid), "a running thread");
+        drop(tx);
+        thread.join().unwrap();
+        // Released by the kernel or not yet, it is not among the live threads once joined.
+        assert!(!live_threads().unwrap().contains(&tid), "a joined thread");
+        assert!(threads_not_exiting().unwrap() >= 1);
     }
 }

@@ -5,7 +5,8 @@
 //!   in a multi-threaded parent: see [`ForkPolicy`].
 //! - [`StartMethod::Spawn`]: fork + exec of `/proc/self/exe` (the running binary, even if the
 //!   file on disk was replaced). The child finds its entry point by registered name; the
-//!   bootstrap data travels on an inherited socket, never in argv.
+//!   bootstrap data travels on an inherited socket, never in argv, and the child accepts it
+//!   only from the library of its own parent running the same code (`child::authenticate`).
 //! - [`StartMethod::ForkServer`] (the default, as in CPython 3.14): a single-threaded server
 //!   process, spawned on first use, forks children on request. Their descriptors travel over a
 //!   private socketpair with `SCM_RIGHTS`; the server relays each child's pid and exit status.
@@ -23,7 +24,7 @@ use std::mem::ManuallyDrop;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::str::FromStr;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -153,6 +154,82 @@ pub(crate) enum Role {
     },
 }
 
+/// The first frame on the control socket of a spawned child, parent to child: the name of the
+/// parent's launch key, a descriptor that the parent holds open until the child has answered.
+/// The child finds the key in its parent's descriptor table (`/proc/<ppid>/fd/<fd>`), which
+/// only its parent can fill: see `child::authenticate` for what this proves, and what not.
+///
+/// Encoded in 16 bytes, like the [`BuildId`] that was the first frame before launch keys: a
+/// child of an older build reads it as a build identity that is not its own, and says so.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct Credential {
+    /// The key's descriptor number in the parent.
+    pub fd: u32,
+    /// The random part of the key's name: 96 bits.
+    pub key: [u8; 12],
+}
+
+impl Credential {
+    /// The target that `/proc/<parent>/fd/<fd>` must name: the parent's key, a memory file.
+    pub(crate) fn link_target(&self) -> String {
+        format!("/memfd:multiproc:{}", Self::key_name(&self.key))
+    }
+
+    fn key_name(key: &[u8; 12]) -> String {
+        let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
+        format!("launch-{hex}")
+    }
+}
+
+/// A parent's proof, for one spawned child, that the child's bootstrap comes from it: a memory
+/// file whose name holds 96 random bits, open (close-on-exec) in the parent until the child has
+/// answered its bootstrap.
+pub(crate) struct LaunchKey {
+    /// Always `Some` outside `drop`.
+    file: Option<OwnedFd>,
+    key: [u8; 12],
+    /// The binary the child runs, which the parent names in its errors (the child never says).
+    pub executable: std::path::PathBuf,
+}
+
+impl LaunchKey {
+    /// A new key. Registered as it is made: a fork in another thread meanwhile closes it in its
+    /// child.
+    pub(crate) fn new(executable: std::path::PathBuf) -> Result<LaunchKey> {
+        let mut key = [0u8; 12];
+        sys::random_bytes(&mut key)
+            .map_err(|err| Error::io("cannot read random bytes for a launch key", err))?;
+        let file = current::registered(
+            || sys::sealed_memfd(&Credential::key_name(&key), &[]),
+            |file| vec![file.as_raw_fd()],
+        )
+        .map_err(|err| Error::io("cannot create a launch key", err))?;
+        Ok(LaunchKey {
+            file: Some(file),
+            key,
+            executable,
+        })
+    }
+
+    fn credential(&self) -> Credential {
+        Credential {
+            fd: self
+                .file
+                .as_ref()
+                .map_or(u32::MAX, |file| file.as_raw_fd() as u32),
+            key: self.key,
+        }
+    }
+}
+
+impl Drop for LaunchKey {
+    fn drop(&mut self) {
+        if let Some(file) = self.file.take() {
+            current::close_registered(file);
+        }
+    }
+}
+
 /// Frames from child to parent on the control socket.
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) enum ChildMessage {
@@ -204,6 +281,8 @@ pub(crate) struct Popen {
     waiter: Waiter,
     /// The exit code once reaped: a pid is waited for exactly once.
     exitcode: OnceLock<i32>,
+    /// A spawned child's launch key, until its bootstrap is over.
+    key: std::sync::Mutex<Option<LaunchKey>>,
 }
 
 enum Waiter {
@@ -243,7 +322,14 @@ impl Popen {
                 pidfd: Arc::new(SharedRegistered::new(pidfd)),
             },
             exitcode: OnceLock::new(),
+            key: std::sync::Mutex::new(None),
         })
+    }
+
+    /// The handle on a spawned child, whose bootstrap is proven with `key`.
+    pub(crate) fn with_key(self, key: LaunchKey) -> Popen {
+        *self.key.lock().unwrap_or_else(PoisonError::into_inner) = Some(key);
+        self
     }
 
     /// The handle on a child of the fork server.
@@ -259,6 +345,7 @@ impl Popen {
                 pidfd: Arc::new(SharedRegistered::new(pidfd)),
             },
             exitcode: OnceLock::new(),
+            key: std::sync::Mutex::new(None),
         }
     }
 
@@ -359,12 +446,35 @@ impl Popen {
         // Bounded as a whole: a child that stops reading (or answering) fails its start
         // instead of holding the parent, or the pool's thread, for good.
         let deadline = sys::deadline_after(BOOTSTRAP_TIMEOUT);
-        let sent = wire::send_until(&self.control, build, deadline)
+        // Held until the child has answered: it looks for the key while it checks the
+        // bootstrap.
+        let key = self
+            .key
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        let sent = key
+            .as_ref()
+            .map_or(Ok(()), |key| {
+                wire::send_until(&self.control, &key.credential(), deadline)
+            })
+            .and_then(|()| wire::send_until(&self.control, build, deadline))
             .and_then(|()| wire::send_until(&self.control, role, deadline))
             .and_then(|()| wire::send_fds_until(&self.control, fds, deadline));
         let reply = wire::recv::<ChildMessage>(&self.control, deadline);
         let failure = match (sent, reply) {
             (Ok(()), Ok(Some(ChildMessage::Ready))) => return Ok(()),
+            (_, Ok(Some(ChildMessage::Failed {
+                kind: FailKind::BuildMismatch,
+                message,
+            }))) => {
+                // The child says no more than that; the parent knows which binary it ran.
+                let exe = key
+                    .as_ref()
+                    .map(|key| format!(" (the binary {})", key.executable.display()))
+                    .unwrap_or_default();
+                Error::new(ErrorKind::BuildMismatch, format!("{message}{exe}"))
+            }
             (_, Ok(Some(ChildMessage::Failed { kind, message }))) => Error::new(kind.into(), message),
             (_, Err(err)) if err.kind() == ErrorKind::Timeout => {
                 let _ = self.signal(libc::SIGKILL);
@@ -379,7 +489,8 @@ impl Popen {
             }
             (Ok(()), Ok(None)) => Error::new(
                 ErrorKind::Bootstrap,
-                "the child exited during its bootstrap (was `multiproc::init()` called first in main?)",
+                "the child exited during its bootstrap (was `multiproc::init()` called first in main? \
+                 did the child refuse its parent? it then says why on its standard error)",
             ),
             (Ok(()), Err(err)) => err,
         };

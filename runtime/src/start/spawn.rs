@@ -14,9 +14,9 @@ use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 
-use super::{Launch, Popen, Role};
+use super::{Launch, LaunchKey, Popen, Role};
 use crate::child::CHILD_FLAG;
 use crate::current;
 use crate::error::{Error, Result};
@@ -24,22 +24,29 @@ use crate::registry::BuildId;
 
 static EXECUTABLE: Mutex<Option<PathBuf>> = Mutex::new(None);
 
+/// The executable set with [`set_executable`]; a fork holds this lock across the fork, so that
+/// its child never finds it taken by a thread it does not have.
+pub(crate) fn lock_executable() -> MutexGuard<'static, Option<PathBuf>> {
+    EXECUTABLE.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 /// Sets the binary that `spawn` and the fork server execute (Python's `set_executable`);
 /// `None` restores the default, `/proc/self/exe`.
 ///
-/// The binary must be a build of the same program: the child checks that its registry of
-/// entry points matches the parent's, and refuses to run otherwise
-/// ([`ErrorKind::BuildMismatch`](crate::ErrorKind::BuildMismatch) on both sides).
+/// The binary must be this very build: the child compares it with its parent's executable
+/// (the same file, or a file with the same bytes, such as a copy) and its registry of entry
+/// points with the parent's, and refuses to run otherwise
+/// ([`ErrorKind::BuildMismatch`](crate::ErrorKind::BuildMismatch) on both sides; the parent's
+/// error names the binary). A copy is read whole, and compared byte for byte with the parent's
+/// binary, by every child started from it (about a millisecond per 10 MB from the page cache);
+/// the default binary costs no such read.
 pub fn set_executable(path: Option<PathBuf>) {
-    *EXECUTABLE.lock().unwrap_or_else(PoisonError::into_inner) = path;
+    *lock_executable() = path;
 }
 
 fn executable() -> (PathBuf, BuildId) {
-    match EXECUTABLE
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .clone()
-    {
+    let set = lock_executable().clone();
+    match set {
         Some(path) => {
             let build = BuildId::with_executable(&path.to_string_lossy());
             (path, build)
@@ -59,6 +66,7 @@ pub(crate) fn launch(launch: Launch, fds: &[RawFd]) -> Result<Popen> {
 /// build identity.
 pub(crate) fn exec_child() -> Result<(Popen, BuildId)> {
     let (exe, build) = executable();
+    let key = LaunchKey::new(exe.clone())?;
     let argv0 = std::env::args_os()
         .next()
         .unwrap_or_else(|| OsString::from("multiproc-child"));
@@ -99,5 +107,5 @@ pub(crate) fn exec_child() -> Result<(Popen, BuildId)> {
         },
         |(parent_end, _)| vec![parent_end.as_raw_fd()],
     )?;
-    Ok((Popen::direct(pid, parent_end)?, build))
+    Ok((Popen::direct(pid, parent_end)?.with_key(key), build))
 }

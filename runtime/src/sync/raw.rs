@@ -336,19 +336,31 @@ fn this_thread() -> u32 {
     }
 }
 
-#[cold]
-fn read_thread_id() -> u32 {
+/// Whether the fork hook that resets the cached ids is installed; installs it on first call.
+fn fork_hooked() -> bool {
     static HOOK: Once = Once::new();
     static HOOKED: AtomicBool = AtomicBool::new(false);
     HOOK.call_once(|| {
         HOOKED.store(crate::sys::at_fork_child(forked).is_ok(), Ordering::Relaxed);
     });
+    HOOKED.load(Ordering::Relaxed)
+}
+
+/// Installs the fork hook now, if it was not: called before a fork, so that a child forked
+/// while another thread was installing it does not wait for that thread (see `start::fork`).
+pub(crate) fn settle_before_fork() {
+    let _ = fork_hooked();
+}
+
+#[cold]
+fn read_thread_id() -> u32 {
+    let hooked = fork_hooked();
     let epoch = FORK_EPOCH.load(Ordering::Relaxed);
     // SAFETY: gettid takes no arguments and cannot fail.
     let tid = unsafe { libc::gettid() } as u32 & TID_MASK;
     // Without the fork hook (pthread_atfork fails only without memory) a cached id could
     // outlive a fork: then it is read every time.
-    if HOOKED.load(Ordering::Relaxed) {
+    if hooked {
         THREAD_ID.with(|cell| cell.set((epoch, tid)));
     }
     tid
