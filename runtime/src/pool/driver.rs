@@ -361,7 +361,7 @@ impl Drop for Shared {
 pub(crate) enum Launcher {
     /// `fork`: a zygote forked from the process when the pool was made forks them (replaced by
     /// its spare if it dies: see [`Zygotes`]).
-    Zygote(Zygotes),
+    Zygote(Box<Zygotes>),
     /// `forkserver`: the process's fork server.
     ForkServer,
     /// `spawn`: an exec of the binary each.
@@ -371,7 +371,7 @@ pub(crate) enum Launcher {
 impl Launcher {
     pub(crate) fn new(method: StartMethod) -> Result<Launcher> {
         Ok(match method {
-            StartMethod::Fork => Launcher::Zygote(Zygotes::fork()?),
+            StartMethod::Fork => Launcher::Zygote(Box::new(Zygotes::fork()?)),
             StartMethod::ForkServer => Launcher::ForkServer,
             StartMethod::Spawn => Launcher::Spawn,
         })
