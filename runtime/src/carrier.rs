@@ -473,6 +473,116 @@ pub(crate) fn decode_chunk_into<T: DeserializeOwned, C: Carrier<T>>(
     decoded
 }
 
+// ---------------------------------------------------------------------------------------------
+// What the runtime calls for a worker: the same, with errors that name it
+
+/// A worker as its carriers see it: its registered name, its types and how they travel. Every
+/// [`Target`](crate::Target) is one.
+pub(crate) trait Worker {
+    /// The registered name.
+    const NAME: &'static str;
+    /// The argument, or the tuple of them.
+    type Args: Serialize + DeserializeOwned;
+    /// The result.
+    type Output: Serialize + DeserializeOwned;
+    /// How `Args` travel.
+    type ArgsCarrier: Carrier<Self::Args>;
+    /// How `Output` travels.
+    type OutputCarrier: Carrier<Self::Output>;
+}
+
+/// Which part of a worker's values an error is about.
+#[derive(Clone, Copy)]
+enum Side {
+    Args,
+    Output,
+}
+
+/// An error of encoding (`encode`) or decoding a worker's arguments or result, told about the
+/// worker and the user's type.
+fn explained<W: Worker>(encode: bool, side: Side) -> impl FnOnce(Error) -> Error {
+    move |err| {
+        let verb = if encode { "encode" } else { "decode" };
+        let (what, ty) = match side {
+            Side::Args => ("the arguments", std::any::type_name::<W::Args>()),
+            Side::Output => ("the result", std::any::type_name::<W::Output>()),
+        };
+        codec::explain(
+            err,
+            format_args!("cannot {verb} {what} of worker `{}`, a `{ty}`", W::NAME),
+        )
+    }
+}
+
+/// The arguments of a process, an initializer or a barrier action: everything inline.
+pub(crate) fn encode_args<W: Worker>(args: W::Args) -> Result<Encoded> {
+    encode_one::<W::Args, W::ArgsCarrier>(args).map_err(explained::<W>(true, Side::Args))
+}
+
+/// Decodes what [`encode_args`] made.
+pub(crate) fn decode_args<W: Worker>(bytes: &[u8]) -> Result<W::Args> {
+    decode_one::<W::Args, W::ArgsCarrier>(bytes).map_err(explained::<W>(false, Side::Args))
+}
+
+/// The result of a process's or an initializer's call: everything inline.
+pub(crate) fn encode_output<W: Worker>(output: W::Output) -> Result<Encoded> {
+    encode_one::<W::Output, W::OutputCarrier>(output).map_err(explained::<W>(true, Side::Output))
+}
+
+/// A chunk of a worker's arguments for a pool message.
+pub(crate) fn encode_args_chunk<W: Worker>(args: Vec<W::Args>) -> Result<Encoded> {
+    encode_chunk::<W::Args, W::ArgsCarrier>(args).map_err(explained::<W>(true, Side::Args))
+}
+
+/// [`encode_chunks`] of a worker's arguments; an error of `each` is passed on as it is.
+pub(crate) fn encode_args_chunks<W: Worker>(
+    args: Vec<W::Args>,
+    size: usize,
+    mut each: impl FnMut(u32, Encoded) -> Result<()>,
+) -> Result<()> {
+    let mut refused = None;
+    let encoded = encode_chunks::<W::Args, W::ArgsCarrier>(args, size, |index, payload| {
+        each(index, payload).map_err(|err| {
+            // Stops the encoding; `err` itself is returned below.
+            let stop = Error::new(err.kind(), "refused");
+            refused = Some(err);
+            stop
+        })
+    });
+    match refused {
+        Some(err) => Err(err),
+        None => encoded.map_err(explained::<W>(true, Side::Args)),
+    }
+}
+
+/// Decodes a chunk of a worker's arguments in a pool worker.
+pub(crate) fn decode_args_chunk<W: Worker>(
+    bytes: &[u8],
+    blocks: Vec<Vec<u8>>,
+) -> Result<Vec<W::Args>> {
+    W::ArgsCarrier::decode(bytes, blocks).map_err(explained::<W>(false, Side::Args))
+}
+
+/// Encodes a chunk of a worker's results in a pool worker.
+pub(crate) fn encode_outputs<W: Worker>(outputs: Vec<W::Output>) -> Result<Encoded> {
+    encode_chunk::<W::Output, W::OutputCarrier>(outputs).map_err(explained::<W>(true, Side::Output))
+}
+
+/// Decodes a chunk of a worker's results: a [`ChunkDecoder`].
+pub(crate) fn decode_outputs<W: Worker>(encoded: Encoded) -> Result<Vec<W::Output>> {
+    decode_chunk::<W::Output, W::OutputCarrier>(encoded)
+        .map_err(explained::<W>(false, Side::Output))
+}
+
+/// Decodes a chunk of a worker's results onto a list: a [`ChunkAppender`].
+pub(crate) fn decode_outputs_into<W: Worker>(
+    encoded: Encoded,
+    out: &mut Vec<W::Output>,
+) -> Result<()> {
+    decode_chunk_into::<W::Output, W::OutputCarrier>(encoded, out)
+        .map_err(explained::<W>(false, Side::Output))
+}
+
 /// How a pool result sink decodes its chunks.
 pub(crate) type ChunkDecoder<T> = fn(Encoded) -> Result<Vec<T>>;
 
