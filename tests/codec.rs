@@ -1,11 +1,13 @@
 //! Serde shapes that bincode cannot carry (`serde_json::Value`, `#[serde(flatten)]`, untagged
-//! enums, `skip_serializing_if`): an error that names the worker and the user's type and says
-//! why, with a hint at the self-describing codec; under every start method, with `Pool` and
-//! with `Process`.
+//! enums, `skip_serializing_if`): with the default codec, an error that names the worker and the
+//! user's type and says why, with a hint at the self-describing codec; with
+//! `#[process(codec = "msgpack")]`, the same shapes carried both ways, by `Process`, every way
+//! of `Pool` and its initializer. Each under every start method.
 
 mod common;
 
 use std::collections::BTreeMap;
+use std::sync::Mutex;
 
 use common::{each_method, finish_with, Outcome};
 use multiproc::{process, ErrorKind, Pool, Process, StartMethod};
@@ -157,7 +159,7 @@ fn errors_with_the_pool(m: StartMethod) -> Outcome {
     let err = pool.map(sparse_b, vec![sparse(); 3]).unwrap_err();
     check_error(&err, "codec::sparse_b", "codec::Sparse", SKIPPED)?;
     let err = pool
-        .imap(flat_id, vec![flat()].into_iter())
+        .imap(flat_id, vec![flat()])
         .next()
         .ok_or("imap gave nothing")?
         .unwrap_err();
@@ -229,6 +231,157 @@ fn errors_with_a_process(m: StartMethod) -> Outcome {
     Ok(())
 }
 
+// ---------------------------------------------------------------------------------------------
+// With `codec = "msgpack"`: the same shapes, carried
+
+#[process(codec = "msgpack")]
+fn json_echo(v: Value) -> Value {
+    json!({ "got": v })
+}
+
+#[process(codec = "msgpack")]
+fn flat_next(f: Flat) -> Flat {
+    Flat { id: f.id + 1, ..f }
+}
+
+/// Two arguments: `starmap` over pairs.
+#[process(codec = "msgpack")]
+fn loose_times(l: Loose, n: u8) -> Loose {
+    match l {
+        Loose::Number(k) => Loose::Number(k * i64::from(n)),
+        Loose::Text(t) => Loose::Text(t.repeat(usize::from(n))),
+        Loose::Pair { a, b } => Loose::Pair { a: a * n, b },
+    }
+}
+
+/// A skipped field stays skipped on the way back.
+#[process(codec = "msgpack")]
+fn sparse_next(s: Sparse) -> Sparse {
+    Sparse { b: s.b + 1, ..s }
+}
+
+/// What the initializer of this worker received.
+static REMEMBERED: Mutex<Option<(Value, Flat)>> = Mutex::new(None);
+
+#[process(codec = "msgpack")]
+fn remember(v: Value, f: Flat) {
+    *REMEMBERED.lock().unwrap_or_else(|e| e.into_inner()) = Some((v, f));
+}
+
+#[process(codec = "msgpack")]
+fn remembered() -> Option<(Value, Flat)> {
+    REMEMBERED.lock().unwrap_or_else(|e| e.into_inner()).clone()
+}
+
+/// In a `Process`: every shape arrives as it was sent (a mismatch panics, and the join says so).
+#[process(codec = "msgpack")]
+fn arrives_intact(v: Value, f: Flat, l: Vec<Loose>, s: Sparse) {
+    assert_eq!(v, document());
+    assert_eq!(f, flat());
+    assert_eq!(l, loose_values());
+    assert_eq!(s, sparse());
+}
+
+fn loose_values() -> Vec<Loose> {
+    vec![
+        Loose::Number(-3),
+        Loose::Text("ab".into()),
+        Loose::Pair {
+            a: 2,
+            b: vec![1, 300],
+        },
+    ]
+}
+
+fn carried_by_the_pool(m: StartMethod) -> Outcome {
+    let pool = Pool::builder()
+        .processes(2)
+        .start_method(m)
+        .initializer(remember, (document(), flat()))
+        .build()?;
+    check_eq!(
+        pool.apply(json_echo, document())?,
+        json!({ "got": document() })
+    );
+    let flats: Vec<Flat> = (0..20).map(|i| Flat { id: i, ..flat() }).collect();
+    let next: Vec<Flat> = flats
+        .iter()
+        .map(|f| Flat {
+            id: f.id + 1,
+            ..f.clone()
+        })
+        .collect();
+    check_eq!(pool.map(flat_next, flats.clone())?, next);
+    check_eq!(pool.map_chunked(flat_next, flats.clone(), 7)?, next);
+    let pairs: Vec<(Loose, u8)> = loose_values().into_iter().map(|l| (l, 3)).collect();
+    check_eq!(
+        pool.starmap(loose_times, pairs)?,
+        vec![
+            Loose::Number(-9),
+            Loose::Text("ababab".into()),
+            Loose::Pair {
+                a: 6,
+                b: vec![1, 300]
+            },
+        ]
+    );
+    let sparse_in = vec![
+        sparse(),
+        Sparse {
+            note: Some("n".into()),
+            tags: vec![1, 2],
+            ..sparse()
+        },
+    ];
+    let sparse_out: Vec<Sparse> = pool
+        .imap(sparse_next, sparse_in.clone())
+        .collect::<Result<_, _>>()?;
+    check_eq!(sparse_out.len(), 2);
+    for (out, sent) in sparse_out.iter().zip(&sparse_in) {
+        check_eq!(
+            out,
+            &Sparse {
+                b: sent.b + 1,
+                ..sent.clone()
+            }
+        );
+    }
+    let unordered: Vec<Flat> = pool
+        .imap_unordered(flat_next, flats.clone())
+        .chunksize(3)
+        .collect::<Result<_, _>>()?;
+    check_eq!(unordered.len(), next.len());
+    for f in &next {
+        check!(unordered.contains(f), "{f:?} missing");
+    }
+    check_eq!(
+        pool.apply_async(json_echo, json!(null)).get()?,
+        json!({ "got": null })
+    );
+    // The initializer's arguments, through the same codec, in every worker.
+    for _ in 0..4 {
+        check_eq!(pool.apply(remembered, ())?, Some((document(), flat())));
+    }
+    Ok(())
+}
+
+fn carried_by_a_process(m: StartMethod) -> Outcome {
+    let p = Process::new(
+        arrives_intact,
+        (document(), flat(), loose_values(), sparse()),
+    )
+    .with_start_method(m);
+    p.start()?;
+    finish_with(&p, 0)?;
+    // A wrong value is seen as wrong: the check in the child can fail.
+    let p = Process::new(arrives_intact, (json!(1), flat(), loose_values(), sparse()))
+        .with_start_method(m);
+    p.start()?;
+    finish_with(&p, 1)?;
+    check_eq!(p.error().map(|e| e.kind()), Some(ErrorKind::Panicked));
+    Ok(())
+}
+
 fn main() {
     multiproc::init();
     let mut trials = Vec::new();
@@ -238,6 +391,8 @@ fn main() {
             errors_with_the_pool as fn(StartMethod) -> Outcome,
         ),
         ("errors_with_a_process", errors_with_a_process),
+        ("carried_by_the_pool", carried_by_the_pool),
+        ("carried_by_a_process", carried_by_a_process),
     ] {
         trials.extend(each_method(name, test));
     }

@@ -15,6 +15,10 @@ use serde::ser::{self, Serialize, Serializer};
 
 use crate::error::{Error, ErrorKind, Result};
 
+mod msgpack;
+
+pub use msgpack::SelfDescribing;
+
 type Config = bincode::config::Configuration<
     bincode::config::LittleEndian,
     bincode::config::Fixint,
@@ -77,6 +81,34 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
     Ok(value)
 }
 
+/// A serde format for the arguments and results of workers, chosen per worker with
+/// `#[process(codec = "...")]`. Not public API.
+#[doc(hidden)]
+pub trait Format {
+    /// Encodes `value` into a new buffer.
+    fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>>;
+    /// Decodes a whole buffer; trailing bytes are an error.
+    fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T>;
+}
+
+/// bincode, the default (`codec = "bincode"`): compact and fast, not self-describing.
+/// Not public API.
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy)]
+pub struct Compact;
+
+impl Format for Compact {
+    #[inline]
+    fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>> {
+        encode(value)
+    }
+
+    #[inline]
+    fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
+        decode(bytes)
+    }
+}
+
 fn failed<T: ?Sized>(verb: &str, failure: Failure) -> Error {
     Error::new(
         ErrorKind::Codec,
@@ -136,6 +168,11 @@ impl Failure {
             _ => Why::Other,
         };
         Failure::new(why, err)
+    }
+
+    /// A failure of another format, whose own error says why.
+    fn other(err: impl std::error::Error + Send + Sync + 'static) -> Failure {
+        Failure::new(Why::Other, err)
     }
 
     fn new(why: Why, err: impl std::error::Error + Send + Sync + 'static) -> Failure {

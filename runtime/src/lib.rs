@@ -49,6 +49,7 @@ pub use sync::{
 #[doc(hidden)]
 pub mod __private {
     pub use crate::carrier::{Bytes, Held, Packed, Plain, Raw};
+    pub use crate::codec::{Compact, SelfDescribing};
     pub use crate::registry::Entry;
     pub use inventory;
     pub use serde;
