@@ -105,6 +105,11 @@ fn make_document(n: u64) -> Value {
     json!({ "n": n })
 }
 
+#[process]
+fn make_flat(n: u64) -> Flat {
+    Flat { id: n, ..flat() }
+}
+
 /// What every such error says: the kind, the worker, the type, why, and the way out.
 fn check_error(err: &multiproc::Error, worker: &str, ty: &str, why: &str) -> Outcome {
     let text = err.to_string();
@@ -169,6 +174,13 @@ fn errors_with_the_pool(m: StartMethod) -> Outcome {
     check_error(&err, "codec::make_document", value, NOT_SELF_DESCRIBING)?;
     check!(
         err.to_string().contains("cannot decode the result"),
+        "{err}"
+    );
+    // A result that does not encode in the worker.
+    let err = pool.apply(make_flat, 2).unwrap_err();
+    check_error(&err, "codec::make_flat", "codec::Flat", LENGTH_UNKNOWN)?;
+    check!(
+        err.to_string().contains("cannot encode the result"),
         "{err}"
     );
     // A field that is not skipped encodes: the same type works when it has every field.

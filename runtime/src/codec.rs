@@ -5,7 +5,7 @@
 //! never looks up functions. bincode is not self-describing, so serde attributes that need a
 //! self-describing format (`#[serde(flatten)]`, untagged enums, `deserialize_any`,
 //! `skip_serializing_if`) are not supported; they fail with an [`ErrorKind::Codec`] error that
-//! says why, never silently. [`explain`] turns such an error into one that names the worker and
+//! says why, never silently. `explain` turns such an error into one that names the worker and
 //! the user's type, with a hint when the worker's types need a self-describing format.
 
 use std::fmt;
