@@ -108,9 +108,72 @@
 //! # Serialization
 //!
 //! Arguments, results and subclass-style values are plain serde data, encoded with bincode
-//! (in one private module). Nothing received can run code. bincode is not self-describing:
-//! `#[serde(flatten)]`, untagged enums and other attributes that need `deserialize_any` fail
-//! with [`ErrorKind::Codec`].
+//! (in one private module). Nothing received can run code. bincode is compact and fast but not
+//! self-describing: it writes no field names and no types, and the length of every sequence and
+//! map first. So `serde_json::Value`, untagged and internally tagged enums (they ask the format
+//! what comes next, `deserialize_any`), `#[serde(flatten)]` (a map whose length is not known in
+//! advance) and `#[serde(skip_serializing_if = ...)]` (a field left out would be read as the
+//! next one) fail with [`ErrorKind::Codec`], never silently. The error names the worker, your
+//! type, and why:
+//!
+//! ```text
+//! cannot decode the arguments of worker `app::summarize`, a `serde_json::value::Value`: bincode
+//! is not self-describing, and the type asks the format what comes next (`deserialize_any`), ...;
+//! give the worker `#[process(codec = "msgpack")]`, a self-describing encoding that carries such
+//! types
+//! ```
+//!
+//! The way out is per worker: `#[process(codec = "msgpack")]` encodes that worker's arguments
+//! and result (under `Process`, every `Pool` call, a pool initializer, and every start method)
+//! as MessagePack with `rmp-serde`, which writes each value's type and each struct as a map of
+//! field names, so all of the shapes above round-trip:
+//!
+//! ```
+//! use serde::{Deserialize, Serialize};
+//!
+//! #[derive(Serialize, Deserialize, Debug, PartialEq)]
+//! #[serde(untagged)]
+//! pub enum Reading {
+//!     Number(f64),
+//!     Text(String),
+//! }
+//!
+//! #[derive(Serialize, Deserialize, Debug, PartialEq)]
+//! pub struct Sample {
+//!     id: u32,
+//!     #[serde(skip_serializing_if = "Option::is_none", default)]
+//!     note: Option<String>,
+//!     reading: Reading,
+//! }
+//!
+//! #[multiproc::process(codec = "msgpack")]
+//! fn describe(sample: Sample) -> String {
+//!     match sample.reading {
+//!         Reading::Number(x) => format!("{}: {x}", sample.id),
+//!         Reading::Text(t) => format!("{}: {t}", sample.id),
+//!     }
+//! }
+//!
+//! # #[multiproc::main]
+//! # fn main() -> multiproc::Result<()> {
+//! let pool = multiproc::Pool::new(2)?;
+//! let samples = vec![
+//!     Sample { id: 1, note: None, reading: Reading::Number(2.5) },
+//!     Sample { id: 2, note: Some("by hand".into()), reading: Reading::Text("high".into()) },
+//! ];
+//! assert_eq!(pool.map(describe, samples)?, ["1: 2.5", "2: high"]);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Why MessagePack: it is binary, so byte vectors stay one run of bytes and floats keep every
+//! bit (JSON turns NaN into `null` and bytes into lists of numbers), its map keys can be any
+//! value (JSON's are strings), and `rmp-serde` is maintained, small, and decodes untrusted
+//! input without trusting its lengths. It costs bytes (field names) and time: keep bincode,
+//! the default, for workers whose types it carries. No self-describing format tells `None`
+//! from `Some(())` or `Some(None)`. `codec = "bincode"` names the default; any other name is a
+//! compile error that lists these two. The codec is part of the build's fingerprint, like the
+//! carriers below, and applies to `#[process]` functions, not to process types.
 //!
 //! Byte vectors: serde encodes a `Vec<u8>` one element at a time (~150 MB/s). An argument or a
 //! result **written `Vec<u8>`** in a `#[process]` function's signature is recognized and

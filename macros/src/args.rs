@@ -1,4 +1,5 @@
-//! Attribute arguments: `#[process(name = "...", crate = "...")]` and `#[main(crate = "...")]`.
+//! Attribute arguments: `#[process(name = "...", codec = "...", crate = "...")]` and
+//! `#[main(crate = "...")]`.
 
 use proc_macro2::TokenStream;
 use quote::quote;
@@ -15,6 +16,32 @@ pub(crate) enum Key {
     Name,
     /// `crate = "path"`: the path of the multiproc crate in generated code.
     Crate,
+    /// `codec = "msgpack"`: how the worker's arguments and result are encoded.
+    Codec,
+}
+
+/// How a worker's arguments and result are encoded: `codec = "..."`.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+pub(crate) enum Codec {
+    /// `"bincode"`, the default: compact, not self-describing.
+    #[default]
+    Bincode,
+    /// `"msgpack"`: MessagePack, self-describing.
+    MsgPack,
+}
+
+impl Codec {
+    /// Every codec, by the name `codec = "..."` gives it.
+    const ALL: &'static [(&'static str, Codec)] =
+        &[("bincode", Codec::Bincode), ("msgpack", Codec::MsgPack)];
+
+    /// The runtime's format type, or `None` for the default (the carriers' default parameter).
+    pub fn format(self, krate: &TokenStream) -> Option<TokenStream> {
+        match self {
+            Codec::Bincode => None,
+            Codec::MsgPack => Some(quote!(#krate::__private::SelfDescribing)),
+        }
+    }
 }
 
 impl Key {
@@ -22,12 +49,13 @@ impl Key {
         match self {
             Key::Name => "name",
             Key::Crate => "crate",
+            Key::Codec => "codec",
         }
     }
 }
 
 /// The keys `#[process]` accepts.
-pub(crate) const PROCESS_KEYS: &[Key] = &[Key::Name, Key::Crate];
+pub(crate) const PROCESS_KEYS: &[Key] = &[Key::Name, Key::Codec, Key::Crate];
 /// The keys `#[main]` accepts.
 pub(crate) const MAIN_KEYS: &[Key] = &[Key::Crate];
 
@@ -38,9 +66,18 @@ pub(crate) struct Args {
     pub name: Option<LitStr>,
     /// `crate = "..."`, parsed as a path.
     pub krate: Option<Path>,
+    /// `codec = "..."`, with the literal that named it.
+    pub codec: Option<(Codec, LitStr)>,
 }
 
 impl Args {
+    /// The codec of the worker's arguments and result: `codec = "..."`, or bincode.
+    pub fn codec(&self) -> Codec {
+        self.codec
+            .as_ref()
+            .map_or(Codec::default(), |(codec, _)| *codec)
+    }
+
     /// The path of the multiproc crate: `crate = "..."`, or `::multiproc`.
     pub fn krate(&self) -> TokenStream {
         match &self.krate {
@@ -147,6 +184,10 @@ fn parse_args(
                                 Ok(()) => args.name = Some(lit),
                                 Err(e) => errors.push(e),
                             },
+                            Key::Codec => match check_codec(&lit) {
+                                Ok(codec) => args.codec = Some((codec, lit)),
+                                Err(e) => errors.push(e),
+                            },
                             Key::Crate => match lit.parse::<Path>() {
                                 Ok(path) => args.krate = Some(path),
                                 Err(_) => errors.push(syn::Error::new(
@@ -209,9 +250,32 @@ fn check_name(lit: &LitStr) -> syn::Result<()> {
     Ok(())
 }
 
+/// The codec named by `lit`; an unknown name is an error at it that lists the known ones.
+fn check_codec(lit: &LitStr) -> syn::Result<Codec> {
+    let value = lit.value();
+    Codec::ALL
+        .iter()
+        .find(|(name, _)| *name == value)
+        .map(|(_, codec)| *codec)
+        .ok_or_else(|| {
+            let names: Vec<String> = Codec::ALL
+                .iter()
+                .map(|(name, _)| format!("`\"{name}\"`"))
+                .collect();
+            syn::Error::new(
+                lit.span(),
+                format!(
+                    "unknown codec {value:?}, expected one of {} (`\"msgpack\"` is self-describing: it carries `#[serde(flatten)]`, untagged enums and `serde_json::Value`)",
+                    names.join(", ")
+                ),
+            )
+        })
+}
+
 fn example(key: Key) -> &'static str {
     match key {
         Key::Name => "`name = \"my_app::square\"`",
+        Key::Codec => "`codec = \"msgpack\"`",
         Key::Crate => "`crate = \"::my_crate::multiproc\"`",
     }
 }
@@ -267,7 +331,7 @@ mod tests {
         assert_eq!(
             errs,
             [
-                "unknown attribute key `foo`, expected one of `name`, `crate`",
+                "unknown attribute key `foo`, expected one of `name`, `codec`, `crate`",
                 "duplicate attribute key `name`",
                 "expected a string literal for `crate`, e.g. `crate = \"::my_crate::multiproc\"`",
             ]
@@ -300,10 +364,34 @@ mod tests {
     }
 
     #[test]
+    fn codec() {
+        assert_eq!(
+            parse(TokenStream::new(), PROCESS_KEYS).unwrap().codec(),
+            Codec::Bincode
+        );
+        let args = parse(quote!(codec = "msgpack"), PROCESS_KEYS).unwrap();
+        assert_eq!(args.codec(), Codec::MsgPack);
+        let args = parse(quote!(codec = "bincode"), PROCESS_KEYS).unwrap();
+        assert_eq!(args.codec(), Codec::Bincode);
+        assert_eq!(
+            errors(quote!(codec = "json"), PROCESS_KEYS),
+            ["unknown codec \"json\", expected one of `\"bincode\"`, `\"msgpack\"` (`\"msgpack\"` is self-describing: it carries `#[serde(flatten)]`, untagged enums and `serde_json::Value`)"]
+        );
+        assert_eq!(
+            errors(quote!(codec = msgpack), PROCESS_KEYS),
+            ["expected a string literal for `codec`, e.g. `codec = \"msgpack\"`"]
+        );
+        assert_eq!(
+            errors(quote!(codec = "msgpack"), MAIN_KEYS),
+            ["unknown attribute key `codec`, expected `crate`"]
+        );
+    }
+
+    #[test]
     fn unknown_key_with_group() {
         assert_eq!(
             errors(quote!(foo(bar), name = "x"), PROCESS_KEYS),
-            ["unknown attribute key `foo`, expected one of `name`, `crate`"]
+            ["unknown attribute key `foo`, expected one of `name`, `codec`, `crate`"]
         );
     }
 }

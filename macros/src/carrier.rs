@@ -1,10 +1,13 @@
 //! The carrier policy: how a worker's arguments and result travel, chosen from their types as
 //! written (`Raw` for primitive numbers, `Packed` with `Bytes` for `Vec<u8>`, `Plain` serde
-//! otherwise).
+//! otherwise), and in which serde format (`codec = "..."`: the carriers' default, bincode, or
+//! `SelfDescribing`).
 
 use proc_macro2::TokenStream;
 use quote::quote;
 use syn::Type;
+
+use crate::args::Codec;
 
 /// Whether `ty` is written `Vec<u8>` (or `std::vec::Vec<u8>`, `alloc::vec::Vec<u8>`): such
 /// arguments and results travel as one run of bytes (a block of a pool message when large),
@@ -84,9 +87,12 @@ fn are_numbers(types: &[&Type]) -> bool {
 /// The carrier of the arguments (`types`) or of the result (one type): `Packed` when a type is
 /// written `Vec<u8>`; `Raw` when there is one type written as a primitive number or as a tuple
 /// of two to four of them, or two to four types written as primitive numbers; `Plain`
-/// otherwise.
-pub(crate) fn carrier(krate: &TokenStream, types: &[&Type]) -> TokenStream {
+/// otherwise. `Plain` and `Packed` take the `codec`'s format when it is not the default; `Raw`
+/// carries numbers as their bytes, whatever the codec.
+pub(crate) fn carrier(krate: &TokenStream, types: &[&Type], codec: Codec) -> TokenStream {
     let private = quote!(#krate::__private);
+    let format = codec.format(krate).map(|format| quote!(, #format));
+    let plain_format = codec.format(krate).map(|format| quote!(<#format>));
     let raw = match types {
         [Type::Tuple(tuple)] => are_numbers(&tuple.elems.iter().collect::<Vec<_>>()),
         [one] => is_number(one),
@@ -96,7 +102,7 @@ pub(crate) fn carrier(krate: &TokenStream, types: &[&Type]) -> TokenStream {
         return quote!(#private::Raw);
     }
     if !types.iter().any(|ty| is_byte_vec(ty)) {
-        return quote!(#private::Plain);
+        return quote!(#private::Plain #plain_format);
     }
     let part = |ty: &Type| {
         if is_byte_vec(ty) {
@@ -108,11 +114,11 @@ pub(crate) fn carrier(krate: &TokenStream, types: &[&Type]) -> TokenStream {
     match types {
         [one] => {
             let one = part(one);
-            quote!(#private::Packed<#one>)
+            quote!(#private::Packed<#one #format>)
         }
         many => {
             let parts = many.iter().map(|ty| part(ty));
-            quote!(#private::Packed<(#(#parts),*)>)
+            quote!(#private::Packed<(#(#parts),*) #format>)
         }
     }
 }

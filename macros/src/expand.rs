@@ -40,6 +40,16 @@ pub(crate) fn process(attr: TokenStream, item: TokenStream) -> TokenStream {
             }
         }
         Item::Impl(i) => {
+            let args = args.and_then(|args| match &args.codec {
+                Some((_, lit)) => {
+                    errors.push(syn::Error::new(
+                        lit.span(),
+                        "`codec` applies to `#[process]` functions, not to process types, whose fields travel with bincode; for fields bincode cannot carry, start a `#[process(codec = \"msgpack\")]` function with `Process::new` instead",
+                    ));
+                    None
+                }
+                None => Some(args),
+            });
             let checked = valid::check_impl(&i).map_err(|e| errors.push(e));
             match (args, checked, krate) {
                 (Some(args), Ok(run), _) => expand_impl(i, &run, &args),
@@ -214,10 +224,11 @@ pub(crate) fn expand_fn(item: ItemFn, args: &Args) -> TokenStream {
     // associated type items: put them on the function's name, not on the attribute.
     let args_item = quote_spanned!(name_span=> type Args = #args_ty;);
     let output_item = quote_spanned!(name_span=> type Output = #output_ty;);
-    let args_carrier = carrier(&krate, &types);
+    let codec = args.codec();
+    let args_carrier = carrier(&krate, &types, codec);
     let output_carrier = match output {
-        Some(ty) => carrier(&krate, &[ty]),
-        None => carrier(&krate, &[]),
+        Some(ty) => carrier(&krate, &[ty], codec),
+        None => carrier(&krate, &[], codec),
     };
     let target_item = quote_spanned!(name_span=> type Target = #fn_ptr;);
 
@@ -690,6 +701,44 @@ mod tests {
             assert_eq!(assoc_type(&imp, "ArgsCarrier"), norm(args), "{text}");
             assert_eq!(assoc_type(&imp, "OutputCarrier"), norm(output), "{text}");
         }
+    }
+
+    #[test]
+    fn a_codec_gives_plain_and_packed_its_format_not_raw() {
+        let p = quote!(::multiproc::__private);
+        let plain = quote!(#p::Plain<#p::SelfDescribing>);
+        let packed = quote!(#p::Packed<(#p::Held<u32>, #p::Bytes), #p::SelfDescribing>);
+        let cases = [
+            (
+                quote!(
+                    fn f(v: Value) -> Value {}
+                ),
+                plain.clone(),
+                plain,
+            ),
+            (
+                quote!(
+                    fn f(a: u32, v: Vec<u8>) -> u64 {}
+                ),
+                packed,
+                quote!(#p::Raw),
+            ),
+        ];
+        for (item, args, output) in cases {
+            let out = expand(quote!(codec = "msgpack"), item);
+            let imp = target_impl(&block_items(&out.items[1]));
+            assert_eq!(assoc_type(&imp, "ArgsCarrier"), norm(args));
+            assert_eq!(assoc_type(&imp, "OutputCarrier"), norm(output));
+        }
+        // The default, named: as if not named.
+        let out = expand(
+            quote!(codec = "bincode"),
+            quote!(
+                fn f(v: Value) {}
+            ),
+        );
+        let imp = target_impl(&block_items(&out.items[1]));
+        assert_eq!(assoc_type(&imp, "ArgsCarrier"), norm(quote!(#p::Plain)));
     }
 
     #[test]

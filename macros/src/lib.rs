@@ -144,6 +144,24 @@ use proc_macro::TokenStream;
 ///
 /// - `name = "my_app::square"`: registers the worker under this exact name instead of
 ///   `module::path::ident`, so that it survives moving the function.
+/// - `codec = "msgpack"`: how the worker's arguments and result are encoded, wherever they
+///   travel (`Process`, every `Pool` call and the pool initializer, every start method).
+///   `"bincode"`, the default, is compact and fast but not self-describing: `serde_json::Value`,
+///   untagged and internally tagged enums, `#[serde(flatten)]` and `skip_serializing_if` fail
+///   with an error that names the worker and the type. `"msgpack"` (MessagePack, with
+///   `rmp-serde`) writes each value's type and each struct's field names, so those shapes work:
+///
+///   ```ignore
+///   #[multiproc::process(codec = "msgpack")]
+///   fn keys(doc: serde_json::Value) -> Vec<String> {
+///       doc.as_object().map(|o| o.keys().cloned().collect()).unwrap_or_default()
+///   }
+///   ```
+///
+///   The carriers take the codec's format (`Plain<SelfDescribing>`, `Packed<.., SelfDescribing>`;
+///   numbers still travel as their bytes, `Raw`), so the choice is part of the build
+///   fingerprint. Any other name is an error at the string that lists the accepted ones. Not
+///   accepted on an impl block: a process type travels with bincode.
 /// - `crate = "::my_crate::multiproc"`: the path of the multiproc crate in generated code, for
 ///   crates that re-export it. Default `::multiproc`.
 ///

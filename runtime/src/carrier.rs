@@ -20,13 +20,19 @@
 //! A `Vec<u8>` inside another type (a field of a struct, an `Option<Vec<u8>>`, a type alias)
 //! still encodes element by element: give such fields `#[serde(with = "serde_bytes")]` or an
 //! equivalent `serialize_bytes` / `deserialize_byte_buf` pair to make them one run of bytes.
+//!
+//! [`Plain`] and [`Packed`] take the serde format as a parameter ([`codec::Format`]): bincode by
+//! default, [`SelfDescribing`](codec::SelfDescribing) for a worker marked
+//! `#[process(codec = "msgpack")]`. The carriers are part of the registry's fingerprint, and
+//! with them the codec. The functions at the end that take a [`Worker`] explain an error with
+//! the worker's name and the user's type ([`codec::explain`]).
 
 use std::marker::PhantomData;
 
 use serde::de::{DeserializeOwned, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::codec;
+use crate::codec::{self, Compact, Format};
 use crate::error::{Error, ErrorKind, Result};
 use crate::handle::{self, Encoded};
 use crate::spare;
@@ -63,6 +69,9 @@ pub trait Carrier<T> {
     /// Values encode as they are: a slice of them can be encoded in place.
     const PLAIN: bool;
 
+    /// The serde format of the values (of one value, when [`PLAIN`](Self::PLAIN)).
+    type Format: Format;
+
     /// Encodes `values`, moving byte vectors into `stash` when it takes blocks.
     fn encode(values: Vec<T>, stash: &mut Stash) -> Result<Vec<u8>>
     where
@@ -95,33 +104,34 @@ pub trait Carrier<T> {
     }
 }
 
-/// Values as they are. Not public API.
+/// Values as they are, in format `F`. Not public API.
 #[doc(hidden)]
 #[derive(Debug, Clone, Copy)]
-pub struct Plain;
+pub struct Plain<F = Compact>(PhantomData<F>);
 
-impl<T> Carrier<T> for Plain {
+impl<T, F: Format> Carrier<T> for Plain<F> {
     const PLAIN: bool = true;
+    type Format = F;
 
     fn encode(values: Vec<T>, _stash: &mut Stash) -> Result<Vec<u8>>
     where
         T: Serialize,
     {
-        codec::encode(&values)
+        F::encode(&values)
     }
 
     fn encode_slice(values: &[T]) -> Result<Vec<u8>>
     where
         T: Serialize,
     {
-        codec::encode(values)
+        F::encode(values)
     }
 
     fn decode(bytes: &[u8], _blocks: Vec<Vec<u8>>) -> Result<Vec<T>>
     where
         T: DeserializeOwned,
     {
-        codec::decode(bytes)
+        F::decode(bytes)
     }
 }
 
@@ -146,6 +156,7 @@ numbers!(u8 u16 u32 u64 i8 i16 i32 i64 usize isize f32 f64);
 
 impl<T: Number> Carrier<T> for Raw {
     const PLAIN: bool = true;
+    type Format = Compact;
 
     fn encode(values: Vec<T>, _stash: &mut Stash) -> Result<Vec<u8>> {
         Self::encode_slice(&values)
@@ -187,6 +198,7 @@ macro_rules! raw_tuples {
     ($(($($t:ident $i:tt),+))*) => {$(
         impl<$($t: Number),+> Carrier<($($t,)+)> for Raw {
             const PLAIN: bool = true;
+            type Format = Compact;
 
             fn encode(values: Vec<($($t,)+)>, _stash: &mut Stash) -> Result<Vec<u8>> {
                 Self::encode_slice(&values)
@@ -258,17 +270,18 @@ fn reserve_raw<T>(out: &mut Vec<T>, len: usize, size: usize, blocks: &[Vec<u8>])
     })
 }
 
-/// Values packed into `P`, whose byte vectors are [`Bytes`]. Not public API.
+/// Values packed into `P`, whose byte vectors are [`Bytes`], in format `F`. Not public API.
 #[doc(hidden)]
 #[derive(Debug)]
-pub struct Packed<P>(PhantomData<P>);
+pub struct Packed<P, F = Compact>(PhantomData<(P, F)>);
 
-impl<T, P: Part<T>> Carrier<T> for Packed<P> {
+impl<T, P: Part<T>, F: Format> Carrier<T> for Packed<P, F> {
     const PLAIN: bool = false;
+    type Format = F;
 
     fn encode(values: Vec<T>, stash: &mut Stash) -> Result<Vec<u8>> {
         let packed: Vec<P> = values.into_iter().map(|v| P::pack(v, stash)).collect();
-        codec::encode(&packed)
+        F::encode(&packed)
     }
 
     fn encode_slice(_values: &[T]) -> Result<Vec<u8>> {
@@ -280,7 +293,7 @@ impl<T, P: Part<T>> Carrier<T> for Packed<P> {
     }
 
     fn decode(bytes: &[u8], blocks: Vec<Vec<u8>>) -> Result<Vec<T>> {
-        let packed: Vec<P> = codec::decode(bytes)?;
+        let packed: Vec<P> = F::decode(bytes)?;
         let mut taken = Taken {
             blocks: blocks.into_iter().map(Some).collect(),
         };
@@ -473,6 +486,116 @@ pub(crate) fn decode_chunk_into<T: DeserializeOwned, C: Carrier<T>>(
     decoded
 }
 
+// ---------------------------------------------------------------------------------------------
+// What the runtime calls for a worker: the same, with errors that name it
+
+/// A worker as its carriers see it: its registered name, its types and how they travel. Every
+/// [`Target`](crate::Target) is one.
+pub(crate) trait Worker {
+    /// The registered name.
+    const NAME: &'static str;
+    /// The argument, or the tuple of them.
+    type Args: Serialize + DeserializeOwned;
+    /// The result.
+    type Output: Serialize + DeserializeOwned;
+    /// How `Args` travel.
+    type ArgsCarrier: Carrier<Self::Args>;
+    /// How `Output` travels.
+    type OutputCarrier: Carrier<Self::Output>;
+}
+
+/// Which part of a worker's values an error is about.
+#[derive(Clone, Copy)]
+enum Side {
+    Args,
+    Output,
+}
+
+/// An error of encoding (`encode`) or decoding a worker's arguments or result, told about the
+/// worker and the user's type.
+fn explained<W: Worker>(encode: bool, side: Side) -> impl FnOnce(Error) -> Error {
+    move |err| {
+        let verb = if encode { "encode" } else { "decode" };
+        let (what, ty) = match side {
+            Side::Args => ("the arguments", std::any::type_name::<W::Args>()),
+            Side::Output => ("the result", std::any::type_name::<W::Output>()),
+        };
+        codec::explain(
+            err,
+            format_args!("cannot {verb} {what} of worker `{}`, a `{ty}`", W::NAME),
+        )
+    }
+}
+
+/// The arguments of a process, an initializer or a barrier action: everything inline.
+pub(crate) fn encode_args<W: Worker>(args: W::Args) -> Result<Encoded> {
+    encode_one::<W::Args, W::ArgsCarrier>(args).map_err(explained::<W>(true, Side::Args))
+}
+
+/// Decodes what [`encode_args`] made.
+pub(crate) fn decode_args<W: Worker>(bytes: &[u8]) -> Result<W::Args> {
+    decode_one::<W::Args, W::ArgsCarrier>(bytes).map_err(explained::<W>(false, Side::Args))
+}
+
+/// The result of a process's or an initializer's call: everything inline.
+pub(crate) fn encode_output<W: Worker>(output: W::Output) -> Result<Encoded> {
+    encode_one::<W::Output, W::OutputCarrier>(output).map_err(explained::<W>(true, Side::Output))
+}
+
+/// A chunk of a worker's arguments for a pool message.
+pub(crate) fn encode_args_chunk<W: Worker>(args: Vec<W::Args>) -> Result<Encoded> {
+    encode_chunk::<W::Args, W::ArgsCarrier>(args).map_err(explained::<W>(true, Side::Args))
+}
+
+/// [`encode_chunks`] of a worker's arguments; an error of `each` is passed on as it is.
+pub(crate) fn encode_args_chunks<W: Worker>(
+    args: Vec<W::Args>,
+    size: usize,
+    mut each: impl FnMut(u32, Encoded) -> Result<()>,
+) -> Result<()> {
+    let mut refused = None;
+    let encoded = encode_chunks::<W::Args, W::ArgsCarrier>(args, size, |index, payload| {
+        each(index, payload).map_err(|err| {
+            // Stops the encoding; `err` itself is returned below.
+            let stop = Error::new(err.kind(), "refused");
+            refused = Some(err);
+            stop
+        })
+    });
+    match refused {
+        Some(err) => Err(err),
+        None => encoded.map_err(explained::<W>(true, Side::Args)),
+    }
+}
+
+/// Decodes a chunk of a worker's arguments in a pool worker.
+pub(crate) fn decode_args_chunk<W: Worker>(
+    bytes: &[u8],
+    blocks: Vec<Vec<u8>>,
+) -> Result<Vec<W::Args>> {
+    W::ArgsCarrier::decode(bytes, blocks).map_err(explained::<W>(false, Side::Args))
+}
+
+/// Encodes a chunk of a worker's results in a pool worker.
+pub(crate) fn encode_outputs<W: Worker>(outputs: Vec<W::Output>) -> Result<Encoded> {
+    encode_chunk::<W::Output, W::OutputCarrier>(outputs).map_err(explained::<W>(true, Side::Output))
+}
+
+/// Decodes a chunk of a worker's results: a [`ChunkDecoder`].
+pub(crate) fn decode_outputs<W: Worker>(encoded: Encoded) -> Result<Vec<W::Output>> {
+    decode_chunk::<W::Output, W::OutputCarrier>(encoded)
+        .map_err(explained::<W>(false, Side::Output))
+}
+
+/// Decodes a chunk of a worker's results onto a list: a [`ChunkAppender`].
+pub(crate) fn decode_outputs_into<W: Worker>(
+    encoded: Encoded,
+    out: &mut Vec<W::Output>,
+) -> Result<()> {
+    decode_chunk_into::<W::Output, W::OutputCarrier>(encoded, out)
+        .map_err(explained::<W>(false, Side::Output))
+}
+
 /// How a pool result sink decodes its chunks.
 pub(crate) type ChunkDecoder<T> = fn(Encoded) -> Result<Vec<T>>;
 
@@ -482,7 +605,7 @@ pub(crate) type ChunkAppender<T> = fn(Encoded, &mut Vec<T>) -> Result<()>;
 /// Encodes one value with everything inline (a process's bootstrap has no blocks).
 pub(crate) fn encode_one<T: Serialize, C: Carrier<T>>(value: T) -> Result<Encoded> {
     if C::PLAIN {
-        return handle::encode(&value);
+        return handle::encode_with(|| C::Format::encode(&value));
     }
     handle::encode_with(|| C::encode(vec![value], &mut Stash::new(false)))
 }
@@ -490,7 +613,7 @@ pub(crate) fn encode_one<T: Serialize, C: Carrier<T>>(value: T) -> Result<Encode
 /// Decodes what [`encode_one`] made (descriptors are the caller's `with_incoming`).
 pub(crate) fn decode_one<T: DeserializeOwned, C: Carrier<T>>(bytes: &[u8]) -> Result<T> {
     if C::PLAIN {
-        return codec::decode(bytes);
+        return C::Format::decode(bytes);
     }
     C::decode(bytes, Vec::new())?
         .pop()
@@ -502,6 +625,34 @@ mod tests {
     use super::*;
 
     type Mixed = Packed<(Held<u32>, Bytes, Held<String>)>;
+
+    #[test]
+    fn the_format_is_part_of_the_carrier_and_of_one_value() {
+        use crate::codec::SelfDescribing;
+        // The registry fingerprints the carriers' type names: the codec changes them.
+        assert_ne!(
+            std::any::type_name::<Plain>(),
+            std::any::type_name::<Plain<SelfDescribing>>()
+        );
+        assert_ne!(
+            std::any::type_name::<Packed<Bytes>>(),
+            std::any::type_name::<Packed<Bytes, SelfDescribing>>()
+        );
+        // One value (a process's arguments) and a chunk both use the carrier's format.
+        let value = (1u32, "x".to_string());
+        let one = encode_one::<_, Plain<SelfDescribing>>(value.clone()).unwrap();
+        assert_eq!(one.bytes, SelfDescribing::encode(&value).unwrap());
+        assert_ne!(one.bytes, codec::encode(&value).unwrap());
+        assert_eq!(
+            decode_one::<(u32, String), Plain<SelfDescribing>>(&one.bytes).unwrap(),
+            value
+        );
+        type Mixed = Packed<(Held<u32>, Bytes), SelfDescribing>;
+        let values = vec![(1u32, vec![9u8; BLOCK_MIN]), (2, vec![1, 2])];
+        let encoded = encode_chunk::<_, Mixed>(values.clone()).unwrap();
+        assert_eq!(encoded.blocks.len(), 1);
+        assert_eq!(decode_chunk::<_, Mixed>(encoded).unwrap(), values);
+    }
 
     #[test]
     fn plain_values_encode_as_they_are() {

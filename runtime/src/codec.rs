@@ -3,13 +3,21 @@
 //! Every value that crosses a process boundary (bootstrap data, arguments, results, panics) is
 //! plain data encoded here with serde. Nothing decoded can run code: a decoder builds values, it
 //! never looks up functions. bincode is not self-describing, so serde attributes that need a
-//! self-describing format (`#[serde(flatten)]`, untagged enums, `deserialize_any`) are not
-//! supported; they fail with an [`ErrorKind::Codec`] error, never silently.
+//! self-describing format (`#[serde(flatten)]`, untagged enums, `deserialize_any`,
+//! `skip_serializing_if`) are not supported; they fail with an [`ErrorKind::Codec`] error that
+//! says why, never silently. `explain` turns such an error into one that names the worker and
+//! the user's type, with a hint when the worker's types need a self-describing format.
+
+use std::fmt;
 
 use serde::de::DeserializeOwned;
-use serde::Serialize;
+use serde::ser::{self, Serialize, Serializer};
 
 use crate::error::{Error, ErrorKind, Result};
+
+mod msgpack;
+
+pub use msgpack::SelfDescribing;
 
 type Config = bincode::config::Configuration<
     bincode::config::LittleEndian,
@@ -27,26 +35,15 @@ fn config() -> Config {
 
 /// Encodes `value` into a new buffer.
 pub(crate) fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>> {
-    bincode::serde::encode_to_vec(value, config()).map_err(|err| {
-        Error::new(
-            ErrorKind::Codec,
-            format!("cannot encode a `{}`", std::any::type_name::<T>()),
-        )
-        .with_source(err)
-    })
+    bincode::serde::encode_to_vec(Strict(value), config())
+        .map_err(|err| failed::<T>("encode", Failure::encoding(err)))
 }
 
 /// Encodes `value` at the end of `buf`.
 pub(crate) fn encode_into<T: Serialize + ?Sized>(value: &T, buf: &mut Vec<u8>) -> Result<()> {
-    bincode::serde::encode_into_std_write(value, buf, config())
+    bincode::serde::encode_into_std_write(Strict(value), buf, config())
         .map(drop)
-        .map_err(|err| {
-            Error::new(
-                ErrorKind::Codec,
-                format!("cannot encode a `{}`", std::any::type_name::<T>()),
-            )
-            .with_source(err)
-        })
+        .map_err(|err| failed::<T>("encode", Failure::encoding(err)))
 }
 
 /// Decodes a whole buffer; trailing bytes are an error.
@@ -71,24 +68,454 @@ pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
         n if n <= GIB_4 => bincode::serde::decode_from_slice(bytes, config().with_limit::<GIB_4>()),
         _ => bincode::serde::decode_from_slice(bytes, config()),
     };
-    let (value, read) = decoded.map_err(|err| {
-        Error::new(
-            ErrorKind::Codec,
-            format!("cannot decode a `{}`", std::any::type_name::<T>()),
-        )
-        .with_source(err)
-    })?;
+    let (value, read) = decoded.map_err(|err| failed::<T>("decode", Failure::decoding(err)))?;
     if read != bytes.len() {
-        return Err(Error::new(
-            ErrorKind::Codec,
-            format!(
-                "cannot decode a `{}`: {} trailing bytes",
-                std::any::type_name::<T>(),
-                bytes.len() - read
-            ),
+        return Err(failed::<T>(
+            "decode",
+            Failure {
+                why: Why::Trailing(bytes.len() - read),
+                source: None,
+            },
         ));
     }
     Ok(value)
+}
+
+/// A serde format for the arguments and results of workers, chosen per worker with
+/// `#[process(codec = "...")]`. Not public API.
+#[doc(hidden)]
+pub trait Format {
+    /// Encodes `value` into a new buffer.
+    fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>>;
+    /// Decodes a whole buffer; trailing bytes are an error.
+    fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T>;
+}
+
+/// bincode, the default (`codec = "bincode"`): compact and fast, not self-describing.
+/// Not public API.
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy)]
+pub struct Compact;
+
+impl Format for Compact {
+    #[inline]
+    fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>> {
+        encode(value)
+    }
+
+    #[inline]
+    fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
+        decode(bytes)
+    }
+}
+
+fn failed<T: ?Sized>(verb: &str, failure: Failure) -> Error {
+    Error::new(
+        ErrorKind::Codec,
+        format!("cannot {verb} a `{}`", std::any::type_name::<T>()),
+    )
+    .with_source(failure)
+}
+
+/// Why a value did not encode or decode: the format's own error, explained where the cause
+/// is known.
+#[derive(Debug)]
+pub(crate) struct Failure {
+    why: Why,
+    source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Why {
+    /// A `Deserialize` asked what comes next (`deserialize_any`, `deserialize_ignored_any`,
+    /// `deserialize_identifier`).
+    NotSelfDescribing,
+    /// A sequence or map without a length up front.
+    LengthUnknown,
+    /// A struct field left out by `skip_serializing_if` (or `SerializeStruct::skip_field`).
+    SkippedField,
+    /// Bytes left after the value.
+    Trailing(usize),
+    /// Anything else: the format's error says it (a custom `Serialize` error, say).
+    Other,
+}
+
+/// The message [`Strict`] fails with when a field is skipped.
+const SKIPPED: &str = "multiproc: a struct field was skipped";
+
+impl Failure {
+    fn encoding(err: bincode::error::EncodeError) -> Failure {
+        use bincode::error::EncodeError;
+        let why = match &err {
+            EncodeError::Serde(bincode::serde::EncodeError::SequenceMustHaveLength) => {
+                Why::LengthUnknown
+            }
+            EncodeError::OtherString(message) if message == SKIPPED => Why::SkippedField,
+            _ => Why::Other,
+        };
+        Failure::new(why, err)
+    }
+
+    fn decoding(err: bincode::error::DecodeError) -> Failure {
+        use bincode::error::DecodeError;
+        use bincode::serde::DecodeError as Serde;
+        let why = match &err {
+            DecodeError::Serde(
+                Serde::AnyNotSupported
+                | Serde::IgnoredAnyNotSupported
+                | Serde::IdentifierNotSupported,
+            ) => Why::NotSelfDescribing,
+            _ => Why::Other,
+        };
+        Failure::new(why, err)
+    }
+
+    /// A failure of another format, whose own error says why.
+    fn other(err: impl std::error::Error + Send + Sync + 'static) -> Failure {
+        Failure::new(Why::Other, err)
+    }
+
+    fn new(why: Why, err: impl std::error::Error + Send + Sync + 'static) -> Failure {
+        Failure {
+            why,
+            source: Some(Box::new(err)),
+        }
+    }
+
+    /// Whether a self-describing format would have carried the value.
+    fn needs_self_describing(&self) -> bool {
+        matches!(
+            self.why,
+            Why::NotSelfDescribing | Why::LengthUnknown | Why::SkippedField
+        )
+    }
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.why, &self.source) {
+            (Why::NotSelfDescribing, _) => f.write_str(
+                "bincode is not self-describing, and the type asks the format what comes next \
+                 (`deserialize_any`), as `serde_json::Value`, untagged and internally tagged \
+                 enums and `#[serde(flatten)]` do",
+            ),
+            (Why::LengthUnknown, _) => f.write_str(
+                "bincode writes the length of every sequence and map first, and the type \
+                 serializes one whose length is not known in advance, as \
+                 `#[serde(flatten)]` does",
+            ),
+            (Why::SkippedField, _) => f.write_str(
+                "bincode writes no field names, and the type skipped a struct field \
+                 (`#[serde(skip_serializing_if = ...)]`), so the next field would be read in \
+                 its place",
+            ),
+            (Why::Trailing(n), _) => write!(f, "{n} trailing bytes"),
+            (Why::Other, Some(source)) => fmt::Display::fmt(source, f),
+            (Why::Other, None) => f.write_str("the format failed"),
+        }
+    }
+}
+
+impl std::error::Error for Failure {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self.why {
+            // The message says it all; the format's own error is reached below it.
+            Why::Other => self.source.as_deref()?.source(),
+            _ => self
+                .source
+                .as_deref()
+                .map(|s| s as &(dyn std::error::Error + 'static)),
+        }
+    }
+}
+
+/// An encoding or decoding error of a worker's arguments or result, told about the worker:
+/// `what` says which ("cannot decode the arguments of worker `app::f`, a `app::Shape`"), the
+/// rest says why, and a hint follows when a self-describing codec would carry the type.
+/// Errors that did not come from a format (a missing byte block, say) keep their message.
+pub(crate) fn explain(mut err: Error, what: fmt::Arguments<'_>) -> Error {
+    match err.take_source().map(|source| source.downcast::<Failure>()) {
+        Some(Ok(failure)) if failure.needs_self_describing() => Error::new(
+            ErrorKind::Codec,
+            format!(
+                "{what}: {failure}; give the worker `#[process(codec = \"msgpack\")]`, a \
+                 self-describing encoding that carries such types"
+            ),
+        ),
+        // "{what}: {the format's error}", the format's error below.
+        Some(Ok(failure)) => Error::new(ErrorKind::Codec, what.to_string()).with_source(*failure),
+        Some(Err(source)) => Error::new(ErrorKind::Codec, format!("{what}: {}", err.message()))
+            .with_boxed_source(source),
+        None => Error::new(ErrorKind::Codec, format!("{what}: {}", err.message())),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// A serializer that refuses to skip fields
+
+/// `value`, serialized through [`StrictSerializer`].
+struct Strict<'a, T: ?Sized>(&'a T);
+
+impl<T: Serialize + ?Sized> Serialize for Strict<'_, T> {
+    #[inline]
+    fn serialize<S: Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
+        self.0.serialize(StrictSerializer(serializer))
+    }
+}
+
+/// Passes everything on to the serializer it wraps, except a skipped struct field, which is an
+/// error: a format without field names (bincode) would otherwise decode the next field in its
+/// place, silently when the bytes happen to fit.
+struct StrictSerializer<S>(S);
+
+/// A compound serializer (sequence, tuple, map, struct ...) whose elements are [`Strict`].
+struct StrictCompound<C>(C);
+
+macro_rules! forward {
+    ($($method:ident($($arg:ident: $ty:ty),*);)*) => {$(
+        #[inline]
+        fn $method(self, $($arg: $ty),*) -> std::result::Result<S::Ok, S::Error> {
+            self.0.$method($($arg),*)
+        }
+    )*};
+}
+
+impl<S: Serializer> Serializer for StrictSerializer<S> {
+    type Ok = S::Ok;
+    type Error = S::Error;
+    type SerializeSeq = StrictCompound<S::SerializeSeq>;
+    type SerializeTuple = StrictCompound<S::SerializeTuple>;
+    type SerializeTupleStruct = StrictCompound<S::SerializeTupleStruct>;
+    type SerializeTupleVariant = StrictCompound<S::SerializeTupleVariant>;
+    type SerializeMap = StrictCompound<S::SerializeMap>;
+    type SerializeStruct = StrictCompound<S::SerializeStruct>;
+    type SerializeStructVariant = StrictCompound<S::SerializeStructVariant>;
+
+    forward! {
+        serialize_bool(v: bool);
+        serialize_i8(v: i8);
+        serialize_i16(v: i16);
+        serialize_i32(v: i32);
+        serialize_i64(v: i64);
+        serialize_i128(v: i128);
+        serialize_u8(v: u8);
+        serialize_u16(v: u16);
+        serialize_u32(v: u32);
+        serialize_u64(v: u64);
+        serialize_u128(v: u128);
+        serialize_f32(v: f32);
+        serialize_f64(v: f64);
+        serialize_char(v: char);
+        serialize_str(v: &str);
+        serialize_bytes(v: &[u8]);
+        serialize_none();
+        serialize_unit();
+        serialize_unit_struct(name: &'static str);
+        serialize_unit_variant(name: &'static str, index: u32, variant: &'static str);
+    }
+
+    #[inline]
+    fn serialize_some<T: Serialize + ?Sized>(
+        self,
+        value: &T,
+    ) -> std::result::Result<S::Ok, S::Error> {
+        self.0.serialize_some(&Strict(value))
+    }
+
+    #[inline]
+    fn serialize_newtype_struct<T: Serialize + ?Sized>(
+        self,
+        name: &'static str,
+        value: &T,
+    ) -> std::result::Result<S::Ok, S::Error> {
+        self.0.serialize_newtype_struct(name, &Strict(value))
+    }
+
+    #[inline]
+    fn serialize_newtype_variant<T: Serialize + ?Sized>(
+        self,
+        name: &'static str,
+        index: u32,
+        variant: &'static str,
+        value: &T,
+    ) -> std::result::Result<S::Ok, S::Error> {
+        self.0
+            .serialize_newtype_variant(name, index, variant, &Strict(value))
+    }
+
+    #[inline]
+    fn serialize_seq(
+        self,
+        len: Option<usize>,
+    ) -> std::result::Result<Self::SerializeSeq, S::Error> {
+        self.0.serialize_seq(len).map(StrictCompound)
+    }
+
+    #[inline]
+    fn serialize_tuple(self, len: usize) -> std::result::Result<Self::SerializeTuple, S::Error> {
+        self.0.serialize_tuple(len).map(StrictCompound)
+    }
+
+    #[inline]
+    fn serialize_tuple_struct(
+        self,
+        name: &'static str,
+        len: usize,
+    ) -> std::result::Result<Self::SerializeTupleStruct, S::Error> {
+        self.0.serialize_tuple_struct(name, len).map(StrictCompound)
+    }
+
+    #[inline]
+    fn serialize_tuple_variant(
+        self,
+        name: &'static str,
+        index: u32,
+        variant: &'static str,
+        len: usize,
+    ) -> std::result::Result<Self::SerializeTupleVariant, S::Error> {
+        self.0
+            .serialize_tuple_variant(name, index, variant, len)
+            .map(StrictCompound)
+    }
+
+    #[inline]
+    fn serialize_map(
+        self,
+        len: Option<usize>,
+    ) -> std::result::Result<Self::SerializeMap, S::Error> {
+        self.0.serialize_map(len).map(StrictCompound)
+    }
+
+    #[inline]
+    fn serialize_struct(
+        self,
+        name: &'static str,
+        len: usize,
+    ) -> std::result::Result<Self::SerializeStruct, S::Error> {
+        self.0.serialize_struct(name, len).map(StrictCompound)
+    }
+
+    #[inline]
+    fn serialize_struct_variant(
+        self,
+        name: &'static str,
+        index: u32,
+        variant: &'static str,
+        len: usize,
+    ) -> std::result::Result<Self::SerializeStructVariant, S::Error> {
+        self.0
+            .serialize_struct_variant(name, index, variant, len)
+            .map(StrictCompound)
+    }
+
+    #[inline]
+    fn is_human_readable(&self) -> bool {
+        self.0.is_human_readable()
+    }
+}
+
+macro_rules! strict_compound {
+    ($($trait:ident { $($method:ident($($arg:ident: $ty:ty),*);)* })*) => {$(
+        impl<C: ser::$trait> ser::$trait for StrictCompound<C> {
+            type Ok = C::Ok;
+            type Error = C::Error;
+
+            $(
+                #[inline]
+                fn $method<T: Serialize + ?Sized>(
+                    &mut self,
+                    $($arg: $ty,)*
+                    value: &T,
+                ) -> std::result::Result<(), C::Error> {
+                    self.0.$method($($arg,)* &Strict(value))
+                }
+            )*
+
+            #[inline]
+            fn end(self) -> std::result::Result<C::Ok, C::Error> {
+                self.0.end()
+            }
+        }
+    )*};
+}
+
+strict_compound! {
+    SerializeSeq { serialize_element(); }
+    SerializeTuple { serialize_element(); }
+    SerializeTupleStruct { serialize_field(); }
+    SerializeTupleVariant { serialize_field(); }
+}
+
+impl<C: ser::SerializeStruct> ser::SerializeStruct for StrictCompound<C> {
+    type Ok = C::Ok;
+    type Error = C::Error;
+
+    #[inline]
+    fn serialize_field<T: Serialize + ?Sized>(
+        &mut self,
+        key: &'static str,
+        value: &T,
+    ) -> std::result::Result<(), C::Error> {
+        self.0.serialize_field(key, &Strict(value))
+    }
+
+    fn skip_field(&mut self, _key: &'static str) -> std::result::Result<(), C::Error> {
+        Err(ser::Error::custom(SKIPPED))
+    }
+
+    #[inline]
+    fn end(self) -> std::result::Result<C::Ok, C::Error> {
+        self.0.end()
+    }
+}
+
+impl<C: ser::SerializeMap> ser::SerializeMap for StrictCompound<C> {
+    type Ok = C::Ok;
+    type Error = C::Error;
+
+    #[inline]
+    fn serialize_key<T: Serialize + ?Sized>(
+        &mut self,
+        key: &T,
+    ) -> std::result::Result<(), C::Error> {
+        self.0.serialize_key(&Strict(key))
+    }
+
+    #[inline]
+    fn serialize_value<T: Serialize + ?Sized>(
+        &mut self,
+        value: &T,
+    ) -> std::result::Result<(), C::Error> {
+        self.0.serialize_value(&Strict(value))
+    }
+
+    #[inline]
+    fn end(self) -> std::result::Result<C::Ok, C::Error> {
+        self.0.end()
+    }
+}
+
+impl<C: ser::SerializeStructVariant> ser::SerializeStructVariant for StrictCompound<C> {
+    type Ok = C::Ok;
+    type Error = C::Error;
+
+    #[inline]
+    fn serialize_field<T: Serialize + ?Sized>(
+        &mut self,
+        key: &'static str,
+        value: &T,
+    ) -> std::result::Result<(), C::Error> {
+        self.0.serialize_field(key, &Strict(value))
+    }
+
+    fn skip_field(&mut self, _key: &'static str) -> std::result::Result<(), C::Error> {
+        Err(ser::Error::custom(SKIPPED))
+    }
+
+    #[inline]
+    fn end(self) -> std::result::Result<C::Ok, C::Error> {
+        self.0.end()
+    }
 }
 
 #[cfg(test)]
@@ -108,6 +535,68 @@ mod tests {
         assert_eq!(err.kind(), ErrorKind::Codec);
         let err = decode::<u8>(&[1, 2]).unwrap_err();
         assert!(err.to_string().contains("trailing"));
+    }
+
+    #[test]
+    fn a_skipped_field_or_an_unknown_length_is_an_error_that_says_so() {
+        #[derive(serde::Serialize)]
+        struct Sparse {
+            a: u8,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            b: Option<u8>,
+            c: u8,
+        }
+        // Nested: the check reaches fields inside sequences and options.
+        let err = encode(&vec![Some(Sparse {
+            a: 1,
+            b: None,
+            c: 2,
+        })])
+        .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Codec);
+        assert!(err.to_string().contains("skip_serializing_if"), "{err}");
+        let failure = std::error::Error::source(&err).unwrap();
+        assert!(failure
+            .downcast_ref::<Failure>()
+            .unwrap()
+            .needs_self_describing());
+        // A field that is not skipped encodes as before.
+        let full = Sparse {
+            a: 1,
+            b: Some(3),
+            c: 2,
+        };
+        assert_eq!(encode(&full).unwrap(), [1, 1, 3, 2]);
+
+        struct Unsized;
+        impl Serialize for Unsized {
+            fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+                s.collect_seq((0..3u8).filter(|_| true))
+            }
+        }
+        let err = encode(&Unsized).unwrap_err();
+        assert!(err.to_string().contains("not known in advance"), "{err}");
+
+        // Explained for a worker: its name and type, why, the hint; no chunk's `Vec`.
+        let err = explain(
+            err,
+            format_args!("cannot encode the result of worker `w`, a `T`"),
+        );
+        let text = err.to_string();
+        assert!(
+            text.starts_with(
+                "cannot encode the result of worker `w`, a `T`: bincode writes the length"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("codec = \"msgpack\""), "{text}");
+        // Any other error keeps its own words, without the hint.
+        let err = explain(
+            decode::<String>(&[200, 1, 2]).unwrap_err(),
+            format_args!("cannot decode the arguments of worker `w`, a `String`"),
+        );
+        assert!(!err.to_string().contains("msgpack"), "{err}");
+        assert!(!err.to_string().contains("a `alloc"), "{err}");
     }
 
     #[test]

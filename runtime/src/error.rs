@@ -128,6 +128,22 @@ impl Error {
         self
     }
 
+    /// Attaches a cause already boxed.
+    pub(crate) fn with_boxed_source(
+        mut self,
+        source: Box<dyn std::error::Error + Send + Sync + 'static>,
+    ) -> Self {
+        self.source = Some(source);
+        self
+    }
+
+    /// Takes the cause out, to attach it to an error that explains this one.
+    pub(crate) fn take_source(
+        &mut self,
+    ) -> Option<Box<dyn std::error::Error + Send + Sync + 'static>> {
+        self.source.take()
+    }
+
     /// An error that carries a remote panic.
     pub(crate) fn panicked(panic: RemotePanic) -> Self {
         Error {

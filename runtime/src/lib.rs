@@ -2,6 +2,18 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 
+// Everything below rests on Linux: children are watched and killed through pidfds
+// (`pidfd_open`, `pidfd_send_signal`), sealed memory files are `memfd_create`, descriptors
+// travel with `SCM_RIGHTS` over Unix sockets, and the fork start method and the fork server
+// rely on Linux's `fork` semantics. Say so once, instead of a page of errors.
+#[cfg(not(target_os = "linux"))]
+compile_error!(
+    "multiproc is Linux-only: it watches and kills child processes through pidfds \
+     (pidfd_open, pidfd_send_signal), hands data over in sealed memfd_create files, passes \
+     descriptors with SCM_RIGHTS over Unix sockets, and relies on Linux's fork \
+     semantics for the fork start method and the fork server; this target is not Linux"
+);
+
 mod carrier;
 mod channel;
 mod child;
@@ -49,6 +61,7 @@ pub use sync::{
 #[doc(hidden)]
 pub mod __private {
     pub use crate::carrier::{Bytes, Held, Packed, Plain, Raw};
+    pub use crate::codec::{Compact, SelfDescribing};
     pub use crate::registry::sealed::{SealedRunnable, SealedTarget};
     pub use crate::registry::Entry;
     pub use inventory;

@@ -95,11 +95,7 @@ impl Process {
     ///
     /// The arguments are encoded now; an argument that cannot be encoded makes `start` fail.
     pub fn new<T: Target>(_target: T, args: T::Args) -> Process {
-        Process::build(
-            "Process",
-            T::NAME,
-            carrier::encode_one::<T::Args, T::ArgsCarrier>(args),
-        )
+        Process::build("Process", T::NAME, carrier::encode_args::<T>(args))
     }
 
     fn build(type_name: &'static str, entry: &'static str, payload: Result<Encoded>) -> Process {

@@ -169,14 +169,23 @@ impl Entry {
 /// Pool tasks: decodes a chunk (a sequence of arguments), calls the function on each, encodes
 /// the sequence of results.
 fn run_chunk<T: Target>(payload: &[u8], blocks: Vec<Vec<u8>>) -> Result<Encoded> {
-    let args = T::ArgsCarrier::decode(payload, blocks)?;
+    let args = carrier::decode_args_chunk::<T>(payload, blocks)?;
     let results: Vec<T::Output> = args.into_iter().map(T::call).collect();
-    carrier::encode_chunk::<T::Output, T::OutputCarrier>(results)
+    carrier::encode_outputs::<T>(results)
 }
 
 fn run_target<T: Target>(payload: &[u8]) -> Result<Encoded> {
-    let args = carrier::decode_one::<T::Args, T::ArgsCarrier>(payload)?;
-    carrier::encode_one::<T::Output, T::OutputCarrier>(T::call(args))
+    let args = carrier::decode_args::<T>(payload)?;
+    carrier::encode_output::<T>(T::call(args))
+}
+
+/// What the carriers need to know of a worker, for errors that name it and its types.
+impl<T: Target> carrier::Worker for T {
+    const NAME: &'static str = T::NAME;
+    type Args = T::Args;
+    type Output = T::Output;
+    type ArgsCarrier = T::ArgsCarrier;
+    type OutputCarrier = T::OutputCarrier;
 }
 
 fn run_runnable<R: Runnable>(payload: &[u8]) -> Result<Encoded> {

@@ -103,7 +103,7 @@ impl PoolBuilder {
     /// fails with [`ErrorKind::InitializerFailed`] (CPython respawns workers forever,
     /// gh-87472).
     pub fn initializer<F: Target>(mut self, _function: F, args: F::Args) -> Self {
-        let encoded = carrier::encode_one::<F::Args, F::ArgsCarrier>(args);
+        let encoded = carrier::encode_args::<F>(args);
         self.initializer = Some((F::NAME, encoded.map_err(|e| e.to_string())));
         self
     }
@@ -238,7 +238,7 @@ impl Pool {
 
     /// One task on a borrowed worker, waited for by this thread.
     fn apply_on<F: Target>(&self, link: &Link, _function: F, args: F::Args) -> Result<F::Output> {
-        let payload = carrier::encode_chunk::<F::Args, F::ArgsCarrier>(vec![args])?;
+        let payload = carrier::encode_args_chunk::<F>(vec![args])?;
         let header = TaskHeader {
             job: u64::MAX,
             chunk: 0,
@@ -359,7 +359,7 @@ impl Pool {
         }
         // User code (a `Deserialize`) may panic: that fails this call, as on the driver thread.
         let decoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            carrier::decode_chunk::<F::Output, F::OutputCarrier>(result)
+            carrier::decode_outputs::<F>(result)
         }))
         .unwrap_or_else(|payload| {
             Err(Error::new(
@@ -377,14 +377,14 @@ impl Pool {
 
     /// Runs `function(args)` in a worker; the result comes later.
     pub fn apply_async<F: Target>(&self, _function: F, args: F::Args) -> AsyncResult<F::Output> {
-        let payload = match carrier::encode_chunk::<F::Args, F::ArgsCarrier>(vec![args]) {
+        let payload = match carrier::encode_args_chunk::<F>(vec![args]) {
             Ok(payload) => payload,
             Err(err) => return AsyncResult::failed(err),
         };
         let slot = Slot::new();
         let sink = Box::new(ApplySink {
             slot: slot.clone(),
-            decode: carrier::decode_chunk::<F::Output, F::OutputCarrier>,
+            decode: carrier::decode_outputs::<F>,
         });
         let task = |job| {
             vec![Task {
@@ -498,28 +498,24 @@ impl Pool {
             return self.result(slot);
         }
         let chunks = items.len().div_ceil(chunksize);
-        let decode = carrier::decode_chunk_into::<F::Output, F::OutputCarrier>;
+        let decode = carrier::decode_outputs_into::<F>;
         let sink = Box::new(MapSink::new(slot.clone(), chunks, items.len(), decode));
         let Ok(job) = self.shared.submit(sink, |_| Vec::new(), false) else {
             return self.result(slot);
         };
         // Chunks are queued as they are encoded, so the workers start on the first at once.
         // The job is registered: a closed pool still runs it to the end.
-        let pushed = carrier::encode_chunks::<F::Args, F::ArgsCarrier>(
-            items,
-            chunksize,
-            |index, payload| {
-                self.shared.push(
+        let pushed = carrier::encode_args_chunks::<F>(items, chunksize, |index, payload| {
+            self.shared.push(
+                job,
+                [Task {
                     job,
-                    [Task {
-                        job,
-                        chunk: index,
-                        entry: F::NAME,
-                        payload,
-                    }],
-                )
-            },
-        );
+                    chunk: index,
+                    entry: F::NAME,
+                    payload,
+                }],
+            )
+        });
         if let Err(err) = pushed {
             self.shared.forget(job);
             let mut sink = MapSink::<F::Output>::new(slot.clone(), 1, 0, decode);
@@ -647,7 +643,7 @@ impl<'p, F: Target, I: Iterator<Item = F::Args>> Imap<'p, F, I> {
         let state = ImapState::new();
         let sink = Box::new(ImapSink {
             state: state.clone(),
-            decode: carrier::decode_chunk::<F::Output, F::OutputCarrier>,
+            decode: carrier::decode_outputs::<F>,
         });
         let (job, refused) = match pool.shared.submit(sink, |_| Vec::new(), true) {
             Ok(job) => (Some(job), None),
@@ -707,7 +703,7 @@ impl<'p, F: Target, I: Iterator<Item = F::Args>> Imap<'p, F, I> {
             }
             let index = self.submitted();
             let size = chunk.len() as u32;
-            let payload = carrier::encode_chunk::<F::Args, F::ArgsCarrier>(chunk)?;
+            let payload = carrier::encode_args_chunk::<F>(chunk)?;
             let task = Task {
                 job,
                 chunk: index,

@@ -94,7 +94,7 @@ impl Preload {
     /// The arguments are encoded now; they cannot carry descriptors (a `Queue`, a `Lock`, a
     /// `SharedMemory` ...): [`set_forkserver_preload`] refuses those.
     pub fn new<F: Target>(_function: F, args: F::Args) -> Preload {
-        let call = match carrier::encode_one::<F::Args, F::ArgsCarrier>(args) {
+        let call = match carrier::encode_args::<F>(args) {
             Ok(encoded) if encoded.fds.is_empty() => Ok(PreloadCall {
                 entry: F::NAME.to_string(),
                 payload: encoded.bytes,

@@ -167,10 +167,7 @@ impl BarrierBuilder {
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn action<F: Target>(mut self, _action: F, args: F::Args) -> Self {
-        self.action = Some((
-            F::NAME,
-            crate::carrier::encode_one::<F::Args, F::ArgsCarrier>(args),
-        ));
+        self.action = Some((F::NAME, crate::carrier::encode_args::<F>(args)));
         self
     }
 

@@ -1,0 +1,412 @@
+//! Serde shapes that bincode cannot carry (`serde_json::Value`, `#[serde(flatten)]`, untagged
+//! enums, `skip_serializing_if`): with the default codec, an error that names the worker and the
+//! user's type and says why, with a hint at the self-describing codec; with
+//! `#[process(codec = "msgpack")]`, the same shapes carried both ways, by `Process`, every way
+//! of `Pool` and its initializer. Each under every start method.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+use common::{each_method, finish_with, Outcome};
+use multiproc::{process, ErrorKind, Pool, Process, StartMethod};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Inner {
+    x: u32,
+    label: String,
+}
+
+/// A struct with a flattened field: serialized as a map of unknown length.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Flat {
+    id: u64,
+    #[serde(flatten)]
+    inner: Inner,
+    #[serde(flatten)]
+    extra: BTreeMap<String, i64>,
+}
+
+/// An untagged enum: decoded by asking the format what comes next.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Loose {
+    Number(i64),
+    Text(String),
+    Pair { a: u8, b: Vec<u16> },
+}
+
+/// A struct whose fields may be left out.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Sparse {
+    a: u32,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    note: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    tags: Vec<u8>,
+    b: u64,
+}
+
+fn flat() -> Flat {
+    Flat {
+        id: 7,
+        inner: Inner {
+            x: 3,
+            label: "three".into(),
+        },
+        extra: [("k".to_string(), -5)].into(),
+    }
+}
+
+fn sparse() -> Sparse {
+    Sparse {
+        a: 1,
+        note: None,
+        tags: Vec::new(),
+        b: 1 << 40,
+    }
+}
+
+fn document() -> Value {
+    json!({"name": "multiproc", "n": [1, -2, 3.5, u64::MAX, null, true], "nested": {"k": "v"}})
+}
+
+// ---------------------------------------------------------------------------------------------
+// With the default codec (bincode): the errors
+
+#[process]
+fn json_keys(v: Value) -> usize {
+    v.as_object().map_or(0, |o| o.len())
+}
+
+#[process]
+fn flat_id(f: Flat) -> u64 {
+    f.id
+}
+
+#[process]
+fn loose_number(l: Loose) -> i64 {
+    match l {
+        Loose::Number(n) => n,
+        _ => -1,
+    }
+}
+
+#[process]
+fn sparse_b(s: Sparse) -> u64 {
+    s.b
+}
+
+#[process]
+fn make_document(n: u64) -> Value {
+    json!({ "n": n })
+}
+
+#[process]
+fn make_flat(n: u64) -> Flat {
+    Flat { id: n, ..flat() }
+}
+
+/// What every such error says: the kind, the worker, the type, why, and the way out.
+fn check_error(err: &multiproc::Error, worker: &str, ty: &str, why: &str) -> Outcome {
+    let text = err.to_string();
+    check_eq!(err.kind(), ErrorKind::Codec);
+    check!(
+        text.contains(&format!("worker `{worker}`")),
+        "no worker in: {text}"
+    );
+    check!(text.contains(&format!("a `{ty}`")), "no type in: {text}");
+    check!(text.contains(why), "no `{why}` in: {text}");
+    check!(
+        text.contains("#[process(codec = \"msgpack\")]"),
+        "no hint in: {text}"
+    );
+    check!(!text.contains("Vec<"), "names the chunk's `Vec`: {text}");
+    Ok(())
+}
+
+const NOT_SELF_DESCRIBING: &str = "not self-describing";
+const LENGTH_UNKNOWN: &str = "not known in advance";
+const SKIPPED: &str = "skip_serializing_if";
+
+fn errors_with_the_pool(m: StartMethod) -> Outcome {
+    let pool = Pool::builder().processes(1).start_method(m).build()?;
+    let value = std::any::type_name::<Value>();
+    // Decoded in the worker: the arguments do not decode there.
+    let err = pool.apply(json_keys, document()).unwrap_err();
+    check_error(&err, "codec::json_keys", value, NOT_SELF_DESCRIBING)?;
+    check!(
+        err.to_string().contains("cannot decode the arguments"),
+        "{err}"
+    );
+    let err = pool
+        .map(
+            loose_number,
+            vec![Loose::Number(1), Loose::Text("x".into())],
+        )
+        .unwrap_err();
+    check_error(
+        &err,
+        "codec::loose_number",
+        "codec::Loose",
+        NOT_SELF_DESCRIBING,
+    )?;
+    // Encoded here: refused before anything is sent.
+    let err = pool.apply(flat_id, flat()).unwrap_err();
+    check_error(&err, "codec::flat_id", "codec::Flat", LENGTH_UNKNOWN)?;
+    check!(
+        err.to_string().contains("cannot encode the arguments"),
+        "{err}"
+    );
+    let err = pool.map(sparse_b, vec![sparse(); 3]).unwrap_err();
+    check_error(&err, "codec::sparse_b", "codec::Sparse", SKIPPED)?;
+    let err = pool
+        .imap(flat_id, vec![flat()])
+        .next()
+        .ok_or("imap gave nothing")?
+        .unwrap_err();
+    check_error(&err, "codec::flat_id", "codec::Flat", LENGTH_UNKNOWN)?;
+    // A result that does not decode here.
+    let err = pool.apply(make_document, 3).unwrap_err();
+    check_error(&err, "codec::make_document", value, NOT_SELF_DESCRIBING)?;
+    check!(
+        err.to_string().contains("cannot decode the result"),
+        "{err}"
+    );
+    // A result that does not encode in the worker.
+    let err = pool.apply(make_flat, 2).unwrap_err();
+    check_error(&err, "codec::make_flat", "codec::Flat", LENGTH_UNKNOWN)?;
+    check!(
+        err.to_string().contains("cannot encode the result"),
+        "{err}"
+    );
+    // A field that is not skipped encodes: the same type works when it has every field.
+    let full = Sparse {
+        note: Some("n".into()),
+        tags: vec![1],
+        ..sparse()
+    };
+    check_eq!(pool.apply(sparse_b, full)?, 1 << 40);
+    // An initializer whose arguments cannot be encoded: the pool says so.
+    let err = Pool::builder()
+        .processes(1)
+        .start_method(m)
+        .initializer(flat_id, flat())
+        .build()
+        .map(|_| ())
+        .unwrap_err();
+    check!(err.to_string().contains("codec::Flat"), "{err}");
+    Ok(())
+}
+
+fn errors_with_a_process(m: StartMethod) -> Outcome {
+    // Decoded in the child: it fails there, and `error()` says why.
+    for (p, worker, ty) in [
+        (
+            Process::new(json_keys, document()),
+            "codec::json_keys",
+            std::any::type_name::<Value>(),
+        ),
+        (
+            Process::new(loose_number, Loose::Pair { a: 1, b: vec![2] }),
+            "codec::loose_number",
+            "codec::Loose",
+        ),
+    ] {
+        let p = p.with_start_method(m);
+        p.start()?;
+        finish_with(&p, 1)?;
+        let err = p.error().ok_or("no error")?;
+        check_error(&err, worker, ty, NOT_SELF_DESCRIBING)?;
+    }
+    // Encoded here: `start` fails.
+    for (p, worker, ty, why) in [
+        (
+            Process::new(flat_id, flat()),
+            "codec::flat_id",
+            "codec::Flat",
+            LENGTH_UNKNOWN,
+        ),
+        (
+            Process::new(sparse_b, sparse()),
+            "codec::sparse_b",
+            "codec::Sparse",
+            SKIPPED,
+        ),
+    ] {
+        let err = p.with_start_method(m).start().unwrap_err();
+        check_error(&err, worker, ty, why)?;
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// With `codec = "msgpack"`: the same shapes, carried
+
+#[process(codec = "msgpack")]
+fn json_echo(v: Value) -> Value {
+    json!({ "got": v })
+}
+
+#[process(codec = "msgpack")]
+fn flat_next(f: Flat) -> Flat {
+    Flat { id: f.id + 1, ..f }
+}
+
+/// Two arguments: `starmap` over pairs.
+#[process(codec = "msgpack")]
+fn loose_times(l: Loose, n: u8) -> Loose {
+    match l {
+        Loose::Number(k) => Loose::Number(k * i64::from(n)),
+        Loose::Text(t) => Loose::Text(t.repeat(usize::from(n))),
+        Loose::Pair { a, b } => Loose::Pair { a: a * n, b },
+    }
+}
+
+/// A skipped field stays skipped on the way back.
+#[process(codec = "msgpack")]
+fn sparse_next(s: Sparse) -> Sparse {
+    Sparse { b: s.b + 1, ..s }
+}
+
+/// What the initializer of this worker received.
+static REMEMBERED: Mutex<Option<(Value, Flat)>> = Mutex::new(None);
+
+#[process(codec = "msgpack")]
+fn remember(v: Value, f: Flat) {
+    *REMEMBERED.lock().unwrap_or_else(|e| e.into_inner()) = Some((v, f));
+}
+
+#[process(codec = "msgpack")]
+fn remembered() -> Option<(Value, Flat)> {
+    REMEMBERED.lock().unwrap_or_else(|e| e.into_inner()).clone()
+}
+
+/// In a `Process`: every shape arrives as it was sent (a mismatch panics, and the join says so).
+#[process(codec = "msgpack")]
+fn arrives_intact(v: Value, f: Flat, l: Vec<Loose>, s: Sparse) {
+    assert_eq!(v, document());
+    assert_eq!(f, flat());
+    assert_eq!(l, loose_values());
+    assert_eq!(s, sparse());
+}
+
+fn loose_values() -> Vec<Loose> {
+    vec![
+        Loose::Number(-3),
+        Loose::Text("ab".into()),
+        Loose::Pair {
+            a: 2,
+            b: vec![1, 300],
+        },
+    ]
+}
+
+fn carried_by_the_pool(m: StartMethod) -> Outcome {
+    let pool = Pool::builder()
+        .processes(2)
+        .start_method(m)
+        .initializer(remember, (document(), flat()))
+        .build()?;
+    check_eq!(
+        pool.apply(json_echo, document())?,
+        json!({ "got": document() })
+    );
+    let flats: Vec<Flat> = (0..20).map(|i| Flat { id: i, ..flat() }).collect();
+    let next: Vec<Flat> = flats
+        .iter()
+        .map(|f| Flat {
+            id: f.id + 1,
+            ..f.clone()
+        })
+        .collect();
+    check_eq!(pool.map(flat_next, flats.clone())?, next);
+    check_eq!(pool.map_chunked(flat_next, flats.clone(), 7)?, next);
+    let pairs: Vec<(Loose, u8)> = loose_values().into_iter().map(|l| (l, 3)).collect();
+    check_eq!(
+        pool.starmap(loose_times, pairs)?,
+        vec![
+            Loose::Number(-9),
+            Loose::Text("ababab".into()),
+            Loose::Pair {
+                a: 6,
+                b: vec![1, 300]
+            },
+        ]
+    );
+    let sparse_in = vec![
+        sparse(),
+        Sparse {
+            note: Some("n".into()),
+            tags: vec![1, 2],
+            ..sparse()
+        },
+    ];
+    let sparse_out: Vec<Sparse> = pool
+        .imap(sparse_next, sparse_in.clone())
+        .collect::<Result<_, _>>()?;
+    check_eq!(sparse_out.len(), 2);
+    for (out, sent) in sparse_out.iter().zip(&sparse_in) {
+        check_eq!(
+            out,
+            &Sparse {
+                b: sent.b + 1,
+                ..sent.clone()
+            }
+        );
+    }
+    let unordered: Vec<Flat> = pool
+        .imap_unordered(flat_next, flats.clone())
+        .chunksize(3)
+        .collect::<Result<_, _>>()?;
+    check_eq!(unordered.len(), next.len());
+    for f in &next {
+        check!(unordered.contains(f), "{f:?} missing");
+    }
+    check_eq!(
+        pool.apply_async(json_echo, json!(null)).get()?,
+        json!({ "got": null })
+    );
+    // The initializer's arguments, through the same codec, in every worker.
+    for _ in 0..4 {
+        check_eq!(pool.apply(remembered, ())?, Some((document(), flat())));
+    }
+    Ok(())
+}
+
+fn carried_by_a_process(m: StartMethod) -> Outcome {
+    let p = Process::new(
+        arrives_intact,
+        (document(), flat(), loose_values(), sparse()),
+    )
+    .with_start_method(m);
+    p.start()?;
+    finish_with(&p, 0)?;
+    // A wrong value is seen as wrong: the check in the child can fail.
+    let p = Process::new(arrives_intact, (json!(1), flat(), loose_values(), sparse()))
+        .with_start_method(m);
+    p.start()?;
+    finish_with(&p, 1)?;
+    check_eq!(p.error().map(|e| e.kind()), Some(ErrorKind::Panicked));
+    Ok(())
+}
+
+fn main() {
+    multiproc::init();
+    let mut trials = Vec::new();
+    for (name, test) in [
+        (
+            "errors_with_the_pool",
+            errors_with_the_pool as fn(StartMethod) -> Outcome,
+        ),
+        ("errors_with_a_process", errors_with_a_process),
+        ("carried_by_the_pool", carried_by_the_pool),
+        ("carried_by_a_process", carried_by_a_process),
+    ] {
+        trials.extend(each_method(name, test));
+    }
+    common::run(trials);
+}
