@@ -13,7 +13,7 @@ mod worker;
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 pub use result::AsyncResult;
 
@@ -72,6 +72,7 @@ pub struct PoolBuilder {
     initializer: Option<(&'static str, std::result::Result<Encoded, String>)>,
     maxtasksperchild: Option<u64>,
     task_timeout: Option<Duration>,
+    start_retry_limit: Option<Duration>,
 }
 
 impl PoolBuilder {
@@ -114,6 +115,20 @@ impl PoolBuilder {
     /// worker that stops in the middle of receiving its arguments or sending its result.
     pub fn task_timeout(mut self, timeout: Duration) -> Self {
         self.task_timeout = Some(timeout);
+        self
+    }
+
+    /// How long the pool goes on trying to start workers while it has none, before the tasks
+    /// that wait for one fail; default 30 seconds.
+    ///
+    /// A worker that cannot be started (out of descriptors or processes for a moment, a fork
+    /// server that does not answer) is tried again, after a wait that doubles from 20 ms up
+    /// to 1 s, while tasks wait. Only when no worker runs and none could be started for this
+    /// long do the waiting tasks fail, with the last start's error; the pool keeps trying, and
+    /// serves again once a worker starts. (The workers of [`build`](Self::build) are started
+    /// at once: their failure is `build`'s.)
+    pub fn start_retry_limit(mut self, limit: Duration) -> Self {
+        self.start_retry_limit = Some(limit);
         self
     }
 
@@ -164,21 +179,12 @@ impl PoolBuilder {
             init_fds,
             processes,
             self.task_timeout,
+            self.start_retry_limit.unwrap_or(driver::START_RETRY_LIMIT),
         )?;
         // The driver counts itself as one of the library's fork-safe threads, and `build`
-        // returns only once it has: a fork right after must not take it for a thread of the
-        // user's, nor may a thread of the user's pass for it before it exists.
-        let (counted, is_counted) = std::sync::mpsc::sync_channel::<()>(1);
-        let handle = std::thread::Builder::new()
-            .name("multiproc-pool".into())
-            .spawn(move || {
-                let _fork_safe = crate::start::fork::fork_safe_thread();
-                let _ = counted.send(());
-                driver.run()
-            })
+        // returns only once it has.
+        let handle = driver::spawn_counted("multiproc-pool", move || driver.run())
             .map_err(|err| Error::io("cannot start the pool's driver thread", err))?;
-        // An error only if the thread ended without counting itself (it could not).
-        let _ = is_counted.recv();
         Ok(Pool {
             shared,
             driver: Mutex::new(Some(handle)),
@@ -202,6 +208,7 @@ impl Pool {
             initializer: None,
             maxtasksperchild: None,
             task_timeout: None,
+            start_retry_limit: None,
         }
     }
 
@@ -235,6 +242,7 @@ impl Pool {
         let header = TaskHeader {
             job: u64::MAX,
             chunk: 0,
+            ticket: self.shared.ticket(),
             entry: F::NAME.to_string(),
         };
         let died = |what: &str| {
@@ -250,6 +258,22 @@ impl Pool {
                     link.name,
                     link.pid,
                     driver::describe_exit(code)
+                ),
+            )
+        };
+        // A worker that sent what is no reply to this task is killed, and never lent again (its
+        // state stays `GONE`; the driver buries it and starts another); this call alone fails.
+        let out_of_protocol = |kind: ErrorKind, what: String| {
+            let _ = sys::pidfd_send_signal(link.pidfd.as_fd(), libc::SIGKILL);
+            link.state
+                .store(driver::GONE, std::sync::atomic::Ordering::Release);
+            self.shared.wake();
+            let _ = link.wait_buried(Duration::from_secs(5));
+            Error::new(
+                kind,
+                format!(
+                    "pool worker {} (pid {}) sent a message out of protocol, and was killed and is replaced: {what}",
+                    link.name, link.pid
                 ),
             )
         };
@@ -323,24 +347,30 @@ impl Pool {
             Err(err) if err.kind() == ErrorKind::Disconnected => {
                 return Err(died("while running this task"))
             }
-            Err(err) => {
-                // The stream lost its place: the worker cannot be trusted with another task.
-                let _ = sys::pidfd_send_signal(link.pidfd.as_fd(), libc::SIGKILL);
-                let _ = link.wait_buried(Duration::from_secs(5));
-                return Err(Error::new(
-                    err.kind(),
-                    format!(
-                        "bad reply from pool worker {} (pid {}), which was killed: {err}",
-                        link.name, link.pid
-                    ),
-                ));
-            }
+            // The stream lost its place: the worker cannot be trusted with another task.
+            Err(err) => return Err(out_of_protocol(err.kind(), format!("bad reply: {err}"))),
         };
-        let Reply::Done { outcome, .. } = reply else {
-            return Err(Error::new(
-                ErrorKind::Codec,
-                "a pool worker sent an unexpected reply",
-            ));
+        // Only the reply to this task, carrying its ticket back, answers it: anything else was
+        // written by a task on its own socket (a task can write anything there).
+        let outcome = match reply {
+            Reply::Done {
+                job,
+                chunk: 0,
+                ticket,
+                outcome,
+            } if job == header.job && ticket == header.ticket => outcome,
+            Reply::Done { .. } => {
+                return Err(out_of_protocol(
+                    ErrorKind::Codec,
+                    "a reply that does not match its task".into(),
+                ))
+            }
+            Reply::Ready | Reply::InitFailed(_) => {
+                return Err(out_of_protocol(
+                    ErrorKind::Codec,
+                    "a start-up message in reply to a task".into(),
+                ))
+            }
         };
         link.done.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         match outcome {
@@ -385,6 +415,7 @@ impl Pool {
                 chunk: 0,
                 entry: F::NAME,
                 payload,
+                queued: Instant::now(),
             }]
         };
         // On refusal the sink (and so the result) already holds the error.
@@ -509,6 +540,7 @@ impl Pool {
                         chunk: index,
                         entry: F::NAME,
                         payload,
+                        queued: Instant::now(),
                     }],
                 )
             },
@@ -706,6 +738,7 @@ impl<'p, F: Target, I: Iterator<Item = F::Args>> Imap<'p, F, I> {
                 chunk: index,
                 entry: F::NAME,
                 payload,
+                queued: Instant::now(),
             };
             self.pool.shared.push(job, [task])?;
             self.sizes.push(size);
