@@ -1279,6 +1279,9 @@ enum Misbehavior {
     CutShort,
     /// The same, then the worker exits.
     CutShortThenExit,
+    /// The same, then the task returns as usual: the worker's reply is taken for the rest of
+    /// the message, which is not whole.
+    CutShortThenReturn,
     /// 24 bytes that are not a message, then silence.
     Garbage,
     /// A well-formed `Reply::InitFailed`, then the task returns as usual.
@@ -1336,6 +1339,10 @@ fn misbehave(pid_path: String, how: Misbehavior) -> u64 {
         }
         Misbehavior::CutShort | Misbehavior::CutShortThenExit => {
             control.write_all(&prefix(100, 0)).expect("write");
+        }
+        Misbehavior::CutShortThenReturn => {
+            control.write_all(&prefix(100, 0)).expect("write");
+            return 0;
         }
         Misbehavior::Garbage => control.write_all(&[0xAB; 24]).expect("write"),
         Misbehavior::ForgedInitFailed => {
@@ -1798,6 +1805,35 @@ fn start_failures_are_retried(m: StartMethod) -> Outcome {
     drop_promptly(pool)
 }
 
+/// Without a task timeout, a task writes the start of a message on its socket and returns:
+/// the worker's reply does not complete it. The call fails once the reply has stalled (through
+/// the driver and through a borrowed worker, at the same time), the worker is replaced, and the
+/// pool goes on.
+fn message_start_without_timeout(m: StartMethod) -> Outcome {
+    let dir = scratch("msgstart");
+    bounded(&dir, pool(m, 2)?, |pool| {
+        let path = |name: &str| dir.join(name).to_string_lossy().into_owned();
+        let queued = pool.apply_async(misbehave, (path("async"), Misbehavior::CutShortThenReturn));
+        read_when_ready(&dir.join("async"), LONG)?;
+        let lent = pool.apply(misbehave, (path("apply"), Misbehavior::CutShortThenReturn));
+        for (name, result) in [("async", queued.get_timeout(LONG)), ("apply", lent)] {
+            let pid = read_when_ready(&dir.join(name), LONG)?;
+            let err = result.err().ok_or("a cut short reply gave a result")?;
+            check_eq!(err.kind(), ErrorKind::Codec);
+            let text = err.to_string();
+            check!(
+                text.contains("out of protocol") && text.contains(&format!("(pid {pid})")),
+                "{name}: {text}"
+            );
+        }
+        check_eq!(
+            pool.map_async(square, 0..20).get_timeout(LONG)?,
+            squares(20)
+        );
+        drop_promptly(pool)
+    })
+}
+
 /// A task that writes a well-formed message of its own on its worker's socket (a start-up
 /// message, or a reply to its own task or another's without the task's ticket), through the
 /// driver and through a borrowed worker: that task alone fails, with an error naming the
@@ -1924,6 +1960,10 @@ fn main() {
         ("cut_short_reply", cut_short_reply),
         ("large_task_to_stopped_worker", large_task_to_stopped_worker),
         ("forged_messages", forged_messages),
+        (
+            "message_start_without_timeout",
+            message_start_without_timeout,
+        ),
         ("start_failures_are_retried", start_failures_are_retried),
     ] {
         trials.extend(each_method(name, test));

@@ -520,6 +520,8 @@ struct Worker {
     /// The task being sent, when the socket could not take it whole: the rest goes as the
     /// worker makes room (see `poll_once`), never waited for.
     sending: Option<Sending>,
+    /// When the last bytes of a message not yet whole came (see [`REPLY_STALL`]).
+    progress: Option<Instant>,
 }
 
 /// A task whose message is partly sent.
@@ -550,6 +552,13 @@ pub(crate) const START_RETRY_LIMIT: Duration = Duration::from_secs(30);
 /// up to [`RETRY_MAX`].
 const RETRY_FIRST: Duration = Duration::from_millis(20);
 const RETRY_MAX: Duration = Duration::from_secs(1);
+
+/// How long a reply, once begun, may go without a byte before the worker that sends it is
+/// killed as out of protocol. A worker writes its reply in one go; one that stops in the middle
+/// is stopped or hung, or its task wrote the start of a message on the socket, which then
+/// swallows the real reply and would wait for ever, without a task timeout, for bytes that
+/// never come.
+pub(crate) const REPLY_STALL: Duration = Duration::from_secs(10);
 
 /// How long the driver, as it exits, waits for each helper thread to finish what it is doing
 /// (a start held up by a stalled fork server, say); past that, the helper finishes alone and
@@ -881,6 +890,7 @@ impl Driver {
             open: true,
             task: None,
             sending: None,
+            progress: None,
         });
         Ok(())
     }
@@ -1208,6 +1218,12 @@ impl Driver {
             self.workers
                 .iter()
                 .filter_map(|w| w.task.as_ref()?.deadline)
+                .chain(
+                    self.workers
+                        .iter()
+                        .filter(|w| w.open)
+                        .filter_map(|w| Some(w.progress? + REPLY_STALL)),
+                )
                 .chain(self.retry_deadline())
                 .min()
         };
@@ -1250,8 +1266,15 @@ impl Driver {
             .unwrap_or_else(PoisonError::into_inner)
             .try_recv::<Reply>(&worker.popen.control);
         let (reply, body) = match received {
-            Ok(wire::Received::Message(reply, body)) => (reply, body),
-            Ok(wire::Received::Partial) => return false,
+            Ok(wire::Received::Message(reply, body)) => {
+                worker.progress = None;
+                (reply, body)
+            }
+            Ok(wire::Received::Partial) => {
+                // Read when bytes came (the poll said so, or some were buffered).
+                worker.progress = Some(Instant::now());
+                return false;
+            }
             Ok(wire::Received::Closed) => {
                 worker.open = false;
                 return false;
@@ -1337,6 +1360,7 @@ impl Driver {
     fn out_of_protocol(&mut self, i: usize, kind: ErrorKind, what: String) {
         let worker = &mut self.workers[i];
         worker.open = false;
+        worker.progress = None;
         let _ = worker.popen.signal(libc::SIGKILL);
         // Its task fails here: the burial must not requeue a part still unsent.
         worker.sending = None;
@@ -1416,6 +1440,16 @@ impl Driver {
 
     fn enforce_timeouts(&mut self) {
         let now = Instant::now();
+        for i in 0..self.workers.len() {
+            let worker = &self.workers[i];
+            if worker.open && worker.progress.is_some_and(|at| at + REPLY_STALL <= now) {
+                self.out_of_protocol(
+                    i,
+                    ErrorKind::Codec,
+                    format!("the start of a message, and nothing more for {REPLY_STALL:?}"),
+                );
+            }
+        }
         for worker in &mut self.workers {
             let overdue = worker
                 .task

@@ -56,7 +56,13 @@ use crate::{sys, wire};
 /// SIGTERM, then SIGKILL after a second, and are reaped; pending results fail with
 /// [`ErrorKind::Terminated`]. To let queued work finish, call [`close`](Self::close) and
 /// [`join`](Self::join) first. Workers are daemonic: they die with the parent even when it
-/// is killed.
+/// is killed. Neither drop nor `terminate` waits on a fork server: a worker still being started
+/// then is killed and reaped when it comes.
+///
+/// A task that writes on its worker's socket cannot pass anything for a reply: a message that
+/// is not the reply to the task the worker holds (with that task's ticket), or a reply begun
+/// and left unfinished for 10 seconds, kills and replaces that worker, and fails that task
+/// alone with an error that names the worker.
 pub struct Pool {
     shared: Arc<Shared>,
     driver: Mutex<Option<JoinHandle<()>>>,
@@ -302,53 +308,71 @@ impl Pool {
             }
         }
         self.shared.discard(payload);
-        // Without a task timeout, a blocking read is enough: it ends with the reply, or with end
-        // of file when the worker dies (only the worker holds the other end; `terminate` kills
-        // it). With one, wait for the reply, the worker's exit or the deadline, which also
-        // bounds the reading of the reply. The inbox is only held to read: never while waiting
-        // for the driver to bury the worker.
+        // Wait for the reply, the worker's exit, or the task's deadline, which also bounds the
+        // reading of the reply. Without a deadline the wait is unbounded, but not a reply once
+        // begun: it must arrive whole within `REPLY_STALL` of its last bytes (the start of a
+        // message a task wrote on its socket would hold this call for ever). The inbox is only
+        // held to read: never while waiting for the driver to bury the worker.
         let buffered = || {
             link.inbox
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
                 .buffered()
         };
-        if let Some(deadline) = deadline.filter(|_| !buffered()) {
-            let mut fds = [
-                libc::pollfd {
-                    fd: link.control.as_raw_fd(),
-                    events: libc::POLLIN,
-                    revents: 0,
-                },
-                libc::pollfd {
-                    fd: link.exit.as_raw_fd(),
-                    events: libc::POLLIN,
-                    revents: 0,
-                },
-            ];
-            let ready = sys::poll_many(&mut fds, Some(deadline))
-                .map_err(|err| Error::io("cannot wait for a pool worker", err))?;
-            if ready == 0 {
-                return Err(timed_out());
+        // When the last bytes of a reply not yet whole came.
+        let mut progress: Option<Instant> = None;
+        let (reply, result) = loop {
+            if !buffered() {
+                let stall = progress.map(|at| at + driver::REPLY_STALL);
+                let wait = match (deadline, stall) {
+                    (Some(deadline), Some(stall)) => Some(deadline.min(stall)),
+                    (deadline, stall) => deadline.or(stall),
+                };
+                let mut fds = [
+                    libc::pollfd {
+                        fd: link.control.as_raw_fd(),
+                        events: libc::POLLIN,
+                        revents: 0,
+                    },
+                    libc::pollfd {
+                        fd: link.exit.as_raw_fd(),
+                        events: libc::POLLIN,
+                        revents: 0,
+                    },
+                ];
+                let ready = sys::poll_many(&mut fds, wait)
+                    .map_err(|err| Error::io("cannot wait for a pool worker", err))?;
+                if ready == 0 {
+                    if deadline.is_some_and(|deadline| deadline <= Instant::now()) {
+                        return Err(timed_out());
+                    }
+                    return Err(out_of_protocol(
+                        ErrorKind::Codec,
+                        format!(
+                            "the start of a reply, and nothing more for {:?}",
+                            driver::REPLY_STALL
+                        ),
+                    ));
+                }
+                if fds[0].revents == 0 {
+                    return Err(died("while running this task"));
+                }
             }
-            if fds[0].revents == 0 {
-                return Err(died("while running this task"));
+            let received = link
+                .inbox
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .try_recv::<Reply>(&link.control);
+            match received {
+                Ok(wire::Received::Message(reply, result)) => break (reply, result),
+                Ok(wire::Received::Partial) => progress = Some(Instant::now()),
+                Ok(wire::Received::Closed) => return Err(died("while running this task")),
+                Err(err) if err.kind() == ErrorKind::Disconnected => {
+                    return Err(died("while running this task"))
+                }
+                // The stream lost its place: the worker cannot be trusted with another task.
+                Err(err) => return Err(out_of_protocol(err.kind(), format!("bad reply: {err}"))),
             }
-        }
-        let received = link
-            .inbox
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .recv::<Reply>(&link.control, deadline);
-        let (reply, result) = match received {
-            Ok(Some(message)) => message,
-            Ok(None) => return Err(died("while running this task")),
-            Err(err) if err.kind() == ErrorKind::Timeout => return Err(timed_out()),
-            Err(err) if err.kind() == ErrorKind::Disconnected => {
-                return Err(died("while running this task"))
-            }
-            // The stream lost its place: the worker cannot be trusted with another task.
-            Err(err) => return Err(out_of_protocol(err.kind(), format!("bad reply: {err}"))),
         };
         // Only the reply to this task, carrying its ticket back, answers it: anything else was
         // written by a task on its own socket (a task can write anything there).
