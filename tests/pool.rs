@@ -1478,12 +1478,17 @@ fn drop_promptly(pool: Pool) -> Outcome {
     Ok(())
 }
 
-/// The stopped worker `pid` was killed with its pool.
+/// The worker `pid` was killed (with its pool, say).
 fn check_gone(pid: i32) -> Outcome {
-    check!(
-        common::is_gone(pid),
-        "the stopped worker {pid} is still there"
-    );
+    // (A process killed a moment ago may still be exiting.)
+    let deadline = Instant::now() + LONG;
+    while !common::is_gone(pid) {
+        check!(
+            Instant::now() < deadline,
+            "the killed worker {pid} is still there"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
     Ok(())
 }
 

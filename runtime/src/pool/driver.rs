@@ -1259,12 +1259,15 @@ impl Driver {
     /// the others, the task timeouts or `terminate`.
     fn read_reply(&mut self, i: usize) -> bool {
         let worker = &mut self.workers[i];
-        let received = worker
-            .link
-            .inbox
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .try_recv::<Reply>(&worker.popen.control);
+        let (received, mid_message) = {
+            let mut inbox = worker
+                .link
+                .inbox
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            let received = inbox.try_recv::<Reply>(&worker.popen.control);
+            (received, inbox.mid_message())
+        };
         let (reply, body) = match received {
             Ok(wire::Received::Message(reply, body)) => {
                 worker.progress = None;
@@ -1272,7 +1275,7 @@ impl Driver {
             }
             Ok(wire::Received::Partial) => {
                 // Read when bytes came (the poll said so, or some were buffered).
-                worker.progress = Some(Instant::now());
+                worker.progress = mid_message.then(Instant::now);
                 return false;
             }
             Ok(wire::Received::Closed) => {

@@ -32,6 +32,9 @@ use crate::registry::Target;
 use crate::start::StartMethod;
 use crate::{sys, wire};
 
+/// How long a caller of `apply` on a borrowed worker looks for the reply before it sleeps.
+const SPIN: Duration = Duration::from_micros(20);
+
 /// A pool of worker processes.
 ///
 /// ```no_run
@@ -321,8 +324,13 @@ impl Pool {
         };
         // When the last bytes of a reply not yet whole came.
         let mut progress: Option<Instant> = None;
+        // Before sleeping, look for the reply without waiting for a moment, yielding the
+        // processor between looks: a short task's reply comes within it, and is caught awake
+        // (as `wire::Reader` does before a blocking read).
+        let spin_until = Instant::now() + SPIN;
         let (reply, result) = loop {
-            if !buffered() {
+            let spinning = Instant::now() < spin_until;
+            if !spinning && !buffered() {
                 let stall = progress.map(|at| at + driver::REPLY_STALL);
                 let wait = match (deadline, stall) {
                     (Some(deadline), Some(stall)) => Some(deadline.min(stall)),
@@ -358,14 +366,21 @@ impl Pool {
                     return Err(died("while running this task"));
                 }
             }
-            let received = link
-                .inbox
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .try_recv::<Reply>(&link.control);
+            let (received, mid_message) = {
+                let mut inbox = link.inbox.lock().unwrap_or_else(PoisonError::into_inner);
+                let received = inbox.try_recv::<Reply>(&link.control);
+                (received, inbox.mid_message())
+            };
             match received {
                 Ok(wire::Received::Message(reply, result)) => break (reply, result),
-                Ok(wire::Received::Partial) => progress = Some(Instant::now()),
+                Ok(wire::Received::Partial) => {
+                    if mid_message {
+                        progress = Some(Instant::now());
+                    }
+                    if spinning {
+                        std::thread::yield_now();
+                    }
+                }
                 Ok(wire::Received::Closed) => return Err(died("while running this task")),
                 Err(err) if err.kind() == ErrorKind::Disconnected => {
                     return Err(died("while running this task"))
