@@ -1803,11 +1803,7 @@ fn start_failures_are_retried(m: StartMethod) -> Outcome {
         "{err}"
     );
     drop(full);
-    check_eq!(
-        pool.map_async(square, 0..20).get_timeout(LONG)?,
-        squares(20)
-    );
-    drop_promptly(pool)
+    serves_then_drops(pool)
 }
 
 /// Without a task timeout, a task writes the start of a message on its socket and returns:
@@ -1822,21 +1818,36 @@ fn message_start_without_timeout(m: StartMethod) -> Outcome {
         read_when_ready(&dir.join("async"), LONG)?;
         let lent = pool.apply(misbehave, (path("apply"), Misbehavior::CutShortThenReturn));
         for (name, result) in [("async", queued.get_timeout(LONG)), ("apply", lent)] {
-            let pid = read_when_ready(&dir.join(name), LONG)?;
-            let err = result.err().ok_or("a cut short reply gave a result")?;
-            check_eq!(err.kind(), ErrorKind::Codec);
-            let text = err.to_string();
-            check!(
-                text.contains("out of protocol") && text.contains(&format!("(pid {pid})")),
-                "{name}: {text}"
-            );
+            check_out_of_protocol(&dir, name, result)?;
         }
-        check_eq!(
-            pool.map_async(square, 0..20).get_timeout(LONG)?,
-            squares(20)
-        );
-        drop_promptly(pool)
+        serves_then_drops(pool)
     })
+}
+
+/// `result`, the call of a task that recorded its worker's pid in `dir/name`, failed because
+/// that worker sent a message out of protocol; the worker is killed.
+fn check_out_of_protocol(dir: &Path, name: &str, result: multiproc::Result<u64>) -> Outcome {
+    let pid = read_when_ready(&dir.join(name), LONG)?;
+    let err = match result {
+        Ok(value) => return Err(format!("{name}: the task's result is {value}").into()),
+        Err(err) => err,
+    };
+    check_eq!(err.kind(), ErrorKind::Codec);
+    let text = err.to_string();
+    check!(
+        text.contains("out of protocol") && text.contains(&format!("(pid {pid})")),
+        "{name}: {text}"
+    );
+    check_gone(pid.parse()?)
+}
+
+/// `pool` serves a map, then drops promptly.
+fn serves_then_drops(pool: Pool) -> Outcome {
+    check_eq!(
+        pool.map_async(square, 0..20).get_timeout(LONG)?,
+        squares(20)
+    );
+    drop_promptly(pool)
 }
 
 /// A task that writes a well-formed message of its own on its worker's socket (a start-up
@@ -1893,17 +1904,7 @@ fn forged_messages(m: StartMethod) -> Outcome {
                 pool.apply_async(misbehave, (path(name), how))
                     .get_timeout(LONG)
             };
-            let pid = read_when_ready(&dir.join(name), LONG)?;
-            let err = match result {
-                Ok(value) => return Err(format!("{name}: the task's result is {value}").into()),
-                Err(err) => err,
-            };
-            check_eq!(err.kind(), ErrorKind::Codec);
-            let text = err.to_string();
-            check!(
-                text.contains("out of protocol") && text.contains(&format!("(pid {pid})")),
-                "{name}: {text}"
-            );
+            check_out_of_protocol(&dir, name, result)?;
             for i in 0..4 {
                 check_eq!(pool.apply(square, i)?, i * i);
             }
@@ -1911,7 +1912,6 @@ fn forged_messages(m: StartMethod) -> Outcome {
                 pool.map_async(square, 0..20).get_timeout(LONG)?,
                 squares(20)
             );
-            check_gone(pid.parse()?)?;
         }
         drop_promptly(pool)
     })
