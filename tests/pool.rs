@@ -1283,8 +1283,17 @@ enum Misbehavior {
     CutShort,
     /// The same, then the worker exits.
     CutShortThenExit,
+    /// The same, then the task returns as usual: the worker's reply is taken for the rest of
+    /// the message, which is not whole.
+    CutShortThenReturn,
     /// 24 bytes that are not a message, then silence.
     Garbage,
+    /// A well-formed `Reply::InitFailed`, then the task returns as usual.
+    ForgedInitFailed,
+    /// A well-formed `Reply::Done` for chunk 0 of `job` whose result is 4242, with a guessed
+    /// ticket (or, `None`, in the layout of a reply without a ticket), then the task returns as
+    /// usual (0).
+    ForgedDone { job: u64, ticket: Option<u64> },
 }
 
 /// In a pool worker: records its pid in `pid_path`, then writes `how` on its control socket
@@ -1335,7 +1344,39 @@ fn misbehave(pid_path: String, how: Misbehavior) -> u64 {
         Misbehavior::CutShort | Misbehavior::CutShortThenExit => {
             control.write_all(&prefix(100, 0)).expect("write");
         }
+        Misbehavior::CutShortThenReturn => {
+            control.write_all(&prefix(100, 0)).expect("write");
+            return 0;
+        }
         Misbehavior::Garbage => control.write_all(&[0xAB; 24]).expect("write"),
+        Misbehavior::ForgedInitFailed => {
+            // Variant 1, then the message as a `u64` length and its bytes.
+            let mut header = 1u32.to_le_bytes().to_vec();
+            header.extend_from_slice(&6u64.to_le_bytes());
+            header.extend_from_slice(b"forged");
+            control
+                .write_all(&prefix(header.len() as u32, 0))
+                .expect("write");
+            control.write_all(&header).expect("write");
+            return 0;
+        }
+        Misbehavior::ForgedDone { job, ticket } => {
+            // Variant 2: job, chunk, ticket, outcome (`Ok`, variant 0); the body is the
+            // result, a `u64` as is.
+            let mut header = 2u32.to_le_bytes().to_vec();
+            header.extend_from_slice(&job.to_le_bytes());
+            header.extend_from_slice(&0u32.to_le_bytes());
+            if let Some(ticket) = ticket {
+                header.extend_from_slice(&ticket.to_le_bytes());
+            }
+            header.extend_from_slice(&0u32.to_le_bytes());
+            control
+                .write_all(&prefix(header.len() as u32, 8))
+                .expect("write");
+            control.write_all(&header).expect("write");
+            control.write_all(&4242u64.to_le_bytes()).expect("write");
+            return 0;
+        }
     }
     if let Misbehavior::CutShortThenExit = how {
         // SAFETY: ends this process at once, as a crash would.
@@ -1388,16 +1429,22 @@ fn bounded(dir: &Path, pool: Pool, scenario: impl FnOnce(Pool) -> Outcome + Send
 /// Waits (bounded) until the worker whose pid `path` holds is stopped; returns its pid.
 fn stopped_worker(path: &Path) -> Result<i32, libtest_mimic::Failed> {
     let pid: i32 = read_when_ready(path, LONG)?.parse()?;
+    wait_stopped(pid)?;
+    Ok(pid)
+}
+
+/// Waits (bounded) until process `pid` is stopped.
+fn wait_stopped(pid: i32) -> Outcome {
     let deadline = Instant::now() + LONG;
     loop {
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
         let state = stat.rsplit_once(')').map(|(_, rest)| rest.trim_start());
         if state.is_some_and(|s| s.starts_with('T')) {
-            return Ok(pid);
+            return Ok(());
         }
         check!(
             Instant::now() < deadline,
-            "worker {pid} did not stop: {stat}"
+            "process {pid} did not stop: {stat}"
         );
         std::thread::sleep(Duration::from_millis(5));
     }
@@ -1435,12 +1482,17 @@ fn drop_promptly(pool: Pool) -> Outcome {
     Ok(())
 }
 
-/// The stopped worker `pid` was killed with its pool.
+/// The worker `pid` was killed (with its pool, say).
 fn check_gone(pid: i32) -> Outcome {
-    check!(
-        common::is_gone(pid),
-        "the stopped worker {pid} is still there"
-    );
+    // (A process killed a moment ago may still be exiting.)
+    let deadline = Instant::now() + LONG;
+    while !common::is_gone(pid) {
+        check!(
+            Instant::now() < deadline,
+            "the killed worker {pid} is still there"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
     Ok(())
 }
 
@@ -1762,6 +1814,289 @@ fn zygote_and_spare_killed_under_refuse() -> Outcome {
     zygote_scenario_outcome(3)
 }
 
+/// What a call that must not wait on a stalled fork server is given.
+const PROMPT: Duration = Duration::from_secs(10);
+
+/// The parent of process `pid`.
+fn parent_of(pid: i32) -> Result<i32, libtest_mimic::Failed> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    let (_, rest) = stat.rsplit_once(')').ok_or("stat")?;
+    Ok(rest.split_whitespace().nth(1).ok_or("ppid")?.parse()?)
+}
+
+/// Stops process `pid` (SIGSTOP) until dropped, however the trial ends.
+struct Stopped(i32);
+
+impl Stopped {
+    fn new(pid: i32) -> Result<Stopped, libtest_mimic::Failed> {
+        // SAFETY: a signal to a child of this process (a fork server, a pool's zygote).
+        unsafe { libc::kill(pid, libc::SIGSTOP) };
+        let stopped = Stopped(pid);
+        wait_stopped(pid)?;
+        Ok(stopped)
+    }
+}
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        // SAFETY: as in `new`; a process that is gone meanwhile makes this a no-op.
+        unsafe { libc::kill(self.0, libc::SIGCONT) };
+    }
+}
+
+/// The fork server (or the pool's zygote) stopped, a worker killed: the pool's thread does not
+/// wait for the server to start a replacement. The other worker serves, a task timeout fires
+/// on time, terminate and drop are prompt; and once the server runs again, the worker it
+/// starts meanwhile is killed and reaped, and no descriptor stays open.
+fn stalled_fork_server(m: StartMethod) -> Outcome {
+    // The fork server of this process runs (its descriptors are not the pool's).
+    drop(pool(m, 1)?);
+    let fds = common::open_fds();
+    let pool = timing_out_pool(m, 2)?;
+    let server = parent_of(pool.apply(pid_of, 0)? as i32)?;
+    check!(
+        server != std::process::id() as i32,
+        "a worker's parent is its server"
+    );
+    let stopped = Stopped::new(server)?;
+    let died = pool
+        .apply_async(dies_on, (1, 1, -libc::SIGKILL))
+        .get_timeout(PROMPT)
+        .map_err(|e| e.kind());
+    check_eq!(died, Err(ErrorKind::Died));
+    check_eq!(
+        pool.map_async(square, 0..20).get_timeout(PROMPT)?,
+        squares(20)
+    );
+    let err = pool
+        .apply_async(sleep_secs, 60)
+        .get_timeout(PROMPT)
+        .err()
+        .ok_or("a task of 60 s ended within 10 s")?;
+    check_timed_out(err)?;
+    pool.terminate();
+    drop_promptly(pool)?;
+    drop(stopped);
+    let deadline = Instant::now() + LONG;
+    while common::open_fds() != fds || !common::zombie_children().is_empty() {
+        check!(
+            Instant::now() < deadline,
+            "{} descriptors open instead of {fds}, zombies {:?}",
+            common::open_fds(),
+            common::zombie_children()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Ok(())
+}
+
+/// Descriptor numbers below 64 all taken in this process until dropped, and once `shut`, its
+/// limit lowered to 64: no new descriptor can be made, even when one above the limit is closed.
+struct TableFull {
+    limit: libc::rlimit,
+    held: Vec<std::os::fd::OwnedFd>,
+}
+
+impl TableFull {
+    const LIMIT: i32 = 64;
+
+    fn new() -> Result<TableFull, libtest_mimic::Failed> {
+        use std::os::fd::{FromRawFd, OwnedFd};
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: writes the limit into `limit`.
+        check!(
+            unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0,
+            "getrlimit"
+        );
+        let mut full = TableFull {
+            limit,
+            held: Vec::new(),
+        };
+        loop {
+            // SAFETY: makes a new descriptor, owned at once.
+            let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC) };
+            check!(fd >= 0, "eventfd: {}", std::io::Error::last_os_error());
+            // SAFETY: `fd` was just made, and is owned by nothing else.
+            let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+            if std::os::fd::AsRawFd::as_raw_fd(&fd) >= Self::LIMIT {
+                return Ok(full);
+            }
+            full.held.push(fd);
+        }
+    }
+
+    fn shut(&self) -> Outcome {
+        let lowered = libc::rlimit {
+            rlim_cur: Self::LIMIT as libc::rlim_t,
+            rlim_max: self.limit.rlim_max,
+        };
+        // SAFETY: sets this process's limit from a valid struct; restored by `drop`.
+        check!(
+            unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lowered) } == 0,
+            "setrlimit"
+        );
+        Ok(())
+    }
+}
+
+impl Drop for TableFull {
+    fn drop(&mut self) {
+        // SAFETY: restores the limit read in `new`.
+        unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &self.limit) };
+        self.held.clear();
+    }
+}
+
+/// Out of descriptors when a worker must be replaced: the start is retried while the tasks
+/// wait, which fail only after the pool's start retry limit, with a clear error; once
+/// descriptors are free again, the pool serves.
+fn start_failures_are_retried(m: StartMethod) -> Outcome {
+    // The pool's descriptors above the limit: those of its dead worker cannot serve again.
+    let full = TableFull::new()?;
+    let pool = Pool::builder()
+        .processes(1)
+        .start_method(m)
+        .start_retry_limit(Duration::from_secs(2))
+        .build()?;
+    full.shut()?;
+    let died = pool
+        .apply_async(dies_on, (1, 1, -libc::SIGKILL))
+        .get_timeout(LONG)
+        .map_err(|e| e.kind());
+    check_eq!(died, Err(ErrorKind::Died));
+    let waiting = pool.map_async(square, 0..4);
+    std::thread::sleep(Duration::from_millis(500));
+    check!(
+        !waiting.ready(),
+        "tasks did not wait: {:?}",
+        waiting.get_timeout(LONG)
+    );
+    let err = waiting
+        .get_timeout(LONG)
+        .err()
+        .ok_or("tasks ran without descriptors for a worker")?;
+    check!(
+        err.to_string().contains("no pool worker could be started"),
+        "{err}"
+    );
+    drop(full);
+    serves_then_drops(pool)
+}
+
+/// Without a task timeout, a task writes the start of a message on its socket and returns:
+/// the worker's reply does not complete it. The call fails once the reply has stalled (through
+/// the driver and through a borrowed worker, at the same time), the worker is replaced, and the
+/// pool goes on.
+fn message_start_without_timeout(m: StartMethod) -> Outcome {
+    let dir = scratch("msgstart");
+    bounded(&dir, pool(m, 2)?, |pool| {
+        let path = |name: &str| dir.join(name).to_string_lossy().into_owned();
+        let queued = pool.apply_async(misbehave, (path("async"), Misbehavior::CutShortThenReturn));
+        read_when_ready(&dir.join("async"), LONG)?;
+        let lent = pool.apply(misbehave, (path("apply"), Misbehavior::CutShortThenReturn));
+        for (name, result) in [("async", queued.get_timeout(LONG)), ("apply", lent)] {
+            check_out_of_protocol(&dir, name, result)?;
+        }
+        serves_then_drops(pool)
+    })
+}
+
+/// `result`, the call of a task that recorded its worker's pid in `dir/name`, failed because
+/// that worker sent a message out of protocol; the worker is killed.
+fn check_out_of_protocol(dir: &Path, name: &str, result: multiproc::Result<u64>) -> Outcome {
+    let pid = read_when_ready(&dir.join(name), LONG)?;
+    let err = match result {
+        Ok(value) => return Err(format!("{name}: the task's result is {value}").into()),
+        Err(err) => err,
+    };
+    check_eq!(err.kind(), ErrorKind::Codec);
+    let text = err.to_string();
+    check!(
+        text.contains("out of protocol") && text.contains(&format!("(pid {pid})")),
+        "{name}: {text}"
+    );
+    check_gone(pid.parse()?)
+}
+
+/// `pool` serves a map, then drops promptly.
+fn serves_then_drops(pool: Pool) -> Outcome {
+    check_eq!(
+        pool.map_async(square, 0..20).get_timeout(LONG)?,
+        squares(20)
+    );
+    drop_promptly(pool)
+}
+
+/// A task that writes a well-formed message of its own on its worker's socket (a start-up
+/// message, or a reply to its own task or another's without the task's ticket), through the
+/// driver and through a borrowed worker: that task alone fails, with an error naming the
+/// worker, which is killed and replaced; the pool is not broken, and no later task gets the
+/// forged or the stale reply.
+fn forged_messages(m: StartMethod) -> Outcome {
+    let dir = scratch("forged");
+    bounded(&dir, pool(m, 2)?, |pool| {
+        let path = |name: &str| dir.join(name).to_string_lossy().into_owned();
+        let forgeries = [
+            // The pool's first job is job 0: a reply that names it, as the worker's would.
+            (
+                "done",
+                Misbehavior::ForgedDone {
+                    job: 0,
+                    ticket: None,
+                },
+                false,
+            ),
+            (
+                "done-ticket",
+                Misbehavior::ForgedDone {
+                    job: 1,
+                    ticket: Some(0),
+                },
+                false,
+            ),
+            ("init", Misbehavior::ForgedInitFailed, false),
+            // What a borrowed worker's task is numbered.
+            (
+                "done-apply",
+                Misbehavior::ForgedDone {
+                    job: u64::MAX,
+                    ticket: None,
+                },
+                true,
+            ),
+            (
+                "done-ticket-apply",
+                Misbehavior::ForgedDone {
+                    job: u64::MAX,
+                    ticket: Some(0),
+                },
+                true,
+            ),
+            ("init-apply", Misbehavior::ForgedInitFailed, true),
+        ];
+        for (name, how, lent) in forgeries {
+            let result = if lent {
+                pool.apply(misbehave, (path(name), how))
+            } else {
+                pool.apply_async(misbehave, (path(name), how))
+                    .get_timeout(LONG)
+            };
+            check_out_of_protocol(&dir, name, result)?;
+            for i in 0..4 {
+                check_eq!(pool.apply(square, i)?, i * i);
+            }
+            check_eq!(
+                pool.map_async(square, 0..20).get_timeout(LONG)?,
+                squares(20)
+            );
+        }
+        drop_promptly(pool)
+    })
+}
+
 fn main() {
     multiproc::init();
     let mut trials = Vec::new();
@@ -1809,6 +2144,12 @@ fn main() {
         ("stopped_mid_reply_times_out", stopped_mid_reply_times_out),
         ("cut_short_reply", cut_short_reply),
         ("large_task_to_stopped_worker", large_task_to_stopped_worker),
+        ("forged_messages", forged_messages),
+        (
+            "message_start_without_timeout",
+            message_start_without_timeout,
+        ),
+        ("start_failures_are_retried", start_failures_are_retried),
     ] {
         trials.extend(each_method(name, test));
     }
@@ -1823,5 +2164,11 @@ fn main() {
     ] {
         trials.push(libtest_mimic::Trial::test(name, test));
     }
+    // Only the methods with a fork server (the pool's zygote, for `fork`).
+    trials.extend(
+        each_method("stalled_fork_server", stalled_fork_server)
+            .into_iter()
+            .filter(|trial| !trial.name().ends_with("::spawn")),
+    );
     common::run(trials)
 }

@@ -525,6 +525,11 @@ impl Reader {
         self.end > self.start && !self.starved
     }
 
+    /// Whether part of a message has been read and not the rest (a next read resumes it).
+    pub(crate) fn mid_message(&self) -> bool {
+        self.partial.is_some() || self.end > self.start
+    }
+
     /// Reads one message: its header and its body (payload, blocks, descriptors).
     /// `Ok(None)` when the peer closed the stream cleanly between messages. `deadline` bounds
     /// the whole read: a peer that stops in the middle of a message is a timeout too (and a

@@ -4,6 +4,13 @@
 //! Every dispatched task ends in exactly one delivery: its result, or an error saying why not
 //! (the worker died, the task timed out, the pool was terminated). That is what makes a pool
 //! that never hangs: CPython loses the task of a dead worker (gh-66587).
+//!
+//! The driver thread never waits on another process: starting a worker (a fork-server request,
+//! a bootstrap handshake) and reading a dead worker's exit code (which a fork server may be slow
+//! to give) are done by two helper threads, which hand their results back with a wake-up (see
+//! [`Helpers`]). So task timeouts, `terminate` and drop stay prompt whatever a fork server does.
+//! A start that fails is retried with backoff while tasks wait; only when no worker could be
+//! started for [`START_RETRY_LIMIT`] (or the pool's own limit) do the waiting tasks fail.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::mem::ManuallyDrop;
@@ -11,8 +18,8 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
-use std::thread::ThreadId;
+use std::sync::{mpsc, Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::thread::{JoinHandle, ThreadId};
 use std::time::{Duration, Instant};
 
 use super::result::Sink;
@@ -45,6 +52,9 @@ pub(crate) struct Task {
     pub entry: &'static str,
     /// The encoded chunk of arguments and the descriptors it carries.
     pub payload: Encoded,
+    /// When it was submitted: it fails if no worker could be started for the pool's start
+    /// retry limit since then (see [`Driver::fail_if_starved`]).
+    pub queued: Instant,
 }
 
 pub(crate) struct State {
@@ -71,6 +81,9 @@ pub(crate) struct Shared {
     maxtasks: OnceLock<Option<u64>>,
     /// Large buffers a caller of `apply` is done with, for the driver to free.
     discarded: Mutex<Vec<Vec<u8>>>,
+    /// Numbers the tickets of tasks (see [`Shared::ticket`]).
+    tickets: AtomicU64,
+    ticket_key: std::collections::hash_map::RandomState,
 }
 
 /// From this many bytes on, a caller of `apply` leaves the freeing of its sent arguments to
@@ -99,7 +112,19 @@ impl Shared {
             links: Mutex::new(Vec::new()),
             maxtasks: OnceLock::new(),
             discarded: Mutex::new(Vec::new()),
+            tickets: AtomicU64::new(0),
+            ticket_key: std::collections::hash_map::RandomState::new(),
         }))
+    }
+
+    /// A fresh ticket for a task sent to a worker: its reply must carry it back. Unique in the
+    /// pool and not guessable from the task's arguments, so a task that writes on its own
+    /// socket cannot forge the reply to another task, nor pass a message of its own for the
+    /// reply to its own (see [`Reply::Done`]).
+    pub(crate) fn ticket(&self) -> u64 {
+        use std::hash::BuildHasher;
+        let n = self.tickets.fetch_add(1, Ordering::Relaxed);
+        self.ticket_key.hash_one(n)
     }
 
     pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
@@ -394,6 +419,8 @@ const _: () = {
 struct Busy {
     job: u64,
     chunk: u32,
+    /// What the reply must carry back (see [`Shared::ticket`]).
+    ticket: u64,
     deadline: Option<Instant>,
 }
 
@@ -500,6 +527,8 @@ struct Worker {
     /// The task being sent, when the socket could not take it whole: the rest goes as the
     /// worker makes room (see `poll_once`), never waited for.
     sending: Option<Sending>,
+    /// When the last bytes of a message not yet whole came (see [`REPLY_STALL`]).
+    progress: Option<Instant>,
 }
 
 /// A task whose message is partly sent.
@@ -521,22 +550,211 @@ impl Worker {
 /// Workers that die before saying `Ready`, in a row, before the pool is declared broken.
 const EARLY_DEATHS_LIMIT: u32 = 3;
 
+/// How long a pool goes on trying to start workers, while it has none, before the tasks that
+/// wait fail (the default of [`PoolBuilder::start_retry_limit`](super::PoolBuilder::start_retry_limit)).
+/// The pool itself is not broken: it keeps trying, and serves again once a worker starts.
+pub(crate) const START_RETRY_LIMIT: Duration = Duration::from_secs(30);
+
+/// The first wait before a failed start is tried again; it doubles with each failure in a row,
+/// up to [`RETRY_MAX`].
+const RETRY_FIRST: Duration = Duration::from_millis(20);
+const RETRY_MAX: Duration = Duration::from_secs(1);
+
+/// How long a reply, once begun, may go without a byte before the worker that sends it is
+/// killed as out of protocol. A worker writes its reply in one go; one that stops in the middle
+/// is stopped or hung, or its task wrote the start of a message on the socket, which then
+/// swallows the real reply and would wait for ever, without a task timeout, for bytes that
+/// never come.
+pub(crate) const REPLY_STALL: Duration = Duration::from_secs(10);
+
+/// How long the driver, as it exits, waits for each helper thread to finish what it is doing
+/// (a start held up by a stalled fork server, say); past that, the helper finishes alone and
+/// disposes of what it gets (see [`Helpers`]).
+const HELPER_GRACE: Duration = Duration::from_millis(500);
+
+/// What the driver's helper threads hand back to it.
+#[derive(Default)]
+struct Handoff {
+    /// The driver has exited: a helper disposes of what it would hand back.
+    closed: bool,
+    /// Finished starts: the worker's name, and its process or why it could not start.
+    started: Vec<(String, Result<Popen>)>,
+    /// Dead workers and their exit codes.
+    reaped: Vec<(Worker, Option<i32>)>,
+}
+
+/// A worker the driver asks its starter thread for.
+struct Order {
+    name: String,
+    launch: Launch,
+}
+
+/// What the reaper thread is given.
+enum Corpse {
+    /// A worker of the pool that exited: its exit code is read and it goes back to the driver,
+    /// which fails its task with that code.
+    Worker(Box<Worker>),
+    /// A started process the pool does not use: killed and reaped.
+    Stray(Popen),
+}
+
+/// The driver's two helper threads. The starter starts workers: a fork-server request and a
+/// bootstrap handshake wait on other processes (for up to 30 and 60 seconds). The reaper reads
+/// the exit codes of dead workers (a fork-server child's comes from the server, which may be
+/// slow to give it). What they get comes back through `handoff`, with a wake-up of the driver.
+struct Helpers {
+    handoff: Arc<Mutex<Handoff>>,
+    orders: Option<mpsc::Sender<Order>>,
+    corpses: Option<mpsc::Sender<Corpse>>,
+    /// Each thread's handle, and a channel that disconnects when it has done its work.
+    starter: Option<(JoinHandle<()>, mpsc::Receiver<()>)>,
+    reaper: Option<(JoinHandle<()>, mpsc::Receiver<()>)>,
+}
+
+impl Helpers {
+    fn handoff(&self) -> MutexGuard<'_, Handoff> {
+        self.handoff.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Waits at most `grace` for a helper thread to finish, and joins it if it did; otherwise it
+/// goes on alone (it holds what it needs, and disposes of what it gets).
+fn let_finish(helper: Option<(JoinHandle<()>, mpsc::Receiver<()>)>, grace: Duration) {
+    let Some((handle, ended)) = helper else {
+        return;
+    };
+    if let Err(mpsc::RecvTimeoutError::Disconnected) = ended.recv_timeout(grace) {
+        // It has done its work and is returning: a short join.
+        let _ = handle.join();
+    }
+}
+
+/// Spawns a thread of the library that counts itself as fork-safe (see
+/// `fork::fork_safe_thread`), and returns once it has: a fork right after must not take it for
+/// a thread of the user's, nor may a thread of the user's pass for it before it exists.
+pub(crate) fn spawn_counted(
+    name: &str,
+    body: impl FnOnce() + Send + 'static,
+) -> std::io::Result<JoinHandle<()>> {
+    let (counted, is_counted) = mpsc::sync_channel::<()>(1);
+    let handle = std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || {
+            let _fork_safe = crate::start::fork::fork_safe_thread();
+            let _ = counted.send(());
+            body()
+        })?;
+    // An error only if the thread ended without counting itself (it could not).
+    let _ = is_counted.recv();
+    Ok(handle)
+}
+
+/// The starter thread's body: starts the workers it is asked for, one at a time.
+fn starter(
+    launcher: Arc<Launcher>,
+    init_fds: Arc<Vec<OwnedFd>>,
+    orders: mpsc::Receiver<Order>,
+    handoff: Arc<Mutex<Handoff>>,
+    shared: Arc<Shared>,
+) {
+    let fds: Vec<RawFd> = init_fds.iter().map(AsRawFd::as_raw_fd).collect();
+    while let Ok(order) = orders.recv() {
+        if handoff
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .closed
+        {
+            break;
+        }
+        let started = panic::catch_unwind(AssertUnwindSafe(|| launcher.launch(order.launch, &fds)))
+            .unwrap_or_else(|payload| {
+                Err(Error::new(
+                    ErrorKind::Panicked,
+                    format!(
+                        "starting a worker panicked: {}",
+                        crate::child::panic_message(&*payload)
+                    ),
+                ))
+            });
+        let mut handed = handoff.lock().unwrap_or_else(PoisonError::into_inner);
+        if handed.closed {
+            drop(handed);
+            if let Ok(popen) = started {
+                dispose(popen);
+            }
+            break;
+        }
+        handed.started.push((order.name, started));
+        drop(handed);
+        shared.wake();
+    }
+}
+
+/// The reaper thread's body: reads the exit code of each dead worker it is given.
+fn reaper(corpses: mpsc::Receiver<Corpse>, handoff: Arc<Mutex<Handoff>>, shared: Arc<Shared>) {
+    while let Ok(corpse) = corpses.recv() {
+        let worker = match corpse {
+            Corpse::Stray(popen) => {
+                dispose(popen);
+                continue;
+            }
+            Corpse::Worker(worker) => *worker,
+        };
+        let code = worker.popen.try_reap().ok().flatten();
+        let mut handed = handoff.lock().unwrap_or_else(PoisonError::into_inner);
+        if handed.closed {
+            drop(handed);
+            worker.link.mark_buried(code);
+            continue;
+        }
+        handed.reaped.push((worker, code));
+        drop(handed);
+        shared.wake();
+    }
+}
+
+/// Kills a started process the pool does not use, and reaps it (on a helper thread: the
+/// exit code of a fork-server child may be slow to come).
+fn dispose(popen: Popen) {
+    let _ = popen.signal(libc::SIGKILL);
+    let _ = popen.reap_by(sys::deadline_after(Duration::from_secs(5)));
+}
+
+/// Consecutive failed starts, and when to try again.
+#[derive(Default)]
+struct Retry {
+    /// Failed starts in a row.
+    failures: u32,
+    /// When the first of them failed.
+    since: Option<Instant>,
+    /// No new start before this.
+    not_before: Option<Instant>,
+    /// The last failure.
+    last: Option<Error>,
+}
+
 pub(crate) struct Driver {
     early_deaths: u32,
     shared: Arc<Shared>,
-    launcher: Launcher,
+    launcher: Arc<Launcher>,
     method: StartMethod,
     config: WorkerConfig,
     /// Descriptors in the initializer's arguments, passed to every worker.
-    init_fds: Vec<OwnedFd>,
+    init_fds: Arc<Vec<OwnedFd>>,
     processes: usize,
     task_timeout: Option<Duration>,
+    start_retry_limit: Duration,
     workers: Vec<Worker>,
+    helpers: Helpers,
+    /// Starts ordered from the starter thread and not handed back yet.
+    starting: usize,
+    retry: Retry,
 }
 
 impl Driver {
     /// Starts the first `processes` workers (in the caller's thread, so that errors surface
-    /// from `Pool::new`).
+    /// from `Pool::new`), then the driver's helper threads.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn start(
         shared: Arc<Shared>,
         launcher: Launcher,
@@ -545,29 +763,71 @@ impl Driver {
         init_fds: Vec<OwnedFd>,
         processes: usize,
         task_timeout: Option<Duration>,
+        start_retry_limit: Duration,
     ) -> Result<Driver> {
         let _ = shared.maxtasks.set(config.maxtasks);
         let mut driver = Driver {
             early_deaths: 0,
             shared,
-            launcher,
+            launcher: Arc::new(launcher),
             method,
             config,
-            init_fds,
+            init_fds: Arc::new(init_fds),
             processes,
             task_timeout,
+            start_retry_limit,
             workers: Vec::with_capacity(processes),
+            helpers: Helpers {
+                handoff: Arc::new(Mutex::new(Handoff::default())),
+                orders: None,
+                corpses: None,
+                starter: None,
+                reaper: None,
+            },
+            starting: 0,
+            retry: Retry::default(),
         };
         for _ in 0..processes {
-            if let Err(err) = driver.start_worker() {
-                driver.kill_all();
-                return Err(err);
-            }
+            let started = driver.order().and_then(|(name, launch)| {
+                let fds: Vec<RawFd> = driver.init_fds.iter().map(AsRawFd::as_raw_fd).collect();
+                let popen = driver.launcher.launch(launch, &fds)?;
+                driver.adopt(name, popen)
+            });
+            // On error, the driver is dropped: the workers started are killed.
+            started?;
         }
+        driver.start_helpers()?;
         Ok(driver)
     }
 
-    fn start_worker(&mut self) -> Result<()> {
+    fn start_helpers(&mut self) -> Result<()> {
+        let cannot = |err| Error::io("cannot start the pool's helper threads", err);
+        let (orders, incoming) = mpsc::channel();
+        let (ended, starter_ended) = mpsc::channel::<()>();
+        let (launcher, init_fds) = (self.launcher.clone(), self.init_fds.clone());
+        let (handoff, shared) = (self.helpers.handoff.clone(), self.shared.clone());
+        let handle = spawn_counted("multiproc-pool-start", move || {
+            let _ended = ended;
+            starter(launcher, init_fds, incoming, handoff, shared);
+        })
+        .map_err(cannot)?;
+        self.helpers.orders = Some(orders);
+        self.helpers.starter = Some((handle, starter_ended));
+        let (corpses, incoming) = mpsc::channel();
+        let (ended, reaper_ended) = mpsc::channel::<()>();
+        let (handoff, shared) = (self.helpers.handoff.clone(), self.shared.clone());
+        let handle = spawn_counted("multiproc-pool-reap", move || {
+            let _ended = ended;
+            reaper(incoming, handoff, shared);
+        })
+        .map_err(cannot)?;
+        self.helpers.corpses = Some(corpses);
+        self.helpers.reaper = Some((handle, reaper_ended));
+        Ok(())
+    }
+
+    /// What starts a new worker: its name and its launch.
+    fn order(&self) -> Result<(String, Launch)> {
         let me = current_process();
         let prefix = match self.method {
             StartMethod::Fork => "ForkPoolWorker",
@@ -586,12 +846,16 @@ impl Driver {
             start_method: self.method,
             fds: self.init_fds.len() as u32,
         };
-        let fds: Vec<RawFd> = self.init_fds.iter().map(AsRawFd::as_raw_fd).collect();
-        let popen = self.launcher.launch(launch, &fds)?;
+        Ok((name, launch))
+    }
+
+    /// Makes a started process one of the pool's workers. On failure (out of descriptors, say)
+    /// the process is killed.
+    fn adopt(&mut self, name: String, popen: Popen) -> Result<()> {
         // Closed in forked children, like the worker's other descriptors: a child that kept the
         // socket would keep the worker from seeing its parent die. Registered as they are made
         // (a caller's thread may fork meanwhile); `Link`'s drop unregisters them.
-        let (control, pidfd) = current::registered(
+        let handles = current::registered(
             || {
                 let control = popen
                     .control
@@ -600,7 +864,14 @@ impl Driver {
                 Ok::<_, Error>((control, popen.signal_handle()?))
             },
             |(control, pidfd)| vec![control.as_raw_fd(), pidfd.as_raw_fd()],
-        )?;
+        );
+        let (control, pidfd) = match handles {
+            Ok(handles) => handles,
+            Err(err) => {
+                self.bury_off(Corpse::Stray(popen));
+                return Err(err);
+            }
+        };
         let link = Arc::new(Link {
             control: ManuallyDrop::new(control),
             exit: popen.exit_fd(),
@@ -626,14 +897,38 @@ impl Driver {
             open: true,
             task: None,
             sending: None,
+            progress: None,
         });
         Ok(())
+    }
+
+    /// Hands a dead worker, or a process the pool does not use, to the reaper thread; without
+    /// one (at build time, in the caller's thread, or if it is gone) does its work here.
+    fn bury_off(&mut self, corpse: Corpse) {
+        if let Corpse::Stray(popen) = &corpse {
+            let _ = popen.signal(libc::SIGKILL);
+        }
+        let corpse = match &self.helpers.corpses {
+            Some(corpses) => match corpses.send(corpse) {
+                Ok(()) => return,
+                Err(mpsc::SendError(corpse)) => corpse,
+            },
+            None => corpse,
+        };
+        match corpse {
+            Corpse::Stray(popen) => dispose(popen),
+            Corpse::Worker(worker) => {
+                let code = worker.popen.try_reap().ok().flatten();
+                self.buried(*worker, code);
+            }
+        }
     }
 
     /// The driver thread's body.
     pub(crate) fn run(mut self) {
         let _ = self.shared.driver_thread.set(std::thread::current().id());
         loop {
+            self.collect();
             let (lifecycle, broken, queued, waiting) = {
                 let state = self.shared.lock();
                 // Jobs still expecting results keep a closed pool alive; lazy ones (imap) only
@@ -650,13 +945,15 @@ impl Driver {
                 )
             };
             if lifecycle == Lifecycle::Terminated {
-                self.kill_all();
                 return;
             }
             if !broken && (lifecycle == Lifecycle::Running || queued || waiting) {
                 self.maintain();
             }
             self.dispatch();
+            if queued {
+                self.fail_if_starved();
+            }
             let busy = self.workers.iter().any(|w| w.task.is_some() || w.lent());
             if lifecycle == Lifecycle::Closed && !busy && ((!queued && !waiting) || broken) {
                 self.stop_all();
@@ -664,22 +961,135 @@ impl Driver {
             }
             if let Err(err) = self.poll_once() {
                 self.shared.mark_broken(err);
-                self.kill_all();
                 return;
             }
         }
     }
 
+    /// Orders the workers the pool lacks from the starter thread, unless a failed start asks
+    /// to wait before the next.
     fn maintain(&mut self) {
-        let live = self.workers.iter().filter(|w| w.open).count();
-        for _ in live..self.processes {
-            if let Err(err) = self.start_worker() {
-                self.shared.mark_broken(Error::new(
-                    err.kind(),
-                    format!("cannot start a replacement pool worker: {err}"),
-                ));
+        if let Some(at) = self.retry.not_before {
+            if at > Instant::now() {
                 return;
             }
+            self.retry.not_before = None;
+        }
+        let live = self.workers.iter().filter(|w| w.open).count() + self.starting;
+        for _ in live..self.processes {
+            let Some(orders) = &self.helpers.orders else {
+                return;
+            };
+            let sent = self.order().and_then(|(name, launch)| {
+                orders
+                    .send(Order { name, launch })
+                    .map_err(|_| Error::new(ErrorKind::Io, "the pool's starter thread is gone"))
+            });
+            match sent {
+                Ok(()) => self.starting += 1,
+                Err(err) => {
+                    self.shared.mark_broken(Error::new(
+                        err.kind(),
+                        format!("cannot start a replacement pool worker: {err}"),
+                    ));
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Takes what the helper threads handed back: started workers, failed starts, dead
+    /// workers with their exit codes.
+    fn collect(&mut self) {
+        let (started, reaped) = {
+            let mut handed = self.helpers.handoff();
+            (
+                std::mem::take(&mut handed.started),
+                std::mem::take(&mut handed.reaped),
+            )
+        };
+        for (name, started) in started {
+            self.starting = self.starting.saturating_sub(1);
+            match started.and_then(|popen| self.adopt(name, popen)) {
+                Ok(()) => self.retry = Retry::default(),
+                Err(err) => self.start_failed(err),
+            }
+        }
+        for (worker, code) in reaped {
+            self.buried(worker, code);
+        }
+    }
+
+    /// A start failed (out of descriptors or processes, a fork server that did not answer, a
+    /// child that failed its bootstrap): tried again after a wait that doubles with each
+    /// failure in a row.
+    fn start_failed(&mut self, err: Error) {
+        let now = Instant::now();
+        let retry = &mut self.retry;
+        retry.failures = retry.failures.saturating_add(1);
+        retry.since.get_or_insert(now);
+        let wait = RETRY_FIRST
+            .saturating_mul(1 << retry.failures.saturating_sub(1).min(16))
+            .min(RETRY_MAX);
+        retry.not_before = Some(now + wait);
+        retry.last = Some(err);
+    }
+
+    /// When no worker runs, the tasks that waited for one the whole of the start retry limit
+    /// while every start failed fail (the pool keeps trying: it serves again once a worker
+    /// starts).
+    fn fail_if_starved(&mut self) {
+        let Some(since) = self.retry.since else {
+            return;
+        };
+        if self.workers.iter().any(|w| w.open) {
+            return;
+        }
+        let limit = self.start_retry_limit;
+        let now = Instant::now();
+        let overdue = |task: &Task| task.queued.max(since) + limit <= now;
+        let failed: VecDeque<Task> = {
+            let mut state = self.shared.lock();
+            if !state.queue.iter().any(overdue) {
+                return;
+            }
+            let (failed, kept) = std::mem::take(&mut state.queue)
+                .into_iter()
+                .partition(overdue);
+            state.queue = kept;
+            failed
+        };
+        let last = self.retry.last.as_ref();
+        let err = Error::new(
+            last.map_or(ErrorKind::Bootstrap, Error::kind),
+            format!(
+                "no pool worker could be started for {limit:?} ({} attempts; the pool keeps trying): {}",
+                self.retry.failures,
+                last.map(Error::to_string).unwrap_or_default()
+            ),
+        );
+        for task in failed {
+            self.shared
+                .deliver(task.job, task.chunk, Err(err.duplicate()));
+        }
+    }
+
+    /// When the driver must look again without an event: the next start to try, and the end of
+    /// the wait of queued tasks while no worker can be started.
+    fn retry_deadline(&self) -> Option<Instant> {
+        let now = Instant::now();
+        // (The wait of the oldest queued task, or of the first failure, ends first.)
+        let starved = self
+            .retry
+            .since
+            .and_then(|since| {
+                let oldest = self.shared.lock().queue.iter().map(|t| t.queued).min()?;
+                Some(since.max(oldest) + self.start_retry_limit)
+            })
+            .filter(|&at| at > now);
+        match (self.retry.not_before, starved) {
+            (Some(retry), Some(starved)) => Some(retry.min(starved)),
+            (retry, starved) => retry.or(starved),
         }
     }
 
@@ -708,6 +1118,7 @@ impl Driver {
             let header = TaskHeader {
                 job: task.job,
                 chunk: task.chunk,
+                ticket: self.shared.ticket(),
                 entry: task.entry.to_string(),
             };
             // Without waiting: a worker that stops reading must not stop the driver.
@@ -717,6 +1128,7 @@ impl Driver {
                     worker.task = Some(Busy {
                         job: task.job,
                         chunk: task.chunk,
+                        ticket: header.ticket,
                         deadline: self.task_timeout.and_then(sys::deadline_after),
                     });
                     match unsent {
@@ -813,6 +1225,13 @@ impl Driver {
             self.workers
                 .iter()
                 .filter_map(|w| w.task.as_ref()?.deadline)
+                .chain(
+                    self.workers
+                        .iter()
+                        .filter(|w| w.open)
+                        .filter_map(|w| Some(w.progress? + REPLY_STALL)),
+                )
+                .chain(self.retry_deadline())
                 .min()
         };
         sys::poll_many(&mut fds, deadline)
@@ -847,35 +1266,45 @@ impl Driver {
     /// the others, the task timeouts or `terminate`.
     fn read_reply(&mut self, i: usize) -> bool {
         let worker = &mut self.workers[i];
-        let received = worker
-            .link
-            .inbox
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .try_recv::<Reply>(&worker.popen.control);
+        let (received, mid_message) = {
+            let mut inbox = worker
+                .link
+                .inbox
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            let received = inbox.try_recv::<Reply>(&worker.popen.control);
+            (received, inbox.mid_message())
+        };
         let (reply, body) = match received {
-            Ok(wire::Received::Message(reply, body)) => (reply, body),
-            Ok(wire::Received::Partial) => return false,
+            Ok(wire::Received::Message(reply, body)) => {
+                worker.progress = None;
+                (reply, body)
+            }
+            Ok(wire::Received::Partial) => {
+                // Read when bytes came (the poll said so, or some were buffered).
+                worker.progress = mid_message.then(Instant::now);
+                return false;
+            }
             Ok(wire::Received::Closed) => {
                 worker.open = false;
                 return false;
             }
+            Err(err) if err.kind() == ErrorKind::Codec => {
+                self.out_of_protocol(i, ErrorKind::Codec, format!("bad reply: {err}"));
+                return false;
+            }
             Err(err) => {
+                // A reply cut short (or a task sent to a worker that had just died): the
+                // worker is gone or going.
                 worker.open = false;
                 let _ = worker.popen.signal(libc::SIGKILL);
                 // Its task fails here: the burial must not requeue a part still unsent.
                 worker.sending = None;
                 if let Some(busy) = worker.task.take() {
-                    // A reply cut short is a worker that died mid-reply; anything else is a
-                    // reply that makes no sense.
-                    let kind = match err.kind() {
-                        ErrorKind::Codec => ErrorKind::Codec,
-                        _ => ErrorKind::Died,
-                    };
                     let err = Error::new(
-                        kind,
+                        ErrorKind::Died,
                         format!(
-                            "bad reply from pool worker {} (pid {}), which was killed: {err}",
+                            "pool worker {} (pid {}) went away in the middle of its reply, and is replaced: {err}",
                             worker.name, worker.popen.pid
                         ),
                     );
@@ -885,8 +1314,9 @@ impl Driver {
             }
         };
         match reply {
-            Reply::Ready => worker.link.ready.store(true, Ordering::Release),
-            Reply::InitFailed(message) => {
+            Reply::Ready if !worker.ready() => worker.link.ready.store(true, Ordering::Release),
+            Reply::InitFailed(message) if !worker.ready() => {
+                // Before `Ready`: its initializer failed, and would fail in every worker.
                 worker.open = false;
                 self.shared
                     .mark_broken(Error::new(ErrorKind::InitializerFailed, message));
@@ -894,8 +1324,14 @@ impl Driver {
             Reply::Done {
                 job,
                 chunk,
+                ticket,
                 outcome,
-            } => {
+            } if worker.sending.is_none()
+                && worker
+                    .task
+                    .as_ref()
+                    .is_some_and(|b| b.job == job && b.chunk == chunk && b.ticket == ticket) =>
+            {
                 let result = match outcome {
                     TaskOutcome::Ok => Ok(body),
                     TaskOutcome::Panicked(panic) => Err(Error::panicked(panic)),
@@ -903,38 +1339,77 @@ impl Driver {
                         Err(Error::new(TaskOutcome::kind(codec), message))
                     }
                 };
-                // (Not before the worker has its whole task: a reply then is no reply.)
-                let owned = worker.sending.is_none()
-                    && worker
-                        .task
-                        .as_ref()
-                        .is_some_and(|b| b.job == job && b.chunk == chunk);
-                if owned {
-                    worker.task = None;
-                    worker.link.done.fetch_add(1, Ordering::AcqRel);
-                    worker.link.state.store(IDLE, Ordering::Release);
-                    // The worker gets its next task before this result is decoded: decoding
-                    // (and callbacks) then overlap with the worker's computing.
-                    self.dispatch();
-                    self.shared.deliver(job, chunk, result);
-                }
+                worker.task = None;
+                worker.link.done.fetch_add(1, Ordering::AcqRel);
+                worker.link.state.store(IDLE, Ordering::Release);
+                // The worker gets its next task before this result is decoded: decoding
+                // (and callbacks) then overlap with the worker's computing.
+                self.dispatch();
+                self.shared.deliver(job, chunk, result);
+            }
+            // A second `Ready`, an `InitFailed` after `Ready` (a task can write anything on its
+            // worker's socket), a reply to a task the worker does not hold, or one before it
+            // has its whole task.
+            other => {
+                let what = match other {
+                    Reply::Ready => "a second `Ready`".to_string(),
+                    Reply::InitFailed(_) => "an initializer failure after `Ready`".to_string(),
+                    Reply::Done { job, chunk, .. } => {
+                        format!("a reply that does not match its task (job {job}, chunk {chunk})")
+                    }
+                };
+                self.out_of_protocol(i, ErrorKind::Codec, what);
+                return false;
             }
         }
         true
     }
 
-    /// Worker `i` exited: read what it left, fail the task it held, reap it.
+    /// Worker `i` sent something out of protocol: it is killed (and replaced), and the task it
+    /// holds, only that one, fails with an error that names it.
+    fn out_of_protocol(&mut self, i: usize, kind: ErrorKind, what: String) {
+        let worker = &mut self.workers[i];
+        worker.open = false;
+        worker.progress = None;
+        let _ = worker.popen.signal(libc::SIGKILL);
+        // Its task fails here: the burial must not requeue a part still unsent.
+        worker.sending = None;
+        if let Some(busy) = worker.task.take() {
+            let err = Error::new(
+                kind,
+                format!(
+                    "pool worker {} (pid {}) sent a message out of protocol, and was killed and is replaced: {what}",
+                    worker.name, worker.popen.pid
+                ),
+            );
+            self.shared.deliver(busy.job, busy.chunk, Err(err));
+        }
+    }
+
+    /// Worker `i` exited: read what it left; the reaper thread reads its exit code, then
+    /// [`buried`](Self::buried) fails the task it held.
     fn bury(&mut self, i: usize) {
         // What a worker lent to a caller left on its socket is the caller's to read.
         while self.workers[i].open && !self.workers[i].lent() && self.read_reply(i) {}
         let mut worker = self.workers.swap_remove(i);
-        let code = worker.popen.try_reap().ok().flatten();
-        worker.link.mark_buried(code);
         self.shared
             .links
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .retain(|l| !Arc::ptr_eq(l, &worker.link));
+        if let Some(sending) = worker.sending.take() {
+            // It died before it had its whole task, which it did not run: another takes it.
+            worker.task = None;
+            self.shared.lock().queue.push_front(sending.task);
+            self.shared.wake();
+        }
+        self.bury_off(Corpse::Worker(Box::new(worker)));
+    }
+
+    /// A dead worker's exit code is known (if it could be): whoever waits for it is told, and
+    /// the task it held fails.
+    fn buried(&mut self, worker: Worker, code: Option<i32>) {
+        worker.link.mark_buried(code);
         if worker.ready() {
             self.early_deaths = 0;
         } else {
@@ -960,12 +1435,6 @@ impl Driver {
                 ));
             }
         }
-        if let Some(sending) = worker.sending.take() {
-            // It died before it had its whole task, which it did not run: another takes it.
-            worker.task = None;
-            self.shared.lock().queue.push_front(sending.task);
-            self.shared.wake();
-        }
         if let Some(busy) = worker.task {
             let how = describe_exit(code);
             let err = Error::new(
@@ -981,6 +1450,16 @@ impl Driver {
 
     fn enforce_timeouts(&mut self) {
         let now = Instant::now();
+        for i in 0..self.workers.len() {
+            let worker = &self.workers[i];
+            if worker.open && worker.progress.is_some_and(|at| at + REPLY_STALL <= now) {
+                self.out_of_protocol(
+                    i,
+                    ErrorKind::Codec,
+                    format!("the start of a message, and nothing more for {REPLY_STALL:?}"),
+                );
+            }
+        }
         for worker in &mut self.workers {
             let overdue = worker
                 .task
@@ -1023,14 +1502,30 @@ impl Driver {
         self.reap_all(Duration::from_secs(1));
     }
 
+    /// Waits until `grace` for the workers to exit, kills those that did not, and hands them
+    /// to the reaper thread. Only the kernel is waited for here (the exit of a killed process),
+    /// never another process's answer.
     fn reap_all(&mut self, grace: Duration) {
         if self.workers.is_empty() {
             return;
         }
         let deadline = sys::deadline_after(grace);
-        for worker in self.workers.drain(..) {
-            // A caller that borrowed the worker learns at once that it is gone.
-            worker.link.mark_buried(worker.popen.reap_by(deadline));
+        let mut killed = None;
+        for worker in std::mem::take(&mut self.workers) {
+            let exit = worker.popen.exit_fd();
+            let mut gone = sys::poll_one(exit.as_fd(), sys::READABLE, deadline).unwrap_or(0) > 0;
+            if !gone {
+                let _ = worker.popen.signal(libc::SIGKILL);
+                let deadline =
+                    *killed.get_or_insert_with(|| sys::deadline_after(Duration::from_secs(5)));
+                gone = sys::poll_one(exit.as_fd(), sys::READABLE, deadline).unwrap_or(0) > 0;
+            }
+            if !gone {
+                // Beyond a SIGKILL (a process stuck in the kernel): not waited for again.
+                worker.link.mark_buried(None);
+                continue;
+            }
+            self.bury_off(Corpse::Worker(Box::new(worker)));
         }
         self.shared
             .links
@@ -1038,13 +1533,40 @@ impl Driver {
             .unwrap_or_else(PoisonError::into_inner)
             .clear();
     }
+
+    /// The driver exits: its workers are killed, starts in progress are abandoned (their
+    /// processes killed as they come), and the helper threads get a short time to finish.
+    fn shut_down(&mut self) {
+        // The starter takes no new order, and ends when it is done with the one it has.
+        self.helpers.orders = None;
+        self.kill_all();
+        let_finish(self.helpers.starter.take(), HELPER_GRACE);
+        let (started, reaped) = {
+            let mut handed = self.helpers.handoff();
+            handed.closed = true;
+            (
+                std::mem::take(&mut handed.started),
+                std::mem::take(&mut handed.reaped),
+            )
+        };
+        for (_, started) in started {
+            if let Ok(popen) = started {
+                self.bury_off(Corpse::Stray(popen));
+            }
+        }
+        for (worker, code) in reaped {
+            worker.link.mark_buried(code);
+        }
+        self.helpers.corpses = None;
+        let_finish(self.helpers.reaper.take(), HELPER_GRACE);
+    }
 }
 
 impl Drop for Driver {
     /// However the driver ends (normally, on an error, by a panic, or never started), its
     /// workers are reaped and whatever still waits fails with a clear error.
     fn drop(&mut self) {
-        self.kill_all();
+        self.shut_down();
         self.shared.finish();
     }
 }

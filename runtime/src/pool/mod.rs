@@ -13,7 +13,7 @@ mod worker;
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 pub use result::AsyncResult;
 
@@ -31,6 +31,9 @@ use crate::handle::Encoded;
 use crate::registry::Target;
 use crate::start::StartMethod;
 use crate::{sys, wire};
+
+/// How long a caller of `apply` on a borrowed worker looks for the reply before it sleeps.
+const SPIN: Duration = Duration::from_micros(20);
 
 /// A pool of worker processes.
 ///
@@ -56,7 +59,13 @@ use crate::{sys, wire};
 /// SIGTERM, then SIGKILL after a second, and are reaped; pending results fail with
 /// [`ErrorKind::Terminated`]. To let queued work finish, call [`close`](Self::close) and
 /// [`join`](Self::join) first. Workers are daemonic: they die with the parent even when it
-/// is killed.
+/// is killed. Neither drop nor `terminate` waits on a fork server: a worker still being started
+/// then is killed and reaped when it comes.
+///
+/// A task that writes on its worker's socket cannot pass anything for a reply: a message that
+/// is not the reply to the task the worker holds (with that task's ticket), or a reply begun
+/// and left unfinished for 10 seconds, kills and replaces that worker, and fails that task
+/// alone with an error that names the worker.
 pub struct Pool {
     shared: Arc<Shared>,
     driver: Mutex<Option<JoinHandle<()>>>,
@@ -72,6 +81,7 @@ pub struct PoolBuilder {
     initializer: Option<(&'static str, std::result::Result<Encoded, String>)>,
     maxtasksperchild: Option<u64>,
     task_timeout: Option<Duration>,
+    start_retry_limit: Option<Duration>,
 }
 
 impl PoolBuilder {
@@ -124,6 +134,20 @@ impl PoolBuilder {
         self
     }
 
+    /// How long the pool goes on trying to start workers while it has none, before the tasks
+    /// that wait for one fail; default 30 seconds.
+    ///
+    /// A worker that cannot be started (out of descriptors or processes for a moment, a fork
+    /// server that does not answer) is tried again, after a wait that doubles from 20 ms up
+    /// to 1 s, while tasks wait. Only when no worker runs and none could be started for this
+    /// long do the waiting tasks fail, with the last start's error; the pool keeps trying, and
+    /// serves again once a worker starts. (The workers of [`build`](Self::build) are started
+    /// at once: their failure is `build`'s.)
+    pub fn start_retry_limit(mut self, limit: Duration) -> Self {
+        self.start_retry_limit = Some(limit);
+        self
+    }
+
     /// Starts the workers.
     pub fn build(self) -> Result<Pool> {
         let processes = self.processes.unwrap_or_else(cpu_count);
@@ -171,21 +195,12 @@ impl PoolBuilder {
             init_fds,
             processes,
             self.task_timeout,
+            self.start_retry_limit.unwrap_or(driver::START_RETRY_LIMIT),
         )?;
         // The driver counts itself as one of the library's fork-safe threads, and `build`
-        // returns only once it has: a fork right after must not take it for a thread of the
-        // user's, nor may a thread of the user's pass for it before it exists.
-        let (counted, is_counted) = std::sync::mpsc::sync_channel::<()>(1);
-        let handle = std::thread::Builder::new()
-            .name("multiproc-pool".into())
-            .spawn(move || {
-                let _fork_safe = crate::start::fork::fork_safe_thread();
-                let _ = counted.send(());
-                driver.run()
-            })
+        // returns only once it has.
+        let handle = driver::spawn_counted("multiproc-pool", move || driver.run())
             .map_err(|err| Error::io("cannot start the pool's driver thread", err))?;
-        // An error only if the thread ended without counting itself (it could not).
-        let _ = is_counted.recv();
         Ok(Pool {
             shared,
             driver: Mutex::new(Some(handle)),
@@ -209,6 +224,7 @@ impl Pool {
             initializer: None,
             maxtasksperchild: None,
             task_timeout: None,
+            start_retry_limit: None,
         }
     }
 
@@ -242,6 +258,7 @@ impl Pool {
         let header = TaskHeader {
             job: u64::MAX,
             chunk: 0,
+            ticket: self.shared.ticket(),
             entry: F::NAME.to_string(),
         };
         let died = |what: &str| {
@@ -257,6 +274,22 @@ impl Pool {
                     link.name,
                     link.pid,
                     driver::describe_exit(code)
+                ),
+            )
+        };
+        // A worker that sent what is no reply to this task is killed, and never lent again (its
+        // state stays `GONE`; the driver buries it and starts another); this call alone fails.
+        let out_of_protocol = |kind: ErrorKind, what: String| {
+            let _ = sys::pidfd_send_signal(link.pidfd.as_fd(), libc::SIGKILL);
+            link.state
+                .store(driver::GONE, std::sync::atomic::Ordering::Release);
+            self.shared.wake();
+            let _ = link.wait_buried(Duration::from_secs(5));
+            Error::new(
+                kind,
+                format!(
+                    "pool worker {} (pid {}) sent a message out of protocol, and was killed and is replaced: {what}",
+                    link.name, link.pid
                 ),
             )
         };
@@ -285,69 +318,105 @@ impl Pool {
             }
         }
         self.shared.discard(payload);
-        // Without a task timeout, a blocking read is enough: it ends with the reply, or with end
-        // of file when the worker dies (only the worker holds the other end; `terminate` kills
-        // it). With one, wait for the reply, the worker's exit or the deadline, which also
-        // bounds the reading of the reply. The inbox is only held to read: never while waiting
-        // for the driver to bury the worker.
+        // Wait for the reply, the worker's exit, or the task's deadline, which also bounds the
+        // reading of the reply. Without a deadline the wait is unbounded, but not a reply once
+        // begun: it must arrive whole within `REPLY_STALL` of its last bytes (the start of a
+        // message a task wrote on its socket would hold this call for ever). The inbox is only
+        // held to read: never while waiting for the driver to bury the worker.
         let buffered = || {
             link.inbox
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
                 .buffered()
         };
-        if let Some(deadline) = deadline.filter(|_| !buffered()) {
-            let mut fds = [
-                libc::pollfd {
-                    fd: link.control.as_raw_fd(),
-                    events: libc::POLLIN,
-                    revents: 0,
-                },
-                libc::pollfd {
-                    fd: link.exit.as_raw_fd(),
-                    events: libc::POLLIN,
-                    revents: 0,
-                },
-            ];
-            let ready = sys::poll_many(&mut fds, Some(deadline))
-                .map_err(|err| Error::io("cannot wait for a pool worker", err))?;
-            if ready == 0 {
-                return Err(timed_out());
+        // When the last bytes of a reply not yet whole came.
+        let mut progress: Option<Instant> = None;
+        // Before sleeping, look for the reply without waiting for a moment, yielding the
+        // processor between looks: a short task's reply comes within it, and is caught awake
+        // (as `wire::Reader` does before a blocking read).
+        let spin_until = Instant::now() + SPIN;
+        let (reply, result) = loop {
+            let spinning = Instant::now() < spin_until;
+            if !spinning && !buffered() {
+                let stall = progress.map(|at| at + driver::REPLY_STALL);
+                let wait = match (deadline, stall) {
+                    (Some(deadline), Some(stall)) => Some(deadline.min(stall)),
+                    (deadline, stall) => deadline.or(stall),
+                };
+                let mut fds = [
+                    libc::pollfd {
+                        fd: link.control.as_raw_fd(),
+                        events: libc::POLLIN,
+                        revents: 0,
+                    },
+                    libc::pollfd {
+                        fd: link.exit.as_raw_fd(),
+                        events: libc::POLLIN,
+                        revents: 0,
+                    },
+                ];
+                let ready = sys::poll_many(&mut fds, wait)
+                    .map_err(|err| Error::io("cannot wait for a pool worker", err))?;
+                if ready == 0 {
+                    if deadline.is_some_and(|deadline| deadline <= Instant::now()) {
+                        return Err(timed_out());
+                    }
+                    return Err(out_of_protocol(
+                        ErrorKind::Codec,
+                        format!(
+                            "the start of a reply, and nothing more for {:?}",
+                            driver::REPLY_STALL
+                        ),
+                    ));
+                }
+                if fds[0].revents == 0 {
+                    return Err(died("while running this task"));
+                }
             }
-            if fds[0].revents == 0 {
-                return Err(died("while running this task"));
-            }
-        }
-        let received = link
-            .inbox
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .recv::<Reply>(&link.control, deadline);
-        let (reply, result) = match received {
-            Ok(Some(message)) => message,
-            Ok(None) => return Err(died("while running this task")),
-            Err(err) if err.kind() == ErrorKind::Timeout => return Err(timed_out()),
-            Err(err) if err.kind() == ErrorKind::Disconnected => {
-                return Err(died("while running this task"))
-            }
-            Err(err) => {
+            let (received, mid_message) = {
+                let mut inbox = link.inbox.lock().unwrap_or_else(PoisonError::into_inner);
+                let received = inbox.try_recv::<Reply>(&link.control);
+                (received, inbox.mid_message())
+            };
+            match received {
+                Ok(wire::Received::Message(reply, result)) => break (reply, result),
+                Ok(wire::Received::Partial) => {
+                    if mid_message {
+                        progress = Some(Instant::now());
+                    }
+                    if spinning {
+                        std::thread::yield_now();
+                    }
+                }
+                Ok(wire::Received::Closed) => return Err(died("while running this task")),
+                Err(err) if err.kind() == ErrorKind::Disconnected => {
+                    return Err(died("while running this task"))
+                }
                 // The stream lost its place: the worker cannot be trusted with another task.
-                let _ = sys::pidfd_send_signal(link.pidfd.as_fd(), libc::SIGKILL);
-                let _ = link.wait_buried(Duration::from_secs(5));
-                return Err(Error::new(
-                    err.kind(),
-                    format!(
-                        "bad reply from pool worker {} (pid {}), which was killed: {err}",
-                        link.name, link.pid
-                    ),
-                ));
+                Err(err) => return Err(out_of_protocol(err.kind(), format!("bad reply: {err}"))),
             }
         };
-        let Reply::Done { outcome, .. } = reply else {
-            return Err(Error::new(
-                ErrorKind::Codec,
-                "a pool worker sent an unexpected reply",
-            ));
+        // Only the reply to this task, carrying its ticket back, answers it: anything else was
+        // written by a task on its own socket (a task can write anything there).
+        let outcome = match reply {
+            Reply::Done {
+                job,
+                chunk: 0,
+                ticket,
+                outcome,
+            } if job == header.job && ticket == header.ticket => outcome,
+            Reply::Done { .. } => {
+                return Err(out_of_protocol(
+                    ErrorKind::Codec,
+                    "a reply that does not match its task".into(),
+                ))
+            }
+            Reply::Ready | Reply::InitFailed(_) => {
+                return Err(out_of_protocol(
+                    ErrorKind::Codec,
+                    "a start-up message in reply to a task".into(),
+                ))
+            }
         };
         link.done.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         match outcome {
@@ -392,6 +461,7 @@ impl Pool {
                 chunk: 0,
                 entry: F::NAME,
                 payload,
+                queued: Instant::now(),
             }]
         };
         // On refusal the sink (and so the result) already holds the error.
@@ -513,6 +583,7 @@ impl Pool {
                     chunk: index,
                     entry: F::NAME,
                     payload,
+                    queued: Instant::now(),
                 }],
             )
         });
@@ -709,6 +780,7 @@ impl<'p, F: Target, I: Iterator<Item = F::Args>> Imap<'p, F, I> {
                 chunk: index,
                 entry: F::NAME,
                 payload,
+                queued: Instant::now(),
             };
             self.pool.shared.push(job, [task])?;
             self.sizes.push(size);

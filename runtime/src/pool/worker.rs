@@ -34,6 +34,8 @@ pub(crate) struct WorkerConfig {
 pub(crate) struct TaskHeader {
     pub job: u64,
     pub chunk: u32,
+    /// Echoed in the reply: a reply that does not carry it back answers no task of this worker.
+    pub ticket: u64,
     pub entry: String,
 }
 
@@ -45,10 +47,14 @@ pub(crate) enum Reply {
     Ready,
     /// The initializer panicked or failed.
     InitFailed(String),
-    /// A task finished.
+    /// A task finished: `job`, `chunk` and `ticket` are those of its [`TaskHeader`]. The parent
+    /// takes it only as the reply to the task this worker holds; any other message is out of
+    /// protocol (a task can write anything on the socket), and costs the worker its life and
+    /// its task its result.
     Done {
         job: u64,
         chunk: u32,
+        ticket: u64,
         outcome: TaskOutcome,
     },
 }
@@ -169,6 +175,7 @@ fn serve(config: WorkerConfig) {
         let reply = Reply::Done {
             job: header.job,
             chunk: header.chunk,
+            ticket: header.ticket,
             outcome,
         };
         if wire::send_message(&control, &reply, &results).is_err() {
