@@ -393,6 +393,21 @@ pub(crate) fn run(setup: Setup, entry: &'static Entry, fds: Vec<OwnedFd>) -> ! {
     }));
     IN_TARGET.with(|t| t.set(false));
     let code = match result {
+        Ok(Ok(output)) if launch.returns => match send_returned(&control, output) {
+            Ok(()) => 0,
+            Err(err) => {
+                let message = format!("cannot send the result back: {err}");
+                eprintln!("Process {}:\n{message}", launch.name);
+                let _ = wire::send(
+                    &control,
+                    &ChildMessage::Failed {
+                        kind: FailKind::Io,
+                        message,
+                    },
+                );
+                1
+            }
+        },
         Ok(Ok(_output)) => 0,
         Ok(Err(err)) => {
             eprintln!("Process {}:\n{err}", launch.name);
@@ -425,6 +440,32 @@ pub(crate) fn run(setup: Setup, entry: &'static Entry, fds: Vec<OwnedFd>) -> ! {
         }
     };
     finish(code)
+}
+
+/// Sends the target's result to the parent ([`ChildMessage::Returned`]): inline when small,
+/// else in a sealed memory file, so that the message fits in the socket's buffer whatever the
+/// size of the value (the parent reads it once this process has exited).
+fn send_returned(control: &UnixStream, output: handle::Encoded) -> crate::error::Result<()> {
+    use crate::error::Error;
+    use crate::start::ReturnedBytes;
+    let handle::Encoded { bytes, fds, .. } = output;
+    let (value, file) = if bytes.len() <= ReturnedBytes::INLINE_MAX {
+        (ReturnedBytes::Inline(bytes), None)
+    } else {
+        let file = sys::sealed_memfd("result", &bytes)
+            .map_err(|err| Error::io("cannot put the result in a memory file", err))?;
+        let len = bytes.len() as u64;
+        (ReturnedBytes::File { len }, Some(file))
+    };
+    let raw: Vec<RawFd> = file.iter().chain(&fds).map(AsRawFd::as_raw_fd).collect();
+    wire::send(
+        control,
+        &ChildMessage::Returned {
+            value,
+            fds: raw.len() as u32,
+        },
+    )?;
+    wire::send_fds_until(control, &raw, None)
 }
 
 /// Python's `_exit_function` then `_exit`: daemonic children terminated, the others joined,

@@ -11,7 +11,7 @@ use crate::current::{self, current_process};
 use crate::error::{Error, ErrorKind, RemotePanic, Result};
 use crate::handle::{self, Encoded};
 use crate::registry::{self, Runnable, Target};
-use crate::start::{self, ChildMessage, Launch, Popen, StartMethod};
+use crate::start::{self, ChildMessage, Launch, Popen, ReturnedBytes, StartMethod};
 use crate::sys;
 
 /// A child process, as Python's `multiprocessing.Process`.
@@ -67,6 +67,16 @@ struct State {
     phase: Phase,
     panic: Option<RemotePanic>,
     failure: Option<(ErrorKind, String)>,
+    /// Whether the child sends its target's result back (a [`JoinHandle`](crate::JoinHandle)'s
+    /// process), and the result once it has: read when the child is reaped.
+    returns: bool,
+    returned: Option<Returned>,
+}
+
+/// A child's result as it came: the encoded value and the descriptors that came with it.
+pub(crate) struct Returned {
+    pub value: ReturnedBytes,
+    pub fds: Vec<OwnedFd>,
 }
 
 enum Phase {
@@ -120,9 +130,23 @@ impl Process {
                     phase: Phase::Initial,
                     panic: None,
                     failure: None,
+                    returns: false,
+                    returned: None,
                 }),
             }),
         }
+    }
+
+    /// Makes the child send its target's result back (before `start`): the process of a
+    /// [`JoinHandle`](crate::JoinHandle), which takes it with [`take_returned`](Self::take_returned).
+    pub(crate) fn returning(self) -> Process {
+        self.lock().returns = true;
+        self
+    }
+
+    /// The result the child sent back, once it has been reaped; taken once.
+    pub(crate) fn take_returned(&self) -> Option<Returned> {
+        self.lock().returned.take()
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -166,6 +190,8 @@ impl Process {
                     phase: Phase::Initial,
                     panic: None,
                     failure: None,
+                    returns: state.returns,
+                    returned: None,
                 })
             }
         };
@@ -293,6 +319,7 @@ impl Process {
                 parent_pid: me.pid() as i32,
                 start_method: method,
                 fds: fds.len() as u32,
+                returns: state.returns,
             };
             state.phase = Phase::Starting;
             (launch, method, fds)
@@ -381,13 +408,16 @@ impl Process {
         let Phase::Running(popen) = std::mem::replace(&mut state.phase, Phase::Initial) else {
             return Ok(None);
         };
-        for message in popen.drain_messages() {
+        for (message, fds) in popen.drain_messages() {
             match message {
                 ChildMessage::Panicked(panic) => state.panic = Some(panic),
                 ChildMessage::Failed { kind, message } => {
                     state.failure = Some((kind.into(), message))
                 }
-                ChildMessage::Ready => {}
+                ChildMessage::Returned { value, .. } if state.returns => {
+                    state.returned = Some(Returned { value, fds })
+                }
+                ChildMessage::Returned { .. } | ChildMessage::Ready => {}
             }
         }
         state.phase = Phase::Stopped {

@@ -585,6 +585,7 @@ impl Driver {
             parent_pid: me.pid() as i32,
             start_method: self.method,
             fds: self.init_fds.len() as u32,
+            returns: false,
         };
         let fds: Vec<RawFd> = self.init_fds.iter().map(AsRawFd::as_raw_fd).collect();
         let popen = self.launcher.launch(launch, &fds)?;
