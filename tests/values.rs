@@ -1,8 +1,11 @@
 //! Values back from a process: `multiproc::spawn` and `JoinHandle` under every start method
-//! (values, panics, exits, signals, timeouts, dropped handles).
+//! (values, panics, exits, signals, timeouts, dropped handles), and the panic message of a
+//! binary built with `panic = "abort"` (the fixture crate `tests/fixtures/abort`).
 
 mod common;
 
+use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::{each_method, is_gone, Outcome, LONG};
@@ -321,6 +324,85 @@ fn default_method_and_names() -> Outcome {
     Ok(())
 }
 
+// ---------------------------------------------------------------------------------------------
+// panic = "abort"
+
+fn fixture_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/abort")
+}
+
+/// Builds the fixture (a binary of its own workspace, built with `panic = "abort"`) into
+/// `target/fixtures`, which later runs reuse: only the first build compiles the dependencies.
+fn build_fixture() -> Result<PathBuf, libtest_mimic::Failed> {
+    let target = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/fixtures");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let output = Command::new(cargo)
+        .args(["build", "--offline", "--quiet", "--manifest-path"])
+        .arg(fixture_dir().join("Cargo.toml"))
+        .arg("--target-dir")
+        .arg(&target)
+        // The outer build's flags (coverage, say) are not the fixture's business.
+        .env_remove("RUSTFLAGS")
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .output()
+        .map_err(|err| format!("cannot run cargo: {err}"))?;
+    check!(
+        output.status.success(),
+        "the fixture does not build:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Ok(target.join("debug/abort-fixture"))
+}
+
+/// Under `panic = "abort"`, a panic kills the child with SIGABRT before any `catch_unwind`
+/// returns; its message must still reach the parent.
+fn panic_message_under_abort() -> Outcome {
+    let binary = build_fixture()?;
+    let mut child = Command::new(&binary)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|err| format!("cannot run {}: {err}", binary.display()))?;
+    // Bounded: the fixture's own waits are bounded too, this is the last resort.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while child.try_wait()?.is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err("the fixture did not finish within 120 s".into());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let output = child.wait_with_output()?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    check!(
+        output.status.success(),
+        "the fixture failed ({}):\n{stdout}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    for method in StartMethod::all() {
+        // The worker that aborted is replaced, and takes no task with it.
+        let after = format!("pool-after {method}: no error, [1, 2]");
+        check!(
+            stdout.lines().any(|l| l == after),
+            "no {after:?} in:\n{stdout}"
+        );
+        for what in ["pool", "apply", "handle", "process"] {
+            let line = stdout
+                .lines()
+                .find(|l| l.starts_with(&format!("{what} {method}: ")))
+                .ok_or_else(|| format!("no line for {what} under {method}:\n{stdout}"))?;
+            check!(
+                line.contains("panicked at src/main.rs:")
+                    && line.contains("deliberate panic under abort"),
+                "{line}"
+            );
+        }
+    }
+    Ok(())
+}
+
 fn main() {
     multiproc::init();
     let mut trials = Vec::new();
@@ -350,6 +432,10 @@ fn main() {
     trials.push(Trial::test(
         "default_method_and_names",
         default_method_and_names,
+    ));
+    trials.push(Trial::test(
+        "panic_message_under_abort",
+        panic_message_under_abort,
     ));
     common::run(trials)
 }
