@@ -36,6 +36,11 @@ use crate::sys;
 /// # }
 /// ```
 ///
+/// A `Process` keeps Python's semantics: [`join`](Process::join) returns the exit code, a
+/// panic is `Ok(1)` (with the panic readable by [`error`](Process::error)), and the target's
+/// return value is dropped. To get the value back, with every failure as an `Err`, use
+/// [`spawn`](crate::spawn) and its [`JoinHandle`](crate::JoinHandle).
+///
 /// A `Process` is a handle: clones refer to the same child, and [`active_children`] returns
 /// handles too. The builder methods (`with_*`) change only the value they return: called on a
 /// process that has clones and has not started, they make it a process of its own. Dropping the last handle of a running child does not stop it (as in Python):
@@ -351,7 +356,12 @@ impl Process {
         }
     }
 
-    /// Waits until the child exits and returns its exit code.
+    /// Waits until the child exits and returns its exit code, as Python's `join` and
+    /// [`exitcode`](Self::exitcode): `Ok(0)` for a normal return, `Ok(1)` for a panic, `Ok(n)`
+    /// for `std::process::exit(n)`, `Ok(-N)` for a death by signal `N`. A failed child is not
+    /// an `Err` here: read [`error`](Self::error) for why it failed. To get a function's
+    /// return value back, with every failure as an `Err`, start it with
+    /// [`spawn`](crate::spawn) instead.
     pub fn join(&self) -> Result<i32> {
         self.wait(None).map(|code| code.unwrap_or(-1))
     }
