@@ -388,7 +388,7 @@ fn panic_message_under_abort() -> Outcome {
             stdout.lines().any(|l| l == after),
             "no {after:?} in:\n{stdout}"
         );
-        for what in ["pool", "apply", "handle", "process"] {
+        for what in ["pool", "apply", "initializer", "handle", "process"] {
             let line = stdout
                 .lines()
                 .find(|l| l.starts_with(&format!("{what} {method}: ")))

@@ -104,9 +104,18 @@ fn serve(config: WorkerConfig) {
         return;
     };
     if let Some((name, payload)) = &config.initializer {
+        // Under `panic = "abort"`, from the panic hook, before the abort.
+        let report = || -> AbortReport {
+            let (control, name) = (control.clone(), name.clone());
+            Box::new(move |message, location| {
+                let panic = panic_report(message, location);
+                let reply = Reply::InitFailed(format!("initializer `{name}` failed: {panic}"));
+                wire::send_message(&control, &reply, &Encoded::default()).is_ok()
+            })
+        };
         let failure = match registry::lookup(name) {
             Err(err) => Some(err.to_string()),
-            Ok(entry) => match catch_quiet(|| entry.invoke(payload)) {
+            Ok(entry) => match catch_quiet(|| reporting_aborts(report, || entry.invoke(payload))) {
                 Ok(Ok(_)) => None,
                 Ok(Err(err)) => Some(err.to_string()),
                 Err((message, location)) => Some(panic_report(message, location).to_string()),
