@@ -466,11 +466,22 @@ impl Popen {
         let mut out = Vec::new();
         while let Ok(Some(msg)) = wire::recv::<ChildMessage>(&self.control, Some(Instant::now())) {
             let fds = match &msg {
-                ChildMessage::Returned { fds, .. } => match wire::recv_fds(&self.control, *fds) {
-                    Ok(fds) => fds,
-                    // Cut short (the child was killed while it sent): no result.
-                    Err(_) => break,
-                },
+                ChildMessage::Returned { fds: 0, .. } => Vec::new(),
+                ChildMessage::Returned { fds, .. } => {
+                    // The child sent them right after the frame, before it exited: they are
+                    // there now, or were never sent (it was killed in between), and then no
+                    // read waits for them.
+                    let there =
+                        sys::poll_one(self.control.as_fd(), sys::READABLE, Some(Instant::now()));
+                    match there
+                        .ok()
+                        .filter(|&ready| ready != 0)
+                        .map(|_| wire::recv_fds(&self.control, *fds))
+                    {
+                        Some(Ok(fds)) => fds,
+                        _ => break,
+                    }
+                }
                 _ => Vec::new(),
             };
             out.push((msg, fds));
