@@ -321,6 +321,9 @@ fn default_method_and_names() -> Outcome {
         .spawn(shout, "x".into())?;
     check_eq!(handle.process().name(), "named");
     check_eq!(join(handle)?, "X");
+    let handle = ProcessBuilder::new().daemon(true).spawn(square, 4)?;
+    check!(handle.process().daemon(), "daemonic");
+    check_eq!(join(handle)?, 16);
     Ok(())
 }
 
