@@ -99,6 +99,34 @@
 //! for a death by signal `N`. The parent also reads the panic's message and location
 //! ([`Process::remote_panic`]), and [`Process::error`] says in words why a child failed.
 //!
+//! # Values back
+//!
+//! [`spawn`] starts a `#[process]` function as `std::thread::spawn` starts a closure, and its
+//! [`JoinHandle::join`] returns the function's value, or an [`Error`] that says why there is
+//! none: [`ErrorKind::Panicked`] with the [`RemotePanic`], [`ErrorKind::Died`] naming the exit
+//! code or the signal. [`ProcessBuilder`] sets the name, start method and daemon flag. Use it
+//! when you want a result; use [`Process`] for Python's exit-code semantics.
+//!
+//! ```no_run
+//! use multiproc::process;
+//!
+//! #[process]
+//! fn square(n: u64) -> u64 {
+//!     n * n
+//! }
+//!
+//! #[multiproc::main]
+//! fn main() -> multiproc::Result<()> {
+//!     assert_eq!(multiproc::spawn(square, 7)?.join()?, 49);
+//!     Ok(())
+//! }
+//! ```
+//!
+//! Built with `panic = "abort"`, a child's panic ends it with SIGABRT before any unwinding;
+//! the library's panic hook then sends the message and location to the parent first, so the
+//! error still says `panicked at file:line: message` (for a `Process`, a `JoinHandle` and a
+//! pool task alike).
+//!
 //! # Daemons and orphans
 //!
 //! A daemonic process ([`Process::set_daemon`]) cannot start children, is terminated when

@@ -204,6 +204,7 @@ struct Launch {
     parent_pid: i32,
     start_method: StartMethod,
     fds: u32,
+    returns: bool,
 }
 
 #[derive(Serialize)]
@@ -236,6 +237,7 @@ fn forged_frames(before: &[u8], marker: &Path) -> Vec<u8> {
         parent_pid: std::process::id() as i32,
         start_method: StartMethod::Spawn,
         fds: 0,
+        returns: false,
     };
     let mut bytes = before.to_vec();
     // The right build identity: the child used to answer a wrong one with its own.

@@ -156,6 +156,19 @@ fn pool() {
 }
 
 #[test]
+fn values_back() {
+    let (_, raw) = run("values_back");
+    assert_eq!(
+        raw,
+        [
+            "squares: [1, 4, 9, 16]",
+            "stats: 3 values, mean 2.50",
+            "the child panicked: deliberate panic: zero has no inverse",
+        ]
+    );
+}
+
+#[test]
 fn demo() {
     let (_, raw) = run("demo");
     assert!(raw

@@ -310,6 +310,31 @@ thread_local! {
     static IN_TARGET: Cell<bool> = const { Cell::new(false) };
     static QUIET: Cell<bool> = const { Cell::new(false) };
     static LAST_PANIC: RefCell<Option<(String, Option<String>)>> = const { RefCell::new(None) };
+    /// Under `panic = "abort"`: how the panic hook reports a panic of this thread's target
+    /// before the process aborts (see [`reporting_aborts`]).
+    static ABORT_REPORT: RefCell<Option<AbortReport>> = const { RefCell::new(None) };
+}
+
+/// Sends a panic's message and location to whoever waits for the target; `true` if it went.
+pub(crate) type AbortReport = Box<dyn Fn(String, Option<String>) -> bool>;
+
+/// Runs `f` so that a panic in it is reported with `make()`'s report from the panic hook, when
+/// the panic cannot unwind: built with `panic = "abort"`, a panic aborts the process right
+/// after the hook (no `catch_unwind` ever returns), and without this its message would reach
+/// the parent only as a death by SIGABRT.
+///
+/// The strategy is the runtime crate's `cfg(panic)`, which is the binary's: Cargo builds every
+/// crate of a profile with the same strategy, and a crate built with `abort` cannot be linked
+/// into a binary that unwinds. With unwinding, `f` just runs, and the report is left to the
+/// caller's `catch_unwind` (a panic that the target catches itself is no failure).
+pub(crate) fn reporting_aborts<R>(make: impl FnOnce() -> AbortReport, f: impl FnOnce() -> R) -> R {
+    if !cfg!(panic = "abort") {
+        return f();
+    }
+    let previous = ABORT_REPORT.with(|r| r.replace(Some(make())));
+    let result = f();
+    ABORT_REPORT.with(|r| *r.borrow_mut() = previous);
+    result
 }
 
 /// What a child sets up before its target runs: who it is, its control socket, its name for
@@ -389,10 +414,45 @@ pub(crate) fn run(setup: Setup, entry: &'static Entry, fds: Vec<OwnedFd>) -> ! {
 
     IN_TARGET.with(|t| t.set(true));
     let result = panic::catch_unwind(AssertUnwindSafe(|| {
-        handle::with_incoming(fds, || entry.invoke(&launch.payload))
+        let invoke = || handle::with_incoming(fds, || entry.invoke(&launch.payload));
+        if launch.entry == POOL_WORKER {
+            // The worker reports its tasks' panics on its own messages (`pool::worker`).
+            invoke()
+        } else {
+            reporting_aborts(
+                || {
+                    let (control, process) = (control.clone(), launch.name.clone());
+                    Box::new(move |message, location| {
+                        let report = RemotePanic {
+                            message,
+                            location,
+                            process: process.clone(),
+                            pid: std::process::id() as i32,
+                        };
+                        wire::send(&control, &ChildMessage::Panicked(report)).is_ok()
+                    })
+                },
+                invoke,
+            )
+        }
     }));
     IN_TARGET.with(|t| t.set(false));
     let code = match result {
+        Ok(Ok(output)) if launch.returns => match send_returned(&control, output) {
+            Ok(()) => 0,
+            Err(err) => {
+                let message = format!("cannot send the result back: {err}");
+                eprintln!("Process {}:\n{message}", launch.name);
+                let _ = wire::send(
+                    &control,
+                    &ChildMessage::Failed {
+                        kind: FailKind::Io,
+                        message,
+                    },
+                );
+                1
+            }
+        },
         Ok(Ok(_output)) => 0,
         Ok(Err(err)) => {
             eprintln!("Process {}:\n{err}", launch.name);
@@ -427,6 +487,32 @@ pub(crate) fn run(setup: Setup, entry: &'static Entry, fds: Vec<OwnedFd>) -> ! {
     finish(code)
 }
 
+/// Sends the target's result to the parent ([`ChildMessage::Returned`]): inline when small,
+/// else in a sealed memory file, so that the message fits in the socket's buffer whatever the
+/// size of the value (the parent reads it once this process has exited).
+fn send_returned(control: &UnixStream, output: handle::Encoded) -> crate::error::Result<()> {
+    use crate::error::Error;
+    use crate::start::ReturnedBytes;
+    let handle::Encoded { bytes, fds, .. } = output;
+    let (value, file) = if bytes.len() <= ReturnedBytes::INLINE_MAX {
+        (ReturnedBytes::Inline(bytes), None)
+    } else {
+        let file = sys::sealed_memfd("result", &bytes)
+            .map_err(|err| Error::io("cannot put the result in a memory file", err))?;
+        let len = bytes.len() as u64;
+        (ReturnedBytes::File { len }, Some(file))
+    };
+    let raw: Vec<RawFd> = file.iter().chain(&fds).map(AsRawFd::as_raw_fd).collect();
+    wire::send(
+        control,
+        &ChildMessage::Returned {
+            value,
+            fds: raw.len() as u32,
+        },
+    )?;
+    wire::send_fds_until(control, &raw, None)
+}
+
 /// Python's `_exit_function` then `_exit`: daemonic children terminated, the others joined,
 /// stdio flushed; no destructor of the parent's copied state runs.
 pub(crate) fn finish(code: i32) -> ! {
@@ -438,11 +524,15 @@ pub(crate) fn finish(code: i32) -> ! {
 
 /// A daemonic child dies with its parent, even when the parent is SIGKILLed: a thread waits for
 /// the parent's end of the control socket to close.
+///
+/// It waits for a hang-up (`POLLHUP`: both directions shut, which the parent's close does), not
+/// for `POLLRDHUP` alone: a pool worker that aborts on a panic shuts the reading side of its
+/// own end first (`pool::worker`), and must live on until it has sent its report.
 fn watch_parent(control: Arc<UnixStream>) {
     let spawned = std::thread::Builder::new()
         .name("multiproc-parent-watch".into())
         .spawn(move || {
-            if let Ok(events) = sys::poll_one(control.as_fd(), sys::PEER_CLOSED, None) {
+            if let Ok(events) = sys::poll_one(control.as_fd(), libc::POLLHUP, None) {
                 if events != 0 {
                     sys::exit_now(1);
                 }
@@ -488,8 +578,16 @@ pub(crate) fn install_panic_hook() {
                 .map(str::to_string)
                 .unwrap_or_else(|| "Box<dyn Any>".to_string());
             let location = info.location().map(|l| l.to_string());
+            // Under `panic = "abort"` this is the last code to run: the report goes now. A
+            // quiet panic (a pool task's) is printed after all if it could not go.
+            let reported = cfg!(panic = "abort")
+                && ABORT_REPORT.with(|r| {
+                    r.borrow()
+                        .as_ref()
+                        .is_some_and(|report| report(message.clone(), location.clone()))
+                });
             LAST_PANIC.with(|p| *p.borrow_mut() = Some((message, location)));
-            if QUIET.with(|q| q.get()) {
+            if QUIET.with(|q| q.get()) && (reported || !cfg!(panic = "abort")) {
                 return;
             }
             // SAFETY: a name, once stored, is leaked: it lives as long as the process.

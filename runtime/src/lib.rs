@@ -22,6 +22,7 @@ mod context;
 mod current;
 mod error;
 mod handle;
+mod join;
 mod pool;
 mod process;
 mod registry;
@@ -44,6 +45,7 @@ pub use context::{
 pub use current::{cpu_count, current_process, parent_process, CurrentProcess, ParentProcess};
 pub use error::{Error, ErrorKind, RemotePanic, Result};
 pub use handle::SharedFd;
+pub use join::{spawn, JoinHandle, ProcessBuilder};
 pub use pool::{AsyncResult, Imap, Pool, PoolBuilder};
 pub use process::{active_children, wait, Process};
 pub use registry::{Runnable, Target};

@@ -11,7 +11,7 @@ use crate::current::{self, current_process};
 use crate::error::{Error, ErrorKind, RemotePanic, Result};
 use crate::handle::{self, Encoded};
 use crate::registry::{self, Runnable, Target};
-use crate::start::{self, ChildMessage, Launch, Popen, StartMethod};
+use crate::start::{self, ChildMessage, Launch, Popen, ReturnedBytes, StartMethod};
 use crate::sys;
 
 /// A child process, as Python's `multiprocessing.Process`.
@@ -35,6 +35,11 @@ use crate::sys;
 /// # Ok(())
 /// # }
 /// ```
+///
+/// A `Process` keeps Python's semantics: [`join`](Process::join) returns the exit code, a
+/// panic is `Ok(1)` (with the panic readable by [`error`](Process::error)), and the target's
+/// return value is dropped. To get the value back, with every failure as an `Err`, use
+/// [`spawn`](crate::spawn) and its [`JoinHandle`](crate::JoinHandle).
 ///
 /// A `Process` is a handle: clones refer to the same child, and [`active_children`] returns
 /// handles too. The builder methods (`with_*`) change only the value they return: called on a
@@ -67,6 +72,16 @@ struct State {
     phase: Phase,
     panic: Option<RemotePanic>,
     failure: Option<(ErrorKind, String)>,
+    /// Whether the child sends its target's result back (a [`JoinHandle`](crate::JoinHandle)'s
+    /// process), and the result once it has: read when the child is reaped.
+    returns: bool,
+    returned: Option<Returned>,
+}
+
+/// A child's result as it came: the encoded value and the descriptors that came with it.
+pub(crate) struct Returned {
+    pub value: ReturnedBytes,
+    pub fds: Vec<OwnedFd>,
 }
 
 enum Phase {
@@ -116,9 +131,23 @@ impl Process {
                     phase: Phase::Initial,
                     panic: None,
                     failure: None,
+                    returns: false,
+                    returned: None,
                 }),
             }),
         }
+    }
+
+    /// Makes the child send its target's result back (before `start`): the process of a
+    /// [`JoinHandle`](crate::JoinHandle), which takes it with [`take_returned`](Self::take_returned).
+    pub(crate) fn returning(self) -> Process {
+        self.lock().returns = true;
+        self
+    }
+
+    /// The result the child sent back, once it has been reaped; taken once.
+    pub(crate) fn take_returned(&self) -> Option<Returned> {
+        self.lock().returned.take()
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -162,6 +191,8 @@ impl Process {
                     phase: Phase::Initial,
                     panic: None,
                     failure: None,
+                    returns: state.returns,
+                    returned: None,
                 })
             }
         };
@@ -289,6 +320,7 @@ impl Process {
                 parent_pid: me.pid() as i32,
                 start_method: method,
                 fds: fds.len() as u32,
+                returns: state.returns,
             };
             state.phase = Phase::Starting;
             (launch, method, fds)
@@ -320,7 +352,12 @@ impl Process {
         }
     }
 
-    /// Waits until the child exits and returns its exit code.
+    /// Waits until the child exits and returns its exit code, as Python's `join` and
+    /// [`exitcode`](Self::exitcode): `Ok(0)` for a normal return, `Ok(1)` for a panic, `Ok(n)`
+    /// for `std::process::exit(n)`, `Ok(-N)` for a death by signal `N`. A failed child is not
+    /// an `Err` here: read [`error`](Self::error) for why it failed. To get a function's
+    /// return value back, with every failure as an `Err`, start it with
+    /// [`spawn`](crate::spawn) instead.
     pub fn join(&self) -> Result<i32> {
         self.wait(None).map(|code| code.unwrap_or(-1))
     }
@@ -377,13 +414,16 @@ impl Process {
         let Phase::Running(popen) = std::mem::replace(&mut state.phase, Phase::Initial) else {
             return Ok(None);
         };
-        for message in popen.drain_messages() {
+        for (message, fds) in popen.drain_messages() {
             match message {
                 ChildMessage::Panicked(panic) => state.panic = Some(panic),
                 ChildMessage::Failed { kind, message } => {
                     state.failure = Some((kind.into(), message))
                 }
-                ChildMessage::Ready => {}
+                ChildMessage::Returned { value, .. } if state.returns => {
+                    state.returned = Some(Returned { value, fds })
+                }
+                ChildMessage::Returned { .. } | ChildMessage::Ready => {}
             }
         }
         state.phase = Phase::Stopped {

@@ -845,6 +845,7 @@ impl Driver {
             parent_pid: me.pid() as i32,
             start_method: self.method,
             fds: self.init_fds.len() as u32,
+            returns: false,
         };
         Ok((name, launch))
     }

@@ -11,7 +11,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::carrier::Plain;
-use crate::child::catch_quiet;
+use crate::child::{catch_quiet, reporting_aborts, AbortReport};
 use crate::current::{self, current_process};
 use crate::error::{ErrorKind, RemotePanic};
 use crate::handle::{self, Encoded};
@@ -110,9 +110,18 @@ fn serve(config: WorkerConfig) {
         return;
     };
     if let Some((name, payload)) = &config.initializer {
+        // Under `panic = "abort"`, from the panic hook, before the abort.
+        let report = || -> AbortReport {
+            let (control, name) = (control.clone(), name.clone());
+            Box::new(move |message, location| {
+                let panic = panic_report(message, location);
+                let reply = Reply::InitFailed(format!("initializer `{name}` failed: {panic}"));
+                wire::send_message(&control, &reply, &Encoded::default()).is_ok()
+            })
+        };
         let failure = match registry::lookup(name) {
             Err(err) => Some(err.to_string()),
-            Ok(entry) => match catch_quiet(|| entry.invoke(payload)) {
+            Ok(entry) => match catch_quiet(|| reporting_aborts(report, || entry.invoke(payload))) {
                 Ok(Ok(_)) => None,
                 Ok(Err(err)) => Some(err.to_string()),
                 Err((message, location)) => Some(panic_report(message, location).to_string()),
@@ -151,8 +160,27 @@ fn serve(config: WorkerConfig) {
                 Encoded::default(),
             ),
             Ok(entry) => {
+                // Under `panic = "abort"` the task's panic is this worker's last word: its
+                // reply goes from the panic hook, before the abort.
+                let report = || -> AbortReport {
+                    let (control, job, chunk) = (control.clone(), header.job, header.chunk);
+                    Box::new(move |message, location| {
+                        // This worker is about to die: from now on a task sent to it fails at
+                        // once (EPIPE) and goes to another worker, instead of being lost with it.
+                        let _ = control.shutdown(std::net::Shutdown::Read);
+                        let outcome = TaskOutcome::Panicked(panic_report(message, location));
+                        let reply = Reply::Done {
+                            job,
+                            chunk,
+                            outcome,
+                        };
+                        wire::send_message(&control, &reply, &Encoded::default()).is_ok()
+                    })
+                };
                 match catch_quiet(|| {
-                    handle::with_incoming(fds, || entry.invoke_chunk(&payload, blocks))
+                    reporting_aborts(report, || {
+                        handle::with_incoming(fds, || entry.invoke_chunk(&payload, blocks))
+                    })
                 }) {
                     Ok(Ok(results)) => (TaskOutcome::Ok, results),
                     Ok(Err(err)) => (

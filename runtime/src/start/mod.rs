@@ -140,6 +140,9 @@ pub(crate) struct Launch {
     /// How many descriptors the payload carries: they follow the bootstrap frames in one
     /// `SCM_RIGHTS` message (spawn, forkserver), or are inherited (fork).
     pub fds: u32,
+    /// Whether the child sends the entry's result back ([`ChildMessage::Returned`]): for a
+    /// [`JoinHandle`](crate::JoinHandle), not for a Python-style `Process` or a pool worker.
+    pub returns: bool,
 }
 
 /// The second frame on a control socket, parent to child (spawn and forkserver); the first is
@@ -239,6 +242,30 @@ pub(crate) enum ChildMessage {
     Failed { kind: FailKind, message: String },
     /// The target panicked.
     Panicked(RemotePanic),
+    /// The target returned (sent only when [`Launch::returns`]): its result, encoded with the
+    /// target's result carrier, followed on the socket by `fds` descriptors (the memory file
+    /// of a [`ReturnedBytes::File`] first, then those the value carries).
+    Returned { value: ReturnedBytes, fds: u32 },
+}
+
+/// Where the encoded result of [`ChildMessage::Returned`] is.
+///
+/// A child sends its result before it exits, and its parent reads the control socket only
+/// once it has exited: so the message must fit in the socket's buffer, or the child would wait
+/// for a reader that waits for it. A small result travels inline; a larger one in a sealed
+/// memory file whose descriptor travels instead, so that the message stays small whatever the
+/// size of the value.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum ReturnedBytes {
+    /// The encoded bytes themselves.
+    Inline(Vec<u8>),
+    /// The first `len` bytes of the sealed memory file that is the first descriptor.
+    File { len: u64 },
+}
+
+impl ReturnedBytes {
+    /// Results up to this size travel inline: far below a socket buffer's few hundred KiB.
+    pub(crate) const INLINE_MAX: usize = 8 << 10;
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
@@ -247,6 +274,8 @@ pub(crate) enum FailKind {
     BuildMismatch,
     Bootstrap,
     Codec,
+    /// The child could not send its result back.
+    Io,
 }
 
 impl From<FailKind> for ErrorKind {
@@ -256,6 +285,7 @@ impl From<FailKind> for ErrorKind {
             FailKind::BuildMismatch => ErrorKind::BuildMismatch,
             FailKind::Bootstrap => ErrorKind::Bootstrap,
             FailKind::Codec => ErrorKind::Codec,
+            FailKind::Io => ErrorKind::Io,
         }
     }
 }
@@ -430,11 +460,31 @@ impl Popen {
         })
     }
 
-    /// Reads the messages the child left on the control socket, without blocking.
-    pub(crate) fn drain_messages(&self) -> Vec<ChildMessage> {
+    /// Reads the messages the child left on the control socket, without blocking, each with
+    /// the descriptors that came with it (those of a [`ChildMessage::Returned`]).
+    pub(crate) fn drain_messages(&self) -> Vec<(ChildMessage, Vec<OwnedFd>)> {
         let mut out = Vec::new();
         while let Ok(Some(msg)) = wire::recv::<ChildMessage>(&self.control, Some(Instant::now())) {
-            out.push(msg);
+            let fds = match &msg {
+                ChildMessage::Returned { fds: 0, .. } => Vec::new(),
+                ChildMessage::Returned { fds, .. } => {
+                    // The child sent them right after the frame, before it exited: they are
+                    // there now, or were never sent (it was killed in between), and then no
+                    // read waits for them.
+                    let there =
+                        sys::poll_one(self.control.as_fd(), sys::READABLE, Some(Instant::now()));
+                    match there
+                        .ok()
+                        .filter(|&ready| ready != 0)
+                        .map(|_| wire::recv_fds(&self.control, *fds))
+                    {
+                        Some(Ok(fds)) => fds,
+                        _ => break,
+                    }
+                }
+                _ => Vec::new(),
+            };
+            out.push((msg, fds));
         }
         out
     }
