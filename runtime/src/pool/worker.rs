@@ -163,7 +163,8 @@ fn serve(config: WorkerConfig) {
                 // Under `panic = "abort"` the task's panic is this worker's last word: its
                 // reply goes from the panic hook, before the abort.
                 let report = || -> AbortReport {
-                    let (control, job, chunk) = (control.clone(), header.job, header.chunk);
+                    let (control, job, chunk, ticket) =
+                        (control.clone(), header.job, header.chunk, header.ticket);
                     Box::new(move |message, location| {
                         // This worker is about to die: from now on a task sent to it fails at
                         // once (EPIPE) and goes to another worker, instead of being lost with it.
@@ -172,6 +173,7 @@ fn serve(config: WorkerConfig) {
                         let reply = Reply::Done {
                             job,
                             chunk,
+                            ticket,
                             outcome,
                         };
                         wire::send_message(&control, &reply, &Encoded::default()).is_ok()
