@@ -1,0 +1,139 @@
+//! multiproc from plain `#[test]`s: the default harness, which owns `main` (no `init()`, no
+//! `#[multiproc::main]`) and runs the tests on several threads. `spawn` and `forkserver` (the
+//! default) work in every test; `fork` is refused under the default `ForkPolicy`, and says
+//! what to do instead.
+
+use std::process::Command;
+use std::time::Duration;
+
+use multiproc::{process, ErrorKind, Pool, Process, StartMethod};
+
+/// Every join is bounded: a child that never ends fails the test instead of hanging it.
+const LONG: Duration = Duration::from_secs(60);
+
+#[process]
+fn square(x: u64) -> u64 {
+    x * x
+}
+
+#[process]
+fn exit_with(code: i32) {
+    std::process::exit(code);
+}
+
+#[process]
+fn say(line: String) {
+    println!("{line}");
+}
+
+fn run_process(method: StartMethod) {
+    let p = Process::new(exit_with, 7).with_start_method(method);
+    p.start().expect("start");
+    assert_eq!(p.join_timeout(LONG).expect("join"), Some(7), "{method}");
+}
+
+fn run_pool(method: StartMethod) {
+    let pool = Pool::builder()
+        .processes(2)
+        .start_method(method)
+        .build()
+        .expect("pool");
+    let squares = pool.map(square, 0..20u64).expect("map");
+    assert_eq!(squares, (0..20u64).map(|x| x * x).collect::<Vec<_>>());
+    assert_eq!(pool.apply(square, 12).expect("apply"), 144);
+    pool.close();
+    pool.join().expect("join");
+}
+
+#[test]
+fn process_under_forkserver() {
+    run_process(StartMethod::ForkServer);
+}
+
+#[test]
+fn process_under_spawn() {
+    run_process(StartMethod::Spawn);
+}
+
+#[test]
+fn pool_under_forkserver() {
+    run_pool(StartMethod::ForkServer);
+}
+
+#[test]
+fn pool_under_spawn() {
+    run_pool(StartMethod::Spawn);
+}
+
+#[test]
+fn the_default_method_works() {
+    let p = Process::new(exit_with, 3);
+    p.start().expect("start");
+    assert_eq!(p.join_timeout(LONG).expect("join"), Some(3));
+    let pool = Pool::new(2).expect("pool");
+    assert_eq!(pool.map(square, [2, 3]).expect("map"), vec![4, 9]);
+}
+
+/// libtest runs this test on a thread of its own, beside its main thread: a fork could copy a
+/// lock that another thread holds, so the default policy refuses it, and says what to do.
+#[test]
+fn fork_is_refused_in_a_test_and_says_what_to_do() {
+    let p = Process::new(exit_with, 0).with_start_method(StartMethod::Fork);
+    let err = p.start().expect_err("fork in a libtest thread");
+    assert_eq!(err.kind(), ErrorKind::ForkUnsafe);
+    let message = err.to_string();
+    for hint in ["ForkServer", "Spawn", "harness = false", "cargo test"] {
+        assert!(message.contains(hint), "{hint:?} not in {message:?}");
+    }
+    let err = Pool::builder()
+        .processes(1)
+        .start_method(StartMethod::Fork)
+        .build()
+        .expect_err("a fork pool in a libtest thread");
+    assert_eq!(err.kind(), ErrorKind::ForkUnsafe);
+}
+
+/// Not a test on its own: `a_child_runs_only_its_entry` runs it alone in a new copy of this
+/// binary and reads what that copy prints.
+#[test]
+fn children_say_hello() {
+    for method in [StartMethod::Spawn, StartMethod::ForkServer] {
+        let p = Process::new(say, format!("hello from a {method} child")).with_start_method(method);
+        p.start().expect("start");
+        assert_eq!(p.join_timeout(LONG).expect("join"), Some(0), "{method}");
+    }
+}
+
+/// A child of a test binary runs its entry point only: not the test suite (which would start
+/// children of its own, and print libtest's header and summary again).
+#[test]
+fn a_child_runs_only_its_entry() {
+    let exe = std::env::current_exe().expect("current_exe");
+    let out = Command::new(exe)
+        .args([
+            "children_say_hello",
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .output()
+        .expect("run this test binary");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert_eq!(
+        stdout.matches("running 1 test").count(),
+        1,
+        "libtest ran more than once:\n{stdout}"
+    );
+    assert_eq!(stdout.matches("test result:").count(), 1, "{stdout}");
+    for method in ["spawn", "forkserver"] {
+        assert_eq!(
+            stdout
+                .matches(&format!("hello from a {method} child\n"))
+                .count(),
+            1,
+            "{stdout}"
+        );
+    }
+}
