@@ -114,6 +114,16 @@ impl FromStr for StartMethod {
 /// another thread held (stdout, a `Mutex` of yours, a runtime's) stays locked forever in the
 /// child, which then deadlocks. CPython 3.12 only warns; multiproc refuses by default and tells
 /// you to use `ForkServer` or `Spawn`, which are safe in any program.
+///
+/// # In tests
+///
+/// libtest (`cargo test` with the default harness) runs every test on a thread of its own,
+/// beside its main thread, so under the default `Refuse` a `fork` in a `#[test]` fails with
+/// [`ErrorKind::ForkUnsafe`], whose message says so; `ForkServer` (the default method) and
+/// `Spawn` work in every test. To test the `fork` method itself, use a `harness = false`
+/// target whose `main` runs its trials on the main thread (this crate's `tests/process.rs`
+/// does, with libtest-mimic), where nothing else runs beside the fork. `Warn` or `Allow` in a
+/// libtest binary is at your own risk: the other tests' threads keep running across the fork.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum ForkPolicy {
