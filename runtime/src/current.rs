@@ -201,7 +201,10 @@ pub(crate) fn new_child_identity(me: &CurrentProcess, prefix: &str) -> (Vec<u32>
 /// `spawn` and `forkserver` re-execute this binary, whose child must reach its entry point:
 /// before `main` (see `startup`), or in `init()`, which `main` must then call first.
 pub(crate) fn require_init(method: StartMethod) -> crate::Result<()> {
-    if method == StartMethod::Fork || initialized() || CHILDREN_ENTER_BEFORE_MAIN.load(Ordering::Relaxed) {
+    if method == StartMethod::Fork
+        || initialized()
+        || CHILDREN_ENTER_BEFORE_MAIN.load(Ordering::Relaxed)
+    {
         return Ok(());
     }
     Err(crate::Error::new(

@@ -9,7 +9,15 @@
 //! and never the program's `main`: not the user's, and not libtest's (which would take the
 //! flag for a test filter and run the suite). On glibc the constructor below, in
 //! `.init_array`, recognises such a child from the `argv` that glibc passes to constructors,
-//! and enters it there; `main` is never reached, since a child ends with `_exit`.
+//! and enters it there; `main` is never reached, since a child ends with `_exit`. In any other
+//! process the constructor registers the exit function, as [`init`] does; `init` in `main`
+//! then changes nothing.
+//!
+//! procspawn solves the same problem for tests differently (`enable_test_support!`): its
+//! constructor only marks test mode, and a child re-executes the test binary with libtest
+//! arguments that select a generated `#[test]` whose body enters the child; libtest's output
+//! is then silenced with the child's own, and a plain binary still needs `init()` in `main`.
+//! Entering before `main` needs neither the generated test nor the silencing.
 //!
 //! ## The order of constructors
 //!
