@@ -3,7 +3,9 @@
 //! default) work in every test; `fork` is refused under the default `ForkPolicy`, and says
 //! what to do instead.
 
-use std::process::Command;
+use std::io::Read;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use multiproc::{process, ErrorKind, Pool, Process, StartMethod};
@@ -109,15 +111,14 @@ fn children_say_hello() {
 #[test]
 fn a_child_runs_only_its_entry() {
     let exe = std::env::current_exe().expect("current_exe");
-    let out = Command::new(exe)
-        .args([
-            "children_say_hello",
-            "--exact",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .output()
-        .expect("run this test binary");
+    let mut command = Command::new(exe);
+    command.args([
+        "children_say_hello",
+        "--exact",
+        "--nocapture",
+        "--test-threads=1",
+    ]);
+    let out = output_within(command, LONG);
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stdout}\n{stderr}");
@@ -135,5 +136,47 @@ fn a_child_runs_only_its_entry() {
             1,
             "{stdout}"
         );
+    }
+}
+
+/// Runs `command` and collects its output; killed if it has not ended within `timeout`.
+fn output_within(mut command: Command, timeout: Duration) -> Output {
+    let mut child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start");
+    // SAFETY: pidfd_open of our own child, which is not reaped (only `child` reaps it).
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, child.id(), 0) };
+    assert!(fd >= 0, "pidfd_open: {}", std::io::Error::last_os_error());
+    // SAFETY: a new descriptor, owned by nothing else.
+    let pidfd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    // Read on threads of their own: a hung child keeps its pipes open.
+    fn drain(mut pipe: impl Read + Send + 'static) -> std::thread::JoinHandle<Vec<u8>> {
+        std::thread::spawn(move || {
+            let mut text = Vec::new();
+            let _ = pipe.read_to_end(&mut text);
+            text
+        })
+    }
+    let stdout = drain(child.stdout.take().expect("piped stdout"));
+    let stderr = drain(child.stderr.take().expect("piped stderr"));
+    let mut ready = libc::pollfd {
+        fd: pidfd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one pollfd on a descriptor we own.
+    let seen = unsafe { libc::poll(&mut ready, 1, timeout.as_millis() as i32) };
+    if seen == 0 {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("{command:?} did not end within {timeout:?}");
+    }
+    let status = child.wait().expect("wait");
+    Output {
+        status,
+        stdout: stdout.join().expect("stdout reader"),
+        stderr: stderr.join().expect("stderr reader"),
     }
 }
