@@ -1,7 +1,8 @@
 //! multiproc from plain `#[test]`s: the default harness, which owns `main` (no `init()`, no
 //! `#[multiproc::main]`) and runs the tests on several threads. `spawn` and `forkserver` (the
 //! default) work in every test; `fork` is refused under the default `ForkPolicy`, and says
-//! what to do instead.
+//! what to do instead. (With another C library than glibc, children need `init()` in `main`.)
+#![cfg(all(target_os = "linux", target_env = "gnu"))]
 
 use std::io::Read;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};

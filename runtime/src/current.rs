@@ -223,6 +223,7 @@ static INITIALIZED: AtomicBool = AtomicBool::new(false);
 /// `init()`: set by the constructor in `startup`.
 static CHILDREN_ENTER_BEFORE_MAIN: AtomicBool = AtomicBool::new(false);
 
+#[cfg_attr(not(target_env = "gnu"), allow(dead_code))]
 pub(crate) fn set_children_enter_before_main(yes: bool) {
     CHILDREN_ENTER_BEFORE_MAIN.store(yes, Ordering::Relaxed);
 }
