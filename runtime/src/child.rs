@@ -1,5 +1,5 @@
-//! The child's side: recognising a spawned child (before `main`, or in `init()`), the bootstrap handshake, running
-//! the entry point, reporting a panic and ending with `_exit`.
+//! The child's side: recognising a spawned child (before `main`, or in `init()`), the
+//! bootstrap handshake, running the entry point, reporting a panic and ending with `_exit`.
 
 use std::cell::{Cell, RefCell};
 use std::ffi::OsStr;

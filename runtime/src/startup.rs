@@ -40,6 +40,8 @@
 //! the array (an unusual link), the constructor leaves the child alone, and `spawn` and
 //! `forkserver` require [`init`] in `main`, as before. `tests/constructor_order.rs` runs this
 //! constructor before every registration, and its children still find workers of three crates.
+//! Not supported: two semver-incompatible copies of this runtime in one binary, whose
+//! constructors would each enter the child.
 //!
 //! A child entered here differs from one entered in `main` in what Rust's own start-up does
 //! before `main`: `SIGPIPE` is ignored here too, but the main thread has no name and no
