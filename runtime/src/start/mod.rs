@@ -1,8 +1,9 @@
 //! Start methods: how a child process comes to life.
 //!
 //! - [`StartMethod::Fork`]: `fork(2)`; the child is a copy of the parent and runs the target at
-//!   once, then ends with `_exit`. The fastest, and the only one that needs no `init()`. Unsafe
-//!   in a multi-threaded parent: see [`ForkPolicy`].
+//!   once, then ends with `_exit`. The fastest, and the only one that never needs `init()`
+//!   (the others need it only without glibc: see `startup`). Unsafe in a multi-threaded
+//!   parent: see [`ForkPolicy`].
 //! - [`StartMethod::Spawn`]: fork + exec of `/proc/self/exe` (the running binary, even if the
 //!   file on disk was replaced). The child finds its entry point by registered name; the
 //!   bootstrap data travels on an inherited socket, never in argv, and the child accepts it
