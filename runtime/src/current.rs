@@ -221,7 +221,7 @@ static INITIALIZED: AtomicBool = AtomicBool::new(false);
 
 /// Whether a spawned child of this binary reaches its entry point before `main`, with no
 /// `init()`: set by the constructor in `startup`.
-static CHILDREN_ENTER_BEFORE_MAIN: AtomicBool = AtomicBool::new(false);
+pub(crate) static CHILDREN_ENTER_BEFORE_MAIN: AtomicBool = AtomicBool::new(false);
 
 #[cfg_attr(not(target_env = "gnu"), allow(dead_code))]
 pub(crate) fn set_children_enter_before_main(yes: bool) {

@@ -36,9 +36,10 @@
 //! `__init_array_start` and `__init_array_end`, which the linker defines; glibc and musl use
 //! them for static binaries), the way glibc would have, then enters the child, which never
 //! returns, so glibc never calls them a second time. Constructors before its slot have run
-//! already (those of shared libraries ran before any of the executable's). Found nowhere in
-//! the array (an unusual link), the constructor leaves the child alone, and `spawn` and
-//! `forkserver` require [`init`] in `main`, as before. `tests/constructor_order.rs` runs this
+//! already (those of shared libraries ran before any of the executable's). Linked into a
+//! shared library rather than the executable (a Rust `dylib` that bundles it), or found
+//! nowhere in the array (an unusual link), the constructor leaves the child alone, and `spawn`
+//! and `forkserver` require [`init`] in `main`, as before. `tests/constructor_order.rs` runs this
 //! constructor before every registration, and its children still find workers of three crates.
 //! Not supported: two semver-incompatible copies of this runtime in one binary, whose
 //! constructors would each enter the child.
@@ -113,6 +114,26 @@ pub(crate) mod constructor {
         Some(&array[slot + 1..])
     }
 
+    /// Whether this code is linked into the main executable, not into a shared library (a Rust
+    /// `dylib` that bundles it): only an executable's `.init_array` comes after every
+    /// other, so that every worker has registered once it has run. A library's constructors
+    /// run before the executable's, whose workers would then be missing.
+    fn in_main_executable() -> bool {
+        fn object_base(address: *const std::ffi::c_void) -> Option<usize> {
+            let mut info = std::mem::MaybeUninit::<libc::Dl_info>::zeroed();
+            // SAFETY: `dladdr` only reads the loader's tables and fills `info`; it returns 0
+            // when no loaded object holds `address`.
+            let found = unsafe { libc::dladdr(address, info.as_mut_ptr()) };
+            // SAFETY: filled by `dladdr`, which found the object.
+            (found != 0).then(|| unsafe { info.assume_init() }.dli_fbase as usize)
+        }
+        // SAFETY: reads the auxiliary vector, which the kernel gave this process.
+        let program_headers = unsafe { libc::getauxval(libc::AT_PHDR) };
+        program_headers != 0
+            && object_base(program_headers as *const std::ffi::c_void)
+                == object_base(construct as Constructor as *const std::ffi::c_void)
+    }
+
     static RAN: AtomicBool = AtomicBool::new(false);
 
     /// The constructor (see the module's docs). Public to the crate's facade for
@@ -129,7 +150,7 @@ pub(crate) mod constructor {
         if RAN.swap(true, Ordering::SeqCst) {
             return;
         }
-        let later = after_own_slot();
+        let later = after_own_slot().filter(|_| in_main_executable());
         current::set_children_enter_before_main(later.is_some());
         // SAFETY: glibc passes `argc` and the `argv` of `main`: `argc` valid C strings.
         let arg = |i: c_int| unsafe {
@@ -160,5 +181,18 @@ pub(crate) mod constructor {
         current::mark_initialized();
         child::enter_flagged(arg(1), arg(2));
         // A child whose flag is refused has ended (`_exit`) in `enter_flagged`.
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn the_constructor_is_found_in_this_executable() {
+            assert!(in_main_executable());
+            assert!(after_own_slot().is_some());
+            assert!(RAN.load(Ordering::SeqCst), "glibc ran it before main");
+            assert!(current::CHILDREN_ENTER_BEFORE_MAIN.load(Ordering::Relaxed));
+        }
     }
 }
