@@ -29,6 +29,16 @@ fn say(line: String) {
     println!("{line}");
 }
 
+/// Whether `SIGPIPE` is ignored here, as Rust's start-up makes it before `main`.
+#[process]
+fn sigpipe_ignored() -> bool {
+    let mut action = std::mem::MaybeUninit::<libc::sigaction>::zeroed();
+    // SAFETY: reads the disposition of SIGPIPE into `action`, changing nothing.
+    let read = unsafe { libc::sigaction(libc::SIGPIPE, std::ptr::null(), action.as_mut_ptr()) };
+    // SAFETY: filled by sigaction, which succeeded.
+    read == 0 && unsafe { action.assume_init() }.sa_sigaction == libc::SIG_IGN
+}
+
 fn run_process(method: StartMethod) {
     let p = Process::new(exit_with, 7).with_start_method(method);
     p.start().expect("start");
@@ -66,6 +76,21 @@ fn pool_under_forkserver() {
 #[test]
 fn pool_under_spawn() {
     run_pool(StartMethod::Spawn);
+}
+
+/// A child entered before `main` ignores `SIGPIPE`, like one entered in `main` (a write to a
+/// closed pipe is an error, not a death).
+#[test]
+fn children_ignore_sigpipe_as_main_would() {
+    assert!(sigpipe_ignored(), "this test binary, after Rust's start-up");
+    for method in [StartMethod::Spawn, StartMethod::ForkServer] {
+        let pool = Pool::builder()
+            .processes(1)
+            .start_method(method)
+            .build()
+            .expect("pool");
+        assert!(pool.apply(sigpipe_ignored, ()).expect("apply"), "{method}");
+    }
 }
 
 #[test]
