@@ -25,7 +25,7 @@
 //!     }
 //! }
 //!
-//! #[multiproc::main] // or `multiproc::init()` as the first line of main
+//! #[multiproc::main] // optional with glibc (see "Testing your own code"), like `multiproc::init()`
 //! fn main() -> multiproc::Result<()> {
 //!     assert_eq!(add(2, 3), 5); // an annotated function stays callable
 //!     let mut jobs = Vec::new();
@@ -352,8 +352,29 @@
 //!
 //! # Testing your own code
 //!
-//! `spawn` and `forkserver` re-execute the binary, which must call [`init`] first in `main`.
-//! libtest's harness owns `main`, so put process tests in a target with `harness = false`:
+//! Plain `#[test]`s work with the default harness: no [`init`] and no `#[multiproc::main]`
+//! are needed. On glibc a constructor enters a `spawn` or fork-server child before `main`
+//! (libtest's, in a test binary), so the child runs its worker and exits without running the
+//! test suite; a library that uses a [`Pool`] inside likewise needs nothing from the binaries
+//! that depend on it.
+//!
+//! ```
+//! #[multiproc::process]
+//! fn square(x: u64) -> u64 {
+//!     x * x
+//! }
+//!
+//! # fn main() -> multiproc::Result<()> {
+//! // in a #[test], as anywhere else
+//! let pool = multiproc::Pool::new(2)?; // forkserver, the default
+//! assert_eq!(pool.map(square, [1, 2, 3])?, vec![1, 4, 9]);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! `fork` is the exception: libtest runs every test on a thread of its own, so the default
+//! [`ForkPolicy::Refuse`] refuses it there with [`ErrorKind::ForkUnsafe`] (see
+//! [`ForkPolicy`]). To test the `fork` method itself, use a target with `harness = false`:
 //!
 //! ```toml
 //! [[test]]
@@ -361,9 +382,8 @@
 //! harness = false
 //! ```
 //!
-//! and call `multiproc::init()` first in that file's `main` (libtest-mimic gives you the usual
-//! test output; run trials on one thread so `fork` stays allowed). This crate's own
-//! `tests/process.rs` is an example.
+//! and run its trials on the main thread (this crate's `tests/process.rs` does, with
+//! libtest-mimic). Without glibc, call [`init`] first in `main` for `spawn` and `forkserver`.
 //!
 //! # Platforms
 //!

@@ -204,7 +204,8 @@ pub fn process(attr: TokenStream, item: TokenStream) -> TokenStream {
 /// ```
 ///
 /// `init()` must run before anything else: in a child process it runs the requested worker and
-/// exits. The function may return anything `main` may return; it cannot be `async` (start the
+/// exits. With glibc a constructor does all of this before `main` already, so the attribute
+/// changes nothing there; it is needed with other C libraries. The function may return anything `main` may return; it cannot be `async` (start the
 /// async runtime inside a plain `fn main`), generic, or take arguments. Accepts
 /// `crate = "path"` like `#[process]`.
 #[proc_macro_attribute]

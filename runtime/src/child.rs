@@ -1,5 +1,5 @@
-//! The child's side: recognising a spawned child in `init()`, the bootstrap handshake, running
-//! the entry point, reporting a panic and ending with `_exit`.
+//! The child's side: recognising a spawned child (before `main`, or in `init()`), the
+//! bootstrap handshake, running the entry point, reporting a panic and ending with `_exit`.
 
 use std::cell::{Cell, RefCell};
 use std::ffi::OsStr;
@@ -24,12 +24,17 @@ pub(crate) const CHILD_FLAG: &str = "--multiproc-child";
 /// In `init()`: when this process is a spawned child, runs it and never returns.
 pub(crate) fn enter_if_child() {
     let mut args = std::env::args_os().skip(1);
-    if args.next().as_deref() != Some(OsStr::new(CHILD_FLAG)) {
+    enter_flagged(args.next().as_deref(), args.next().as_deref());
+}
+
+/// When `flag` (`argv[1]`) is [`CHILD_FLAG`], runs this spawned child, whose control socket
+/// `fd` (`argv[2]`) names, and never returns. Called by `init()`, or before `main` by the
+/// constructor in `startup`.
+pub(crate) fn enter_flagged(flag: Option<&OsStr>, fd: Option<&OsStr>) {
+    if flag != Some(OsStr::new(CHILD_FLAG)) {
         return;
     }
-    let fd = args
-        .next()
-        .and_then(|s| s.to_str().and_then(|s| s.parse::<RawFd>().ok()));
+    let fd = fd.and_then(|s| s.to_str().and_then(|s| s.parse::<RawFd>().ok()));
     let control = match fd.map(sys::adopt_socket) {
         Some(Ok(control)) => control,
         Some(Err(err)) => bail_early(&format!(

@@ -1,6 +1,6 @@
 //! Who this process is: `current_process()`, `parent_process()`, `cpu_count()`, and the
 //! per-process state every other module reads (identity counter, descriptors to close in
-//! forked children, whether `init()` ran).
+//! forked children, whether `init()` ran or a child is entered before `main`).
 
 use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
@@ -198,21 +198,35 @@ pub(crate) fn new_child_identity(me: &CurrentProcess, prefix: &str) -> (Vec<u32>
     (identity, name)
 }
 
-/// `spawn` and `forkserver` re-execute this binary, whose `main` must call `init()` first.
+/// `spawn` and `forkserver` re-execute this binary, whose child must reach its entry point:
+/// before `main` (see `startup`), or in `init()`, which `main` must then call first.
 pub(crate) fn require_init(method: StartMethod) -> crate::Result<()> {
-    if method == StartMethod::Fork || initialized() {
+    if method == StartMethod::Fork
+        || initialized()
+        || CHILDREN_ENTER_BEFORE_MAIN.load(Ordering::Relaxed)
+    {
         return Ok(());
     }
     Err(crate::Error::new(
         crate::ErrorKind::Bootstrap,
         format!(
-            "the {method} start method re-executes this binary, which must call multiproc::init() first in main \
-             (or annotate main with #[multiproc::main]); in tests use a harness = false test target"
+            "the {method} start method re-executes this binary, whose children can reach their entry point \
+             only through multiproc::init() on this target: call it first in main (or annotate main with \
+             #[multiproc::main]); in tests use a harness = false test target"
         ),
     ))
 }
 
 static INITIALIZED: AtomicBool = AtomicBool::new(false);
+
+/// Whether a spawned child of this binary reaches its entry point before `main`, with no
+/// `init()`: set by the constructor in `startup`.
+pub(crate) static CHILDREN_ENTER_BEFORE_MAIN: AtomicBool = AtomicBool::new(false);
+
+#[cfg_attr(not(target_env = "gnu"), allow(dead_code))]
+pub(crate) fn set_children_enter_before_main(yes: bool) {
+    CHILDREN_ENTER_BEFORE_MAIN.store(yes, Ordering::Relaxed);
+}
 
 pub(crate) fn mark_initialized() -> bool {
     INITIALIZED.swap(true, Ordering::SeqCst)

@@ -30,6 +30,7 @@ mod shared;
 mod shm;
 mod spare;
 mod start;
+mod startup;
 mod sync;
 mod sys;
 mod wire;
@@ -83,24 +84,25 @@ pub mod __private {
             crate::codec::encode(value)
         }
     }
+
+    /// The constructor that enters a spawned child before `main`, for the test that calls it
+    /// before every registration (`tests/constructor_order.rs`) to check that a child still
+    /// finds every worker.
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    pub use crate::startup::constructor::construct as child_constructor;
 }
 
-/// Prepares this process for multiproc. Call it first in `main`, or annotate `main` with
-/// `#[multiproc::main]`, which does it for you.
+/// Prepares this process for multiproc, if it was not already: call it first in `main`, or
+/// annotate `main` with `#[multiproc::main]`, which does it for you. On glibc (the usual
+/// `x86_64-unknown-linux-gnu` and `aarch64-unknown-linux-gnu` targets) it is optional: a
+/// constructor does the same before `main`, so a plain binary, the user of a library that uses
+/// multiproc inside, and a `cargo test` binary need not mention multiproc in `main`.
 ///
 /// In a child started by the `spawn` or `forkserver` method (the same binary, re-executed),
-/// `init()` runs the child's entry point and never returns, so the rest of `main` runs only in
-/// the parent. In the parent it registers the exit function (Python's): when `main` returns,
-/// daemonic children are terminated and the others joined. Calling it again does nothing.
+/// the child's entry point runs (before `main`, or in `init()`) and never returns, so the rest
+/// of `main` runs only in the parent. In the parent it registers the exit function (Python's):
+/// when `main` returns, daemonic children are terminated and the others joined. Calling it
+/// again does nothing.
 pub fn init() {
-    if current::mark_initialized() {
-        return;
-    }
-    child::enter_if_child();
-    // SAFETY: `at_exit` is an `extern "C" fn()` that never unwinds.
-    unsafe { libc::atexit(at_exit) };
-}
-
-extern "C" fn at_exit() {
-    let _ = std::panic::catch_unwind(process::shutdown_children);
+    startup::init();
 }

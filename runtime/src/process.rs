@@ -713,7 +713,8 @@ pub fn active_children() -> Vec<Process> {
 }
 
 /// Python's exit function: terminates the daemonic children, joins the others, then stops the
-/// fork server. Runs when `main` returns (registered by `init()`) and at the end of every child.
+/// fork server. Runs when `main` returns (registered before `main`, or by `init()`) and at the
+/// end of every child.
 pub(crate) fn shutdown_children() {
     let children = snapshot();
     for process in children.iter().filter(|p| p.daemon()) {

@@ -94,9 +94,17 @@ fn check_threads() -> Result<()> {
     if threads <= 1 {
         return Ok(());
     }
+    // SAFETY: gettid takes no arguments and cannot fail.
+    let in_main_thread = unsafe { libc::gettid() } as u32 == std::process::id();
+    let in_tests = if in_main_thread {
+        ""
+    } else {
+        " (under cargo test, libtest runs every test on a thread of its own: fork there only from \
+         a harness = false test target that runs its trials on the main thread)"
+    };
     let message = format!(
         "this process (pid {}) is multi-threaded ({threads} threads): a forked child could deadlock on a lock another thread holds; \
-         use StartMethod::ForkServer or StartMethod::Spawn, or set_fork_policy(ForkPolicy::Allow) if you are sure",
+         use StartMethod::ForkServer or StartMethod::Spawn, or set_fork_policy(ForkPolicy::Allow) if you are sure{in_tests}",
         std::process::id()
     );
     if policy == ForkPolicy::Refuse {

@@ -1,8 +1,9 @@
 //! Start methods: how a child process comes to life.
 //!
 //! - [`StartMethod::Fork`]: `fork(2)`; the child is a copy of the parent and runs the target at
-//!   once, then ends with `_exit`. The fastest, and the only one that needs no `init()`. Unsafe
-//!   in a multi-threaded parent: see [`ForkPolicy`].
+//!   once, then ends with `_exit`. The fastest, and the only one that never needs `init()`
+//!   (the others need it only without glibc: see `startup`). Unsafe in a multi-threaded
+//!   parent: see [`ForkPolicy`].
 //! - [`StartMethod::Spawn`]: fork + exec of `/proc/self/exe` (the running binary, even if the
 //!   file on disk was replaced). The child finds its entry point by registered name; the
 //!   bootstrap data travels on an inherited socket, never in argv, and the child accepts it
@@ -114,6 +115,16 @@ impl FromStr for StartMethod {
 /// another thread held (stdout, a `Mutex` of yours, a runtime's) stays locked forever in the
 /// child, which then deadlocks. CPython 3.12 only warns; multiproc refuses by default and tells
 /// you to use `ForkServer` or `Spawn`, which are safe in any program.
+///
+/// # In tests
+///
+/// libtest (`cargo test` with the default harness) runs every test on a thread of its own,
+/// beside its main thread, so under the default `Refuse` a `fork` in a `#[test]` fails with
+/// [`ErrorKind::ForkUnsafe`], whose message says so; `ForkServer` (the default method) and
+/// `Spawn` work in every test. To test the `fork` method itself, use a `harness = false`
+/// target whose `main` runs its trials on the main thread (this crate's `tests/process.rs`
+/// does, with libtest-mimic), where nothing else runs beside the fork. `Warn` or `Allow` in a
+/// libtest binary is at your own risk: the other tests' threads keep running across the fork.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum ForkPolicy {
