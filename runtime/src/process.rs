@@ -313,7 +313,14 @@ impl Process {
         let Phase::Running(popen) = std::mem::replace(&mut state.phase, Phase::Initial) else {
             return Ok(None);
         };
-        for message in popen.drain_messages() {
+        let (messages, corrupt) = popen.drain_messages();
+        if let Some(err) = corrupt {
+            state.failure = Some((
+                ErrorKind::Codec,
+                format!("the child wrote something that is no message on its control socket: {err}"),
+            ));
+        }
+        for message in messages {
             match message {
                 ChildMessage::Panicked(panic) => state.panic = Some(panic),
                 ChildMessage::Failed { kind, message } => {

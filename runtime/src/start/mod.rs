@@ -159,6 +159,21 @@ pub(crate) enum FailKind {
     Codec,
 }
 
+// The largest frames the bootstrap allows (see `wire::Frame`): a declared length above them
+// is a corrupt stream, refused before anything is allocated.
+
+/// A role carries the target's encoded arguments (or the preload calls'): 4 GiB, the largest
+/// input the codec decodes with its lengths checked. Larger arguments are refused when sent.
+impl wire::Frame for Role {
+    const MAX_LEN: u64 = 4 << 30;
+}
+
+/// A child's messages are small but for a failure's or a panic's text: 64 MiB, as much as the
+/// header of a pool's reply, which carries the same reports.
+impl wire::Frame for ChildMessage {
+    const MAX_LEN: u64 = 64 << 20;
+}
+
 impl From<FailKind> for ErrorKind {
     fn from(kind: FailKind) -> Self {
         match kind {
@@ -328,13 +343,18 @@ impl Popen {
         })
     }
 
-    /// Reads the messages the child left on the control socket, without blocking.
-    pub(crate) fn drain_messages(&self) -> Vec<ChildMessage> {
+    /// Reads the messages the child left on the control socket, without blocking; and the
+    /// error that stopped the reading if the child wrote something that is no message (a
+    /// message cut short by the child's death is not reported).
+    pub(crate) fn drain_messages(&self) -> (Vec<ChildMessage>, Option<Error>) {
         let mut out = Vec::new();
-        while let Ok(Some(msg)) = wire::recv::<ChildMessage>(&self.control, Some(Instant::now())) {
-            out.push(msg);
+        loop {
+            match wire::recv::<ChildMessage>(&self.control, Some(Instant::now())) {
+                Ok(Some(msg)) => out.push(msg),
+                Err(err) if err.kind() == ErrorKind::Codec => return (out, Some(err)),
+                Ok(None) | Err(_) => return (out, None),
+            }
         }
-        out
     }
 
     /// Parent side of the bootstrap handshake (spawn, forkserver): sends the build identity and
