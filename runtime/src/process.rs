@@ -317,7 +317,7 @@ impl Process {
         if let Some(err) = corrupt {
             state.failure = Some((
                 ErrorKind::Codec,
-                format!("the child wrote something that is no message on its control socket: {err}"),
+                format!("the child broke the protocol of its control socket: {err}"),
             ));
         }
         for message in messages {

@@ -18,8 +18,10 @@
 //! Every length read here was written by another process, which may be corrupt or hostile:
 //! a length above what the protocol allows at that point is a [`ErrorKind::Codec`] error
 //! before anything is allocated ([`Frame::MAX_LEN`], [`MAX_HEADER`], [`MAX_BLOCKS`],
-//! [`sys::MAX_FDS`]), and below it a buffer is given [`FIRST_STEP`] bytes at first and then
-//! at most doubles as bytes arrive: memory follows what the peer sends, never what it declares.
+//! [`sys::MAX_FDS`]). Below it, a payload's buffer reserves at most [`AHEAD`] bytes of address
+//! space before its bytes arrive, touches none of them until they do, and beyond that at most
+//! doubles as they arrive; a header's buffer (zero-filled) grows only as its bytes arrive. So
+//! the memory a peer costs follows what it sends, never what it declares.
 //!
 //! Messages can also be moved without waiting, for a thread that serves many peers (the pool's
 //! driver): [`Reader::try_recv`] keeps a message that arrives in parts until it is whole, and
@@ -51,9 +53,11 @@ pub(crate) trait Frame: Serialize + DeserializeOwned {
     const MAX_LEN: u64;
 }
 
-/// Bytes a buffer for a declared length gets before any of them arrive (one read's worth);
-/// then it at most doubles as bytes arrive.
-const FIRST_STEP: usize = 64 << 10;
+/// Address space a buffer reserves for a declared length before its bytes arrive (it is
+/// read into without zero-filling, so none of it is memory until they do); beyond it, the
+/// buffer at most doubles as bytes arrive. 64 MiB: a pool argument of that size is received
+/// without a single reallocation (a reallocation below glibc's mmap threshold copies).
+pub(crate) const AHEAD: usize = 64 << 20;
 
 /// The frame of `value`: its length, then its encoding (refused if longer than allowed).
 fn encode_frame<T: Frame>(value: &T) -> Result<Vec<u8>> {
@@ -182,14 +186,15 @@ fn read_body(stream: &UnixStream, len: u64, deadline: Option<Instant>) -> Result
 }
 
 /// Makes room in `out`, which is being filled up to `len` bytes, for at least one more byte
-/// when it has none: [`FIRST_STEP`] bytes at first, then as many as it holds (it doubles), never
-/// past `len`. So its memory follows the bytes that arrived, not the length declared. A length
-/// no allocation can hold is a codec error (a corrupt stream), not an abort.
+/// when it has none: [`AHEAD`] bytes at first, then as many as it holds (it doubles), never
+/// past `len`. Filled without zeroing, its memory follows the bytes that arrived, not the
+/// length declared. A length no allocation can hold is a codec error (a corrupt stream), not
+/// an abort.
 fn make_room(out: &mut Vec<u8>, len: usize, what: &str) -> Result<()> {
     if out.len() < out.capacity() || out.len() >= len {
         return Ok(());
     }
-    let step = (len - out.len()).min(out.capacity().max(FIRST_STEP));
+    let step = (len - out.len()).min(out.capacity().max(AHEAD));
     out.try_reserve_exact(step)
         .map_err(|_| too_large(what, len as u64))?;
     if out.capacity() >= HUGE_PAGES_FROM {
@@ -950,7 +955,7 @@ fn part_len(len: u64, what: &str) -> Result<usize> {
 
 /// An empty vector for a payload or block of `len` bytes: a spare buffer with room for them
 /// all (memory this process already has), or a new one with room for the first
-/// [`FIRST_STEP`] of them (see [`make_room`]). A length no allocation can hold is a codec
+/// [`AHEAD`] of them (see [`make_room`]). A length no allocation can hold is a codec
 /// error (a corrupt message), not an abort.
 fn new_part(len: usize, what: &str) -> Result<Vec<u8>> {
     if let Some(reused) = spare::take(len) {
@@ -971,7 +976,7 @@ mod tests {
     }
 
     impl Frame for Vec<u8> {
-        const MAX_LEN: u64 = 64 << 20;
+        const MAX_LEN: u64 = 1 << 30;
     }
 
     fn body(bytes: Vec<u8>, fds: Vec<OwnedFd>, blocks: Vec<Vec<u8>>) -> Encoded {
@@ -1137,8 +1142,9 @@ mod tests {
             let mut reader = Reader::new();
             assert!(matches!(reader.try_recv::<u8>(&b).unwrap(), Received::Partial));
             let partial = reader.partial.as_ref().unwrap();
-            let held = partial.bytes.capacity() + partial.blocks.iter().map(Vec::capacity).sum::<usize>();
-            assert!(held <= FIRST_STEP, "{held} bytes for 1000 received");
+            let held = partial.bytes.capacity()
+                + partial.blocks.iter().map(Vec::capacity).sum::<usize>();
+            assert!(held <= AHEAD, "{held} bytes reserved for 1000 received");
         }
 
         // A frame that declares more than its type allows is refused at once; one that
@@ -1164,8 +1170,8 @@ mod tests {
     #[test]
     fn large_parts_grow_as_they_arrive_and_arrive_whole() {
         let (a, b) = UnixStream::pair().unwrap();
-        let payload: Vec<u8> = (0..(9 << 20) + 3).map(|i| (i % 253) as u8).collect();
-        let blocks = vec![vec![1u8; FIRST_STEP + 1], vec![2u8; 3 * FIRST_STEP], vec![3; 5]];
+        let payload: Vec<u8> = (0..AHEAD + (9 << 20) + 3).map(|i| (i % 253) as u8).collect();
+        let blocks = vec![vec![1u8; 100], vec![2u8; 3 * READ_SIZE], vec![3; 5]];
         let sent = body(payload.clone(), Vec::new(), blocks.clone());
         let writer = std::thread::spawn(move || {
             send_message(&a, &1u8, &sent)?;
@@ -1179,7 +1185,7 @@ mod tests {
             .unwrap();
         writer.join().unwrap().unwrap();
         assert_eq!(got.bytes, frame);
-        assert_eq!(frame.len(), (9 << 20) + 3);
+        assert_eq!(frame.len(), AHEAD + (9 << 20) + 3);
     }
 
     #[test]
