@@ -539,7 +539,10 @@ fn declared_frame_length(m: StartMethod) -> Outcome {
         (4u64 << 30, Some("corrupt frame")),
         ((64 << 20) - 1, None),
     ] {
-        let path = dir.join(format!("{declared}")).to_string_lossy().into_owned();
+        let path = dir
+            .join(format!("{declared}"))
+            .to_string_lossy()
+            .into_owned();
         let p = Process::new(measure_a_declared_frame, (m, declared, path.clone()))
             .with_start_method(StartMethod::Spawn);
         start(&p)?;

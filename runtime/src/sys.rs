@@ -333,6 +333,8 @@ struct Got {
 /// descriptor the kernel installed is appended to `fds` (close-on-exec), owned at once: also
 /// when the control data was cut short (`MSG_CTRUNC`), where a reader that stops at the flag
 /// would leak those that did arrive.
+// `msg_controllen` and `cmsg_len` are `size_t` with glibc, `socklen_t` with musl.
+#[allow(clippy::unnecessary_cast)]
 fn recv_msg(
     sock: BorrowedFd<'_>,
     iov: &mut [IoSliceMut<'_>],
@@ -350,13 +352,8 @@ fn recv_msg(
         // SAFETY: `IoSliceMut` is ABI-compatible with `iovec` and each describes a buffer we
         // borrow mutably; `space` is ours for the control data; the kernel writes within the
         // lengths given.
-        let n = unsafe {
-            libc::recvmsg(
-                sock.as_raw_fd(),
-                &mut msg,
-                flags | libc::MSG_CMSG_CLOEXEC,
-            )
-        };
+        let n =
+            unsafe { libc::recvmsg(sock.as_raw_fd(), &mut msg, flags | libc::MSG_CMSG_CLOEXEC) };
         if n >= 0 {
             break (n as usize, msg);
         }
@@ -879,7 +876,13 @@ pub(crate) fn recv_record(
     let mut space = vec![0u8; cmsg_space_for(max_fds)];
     let flags = if nonblocking { libc::MSG_DONTWAIT } else { 0 };
     let mut fds = Vec::new();
-    let got = recv_msg(sock, &mut [IoSliceMut::new(buf)], &mut space, flags, &mut fds)?;
+    let got = recv_msg(
+        sock,
+        &mut [IoSliceMut::new(buf)],
+        &mut space,
+        flags,
+        &mut fds,
+    )?;
     Ok(RecvRecord {
         len: got.bytes,
         fds,
@@ -924,10 +927,18 @@ mod tests {
         let mut data = [0u8; 1];
         let err = recv_with_fds(b.as_fd(), &mut data, 0x3FFF_FFF0).unwrap_err();
         assert!(err.to_string().contains("at most 253"), "{err}");
-        assert_eq!(recv_with_fds(b.as_fd(), &mut data, 1).unwrap().unwrap().len(), 1);
+        assert_eq!(
+            recv_with_fds(b.as_fd(), &mut data, 1)
+                .unwrap()
+                .unwrap()
+                .len(),
+            1
+        );
         let (c, d) = seqpacket_pair().unwrap();
         let _read = send_copies_of_a_pipe(c.as_fd(), 1, b"D");
-        let err = recv_record(d.as_fd(), &mut data, MAX_FDS + 1, false).err().unwrap();
+        let err = recv_record(d.as_fd(), &mut data, MAX_FDS + 1, false)
+            .err()
+            .unwrap();
         assert!(err.to_string().contains("at most 253"), "{err}");
         assert_eq!(cmsg_space_for(usize::MAX), cmsg_space_for(MAX_FDS));
     }
@@ -952,7 +963,11 @@ mod tests {
         let err = recv_some_with_fds(b.as_fd(), &mut buf, &mut space, &mut fds, true).unwrap_err();
         assert!(err.to_string().contains("dropped"), "{err}");
         // (Room for three is rounded up to four.)
-        assert!((3..5).contains(&fds.len()), "{} descriptors arrived", fds.len());
+        assert!(
+            (3..5).contains(&fds.len()),
+            "{} descriptors arrived",
+            fds.len()
+        );
         drop(fds);
         assert!(hung_up(&read), "a received descriptor was leaked");
 
@@ -961,7 +976,11 @@ mod tests {
         let read = send_copies_of_a_pipe(c.as_fd(), 4, b"r");
         let got = recv_record(d.as_fd(), &mut buf, 1, false).unwrap();
         assert!(got.truncated);
-        assert!((1..4).contains(&got.fds.len()), "{} descriptors", got.fds.len());
+        assert!(
+            (1..4).contains(&got.fds.len()),
+            "{} descriptors",
+            got.fds.len()
+        );
         drop(got);
         assert!(hung_up(&read), "a received descriptor was leaked");
     }

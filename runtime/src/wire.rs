@@ -171,7 +171,9 @@ fn read_body(stream: &UnixStream, len: u64, deadline: Option<Instant>) -> Result
                 }
                 match sys::recv_now_into(stream.as_fd(), &mut body, room) {
                     Err(err) if err.kind() == io::ErrorKind::WouldBlock => continue,
-                    read => read.map_err(|err| Error::io("cannot read from the other process", err))?,
+                    read => {
+                        read.map_err(|err| Error::io("cannot read from the other process", err))?
+                    }
                 }
             }
         };
@@ -1128,7 +1130,10 @@ mod tests {
         a.write_all(&prefix(60 << 20, 0, 0, 0)).unwrap();
         a.write_all(&[7; 100]).unwrap();
         let mut reader = Reader::new();
-        assert!(matches!(reader.try_recv::<u8>(&b).unwrap(), Received::Partial));
+        assert!(matches!(
+            reader.try_recv::<u8>(&b).unwrap(),
+            Received::Partial
+        ));
         assert!(reader.buf.len() <= READ_SIZE, "{} bytes", reader.buf.len());
 
         // A payload and blocks that declare 4 GiB, of which a kilobyte comes.
@@ -1140,10 +1145,13 @@ mod tests {
             }
             a.write_all(&[0; 1 + 1000]).unwrap();
             let mut reader = Reader::new();
-            assert!(matches!(reader.try_recv::<u8>(&b).unwrap(), Received::Partial));
+            assert!(matches!(
+                reader.try_recv::<u8>(&b).unwrap(),
+                Received::Partial
+            ));
             let partial = reader.partial.as_ref().unwrap();
-            let held = partial.bytes.capacity()
-                + partial.blocks.iter().map(Vec::capacity).sum::<usize>();
+            let held =
+                partial.bytes.capacity() + partial.blocks.iter().map(Vec::capacity).sum::<usize>();
             assert!(held <= AHEAD, "{held} bytes reserved for 1000 received");
         }
 
@@ -1170,7 +1178,9 @@ mod tests {
     #[test]
     fn large_parts_grow_as_they_arrive_and_arrive_whole() {
         let (a, b) = UnixStream::pair().unwrap();
-        let payload: Vec<u8> = (0..AHEAD + (9 << 20) + 3).map(|i| (i % 253) as u8).collect();
+        let payload: Vec<u8> = (0..AHEAD + (9 << 20) + 3)
+            .map(|i| (i % 253) as u8)
+            .collect();
         let blocks = vec![vec![1u8; 100], vec![2u8; 3 * READ_SIZE], vec![3; 5]];
         let sent = body(payload.clone(), Vec::new(), blocks.clone());
         let writer = std::thread::spawn(move || {
@@ -1180,9 +1190,12 @@ mod tests {
         let (h, got): (u8, Encoded) = Reader::new().recv(&b, None).unwrap().unwrap();
         assert_eq!(h, 1);
         assert_eq!(got.blocks, blocks);
-        let frame = recv::<Vec<u8>>(&b, Some(Instant::now() + std::time::Duration::from_secs(30)))
-            .unwrap()
-            .unwrap();
+        let frame = recv::<Vec<u8>>(
+            &b,
+            Some(Instant::now() + std::time::Duration::from_secs(30)),
+        )
+        .unwrap()
+        .unwrap();
         writer.join().unwrap().unwrap();
         assert_eq!(got.bytes, frame);
         assert_eq!(frame.len(), AHEAD + (9 << 20) + 3);
