@@ -243,7 +243,8 @@ fn read_exact_until(
 const FDS_MARK: u8 = b'D';
 
 /// Sends descriptors that belong to the frame just sent (nothing when there are none),
-/// waiting for room at most until `deadline`.
+/// waiting for room at most until `deadline`. More than one message can carry
+/// ([`sys::MAX_FDS`]) is an [`ErrorKind::InvalidInput`] error, before anything is sent.
 pub(crate) fn send_fds_until(
     stream: &UnixStream,
     fds: &[RawFd],
@@ -251,6 +252,17 @@ pub(crate) fn send_fds_until(
 ) -> Result<()> {
     if fds.is_empty() {
         return Ok(());
+    }
+    if fds.len() > sys::MAX_FDS {
+        return Err(Error::new(
+            ErrorKind::InvalidInput,
+            format!(
+                "cannot send {} descriptors to a starting process: at most {} travel with its \
+                 arguments",
+                fds.len(),
+                sys::MAX_FDS
+            ),
+        ));
     }
     send_bytes_until(stream, &[FDS_MARK], fds, deadline)
 }
@@ -1169,10 +1181,15 @@ mod tests {
         let err = recv::<Vec<u8>>(&b, Some(soon)).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Timeout);
 
-        // And a declared descriptor count above the kernel's limit.
+        // And a declared descriptor count above the kernel's limit; nor does a sender try.
         let err = recv_fds(&b, 0x3FFF_FFF0).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Codec);
         assert!(err.to_string().contains("at most 253"), "{err}");
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&a);
+        let err = send_fds_until(&a, &[fd; 254], None).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidInput);
+        assert!(err.to_string().contains("at most 253"), "{err}");
+        send_fds_until(&a, &[fd; 253], None).unwrap();
     }
 
     #[test]
