@@ -486,6 +486,7 @@ fn main() {
          time <= {HANG:?}; peak resident size of the run <= start + {MAX_RESIDENT_GROWTH} bytes"
     );
     let started = Instant::now();
+    let resident = peak_resident();
     match run(seed, count, &targets) {
         Ok(tallies) => {
             for (target, tally) in targets.iter().zip(&tallies) {
@@ -494,7 +495,11 @@ fn main() {
                     target.name, tally.inputs, tally.largest, tally.peak
                 );
             }
-            println!("ok: {:.1?}", started.elapsed());
+            println!(
+                "ok: {:.1?}; peak resident size grew by {} bytes",
+                started.elapsed(),
+                peak_resident().saturating_sub(resident)
+            );
         }
         Err(err) => {
             eprintln!("multiproc-fuzz: FAILED: {err}");

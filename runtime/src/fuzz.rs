@@ -4,7 +4,7 @@
 //! A target takes arbitrary bytes, hands them to the decoder as the other process would (on a
 //! socket whose writer then closed, so no read ever waits), and throws away the outcome: an
 //! error is the expected answer to garbage; a panic, a hang or an allocation beyond the
-//! harness's bound is a bug. A new target is one entry in [`TARGETS`].
+//! harness's bound is a bug. A new target is one entry in [`TARGETS`](crate::__fuzz::TARGETS).
 //!
 //! The fork server's requests and replies are left out while their protocol is rewritten.
 
