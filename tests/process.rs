@@ -565,6 +565,49 @@ fn declared_frame_length(m: StartMethod) -> Outcome {
     Ok(())
 }
 
+/// Exits with the number of descriptors it was given.
+#[process]
+fn exit_with_fd_count(fds: Vec<multiproc::SharedFd>) {
+    std::process::exit(fds.len() as i32);
+}
+
+/// More descriptors in a child's arguments than one message carries (253): a spawn or
+/// forkserver start fails with a clear error before anything is sent, and leaks none of them;
+/// a fork child inherits them all.
+fn too_many_descriptors_in_arguments(m: StartMethod) -> Outcome {
+    let many = |n: usize| -> Vec<multiproc::SharedFd> {
+        (0..n)
+            .map(|_| {
+                let null = std::fs::File::open("/dev/null").expect("/dev/null");
+                multiproc::SharedFd::new(std::os::fd::OwnedFd::from(null))
+            })
+            .collect()
+    };
+    // Warm up: the fork server, if any, is started once and kept.
+    let p = Process::new(exit_with_fd_count, many(1)).with_start_method(m);
+    start(&p)?;
+    check_eq!(p.join_timeout(LONG)?, Some(1));
+    let before = common::open_fds();
+    let p = Process::new(exit_with_fd_count, many(254)).with_start_method(m);
+    match (m, p.start()) {
+        (StartMethod::Fork, started) => {
+            started?;
+            check_eq!(p.join_timeout(LONG)?, Some(254));
+        }
+        (_, Ok(())) => return Err("a start with 254 descriptors was not refused".into()),
+        (_, Err(err)) => {
+            check_eq!(err.kind(), ErrorKind::InvalidInput);
+            check!(err.to_string().contains("at most 253"), "{err}");
+        }
+    }
+    drop(p);
+    check_eq!(common::open_fds(), before);
+    let p = Process::new(exit_with_fd_count, many(253)).with_start_method(m);
+    start(&p)?;
+    check_eq!(p.join_timeout(LONG)?, Some(253));
+    Ok(())
+}
+
 fn no_leaks(m: StartMethod) -> Outcome {
     // Warm up: the fork server, if any, is started once and kept.
     let p = Process::new(ok_worker, ()).with_start_method(m);
@@ -985,6 +1028,10 @@ fn main() {
         ("subclass_style", subclass_style),
         ("bootstrap_does_not_leak", bootstrap_does_not_leak),
         ("declared_frame_length", declared_frame_length),
+        (
+            "too_many_descriptors_in_arguments",
+            too_many_descriptors_in_arguments,
+        ),
     ] {
         trials.extend(each_method(name, test));
     }

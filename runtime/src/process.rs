@@ -215,6 +215,19 @@ impl Process {
             };
             let method = state.method.unwrap_or_else(context::get_start_method);
             current::require_init(method)?;
+            if method != StartMethod::Fork && fds.len() > sys::MAX_FDS {
+                // They would travel in one message (a fork child inherits them).
+                return Err(Error::new(
+                    ErrorKind::InvalidInput,
+                    format!(
+                        "the arguments of {} hold {} descriptors: a {method} child receives at \
+                         most {}",
+                        state.name,
+                        fds.len(),
+                        sys::MAX_FDS
+                    ),
+                ));
+            }
             let launch = Launch {
                 entry: state.entry.to_string(),
                 payload,
