@@ -2097,6 +2097,115 @@ fn forged_messages(m: StartMethod) -> Outcome {
     })
 }
 
+/// In a pool worker: writes on its control socket (its only socket), in place of a reply, a
+/// message prefix that declares a `header`-byte header and a `payload`-byte payload, then
+/// 100 bytes of them, and waits to be killed.
+#[process]
+fn declare_a_message(header: u32, payload: u64) -> u64 {
+    use std::io::Write;
+    use std::os::fd::FromRawFd;
+    let sockets: Vec<i32> = std::fs::read_dir("/proc/self/fd")
+        .expect("list descriptors")
+        .flatten()
+        .filter(|e| {
+            std::fs::read_link(e.path())
+                .is_ok_and(|target| target.to_string_lossy().starts_with("socket:"))
+        })
+        .filter_map(|e| e.file_name().to_string_lossy().parse().ok())
+        .collect();
+    assert_eq!(
+        sockets.len(),
+        1,
+        "a pool worker has one socket: {sockets:?}"
+    );
+    // SAFETY: the worker's control socket, only written to here and never closed (the
+    // `File` is not dropped).
+    let mut control =
+        std::mem::ManuallyDrop::new(unsafe { std::fs::File::from_raw_fd(sockets[0]) });
+    // Mark, header length, descriptor count, block count, payload length (`runtime/src/wire.rs`).
+    let mut prefix = b"mpm1".to_vec();
+    prefix.extend_from_slice(&header.to_le_bytes());
+    prefix.extend_from_slice(&[0; 8]);
+    prefix.extend_from_slice(&payload.to_le_bytes());
+    control.write_all(&prefix).expect("write");
+    // A header that decodes, if it is 4 bytes: `Reply::Ready`.
+    control.write_all(&[0; 100]).expect("write");
+    std::thread::sleep(Duration::from_secs(120));
+    0
+}
+
+/// In a fresh process (so that only the pool's memory counts): a pool of one worker started
+/// with `m`, whose worker declares `header` and `payload` bytes in place of a reply. Writes to
+/// `path` this process's peak RSS in KiB, whether a map on the replacement worker went
+/// right, and the kind and text of the task's error.
+#[process]
+fn measure_a_declared_message(m: StartMethod, header: u32, payload: u64, path: String) {
+    let said = (|| -> Result<String, multiproc::Error> {
+        let pool = Pool::builder()
+            .processes(1)
+            .start_method(m)
+            .task_timeout(Duration::from_secs(1))
+            .build()?;
+        let err = match pool
+            .apply_async(declare_a_message, (header, payload))
+            .get_timeout(LONG)
+        {
+            Ok(_) => return Ok("answered".into()),
+            Err(err) => err,
+        };
+        let after = pool.map_async(square, 0..20).get_timeout(LONG)? == squares(20);
+        drop(pool);
+        Ok(format!("{after} {:?} {err}", err.kind()))
+    })()
+    .unwrap_or_else(|err| format!("failed: {err}"));
+    let status = std::fs::read_to_string("/proc/self/status").expect("read status");
+    let peak = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .expect("VmHWM");
+    write_line(&path, &format!("{peak} {said}"));
+}
+
+/// A worker that declares a huge message costs the pool's process no memory: a header of
+/// 60 MiB (below the 64 MiB a header may have) and a payload of 4 GiB hold only the bytes
+/// that came, until the task times out; a header above the limit is a codec error at once.
+/// The pool goes on with a replacement worker.
+fn declared_message_length(m: StartMethod) -> Outcome {
+    /// Peak RSS of a fresh process with a pool, at most.
+    const BOUND_KIB: u64 = 32 << 10;
+    let dir = scratch("declaredmsg");
+    for (header, payload, kind, says) in [
+        (60 << 20, 0, "Timeout", "longer than its timeout"),
+        (4, 4 << 30, "Timeout", "longer than its timeout"),
+        (u32::MAX, 0, "Codec", "corrupt message"),
+    ] {
+        let path = dir
+            .join(format!("{header}-{payload}"))
+            .to_string_lossy()
+            .into_owned();
+        let p = Process::new(
+            measure_a_declared_message,
+            (m, header, payload, path.clone()),
+        )
+        .with_start_method(StartMethod::Spawn);
+        p.start()?;
+        check_eq!(p.join_timeout(2 * LONG)?, Some(0));
+        let line = read_when_ready(Path::new(&path), LONG)?;
+        let (peak, said) = line.split_once(' ').ok_or("a report")?;
+        let peak: u64 = peak.parse()?;
+        check!(
+            peak < BOUND_KIB,
+            "header {header}, payload {payload}: peak RSS {peak} KiB ({said})"
+        );
+        check!(
+            said.starts_with(&format!("true {kind}")) && said.contains(says),
+            "header {header}, payload {payload}: {said}"
+        );
+    }
+    Ok(())
+}
+
 fn main() {
     multiproc::init();
     let mut trials = Vec::new();
@@ -2150,6 +2259,7 @@ fn main() {
             message_start_without_timeout,
         ),
         ("start_failures_are_retried", start_failures_are_retried),
+        ("declared_message_length", declared_message_length),
     ] {
         trials.extend(each_method(name, test));
     }

@@ -524,6 +524,134 @@ fn unknown_entry(m: StartMethod) -> Outcome {
     Ok(())
 }
 
+/// Writes on its control socket (the only socket a child has) a frame length of `declared`
+/// bytes and `then` bytes of it, then returns.
+#[process]
+fn declare_a_frame(declared: u64, then: usize) {
+    use std::io::Write;
+    use std::os::fd::FromRawFd;
+    let sockets: Vec<i32> = std::fs::read_dir("/proc/self/fd")
+        .expect("list descriptors")
+        .flatten()
+        .filter(|e| {
+            std::fs::read_link(e.path())
+                .is_ok_and(|target| target.to_string_lossy().starts_with("socket:"))
+        })
+        .filter_map(|e| e.file_name().to_string_lossy().parse().ok())
+        .collect();
+    assert_eq!(sockets.len(), 1, "a child has one socket: {sockets:?}");
+    // SAFETY: the child's control socket, only written to here and never closed (the `File`
+    // is not dropped).
+    let mut control =
+        std::mem::ManuallyDrop::new(unsafe { std::fs::File::from_raw_fd(sockets[0]) });
+    control.write_all(&declared.to_le_bytes()).expect("write");
+    control.write_all(&vec![0; then]).expect("write");
+}
+
+/// In a fresh process (so that only the memory of a start and a join counts): starts
+/// `declare_a_frame(declared, 1000)` with `m`, joins it and writes to `path` this process's
+/// peak RSS in KiB, then the kind and text of the child's error.
+#[process]
+fn measure_a_declared_frame(m: StartMethod, declared: u64, path: String) {
+    let p = Process::new(declare_a_frame, (declared, 1000)).with_start_method(m);
+    let said = match p.start().and_then(|()| p.join_timeout(LONG)) {
+        Ok(Some(code)) => match p.error() {
+            Some(err) => format!("{code} {:?} {err}", err.kind()),
+            None => format!("{code} none"),
+        },
+        Ok(None) => "did not end".to_string(),
+        Err(err) => format!("start or join failed: {err}"),
+    };
+    let status = std::fs::read_to_string("/proc/self/status").expect("read status");
+    let peak = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .expect("VmHWM");
+    write_line(&path, &format!("{peak} {said}"));
+}
+
+/// A child that declares a huge frame on its control socket costs its parent no memory: a
+/// length above what a child's message may be (64 MiB) is a clear codec error, and one below
+/// it holds only the bytes that came.
+fn declared_frame_length(m: StartMethod) -> Outcome {
+    /// Peak RSS of a fresh process that starts and joins a child, at most.
+    const BOUND_KIB: u64 = 32 << 10;
+    let dir = scratch("declared");
+    for (declared, says) in [
+        (2u64 << 30, Some("corrupt frame")),
+        (4u64 << 30, Some("corrupt frame")),
+        ((64 << 20) - 1, None),
+    ] {
+        let path = dir
+            .join(format!("{declared}"))
+            .to_string_lossy()
+            .into_owned();
+        let p = Process::new(measure_a_declared_frame, (m, declared, path.clone()))
+            .with_start_method(StartMethod::Spawn);
+        start(&p)?;
+        check_eq!(p.join_timeout(LONG)?, Some(0));
+        let line = read_when_ready(std::path::Path::new(&path), LONG)?;
+        let (peak, said) = line.split_once(' ').ok_or("a path")?;
+        let peak: u64 = peak.parse()?;
+        check!(
+            peak < BOUND_KIB,
+            "declared {declared}: peak RSS {peak} KiB ({said})"
+        );
+        match says {
+            Some(says) => check!(
+                said.starts_with("0 Codec") && said.contains(says),
+                "declared {declared}: {said}"
+            ),
+            None => check!(said.starts_with("0 "), "declared {declared}: {said}"),
+        }
+    }
+    Ok(())
+}
+
+/// Exits with the number of descriptors it was given.
+#[process]
+fn exit_with_fd_count(fds: Vec<multiproc::SharedFd>) {
+    std::process::exit(fds.len() as i32);
+}
+
+/// More descriptors in a child's arguments than one message carries (253): a spawn or
+/// forkserver start fails with a clear error before anything is sent, and leaks none of them;
+/// a fork child inherits them all.
+fn too_many_descriptors_in_arguments(m: StartMethod) -> Outcome {
+    let many = |n: usize| -> Vec<multiproc::SharedFd> {
+        (0..n)
+            .map(|_| {
+                let null = std::fs::File::open("/dev/null").expect("/dev/null");
+                multiproc::SharedFd::new(std::os::fd::OwnedFd::from(null))
+            })
+            .collect()
+    };
+    // Warm up: the fork server, if any, is started once and kept.
+    let p = Process::new(exit_with_fd_count, many(1)).with_start_method(m);
+    start(&p)?;
+    check_eq!(p.join_timeout(LONG)?, Some(1));
+    let before = common::open_fds();
+    let p = Process::new(exit_with_fd_count, many(254)).with_start_method(m);
+    match (m, p.start()) {
+        (StartMethod::Fork, started) => {
+            started?;
+            check_eq!(p.join_timeout(LONG)?, Some(254));
+        }
+        (_, Ok(())) => return Err("a start with 254 descriptors was not refused".into()),
+        (_, Err(err)) => {
+            check_eq!(err.kind(), ErrorKind::InvalidInput);
+            check!(err.to_string().contains("at most 253"), "{err}");
+        }
+    }
+    drop(p);
+    check_eq!(common::open_fds(), before);
+    let p = Process::new(exit_with_fd_count, many(253)).with_start_method(m);
+    start(&p)?;
+    check_eq!(p.join_timeout(LONG)?, Some(253));
+    Ok(())
+}
+
 fn no_leaks(m: StartMethod) -> Outcome {
     // Warm up: the fork server, if any, is started once and kept.
     let p = Process::new(ok_worker, ()).with_start_method(m);
@@ -1219,6 +1347,11 @@ fn main() {
         ("no_leaks_200_cycles", no_leaks),
         ("subclass_style", subclass_style),
         ("bootstrap_does_not_leak", bootstrap_does_not_leak),
+        ("declared_frame_length", declared_frame_length),
+        (
+            "too_many_descriptors_in_arguments",
+            too_many_descriptors_in_arguments,
+        ),
     ] {
         trials.extend(each_method(name, test));
     }

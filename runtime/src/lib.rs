@@ -60,6 +60,13 @@ pub use sync::{
     RLockGuard, Semaphore, SemaphoreGuard, WaitGuard, SEM_VALUE_MAX,
 };
 
+/// Not public API. The decoders of what other processes send, for the fuzz harness in
+/// `fuzz/` (feature `fuzzing`).
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+#[path = "fuzz.rs"]
+pub mod __fuzz;
+
 /// Not public API. Used by generated code.
 #[doc(hidden)]
 pub mod __private {

@@ -310,6 +310,19 @@ impl Process {
             };
             let method = state.method.unwrap_or_else(context::get_start_method);
             current::require_init(method)?;
+            if method != StartMethod::Fork && fds.len() > sys::MAX_FDS {
+                // They would travel in one message (a fork child inherits them).
+                return Err(Error::new(
+                    ErrorKind::InvalidInput,
+                    format!(
+                        "the arguments of {} hold {} descriptors: a {method} child receives at \
+                         most {}",
+                        state.name,
+                        fds.len(),
+                        sys::MAX_FDS
+                    ),
+                ));
+            }
             let launch = Launch {
                 entry: state.entry.to_string(),
                 payload,
@@ -414,7 +427,14 @@ impl Process {
         let Phase::Running(popen) = std::mem::replace(&mut state.phase, Phase::Initial) else {
             return Ok(None);
         };
-        for (message, fds) in popen.drain_messages() {
+        let (messages, corrupt) = popen.drain_messages();
+        if let Some(err) = corrupt {
+            state.failure = Some((
+                ErrorKind::Codec,
+                format!("the child broke the protocol of its control socket: {err}"),
+            ));
+        }
+        for (message, fds) in messages {
             match message {
                 ChildMessage::Panicked(panic) => state.panic = Some(panic),
                 ChildMessage::Failed { kind, message } => {

@@ -275,6 +275,12 @@ impl BuildId {
     }
 }
 
+/// The first bootstrap frame: a build identity is a few words (16 bytes today), so 4 KiB is
+/// a corrupt stream, refused before anything is allocated.
+impl crate::wire::Frame for BuildId {
+    const MAX_LEN: u64 = 4 << 10;
+}
+
 impl std::fmt::Display for BuildId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{:016x}-{:016x}", self.registry, self.executable)

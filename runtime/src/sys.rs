@@ -8,7 +8,7 @@ use std::io::{IoSlice, IoSliceMut};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
-use nix::sys::socket::{recvmsg, sendmsg, ControlMessage, ControlMessageOwned, MsgFlags};
+use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
 
 /// Readiness events for [`poll_one`].
 pub(crate) const READABLE: i16 = libc::POLLIN;
@@ -263,53 +263,142 @@ pub(crate) fn send_with_fds(sock: BorrowedFd<'_>, data: &[u8], fds: &[RawFd]) ->
 
 /// Receives one message of exactly `data.len()` bytes and up to `max_fds` descriptors.
 /// Returns `Ok(None)` at end of file. Received descriptors are `O_CLOEXEC`.
+///
+/// `max_fds` is at most [`MAX_FDS`] (no message carries more): a larger count, which may
+/// come from another process, is an error before anything is allocated or read. Descriptors
+/// beyond `max_fds` are an error too, and those the kernel did install are closed.
 pub(crate) fn recv_with_fds(
     sock: BorrowedFd<'_>,
     data: &mut [u8],
     max_fds: usize,
 ) -> io::Result<Option<Vec<OwnedFd>>> {
+    if max_fds > MAX_FDS {
+        return Err(too_many_fds(max_fds));
+    }
     let mut space = vec![0u8; cmsg_space_for(max_fds)];
-    let (n, raw) = loop {
-        let mut iov = [IoSliceMut::new(data)];
-        match recvmsg::<()>(
-            sock.as_raw_fd(),
-            &mut iov,
-            Some(&mut space),
-            MsgFlags::MSG_CMSG_CLOEXEC,
-        ) {
-            Ok(msg) => {
-                let mut raw = Vec::new();
-                for cmsg in msg.cmsgs().map_err(io::Error::from)? {
-                    if let ControlMessageOwned::ScmRights(fds) = cmsg {
-                        raw.extend(fds);
-                    }
-                }
-                break (msg.bytes, raw);
-            }
-            Err(nix::errno::Errno::EINTR) => continue,
-            Err(err) => return Err(err.into()),
-        }
-    };
-    // SAFETY: SCM_RIGHTS installed these descriptors in this process for us alone.
-    let fds: Vec<OwnedFd> = raw
-        .into_iter()
-        .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) })
-        .collect();
-    if n == 0 {
+    let mut fds = Vec::new();
+    let got = recv_msg(sock, &mut [IoSliceMut::new(data)], &mut space, 0, &mut fds)?;
+    if got.fds_dropped {
+        // `fds` (what did arrive) is closed here.
+        return Err(fds_dropped());
+    }
+    if got.bytes == 0 {
         return Ok(None);
     }
-    if n != data.len() {
+    if got.bytes != data.len() {
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,
-            format!("expected a {}-byte message, got {n} bytes", data.len()),
+            format!(
+                "expected a {}-byte message, got {} bytes",
+                data.len(),
+                got.bytes
+            ),
         ));
     }
     Ok(Some(fds))
 }
 
+fn too_many_fds(count: usize) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!("{count} descriptors announced: a message carries at most {MAX_FDS}"),
+    )
+}
+
+fn fds_dropped() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        "descriptors were dropped: more than the message may carry, or more than this process \
+         may open",
+    )
+}
+
+/// Control-message space for `fds` descriptors (at most [`MAX_FDS`]).
 fn cmsg_space_for(fds: usize) -> usize {
-    // SAFETY: CMSG_SPACE only computes a size.
-    unsafe { libc::CMSG_SPACE((fds * std::mem::size_of::<RawFd>()) as u32) as usize }
+    let bytes = fds.min(MAX_FDS) * std::mem::size_of::<RawFd>();
+    // SAFETY: CMSG_SPACE only computes a size (of at most a few kilobytes here).
+    unsafe { libc::CMSG_SPACE(bytes as u32) as usize }
+}
+
+/// What one [`recv_msg`] received.
+struct Got {
+    bytes: usize,
+    /// The kernel dropped descriptors for lack of control space (`MSG_CTRUNC`), or could
+    /// not install them all (this process is out of descriptors).
+    fds_dropped: bool,
+    /// The record did not fit (`MSG_TRUNC`, `SOCK_SEQPACKET` only).
+    truncated: bool,
+}
+
+/// One `recvmsg(2)` into `iov` (retrying `EINTR`), with `space` for control messages. Every
+/// descriptor the kernel installed is appended to `fds` (close-on-exec), owned at once: also
+/// when the control data was cut short (`MSG_CTRUNC`), where a reader that stops at the flag
+/// would leak those that did arrive.
+// `msg_controllen` and `cmsg_len` are `size_t` with glibc, `socklen_t` with musl.
+#[allow(clippy::unnecessary_cast)]
+fn recv_msg(
+    sock: BorrowedFd<'_>,
+    iov: &mut [IoSliceMut<'_>],
+    space: &mut [u8],
+    flags: libc::c_int,
+    fds: &mut Vec<OwnedFd>,
+) -> io::Result<Got> {
+    // SAFETY: `msghdr` is plain old data, for which all zeroes is a valid value.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    let (n, msg) = loop {
+        msg.msg_iov = iov.as_mut_ptr().cast();
+        msg.msg_iovlen = iov.len() as _;
+        msg.msg_control = space.as_mut_ptr().cast();
+        msg.msg_controllen = space.len() as _;
+        // SAFETY: `IoSliceMut` is ABI-compatible with `iovec` and each describes a buffer we
+        // borrow mutably; `space` is ours for the control data; the kernel writes within the
+        // lengths given.
+        let n =
+            unsafe { libc::recvmsg(sock.as_raw_fd(), &mut msg, flags | libc::MSG_CMSG_CLOEXEC) };
+        if n >= 0 {
+            break (n as usize, msg);
+        }
+        let err = io::Error::last_os_error();
+        if err.kind() != io::ErrorKind::Interrupted {
+            return Err(err);
+        }
+    };
+    let controllen = (msg.msg_controllen as usize).min(space.len());
+    let header = std::mem::size_of::<libc::cmsghdr>();
+    // SAFETY: CMSG_LEN only computes a size.
+    let data_at = unsafe { libc::CMSG_LEN(0) } as usize;
+    let align = |len: usize| len.next_multiple_of(std::mem::size_of::<usize>());
+    let mut at = 0;
+    while at + header <= controllen {
+        // SAFETY: `at + header` bytes of `space` are in bounds; read unaligned, as a byte
+        // buffer does not promise the alignment of `cmsghdr`.
+        let cmsg: libc::cmsghdr =
+            unsafe { std::ptr::read_unaligned(space.as_ptr().add(at).cast()) };
+        let len = cmsg.cmsg_len as usize;
+        if len < data_at || at + len > controllen {
+            break;
+        }
+        if cmsg.cmsg_level == libc::SOL_SOCKET && cmsg.cmsg_type == libc::SCM_RIGHTS {
+            let count = (len - data_at) / std::mem::size_of::<RawFd>();
+            for i in 0..count {
+                let from = at + data_at + i * std::mem::size_of::<RawFd>();
+                let fd = RawFd::from_ne_bytes([
+                    space[from],
+                    space[from + 1],
+                    space[from + 2],
+                    space[from + 3],
+                ]);
+                // SAFETY: SCM_RIGHTS installed this descriptor in this process for us alone.
+                fds.push(unsafe { OwnedFd::from_raw_fd(fd) });
+            }
+        }
+        at += align(len);
+    }
+    Ok(Got {
+        bytes: n,
+        fds_dropped: msg.msg_flags & libc::MSG_CTRUNC != 0,
+        truncated: msg.msg_flags & libc::MSG_TRUNC != 0,
+    })
 }
 
 /// Reads until `buf` is full or end of file; returns how many bytes were read.
@@ -600,39 +689,12 @@ pub(crate) fn recv_some_with_fds(
     fds: &mut Vec<OwnedFd>,
     wait: bool,
 ) -> io::Result<usize> {
-    let flags = if wait {
-        MsgFlags::MSG_CMSG_CLOEXEC
-    } else {
-        MsgFlags::MSG_CMSG_CLOEXEC | MsgFlags::MSG_DONTWAIT
-    };
-    let (n, raw, truncated) = loop {
-        let mut iov = [IoSliceMut::new(buf)];
-        match recvmsg::<()>(sock.as_raw_fd(), &mut iov, Some(&mut *space), flags) {
-            Ok(msg) => {
-                let mut raw = Vec::new();
-                for cmsg in msg.cmsgs().map_err(io::Error::from)? {
-                    if let ControlMessageOwned::ScmRights(fds) = cmsg {
-                        raw.extend(fds);
-                    }
-                }
-                break (msg.bytes, raw, msg.flags.contains(MsgFlags::MSG_CTRUNC));
-            }
-            Err(nix::errno::Errno::EINTR) => continue,
-            Err(err) => return Err(err.into()),
-        }
-    };
-    // SAFETY: SCM_RIGHTS installed these descriptors in this process for us alone.
-    fds.extend(
-        raw.into_iter()
-            .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
-    );
-    if truncated {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            "descriptors were dropped: more than one message can carry",
-        ));
+    let flags = if wait { 0 } else { libc::MSG_DONTWAIT };
+    let got = recv_msg(sock, &mut [IoSliceMut::new(buf)], space, flags, fds)?;
+    if got.fds_dropped {
+        return Err(fds_dropped());
     }
-    Ok(n)
+    Ok(got.bytes)
 }
 
 /// A connected pair of `SOCK_SEQPACKET` Unix sockets, both close-on-exec: every `sendmsg` is
@@ -809,41 +871,24 @@ pub(crate) fn recv_record(
     max_fds: usize,
     nonblocking: bool,
 ) -> io::Result<RecvRecord> {
+    if max_fds > MAX_FDS {
+        return Err(too_many_fds(max_fds));
+    }
     let mut space = vec![0u8; cmsg_space_for(max_fds)];
-    let mut flags = MsgFlags::MSG_CMSG_CLOEXEC;
-    if nonblocking {
-        flags |= MsgFlags::MSG_DONTWAIT;
-    }
-    loop {
-        let mut iov = [IoSliceMut::new(buf)];
-        match recvmsg::<()>(sock.as_raw_fd(), &mut iov, Some(&mut space), flags) {
-            Ok(msg) => {
-                let mut raw = Vec::new();
-                if let Ok(cmsgs) = msg.cmsgs() {
-                    for cmsg in cmsgs {
-                        if let ControlMessageOwned::ScmRights(fds) = cmsg {
-                            raw.extend(fds);
-                        }
-                    }
-                }
-                // SAFETY: SCM_RIGHTS installed these descriptors in this process for us alone.
-                let fds = raw
-                    .into_iter()
-                    .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) })
-                    .collect();
-                let truncated = msg
-                    .flags
-                    .intersects(MsgFlags::MSG_TRUNC | MsgFlags::MSG_CTRUNC);
-                return Ok(RecvRecord {
-                    len: msg.bytes,
-                    fds,
-                    truncated,
-                });
-            }
-            Err(nix::errno::Errno::EINTR) => continue,
-            Err(err) => return Err(err.into()),
-        }
-    }
+    let flags = if nonblocking { libc::MSG_DONTWAIT } else { 0 };
+    let mut fds = Vec::new();
+    let got = recv_msg(
+        sock,
+        &mut [IoSliceMut::new(buf)],
+        &mut space,
+        flags,
+        &mut fds,
+    )?;
+    Ok(RecvRecord {
+        len: got.bytes,
+        fds,
+        truncated: got.truncated || got.fds_dropped,
+    })
 }
 
 /// Registers `handler` to run in the child after every `fork(2)` of this process
@@ -931,6 +976,101 @@ pub(crate) fn random_bytes(buf: &mut [u8]) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A pipe whose write end is sent as `copies` descriptors in one message on `tx`, then
+    /// closed here: the read end hangs up once every copy that arrived is closed.
+    fn send_copies_of_a_pipe(tx: BorrowedFd<'_>, copies: usize, data: &[u8]) -> OwnedFd {
+        let (read, write) = pipe().unwrap();
+        let raw = vec![write.as_raw_fd(); copies];
+        send_all_with_fds(tx, &mut [IoSlice::new(data)], &raw).unwrap();
+        read
+    }
+
+    fn hung_up(read: &OwnedFd) -> bool {
+        poll_one(read.as_fd(), READABLE, Some(Instant::now())).unwrap() & libc::POLLHUP != 0
+    }
+
+    #[test]
+    fn a_descriptor_count_above_the_kernel_limit_is_refused_before_any_allocation() {
+        // A message with one descriptor waits: the refusal comes before it is read.
+        let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+        let _read = send_copies_of_a_pipe(a.as_fd(), 1, b"D");
+        let mut data = [0u8; 1];
+        let err = recv_with_fds(b.as_fd(), &mut data, 0x3FFF_FFF0).unwrap_err();
+        assert!(err.to_string().contains("at most 253"), "{err}");
+        assert_eq!(
+            recv_with_fds(b.as_fd(), &mut data, 1)
+                .unwrap()
+                .unwrap()
+                .len(),
+            1
+        );
+        let (c, d) = seqpacket_pair().unwrap();
+        let _read = send_copies_of_a_pipe(c.as_fd(), 1, b"D");
+        let err = recv_record(d.as_fd(), &mut data, MAX_FDS + 1, false)
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("at most 253"), "{err}");
+        assert_eq!(cmsg_space_for(usize::MAX), cmsg_space_for(MAX_FDS));
+    }
+
+    #[test]
+    fn descriptors_of_a_truncated_control_message_are_closed() {
+        // Five copies sent, room for two: the kernel installs two and drops three
+        // (MSG_CTRUNC). The two must be closed, not leaked: then the pipe hangs up.
+        let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+        let read = send_copies_of_a_pipe(a.as_fd(), 5, b"D");
+        let mut data = [0u8; 1];
+        let err = recv_with_fds(b.as_fd(), &mut data, 2).unwrap_err();
+        assert!(err.to_string().contains("dropped"), "{err}");
+        assert!(hung_up(&read), "a received descriptor was leaked");
+
+        // The same through the stream reader's receive (room for MAX_FDS, sent more: the
+        // kernel refuses a sendmsg of more than SCM_MAX_FD, so shrink the space instead).
+        let read = send_copies_of_a_pipe(a.as_fd(), 5, b"xyz");
+        let mut space = vec![0u8; cmsg_space_for(3)];
+        let mut fds = Vec::new();
+        let mut buf = [0u8; 8];
+        let err = recv_some_with_fds(b.as_fd(), &mut buf, &mut space, &mut fds, true).unwrap_err();
+        assert!(err.to_string().contains("dropped"), "{err}");
+        // (Room for three is rounded up to four.)
+        assert!(
+            (3..5).contains(&fds.len()),
+            "{} descriptors arrived",
+            fds.len()
+        );
+        drop(fds);
+        assert!(hung_up(&read), "a received descriptor was leaked");
+
+        // And a channel record.
+        let (c, d) = seqpacket_pair().unwrap();
+        let read = send_copies_of_a_pipe(c.as_fd(), 4, b"r");
+        let got = recv_record(d.as_fd(), &mut buf, 1, false).unwrap();
+        assert!(got.truncated);
+        assert!(
+            (1..4).contains(&got.fds.len()),
+            "{} descriptors",
+            got.fds.len()
+        );
+        drop(got);
+        assert!(hung_up(&read), "a received descriptor was leaked");
+    }
+
+    #[test]
+    fn descriptors_received_whole_are_all_kept() {
+        let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+        let read = send_copies_of_a_pipe(a.as_fd(), 3, b"D");
+        let mut data = [0u8; 1];
+        let fds = recv_with_fds(b.as_fd(), &mut data, 3).unwrap().unwrap();
+        assert_eq!((fds.len(), data[0]), (3, b'D'));
+        assert!(!hung_up(&read));
+        for fd in &fds {
+            let flags = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_GETFD).unwrap();
+            assert!(flags & libc::FD_CLOEXEC != 0);
+        }
+        drop(fds);
+        assert!(hung_up(&read));
+    }
 
     #[test]
     fn a_process_with_threads_is_not_known_single_threaded() {

@@ -15,6 +15,14 @@
 //! Reads take an optional deadline and wait in `poll(2)`; end of file at a frame or message
 //! boundary is `Ok(None)`, inside one it is a [`ErrorKind::Disconnected`] error.
 //!
+//! Every length read here was written by another process, which may be corrupt or hostile:
+//! a length above what the protocol allows at that point is a [`ErrorKind::Codec`] error
+//! before anything is allocated ([`Frame::MAX_LEN`], [`MAX_HEADER`], [`MAX_BLOCKS`],
+//! [`sys::MAX_FDS`]). Below it, a payload's buffer reserves at most [`AHEAD`] bytes of address
+//! space before its bytes arrive, touches none of them until they do, and beyond that at most
+//! doubles as they arrive; a header's buffer (zero-filled) grows only as its bytes arrive. So
+//! the memory a peer costs follows what it sends, never what it declares.
+//!
 //! Messages can also be moved without waiting, for a thread that serves many peers (the pool's
 //! driver): [`Reader::try_recv`] keeps a message that arrives in parts until it is whole, and
 //! [`try_send_message`] leaves what the socket cannot take yet to [`Unsent::resume`]. A peer
@@ -37,27 +45,54 @@ use crate::{spare, sys};
 
 const HEADER: usize = 8;
 
-/// Encodes `value` and writes it as one frame. A closed peer is an error, never a SIGPIPE.
-pub(crate) fn send<T: Serialize>(stream: &UnixStream, value: &T) -> Result<()> {
+/// A value that travels as a frame, with the largest encoding the protocol allows for it: a
+/// reader refuses a longer declared length before it allocates anything, and a sender
+/// refuses to send one.
+pub(crate) trait Frame: Serialize + DeserializeOwned {
+    /// The largest encoded length, in bytes.
+    const MAX_LEN: u64;
+}
+
+/// Address space a buffer reserves for a declared length before its bytes arrive (it is
+/// read into without zero-filling, so none of it is memory until they do); beyond it, the
+/// buffer at most doubles as bytes arrive. 64 MiB: a pool argument of that size is received
+/// without a single reallocation (a reallocation below glibc's mmap threshold copies).
+pub(crate) const AHEAD: usize = 64 << 20;
+
+/// The frame of `value`: its length, then its encoding (refused if longer than allowed).
+fn encode_frame<T: Frame>(value: &T) -> Result<Vec<u8>> {
     let mut frame = vec![0u8; HEADER];
     codec::encode_into(value, &mut frame)?;
     let len = (frame.len() - HEADER) as u64;
+    if len > T::MAX_LEN {
+        return Err(Error::new(
+            ErrorKind::Codec,
+            format!(
+                "cannot send a `{}` of {len} bytes: at most {} may be sent",
+                std::any::type_name::<T>(),
+                T::MAX_LEN
+            ),
+        ));
+    }
     frame[..HEADER].copy_from_slice(&len.to_le_bytes());
+    Ok(frame)
+}
+
+/// Encodes `value` and writes it as one frame. A closed peer is an error, never a SIGPIPE.
+pub(crate) fn send<T: Frame>(stream: &UnixStream, value: &T) -> Result<()> {
+    let frame = encode_frame(value)?;
     sys::send_all(stream.as_fd(), &mut [io::IoSlice::new(&frame)])
         .map_err(|err| Error::io("cannot send a frame to the other process", err))
 }
 
 /// [`send`] bounded by `deadline`: a peer that stops reading in the middle of a large frame
 /// is an [`ErrorKind::Timeout`] error (the stream is then out of step).
-pub(crate) fn send_until<T: Serialize>(
+pub(crate) fn send_until<T: Frame>(
     stream: &UnixStream,
     value: &T,
     deadline: Option<Instant>,
 ) -> Result<()> {
-    let mut frame = vec![0u8; HEADER];
-    codec::encode_into(value, &mut frame)?;
-    let len = (frame.len() - HEADER) as u64;
-    frame[..HEADER].copy_from_slice(&len.to_le_bytes());
+    let frame = encode_frame(value)?;
     send_bytes_until(stream, &frame, &[], deadline)
 }
 
@@ -90,53 +125,84 @@ fn send_bytes_until(
     Ok(())
 }
 
-/// Reads one frame and decodes it. `Ok(None)` when the peer closed the stream cleanly.
-pub(crate) fn recv<T: DeserializeOwned>(
-    stream: &UnixStream,
-    deadline: Option<Instant>,
-) -> Result<Option<T>> {
+/// Reads one frame and decodes it. `Ok(None)` when the peer closed the stream cleanly. A
+/// declared length above [`Frame::MAX_LEN`] is a [`ErrorKind::Codec`] error (the stream is
+/// then out of step).
+pub(crate) fn recv<T: Frame>(stream: &UnixStream, deadline: Option<Instant>) -> Result<Option<T>> {
     let mut header = [0u8; HEADER];
     if !read_exact_until(stream, &mut header, deadline, true)? {
         return Ok(None);
     }
-    let body = read_body(stream, u64::from_le_bytes(header), "frame", deadline)?;
+    let len = u64::from_le_bytes(header);
+    if len > T::MAX_LEN {
+        return Err(Error::new(
+            ErrorKind::Codec,
+            format!(
+                "corrupt frame from the other process: a `{}` of {len} bytes (at most {})",
+                std::any::type_name::<T>(),
+                T::MAX_LEN
+            ),
+        ));
+    }
+    let body = read_body(stream, len, deadline)?;
     codec::decode(&body).map(Some)
 }
 
-/// Reads `len` bytes into a new buffer; a length that cannot be allocated is a codec error
-/// (a corrupt header), not an abort.
-fn read_body(
-    stream: &UnixStream,
-    len: u64,
-    what: &str,
-    deadline: Option<Instant>,
-) -> Result<Vec<u8>> {
-    let too_large = || {
-        Error::new(
-            ErrorKind::Codec,
-            format!("{what} of {len} bytes is too large"),
-        )
-    };
-    let len = usize::try_from(len).map_err(|_| too_large())?;
+/// Reads the `len` bytes of a frame into a new buffer, which grows as they arrive.
+fn read_body(stream: &UnixStream, len: u64, deadline: Option<Instant>) -> Result<Vec<u8>> {
+    let len = usize::try_from(len).map_err(|_| too_large("frame", len))?;
     let mut body = Vec::new();
-    body.try_reserve_exact(len).map_err(|_| too_large())?;
-    if deadline.is_none() {
-        // Straight into the spare capacity: no zero-filling of a buffer about to be
-        // overwritten (for large payloads that doubles the page faults).
-        let read = Read::take(stream, len as u64)
-            .read_to_end(&mut body)
-            .map_err(|err| Error::io("cannot read from the other process", err))?;
-        if read != len {
+    while body.len() < len {
+        make_room(&mut body, len, "frame")?;
+        let room = (body.capacity() - body.len()).min(len - body.len());
+        let n_read = match deadline {
+            // Straight into the spare capacity: no zero-filling of a buffer about to be
+            // overwritten (for large payloads that doubles the page faults).
+            None => Read::take(stream, room as u64)
+                .read_to_end(&mut body)
+                .map_err(|err| Error::io("cannot read from the other process", err))?,
+            Some(_) => {
+                let ready = sys::poll_one(stream.as_fd(), sys::READABLE, deadline)
+                    .map_err(|err| Error::io("cannot wait for the other process", err))?;
+                if ready == 0 {
+                    return Err(Error::timeout(
+                        "timed out waiting for a message from the other process",
+                    ));
+                }
+                match sys::recv_now_into(stream.as_fd(), &mut body, room) {
+                    Err(err) if err.kind() == io::ErrorKind::WouldBlock => continue,
+                    read => {
+                        read.map_err(|err| Error::io("cannot read from the other process", err))?
+                    }
+                }
+            }
+        };
+        if n_read == 0 {
             return Err(Error::new(
                 ErrorKind::Disconnected,
                 "the other process closed the connection in the middle of a message",
             ));
         }
-        return Ok(body);
     }
-    body.resize(len, 0);
-    read_exact_until(stream, &mut body, deadline, false)?;
     Ok(body)
+}
+
+/// Makes room in `out`, which is being filled up to `len` bytes, for at least one more byte
+/// when it has none: [`AHEAD`] bytes at first, then as many as it holds (it doubles), never
+/// past `len`. Filled without zeroing, its memory follows the bytes that arrived, not the
+/// length declared. A length no allocation can hold is a codec error (a corrupt stream), not
+/// an abort.
+fn make_room(out: &mut Vec<u8>, len: usize, what: &str) -> Result<()> {
+    if out.len() < out.capacity() || out.len() >= len {
+        return Ok(());
+    }
+    let step = (len - out.len()).min(out.capacity().max(AHEAD));
+    out.try_reserve_exact(step)
+        .map_err(|_| too_large(what, len as u64))?;
+    if out.capacity() >= HUGE_PAGES_FROM {
+        sys::advise_huge_pages(out.spare_capacity_mut());
+    }
+    Ok(())
 }
 
 /// Fills `buf`; returns `false` on a clean end of file before the first byte when `eof_ok`.
@@ -177,7 +243,8 @@ fn read_exact_until(
 const FDS_MARK: u8 = b'D';
 
 /// Sends descriptors that belong to the frame just sent (nothing when there are none),
-/// waiting for room at most until `deadline`.
+/// waiting for room at most until `deadline`. More than one message can carry
+/// ([`sys::MAX_FDS`]) is an [`ErrorKind::InvalidInput`] error, before anything is sent.
 pub(crate) fn send_fds_until(
     stream: &UnixStream,
     fds: &[RawFd],
@@ -186,13 +253,35 @@ pub(crate) fn send_fds_until(
     if fds.is_empty() {
         return Ok(());
     }
+    if fds.len() > sys::MAX_FDS {
+        return Err(Error::new(
+            ErrorKind::InvalidInput,
+            format!(
+                "cannot send {} descriptors to a starting process: at most {} travel with its \
+                 arguments",
+                fds.len(),
+                sys::MAX_FDS
+            ),
+        ));
+    }
     send_bytes_until(stream, &[FDS_MARK], fds, deadline)
 }
 
-/// Receives the `count` descriptors that belong to the frame just read.
+/// Receives the `count` descriptors that belong to the frame just read. A count above what
+/// one message can carry ([`sys::MAX_FDS`], the kernel's limit) is a [`ErrorKind::Codec`]
+/// error, before anything is allocated or read.
 pub(crate) fn recv_fds(stream: &UnixStream, count: u32) -> Result<Vec<OwnedFd>> {
     if count == 0 {
         return Ok(Vec::new());
+    }
+    if count as usize > sys::MAX_FDS {
+        return Err(Error::new(
+            ErrorKind::Codec,
+            format!(
+                "the other process announced {count} descriptors: a message carries at most {}",
+                sys::MAX_FDS
+            ),
+        ));
     }
     let mut mark = [0u8; 1];
     match sys::recv_with_fds(stream.as_fd(), &mut mark, count as usize) {
@@ -229,6 +318,7 @@ const READ_SIZE: usize = 64 << 10;
 /// `Reader::spin`): the CPU an idle worker or a waiting caller spends per wait, at most.
 const SPIN: std::time::Duration = std::time::Duration::from_micros(20);
 /// Headers are small (a function's name, a panic's message): a larger one is a corrupt stream.
+/// The reader's buffer grows to a header's length only as its bytes arrive.
 const MAX_HEADER: usize = 64 << 20;
 /// Blocks in one message (a map chunk of that many byte vectors is split across messages
 /// long before this).
@@ -454,7 +544,7 @@ struct Partial {
     fd_count: usize,
     payload_len: usize,
     block_lens: Vec<usize>,
-    /// The payload as read so far, allocated to its full length.
+    /// The payload as read so far (its buffer grows as bytes arrive).
     bytes: Vec<u8>,
     /// The blocks begun: all whole but the last.
     blocks: Vec<Vec<u8>>,
@@ -665,10 +755,10 @@ impl Reader {
         let at = self.start;
         let block_lens = self.buf[at + PREFIX..at + lens_end]
             .chunks_exact(8)
-            .map(|len| part_len(u64_at(len, 0), "block"))
+            .map(|len| part_len(u64_at(len, 0), "message block"))
             .collect::<Result<Vec<usize>>>()?;
-        let payload_len = part_len(payload_len, "payload")?;
-        let bytes = new_part(payload_len, "payload")?;
+        let payload_len = part_len(payload_len, "message payload")?;
+        let bytes = new_part(payload_len, "message payload")?;
         self.start += fixed;
         Ok(Begun::Body(Partial {
             header: at + lens_end..at + fixed,
@@ -696,7 +786,7 @@ impl Reader {
         while i < partial.block_lens.len() {
             let len = partial.block_lens[i];
             if i == partial.blocks.len() {
-                partial.blocks.push(new_part(len, "block")?);
+                partial.blocks.push(new_part(len, "message block")?);
             }
             if !self.read_part(stream, &mut partial.blocks[i], len, wait)? {
                 return Ok(false);
@@ -727,7 +817,8 @@ impl Reader {
         };
         let failed = |err| Error::io("cannot read from the other process", err);
         while out.len() < len {
-            let rest = len - out.len();
+            make_room(out, len, "message part")?;
+            let rest = (len - out.len()).min(out.capacity() - out.len());
             let n_read = match wait {
                 Wait::Until(None) => Read::take(stream, rest as u64)
                     .read_to_end(out)
@@ -760,23 +851,20 @@ impl Reader {
     /// Reads until `n` bytes are buffered (`wait` bounds every wait for more).
     fn fill(&mut self, stream: &UnixStream, n: usize, wait: Wait) -> Result<Fill> {
         while self.end - self.start < n {
-            if self.buf.len() - self.start < n {
-                // Room for the whole prefix and header: move what is here to the front, and
-                // grow for a header larger than a read.
+            if self.start > 0 && self.buf.len() - self.start < n {
+                // Too little room left for the whole prefix and header: move what is here
+                // to the front.
                 self.buf.copy_within(self.start..self.end, 0);
                 (self.start, self.end) = (0, self.end - self.start);
-                let want = n.max(READ_SIZE);
-                if self.buf.len() < want {
-                    self.buf
-                        .try_reserve_exact(want - self.buf.len())
-                        .map_err(|_| {
-                            Error::new(
-                                ErrorKind::Codec,
-                                format!("a message header of {n} bytes is too large"),
-                            )
-                        })?;
-                    self.buf.resize(want, 0);
-                }
+            }
+            if self.end == self.buf.len() {
+                // Full (and `start` is 0): grow for a header larger than a read, at most
+                // doubling as its bytes arrive, never to the length it declares up front.
+                let want = n.min(2 * self.end).max(READ_SIZE);
+                self.buf
+                    .try_reserve_exact(want - self.buf.len())
+                    .map_err(|_| too_large("message header", n as u64))?;
+                self.buf.resize(want, 0);
             }
             if self.space.is_empty() {
                 self.space = sys::fds_space();
@@ -870,28 +958,30 @@ fn u64_at(bytes: &[u8], at: usize) -> u64 {
 fn too_large(what: &str, len: u64) -> Error {
     Error::new(
         ErrorKind::Codec,
-        format!("a message {what} of {len} bytes is too large"),
+        format!("a {what} of {len} bytes from the other process is too large"),
     )
 }
 
-/// The length of a payload or block, which must fit memory.
+/// The length of a payload or block, which must fit a vector (at most `isize::MAX` bytes):
+/// any length below is allowed (a large argument is legitimate), its buffer growing as its
+/// bytes arrive.
 fn part_len(len: u64, what: &str) -> Result<usize> {
-    usize::try_from(len).map_err(|_| too_large(what, len))
+    usize::try_from(len)
+        .ok()
+        .filter(|&len| len <= isize::MAX as usize)
+        .ok_or_else(|| too_large(what, len))
 }
 
-/// An empty vector with room for a payload or block of `len` bytes: a spare buffer, or a new
-/// one (on huge pages from [`HUGE_PAGES_FROM`]). A length no allocation can hold is a codec
+/// An empty vector for a payload or block of `len` bytes: a spare buffer with room for them
+/// all (memory this process already has), or a new one with room for the first
+/// [`AHEAD`] of them (see [`make_room`]). A length no allocation can hold is a codec
 /// error (a corrupt message), not an abort.
 fn new_part(len: usize, what: &str) -> Result<Vec<u8>> {
     if let Some(reused) = spare::take(len) {
         return Ok(reused);
     }
     let mut out = Vec::new();
-    out.try_reserve_exact(len)
-        .map_err(|_| too_large(what, len as u64))?;
-    if len >= HUGE_PAGES_FROM {
-        sys::advise_huge_pages(out.spare_capacity_mut());
-    }
+    make_room(&mut out, len, what)?;
     Ok(out)
 }
 
@@ -899,6 +989,14 @@ fn new_part(len: usize, what: &str) -> Result<Vec<u8>> {
 mod tests {
     use super::*;
     use std::io::Write;
+
+    impl Frame for String {
+        const MAX_LEN: u64 = 1 << 20;
+    }
+
+    impl Frame for Vec<u8> {
+        const MAX_LEN: u64 = 1 << 30;
+    }
 
     fn body(bytes: Vec<u8>, fds: Vec<OwnedFd>, blocks: Vec<Vec<u8>>) -> Encoded {
         Encoded { bytes, fds, blocks }
@@ -1030,6 +1128,99 @@ mod tests {
         let err = Reader::new().recv::<u8>(&b, None).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Codec);
         assert!(err.to_string().contains("expected 2 descriptors"), "{err}");
+    }
+
+    /// A message prefix: mark, header length, descriptor count, block count, payload length.
+    fn prefix(header: u32, fds: u32, blocks: u32, payload: u64) -> Vec<u8> {
+        let mut prefix = MAGIC.to_vec();
+        prefix.extend_from_slice(&header.to_le_bytes());
+        prefix.extend_from_slice(&fds.to_le_bytes());
+        prefix.extend_from_slice(&blocks.to_le_bytes());
+        prefix.extend_from_slice(&payload.to_le_bytes());
+        prefix
+    }
+
+    #[test]
+    fn memory_follows_the_bytes_that_arrive_not_the_lengths_declared() {
+        // A header that declares 60 MiB, of which 100 bytes come.
+        let (mut a, b) = UnixStream::pair().unwrap();
+        a.write_all(&prefix(60 << 20, 0, 0, 0)).unwrap();
+        a.write_all(&[7; 100]).unwrap();
+        let mut reader = Reader::new();
+        assert!(matches!(
+            reader.try_recv::<u8>(&b).unwrap(),
+            Received::Partial
+        ));
+        assert!(reader.buf.len() <= READ_SIZE, "{} bytes", reader.buf.len());
+
+        // A payload and blocks that declare 4 GiB, of which a kilobyte comes.
+        for (blocks, payload) in [(0, 4u64 << 30), (1, 0)] {
+            let (mut a, b) = UnixStream::pair().unwrap();
+            a.write_all(&prefix(1, 0, blocks, payload)).unwrap();
+            if blocks == 1 {
+                a.write_all(&(4u64 << 30).to_le_bytes()).unwrap();
+            }
+            a.write_all(&[0; 1 + 1000]).unwrap();
+            let mut reader = Reader::new();
+            assert!(matches!(
+                reader.try_recv::<u8>(&b).unwrap(),
+                Received::Partial
+            ));
+            let partial = reader.partial.as_ref().unwrap();
+            let held =
+                partial.bytes.capacity() + partial.blocks.iter().map(Vec::capacity).sum::<usize>();
+            assert!(held <= AHEAD, "{held} bytes reserved for 1000 received");
+        }
+
+        // A frame that declares more than its type allows is refused at once; one that
+        // declares less, but more than comes, holds only what came.
+        let (mut a, b) = UnixStream::pair().unwrap();
+        a.write_all(&(2u64 << 30).to_le_bytes()).unwrap();
+        let err = recv::<Vec<u8>>(&b, None).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Codec);
+        assert!(err.to_string().contains("corrupt frame"), "{err}");
+        let (mut a, b) = UnixStream::pair().unwrap();
+        a.write_all(&(60u64 << 20).to_le_bytes()).unwrap();
+        a.write_all(&[1; 1000]).unwrap();
+        let soon = Instant::now() + std::time::Duration::from_millis(20);
+        let err = recv::<Vec<u8>>(&b, Some(soon)).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Timeout);
+
+        // And a declared descriptor count above the kernel's limit; nor does a sender try.
+        let err = recv_fds(&b, 0x3FFF_FFF0).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Codec);
+        assert!(err.to_string().contains("at most 253"), "{err}");
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&a);
+        let err = send_fds_until(&a, &[fd; 254], None).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidInput);
+        assert!(err.to_string().contains("at most 253"), "{err}");
+        send_fds_until(&a, &[fd; 253], None).unwrap();
+    }
+
+    #[test]
+    fn large_parts_grow_as_they_arrive_and_arrive_whole() {
+        let (a, b) = UnixStream::pair().unwrap();
+        let payload: Vec<u8> = (0..AHEAD + (9 << 20) + 3)
+            .map(|i| (i % 253) as u8)
+            .collect();
+        let blocks = vec![vec![1u8; 100], vec![2u8; 3 * READ_SIZE], vec![3; 5]];
+        let sent = body(payload.clone(), Vec::new(), blocks.clone());
+        let writer = std::thread::spawn(move || {
+            send_message(&a, &1u8, &sent)?;
+            send_until(&a, &payload, None)
+        });
+        let (h, got): (u8, Encoded) = Reader::new().recv(&b, None).unwrap().unwrap();
+        assert_eq!(h, 1);
+        assert_eq!(got.blocks, blocks);
+        let frame = recv::<Vec<u8>>(
+            &b,
+            Some(Instant::now() + std::time::Duration::from_secs(30)),
+        )
+        .unwrap()
+        .unwrap();
+        writer.join().unwrap().unwrap();
+        assert_eq!(got.bytes, frame);
+        assert_eq!(frame.len(), AHEAD + (9 << 20) + 3);
     }
 
     #[test]

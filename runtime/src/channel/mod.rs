@@ -19,7 +19,7 @@ mod joinable;
 mod local;
 mod pipe;
 mod queue;
-mod record;
+pub(crate) mod record;
 mod ring;
 mod simple;
 

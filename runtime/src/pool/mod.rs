@@ -9,7 +9,7 @@
 
 mod driver;
 mod result;
-mod worker;
+pub(crate) mod worker;
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;

@@ -289,6 +289,27 @@ pub(crate) enum FailKind {
     Io,
 }
 
+// The largest frames the bootstrap allows (see `wire::Frame`): a declared length above them
+// is a corrupt stream, refused before anything is allocated.
+
+/// A role carries the target's encoded arguments (or the preload calls'): 4 GiB, the largest
+/// input the codec decodes with its lengths checked. Larger arguments are refused when sent.
+/// A credential is 16 bytes, like the build identity it comes before: 4 KiB is a corrupt
+/// stream.
+impl wire::Frame for Credential {
+    const MAX_LEN: u64 = 4 << 10;
+}
+
+impl wire::Frame for Role {
+    const MAX_LEN: u64 = 4 << 30;
+}
+
+/// A child's messages are small but for a failure's or a panic's text: 64 MiB, as much as the
+/// header of a pool's reply, which carries the same reports.
+impl wire::Frame for ChildMessage {
+    const MAX_LEN: u64 = 64 << 20;
+}
+
 impl From<FailKind> for ErrorKind {
     fn from(kind: FailKind) -> Self {
         match kind {
@@ -472,10 +493,17 @@ impl Popen {
     }
 
     /// Reads the messages the child left on the control socket, without blocking, each with
-    /// the descriptors that came with it (those of a [`ChildMessage::Returned`]).
-    pub(crate) fn drain_messages(&self) -> Vec<(ChildMessage, Vec<OwnedFd>)> {
+    /// the descriptors that came with it (those of a [`ChildMessage::Returned`]); and the error
+    /// that stopped the reading if the child wrote something that is no message (a message cut
+    /// short by the child's death is not reported).
+    pub(crate) fn drain_messages(&self) -> (Vec<(ChildMessage, Vec<OwnedFd>)>, Option<Error>) {
         let mut out = Vec::new();
-        while let Ok(Some(msg)) = wire::recv::<ChildMessage>(&self.control, Some(Instant::now())) {
+        loop {
+            let msg = match wire::recv::<ChildMessage>(&self.control, Some(Instant::now())) {
+                Ok(Some(msg)) => msg,
+                Err(err) if err.kind() == ErrorKind::Codec => return (out, Some(err)),
+                Ok(None) | Err(_) => return (out, None),
+            };
             let fds = match &msg {
                 ChildMessage::Returned { fds: 0, .. } => Vec::new(),
                 ChildMessage::Returned { fds, .. } => {
@@ -490,14 +518,13 @@ impl Popen {
                         .map(|_| wire::recv_fds(&self.control, *fds))
                     {
                         Some(Ok(fds)) => fds,
-                        _ => break,
+                        _ => return (out, None),
                     }
                 }
                 _ => Vec::new(),
             };
             out.push((msg, fds));
         }
-        out
     }
 
     /// Parent side of the bootstrap handshake (spawn, forkserver): sends the build identity and
