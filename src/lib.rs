@@ -385,6 +385,17 @@
 //! and run its trials on the main thread (this crate's `tests/process.rs` does, with
 //! libtest-mimic). Without glibc, call [`init`] first in `main` for `spawn` and `forkserver`.
 //!
+//! # Diagnostics
+//!
+//! What the library says on its own (the warning of `ForkPolicy::Warn`, a pool's zygote
+//! forked again under `Warn`, a daemonic child that cannot watch its parent) goes through the
+//! [`log`](https://docs.rs/log) crate with the target `multiproc`, so an application routes
+//! or silences it like any other library's messages (`env_logger`, or `tracing-subscriber`
+//! with its `log` bridge). Without a logger nothing is printed. Two kinds of output stay on
+//! standard error, because no logger can exist there yet: a child's own report of a panic or a
+//! failed target (`Process Process-1:` and the message, as CPython prints a child's
+//! traceback), and a bootstrap refused before the child's entry could run.
+//!
 //! # Platforms
 //!
 //! Linux 5.3 or later (pidfds). The fork server and spawn rely on `/proc/self/exe`.

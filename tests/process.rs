@@ -775,7 +775,33 @@ fn global_start_method() -> Outcome {
     Ok(())
 }
 
+/// The library's own messages, as a logger of the application's sees them: (level, target,
+/// message).
+static LOGGED: std::sync::Mutex<Vec<(log::Level, String, String)>> =
+    std::sync::Mutex::new(Vec::new());
+
+struct Capture;
+
+impl log::Log for Capture {
+    fn enabled(&self, _: &log::Metadata<'_>) -> bool {
+        true
+    }
+
+    fn log(&self, record: &log::Record<'_>) {
+        let entry = (
+            record.level(),
+            record.target().to_string(),
+            record.args().to_string(),
+        );
+        LOGGED.lock().unwrap_or_else(|e| e.into_inner()).push(entry);
+    }
+
+    fn flush(&self) {}
+}
+
 fn fork_policy_with_threads() -> Outcome {
+    let _ = log::set_logger(&Capture);
+    log::set_max_level(log::LevelFilter::Warn);
     let (tx, rx) = std::sync::mpsc::channel::<()>();
     let thread = std::thread::spawn(move || {
         let _ = rx.recv();
@@ -800,6 +826,16 @@ fn fork_policy_with_threads() -> Outcome {
     check_eq!(refused.unwrap_err().kind(), ErrorKind::ForkUnsafe);
     check_eq!(warned?, 0);
     check_eq!(spawned?, 0);
+    // The warning went to the application's logger (and so can be routed or silenced), once.
+    let logged = LOGGED.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let warnings: Vec<_> = logged
+        .iter()
+        .filter(|(_, _, message)| message.contains("multi-threaded"))
+        .collect();
+    check!(
+        matches!(&warnings[..], [(log::Level::Warn, target, _)] if target == "multiproc"),
+        "the fork warning was logged as {logged:?}"
+    );
     Ok(())
 }
 

@@ -544,8 +544,9 @@ fn watch_parent(control: Arc<UnixStream>) {
             }
         });
     if let Err(err) = spawned {
-        eprintln!(
-            "multiproc: cannot watch the parent process, this daemonic child may outlive it: {err}"
+        log::warn!(
+            target: "multiproc",
+            "cannot watch the parent process, this daemonic child may outlive it: {err}"
         );
     }
 }

@@ -112,7 +112,7 @@ fn check_threads() -> Result<()> {
     }
     static WARNED: AtomicBool = AtomicBool::new(false);
     if !WARNED.swap(true, Ordering::Relaxed) {
-        eprintln!("multiproc warning: {message}");
+        log::warn!(target: "multiproc", "{message}");
     }
     Ok(())
 }

@@ -553,7 +553,7 @@ fn fork_zygote_again() -> Result<ForkServer> {
         super::ForkPolicy::Warn => {
             static WARNED: AtomicBool = AtomicBool::new(false);
             if !WARNED.swap(true, Ordering::Relaxed) {
-                eprintln!("multiproc warning: {message}");
+                log::warn!(target: "multiproc", "{message}");
             }
         }
         super::ForkPolicy::Allow => {}

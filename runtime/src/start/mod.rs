@@ -131,7 +131,9 @@ pub enum ForkPolicy {
     /// Fail `start` with [`ErrorKind::ForkUnsafe`] (the default).
     #[default]
     Refuse,
-    /// Print a warning to stderr (once) and fork anyway, as CPython 3.12 does.
+    /// Log a warning (once, through the [`log`](https://docs.rs/log) crate, target
+    /// `multiproc`) and fork anyway, as CPython 3.12 warns. Install a logger (`env_logger`,
+    /// `tracing-subscriber` with its `log` bridge, ...) to see it.
     Warn,
     /// Fork silently: you have checked that no other thread holds a lock the child needs.
     Allow,
