@@ -12,7 +12,7 @@
 use std::io::Write;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::time::{Duration, Instant};
 
 use nix::unistd::{fork, ForkResult};
@@ -27,17 +27,26 @@ static POLICY: AtomicU8 = AtomicU8::new(0);
 /// Threads of the library itself (pool drivers) that hold no lock a forked child needs: the
 /// fork path takes the library's own locks first, and these threads touch nothing else a child
 /// uses. They do not count as "other threads" for the [`ForkPolicy`].
-static FORK_SAFE_THREADS: AtomicUsize = AtomicUsize::new(0);
+///
+/// The low 32 bits count them; the high 32 bits count the changes, so that a count of the
+/// process's threads can be matched with the number of fork-safe ones it includes (see
+/// [`other_threads`]).
+static FORK_SAFE_THREADS: AtomicU64 = AtomicU64::new(0);
+
+/// One more fork-safe thread, and one more change.
+const FORK_SAFE_ARRIVES: u64 = (1 << 32) + 1;
+/// One fewer fork-safe thread (the count is at least one then: no borrow), and one more change.
+const FORK_SAFE_LEAVES: u64 = (1 << 32) - 1;
 
 /// Marks the calling thread as one of the library's fork-safe threads while the guard lives.
 pub(crate) fn fork_safe_thread() -> impl Drop {
     struct Guard;
     impl Drop for Guard {
         fn drop(&mut self) {
-            FORK_SAFE_THREADS.fetch_sub(1, Ordering::SeqCst);
+            FORK_SAFE_THREADS.fetch_add(FORK_SAFE_LEAVES, Ordering::SeqCst);
         }
     }
-    FORK_SAFE_THREADS.fetch_add(1, Ordering::SeqCst);
+    FORK_SAFE_THREADS.fetch_add(FORK_SAFE_ARRIVES, Ordering::SeqCst);
     Guard
 }
 
@@ -66,23 +75,44 @@ pub fn fork_policy() -> ForkPolicy {
     }
 }
 
-fn check_threads() -> Result<()> {
-    let policy = fork_policy();
-    if policy == ForkPolicy::Allow || sys::known_single_threaded() {
-        return Ok(());
-    }
-    let others = || -> Result<usize> {
-        let safe = FORK_SAFE_THREADS.load(Ordering::SeqCst);
+/// How many of this process's threads are not the library's fork-safe ones.
+///
+/// The threads are counted between two readings of the fork-safe count; a fork-safe thread
+/// that arrived or left meanwhile (a pool's helper thread ending just then) could be counted
+/// in one and not the other, and make the user's threads look fewer than they are. So a
+/// count is used only when no fork-safe thread came or went during it; if they never hold
+/// still, none is subtracted (the answer errs toward refusing).
+fn other_threads() -> Result<usize> {
+    const TRIES: usize = 64;
+    let mut attempt = 0;
+    loop {
+        let before = FORK_SAFE_THREADS.load(Ordering::SeqCst);
         let mut threads = sys::thread_count()
             .map_err(|err| Error::io("cannot count this process's threads", err))?;
+        let safe = if attempt == TRIES {
+            0
+        } else {
+            (before & u64::from(u32::MAX)) as usize
+        };
         if threads.saturating_sub(safe) > 1 {
             // The count includes threads that have ended for user space but that the kernel
             // has not released yet: see them one by one.
             threads = threads_not_exiting()
                 .map_err(|err| Error::io("cannot list this process's threads", err))?;
         }
-        Ok(threads.saturating_sub(safe))
-    };
+        if attempt == TRIES || FORK_SAFE_THREADS.load(Ordering::SeqCst) == before {
+            return Ok(threads.saturating_sub(safe));
+        }
+        attempt += 1;
+    }
+}
+
+fn check_threads() -> Result<()> {
+    let policy = fork_policy();
+    if policy == ForkPolicy::Allow || sys::known_single_threaded() {
+        return Ok(());
+    }
+    let others = other_threads;
     let mut threads = others()?;
     // A pool's driver thread stops counting itself as fork-safe a moment before it exits:
     // look again for up to a millisecond before refusing.
