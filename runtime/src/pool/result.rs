@@ -9,19 +9,10 @@ use std::time::{Duration, Instant};
 
 use serde::de::DeserializeOwned;
 
-use super::driver::Shared;
+use super::jobs::{Shared, Sink};
 use crate::carrier::{ChunkAppender, ChunkDecoder};
 use crate::error::{Error, ErrorKind, Result};
 use crate::handle::Encoded;
-
-/// Where the driver delivers the results of one job's chunks.
-pub(crate) trait Sink: Send {
-    /// Delivers the result of one chunk (the encoded `Vec` of outputs, or why it failed).
-    /// Returns `true` once the job is complete and the sink can be dropped.
-    fn deliver(&mut self, chunk: u32, result: Result<Encoded>) -> bool;
-    /// Fails everything the job still waits for.
-    fn fail(&mut self, err: &Error);
-}
 
 type OnSuccess<T> = Box<dyn FnOnce(&T) + Send>;
 type OnError = Box<dyn FnOnce(&Error) + Send>;
