@@ -397,3 +397,297 @@ impl Drop for Shared {
         current::unregister_fd(&self.wake);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What a test sink was given.
+    #[derive(Default)]
+    struct Log {
+        delivered: Vec<(u32, std::result::Result<(), ErrorKind>)>,
+        failed: Vec<ErrorKind>,
+        dropped: bool,
+    }
+
+    /// A sink that records what it gets and is complete after `chunks` chunks.
+    struct TestSink {
+        log: Arc<Mutex<Log>>,
+        chunks: usize,
+        /// Called in `deliver`, outside the job table's lock (as user code runs).
+        during: Option<Box<dyn FnMut() + Send>>,
+        panics: bool,
+    }
+
+    impl Sink for TestSink {
+        fn deliver(&mut self, chunk: u32, result: Result<Encoded>) -> bool {
+            if let Some(during) = &mut self.during {
+                during();
+            }
+            if self.panics {
+                panic!("deliberate panic: a test sink panics");
+            }
+            let mut log = self.log.lock().unwrap();
+            log.delivered
+                .push((chunk, result.map(|_| ()).map_err(|e| e.kind())));
+            log.delivered.len() >= self.chunks
+        }
+
+        fn fail(&mut self, err: &Error) {
+            self.log.lock().unwrap().failed.push(err.kind());
+        }
+    }
+
+    impl Drop for TestSink {
+        fn drop(&mut self) {
+            self.log.lock().unwrap().dropped = true;
+        }
+    }
+
+    fn sink(chunks: usize) -> (Box<TestSink>, Arc<Mutex<Log>>) {
+        let log = Arc::new(Mutex::new(Log::default()));
+        let sink = TestSink {
+            log: log.clone(),
+            chunks,
+            during: None,
+            panics: false,
+        };
+        (Box::new(sink), log)
+    }
+
+    fn task(job: u64, chunk: u32) -> Task {
+        Task {
+            job,
+            chunk,
+            entry: "test::entry",
+            payload: Encoded::default(),
+            queued: Instant::now(),
+        }
+    }
+
+    fn queued(shared: &Shared) -> Vec<(u64, u32)> {
+        shared
+            .lock()
+            .queue
+            .iter()
+            .map(|t| (t.job, t.chunk))
+            .collect()
+    }
+
+    fn delivered(log: &Mutex<Log>) -> Vec<(u32, std::result::Result<(), ErrorKind>)> {
+        log.lock().unwrap().delivered.clone()
+    }
+
+    #[test]
+    fn submit_numbers_jobs_and_queues_their_tasks() {
+        let shared = Shared::new().unwrap();
+        let (first, _) = sink(1);
+        let (second, _) = sink(2);
+        let a = shared
+            .submit(first, |job| vec![task(job, 0)], false)
+            .unwrap();
+        let b = shared
+            .submit(second, |job| vec![task(job, 0), task(job, 1)], false)
+            .unwrap();
+        assert_ne!(a, b);
+        assert_eq!(queued(&shared), [(a, 0), (b, 0), (b, 1)]);
+        assert!(shared.lock().waiting());
+    }
+
+    #[test]
+    fn a_pool_that_takes_no_work_fails_the_sink_at_submit() {
+        for (lifecycle, broken) in [
+            (Lifecycle::Closed, false),
+            (Lifecycle::Terminated, false),
+            (Lifecycle::Stopped, false),
+            (Lifecycle::Running, true),
+        ] {
+            let shared = Shared::new().unwrap();
+            shared.lock().lifecycle = lifecycle;
+            if broken {
+                shared.lock().broken = Some(Error::new(ErrorKind::InitializerFailed, "broken"));
+            }
+            let (sink, log) = sink(1);
+            let err = shared
+                .submit(sink, |job| vec![task(job, 0)], false)
+                .unwrap_err();
+            let expected = if broken {
+                ErrorKind::InitializerFailed
+            } else {
+                ErrorKind::NotRunning
+            };
+            assert_eq!(err.kind(), expected, "{lifecycle:?}");
+            assert_eq!(log.lock().unwrap().failed, [expected]);
+            assert!(queued(&shared).is_empty());
+            assert!(!shared.lock().waiting());
+        }
+    }
+
+    #[test]
+    fn push_queues_more_tasks_of_a_known_job_only() {
+        let shared = Shared::new().unwrap();
+        let (sink, _) = sink(2);
+        let job = shared.submit(sink, |_| Vec::new(), false).unwrap();
+        shared.push(job, [task(job, 0)]).unwrap();
+        // A closed pool still runs a job registered before `close`.
+        shared.lock().lifecycle = Lifecycle::Closed;
+        shared.push(job, [task(job, 1)]).unwrap();
+        assert_eq!(queued(&shared), [(job, 0), (job, 1)]);
+        let err = shared.push(job + 1, [task(job + 1, 0)]).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::NotRunning);
+        shared.lock().lifecycle = Lifecycle::Terminated;
+        let err = shared.push(job, [task(job, 2)]).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::NotRunning);
+        assert!(err.to_string().contains("terminated"), "{err}");
+    }
+
+    #[test]
+    fn deliver_hands_each_chunk_to_its_sink_until_it_is_complete() {
+        let shared = Shared::new().unwrap();
+        let (sink, log) = sink(2);
+        let job = shared
+            .submit(sink, |job| vec![task(job, 0), task(job, 1)], false)
+            .unwrap();
+        shared.deliver(job, 1, Ok(Encoded::default()));
+        assert!(!log.lock().unwrap().dropped);
+        assert!(shared.lock().waiting());
+        shared.deliver(job, 0, Err(Error::new(ErrorKind::Died, "died")));
+        assert_eq!(delivered(&log), [(1, Ok(())), (0, Err(ErrorKind::Died))]);
+        // Complete: dropped, no longer waited for, and a late chunk goes nowhere.
+        assert!(log.lock().unwrap().dropped);
+        assert!(!shared.lock().waiting());
+        shared.deliver(job, 1, Ok(Encoded::default()));
+        assert_eq!(delivered(&log).len(), 2);
+        let err = shared.push(job, [task(job, 2)]).unwrap_err();
+        assert!(err.to_string().contains("already failed"), "{err}");
+    }
+
+    #[test]
+    fn a_panicking_sink_fails_its_job_not_the_table() {
+        let shared = Shared::new().unwrap();
+        let (mut panicking, log) = sink(2);
+        panicking.panics = true;
+        let job = shared.submit(panicking, |_| Vec::new(), false).unwrap();
+        let (other, other_log) = sink(1);
+        let other_job = shared.submit(other, |_| Vec::new(), false).unwrap();
+        shared.deliver(job, 0, Ok(Encoded::default()));
+        assert_eq!(log.lock().unwrap().failed, [ErrorKind::Panicked]);
+        assert!(log.lock().unwrap().dropped);
+        shared.deliver(other_job, 0, Ok(Encoded::default()));
+        assert_eq!(delivered(&other_log), [(0, Ok(()))]);
+    }
+
+    #[test]
+    fn forget_drops_queued_tasks_and_later_results() {
+        let shared = Shared::new().unwrap();
+        let (kept, _) = sink(1);
+        let kept = shared
+            .submit(kept, |job| vec![task(job, 0)], false)
+            .unwrap();
+        let (forgotten, log) = sink(3);
+        let job = shared
+            .submit(forgotten, |job| vec![task(job, 0), task(job, 1)], true)
+            .unwrap();
+        shared.forget(job);
+        assert_eq!(queued(&shared), [(kept, 0)]);
+        assert!(log.lock().unwrap().dropped);
+        shared.deliver(job, 0, Ok(Encoded::default()));
+        assert!(delivered(&log).is_empty());
+        assert!(log.lock().unwrap().failed.is_empty());
+    }
+
+    #[test]
+    fn a_job_forgotten_while_a_chunk_is_delivered_is_dropped_after_it() {
+        let shared = Shared::new().unwrap();
+        let (mut forgets, log) = sink(3);
+        let job_of = Arc::new(Mutex::new(None::<u64>));
+        let (weak, job_of_) = (Arc::downgrade(&shared), job_of.clone());
+        forgets.during = Some(Box::new(move || {
+            let job = job_of_.lock().unwrap().unwrap();
+            let shared = weak.upgrade().unwrap();
+            shared.forget(job);
+            // Known still (its sink is out for delivery): more tasks are taken; their results
+            // will go nowhere.
+            shared.push(job, [task(job, 9)]).unwrap();
+        }));
+        let job = shared.submit(forgets, |_| Vec::new(), false).unwrap();
+        *job_of.lock().unwrap() = Some(job);
+        shared.deliver(job, 0, Ok(Encoded::default()));
+        assert_eq!(delivered(&log), [(0, Ok(()))]);
+        assert!(log.lock().unwrap().dropped);
+        assert!(!shared.lock().waiting());
+        shared.deliver(job, 1, Ok(Encoded::default()));
+        assert_eq!(delivered(&log).len(), 1);
+    }
+
+    #[test]
+    fn lazy_jobs_keep_a_closed_pool_waiting_until_join() {
+        let shared = Shared::new().unwrap();
+        let (lazy, _) = sink(5);
+        let job = shared.submit(lazy, |_| Vec::new(), true).unwrap();
+        shared.lock().lifecycle = Lifecycle::Closed;
+        assert!(shared.lock().waiting());
+        shared.joining();
+        assert!(!shared.lock().waiting());
+        // An eager job still waits.
+        shared.lock().lifecycle = Lifecycle::Running;
+        let (eager, _) = sink(1);
+        shared.submit(eager, |_| Vec::new(), false).unwrap();
+        assert!(shared.lock().waiting());
+        // The lazy one is still known: it can push until the driver stops.
+        shared.push(job, [task(job, 0)]).unwrap();
+    }
+
+    #[test]
+    fn fail_all_fails_every_job_and_clears_the_queue() {
+        let shared = Shared::new().unwrap();
+        let (a, log_a) = sink(1);
+        let (b, log_b) = sink(1);
+        shared.submit(a, |job| vec![task(job, 0)], false).unwrap();
+        shared.submit(b, |job| vec![task(job, 0)], true).unwrap();
+        shared.fail_all(&Error::new(ErrorKind::Terminated, "terminated"));
+        assert!(queued(&shared).is_empty());
+        assert!(!shared.lock().waiting());
+        for log in [log_a, log_b] {
+            let log = log.lock().unwrap();
+            assert_eq!(log.failed, [ErrorKind::Terminated]);
+            assert!(log.dropped);
+        }
+    }
+
+    #[test]
+    fn a_broken_pool_fails_what_waits_and_refuses_more() {
+        let shared = Shared::new().unwrap();
+        let (waiting, log) = sink(1);
+        let job = shared.submit(waiting, |_| Vec::new(), false).unwrap();
+        shared.mark_broken(Error::new(ErrorKind::InitializerFailed, "first"));
+        // The first reason stays.
+        shared.mark_broken(Error::new(ErrorKind::Bootstrap, "second"));
+        assert_eq!(log.lock().unwrap().failed, [ErrorKind::InitializerFailed]);
+        let err = shared.push(job, [task(job, 0)]).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InitializerFailed);
+        let (late, _) = sink(1);
+        let err = shared.submit(late, |_| Vec::new(), false).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InitializerFailed);
+    }
+
+    #[test]
+    fn finish_fails_what_waits_and_stops_a_closed_pool() {
+        for (lifecycle, kind, after) in [
+            (Lifecycle::Closed, ErrorKind::NotRunning, Lifecycle::Stopped),
+            (
+                Lifecycle::Terminated,
+                ErrorKind::Terminated,
+                Lifecycle::Terminated,
+            ),
+        ] {
+            let shared = Shared::new().unwrap();
+            let (waiting, log) = sink(1);
+            shared.submit(waiting, |_| Vec::new(), true).unwrap();
+            shared.lock().lifecycle = lifecycle;
+            shared.finish();
+            assert_eq!(log.lock().unwrap().failed, [kind]);
+            assert_eq!(shared.lock().lifecycle, after);
+        }
+    }
+}
