@@ -24,7 +24,8 @@ use super::launcher::{
     dispose, let_finish, Corpse, Helpers, Launcher, Order, Reapable, HELPER_GRACE,
 };
 use super::link::{Link, DRIVER, IDLE, LENT};
-use super::worker::{Reply, TaskHeader, TaskOutcome, WorkerConfig, WorkerMain};
+use super::reply::{self, Expected, REPLY_STALL};
+use super::worker::{Reply, TaskHeader, WorkerConfig, WorkerMain};
 use crate::codec;
 use crate::current::{self, current_process};
 use crate::error::{Error, ErrorKind, Result};
@@ -49,15 +50,6 @@ fn abandon_send(worker: &mut Worker, task: Task, shared: &Shared) {
     worker.link.ready.store(false, Ordering::Release);
     worker.link.state.store(IDLE, Ordering::Release);
     shared.lock().queue.push_front(task);
-}
-
-/// How a worker ended, for error messages.
-pub(crate) fn describe_exit(code: Option<i32>) -> String {
-    match code {
-        Some(n) if n < 0 => format!("was killed by {}", sys::signal_name(-n)),
-        Some(n) => format!("exited with code {n}"),
-        None => "went away".to_string(),
-    }
 }
 
 struct Worker {
@@ -111,13 +103,6 @@ pub(crate) const START_RETRY_LIMIT: Duration = Duration::from_secs(30);
 /// up to [`RETRY_MAX`].
 const RETRY_FIRST: Duration = Duration::from_millis(20);
 const RETRY_MAX: Duration = Duration::from_secs(1);
-
-/// How long a reply, once begun, may go without a byte before the worker that sends it is
-/// killed as out of protocol. A worker writes its reply in one go; one that stops in the middle
-/// is stopped or hung, or its task wrote the start of a message on the socket, which then
-/// swallows the real reply and would wait for ever, without a task timeout, for bytes that
-/// never come.
-pub(crate) const REPLY_STALL: Duration = Duration::from_secs(10);
 
 /// Consecutive failed starts, and when to try again.
 #[derive(Default)]
@@ -653,7 +638,7 @@ impl Driver {
                 return false;
             }
             Err(err) if err.kind() == ErrorKind::Codec => {
-                self.out_of_protocol(i, ErrorKind::Codec, format!("bad reply: {err}"));
+                self.out_of_protocol(i, ErrorKind::Codec, &reply::bad_reply(&err));
                 return false;
             }
             Err(err) => {
@@ -664,13 +649,8 @@ impl Driver {
                 // Its task fails here: the burial must not requeue a part still unsent.
                 worker.sending = None;
                 if let Some(busy) = worker.task.take() {
-                    let err = Error::new(
-                        ErrorKind::Died,
-                        format!(
-                            "pool worker {} (pid {}) went away in the middle of its reply, and is replaced: {err}",
-                            worker.name, worker.popen.pid
-                        ),
-                    );
+                    let when = format!("in the middle of its reply ({err})");
+                    let err = reply::died(&worker.link, None, &when);
                     self.shared.deliver(busy.job, busy.chunk, Err(err));
                 }
                 return false;
@@ -684,45 +664,32 @@ impl Driver {
                 self.shared
                     .mark_broken(Error::new(ErrorKind::InitializerFailed, message));
             }
-            Reply::Done {
-                job,
-                chunk,
-                ticket,
-                outcome,
-            } if worker.sending.is_none()
-                && worker
-                    .task
-                    .as_ref()
-                    .is_some_and(|b| b.job == job && b.chunk == chunk && b.ticket == ticket) =>
-            {
-                let result = match outcome {
-                    TaskOutcome::Ok => Ok(body),
-                    TaskOutcome::Panicked(panic) => Err(Error::panicked(panic)),
-                    TaskOutcome::Failed { codec, message } => {
-                        Err(Error::new(TaskOutcome::kind(codec), message))
+            reply => {
+                // The reply to the task it holds, once wholly sent, and only that.
+                let expected = match (&worker.task, &worker.sending) {
+                    (Some(busy), None) => Some(Expected {
+                        job: busy.job,
+                        chunk: busy.chunk,
+                        ticket: busy.ticket,
+                    }),
+                    _ => None,
+                };
+                let result = match reply::answer(reply, body, expected.as_ref()) {
+                    Ok(result) => result,
+                    Err(what) => {
+                        self.out_of_protocol(i, ErrorKind::Codec, &what);
+                        return false;
                     }
                 };
-                worker.task = None;
+                let Some(busy) = worker.task.take() else {
+                    return false;
+                };
                 worker.link.done.fetch_add(1, Ordering::AcqRel);
                 worker.link.state.store(IDLE, Ordering::Release);
                 // The worker gets its next task before this result is decoded: decoding
                 // (and callbacks) then overlap with the worker's computing.
                 self.dispatch();
-                self.shared.deliver(job, chunk, result);
-            }
-            // A second `Ready`, an `InitFailed` after `Ready` (a task can write anything on its
-            // worker's socket), a reply to a task the worker does not hold, or one before it
-            // has its whole task.
-            other => {
-                let what = match other {
-                    Reply::Ready => "a second `Ready`".to_string(),
-                    Reply::InitFailed(_) => "an initializer failure after `Ready`".to_string(),
-                    Reply::Done { job, chunk, .. } => {
-                        format!("a reply that does not match its task (job {job}, chunk {chunk})")
-                    }
-                };
-                self.out_of_protocol(i, ErrorKind::Codec, what);
-                return false;
+                self.shared.deliver(busy.job, busy.chunk, result);
             }
         }
         true
@@ -730,7 +697,7 @@ impl Driver {
 
     /// Worker `i` sent something out of protocol: it is killed (and replaced), and the task it
     /// holds, only that one, fails with an error that names it.
-    fn out_of_protocol(&mut self, i: usize, kind: ErrorKind, what: String) {
+    fn out_of_protocol(&mut self, i: usize, kind: ErrorKind, what: &str) {
         let worker = &mut self.workers[i];
         worker.open = false;
         worker.progress = None;
@@ -738,13 +705,7 @@ impl Driver {
         // Its task fails here: the burial must not requeue a part still unsent.
         worker.sending = None;
         if let Some(busy) = worker.task.take() {
-            let err = Error::new(
-                kind,
-                format!(
-                    "pool worker {} (pid {}) sent a message out of protocol, and was killed and is replaced: {what}",
-                    worker.name, worker.popen.pid
-                ),
-            );
+            let err = reply::out_of_protocol(&worker.link, kind, what);
             self.shared.deliver(busy.job, busy.chunk, Err(err));
         }
     }
@@ -779,7 +740,7 @@ impl Driver {
             // Dead before it could serve: an initializer that exits or crashes, or a worker
             // that cannot start. Replacing it forever would hang every caller (gh-87472).
             self.early_deaths += 1;
-            let how = describe_exit(code);
+            let how = reply::describe_exit(code);
             if self.config.initializer.is_some() {
                 self.shared.mark_broken(Error::new(
                     ErrorKind::InitializerFailed,
@@ -799,14 +760,8 @@ impl Driver {
             }
         }
         if let Some(busy) = worker.task {
-            let how = describe_exit(code);
-            let err = Error::new(
-                ErrorKind::Died,
-                format!(
-                    "pool worker {} (pid {}) {how} while running chunk {} of this task; the worker is replaced",
-                    worker.name, worker.popen.pid, busy.chunk
-                ),
-            );
+            let when = format!("while running chunk {} of this task", busy.chunk);
+            let err = reply::died(&worker.link, code, &when);
             self.shared.deliver(busy.job, busy.chunk, Err(err));
         }
     }
@@ -816,11 +771,7 @@ impl Driver {
         for i in 0..self.workers.len() {
             let worker = &self.workers[i];
             if worker.open && worker.progress.is_some_and(|at| at + REPLY_STALL <= now) {
-                self.out_of_protocol(
-                    i,
-                    ErrorKind::Codec,
-                    format!("the start of a message, and nothing more for {REPLY_STALL:?}"),
-                );
+                self.out_of_protocol(i, ErrorKind::Codec, &reply::stalled());
             }
         }
         for worker in &mut self.workers {
@@ -839,12 +790,7 @@ impl Driver {
             worker.sending = None;
             let _ = worker.popen.signal(libc::SIGKILL);
             worker.open = false;
-            let err = Error::timeout(format!(
-                "the task ran longer than its timeout of {:?}; pool worker {} (pid {}) was killed and is replaced",
-                self.task_timeout.unwrap_or_default(),
-                worker.name,
-                worker.popen.pid
-            ));
+            let err = reply::timed_out(&worker.link, self.task_timeout);
             self.shared.deliver(busy.job, busy.chunk, Err(err));
         }
     }

@@ -16,6 +16,7 @@ use std::thread::ThreadId;
 use std::time::Instant;
 
 use super::link::{Link, IDLE, LENT};
+use super::reply;
 use crate::current;
 use crate::error::{Error, ErrorKind, Result};
 use crate::handle::Encoded;
@@ -77,6 +78,11 @@ impl State {
             .keys()
             .any(|job| !(self.joining && self.lazy.contains(job)))
     }
+}
+
+/// The error of the work a terminated pool did not do.
+pub(super) fn terminated() -> Error {
+    Error::new(ErrorKind::Terminated, "the pool was terminated")
 }
 
 /// What the pool's handle and its driver share.
@@ -319,13 +325,7 @@ impl Shared {
         let complete = match panic::catch_unwind(AssertUnwindSafe(|| sink.deliver(chunk, result))) {
             Ok(complete) => complete,
             Err(payload) => {
-                let err = Error::new(
-                    ErrorKind::Panicked,
-                    format!(
-                        "decoding a result panicked: {}",
-                        crate::child::panic_message(&*payload)
-                    ),
-                );
+                let err = reply::decoding_panicked(&*payload);
                 let _ = panic::catch_unwind(AssertUnwindSafe(|| sink.fail(&err)));
                 true
             }
@@ -375,9 +375,7 @@ impl Shared {
         let err = {
             let mut state = self.lock();
             let err = match state.lifecycle {
-                Lifecycle::Terminated => {
-                    Error::new(ErrorKind::Terminated, "the pool was terminated")
-                }
+                Lifecycle::Terminated => terminated(),
                 _ => Error::new(
                     ErrorKind::NotRunning,
                     "the pool was closed and joined before this work was submitted",

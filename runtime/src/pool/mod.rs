@@ -12,6 +12,7 @@ mod imap;
 mod jobs;
 mod launcher;
 mod link;
+mod reply;
 mod result;
 mod threads;
 mod worker;
@@ -29,9 +30,10 @@ use self::driver::Driver;
 use self::jobs::{Lifecycle, Shared, Task};
 use self::launcher::Launcher;
 use self::link::Link;
+use self::reply::Expected;
 use self::result::{ApplySink, MapSink, Slot};
 use self::worker::WorkerConfig;
-use self::worker::{Reply, TaskHeader, TaskOutcome};
+use self::worker::{Reply, TaskHeader};
 use crate::carrier;
 use crate::context;
 use crate::current::{self, cpu_count, current_process};
@@ -274,33 +276,19 @@ impl Pool {
             self.shared.wake();
             let code = link.wait_buried(Duration::from_secs(5));
             if self.shared.lock().lifecycle == Lifecycle::Terminated {
-                return Error::new(ErrorKind::Terminated, "the pool was terminated");
+                return jobs::terminated();
             }
-            Error::new(
-                ErrorKind::Died,
-                format!(
-                    "pool worker {} (pid {}) {} {what}; the worker is replaced",
-                    link.name,
-                    link.pid,
-                    driver::describe_exit(code)
-                ),
-            )
+            reply::died(link, code, what)
         };
         // A worker that sent what is no reply to this task is killed, and never lent again (its
         // state stays `GONE`; the driver buries it and starts another); this call alone fails.
-        let out_of_protocol = |kind: ErrorKind, what: String| {
+        let out_of_protocol = |kind: ErrorKind, what: &str| {
             let _ = sys::pidfd_send_signal(link.pidfd.as_fd(), libc::SIGKILL);
             link.state
                 .store(link::GONE, std::sync::atomic::Ordering::Release);
             self.shared.wake();
             let _ = link.wait_buried(Duration::from_secs(5));
-            Error::new(
-                kind,
-                format!(
-                    "pool worker {} (pid {}) sent a message out of protocol, and was killed and is replaced: {what}",
-                    link.name, link.pid
-                ),
-            )
+            reply::out_of_protocol(link, kind, what)
         };
         // A task timeout bounds the whole call: sending the task, running it, and reading the
         // reply (a worker stopped in the middle of a large one, say).
@@ -308,12 +296,7 @@ impl Pool {
         let timed_out = || {
             let _ = sys::pidfd_send_signal(link.pidfd.as_fd(), libc::SIGKILL);
             let _ = link.wait_buried(Duration::from_secs(5));
-            Error::timeout(format!(
-                "the task ran longer than its timeout of {:?}; pool worker {} (pid {}) was killed and is replaced",
-                self.task_timeout.unwrap_or_default(),
-                link.name,
-                link.pid
-            ))
+            reply::timed_out(link, self.task_timeout)
         };
         match wire::send_message_until(&link.control, &header, &payload, deadline) {
             Ok(()) => {}
@@ -347,7 +330,7 @@ impl Pool {
         let (reply, result) = loop {
             let spinning = Instant::now() < spin_until;
             if !spinning && !buffered() {
-                let stall = progress.map(|at| at + driver::REPLY_STALL);
+                let stall = progress.map(|at| at + reply::REPLY_STALL);
                 let wait = match (deadline, stall) {
                     (Some(deadline), Some(stall)) => Some(deadline.min(stall)),
                     (deadline, stall) => deadline.or(stall),
@@ -370,13 +353,7 @@ impl Pool {
                     if deadline.is_some_and(|deadline| deadline <= Instant::now()) {
                         return Err(timed_out());
                     }
-                    return Err(out_of_protocol(
-                        ErrorKind::Codec,
-                        format!(
-                            "the start of a reply, and nothing more for {:?}",
-                            driver::REPLY_STALL
-                        ),
-                    ));
+                    return Err(out_of_protocol(ErrorKind::Codec, &reply::stalled()));
                 }
                 if fds[0].revents == 0 {
                     return Err(died("while running this task"));
@@ -402,55 +379,28 @@ impl Pool {
                     return Err(died("while running this task"))
                 }
                 // The stream lost its place: the worker cannot be trusted with another task.
-                Err(err) => return Err(out_of_protocol(err.kind(), format!("bad reply: {err}"))),
+                Err(err) => return Err(out_of_protocol(err.kind(), &reply::bad_reply(&err))),
             }
         };
         // Only the reply to this task, carrying its ticket back, answers it: anything else was
         // written by a task on its own socket (a task can write anything there).
-        let outcome = match reply {
-            Reply::Done {
-                job,
-                chunk: 0,
-                ticket,
-                outcome,
-            } if job == header.job && ticket == header.ticket => outcome,
-            Reply::Done { .. } => {
-                return Err(out_of_protocol(
-                    ErrorKind::Codec,
-                    "a reply that does not match its task".into(),
-                ))
-            }
-            Reply::Ready | Reply::InitFailed(_) => {
-                return Err(out_of_protocol(
-                    ErrorKind::Codec,
-                    "a start-up message in reply to a task".into(),
-                ))
-            }
+        let expected = Expected {
+            job: header.job,
+            chunk: header.chunk,
+            ticket: header.ticket,
+        };
+        let result = match reply::answer(reply, result, Some(&expected)) {
+            Ok(result) => result,
+            Err(what) => return Err(out_of_protocol(ErrorKind::Codec, &what)),
         };
         link.done.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
-        match outcome {
-            TaskOutcome::Ok => {}
-            TaskOutcome::Panicked(panic) => return Err(Error::panicked(panic)),
-            TaskOutcome::Failed { codec, message } => {
-                return Err(Error::new(TaskOutcome::kind(codec), message))
-            }
-        }
+        let result = result?;
         // User code (a `Deserialize`) may panic: that fails this call, as on the driver thread.
         let decoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             carrier::decode_outputs::<F>(result)
         }))
-        .unwrap_or_else(|payload| {
-            Err(Error::new(
-                ErrorKind::Panicked,
-                format!(
-                    "decoding a result panicked: {}",
-                    crate::child::panic_message(&*payload)
-                ),
-            ))
-        });
-        decoded?
-            .pop()
-            .ok_or_else(|| Error::new(ErrorKind::Codec, "a task returned no result"))
+        .unwrap_or_else(|payload| Err(reply::decoding_panicked(&*payload)));
+        result::single(decoded?)
     }
 
     /// Runs `function(args)` in a worker; the result comes later.

@@ -278,6 +278,13 @@ impl<T> fmt::Debug for AsyncResult<T> {
     }
 }
 
+/// The one output of a chunk of one item (`apply`).
+pub(super) fn single<T>(mut values: Vec<T>) -> Result<T> {
+    values
+        .pop()
+        .ok_or_else(|| Error::new(ErrorKind::Codec, "a task returned no result"))
+}
+
 /// The sink of `apply`: one chunk of one item.
 pub(crate) struct ApplySink<T> {
     pub slot: Arc<Slot<T>>,
@@ -286,11 +293,7 @@ pub(crate) struct ApplySink<T> {
 
 impl<T: DeserializeOwned + Send> Sink for ApplySink<T> {
     fn deliver(&mut self, _chunk: u32, result: Result<Encoded>) -> bool {
-        let value = result.and_then(self.decode).and_then(|mut values| {
-            values
-                .pop()
-                .ok_or_else(|| Error::new(ErrorKind::Codec, "a task returned no result"))
-        });
+        let value = result.and_then(self.decode).and_then(single);
         self.slot.complete(value);
         true
     }
