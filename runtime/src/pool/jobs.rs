@@ -16,7 +16,7 @@ use std::thread::ThreadId;
 use std::time::Instant;
 
 use super::link::{Link, IDLE, LENT};
-use super::reply;
+use super::{reply, threads};
 use crate::current;
 use crate::error::{Error, ErrorKind, Result};
 use crate::handle::Encoded;
@@ -320,20 +320,25 @@ impl Shared {
         let Some(mut sink) = self.take_for_delivery(job) else {
             return;
         };
-        // Outside the lock: decoding and callbacks run here. User code (a `Deserialize`, a
-        // callback) may panic: that fails this job, not the driver.
-        let complete = match panic::catch_unwind(AssertUnwindSafe(|| sink.deliver(chunk, result))) {
-            Ok(complete) => complete,
-            Err(payload) => {
-                let err = reply::decoding_panicked(&*payload);
-                let _ = panic::catch_unwind(AssertUnwindSafe(|| sink.fail(&err)));
-                true
+        // Outside the lock: decoding and callbacks run here, as user code (see
+        // `threads::user_code`). It may panic: that fails this job, not the driver.
+        let complete = threads::user_code(|| {
+            match panic::catch_unwind(AssertUnwindSafe(|| sink.deliver(chunk, result))) {
+                Ok(complete) => complete,
+                Err(payload) => {
+                    let err = reply::decoding_panicked(&*payload);
+                    let _ = panic::catch_unwind(AssertUnwindSafe(|| sink.fail(&err)));
+                    true
+                }
             }
-        };
+        });
         let mut state = self.lock();
         state.delivering.remove(&job);
         if state.forgotten.remove(&job) || complete {
             state.lazy.remove(&job);
+            drop(state);
+            // What it holds is the user's (values, callbacks not called).
+            threads::user_code(|| drop(sink));
             return;
         }
         state.jobs.insert(job, sink);
@@ -354,9 +359,11 @@ impl Shared {
             state.lazy.clear();
             state.jobs.drain().map(|(_, sink)| sink).collect()
         };
-        for mut sink in jobs {
-            let _ = panic::catch_unwind(AssertUnwindSafe(|| sink.fail(err)));
-        }
+        threads::user_code(|| {
+            for mut sink in jobs {
+                let _ = panic::catch_unwind(AssertUnwindSafe(|| sink.fail(err)));
+            }
+        });
     }
 
     pub(super) fn mark_broken(&self, err: Error) {

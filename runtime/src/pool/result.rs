@@ -243,6 +243,11 @@ impl<T> AsyncResult<T> {
     /// Calls `callback` with the value when the work succeeds, before the result becomes ready
     /// (in the pool's driver thread; at once if it is already done). Keep it short: it holds up
     /// the delivery of other results. A panic in it becomes the result's error.
+    ///
+    /// While a callback (or the decoding of a result) runs on the driver thread, that thread
+    /// counts as one of yours for the [`ForkPolicy`](crate::ForkPolicy): it may hold any lock of
+    /// yours, so a [`Fork`](crate::StartMethod::Fork) start meanwhile is refused under the
+    /// default policy. At other times the pool's threads do not count.
     pub fn on_success(self, callback: impl FnOnce(&T) + Send + 'static) -> Self {
         let mut state = self.slot.settled_or_pending();
         if !state.ready {
