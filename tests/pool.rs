@@ -977,6 +977,8 @@ fn fork_beside_the_driver(m: StartMethod) -> Outcome {
 /// A fork while the driver thread runs the panic hook (a result callback panicked, the panic
 /// is caught): std holds its hook lock meanwhile, and a forked child that took it would wait
 /// for good. The child runs its target; the hook is installed by the parent, before it forks.
+/// (The default `ForkPolicy::Refuse` refuses this fork: see `fork_while_a_callback_runs`; this
+/// is what a permissive policy gets.)
 fn fork_while_the_driver_panics(m: StartMethod) -> Outcome {
     let slow = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let previous = std::panic::take_hook();
@@ -997,7 +999,10 @@ fn fork_while_the_driver_panics(m: StartMethod) -> Outcome {
         // The driver is most likely inside the slow hook now.
         std::thread::sleep(Duration::from_millis(100));
         let p = Process::new(negate, 1).with_start_method(StartMethod::Fork);
-        p.start()?;
+        multiproc::set_fork_policy(multiproc::ForkPolicy::Allow);
+        let started = p.start();
+        multiproc::set_fork_policy(multiproc::ForkPolicy::Refuse);
+        started?;
         let code = p.join_timeout(LONG)?;
         if code.is_none() {
             p.kill()?;
@@ -1024,7 +1029,8 @@ fn say(n: i64) {
 
 /// A fork while the driver thread runs a callback that holds standard output locked: the
 /// forked child must not inherit that lock held by a thread it does not have (its first
-/// `println!` would wait for good).
+/// `println!` would wait for good). (The default `ForkPolicy::Refuse` refuses this fork: see
+/// `fork_while_a_callback_runs`; this is what a permissive policy gets.)
 fn fork_while_a_callback_prints(m: StartMethod) -> Outcome {
     let pool = pool(m, 1)?;
     let result = pool.apply_async(square, 3).on_success(|_| {
@@ -1035,7 +1041,10 @@ fn fork_while_a_callback_prints(m: StartMethod) -> Outcome {
     // The driver most likely holds both locks now.
     std::thread::sleep(Duration::from_millis(100));
     let p = Process::new(say, 1).with_start_method(StartMethod::Fork);
-    p.start()?;
+    multiproc::set_fork_policy(multiproc::ForkPolicy::Allow);
+    let started = p.start();
+    multiproc::set_fork_policy(multiproc::ForkPolicy::Refuse);
+    started?;
     let code = p.join_timeout(LONG)?;
     if code.is_none() {
         p.kill()?;
@@ -1043,6 +1052,54 @@ fn fork_while_a_callback_prints(m: StartMethod) -> Outcome {
     }
     check_eq!(code, Some(0));
     check_eq!(result.get_timeout(LONG)?, 9);
+    Ok(())
+}
+
+/// A fork while the driver thread runs user code (a result callback, here one that waits for
+/// this thread): the driver is then as any thread of the user's (the callback may hold any lock
+/// of theirs), and the default `ForkPolicy::Refuse` refuses the fork.
+fn fork_while_a_callback_runs(m: StartMethod) -> Outcome {
+    let pool = pool(m, 1)?;
+    let (entered, on_driver) = std::sync::mpsc::channel::<bool>();
+    let (release, released) = std::sync::mpsc::channel::<()>();
+    // A slow task, so that the callback is attached before the result comes and runs on the
+    // driver thread.
+    let result = pool
+        .apply_async(slow_square, (3, 200))
+        .on_success(move |_| {
+            let name = std::thread::current().name().map(str::to_string);
+            let _ = entered.send(name.as_deref() == Some("multiproc-pool"));
+            let _ = released.recv_timeout(LONG);
+        });
+    let in_driver = on_driver
+        .recv_timeout(LONG)
+        .map_err(|_| "the callback did not run")?;
+    let p = Process::new(negate, 1).with_start_method(StartMethod::Fork);
+    let started = p.start();
+    let _ = release.send(());
+    if started.is_ok() {
+        let _ = p.join_timeout(LONG);
+    }
+    check!(in_driver, "the callback did not run on the driver thread");
+    check_eq!(
+        started.map_err(|e| e.kind()).err(),
+        Some(ErrorKind::ForkUnsafe)
+    );
+    check_eq!(result.get_timeout(LONG)?, 9);
+    // Once the callback is over, the driver is the library's own again (it may still be
+    // finishing that delivery for a moment: a fork refused meanwhile is tried again).
+    let deadline = Instant::now() + LONG;
+    let p = loop {
+        let p = Process::new(negate, 1).with_start_method(StartMethod::Fork);
+        match p.start() {
+            Ok(()) => break p,
+            Err(err) if err.kind() == ErrorKind::ForkUnsafe && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err(err) => return Err(format!("a fork after the callback: {err}").into()),
+        }
+    };
+    check_eq!(p.join_timeout(LONG)?, Some(0));
     Ok(())
 }
 
@@ -2249,6 +2306,7 @@ fn main() {
         ("fork_beside_the_driver", fork_beside_the_driver),
         ("fork_while_the_driver_panics", fork_while_the_driver_panics),
         ("fork_while_a_callback_prints", fork_while_a_callback_prints),
+        ("fork_while_a_callback_runs", fork_while_a_callback_runs),
         ("stopped_mid_reply", stopped_mid_reply),
         ("stopped_mid_reply_times_out", stopped_mid_reply_times_out),
         ("cut_short_reply", cut_short_reply),

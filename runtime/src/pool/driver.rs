@@ -12,409 +12,26 @@
 //! A start that fails is retried with backoff while tasks wait; only when no worker could be
 //! started for [`START_RETRY_LIMIT`] (or the pool's own limit) do the waiting tasks fail.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::VecDeque;
 use std::mem::ManuallyDrop;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
-use std::os::unix::net::UnixStream;
-use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
-use std::sync::{mpsc, Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
-use std::thread::{JoinHandle, ThreadId};
+use std::sync::{mpsc, Arc, Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use super::result::Sink;
-use super::worker::{Reply, TaskHeader, TaskOutcome, WorkerConfig, WorkerMain};
+use super::jobs::{Lifecycle, Shared, Task};
+use super::launcher::{
+    dispose, let_finish, Corpse, Helpers, Launcher, Order, Reapable, HELPER_GRACE,
+};
+use super::link::{Link, DRIVER, IDLE, LENT};
+use super::reply::{self, Expected, REPLY_STALL};
+use super::worker::{Reply, TaskHeader, WorkerConfig, WorkerMain};
 use crate::codec;
 use crate::current::{self, current_process};
 use crate::error::{Error, ErrorKind, Result};
-use crate::handle::Encoded;
 use crate::registry::Target;
-use crate::start::forkserver::{self, Zygotes};
-use crate::start::{spawn, Launch, Popen, StartMethod};
+use crate::start::{Launch, Popen, StartMethod};
 use crate::{spare, sys, wire};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Lifecycle {
-    /// Takes work.
-    Running,
-    /// `close()`: takes no new work; what was submitted finishes.
-    Closed,
-    /// `terminate()`: workers killed, pending work failed.
-    Terminated,
-    /// The driver has exited: nothing runs any more.
-    Stopped,
-}
-
-/// One chunk of work: encoded arguments for a registered function.
-pub(crate) struct Task {
-    pub job: u64,
-    pub chunk: u32,
-    pub entry: &'static str,
-    /// The encoded chunk of arguments and the descriptors it carries.
-    pub payload: Encoded,
-    /// When it was submitted: it fails if no worker could be started for the pool's start
-    /// retry limit since then (see [`Driver::fail_if_starved`]).
-    pub queued: Instant,
-}
-
-pub(crate) struct State {
-    pub lifecycle: Lifecycle,
-    pub queue: VecDeque<Task>,
-    jobs: HashMap<u64, Box<dyn Sink>>,
-    /// Jobs that submit their chunks lazily (`imap`): after `close`, the driver stops waiting
-    /// for them once `join` is called.
-    lazy: HashSet<u64>,
-    forgotten: HashSet<u64>,
-    /// Jobs whose sink the driver has taken out to deliver a chunk (outside the lock).
-    delivering: HashSet<u64>,
-    broken: Option<Error>,
-    joining: bool,
-    next_job: u64,
-}
-
-/// What the pool's handle and its driver share.
-pub(crate) struct Shared {
-    state: Mutex<State>,
-    wake: OwnedFd,
-    driver_thread: OnceLock<ThreadId>,
-    links: Mutex<Vec<Arc<Link>>>,
-    maxtasks: OnceLock<Option<u64>>,
-    /// Large buffers a caller of `apply` is done with, for the driver to free.
-    discarded: Mutex<Vec<Vec<u8>>>,
-    /// Numbers the tickets of tasks (see [`Shared::ticket`]).
-    tickets: AtomicU64,
-    ticket_key: std::collections::hash_map::RandomState,
-}
-
-/// From this many bytes on, a caller of `apply` leaves the freeing of its sent arguments to
-/// the driver thread: unmapping 64 MiB of 4 KiB pages takes milliseconds, and would delay the
-/// caller's reading of the reply.
-const DISCARD_FROM: usize = 4 << 20;
-
-impl Shared {
-    pub(crate) fn new() -> Result<Arc<Shared>> {
-        let wake = current::registered(sys::eventfd, |wake| vec![wake.as_raw_fd()])
-            .map_err(|err| Error::io("cannot create the pool's eventfd", err))?;
-        Ok(Arc::new(Shared {
-            state: Mutex::new(State {
-                lifecycle: Lifecycle::Running,
-                queue: VecDeque::new(),
-                jobs: HashMap::new(),
-                lazy: HashSet::new(),
-                forgotten: HashSet::new(),
-                delivering: HashSet::new(),
-                broken: None,
-                joining: false,
-                next_job: 0,
-            }),
-            wake,
-            driver_thread: OnceLock::new(),
-            links: Mutex::new(Vec::new()),
-            maxtasks: OnceLock::new(),
-            discarded: Mutex::new(Vec::new()),
-            tickets: AtomicU64::new(0),
-            ticket_key: std::collections::hash_map::RandomState::new(),
-        }))
-    }
-
-    /// A fresh ticket for a task sent to a worker: its reply must carry it back. Unique in the
-    /// pool and not guessable from the task's arguments, so a task that writes on its own
-    /// socket cannot forge the reply to another task, nor pass a message of its own for the
-    /// reply to its own (see [`Reply::Done`]).
-    pub(crate) fn ticket(&self) -> u64 {
-        use std::hash::BuildHasher;
-        let n = self.tickets.fetch_add(1, Ordering::Relaxed);
-        self.ticket_key.hash_one(n)
-    }
-
-    pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    pub(crate) fn wake(&self) {
-        sys::eventfd_signal(self.wake.as_fd());
-    }
-
-    /// Whether the caller is the driver thread (a result callback): it must not wait for the
-    /// pool, which only it can drive.
-    pub(crate) fn in_driver(&self) -> bool {
-        self.driver_thread.get() == Some(&std::thread::current().id())
-    }
-
-    /// Borrows an idle, ready worker for one task run by the caller, when the pool runs and no
-    /// queued task waits (queued work keeps its turn).
-    pub(crate) fn lend(&self) -> Option<Arc<Link>> {
-        let state = self.lock();
-        if state.lifecycle != Lifecycle::Running
-            || state.broken.is_some()
-            || !state.queue.is_empty()
-        {
-            return None;
-        }
-        let maxtasks = self.maxtasks.get().copied().flatten();
-        let links = self.links.lock().unwrap_or_else(PoisonError::into_inner);
-        let link = links.iter().find(|link| {
-            link.ready.load(Ordering::Acquire)
-                && maxtasks.is_none_or(|max| link.done.load(Ordering::Acquire) < max)
-                && link
-                    .state
-                    .compare_exchange(IDLE, LENT, Ordering::AcqRel, Ordering::Acquire)
-                    .is_ok()
-        })?;
-        Some(link.clone())
-    }
-
-    /// Gives a borrowed worker back and lets the driver use it again.
-    pub(crate) fn give_back(&self, link: &Link) {
-        let _ = link
-            .state
-            .compare_exchange(LENT, IDLE, Ordering::AcqRel, Ordering::Acquire);
-        // Wake the driver only when it has something to do with this worker: queued work (it
-        // may have skipped the worker while it was lent), or a pool closing (it waits for
-        // borrowed workers before it stops). Waking it after every call would cost the caller
-        // a context switch on a small machine.
-        let state = self.lock();
-        if !state.queue.is_empty() || state.lifecycle != Lifecycle::Running {
-            drop(state);
-            self.wake();
-        }
-    }
-
-    /// Frees the byte blocks of a sent task: on the driver thread when they are large (see
-    /// [`DISCARD_FROM`]), here otherwise. Its encoded bytes are kept as a spare buffer.
-    pub(crate) fn discard(&self, sent: Encoded) {
-        spare::give(sent.bytes);
-        let large = sent.blocks.iter().map(Vec::len).sum::<usize>() >= DISCARD_FROM;
-        if !large {
-            return;
-        }
-        self.discarded
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .extend(sent.blocks);
-        self.wake();
-    }
-
-    fn free_discarded(&self) {
-        let discarded = std::mem::take(
-            &mut *self
-                .discarded
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner),
-        );
-        drop(discarded);
-    }
-
-    /// `join` was called: lazy jobs no longer keep a closed pool's driver alive.
-    pub(crate) fn joining(&self) {
-        self.lock().joining = true;
-        self.wake();
-    }
-
-    /// Why the pool takes no new work, if it does not.
-    fn refusal(state: &State) -> Option<Error> {
-        if let Some(err) = &state.broken {
-            return Some(err.duplicate());
-        }
-        match state.lifecycle {
-            Lifecycle::Running => None,
-            Lifecycle::Terminated => Some(Error::new(
-                ErrorKind::NotRunning,
-                "pool not running (it was terminated)",
-            )),
-            Lifecycle::Closed | Lifecycle::Stopped => Some(Error::new(
-                ErrorKind::NotRunning,
-                "pool not running (it was closed)",
-            )),
-        }
-    }
-
-    /// Registers a job and queues its first tasks at once; fails its sink and returns the error
-    /// when the pool takes no work. `lazy` jobs push more tasks later (`imap`).
-    pub(crate) fn submit(
-        &self,
-        mut sink: Box<dyn Sink>,
-        tasks: impl FnOnce(u64) -> Vec<Task>,
-        lazy: bool,
-    ) -> Result<u64> {
-        let mut state = self.lock();
-        if let Some(err) = Self::refusal(&state) {
-            drop(state);
-            sink.fail(&err);
-            return Err(err);
-        }
-        let job = state.next_job;
-        state.next_job += 1;
-        state.jobs.insert(job, sink);
-        if lazy {
-            state.lazy.insert(job);
-        }
-        state.queue.extend(tasks(job));
-        drop(state);
-        self.wake();
-        Ok(job)
-    }
-
-    /// Queues more tasks of a registered job. Fails when the job is gone (it was failed: the
-    /// pool was terminated, broken, or stopped after `close` and `join`).
-    pub(crate) fn push(&self, job: u64, tasks: impl IntoIterator<Item = Task>) -> Result<()> {
-        let mut state = self.lock();
-        let known = state.jobs.contains_key(&job) || state.delivering.contains(&job);
-        if !known && !state.forgotten.contains(&job) {
-            // Delivered and removed, or failed: say why the pool cannot take more.
-            let err = Self::refusal(&state).unwrap_or_else(|| {
-                Error::new(
-                    ErrorKind::NotRunning,
-                    "this work was already failed by the pool",
-                )
-            });
-            return Err(err);
-        }
-        if matches!(state.lifecycle, Lifecycle::Terminated | Lifecycle::Stopped) {
-            return Err(Self::refusal(&state)
-                .unwrap_or_else(|| Error::new(ErrorKind::NotRunning, "pool not running")));
-        }
-        state.queue.extend(tasks);
-        drop(state);
-        self.wake();
-        Ok(())
-    }
-
-    /// Drops a job (an `imap` iterator dropped early, or a `map` whose chunk did not encode):
-    /// its queued tasks are discarded and results still in flight are ignored.
-    pub(crate) fn forget(&self, job: u64) {
-        let mut state = self.lock();
-        state.queue.retain(|t| t.job != job);
-        state.lazy.remove(&job);
-        if state.jobs.remove(&job).is_none() {
-            state.forgotten.insert(job);
-        }
-        drop(state);
-        self.wake();
-    }
-
-    fn deliver(&self, job: u64, chunk: u32, result: Result<Encoded>) {
-        let Some(mut sink) = self.take_for_delivery(job) else {
-            return;
-        };
-        // Outside the lock: decoding and callbacks run here. User code (a `Deserialize`, a
-        // callback) may panic: that fails this job, not the driver.
-        let complete = match panic::catch_unwind(AssertUnwindSafe(|| sink.deliver(chunk, result))) {
-            Ok(complete) => complete,
-            Err(payload) => {
-                let err = Error::new(
-                    ErrorKind::Panicked,
-                    format!(
-                        "decoding a result panicked: {}",
-                        crate::child::panic_message(&*payload)
-                    ),
-                );
-                let _ = panic::catch_unwind(AssertUnwindSafe(|| sink.fail(&err)));
-                true
-            }
-        };
-        let mut state = self.lock();
-        state.delivering.remove(&job);
-        if state.forgotten.remove(&job) || complete {
-            state.lazy.remove(&job);
-            return;
-        }
-        state.jobs.insert(job, sink);
-    }
-
-    fn take_for_delivery(&self, job: u64) -> Option<Box<dyn Sink>> {
-        let mut state = self.lock();
-        let sink = state.jobs.remove(&job)?;
-        state.delivering.insert(job);
-        Some(sink)
-    }
-
-    /// Fails every job, queued or running, with `err`.
-    fn fail_all(&self, err: &Error) {
-        let jobs: Vec<Box<dyn Sink>> = {
-            let mut state = self.lock();
-            state.queue.clear();
-            state.lazy.clear();
-            state.jobs.drain().map(|(_, sink)| sink).collect()
-        };
-        for mut sink in jobs {
-            let _ = panic::catch_unwind(AssertUnwindSafe(|| sink.fail(err)));
-        }
-    }
-
-    fn mark_broken(&self, err: Error) {
-        let copy = err.duplicate();
-        {
-            let mut state = self.lock();
-            if state.broken.is_none() {
-                state.broken = Some(err);
-            }
-        }
-        self.fail_all(&copy);
-    }
-
-    /// The driver exits: whatever still waits fails with a clear error.
-    fn finish(&self) {
-        let err = {
-            let mut state = self.lock();
-            let err = match state.lifecycle {
-                Lifecycle::Terminated => {
-                    Error::new(ErrorKind::Terminated, "the pool was terminated")
-                }
-                _ => Error::new(
-                    ErrorKind::NotRunning,
-                    "the pool was closed and joined before this work was submitted",
-                ),
-            };
-            if state.lifecycle != Lifecycle::Terminated {
-                state.lifecycle = Lifecycle::Stopped;
-            }
-            err
-        };
-        self.fail_all(&err);
-    }
-}
-
-impl Drop for Shared {
-    fn drop(&mut self) {
-        current::unregister_fd(&self.wake);
-    }
-}
-
-/// How the pool starts its workers. `Send + Sync`: [`launch`](Launcher::launch) may be called
-/// from any thread.
-pub(crate) enum Launcher {
-    /// `fork`: a zygote forked from the process when the pool was made forks them (replaced by
-    /// its spare if it dies: see [`Zygotes`]).
-    Zygote(Box<Zygotes>),
-    /// `forkserver`: the process's fork server.
-    ForkServer,
-    /// `spawn`: an exec of the binary each.
-    Spawn,
-}
-
-impl Launcher {
-    pub(crate) fn new(method: StartMethod) -> Result<Launcher> {
-        Ok(match method {
-            StartMethod::Fork => Launcher::Zygote(Box::new(Zygotes::fork()?)),
-            StartMethod::ForkServer => Launcher::ForkServer,
-            StartMethod::Spawn => Launcher::Spawn,
-        })
-    }
-
-    fn launch(&self, launch: Launch, fds: &[RawFd]) -> Result<Popen> {
-        match self {
-            Launcher::Zygote(zygote) => zygote.launch(launch, fds),
-            Launcher::ForkServer => forkserver::launch(launch, fds),
-            Launcher::Spawn => spawn::launch(launch, fds),
-        }
-    }
-}
-
-const _: () = {
-    const fn send_and_sync<T: Send + Sync>() {}
-    send_and_sync::<Launcher>();
-};
 
 struct Busy {
     job: u64,
@@ -422,80 +39,6 @@ struct Busy {
     /// What the reply must carry back (see [`Shared::ticket`]).
     ticket: u64,
     deadline: Option<Instant>,
-}
-
-/// A worker as seen from outside the driver thread: what a caller of `apply` needs to borrow an
-/// idle worker and run its task itself (two hand-offs per call instead of four).
-pub(crate) struct Link {
-    /// A duplicate of the worker's control socket; closed with its registration (see `Drop`).
-    pub control: ManuallyDrop<UnixStream>,
-    /// Readable when the worker has exited.
-    pub exit: Arc<crate::current::SharedRegistered>,
-    /// A duplicate of the worker's pidfd, to kill it on a task timeout; closed with its
-    /// registration.
-    pub pidfd: ManuallyDrop<OwnedFd>,
-    pub name: String,
-    pub pid: i32,
-    /// `IDLE`, `DRIVER` (running a task the driver dispatched), `LENT` (a caller runs one),
-    /// `GONE` (exited, buried by the driver).
-    pub state: AtomicU8,
-    pub ready: AtomicBool,
-    /// Tasks run, for `maxtasksperchild`.
-    pub done: AtomicU64,
-    /// The exit code, once the driver has buried the worker.
-    pub exitcode: Mutex<Option<Option<i32>>>,
-    pub buried: Condvar,
-    /// Reads the worker's messages, for the driver and for a borrower alike (never both at
-    /// once: the worker answers whoever gave it its task).
-    pub inbox: Mutex<wire::Reader>,
-}
-
-pub(crate) const IDLE: u8 = 0;
-pub(crate) const DRIVER: u8 = 1;
-pub(crate) const LENT: u8 = 2;
-pub(crate) const GONE: u8 = 3;
-
-impl Drop for Link {
-    fn drop(&mut self) {
-        // Closed with their registrations, at once: a fork in another thread meanwhile never
-        // sees them open and unregistered (see `current::close_registered`).
-        // SAFETY: neither is used again: this is the drop of their owner.
-        let (control, pidfd) = unsafe {
-            (
-                ManuallyDrop::take(&mut self.control),
-                ManuallyDrop::take(&mut self.pidfd),
-            )
-        };
-        current::close_registered(control);
-        current::close_registered(pidfd);
-    }
-}
-
-impl Link {
-    /// The driver has reaped this worker (`code`: its exit code, if known): tells whoever waits.
-    fn mark_buried(&self, code: Option<i32>) {
-        self.state.store(GONE, Ordering::Release);
-        *self.exitcode.lock().unwrap_or_else(PoisonError::into_inner) = Some(code);
-        self.buried.notify_all();
-    }
-
-    /// Waits (bounded) for the driver to bury this worker; returns its exit code if known.
-    pub(crate) fn wait_buried(&self, timeout: Duration) -> Option<i32> {
-        let deadline = Instant::now() + timeout;
-        let mut code = self.exitcode.lock().unwrap_or_else(PoisonError::into_inner);
-        while code.is_none() {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return None;
-            }
-            code = self
-                .buried
-                .wait_timeout(code, left)
-                .unwrap_or_else(PoisonError::into_inner)
-                .0;
-        }
-        code.flatten()
-    }
 }
 
 /// A task could not be sent to `worker` (it is going away, or its stream is out of step after
@@ -507,15 +50,6 @@ fn abandon_send(worker: &mut Worker, task: Task, shared: &Shared) {
     worker.link.ready.store(false, Ordering::Release);
     worker.link.state.store(IDLE, Ordering::Release);
     shared.lock().queue.push_front(task);
-}
-
-/// How a worker ended, for error messages.
-pub(crate) fn describe_exit(code: Option<i32>) -> String {
-    match code {
-        Some(n) if n < 0 => format!("was killed by {}", sys::signal_name(-n)),
-        Some(n) => format!("exited with code {n}"),
-        None => "went away".to_string(),
-    }
 }
 
 struct Worker {
@@ -535,6 +69,16 @@ struct Worker {
 struct Sending {
     task: Task,
     unsent: wire::Unsent,
+}
+
+impl Reapable for Worker {
+    fn popen(&self) -> &Popen {
+        &self.popen
+    }
+
+    fn link(&self) -> &Link {
+        &self.link
+    }
 }
 
 impl Worker {
@@ -559,166 +103,6 @@ pub(crate) const START_RETRY_LIMIT: Duration = Duration::from_secs(30);
 /// up to [`RETRY_MAX`].
 const RETRY_FIRST: Duration = Duration::from_millis(20);
 const RETRY_MAX: Duration = Duration::from_secs(1);
-
-/// How long a reply, once begun, may go without a byte before the worker that sends it is
-/// killed as out of protocol. A worker writes its reply in one go; one that stops in the middle
-/// is stopped or hung, or its task wrote the start of a message on the socket, which then
-/// swallows the real reply and would wait for ever, without a task timeout, for bytes that
-/// never come.
-pub(crate) const REPLY_STALL: Duration = Duration::from_secs(10);
-
-/// How long the driver, as it exits, waits for each helper thread to finish what it is doing
-/// (a start held up by a stalled fork server, say); past that, the helper finishes alone and
-/// disposes of what it gets (see [`Helpers`]).
-const HELPER_GRACE: Duration = Duration::from_millis(500);
-
-/// What the driver's helper threads hand back to it.
-#[derive(Default)]
-struct Handoff {
-    /// The driver has exited: a helper disposes of what it would hand back.
-    closed: bool,
-    /// Finished starts: the worker's name, and its process or why it could not start.
-    started: Vec<(String, Result<Popen>)>,
-    /// Dead workers and their exit codes.
-    reaped: Vec<(Worker, Option<i32>)>,
-}
-
-/// A worker the driver asks its starter thread for.
-struct Order {
-    name: String,
-    launch: Launch,
-}
-
-/// What the reaper thread is given.
-enum Corpse {
-    /// A worker of the pool that exited: its exit code is read and it goes back to the driver,
-    /// which fails its task with that code.
-    Worker(Box<Worker>),
-    /// A started process the pool does not use: killed and reaped.
-    Stray(Popen),
-}
-
-/// The driver's two helper threads. The starter starts workers: a fork-server request and a
-/// bootstrap handshake wait on other processes (for up to 30 and 60 seconds). The reaper reads
-/// the exit codes of dead workers (a fork-server child's comes from the server, which may be
-/// slow to give it). What they get comes back through `handoff`, with a wake-up of the driver.
-struct Helpers {
-    handoff: Arc<Mutex<Handoff>>,
-    orders: Option<mpsc::Sender<Order>>,
-    corpses: Option<mpsc::Sender<Corpse>>,
-    /// Each thread's handle, and a channel that disconnects when it has done its work.
-    starter: Option<(JoinHandle<()>, mpsc::Receiver<()>)>,
-    reaper: Option<(JoinHandle<()>, mpsc::Receiver<()>)>,
-}
-
-impl Helpers {
-    fn handoff(&self) -> MutexGuard<'_, Handoff> {
-        self.handoff.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-}
-
-/// Waits at most `grace` for a helper thread to finish, and joins it if it did; otherwise it
-/// goes on alone (it holds what it needs, and disposes of what it gets).
-fn let_finish(helper: Option<(JoinHandle<()>, mpsc::Receiver<()>)>, grace: Duration) {
-    let Some((handle, ended)) = helper else {
-        return;
-    };
-    if let Err(mpsc::RecvTimeoutError::Disconnected) = ended.recv_timeout(grace) {
-        // It has done its work and is returning: a short join.
-        let _ = handle.join();
-    }
-}
-
-/// Spawns a thread of the library that counts itself as fork-safe (see
-/// `fork::fork_safe_thread`), and returns once it has: a fork right after must not take it for
-/// a thread of the user's, nor may a thread of the user's pass for it before it exists.
-pub(crate) fn spawn_counted(
-    name: &str,
-    body: impl FnOnce() + Send + 'static,
-) -> std::io::Result<JoinHandle<()>> {
-    let (counted, is_counted) = mpsc::sync_channel::<()>(1);
-    let handle = std::thread::Builder::new()
-        .name(name.into())
-        .spawn(move || {
-            let _fork_safe = crate::start::fork::fork_safe_thread();
-            let _ = counted.send(());
-            body()
-        })?;
-    // An error only if the thread ended without counting itself (it could not).
-    let _ = is_counted.recv();
-    Ok(handle)
-}
-
-/// The starter thread's body: starts the workers it is asked for, one at a time.
-fn starter(
-    launcher: Arc<Launcher>,
-    init_fds: Arc<Vec<OwnedFd>>,
-    orders: mpsc::Receiver<Order>,
-    handoff: Arc<Mutex<Handoff>>,
-    shared: Arc<Shared>,
-) {
-    let fds: Vec<RawFd> = init_fds.iter().map(AsRawFd::as_raw_fd).collect();
-    while let Ok(order) = orders.recv() {
-        if handoff
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .closed
-        {
-            break;
-        }
-        let started = panic::catch_unwind(AssertUnwindSafe(|| launcher.launch(order.launch, &fds)))
-            .unwrap_or_else(|payload| {
-                Err(Error::new(
-                    ErrorKind::Panicked,
-                    format!(
-                        "starting a worker panicked: {}",
-                        crate::child::panic_message(&*payload)
-                    ),
-                ))
-            });
-        let mut handed = handoff.lock().unwrap_or_else(PoisonError::into_inner);
-        if handed.closed {
-            drop(handed);
-            if let Ok(popen) = started {
-                dispose(popen);
-            }
-            break;
-        }
-        handed.started.push((order.name, started));
-        drop(handed);
-        shared.wake();
-    }
-}
-
-/// The reaper thread's body: reads the exit code of each dead worker it is given.
-fn reaper(corpses: mpsc::Receiver<Corpse>, handoff: Arc<Mutex<Handoff>>, shared: Arc<Shared>) {
-    while let Ok(corpse) = corpses.recv() {
-        let worker = match corpse {
-            Corpse::Stray(popen) => {
-                dispose(popen);
-                continue;
-            }
-            Corpse::Worker(worker) => *worker,
-        };
-        let code = worker.popen.try_reap().ok().flatten();
-        let mut handed = handoff.lock().unwrap_or_else(PoisonError::into_inner);
-        if handed.closed {
-            drop(handed);
-            worker.link.mark_buried(code);
-            continue;
-        }
-        handed.reaped.push((worker, code));
-        drop(handed);
-        shared.wake();
-    }
-}
-
-/// Kills a started process the pool does not use, and reaps it (on a helper thread: the
-/// exit code of a fork-server child may be slow to come).
-fn dispose(popen: Popen) {
-    let _ = popen.signal(libc::SIGKILL);
-    let _ = popen.reap_by(sys::deadline_after(Duration::from_secs(5)));
-}
 
 /// Consecutive failed starts, and when to try again.
 #[derive(Default)]
@@ -745,7 +129,7 @@ pub(crate) struct Driver {
     task_timeout: Option<Duration>,
     start_retry_limit: Duration,
     workers: Vec<Worker>,
-    helpers: Helpers,
+    helpers: Helpers<Worker>,
     /// Starts ordered from the starter thread and not handed back yet.
     starting: usize,
     retry: Retry,
@@ -765,7 +149,7 @@ impl Driver {
         task_timeout: Option<Duration>,
         start_retry_limit: Duration,
     ) -> Result<Driver> {
-        let _ = shared.maxtasks.set(config.maxtasks);
+        shared.set_maxtasks(config.maxtasks);
         let mut driver = Driver {
             early_deaths: 0,
             shared,
@@ -777,13 +161,7 @@ impl Driver {
             task_timeout,
             start_retry_limit,
             workers: Vec::with_capacity(processes),
-            helpers: Helpers {
-                handoff: Arc::new(Mutex::new(Handoff::default())),
-                orders: None,
-                corpses: None,
-                starter: None,
-                reaper: None,
-            },
+            helpers: Helpers::new(),
             starting: 0,
             retry: Retry::default(),
         };
@@ -796,34 +174,9 @@ impl Driver {
             // On error, the driver is dropped: the workers started are killed.
             started?;
         }
-        driver.start_helpers()?;
+        let (launcher, init_fds) = (driver.launcher.clone(), driver.init_fds.clone());
+        driver.helpers.start(launcher, init_fds, &driver.shared)?;
         Ok(driver)
-    }
-
-    fn start_helpers(&mut self) -> Result<()> {
-        let cannot = |err| Error::io("cannot start the pool's helper threads", err);
-        let (orders, incoming) = mpsc::channel();
-        let (ended, starter_ended) = mpsc::channel::<()>();
-        let (launcher, init_fds) = (self.launcher.clone(), self.init_fds.clone());
-        let (handoff, shared) = (self.helpers.handoff.clone(), self.shared.clone());
-        let handle = spawn_counted("multiproc-pool-start", move || {
-            let _ended = ended;
-            starter(launcher, init_fds, incoming, handoff, shared);
-        })
-        .map_err(cannot)?;
-        self.helpers.orders = Some(orders);
-        self.helpers.starter = Some((handle, starter_ended));
-        let (corpses, incoming) = mpsc::channel();
-        let (ended, reaper_ended) = mpsc::channel::<()>();
-        let (handoff, shared) = (self.helpers.handoff.clone(), self.shared.clone());
-        let handle = spawn_counted("multiproc-pool-reap", move || {
-            let _ended = ended;
-            reaper(incoming, handoff, shared);
-        })
-        .map_err(cannot)?;
-        self.helpers.corpses = Some(corpses);
-        self.helpers.reaper = Some((handle, reaper_ended));
-        Ok(())
     }
 
     /// What starts a new worker: its name and its launch.
@@ -905,7 +258,7 @@ impl Driver {
 
     /// Hands a dead worker, or a process the pool does not use, to the reaper thread; without
     /// one (at build time, in the caller's thread, or if it is gone) does its work here.
-    fn bury_off(&mut self, corpse: Corpse) {
+    fn bury_off(&mut self, corpse: Corpse<Worker>) {
         if let Corpse::Stray(popen) = &corpse {
             let _ = popen.signal(libc::SIGKILL);
         }
@@ -927,22 +280,16 @@ impl Driver {
 
     /// The driver thread's body.
     pub(crate) fn run(mut self) {
-        let _ = self.shared.driver_thread.set(std::thread::current().id());
+        self.shared.set_driver_thread();
         loop {
             self.collect();
             let (lifecycle, broken, queued, waiting) = {
                 let state = self.shared.lock();
-                // Jobs still expecting results keep a closed pool alive; lazy ones (imap) only
-                // until `join` is called.
-                let waiting = state
-                    .jobs
-                    .keys()
-                    .any(|job| !(state.joining && state.lazy.contains(job)));
                 (
                     state.lifecycle,
                     state.broken.is_some(),
                     !state.queue.is_empty(),
-                    waiting,
+                    state.waiting(),
                 )
             };
             if lifecycle == Lifecycle::Terminated {
@@ -1291,7 +638,7 @@ impl Driver {
                 return false;
             }
             Err(err) if err.kind() == ErrorKind::Codec => {
-                self.out_of_protocol(i, ErrorKind::Codec, format!("bad reply: {err}"));
+                self.out_of_protocol(i, ErrorKind::Codec, &reply::bad_reply(&err));
                 return false;
             }
             Err(err) => {
@@ -1302,13 +649,8 @@ impl Driver {
                 // Its task fails here: the burial must not requeue a part still unsent.
                 worker.sending = None;
                 if let Some(busy) = worker.task.take() {
-                    let err = Error::new(
-                        ErrorKind::Died,
-                        format!(
-                            "pool worker {} (pid {}) went away in the middle of its reply, and is replaced: {err}",
-                            worker.name, worker.popen.pid
-                        ),
-                    );
+                    let when = format!("in the middle of its reply ({err})");
+                    let err = reply::died(&worker.link, None, &when);
                     self.shared.deliver(busy.job, busy.chunk, Err(err));
                 }
                 return false;
@@ -1322,45 +664,32 @@ impl Driver {
                 self.shared
                     .mark_broken(Error::new(ErrorKind::InitializerFailed, message));
             }
-            Reply::Done {
-                job,
-                chunk,
-                ticket,
-                outcome,
-            } if worker.sending.is_none()
-                && worker
-                    .task
-                    .as_ref()
-                    .is_some_and(|b| b.job == job && b.chunk == chunk && b.ticket == ticket) =>
-            {
-                let result = match outcome {
-                    TaskOutcome::Ok => Ok(body),
-                    TaskOutcome::Panicked(panic) => Err(Error::panicked(panic)),
-                    TaskOutcome::Failed { codec, message } => {
-                        Err(Error::new(TaskOutcome::kind(codec), message))
+            reply => {
+                // The reply to the task it holds, once wholly sent, and only that.
+                let expected = match (&worker.task, &worker.sending) {
+                    (Some(busy), None) => Some(Expected {
+                        job: busy.job,
+                        chunk: busy.chunk,
+                        ticket: busy.ticket,
+                    }),
+                    _ => None,
+                };
+                let result = match reply::answer(reply, body, expected.as_ref()) {
+                    Ok(result) => result,
+                    Err(what) => {
+                        self.out_of_protocol(i, ErrorKind::Codec, &what);
+                        return false;
                     }
                 };
-                worker.task = None;
+                let Some(busy) = worker.task.take() else {
+                    return false;
+                };
                 worker.link.done.fetch_add(1, Ordering::AcqRel);
                 worker.link.state.store(IDLE, Ordering::Release);
                 // The worker gets its next task before this result is decoded: decoding
                 // (and callbacks) then overlap with the worker's computing.
                 self.dispatch();
-                self.shared.deliver(job, chunk, result);
-            }
-            // A second `Ready`, an `InitFailed` after `Ready` (a task can write anything on its
-            // worker's socket), a reply to a task the worker does not hold, or one before it
-            // has its whole task.
-            other => {
-                let what = match other {
-                    Reply::Ready => "a second `Ready`".to_string(),
-                    Reply::InitFailed(_) => "an initializer failure after `Ready`".to_string(),
-                    Reply::Done { job, chunk, .. } => {
-                        format!("a reply that does not match its task (job {job}, chunk {chunk})")
-                    }
-                };
-                self.out_of_protocol(i, ErrorKind::Codec, what);
-                return false;
+                self.shared.deliver(busy.job, busy.chunk, result);
             }
         }
         true
@@ -1368,7 +697,7 @@ impl Driver {
 
     /// Worker `i` sent something out of protocol: it is killed (and replaced), and the task it
     /// holds, only that one, fails with an error that names it.
-    fn out_of_protocol(&mut self, i: usize, kind: ErrorKind, what: String) {
+    fn out_of_protocol(&mut self, i: usize, kind: ErrorKind, what: &str) {
         let worker = &mut self.workers[i];
         worker.open = false;
         worker.progress = None;
@@ -1376,13 +705,7 @@ impl Driver {
         // Its task fails here: the burial must not requeue a part still unsent.
         worker.sending = None;
         if let Some(busy) = worker.task.take() {
-            let err = Error::new(
-                kind,
-                format!(
-                    "pool worker {} (pid {}) sent a message out of protocol, and was killed and is replaced: {what}",
-                    worker.name, worker.popen.pid
-                ),
-            );
+            let err = reply::out_of_protocol(&worker.link, kind, what);
             self.shared.deliver(busy.job, busy.chunk, Err(err));
         }
     }
@@ -1417,7 +740,7 @@ impl Driver {
             // Dead before it could serve: an initializer that exits or crashes, or a worker
             // that cannot start. Replacing it forever would hang every caller (gh-87472).
             self.early_deaths += 1;
-            let how = describe_exit(code);
+            let how = reply::describe_exit(code);
             if self.config.initializer.is_some() {
                 self.shared.mark_broken(Error::new(
                     ErrorKind::InitializerFailed,
@@ -1437,14 +760,8 @@ impl Driver {
             }
         }
         if let Some(busy) = worker.task {
-            let how = describe_exit(code);
-            let err = Error::new(
-                ErrorKind::Died,
-                format!(
-                    "pool worker {} (pid {}) {how} while running chunk {} of this task; the worker is replaced",
-                    worker.name, worker.popen.pid, busy.chunk
-                ),
-            );
+            let when = format!("while running chunk {} of this task", busy.chunk);
+            let err = reply::died(&worker.link, code, &when);
             self.shared.deliver(busy.job, busy.chunk, Err(err));
         }
     }
@@ -1454,11 +771,7 @@ impl Driver {
         for i in 0..self.workers.len() {
             let worker = &self.workers[i];
             if worker.open && worker.progress.is_some_and(|at| at + REPLY_STALL <= now) {
-                self.out_of_protocol(
-                    i,
-                    ErrorKind::Codec,
-                    format!("the start of a message, and nothing more for {REPLY_STALL:?}"),
-                );
+                self.out_of_protocol(i, ErrorKind::Codec, &reply::stalled());
             }
         }
         for worker in &mut self.workers {
@@ -1477,12 +790,7 @@ impl Driver {
             worker.sending = None;
             let _ = worker.popen.signal(libc::SIGKILL);
             worker.open = false;
-            let err = Error::timeout(format!(
-                "the task ran longer than its timeout of {:?}; pool worker {} (pid {}) was killed and is replaced",
-                self.task_timeout.unwrap_or_default(),
-                worker.name,
-                worker.popen.pid
-            ));
+            let err = reply::timed_out(&worker.link, self.task_timeout);
             self.shared.deliver(busy.job, busy.chunk, Err(err));
         }
     }

@@ -8,21 +8,32 @@
 //! worker is replaced; the pool goes on.
 
 mod driver;
+mod imap;
+mod jobs;
+mod launcher;
+mod link;
+mod reply;
 mod result;
+mod threads;
 pub(crate) mod worker;
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+pub use imap::Imap;
 pub use result::AsyncResult;
 
 use std::os::fd::{AsFd, AsRawFd};
 
-use self::driver::{Driver, Launcher, Lifecycle, Link, Shared, Task};
-use self::result::{ApplySink, ImapSink, ImapState, MapSink, Slot};
+use self::driver::Driver;
+use self::jobs::{Lifecycle, Shared, Task};
+use self::launcher::Launcher;
+use self::link::Link;
+use self::reply::Expected;
+use self::result::{ApplySink, MapSink, Slot};
 use self::worker::WorkerConfig;
-use self::worker::{Reply, TaskHeader, TaskOutcome};
+use self::worker::{Reply, TaskHeader};
 use crate::carrier;
 use crate::context;
 use crate::current::{self, cpu_count, current_process};
@@ -199,7 +210,7 @@ impl PoolBuilder {
         )?;
         // The driver counts itself as one of the library's fork-safe threads, and `build`
         // returns only once it has.
-        let handle = driver::spawn_counted("multiproc-pool", move || driver.run())
+        let handle = threads::spawn_counted("multiproc-pool", move || driver.run())
             .map_err(|err| Error::io("cannot start the pool's driver thread", err))?;
         Ok(Pool {
             shared,
@@ -265,33 +276,19 @@ impl Pool {
             self.shared.wake();
             let code = link.wait_buried(Duration::from_secs(5));
             if self.shared.lock().lifecycle == Lifecycle::Terminated {
-                return Error::new(ErrorKind::Terminated, "the pool was terminated");
+                return jobs::terminated();
             }
-            Error::new(
-                ErrorKind::Died,
-                format!(
-                    "pool worker {} (pid {}) {} {what}; the worker is replaced",
-                    link.name,
-                    link.pid,
-                    driver::describe_exit(code)
-                ),
-            )
+            reply::died(link, code, what)
         };
         // A worker that sent what is no reply to this task is killed, and never lent again (its
         // state stays `GONE`; the driver buries it and starts another); this call alone fails.
-        let out_of_protocol = |kind: ErrorKind, what: String| {
+        let out_of_protocol = |kind: ErrorKind, what: &str| {
             let _ = sys::pidfd_send_signal(link.pidfd.as_fd(), libc::SIGKILL);
             link.state
-                .store(driver::GONE, std::sync::atomic::Ordering::Release);
+                .store(link::GONE, std::sync::atomic::Ordering::Release);
             self.shared.wake();
             let _ = link.wait_buried(Duration::from_secs(5));
-            Error::new(
-                kind,
-                format!(
-                    "pool worker {} (pid {}) sent a message out of protocol, and was killed and is replaced: {what}",
-                    link.name, link.pid
-                ),
-            )
+            reply::out_of_protocol(link, kind, what)
         };
         // A task timeout bounds the whole call: sending the task, running it, and reading the
         // reply (a worker stopped in the middle of a large one, say).
@@ -299,12 +296,7 @@ impl Pool {
         let timed_out = || {
             let _ = sys::pidfd_send_signal(link.pidfd.as_fd(), libc::SIGKILL);
             let _ = link.wait_buried(Duration::from_secs(5));
-            Error::timeout(format!(
-                "the task ran longer than its timeout of {:?}; pool worker {} (pid {}) was killed and is replaced",
-                self.task_timeout.unwrap_or_default(),
-                link.name,
-                link.pid
-            ))
+            reply::timed_out(link, self.task_timeout)
         };
         match wire::send_message_until(&link.control, &header, &payload, deadline) {
             Ok(()) => {}
@@ -338,7 +330,7 @@ impl Pool {
         let (reply, result) = loop {
             let spinning = Instant::now() < spin_until;
             if !spinning && !buffered() {
-                let stall = progress.map(|at| at + driver::REPLY_STALL);
+                let stall = progress.map(|at| at + reply::REPLY_STALL);
                 let wait = match (deadline, stall) {
                     (Some(deadline), Some(stall)) => Some(deadline.min(stall)),
                     (deadline, stall) => deadline.or(stall),
@@ -361,13 +353,7 @@ impl Pool {
                     if deadline.is_some_and(|deadline| deadline <= Instant::now()) {
                         return Err(timed_out());
                     }
-                    return Err(out_of_protocol(
-                        ErrorKind::Codec,
-                        format!(
-                            "the start of a reply, and nothing more for {:?}",
-                            driver::REPLY_STALL
-                        ),
-                    ));
+                    return Err(out_of_protocol(ErrorKind::Codec, &reply::stalled()));
                 }
                 if fds[0].revents == 0 {
                     return Err(died("while running this task"));
@@ -393,55 +379,28 @@ impl Pool {
                     return Err(died("while running this task"))
                 }
                 // The stream lost its place: the worker cannot be trusted with another task.
-                Err(err) => return Err(out_of_protocol(err.kind(), format!("bad reply: {err}"))),
+                Err(err) => return Err(out_of_protocol(err.kind(), &reply::bad_reply(&err))),
             }
         };
         // Only the reply to this task, carrying its ticket back, answers it: anything else was
         // written by a task on its own socket (a task can write anything there).
-        let outcome = match reply {
-            Reply::Done {
-                job,
-                chunk: 0,
-                ticket,
-                outcome,
-            } if job == header.job && ticket == header.ticket => outcome,
-            Reply::Done { .. } => {
-                return Err(out_of_protocol(
-                    ErrorKind::Codec,
-                    "a reply that does not match its task".into(),
-                ))
-            }
-            Reply::Ready | Reply::InitFailed(_) => {
-                return Err(out_of_protocol(
-                    ErrorKind::Codec,
-                    "a start-up message in reply to a task".into(),
-                ))
-            }
+        let expected = Expected {
+            job: header.job,
+            chunk: header.chunk,
+            ticket: header.ticket,
+        };
+        let result = match reply::answer(reply, result, Some(&expected)) {
+            Ok(result) => result,
+            Err(what) => return Err(out_of_protocol(ErrorKind::Codec, &what)),
         };
         link.done.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
-        match outcome {
-            TaskOutcome::Ok => {}
-            TaskOutcome::Panicked(panic) => return Err(Error::panicked(panic)),
-            TaskOutcome::Failed { codec, message } => {
-                return Err(Error::new(TaskOutcome::kind(codec), message))
-            }
-        }
+        let result = result?;
         // User code (a `Deserialize`) may panic: that fails this call, as on the driver thread.
         let decoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             carrier::decode_outputs::<F>(result)
         }))
-        .unwrap_or_else(|payload| {
-            Err(Error::new(
-                ErrorKind::Panicked,
-                format!(
-                    "decoding a result panicked: {}",
-                    crate::child::panic_message(&*payload)
-                ),
-            ))
-        });
-        decoded?
-            .pop()
-            .ok_or_else(|| Error::new(ErrorKind::Codec, "a task returned no result"))
+        .unwrap_or_else(|payload| Err(reply::decoding_panicked(&*payload)));
+        result::single(decoded?)
     }
 
     /// Runs `function(args)` in a worker; the result comes later.
@@ -590,7 +549,7 @@ impl Pool {
         if let Err(err) = pushed {
             self.shared.forget(job);
             let mut sink = MapSink::<F::Output>::new(slot.clone(), 1, 0, decode);
-            result::Sink::fail(&mut sink, &err);
+            jobs::Sink::fail(&mut sink, &err);
         }
         self.result(slot)
     }
@@ -680,198 +639,5 @@ impl std::fmt::Debug for Pool {
             .field("state", &state.lifecycle)
             .field("queued_tasks", &state.queue.len())
             .finish()
-    }
-}
-
-/// The iterator of [`Pool::imap`] and [`Pool::imap_unordered`]: yields each result (or its
-/// error) lazily. A failed chunk yields its error once for each of its items, so positions stay
-/// aligned with the input; the iteration goes on after it.
-pub struct Imap<'p, F: Target, I> {
-    pool: &'p Pool,
-    input: I,
-    ordered: bool,
-    chunksize: usize,
-    buffersize: usize,
-    job: Option<u64>,
-    refused: Option<Error>,
-    state: Arc<ImapState<F::Output>>,
-    sizes: Vec<u32>,
-    received: u32,
-    next_chunk: u32,
-    exhausted: bool,
-    current: std::vec::IntoIter<F::Output>,
-    pending_error: Option<(Error, u32)>,
-    /// Why no more chunks can be submitted (the pool was closed and joined, terminated, a
-    /// chunk did not encode): yielded once, after the results of every chunk submitted.
-    stopped: Option<Error>,
-    done: bool,
-}
-
-impl<'p, F: Target, I: Iterator<Item = F::Args>> Imap<'p, F, I> {
-    fn new(pool: &'p Pool, _function: F, input: I, ordered: bool) -> Self {
-        // Registered now, like Python's imap submits at the call: an imap made before
-        // `close()` runs to its end; one made after fails at once.
-        let state = ImapState::new();
-        let sink = Box::new(ImapSink {
-            state: state.clone(),
-            decode: carrier::decode_outputs::<F>,
-        });
-        let (job, refused) = match pool.shared.submit(sink, |_| Vec::new(), true) {
-            Ok(job) => (Some(job), None),
-            Err(err) => (None, Some(err)),
-        };
-        Imap {
-            pool,
-            input,
-            ordered,
-            chunksize: 1,
-            buffersize: pool.processes * 2,
-            job,
-            refused,
-            state,
-            sizes: Vec::new(),
-            received: 0,
-            next_chunk: 0,
-            exhausted: false,
-            current: Vec::new().into_iter(),
-            pending_error: None,
-            stopped: None,
-            done: false,
-        }
-    }
-
-    /// Items per task (default 1, as Python); larger chunks cut per-item overhead.
-    pub fn chunksize(mut self, chunksize: usize) -> Self {
-        self.chunksize = chunksize.max(1);
-        self
-    }
-
-    /// Chunks in flight beyond one per worker (default: twice the number of workers). Bounds
-    /// memory whatever the input's length (Python 3.15's `buffersize`).
-    pub fn buffersize(mut self, buffersize: usize) -> Self {
-        self.buffersize = buffersize;
-        self
-    }
-
-    fn submitted(&self) -> u32 {
-        self.sizes.len() as u32
-    }
-
-    /// Submits chunks until the bound is reached or the input ends.
-    fn fill(&mut self) -> Result<()> {
-        if let Some(err) = self.refused.take() {
-            return Err(err);
-        }
-        let Some(job) = self.job else {
-            return Ok(());
-        };
-        let bound = (self.pool.processes + self.buffersize) as u32;
-        while !self.exhausted && self.submitted() - self.received < bound {
-            let chunk: Vec<F::Args> = self.input.by_ref().take(self.chunksize).collect();
-            if chunk.is_empty() {
-                self.exhausted = true;
-                break;
-            }
-            let index = self.submitted();
-            let size = chunk.len() as u32;
-            let payload = carrier::encode_args_chunk::<F>(chunk)?;
-            let task = Task {
-                job,
-                chunk: index,
-                entry: F::NAME,
-                payload,
-                queued: Instant::now(),
-            };
-            self.pool.shared.push(job, [task])?;
-            self.sizes.push(size);
-        }
-        Ok(())
-    }
-
-    /// Waits for the next chunk to take (in order, or any); `None` when all are taken.
-    fn take_chunk(&mut self) -> Option<(u32, Result<Vec<F::Output>>)> {
-        if self.received == self.submitted() {
-            return None;
-        }
-        let mut inner = self.state.lock();
-        loop {
-            let key = if self.ordered {
-                inner
-                    .chunks
-                    .contains_key(&self.next_chunk)
-                    .then_some(self.next_chunk)
-            } else {
-                inner.chunks.keys().next().copied()
-            };
-            if let Some(key) = key {
-                let result = inner.chunks.remove(&key)?;
-                return Some((key, result));
-            }
-            if let Some(err) = &inner.failed {
-                let err = err.duplicate();
-                let key = self.next_chunk;
-                return Some((key, Err(err)));
-            }
-            inner = self
-                .state
-                .cond
-                .wait(inner)
-                .unwrap_or_else(PoisonError::into_inner);
-        }
-    }
-}
-
-impl<F: Target, I: Iterator<Item = F::Args>> Iterator for Imap<'_, F, I> {
-    type Item = Result<F::Output>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        loop {
-            if let Some(value) = self.current.next() {
-                return Some(Ok(value));
-            }
-            if let Some((err, left)) = &mut self.pending_error {
-                if *left > 0 {
-                    *left -= 1;
-                    return Some(Err(err.duplicate()));
-                }
-                self.pending_error = None;
-            }
-            if self.done {
-                return None;
-            }
-            if let Err(err) = self.pool.check_not_in_callback() {
-                self.done = true;
-                return Some(Err(err));
-            }
-            if self.stopped.is_none() {
-                if let Err(err) = self.fill() {
-                    // Results already computed (or failed in place) still come first.
-                    self.stopped = Some(err);
-                }
-            }
-            let Some((chunk, result)) = self.take_chunk() else {
-                self.done = true;
-                return self.stopped.take().map(Err);
-            };
-            self.received += 1;
-            if self.ordered {
-                self.next_chunk += 1;
-            }
-            match result {
-                Ok(values) => self.current = values.into_iter(),
-                Err(err) => {
-                    let size = self.sizes.get(chunk as usize).copied().unwrap_or(1);
-                    self.pending_error = Some((err, size));
-                }
-            }
-        }
-    }
-}
-
-impl<F: Target, I> Drop for Imap<'_, F, I> {
-    fn drop(&mut self) {
-        if let Some(job) = self.job {
-            self.pool.shared.forget(job);
-        }
     }
 }

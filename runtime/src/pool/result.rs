@@ -9,19 +9,10 @@ use std::time::{Duration, Instant};
 
 use serde::de::DeserializeOwned;
 
-use super::driver::Shared;
+use super::jobs::{Shared, Sink};
 use crate::carrier::{ChunkAppender, ChunkDecoder};
 use crate::error::{Error, ErrorKind, Result};
 use crate::handle::Encoded;
-
-/// Where the driver delivers the results of one job's chunks.
-pub(crate) trait Sink: Send {
-    /// Delivers the result of one chunk (the encoded `Vec` of outputs, or why it failed).
-    /// Returns `true` once the job is complete and the sink can be dropped.
-    fn deliver(&mut self, chunk: u32, result: Result<Encoded>) -> bool;
-    /// Fails everything the job still waits for.
-    fn fail(&mut self, err: &Error);
-}
 
 type OnSuccess<T> = Box<dyn FnOnce(&T) + Send>;
 type OnError = Box<dyn FnOnce(&Error) + Send>;
@@ -252,6 +243,11 @@ impl<T> AsyncResult<T> {
     /// Calls `callback` with the value when the work succeeds, before the result becomes ready
     /// (in the pool's driver thread; at once if it is already done). Keep it short: it holds up
     /// the delivery of other results. A panic in it becomes the result's error.
+    ///
+    /// While a callback (or the decoding of a result) runs on the driver thread, that thread
+    /// counts as one of yours for the [`ForkPolicy`](crate::ForkPolicy): it may hold any lock of
+    /// yours, so a [`Fork`](crate::StartMethod::Fork) start meanwhile is refused under the
+    /// default policy. At other times the pool's threads do not count.
     pub fn on_success(self, callback: impl FnOnce(&T) + Send + 'static) -> Self {
         let mut state = self.slot.settled_or_pending();
         if !state.ready {
@@ -287,6 +283,13 @@ impl<T> fmt::Debug for AsyncResult<T> {
     }
 }
 
+/// The one output of a chunk of one item (`apply`).
+pub(super) fn single<T>(mut values: Vec<T>) -> Result<T> {
+    values
+        .pop()
+        .ok_or_else(|| Error::new(ErrorKind::Codec, "a task returned no result"))
+}
+
 /// The sink of `apply`: one chunk of one item.
 pub(crate) struct ApplySink<T> {
     pub slot: Arc<Slot<T>>,
@@ -295,11 +298,7 @@ pub(crate) struct ApplySink<T> {
 
 impl<T: DeserializeOwned + Send> Sink for ApplySink<T> {
     fn deliver(&mut self, _chunk: u32, result: Result<Encoded>) -> bool {
-        let value = result.and_then(self.decode).and_then(|mut values| {
-            values
-                .pop()
-                .ok_or_else(|| Error::new(ErrorKind::Codec, "a task returned no result"))
-        });
+        let value = result.and_then(self.decode).and_then(single);
         self.slot.complete(value);
         true
     }

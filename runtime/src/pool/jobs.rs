@@ -1,0 +1,698 @@
+//! The pool's job table, shared by the pool's handle and its driver thread: the queue of tasks,
+//! the sinks that wait for their results, and the pool's lifecycle.
+//!
+//! A job is registered with [`Shared::submit`] (with a [`Sink`] to deliver its chunks to), may
+//! queue more tasks later with [`Shared::push`] (`map` as it encodes, `imap` as it is
+//! consumed), and ends when its sink says it is complete, when it is forgotten (an `imap`
+//! dropped early), or when the pool fails every job ([`Shared::fail_all`]: terminated,
+//! broken, or stopped).
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::panic::{self, AssertUnwindSafe};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::thread::ThreadId;
+use std::time::Instant;
+
+use super::link::{Link, IDLE, LENT};
+use super::{reply, threads};
+use crate::current;
+use crate::error::{Error, ErrorKind, Result};
+use crate::handle::Encoded;
+use crate::{spare, sys};
+
+/// Where the driver delivers the results of one job's chunks.
+pub(crate) trait Sink: Send {
+    /// Delivers the result of one chunk (the encoded `Vec` of outputs, or why it failed).
+    /// Returns `true` once the job is complete and the sink can be dropped.
+    fn deliver(&mut self, chunk: u32, result: Result<Encoded>) -> bool;
+    /// Fails everything the job still waits for.
+    fn fail(&mut self, err: &Error);
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Lifecycle {
+    /// Takes work.
+    Running,
+    /// `close()`: takes no new work; what was submitted finishes.
+    Closed,
+    /// `terminate()`: workers killed, pending work failed.
+    Terminated,
+    /// The driver has exited: nothing runs any more.
+    Stopped,
+}
+
+/// One chunk of work: encoded arguments for a registered function.
+pub(crate) struct Task {
+    pub job: u64,
+    pub chunk: u32,
+    pub entry: &'static str,
+    /// The encoded chunk of arguments and the descriptors it carries.
+    pub payload: Encoded,
+    /// When it was submitted: it fails if no worker could be started for the pool's start
+    /// retry limit since then (see `Driver::fail_if_starved`).
+    pub queued: Instant,
+}
+
+pub(crate) struct State {
+    pub lifecycle: Lifecycle,
+    pub queue: VecDeque<Task>,
+    jobs: HashMap<u64, Box<dyn Sink>>,
+    /// Jobs that submit their chunks lazily (`imap`): after `close`, the driver stops waiting
+    /// for them once `join` is called.
+    lazy: HashSet<u64>,
+    forgotten: HashSet<u64>,
+    /// Jobs whose sink the driver has taken out to deliver a chunk (outside the lock).
+    delivering: HashSet<u64>,
+    pub broken: Option<Error>,
+    joining: bool,
+    next_job: u64,
+}
+
+impl State {
+    /// Whether jobs still expect results: they keep a closed pool alive; lazy ones (`imap`)
+    /// only until `join` is called.
+    pub(super) fn waiting(&self) -> bool {
+        self.jobs
+            .keys()
+            .any(|job| !(self.joining && self.lazy.contains(job)))
+    }
+}
+
+/// The error of the work a terminated pool did not do.
+pub(super) fn terminated() -> Error {
+    Error::new(ErrorKind::Terminated, "the pool was terminated")
+}
+
+/// What the pool's handle and its driver share.
+pub(crate) struct Shared {
+    state: Mutex<State>,
+    pub(super) wake: OwnedFd,
+    driver_thread: OnceLock<ThreadId>,
+    pub(super) links: Mutex<Vec<Arc<Link>>>,
+    maxtasks: OnceLock<Option<u64>>,
+    /// Large buffers a caller of `apply` is done with, for the driver to free.
+    discarded: Mutex<Vec<Vec<u8>>>,
+    /// Numbers the tickets of tasks (see [`Shared::ticket`]).
+    tickets: AtomicU64,
+    ticket_key: std::collections::hash_map::RandomState,
+}
+
+/// From this many bytes on, a caller of `apply` leaves the freeing of its sent arguments to
+/// the driver thread: unmapping 64 MiB of 4 KiB pages takes milliseconds, and would delay the
+/// caller's reading of the reply.
+const DISCARD_FROM: usize = 4 << 20;
+
+impl Shared {
+    pub(crate) fn new() -> Result<Arc<Shared>> {
+        let wake = current::registered(sys::eventfd, |wake| vec![wake.as_raw_fd()])
+            .map_err(|err| Error::io("cannot create the pool's eventfd", err))?;
+        Ok(Arc::new(Shared {
+            state: Mutex::new(State {
+                lifecycle: Lifecycle::Running,
+                queue: VecDeque::new(),
+                jobs: HashMap::new(),
+                lazy: HashSet::new(),
+                forgotten: HashSet::new(),
+                delivering: HashSet::new(),
+                broken: None,
+                joining: false,
+                next_job: 0,
+            }),
+            wake,
+            driver_thread: OnceLock::new(),
+            links: Mutex::new(Vec::new()),
+            maxtasks: OnceLock::new(),
+            discarded: Mutex::new(Vec::new()),
+            tickets: AtomicU64::new(0),
+            ticket_key: std::collections::hash_map::RandomState::new(),
+        }))
+    }
+
+    /// A fresh ticket for a task sent to a worker: its reply must carry it back. Unique in the
+    /// pool and not guessable from the task's arguments, so a task that writes on its own
+    /// socket cannot forge the reply to another task, nor pass a message of its own for the
+    /// reply to its own (see `Reply::Done`).
+    pub(crate) fn ticket(&self) -> u64 {
+        use std::hash::BuildHasher;
+        let n = self.tickets.fetch_add(1, Ordering::Relaxed);
+        self.ticket_key.hash_one(n)
+    }
+
+    pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub(crate) fn wake(&self) {
+        sys::eventfd_signal(self.wake.as_fd());
+    }
+
+    /// Called by the driver thread as it starts (see [`in_driver`](Self::in_driver)).
+    pub(super) fn set_driver_thread(&self) {
+        let _ = self.driver_thread.set(std::thread::current().id());
+    }
+
+    /// The pool's `maxtasksperchild`: a worker that has run as many is not lent.
+    pub(super) fn set_maxtasks(&self, maxtasks: Option<u64>) {
+        let _ = self.maxtasks.set(maxtasks);
+    }
+
+    /// Whether the caller is the driver thread (a result callback): it must not wait for the
+    /// pool, which only it can drive.
+    pub(crate) fn in_driver(&self) -> bool {
+        self.driver_thread.get() == Some(&std::thread::current().id())
+    }
+
+    /// Borrows an idle, ready worker for one task run by the caller, when the pool runs and no
+    /// queued task waits (queued work keeps its turn).
+    pub(crate) fn lend(&self) -> Option<Arc<Link>> {
+        let state = self.lock();
+        if state.lifecycle != Lifecycle::Running
+            || state.broken.is_some()
+            || !state.queue.is_empty()
+        {
+            return None;
+        }
+        let maxtasks = self.maxtasks.get().copied().flatten();
+        let links = self.links.lock().unwrap_or_else(PoisonError::into_inner);
+        let link = links.iter().find(|link| {
+            link.ready.load(Ordering::Acquire)
+                && maxtasks.is_none_or(|max| link.done.load(Ordering::Acquire) < max)
+                && link
+                    .state
+                    .compare_exchange(IDLE, LENT, Ordering::AcqRel, Ordering::Acquire)
+                    .is_ok()
+        })?;
+        Some(link.clone())
+    }
+
+    /// Gives a borrowed worker back and lets the driver use it again.
+    pub(crate) fn give_back(&self, link: &Link) {
+        let _ = link
+            .state
+            .compare_exchange(LENT, IDLE, Ordering::AcqRel, Ordering::Acquire);
+        // Wake the driver only when it has something to do with this worker: queued work (it
+        // may have skipped the worker while it was lent), or a pool closing (it waits for
+        // borrowed workers before it stops). Waking it after every call would cost the caller
+        // a context switch on a small machine.
+        let state = self.lock();
+        if !state.queue.is_empty() || state.lifecycle != Lifecycle::Running {
+            drop(state);
+            self.wake();
+        }
+    }
+
+    /// Frees the byte blocks of a sent task: on the driver thread when they are large (see
+    /// [`DISCARD_FROM`]), here otherwise. Its encoded bytes are kept as a spare buffer.
+    pub(crate) fn discard(&self, sent: Encoded) {
+        spare::give(sent.bytes);
+        let large = sent.blocks.iter().map(Vec::len).sum::<usize>() >= DISCARD_FROM;
+        if !large {
+            return;
+        }
+        self.discarded
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .extend(sent.blocks);
+        self.wake();
+    }
+
+    pub(super) fn free_discarded(&self) {
+        let discarded = std::mem::take(
+            &mut *self
+                .discarded
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        );
+        drop(discarded);
+    }
+
+    /// `join` was called: lazy jobs no longer keep a closed pool's driver alive.
+    pub(crate) fn joining(&self) {
+        self.lock().joining = true;
+        self.wake();
+    }
+
+    /// Why the pool takes no new work, if it does not.
+    fn refusal(state: &State) -> Option<Error> {
+        if let Some(err) = &state.broken {
+            return Some(err.duplicate());
+        }
+        match state.lifecycle {
+            Lifecycle::Running => None,
+            Lifecycle::Terminated => Some(Error::new(
+                ErrorKind::NotRunning,
+                "pool not running (it was terminated)",
+            )),
+            Lifecycle::Closed | Lifecycle::Stopped => Some(Error::new(
+                ErrorKind::NotRunning,
+                "pool not running (it was closed)",
+            )),
+        }
+    }
+
+    /// Registers a job and queues its first tasks at once; fails its sink and returns the error
+    /// when the pool takes no work. `lazy` jobs push more tasks later (`imap`).
+    pub(crate) fn submit(
+        &self,
+        mut sink: Box<dyn Sink>,
+        tasks: impl FnOnce(u64) -> Vec<Task>,
+        lazy: bool,
+    ) -> Result<u64> {
+        let mut state = self.lock();
+        if let Some(err) = Self::refusal(&state) {
+            drop(state);
+            sink.fail(&err);
+            return Err(err);
+        }
+        let job = state.next_job;
+        state.next_job += 1;
+        state.jobs.insert(job, sink);
+        if lazy {
+            state.lazy.insert(job);
+        }
+        state.queue.extend(tasks(job));
+        drop(state);
+        self.wake();
+        Ok(job)
+    }
+
+    /// Queues more tasks of a registered job. Fails when the job is gone (it was failed: the
+    /// pool was terminated, broken, or stopped after `close` and `join`).
+    pub(crate) fn push(&self, job: u64, tasks: impl IntoIterator<Item = Task>) -> Result<()> {
+        let mut state = self.lock();
+        let known = state.jobs.contains_key(&job) || state.delivering.contains(&job);
+        if !known && !state.forgotten.contains(&job) {
+            // Delivered and removed, or failed: say why the pool cannot take more.
+            let err = Self::refusal(&state).unwrap_or_else(|| {
+                Error::new(
+                    ErrorKind::NotRunning,
+                    "this work was already failed by the pool",
+                )
+            });
+            return Err(err);
+        }
+        if matches!(state.lifecycle, Lifecycle::Terminated | Lifecycle::Stopped) {
+            return Err(Self::refusal(&state)
+                .unwrap_or_else(|| Error::new(ErrorKind::NotRunning, "pool not running")));
+        }
+        state.queue.extend(tasks);
+        drop(state);
+        self.wake();
+        Ok(())
+    }
+
+    /// Drops a job (an `imap` iterator dropped early, or a `map` whose chunk did not encode):
+    /// its queued tasks are discarded and results still in flight are ignored.
+    pub(crate) fn forget(&self, job: u64) {
+        let mut state = self.lock();
+        state.queue.retain(|t| t.job != job);
+        state.lazy.remove(&job);
+        if state.jobs.remove(&job).is_none() {
+            state.forgotten.insert(job);
+        }
+        drop(state);
+        self.wake();
+    }
+
+    pub(super) fn deliver(&self, job: u64, chunk: u32, result: Result<Encoded>) {
+        let Some(mut sink) = self.take_for_delivery(job) else {
+            return;
+        };
+        // Outside the lock: decoding and callbacks run here, as user code (see
+        // `threads::user_code`). It may panic: that fails this job, not the driver.
+        let complete = threads::user_code(|| {
+            match panic::catch_unwind(AssertUnwindSafe(|| sink.deliver(chunk, result))) {
+                Ok(complete) => complete,
+                Err(payload) => {
+                    let err = reply::decoding_panicked(&*payload);
+                    let _ = panic::catch_unwind(AssertUnwindSafe(|| sink.fail(&err)));
+                    true
+                }
+            }
+        });
+        let mut state = self.lock();
+        state.delivering.remove(&job);
+        if state.forgotten.remove(&job) || complete {
+            state.lazy.remove(&job);
+            drop(state);
+            // What it holds is the user's (values, callbacks not called).
+            threads::user_code(|| drop(sink));
+            return;
+        }
+        state.jobs.insert(job, sink);
+    }
+
+    fn take_for_delivery(&self, job: u64) -> Option<Box<dyn Sink>> {
+        let mut state = self.lock();
+        let sink = state.jobs.remove(&job)?;
+        state.delivering.insert(job);
+        Some(sink)
+    }
+
+    /// Fails every job, queued or running, with `err`.
+    pub(super) fn fail_all(&self, err: &Error) {
+        let jobs: Vec<Box<dyn Sink>> = {
+            let mut state = self.lock();
+            state.queue.clear();
+            state.lazy.clear();
+            state.jobs.drain().map(|(_, sink)| sink).collect()
+        };
+        threads::user_code(|| {
+            for mut sink in jobs {
+                let _ = panic::catch_unwind(AssertUnwindSafe(|| sink.fail(err)));
+            }
+        });
+    }
+
+    pub(super) fn mark_broken(&self, err: Error) {
+        let copy = err.duplicate();
+        {
+            let mut state = self.lock();
+            if state.broken.is_none() {
+                state.broken = Some(err);
+            }
+        }
+        self.fail_all(&copy);
+    }
+
+    /// The driver exits: whatever still waits fails with a clear error.
+    pub(super) fn finish(&self) {
+        let err = {
+            let mut state = self.lock();
+            let err = match state.lifecycle {
+                Lifecycle::Terminated => terminated(),
+                _ => Error::new(
+                    ErrorKind::NotRunning,
+                    "the pool was closed and joined before this work was submitted",
+                ),
+            };
+            if state.lifecycle != Lifecycle::Terminated {
+                state.lifecycle = Lifecycle::Stopped;
+            }
+            err
+        };
+        self.fail_all(&err);
+    }
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        current::unregister_fd(&self.wake);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What a test sink was given.
+    #[derive(Default)]
+    struct Log {
+        delivered: Vec<(u32, std::result::Result<(), ErrorKind>)>,
+        failed: Vec<ErrorKind>,
+        dropped: bool,
+    }
+
+    /// A sink that records what it gets and is complete after `chunks` chunks.
+    struct TestSink {
+        log: Arc<Mutex<Log>>,
+        chunks: usize,
+        /// Called in `deliver`, outside the job table's lock (as user code runs).
+        during: Option<Box<dyn FnMut() + Send>>,
+        panics: bool,
+    }
+
+    impl Sink for TestSink {
+        fn deliver(&mut self, chunk: u32, result: Result<Encoded>) -> bool {
+            if let Some(during) = &mut self.during {
+                during();
+            }
+            if self.panics {
+                panic!("deliberate panic: a test sink panics");
+            }
+            let mut log = self.log.lock().unwrap();
+            log.delivered
+                .push((chunk, result.map(|_| ()).map_err(|e| e.kind())));
+            log.delivered.len() >= self.chunks
+        }
+
+        fn fail(&mut self, err: &Error) {
+            self.log.lock().unwrap().failed.push(err.kind());
+        }
+    }
+
+    impl Drop for TestSink {
+        fn drop(&mut self) {
+            self.log.lock().unwrap().dropped = true;
+        }
+    }
+
+    fn sink(chunks: usize) -> (Box<TestSink>, Arc<Mutex<Log>>) {
+        let log = Arc::new(Mutex::new(Log::default()));
+        let sink = TestSink {
+            log: log.clone(),
+            chunks,
+            during: None,
+            panics: false,
+        };
+        (Box::new(sink), log)
+    }
+
+    fn task(job: u64, chunk: u32) -> Task {
+        Task {
+            job,
+            chunk,
+            entry: "test::entry",
+            payload: Encoded::default(),
+            queued: Instant::now(),
+        }
+    }
+
+    fn queued(shared: &Shared) -> Vec<(u64, u32)> {
+        shared
+            .lock()
+            .queue
+            .iter()
+            .map(|t| (t.job, t.chunk))
+            .collect()
+    }
+
+    fn delivered(log: &Mutex<Log>) -> Vec<(u32, std::result::Result<(), ErrorKind>)> {
+        log.lock().unwrap().delivered.clone()
+    }
+
+    #[test]
+    fn submit_numbers_jobs_and_queues_their_tasks() {
+        let shared = Shared::new().unwrap();
+        let (first, _) = sink(1);
+        let (second, _) = sink(2);
+        let a = shared
+            .submit(first, |job| vec![task(job, 0)], false)
+            .unwrap();
+        let b = shared
+            .submit(second, |job| vec![task(job, 0), task(job, 1)], false)
+            .unwrap();
+        assert_ne!(a, b);
+        assert_eq!(queued(&shared), [(a, 0), (b, 0), (b, 1)]);
+        assert!(shared.lock().waiting());
+    }
+
+    #[test]
+    fn a_pool_that_takes_no_work_fails_the_sink_at_submit() {
+        for (lifecycle, broken) in [
+            (Lifecycle::Closed, false),
+            (Lifecycle::Terminated, false),
+            (Lifecycle::Stopped, false),
+            (Lifecycle::Running, true),
+        ] {
+            let shared = Shared::new().unwrap();
+            shared.lock().lifecycle = lifecycle;
+            if broken {
+                shared.lock().broken = Some(Error::new(ErrorKind::InitializerFailed, "broken"));
+            }
+            let (sink, log) = sink(1);
+            let err = shared
+                .submit(sink, |job| vec![task(job, 0)], false)
+                .unwrap_err();
+            let expected = if broken {
+                ErrorKind::InitializerFailed
+            } else {
+                ErrorKind::NotRunning
+            };
+            assert_eq!(err.kind(), expected, "{lifecycle:?}");
+            assert_eq!(log.lock().unwrap().failed, [expected]);
+            assert!(queued(&shared).is_empty());
+            assert!(!shared.lock().waiting());
+        }
+    }
+
+    #[test]
+    fn push_queues_more_tasks_of_a_known_job_only() {
+        let shared = Shared::new().unwrap();
+        let (sink, _) = sink(2);
+        let job = shared.submit(sink, |_| Vec::new(), false).unwrap();
+        shared.push(job, [task(job, 0)]).unwrap();
+        // A closed pool still runs a job registered before `close`.
+        shared.lock().lifecycle = Lifecycle::Closed;
+        shared.push(job, [task(job, 1)]).unwrap();
+        assert_eq!(queued(&shared), [(job, 0), (job, 1)]);
+        let err = shared.push(job + 1, [task(job + 1, 0)]).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::NotRunning);
+        shared.lock().lifecycle = Lifecycle::Terminated;
+        let err = shared.push(job, [task(job, 2)]).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::NotRunning);
+        assert!(err.to_string().contains("terminated"), "{err}");
+    }
+
+    #[test]
+    fn deliver_hands_each_chunk_to_its_sink_until_it_is_complete() {
+        let shared = Shared::new().unwrap();
+        let (sink, log) = sink(2);
+        let job = shared
+            .submit(sink, |job| vec![task(job, 0), task(job, 1)], false)
+            .unwrap();
+        shared.deliver(job, 1, Ok(Encoded::default()));
+        assert!(!log.lock().unwrap().dropped);
+        assert!(shared.lock().waiting());
+        shared.deliver(job, 0, Err(Error::new(ErrorKind::Died, "died")));
+        assert_eq!(delivered(&log), [(1, Ok(())), (0, Err(ErrorKind::Died))]);
+        // Complete: dropped, no longer waited for, and a late chunk goes nowhere.
+        assert!(log.lock().unwrap().dropped);
+        assert!(!shared.lock().waiting());
+        shared.deliver(job, 1, Ok(Encoded::default()));
+        assert_eq!(delivered(&log).len(), 2);
+        let err = shared.push(job, [task(job, 2)]).unwrap_err();
+        assert!(err.to_string().contains("already failed"), "{err}");
+    }
+
+    #[test]
+    fn a_panicking_sink_fails_its_job_not_the_table() {
+        let shared = Shared::new().unwrap();
+        let (mut panicking, log) = sink(2);
+        panicking.panics = true;
+        let job = shared.submit(panicking, |_| Vec::new(), false).unwrap();
+        let (other, other_log) = sink(1);
+        let other_job = shared.submit(other, |_| Vec::new(), false).unwrap();
+        shared.deliver(job, 0, Ok(Encoded::default()));
+        assert_eq!(log.lock().unwrap().failed, [ErrorKind::Panicked]);
+        assert!(log.lock().unwrap().dropped);
+        shared.deliver(other_job, 0, Ok(Encoded::default()));
+        assert_eq!(delivered(&other_log), [(0, Ok(()))]);
+    }
+
+    #[test]
+    fn forget_drops_queued_tasks_and_later_results() {
+        let shared = Shared::new().unwrap();
+        let (kept, _) = sink(1);
+        let kept = shared
+            .submit(kept, |job| vec![task(job, 0)], false)
+            .unwrap();
+        let (forgotten, log) = sink(3);
+        let job = shared
+            .submit(forgotten, |job| vec![task(job, 0), task(job, 1)], true)
+            .unwrap();
+        shared.forget(job);
+        assert_eq!(queued(&shared), [(kept, 0)]);
+        assert!(log.lock().unwrap().dropped);
+        shared.deliver(job, 0, Ok(Encoded::default()));
+        assert!(delivered(&log).is_empty());
+        assert!(log.lock().unwrap().failed.is_empty());
+    }
+
+    #[test]
+    fn a_job_forgotten_while_a_chunk_is_delivered_is_dropped_after_it() {
+        let shared = Shared::new().unwrap();
+        let (mut forgets, log) = sink(3);
+        let job_of = Arc::new(Mutex::new(None::<u64>));
+        let (weak, job_of_) = (Arc::downgrade(&shared), job_of.clone());
+        forgets.during = Some(Box::new(move || {
+            let job = job_of_.lock().unwrap().unwrap();
+            let shared = weak.upgrade().unwrap();
+            shared.forget(job);
+            // Known still (its sink is out for delivery): more tasks are taken; their results
+            // will go nowhere.
+            shared.push(job, [task(job, 9)]).unwrap();
+        }));
+        let job = shared.submit(forgets, |_| Vec::new(), false).unwrap();
+        *job_of.lock().unwrap() = Some(job);
+        shared.deliver(job, 0, Ok(Encoded::default()));
+        assert_eq!(delivered(&log), [(0, Ok(()))]);
+        assert!(log.lock().unwrap().dropped);
+        assert!(!shared.lock().waiting());
+        shared.deliver(job, 1, Ok(Encoded::default()));
+        assert_eq!(delivered(&log).len(), 1);
+    }
+
+    #[test]
+    fn lazy_jobs_keep_a_closed_pool_waiting_until_join() {
+        let shared = Shared::new().unwrap();
+        let (lazy, _) = sink(5);
+        let job = shared.submit(lazy, |_| Vec::new(), true).unwrap();
+        shared.lock().lifecycle = Lifecycle::Closed;
+        assert!(shared.lock().waiting());
+        shared.joining();
+        assert!(!shared.lock().waiting());
+        // An eager job still waits.
+        shared.lock().lifecycle = Lifecycle::Running;
+        let (eager, _) = sink(1);
+        shared.submit(eager, |_| Vec::new(), false).unwrap();
+        assert!(shared.lock().waiting());
+        // The lazy one is still known: it can push until the driver stops.
+        shared.push(job, [task(job, 0)]).unwrap();
+    }
+
+    #[test]
+    fn fail_all_fails_every_job_and_clears_the_queue() {
+        let shared = Shared::new().unwrap();
+        let (a, log_a) = sink(1);
+        let (b, log_b) = sink(1);
+        shared.submit(a, |job| vec![task(job, 0)], false).unwrap();
+        shared.submit(b, |job| vec![task(job, 0)], true).unwrap();
+        shared.fail_all(&Error::new(ErrorKind::Terminated, "terminated"));
+        assert!(queued(&shared).is_empty());
+        assert!(!shared.lock().waiting());
+        for log in [log_a, log_b] {
+            let log = log.lock().unwrap();
+            assert_eq!(log.failed, [ErrorKind::Terminated]);
+            assert!(log.dropped);
+        }
+    }
+
+    #[test]
+    fn a_broken_pool_fails_what_waits_and_refuses_more() {
+        let shared = Shared::new().unwrap();
+        let (waiting, log) = sink(1);
+        let job = shared.submit(waiting, |_| Vec::new(), false).unwrap();
+        shared.mark_broken(Error::new(ErrorKind::InitializerFailed, "first"));
+        // The first reason stays.
+        shared.mark_broken(Error::new(ErrorKind::Bootstrap, "second"));
+        assert_eq!(log.lock().unwrap().failed, [ErrorKind::InitializerFailed]);
+        let err = shared.push(job, [task(job, 0)]).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InitializerFailed);
+        let (late, _) = sink(1);
+        let err = shared.submit(late, |_| Vec::new(), false).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InitializerFailed);
+    }
+
+    #[test]
+    fn finish_fails_what_waits_and_stops_a_closed_pool() {
+        for (lifecycle, kind, after) in [
+            (Lifecycle::Closed, ErrorKind::NotRunning, Lifecycle::Stopped),
+            (
+                Lifecycle::Terminated,
+                ErrorKind::Terminated,
+                Lifecycle::Terminated,
+            ),
+        ] {
+            let shared = Shared::new().unwrap();
+            let (waiting, log) = sink(1);
+            shared.submit(waiting, |_| Vec::new(), true).unwrap();
+            shared.lock().lifecycle = lifecycle;
+            shared.finish();
+            assert_eq!(log.lock().unwrap().failed, [kind]);
+            assert_eq!(shared.lock().lifecycle, after);
+        }
+    }
+}
