@@ -155,6 +155,21 @@ fn pool() {
     assert_eq!(raw, ["Pool : [0, 1, 4, 9, 16]"]);
 }
 
+/// The README's first program (its "Getting started" section).
+#[test]
+fn getting_started() {
+    let (_, raw) = run("getting_started");
+    assert_eq!(
+        raw,
+        [
+            "job 0: 3 words",
+            "job 1: 6 words",
+            "job 2: 9 words",
+            "job 3: 12 words"
+        ]
+    );
+}
+
 #[test]
 fn values_back() {
     let (_, raw) = run("values_back");
