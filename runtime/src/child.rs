@@ -37,7 +37,9 @@ pub(crate) fn enter_flagged(flag: Option<&OsStr>, fd: Option<&OsStr>, fork_serve
         return;
     }
     let fd = fd.and_then(|s| s.to_str().and_then(|s| s.parse::<RawFd>().ok()));
-    let control = match fd.map(sys::adopt_socket) {
+    // SAFETY: the descriptor named after the flag is the control socket the parent passed to
+    // this child for its bootstrap alone (`start::spawn`); nothing in this process owns it.
+    let control = match fd.map(|fd| unsafe { sys::adopt_socket(fd) }) {
         Some(Ok(control)) => control,
         Some(Err(err)) => bail_early(&format!(
             "{CHILD_FLAG} was given a descriptor that is not a control socket: {err}"
