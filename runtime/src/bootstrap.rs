@@ -86,7 +86,8 @@ impl Credential {
     }
 }
 
-/// A [`Preload`](crate::Preload) as it travels to the server: the entry point's name and its encoded arguments.
+/// A [`Preload`](crate::Preload) as it travels to the server: the entry point's name and its
+/// encoded arguments.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct PreloadCall {
     pub entry: String,

@@ -12,7 +12,8 @@ use crate::error::{Error, ErrorKind, Result};
 /// How child processes are started.
 ///
 /// - `Fork`: `fork(2)`; the child is a copy of the parent and runs the target at once. The
-///   fastest; refused in a multi-threaded process unless a [`ForkPolicy`](crate::ForkPolicy) allows it.
+///   fastest; refused in a multi-threaded process unless a [`ForkPolicy`](crate::ForkPolicy)
+///   allows it.
 /// - `Spawn`: fork + exec of `/proc/self/exe`; the child finds its entry point by registered
 ///   name, the bootstrap data travels on an inherited socket.
 /// - `ForkServer` (the default, as CPython 3.14): a single-threaded server process forks each
