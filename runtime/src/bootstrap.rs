@@ -26,7 +26,7 @@ use crate::error::{Error, ErrorKind, RemotePanic, Result};
 use crate::registry::{self, BuildId};
 use crate::{sys, wire};
 
-/// argv[1] of a spawned child; argv[2] is the number of its control socket. The bootstrap data
+/// `argv[1]` of a spawned child; `argv[2]` is the number of its control socket. The bootstrap data
 /// itself travels on that socket, never in argv.
 pub(crate) const CHILD_FLAG: &str = "--multiproc-child";
 

@@ -1,5 +1,5 @@
 //! Choosing the start method: globally ([`set_start_method`], once), per context
-//! ([`get_context`]) or per process ([`Process::with_start_method`]).
+//! ([`get_context`]) or per process ([`Process::with_start_method`](crate::Process::with_start_method)).
 
 use std::fmt;
 use std::str::FromStr;

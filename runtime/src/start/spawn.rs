@@ -2,7 +2,7 @@
 //!
 //! The child is a fresh process running `/proc/self/exe` (the binary this process runs, even if
 //! the file on disk was replaced or deleted since), or the executable set with
-//! [`set_executable`]. Its argv is the parent's argv[0], [`CHILD_FLAG`](crate::bootstrap::CHILD_FLAG)
+//! [`set_executable`]. Its argv is the parent's `argv[0]`, [`CHILD_FLAG`]
 //! and the number of its control socket; everything else (build identity, entry name, encoded
 //! arguments) travels on that socket. The socket is the only descriptor it inherits besides
 //! stdio, and the child marks it close-on-exec at once, so nothing of the bootstrap reaches

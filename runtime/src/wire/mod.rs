@@ -1,6 +1,6 @@
 //! What travels over a control socket: frames during the bootstrap, messages afterwards.
 //!
-//! A **frame** is an 8-byte little-endian length followed by that many bytes of [`codec`] data;
+//! A **frame** is an 8-byte little-endian length followed by that many bytes of [`codec`](crate::codec) data;
 //! descriptors follow in a separate one-byte message. Frames carry the bootstrap handshake, whose
 //! format never changes, so that a child of another build can still say so clearly. Frames are
 //! read exactly (never past their end): what follows the handshake stays in the socket.
@@ -17,7 +17,7 @@
 //!
 //! Every length read here was written by another process, which may be corrupt or hostile:
 //! a length above what the protocol allows at that point is a [`ErrorKind::Codec`] error
-//! before anything is allocated ([`Frame::MAX_LEN`], [`MAX_HEADER`], [`MAX_BLOCKS`],
+//! before anything is allocated ([`Frame::MAX_LEN`], `message`'s `MAX_HEADER` and `MAX_BLOCKS`,
 //! [`sys::MAX_FDS`]). Below it, a payload's buffer reserves at most [`AHEAD`] bytes of address
 //! space before its bytes arrive, touches none of them until they do, and beyond that at most
 //! doubles as they arrive; a header's buffer (zero-filled) grows only as its bytes arrive. So
