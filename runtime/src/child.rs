@@ -1,5 +1,7 @@
-//! The child's side: recognising a spawned child (before `main`, or in `init()`), the
-//! bootstrap handshake, running the entry point, reporting a panic and ending with `_exit`.
+//! The child's side: recognising a spawned child (before `main`, or in `init()`), acting on
+//! the bootstrap that `bootstrap` checked and read (run an entry point, or make the preload
+//! calls and become the fork server), running the entry point, reporting a panic and ending
+//! with `_exit` (after the exit steps that `current` holds).
 
 use std::cell::{Cell, RefCell};
 use std::ffi::OsStr;
