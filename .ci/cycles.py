@@ -23,10 +23,16 @@ for path in sorted(root.rglob("*.rs")):
     modules["::".join(parts)] = path
 
 
+TOKENS = re.compile(
+    r'//[^\n]*|/\*.*?\*/|r(#*)".*?"\1|b?"(?:\\.|[^"\\])*"|b?\'(?:\\.|[^\'\\])\'',
+    re.S,
+)
+
+
 def strip(text):
-    text = re.sub(r"//[^\n]*", "", text)
-    text = re.sub(r"/\*.*?\*/", "", text, flags=re.S)
-    return re.sub(r'"(\\.|[^"\\])*"', '""', text)
+    """Removes comments, strings and character literals, in one pass so that a `//` in a
+    string is not taken for a comment, nor a quote in a comment for a string."""
+    return TOKENS.sub(lambda m: '""' if m.group(0)[-1:] in "\"'#" else "", text)
 
 
 def resolve(segments):

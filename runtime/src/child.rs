@@ -1,5 +1,7 @@
-//! The child's side: recognising a spawned child (before `main`, or in `init()`), the
-//! bootstrap handshake, running the entry point, reporting a panic and ending with `_exit`.
+//! The child's side: recognising a spawned child (before `main`, or in `init()`), acting on
+//! the bootstrap that `bootstrap` checked and read (run an entry point, or make the preload
+//! calls and become the fork server), running the entry point, reporting a panic and ending
+//! with `_exit` (after the exit steps that `current` holds).
 
 use std::cell::{Cell, RefCell};
 use std::ffi::OsStr;
@@ -10,32 +12,36 @@ use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
 use std::sync::Arc;
 
+use crate::bootstrap::{
+    self, authenticate, refuse, ChildMessage, FailKind, Launch, PreloadCall, Refusal, Role,
+    CHILD_FLAG, EXIT_BOOTSTRAP_FAILED, NOT_THE_PARENTS_BUILD,
+};
 use crate::current::{self, CurrentProcess, ParentProcess};
 use crate::error::{ErrorKind, RemotePanic};
-use crate::registry::{self, BuildId, Entry};
-use crate::start::forkserver::PreloadCall;
-use crate::start::{self, ChildMessage, Credential, FailKind, Launch, Role, EXIT_BOOTSTRAP_FAILED};
-use crate::{handle, process, sys, wire};
+use crate::registry::{self, Entry};
+use crate::{handle, sys, wire};
 
-/// argv[1] of a spawned child; argv[2] is the number of its control socket. The bootstrap data
-/// itself travels on that socket, never in argv.
-pub(crate) const CHILD_FLAG: &str = "--multiproc-child";
+/// How a spawned child becomes its parent's fork server (`start::forkserver::serve`), given by
+/// the caller above the start methods, which this module does not name.
+pub(crate) type ForkServerMain = fn(UnixStream) -> !;
 
 /// In `init()`: when this process is a spawned child, runs it and never returns.
-pub(crate) fn enter_if_child() {
+pub(crate) fn enter_if_child(fork_server: ForkServerMain) {
     let mut args = std::env::args_os().skip(1);
-    enter_flagged(args.next().as_deref(), args.next().as_deref());
+    enter_flagged(args.next().as_deref(), args.next().as_deref(), fork_server);
 }
 
 /// When `flag` (`argv[1]`) is [`CHILD_FLAG`], runs this spawned child, whose control socket
 /// `fd` (`argv[2]`) names, and never returns. Called by `init()`, or before `main` by the
-/// constructor in `startup`.
-pub(crate) fn enter_flagged(flag: Option<&OsStr>, fd: Option<&OsStr>) {
+/// constructor in `startup`. A child told to become the fork server runs `fork_server`.
+pub(crate) fn enter_flagged(flag: Option<&OsStr>, fd: Option<&OsStr>, fork_server: ForkServerMain) {
     if flag != Some(OsStr::new(CHILD_FLAG)) {
         return;
     }
     let fd = fd.and_then(|s| s.to_str().and_then(|s| s.parse::<RawFd>().ok()));
-    let control = match fd.map(sys::adopt_socket) {
+    // SAFETY: the descriptor named after the flag is the control socket the parent passed to
+    // this child for its bootstrap alone (`start::spawn`); nothing in this process owns it.
+    let control = match fd.map(|fd| unsafe { sys::adopt_socket(fd) }) {
         Some(Ok(control)) => control,
         Some(Err(err)) => bail_early(&format!(
             "{CHILD_FLAG} was given a descriptor that is not a control socket: {err}"
@@ -44,7 +50,7 @@ pub(crate) fn enter_flagged(flag: Option<&OsStr>, fd: Option<&OsStr>) {
             "{CHILD_FLAG} needs the number of its control socket"
         )),
     };
-    let deadline = sys::deadline_after(start::BOOTSTRAP_TIMEOUT);
+    let deadline = sys::deadline_after(bootstrap::BOOTSTRAP_TIMEOUT);
     match authenticate(&control, deadline) {
         Ok(()) => {}
         Err(Refusal::Foreign(why)) => {
@@ -58,7 +64,7 @@ pub(crate) fn enter_flagged(flag: Option<&OsStr>, fd: Option<&OsStr>) {
             NOT_THE_PARENTS_BUILD.to_string(),
         ),
     }
-    bootstrap(control, Origin::Spawned, deadline)
+    run_bootstrap(control, Origin::Spawned(fork_server), deadline)
 }
 
 fn bail_early(message: &str) -> ! {
@@ -66,125 +72,20 @@ fn bail_early(message: &str) -> ! {
     sys::exit_now(EXIT_BOOTSTRAP_FAILED)
 }
 
-/// What a child says when it is not its parent's build: never which build either one is.
-const NOT_THE_PARENTS_BUILD: &str =
-    "the child binary is not the parent's build; rebuild and start again";
-
-/// Why a spawned child refuses its bootstrap before reading any of it.
-#[derive(Debug)]
-enum Refusal {
-    /// The bootstrap does not come from the multiproc library of this process's parent:
-    /// nothing is answered.
-    Foreign(String),
-    /// It does, but the parent runs other code: the parent is told so.
-    OtherBuild,
-}
-
-/// Checks that the bootstrap on `control` comes from the multiproc library of this process's
-/// parent, running this same code, before a byte of the bootstrap itself is read.
-///
-/// # Threat model
-///
-/// `--multiproc-child N` is on the command line of every spawned child, so anyone who can run
-/// the binary can start it that way, with a socket of their own on descriptor `N` and frames of
-/// their choice; without this check such a process could run any registered entry point with
-/// any arguments, including the library's own (a pool worker, the fork server). The child
-/// accepts the bootstrap only when:
-///
-/// 1. the peer of its control socket (`SO_PEERCRED`, the process that made the socket pair) is
-///    its parent (`getppid()`), with this process's effective user and group: a process that is
-///    not our parent cannot drive us through a socket it hands over, and another user cannot
-///    drive a set-user-ID or set-group-ID build;
-/// 2. the parent holds open the launch key that the first frame names: a memory file whose
-///    name holds 96 random bits (`/proc/<ppid>/fd/<fd>`). Only the parent's library makes
-///    and names it, per launch, and closes it once the child has answered, so a program that
-///    merely runs the binary as its child, with made-up or replayed frames, is refused — even
-///    when that program is this very binary;
-/// 3. the parent runs the same code: its executable is the same file (device and inode of
-///    `/proc/<ppid>/exe` and `/proc/self/exe`), or has the same bytes when `set_executable`
-///    named another file. This one is answered ([`ErrorKind::BuildMismatch`]), without
-///    saying which build either side is.
-///
-/// The parent is checked again to be our parent after the key was read, so that its pid
-/// cannot have been recycled meanwhile. A foreign parent is never answered: the child says
-/// why on its standard error, without identifying data, and exits with
-/// [`EXIT_BOOTSTRAP_FAILED`].
-///
-/// What it cannot stop: a process that can already act as this user against the parent or
-/// the child. Anything that can `ptrace` either (or write their memory, or take their
-/// descriptors with `pidfd_getfd`) can make them do anything, this check included; and a
-/// process of the same user can create a key itself and then `exec` this binary, which makes
-/// it a parent that passes every check (same file, key in its descriptor table) while a
-/// sibling it forked before the `exec` writes the frames. Such a process gains nothing it
-/// could not do by running the binary itself — except under file capabilities, which a
-/// `spawn` or `forkserver` child of such a binary must not be trusted with. Children of the
-/// fork server (forks of the server, authenticated when it was spawned, that receive their
-/// bootstrap from the original parent over a socket it made) and `fork` children are not
-/// checked: nothing outside the library can reach them.
-///
-/// The parent's key and executable are read through `/proc/<ppid>`, which needs the right to
-/// read the parent's state (`PTRACE_MODE_READ`); a parent that is not dumpable (it gained
-/// privileges by its `exec`) and a child without `CAP_SYS_PTRACE` fail the check.
-fn authenticate(control: &UnixStream, deadline: Option<std::time::Instant>) -> Result<(), Refusal> {
-    use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
-    use nix::unistd::{getegid, geteuid, getppid};
-    let foreign = |why: &str| Refusal::Foreign(why.to_string());
-    let peer = getsockopt(control, PeerCredentials).map_err(|err| {
-        Refusal::Foreign(format!("cannot read the credentials of its peer: {err}"))
-    })?;
-    let parent = getppid().as_raw();
-    if peer.pid() != parent {
-        return Err(foreign(
-            "the control socket was not made by this process's parent",
-        ));
-    }
-    if peer.uid() != geteuid().as_raw() || peer.gid() != getegid().as_raw() {
-        return Err(foreign("the parent runs as another user or group"));
-    }
-    let credential = match wire::recv::<Credential>(control, deadline) {
-        Ok(Some(credential)) => credential,
-        Ok(None) => return Err(foreign("the parent closed the control socket")),
-        Err(_) => return Err(foreign("no launch key in the first frame")),
-    };
-    let named = std::fs::read_link(format!("/proc/{parent}/fd/{}", credential.fd))
-        .ok()
-        .and_then(|target| target.to_str().map(str::to_string));
-    let held = named.is_some_and(|target| {
-        target
-            .strip_prefix(&credential.link_target())
-            .is_some_and(|rest| rest.is_empty() || rest == " (deleted)")
-    });
-    if !held {
-        return Err(foreign("the parent holds no such launch key"));
-    }
-    let same = registry::same_code(
-        std::path::Path::new(&format!("/proc/{parent}/exe")),
-        std::path::Path::new("/proc/self/exe"),
-    );
-    // Still our parent: the pid read above was not recycled by another process meanwhile.
-    if getppid().as_raw() != parent {
-        return Err(foreign("the parent exited during the bootstrap"));
-    }
-    match same {
-        Ok(true) => Ok(()),
-        Ok(false) => Err(Refusal::OtherBuild),
-        Err(_) => Err(foreign("cannot read the parent's executable")),
-    }
-}
-
 /// Where a child's bootstrap comes from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy)]
 enum Origin {
-    /// An exec of the binary, authenticated by [`authenticate`]: may become a fork server.
-    Spawned,
+    /// An exec of the binary, authenticated by [`authenticate`]: may become a fork server, by
+    /// running this.
+    Spawned(ForkServerMain),
     /// A child of a fork server: only runs an entry point.
     ForkServer,
 }
 
 /// Child side of the bootstrap handshake of a fork server's child.
 pub(crate) fn serve(control: UnixStream) -> ! {
-    let deadline = sys::deadline_after(start::BOOTSTRAP_TIMEOUT);
-    bootstrap(control, Origin::ForkServer, deadline)
+    let deadline = sys::deadline_after(bootstrap::BOOTSTRAP_TIMEOUT);
+    run_bootstrap(control, Origin::ForkServer, deadline)
 }
 
 /// The name of the pool workers' entry point (`pool::worker::WorkerMain::NAME`): the library
@@ -193,39 +94,15 @@ const POOL_WORKER: &str = "multiproc::pool::worker";
 
 /// Child side of the bootstrap handshake (a spawned binary, once its parent is authenticated,
 /// or a fork-server child).
-fn bootstrap(control: UnixStream, origin: Origin, deadline: Option<std::time::Instant>) -> ! {
-    let build = match wire::recv::<BuildId>(&control, deadline) {
-        Ok(Some(build)) => build,
-        Ok(None) => sys::exit_now(EXIT_BOOTSTRAP_FAILED),
-        Err(err) => refuse(
-            &control,
-            FailKind::Bootstrap,
-            format!("cannot read the bootstrap: {err}"),
-        ),
-    };
-    if build != BuildId::current() {
-        refuse(
-            &control,
-            FailKind::BuildMismatch,
-            NOT_THE_PARENTS_BUILD.to_string(),
-        );
-    }
-    let role = match wire::recv::<Role>(&control, deadline) {
-        Ok(Some(role)) => role,
-        Ok(None) => sys::exit_now(EXIT_BOOTSTRAP_FAILED),
-        Err(err) => refuse(
-            &control,
-            FailKind::Bootstrap,
-            format!("cannot read the bootstrap: {err}"),
-        ),
-    };
-    match role {
-        Role::ForkServer { .. } if origin != Origin::Spawned => refuse(
+fn run_bootstrap(control: UnixStream, origin: Origin, deadline: Option<std::time::Instant>) -> ! {
+    let role = bootstrap::receive(&control, deadline);
+    match (role, origin) {
+        (Role::ForkServer { .. }, Origin::ForkServer) => refuse(
             &control,
             FailKind::Bootstrap,
             "a child of the fork server cannot become a fork server".to_string(),
         ),
-        Role::ForkServer { preload } => {
+        (Role::ForkServer { preload }, Origin::Spawned(fork_server)) => {
             if !preload.is_empty() {
                 // For the message and location of a panicking preload.
                 set_process_name(Box::new("fork server".to_string()));
@@ -239,9 +116,9 @@ fn bootstrap(control: UnixStream, origin: Origin, deadline: Option<std::time::In
             if wire::send(&control, &ChildMessage::Ready).is_err() {
                 sys::exit_now(EXIT_BOOTSTRAP_FAILED);
             }
-            start::forkserver::serve(control)
+            fork_server(control)
         }
-        Role::Run(launch) => {
+        (Role::Run(launch), _) => {
             let fds = match wire::recv_fds(&control, launch.fds) {
                 Ok(fds) => fds,
                 Err(err) => refuse(
@@ -302,13 +179,6 @@ fn preload_call(call: &PreloadCall) -> std::result::Result<(), (FailKind, String
         )),
         Err(err) => Err((FailKind::Bootstrap, format!("{what}: cannot count threads: {err}"))),
     }
-}
-
-/// Says why the bootstrap is refused, on both sides, and exits.
-fn refuse(control: &UnixStream, kind: FailKind, message: String) -> ! {
-    eprintln!("multiproc: {message}");
-    let _ = wire::send(control, &ChildMessage::Failed { kind, message });
-    sys::exit_now(EXIT_BOOTSTRAP_FAILED)
 }
 
 thread_local! {
@@ -386,7 +256,7 @@ impl Setup {
     }
 }
 
-impl crate::start::fork::ForChild for Setup {
+impl ForChild for Setup {
     fn kept_fds(&self) -> Vec<RawFd> {
         let mut fds = vec![self.control.as_raw_fd()];
         fds.extend(self.stdin.as_ref().map(AsRawFd::as_raw_fd));
@@ -496,8 +366,8 @@ pub(crate) fn run(setup: Setup, entry: &'static Entry, fds: Vec<OwnedFd>) -> ! {
 /// else in a sealed memory file, so that the message fits in the socket's buffer whatever the
 /// size of the value (the parent reads it once this process has exited).
 fn send_returned(control: &UnixStream, output: handle::Encoded) -> crate::error::Result<()> {
+    use crate::bootstrap::ReturnedBytes;
     use crate::error::Error;
-    use crate::start::ReturnedBytes;
     let handle::Encoded { bytes, fds, .. } = output;
     let (value, file) = if bytes.len() <= ReturnedBytes::INLINE_MAX {
         (ReturnedBytes::Inline(bytes), None)
@@ -518,10 +388,22 @@ fn send_returned(control: &UnixStream, output: handle::Encoded) -> crate::error:
     wire::send_fds_until(control, &raw, None)
 }
 
+/// What `start::fork::fork_child`'s `prepare` makes for the child: the descriptors in it, which the child
+/// keeps.
+pub(crate) trait ForChild {
+    fn kept_fds(&self) -> Vec<RawFd>;
+}
+
+impl ForChild for UnixStream {
+    fn kept_fds(&self) -> Vec<RawFd> {
+        vec![self.as_raw_fd()]
+    }
+}
+
 /// Python's `_exit_function` then `_exit`: daemonic children terminated, the others joined,
 /// stdio flushed; no destructor of the parent's copied state runs.
 pub(crate) fn finish(code: i32) -> ! {
-    process::shutdown_children();
+    current::run_exit_steps();
     let _ = std::io::stdout().flush();
     let _ = std::io::stderr().flush();
     sys::exit_now(code)

@@ -2,14 +2,16 @@
 //! per-process state every other module reads (identity counter, descriptors to close in
 //! forked children, whether `init()` ran or a child is entered before `main`).
 
+use std::any::Any;
 use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::Duration;
 
+use crate::bootstrap::Launch;
+use crate::context::StartMethod;
 use crate::error::Result;
-use crate::start::{Launch, StartMethod};
 use crate::sys;
 
 /// This process as seen by multiproc. Returned by [`current_process`].
@@ -178,6 +180,48 @@ pub(crate) fn become_child(process: CurrentProcess, parent: ParentProcess) {
     std::mem::forget(std::mem::replace(&mut me.process, process));
     std::mem::forget(me.parent.replace(parent));
     COUNTER.store(1, Ordering::Relaxed);
+}
+
+/// A child this process started and has not reaped: a `process::Inner`, which `process`
+/// keeps here as `Any` so that the fork path (`start::fork`), below `process`, can hold the
+/// list's lock across a fork.
+pub(crate) type Child = Arc<dyn Any + Send + Sync>;
+
+static CHILDREN: Mutex<Vec<Child>> = Mutex::new(Vec::new());
+
+/// Locks the list of started, unreaped children. Never taken while a process's own state lock
+/// is held.
+pub(crate) fn lock_children() -> MutexGuard<'static, Vec<Child>> {
+    CHILDREN.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// A step of what a child does as it ends (Python's `_exit_function`), in this order.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum ExitStep {
+    /// Terminate the daemonic children, join the others (`process`).
+    Children = 0,
+    /// Stop the fork server (`start::forkserver`).
+    Server = 1,
+}
+
+/// The exit steps, each set by the module above this one that has something to end, the
+/// first time it has: a child runs them as it ends ([`run_exit_steps`]), without naming the
+/// modules that set them. Each is set under a lock that a fork holds (the children's, the fork
+/// server client's), so that no fork copies one half set.
+static EXIT_STEPS: [OnceLock<fn()>; 2] = [OnceLock::new(), OnceLock::new()];
+
+/// Sets `step` to `f`, if it was not set.
+pub(crate) fn on_exit(step: ExitStep, f: fn()) {
+    let _ = EXIT_STEPS[step as usize].set(f);
+}
+
+/// Runs the exit steps that were set, in order.
+pub(crate) fn run_exit_steps() {
+    for step in &EXIT_STEPS {
+        if let Some(f) = step.get() {
+            f();
+        }
+    }
 }
 
 static COUNTER: AtomicU32 = AtomicU32::new(1);

@@ -13,12 +13,13 @@ use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
 use std::time::Instant;
 
+use crate::bootstrap::{ChildMessage, Credential, FailKind, Launch, Role};
 use crate::channel::record::{self, Endpoint, Incoming};
+use crate::context::StartMethod;
 use crate::error::{RemotePanic, Result};
 use crate::handle::{self, Encoded};
 use crate::pool::worker::{Reply, TaskHeader, TaskOutcome};
 use crate::registry::BuildId;
-use crate::start::{ChildMessage, Credential, FailKind, Launch, Role, StartMethod};
 use crate::{codec, sys, wire};
 
 /// A decoder under test.

@@ -14,12 +14,13 @@ use std::marker::PhantomData;
 use std::os::fd::AsFd;
 use std::time::Duration;
 
+use crate::bootstrap::ReturnedBytes;
 use crate::carrier;
+use crate::context::StartMethod;
 use crate::error::{Error, ErrorKind, Result};
 use crate::handle;
 use crate::process::{Process, Returned};
 use crate::registry::Target;
-use crate::start::{ReturnedBytes, StartMethod};
 use crate::sys;
 
 /// Starts `target(args)` in a child process and returns a handle whose

@@ -14,6 +14,7 @@ compile_error!(
      semantics for the fork start method and the fork server; this target is not Linux"
 );
 
+mod bootstrap;
 mod carrier;
 mod channel;
 mod child;
@@ -40,7 +41,7 @@ mod wire;
 pub use bytemuck;
 pub use channel::{Connection, JoinableQueue, Pipe, Queue, Receiver, Sender, SimpleQueue};
 pub use context::{
-    force_start_method, get_context, get_start_method, set_start_method, Context,
+    force_start_method, get_context, get_start_method, set_start_method, Context, StartMethod,
     DEFAULT_START_METHOD,
 };
 pub use current::{cpu_count, current_process, parent_process, CurrentProcess, ParentProcess};
@@ -54,7 +55,7 @@ pub use shared::{Array, ArrayGuard, RawArray, RawValue, SharedMemory, Value, Val
 pub use start::fork::{fork_policy, set_fork_policy};
 pub use start::forkserver::{set_forkserver_preload, Preload};
 pub use start::spawn::set_executable;
-pub use start::{ForkPolicy, StartMethod};
+pub use start::ForkPolicy;
 pub use sync::{
     Barrier, BarrierBuilder, BoundedSemaphore, Condition, Event, Lock, LockGuard, RLock,
     RLockGuard, Semaphore, SemaphoreGuard, WaitGuard, SEM_VALUE_MAX,

@@ -5,13 +5,14 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
+use crate::bootstrap::{ChildMessage, Launch, ReturnedBytes};
 use crate::carrier;
-use crate::context;
+use crate::context::{self, Context, StartMethod};
 use crate::current::{self, current_process};
 use crate::error::{Error, ErrorKind, RemotePanic, Result};
 use crate::handle::{self, Encoded};
 use crate::registry::{self, Runnable, Target};
-use crate::start::{self, ChildMessage, Launch, Popen, ReturnedBytes, StartMethod};
+use crate::start::{self, Popen};
 use crate::sys;
 
 /// A child process, as Python's `multiprocessing.Process`.
@@ -90,17 +91,6 @@ enum Phase {
     Running(Popen),
     Stopped { pid: i32, exitcode: i32 },
     Closed,
-}
-
-fn children() -> &'static Mutex<Vec<Arc<Inner>>> {
-    static CHILDREN: Mutex<Vec<Arc<Inner>>> = Mutex::new(Vec::new());
-    &CHILDREN
-}
-
-/// Locks the list of started, unreaped children. Never taken while a process's own state lock
-/// is held.
-pub(crate) fn lock_children() -> MutexGuard<'static, Vec<Arc<Inner>>> {
-    children().lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl Process {
@@ -350,7 +340,11 @@ impl Process {
             Ok(popen) => {
                 // Listed before it is published as running, so that a reap by another handle
                 // (which unlists it) cannot come first.
-                lock_children().push(self.inner.clone());
+                let mut children = current::lock_children();
+                // Set under the children's lock, which a fork holds (see `current`).
+                current::on_exit(current::ExitStep::Children, end_children);
+                children.push(self.inner.clone());
+                drop(children);
                 let mut state = self.lock();
                 state.phase = Phase::Running(popen);
                 // Python drops the target and arguments once started; so do we (and their
@@ -452,7 +446,8 @@ impl Process {
         };
         drop(popen);
         drop(state);
-        lock_children().retain(|c| !Arc::ptr_eq(c, &self.inner));
+        current::lock_children()
+            .retain(|c| !std::ptr::addr_eq(Arc::as_ptr(c), Arc::as_ptr(&self.inner)));
         Ok(Some(code))
     }
 
@@ -694,6 +689,20 @@ impl fmt::Debug for Process {
     }
 }
 
+/// The processes of a [`Context`]: here rather than beside it, since a process builds on the
+/// context that chooses its start method.
+impl Context {
+    /// A process that runs `target(args)` with this context's start method.
+    pub fn process<T: Target>(&self, target: T, args: T::Args) -> Process {
+        Process::new(target, args).with_start_method(self.start_method())
+    }
+
+    /// A subclass-style process with this context's start method.
+    pub fn process_from<R: Runnable>(&self, runnable: R) -> Process {
+        Process::from(runnable).with_start_method(self.start_method())
+    }
+}
+
 fn closed() -> Error {
     Error::new(ErrorKind::Closed, "process object is closed")
 }
@@ -703,11 +712,11 @@ fn far_future() -> Instant {
 }
 
 fn snapshot() -> Vec<Process> {
-    lock_children()
+    current::lock_children()
         .iter()
-        .map(|inner| Process {
-            inner: inner.clone(),
-        })
+        // Every entry is a process's `Inner` (see `current::Child`).
+        .filter_map(|child| child.clone().downcast::<Inner>().ok())
+        .map(|inner| Process { inner })
         .collect()
 }
 
@@ -736,6 +745,13 @@ pub fn active_children() -> Vec<Process> {
 /// fork server. Runs when `main` returns (registered before `main`, or by `init()`) and at the
 /// end of every child.
 pub(crate) fn shutdown_children() {
+    end_children();
+    start::forkserver::shutdown();
+}
+
+/// The children's part of [`shutdown_children`]: the exit step a child runs for its own
+/// children as it ends (`current::run_exit_steps`).
+fn end_children() {
     let children = snapshot();
     for process in children.iter().filter(|p| p.daemon()) {
         let _ = process.terminate();
@@ -749,5 +765,4 @@ pub(crate) fn shutdown_children() {
             let _ = process.join_timeout(Duration::from_secs(2));
         }
     }
-    start::forkserver::shutdown();
 }

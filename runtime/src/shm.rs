@@ -219,26 +219,34 @@ impl Region {
         let base = self.check_units(offset, out.len(), unit)?;
         for (i, chunk) in out.chunks_exact_mut(unit).enumerate() {
             let p = base.wrapping_add(i * unit);
-            // SAFETY (each arm): `p..p + unit` is inside the live mapping and `unit`-aligned
-            // (checked by `check_units`); every raw access to this memory is atomic with this
-            // same width, or excluded by a lock.
+            // Each arm's access is sound because `p..p + unit` is inside the live mapping and
+            // `unit`-aligned (checked by `check_units`), and every raw access to this memory is
+            // atomic with this same width, or excluded by a lock.
             match unit {
-                1 => chunk[0] = unsafe { AtomicU8::from_ptr(p) }.load(Ordering::Relaxed),
-                2 => chunk.copy_from_slice(
-                    &unsafe { AtomicU16::from_ptr(p.cast()) }
-                        .load(Ordering::Relaxed)
-                        .to_ne_bytes(),
-                ),
-                4 => chunk.copy_from_slice(
-                    &unsafe { AtomicU32::from_ptr(p.cast()) }
-                        .load(Ordering::Relaxed)
-                        .to_ne_bytes(),
-                ),
-                _ => chunk.copy_from_slice(
-                    &unsafe { AtomicU64::from_ptr(p.cast()) }
-                        .load(Ordering::Relaxed)
-                        .to_ne_bytes(),
-                ),
+                1 => {
+                    // SAFETY: `p` is a byte of the live mapping, only ever accessed as an
+                    // `AtomicU8` (see above).
+                    let cell = unsafe { AtomicU8::from_ptr(p) };
+                    chunk[0] = cell.load(Ordering::Relaxed);
+                }
+                2 => {
+                    // SAFETY: `p..p + 2` is in the live mapping, 2-aligned, and only ever
+                    // accessed as an `AtomicU16` (see above).
+                    let cell = unsafe { AtomicU16::from_ptr(p.cast()) };
+                    chunk.copy_from_slice(&cell.load(Ordering::Relaxed).to_ne_bytes());
+                }
+                4 => {
+                    // SAFETY: `p..p + 4` is in the live mapping, 4-aligned, and only ever
+                    // accessed as an `AtomicU32` (see above).
+                    let cell = unsafe { AtomicU32::from_ptr(p.cast()) };
+                    chunk.copy_from_slice(&cell.load(Ordering::Relaxed).to_ne_bytes());
+                }
+                _ => {
+                    // SAFETY: `p..p + 8` is in the live mapping, 8-aligned, and only ever
+                    // accessed as an `AtomicU64` (see above).
+                    let cell = unsafe { AtomicU64::from_ptr(p.cast()) };
+                    chunk.copy_from_slice(&cell.load(Ordering::Relaxed).to_ne_bytes());
+                }
             }
         }
         Ok(())
@@ -252,17 +260,35 @@ impl Region {
             let p = base.wrapping_add(i * unit);
             let mut word = [0u8; 8];
             word[..unit].copy_from_slice(chunk);
-            // SAFETY (each arm): as in `read_units`.
+            // Each arm's access is sound for the reasons given in `read_units`.
             match unit {
-                1 => unsafe { AtomicU8::from_ptr(p) }.store(word[0], Ordering::Relaxed),
-                2 => unsafe { AtomicU16::from_ptr(p.cast()) }
-                    .store(u16::from_ne_bytes([word[0], word[1]]), Ordering::Relaxed),
-                4 => unsafe { AtomicU32::from_ptr(p.cast()) }.store(
-                    u32::from_ne_bytes([word[0], word[1], word[2], word[3]]),
-                    Ordering::Relaxed,
-                ),
-                _ => unsafe { AtomicU64::from_ptr(p.cast()) }
-                    .store(u64::from_ne_bytes(word), Ordering::Relaxed),
+                1 => {
+                    // SAFETY: `p` is a byte of the live mapping, only ever accessed as an
+                    // `AtomicU8` (as in `read_units`).
+                    let cell = unsafe { AtomicU8::from_ptr(p) };
+                    cell.store(word[0], Ordering::Relaxed);
+                }
+                2 => {
+                    // SAFETY: `p..p + 2` is in the live mapping, 2-aligned, and only ever
+                    // accessed as an `AtomicU16` (as in `read_units`).
+                    let cell = unsafe { AtomicU16::from_ptr(p.cast()) };
+                    cell.store(u16::from_ne_bytes([word[0], word[1]]), Ordering::Relaxed);
+                }
+                4 => {
+                    // SAFETY: `p..p + 4` is in the live mapping, 4-aligned, and only ever
+                    // accessed as an `AtomicU32` (as in `read_units`).
+                    let cell = unsafe { AtomicU32::from_ptr(p.cast()) };
+                    cell.store(
+                        u32::from_ne_bytes([word[0], word[1], word[2], word[3]]),
+                        Ordering::Relaxed,
+                    );
+                }
+                _ => {
+                    // SAFETY: `p..p + 8` is in the live mapping, 8-aligned, and only ever
+                    // accessed as an `AtomicU64` (as in `read_units`).
+                    let cell = unsafe { AtomicU64::from_ptr(p.cast()) };
+                    cell.store(u64::from_ne_bytes(word), Ordering::Relaxed);
+                }
             }
         }
         Ok(())

@@ -5,7 +5,7 @@
 //! # A spawned child, entered before `main`
 //!
 //! `spawn` and the fork server re-execute the binary with
-//! [`CHILD_FLAG`](crate::child::CHILD_FLAG) as `argv[1]`. That child must run its entry point
+//! [`CHILD_FLAG`](crate::bootstrap::CHILD_FLAG) as `argv[1]`. That child must run its entry point
 //! and never the program's `main`: not the user's, and not libtest's (which would take the
 //! flag for a test filter and run the suite). On glibc the constructor below, in
 //! `.init_array`, recognises such a child from the `argv` that glibc passes to constructors,
@@ -50,7 +50,7 @@
 
 use std::sync::Once;
 
-use crate::{child, current, process};
+use crate::{child, current, process, start};
 
 /// What [`crate::init`] does: in a spawned child, runs it and never returns; in the parent,
 /// registers the exit function.
@@ -58,7 +58,7 @@ pub(crate) fn init() {
     if current::mark_initialized() {
         return;
     }
-    child::enter_if_child();
+    child::enter_if_child(start::forkserver::serve);
     register_exit_function();
 }
 
@@ -157,7 +157,9 @@ pub(crate) mod constructor {
             (i < argc && !argv.is_null() && !(*argv.add(i as usize)).is_null())
                 .then(|| OsStr::from_bytes(CStr::from_ptr(*argv.add(i as usize)).to_bytes()))
         };
-        let Some(later) = later.filter(|_| arg(1) == Some(OsStr::new(child::CHILD_FLAG))) else {
+        let Some(later) =
+            later.filter(|_| arg(1) == Some(OsStr::new(crate::bootstrap::CHILD_FLAG)))
+        else {
             // The parent (or a child left to `init`): what `init` does in the parent.
             super::register_exit_function();
             return;
@@ -179,7 +181,7 @@ pub(crate) mod constructor {
         // SAFETY: sets a signal's disposition to "ignore", as std does before `main`.
         unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
         current::mark_initialized();
-        child::enter_flagged(arg(1), arg(2));
+        child::enter_flagged(arg(1), arg(2), crate::start::forkserver::serve);
         // A child whose flag is refused has ended (`_exit`) in `enter_flagged`.
     }
 

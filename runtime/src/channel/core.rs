@@ -4,27 +4,20 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::record::Endpoint;
+/// How long an operation may wait: defined by the ring, which waits; named here too, for the
+/// queues built on this core.
+pub(crate) use super::ring::Wait;
 use super::ring::{self, Outbound, Ring, Taken};
 use crate::error::{Error, ErrorKind, Result};
 use crate::shm::Region;
 
 /// Data bytes of a queue's ring: 65 536 `u64` items, 1000 items of 1 KiB.
 const RING_BYTES: usize = 1 << 20;
-
-/// How long an operation may wait.
-#[derive(Clone, Copy, Debug)]
-pub(crate) enum Wait {
-    /// Not at all (`try_*`): [`ErrorKind::Empty`] / [`ErrorKind::Full`].
-    No,
-    /// Until the deadline (`None`: forever); then [`ErrorKind::Timeout`].
-    Until(Option<Instant>),
-}
 
 /// The shared ring and socket pair of a queue, and this process's `close` state.
 #[derive(Debug)]
@@ -160,7 +153,7 @@ impl<'de> Deserialize<'de> for Core {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
+    use std::time::{Duration, Instant};
 
     #[test]
     fn put_get_empty_full_closed() {

@@ -57,7 +57,6 @@ use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::core::Wait;
 use super::record::{self, Endpoint, Incoming, Outgoing, Received};
 use crate::codec;
 use crate::error::{Error, ErrorKind, Result};
@@ -66,6 +65,15 @@ use crate::shm::{Region, Shareable, Shared};
 use crate::sync::raw::{futex_wait, futex_wake, Deadline};
 use crate::sync::{Lock, LockGuard, LockState};
 use crate::sys;
+
+/// How long an operation may wait.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Wait {
+    /// Not at all (`try_*`): [`ErrorKind::Empty`] / [`ErrorKind::Full`].
+    No,
+    /// Until the deadline (`None`: forever); then [`ErrorKind::Timeout`].
+    Until(Option<Instant>),
+}
 
 const TAG: u64 = u64::from_le_bytes(*b"mp:ring\0");
 /// The header page: counters, then the two locks.

@@ -26,11 +26,13 @@ use super::launcher::{
 use super::link::{Link, DRIVER, IDLE, LENT};
 use super::reply::{self, Expected, REPLY_STALL};
 use super::worker::{Reply, TaskHeader, WorkerConfig, WorkerMain};
+use crate::bootstrap::Launch;
 use crate::codec;
+use crate::context::StartMethod;
 use crate::current::{self, current_process};
 use crate::error::{Error, ErrorKind, Result};
 use crate::registry::Target;
-use crate::start::{Launch, Popen, StartMethod};
+use crate::start::Popen;
 use crate::{spare, sys, wire};
 
 struct Busy {

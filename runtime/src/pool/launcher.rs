@@ -12,9 +12,11 @@ use std::time::Duration;
 use super::jobs::Shared;
 use super::link::Link;
 use super::threads::spawn_counted;
+use crate::bootstrap::Launch;
+use crate::context::StartMethod;
 use crate::error::{Error, ErrorKind, Result};
 use crate::start::forkserver::{self, Zygotes};
-use crate::start::{spawn, Launch, Popen, StartMethod};
+use crate::start::{spawn, Popen};
 use crate::sys;
 
 /// How the pool starts its workers. `Send + Sync`: [`launch`](Launcher::launch) may be called

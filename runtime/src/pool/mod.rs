@@ -36,11 +36,11 @@ use self::worker::WorkerConfig;
 use self::worker::{Reply, TaskHeader};
 use crate::carrier;
 use crate::context;
+use crate::context::StartMethod;
 use crate::current::{self, cpu_count, current_process};
 use crate::error::{Error, ErrorKind, Result};
 use crate::handle::Encoded;
 use crate::registry::Target;
-use crate::start::StartMethod;
 use crate::{sys, wire};
 
 /// How long a caller of `apply` on a borrowed worker looks for the reply before it sleeps.

@@ -17,10 +17,12 @@ use std::time::{Duration, Instant};
 
 use nix::unistd::{fork, ForkResult};
 
-use super::{ForkPolicy, Launch, Popen};
+use super::{lock_client, lock_executable, ForkPolicy, Popen};
+use crate::bootstrap::{Launch, EXIT_BOOTSTRAP_FAILED};
+use crate::child::{self, ForChild};
 use crate::error::{Error, ErrorKind, Result};
 use crate::registry::Entry;
-use crate::{child, current, handle, process, sys};
+use crate::{current, handle, sys};
 
 static POLICY: AtomicU8 = AtomicU8::new(0);
 
@@ -50,7 +52,7 @@ pub(crate) fn fork_safe_thread() -> impl Drop {
     Guard
 }
 
-/// Sets what [`StartMethod::Fork`](super::StartMethod::Fork) does in a multi-threaded process.
+/// Sets what [`StartMethod::Fork`](crate::context::StartMethod::Fork) does in a multi-threaded process.
 ///
 /// ```
 /// multiproc::set_fork_policy(multiproc::ForkPolicy::Warn);
@@ -230,18 +232,6 @@ fn settle_one_time_state() {
     crate::sync::raw::settle_before_fork();
 }
 
-/// What `fork_child`'s `prepare` makes for the child: the descriptors in it, which the child
-/// keeps.
-pub(crate) trait ForChild {
-    fn kept_fds(&self) -> Vec<RawFd>;
-}
-
-impl ForChild for UnixStream {
-    fn kept_fds(&self) -> Vec<RawFd> {
-        vec![self.as_raw_fd()]
-    }
-}
-
 /// Forks a child that runs `body`, which must not return (if it does, the child exits).
 /// `prepare` runs in the parent before the fork, with the child's end of a new control
 /// socket; what it makes is moved into the child for `body`, and dropped in the parent.
@@ -275,11 +265,11 @@ pub(crate) fn fork_child<P: ForChild>(
     // Order: panic hook, fork server client, then who-am-i, children, descriptors (as
     // everywhere else), and the executable `spawn` runs, which is taken alone elsewhere.
     let hook = child::lock_panic_hook();
-    let mut server = super::forkserver::lock_client();
+    let mut server = lock_client();
     let me = current::lock_me();
-    let mut children = process::lock_children();
+    let mut children = current::lock_children();
     let mut fds = current::lock_library_fds();
-    let executable = super::spawn::lock_executable();
+    let executable = lock_executable();
     fds.retain(|fd| !kept.contains(fd));
     // Room for the child to register its control socket without allocating.
     fds.reserve(1);
@@ -304,7 +294,7 @@ pub(crate) fn fork_child<P: ForChild>(
             drop((executable, server, fds, children, me, hook));
             drop((stdout, stderr));
             body(prepared);
-            sys::exit_now(super::EXIT_BOOTSTRAP_FAILED)
+            sys::exit_now(EXIT_BOOTSTRAP_FAILED)
         }
         Ok(ForkResult::Parent { child }) => {
             // The parent's copies of what the child keeps (its end of the control socket...),

@@ -63,13 +63,13 @@
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use nix::unistd::{fork, ForkResult};
-use serde::{Deserialize, Serialize};
 
-use super::{fork, spawn, Launch, Popen, Role};
+use super::{fork, lock_client, spawn, Popen};
+use crate::bootstrap::{Launch, PreloadCall, Role};
 use crate::error::{Error, ErrorKind, Result};
 use crate::registry::{BuildId, Target};
 use crate::{carrier, child, current, sys};
@@ -79,13 +79,6 @@ use crate::{carrier, child, current, sys};
 #[derive(Debug, Clone)]
 pub struct Preload {
     call: std::result::Result<PreloadCall, String>,
-}
-
-/// A [`Preload`] as it travels to the server: the entry point's name and its encoded arguments.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub(crate) struct PreloadCall {
-    pub entry: String,
-    pub payload: Vec<u8>,
 }
 
 impl Preload {
@@ -174,12 +167,6 @@ pub(crate) struct ForkServer {
     last_id: AtomicU64,
 }
 
-static GLOBAL: Mutex<Option<ForkServer>> = Mutex::new(None);
-
-pub(crate) fn lock_client() -> MutexGuard<'static, Option<ForkServer>> {
-    GLOBAL.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
 /// How long the parent waits for the server to answer a fork request.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -257,7 +244,12 @@ pub(crate) fn launch(launch: Launch, fds: &[RawFd]) -> Result<Popen> {
             }
             let server = match client.as_mut() {
                 Some(server) => server,
-                None => client.insert(ForkServer::spawn()?),
+                None => {
+                    let server = ForkServer::spawn()?;
+                    // Set under the client's lock, which a fork holds (see `current`).
+                    current::on_exit(current::ExitStep::Server, shutdown);
+                    client.insert(server)
+                }
             };
             match server.request(OP_FORK) {
                 Ok(popen) => break (popen, server.build),

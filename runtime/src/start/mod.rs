@@ -1,14 +1,14 @@
 //! Start methods: how a child process comes to life.
 //!
-//! - [`StartMethod::Fork`]: `fork(2)`; the child is a copy of the parent and runs the target at
+//! - [`StartMethod::Fork`](crate::context::StartMethod::Fork): `fork(2)`; the child is a copy of the parent and runs the target at
 //!   once, then ends with `_exit`. The fastest, and the only one that never needs `init()`
 //!   (the others need it only without glibc: see `startup`). Unsafe in a multi-threaded
 //!   parent: see [`ForkPolicy`].
-//! - [`StartMethod::Spawn`]: fork + exec of `/proc/self/exe` (the running binary, even if the
+//! - [`StartMethod::Spawn`](crate::context::StartMethod::Spawn): fork + exec of `/proc/self/exe` (the running binary, even if the
 //!   file on disk was replaced). The child finds its entry point by registered name; the
 //!   bootstrap data travels on an inherited socket, never in argv, and the child accepts it
-//!   only from the library of its own parent running the same code (`child::authenticate`).
-//! - [`StartMethod::ForkServer`] (the default, as in CPython 3.14): a single-threaded server
+//!   only from the library of its own parent running the same code (`bootstrap::authenticate`).
+//! - [`StartMethod::ForkServer`](crate::context::StartMethod::ForkServer) (the default, as in CPython 3.14): a single-threaded server
 //!   process, spawned on first use, forks children on request. Their descriptors travel over a
 //!   private socketpair with `SCM_RIGHTS`; the server relays each child's pid and exit status.
 //!
@@ -20,96 +20,36 @@ pub(crate) mod fork;
 pub(crate) mod forkserver;
 pub(crate) mod spawn;
 
-use std::fmt;
 use std::mem::ManuallyDrop;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
-use std::str::FromStr;
-use std::sync::{Arc, OnceLock, PoisonError};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Serialize};
-
+use crate::bootstrap::{self, ChildMessage, Credential, Role, EXIT_SERVER_DIED};
 use crate::current::SharedRegistered;
-use crate::error::{Error, ErrorKind, RemotePanic, Result};
+use crate::error::{Error, ErrorKind, Result};
 use crate::registry::BuildId;
 use crate::{current, sys, wire};
 
-/// How child processes are started.
-///
-/// - `Fork`: `fork(2)`; the child is a copy of the parent and runs the target at once. The
-///   fastest; refused in a multi-threaded process unless a [`ForkPolicy`] allows it.
-/// - `Spawn`: fork + exec of `/proc/self/exe`; the child finds its entry point by registered
-///   name, the bootstrap data travels on an inherited socket.
-/// - `ForkServer` (the default, as CPython 3.14): a single-threaded server process forks each
-///   child on request; descriptors travel with `SCM_RIGHTS`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[non_exhaustive]
-pub enum StartMethod {
-    /// `fork(2)` and run the target in the copy.
-    ///
-    /// A [`Pool`](crate::Pool) with this method forks a zygote of the process when it is built,
-    /// and the zygote a spare copy of itself; workers, replacements included, are forked from
-    /// the zygote, or from its spare once the zygote has died, and so see the process's memory
-    /// as it was at build time. Only if both die is a new zygote forked from the process as it
-    /// is then, if the [`ForkPolicy`] allows it (see
-    /// [`PoolBuilder::start_method`](crate::PoolBuilder::start_method)).
-    Fork,
-    /// Re-execute the current binary and find the target by name.
-    Spawn,
-    /// Ask a clean, single-threaded server process to fork the child.
-    ///
-    /// If the server dies, its children run on; a new server is started for the next child.
-    /// A child whose server died still reports its exit code when it ends by returning,
-    /// failing, panicking or `std::process::exit` (on glibc); a death by signal then reads 255.
-    ForkServer,
+/// The fork server of this process, once started. A fork holds this lock across the fork (see
+/// `fork::fork_child`), so that its child never finds it taken by a thread it does not have.
+static GLOBAL: Mutex<Option<forkserver::ForkServer>> = Mutex::new(None);
+
+pub(crate) fn lock_client() -> MutexGuard<'static, Option<forkserver::ForkServer>> {
+    GLOBAL.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-impl StartMethod {
-    /// Python's name for the method: `"fork"`, `"spawn"`, `"forkserver"`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            StartMethod::Fork => "fork",
-            StartMethod::Spawn => "spawn",
-            StartMethod::ForkServer => "forkserver",
-        }
-    }
+/// The executable set with [`set_executable`](spawn::set_executable); a fork holds this lock
+/// across the fork, so that its child never finds it taken by a thread it does not have.
+static EXECUTABLE: Mutex<Option<PathBuf>> = Mutex::new(None);
 
-    /// All methods, the default first (Python's `get_all_start_methods()`).
-    pub fn all() -> [StartMethod; 3] {
-        [
-            StartMethod::ForkServer,
-            StartMethod::Fork,
-            StartMethod::Spawn,
-        ]
-    }
+pub(crate) fn lock_executable() -> MutexGuard<'static, Option<PathBuf>> {
+    EXECUTABLE.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-impl fmt::Display for StartMethod {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for StartMethod {
-    type Err = Error;
-
-    fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "fork" => Ok(StartMethod::Fork),
-            "spawn" => Ok(StartMethod::Spawn),
-            "forkserver" => Ok(StartMethod::ForkServer),
-            _ => Err(Error::new(
-                ErrorKind::InvalidInput,
-                format!(
-                    "cannot find context for {s:?}: expected \"fork\", \"spawn\" or \"forkserver\""
-                ),
-            )),
-        }
-    }
-}
-
-/// What [`StartMethod::Fork`] does when this process has more than one thread.
+/// What [`StartMethod::Fork`](crate::context::StartMethod::Fork) does when this process has more than one thread.
 ///
 /// A forked child holds a copy of every lock as it was at the moment of the fork: a lock that
 /// another thread held (stdout, a `Mutex` of yours, a runtime's) stays locked forever in the
@@ -137,64 +77,6 @@ pub enum ForkPolicy {
     Warn,
     /// Fork silently: you have checked that no other thread holds a lock the child needs.
     Allow,
-}
-
-/// What a child needs to run: its entry point, its arguments and who it is.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub(crate) struct Launch {
-    pub entry: String,
-    pub payload: Vec<u8>,
-    pub name: String,
-    pub identity: Vec<u32>,
-    pub daemon: bool,
-    pub parent_name: String,
-    pub parent_pid: i32,
-    pub start_method: StartMethod,
-    /// How many descriptors the payload carries: they follow the bootstrap frames in one
-    /// `SCM_RIGHTS` message (spawn, forkserver), or are inherited (fork).
-    pub fds: u32,
-    /// Whether the child sends the entry's result back ([`ChildMessage::Returned`]): for a
-    /// [`JoinHandle`](crate::JoinHandle), not for a Python-style `Process` or a pool worker.
-    pub returns: bool,
-}
-
-/// The second frame on a control socket, parent to child (spawn and forkserver); the first is
-/// the parent's [`BuildId`], so that a child of another build can say so before decoding more.
-#[derive(Debug, Serialize, Deserialize)]
-pub(crate) enum Role {
-    /// Run an entry point.
-    Run(Launch),
-    /// Become the fork server of the parent, after making these calls once.
-    ForkServer {
-        preload: Vec<forkserver::PreloadCall>,
-    },
-}
-
-/// The first frame on the control socket of a spawned child, parent to child: the name of the
-/// parent's launch key, a descriptor that the parent holds open until the child has answered.
-/// The child finds the key in its parent's descriptor table (`/proc/<ppid>/fd/<fd>`), which
-/// only its parent can fill: see `child::authenticate` for what this proves, and what not.
-///
-/// Encoded in 16 bytes, like the [`BuildId`] that was the first frame before launch keys: a
-/// child of an older build reads it as a build identity that is not its own, and says so.
-#[derive(Debug, Serialize, Deserialize)]
-pub(crate) struct Credential {
-    /// The key's descriptor number in the parent.
-    pub fd: u32,
-    /// The random part of the key's name: 96 bits.
-    pub key: [u8; 12],
-}
-
-impl Credential {
-    /// The target that `/proc/<parent>/fd/<fd>` must name: the parent's key, a memory file.
-    pub(crate) fn link_target(&self) -> String {
-        format!("/memfd:multiproc:{}", Self::key_name(&self.key))
-    }
-
-    fn key_name(key: &[u8; 12]) -> String {
-        let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
-        format!("launch-{hex}")
-    }
 }
 
 /// A parent's proof, for one spawned child, that the child's bootstrap comes from it: a memory
@@ -245,94 +127,6 @@ impl Drop for LaunchKey {
         }
     }
 }
-
-/// Frames from child to parent on the control socket.
-#[derive(Debug, Serialize, Deserialize)]
-pub(crate) enum ChildMessage {
-    /// The bootstrap was accepted; the entry point is about to run.
-    Ready,
-    /// The bootstrap was refused.
-    Failed { kind: FailKind, message: String },
-    /// The target panicked.
-    Panicked(RemotePanic),
-    /// The target returned (sent only when [`Launch::returns`]): its result, encoded with the
-    /// target's result carrier, followed on the socket by `fds` descriptors (the memory file
-    /// of a [`ReturnedBytes::File`] first, then those the value carries).
-    Returned { value: ReturnedBytes, fds: u32 },
-}
-
-/// Where the encoded result of [`ChildMessage::Returned`] is.
-///
-/// A child sends its result before it exits, and its parent reads the control socket only
-/// once it has exited: so the message must fit in the socket's buffer, or the child would wait
-/// for a reader that waits for it. A small result travels inline; a larger one in a sealed
-/// memory file whose descriptor travels instead, so that the message stays small whatever the
-/// size of the value.
-#[derive(Debug, Serialize, Deserialize)]
-pub(crate) enum ReturnedBytes {
-    /// The encoded bytes themselves.
-    Inline(Vec<u8>),
-    /// The first `len` bytes of the sealed memory file that is the first descriptor.
-    File { len: u64 },
-}
-
-impl ReturnedBytes {
-    /// Results up to this size travel inline: far below a socket buffer's few hundred KiB.
-    pub(crate) const INLINE_MAX: usize = 8 << 10;
-}
-
-#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
-pub(crate) enum FailKind {
-    UnknownEntry,
-    BuildMismatch,
-    Bootstrap,
-    Codec,
-    /// The child could not send its result back.
-    Io,
-}
-
-// The largest frames the bootstrap allows (see `wire::Frame`): a declared length above them
-// is a corrupt stream, refused before anything is allocated.
-
-/// A role carries the target's encoded arguments (or the preload calls'): 4 GiB, the largest
-/// input the codec decodes with its lengths checked. Larger arguments are refused when sent.
-/// A credential is 16 bytes, like the build identity it comes before: 4 KiB is a corrupt
-/// stream.
-impl wire::Frame for Credential {
-    const MAX_LEN: u64 = 4 << 10;
-}
-
-impl wire::Frame for Role {
-    const MAX_LEN: u64 = 4 << 30;
-}
-
-/// A child's messages are small but for a failure's or a panic's text: 64 MiB, as much as the
-/// header of a pool's reply, which carries the same reports.
-impl wire::Frame for ChildMessage {
-    const MAX_LEN: u64 = 64 << 20;
-}
-
-impl From<FailKind> for ErrorKind {
-    fn from(kind: FailKind) -> Self {
-        match kind {
-            FailKind::UnknownEntry => ErrorKind::UnknownEntry,
-            FailKind::BuildMismatch => ErrorKind::BuildMismatch,
-            FailKind::Bootstrap => ErrorKind::Bootstrap,
-            FailKind::Codec => ErrorKind::Codec,
-            FailKind::Io => ErrorKind::Io,
-        }
-    }
-}
-
-/// How long a parent waits for a spawned child to acknowledge its bootstrap.
-pub(crate) const BOOTSTRAP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
-
-/// Exit code of a child whose bootstrap failed (EX_SOFTWARE).
-pub(crate) const EXIT_BOOTSTRAP_FAILED: i32 = 70;
-
-/// Exit code reported for a fork-server child whose server died before it could say (as
-/// CPython): a death by signal, since a child reports its own exit code (see `forkserver`).
-pub(crate) const EXIT_SERVER_DIED: i32 = 255;
 
 /// How long the fork server has to report the exit code of a child seen to have ended.
 const STATUS_WAIT: Duration = Duration::from_secs(5);
@@ -535,7 +329,7 @@ impl Popen {
     pub(crate) fn handshake(&self, build: &BuildId, role: &Role, fds: &[RawFd]) -> Result<()> {
         // Bounded as a whole: a child that stops reading (or answering) fails its start
         // instead of holding the parent, or the pool's thread, for good.
-        let deadline = sys::deadline_after(BOOTSTRAP_TIMEOUT);
+        let deadline = sys::deadline_after(bootstrap::BOOTSTRAP_TIMEOUT);
         // Held until the child has answered: it looks for the key while it checks the
         // bootstrap.
         let key = self
@@ -543,48 +337,20 @@ impl Popen {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .take();
-        let sent = key
-            .as_ref()
-            .map_or(Ok(()), |key| {
-                wire::send_until(&self.control, &key.credential(), deadline)
-            })
-            .and_then(|()| wire::send_until(&self.control, build, deadline))
-            .and_then(|()| wire::send_until(&self.control, role, deadline))
-            .and_then(|()| wire::send_fds_until(&self.control, fds, deadline));
-        let reply = wire::recv::<ChildMessage>(&self.control, deadline);
-        let failure = match (sent, reply) {
-            (Ok(()), Ok(Some(ChildMessage::Ready))) => return Ok(()),
-            (_, Ok(Some(ChildMessage::Failed {
-                kind: FailKind::BuildMismatch,
-                message,
-            }))) => {
-                // The child says no more than that; the parent knows which binary it ran.
-                let exe = key
-                    .as_ref()
-                    .map(|key| format!(" (the binary {})", key.executable.display()))
-                    .unwrap_or_default();
-                Error::new(ErrorKind::BuildMismatch, format!("{message}{exe}"))
-            }
-            (_, Ok(Some(ChildMessage::Failed { kind, message }))) => Error::new(kind.into(), message),
-            (_, Err(err)) if err.kind() == ErrorKind::Timeout => {
+        let said = bootstrap::handshake(
+            &self.control,
+            self.pid,
+            key.as_ref()
+                .map(|key| (key.credential(), key.executable.as_path())),
+            build,
+            role,
+            fds,
+            deadline,
+            || {
                 let _ = self.signal(libc::SIGKILL);
-                Error::new(
-                    ErrorKind::Bootstrap,
-                    format!("the child (pid {}) did not answer its bootstrap within {BOOTSTRAP_TIMEOUT:?}", self.pid),
-                )
-            }
-            (Err(err), _) => err,
-            (Ok(()), Ok(Some(other))) => {
-                Error::new(ErrorKind::Bootstrap, format!("unexpected bootstrap reply {other:?}"))
-            }
-            (Ok(()), Ok(None)) => Error::new(
-                ErrorKind::Bootstrap,
-                "the child exited during its bootstrap (was `multiproc::init()` called first in main? \
-                 did the child refuse its parent? it then says why on its standard error)",
-            ),
-            (Ok(()), Err(err)) => err,
-        };
-        Err(self.fail_and_reap(failure))
+            },
+        );
+        said.map_err(|failure| self.fail_and_reap(failure))
     }
 
     /// Reaps a child whose start failed and adds its exit code to `err`.

@@ -2,7 +2,7 @@
 //!
 //! The child is a fresh process running `/proc/self/exe` (the binary this process runs, even if
 //! the file on disk was replaced or deleted since), or the executable set with
-//! [`set_executable`]. Its argv is the parent's argv[0], [`CHILD_FLAG`](crate::child::CHILD_FLAG)
+//! [`set_executable`]. Its argv is the parent's `argv[0]`, [`CHILD_FLAG`]
 //! and the number of its control socket; everything else (build identity, entry name, encoded
 //! arguments) travels on that socket. The socket is the only descriptor it inherits besides
 //! stdio, and the child marks it close-on-exec at once, so nothing of the bootstrap reaches
@@ -14,21 +14,12 @@ use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::sync::{Mutex, MutexGuard, PoisonError};
 
-use super::{Launch, LaunchKey, Popen, Role};
-use crate::child::CHILD_FLAG;
+use super::{lock_executable, LaunchKey, Popen};
+use crate::bootstrap::{Launch, Role, CHILD_FLAG};
 use crate::current;
 use crate::error::{Error, Result};
 use crate::registry::BuildId;
-
-static EXECUTABLE: Mutex<Option<PathBuf>> = Mutex::new(None);
-
-/// The executable set with [`set_executable`]; a fork holds this lock across the fork, so that
-/// its child never finds it taken by a thread it does not have.
-pub(crate) fn lock_executable() -> MutexGuard<'static, Option<PathBuf>> {
-    EXECUTABLE.lock().unwrap_or_else(PoisonError::into_inner)
-}
 
 /// Sets the binary that `spawn` and the fork server execute (Python's `set_executable`);
 /// `None` restores the default, `/proc/self/exe`.

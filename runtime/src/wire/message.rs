@@ -1,309 +1,23 @@
-//! What travels over a control socket: frames during the bootstrap, messages afterwards.
-//!
-//! A **frame** is an 8-byte little-endian length followed by that many bytes of [`codec`] data;
-//! descriptors follow in a separate one-byte message. Frames carry the bootstrap handshake, whose
-//! format never changes, so that a child of another build can still say so clearly. Frames are
-//! read exactly (never past their end): what follows the handshake stays in the socket.
-//!
-//! A **message** carries the pool's tasks and replies, once both ends are known to run the same
-//! build. It is one `sendmsg`: a fixed prefix, the lengths of its blocks, an encoded header, a
-//! payload and the blocks (byte vectors sent as they are, beside the encoded bytes), with
-//! its descriptors attached to its first bytes. A [`Reader`] takes a whole small message with
-//! one `recvmsg` into a buffer it reuses; only the part of a large one that did not fit is read
-//! again, straight into the vector that keeps it.
-//!
-//! Reads take an optional deadline and wait in `poll(2)`; end of file at a frame or message
-//! boundary is `Ok(None)`, inside one it is a [`ErrorKind::Disconnected`] error.
-//!
-//! Every length read here was written by another process, which may be corrupt or hostile:
-//! a length above what the protocol allows at that point is a [`ErrorKind::Codec`] error
-//! before anything is allocated ([`Frame::MAX_LEN`], [`MAX_HEADER`], [`MAX_BLOCKS`],
-//! [`sys::MAX_FDS`]). Below it, a payload's buffer reserves at most [`AHEAD`] bytes of address
-//! space before its bytes arrive, touches none of them until they do, and beyond that at most
-//! doubles as they arrive; a header's buffer (zero-filled) grows only as its bytes arrive. So
-//! the memory a peer costs follows what it sends, never what it declares.
-//!
-//! Messages can also be moved without waiting, for a thread that serves many peers (the pool's
-//! driver): [`Reader::try_recv`] keeps a message that arrives in parts until it is whole, and
-//! [`try_send_message`] leaves what the socket cannot take yet to [`Unsent::resume`]. A peer
-//! that stops in the middle of a message then holds up nobody but itself.
+//! Messages: the pool's tasks and replies, once both ends are known to run the same build.
+//! One `sendmsg` each: a fixed prefix, the lengths of its blocks, an encoded header, a payload
+//! and the blocks, with its descriptors attached to its first bytes; a [`Reader`] takes a
+//! whole small message with one `recvmsg` into a buffer it reuses.
 
 use std::cell::RefCell;
 use std::io::{self, Read};
 use std::ops::Range;
-use std::os::fd::{AsFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::time::Instant;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use super::{make_room, send_parts_until, too_large};
 use crate::codec;
 use crate::error::{Error, ErrorKind, Result};
 use crate::handle::Encoded;
 use crate::{spare, sys};
-
-const HEADER: usize = 8;
-
-/// A value that travels as a frame, with the largest encoding the protocol allows for it: a
-/// reader refuses a longer declared length before it allocates anything, and a sender
-/// refuses to send one.
-pub(crate) trait Frame: Serialize + DeserializeOwned {
-    /// The largest encoded length, in bytes.
-    const MAX_LEN: u64;
-}
-
-/// Address space a buffer reserves for a declared length before its bytes arrive (it is
-/// read into without zero-filling, so none of it is memory until they do); beyond it, the
-/// buffer at most doubles as bytes arrive. 64 MiB: a pool argument of that size is received
-/// without a single reallocation (a reallocation below glibc's mmap threshold copies).
-pub(crate) const AHEAD: usize = 64 << 20;
-
-/// The frame of `value`: its length, then its encoding (refused if longer than allowed).
-fn encode_frame<T: Frame>(value: &T) -> Result<Vec<u8>> {
-    let mut frame = vec![0u8; HEADER];
-    codec::encode_into(value, &mut frame)?;
-    let len = (frame.len() - HEADER) as u64;
-    if len > T::MAX_LEN {
-        return Err(Error::new(
-            ErrorKind::Codec,
-            format!(
-                "cannot send a `{}` of {len} bytes: at most {} may be sent",
-                std::any::type_name::<T>(),
-                T::MAX_LEN
-            ),
-        ));
-    }
-    frame[..HEADER].copy_from_slice(&len.to_le_bytes());
-    Ok(frame)
-}
-
-/// Encodes `value` and writes it as one frame. A closed peer is an error, never a SIGPIPE.
-pub(crate) fn send<T: Frame>(stream: &UnixStream, value: &T) -> Result<()> {
-    let frame = encode_frame(value)?;
-    sys::send_all(stream.as_fd(), &mut [io::IoSlice::new(&frame)])
-        .map_err(|err| Error::io("cannot send a frame to the other process", err))
-}
-
-/// [`send`] bounded by `deadline`: a peer that stops reading in the middle of a large frame
-/// is an [`ErrorKind::Timeout`] error (the stream is then out of step).
-pub(crate) fn send_until<T: Frame>(
-    stream: &UnixStream,
-    value: &T,
-    deadline: Option<Instant>,
-) -> Result<()> {
-    let frame = encode_frame(value)?;
-    send_bytes_until(stream, &frame, &[], deadline)
-}
-
-/// Sends `bytes`, with `fds` on the first of them, waiting for room at most until `deadline`.
-fn send_bytes_until(
-    stream: &UnixStream,
-    bytes: &[u8],
-    fds: &[RawFd],
-    deadline: Option<Instant>,
-) -> Result<()> {
-    let mut sent = 0;
-    let mut fds = fds;
-    while sent < bytes.len() {
-        let now =
-            sys::send_now_with_fds(stream.as_fd(), &mut [io::IoSlice::new(&bytes[sent..])], fds)
-                .map_err(|err| Error::io("cannot send to the other process", err))?;
-        if now > 0 {
-            sent += now;
-            fds = &[];
-            continue;
-        }
-        let ready = sys::poll_one(stream.as_fd(), sys::WRITABLE, deadline)
-            .map_err(|err| Error::io("cannot wait for the other process", err))?;
-        if ready == 0 {
-            return Err(Error::timeout(
-                "timed out sending to the other process: it does not read",
-            ));
-        }
-    }
-    Ok(())
-}
-
-/// Reads one frame and decodes it. `Ok(None)` when the peer closed the stream cleanly. A
-/// declared length above [`Frame::MAX_LEN`] is a [`ErrorKind::Codec`] error (the stream is
-/// then out of step).
-pub(crate) fn recv<T: Frame>(stream: &UnixStream, deadline: Option<Instant>) -> Result<Option<T>> {
-    let mut header = [0u8; HEADER];
-    if !read_exact_until(stream, &mut header, deadline, true)? {
-        return Ok(None);
-    }
-    let len = u64::from_le_bytes(header);
-    if len > T::MAX_LEN {
-        return Err(Error::new(
-            ErrorKind::Codec,
-            format!(
-                "corrupt frame from the other process: a `{}` of {len} bytes (at most {})",
-                std::any::type_name::<T>(),
-                T::MAX_LEN
-            ),
-        ));
-    }
-    let body = read_body(stream, len, deadline)?;
-    codec::decode(&body).map(Some)
-}
-
-/// Reads the `len` bytes of a frame into a new buffer, which grows as they arrive.
-fn read_body(stream: &UnixStream, len: u64, deadline: Option<Instant>) -> Result<Vec<u8>> {
-    let len = usize::try_from(len).map_err(|_| too_large("frame", len))?;
-    let mut body = Vec::new();
-    while body.len() < len {
-        make_room(&mut body, len, "frame")?;
-        let room = (body.capacity() - body.len()).min(len - body.len());
-        let n_read = match deadline {
-            // Straight into the spare capacity: no zero-filling of a buffer about to be
-            // overwritten (for large payloads that doubles the page faults).
-            None => Read::take(stream, room as u64)
-                .read_to_end(&mut body)
-                .map_err(|err| Error::io("cannot read from the other process", err))?,
-            Some(_) => {
-                let ready = sys::poll_one(stream.as_fd(), sys::READABLE, deadline)
-                    .map_err(|err| Error::io("cannot wait for the other process", err))?;
-                if ready == 0 {
-                    return Err(Error::timeout(
-                        "timed out waiting for a message from the other process",
-                    ));
-                }
-                match sys::recv_now_into(stream.as_fd(), &mut body, room) {
-                    Err(err) if err.kind() == io::ErrorKind::WouldBlock => continue,
-                    read => {
-                        read.map_err(|err| Error::io("cannot read from the other process", err))?
-                    }
-                }
-            }
-        };
-        if n_read == 0 {
-            return Err(Error::new(
-                ErrorKind::Disconnected,
-                "the other process closed the connection in the middle of a message",
-            ));
-        }
-    }
-    Ok(body)
-}
-
-/// Makes room in `out`, which is being filled up to `len` bytes, for at least one more byte
-/// when it has none: [`AHEAD`] bytes at first, then as many as it holds (it doubles), never
-/// past `len`. Filled without zeroing, its memory follows the bytes that arrived, not the
-/// length declared. A length no allocation can hold is a codec error (a corrupt stream), not
-/// an abort.
-fn make_room(out: &mut Vec<u8>, len: usize, what: &str) -> Result<()> {
-    if out.len() < out.capacity() || out.len() >= len {
-        return Ok(());
-    }
-    let step = (len - out.len()).min(out.capacity().max(AHEAD));
-    out.try_reserve_exact(step)
-        .map_err(|_| too_large(what, len as u64))?;
-    if out.capacity() >= HUGE_PAGES_FROM {
-        sys::advise_huge_pages(out.spare_capacity_mut());
-    }
-    Ok(())
-}
-
-/// Fills `buf`; returns `false` on a clean end of file before the first byte when `eof_ok`.
-fn read_exact_until(
-    stream: &UnixStream,
-    buf: &mut [u8],
-    deadline: Option<Instant>,
-    eof_ok: bool,
-) -> Result<bool> {
-    let mut filled = 0;
-    while filled < buf.len() {
-        if deadline.is_some() {
-            let ready = sys::poll_one(stream.as_fd(), sys::READABLE, deadline)
-                .map_err(|err| Error::io("cannot wait for the other process", err))?;
-            if ready == 0 {
-                return Err(Error::timeout(
-                    "timed out waiting for a message from the other process",
-                ));
-            }
-        }
-        match (&*stream).read(&mut buf[filled..]) {
-            Ok(0) if filled == 0 && eof_ok => return Ok(false),
-            Ok(0) => {
-                return Err(Error::new(
-                    ErrorKind::Disconnected,
-                    "the other process closed the connection in the middle of a message",
-                ))
-            }
-            Ok(n) => filled += n,
-            Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
-            Err(err) => return Err(Error::io("cannot read from the other process", err)),
-        }
-    }
-    Ok(true)
-}
-
-/// The one data byte of a message that carries descriptors after a frame.
-const FDS_MARK: u8 = b'D';
-
-/// Sends descriptors that belong to the frame just sent (nothing when there are none),
-/// waiting for room at most until `deadline`. More than one message can carry
-/// ([`sys::MAX_FDS`]) is an [`ErrorKind::InvalidInput`] error, before anything is sent.
-pub(crate) fn send_fds_until(
-    stream: &UnixStream,
-    fds: &[RawFd],
-    deadline: Option<Instant>,
-) -> Result<()> {
-    if fds.is_empty() {
-        return Ok(());
-    }
-    if fds.len() > sys::MAX_FDS {
-        return Err(Error::new(
-            ErrorKind::InvalidInput,
-            format!(
-                "cannot send {} descriptors to a starting process: at most {} travel with its \
-                 arguments",
-                fds.len(),
-                sys::MAX_FDS
-            ),
-        ));
-    }
-    send_bytes_until(stream, &[FDS_MARK], fds, deadline)
-}
-
-/// Receives the `count` descriptors that belong to the frame just read. A count above what
-/// one message can carry ([`sys::MAX_FDS`], the kernel's limit) is a [`ErrorKind::Codec`]
-/// error, before anything is allocated or read.
-pub(crate) fn recv_fds(stream: &UnixStream, count: u32) -> Result<Vec<OwnedFd>> {
-    if count == 0 {
-        return Ok(Vec::new());
-    }
-    if count as usize > sys::MAX_FDS {
-        return Err(Error::new(
-            ErrorKind::Codec,
-            format!(
-                "the other process announced {count} descriptors: a message carries at most {}",
-                sys::MAX_FDS
-            ),
-        ));
-    }
-    let mut mark = [0u8; 1];
-    match sys::recv_with_fds(stream.as_fd(), &mut mark, count as usize) {
-        Ok(Some(fds)) if fds.len() == count as usize && mark[0] == FDS_MARK => Ok(fds),
-        Ok(Some(fds)) => Err(Error::new(
-            ErrorKind::Codec,
-            format!(
-                "expected {count} descriptors from the other process, got {}",
-                fds.len()
-            ),
-        )),
-        Ok(None) => Err(Error::new(
-            ErrorKind::Disconnected,
-            "the other process closed the connection before its descriptors arrived",
-        )),
-        Err(err) => Err(Error::io(
-            "cannot receive descriptors from the other process",
-            err,
-        )),
-    }
-}
-
 // ---------------------------------------------------------------------------------------------
 // Messages
 
@@ -323,10 +37,6 @@ const MAX_HEADER: usize = 64 << 20;
 /// Blocks in one message (a map chunk of that many byte vectors is split across messages
 /// long before this).
 const MAX_BLOCKS: usize = 1 << 20;
-
-/// Payloads and blocks from this size on are received into huge pages: most of the cost of
-/// receiving a large vector is faulting in fresh 4 KiB pages.
-const HUGE_PAGES_FROM: usize = 4 << 20;
 
 thread_local! {
     /// The prefix and header of the message being sent: reused, no allocation per message.
@@ -383,21 +93,27 @@ pub(crate) fn send_message_until<H: Serialize>(
     if deadline.is_none() {
         return send_message(stream, header, body);
     }
-    let Some(mut unsent) = try_send_message(stream, header, body)? else {
-        return Ok(());
-    };
-    loop {
-        let ready = sys::poll_one(stream.as_fd(), sys::WRITABLE, deadline)
-            .map_err(|err| Error::io("cannot wait for the other process", err))?;
-        if ready == 0 {
-            return Err(Error::timeout(
-                "timed out sending a message to the other process",
-            ));
-        }
-        if unsent.resume(stream, body)? {
-            return Ok(());
-        }
-    }
+    let errors = (
+        "cannot send a message to the other process",
+        "timed out sending a message to the other process",
+    );
+    with_head(header, body, |head| {
+        let fds = body.raw_fds();
+        send_parts_until(
+            stream,
+            message_len(head, body),
+            &fds,
+            deadline,
+            errors,
+            |sent, fds| {
+                with_slices(head, body, |slices| {
+                    let mut slices = &mut slices[..];
+                    io::IoSlice::advance_slices(&mut slices, sent);
+                    sys::send_now_with_fds(stream.as_fd(), slices, fds)
+                })
+            },
+        )
+    })
 }
 
 /// The part of a message that a send without waiting could not hand to the socket yet.
@@ -425,7 +141,7 @@ impl Unsent {
         } else {
             Vec::new()
         };
-        let total = head.len() + body.bytes.len() + body.blocks.iter().map(Vec::len).sum::<usize>();
+        let total = message_len(head, body);
         let sent = with_slices(head, body, |slices| {
             let mut slices = &mut slices[..];
             io::IoSlice::advance_slices(&mut slices, self.sent);
@@ -435,6 +151,11 @@ impl Unsent {
         self.sent += sent;
         Ok(self.sent == total)
     }
+}
+
+/// The length of a message of `body` whose prefix, block lengths and header are `head`.
+fn message_len(head: &[u8], body: &Encoded) -> usize {
+    head.len() + body.bytes.len() + body.blocks.iter().map(Vec::len).sum::<usize>()
 }
 
 /// Runs `send` with the prefix, block lengths and encoded `header` of a message of `body`,
@@ -955,13 +676,6 @@ fn u64_at(bytes: &[u8], at: usize) -> u64 {
     u64::from_le_bytes(word)
 }
 
-fn too_large(what: &str, len: u64) -> Error {
-    Error::new(
-        ErrorKind::Codec,
-        format!("a {what} of {len} bytes from the other process is too large"),
-    )
-}
-
 /// The length of a payload or block, which must fit a vector (at most `isize::MAX` bytes):
 /// any length below is allowed (a large argument is legitimate), its buffer growing as its
 /// bytes arrive.
@@ -974,7 +688,7 @@ fn part_len(len: u64, what: &str) -> Result<usize> {
 
 /// An empty vector for a payload or block of `len` bytes: a spare buffer with room for them
 /// all (memory this process already has), or a new one with room for the first
-/// [`AHEAD`] of them (see [`make_room`]). A length no allocation can hold is a codec
+/// [`AHEAD`](super::AHEAD) of them (see [`make_room`]). A length no allocation can hold is a codec
 /// error (a corrupt message), not an abort.
 fn new_part(len: usize, what: &str) -> Result<Vec<u8>> {
     if let Some(reused) = spare::take(len) {
@@ -987,7 +701,10 @@ fn new_part(len: usize, what: &str) -> Result<Vec<u8>> {
 
 #[cfg(test)]
 mod tests {
+    //! The tests of both protocols (some send a message and a frame on one socket), here beside
+    //! the reader whose state they inspect.
     use super::*;
+    use crate::wire::{recv, recv_fds, send_fds_until, send_until, Frame, AHEAD};
     use std::io::Write;
 
     impl Frame for String {
