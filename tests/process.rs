@@ -351,6 +351,58 @@ fn names(m: StartMethod) -> Outcome {
     Ok(())
 }
 
+/// A run of this binary leaves no scratch folder behind: the run below (one trial that writes
+/// into a scratch folder, under `fork`) gets a private `TMPDIR`, which must hold no `multiproc*`
+/// entry once it ended.
+fn scratch_folders_removed_at_exit() -> Outcome {
+    let tmp = scratch("privatetmp");
+    let exe = std::env::current_exe()?;
+    let child = std::process::Command::new(exe)
+        .args(["--exact", "names::fork"])
+        .env("TMPDIR", &tmp)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()?;
+    let pid = child.id() as i32;
+    let (tx, rx) = std::sync::mpsc::channel();
+    let waiter = std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    let output = match rx.recv_timeout(LONG) {
+        Ok(output) => output?,
+        Err(_) => {
+            // SAFETY: signals our own child, not reaped yet (the waiter still waits for it).
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            let _ = waiter.join();
+            return Err(format!(
+                "the run with TMPDIR={} did not end within {LONG:?}",
+                tmp.display()
+            )
+            .into());
+        }
+    };
+    let _ = waiter.join();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    check!(
+        output.status.success() && stdout.contains("1 passed"),
+        "the run failed ({:?}):\n{stdout}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let left: Vec<String> = std::fs::read_dir(&tmp)?
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|name| name.starts_with("multiproc"))
+        .collect();
+    check!(
+        left.is_empty(),
+        "the run left {left:?} in {}",
+        tmp.display()
+    );
+    Ok(())
+}
+
 /// `with_*` builds a value: a clone made before it keeps its settings, and both run as they
 /// were built (the arguments are shared).
 fn builders_leave_clones_alone(m: StartMethod) -> Outcome {
@@ -1395,6 +1447,10 @@ fn main() {
     trials.push(Trial::test(
         "fork_policy_with_threads",
         fork_policy_with_threads,
+    ));
+    trials.push(Trial::test(
+        "scratch_folders_removed_at_exit",
+        scratch_folders_removed_at_exit,
     ));
     trials.push(Trial::test("build_mismatch", build_mismatch));
     trials.push(Trial::test(
