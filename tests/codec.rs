@@ -288,7 +288,11 @@ fn remembered() -> Option<(Value, Flat)> {
 /// In a `Process`: every shape arrives as it was sent (a mismatch panics, and the join says so).
 #[process(codec = "msgpack")]
 fn arrives_intact(v: Value, f: Flat, l: Vec<Loose>, s: Sparse) {
-    assert_eq!(v, document());
+    assert_eq!(
+        v,
+        document(),
+        "deliberate panic, when the trial sends a wrong document: it arrived changed"
+    );
     assert_eq!(f, flat());
     assert_eq!(l, loose_values());
     assert_eq!(s, sparse());

@@ -40,7 +40,7 @@ fn slow_square(n: u64, millis: u64) -> u64 {
 #[process]
 fn panics_on(n: u64, bad: u64) -> u64 {
     if n == bad {
-        panic!("bad item {n}");
+        panic!("deliberate panic: bad item {n}");
     }
     n
 }
@@ -50,10 +50,10 @@ fn dies_or_panics(n: u64, bad: [u64; 2]) -> u64 {
     if bad.contains(&n) {
         if n == bad[0] {
             // The later item fails first.
-            panic!("bad item {n}");
+            panic!("deliberate panic: bad item {n}");
         }
         std::thread::sleep(Duration::from_millis(200));
-        panic!("bad item {n}");
+        panic!("deliberate panic: bad item {n}");
     }
     n
 }
@@ -157,7 +157,7 @@ impl Serialize for PanicsOnDecode {
 impl<'de> Deserialize<'de> for PanicsOnDecode {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         u8::deserialize(d)?;
-        panic!("a Deserialize impl that panics");
+        panic!("deliberate panic: a Deserialize impl that panics");
     }
 }
 
@@ -326,7 +326,7 @@ fn callbacks(m: StartMethod) -> Outcome {
     // A panicking callback becomes the result's error; the pool goes on.
     let r = pool
         .apply_async(square, 2)
-        .on_success(|_| panic!("callback bug"));
+        .on_success(|_| panic!("deliberate panic: callback bug"));
     let err = r.get().unwrap_err();
     check!(err.to_string().contains("callback bug"), "{err}");
     check_eq!(pool.apply(square, 3)?, 9);
@@ -468,12 +468,15 @@ fn initializer(m: StartMethod) -> Outcome {
     let broken = Pool::builder()
         .processes(2)
         .start_method(m)
-        .initializer(failing_init, "init exploded".to_string())
+        .initializer(failing_init, "deliberate panic: init exploded".to_string())
         .build()?;
     let t = Instant::now();
     let err = broken.map(square, 0..10).unwrap_err();
     check_eq!(err.kind(), ErrorKind::InitializerFailed);
-    check!(err.to_string().contains("init exploded"), "{err}");
+    check!(
+        err.to_string().contains("deliberate panic: init exploded"),
+        "{err}"
+    );
     check!(
         t.elapsed() < Duration::from_secs(30),
         "failed after {:?}",
@@ -491,7 +494,7 @@ fn panic_in_task(m: StartMethod) -> Outcome {
     let err = pool.apply(panics_on, (4, 4)).unwrap_err();
     check_eq!(err.kind(), ErrorKind::Panicked);
     let panic = err.remote_panic().ok_or("panic data")?;
-    check_eq!(panic.message, "bad item 4");
+    check_eq!(panic.message, "deliberate panic: bad item 4");
     check!(
         panic
             .location
@@ -995,7 +998,7 @@ fn fork_while_the_driver_panics(m: StartMethod) -> Outcome {
         slow.store(true, Ordering::SeqCst);
         let result = pool
             .apply_async(square, 3)
-            .on_success(|_| panic!("a callback panics"));
+            .on_success(|_| panic!("deliberate panic: a callback panics"));
         // The driver is most likely inside the slow hook now.
         std::thread::sleep(Duration::from_millis(100));
         let p = Process::new(negate, 1).with_start_method(StartMethod::Fork);

@@ -183,13 +183,14 @@ fn exit_code_return(m: StartMethod) -> Outcome {
 }
 
 fn exit_code_panic(m: StartMethod) -> Outcome {
-    let p = Process::new(panicker, "boom in the child".to_string()).with_start_method(m);
+    let p = Process::new(panicker, "deliberate panic: boom in the child".to_string())
+        .with_start_method(m);
     start(&p)?;
     check_eq!(p.join()?, 1);
     let panic = p
         .remote_panic()
         .ok_or("the panic is readable by the parent")?;
-    check_eq!(panic.message, "boom in the child");
+    check_eq!(panic.message, "deliberate panic: boom in the child");
     check!(
         panic
             .location
@@ -1141,7 +1142,7 @@ fn outlive_server(server: i32, how: u8, code: i32) {
     }
     match how {
         0 => {}
-        1 => panic!("planned panic"),
+        1 => panic!("deliberate panic: planned"),
         2 => std::process::exit(code),
         // SAFETY: the default disposition, then the signal, in our own process.
         _ => unsafe {
@@ -1337,7 +1338,10 @@ fn preload_scenario(dir: String, case: u8) {
         let preload = match case {
             // 40 + 2: the byte vector checks the arguments' encoding (byte runs).
             0 => multiproc::Preload::new(preload_value, (40, count.clone(), vec![1, 1])),
-            1 => multiproc::Preload::new(preload_panics, "no model file".to_string()),
+            1 => multiproc::Preload::new(
+                preload_panics,
+                "deliberate panic: no model file".to_string(),
+            ),
             _ => multiproc::Preload::new(preload_leaves_a_thread, ()),
         };
         multiproc::set_forkserver_preload([preload]).map_err(|e| e.to_string())?;
@@ -1357,7 +1361,7 @@ fn preload_scenario(dir: String, case: u8) {
             if err.kind() != ErrorKind::ForkServer || !err.to_string().contains(wanted) {
                 return Err(format!("unexpected error: {err:?}"));
             }
-            if case == 1 && !err.to_string().contains("no model file") {
+            if case == 1 && !err.to_string().contains("deliberate panic: no model file") {
                 return Err(format!("the panic message is missing: {err}"));
             }
             return Ok(());

@@ -85,7 +85,7 @@ fn lock(m: StartMethod) -> Outcome {
     // `with lock:` and a guard dropped by a panic both release it.
     let unwound = quiet_panic(|| {
         let _guard = lock.acquire().unwrap();
-        panic!("while holding the lock");
+        panic!("deliberate panic: while holding the lock");
     });
     check!(unwound.is_err(), "the closure panicked");
     check!(
@@ -530,7 +530,7 @@ fn count_pass(passes: Value<u32>) {
 
 #[process]
 fn panicking_action() {
-    panic!("the barrier action failed");
+    panic!("deliberate panic: the barrier action failed");
 }
 
 #[process]
