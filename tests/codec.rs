@@ -9,7 +9,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
-use common::{each_method, finish_with, Outcome};
+use common::{finish_with, Outcome};
 use multiproc::{process, ErrorKind, Pool, Process, StartMethod};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -400,17 +400,11 @@ fn carried_by_a_process(m: StartMethod) -> Outcome {
 
 fn main() {
     multiproc::init();
-    let mut trials = Vec::new();
-    for (name, test) in [
-        (
-            "errors_with_the_pool",
-            errors_with_the_pool as fn(StartMethod) -> Outcome,
-        ),
-        ("errors_with_a_process", errors_with_a_process),
-        ("carried_by_the_pool", carried_by_the_pool),
-        ("carried_by_a_process", carried_by_a_process),
-    ] {
-        trials.extend(each_method(name, test));
-    }
+    let trials = trials!(each_method:
+        errors_with_the_pool,
+        errors_with_a_process,
+        carried_by_the_pool,
+        carried_by_a_process,
+    );
     common::run(trials);
 }

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{each_method, read_when_ready, scratch, write_line, Outcome, LONG};
+use common::{read_when_ready, scratch, write_line, Outcome, LONG};
 use multiproc::{process, ErrorKind, Pool, Process, StartMethod};
 use serde::{Deserialize, Serialize, Serializer};
 
@@ -2268,76 +2268,53 @@ fn declared_message_length(m: StartMethod) -> Outcome {
 
 fn main() {
     multiproc::init();
-    let mut trials = Vec::new();
-    for (name, test) in [
-        (
-            "map_ordering_and_chunks",
-            map_ordering_and_chunks as fn(StartMethod) -> Outcome,
-        ),
-        ("async_result_methods", async_result_methods),
-        ("callbacks", callbacks),
-        ("imap_ordered_and_lazy", imap_ordered_and_lazy),
-        ("state_rules", state_rules),
-        ("maxtasksperchild", maxtasksperchild),
-        ("initializer", initializer),
-        ("panic_in_task", panic_in_task),
-        ("dead_worker", dead_worker),
-        ("task_timeout", task_timeout),
-        ("encode_failure", encode_failure),
-        ("byte_vectors", byte_vectors),
-        ("numbers", numbers),
-        ("threads_at_once", threads_at_once),
-        ("pool_in_a_child", pool_in_a_child),
-        ("no_leaks_50_pools", no_leaks_50_pools),
-        (
-            "workers_die_with_killed_parent",
-            workers_die_with_killed_parent,
-        ),
-        (
-            "workers_die_with_killed_parent_despite_a_forked_sibling",
-            workers_die_with_killed_parent_despite_a_forked_sibling,
-        ),
-        ("too_many_descriptors", too_many_descriptors),
-        ("terminate_during_apply", terminate_during_apply),
-        ("close_races", close_races),
-        (
-            "user_code_that_fails_in_the_parent",
-            user_code_that_fails_in_the_parent,
-        ),
-        ("initializer_that_exits", initializer_that_exits),
-        ("fork_right_after_build", fork_right_after_build),
-        ("fork_beside_the_driver", fork_beside_the_driver),
-        ("fork_while_the_driver_panics", fork_while_the_driver_panics),
-        ("fork_while_a_callback_prints", fork_while_a_callback_prints),
-        ("fork_while_a_callback_runs", fork_while_a_callback_runs),
-        ("stopped_mid_reply", stopped_mid_reply),
-        ("stopped_mid_reply_times_out", stopped_mid_reply_times_out),
-        ("cut_short_reply", cut_short_reply),
-        ("large_task_to_stopped_worker", large_task_to_stopped_worker),
-        ("forged_messages", forged_messages),
-        (
-            "message_start_without_timeout",
-            message_start_without_timeout,
-        ),
-        ("start_failures_are_retried", start_failures_are_retried),
-        ("declared_message_length", declared_message_length),
-    ] {
-        trials.extend(each_method(name, test));
-    }
-    for (name, test) in [
-        ("zygote_killed", zygote_killed as fn() -> Outcome),
-        ("zygote_stray_byte", zygote_stray_byte),
-        ("zygote_and_spare_killed", zygote_and_spare_killed),
-        (
-            "zygote_and_spare_killed_under_refuse",
-            zygote_and_spare_killed_under_refuse,
-        ),
-    ] {
-        trials.push(libtest_mimic::Trial::test(name, test));
-    }
+    let mut trials = trials!(each_method:
+        map_ordering_and_chunks,
+        async_result_methods,
+        callbacks,
+        imap_ordered_and_lazy,
+        state_rules,
+        maxtasksperchild,
+        initializer,
+        panic_in_task,
+        dead_worker,
+        task_timeout,
+        encode_failure,
+        byte_vectors,
+        numbers,
+        threads_at_once,
+        pool_in_a_child,
+        no_leaks_50_pools,
+        workers_die_with_killed_parent,
+        workers_die_with_killed_parent_despite_a_forked_sibling,
+        too_many_descriptors,
+        terminate_during_apply,
+        close_races,
+        user_code_that_fails_in_the_parent,
+        initializer_that_exits,
+        fork_right_after_build,
+        fork_beside_the_driver,
+        fork_while_the_driver_panics,
+        fork_while_a_callback_prints,
+        fork_while_a_callback_runs,
+        stopped_mid_reply,
+        stopped_mid_reply_times_out,
+        cut_short_reply,
+        large_task_to_stopped_worker,
+        forged_messages,
+        message_start_without_timeout,
+        start_failures_are_retried,
+        declared_message_length,
+    );
+    trials.extend(trials!(once:
+        zygote_killed,
+        zygote_stray_byte,
+        zygote_and_spare_killed,
+        zygote_and_spare_killed_under_refuse,
+    ));
     // Only the methods with a fork server (the pool's zygote, for `fork`).
     trials.extend(
-        each_method("stalled_fork_server", stalled_fork_server)
+        trials!(each_method: stalled_fork_server)
             .into_iter()
             .filter(|trial| !trial.name().ends_with("::spawn")),
     );

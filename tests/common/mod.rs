@@ -29,6 +29,22 @@ pub fn each_method(name: &str, test: fn(StartMethod) -> Outcome) -> Vec<Trial> {
         .collect()
 }
 
+/// Trials named after their test functions, so that a name is written once:
+/// `trials!(each_method: a, b)` gives `a::fork`, `a::spawn`, `a::forkserver`, `b::fork`, ...
+/// (see [`each_method`]) from `fn(StartMethod) -> Outcome`s, and `trials!(once: c, d)` one
+/// trial `c`, one `d` from `fn() -> Outcome`s. Either gives a `Vec<Trial>`, in the order given.
+#[macro_export]
+macro_rules! trials {
+    (each_method: $($test:ident),* $(,)?) => {{
+        let mut trials: Vec<::libtest_mimic::Trial> = Vec::new();
+        $(trials.extend($crate::common::each_method(stringify!($test), $test));)*
+        trials
+    }};
+    (once: $($test:ident),* $(,)?) => {
+        vec![$(::libtest_mimic::Trial::test(stringify!($test), $test)),*]
+    };
+}
+
 /// Runs the trials on the main thread (so that fork is allowed) and exits.
 pub fn run(trials: Vec<Trial>) -> ! {
     let mut args = Arguments::from_args();
