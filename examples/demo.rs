@@ -155,7 +155,7 @@ fn main() -> multiproc::Result<()> {
     );
 
     println!("a panic in a child is data:");
-    let p = Process::new(crash, "something went wrong".to_string());
+    let p = Process::new(crash, "deliberate panic: something went wrong".to_string());
     p.start()?;
     let code = p.join()?;
     if let Some(panic) = p.remote_panic() {

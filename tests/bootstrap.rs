@@ -19,7 +19,6 @@ use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 use common::{scratch, Outcome, LONG};
-use libtest_mimic::Trial;
 use multiproc::__private::forge::BuildId;
 use multiproc::{process, ErrorKind, ForkPolicy, Pool, Process, StartMethod, Target};
 use serde::Serialize;
@@ -157,30 +156,34 @@ fn run_scenario(
 /// Forks beside threads that initialise the build identity, at delays swept across the time
 /// they take: no forked child may wait for good on a one-time initialisation that the fork
 /// cut in half.
-fn lazy_fork(mode: &'static str) -> impl FnOnce() -> Outcome {
-    move || {
-        // The window is a few microseconds wide, and where it falls varies from run to run:
-        // before the fix, about one run in 25 (pool) or in 80 (process) hung.
-        for run in 0..400u64 {
-            let delay = run % 200;
-            let env = [(DELAY, delay.to_string())];
-            match run_scenario(&format!("lazy_{mode}"), &env, Duration::from_secs(20))? {
-                Some(0) => {}
-                Some(code) => {
-                    return Err(
-                        format!("the scenario failed (code {code}) at delay {delay} us").into(),
-                    )
-                }
-                None => {
-                    return Err(format!(
-                        "a forked child hung on a one-time initialisation (delay {delay} us)"
-                    )
-                    .into())
-                }
+fn lazy_fork(mode: &str) -> Outcome {
+    // The window is a few microseconds wide, and where it falls varies from run to run:
+    // before the fix, about one run in 25 (pool) or in 80 (process) hung.
+    for run in 0..400u64 {
+        let delay = run % 200;
+        let env = [(DELAY, delay.to_string())];
+        match run_scenario(&format!("lazy_{mode}"), &env, Duration::from_secs(20))? {
+            Some(0) => {}
+            Some(code) => {
+                return Err(format!("the scenario failed (code {code}) at delay {delay} us").into())
+            }
+            None => {
+                return Err(format!(
+                    "a forked child hung on a one-time initialisation (delay {delay} us)"
+                )
+                .into())
             }
         }
-        Ok(())
     }
+    Ok(())
+}
+
+fn fork_pool_beside_lazy_initialisation() -> Outcome {
+    lazy_fork("pool")
+}
+
+fn fork_process_beside_lazy_initialisation() -> Outcome {
+    lazy_fork("process")
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -457,24 +460,12 @@ fn main() {
         };
         std::process::exit(code);
     }
-    let trials = vec![
-        Trial::test(
-            "forged_bootstrap_from_the_same_binary",
-            forged_bootstrap_from_the_same_binary,
-        ),
-        Trial::test(
-            "forged_bootstrap_through_another_parent",
-            forged_bootstrap_through_another_parent,
-        ),
-        Trial::test(
-            "set_executable_other_bytes_is_another_build",
-            set_executable_other_bytes_is_another_build,
-        ),
-        Trial::test("fork_pool_beside_lazy_initialisation", lazy_fork("pool")),
-        Trial::test(
-            "fork_process_beside_lazy_initialisation",
-            lazy_fork("process"),
-        ),
-    ];
+    let trials = trials!(once:
+        forged_bootstrap_from_the_same_binary,
+        forged_bootstrap_through_another_parent,
+        set_executable_other_bytes_is_another_build,
+        fork_pool_beside_lazy_initialisation,
+        fork_process_beside_lazy_initialisation,
+    );
     common::run(trials)
 }

@@ -11,8 +11,8 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use common::{each_method, Outcome, LONG};
-use libtest_mimic::{Failed, Trial};
+use common::{Outcome, LONG};
+use libtest_mimic::Failed;
 use multiproc::{
     process, Connection, ErrorKind, Event, JoinableQueue, Pipe, Pool, Process, Queue, Receiver,
     Sender, SimpleQueue, StartMethod,
@@ -1298,71 +1298,40 @@ fn fork_child_refuses_inherited_channels() -> Outcome {
 
 fn main() {
     multiproc::init();
-    let mut trials = Vec::new();
-    for (name, test) in [
-        ("pipe_duplex", pipe_duplex as fn(StartMethod) -> Outcome),
-        ("pipe_simplex", pipe_simplex),
-        ("pipe_poll_timeout", pipe_poll_timeout),
-        ("pipe_peer_closed", pipe_peer_closed),
-        ("pipe_100_mib", pipe_100_mib),
-        ("pipe_carries_a_pipe_end", pipe_carries_a_pipe_end),
-        ("pipe_boundaries", pipe_boundaries),
-        (
-            "pipe_peer_killed_while_waiting",
-            pipe_peer_killed_while_waiting,
-        ),
-        (
-            "pipe_peer_dropped_while_waiting",
-            pipe_peer_dropped_while_waiting,
-        ),
-        ("pipe_mixed_order", pipe_mixed_order),
-        ("queue_mixed_order", queue_mixed_order),
-        (
-            "queue_producer_killed_mid_put",
-            queue_producer_killed_mid_put,
-        ),
-        ("queue_get", queue_get),
-        ("queue_put_bounded", queue_put_bounded),
-        ("queue_fork", queue_fork),
-        ("queue_join_before_drain", queue_join_before_drain),
-        (
-            "queue_many_producers_consumers",
-            queue_many_producers_consumers,
-        ),
-        (
-            "queue_consumer_killed_between_items",
-            queue_consumer_killed_between_items,
-        ),
-        (
-            "queue_consumer_killed_mid_stream",
-            queue_consumer_killed_mid_stream,
-        ),
-        ("queue_issue_example", queue_issue_example),
-        ("queue_large_items", queue_large_items),
-        ("queue_of_pipe_ends", queue_of_pipe_ends),
-        ("joinable_task_done", joinable_task_done),
-        ("queue_as_pool_task_argument", queue_as_pool_task_argument),
-        (
-            "queue_as_pool_initializer_argument",
-            queue_as_pool_initializer_argument,
-        ),
-        (
-            "no_leaked_descriptors_through_children",
-            no_leaked_descriptors_through_children,
-        ),
-    ] {
-        trials.extend(each_method(name, test));
-    }
-    trials.push(Trial::test("queue_qsize", queue_qsize));
-    trials.push(Trial::test(
-        "queue_unencodable_item",
+    let mut trials = trials!(each_method:
+        pipe_duplex,
+        pipe_simplex,
+        pipe_poll_timeout,
+        pipe_peer_closed,
+        pipe_100_mib,
+        pipe_carries_a_pipe_end,
+        pipe_boundaries,
+        pipe_peer_killed_while_waiting,
+        pipe_peer_dropped_while_waiting,
+        pipe_mixed_order,
+        queue_mixed_order,
+        queue_producer_killed_mid_put,
+        queue_get,
+        queue_put_bounded,
+        queue_fork,
+        queue_join_before_drain,
+        queue_many_producers_consumers,
+        queue_consumer_killed_between_items,
+        queue_consumer_killed_mid_stream,
+        queue_issue_example,
+        queue_large_items,
+        queue_of_pipe_ends,
+        joinable_task_done,
+        queue_as_pool_task_argument,
+        queue_as_pool_initializer_argument,
+        no_leaked_descriptors_through_children,
+    );
+    trials.extend(trials!(once:
+        queue_qsize,
         queue_unencodable_item,
-    ));
-    trials.push(Trial::test("queue_closed", queue_closed));
-    trials.push(Trial::test("no_leaked_descriptors", no_leaked_descriptors));
-    trials.push(Trial::test("joinable_rules", joinable_rules));
-    trials.push(Trial::test(
-        "fork_child_refuses_inherited_channels",
+        queue_closed,
+        no_leaked_descriptors,
+        joinable_rules,
         fork_child_refuses_inherited_channels,
     ));
     common::run(trials)

@@ -9,7 +9,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
-use common::{each_method, finish_with, Outcome};
+use common::{finish_with, Outcome};
 use multiproc::{process, ErrorKind, Pool, Process, StartMethod};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -288,7 +288,11 @@ fn remembered() -> Option<(Value, Flat)> {
 /// In a `Process`: every shape arrives as it was sent (a mismatch panics, and the join says so).
 #[process(codec = "msgpack")]
 fn arrives_intact(v: Value, f: Flat, l: Vec<Loose>, s: Sparse) {
-    assert_eq!(v, document());
+    assert_eq!(
+        v,
+        document(),
+        "deliberate panic, when the trial sends a wrong document: it arrived changed"
+    );
     assert_eq!(f, flat());
     assert_eq!(l, loose_values());
     assert_eq!(s, sparse());
@@ -396,17 +400,11 @@ fn carried_by_a_process(m: StartMethod) -> Outcome {
 
 fn main() {
     multiproc::init();
-    let mut trials = Vec::new();
-    for (name, test) in [
-        (
-            "errors_with_the_pool",
-            errors_with_the_pool as fn(StartMethod) -> Outcome,
-        ),
-        ("errors_with_a_process", errors_with_a_process),
-        ("carried_by_the_pool", carried_by_the_pool),
-        ("carried_by_a_process", carried_by_a_process),
-    ] {
-        trials.extend(each_method(name, test));
-    }
+    let trials = trials!(each_method:
+        errors_with_the_pool,
+        errors_with_a_process,
+        carried_by_the_pool,
+        carried_by_a_process,
+    );
     common::run(trials);
 }

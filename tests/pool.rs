@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{each_method, read_when_ready, scratch, write_line, Outcome, LONG};
+use common::{read_when_ready, scratch, write_line, Outcome, LONG};
 use multiproc::{process, ErrorKind, Pool, Process, StartMethod};
 use serde::{Deserialize, Serialize, Serializer};
 
@@ -40,7 +40,7 @@ fn slow_square(n: u64, millis: u64) -> u64 {
 #[process]
 fn panics_on(n: u64, bad: u64) -> u64 {
     if n == bad {
-        panic!("bad item {n}");
+        panic!("deliberate panic: bad item {n}");
     }
     n
 }
@@ -50,10 +50,10 @@ fn dies_or_panics(n: u64, bad: [u64; 2]) -> u64 {
     if bad.contains(&n) {
         if n == bad[0] {
             // The later item fails first.
-            panic!("bad item {n}");
+            panic!("deliberate panic: bad item {n}");
         }
         std::thread::sleep(Duration::from_millis(200));
-        panic!("bad item {n}");
+        panic!("deliberate panic: bad item {n}");
     }
     n
 }
@@ -157,7 +157,7 @@ impl Serialize for PanicsOnDecode {
 impl<'de> Deserialize<'de> for PanicsOnDecode {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         u8::deserialize(d)?;
-        panic!("a Deserialize impl that panics");
+        panic!("deliberate panic: a Deserialize impl that panics");
     }
 }
 
@@ -326,7 +326,7 @@ fn callbacks(m: StartMethod) -> Outcome {
     // A panicking callback becomes the result's error; the pool goes on.
     let r = pool
         .apply_async(square, 2)
-        .on_success(|_| panic!("callback bug"));
+        .on_success(|_| panic!("deliberate panic: callback bug"));
     let err = r.get().unwrap_err();
     check!(err.to_string().contains("callback bug"), "{err}");
     check_eq!(pool.apply(square, 3)?, 9);
@@ -468,12 +468,15 @@ fn initializer(m: StartMethod) -> Outcome {
     let broken = Pool::builder()
         .processes(2)
         .start_method(m)
-        .initializer(failing_init, "init exploded".to_string())
+        .initializer(failing_init, "deliberate panic: init exploded".to_string())
         .build()?;
     let t = Instant::now();
     let err = broken.map(square, 0..10).unwrap_err();
     check_eq!(err.kind(), ErrorKind::InitializerFailed);
-    check!(err.to_string().contains("init exploded"), "{err}");
+    check!(
+        err.to_string().contains("deliberate panic: init exploded"),
+        "{err}"
+    );
     check!(
         t.elapsed() < Duration::from_secs(30),
         "failed after {:?}",
@@ -491,7 +494,7 @@ fn panic_in_task(m: StartMethod) -> Outcome {
     let err = pool.apply(panics_on, (4, 4)).unwrap_err();
     check_eq!(err.kind(), ErrorKind::Panicked);
     let panic = err.remote_panic().ok_or("panic data")?;
-    check_eq!(panic.message, "bad item 4");
+    check_eq!(panic.message, "deliberate panic: bad item 4");
     check!(
         panic
             .location
@@ -995,7 +998,7 @@ fn fork_while_the_driver_panics(m: StartMethod) -> Outcome {
         slow.store(true, Ordering::SeqCst);
         let result = pool
             .apply_async(square, 3)
-            .on_success(|_| panic!("a callback panics"));
+            .on_success(|_| panic!("deliberate panic: a callback panics"));
         // The driver is most likely inside the slow hook now.
         std::thread::sleep(Duration::from_millis(100));
         let p = Process::new(negate, 1).with_start_method(StartMethod::Fork);
@@ -2265,76 +2268,53 @@ fn declared_message_length(m: StartMethod) -> Outcome {
 
 fn main() {
     multiproc::init();
-    let mut trials = Vec::new();
-    for (name, test) in [
-        (
-            "map_ordering_and_chunks",
-            map_ordering_and_chunks as fn(StartMethod) -> Outcome,
-        ),
-        ("async_result_methods", async_result_methods),
-        ("callbacks", callbacks),
-        ("imap_ordered_and_lazy", imap_ordered_and_lazy),
-        ("state_rules", state_rules),
-        ("maxtasksperchild", maxtasksperchild),
-        ("initializer", initializer),
-        ("panic_in_task", panic_in_task),
-        ("dead_worker", dead_worker),
-        ("task_timeout", task_timeout),
-        ("encode_failure", encode_failure),
-        ("byte_vectors", byte_vectors),
-        ("numbers", numbers),
-        ("threads_at_once", threads_at_once),
-        ("pool_in_a_child", pool_in_a_child),
-        ("no_leaks_50_pools", no_leaks_50_pools),
-        (
-            "workers_die_with_killed_parent",
-            workers_die_with_killed_parent,
-        ),
-        (
-            "workers_die_with_killed_parent_despite_a_forked_sibling",
-            workers_die_with_killed_parent_despite_a_forked_sibling,
-        ),
-        ("too_many_descriptors", too_many_descriptors),
-        ("terminate_during_apply", terminate_during_apply),
-        ("close_races", close_races),
-        (
-            "user_code_that_fails_in_the_parent",
-            user_code_that_fails_in_the_parent,
-        ),
-        ("initializer_that_exits", initializer_that_exits),
-        ("fork_right_after_build", fork_right_after_build),
-        ("fork_beside_the_driver", fork_beside_the_driver),
-        ("fork_while_the_driver_panics", fork_while_the_driver_panics),
-        ("fork_while_a_callback_prints", fork_while_a_callback_prints),
-        ("fork_while_a_callback_runs", fork_while_a_callback_runs),
-        ("stopped_mid_reply", stopped_mid_reply),
-        ("stopped_mid_reply_times_out", stopped_mid_reply_times_out),
-        ("cut_short_reply", cut_short_reply),
-        ("large_task_to_stopped_worker", large_task_to_stopped_worker),
-        ("forged_messages", forged_messages),
-        (
-            "message_start_without_timeout",
-            message_start_without_timeout,
-        ),
-        ("start_failures_are_retried", start_failures_are_retried),
-        ("declared_message_length", declared_message_length),
-    ] {
-        trials.extend(each_method(name, test));
-    }
-    for (name, test) in [
-        ("zygote_killed", zygote_killed as fn() -> Outcome),
-        ("zygote_stray_byte", zygote_stray_byte),
-        ("zygote_and_spare_killed", zygote_and_spare_killed),
-        (
-            "zygote_and_spare_killed_under_refuse",
-            zygote_and_spare_killed_under_refuse,
-        ),
-    ] {
-        trials.push(libtest_mimic::Trial::test(name, test));
-    }
+    let mut trials = trials!(each_method:
+        map_ordering_and_chunks,
+        async_result_methods,
+        callbacks,
+        imap_ordered_and_lazy,
+        state_rules,
+        maxtasksperchild,
+        initializer,
+        panic_in_task,
+        dead_worker,
+        task_timeout,
+        encode_failure,
+        byte_vectors,
+        numbers,
+        threads_at_once,
+        pool_in_a_child,
+        no_leaks_50_pools,
+        workers_die_with_killed_parent,
+        workers_die_with_killed_parent_despite_a_forked_sibling,
+        too_many_descriptors,
+        terminate_during_apply,
+        close_races,
+        user_code_that_fails_in_the_parent,
+        initializer_that_exits,
+        fork_right_after_build,
+        fork_beside_the_driver,
+        fork_while_the_driver_panics,
+        fork_while_a_callback_prints,
+        fork_while_a_callback_runs,
+        stopped_mid_reply,
+        stopped_mid_reply_times_out,
+        cut_short_reply,
+        large_task_to_stopped_worker,
+        forged_messages,
+        message_start_without_timeout,
+        start_failures_are_retried,
+        declared_message_length,
+    );
+    trials.extend(trials!(once:
+        zygote_killed,
+        zygote_stray_byte,
+        zygote_and_spare_killed,
+        zygote_and_spare_killed_under_refuse,
+    ));
     // Only the methods with a fork server (the pool's zygote, for `fork`).
     trials.extend(
-        each_method("stalled_fork_server", stalled_fork_server)
+        trials!(each_method: stalled_fork_server)
             .into_iter()
             .filter(|trial| !trial.name().ends_with("::spawn")),
     );

@@ -5,11 +5,9 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{each_method, is_gone, read_when_ready, scratch, write_line, Outcome, LONG};
-use libtest_mimic::Trial;
+use common::{is_gone, read_when_ready, scratch, write_line, Outcome, LONG};
 use multiproc::{
-    active_children, current_process, get_context, parent_process, process, ErrorKind, Process,
-    StartMethod,
+    current_process, get_context, parent_process, process, ErrorKind, Process, StartMethod,
 };
 use serde::{Deserialize, Serialize};
 
@@ -183,13 +181,14 @@ fn exit_code_return(m: StartMethod) -> Outcome {
 }
 
 fn exit_code_panic(m: StartMethod) -> Outcome {
-    let p = Process::new(panicker, "boom in the child".to_string()).with_start_method(m);
+    let p = Process::new(panicker, "deliberate panic: boom in the child".to_string())
+        .with_start_method(m);
     start(&p)?;
     check_eq!(p.join()?, 1);
     let panic = p
         .remote_panic()
         .ok_or("the panic is readable by the parent")?;
-    check_eq!(panic.message, "boom in the child");
+    check_eq!(panic.message, "deliberate panic: boom in the child");
     check!(
         panic
             .location
@@ -351,6 +350,58 @@ fn names(m: StartMethod) -> Outcome {
     Ok(())
 }
 
+/// A run of this binary leaves no scratch folder behind: the run below (one trial that writes
+/// into a scratch folder, under `fork`) gets a private `TMPDIR`, which must hold no `multiproc*`
+/// entry once it ended.
+fn scratch_folders_removed_at_exit() -> Outcome {
+    let tmp = scratch("privatetmp");
+    let exe = std::env::current_exe()?;
+    let child = std::process::Command::new(exe)
+        .args(["--exact", "names::fork"])
+        .env("TMPDIR", &tmp)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()?;
+    let pid = child.id() as i32;
+    let (tx, rx) = std::sync::mpsc::channel();
+    let waiter = std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    let output = match rx.recv_timeout(LONG) {
+        Ok(output) => output?,
+        Err(_) => {
+            // SAFETY: signals our own child, not reaped yet (the waiter still waits for it).
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            let _ = waiter.join();
+            return Err(format!(
+                "the run with TMPDIR={} did not end within {LONG:?}",
+                tmp.display()
+            )
+            .into());
+        }
+    };
+    let _ = waiter.join();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    check!(
+        output.status.success() && stdout.contains("1 passed"),
+        "the run failed ({:?}):\n{stdout}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let left: Vec<String> = std::fs::read_dir(&tmp)?
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|name| name.starts_with("multiproc"))
+        .collect();
+    check!(
+        left.is_empty(),
+        "the run left {left:?} in {}",
+        tmp.display()
+    );
+    Ok(())
+}
+
 /// `with_*` builds a value: a clone made before it keeps its settings, and both run as they
 /// were built (the arguments are shared).
 fn builders_leave_clones_alone(m: StartMethod) -> Outcome {
@@ -467,23 +518,26 @@ fn daemon_dies_with_killed_parent(m: StartMethod) -> Outcome {
     Ok(())
 }
 
-fn active_children_lists_running(m: StartMethod) -> Outcome {
+fn active_children(m: StartMethod) -> Outcome {
     let a = Process::new(sleeper, 60).with_start_method(m);
     let b = Process::new(sleeper, 60).with_start_method(m);
     start(&a)?;
     start(&b)?;
-    let pids: Vec<_> = active_children().iter().filter_map(Process::pid).collect();
+    let pids: Vec<_> = multiproc::active_children()
+        .iter()
+        .filter_map(Process::pid)
+        .collect();
     check!(
         pids.contains(&a.pid().ok_or("pid")?) && pids.contains(&b.pid().ok_or("pid")?),
         "{pids:?}"
     );
-    for p in active_children() {
+    for p in multiproc::active_children() {
         p.terminate()?;
     }
     a.join()?;
     b.join()?;
     check!(
-        active_children().is_empty(),
+        multiproc::active_children().is_empty(),
         "no active children after join"
     );
     Ok(())
@@ -496,7 +550,10 @@ fn dropped_handle_is_reaped(m: StartMethod) -> Outcome {
     drop(p);
     let deadline = Instant::now() + LONG;
     loop {
-        let active: Vec<_> = active_children().iter().filter_map(Process::pid).collect();
+        let active: Vec<_> = multiproc::active_children()
+            .iter()
+            .filter_map(Process::pid)
+            .collect();
         if !active.contains(&pid) {
             break;
         }
@@ -652,7 +709,7 @@ fn too_many_descriptors_in_arguments(m: StartMethod) -> Outcome {
     Ok(())
 }
 
-fn no_leaks(m: StartMethod) -> Outcome {
+fn no_leaks_200_cycles(m: StartMethod) -> Outcome {
     // Warm up: the fork server, if any, is started once and kept.
     let p = Process::new(ok_worker, ()).with_start_method(m);
     start(&p)?;
@@ -1089,7 +1146,7 @@ fn outlive_server(server: i32, how: u8, code: i32) {
     }
     match how {
         0 => {}
-        1 => panic!("planned panic"),
+        1 => panic!("deliberate panic: planned"),
         2 => std::process::exit(code),
         // SAFETY: the default disposition, then the signal, in our own process.
         _ => unsafe {
@@ -1285,7 +1342,10 @@ fn preload_scenario(dir: String, case: u8) {
         let preload = match case {
             // 40 + 2: the byte vector checks the arguments' encoding (byte runs).
             0 => multiproc::Preload::new(preload_value, (40, count.clone(), vec![1, 1])),
-            1 => multiproc::Preload::new(preload_panics, "no model file".to_string()),
+            1 => multiproc::Preload::new(
+                preload_panics,
+                "deliberate panic: no model file".to_string(),
+            ),
             _ => multiproc::Preload::new(preload_leaves_a_thread, ()),
         };
         multiproc::set_forkserver_preload([preload]).map_err(|e| e.to_string())?;
@@ -1305,7 +1365,7 @@ fn preload_scenario(dir: String, case: u8) {
             if err.kind() != ErrorKind::ForkServer || !err.to_string().contains(wanted) {
                 return Err(format!("unexpected error: {err:?}"));
             }
-            if case == 1 && !err.to_string().contains("no model file") {
+            if case == 1 && !err.to_string().contains("deliberate panic: no model file") {
                 return Err(format!("the panic message is missing: {err}"));
             }
             return Ok(());
@@ -1351,76 +1411,43 @@ fn forkserver_preload() -> Outcome {
 
 fn main() {
     multiproc::init();
-    let mut trials = Vec::new();
-    for (name, test) in [
-        (
-            "exit_code_return",
-            exit_code_return as fn(StartMethod) -> Outcome,
-        ),
-        ("exit_code_panic", exit_code_panic),
-        ("exit_code_exit", exit_code_exit),
-        ("exit_code_sigsegv", exit_code_sigsegv),
-        ("exit_code_abort", exit_code_abort),
-        ("terminate_and_kill", terminate_and_kill),
-        ("join_timeout", join_timeout),
-        ("sentinel_and_wait", sentinel_and_wait),
-        ("state_rules", state_rules),
-        ("names", names),
-        ("builders_leave_clones_alone", builders_leave_clones_alone),
-        ("child_identity", child_identity),
-        ("nested_names", nested_names),
-        (
-            "daemonic_cannot_have_children",
-            daemonic_cannot_have_children,
-        ),
-        (
-            "daemon_dies_with_killed_parent",
-            daemon_dies_with_killed_parent,
-        ),
-        ("active_children", active_children_lists_running),
-        ("dropped_handle_is_reaped", dropped_handle_is_reaped),
-        ("unknown_entry", unknown_entry),
-        ("no_leaks_200_cycles", no_leaks),
-        ("subclass_style", subclass_style),
-        ("bootstrap_does_not_leak", bootstrap_does_not_leak),
-        ("declared_frame_length", declared_frame_length),
-        (
-            "too_many_descriptors_in_arguments",
-            too_many_descriptors_in_arguments,
-        ),
-    ] {
-        trials.extend(each_method(name, test));
-    }
-    trials.push(Trial::test("global_start_method", global_start_method));
-    trials.push(Trial::test(
-        "fork_policy_with_threads",
+    let mut trials = trials!(each_method:
+        exit_code_return,
+        exit_code_panic,
+        exit_code_exit,
+        exit_code_sigsegv,
+        exit_code_abort,
+        terminate_and_kill,
+        join_timeout,
+        sentinel_and_wait,
+        state_rules,
+        names,
+        builders_leave_clones_alone,
+        child_identity,
+        nested_names,
+        daemonic_cannot_have_children,
+        daemon_dies_with_killed_parent,
+        active_children,
+        dropped_handle_is_reaped,
+        unknown_entry,
+        no_leaks_200_cycles,
+        subclass_style,
+        bootstrap_does_not_leak,
+        declared_frame_length,
+        too_many_descriptors_in_arguments,
+    );
+    trials.extend(trials!(once:
+        global_start_method,
         fork_policy_with_threads,
-    ));
-    trials.push(Trial::test("build_mismatch", build_mismatch));
-    trials.push(Trial::test(
-        "copy_of_binary_is_same_build",
+        scratch_folders_removed_at_exit,
+        build_mismatch,
         copy_of_binary_is_same_build,
-    ));
-    trials.push(Trial::test(
-        "forkserver_death_and_restart",
         forkserver_death_and_restart,
-    ));
-    trials.push(Trial::test(
-        "fork_and_forkserver_from_two_threads",
         fork_and_forkserver_from_two_threads,
-    ));
-    trials.push(Trial::test(
-        "fork_server_exits_with_its_parent",
         fork_server_exits_with_its_parent,
-    ));
-    trials.push(Trial::test("forkserver_preload", forkserver_preload));
-    trials.push(Trial::test("forkserver_stray_byte", forkserver_stray_byte));
-    trials.push(Trial::test(
-        "forkserver_exit_codes_outlive_server",
+        forkserver_preload,
+        forkserver_stray_byte,
         forkserver_exit_codes_outlive_server,
-    ));
-    trials.push(Trial::test(
-        "forkserver_exit_codes_under_server_kills",
         forkserver_exit_codes_under_server_kills,
     ));
     common::run(trials)

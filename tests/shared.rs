@@ -9,7 +9,7 @@ mod common;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use common::{each_method, finish, finish_with, kill_self, start, Outcome, LONG};
+use common::{finish, finish_with, kill_self, start, Outcome, LONG};
 use multiproc::{
     process, Array, ErrorKind, Event, Pool, Process, RawArray, RawValue, SharedMemory, StartMethod,
     Value,
@@ -487,19 +487,16 @@ fn handles_are_data() {
 fn main() {
     multiproc::init();
     handles_are_data();
-    let mut trials = Vec::new();
-    for (name, test) in [
-        ("value", value as fn(StartMethod) -> Outcome),
-        ("value_get_lock", value_get_lock),
-        ("counter_4x10000", counter_4x10000),
-        ("raw_value_is_never_torn", raw_value_is_never_torn),
-        ("array", array),
-        ("owner_died_value_and_array", owner_died_value_and_array),
-        ("shared_memory", shared_memory),
-        ("pool_initializer_and_tasks", pool_initializer_and_tasks),
-        ("no_leaks", no_leaks),
-    ] {
-        trials.extend(each_method(name, test));
-    }
+    let trials = trials!(each_method:
+        value,
+        value_get_lock,
+        counter_4x10000,
+        raw_value_is_never_torn,
+        array,
+        owner_died_value_and_array,
+        shared_memory,
+        pool_initializer_and_tasks,
+        no_leaks,
+    );
     common::run(trials)
 }

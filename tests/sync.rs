@@ -9,7 +9,7 @@ mod common;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use common::{each_method, finish, finish_with, kill_self, start, Outcome, LONG};
+use common::{finish, finish_with, kill_self, start, Outcome, LONG};
 use libtest_mimic::Failed;
 use multiproc::{
     process, Barrier, BoundedSemaphore, Condition, ErrorKind, Event, Lock, Pool, Process, RLock,
@@ -85,7 +85,7 @@ fn lock(m: StartMethod) -> Outcome {
     // `with lock:` and a guard dropped by a panic both release it.
     let unwound = quiet_panic(|| {
         let _guard = lock.acquire().unwrap();
-        panic!("while holding the lock");
+        panic!("deliberate panic: while holding the lock");
     });
     check!(unwound.is_err(), "the closure panicked");
     check!(
@@ -530,7 +530,7 @@ fn count_pass(passes: Value<u32>) {
 
 #[process]
 fn panicking_action() {
-    panic!("the barrier action failed");
+    panic!("deliberate panic: the barrier action failed");
 }
 
 #[process]
@@ -1052,48 +1052,30 @@ fn handles_are_data() {
 fn main() {
     multiproc::init();
     handles_are_data();
-    let mut trials = Vec::new();
-    for (name, test) in [
-        ("lock", lock as fn(StartMethod) -> Outcome),
-        ("rlock", rlock),
-        ("semaphore", semaphore),
-        ("semaphore_timeout", semaphore_timeout),
-        ("bounded_semaphore", bounded_semaphore),
-        ("event", event),
-        ("condition_notify", condition_notify),
-        ("condition_notify_all", condition_notify_all),
-        ("condition_notify_n", condition_notify_n),
-        (
-            "condition_timeout_and_wait_for",
-            condition_timeout_and_wait_for,
-        ),
-        ("barrier", barrier),
-        ("barrier_abort_and_reset", barrier_abort_and_reset),
-        (
-            "barrier_timeout_and_action_panic",
-            barrier_timeout_and_action_panic,
-        ),
-        ("barrier_thousand_passes", barrier_thousand_passes),
-        ("owner_died_lock", owner_died_lock),
-        ("owner_died_rlock", owner_died_rlock),
-        ("owner_thread_ended", owner_thread_ended),
-        ("owner_died_condition", owner_died_condition),
-        ("owner_died_barrier", owner_died_barrier),
-        (
-            "killed_waiter_does_not_wedge_the_condition",
-            killed_waiter_does_not_wedge_the_condition,
-        ),
-        (
-            "pool_initializer_task_and_result",
-            pool_initializer_task_and_result,
-        ),
-        ("no_leaks", no_leaks),
-        (
-            "serializing_outside_a_process_message_fails",
-            serializing_outside_a_process_message_fails,
-        ),
-    ] {
-        trials.extend(each_method(name, test));
-    }
+    let trials = trials!(each_method:
+        lock,
+        rlock,
+        semaphore,
+        semaphore_timeout,
+        bounded_semaphore,
+        event,
+        condition_notify,
+        condition_notify_all,
+        condition_notify_n,
+        condition_timeout_and_wait_for,
+        barrier,
+        barrier_abort_and_reset,
+        barrier_timeout_and_action_panic,
+        barrier_thousand_passes,
+        owner_died_lock,
+        owner_died_rlock,
+        owner_thread_ended,
+        owner_died_condition,
+        owner_died_barrier,
+        killed_waiter_does_not_wedge_the_condition,
+        pool_initializer_task_and_result,
+        no_leaks,
+        serializing_outside_a_process_message_fails,
+    );
     common::run(trials)
 }

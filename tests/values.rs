@@ -8,8 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{each_method, is_gone, Outcome, LONG};
-use libtest_mimic::Trial;
+use common::{is_gone, Outcome, LONG};
 use multiproc::{
     active_children, process, ErrorKind, Event, JoinHandle, Process, ProcessBuilder, Queue,
     SharedMemory, StartMethod,
@@ -408,37 +407,18 @@ fn panic_message_under_abort() -> Outcome {
 
 fn main() {
     multiproc::init();
-    let mut trials = Vec::new();
-    for (name, test) in [
-        ("value_back", value_back as fn(StartMethod) -> Outcome),
-        ("rich_values_back", rich_values_back),
-        ("large_values_back", large_values_back),
-        ("descriptors_back", descriptors_back),
-        ("panic_is_an_error", panic_is_an_error),
-        ("exit_code_is_an_error", exit_code_is_an_error),
-        ("signal_is_an_error", signal_is_an_error),
-        (
-            "timeout_leaves_the_handle_usable",
-            timeout_leaves_the_handle_usable,
-        ),
-        (
-            "process_join_leaves_the_value",
-            process_join_leaves_the_value,
-        ),
-        (
-            "dropped_handle_leaves_no_zombie",
-            dropped_handle_leaves_no_zombie,
-        ),
-    ] {
-        trials.extend(each_method(name, test));
-    }
-    trials.push(Trial::test(
-        "default_method_and_names",
-        default_method_and_names,
-    ));
-    trials.push(Trial::test(
-        "panic_message_under_abort",
-        panic_message_under_abort,
-    ));
+    let mut trials = trials!(each_method:
+        value_back,
+        rich_values_back,
+        large_values_back,
+        descriptors_back,
+        panic_is_an_error,
+        exit_code_is_an_error,
+        signal_is_an_error,
+        timeout_leaves_the_handle_usable,
+        process_join_leaves_the_value,
+        dropped_handle_leaves_no_zombie,
+    );
+    trials.extend(trials!(once: default_method_and_names, panic_message_under_abort));
     common::run(trials)
 }

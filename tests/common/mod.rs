@@ -2,6 +2,8 @@
 #![allow(dead_code)]
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use libtest_mimic::{Arguments, Failed, Trial};
@@ -27,6 +29,22 @@ pub fn each_method(name: &str, test: fn(StartMethod) -> Outcome) -> Vec<Trial> {
         .collect()
 }
 
+/// Trials named after their test functions, so that a name is written once:
+/// `trials!(each_method: a, b)` gives `a::fork`, `a::spawn`, `a::forkserver`, `b::fork`, ...
+/// (see [`each_method`]) from `fn(StartMethod) -> Outcome`s, and `trials!(once: c, d)` one
+/// trial `c`, one `d` from `fn() -> Outcome`s. Either gives a `Vec<Trial>`, in the order given.
+#[macro_export]
+macro_rules! trials {
+    (each_method: $($test:ident),* $(,)?) => {{
+        let mut trials: Vec<::libtest_mimic::Trial> = Vec::new();
+        $(trials.extend($crate::common::each_method(stringify!($test), $test));)*
+        trials
+    }};
+    (once: $($test:ident),* $(,)?) => {
+        vec![$(::libtest_mimic::Trial::test(stringify!($test), $test)),*]
+    };
+}
+
 /// Runs the trials on the main thread (so that fork is allowed) and exits.
 pub fn run(trials: Vec<Trial>) -> ! {
     let mut args = Arguments::from_args();
@@ -35,6 +53,7 @@ pub fn run(trials: Vec<Trial>) -> ! {
     if conclusion.has_failed() {
         kill_children();
     }
+    remove_scratch();
     conclusion.exit()
 }
 
@@ -48,23 +67,54 @@ fn kill_children() {
     }
 }
 
-/// A fresh, empty scratch directory for one trial.
+/// The scratch folders of this run: one folder in the temp dir per test process, made on the
+/// first `scratch`, that `run` removes once the trials ended.
+struct ScratchRoot {
+    path: PathBuf,
+    /// The process that made it and removes it: a forked child inherits the value, and must
+    /// not remove what its parent's trials still use.
+    owner: u32,
+}
+
+static SCRATCH_ROOT: OnceLock<ScratchRoot> = OnceLock::new();
+
+/// A fresh, empty scratch directory for one trial, under this run's scratch root.
 pub fn scratch(tag: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "multiproc-test-{}-{tag}-{}",
-        std::process::id(),
-        Instant::now().elapsed().as_nanos() ^ rand_u64()
-    ));
+    let root = SCRATCH_ROOT.get_or_init(|| {
+        let owner = std::process::id();
+        let path = std::env::temp_dir().join(format!("multiproc-test-{owner}-{}", rand_u64()));
+        let _ = std::fs::remove_dir_all(&path);
+        ScratchRoot { path, owner }
+    });
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let dir = root
+        .path
+        .join(format!("{tag}-{}", NEXT.fetch_add(1, Ordering::Relaxed)));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("create scratch dir");
     dir
 }
 
-fn rand_u64() -> u128 {
+fn rand_u64() -> u64 {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u8(0);
-    h.finish() as u128
+    h.finish()
+}
+
+/// Removes this run's scratch root, if this process made one. Only `run` calls it, in the
+/// parent after the trials ended; children (forked or spawned) never reach it.
+fn remove_scratch() {
+    if let Some(root) = SCRATCH_ROOT.get() {
+        if root.owner == std::process::id() {
+            if let Err(err) = std::fs::remove_dir_all(&root.path) {
+                eprintln!(
+                    "could not remove the scratch folder {}: {err}",
+                    root.path.display()
+                );
+            }
+        }
+    }
 }
 
 /// Waits for `path` to exist and hold a complete line, at most `timeout`.
