@@ -242,8 +242,9 @@ pub(crate) fn fork_child<P: ForChild>(
     check_threads()?;
     // Both ends registered as they are made: a fork in another thread meanwhile (under a
     // permissive ForkPolicy) closes them in its child. What this child keeps (its end, and
-    // whatever `prepare` registered) is unregistered again under the lock this fork holds,
-    // just before it forks; the parent closes its copies before it lets go of that lock.
+    // whatever `prepare` handed over: `fd::Registering::hand_over`) is unregistered again
+    // under the lock this fork holds, just before it forks; the parent closes its copies
+    // before it lets go of that lock.
     let (parent_end, child_end) = fd::made(|fds| {
         let (parent_end, child_end) = UnixStream::pair()?;
         fds.hand_over(&child_end);
