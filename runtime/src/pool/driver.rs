@@ -210,7 +210,7 @@ impl Driver {
     fn adopt(&mut self, name: String, popen: Popen) -> Result<()> {
         // Closed in forked children, like the worker's other descriptors: a child that kept the
         // socket would keep the worker from seeing its parent die. Registered as they are made
-        // (a caller's thread may fork meanwhile); `Link`'s drop unregisters them.
+        // (a caller's thread may fork meanwhile); unregistered and closed with the `Link`.
         let handles = fd::made(|fds| {
             let control = popen
                 .control
