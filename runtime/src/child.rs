@@ -18,6 +18,7 @@ use crate::bootstrap::{
 };
 use crate::current::{self, CurrentProcess, ParentProcess};
 use crate::error::{ErrorKind, RemotePanic};
+use crate::fd::{self, LibraryFd};
 use crate::registry::{self, Entry};
 use crate::{handle, sys, wire};
 
@@ -247,7 +248,12 @@ impl Setup {
             name: Box::new(launch.name.clone()),
             // Registered as it is made, like every descriptor a fork in another thread must
             // not hand to its child; unregistered when it becomes standard input.
-            stdin: current::registered(sys::open_devnull, |null| vec![null.as_raw_fd()]).ok(),
+            stdin: fd::made(|fds| {
+                let null = sys::open_devnull()?;
+                fds.hand_over(&null);
+                Ok::<_, std::io::Error>(null)
+            })
+            .ok(),
             control,
             launch,
             process,
@@ -274,12 +280,13 @@ pub(crate) fn run(setup: Setup, entry: &'static Entry, fds: Vec<OwnedFd>) -> ! {
         name,
         stdin,
     } = setup;
-    current::register_fd(&*control);
+    // Closed in the children this child forks, for as long as it lives.
+    LibraryFd::new(control.clone()).keep_for_life();
     current::become_child(process, parent);
     // A child starts its own children the way it was started, unless told otherwise.
     crate::context::force_start_method(Some(launch.start_method));
     if let Some(null) = stdin {
-        current::unregister_fd(&null);
+        fd::forget(&null);
         sys::stdin_from(null);
     }
     if launch.daemon {

@@ -1,9 +1,9 @@
 //! Who this process is: `current_process()`, `parent_process()`, `cpu_count()`, and the
-//! per-process state every other module reads (identity counter, descriptors to close in
-//! forked children, whether `init()` ran or a child is entered before `main`).
+//! per-process state every other module reads (identity counter, whether `init()` ran or a
+//! child is entered before `main`). The descriptors a forked child closes are `fd`'s.
 
 use std::any::Any;
-use std::os::fd::{AsFd, AsRawFd, RawFd};
+use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
@@ -278,98 +278,6 @@ pub(crate) fn mark_initialized() -> bool {
 
 pub(crate) fn initialized() -> bool {
     INITIALIZED.load(Ordering::SeqCst)
-}
-
-/// Descriptors the library holds for its children and servers. A forked child closes them all
-/// at once, so that it never keeps another child's control socket (or the fork server's) open.
-///
-/// A fork holds this lock while it forks. Descriptors made by a thread that may run beside a
-/// fork (the pool's driver thread, and any thread under a permissive `ForkPolicy`) are made
-/// and registered under it too ([`registered`]): a child forked meanwhile then either
-/// predates them or closes them all. Registering is idempotent (a number is held by one open
-/// descriptor at a time), so that a descriptor registered when it was made may be registered
-/// again by the handle that takes it over.
-static LIBRARY_FDS: Mutex<Vec<RawFd>> = Mutex::new(Vec::new());
-
-pub(crate) fn lock_library_fds() -> MutexGuard<'static, Vec<RawFd>> {
-    LIBRARY_FDS.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-fn add(fds: &mut Vec<RawFd>, raw: RawFd) {
-    if !fds.contains(&raw) {
-        fds.push(raw);
-    }
-}
-
-pub(crate) fn register_fd(fd: &impl AsRawFd) {
-    add(&mut lock_library_fds(), fd.as_raw_fd());
-}
-
-pub(crate) fn unregister_fd(fd: &impl AsRawFd) {
-    let raw = fd.as_raw_fd();
-    let mut fds = lock_library_fds();
-    if let Some(i) = fds.iter().position(|&f| f == raw) {
-        fds.swap_remove(i);
-    }
-}
-
-/// Unregisters `fd` and closes it, under the lock a fork holds while it forks: no fork in
-/// another thread sees it unregistered but open (its child would keep it open, and with it a
-/// channel's peer or a child's parent alive).
-pub(crate) fn close_registered(fd: impl AsRawFd) {
-    let mut fds = lock_library_fds();
-    let raw = fd.as_raw_fd();
-    if let Some(i) = fds.iter().position(|&f| f == raw) {
-        fds.swap_remove(i);
-    }
-    drop(fd);
-}
-
-/// A registered descriptor, alone or shared by several handles behind an `Arc` (a child's
-/// pidfd): unregistered and closed at once when it goes (see [`close_registered`]).
-#[derive(Debug)]
-pub(crate) struct SharedRegistered(std::mem::ManuallyDrop<std::os::fd::OwnedFd>);
-
-impl SharedRegistered {
-    /// Takes `fd`, which must be registered already (it is made by [`registered`]).
-    pub(crate) fn new(fd: std::os::fd::OwnedFd) -> Self {
-        SharedRegistered(std::mem::ManuallyDrop::new(fd))
-    }
-}
-
-impl std::os::fd::AsFd for SharedRegistered {
-    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
-        self.0.as_fd()
-    }
-}
-
-impl AsRawFd for SharedRegistered {
-    fn as_raw_fd(&self) -> RawFd {
-        self.0.as_raw_fd()
-    }
-}
-
-impl Drop for SharedRegistered {
-    fn drop(&mut self) {
-        // SAFETY: the descriptor is not used again: this is the drop of its owner.
-        close_registered(unsafe { std::mem::ManuallyDrop::take(&mut self.0) });
-    }
-}
-
-/// Runs `make` under the lock a fork holds while it forks, and registers the descriptors
-/// `fds_of` names in what it made: no fork in another thread sees them made but unregistered
-/// (its child would keep them open, and with them a worker or a channel peer alive). `make`
-/// must not take the library's other locks, nor register descriptors itself.
-pub(crate) fn registered<T, E>(
-    make: impl FnOnce() -> std::result::Result<T, E>,
-    fds_of: impl FnOnce(&T) -> Vec<RawFd>,
-) -> std::result::Result<T, E> {
-    let mut fds = lock_library_fds();
-    let made = make()?;
-    for raw in fds_of(&made) {
-        add(&mut fds, raw);
-    }
-    Ok(made)
 }
 
 /// In a child: the control socket to the parent (pool workers read their tasks from it).

@@ -22,6 +22,7 @@ mod codec;
 mod context;
 mod current;
 mod error;
+mod fd;
 mod handle;
 mod join;
 mod pool;

@@ -8,7 +8,7 @@
 //! sealed `memfd` (`record`), go through it, announced by a ring entry that keeps their place
 //! in the order; and a pipe end learns from it that its peer is gone. A queue (`core`) is its
 //! ring and its socket pair, whose two ends every holder keeps; a joinable queue adds
-//! process-shared counters (`joinable`). The socket descriptors are `LocalFd`s (`local`):
+//! process-shared counters (`joinable`). The socket descriptors are `fd::LibraryFd`s:
 //! closed in `fork` children, which get their own copies as arguments.
 //!
 //! The user-facing design notes (what a dead consumer loses, when an unbounded `put` waits,
@@ -16,7 +16,6 @@
 
 mod core;
 mod joinable;
-mod local;
 mod pipe;
 mod queue;
 pub(crate) mod record;
@@ -24,7 +23,6 @@ mod ring;
 mod simple;
 
 pub use joinable::JoinableQueue;
-pub(crate) use local::settle_before_fork;
 pub use pipe::{Connection, Pipe, Receiver, Sender};
 pub use queue::Queue;
 pub use simple::SimpleQueue;

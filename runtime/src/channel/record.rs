@@ -21,12 +21,10 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::codec;
-use crate::current;
 use crate::error::{Error, ErrorKind, Result};
+use crate::fd::{self, LibraryFd};
 use crate::handle::{self, Encoded, SharedFd};
 use crate::sys;
-
-use super::local::LocalFd;
 
 /// The most descriptors one record can carry (the kernel's `SCM_MAX_FD`).
 const MAX_FDS: usize = 253;
@@ -46,12 +44,12 @@ thread_local! {
 
 /// One end of a `SOCK_SEQPACKET` socket pair.
 ///
-/// The descriptor is a [`LocalFd`]: a child started with `fork` closes its inherited copy at
+/// The descriptor is a [`LibraryFd`]: a child started with `fork` closes its inherited copy at
 /// once (it gets its own duplicate when an end is one of its arguments), so a pipe end
 /// dropped by the parent is really closed, and its peer sees [`ErrorKind::Disconnected`]
 /// instead of waiting forever.
 pub(crate) struct Endpoint {
-    fd: LocalFd,
+    fd: LibraryFd,
     inline_max: usize,
 }
 
@@ -73,8 +71,9 @@ impl Endpoint {
     /// A connected pair, each end with the largest send buffer the system allows.
     pub(crate) fn pair() -> Result<(Endpoint, Endpoint)> {
         // Registered as they are made: a fork in another thread never sees them unregistered.
-        let (a, b) = current::registered(sys::seqpacket_pair, |(a, b)| {
-            vec![a.as_raw_fd(), b.as_raw_fd()]
+        let (a, b) = fd::made(|fds| {
+            let (a, b) = sys::seqpacket_pair()?;
+            Ok::<_, std::io::Error>((fds.own(a), fds.own(b)))
         })
         .map_err(|err| Error::io("cannot create a socket pair for a channel", err))?;
         let a = Endpoint::adopt(a, true);
@@ -82,20 +81,17 @@ impl Endpoint {
         Ok((a?, b?))
     }
 
-    fn adopt(fd: OwnedFd, grow: bool) -> Result<Endpoint> {
+    /// On failure `fd` is closed, with its registration.
+    fn adopt(fd: LibraryFd, grow: bool) -> Result<Endpoint> {
         let sndbuf = if grow {
             sys::grow_send_buffer(fd.as_fd())
         } else {
-            nix::sys::socket::getsockopt(&fd, nix::sys::socket::sockopt::SndBuf)
+            nix::sys::socket::getsockopt(&*fd, nix::sys::socket::sockopt::SndBuf)
                 .map_err(std::io::Error::from)
         }
-        .map_err(|err| {
-            // It may have been registered where it was made.
-            current::unregister_fd(&fd);
-            Error::io("cannot read the send buffer size of a channel", err)
-        })?;
+        .map_err(|err| Error::io("cannot read the send buffer size of a channel", err))?;
         Ok(Endpoint {
-            fd: LocalFd::new(fd),
+            fd,
             inline_max: (sndbuf / 16).clamp(INLINE_FLOOR, INLINE_CAP),
         })
     }
@@ -103,14 +99,22 @@ impl Endpoint {
     /// A duplicate of this end (same socket).
     pub(crate) fn try_clone(&self) -> Result<Endpoint> {
         Ok(Endpoint {
-            fd: self.fd.try_clone()?,
+            fd: match self.fd.try_clone() {
+                Some(fd) => {
+                    fd.map_err(|err| Error::io("cannot duplicate a channel's descriptor", err))?
+                }
+                None => return Err(inherited()),
+            },
             inline_max: self.inline_max,
         })
     }
 
     /// The descriptor, when this process owns it.
     pub(crate) fn fd(&self) -> Result<BorrowedFd<'_>> {
-        self.fd.get()
+        if self.fd.inherited() {
+            return Err(inherited());
+        }
+        Ok(self.fd.as_fd())
     }
 
     /// Makes a record ready to send (possibly several times, when a non-blocking send finds
@@ -251,11 +255,21 @@ impl Serialize for Endpoint {
 impl<'de> Deserialize<'de> for Endpoint {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
         let fd = SharedFd::deserialize(deserializer)?.into_inner();
-        Endpoint::adopt(fd, false).map_err(serde::de::Error::custom)
+        Endpoint::adopt(LibraryFd::new(fd), false).map_err(serde::de::Error::custom)
     }
 }
 
-/// A record ready to send: header, inline bytes, descriptors (the spill file first).
+/// The error of a forked child that uses its parent's channel.
+fn inherited() -> Error {
+    Error::new(
+        ErrorKind::InvalidInput,
+        "this channel belongs to the parent process: a child started with fork has its \
+         parent's memory but not its channels (their descriptors are closed in the child); \
+         pass channels to a child as arguments",
+    )
+}
+
+/// A record ready to send, inline bytes, descriptors (the spill file first).
 pub(crate) struct Outgoing {
     header: Vec<u8>,
     inline: Vec<u8>,

@@ -13,7 +13,6 @@
 //! started for [`START_RETRY_LIMIT`] (or the pool's own limit) do the waiting tasks fail.
 
 use std::collections::VecDeque;
-use std::mem::ManuallyDrop;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{mpsc, Arc, Condvar, Mutex, PoisonError};
@@ -31,6 +30,7 @@ use crate::codec;
 use crate::context::StartMethod;
 use crate::current::{self, current_process};
 use crate::error::{Error, ErrorKind, Result};
+use crate::fd;
 use crate::registry::Target;
 use crate::start::Popen;
 use crate::{spare, sys, wire};
@@ -210,17 +210,15 @@ impl Driver {
     fn adopt(&mut self, name: String, popen: Popen) -> Result<()> {
         // Closed in forked children, like the worker's other descriptors: a child that kept the
         // socket would keep the worker from seeing its parent die. Registered as they are made
-        // (a caller's thread may fork meanwhile); `Link`'s drop unregisters them.
-        let handles = current::registered(
-            || {
-                let control = popen
-                    .control
-                    .try_clone()
-                    .map_err(|err| Error::io("cannot duplicate a worker's socket", err))?;
-                Ok::<_, Error>((control, popen.signal_handle()?))
-            },
-            |(control, pidfd)| vec![control.as_raw_fd(), pidfd.as_raw_fd()],
-        );
+        // (a caller's thread may fork meanwhile); unregistered and closed with the `Link`.
+        let handles = fd::made(|fds| {
+            let control = popen
+                .control
+                .try_clone()
+                .map_err(|err| Error::io("cannot duplicate a worker's socket", err))?;
+            let pidfd = popen.signal_handle()?;
+            Ok::<_, Error>((fds.own(control), fds.own(pidfd)))
+        });
         let (control, pidfd) = match handles {
             Ok(handles) => handles,
             Err(err) => {
@@ -229,9 +227,9 @@ impl Driver {
             }
         };
         let link = Arc::new(Link {
-            control: ManuallyDrop::new(control),
+            control,
             exit: popen.exit_fd(),
-            pidfd: ManuallyDrop::new(pidfd),
+            pidfd,
             name: name.clone(),
             pid: popen.pid,
             state: AtomicU8::new(IDLE),

@@ -8,7 +8,7 @@
 //! broken, or stopped).
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::AsFd;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
@@ -17,8 +17,8 @@ use std::time::Instant;
 
 use super::link::{Link, IDLE, LENT};
 use super::{reply, threads};
-use crate::current;
 use crate::error::{Error, ErrorKind, Result};
+use crate::fd::{self, LibraryFd};
 use crate::handle::Encoded;
 use crate::{spare, sys};
 
@@ -88,7 +88,7 @@ pub(super) fn terminated() -> Error {
 /// What the pool's handle and its driver share.
 pub(crate) struct Shared {
     state: Mutex<State>,
-    pub(super) wake: OwnedFd,
+    pub(super) wake: LibraryFd,
     driver_thread: OnceLock<ThreadId>,
     pub(super) links: Mutex<Vec<Arc<Link>>>,
     maxtasks: OnceLock<Option<u64>>,
@@ -106,7 +106,7 @@ const DISCARD_FROM: usize = 4 << 20;
 
 impl Shared {
     pub(crate) fn new() -> Result<Arc<Shared>> {
-        let wake = current::registered(sys::eventfd, |wake| vec![wake.as_raw_fd()])
+        let wake = fd::made(|fds| Ok::<_, std::io::Error>(fds.own(sys::eventfd()?)))
             .map_err(|err| Error::io("cannot create the pool's eventfd", err))?;
         Ok(Arc::new(Shared {
             state: Mutex::new(State {
@@ -394,12 +394,6 @@ impl Shared {
             err
         };
         self.fail_all(&err);
-    }
-}
-
-impl Drop for Shared {
-    fn drop(&mut self) {
-        current::unregister_fd(&self.wake);
     }
 }
 

@@ -1,25 +1,24 @@
 //! A pool worker as seen from outside the driver thread ([`Link`]): its socket, its exit and
 //! its state, so that a caller of `apply` can borrow an idle worker and run its task itself.
 
-use std::mem::ManuallyDrop;
-use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use crate::{current, wire};
+use crate::fd::LibraryFd;
+use crate::wire;
 
 /// A worker as seen from outside the driver thread: what a caller of `apply` needs to borrow an
 /// idle worker and run its task itself (two hand-offs per call instead of four).
 pub(crate) struct Link {
-    /// A duplicate of the worker's control socket; closed with its registration (see `Drop`).
-    pub control: ManuallyDrop<UnixStream>,
+    /// A duplicate of the worker's control socket; closed with its registration.
+    pub control: LibraryFd<UnixStream>,
     /// Readable when the worker has exited.
-    pub exit: Arc<crate::current::SharedRegistered>,
+    pub exit: Arc<LibraryFd>,
     /// A duplicate of the worker's pidfd, to kill it on a task timeout; closed with its
     /// registration.
-    pub pidfd: ManuallyDrop<OwnedFd>,
+    pub pidfd: LibraryFd,
     pub name: String,
     pub pid: i32,
     /// `IDLE`, `DRIVER` (running a task the driver dispatched), `LENT` (a caller runs one),
@@ -40,22 +39,6 @@ pub(crate) const IDLE: u8 = 0;
 pub(crate) const DRIVER: u8 = 1;
 pub(crate) const LENT: u8 = 2;
 pub(crate) const GONE: u8 = 3;
-
-impl Drop for Link {
-    fn drop(&mut self) {
-        // Closed with their registrations, at once: a fork in another thread meanwhile never
-        // sees them open and unregistered (see `current::close_registered`).
-        // SAFETY: neither is used again: this is the drop of their owner.
-        let (control, pidfd) = unsafe {
-            (
-                ManuallyDrop::take(&mut self.control),
-                ManuallyDrop::take(&mut self.pidfd),
-            )
-        };
-        current::close_registered(control);
-        current::close_registered(pidfd);
-    }
-}
 
 impl Link {
     /// The driver has reaped this worker (`code`: its exit code, if known): tells whoever waits.

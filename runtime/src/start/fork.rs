@@ -10,7 +10,7 @@
 //! it: any lock another thread held at the moment of the fork would stay locked in the child.
 
 use std::io::Write;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::time::{Duration, Instant};
@@ -22,7 +22,7 @@ use crate::bootstrap::{Launch, EXIT_BOOTSTRAP_FAILED};
 use crate::child::{self, ForChild};
 use crate::error::{Error, ErrorKind, Result};
 use crate::registry::Entry;
-use crate::{current, handle, sys};
+use crate::{current, fd, handle, sys};
 
 static POLICY: AtomicU8 = AtomicU8::new(0);
 
@@ -218,7 +218,7 @@ pub(crate) fn launch(launch: Launch, entry: &'static Entry, fds: &[RawFd]) -> Re
 /// Completes, before a fork, every one-time initialisation that a forked child may need: the
 /// build identity (and the registry under it), which the children of a pool's zygote read in
 /// their bootstrap and a forked child when it starts children of its own; the probe of the C
-/// library's thread flag; the fork hooks that channels and locks install on first use.
+/// library's thread flag; the fork hook (`fd`) that descriptors and locks install on first use.
 ///
 /// Each is a `OnceLock` or a `Once`: a child forked while another thread was initialising one
 /// inherits it half-made and marked as in progress, and waits for good for a thread that does
@@ -228,8 +228,7 @@ pub(crate) fn launch(launch: Launch, entry: &'static Entry, fds: &[RawFd]) -> Re
 fn settle_one_time_state() {
     let _ = crate::registry::BuildId::current();
     let _ = sys::known_single_threaded();
-    crate::channel::settle_before_fork();
-    crate::sync::raw::settle_before_fork();
+    fd::settle_before_fork();
 }
 
 /// Forks a child that runs `body`, which must not return (if it does, the child exits).
@@ -243,10 +242,13 @@ pub(crate) fn fork_child<P: ForChild>(
     check_threads()?;
     // Both ends registered as they are made: a fork in another thread meanwhile (under a
     // permissive ForkPolicy) closes them in its child. What this child keeps (its end, and
-    // whatever `prepare` registered) is unregistered again under the lock this fork holds,
-    // just before it forks; the parent closes its copies before it lets go of that lock.
-    let (parent_end, child_end) = current::registered(UnixStream::pair, |(a, b)| {
-        vec![a.as_raw_fd(), b.as_raw_fd()]
+    // whatever `prepare` handed over: `fd::Registering::hand_over`) is unregistered again
+    // under the lock this fork holds, just before it forks; the parent closes its copies
+    // before it lets go of that lock.
+    let (parent_end, child_end) = fd::made(|fds| {
+        let (parent_end, child_end) = UnixStream::pair()?;
+        fds.hand_over(&child_end);
+        Ok::<_, std::io::Error>((fds.own(parent_end), child_end))
     })
     .map_err(|err| Error::io("cannot create a control socket", err))?;
     let prepared = prepare(child_end);
@@ -262,13 +264,12 @@ pub(crate) fn fork_child<P: ForChild>(
     let _ = stderr.flush();
 
     // The library's locks, held across the fork: the child's copies are then consistent.
-    // Order: panic hook, fork server client, then who-am-i, children, descriptors (as
-    // everywhere else), and the executable `spawn` runs, which is taken alone elsewhere.
+    // In the library's lock order, written in one place: the module docs of `fd`.
     let hook = child::lock_panic_hook();
     let mut server = lock_client();
     let me = current::lock_me();
     let mut children = current::lock_children();
-    let mut fds = current::lock_library_fds();
+    let mut fds = fd::lock_registry();
     let executable = lock_executable();
     fds.retain(|fd| !kept.contains(fd));
     // Room for the child to register its control socket without allocating.
@@ -306,7 +307,7 @@ pub(crate) fn fork_child<P: ForChild>(
         }
         Err(err) => {
             drop((executable, server, fds, children, me, hook));
-            current::unregister_fd(&parent_end);
+            drop(parent_end);
             Err(Error::io("fork failed", err))
         }
     }

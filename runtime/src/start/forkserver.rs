@@ -71,6 +71,7 @@ use nix::unistd::{fork, ForkResult};
 use super::{fork, lock_client, spawn, Popen};
 use crate::bootstrap::{Launch, PreloadCall, Role};
 use crate::error::{Error, ErrorKind, Result};
+use crate::fd::{self, LibraryFd};
 use crate::registry::{BuildId, Target};
 use crate::{carrier, child, current, sys};
 
@@ -317,23 +318,18 @@ impl ForkServer {
     /// itself (`OP_CLONE`).
     fn request(&self, op: u8) -> Result<Popen> {
         // Made, and the server's answer received, under the lock a fork holds (see
-        // `current::registered`): the pool's driver thread asks for workers beside the
-        // caller's forks, whose children must not keep these descriptors. Registered, they
-        // are unregistered before they are closed, on every path.
-        let (parent_end, child_end) = current::registered(UnixStream::pair, |(a, b)| {
-            vec![a.as_raw_fd(), b.as_raw_fd()]
+        // `fd::made`): the pool's driver thread asks for workers beside the caller's forks,
+        // whose children must not keep these descriptors. They are `LibraryFd`s, closed with
+        // their registrations on every path.
+        let (parent_end, child_end) = fd::made(|fds| {
+            let (a, b) = UnixStream::pair()?;
+            Ok::<_, std::io::Error>((fds.own(a), fds.own(b)))
         })
         .map_err(|err| Error::io("cannot create a control socket", err))?;
         let answer = self.answer(op, &child_end);
-        current::unregister_fd(&child_end);
         drop(child_end);
-        match answer {
-            Ok((pid, status, pidfd)) => Ok(Popen::served(pid, parent_end, status, pidfd)),
-            Err(err) => {
-                current::unregister_fd(&parent_end);
-                Err(err)
-            }
-        }
+        let (pid, status, pidfd) = answer?;
+        Ok(Popen::served(pid, parent_end, status, pidfd))
     }
 
     /// Kills a server whose stream cannot be trusted any more, and says so: a
@@ -350,7 +346,7 @@ impl ForkServer {
     /// the child's pid, status pipe and pidfd. Any answer that is not that (another request's
     /// id, a malformed frame, a descriptor too many or too few), or a stream that breaks,
     /// kills the server.
-    fn answer(&self, op: u8, child_end: &UnixStream) -> Result<(i32, OwnedFd, OwnedFd)> {
+    fn answer(&self, op: u8, child_end: &UnixStream) -> Result<(i32, LibraryFd, LibraryFd)> {
         let id = self.last_id.fetch_add(1, Ordering::Relaxed) + 1;
         let sock = self.server.control.as_fd();
         if let Err(err) = sys::send_with_fds(sock, &request_frame(op, id), &[child_end.as_raw_fd()])
@@ -372,10 +368,12 @@ impl ForkServer {
             ));
         }
         let mut reply = [0u8; REPLY_LEN];
-        let fds = match current::registered(
-            || sys::recv_with_fds(sock, &mut reply, 2),
-            |fds| fds.iter().flatten().map(AsRawFd::as_raw_fd).collect(),
-        ) {
+        let fds = match fd::made(|fds| {
+            Ok::<_, std::io::Error>(
+                sys::recv_with_fds(sock, &mut reply, 2)?
+                    .map(|got| got.into_iter().map(|fd| fds.own(fd)).collect::<Vec<_>>()),
+            )
+        }) {
             Ok(Some(fds)) => fds,
             Ok(None) => {
                 let _ = self.server.signal(libc::SIGKILL);
@@ -386,10 +384,9 @@ impl ForkServer {
             }
             Err(err) => return Err(self.out_of_step(format!("unreadable answer: {err}"))),
         };
-        let fail = |fds: Vec<OwnedFd>, err: Error| {
-            for fd in &fds {
-                current::unregister_fd(fd);
-            }
+        // The descriptors received go with their registrations.
+        let fail = |fds: Vec<LibraryFd>, err: Error| {
+            drop(fds);
             Err(err)
         };
         let (magic, answered, value, count) = parse_reply(&reply);
@@ -419,7 +416,7 @@ impl ForkServer {
                     .with_source(std::io::Error::from_raw_os_error(value.saturating_neg())),
             );
         }
-        match <[OwnedFd; 2]>::try_from(fds) {
+        match <[LibraryFd; 2]>::try_from(fds) {
             Ok([status, pidfd]) => Ok((value, status, pidfd)),
             Err(fds) => fail(fds, self.out_of_step("descriptors missing".into())),
         }
@@ -638,8 +635,7 @@ pub(crate) fn serve(control: UnixStream) -> ! {
                 // The child writes its own exit code when it ends through the library (or
                 // `exit(3)`): the code then survives this server. Registered, the pipe is
                 // closed in the children it forks.
-                let status_w = std::os::fd::IntoRawFd::into_raw_fd(status_w);
-                current::register_fd(&status_w);
+                let status_w = LibraryFd::new(status_w).keep_for_life();
                 sys::report_exit_on(status_w);
                 child::serve(UnixStream::from(sent))
             }
@@ -713,7 +709,12 @@ mod tests {
             let (status_r, status_w) = sys::pipe().unwrap();
             let (ours, theirs) = UnixStream::pair().unwrap();
             let server = ForkServer::new(
-                Popen::served(pid, ours, status_r, pidfd),
+                Popen::served(
+                    pid,
+                    LibraryFd::new(ours),
+                    LibraryFd::new(status_r),
+                    LibraryFd::new(pidfd),
+                ),
                 BuildId::current(),
             );
             let fake = std::thread::spawn(move || {

@@ -20,7 +20,6 @@ pub(crate) mod fork;
 pub(crate) mod forkserver;
 pub(crate) mod spawn;
 
-use std::mem::ManuallyDrop;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
@@ -28,10 +27,10 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
 use crate::bootstrap::{self, ChildMessage, Credential, Role, EXIT_SERVER_DIED};
-use crate::current::SharedRegistered;
 use crate::error::{Error, ErrorKind, Result};
+use crate::fd::{self, LibraryFd};
 use crate::registry::BuildId;
-use crate::{current, sys, wire};
+use crate::{sys, wire};
 
 /// The fork server of this process, once started. A fork holds this lock across the fork (see
 /// `fork::fork_child`), so that its child never finds it taken by a thread it does not have.
@@ -83,8 +82,7 @@ pub enum ForkPolicy {
 /// file whose name holds 96 random bits, open (close-on-exec) in the parent until the child has
 /// answered its bootstrap.
 pub(crate) struct LaunchKey {
-    /// Always `Some` outside `drop`.
-    file: Option<OwnedFd>,
+    file: LibraryFd,
     key: [u8; 12],
     /// The binary the child runs, which the parent names in its errors (the child never says).
     pub executable: std::path::PathBuf,
@@ -97,13 +95,12 @@ impl LaunchKey {
         let mut key = [0u8; 12];
         sys::random_bytes(&mut key)
             .map_err(|err| Error::io("cannot read random bytes for a launch key", err))?;
-        let file = current::registered(
-            || sys::sealed_memfd(&Credential::key_name(&key), &[]),
-            |file| vec![file.as_raw_fd()],
-        )
+        let file = fd::made(|fds| {
+            Ok::<_, std::io::Error>(fds.own(sys::sealed_memfd(&Credential::key_name(&key), &[])?))
+        })
         .map_err(|err| Error::io("cannot create a launch key", err))?;
         Ok(LaunchKey {
-            file: Some(file),
+            file,
             key,
             executable,
         })
@@ -111,19 +108,8 @@ impl LaunchKey {
 
     fn credential(&self) -> Credential {
         Credential {
-            fd: self
-                .file
-                .as_ref()
-                .map_or(u32::MAX, |file| file.as_raw_fd() as u32),
+            fd: self.file.as_raw_fd() as u32,
             key: self.key,
-        }
-    }
-}
-
-impl Drop for LaunchKey {
-    fn drop(&mut self) {
-        if let Some(file) = self.file.take() {
-            current::close_registered(file);
         }
     }
 }
@@ -134,8 +120,9 @@ const STATUS_WAIT: Duration = Duration::from_secs(5);
 /// The parent's handle on a started child.
 pub(crate) struct Popen {
     pub pid: i32,
-    /// Dropped by hand, with its registration (see `Drop`).
-    pub control: ManuallyDrop<UnixStream>,
+    /// Closed with its registration when the handle goes: the child's hang-up detection
+    /// depends on it.
+    pub control: LibraryFd<UnixStream>,
     waiter: Waiter,
     /// The exit code once reaped: a pid is waited for exactly once.
     exitcode: OnceLock<i32>,
@@ -145,28 +132,24 @@ pub(crate) struct Popen {
 
 enum Waiter {
     /// Our own child (fork, spawn): a pidfd, and `waitpid` reaps it.
-    Direct { pidfd: Arc<SharedRegistered> },
+    Direct { pidfd: Arc<LibraryFd> },
     /// A fork-server child: `pidfd` (from the server) says when it has ended, whether or not
     /// the server still runs, and lets us signal it without racing pid reuse; the server then
     /// writes its exit code on `status`.
     Server {
-        status: SharedRegistered,
-        pidfd: Arc<SharedRegistered>,
+        status: LibraryFd,
+        pidfd: Arc<LibraryFd>,
     },
 }
 
 impl Popen {
     /// The handle on our own child `pid`. If the kernel cannot give a pidfd, the child is
     /// killed and reaped: a child we cannot wait for without racing is not kept.
-    pub(crate) fn direct(pid: i32, control: UnixStream) -> Result<Popen> {
-        let pidfd = match current::registered(
-            || sys::pidfd_open(pid),
-            |pidfd| vec![pidfd.as_raw_fd(), control.as_raw_fd()],
-        ) {
+    pub(crate) fn direct(pid: i32, control: LibraryFd<UnixStream>) -> Result<Popen> {
+        let pidfd = match fd::made(|fds| Ok::<_, std::io::Error>(fds.own(sys::pidfd_open(pid)?))) {
             Ok(pidfd) => pidfd,
             Err(err) => {
-                // Registered where it was made, perhaps.
-                current::unregister_fd(&control);
+                drop(control);
                 // SAFETY: `pid` is our unreaped child, so the pid cannot have been recycled.
                 unsafe { libc::kill(pid, libc::SIGKILL) };
                 let _ = sys::wait_child(pid, false);
@@ -175,9 +158,9 @@ impl Popen {
         };
         Ok(Popen {
             pid,
-            control: ManuallyDrop::new(control),
+            control,
             waiter: Waiter::Direct {
-                pidfd: Arc::new(SharedRegistered::new(pidfd)),
+                pidfd: Arc::new(pidfd),
             },
             exitcode: OnceLock::new(),
             key: std::sync::Mutex::new(None),
@@ -191,16 +174,18 @@ impl Popen {
     }
 
     /// The handle on a child of the fork server.
-    pub(crate) fn served(pid: i32, control: UnixStream, status: OwnedFd, pidfd: OwnedFd) -> Popen {
-        current::register_fd(&control);
-        current::register_fd(&status);
-        current::register_fd(&pidfd);
+    pub(crate) fn served(
+        pid: i32,
+        control: LibraryFd<UnixStream>,
+        status: LibraryFd,
+        pidfd: LibraryFd,
+    ) -> Popen {
         Popen {
             pid,
-            control: ManuallyDrop::new(control),
+            control,
             waiter: Waiter::Server {
-                status: SharedRegistered::new(status),
-                pidfd: Arc::new(SharedRegistered::new(pidfd)),
+                status,
+                pidfd: Arc::new(pidfd),
             },
             exitcode: OnceLock::new(),
             key: std::sync::Mutex::new(None),
@@ -208,7 +193,7 @@ impl Popen {
     }
 
     /// The descriptor that becomes readable when the child has exited: its pidfd.
-    pub(crate) fn exit_fd(&self) -> Arc<SharedRegistered> {
+    pub(crate) fn exit_fd(&self) -> Arc<LibraryFd> {
         match &self.waiter {
             Waiter::Direct { pidfd } | Waiter::Server { pidfd, .. } => pidfd.clone(),
         }
@@ -381,17 +366,5 @@ impl Popen {
             );
         }
         self.try_reap().ok().flatten()
-    }
-}
-
-impl Drop for Popen {
-    fn drop(&mut self) {
-        // The control socket is closed with its registration, at once (see
-        // `current::close_registered`): the child's hang-up detection depends on it.
-        // SAFETY: `control` is never used again: this is the drop of its owner.
-        let control = unsafe { ManuallyDrop::take(&mut self.control) };
-        current::close_registered(control);
-        // The pidfd (with its last handle) and the status pipe go with their registrations
-        // too (`SharedRegistered`).
     }
 }

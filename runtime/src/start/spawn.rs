@@ -17,8 +17,8 @@ use std::process::{Command, Stdio};
 
 use super::{lock_executable, LaunchKey, Popen};
 use crate::bootstrap::{Launch, Role, CHILD_FLAG};
-use crate::current;
 use crate::error::{Error, Result};
+use crate::fd;
 use crate::registry::BuildId;
 
 /// Sets the binary that `spawn` and the fork server execute (Python's `set_executable`);
@@ -66,37 +66,34 @@ pub(crate) fn exec_child() -> Result<(Popen, BuildId)> {
     // forks) would keep both ends of the control socket, and the write end of the pipe whose
     // end of file tells `spawn` that the exec went through, which would keep `spawn` waiting
     // for as long as that child lives.
-    let (parent_end, pid) = current::registered(
-        || {
-            let (parent_end, child_end) = UnixStream::pair()
-                .map_err(|err| Error::io("cannot create a control socket", err))?;
-            let fd = child_end.as_raw_fd();
-            let mut command = Command::new(&exe);
-            command
-                .arg0(&argv0)
-                .arg(CHILD_FLAG)
-                .arg(fd.to_string())
-                .stdin(Stdio::null());
-            // SAFETY: the closure runs in the forked child before exec and only calls fcntl,
-            // which is async-signal-safe; it clears close-on-exec on the one descriptor the
-            // child must inherit.
-            unsafe {
-                command.pre_exec(move || {
-                    let flags = libc::fcntl(fd, libc::F_GETFD);
-                    if flags < 0 || libc::fcntl(fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC) < 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                    Ok(())
-                });
-            }
-            let child = command
-                .spawn()
-                .map_err(|err| Error::io(format!("cannot execute {}", exe.display()), err))?;
-            // `child` holds no descriptor (stdin is /dev/null, stdout/stderr inherited); the
-            // Popen waits for and reaps the process.
-            Ok::<_, Error>((parent_end, child.id() as i32))
-        },
-        |(parent_end, _)| vec![parent_end.as_raw_fd()],
-    )?;
+    let (parent_end, pid) = fd::made(|fds| {
+        let (parent_end, child_end) =
+            UnixStream::pair().map_err(|err| Error::io("cannot create a control socket", err))?;
+        let fd = child_end.as_raw_fd();
+        let mut command = Command::new(&exe);
+        command
+            .arg0(&argv0)
+            .arg(CHILD_FLAG)
+            .arg(fd.to_string())
+            .stdin(Stdio::null());
+        // SAFETY: the closure runs in the forked child before exec and only calls fcntl,
+        // which is async-signal-safe; it clears close-on-exec on the one descriptor the
+        // child must inherit.
+        unsafe {
+            command.pre_exec(move || {
+                let flags = libc::fcntl(fd, libc::F_GETFD);
+                if flags < 0 || libc::fcntl(fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = command
+            .spawn()
+            .map_err(|err| Error::io(format!("cannot execute {}", exe.display()), err))?;
+        // `child` holds no descriptor (stdin is /dev/null, stdout/stderr inherited); the
+        // Popen waits for and reaps the process. Registered last, after what may fail.
+        Ok::<_, Error>((fds.own(parent_end), child.id() as i32))
+    })?;
     Ok((Popen::direct(pid, parent_end)?.with_key(key), build))
 }

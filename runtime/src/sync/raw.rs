@@ -12,8 +12,7 @@
 
 use std::cell::Cell;
 use std::io;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::Once;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 /// A point on `CLOCK_MONOTONIC`, or never. Waits take absolute deadlines, so a wait that is
@@ -313,55 +312,34 @@ impl RawMutex {
     }
 }
 
-/// Bumped in every forked child, whose thread has a new id: the cached ids are stale there.
-static FORK_EPOCH: AtomicU32 = AtomicU32::new(0);
-
-extern "C" fn forked() {
-    FORK_EPOCH.fetch_add(1, Ordering::Relaxed);
-}
-
 thread_local! {
-    /// This thread's id, and the fork epoch it was read in (0: not read yet).
-    static THREAD_ID: Cell<(u32, u32)> = const { Cell::new((0, 0)) };
+    /// This thread's id, and the fork generation it was read in (`crate::fd`'s fork hook
+    /// bumps it in every forked child, whose thread has a new id: the cached ids are stale
+    /// there).
+    static THREAD_ID: Cell<(u64, u32)> = const { Cell::new((0, 0)) };
 }
 
 /// The calling thread's id (`gettid`), cached.
 #[inline]
 fn this_thread() -> u32 {
-    let (epoch, tid) = THREAD_ID.with(Cell::get);
-    if tid != 0 && epoch == FORK_EPOCH.load(Ordering::Relaxed) {
+    let (generation, tid) = THREAD_ID.with(Cell::get);
+    if tid != 0 && generation == crate::fd::generation() {
         tid
     } else {
         read_thread_id()
     }
 }
 
-/// Whether the fork hook that resets the cached ids is installed; installs it on first call.
-fn fork_hooked() -> bool {
-    static HOOK: Once = Once::new();
-    static HOOKED: AtomicBool = AtomicBool::new(false);
-    HOOK.call_once(|| {
-        HOOKED.store(crate::sys::at_fork_child(forked).is_ok(), Ordering::Relaxed);
-    });
-    HOOKED.load(Ordering::Relaxed)
-}
-
-/// Installs the fork hook now, if it was not: called before a fork, so that a child forked
-/// while another thread was installing it does not wait for that thread (see `start::fork`).
-pub(crate) fn settle_before_fork() {
-    let _ = fork_hooked();
-}
-
 #[cold]
 fn read_thread_id() -> u32 {
-    let hooked = fork_hooked();
-    let epoch = FORK_EPOCH.load(Ordering::Relaxed);
+    let hooked = crate::fd::fork_hooked();
+    let generation = crate::fd::generation();
     // SAFETY: gettid takes no arguments and cannot fail.
     let tid = unsafe { libc::gettid() } as u32 & TID_MASK;
     // Without the fork hook (pthread_atfork fails only without memory) a cached id could
     // outlive a fork: then it is read every time.
     if hooked {
-        THREAD_ID.with(|cell| cell.set((epoch, tid)));
+        THREAD_ID.with(|cell| cell.set((generation, tid)));
     }
     tid
 }
