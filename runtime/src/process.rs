@@ -667,7 +667,7 @@ impl<R: Runnable> From<R> for Process {
     /// A subclass-style process: `value` is sent to the child, which calls its `run`. Its name
     /// is `TypeName-N`, as Python names subclass instances.
     fn from(value: R) -> Process {
-        Process::build(R::TYPE_NAME, R::NAME, handle::encode(&value))
+        Process::build(R::TYPE_NAME, R::NAME, carrier::encode_runnable(&value))
     }
 }
 

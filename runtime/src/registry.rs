@@ -67,6 +67,10 @@ pub trait Target: sealed::SealedTarget + Copy + Send + Sync + 'static {
     note = "annotate an `impl` block of the type that has `fn run(&mut self)` with `#[multiproc::process]`"
 )]
 pub trait Runnable: sealed::SealedRunnable + Serialize + DeserializeOwned + Send + 'static {
+    /// How the value is encoded: bincode, or the format `#[process(codec = "...")]` names on
+    /// the impl block. Not public API.
+    #[doc(hidden)]
+    type Format: codec::Format;
     /// The registered name.
     const NAME: &'static str;
     /// The type's name, used for default process names (`MyProcess-1`).
@@ -132,7 +136,8 @@ impl Entry {
     pub const fn runnable<R: Runnable>() -> Entry {
         Entry {
             name: R::NAME,
-            signature: std::any::type_name::<R>,
+            // The format is part of the wire format.
+            signature: std::any::type_name::<(R, R::Format)>,
             run: run_runnable::<R>,
             chunk: None,
         }
@@ -189,7 +194,7 @@ impl<T: Target> carrier::Worker for T {
 }
 
 fn run_runnable<R: Runnable>(payload: &[u8]) -> Result<Encoded> {
-    let value: R = codec::decode(payload)?;
+    let value: R = carrier::decode_runnable::<R>(payload)?;
     value.run_process();
     Ok(Encoded::default())
 }
