@@ -10,7 +10,7 @@ use crate::carrier;
 use crate::context::{self, Context, StartMethod};
 use crate::current::{self, current_process};
 use crate::error::{Error, ErrorKind, RemotePanic, Result};
-use crate::handle::{self, Encoded};
+use crate::handle::Encoded;
 use crate::registry::{self, Runnable, Target};
 use crate::start::{self, Popen};
 use crate::sys;
