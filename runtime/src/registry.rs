@@ -443,4 +443,28 @@ mod tests {
             "{raw} / {plain}"
         );
     }
+
+    #[derive(Serialize, Deserialize)]
+    struct Job(u8);
+
+    impl sealed::SealedRunnable for Job {}
+    impl Runnable for Job {
+        type Format = codec::SelfDescribing;
+        const NAME: &'static str = "registry::tests::Job";
+        const TYPE_NAME: &'static str = "Job";
+        fn run_process(self) {
+            assert_eq!(self.0, 7);
+        }
+    }
+
+    #[test]
+    fn a_process_type_travels_in_its_format_which_is_part_of_the_signature() {
+        let entry = Entry::runnable::<Job>();
+        assert!((entry.signature)().contains("SelfDescribing"));
+        // The child decodes what `Process::from` encodes, in the type's format, not bincode.
+        let encoded = carrier::encode_runnable(&Job(7)).unwrap();
+        let expected = <codec::SelfDescribing as codec::Format>::encode(&Job(7)).unwrap();
+        assert_eq!(encoded.bytes, expected);
+        entry.invoke(&encoded.bytes).unwrap();
+    }
 }
