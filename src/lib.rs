@@ -152,7 +152,8 @@
 //! ```
 //!
 //! The way out is per worker: `#[process(codec = "msgpack")]` encodes that worker's arguments
-//! and result (under `Process`, every `Pool` call, a pool initializer, and every start method)
+//! and result (under `Process`, every `Pool` call, a pool initializer, and every start method),
+//! or on an impl block the process type's value (its fields, sent by `Process::from`),
 //! as MessagePack with `rmp-serde`, which writes each value's type and each struct as a map of
 //! field names, so all of the shapes above round-trip:
 //!
@@ -201,7 +202,29 @@
 //! the default, for workers whose types it carries. No self-describing format tells `None`
 //! from `Some(())` or `Some(None)`. `codec = "bincode"` names the default; any other name is a
 //! compile error that lists these two. The codec is part of the build's fingerprint, like the
-//! carriers below, and applies to `#[process]` functions, not to process types.
+//! carriers below, and applies to `#[process]` functions and process types alike:
+//!
+//! ```
+//! #[derive(serde::Serialize, serde::Deserialize)]
+//! pub struct Report {
+//!     doc: serde_json::Value,
+//! }
+//!
+//! #[multiproc::process(codec = "msgpack")]
+//! impl Report {
+//!     fn run(&mut self) {
+//!         assert_eq!(self.doc["n"], 3);
+//!     }
+//! }
+//!
+//! # #[multiproc::main]
+//! # fn main() -> multiproc::Result<()> {
+//! let p = multiproc::Process::from(Report { doc: serde_json::json!({ "n": 3 }) });
+//! p.start()?;
+//! assert_eq!(p.join()?, 0);
+//! # Ok(())
+//! # }
+//! ```
 //!
 //! Byte vectors: serde encodes a `Vec<u8>` one element at a time (~150 MB/s). An argument or a
 //! result **written `Vec<u8>`** in a `#[process]` function's signature is recognized and

@@ -2,11 +2,13 @@
 //! enums, `skip_serializing_if`): with the default codec, an error that names the worker and the
 //! user's type and says why, with a hint at the self-describing codec; with
 //! `#[process(codec = "msgpack")]`, the same shapes carried both ways, by `Process`, every way
-//! of `Pool` and its initializer. Each under every start method.
+//! of `Pool` and its initializer; and the same for the fields of a process type (an impl block
+//! with `codec = "msgpack"`, started with `Process::from`). Each under every start method.
 
 mod common;
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::Mutex;
 
 use common::{finish_with, Outcome};
@@ -398,6 +400,147 @@ fn carried_by_a_process(m: StartMethod) -> Outcome {
     Ok(())
 }
 
+// ---------------------------------------------------------------------------------------------
+// Process types: the value (its fields) in the codec of the impl block
+
+/// A process type with the default codec whose value does not encode: a flattened field.
+#[derive(Serialize, Deserialize)]
+pub struct FlatJob {
+    id: u64,
+    #[serde(flatten)]
+    inner: Inner,
+}
+
+#[process]
+impl FlatJob {
+    fn run(&mut self) {}
+}
+
+/// A process type with the default codec whose value encodes but does not decode in the
+/// child: a `serde_json::Value` and an untagged enum.
+#[derive(Serialize, Deserialize)]
+pub struct LooseJob {
+    doc: Value,
+    loose: Loose,
+}
+
+#[process]
+impl LooseJob {
+    fn run(&self) {}
+}
+
+/// The same shapes in one process type, with the self-describing codec: an untagged enum
+/// field, a flattened field and a `serde_json::Value` field. The child checks them (a mismatch
+/// panics, exit code 1) and writes what it got to `out`, for the parent to compare.
+#[derive(Serialize, Deserialize)]
+pub struct Shaped {
+    doc: Value,
+    loose: Vec<Loose>,
+    #[serde(flatten)]
+    inner: Inner,
+    sparse: Sparse,
+    out: PathBuf,
+}
+
+#[process(codec = "msgpack")]
+impl Shaped {
+    fn run(&mut self) {
+        assert_eq!(
+            self.doc,
+            document(),
+            "deliberate panic, when the trial sends a wrong document: it arrived changed"
+        );
+        assert_eq!(self.loose, loose_values());
+        assert_eq!(self.inner, flat().inner);
+        assert_eq!(self.sparse, sparse());
+        let got = json!({
+            "doc": self.doc,
+            "loose": self.loose,
+            "inner": self.inner,
+            "sparse": self.sparse,
+        });
+        std::fs::write(self.out.join("arrived.json"), got.to_string())
+            .unwrap_or_else(|err| panic!("cannot write {}: {err}", self.out.display()));
+    }
+}
+
+/// What a codec error of a process type says: the kind, the type, why, and the way out.
+fn check_type_error(err: &multiproc::Error, ty: &str, why: &str) -> Outcome {
+    let text = err.to_string();
+    check_eq!(err.kind(), ErrorKind::Codec);
+    check!(
+        text.contains(&format!("process type `{ty}`")),
+        "no type in: {text}"
+    );
+    check!(text.contains(why), "no `{why}` in: {text}");
+    check!(
+        text.contains("#[process(codec = \"msgpack\")]"),
+        "no hint in: {text}"
+    );
+    Ok(())
+}
+
+fn errors_with_a_process_type(m: StartMethod) -> Outcome {
+    // Encoded here: `start` fails.
+    let p = Process::from(FlatJob {
+        id: 1,
+        inner: flat().inner,
+    })
+    .with_start_method(m);
+    let err = p.start().unwrap_err();
+    check_type_error(&err, "codec::FlatJob", LENGTH_UNKNOWN)?;
+    check!(err.to_string().contains("cannot encode the value"), "{err}");
+    // Decoded in the child: it fails there, and `error()` says why.
+    let p = Process::from(LooseJob {
+        doc: document(),
+        loose: Loose::Text("x".into()),
+    })
+    .with_start_method(m);
+    p.start()?;
+    finish_with(&p, 1)?;
+    let err = p.error().ok_or("no error")?;
+    check_type_error(&err, "codec::LooseJob", NOT_SELF_DESCRIBING)?;
+    check!(err.to_string().contains("cannot decode the value"), "{err}");
+    Ok(())
+}
+
+fn carried_in_a_process_type(m: StartMethod) -> Outcome {
+    let out = common::scratch("codec-process-type");
+    let p = Process::from(Shaped {
+        doc: document(),
+        loose: loose_values(),
+        inner: flat().inner,
+        sparse: sparse(),
+        out: out.clone(),
+    })
+    .with_start_method(m);
+    p.start()?;
+    finish_with(&p, 0)?;
+    let got: Value = serde_json::from_str(&std::fs::read_to_string(out.join("arrived.json"))?)?;
+    check_eq!(
+        got,
+        json!({
+            "doc": document(),
+            "loose": loose_values(),
+            "inner": flat().inner,
+            "sparse": sparse(),
+        })
+    );
+    // A wrong value is seen as wrong: the check in the child can fail.
+    let p = Process::from(Shaped {
+        doc: json!(1),
+        loose: loose_values(),
+        inner: flat().inner,
+        sparse: sparse(),
+        out,
+    })
+    .with_start_method(m);
+    p.start()?;
+    finish_with(&p, 1)?;
+    check_eq!(p.error().map(|e| e.kind()), Some(ErrorKind::Panicked));
+    Ok(())
+}
+
 fn main() {
     multiproc::init();
     let trials = trials!(each_method:
@@ -405,6 +548,8 @@ fn main() {
         errors_with_a_process,
         carried_by_the_pool,
         carried_by_a_process,
+        errors_with_a_process_type,
+        carried_in_a_process_type,
     );
     common::run(trials);
 }

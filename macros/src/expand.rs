@@ -40,16 +40,6 @@ pub(crate) fn process(attr: TokenStream, item: TokenStream) -> TokenStream {
             }
         }
         Item::Impl(i) => {
-            let args = args.and_then(|args| match &args.codec {
-                Some((_, lit)) => {
-                    errors.push(syn::Error::new(
-                        lit.span(),
-                        "`codec` applies to `#[process]` functions, not to process types, whose fields travel with bincode; for fields bincode cannot carry, start a `#[process(codec = \"msgpack\")]` function with `Process::new` instead",
-                    ));
-                    None
-                }
-                None => Some(args),
-            });
             let checked = valid::check_impl(&i).map_err(|e| errors.push(e));
             match (args, checked, krate) {
                 (Some(args), Ok(run), _) => expand_impl(i, &run, &args),
@@ -297,6 +287,10 @@ pub(crate) fn expand_impl(item: ItemImpl, run: &Run, args: &Args) -> TokenStream
     let name = registered_name(args, &run.type_ident);
     let claim = claim_name(&name);
     let type_name = run.type_ident.unraw().to_string();
+    let format = args
+        .codec()
+        .format(&krate)
+        .unwrap_or_else(|| quote!(#krate::__private::Compact));
     let this = syn::Ident::new("self", Span::call_site());
     let (binding, call) = match run.receiver {
         Receiver::Value => (quote!(#this), quote!(#this)),
@@ -314,6 +308,7 @@ pub(crate) fn expand_impl(item: ItemImpl, run: &Run, args: &Args) -> TokenStream
             impl #krate::__private::SealedRunnable for #self_ty {}
 
             impl #krate::Runnable for #self_ty {
+                type Format = #format;
                 const NAME: &'static str = #name;
                 const TYPE_NAME: &'static str = #type_name;
                 fn run_process(#binding) {
@@ -905,6 +900,24 @@ mod tests {
         ))));
         let submit = quote!(::multiproc::__private::Entry::runnable::<MyProcess>());
         assert!(text.contains(&norm(submit)));
+        // bincode by default, named or not; the codec named on the block otherwise.
+        for (attr, format) in [
+            (quote!(), quote!(::multiproc::__private::Compact)),
+            (
+                quote!(codec = "bincode"),
+                quote!(::multiproc::__private::Compact),
+            ),
+            (
+                quote!(codec = "msgpack"),
+                quote!(::multiproc::__private::SelfDescribing),
+            ),
+        ] {
+            let text = norm(&expand(attr, item.clone()).items[1]);
+            assert!(
+                text.contains(&norm(quote!(type Format = #format;))),
+                "{text}"
+            );
+        }
     }
 
     #[test]

@@ -132,6 +132,7 @@ pub(crate) fn process_impl(item: ItemImpl, krate: &TokenStream, errors: Errors) 
             impl #impl_generics #krate::__private::SealedRunnable for #self_ty #where_clause {}
 
             impl #impl_generics #krate::Runnable for #self_ty #where_clause {
+                type Format = #krate::__private::Compact;
                 const NAME: &'static str = "";
                 const TYPE_NAME: &'static str = "";
                 fn run_process(self) {

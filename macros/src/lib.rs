@@ -124,6 +124,7 @@ use proc_macro::TokenStream;
 /// const _: () = {
 ///     impl ::multiproc::__private::SealedRunnable for MyProcess {} // `Runnable` is sealed
 ///     impl ::multiproc::Runnable for MyProcess {
+///         type Format = ::multiproc::__private::Compact; // `codec = "msgpack"`: `SelfDescribing`
 ///         const NAME: &'static str = ::core::concat!(::core::module_path!(), "::", "MyProcess");
 ///         const TYPE_NAME: &'static str = "MyProcess";
 ///         fn run_process(mut self) {
@@ -160,8 +161,9 @@ use proc_macro::TokenStream;
 ///
 ///   The carriers take the codec's format (`Plain<SelfDescribing>`, `Packed<.., SelfDescribing>`;
 ///   numbers still travel as their bytes, `Raw`), so the choice is part of the build
-///   fingerprint. Any other name is an error at the string that lists the accepted ones. Not
-///   accepted on an impl block: a process type travels with bincode.
+///   fingerprint. Any other name is an error at the string that lists the accepted ones. On an
+///   impl block it is the format of the process type's value (its fields), encoded by
+///   `Process::from` and decoded in the child (`type Format` of `Runnable`, hidden).
 /// - `crate = "::my_crate::multiproc"`: the path of the multiproc crate in generated code, for
 ///   crates that re-export it. Default `::multiproc`.
 ///

@@ -35,6 +35,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use crate::codec::{self, Compact, Format};
 use crate::error::{Error, ErrorKind, Result};
 use crate::handle::{self, Encoded};
+use crate::registry::Runnable;
 use crate::spare;
 
 /// Byte vectors at least this long travel as blocks of a pool message.
@@ -540,6 +541,39 @@ pub(crate) fn decode_args<W: Worker>(bytes: &[u8]) -> Result<W::Args> {
 /// The result of a process's or an initializer's call: everything inline.
 pub(crate) fn encode_output<W: Worker>(output: W::Output) -> Result<Encoded> {
     encode_one::<W::Output, W::OutputCarrier>(output).map_err(explained::<W>(true, Side::Output))
+}
+
+/// An error of encoding or decoding the value of a process type, told about the type.
+fn explained_runnable<R: Runnable>(encode: bool) -> impl FnOnce(Error) -> Error {
+    move |err| {
+        let verb = if encode { "encode" } else { "decode" };
+        let ty = std::any::type_name::<R>();
+        if R::NAME == ty {
+            codec::explain(
+                err,
+                format_args!("cannot {verb} the value of process type `{ty}`"),
+            )
+        } else {
+            // Registered under `name = "..."`: both.
+            codec::explain(
+                err,
+                format_args!(
+                    "cannot {verb} the value of process type `{}`, a `{ty}`",
+                    R::NAME
+                ),
+            )
+        }
+    }
+}
+
+/// The value of a process type (its fields), in its format, for `Process::from`.
+pub(crate) fn encode_runnable<R: Runnable>(value: &R) -> Result<Encoded> {
+    handle::encode_with(|| R::Format::encode(value)).map_err(explained_runnable::<R>(true))
+}
+
+/// Decodes what [`encode_runnable`] made, in the child.
+pub(crate) fn decode_runnable<R: Runnable>(bytes: &[u8]) -> Result<R> {
+    R::Format::decode(bytes).map_err(explained_runnable::<R>(false))
 }
 
 /// A chunk of a worker's arguments for a pool message.

@@ -10,7 +10,7 @@ use crate::carrier;
 use crate::context::{self, Context, StartMethod};
 use crate::current::{self, current_process};
 use crate::error::{Error, ErrorKind, RemotePanic, Result};
-use crate::handle::{self, Encoded};
+use crate::handle::Encoded;
 use crate::registry::{self, Runnable, Target};
 use crate::start::{self, Popen};
 use crate::sys;
@@ -667,7 +667,7 @@ impl<R: Runnable> From<R> for Process {
     /// A subclass-style process: `value` is sent to the child, which calls its `run`. Its name
     /// is `TypeName-N`, as Python names subclass instances.
     fn from(value: R) -> Process {
-        Process::build(R::TYPE_NAME, R::NAME, handle::encode(&value))
+        Process::build(R::TYPE_NAME, R::NAME, carrier::encode_runnable(&value))
     }
 }
 

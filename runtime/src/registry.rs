@@ -67,6 +67,10 @@ pub trait Target: sealed::SealedTarget + Copy + Send + Sync + 'static {
     note = "annotate an `impl` block of the type that has `fn run(&mut self)` with `#[multiproc::process]`"
 )]
 pub trait Runnable: sealed::SealedRunnable + Serialize + DeserializeOwned + Send + 'static {
+    /// How the value is encoded: bincode, or the format `#[process(codec = "...")]` names on
+    /// the impl block. Not public API.
+    #[doc(hidden)]
+    type Format: codec::Format;
     /// The registered name.
     const NAME: &'static str;
     /// The type's name, used for default process names (`MyProcess-1`).
@@ -132,7 +136,8 @@ impl Entry {
     pub const fn runnable<R: Runnable>() -> Entry {
         Entry {
             name: R::NAME,
-            signature: std::any::type_name::<R>,
+            // The format is part of the wire format.
+            signature: std::any::type_name::<(R, R::Format)>,
             run: run_runnable::<R>,
             chunk: None,
         }
@@ -189,7 +194,7 @@ impl<T: Target> carrier::Worker for T {
 }
 
 fn run_runnable<R: Runnable>(payload: &[u8]) -> Result<Encoded> {
-    let value: R = codec::decode(payload)?;
+    let value: R = carrier::decode_runnable::<R>(payload)?;
     value.run_process();
     Ok(Encoded::default())
 }
@@ -437,5 +442,29 @@ mod tests {
             raw.contains("Raw") && plain.contains("Plain"),
             "{raw} / {plain}"
         );
+    }
+
+    #[derive(Serialize, Deserialize)]
+    struct Job(u8);
+
+    impl sealed::SealedRunnable for Job {}
+    impl Runnable for Job {
+        type Format = codec::SelfDescribing;
+        const NAME: &'static str = "registry::tests::Job";
+        const TYPE_NAME: &'static str = "Job";
+        fn run_process(self) {
+            assert_eq!(self.0, 7);
+        }
+    }
+
+    #[test]
+    fn a_process_type_travels_in_its_format_which_is_part_of_the_signature() {
+        let entry = Entry::runnable::<Job>();
+        assert!((entry.signature)().contains("SelfDescribing"));
+        // The child decodes what `Process::from` encodes, in the type's format, not bincode.
+        let encoded = carrier::encode_runnable(&Job(7)).unwrap();
+        let expected = <codec::SelfDescribing as codec::Format>::encode(&Job(7)).unwrap();
+        assert_eq!(encoded.bytes, expected);
+        entry.invoke(&encoded.bytes).unwrap();
     }
 }

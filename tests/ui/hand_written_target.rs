@@ -19,6 +19,7 @@ impl multiproc::Target for Square {
 struct Job;
 
 impl multiproc::Runnable for Job {
+    type Format = multiproc::__private::Compact;
     const NAME: &'static str = "job";
     const TYPE_NAME: &'static str = "Job";
     fn run_process(self) {}
