@@ -35,7 +35,6 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use crate::codec::{self, Compact, Format};
 use crate::error::{Error, ErrorKind, Result};
 use crate::handle::{self, Encoded};
-use crate::registry::Runnable;
 use crate::spare;
 
 /// Byte vectors at least this long travel as blocks of a pool message.
@@ -492,6 +491,16 @@ pub(crate) fn decode_chunk_into<T: DeserializeOwned, C: Carrier<T>>(
 
 /// A worker as its carriers see it: its registered name, its types and how they travel. Every
 /// [`Target`](crate::Target) is one.
+/// What the carriers need to know of a process type (a `#[process]` impl block): its name and
+/// its format. Implemented for every `Runnable` by the registry, so that this module does not
+/// depend on it.
+pub(crate) trait ProcessType: Serialize + DeserializeOwned {
+    /// The registered name.
+    const NAME: &'static str;
+    /// How the value is encoded.
+    type Format: codec::Format;
+}
+
 pub(crate) trait Worker {
     /// The registered name.
     const NAME: &'static str;
@@ -544,7 +553,7 @@ pub(crate) fn encode_output<W: Worker>(output: W::Output) -> Result<Encoded> {
 }
 
 /// An error of encoding or decoding the value of a process type, told about the type.
-fn explained_runnable<R: Runnable>(encode: bool) -> impl FnOnce(Error) -> Error {
+fn explained_runnable<R: ProcessType>(encode: bool) -> impl FnOnce(Error) -> Error {
     move |err| {
         let verb = if encode { "encode" } else { "decode" };
         let ty = std::any::type_name::<R>();
@@ -567,12 +576,12 @@ fn explained_runnable<R: Runnable>(encode: bool) -> impl FnOnce(Error) -> Error 
 }
 
 /// The value of a process type (its fields), in its format, for `Process::from`.
-pub(crate) fn encode_runnable<R: Runnable>(value: &R) -> Result<Encoded> {
+pub(crate) fn encode_runnable<R: ProcessType>(value: &R) -> Result<Encoded> {
     handle::encode_with(|| R::Format::encode(value)).map_err(explained_runnable::<R>(true))
 }
 
 /// Decodes what [`encode_runnable`] made, in the child.
-pub(crate) fn decode_runnable<R: Runnable>(bytes: &[u8]) -> Result<R> {
+pub(crate) fn decode_runnable<R: ProcessType>(bytes: &[u8]) -> Result<R> {
     R::Format::decode(bytes).map_err(explained_runnable::<R>(false))
 }
 

@@ -193,6 +193,12 @@ impl<T: Target> carrier::Worker for T {
     type OutputCarrier = T::OutputCarrier;
 }
 
+/// What the carriers need to know of a process type, for its format and errors that name it.
+impl<R: Runnable> carrier::ProcessType for R {
+    const NAME: &'static str = <R as Runnable>::NAME;
+    type Format = <R as Runnable>::Format;
+}
+
 fn run_runnable<R: Runnable>(payload: &[u8]) -> Result<Encoded> {
     let value: R = carrier::decode_runnable::<R>(payload)?;
     value.run_process();
