@@ -1103,6 +1103,65 @@ fn fork_while_a_callback_runs(m: StartMethod) -> Outcome {
     Ok(())
 }
 
+/// Set by the result callbacks of `fork_never_overlaps_user_code` while they run.
+static IN_CALLBACK: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Exits with 1 if this child is a copy of its parent taken while a callback ran.
+#[process]
+fn exit_if_in_callback() {
+    std::process::exit(i32::from(IN_CALLBACK.load(Ordering::SeqCst)));
+}
+
+/// Forks on this thread while the driver thread goes in and out of result callbacks: a fork
+/// whose thread check counted the driver as the library's own (between two callbacks) must be
+/// over before the driver runs the next one, so no forked child is a copy of its parent taken
+/// in the middle of a callback (one that could hold a lock of the user's). A fork the check
+/// refuses is fine.
+fn fork_never_overlaps_user_code() -> Outcome {
+    let pool = pool(StartMethod::ForkServer, 2)?;
+    let (mut forked, mut overlapped) = (0, 0);
+    // Without the fork gate, one fork in a few hundred went ahead in a callback.
+    for _ in 0..2000 {
+        let results: Vec<_> = (0..8u64)
+            .map(|n| {
+                pool.apply_async(square, n).on_success(|_| {
+                    IN_CALLBACK.store(true, Ordering::SeqCst);
+                    let until = Instant::now() + Duration::from_micros(30);
+                    while Instant::now() < until {
+                        std::hint::spin_loop();
+                    }
+                    IN_CALLBACK.store(false, Ordering::SeqCst);
+                })
+            })
+            .collect();
+        let p = Process::new(exit_if_in_callback, ()).with_start_method(StartMethod::Fork);
+        match p.start() {
+            Ok(()) => {
+                forked += 1;
+                let code = p.join_timeout(LONG)?;
+                if code.is_none() {
+                    p.kill()?;
+                    p.join()?;
+                }
+                if code != Some(0) {
+                    overlapped += 1;
+                }
+            }
+            Err(err) if err.kind() == ErrorKind::ForkUnsafe => {}
+            Err(err) => return Err(err.into()),
+        }
+        for result in results {
+            result.get_timeout(LONG)?;
+        }
+    }
+    check!(
+        overlapped == 0,
+        "{overlapped} of {forked} forked children were copies taken during a callback"
+    );
+    check!(forked > 0, "every fork was refused");
+    Ok(())
+}
+
 fn user_code_that_fails_in_the_parent(m: StartMethod) -> Outcome {
     let pool = pool(m, 1)?;
     // A panicking Deserialize fails its task, not the pool: through the driver thread (the
@@ -2323,6 +2382,7 @@ fn main() {
     }
     for (name, test) in [
         ("zygote_killed", zygote_killed as fn() -> Outcome),
+        ("fork_never_overlaps_user_code", fork_never_overlaps_user_code),
         ("zygote_stray_byte", zygote_stray_byte),
         ("zygote_and_spare_killed", zygote_and_spare_killed),
         (

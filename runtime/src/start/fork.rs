@@ -13,6 +13,7 @@ use std::io::Write;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use nix::unistd::{fork, ForkResult};
@@ -50,6 +51,29 @@ pub(crate) fn fork_safe_thread() -> impl Drop {
     }
     FORK_SAFE_THREADS.fetch_add(FORK_SAFE_ARRIVES, Ordering::SeqCst);
     Guard
+}
+
+/// The fork gate: held by [`fork_child`] from just before it counts the threads
+/// ([`check_threads`]) until the fork is done, and passed through by a fork-safe thread that
+/// has just stopped counting itself as such ([`pass_fork_gate`], from `pool::threads::user_code`)
+/// before it runs user code.
+///
+/// The thread check and the fork are not one instant: a fork whose check counted a pool's
+/// driver as the library's own could otherwise go ahead while that driver, uncounted a moment
+/// later, runs a callback that holds a lock of the user's. With the gate, a thread that stops
+/// being fork-safe waits for every fork already past its check, and a fork that checks after
+/// it counts it as a thread of the user's. A forked child gets the gate held by the thread it
+/// is a copy of, and lets it go.
+static FORK_GATE: Mutex<()> = Mutex::new(());
+
+fn lock_fork_gate() -> MutexGuard<'static, ()> {
+    FORK_GATE.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Waits until no fork is between its thread check and its `fork` (see [`FORK_GATE`]). Called
+/// by a thread right after it stopped counting itself as fork-safe, before it runs user code.
+pub(crate) fn pass_fork_gate() {
+    drop(lock_fork_gate());
 }
 
 /// Sets what [`StartMethod::Fork`](crate::context::StartMethod::Fork) does in a multi-threaded process.
@@ -240,6 +264,9 @@ pub(crate) fn fork_child<P: ForChild>(
     body: impl FnOnce(P),
 ) -> Result<Popen> {
     settle_one_time_state();
+    // Held until the fork is done: a fork-safe thread that stops counting itself as such
+    // waits for it (see FORK_GATE).
+    let gate = lock_fork_gate();
     check_threads()?;
     // Both ends registered as they are made: a fork in another thread meanwhile (under a
     // permissive ForkPolicy) closes them in its child. What this child keeps (its end, and
@@ -279,6 +306,7 @@ pub(crate) fn fork_child<P: ForChild>(
     // explicit ForkPolicy (see check_threads), as CPython allows it with a warning.
     match unsafe { fork() } {
         Ok(ForkResult::Child) => {
+            drop(gate);
             for &fd in fds.iter() {
                 // SAFETY: these descriptors belong to the library's handles on other children
                 // and on the fork server, which this child must not keep open; `parent_end`
@@ -297,6 +325,7 @@ pub(crate) fn fork_child<P: ForChild>(
             sys::exit_now(EXIT_BOOTSTRAP_FAILED)
         }
         Ok(ForkResult::Parent { child }) => {
+            drop(gate);
             // The parent's copies of what the child keeps (its end of the control socket...),
             // closed before another thread may fork.
             drop(prepared);
