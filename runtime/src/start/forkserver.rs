@@ -625,8 +625,12 @@ pub(crate) fn serve(control: UnixStream) -> ! {
                 continue;
             }
         };
-        // SAFETY: the server is single-threaded (it was exec'd to do nothing but this loop, or
-        // forked, with one thread, from a process or a server).
+        // SAFETY: the server has one thread, as this loop starts none: the fork server was
+        // exec'd to run nothing else; a pool's zygote was forked from the process (and a spare
+        // from a zygote), and a forked child has only the thread that forked it. A lock that
+        // another thread of the process held at the zygote's fork stays held here: that fork
+        // was allowed by `fork::check_threads` (the process was single-threaded, or its
+        // `ForkPolicy` said to fork anyway), and this fork copies nothing that one did not.
         match unsafe { fork() } {
             Ok(ForkResult::Child) if op == OP_CLONE => {
                 drop((kids, control, status_r, status_w));
