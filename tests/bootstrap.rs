@@ -60,7 +60,9 @@ fn lazy_fork_scenario(mode: &str) -> i32 {
         .ok()
         .and_then(|d| d.parse::<u64>().ok())
         .unwrap_or(0);
-    multiproc::set_fork_policy(ForkPolicy::Allow);
+    // SAFETY: the threads beside the forks are this scenario's racers, which take no lock
+    // but the one-time initialisations that `fork_child` completes before it forks.
+    unsafe { multiproc::set_fork_policy(ForkPolicy::Allow) };
     let threads = 3;
     let barrier = Arc::new(Barrier::new(threads + 1));
     let racers: Vec<_> = (0..threads)

@@ -999,9 +999,12 @@ fn fork_while_the_driver_panics(m: StartMethod) -> Outcome {
         // The driver is most likely inside the slow hook now.
         std::thread::sleep(Duration::from_millis(100));
         let p = Process::new(negate, 1).with_start_method(StartMethod::Fork);
-        multiproc::set_fork_policy(multiproc::ForkPolicy::Allow);
+        // SAFETY: the only other threads are the pool's; its driver is in the panic hook, whose
+        // lock `fork_child` holds across the fork (what this test checks), and holds no other.
+        unsafe { multiproc::set_fork_policy(multiproc::ForkPolicy::Allow) };
         let started = p.start();
-        multiproc::set_fork_policy(multiproc::ForkPolicy::Refuse);
+        // SAFETY: refusing promises nothing.
+        unsafe { multiproc::set_fork_policy(multiproc::ForkPolicy::Refuse) };
         started?;
         let code = p.join_timeout(LONG)?;
         if code.is_none() {
@@ -1041,9 +1044,12 @@ fn fork_while_a_callback_prints(m: StartMethod) -> Outcome {
     // The driver most likely holds both locks now.
     std::thread::sleep(Duration::from_millis(100));
     let p = Process::new(say, 1).with_start_method(StartMethod::Fork);
-    multiproc::set_fork_policy(multiproc::ForkPolicy::Allow);
+    // SAFETY: the only other threads are the pool's; its driver's callback holds standard output
+    // and error, which `fork_child` holds across the fork (what this test checks), and no other.
+    unsafe { multiproc::set_fork_policy(multiproc::ForkPolicy::Allow) };
     let started = p.start();
-    multiproc::set_fork_policy(multiproc::ForkPolicy::Refuse);
+    // SAFETY: refusing promises nothing.
+    unsafe { multiproc::set_fork_policy(multiproc::ForkPolicy::Refuse) };
     started?;
     let code = p.join_timeout(LONG)?;
     if code.is_none() {
@@ -1851,7 +1857,9 @@ fn zygote_scenario(dir: String, case: u8) {
                     sigkill(spare)?;
                     sigkill(zygote)?;
                     if case == 2 {
-                        multiproc::set_fork_policy(multiproc::ForkPolicy::Allow);
+                        // SAFETY: the only other threads are the pool's, which run no user code here: the
+                        // new zygote is forked with only the library's locks in use.
+                        unsafe { multiproc::set_fork_policy(multiproc::ForkPolicy::Allow) };
                     }
                 }
             }

@@ -810,10 +810,12 @@ fn fork_policy_with_threads() -> Outcome {
         .with_start_method(StartMethod::Fork)
         .start();
     let warned = {
-        multiproc::set_fork_policy(multiproc::ForkPolicy::Warn);
+        // SAFETY: the other thread waits on a channel, holding no lock.
+        unsafe { multiproc::set_fork_policy(multiproc::ForkPolicy::Warn) };
         let p = Process::new(ok_worker, ()).with_start_method(StartMethod::Fork);
         let started = p.start();
-        multiproc::set_fork_policy(multiproc::ForkPolicy::Refuse);
+        // SAFETY: refusing promises nothing.
+        unsafe { multiproc::set_fork_policy(multiproc::ForkPolicy::Refuse) };
         started.and_then(|()| p.join())
     };
     // The other methods never fork this process's threads.
@@ -850,7 +852,10 @@ fn fork_and_forkserver_from_two_threads() -> Outcome {
         p.start()?;
         p.join()?
     };
-    multiproc::set_fork_policy(multiproc::ForkPolicy::Allow);
+    // SAFETY: the other threads only start children (that is what this test checks): the locks
+    // they take are the library's, which a fork holds across it, and the C library's, which
+    // its own fork handlers hold.
+    unsafe { multiproc::set_fork_policy(multiproc::ForkPolicy::Allow) };
     let result = std::thread::scope(|scope| {
         let threads: Vec<_> = [
             StartMethod::Fork,
@@ -877,7 +882,8 @@ fn fork_and_forkserver_from_two_threads() -> Outcome {
         .collect();
         threads.into_iter().map(|t| t.join()).collect::<Vec<_>>()
     });
-    multiproc::set_fork_policy(multiproc::ForkPolicy::Refuse);
+    // SAFETY: refusing promises nothing.
+    unsafe { multiproc::set_fork_policy(multiproc::ForkPolicy::Refuse) };
     for r in result {
         r.map_err(|_| "thread panicked")??;
     }

@@ -79,11 +79,27 @@ pub(crate) fn pass_fork_gate() {
 /// Sets what [`StartMethod::Fork`](crate::context::StartMethod::Fork) does in a multi-threaded process.
 ///
 /// ```
-/// multiproc::set_fork_policy(multiproc::ForkPolicy::Warn);
-/// assert_eq!(multiproc::fork_policy(), multiproc::ForkPolicy::Warn);
-/// # multiproc::set_fork_policy(multiproc::ForkPolicy::Refuse);
+/// use multiproc::{fork_policy, set_fork_policy, ForkPolicy};
+///
+/// // SAFETY: this doctest starts no thread that takes a lock.
+/// unsafe { set_fork_policy(ForkPolicy::Warn) };
+/// assert_eq!(fork_policy(), ForkPolicy::Warn);
+/// // SAFETY: refusing promises nothing.
+/// unsafe { set_fork_policy(ForkPolicy::Refuse) };
 /// ```
-pub fn set_fork_policy(policy: ForkPolicy) {
+///
+/// # Safety
+///
+/// [`ForkPolicy::Warn`] and [`ForkPolicy::Allow`] turn off the check that keeps `fork` safe:
+/// with either, until the policy is set back to [`ForkPolicy::Refuse`], every fork start made
+/// while this process has other threads must be one where no other thread holds a lock (or is
+/// in the middle of any other state) that the child uses: the allocator's, standard output's,
+/// a `Mutex` of yours or of a library's (a pool's result callbacks and your `Deserialize` impls
+/// count as other threads while they run). The child would keep such a lock held for good.
+/// (The warning `Warn` logs reports the fork; it does not make it safe.)
+///
+/// Setting [`ForkPolicy::Refuse`] asks nothing of the caller.
+pub unsafe fn set_fork_policy(policy: ForkPolicy) {
     let value = match policy {
         ForkPolicy::Refuse => 0,
         ForkPolicy::Warn => 1,
