@@ -433,12 +433,12 @@ fn set_executable_other_bytes_is_another_build() -> Outcome {
     let err = start(&changed).unwrap_err();
     check_eq!(err.kind(), ErrorKind::BuildMismatch);
     check!(
-        err.to_string().contains("is not the parent's build"),
+        common::chain(&err).contains("is not the parent's build"),
         "{err}"
     );
-    check!(err.to_string().contains("changed-copy"), "{err}");
+    check!(common::chain(&err).contains("changed-copy"), "{err}");
     check!(
-        !err.to_string().contains(&BuildId::current().to_string()),
+        !common::chain(&err).contains(&BuildId::current().to_string()),
         "{err}"
     );
     check_eq!(start(&exact)?, 0);

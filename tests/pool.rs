@@ -328,7 +328,7 @@ fn callbacks(m: StartMethod) -> Outcome {
         .apply_async(square, 2)
         .on_success(|_| panic!("callback bug"));
     let err = r.get().unwrap_err();
-    check!(err.to_string().contains("callback bug"), "{err}");
+    check!(common::chain(&err).contains("callback bug"), "{err}");
     check_eq!(pool.apply(square, 3)?, 9);
     Ok(())
 }
@@ -473,7 +473,7 @@ fn initializer(m: StartMethod) -> Outcome {
     let t = Instant::now();
     let err = broken.map(square, 0..10).unwrap_err();
     check_eq!(err.kind(), ErrorKind::InitializerFailed);
-    check!(err.to_string().contains("init exploded"), "{err}");
+    check!(common::chain(&err).contains("init exploded"), "{err}");
     check!(
         t.elapsed() < Duration::from_secs(30),
         "failed after {:?}",
@@ -506,7 +506,7 @@ fn panic_in_task(m: StartMethod) -> Outcome {
     let err = pool
         .map_chunked(dies_or_panics, (0..50).map(|n| (n, [30, 10])), 1)
         .unwrap_err();
-    check!(err.to_string().contains("bad item 10"), "{err}");
+    check!(common::chain(&err).contains("bad item 10"), "{err}");
     check_eq!(pool.apply(square, 6)?, 36);
     Ok(())
 }
@@ -524,7 +524,7 @@ fn dead_worker(m: StartMethod) -> Outcome {
             .map_chunked(dies_on, (0..40).map(|n| (n, 13, how)), 2)
             .unwrap_err();
         check_eq!(err.kind(), ErrorKind::Died);
-        check!(err.to_string().contains(expect), "{err}");
+        check!(common::chain(&err).contains(expect), "{err}");
         check!(
             t.elapsed() < Duration::from_secs(30),
             "took {:?}",
@@ -538,7 +538,7 @@ fn dead_worker(m: StartMethod) -> Outcome {
         // The same through apply, which runs its round trip on a borrowed idle worker.
         let err = pool.apply(dies_on, (13, 13, how)).unwrap_err();
         check_eq!(err.kind(), ErrorKind::Died);
-        check!(err.to_string().contains(expect), "{err}");
+        check!(common::chain(&err).contains(expect), "{err}");
         check_eq!(pool.apply(square, 12)?, 144);
     }
     // terminate() while another thread waits in apply: that apply fails, it does not hang.
@@ -579,12 +579,12 @@ fn encode_failure(m: StartMethod) -> Outcome {
     for _ in 0..3 {
         let err = pool.apply(unencodable, 1).map(|_| ()).unwrap_err();
         check_eq!(err.kind(), ErrorKind::Codec);
-        check!(err.to_string().contains("refuses to be encoded"), "{err}");
+        check!(common::chain(&err).contains("refuses to be encoded"), "{err}");
     }
     check_eq!(pool.apply(square, 4)?, 16);
     let err = pool.apply(undecodable, 1).map(|_| ()).unwrap_err();
     check_eq!(err.kind(), ErrorKind::Codec);
-    check!(err.to_string().contains("refuses to be decoded"), "{err}");
+    check!(common::chain(&err).contains("refuses to be decoded"), "{err}");
     check_eq!(pool.apply(square, 5)?, 25);
     Ok(())
 }
@@ -1178,7 +1178,7 @@ fn user_code_that_fails_in_the_parent(m: StartMethod) -> Outcome {
     let err = pool.apply(panics_on_decode, 1).map(|_| ()).unwrap_err();
     check_eq!(err.kind(), ErrorKind::Panicked);
     check!(
-        err.to_string().contains("decoding a result panicked"),
+        common::chain(&err).contains("decoding a result panicked"),
         "{err}"
     );
     let err = pool
@@ -1219,7 +1219,7 @@ fn initializer_that_exits(m: StartMethod) -> Outcome {
     let t = Instant::now();
     let err = pool.apply(square, 1).unwrap_err();
     check_eq!(err.kind(), ErrorKind::InitializerFailed);
-    check!(err.to_string().contains("exited with code 3"), "{err}");
+    check!(common::chain(&err).contains("exited with code 3"), "{err}");
     check!(
         t.elapsed() < Duration::from_secs(30),
         "took {:?}",
@@ -1588,7 +1588,7 @@ fn timing_out_pool(m: StartMethod, processes: usize) -> Result<Pool, libtest_mim
 /// `err` is the task timeout's.
 fn check_timed_out(err: multiproc::Error) -> Outcome {
     check_eq!(err.kind(), ErrorKind::Timeout);
-    check!(err.to_string().contains("longer than its timeout"), "{err}");
+    check!(common::chain(&err).contains("longer than its timeout"), "{err}");
     Ok(())
 }
 
@@ -1728,7 +1728,7 @@ fn cut_short_reply(m: StartMethod) -> Outcome {
                 .get_timeout(LONG)
                 .unwrap_err();
             check_eq!(err.kind(), kind);
-            check!(err.to_string().contains(says), "{err}");
+            check!(common::chain(&err).contains(says), "{err}");
         }
         check_eq!(
             pool.map_async(square, 0..20).get_timeout(LONG)?,
@@ -1873,7 +1873,7 @@ fn zygote_scenario(dir: String, case: u8) {
                     .map(worker_state, [0u32])
                     .err()
                     .ok_or("a worker was forked from a multi-threaded process under Refuse")?;
-                if !err.to_string().contains("zygote and its spare are dead") {
+                if !common::chain(&err).contains("zygote and its spare are dead") {
                     return Err(format!("unexpected error: {err}"));
                 }
                 return Ok(());
@@ -2103,7 +2103,7 @@ fn start_failures_are_retried(m: StartMethod) -> Outcome {
         .err()
         .ok_or("tasks ran without descriptors for a worker")?;
     check!(
-        err.to_string().contains("no pool worker could be started"),
+        common::chain(&err).contains("no pool worker could be started"),
         "{err}"
     );
     drop(full);
@@ -2137,7 +2137,7 @@ fn check_out_of_protocol(dir: &Path, name: &str, result: multiproc::Result<u64>)
         Err(err) => err,
     };
     check_eq!(err.kind(), ErrorKind::Codec);
-    let text = err.to_string();
+    let text = common::chain(&err);
     check!(
         text.contains("out of protocol") && text.contains(&format!("(pid {pid})")),
         "{name}: {text}"

@@ -210,7 +210,7 @@ fn exit_code_exit(m: StartMethod) -> Outcome {
     check_eq!(p.join()?, 7);
     check!(
         p.error()
-            .is_some_and(|e| e.to_string().contains("exited with code 7")),
+            .is_some_and(|e| common::chain(&e).contains("exited with code 7")),
         "{:?}",
         p.error()
     );
@@ -222,7 +222,7 @@ fn exit_code_sigsegv(m: StartMethod) -> Outcome {
     start(&p)?;
     check_eq!(p.join()?, -libc::SIGSEGV);
     check!(
-        p.error().is_some_and(|e| e.to_string().contains("SIGSEGV")),
+        p.error().is_some_and(|e| common::chain(&e).contains("SIGSEGV")),
         "{:?}",
         p.error()
     );
@@ -518,7 +518,7 @@ fn unknown_entry(m: StartMethod) -> Outcome {
     let err = p.start().unwrap_err();
     check_eq!(err.kind(), ErrorKind::UnknownEntry);
     check!(
-        err.to_string().contains("tests::process::Unregistered"),
+        common::chain(&err).contains("tests::process::Unregistered"),
         "{err}"
     );
     Ok(())
@@ -641,7 +641,7 @@ fn too_many_descriptors_in_arguments(m: StartMethod) -> Outcome {
         (_, Ok(())) => return Err("a start with 254 descriptors was not refused".into()),
         (_, Err(err)) => {
             check_eq!(err.kind(), ErrorKind::InvalidInput);
-            check!(err.to_string().contains("at most 253"), "{err}");
+            check!(common::chain(&err).contains("at most 253"), "{err}");
         }
     }
     drop(p);
@@ -914,7 +914,7 @@ fn build_mismatch() -> Outcome {
     let err = result.unwrap_err();
     check_eq!(err.kind(), ErrorKind::BuildMismatch);
     check!(
-        err.to_string().contains("is not the parent's build"),
+        common::chain(&err).contains("is not the parent's build"),
         "{err}"
     );
     Ok(())
@@ -1308,10 +1308,10 @@ fn preload_scenario(dir: String, case: u8) {
             } else {
                 "thread(s) running"
             };
-            if err.kind() != ErrorKind::ForkServer || !err.to_string().contains(wanted) {
+            if err.kind() != ErrorKind::ForkServer || !common::chain(&err).contains(wanted) {
                 return Err(format!("unexpected error: {err:?}"));
             }
-            if case == 1 && !err.to_string().contains("no model file") {
+            if case == 1 && !common::chain(&err).contains("no model file") {
                 return Err(format!("the panic message is missing: {err}"));
             }
             return Ok(());

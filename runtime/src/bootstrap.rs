@@ -365,7 +365,7 @@ pub(crate) fn receive(control: &UnixStream, deadline: Option<Instant>) -> Role {
         Err(err) => refuse(
             control,
             FailKind::Bootstrap,
-            format!("cannot read the bootstrap: {err}"),
+            format!("cannot read the bootstrap: {}", err.chain()),
         ),
     };
     if build != BuildId::current() {
@@ -381,7 +381,7 @@ pub(crate) fn receive(control: &UnixStream, deadline: Option<Instant>) -> Role {
         Err(err) => refuse(
             control,
             FailKind::Bootstrap,
-            format!("cannot read the bootstrap: {err}"),
+            format!("cannot read the bootstrap: {}", err.chain()),
         ),
     }
 }

@@ -124,7 +124,7 @@ fn run_bootstrap(control: UnixStream, origin: Origin, deadline: Option<std::time
                 Err(err) => refuse(
                     &control,
                     FailKind::Bootstrap,
-                    format!("cannot receive the parent's descriptors: {err}"),
+                    format!("cannot receive the parent's descriptors: {}", err.chain()),
                 ),
             };
             if launch.entry == POOL_WORKER && !launch.daemon {
@@ -153,13 +153,15 @@ fn preload_call(call: &PreloadCall) -> std::result::Result<(), (FailKind, String
         return Err((FailKind::UnknownEntry, format!("{what}: not a preload")));
     }
     let entry = registry::lookup(&call.entry)
-        .map_err(|err| (FailKind::UnknownEntry, format!("{what}: {err}")))?;
+        .map_err(|err| (FailKind::UnknownEntry, format!("{what}: {}", err.chain())))?;
     IN_TARGET.with(|t| t.set(true));
     let result = catch_quiet(|| entry.invoke(&call.payload));
     IN_TARGET.with(|t| t.set(false));
     match result {
         Ok(Ok(_output)) => {}
-        Ok(Err(err)) => return Err((FailKind::Bootstrap, format!("{what} failed: {err}"))),
+        Ok(Err(err)) => {
+            return Err((FailKind::Bootstrap, format!("{what} failed: {}", err.chain())))
+        }
         Err((message, location)) => {
             let at = location.map(|l| format!(" at {l}")).unwrap_or_default();
             return Err((
@@ -316,7 +318,7 @@ pub(crate) fn run(setup: Setup, entry: &'static Entry, fds: Vec<OwnedFd>) -> ! {
         Ok(Ok(output)) if launch.returns => match send_returned(&control, output) {
             Ok(()) => 0,
             Err(err) => {
-                let message = format!("cannot send the result back: {err}");
+                let message = format!("cannot send the result back: {}", err.chain());
                 eprintln!("Process {}:\n{message}", launch.name);
                 let _ = wire::send(
                     &control,
@@ -330,7 +332,7 @@ pub(crate) fn run(setup: Setup, entry: &'static Entry, fds: Vec<OwnedFd>) -> ! {
         },
         Ok(Ok(_output)) => 0,
         Ok(Err(err)) => {
-            eprintln!("Process {}:\n{err}", launch.name);
+            eprintln!("Process {}:\n{}", launch.name, err.chain());
             let kind = if err.kind() == ErrorKind::Codec {
                 FailKind::Codec
             } else {
@@ -340,7 +342,7 @@ pub(crate) fn run(setup: Setup, entry: &'static Entry, fds: Vec<OwnedFd>) -> ! {
                 &control,
                 &ChildMessage::Failed {
                     kind,
-                    message: err.to_string(),
+                    message: err.chain().to_string(),
                 },
             );
             1

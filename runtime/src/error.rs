@@ -182,11 +182,18 @@ impl Error {
         Error::new(kind, context.to_string()).with_source(err)
     }
 
+    /// This error's message followed by each of its sources', joined by `": "`: the whole
+    /// story as one line, for where an error becomes text (a message to another process, a
+    /// serde error, an error built from another's text).
+    pub(crate) fn chain(&self) -> Chain<'_> {
+        Chain(self)
+    }
+
     /// A copy of this error for a second receiver (the source becomes part of the message).
     pub(crate) fn duplicate(&self) -> Self {
         Error {
             kind: self.kind,
-            message: self.to_string(),
+            message: self.chain().to_string(),
             panic: self.panic.clone(),
             source: None,
         }
@@ -197,17 +204,40 @@ impl Error {
     }
 }
 
+/// An [`Error`] as a serde deserializer's error, its sources included.
+pub(crate) fn de_error<E: serde::de::Error>(err: Error) -> E {
+    E::custom(err.chain())
+}
+
+/// An [`Error`] as a serde serializer's error, its sources included.
+pub(crate) fn ser_error<E: serde::ser::Error>(err: Error) -> E {
+    E::custom(err.chain())
+}
+
 impl From<nix::Error> for Error {
     fn from(err: nix::Error) -> Self {
         Error::io("system call failed", io::Error::from(err))
     }
 }
 
+/// The message alone: the source, if any, is [`source`](std::error::Error::source)'s to give
+/// (a reporter that walks the chain would print it twice otherwise).
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.message)?;
-        if let Some(source) = &self.source {
-            write!(f, ": {source}")?;
+        f.write_str(&self.message)
+    }
+}
+
+/// An error and its sources as one line (see [`Error::chain`]).
+pub(crate) struct Chain<'a>(&'a (dyn std::error::Error + 'static));
+
+impl fmt::Display for Chain<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = self.0.source();
+        while let Some(err) = source {
+            write!(f, ": {err}")?;
+            source = err.source();
         }
         Ok(())
     }
@@ -240,14 +270,27 @@ mod tests {
     use super::*;
 
     #[test]
-    fn display_chains_source() {
+    fn display_leaves_the_source_to_source() {
         let err = Error::io(
             "reading bootstrap",
             io::Error::from(io::ErrorKind::UnexpectedEof),
         );
         assert_eq!(err.kind(), ErrorKind::Disconnected);
-        assert!(err.to_string().starts_with("reading bootstrap: "));
-        assert!(std::error::Error::source(&err).is_some());
+        assert_eq!(err.to_string(), "reading bootstrap");
+        let source = std::error::Error::source(&err).map(ToString::to_string);
+        assert_eq!(source.as_deref(), Some("unexpected end of file"));
+        assert_eq!(
+            err.chain().to_string(),
+            "reading bootstrap: unexpected end of file"
+        );
+        // Wrapped in another error, as a source: every level once.
+        let outer = Error::new(ErrorKind::Bootstrap, "cannot start").with_source(err);
+        assert_eq!(outer.to_string(), "cannot start");
+        assert_eq!(
+            outer.chain().to_string(),
+            "cannot start: reading bootstrap: unexpected end of file"
+        );
+        assert_eq!(outer.duplicate().to_string(), outer.chain().to_string());
     }
 
     #[test]

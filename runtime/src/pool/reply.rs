@@ -59,7 +59,7 @@ pub(super) fn answer(
 
 /// What is out of protocol in a message that could not be read as one.
 pub(super) fn bad_reply(err: &Error) -> String {
-    format!("bad reply: {err}")
+    format!("bad reply: {}", err.chain())
 }
 
 /// What is out of protocol in a reply begun and left unfinished for [`REPLY_STALL`].

@@ -120,10 +120,10 @@ fn serve(config: WorkerConfig) {
             })
         };
         let failure = match registry::lookup(name) {
-            Err(err) => Some(err.to_string()),
+            Err(err) => Some(err.chain().to_string()),
             Ok(entry) => match catch_quiet(|| reporting_aborts(report, || entry.invoke(payload))) {
                 Ok(Ok(_)) => None,
-                Ok(Err(err)) => Some(err.to_string()),
+                Ok(Err(err)) => Some(err.chain().to_string()),
                 Err((message, location)) => Some(panic_report(message, location).to_string()),
             },
         };
@@ -155,7 +155,7 @@ fn serve(config: WorkerConfig) {
             Err(err) => (
                 TaskOutcome::Failed {
                     codec: false,
-                    message: err.to_string(),
+                    message: err.chain().to_string(),
                 },
                 Encoded::default(),
             ),
@@ -188,7 +188,7 @@ fn serve(config: WorkerConfig) {
                     Ok(Err(err)) => (
                         TaskOutcome::Failed {
                             codec: err.kind() == ErrorKind::Codec,
-                            message: err.to_string(),
+                            message: err.chain().to_string(),
                         },
                         Encoded::default(),
                     ),

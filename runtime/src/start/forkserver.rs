@@ -97,8 +97,9 @@ impl Preload {
                 F::NAME
             )),
             Err(err) => Err(format!(
-                "cannot encode the arguments of the preload `{}`: {err}",
-                F::NAME
+                "cannot encode the arguments of the preload `{}`: {}",
+                F::NAME,
+                err.chain()
             )),
         };
         Preload { call }
@@ -286,10 +287,7 @@ impl ForkServer {
         server
             .handshake(&build, &Role::ForkServer { preload }, &[])
             .map_err(|err| {
-                Error::new(
-                    ErrorKind::ForkServer,
-                    format!("cannot start the fork server: {err}"),
-                )
+                Error::new(ErrorKind::ForkServer, "cannot start the fork server").with_source(err)
             })?;
         Ok(ForkServer::new(server, build))
     }
@@ -553,10 +551,9 @@ fn fork_zygote_again() -> Result<ForkServer> {
     ForkServer::fork_zygote().map_err(|err| {
         Error::new(
             err.kind(),
-            format!(
-                "the pool's zygote and its spare are dead, and a new one cannot be forked: {err}"
-            ),
+            "the pool's zygote and its spare are dead, and a new one cannot be forked",
         )
+        .with_source(err)
     })
 }
 
