@@ -13,7 +13,11 @@ use serde::{Deserialize, Serialize};
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// What kind of failure an [`Error`] is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+///
+/// A kind travels between processes (a child's refused bootstrap, a pool task's failure) as
+/// the index of its variant: variants are only ever appended at the end, never reordered nor
+/// removed, so that an index keeps its meaning (a unit test pins a few).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[non_exhaustive]
 pub enum ErrorKind {
     /// `start` was called on a process that was already started.
@@ -74,6 +78,7 @@ pub enum ErrorKind {
     /// A `Barrier` is broken: it was aborted or reset while this party waited, a wait timed
     /// out, its action failed, or a process died inside it (Python's `BrokenBarrierError`).
     BrokenBarrier,
+    // New kinds go here, after every other: see the enum's doc.
 }
 
 /// A panic that happened in another process, as data: message and location.
@@ -291,6 +296,24 @@ mod tests {
             "cannot start: reading bootstrap: unexpected end of file"
         );
         assert_eq!(outer.duplicate().to_string(), outer.chain().to_string());
+    }
+
+    #[test]
+    fn a_kind_travels_as_its_variant_index() {
+        // Appending a kind leaves these alone; reordering or removing one breaks this test.
+        for (kind, index) in [
+            (ErrorKind::AlreadyStarted, 0u32),
+            (ErrorKind::UnknownEntry, 8),
+            (ErrorKind::BuildMismatch, 9),
+            (ErrorKind::Bootstrap, 10),
+            (ErrorKind::Codec, 12),
+            (ErrorKind::Io, 21),
+            (ErrorKind::BrokenBarrier, 25),
+        ] {
+            let bytes = crate::codec::encode(&kind).unwrap();
+            assert_eq!(bytes, crate::codec::encode(&index).unwrap(), "{kind:?}");
+            assert_eq!(crate::codec::decode::<ErrorKind>(&bytes).unwrap(), kind);
+        }
     }
 
     #[test]

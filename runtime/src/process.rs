@@ -434,9 +434,7 @@ impl Process {
         for (message, fds) in messages {
             match message {
                 ChildMessage::Panicked(panic) => state.panic = Some(panic),
-                ChildMessage::Failed { kind, message } => {
-                    state.failure = Some((kind.into(), message))
-                }
+                ChildMessage::Failed { kind, message } => state.failure = Some((kind, message)),
                 ChildMessage::Returned { value, .. } if state.returns => {
                     state.returned = Some(Returned { value, fds })
                 }

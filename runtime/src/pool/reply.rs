@@ -44,8 +44,8 @@ pub(super) fn answer(
             Ok(match outcome {
                 TaskOutcome::Ok => Ok(body),
                 TaskOutcome::Panicked(panic) => Err(Error::panicked(panic)),
-                TaskOutcome::Failed { codec, message } => {
-                    Err(Error::new(TaskOutcome::kind(codec), message))
+                TaskOutcome::Failed { kind, message } => {
+                    Err(Error::new(kind, message))
                 }
             })
         }

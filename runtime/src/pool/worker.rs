@@ -63,17 +63,7 @@ pub(crate) enum Reply {
 pub(crate) enum TaskOutcome {
     Ok,
     Panicked(RemotePanic),
-    Failed { codec: bool, message: String },
-}
-
-impl TaskOutcome {
-    pub(crate) fn kind(codec: bool) -> ErrorKind {
-        if codec {
-            ErrorKind::Codec
-        } else {
-            ErrorKind::UnknownEntry
-        }
-    }
+    Failed { kind: ErrorKind, message: String },
 }
 
 /// The registered entry point of pool workers.
@@ -154,7 +144,7 @@ fn serve(config: WorkerConfig) {
         let (outcome, results) = match registry::lookup(&header.entry) {
             Err(err) => (
                 TaskOutcome::Failed {
-                    codec: false,
+                    kind: err.kind(),
                     message: err.chain().to_string(),
                 },
                 Encoded::default(),
@@ -187,7 +177,7 @@ fn serve(config: WorkerConfig) {
                     Ok(Ok(results)) => (TaskOutcome::Ok, results),
                     Ok(Err(err)) => (
                         TaskOutcome::Failed {
-                            codec: err.kind() == ErrorKind::Codec,
+                            kind: err.kind(),
                             message: err.chain().to_string(),
                         },
                         Encoded::default(),
