@@ -13,7 +13,7 @@ use std::cell::RefCell;
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 
-use crate::start::fork::{fork_safe_thread, pass_fork_gate};
+use crate::start::fork::{fork_gate, fork_safe_thread};
 
 thread_local! {
     /// This thread's mark as one of the library's fork-safe threads (the guard of
@@ -60,8 +60,8 @@ fn mark(safe: bool) -> bool {
 /// meanwhile is refused (or warned about) as beside any thread of the user's. On a thread that
 /// is not one of the pool's (a caller's), or already in such a call, `f` just runs.
 ///
-/// Uncounted, the thread passes the fork gate before `f` starts: a fork that counted it as the
-/// library's own a moment ago, and is still on its way to `fork`, is over by then (see
+/// The thread stops counting itself under the fork gate: a fork that counted it as the
+/// library's own, and is still on its way to `fork`, is over before `f` starts (see
 /// `fork::FORK_GATE`).
 pub(super) fn user_code<R>(f: impl FnOnce() -> R) -> R {
     /// Marks the thread again however `f` ends (it may unwind).
@@ -71,8 +71,10 @@ pub(super) fn user_code<R>(f: impl FnOnce() -> R) -> R {
             mark(true);
         }
     }
-    let _remark = mark(false).then(|| {
-        pass_fork_gate();
+    let counted = FORK_SAFE.with(|mark| mark.borrow().is_some());
+    let _remark = counted.then(|| {
+        let _gate = fork_gate();
+        mark(false);
         Remark
     });
     f()

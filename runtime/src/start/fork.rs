@@ -54,26 +54,24 @@ pub(crate) fn fork_safe_thread() -> impl Drop {
 }
 
 /// The fork gate: held by [`fork_child`] from just before it counts the threads
-/// ([`check_threads`]) until the fork is done, and passed through by a fork-safe thread that
-/// has just stopped counting itself as such ([`pass_fork_gate`], from `pool::threads::user_code`)
-/// before it runs user code.
+/// ([`check_threads`]) until the fork is done, and by a fork-safe thread while it stops
+/// counting itself as such ([`fork_gate`], from `pool::threads::user_code`, before it runs
+/// user code).
 ///
 /// The thread check and the fork are not one instant: a fork whose check counted a pool's
 /// driver as the library's own could otherwise go ahead while that driver, uncounted a moment
-/// later, runs a callback that holds a lock of the user's. With the gate, a thread that stops
-/// being fork-safe waits for every fork already past its check, and a fork that checks after
-/// it counts it as a thread of the user's. A forked child gets the gate held by the thread it
+/// later, runs a callback that holds a lock of the user's. With the gate, a thread stops being
+/// fork-safe either before a fork's check (which then counts it as a thread of the user's) or
+/// after that fork is done. It waits for the gate while still counted as fork-safe: a fork
+/// whose check waits for it to count itself again (see [`check_threads`]) is not kept waiting
+/// for a thread that waits for that fork. A forked child gets the gate held by the thread it
 /// is a copy of, and lets it go.
 static FORK_GATE: Mutex<()> = Mutex::new(());
 
-fn lock_fork_gate() -> MutexGuard<'static, ()> {
+/// Takes the fork gate (see [`FORK_GATE`]): a fork-safe thread holds it while it stops counting
+/// itself as such, so that no fork is between its thread check and its `fork` meanwhile.
+pub(crate) fn fork_gate() -> MutexGuard<'static, ()> {
     FORK_GATE.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-/// Waits until no fork is between its thread check and its `fork` (see [`FORK_GATE`]). Called
-/// by a thread right after it stopped counting itself as fork-safe, before it runs user code.
-pub(crate) fn pass_fork_gate() {
-    drop(lock_fork_gate());
 }
 
 /// Sets what [`StartMethod::Fork`](crate::context::StartMethod::Fork) does in a multi-threaded process.
@@ -282,7 +280,7 @@ pub(crate) fn fork_child<P: ForChild>(
     settle_one_time_state();
     // Held until the fork is done: a fork-safe thread that stops counting itself as such
     // waits for it (see FORK_GATE).
-    let gate = lock_fork_gate();
+    let gate = fork_gate();
     check_threads()?;
     // Both ends registered as they are made: a fork in another thread meanwhile (under a
     // permissive ForkPolicy) closes them in its child. What this child keeps (its end, and
