@@ -219,12 +219,6 @@ pub(crate) fn ser_error<E: serde::ser::Error>(err: Error) -> E {
     E::custom(err.chain())
 }
 
-impl From<nix::Error> for Error {
-    fn from(err: nix::Error) -> Self {
-        Error::io("system call failed", io::Error::from(err))
-    }
-}
-
 /// The message alone: the source, if any, is [`source`](std::error::Error::source)'s to give
 /// (a reporter that walks the chain would print it twice otherwise).
 impl fmt::Display for Error {
