@@ -579,12 +579,18 @@ fn encode_failure(m: StartMethod) -> Outcome {
     for _ in 0..3 {
         let err = pool.apply(unencodable, 1).map(|_| ()).unwrap_err();
         check_eq!(err.kind(), ErrorKind::Codec);
-        check!(common::chain(&err).contains("refuses to be encoded"), "{err}");
+        check!(
+            common::chain(&err).contains("refuses to be encoded"),
+            "{err}"
+        );
     }
     check_eq!(pool.apply(square, 4)?, 16);
     let err = pool.apply(undecodable, 1).map(|_| ()).unwrap_err();
     check_eq!(err.kind(), ErrorKind::Codec);
-    check!(common::chain(&err).contains("refuses to be decoded"), "{err}");
+    check!(
+        common::chain(&err).contains("refuses to be decoded"),
+        "{err}"
+    );
     check_eq!(pool.apply(square, 5)?, 25);
     Ok(())
 }
@@ -1588,7 +1594,10 @@ fn timing_out_pool(m: StartMethod, processes: usize) -> Result<Pool, libtest_mim
 /// `err` is the task timeout's.
 fn check_timed_out(err: multiproc::Error) -> Outcome {
     check_eq!(err.kind(), ErrorKind::Timeout);
-    check!(common::chain(&err).contains("longer than its timeout"), "{err}");
+    check!(
+        common::chain(&err).contains("longer than its timeout"),
+        "{err}"
+    );
     Ok(())
 }
 
@@ -2390,7 +2399,10 @@ fn main() {
     }
     for (name, test) in [
         ("zygote_killed", zygote_killed as fn() -> Outcome),
-        ("fork_never_overlaps_user_code", fork_never_overlaps_user_code),
+        (
+            "fork_never_overlaps_user_code",
+            fork_never_overlaps_user_code,
+        ),
         ("zygote_stray_byte", zygote_stray_byte),
         ("zygote_and_spare_killed", zygote_and_spare_killed),
         (

@@ -222,7 +222,8 @@ fn exit_code_sigsegv(m: StartMethod) -> Outcome {
     start(&p)?;
     check_eq!(p.join()?, -libc::SIGSEGV);
     check!(
-        p.error().is_some_and(|e| common::chain(&e).contains("SIGSEGV")),
+        p.error()
+            .is_some_and(|e| common::chain(&e).contains("SIGSEGV")),
         "{:?}",
         p.error()
     );

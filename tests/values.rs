@@ -212,8 +212,7 @@ fn exit_code_is_an_error(m: StartMethod) -> Outcome {
         .ok_or("exit(0) is no value")?;
     check_eq!(err.kind(), ErrorKind::Died);
     check!(
-        common::chain(&err)
-            .contains("exited with code 0 without returning a value"),
+        common::chain(&err).contains("exited with code 0 without returning a value"),
         "{err}"
     );
     Ok(())

@@ -13,8 +13,8 @@ use std::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use crate::bootstrap::{
-    self, authenticate, refuse, ChildMessage, Launch, PreloadCall, Refusal, Role,
-    CHILD_FLAG, EXIT_BOOTSTRAP_FAILED, NOT_THE_PARENTS_BUILD,
+    self, authenticate, refuse, ChildMessage, Launch, PreloadCall, Refusal, Role, CHILD_FLAG,
+    EXIT_BOOTSTRAP_FAILED, NOT_THE_PARENTS_BUILD,
 };
 use crate::current::{self, CurrentProcess, ParentProcess};
 use crate::error::{ErrorKind, RemotePanic};
@@ -160,7 +160,10 @@ fn preload_call(call: &PreloadCall) -> std::result::Result<(), (ErrorKind, Strin
     match result {
         Ok(Ok(_output)) => {}
         Ok(Err(err)) => {
-            return Err((ErrorKind::Bootstrap, format!("{what} failed: {}", err.chain())))
+            return Err((
+                ErrorKind::Bootstrap,
+                format!("{what} failed: {}", err.chain()),
+            ))
         }
         Err((message, location)) => {
             let at = location.map(|l| format!(" at {l}")).unwrap_or_default();

@@ -554,7 +554,10 @@ mod tests {
         })])
         .unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Codec);
-        assert!(err.chain().to_string().contains("skip_serializing_if"), "{err:?}");
+        assert!(
+            err.chain().to_string().contains("skip_serializing_if"),
+            "{err:?}"
+        );
         let failure = std::error::Error::source(&err).unwrap();
         assert!(failure
             .downcast_ref::<Failure>()
@@ -575,7 +578,10 @@ mod tests {
             }
         }
         let err = encode(&Unsized).unwrap_err();
-        assert!(err.chain().to_string().contains("not known in advance"), "{err:?}");
+        assert!(
+            err.chain().to_string().contains("not known in advance"),
+            "{err:?}"
+        );
 
         // Explained for a worker: its name and type, why, the hint; no chunk's `Vec`.
         let err = explain(

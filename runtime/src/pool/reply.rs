@@ -44,9 +44,7 @@ pub(super) fn answer(
             Ok(match outcome {
                 TaskOutcome::Ok => Ok(body),
                 TaskOutcome::Panicked(panic) => Err(Error::panicked(panic)),
-                TaskOutcome::Failed { kind, message } => {
-                    Err(Error::new(kind, message))
-                }
+                TaskOutcome::Failed { kind, message } => Err(Error::new(kind, message)),
             })
         }
         Reply::Done { job, chunk, .. } => Err(format!(
