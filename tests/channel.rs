@@ -34,7 +34,7 @@ fn joined(p: &Process) -> Outcome {
         other => Err(format!(
             "{} ended with {other:?}: {:?}",
             p.name(),
-            p.error().map(|e| e.to_string())
+            p.error().map(|e| common::chain(&e))
         )
         .into()),
     }

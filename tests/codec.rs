@@ -114,7 +114,7 @@ fn make_flat(n: u64) -> Flat {
 
 /// What every such error says: the kind, the worker, the type, why, and the way out.
 fn check_error(err: &multiproc::Error, worker: &str, ty: &str, why: &str) -> Outcome {
-    let text = err.to_string();
+    let text = common::chain(err);
     check_eq!(err.kind(), ErrorKind::Codec);
     check!(
         text.contains(&format!("worker `{worker}`")),
@@ -141,7 +141,7 @@ fn errors_with_the_pool(m: StartMethod) -> Outcome {
     let err = pool.apply(json_keys, document()).unwrap_err();
     check_error(&err, "codec::json_keys", value, NOT_SELF_DESCRIBING)?;
     check!(
-        err.to_string().contains("cannot decode the arguments"),
+        common::chain(&err).contains("cannot decode the arguments"),
         "{err}"
     );
     let err = pool
@@ -160,7 +160,7 @@ fn errors_with_the_pool(m: StartMethod) -> Outcome {
     let err = pool.apply(flat_id, flat()).unwrap_err();
     check_error(&err, "codec::flat_id", "codec::Flat", LENGTH_UNKNOWN)?;
     check!(
-        err.to_string().contains("cannot encode the arguments"),
+        common::chain(&err).contains("cannot encode the arguments"),
         "{err}"
     );
     let err = pool.map(sparse_b, vec![sparse(); 3]).unwrap_err();
@@ -175,14 +175,14 @@ fn errors_with_the_pool(m: StartMethod) -> Outcome {
     let err = pool.apply(make_document, 3).unwrap_err();
     check_error(&err, "codec::make_document", value, NOT_SELF_DESCRIBING)?;
     check!(
-        err.to_string().contains("cannot decode the result"),
+        common::chain(&err).contains("cannot decode the result"),
         "{err}"
     );
     // A result that does not encode in the worker.
     let err = pool.apply(make_flat, 2).unwrap_err();
     check_error(&err, "codec::make_flat", "codec::Flat", LENGTH_UNKNOWN)?;
     check!(
-        err.to_string().contains("cannot encode the result"),
+        common::chain(&err).contains("cannot encode the result"),
         "{err}"
     );
     // A field that is not skipped encodes: the same type works when it has every field.
@@ -200,7 +200,7 @@ fn errors_with_the_pool(m: StartMethod) -> Outcome {
         .build()
         .map(|_| ())
         .unwrap_err();
-    check!(err.to_string().contains("codec::Flat"), "{err}");
+    check!(common::chain(&err).contains("codec::Flat"), "{err}");
     Ok(())
 }
 
@@ -489,7 +489,10 @@ fn errors_with_a_process_type(m: StartMethod) -> Outcome {
     .with_start_method(m);
     let err = p.start().unwrap_err();
     check_type_error(&err, "codec::FlatJob", LENGTH_UNKNOWN)?;
-    check!(err.to_string().contains("cannot encode the value"), "{err}");
+    check!(
+        common::chain(&err).contains("cannot encode the value"),
+        "{err}"
+    );
     // Decoded in the child: it fails there, and `error()` says why.
     let p = Process::from(LooseJob {
         doc: document(),
@@ -500,7 +503,10 @@ fn errors_with_a_process_type(m: StartMethod) -> Outcome {
     finish_with(&p, 1)?;
     let err = p.error().ok_or("no error")?;
     check_type_error(&err, "codec::LooseJob", NOT_SELF_DESCRIBING)?;
-    check!(err.to_string().contains("cannot decode the value"), "{err}");
+    check!(
+        common::chain(&err).contains("cannot decode the value"),
+        "{err}"
+    );
     Ok(())
 }
 

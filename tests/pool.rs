@@ -328,7 +328,7 @@ fn callbacks(m: StartMethod) -> Outcome {
         .apply_async(square, 2)
         .on_success(|_| panic!("deliberate panic: callback bug"));
     let err = r.get().unwrap_err();
-    check!(err.to_string().contains("callback bug"), "{err}");
+    check!(common::chain(&err).contains("callback bug"), "{err}");
     check_eq!(pool.apply(square, 3)?, 9);
     Ok(())
 }
@@ -474,7 +474,7 @@ fn initializer(m: StartMethod) -> Outcome {
     let err = broken.map(square, 0..10).unwrap_err();
     check_eq!(err.kind(), ErrorKind::InitializerFailed);
     check!(
-        err.to_string().contains("deliberate panic: init exploded"),
+        common::chain(&err).contains("deliberate panic: init exploded"),
         "{err}"
     );
     check!(
@@ -509,7 +509,7 @@ fn panic_in_task(m: StartMethod) -> Outcome {
     let err = pool
         .map_chunked(dies_or_panics, (0..50).map(|n| (n, [30, 10])), 1)
         .unwrap_err();
-    check!(err.to_string().contains("bad item 10"), "{err}");
+    check!(common::chain(&err).contains("bad item 10"), "{err}");
     check_eq!(pool.apply(square, 6)?, 36);
     Ok(())
 }
@@ -527,7 +527,7 @@ fn dead_worker(m: StartMethod) -> Outcome {
             .map_chunked(dies_on, (0..40).map(|n| (n, 13, how)), 2)
             .unwrap_err();
         check_eq!(err.kind(), ErrorKind::Died);
-        check!(err.to_string().contains(expect), "{err}");
+        check!(common::chain(&err).contains(expect), "{err}");
         check!(
             t.elapsed() < Duration::from_secs(30),
             "took {:?}",
@@ -541,7 +541,7 @@ fn dead_worker(m: StartMethod) -> Outcome {
         // The same through apply, which runs its round trip on a borrowed idle worker.
         let err = pool.apply(dies_on, (13, 13, how)).unwrap_err();
         check_eq!(err.kind(), ErrorKind::Died);
-        check!(err.to_string().contains(expect), "{err}");
+        check!(common::chain(&err).contains(expect), "{err}");
         check_eq!(pool.apply(square, 12)?, 144);
     }
     // terminate() while another thread waits in apply: that apply fails, it does not hang.
@@ -582,12 +582,18 @@ fn encode_failure(m: StartMethod) -> Outcome {
     for _ in 0..3 {
         let err = pool.apply(unencodable, 1).map(|_| ()).unwrap_err();
         check_eq!(err.kind(), ErrorKind::Codec);
-        check!(err.to_string().contains("refuses to be encoded"), "{err}");
+        check!(
+            common::chain(&err).contains("refuses to be encoded"),
+            "{err}"
+        );
     }
     check_eq!(pool.apply(square, 4)?, 16);
     let err = pool.apply(undecodable, 1).map(|_| ()).unwrap_err();
     check_eq!(err.kind(), ErrorKind::Codec);
-    check!(err.to_string().contains("refuses to be decoded"), "{err}");
+    check!(
+        common::chain(&err).contains("refuses to be decoded"),
+        "{err}"
+    );
     check_eq!(pool.apply(square, 5)?, 25);
     Ok(())
 }
@@ -1002,9 +1008,12 @@ fn fork_while_the_driver_panics(m: StartMethod) -> Outcome {
         // The driver is most likely inside the slow hook now.
         std::thread::sleep(Duration::from_millis(100));
         let p = Process::new(negate, 1).with_start_method(StartMethod::Fork);
-        multiproc::set_fork_policy(multiproc::ForkPolicy::Allow);
+        // SAFETY: the only other threads are the pool's; its driver is in the panic hook, whose
+        // lock `fork_child` holds across the fork (what this test checks), and holds no other.
+        unsafe { multiproc::set_fork_policy(multiproc::ForkPolicy::Allow) };
         let started = p.start();
-        multiproc::set_fork_policy(multiproc::ForkPolicy::Refuse);
+        // SAFETY: refusing promises nothing.
+        unsafe { multiproc::set_fork_policy(multiproc::ForkPolicy::Refuse) };
         started?;
         let code = p.join_timeout(LONG)?;
         if code.is_none() {
@@ -1044,9 +1053,12 @@ fn fork_while_a_callback_prints(m: StartMethod) -> Outcome {
     // The driver most likely holds both locks now.
     std::thread::sleep(Duration::from_millis(100));
     let p = Process::new(say, 1).with_start_method(StartMethod::Fork);
-    multiproc::set_fork_policy(multiproc::ForkPolicy::Allow);
+    // SAFETY: the only other threads are the pool's; its driver's callback holds standard output
+    // and error, which `fork_child` holds across the fork (what this test checks), and no other.
+    unsafe { multiproc::set_fork_policy(multiproc::ForkPolicy::Allow) };
     let started = p.start();
-    multiproc::set_fork_policy(multiproc::ForkPolicy::Refuse);
+    // SAFETY: refusing promises nothing.
+    unsafe { multiproc::set_fork_policy(multiproc::ForkPolicy::Refuse) };
     started?;
     let code = p.join_timeout(LONG)?;
     if code.is_none() {
@@ -1106,6 +1118,65 @@ fn fork_while_a_callback_runs(m: StartMethod) -> Outcome {
     Ok(())
 }
 
+/// Set by the result callbacks of `fork_never_overlaps_user_code` while they run.
+static IN_CALLBACK: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Exits with 1 if this child is a copy of its parent taken while a callback ran.
+#[process]
+fn exit_if_in_callback() {
+    std::process::exit(i32::from(IN_CALLBACK.load(Ordering::SeqCst)));
+}
+
+/// Forks on this thread while the driver thread goes in and out of result callbacks: a fork
+/// whose thread check counted the driver as the library's own (between two callbacks) must be
+/// over before the driver runs the next one, so no forked child is a copy of its parent taken
+/// in the middle of a callback (one that could hold a lock of the user's). A fork the check
+/// refuses is fine.
+fn fork_never_overlaps_user_code() -> Outcome {
+    let pool = pool(StartMethod::ForkServer, 2)?;
+    let (mut forked, mut overlapped) = (0, 0);
+    // Without the fork gate, one fork in a few hundred went ahead in a callback.
+    for _ in 0..2000 {
+        let results: Vec<_> = (0..8u64)
+            .map(|n| {
+                pool.apply_async(square, n).on_success(|_| {
+                    IN_CALLBACK.store(true, Ordering::SeqCst);
+                    let until = Instant::now() + Duration::from_micros(30);
+                    while Instant::now() < until {
+                        std::hint::spin_loop();
+                    }
+                    IN_CALLBACK.store(false, Ordering::SeqCst);
+                })
+            })
+            .collect();
+        let p = Process::new(exit_if_in_callback, ()).with_start_method(StartMethod::Fork);
+        match p.start() {
+            Ok(()) => {
+                forked += 1;
+                let code = p.join_timeout(LONG)?;
+                if code.is_none() {
+                    p.kill()?;
+                    p.join()?;
+                }
+                if code != Some(0) {
+                    overlapped += 1;
+                }
+            }
+            Err(err) if err.kind() == ErrorKind::ForkUnsafe => {}
+            Err(err) => return Err(err.into()),
+        }
+        for result in results {
+            result.get_timeout(LONG)?;
+        }
+    }
+    check!(
+        overlapped == 0,
+        "{overlapped} of {forked} forked children were copies taken during a callback"
+    );
+    check!(forked > 0, "every fork was refused");
+    Ok(())
+}
+
 fn user_code_that_fails_in_the_parent(m: StartMethod) -> Outcome {
     let pool = pool(m, 1)?;
     // A panicking Deserialize fails its task, not the pool: through the driver thread (the
@@ -1116,7 +1187,7 @@ fn user_code_that_fails_in_the_parent(m: StartMethod) -> Outcome {
     let err = pool.apply(panics_on_decode, 1).map(|_| ()).unwrap_err();
     check_eq!(err.kind(), ErrorKind::Panicked);
     check!(
-        err.to_string().contains("decoding a result panicked"),
+        common::chain(&err).contains("decoding a result panicked"),
         "{err}"
     );
     let err = pool
@@ -1157,7 +1228,7 @@ fn initializer_that_exits(m: StartMethod) -> Outcome {
     let t = Instant::now();
     let err = pool.apply(square, 1).unwrap_err();
     check_eq!(err.kind(), ErrorKind::InitializerFailed);
-    check!(err.to_string().contains("exited with code 3"), "{err}");
+    check!(common::chain(&err).contains("exited with code 3"), "{err}");
     check!(
         t.elapsed() < Duration::from_secs(30),
         "took {:?}",
@@ -1526,7 +1597,10 @@ fn timing_out_pool(m: StartMethod, processes: usize) -> Result<Pool, libtest_mim
 /// `err` is the task timeout's.
 fn check_timed_out(err: multiproc::Error) -> Outcome {
     check_eq!(err.kind(), ErrorKind::Timeout);
-    check!(err.to_string().contains("longer than its timeout"), "{err}");
+    check!(
+        common::chain(&err).contains("longer than its timeout"),
+        "{err}"
+    );
     Ok(())
 }
 
@@ -1666,7 +1740,7 @@ fn cut_short_reply(m: StartMethod) -> Outcome {
                 .get_timeout(LONG)
                 .unwrap_err();
             check_eq!(err.kind(), kind);
-            check!(err.to_string().contains(says), "{err}");
+            check!(common::chain(&err).contains(says), "{err}");
         }
         check_eq!(
             pool.map_async(square, 0..20).get_timeout(LONG)?,
@@ -1795,7 +1869,9 @@ fn zygote_scenario(dir: String, case: u8) {
                     sigkill(spare)?;
                     sigkill(zygote)?;
                     if case == 2 {
-                        multiproc::set_fork_policy(multiproc::ForkPolicy::Allow);
+                        // SAFETY: the only other threads are the pool's, which run no user code here: the
+                        // new zygote is forked with only the library's locks in use.
+                        unsafe { multiproc::set_fork_policy(multiproc::ForkPolicy::Allow) };
                     }
                 }
             }
@@ -1809,7 +1885,7 @@ fn zygote_scenario(dir: String, case: u8) {
                     .map(worker_state, [0u32])
                     .err()
                     .ok_or("a worker was forked from a multi-threaded process under Refuse")?;
-                if !err.to_string().contains("zygote and its spare are dead") {
+                if !common::chain(&err).contains("zygote and its spare are dead") {
                     return Err(format!("unexpected error: {err}"));
                 }
                 return Ok(());
@@ -2039,7 +2115,7 @@ fn start_failures_are_retried(m: StartMethod) -> Outcome {
         .err()
         .ok_or("tasks ran without descriptors for a worker")?;
     check!(
-        err.to_string().contains("no pool worker could be started"),
+        common::chain(&err).contains("no pool worker could be started"),
         "{err}"
     );
     drop(full);
@@ -2073,7 +2149,7 @@ fn check_out_of_protocol(dir: &Path, name: &str, result: multiproc::Result<u64>)
         Err(err) => err,
     };
     check_eq!(err.kind(), ErrorKind::Codec);
-    let text = err.to_string();
+    let text = common::chain(&err);
     check!(
         text.contains("out of protocol") && text.contains(&format!("(pid {pid})")),
         "{name}: {text}"
@@ -2311,6 +2387,7 @@ fn main() {
         zygote_stray_byte,
         zygote_and_spare_killed,
         zygote_and_spare_killed_under_refuse,
+        fork_never_overlaps_user_code,
     ));
     // Only the methods with a fork server (the pool's zygote, for `fork`).
     trials.extend(

@@ -209,7 +209,7 @@ fn exit_code_exit(m: StartMethod) -> Outcome {
     check_eq!(p.join()?, 7);
     check!(
         p.error()
-            .is_some_and(|e| e.to_string().contains("exited with code 7")),
+            .is_some_and(|e| common::chain(&e).contains("exited with code 7")),
         "{:?}",
         p.error()
     );
@@ -221,7 +221,8 @@ fn exit_code_sigsegv(m: StartMethod) -> Outcome {
     start(&p)?;
     check_eq!(p.join()?, -libc::SIGSEGV);
     check!(
-        p.error().is_some_and(|e| e.to_string().contains("SIGSEGV")),
+        p.error()
+            .is_some_and(|e| common::chain(&e).contains("SIGSEGV")),
         "{:?}",
         p.error()
     );
@@ -575,7 +576,7 @@ fn unknown_entry(m: StartMethod) -> Outcome {
     let err = p.start().unwrap_err();
     check_eq!(err.kind(), ErrorKind::UnknownEntry);
     check!(
-        err.to_string().contains("tests::process::Unregistered"),
+        common::chain(&err).contains("tests::process::Unregistered"),
         "{err}"
     );
     Ok(())
@@ -698,7 +699,7 @@ fn too_many_descriptors_in_arguments(m: StartMethod) -> Outcome {
         (_, Ok(())) => return Err("a start with 254 descriptors was not refused".into()),
         (_, Err(err)) => {
             check_eq!(err.kind(), ErrorKind::InvalidInput);
-            check!(err.to_string().contains("at most 253"), "{err}");
+            check!(common::chain(&err).contains("at most 253"), "{err}");
         }
     }
     drop(p);
@@ -867,10 +868,12 @@ fn fork_policy_with_threads() -> Outcome {
         .with_start_method(StartMethod::Fork)
         .start();
     let warned = {
-        multiproc::set_fork_policy(multiproc::ForkPolicy::Warn);
+        // SAFETY: the other thread waits on a channel, holding no lock.
+        unsafe { multiproc::set_fork_policy(multiproc::ForkPolicy::Warn) };
         let p = Process::new(ok_worker, ()).with_start_method(StartMethod::Fork);
         let started = p.start();
-        multiproc::set_fork_policy(multiproc::ForkPolicy::Refuse);
+        // SAFETY: refusing promises nothing.
+        unsafe { multiproc::set_fork_policy(multiproc::ForkPolicy::Refuse) };
         started.and_then(|()| p.join())
     };
     // The other methods never fork this process's threads.
@@ -907,7 +910,10 @@ fn fork_and_forkserver_from_two_threads() -> Outcome {
         p.start()?;
         p.join()?
     };
-    multiproc::set_fork_policy(multiproc::ForkPolicy::Allow);
+    // SAFETY: the other threads only start children (that is what this test checks): the locks
+    // they take are the library's, which a fork holds across it, and the C library's, which
+    // its own fork handlers hold.
+    unsafe { multiproc::set_fork_policy(multiproc::ForkPolicy::Allow) };
     let result = std::thread::scope(|scope| {
         let threads: Vec<_> = [
             StartMethod::Fork,
@@ -934,7 +940,8 @@ fn fork_and_forkserver_from_two_threads() -> Outcome {
         .collect();
         threads.into_iter().map(|t| t.join()).collect::<Vec<_>>()
     });
-    multiproc::set_fork_policy(multiproc::ForkPolicy::Refuse);
+    // SAFETY: refusing promises nothing.
+    unsafe { multiproc::set_fork_policy(multiproc::ForkPolicy::Refuse) };
     for r in result {
         r.map_err(|_| "thread panicked")??;
     }
@@ -965,7 +972,7 @@ fn build_mismatch() -> Outcome {
     let err = result.unwrap_err();
     check_eq!(err.kind(), ErrorKind::BuildMismatch);
     check!(
-        err.to_string().contains("is not the parent's build"),
+        common::chain(&err).contains("is not the parent's build"),
         "{err}"
     );
     Ok(())
@@ -1362,10 +1369,10 @@ fn preload_scenario(dir: String, case: u8) {
             } else {
                 "thread(s) running"
             };
-            if err.kind() != ErrorKind::ForkServer || !err.to_string().contains(wanted) {
+            if err.kind() != ErrorKind::ForkServer || !common::chain(&err).contains(wanted) {
                 return Err(format!("unexpected error: {err:?}"));
             }
-            if case == 1 && !err.to_string().contains("deliberate panic: no model file") {
+            if case == 1 && !common::chain(&err).contains("deliberate panic: no model file") {
                 return Err(format!("the panic message is missing: {err}"));
             }
             return Ok(());

@@ -231,7 +231,7 @@ fn owner_died_value_and_array(m: StartMethod) -> Outcome {
     let err = v.lock_timeout(LONG).map(|_| ()).unwrap_err();
     check_eq!(err.kind(), ErrorKind::OwnerDied);
     check!(t.elapsed() < PROMPT, "OwnerDied after {:?}", t.elapsed());
-    check!(err.to_string().contains("died"), "{err}");
+    check!(common::chain(&err).contains("died"), "{err}");
     finish_with(&p, -libc::SIGKILL)?;
     check_eq!(*v.lock()?, 42); // what the dead holder left
     v.set(0)?;

@@ -193,7 +193,7 @@ fn panic_is_an_error(m: StartMethod) -> Outcome {
     );
     check_eq!((panic.process.as_str(), panic.pid), (name.as_str(), pid));
     check!(
-        err.to_string().contains("panicked at tests/values.rs:"),
+        common::chain(&err).contains("panicked at tests/values.rs:"),
         "{err}"
     );
     Ok(())
@@ -204,15 +204,14 @@ fn exit_code_is_an_error(m: StartMethod) -> Outcome {
         .err()
         .ok_or("exit(3) is an error")?;
     check_eq!(err.kind(), ErrorKind::Died);
-    check!(err.to_string().contains("exited with code 3"), "{err}");
+    check!(common::chain(&err).contains("exited with code 3"), "{err}");
     // Exiting with 0 from inside the function is no return either.
     let err = join(spawn_with(m, exiting, 0)?)
         .err()
         .ok_or("exit(0) is no value")?;
     check_eq!(err.kind(), ErrorKind::Died);
     check!(
-        err.to_string()
-            .contains("exited with code 0 without returning a value"),
+        common::chain(&err).contains("exited with code 0 without returning a value"),
         "{err}"
     );
     Ok(())
@@ -224,7 +223,7 @@ fn signal_is_an_error(m: StartMethod) -> Outcome {
     handle.process().kill()?;
     let err = join(handle).err().ok_or("a kill is an error")?;
     check_eq!(err.kind(), ErrorKind::Died);
-    check!(err.to_string().contains("killed by SIGKILL"), "{err}");
+    check!(common::chain(&err).contains("killed by SIGKILL"), "{err}");
     Ok(())
 }
 

@@ -7,7 +7,7 @@
 //!    [`PreloadCall`]s), then the launch's descriptors in one `SCM_RIGHTS` message.
 //! 2. The child ([`authenticate`], [`receive`]) checks where the bootstrap comes from and that
 //!    it is its parent's build, and answers a [`ChildMessage`]: `Ready`, or `Failed` with a
-//!    [`FailKind`] before it exits with [`EXIT_BOOTSTRAP_FAILED`] ([`refuse`]).
+//!    [`ErrorKind`] before it exits with [`EXIT_BOOTSTRAP_FAILED`] ([`refuse`]).
 //! 3. The parent ([`handshake`]) waits for that answer, at most [`BOOTSTRAP_TIMEOUT`]; later
 //!    the child may send a panic report or its returned value ([`ReturnedBytes`]).
 //!
@@ -100,7 +100,7 @@ pub(crate) enum ChildMessage {
     /// The bootstrap was accepted; the entry point is about to run.
     Ready,
     /// The bootstrap was refused.
-    Failed { kind: FailKind, message: String },
+    Failed { kind: ErrorKind, message: String },
     /// The target panicked.
     Panicked(RemotePanic),
     /// The target returned (sent only when [`Launch::returns`]): its result, encoded with the
@@ -129,16 +129,6 @@ impl ReturnedBytes {
     pub(crate) const INLINE_MAX: usize = 8 << 10;
 }
 
-#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
-pub(crate) enum FailKind {
-    UnknownEntry,
-    BuildMismatch,
-    Bootstrap,
-    Codec,
-    /// The child could not send its result back.
-    Io,
-}
-
 // The largest frames the bootstrap allows (see `wire::Frame`): a declared length above them
 // is a corrupt stream, refused before anything is allocated.
 
@@ -158,18 +148,6 @@ impl wire::Frame for Role {
 /// header of a pool's reply, which carries the same reports.
 impl wire::Frame for ChildMessage {
     const MAX_LEN: u64 = 64 << 20;
-}
-
-impl From<FailKind> for ErrorKind {
-    fn from(kind: FailKind) -> Self {
-        match kind {
-            FailKind::UnknownEntry => ErrorKind::UnknownEntry,
-            FailKind::BuildMismatch => ErrorKind::BuildMismatch,
-            FailKind::Bootstrap => ErrorKind::Bootstrap,
-            FailKind::Codec => ErrorKind::Codec,
-            FailKind::Io => ErrorKind::Io,
-        }
-    }
 }
 
 /// How long a parent waits for a spawned child to acknowledge its bootstrap.
@@ -212,7 +190,7 @@ pub(crate) fn handshake(
         (
             _,
             Ok(Some(ChildMessage::Failed {
-                kind: FailKind::BuildMismatch,
+                kind: ErrorKind::BuildMismatch,
                 message,
             })),
         ) => {
@@ -223,7 +201,7 @@ pub(crate) fn handshake(
                 .unwrap_or_default();
             Error::new(ErrorKind::BuildMismatch, format!("{message}{exe}"))
         }
-        (_, Ok(Some(ChildMessage::Failed { kind, message }))) => Error::new(kind.into(), message),
+        (_, Ok(Some(ChildMessage::Failed { kind, message }))) => Error::new(kind, message),
         (_, Err(err)) if err.kind() == ErrorKind::Timeout => {
             kill();
             Error::new(
@@ -364,14 +342,14 @@ pub(crate) fn receive(control: &UnixStream, deadline: Option<Instant>) -> Role {
         Ok(None) => sys::exit_now(EXIT_BOOTSTRAP_FAILED),
         Err(err) => refuse(
             control,
-            FailKind::Bootstrap,
-            format!("cannot read the bootstrap: {err}"),
+            ErrorKind::Bootstrap,
+            format!("cannot read the bootstrap: {}", err.chain()),
         ),
     };
     if build != BuildId::current() {
         refuse(
             control,
-            FailKind::BuildMismatch,
+            ErrorKind::BuildMismatch,
             NOT_THE_PARENTS_BUILD.to_string(),
         );
     }
@@ -380,14 +358,14 @@ pub(crate) fn receive(control: &UnixStream, deadline: Option<Instant>) -> Role {
         Ok(None) => sys::exit_now(EXIT_BOOTSTRAP_FAILED),
         Err(err) => refuse(
             control,
-            FailKind::Bootstrap,
-            format!("cannot read the bootstrap: {err}"),
+            ErrorKind::Bootstrap,
+            format!("cannot read the bootstrap: {}", err.chain()),
         ),
     }
 }
 
 /// Says why the bootstrap is refused, on both sides, and exits.
-pub(crate) fn refuse(control: &UnixStream, kind: FailKind, message: String) -> ! {
+pub(crate) fn refuse(control: &UnixStream, kind: ErrorKind, message: String) -> ! {
     eprintln!("multiproc: {message}");
     let _ = wire::send(control, &ChildMessage::Failed { kind, message });
     sys::exit_now(EXIT_BOOTSTRAP_FAILED)

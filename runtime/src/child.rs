@@ -13,8 +13,8 @@ use std::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use crate::bootstrap::{
-    self, authenticate, refuse, ChildMessage, FailKind, Launch, PreloadCall, Refusal, Role,
-    CHILD_FLAG, EXIT_BOOTSTRAP_FAILED, NOT_THE_PARENTS_BUILD,
+    self, authenticate, refuse, ChildMessage, Launch, PreloadCall, Refusal, Role, CHILD_FLAG,
+    EXIT_BOOTSTRAP_FAILED, NOT_THE_PARENTS_BUILD,
 };
 use crate::current::{self, CurrentProcess, ParentProcess};
 use crate::error::{ErrorKind, RemotePanic};
@@ -61,7 +61,7 @@ pub(crate) fn enter_flagged(flag: Option<&OsStr>, fd: Option<&OsStr>, fork_serve
         }
         Err(Refusal::OtherBuild) => refuse(
             &control,
-            FailKind::BuildMismatch,
+            ErrorKind::BuildMismatch,
             NOT_THE_PARENTS_BUILD.to_string(),
         ),
     }
@@ -100,7 +100,7 @@ fn run_bootstrap(control: UnixStream, origin: Origin, deadline: Option<std::time
     match (role, origin) {
         (Role::ForkServer { .. }, Origin::ForkServer) => refuse(
             &control,
-            FailKind::Bootstrap,
+            ErrorKind::Bootstrap,
             "a child of the fork server cannot become a fork server".to_string(),
         ),
         (Role::ForkServer { preload }, Origin::Spawned(fork_server)) => {
@@ -124,20 +124,20 @@ fn run_bootstrap(control: UnixStream, origin: Origin, deadline: Option<std::time
                 Ok(fds) => fds,
                 Err(err) => refuse(
                     &control,
-                    FailKind::Bootstrap,
-                    format!("cannot receive the parent's descriptors: {err}"),
+                    ErrorKind::Bootstrap,
+                    format!("cannot receive the parent's descriptors: {}", err.chain()),
                 ),
             };
             if launch.entry == POOL_WORKER && !launch.daemon {
                 refuse(
                     &control,
-                    FailKind::UnknownEntry,
+                    ErrorKind::UnknownEntry,
                     format!("`{POOL_WORKER}` runs only as a pool's worker"),
                 );
             }
             let entry = match registry::lookup(&launch.entry) {
                 Ok(entry) => entry,
-                Err(err) => refuse(&control, FailKind::UnknownEntry, err.message().to_string()),
+                Err(err) => refuse(&control, ErrorKind::UnknownEntry, err.message().to_string()),
             };
             if wire::send(&control, &ChildMessage::Ready).is_err() {
                 sys::exit_now(EXIT_BOOTSTRAP_FAILED);
@@ -148,23 +148,28 @@ fn run_bootstrap(control: UnixStream, origin: Origin, deadline: Option<std::time
 }
 
 /// Makes one of the fork server's preload calls; an error says why it failed.
-fn preload_call(call: &PreloadCall) -> std::result::Result<(), (FailKind, String)> {
+fn preload_call(call: &PreloadCall) -> std::result::Result<(), (ErrorKind, String)> {
     let what = format!("the fork server's preload `{}`", call.entry);
     if call.entry == POOL_WORKER {
-        return Err((FailKind::UnknownEntry, format!("{what}: not a preload")));
+        return Err((ErrorKind::UnknownEntry, format!("{what}: not a preload")));
     }
     let entry = registry::lookup(&call.entry)
-        .map_err(|err| (FailKind::UnknownEntry, format!("{what}: {err}")))?;
+        .map_err(|err| (ErrorKind::UnknownEntry, format!("{what}: {}", err.chain())))?;
     IN_TARGET.with(|t| t.set(true));
     let result = catch_quiet(|| entry.invoke(&call.payload));
     IN_TARGET.with(|t| t.set(false));
     match result {
         Ok(Ok(_output)) => {}
-        Ok(Err(err)) => return Err((FailKind::Bootstrap, format!("{what} failed: {err}"))),
+        Ok(Err(err)) => {
+            return Err((
+                ErrorKind::Bootstrap,
+                format!("{what} failed: {}", err.chain()),
+            ))
+        }
         Err((message, location)) => {
             let at = location.map(|l| format!(" at {l}")).unwrap_or_default();
             return Err((
-                FailKind::Bootstrap,
+                ErrorKind::Bootstrap,
                 format!("{what} panicked{at}: {message}"),
             ));
         }
@@ -172,13 +177,13 @@ fn preload_call(call: &PreloadCall) -> std::result::Result<(), (FailKind, String
     match sys::thread_count() {
         Ok(1) => Ok(()),
         Ok(n) => Err((
-            FailKind::Bootstrap,
+            ErrorKind::Bootstrap,
             format!(
                 "{what} left {} thread(s) running: the server must stay single-threaded to fork safely",
                 n - 1
             ),
         )),
-        Err(err) => Err((FailKind::Bootstrap, format!("{what}: cannot count threads: {err}"))),
+        Err(err) => Err((ErrorKind::Bootstrap, format!("{what}: cannot count threads: {err}"))),
     }
 }
 
@@ -323,12 +328,12 @@ pub(crate) fn run(setup: Setup, entry: &'static Entry, fds: Vec<OwnedFd>) -> ! {
         Ok(Ok(output)) if launch.returns => match send_returned(&control, output) {
             Ok(()) => 0,
             Err(err) => {
-                let message = format!("cannot send the result back: {err}");
+                let message = format!("cannot send the result back: {}", err.chain());
                 eprintln!("Process {}:\n{message}", launch.name);
                 let _ = wire::send(
                     &control,
                     &ChildMessage::Failed {
-                        kind: FailKind::Io,
+                        kind: ErrorKind::Io,
                         message,
                     },
                 );
@@ -337,17 +342,17 @@ pub(crate) fn run(setup: Setup, entry: &'static Entry, fds: Vec<OwnedFd>) -> ! {
         },
         Ok(Ok(_output)) => 0,
         Ok(Err(err)) => {
-            eprintln!("Process {}:\n{err}", launch.name);
+            eprintln!("Process {}:\n{}", launch.name, err.chain());
             let kind = if err.kind() == ErrorKind::Codec {
-                FailKind::Codec
+                ErrorKind::Codec
             } else {
-                FailKind::Bootstrap
+                ErrorKind::Bootstrap
             };
             let _ = wire::send(
                 &control,
                 &ChildMessage::Failed {
                     kind,
-                    message: err.to_string(),
+                    message: err.chain().to_string(),
                 },
             );
             1

@@ -523,6 +523,25 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_kind_travels_as_its_variant_index() {
+        // An error kind travels between processes (a failure's kind, `error.rs`). Appending a
+        // kind leaves these alone; reordering or removing one breaks this test.
+        for (kind, index) in [
+            (ErrorKind::AlreadyStarted, 0u32),
+            (ErrorKind::UnknownEntry, 8),
+            (ErrorKind::BuildMismatch, 9),
+            (ErrorKind::Bootstrap, 10),
+            (ErrorKind::Codec, 12),
+            (ErrorKind::Io, 21),
+            (ErrorKind::BrokenBarrier, 25),
+        ] {
+            let bytes = encode(&kind).unwrap();
+            assert_eq!(bytes, encode(&index).unwrap(), "{kind:?}");
+            assert_eq!(decode::<ErrorKind>(&bytes).unwrap(), kind);
+        }
+    }
+
+    #[test]
     fn round_trip() {
         let v = (1u64, "two".to_string(), vec![3i8, -4]);
         let bytes = encode(&v).unwrap();
@@ -534,7 +553,7 @@ mod tests {
         let err = decode::<String>(&[200, 1, 2]).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Codec);
         let err = decode::<u8>(&[1, 2]).unwrap_err();
-        assert!(err.to_string().contains("trailing"));
+        assert!(err.chain().to_string().contains("trailing"), "{err:?}");
     }
 
     #[test]
@@ -554,7 +573,10 @@ mod tests {
         })])
         .unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Codec);
-        assert!(err.to_string().contains("skip_serializing_if"), "{err}");
+        assert!(
+            err.chain().to_string().contains("skip_serializing_if"),
+            "{err:?}"
+        );
         let failure = std::error::Error::source(&err).unwrap();
         assert!(failure
             .downcast_ref::<Failure>()
@@ -575,7 +597,10 @@ mod tests {
             }
         }
         let err = encode(&Unsized).unwrap_err();
-        assert!(err.to_string().contains("not known in advance"), "{err}");
+        assert!(
+            err.chain().to_string().contains("not known in advance"),
+            "{err:?}"
+        );
 
         // Explained for a worker: its name and type, why, the hint; no chunk's `Vec`.
         let err = explain(

@@ -13,7 +13,11 @@ use serde::{Deserialize, Serialize};
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// What kind of failure an [`Error`] is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+///
+/// A kind travels between processes (a child's refused bootstrap, a pool task's failure) as
+/// the index of its variant: variants are only ever appended at the end, never reordered nor
+/// removed, so that an index keeps its meaning (a unit test pins a few).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[non_exhaustive]
 pub enum ErrorKind {
     /// `start` was called on a process that was already started.
@@ -74,6 +78,7 @@ pub enum ErrorKind {
     /// A `Barrier` is broken: it was aborted or reset while this party waited, a wait timed
     /// out, its action failed, or a process died inside it (Python's `BrokenBarrierError`).
     BrokenBarrier,
+    // New kinds go here, after every other: see the enum's doc.
 }
 
 /// A panic that happened in another process, as data: message and location.
@@ -182,11 +187,18 @@ impl Error {
         Error::new(kind, context.to_string()).with_source(err)
     }
 
+    /// This error's message followed by each of its sources', joined by `": "`: the whole
+    /// story as one line, for where an error becomes text (a message to another process, a
+    /// serde error, an error built from another's text).
+    pub(crate) fn chain(&self) -> Chain<'_> {
+        Chain(self)
+    }
+
     /// A copy of this error for a second receiver (the source becomes part of the message).
     pub(crate) fn duplicate(&self) -> Self {
         Error {
             kind: self.kind,
-            message: self.to_string(),
+            message: self.chain().to_string(),
             panic: self.panic.clone(),
             source: None,
         }
@@ -197,17 +209,34 @@ impl Error {
     }
 }
 
-impl From<nix::Error> for Error {
-    fn from(err: nix::Error) -> Self {
-        Error::io("system call failed", io::Error::from(err))
+/// An [`Error`] as a serde deserializer's error, its sources included.
+pub(crate) fn de_error<E: serde::de::Error>(err: Error) -> E {
+    E::custom(err.chain())
+}
+
+/// An [`Error`] as a serde serializer's error, its sources included.
+pub(crate) fn ser_error<E: serde::ser::Error>(err: Error) -> E {
+    E::custom(err.chain())
+}
+
+/// The message alone: the source, if any, is [`source`](std::error::Error::source)'s to give
+/// (a reporter that walks the chain would print it twice otherwise).
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
     }
 }
 
-impl fmt::Display for Error {
+/// An error and its sources as one line (see [`Error::chain`]).
+pub(crate) struct Chain<'a>(&'a (dyn std::error::Error + 'static));
+
+impl fmt::Display for Chain<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.message)?;
-        if let Some(source) = &self.source {
-            write!(f, ": {source}")?;
+        write!(f, "{}", self.0)?;
+        let mut source = self.0.source();
+        while let Some(err) = source {
+            write!(f, ": {err}")?;
+            source = err.source();
         }
         Ok(())
     }
@@ -240,14 +269,27 @@ mod tests {
     use super::*;
 
     #[test]
-    fn display_chains_source() {
+    fn display_leaves_the_source_to_source() {
         let err = Error::io(
             "reading bootstrap",
             io::Error::from(io::ErrorKind::UnexpectedEof),
         );
         assert_eq!(err.kind(), ErrorKind::Disconnected);
-        assert!(err.to_string().starts_with("reading bootstrap: "));
-        assert!(std::error::Error::source(&err).is_some());
+        assert_eq!(err.to_string(), "reading bootstrap");
+        let source = std::error::Error::source(&err).map(ToString::to_string);
+        assert_eq!(source.as_deref(), Some("unexpected end of file"));
+        assert_eq!(
+            err.chain().to_string(),
+            "reading bootstrap: unexpected end of file"
+        );
+        // Wrapped in another error, as a source: every level once.
+        let outer = Error::new(ErrorKind::Bootstrap, "cannot start").with_source(err);
+        assert_eq!(outer.to_string(), "cannot start");
+        assert_eq!(
+            outer.chain().to_string(),
+            "cannot start: reading bootstrap: unexpected end of file"
+        );
+        assert_eq!(outer.duplicate().to_string(), outer.chain().to_string());
     }
 
     #[test]

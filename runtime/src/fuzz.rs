@@ -13,10 +13,10 @@ use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
 use std::time::Instant;
 
-use crate::bootstrap::{ChildMessage, Credential, FailKind, Launch, Role};
+use crate::bootstrap::{ChildMessage, Credential, Launch, Role};
 use crate::channel::record::{self, Endpoint, Incoming};
 use crate::context::StartMethod;
-use crate::error::{RemotePanic, Result};
+use crate::error::{ErrorKind, RemotePanic, Result};
 use crate::handle::{self, Encoded};
 use crate::pool::worker::{Reply, TaskHeader, TaskOutcome};
 use crate::registry::BuildId;
@@ -236,7 +236,7 @@ fn bootstrap_parent_seeds() -> Vec<Vec<u8>> {
         wire::send(
             s,
             &ChildMessage::Failed {
-                kind: FailKind::Bootstrap,
+                kind: ErrorKind::Bootstrap,
                 message: "no".into(),
             },
         )?;

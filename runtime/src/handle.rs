@@ -178,9 +178,10 @@ mod tests {
         let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
         let err = codec::encode(&SharedFd::new(OwnedFd::from(a))).unwrap_err();
         assert!(
-            err.to_string()
+            err.chain()
+                .to_string()
                 .contains("can only be sent to a multiproc process"),
-            "{err}"
+            "{err:?}"
         );
         let bytes = codec::encode(&0u32).unwrap();
         assert!(codec::decode::<SharedFd>(&bytes).is_err());

@@ -117,7 +117,7 @@ impl Process {
                     daemon: me.daemon(),
                     method: None,
                     entry,
-                    payload: payload.map(Arc::new).map_err(|err| err.to_string()),
+                    payload: payload.map(Arc::new).map_err(|err| err.chain().to_string()),
                     phase: Phase::Initial,
                     panic: None,
                     failure: None,
@@ -425,15 +425,16 @@ impl Process {
         if let Some(err) = corrupt {
             state.failure = Some((
                 ErrorKind::Codec,
-                format!("the child broke the protocol of its control socket: {err}"),
+                format!(
+                    "the child broke the protocol of its control socket: {}",
+                    err.chain()
+                ),
             ));
         }
         for (message, fds) in messages {
             match message {
                 ChildMessage::Panicked(panic) => state.panic = Some(panic),
-                ChildMessage::Failed { kind, message } => {
-                    state.failure = Some((kind.into(), message))
-                }
+                ChildMessage::Failed { kind, message } => state.failure = Some((kind, message)),
                 ChildMessage::Returned { value, .. } if state.returns => {
                     state.returned = Some(Returned { value, fds })
                 }

@@ -434,7 +434,7 @@ impl Serialize for Region {
 impl<'de> Deserialize<'de> for Region {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
         let fd = SharedFd::deserialize(deserializer)?;
-        Region::from_fd(fd).map_err(serde::de::Error::custom)
+        Region::from_fd(fd).map_err(crate::error::de_error)
     }
 }
 
@@ -535,7 +535,7 @@ impl<'de, T: Shareable> Deserialize<'de> for Shared<T> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
         let (region, offset) = <(Region, u64)>::deserialize(deserializer)?;
         let offset = usize::try_from(offset).map_err(serde::de::Error::custom)?;
-        let shared = Shared::<T>::at(Arc::new(region), offset).map_err(serde::de::Error::custom)?;
+        let shared = Shared::<T>::at(Arc::new(region), offset).map_err(crate::error::de_error)?;
         if !shared.is_valid() {
             return Err(serde::de::Error::custom(format!(
                 "the shared memory received is not {}",

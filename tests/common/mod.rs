@@ -286,7 +286,7 @@ pub fn finish_with(p: &multiproc::Process, expected: i32) -> Outcome {
         Some(code) => Err(format!(
             "{} exited with {code}, expected {expected}: {}",
             p.name(),
-            p.error().map(|e| e.to_string()).unwrap_or_default()
+            p.error().map(|e| chain(&e)).unwrap_or_default()
         )
         .into()),
     }
@@ -318,4 +318,17 @@ pub fn exit_with_socket_count() {
         })
         .unwrap_or(99);
     std::process::exit(sockets as i32);
+}
+
+/// An error and its sources as one line (`"message: source: ..."`): what a test that looks for
+/// a cause's text searches, since an error's `Display` is its own message alone.
+pub fn chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(err) = source {
+        text.push_str(": ");
+        text.push_str(&err.to_string());
+        source = err.source();
+    }
+    text
 }

@@ -140,7 +140,7 @@ impl<'de> Deserialize<'de> for Core {
         let (tx, rx, region, base) =
             <(Endpoint, Endpoint, Region, u64)>::deserialize(deserializer)?;
         let base = usize::try_from(base).map_err(serde::de::Error::custom)?;
-        let ring = Ring::open(&Arc::new(region), base).map_err(serde::de::Error::custom)?;
+        let ring = Ring::open(&Arc::new(region), base).map_err(crate::error::de_error)?;
         Ok(Core {
             tx,
             rx,

@@ -680,7 +680,7 @@ impl Drop for Link {
 
 impl Serialize for Link {
     fn serialize<Z: Serializer>(&self, serializer: Z) -> std::result::Result<Z::Ok, Z::Error> {
-        let end = self.end().map_err(serde::ser::Error::custom)?;
+        let end = self.end().map_err(crate::error::ser_error)?;
         (
             end,
             &**self.tx.region(),
@@ -699,7 +699,7 @@ impl<'de> Deserialize<'de> for Link {
             usize::try_from(base)
                 .map_err(|_| Error::new(ErrorKind::Codec, "a pipe ring offset is too large"))
                 .and_then(|base| Ring::open(&region, base))
-                .map_err(serde::de::Error::custom)
+                .map_err(crate::error::de_error)
         };
         Ok(Link {
             end: Some(end),

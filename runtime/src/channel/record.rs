@@ -243,7 +243,7 @@ impl std::fmt::Debug for Endpoint {
 impl Serialize for Endpoint {
     fn serialize<S: Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
         // SharedFd::serialize duplicates the descriptor into the message's side list.
-        let fd = self.fd().map_err(serde::ser::Error::custom)?;
+        let fd = self.fd().map_err(crate::error::ser_error)?;
         let shared = SharedFd::new(
             fd.try_clone_to_owned()
                 .map_err(|_| serde::ser::Error::custom("cannot duplicate a channel end"))?,
@@ -255,7 +255,7 @@ impl Serialize for Endpoint {
 impl<'de> Deserialize<'de> for Endpoint {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
         let fd = SharedFd::deserialize(deserializer)?.into_inner();
-        Endpoint::adopt(LibraryFd::new(fd), false).map_err(serde::de::Error::custom)
+        Endpoint::adopt(LibraryFd::new(fd), false).map_err(crate::error::de_error)
     }
 }
 

@@ -155,7 +155,10 @@ mod tests {
         let mut longer = bytes.clone();
         longer.push(0);
         let err = SelfDescribing::decode::<(String, u32)>(&longer).unwrap_err();
-        assert!(err.to_string().contains("1 trailing bytes"), "{err}");
+        assert!(
+            err.chain().to_string().contains("1 trailing bytes"),
+            "{err:?}"
+        );
         // A string that claims 4 GiB: an error, not an allocation of it.
         let err = SelfDescribing::decode::<String>(&[0xdb, 0xff, 0xff, 0xff, 0xff, b'a']);
         assert_eq!(err.unwrap_err().kind(), ErrorKind::Codec);

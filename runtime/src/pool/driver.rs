@@ -336,10 +336,10 @@ impl Driver {
             match sent {
                 Ok(()) => self.starting += 1,
                 Err(err) => {
-                    self.shared.mark_broken(Error::new(
-                        err.kind(),
-                        format!("cannot start a replacement pool worker: {err}"),
-                    ));
+                    self.shared.mark_broken(
+                        Error::new(err.kind(), "cannot start a replacement pool worker")
+                            .with_source(err),
+                    );
                     return;
                 }
             }
@@ -413,7 +413,7 @@ impl Driver {
             format!(
                 "no pool worker could be started for {limit:?} ({} attempts; the pool keeps trying): {}",
                 self.retry.failures,
-                last.map(Error::to_string).unwrap_or_default()
+                last.map(|err| err.chain().to_string()).unwrap_or_default()
             ),
         );
         for task in failed {
@@ -649,7 +649,7 @@ impl Driver {
                 // Its task fails here: the burial must not requeue a part still unsent.
                 worker.sending = None;
                 if let Some(busy) = worker.task.take() {
-                    let when = format!("in the middle of its reply ({err})");
+                    let when = format!("in the middle of its reply ({})", err.chain());
                     let err = reply::died(&worker.link, None, &when);
                     self.shared.deliver(busy.job, busy.chunk, Err(err));
                 }

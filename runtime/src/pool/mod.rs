@@ -125,7 +125,7 @@ impl PoolBuilder {
     /// gh-87472).
     pub fn initializer<F: Target>(mut self, _function: F, args: F::Args) -> Self {
         let encoded = carrier::encode_args::<F>(args);
-        self.initializer = Some((F::NAME, encoded.map_err(|e| e.to_string())));
+        self.initializer = Some((F::NAME, encoded.map_err(|e| e.chain().to_string())));
         self
     }
 

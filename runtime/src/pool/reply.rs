@@ -44,9 +44,7 @@ pub(super) fn answer(
             Ok(match outcome {
                 TaskOutcome::Ok => Ok(body),
                 TaskOutcome::Panicked(panic) => Err(Error::panicked(panic)),
-                TaskOutcome::Failed { codec, message } => {
-                    Err(Error::new(TaskOutcome::kind(codec), message))
-                }
+                TaskOutcome::Failed { kind, message } => Err(Error::new(kind, message)),
             })
         }
         Reply::Done { job, chunk, .. } => Err(format!(
@@ -59,7 +57,7 @@ pub(super) fn answer(
 
 /// What is out of protocol in a message that could not be read as one.
 pub(super) fn bad_reply(err: &Error) -> String {
-    format!("bad reply: {err}")
+    format!("bad reply: {}", err.chain())
 }
 
 /// What is out of protocol in a reply begun and left unfinished for [`REPLY_STALL`].

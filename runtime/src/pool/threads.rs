@@ -13,7 +13,7 @@ use std::cell::RefCell;
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 
-use crate::start::fork::fork_safe_thread;
+use crate::start::fork::{fork_gate, fork_safe_thread};
 
 thread_local! {
     /// This thread's mark as one of the library's fork-safe threads (the guard of
@@ -59,6 +59,10 @@ fn mark(safe: bool) -> bool {
 /// with the calling thread counted as a thread of the user's for the fork policy; a fork
 /// meanwhile is refused (or warned about) as beside any thread of the user's. On a thread that
 /// is not one of the pool's (a caller's), or already in such a call, `f` just runs.
+///
+/// The thread stops counting itself under the fork gate: a fork that counted it as the
+/// library's own, and is still on its way to `fork`, is over before `f` starts (see
+/// `fork::FORK_GATE`).
 pub(super) fn user_code<R>(f: impl FnOnce() -> R) -> R {
     /// Marks the thread again however `f` ends (it may unwind).
     struct Remark;
@@ -67,7 +71,12 @@ pub(super) fn user_code<R>(f: impl FnOnce() -> R) -> R {
             mark(true);
         }
     }
-    let _remark = mark(false).then(|| Remark);
+    let counted = FORK_SAFE.with(|mark| mark.borrow().is_some());
+    let _remark = counted.then(|| {
+        let _gate = fork_gate();
+        mark(false);
+        Remark
+    });
     f()
 }
 

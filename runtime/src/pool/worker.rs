@@ -63,17 +63,7 @@ pub(crate) enum Reply {
 pub(crate) enum TaskOutcome {
     Ok,
     Panicked(RemotePanic),
-    Failed { codec: bool, message: String },
-}
-
-impl TaskOutcome {
-    pub(crate) fn kind(codec: bool) -> ErrorKind {
-        if codec {
-            ErrorKind::Codec
-        } else {
-            ErrorKind::UnknownEntry
-        }
-    }
+    Failed { kind: ErrorKind, message: String },
 }
 
 /// The registered entry point of pool workers.
@@ -120,10 +110,10 @@ fn serve(config: WorkerConfig) {
             })
         };
         let failure = match registry::lookup(name) {
-            Err(err) => Some(err.to_string()),
+            Err(err) => Some(err.chain().to_string()),
             Ok(entry) => match catch_quiet(|| reporting_aborts(report, || entry.invoke(payload))) {
                 Ok(Ok(_)) => None,
-                Ok(Err(err)) => Some(err.to_string()),
+                Ok(Err(err)) => Some(err.chain().to_string()),
                 Err((message, location)) => Some(panic_report(message, location).to_string()),
             },
         };
@@ -154,8 +144,8 @@ fn serve(config: WorkerConfig) {
         let (outcome, results) = match registry::lookup(&header.entry) {
             Err(err) => (
                 TaskOutcome::Failed {
-                    codec: false,
-                    message: err.to_string(),
+                    kind: err.kind(),
+                    message: err.chain().to_string(),
                 },
                 Encoded::default(),
             ),
@@ -187,8 +177,8 @@ fn serve(config: WorkerConfig) {
                     Ok(Ok(results)) => (TaskOutcome::Ok, results),
                     Ok(Err(err)) => (
                         TaskOutcome::Failed {
-                            codec: err.kind() == ErrorKind::Codec,
-                            message: err.to_string(),
+                            kind: err.kind(),
+                            message: err.chain().to_string(),
                         },
                         Encoded::default(),
                     ),

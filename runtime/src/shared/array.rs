@@ -206,7 +206,7 @@ impl<T> Serialize for Array<T> {
 impl<'de, T: Pod> Deserialize<'de> for Array<T> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
         let header = Shared::<BlockHeader>::deserialize(deserializer)?;
-        let block = Block::from_header(header, ARRAY_TAG).map_err(serde::de::Error::custom)?;
+        let block = Block::from_header(header, ARRAY_TAG).map_err(crate::error::de_error)?;
         Ok(Array { block })
     }
 }
@@ -399,7 +399,7 @@ impl<T> Serialize for RawArray<T> {
 impl<'de, T: Pod> Deserialize<'de> for RawArray<T> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
         let header = Shared::<BlockHeader>::deserialize(deserializer)?;
-        let block = Block::from_header(header, RAW_ARRAY_TAG).map_err(serde::de::Error::custom)?;
+        let block = Block::from_header(header, RAW_ARRAY_TAG).map_err(crate::error::de_error)?;
         Ok(RawArray { block })
     }
 }

@@ -288,7 +288,7 @@ impl<'de> Deserialize<'de> for SharedMemory {
             Some(_) => Region::from_named_fd(fd),
             None => Region::from_fd(fd),
         }
-        .map_err(serde::de::Error::custom)?;
+        .map_err(crate::error::de_error)?;
         Ok(SharedMemory {
             region: Arc::new(region),
             name: name.map(Into::into),

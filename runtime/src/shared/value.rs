@@ -202,7 +202,7 @@ impl<T> Serialize for Value<T> {
 impl<'de, T: Pod> Deserialize<'de> for Value<T> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
         let header = Shared::<BlockHeader>::deserialize(deserializer)?;
-        let block = Block::from_header(header, VALUE_TAG).map_err(serde::de::Error::custom)?;
+        let block = Block::from_header(header, VALUE_TAG).map_err(crate::error::de_error)?;
         Ok(Value { block })
     }
 }
@@ -337,7 +337,7 @@ impl<T> Serialize for RawValue<T> {
 impl<'de, T: Pod> Deserialize<'de> for RawValue<T> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
         let header = Shared::<BlockHeader>::deserialize(deserializer)?;
-        let block = Block::from_header(header, RAW_VALUE_TAG).map_err(serde::de::Error::custom)?;
+        let block = Block::from_header(header, RAW_VALUE_TAG).map_err(crate::error::de_error)?;
         Ok(RawValue { block })
     }
 }

@@ -13,6 +13,7 @@ use std::io::Write;
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use nix::unistd::{fork, ForkResult};
@@ -52,14 +53,51 @@ pub(crate) fn fork_safe_thread() -> impl Drop {
     Guard
 }
 
+/// The fork gate: held by [`fork_child`] from just before it counts the threads
+/// ([`check_threads`]) until the fork is done, and by a fork-safe thread while it stops
+/// counting itself as such ([`fork_gate`], from `pool::threads::user_code`, before it runs
+/// user code).
+///
+/// The thread check and the fork are not one instant: a fork whose check counted a pool's
+/// driver as the library's own could otherwise go ahead while that driver, uncounted a moment
+/// later, runs a callback that holds a lock of the user's. With the gate, a thread stops being
+/// fork-safe either before a fork's check (which then counts it as a thread of the user's) or
+/// after that fork is done. It waits for the gate while still counted as fork-safe: a fork
+/// whose check waits for it to count itself again (see [`check_threads`]) is not kept waiting
+/// for a thread that waits for that fork. A forked child gets the gate held by the thread it
+/// is a copy of, and lets it go.
+static FORK_GATE: Mutex<()> = Mutex::new(());
+
+/// Takes the fork gate (see [`FORK_GATE`]): a fork-safe thread holds it while it stops counting
+/// itself as such, so that no fork is between its thread check and its `fork` meanwhile.
+pub(crate) fn fork_gate() -> MutexGuard<'static, ()> {
+    FORK_GATE.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 /// Sets what [`StartMethod::Fork`](crate::context::StartMethod::Fork) does in a multi-threaded process.
 ///
 /// ```
-/// multiproc::set_fork_policy(multiproc::ForkPolicy::Warn);
-/// assert_eq!(multiproc::fork_policy(), multiproc::ForkPolicy::Warn);
-/// # multiproc::set_fork_policy(multiproc::ForkPolicy::Refuse);
+/// use multiproc::{fork_policy, set_fork_policy, ForkPolicy};
+///
+/// // SAFETY: this doctest starts no thread that takes a lock.
+/// unsafe { set_fork_policy(ForkPolicy::Warn) };
+/// assert_eq!(fork_policy(), ForkPolicy::Warn);
+/// // SAFETY: refusing promises nothing.
+/// unsafe { set_fork_policy(ForkPolicy::Refuse) };
 /// ```
-pub fn set_fork_policy(policy: ForkPolicy) {
+///
+/// # Safety
+///
+/// [`ForkPolicy::Warn`] and [`ForkPolicy::Allow`] turn off the check that keeps `fork` safe:
+/// with either, until the policy is set back to [`ForkPolicy::Refuse`], every fork start made
+/// while this process has other threads must be one where no other thread holds a lock (or is
+/// in the middle of any other state) that the child uses: the allocator's, standard output's,
+/// a `Mutex` of yours or of a library's (a pool's result callbacks and your `Deserialize` impls
+/// count as other threads while they run). The child would keep such a lock held for good.
+/// (The warning `Warn` logs reports the fork; it does not make it safe.)
+///
+/// Setting [`ForkPolicy::Refuse`] asks nothing of the caller.
+pub unsafe fn set_fork_policy(policy: ForkPolicy) {
     let value = match policy {
         ForkPolicy::Refuse => 0,
         ForkPolicy::Warn => 1,
@@ -239,6 +277,9 @@ pub(crate) fn fork_child<P: ForChild>(
     body: impl FnOnce(P),
 ) -> Result<Popen> {
     settle_one_time_state();
+    // Held until the fork is done: a fork-safe thread that stops counting itself as such
+    // waits for it (see FORK_GATE).
+    let gate = fork_gate();
     check_threads()?;
     // Both ends registered as they are made: a fork in another thread meanwhile (under a
     // permissive ForkPolicy) closes them in its child. What this child keeps (its end, and
@@ -280,6 +321,7 @@ pub(crate) fn fork_child<P: ForChild>(
     // explicit ForkPolicy (see check_threads), as CPython allows it with a warning.
     match unsafe { fork() } {
         Ok(ForkResult::Child) => {
+            drop(gate);
             for &fd in fds.iter() {
                 // SAFETY: these descriptors belong to the library's handles on other children
                 // and on the fork server, which this child must not keep open; `parent_end`
@@ -298,6 +340,7 @@ pub(crate) fn fork_child<P: ForChild>(
             sys::exit_now(EXIT_BOOTSTRAP_FAILED)
         }
         Ok(ForkResult::Parent { child }) => {
+            drop(gate);
             // The parent's copies of what the child keeps (its end of the control socket...),
             // closed before another thread may fork.
             drop(prepared);

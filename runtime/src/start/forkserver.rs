@@ -98,8 +98,9 @@ impl Preload {
                 F::NAME
             )),
             Err(err) => Err(format!(
-                "cannot encode the arguments of the preload `{}`: {err}",
-                F::NAME
+                "cannot encode the arguments of the preload `{}`: {}",
+                F::NAME,
+                err.chain()
             )),
         };
         Preload { call }
@@ -287,10 +288,7 @@ impl ForkServer {
         server
             .handshake(&build, &Role::ForkServer { preload }, &[])
             .map_err(|err| {
-                Error::new(
-                    ErrorKind::ForkServer,
-                    format!("cannot start the fork server: {err}"),
-                )
+                Error::new(ErrorKind::ForkServer, "cannot start the fork server").with_source(err)
             })?;
         Ok(ForkServer::new(server, build))
     }
@@ -550,10 +548,9 @@ fn fork_zygote_again() -> Result<ForkServer> {
     ForkServer::fork_zygote().map_err(|err| {
         Error::new(
             err.kind(),
-            format!(
-                "the pool's zygote and its spare are dead, and a new one cannot be forked: {err}"
-            ),
+            "the pool's zygote and its spare are dead, and a new one cannot be forked",
         )
+        .with_source(err)
     })
 }
 
@@ -622,8 +619,12 @@ pub(crate) fn serve(control: UnixStream) -> ! {
                 continue;
             }
         };
-        // SAFETY: the server is single-threaded (it was exec'd to do nothing but this loop, or
-        // forked, with one thread, from a process or a server).
+        // SAFETY: the server has one thread, as this loop starts none: the fork server was
+        // exec'd to run nothing else; a pool's zygote was forked from the process (and a spare
+        // from a zygote), and a forked child has only the thread that forked it. A lock that
+        // another thread of the process held at the zygote's fork stays held here: that fork
+        // was allowed by `fork::check_threads` (the process was single-threaded, or its
+        // `ForkPolicy` said to fork anyway), and this fork copies nothing that one did not.
         match unsafe { fork() } {
             Ok(ForkResult::Child) if op == OP_CLONE => {
                 drop((kids, control, status_r, status_w));

@@ -53,7 +53,9 @@ pub(crate) fn lock_executable() -> MutexGuard<'static, Option<PathBuf>> {
 /// A forked child holds a copy of every lock as it was at the moment of the fork: a lock that
 /// another thread held (stdout, a `Mutex` of yours, a runtime's) stays locked forever in the
 /// child, which then deadlocks. CPython 3.12 only warns; multiproc refuses by default and tells
-/// you to use `ForkServer` or `Spawn`, which are safe in any program.
+/// you to use `ForkServer` or `Spawn`, which are safe in any program. `Warn` and `Allow` are set
+/// through [`set_fork_policy`](fork::set_fork_policy), an `unsafe fn`: the check they turn off
+/// is what keeps a fork in a multi-threaded process sound, and the caller takes it over.
 ///
 /// # In tests
 ///

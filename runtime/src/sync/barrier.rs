@@ -214,10 +214,9 @@ impl BarrierBuilder {
                 encoded.map_err(|err| {
                     Error::new(
                         err.kind(),
-                        format!(
-                            "cannot encode the arguments of the barrier action `{name}`: {err}"
-                        ),
+                        format!("cannot encode the arguments of the barrier action `{name}`"),
                     )
+                    .with_source(err)
                 })?,
             )?)),
         };
@@ -584,7 +583,7 @@ impl<'de> Deserialize<'de> for Barrier {
                 registry::lookup(&name).map(|entry| Arc::new(Action { entry, args, fds }))
             })
             .transpose()
-            .map_err(serde::de::Error::custom)?;
-        Barrier::from_state(state, action).map_err(serde::de::Error::custom)
+            .map_err(crate::error::de_error)?;
+        Barrier::from_state(state, action).map_err(crate::error::de_error)
     }
 }
