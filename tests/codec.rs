@@ -404,7 +404,7 @@ fn carried_by_a_process(m: StartMethod) -> Outcome {
 // Process types: the value (its fields) in the codec of the impl block
 
 /// A process type with the default codec whose value does not encode: a flattened field.
-#[derive(Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct FlatJob {
     id: u64,
     #[serde(flatten)]
@@ -418,7 +418,7 @@ impl FlatJob {
 
 /// A process type with the default codec whose value encodes but does not decode in the
 /// child: a `serde_json::Value` and an untagged enum.
-#[derive(Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct LooseJob {
     doc: Value,
     loose: Loose,
@@ -432,7 +432,7 @@ impl LooseJob {
 /// The same shapes in one process type, with the self-describing codec: an untagged enum
 /// field, a flattened field and a `serde_json::Value` field. The child checks them (a mismatch
 /// panics, exit code 1) and writes what it got to `out`, for the parent to compare.
-#[derive(Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct Shaped {
     doc: Value,
     loose: Vec<Loose>,

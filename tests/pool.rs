@@ -2043,10 +2043,8 @@ impl TableFull {
             rlim_max: 0,
         };
         // SAFETY: writes the limit into `limit`.
-        check!(
-            unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0,
-            "getrlimit"
-        );
+        let got = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) };
+        check!(got == 0, "getrlimit");
         let mut full = TableFull {
             limit,
             held: Vec::new(),
@@ -2070,10 +2068,8 @@ impl TableFull {
             rlim_max: self.limit.rlim_max,
         };
         // SAFETY: sets this process's limit from a valid struct; restored by `drop`.
-        check!(
-            unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lowered) } == 0,
-            "setrlimit"
-        );
+        let set = unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lowered) };
+        check!(set == 0, "setrlimit");
         Ok(())
     }
 }

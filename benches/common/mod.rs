@@ -9,15 +9,15 @@ use std::panic::AssertUnwindSafe;
 use std::time::{Duration, Instant};
 
 /// Timings of one series, sorted.
-pub struct Samples(pub Vec<Duration>);
+pub(crate) struct Samples(pub Vec<Duration>);
 
 impl Samples {
-    pub fn new(mut v: Vec<Duration>) -> Samples {
+    pub(crate) fn new(mut v: Vec<Duration>) -> Samples {
         v.sort_unstable();
         Samples(v)
     }
 
-    pub fn quantile(&self, q: f64) -> Duration {
+    pub(crate) fn quantile(&self, q: f64) -> Duration {
         let v = &self.0;
         let pos = q * (v.len() - 1) as f64;
         let (lo, hi) = (pos.floor() as usize, pos.ceil() as usize);
@@ -25,12 +25,12 @@ impl Samples {
         v[lo].mul_f64(1.0 - frac) + v[hi].mul_f64(frac)
     }
 
-    pub fn median(&self) -> f64 {
+    pub(crate) fn median(&self) -> f64 {
         self.quantile(0.5).as_secs_f64()
     }
 
     /// min / median / p90, formatted with `unit`.
-    pub fn spread(&self, unit: &dyn Fn(f64) -> String) -> String {
+    pub(crate) fn spread(&self, unit: &dyn Fn(f64) -> String) -> String {
         format!(
             "{} / {} / {}",
             unit(self.quantile(0.0).as_secs_f64()),
@@ -40,7 +40,7 @@ impl Samples {
     }
 }
 
-pub fn time<T>(f: impl FnOnce() -> T) -> (Duration, T) {
+pub(crate) fn time<T>(f: impl FnOnce() -> T) -> (Duration, T) {
     let t0 = Instant::now();
     let value = f();
     (t0.elapsed(), value)
@@ -48,7 +48,7 @@ pub fn time<T>(f: impl FnOnce() -> T) -> (Duration, T) {
 
 /// Forks a raw child that closes `close` (the parent's descriptors of the other children),
 /// runs `body` and `_exit`s.
-pub fn fork_raw(close: &[RawFd], body: impl FnOnce()) -> libc::pid_t {
+pub(crate) fn fork_raw(close: &[RawFd], body: impl FnOnce()) -> libc::pid_t {
     // SAFETY: this process is single-threaded here (no pool yet); the child only does plain
     // reads, writes and allocations, then `_exit`s.
     let pid = unsafe { libc::fork() };
@@ -66,7 +66,7 @@ pub fn fork_raw(close: &[RawFd], body: impl FnOnce()) -> libc::pid_t {
 }
 
 /// Reads exactly `buf.len()` bytes; `false` on end of file before the first one.
-pub fn read_all_or_eof(r: &mut impl Read, buf: &mut [u8]) -> bool {
+pub(crate) fn read_all_or_eof(r: &mut impl Read, buf: &mut [u8]) -> bool {
     let mut filled = 0;
     while filled < buf.len() {
         match r.read(&mut buf[filled..]) {
@@ -81,7 +81,7 @@ pub fn read_all_or_eof(r: &mut impl Read, buf: &mut [u8]) -> bool {
 }
 
 /// W3 floor child: answers every 8-byte message with 8 bytes (the square).
-pub fn ping_child(mut from_parent: File, mut to_parent: File) {
+pub(crate) fn ping_child(mut from_parent: File, mut to_parent: File) {
     let mut buf = [0u8; 8];
     while read_all_or_eof(&mut from_parent, &mut buf) {
         let n = u64::from_le_bytes(buf);
@@ -93,7 +93,7 @@ pub fn ping_child(mut from_parent: File, mut to_parent: File) {
 
 /// W4 floor child: for each request (an 8-byte length, then that many bytes), reads the bytes
 /// into a buffer it reuses and answers the length in 8 bytes.
-pub fn bulk_child(mut sock: UnixStream) {
+pub(crate) fn bulk_child(mut sock: UnixStream) {
     let mut buf = Vec::new();
     let mut header = [0u8; 8];
     while read_all_or_eof(&mut sock, &mut header) {
@@ -107,7 +107,7 @@ pub fn bulk_child(mut sock: UnixStream) {
     }
 }
 
-pub fn pipe() -> (File, File) {
+pub(crate) fn pipe() -> (File, File) {
     let mut fds = [0; 2];
     // SAFETY: `fds` is a valid out-array of two descriptors.
     let rc = unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) };
@@ -117,7 +117,7 @@ pub fn pipe() -> (File, File) {
 }
 
 /// `MULTIPROC_BENCH_ITERS`, when set to a positive number: every count of a quick run.
-pub fn forced_iters() -> Option<usize> {
+pub(crate) fn forced_iters() -> Option<usize> {
     let v = std::env::var("MULTIPROC_BENCH_ITERS").ok()?;
     match v.trim().parse::<usize>() {
         Ok(n) if n > 0 => Some(n),
@@ -129,7 +129,7 @@ pub fn forced_iters() -> Option<usize> {
 }
 
 /// A ratio for the report: two decimals below 10, none above.
-pub fn ratio(r: f64) -> String {
+pub(crate) fn ratio(r: f64) -> String {
     if r < 10.0 {
         format!("{r:.2}x")
     } else {
@@ -138,7 +138,7 @@ pub fn ratio(r: f64) -> String {
 }
 
 /// A target's verdict for the report.
-pub fn met(ok: bool) -> &'static str {
+pub(crate) fn met(ok: bool) -> &'static str {
     if ok {
         "met"
     } else {
@@ -147,9 +147,9 @@ pub fn met(ok: bool) -> &'static str {
 }
 
 /// `name value` lines printed by a CPython script or a re-executed phase.
-pub type Values = Result<Vec<(String, String)>, String>;
+pub(crate) type Values = Result<Vec<(String, String)>, String>;
 
-pub fn parse_values(stdout: &[u8]) -> Vec<(String, String)> {
+pub(crate) fn parse_values(stdout: &[u8]) -> Vec<(String, String)> {
     String::from_utf8_lossy(stdout)
         .lines()
         .filter_map(|line| {
@@ -159,7 +159,7 @@ pub fn parse_values(stdout: &[u8]) -> Vec<(String, String)> {
         .collect()
 }
 
-pub fn value<T: std::str::FromStr>(values: &Values, name: &str) -> Option<T> {
+pub(crate) fn value<T: std::str::FromStr>(values: &Values, name: &str) -> Option<T> {
     values
         .as_ref()
         .ok()?
@@ -170,7 +170,7 @@ pub fn value<T: std::str::FromStr>(values: &Values, name: &str) -> Option<T> {
 
 /// Runs a CPython benchmark script of `benches/` with `args` and collects the `name value`
 /// lines it prints; an error says why there are none (python3 missing, the script failed).
-pub fn run_cpython(script: &str, args: &[String]) -> Values {
+pub(crate) fn run_cpython(script: &str, args: &[String]) -> Values {
     let output = std::process::Command::new("python3")
         .arg(script)
         .args(args)
@@ -188,7 +188,7 @@ pub fn run_cpython(script: &str, args: &[String]) -> Values {
 }
 
 /// `secs` in milliseconds, with two, one or no decimals as it grows.
-pub fn ms(secs: f64) -> String {
+pub(crate) fn ms(secs: f64) -> String {
     let ms = secs * 1e3;
     if ms < 10.0 {
         format!("{ms:.2} ms")
@@ -200,6 +200,6 @@ pub fn ms(secs: f64) -> String {
 }
 
 /// `secs` in microseconds.
-pub fn us(secs: f64) -> String {
+pub(crate) fn us(secs: f64) -> String {
     format!("{:.1} us", secs * 1e6)
 }

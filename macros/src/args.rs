@@ -36,7 +36,7 @@ impl Codec {
         &[("bincode", Codec::Bincode), ("msgpack", Codec::MsgPack)];
 
     /// The runtime's format type, or `None` for the default (the carriers' default parameter).
-    pub fn format(self, krate: &TokenStream) -> Option<TokenStream> {
+    pub(crate) fn format(self, krate: &TokenStream) -> Option<TokenStream> {
         match self {
             Codec::Bincode => None,
             Codec::MsgPack => Some(quote!(#krate::__private::SelfDescribing)),
@@ -72,14 +72,14 @@ pub(crate) struct Args {
 
 impl Args {
     /// The codec of the worker's arguments and result: `codec = "..."`, or bincode.
-    pub fn codec(&self) -> Codec {
+    pub(crate) fn codec(&self) -> Codec {
         self.codec
             .as_ref()
             .map_or(Codec::default(), |(codec, _)| *codec)
     }
 
     /// The path of the multiproc crate: `crate = "..."`, or `::multiproc`.
-    pub fn krate(&self) -> TokenStream {
+    pub(crate) fn krate(&self) -> TokenStream {
         match &self.krate {
             Some(path) => quote!(#path),
             None => quote!(::multiproc),

@@ -655,7 +655,7 @@ mod tests {
     /// A byte buffer that deserializes with `deserialize_byte_buf`, as `serde_bytes` does.
     mod serde_bytes_like {
         #[derive(Debug)]
-        pub struct ByteBuf(#[allow(dead_code)] pub Vec<u8>);
+        pub(super) struct ByteBuf(#[allow(dead_code)] pub Vec<u8>);
         impl<'de> serde::Deserialize<'de> for ByteBuf {
             fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
                 struct V;

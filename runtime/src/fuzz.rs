@@ -23,6 +23,7 @@ use crate::registry::BuildId;
 use crate::{codec, sys, wire};
 
 /// A decoder under test.
+#[derive(Debug)]
 pub struct Target {
     /// Its name, which is also the folder of its corpus (`fuzz/corpus/<name>`).
     pub name: &'static str,

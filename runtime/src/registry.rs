@@ -108,6 +108,15 @@ pub struct Entry {
     chunk: Option<ChunkRunner>,
 }
 
+impl std::fmt::Debug for Entry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Entry")
+            .field("name", &self.name)
+            .field("signature", &(self.signature)())
+            .finish_non_exhaustive()
+    }
+}
+
 /// Decodes its input, runs a body, encodes the output (with the descriptors it carries).
 type Runner = fn(&[u8]) -> Result<Encoded>;
 

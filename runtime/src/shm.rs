@@ -580,10 +580,8 @@ mod tests {
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
         set_len(&fd, len).unwrap();
         // SAFETY: F_ADD_SEALS on our own memfd.
-        assert_eq!(
-            unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_ADD_SEALS, seals) },
-            0
-        );
+        let sealed = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_ADD_SEALS, seals) };
+        assert_eq!(sealed, 0);
         SharedFd::new(fd)
     }
 

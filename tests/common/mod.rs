@@ -9,12 +9,12 @@ use std::time::{Duration, Instant};
 use libtest_mimic::{Arguments, Failed, Trial};
 use multiproc::StartMethod;
 
-pub mod peers;
+pub(crate) mod peers;
 
-pub type Outcome = Result<(), Failed>;
+pub(crate) type Outcome = Result<(), Failed>;
 
 /// One trial per start method: `name::fork`, `name::spawn`, `name::forkserver`.
-pub fn each_method(name: &str, test: fn(StartMethod) -> Outcome) -> Vec<Trial> {
+pub(crate) fn each_method(name: &str, test: fn(StartMethod) -> Outcome) -> Vec<Trial> {
     StartMethod::all()
         .into_iter()
         .map(|m| {
@@ -46,7 +46,7 @@ macro_rules! trials {
 }
 
 /// Runs the trials on the main thread (so that fork is allowed) and exits.
-pub fn run(trials: Vec<Trial>) -> ! {
+pub(crate) fn run(trials: Vec<Trial>) -> ! {
     let mut args = Arguments::from_args();
     args.test_threads = Some(1);
     let conclusion = libtest_mimic::run(&args, trials);
@@ -79,7 +79,7 @@ struct ScratchRoot {
 static SCRATCH_ROOT: OnceLock<ScratchRoot> = OnceLock::new();
 
 /// A fresh, empty scratch directory for one trial, under this run's scratch root.
-pub fn scratch(tag: &str) -> PathBuf {
+pub(crate) fn scratch(tag: &str) -> PathBuf {
     let root = SCRATCH_ROOT.get_or_init(|| {
         let owner = std::process::id();
         let path = std::env::temp_dir().join(format!("multiproc-test-{owner}-{}", rand_u64()));
@@ -118,7 +118,7 @@ fn remove_scratch() {
 }
 
 /// Waits for `path` to exist and hold a complete line, at most `timeout`.
-pub fn read_when_ready(path: &std::path::Path, timeout: Duration) -> Result<String, Failed> {
+pub(crate) fn read_when_ready(path: &std::path::Path, timeout: Duration) -> Result<String, Failed> {
     let deadline = Instant::now() + timeout;
     loop {
         if let Ok(text) = std::fs::read_to_string(path) {
@@ -134,14 +134,14 @@ pub fn read_when_ready(path: &std::path::Path, timeout: Duration) -> Result<Stri
 }
 
 /// Writes `text` + newline atomically (rename), for a parent polling with `read_when_ready`.
-pub fn write_line(path: &str, text: &str) {
+pub(crate) fn write_line(path: &str, text: &str) {
     let tmp = format!("{path}.tmp");
     std::fs::write(&tmp, format!("{text}\n")).expect("write");
     std::fs::rename(&tmp, path).expect("rename");
 }
 
 /// Whether `pid` is gone (no such process, or a zombie nobody reaped yet).
-pub fn is_gone(pid: i32) -> bool {
+pub(crate) fn is_gone(pid: i32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         Err(_) => true,
         Ok(stat) => stat
@@ -154,14 +154,14 @@ pub fn is_gone(pid: i32) -> bool {
 }
 
 /// Number of open descriptors of this process.
-pub fn open_fds() -> usize {
+pub(crate) fn open_fds() -> usize {
     std::fs::read_dir("/proc/self/fd")
         .map(|d| d.count())
         .unwrap_or(0)
 }
 
 /// Descriptors of this process without close-on-exec (what any program it runs inherits).
-pub fn inheritable_fds() -> Vec<i32> {
+pub(crate) fn inheritable_fds() -> Vec<i32> {
     let mut out = Vec::new();
     for entry in std::fs::read_dir("/proc/self/fd")
         .into_iter()
@@ -183,7 +183,7 @@ pub fn inheritable_fds() -> Vec<i32> {
 /// Mappings of multiproc's shared memory in this process (anonymous `memfd:multiproc:*`
 /// segments and named `/dev/shm` ones): other mappings (malloc arenas, stacks) come and go
 /// and must not make a leak test flaky.
-pub fn shared_mappings() -> usize {
+pub(crate) fn shared_mappings() -> usize {
     std::fs::read_to_string("/proc/self/maps")
         .map(|maps| {
             maps.lines()
@@ -195,7 +195,7 @@ pub fn shared_mappings() -> usize {
 
 /// Entries of `/dev/shm` whose name starts with `prefix` (other programs' entries come and
 /// go).
-pub fn dev_shm_entries(prefix: &str) -> usize {
+pub(crate) fn dev_shm_entries(prefix: &str) -> usize {
     std::fs::read_dir("/dev/shm")
         .map(|d| {
             d.flatten()
@@ -206,7 +206,7 @@ pub fn dev_shm_entries(prefix: &str) -> usize {
 }
 
 /// Children of this process that are zombies.
-pub fn zombie_children() -> Vec<i32> {
+pub(crate) fn zombie_children() -> Vec<i32> {
     let me = std::process::id() as i32;
     let mut out = Vec::new();
     for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
@@ -261,10 +261,10 @@ macro_rules! check_eq {
     }};
 }
 
-pub const LONG: Duration = Duration::from_secs(30);
+pub(crate) const LONG: Duration = Duration::from_secs(30);
 
 /// Starts `target(args)` with start method `m`.
-pub fn start<T: multiproc::Target>(
+pub(crate) fn start<T: multiproc::Target>(
     m: StartMethod,
     target: T,
     args: T::Args,
@@ -275,7 +275,7 @@ pub fn start<T: multiproc::Target>(
 }
 
 /// Joins `p` (bounded) and fails unless it exited with `expected`.
-pub fn finish_with(p: &multiproc::Process, expected: i32) -> Outcome {
+pub(crate) fn finish_with(p: &multiproc::Process, expected: i32) -> Outcome {
     match p.join_timeout(LONG)? {
         None => {
             let _ = p.kill();
@@ -293,12 +293,12 @@ pub fn finish_with(p: &multiproc::Process, expected: i32) -> Outcome {
 }
 
 /// Joins `p` (bounded) and fails unless it returned normally.
-pub fn finish(p: &multiproc::Process) -> Outcome {
+pub(crate) fn finish(p: &multiproc::Process) -> Outcome {
     finish_with(p, 0)
 }
 
 /// Kills the calling process with SIGKILL, whatever it holds.
-pub fn kill_self() -> ! {
+pub(crate) fn kill_self() -> ! {
     // SAFETY: signals our own process; SIGKILL cannot be caught, so this does not return.
     unsafe { libc::raise(libc::SIGKILL) };
     unreachable!("SIGKILL returned")
@@ -322,7 +322,7 @@ pub fn exit_with_socket_count() {
 
 /// An error and its sources as one line (`"message: source: ..."`): what a test that looks for
 /// a cause's text searches, since an error's `Display` is its own message alone.
-pub fn chain(err: &(dyn std::error::Error + 'static)) -> String {
+pub(crate) fn chain(err: &(dyn std::error::Error + 'static)) -> String {
     let mut text = err.to_string();
     let mut source = err.source();
     while let Some(err) = source {

@@ -5,7 +5,7 @@
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 /// The direct children of `pid`, from `/proc/*/stat`.
-pub fn children_of(pid: i32) -> Vec<i32> {
+pub(crate) fn children_of(pid: i32) -> Vec<i32> {
     let Ok(dir) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
@@ -16,7 +16,7 @@ pub fn children_of(pid: i32) -> Vec<i32> {
 }
 
 /// The parent of `pid`, if it still exists.
-pub fn parent_of(pid: i32) -> Option<i32> {
+pub(crate) fn parent_of(pid: i32) -> Option<i32> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     stat.rsplit_once(')')?
         .1
@@ -47,7 +47,7 @@ fn sockets_of(pid: &str) -> Vec<(RawFd, u64)> {
 }
 
 /// The inode of the peer of the unix socket whose inode is `ino`.
-pub fn unix_peer(ino: u64) -> std::io::Result<u64> {
+pub(crate) fn unix_peer(ino: u64) -> std::io::Result<u64> {
     const NETLINK_SOCK_DIAG: i32 = 4;
     const SOCK_DIAG_BY_FAMILY: u16 = 20;
     const UDIAG_SHOW_PEER: u32 = 4;
@@ -127,7 +127,7 @@ pub fn unix_peer(ino: u64) -> std::io::Result<u64> {
 }
 
 /// This process's descriptors whose unix-socket peer `pid` holds.
-pub fn sockets_to(pid: i32) -> Vec<RawFd> {
+pub(crate) fn sockets_to(pid: i32) -> Vec<RawFd> {
     let theirs: Vec<u64> = sockets_of(&pid.to_string())
         .into_iter()
         .map(|(_, ino)| ino)
@@ -142,7 +142,7 @@ pub fn sockets_to(pid: i32) -> Vec<RawFd> {
 /// Writes one stray byte on this process's socket to `pid` (the fork server, or a pool's
 /// zygote): what any corruption of the stream between them looks like. Fails unless exactly one
 /// socket leads there.
-pub fn write_stray_byte(pid: i32) -> Result<(), String> {
+pub(crate) fn write_stray_byte(pid: i32) -> Result<(), String> {
     let fds = sockets_to(pid);
     let [fd] = fds[..] else {
         return Err(format!("expected one socket to pid {pid}, found {fds:?}"));

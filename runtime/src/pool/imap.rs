@@ -34,6 +34,19 @@ pub struct Imap<'p, F: Target, I> {
     done: bool,
 }
 
+impl<F: Target, I> std::fmt::Debug for Imap<'_, F, I> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Imap")
+            .field("function", &F::NAME)
+            .field("ordered", &self.ordered)
+            .field("chunksize", &self.chunksize)
+            .field("buffersize", &self.buffersize)
+            .field("received", &self.received)
+            .field("exhausted", &self.exhausted)
+            .finish_non_exhaustive()
+    }
+}
+
 impl<'p, F: Target, I: Iterator<Item = F::Args>> Imap<'p, F, I> {
     pub(super) fn new(pool: &'p Pool, _function: F, input: I, ordered: bool) -> Self {
         // Registered now, like Python's imap submits at the call: an imap made before
