@@ -1432,25 +1432,7 @@ enum Misbehavior {
 #[process]
 fn misbehave(pid_path: String, how: Misbehavior) -> u64 {
     use std::io::Write;
-    use std::os::fd::FromRawFd;
-    let sockets: Vec<i32> = std::fs::read_dir("/proc/self/fd")
-        .expect("list descriptors")
-        .flatten()
-        .filter(|e| {
-            std::fs::read_link(e.path())
-                .is_ok_and(|target| target.to_string_lossy().starts_with("socket:"))
-        })
-        .filter_map(|e| e.file_name().to_string_lossy().parse().ok())
-        .collect();
-    assert_eq!(
-        sockets.len(),
-        1,
-        "a pool worker has one socket: {sockets:?}"
-    );
-    // SAFETY: the worker's control socket, only written to here and never closed (the
-    // `File` is not dropped).
-    let mut control =
-        std::mem::ManuallyDrop::new(unsafe { std::fs::File::from_raw_fd(sockets[0]) });
+    let mut control = common::only_socket();
     // A message prefix (see `runtime/src/wire.rs`): mark, header length, descriptor count,
     // block count, payload length.
     let prefix = |header: u32, payload: u64| {
@@ -2235,25 +2217,7 @@ fn forged_messages(m: StartMethod) -> Outcome {
 #[process]
 fn declare_a_message(header: u32, payload: u64) -> u64 {
     use std::io::Write;
-    use std::os::fd::FromRawFd;
-    let sockets: Vec<i32> = std::fs::read_dir("/proc/self/fd")
-        .expect("list descriptors")
-        .flatten()
-        .filter(|e| {
-            std::fs::read_link(e.path())
-                .is_ok_and(|target| target.to_string_lossy().starts_with("socket:"))
-        })
-        .filter_map(|e| e.file_name().to_string_lossy().parse().ok())
-        .collect();
-    assert_eq!(
-        sockets.len(),
-        1,
-        "a pool worker has one socket: {sockets:?}"
-    );
-    // SAFETY: the worker's control socket, only written to here and never closed (the
-    // `File` is not dropped).
-    let mut control =
-        std::mem::ManuallyDrop::new(unsafe { std::fs::File::from_raw_fd(sockets[0]) });
+    let mut control = common::only_socket();
     // Mark, header length, descriptor count, block count, payload length (`runtime/src/wire.rs`).
     let mut prefix = b"mpm1".to_vec();
     prefix.extend_from_slice(&header.to_le_bytes());
@@ -2290,12 +2254,7 @@ fn measure_a_declared_message(m: StartMethod, header: u32, payload: u64, path: S
         Ok(format!("{after} {:?} {err}", err.kind()))
     })()
     .unwrap_or_else(|err| format!("failed: {err}"));
-    let status = std::fs::read_to_string("/proc/self/status").expect("read status");
-    let peak = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .expect("VmHWM");
+    let peak = common::peak_rss_kib();
     write_line(&path, &format!("{peak} {said}"));
 }
 

@@ -587,21 +587,7 @@ fn unknown_entry(m: StartMethod) -> Outcome {
 #[process]
 fn declare_a_frame(declared: u64, then: usize) {
     use std::io::Write;
-    use std::os::fd::FromRawFd;
-    let sockets: Vec<i32> = std::fs::read_dir("/proc/self/fd")
-        .expect("list descriptors")
-        .flatten()
-        .filter(|e| {
-            std::fs::read_link(e.path())
-                .is_ok_and(|target| target.to_string_lossy().starts_with("socket:"))
-        })
-        .filter_map(|e| e.file_name().to_string_lossy().parse().ok())
-        .collect();
-    assert_eq!(sockets.len(), 1, "a child has one socket: {sockets:?}");
-    // SAFETY: the child's control socket, only written to here and never closed (the `File`
-    // is not dropped).
-    let mut control =
-        std::mem::ManuallyDrop::new(unsafe { std::fs::File::from_raw_fd(sockets[0]) });
+    let mut control = common::only_socket();
     control.write_all(&declared.to_le_bytes()).expect("write");
     control.write_all(&vec![0; then]).expect("write");
 }
@@ -620,12 +606,7 @@ fn measure_a_declared_frame(m: StartMethod, declared: u64, path: String) {
         Ok(None) => "did not end".to_string(),
         Err(err) => format!("start or join failed: {err}"),
     };
-    let status = std::fs::read_to_string("/proc/self/status").expect("read status");
-    let peak = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .expect("VmHWM");
+    let peak = common::peak_rss_kib();
     write_line(&path, &format!("{peak} {said}"));
 }
 

@@ -304,20 +304,46 @@ pub(crate) fn kill_self() -> ! {
     unreachable!("SIGKILL returned")
 }
 
+/// The descriptors of this process's open sockets.
+pub(crate) fn socket_fds() -> std::io::Result<Vec<i32>> {
+    Ok(std::fs::read_dir("/proc/self/fd")?
+        .flatten()
+        .filter(|e| {
+            std::fs::read_link(e.path())
+                .is_ok_and(|target| target.to_string_lossy().starts_with("socket:"))
+        })
+        .filter_map(|e| e.file_name().to_string_lossy().parse().ok())
+        .collect())
+}
+
 /// Exits with the number of sockets this process has open: what a child kept of its parent's.
 #[multiproc::process]
 pub fn exit_with_socket_count() {
-    let sockets = std::fs::read_dir("/proc/self/fd")
-        .map(|dir| {
-            dir.flatten()
-                .filter(|e| {
-                    std::fs::read_link(e.path())
-                        .is_ok_and(|target| target.to_string_lossy().starts_with("socket:"))
-                })
-                .count()
-        })
-        .unwrap_or(99);
+    let sockets = socket_fds().map_or(99, |fds| fds.len());
     std::process::exit(sockets as i32);
+}
+
+/// In a child (a pool worker, a `Process`): its control socket, the only socket it has, to
+/// write on by hand. Never closed: the `File` is not dropped.
+#[allow(dead_code)]
+pub(crate) fn only_socket() -> std::mem::ManuallyDrop<std::fs::File> {
+    use std::os::fd::FromRawFd;
+    let sockets = socket_fds().expect("list descriptors");
+    assert_eq!(sockets.len(), 1, "a child has one socket: {sockets:?}");
+    // SAFETY: the child's control socket, which the library keeps open for the life of the
+    // process; the `File` is never dropped, so it never closes it.
+    std::mem::ManuallyDrop::new(unsafe { std::fs::File::from_raw_fd(sockets[0]) })
+}
+
+/// This process's peak resident size (`VmHWM`), in KiB.
+#[allow(dead_code)]
+pub(crate) fn peak_rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").expect("read status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .expect("VmHWM")
 }
 
 /// An error and its sources as one line (`"message: source: ..."`): what a test that looks for
