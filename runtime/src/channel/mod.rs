@@ -19,7 +19,7 @@ mod joinable;
 mod pipe;
 mod queue;
 pub(crate) mod record;
-mod ring;
+pub(crate) mod ring;
 mod simple;
 
 pub use joinable::JoinableQueue;

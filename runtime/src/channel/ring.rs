@@ -364,8 +364,26 @@ impl Ring {
         }
     }
 
-    /// Puts `item` if there is room now. For a socket item, sends it on `end` first.
-    fn try_push(&self, item: &Outbound, end: &Endpoint) -> Result<Pushed> {
+    /// Puts an inline `item` if there is room now: `Ok(false)` when there is none. For a ring
+    /// that carries nothing but inline items, with no socket of its own beside it (a pool
+    /// worker's: its messages too large for the ring go on the worker's control socket).
+    pub(crate) fn try_push_inline(&self, item: &Outbound) -> Result<bool> {
+        match self.try_push(item, None)? {
+            Pushed::Done => Ok(true),
+            Pushed::NoRoom | Pushed::SocketFull => Ok(false),
+        }
+    }
+
+    /// Takes the next item of a ring of inline items only (see
+    /// [`try_push_inline`](Self::try_push_inline)): `Ok(None)` when the ring is empty; a
+    /// socket record is corrupt there.
+    pub(crate) fn try_pop_inline(&self) -> Result<Option<Taken>> {
+        self.take(None)?.transpose()
+    }
+
+    /// Puts `item` if there is room now. For a socket item, sends it on `end` first (without
+    /// one, a socket item is refused).
+    fn try_push(&self, item: &Outbound, end: Option<&Endpoint>) -> Result<Pushed> {
         let h = &*self.header;
         let cap = self.capacity;
         let need = item.record_len() as u32;
@@ -406,6 +424,12 @@ impl Ring {
                 }
             }
             Outbound::Socket(record) => {
+                let Some(end) = end else {
+                    return Err(Error::new(
+                        ErrorKind::InvalidInput,
+                        "this ring carries no socket items",
+                    ));
+                };
                 // Numbered before it is sent: no number is ever used twice (module docs).
                 let seq = h.next_seq.load(Ordering::Relaxed);
                 h.next_seq.store(seq.wrapping_add(1), Ordering::Relaxed);
@@ -432,6 +456,11 @@ impl Ring {
     /// error means nothing was taken; an inner one, that an item was taken but is lost (see
     /// [`Incoming::Lost`]).
     pub(crate) fn try_pop(&self, end: &Endpoint) -> Result<Option<Result<Taken>>> {
+        self.take(Some(end))
+    }
+
+    /// [`try_pop`](Self::try_pop); without `end`, a socket record is corrupt.
+    fn take(&self, end: Option<&Endpoint>) -> Result<Option<Result<Taken>>> {
         let h = &*self.header;
         let cap = self.capacity;
         if pos(h.tail_seen.load(Ordering::Acquire)) == pos(h.head.load(Ordering::Relaxed))
@@ -479,6 +508,9 @@ impl Ring {
                 KIND_SOCKET if len == 8 && room >= 8 => {
                     let seq = self.data_words(at + 8, 1)?[0].load(Ordering::Relaxed);
                     h.head.store(advance(head, 16, 1), Ordering::Release);
+                    let Some(end) = end else {
+                        return Err(corrupt("a socket record"));
+                    };
                     break socket_item(end, seq).map(Taken::Socket);
                 }
                 _ => return Err(corrupt("unknown record")),
@@ -505,7 +537,7 @@ impl Ring {
         check: impl Fn() -> Result<()>,
     ) -> Result<()> {
         loop {
-            let pushed = self.try_push(item, end)?;
+            let pushed = self.try_push(item, Some(end))?;
             let deadline = match (pushed, wait) {
                 (Pushed::Done, _) => return Ok(()),
                 (_, Wait::No) => {

@@ -24,13 +24,15 @@ use super::launcher::{
 };
 use super::link::{Link, DRIVER, IDLE, LENT};
 use super::reply::{self, Expected, REPLY_STALL};
-use super::worker::{Reply, TaskHeader, WorkerConfig, WorkerMain};
+use super::rings::Rings;
+use super::worker::{Reply, RingsHeader, TaskHeader, WorkerConfig, WorkerMain};
 use crate::bootstrap::Launch;
 use crate::codec;
 use crate::context::StartMethod;
 use crate::current::{self, current_process};
 use crate::error::{Error, ErrorKind, Result};
 use crate::fd;
+use crate::handle::{self, Encoded};
 use crate::registry::Target;
 use crate::start::Popen;
 use crate::{spare, sys, wire};
@@ -90,6 +92,11 @@ impl Worker {
 
     fn lent(&self) -> bool {
         self.link.state.load(Ordering::Acquire) == LENT
+    }
+
+    /// Whether its reply may come in its ring: it holds a task wholly sent.
+    fn awaits_ring(&self) -> bool {
+        self.open && self.task.is_some() && self.sending.is_none()
     }
 }
 
@@ -219,8 +226,21 @@ impl Driver {
             let pidfd = popen.signal_handle()?;
             Ok::<_, Error>((fds.own(control), fds.own(pidfd)))
         });
-        let (control, pidfd) = match handles {
-            Ok(handles) => handles,
+        // The worker's rings, sent as its first message: its socket is empty, and takes it
+        // whole (a send that does not is an error, never waited for).
+        let rings = handles.and_then(|handles| {
+            let rings = Rings::create()?;
+            let setup = handle::encode(&rings.setup())?;
+            match wire::try_send_message(&popen.control, &RingsHeader, &setup)? {
+                None => Ok((handles, rings)),
+                Some(_) => Err(Error::new(
+                    ErrorKind::Io,
+                    "cannot send a new pool worker its rings: its socket is full",
+                )),
+            }
+        });
+        let ((control, pidfd), rings) = match rings {
+            Ok(made) => made,
             Err(err) => {
                 self.bury_off(Corpse::Stray(popen));
                 return Err(err);
@@ -238,6 +258,7 @@ impl Driver {
             exitcode: Mutex::new(None),
             buried: Condvar::new(),
             inbox: Mutex::new(wire::Reader::new()),
+            rings,
         });
         self.shared
             .links
@@ -469,16 +490,29 @@ impl Driver {
                 ticket: self.shared.ticket(),
                 entry: task.entry.to_string(),
             };
+            let busy = Busy {
+                job: task.job,
+                chunk: task.chunk,
+                ticket: header.ticket,
+                deadline: self.task_timeout.and_then(sys::deadline_after),
+            };
+            // In the ring when it goes there (the socket takes the rest, and a ring that
+            // refuses it).
+            if worker
+                .link
+                .rings
+                .put_task(&header, &task.payload)
+                .unwrap_or(false)
+            {
+                worker.task = Some(busy);
+                spare::give(task.payload.bytes);
+                continue;
+            }
             // Without waiting: a worker that stops reading must not stop the driver.
             let sent = wire::try_send_message(&worker.popen.control, &header, &task.payload);
             match sent {
                 Ok(unsent) => {
-                    worker.task = Some(Busy {
-                        job: task.job,
-                        chunk: task.chunk,
-                        ticket: header.ticket,
-                        deadline: self.task_timeout.and_then(sys::deadline_after),
-                    });
+                    worker.task = Some(busy);
                     match unsent {
                         // Sent: its buffer can receive a reply or encode a next task.
                         None => spare::give(task.payload.bytes),
@@ -533,6 +567,16 @@ impl Driver {
         // A message already read ahead into a worker's inbox does not show in a poll: one
         // there makes this poll return at once, and is read below.
         let mut buffered = vec![false; self.workers.len()];
+        // The workers whose reply may come in their ring: told that the driver sleeps, then
+        // looked at once more (see `rings`).
+        let ringing: Vec<bool> = self.workers.iter().map(Worker::awaits_ring).collect();
+        let mut in_ring = false;
+        for (worker, &ringing) in self.workers.iter().zip(&ringing) {
+            if ringing {
+                worker.link.rings.parent_sleeps(true);
+                in_ring |= worker.link.rings.reply_waiting();
+            }
+        }
         for (i, (worker, exit)) in self.workers.iter().zip(&exit_fds).enumerate() {
             // The driver reads a worker's socket only while it expects a message there: its
             // `Ready`, or the reply to a task it dispatched. An idle worker's socket may be in
@@ -566,8 +610,17 @@ impl Driver {
                 events: libc::POLLIN,
                 revents: 0,
             });
+            fds.push(libc::pollfd {
+                fd: if ringing[i] {
+                    worker.link.rings.parent_bell().as_raw_fd()
+                } else {
+                    -1
+                },
+                events: libc::POLLIN,
+                revents: 0,
+            });
         }
-        let deadline = if buffered.contains(&true) {
+        let deadline = if in_ring || buffered.contains(&true) {
             Some(Instant::now())
         } else {
             self.workers
@@ -582,22 +635,35 @@ impl Driver {
                 .chain(self.retry_deadline())
                 .min()
         };
-        sys::poll_many(&mut fds, deadline)
-            .map_err(|err| Error::io("the pool cannot poll its workers", err))?;
+        let polled = sys::poll_many(&mut fds, deadline);
+        for (worker, &ringing) in self.workers.iter().zip(&ringing) {
+            if ringing {
+                worker.link.rings.parent_sleeps(false);
+            }
+        }
+        polled.map_err(|err| Error::io("the pool cannot poll its workers", err))?;
         if fds[0].revents != 0 {
             sys::eventfd_drain(self.shared.wake.as_fd());
             self.shared.free_discarded();
         }
         let mut exited = Vec::new();
-        for (i, pair) in fds[1..].chunks(2).enumerate() {
+        for (i, trio) in fds[1..].chunks(3).enumerate() {
             // Room to send (or an error, which the send reports) for a task being sent.
-            if pair[0].revents != 0 && self.workers[i].sending.is_some() {
+            if trio[0].revents != 0 && self.workers[i].sending.is_some() {
                 self.send_more(i);
             }
-            if pair[0].revents & !libc::POLLOUT != 0 || buffered[i] {
+            if trio[2].revents != 0 {
+                sys::eventfd_drain(self.workers[i].link.rings.parent_bell());
+            }
+            // A look at the ring costs no system call: every worker that may have replied
+            // there, rung or not.
+            if ringing[i] {
+                self.take_ring_reply(i);
+            }
+            if trio[0].revents & !libc::POLLOUT != 0 || buffered[i] {
                 self.read_reply(i);
             }
-            if pair[1].revents != 0 {
+            if trio[1].revents != 0 {
                 exited.push(i);
             }
         }
@@ -656,6 +722,37 @@ impl Driver {
                 return false;
             }
         };
+        self.take_reply(i, reply, body)
+    }
+
+    /// Takes the reply worker `i` put in its ring, if it did: `true` when that completed a
+    /// reply. Only while it holds a task wholly sent.
+    fn take_ring_reply(&mut self, i: usize) -> bool {
+        let worker = &self.workers[i];
+        if !worker.awaits_ring() {
+            return false;
+        }
+        match worker.link.rings.take_reply::<Reply>() {
+            Ok(None) => false,
+            Ok(Some((reply, body))) => {
+                if let Some(what) = reply::written_beside(&worker.link) {
+                    self.out_of_protocol(i, ErrorKind::Codec, &what);
+                    return false;
+                }
+                self.workers[i].progress = None;
+                self.take_reply(i, reply, body)
+            }
+            Err(err) => {
+                self.out_of_protocol(i, ErrorKind::Codec, &reply::bad_reply(&err));
+                false
+            }
+        }
+    }
+
+    /// A whole message from worker `i` (from its socket or its ring): `true` when it was one
+    /// the worker may send.
+    fn take_reply(&mut self, i: usize, reply: Reply, body: Encoded) -> bool {
+        let worker = &mut self.workers[i];
         match reply {
             Reply::Ready if !worker.ready() => worker.link.ready.store(true, Ordering::Release),
             Reply::InitFailed(message) if !worker.ready() => {
@@ -713,8 +810,12 @@ impl Driver {
     /// Worker `i` exited: read what it left; the reaper thread reads its exit code, then
     /// [`buried`](Self::buried) fails the task it held.
     fn bury(&mut self, i: usize) {
-        // What a worker lent to a caller left on its socket is the caller's to read.
-        while self.workers[i].open && !self.workers[i].lent() && self.read_reply(i) {}
+        // What a worker lent to a caller left on its socket or in its ring is the caller's to
+        // read.
+        while self.workers[i].open
+            && !self.workers[i].lent()
+            && (self.take_ring_reply(i) || self.read_reply(i))
+        {}
         let mut worker = self.workers.swap_remove(i);
         self.shared
             .links

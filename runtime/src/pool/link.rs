@@ -1,11 +1,12 @@
-//! A pool worker as seen from outside the driver thread ([`Link`]): its socket, its exit and
-//! its state, so that a caller of `apply` can borrow an idle worker and run its task itself.
+//! A pool worker as seen from outside the driver thread ([`Link`]): its socket and rings, its
+//! exit and its state, so that a caller of `apply` can borrow an idle worker and run its task itself.
 
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use super::rings::Rings;
 use crate::fd::LibraryFd;
 use crate::wire;
 
@@ -33,6 +34,8 @@ pub(crate) struct Link {
     /// Reads the worker's messages, for the driver and for a borrower alike (never both at
     /// once: the worker answers whoever gave it its task).
     pub inbox: Mutex<wire::Reader>,
+    /// The worker's rings, beside its socket: read and written by whoever reads its inbox.
+    pub rings: Rings,
 }
 
 pub(crate) const IDLE: u8 = 0;

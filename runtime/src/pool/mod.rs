@@ -14,6 +14,7 @@ mod launcher;
 mod link;
 mod reply;
 mod result;
+pub(crate) mod rings;
 mod threads;
 pub(crate) mod worker;
 
@@ -42,9 +43,6 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::handle::Encoded;
 use crate::registry::Target;
 use crate::{sys, wire};
-
-/// How long a caller of `apply` on a borrowed worker looks for the reply before it sleeps.
-const SPIN: Duration = Duration::from_micros(20);
 
 /// A pool of worker processes.
 ///
@@ -298,7 +296,12 @@ impl Pool {
             let _ = link.wait_buried(Duration::from_secs(5));
             reply::timed_out(link, self.task_timeout)
         };
-        match wire::send_message_until(&link.control, &header, &payload, deadline) {
+        // In the ring when it goes there; on the socket otherwise.
+        let in_ring = link.rings.put_task(&header, &payload).unwrap_or(false);
+        match in_ring
+            .then_some(Ok(()))
+            .unwrap_or_else(|| wire::send_message_until(&link.control, &header, &payload, deadline))
+        {
             Ok(()) => {}
             // Refused before a byte was sent: the task fails, the worker is fine.
             Err(err) if err.kind() == ErrorKind::Codec => return Err(err),
@@ -323,13 +326,34 @@ impl Pool {
         };
         // When the last bytes of a reply not yet whole came.
         let mut progress: Option<Instant> = None;
-        // Before sleeping, look for the reply without waiting for a moment, yielding the
-        // processor between looks: a short task's reply comes within it, and is caught awake
-        // (as `wire::Reader` does before a blocking read).
-        let spin_until = Instant::now() + SPIN;
+        // Before sleeping, look for the reply without waiting for a moment: a short task's
+        // reply comes within it, and is caught awake, in the ring without a system call (the
+        // socket is looked at between yields of the processor).
+        let mut spun = false;
+        let readable = || {
+            buffered()
+                || sys::poll_one(link.control.as_fd(), sys::READABLE, Some(Instant::now()))
+                    .map_or(true, |n| n != 0)
+        };
         let (reply, result) = loop {
-            let spinning = Instant::now() < spin_until;
-            if !spinning && !buffered() {
+            match link.rings.take_reply::<Reply>() {
+                Ok(Some((reply, result))) => {
+                    if let Some(what) = reply::written_beside(link) {
+                        return Err(out_of_protocol(ErrorKind::Codec, &what));
+                    }
+                    break (reply, result);
+                }
+                Ok(None) => {}
+                Err(err) => return Err(out_of_protocol(ErrorKind::Codec, &reply::bad_reply(&err))),
+            }
+            if !spun {
+                spun = true;
+                if rings::spin(|| link.rings.reply_waiting(), readable)
+                    && link.rings.reply_waiting()
+                {
+                    continue;
+                }
+            } else if !buffered() {
                 let stall = progress.map(|at| at + reply::REPLY_STALL);
                 let wait = match (deadline, stall) {
                     (Some(deadline), Some(stall)) => Some(deadline.min(stall)),
@@ -346,9 +370,28 @@ impl Pool {
                         events: libc::POLLIN,
                         revents: 0,
                     },
+                    libc::pollfd {
+                        fd: link.rings.parent_bell().as_raw_fd(),
+                        events: libc::POLLIN,
+                        revents: 0,
+                    },
                 ];
-                let ready = sys::poll_many(&mut fds, wait)
-                    .map_err(|err| Error::io("cannot wait for a pool worker", err))?;
+                // Said before the last look at the ring: a reply put after it rings the bell.
+                link.rings.parent_sleeps(true);
+                let polled = if link.rings.reply_waiting() {
+                    Ok(1)
+                } else {
+                    sys::poll_many(&mut fds, wait)
+                };
+                link.rings.parent_sleeps(false);
+                if fds[2].revents != 0 {
+                    sys::eventfd_drain(link.rings.parent_bell());
+                }
+                let ready =
+                    polled.map_err(|err| Error::io("cannot wait for a pool worker", err))?;
+                if link.rings.reply_waiting() {
+                    continue;
+                }
                 if ready == 0 {
                     if deadline.is_some_and(|deadline| deadline <= Instant::now()) {
                         return Err(timed_out());
@@ -356,6 +399,10 @@ impl Pool {
                     return Err(out_of_protocol(ErrorKind::Codec, &reply::stalled()));
                 }
                 if fds[0].revents == 0 {
+                    if fds[1].revents == 0 {
+                        // A bell rung for an earlier reply, or by a task: look again.
+                        continue;
+                    }
                     return Err(died("while running this task"));
                 }
             }
@@ -370,11 +417,14 @@ impl Pool {
                     if mid_message {
                         progress = Some(Instant::now());
                     }
-                    if spinning {
-                        std::thread::yield_now();
-                    }
                 }
-                Ok(wire::Received::Closed) => return Err(died("while running this task")),
+                Ok(wire::Received::Closed) => {
+                    // The worker may have put its reply in the ring before it exited.
+                    if link.rings.reply_waiting() {
+                        continue;
+                    }
+                    return Err(died("while running this task"));
+                }
                 Err(err) if err.kind() == ErrorKind::Disconnected => {
                     return Err(died("while running this task"))
                 }

@@ -6,11 +6,13 @@
 use std::any::Any;
 use std::time::Duration;
 
+use std::sync::PoisonError;
+
 use super::link::Link;
 use super::worker::{Reply, TaskOutcome};
 use crate::error::{Error, ErrorKind, Result};
 use crate::handle::Encoded;
-use crate::sys;
+use crate::{sys, wire};
 
 /// How long a reply, once begun, may go without a byte before the worker that sends it is
 /// killed as out of protocol. A worker writes its reply in one go; one that stops in the middle
@@ -52,6 +54,30 @@ pub(super) fn answer(
         )),
         Reply::Ready => Err("a second `Ready`".to_string()),
         Reply::InitFailed(_) => Err("an initializer failure after `Ready`".to_string()),
+    }
+}
+
+/// A reply came in `link`'s ring: what its socket holds, if anything, came before it, and can
+/// only be what the task wrote there (a worker sends one message per task), which makes the
+/// reply out of protocol, as it would be on the socket (the worker's reply would follow that
+/// message, or complete it). `Some(what)`: out of protocol. A socket closed or reset is no
+/// objection: the worker may have exited after its reply (`maxtasksperchild`).
+pub(super) fn written_beside(link: &Link) -> Option<String> {
+    let mut inbox = link.inbox.lock().unwrap_or_else(PoisonError::into_inner);
+    if inbox.mid_message() {
+        return Some("a reply in the ring in the middle of a message on the socket".to_string());
+    }
+    match inbox.try_recv::<Reply>(&link.control) {
+        Ok(wire::Received::Partial) if !inbox.mid_message() => None,
+        Ok(wire::Received::Closed) => None,
+        Ok(wire::Received::Partial) => {
+            Some("the start of a message on the socket, then a reply in the ring".to_string())
+        }
+        Ok(wire::Received::Message(..)) => {
+            Some("a message on the socket, then a reply in the ring".to_string())
+        }
+        Err(err) if err.kind() == ErrorKind::Codec => Some(bad_reply(&err)),
+        Err(_) => None,
     }
 }
 

@@ -8,16 +8,23 @@
 //! that replaced them. A panic in a task is caught quietly and sent back as data; the worker
 //! keeps serving. It exits when the parent closes the socket, or after `maxtasks` tasks.
 
+use std::os::fd::{AsFd, AsRawFd};
+use std::os::unix::net::UnixStream;
+use std::time::Instant;
+
 use serde::{Deserialize, Serialize};
+
+use super::rings::{self, Rings, Setup};
 
 use crate::carrier::Plain;
 use crate::child::{catch_quiet, reporting_aborts, AbortReport};
+use crate::codec;
 use crate::current::{self, current_process};
 use crate::error::{ErrorKind, RemotePanic};
 use crate::handle::{self, Encoded};
 use crate::registry::{self, Entry, Target};
 use crate::spare;
-use crate::wire;
+use crate::{sys, wire};
 
 /// What a worker is started with.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -27,6 +34,11 @@ pub(crate) struct WorkerConfig {
     /// Exit after this many tasks (a map chunk is one task).
     pub maxtasks: Option<u64>,
 }
+
+/// Parent to worker, the first message: the header of a message whose body is the worker's
+/// rings ([`Setup`]).
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct RingsHeader;
 
 /// Parent to worker: one task, the header of a message whose body is the encoded chunk of
 /// arguments (with their descriptors and byte blocks).
@@ -99,6 +111,26 @@ fn serve(config: WorkerConfig) {
         eprintln!("multiproc: a pool worker must run in a child process");
         return;
     };
+    let mut inbox = wire::Reader::new();
+    // The parent's first message: this worker's rings, sent as it was adopted.
+    let rings = match inbox.recv::<RingsHeader>(&control, None) {
+        Ok(Some((RingsHeader, body))) => {
+            let Encoded { bytes, fds, .. } = body;
+            match handle::with_incoming(fds, || codec::decode::<Setup>(&bytes))
+                .and_then(Rings::open)
+            {
+                Ok(rings) => rings,
+                Err(err) => {
+                    eprintln!(
+                        "multiproc: a pool worker cannot map its rings: {}",
+                        err.chain()
+                    );
+                    return;
+                }
+            }
+        }
+        Ok(None) | Err(_) => return,
+    };
     if let Some((name, payload)) = &config.initializer {
         // Under `panic = "abort"`, from the panic hook, before the abort.
         let report = || -> AbortReport {
@@ -129,12 +161,10 @@ fn serve(config: WorkerConfig) {
     if wire::send_message(&control, &Reply::Ready, &Encoded::default()).is_err() {
         return;
     }
-    let mut inbox = wire::Reader::new();
     let mut done = 0u64;
     while config.maxtasks.is_none_or(|max| done < max) {
-        let (header, task) = match inbox.recv::<TaskHeader>(&control, None) {
-            Ok(Some(message)) => message,
-            Ok(None) | Err(_) => return,
+        let Some((header, task)) = next_task(&control, &mut inbox, &rings) else {
+            return;
         };
         let Encoded {
             bytes: payload,
@@ -198,10 +228,66 @@ fn serve(config: WorkerConfig) {
             ticket: header.ticket,
             outcome,
         };
-        if wire::send_message(&control, &reply, &results).is_err() {
+        // In the ring when it goes there; on the socket otherwise (descriptors, blocks, a large
+        // result), or if the ring is corrupt.
+        let in_ring = rings.put_reply(&reply, &results).unwrap_or(false);
+        if !in_ring && wire::send_message(&control, &reply, &results).is_err() {
             return;
         }
         spare::give(results.bytes);
         done += 1;
+    }
+}
+
+/// The next task, from the ring or the socket, whichever has it (the parent sends one at a
+/// time); `None` when the parent closed the socket, or the ring or the socket is corrupt.
+/// Spins a few microseconds, then sleeps on the socket and the doorbell together.
+fn next_task(
+    control: &UnixStream,
+    inbox: &mut wire::Reader,
+    rings: &Rings,
+) -> Option<(TaskHeader, Encoded)> {
+    let readable = || {
+        sys::poll_one(control.as_fd(), sys::READABLE, Some(Instant::now())).map_or(true, |n| n != 0)
+    };
+    loop {
+        match rings.take_task::<TaskHeader>() {
+            Ok(Some(task)) => return Some(task),
+            Ok(None) => {}
+            Err(_) => return None,
+        }
+        let socket = inbox.buffered()
+            || rings::spin(|| rings.task_waiting(), readable) && !rings.task_waiting();
+        if !socket && !rings.task_waiting() {
+            rings.worker_sleeps(true);
+            if !rings.task_waiting() {
+                let mut fds = [
+                    libc::pollfd {
+                        fd: control.as_raw_fd(),
+                        events: libc::POLLIN,
+                        revents: 0,
+                    },
+                    libc::pollfd {
+                        fd: rings.worker_bell().as_raw_fd(),
+                        events: libc::POLLIN,
+                        revents: 0,
+                    },
+                ];
+                if sys::poll_many(&mut fds, None).is_err() {
+                    return None;
+                }
+            }
+            rings.worker_sleeps(false);
+            sys::eventfd_drain(rings.worker_bell());
+        }
+        if rings.task_waiting() {
+            continue;
+        }
+        if socket || readable() {
+            return match inbox.recv::<TaskHeader>(control, None) {
+                Ok(Some(message)) => Some(message),
+                Ok(None) | Err(_) => None,
+            };
+        }
     }
 }

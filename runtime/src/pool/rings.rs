@@ -1,0 +1,412 @@
+//! A pool worker's rings: its tasks (parent to worker) and its replies (worker to parent) go
+//! through two shared-memory rings of the queues' design (`channel::ring`: robust locks, a
+//! commit that is one store), with a doorbell each way that is rung only when the other side
+//! sleeps. The worker's control socket stays beside them, for what a ring does not carry:
+//! messages with descriptors or byte blocks, messages larger than [`RECORD_MAX`], the
+//! worker's `Ready` and initializer failure, and every end of file.
+//!
+//! # One message in flight each way
+//!
+//! The pool hands a worker one task at a time and waits for its reply: a ring holds at most
+//! one message, so a put never finds it full (a put that does, from a corrupt ring, falls back
+//! on the socket). Which way a message went does not matter to its reader, which looks at both.
+//!
+//! # Doorbells
+//!
+//! A reader that finds nothing spins a few microseconds (the writer is often running on the
+//! other core), then says it sleeps (a word in the region), looks once more, and polls its
+//! doorbell (an `eventfd`) beside the socket and, for the parent, the worker's exit descriptor:
+//! so the pool's driver still waits on all its workers at once, their deaths and its deadlines
+//! included, without a busy loop. A writer rings the doorbell after its commit only if the
+//! reader said it sleeps (both sides store, then load, with sequential consistency: one of them
+//! sees the other).
+//!
+//! # Processes that die
+//!
+//! A ring is the worker's alone: when the worker dies, its ring is dropped with it (whatever
+//! lock it held, whatever half-written record it left), and the worker that replaces it gets a
+//! new region. What the parent reads from the ring is the worker's word, checked like what it
+//! reads from the socket: [`decode_record`] bounds every length, and a reply must carry its
+//! task's ticket.
+
+use std::cell::RefCell;
+use std::os::fd::{AsFd, BorrowedFd};
+use std::sync::atomic::{fence, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::channel::ring::{Outbound, Ring, Taken, INLINE_MAX};
+use crate::codec;
+use crate::error::{Error, ErrorKind, Result};
+use crate::handle::{Encoded, SharedFd};
+use crate::shm::Region;
+use crate::sys;
+
+/// Data bytes of each ring (the least a ring may have).
+const RING_BYTES: usize = 256 << 10;
+/// Where the doorbell words lie in the region, after the two rings.
+const BELLS_AT: usize = 2 * Ring::size(RING_BYTES);
+const REGION_BYTES: usize = BELLS_AT + 4096;
+/// The doorbell words: the worker sleeps (waiting for a task), the parent sleeps (waiting
+/// for a reply).
+const WORKER_SLEEPS: usize = 0;
+const PARENT_SLEEPS: usize = 1;
+
+/// The largest record a ring carries: a message's encoded header and payload, and their
+/// 4-byte split. Larger ones go on the socket.
+pub(crate) const RECORD_MAX: usize = INLINE_MAX;
+
+/// How long a reader looks for a message before it sleeps (as the queues' rings).
+pub(crate) const SPIN: Duration = Duration::from_micros(20);
+/// How long it spins without yielding the processor.
+pub(crate) const BUSY_SPIN: Duration = Duration::from_micros(1);
+
+thread_local! {
+    /// The record being put: reused, no allocation per message.
+    static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// What a worker is sent as its first message: its rings' region and its two doorbells.
+#[derive(Deserialize)]
+pub(crate) struct Setup {
+    region: Region,
+    /// Rung by the parent when it put a task while the worker sleeps.
+    to_worker: SharedFd,
+    /// Rung by the worker when it put a reply while the parent sleeps.
+    to_parent: SharedFd,
+}
+
+/// A [`Setup`] as the parent sends it (the same fields, borrowed).
+#[derive(Serialize)]
+pub(crate) struct SetupOut<'a> {
+    region: &'a Region,
+    to_worker: &'a SharedFd,
+    to_parent: &'a SharedFd,
+}
+
+/// One worker's two rings and doorbells, as each side holds them.
+pub(crate) struct Rings {
+    tasks: Ring,
+    replies: Ring,
+    region: Arc<Region>,
+    to_worker: SharedFd,
+    to_parent: SharedFd,
+}
+
+impl std::fmt::Debug for Rings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Rings").field("tasks", &self.tasks).finish()
+    }
+}
+
+fn corrupt(what: &str) -> Error {
+    Error::new(
+        ErrorKind::Codec,
+        format!("corrupt message in a pool worker's ring: {what}"),
+    )
+}
+
+/// The message a ring record holds: its header and its body (a payload only: messages with
+/// descriptors or blocks never go in a ring). Every length is checked against the record.
+pub(crate) fn decode_record<H: DeserializeOwned>(record: &[u8]) -> Result<(H, Encoded)> {
+    let Some((split, rest)) = record.split_first_chunk::<4>() else {
+        return Err(corrupt("a record shorter than its header length"));
+    };
+    let header_len = u32::from_le_bytes(*split) as usize;
+    if header_len > rest.len() {
+        return Err(corrupt(&format!(
+            "a header of {header_len} bytes in a record of {}",
+            record.len()
+        )));
+    }
+    let (header, payload) = rest.split_at(header_len);
+    let header = codec::decode::<H>(header)?;
+    let mut bytes = crate::spare::take_or_new(payload.len());
+    bytes.extend_from_slice(payload);
+    Ok((
+        header,
+        Encoded {
+            bytes,
+            fds: Vec::new(),
+            blocks: Vec::new(),
+        },
+    ))
+}
+
+/// Encodes the record of a message into `out`; `false` when it cannot go in a ring
+/// (descriptors, blocks, or too large).
+fn encode_record<H: Serialize>(header: &H, body: &Encoded, out: &mut Vec<u8>) -> Result<bool> {
+    if !body.fds.is_empty() || !body.blocks.is_empty() || body.bytes.len() > RECORD_MAX {
+        return Ok(false);
+    }
+    out.clear();
+    out.extend_from_slice(&[0; 4]);
+    codec::encode_into(header, out)?;
+    let header_len = out.len() - 4;
+    if header_len + body.bytes.len() + 4 > RECORD_MAX {
+        return Ok(false);
+    }
+    out[..4].copy_from_slice(&(header_len as u32).to_le_bytes());
+    out.extend_from_slice(&body.bytes);
+    Ok(true)
+}
+
+/// The bytes of a record taken from a ring.
+fn record_bytes(taken: &Taken) -> Result<&[u8]> {
+    match taken {
+        Taken::Small(bytes, len) => bytes
+            .get(..*len)
+            .ok_or_else(|| corrupt("a record longer than its buffer")),
+        Taken::Inline(bytes) => Ok(bytes),
+        Taken::Socket(_) => Err(corrupt("a socket record")),
+    }
+}
+
+impl Rings {
+    /// New rings for a worker about to be adopted.
+    pub(crate) fn create() -> Result<Rings> {
+        let region = Arc::new(Region::new("pool-rings", REGION_BYTES)?);
+        let tasks = Ring::create(&region, 0, RING_BYTES, None)?;
+        let replies = Ring::create(&region, Ring::size(RING_BYTES), RING_BYTES, None)?;
+        let bell = || {
+            sys::eventfd()
+                .map(SharedFd::new)
+                .map_err(|err| Error::io("cannot make a pool worker's doorbell", err))
+        };
+        Ok(Rings {
+            tasks,
+            replies,
+            region,
+            to_worker: bell()?,
+            to_parent: bell()?,
+        })
+    }
+
+    /// What the worker is sent of its rings.
+    pub(crate) fn setup(&self) -> SetupOut<'_> {
+        SetupOut {
+            region: &self.region,
+            to_worker: &self.to_worker,
+            to_parent: &self.to_parent,
+        }
+    }
+
+    /// The worker's side of the rings it was sent.
+    pub(crate) fn open(setup: Setup) -> Result<Rings> {
+        let region = Arc::new(setup.region);
+        if region.len() < REGION_BYTES {
+            return Err(corrupt("a region too small"));
+        }
+        Ok(Rings {
+            tasks: Ring::open(&region, 0)?,
+            replies: Ring::open(&region, Ring::size(RING_BYTES))?,
+            region,
+            to_worker: setup.to_worker,
+            to_parent: setup.to_parent,
+        })
+    }
+
+    fn bell_word(&self, which: usize) -> Option<&AtomicU64> {
+        self.region
+            .words(BELLS_AT, 2)
+            .ok()
+            .map(|words| &words[which])
+    }
+
+    /// Puts a message in `ring` if it can go there; rings `bell` if the reader sleeps.
+    fn put<H: Serialize>(
+        &self,
+        ring: &Ring,
+        header: &H,
+        body: &Encoded,
+        sleeper: usize,
+        bell: &SharedFd,
+    ) -> Result<bool> {
+        let put = SCRATCH.with(|scratch| -> Result<bool> {
+            let Ok(mut scratch) = scratch.try_borrow_mut() else {
+                // Only if a header's `Serialize` sent a message itself: the socket takes it.
+                return Ok(false);
+            };
+            if !encode_record(header, body, &mut scratch)? {
+                return Ok(false);
+            }
+            let item = Outbound::Inline(std::mem::take(&mut *scratch));
+            let put = ring.try_push_inline(&item);
+            if let Outbound::Inline(bytes) = item {
+                *scratch = bytes;
+            }
+            put
+        })?;
+        if put {
+            // The commit, then the look at the reader's word; the reader stores its word,
+            // then looks at the ring (see the module docs).
+            fence(Ordering::SeqCst);
+            if self
+                .bell_word(sleeper)
+                .is_some_and(|word| word.load(Ordering::SeqCst) != 0)
+            {
+                sys::eventfd_signal(bell.as_fd());
+            }
+        }
+        Ok(put)
+    }
+
+    /// Parent: puts a task in the task ring if it can go there (`false`: send it on the socket).
+    pub(crate) fn put_task<H: Serialize>(&self, header: &H, body: &Encoded) -> Result<bool> {
+        self.put(&self.tasks, header, body, WORKER_SLEEPS, &self.to_worker)
+    }
+
+    /// Worker: puts a reply in the reply ring if it can go there (`false`: send it on the
+    /// socket).
+    pub(crate) fn put_reply<H: Serialize>(&self, header: &H, body: &Encoded) -> Result<bool> {
+        self.put(&self.replies, header, body, PARENT_SLEEPS, &self.to_parent)
+    }
+
+    fn take<H: DeserializeOwned>(ring: &Ring) -> Result<Option<(H, Encoded)>> {
+        let Some(taken) = ring.try_pop_inline()? else {
+            return Ok(None);
+        };
+        let message = decode_record(record_bytes(&taken)?)?;
+        if let Taken::Inline(bytes) = taken {
+            crate::spare::give(bytes);
+        }
+        Ok(Some(message))
+    }
+
+    /// Parent: the reply in the ring, if one is there. An error: the ring is corrupt.
+    pub(crate) fn take_reply<H: DeserializeOwned>(&self) -> Result<Option<(H, Encoded)>> {
+        Rings::take(&self.replies)
+    }
+
+    /// Worker: the task in the ring, if one is there. An error: the ring is corrupt.
+    pub(crate) fn take_task<H: DeserializeOwned>(&self) -> Result<Option<(H, Encoded)>> {
+        Rings::take(&self.tasks)
+    }
+
+    /// Whether a reply waits in the ring.
+    pub(crate) fn reply_waiting(&self) -> bool {
+        self.replies.has_records()
+    }
+
+    /// Whether a task waits in the ring.
+    pub(crate) fn task_waiting(&self) -> bool {
+        self.tasks.has_records()
+    }
+
+    fn set(&self, which: usize, sleeps: bool) {
+        if let Some(word) = self.bell_word(which) {
+            word.store(u64::from(sleeps), Ordering::SeqCst);
+        }
+    }
+
+    /// Parent: about to sleep until a reply (`true`), or awake again (`false`). Before a sleep,
+    /// look at the ring once more: a reply put before this store rang no bell.
+    pub(crate) fn parent_sleeps(&self, sleeps: bool) {
+        self.set(PARENT_SLEEPS, sleeps);
+    }
+
+    /// Worker: about to sleep until a task, or awake again (as [`parent_sleeps`](Self::parent_sleeps)).
+    pub(crate) fn worker_sleeps(&self, sleeps: bool) {
+        self.set(WORKER_SLEEPS, sleeps);
+    }
+
+    /// The parent's doorbell, to poll (readable once rung; drain it after).
+    pub(crate) fn parent_bell(&self) -> BorrowedFd<'_> {
+        self.to_parent.as_fd()
+    }
+
+    /// The worker's doorbell.
+    pub(crate) fn worker_bell(&self) -> BorrowedFd<'_> {
+        self.to_worker.as_fd()
+    }
+}
+
+/// Spins until `ready` or [`SPIN`] passes, busy for [`BUSY_SPIN`], then yielding the processor
+/// between looks (on a machine whose cores are busy, the process awaited may be queued behind
+/// this one); `between` runs at each yield (a look at the socket). Whether `ready`.
+pub(crate) fn spin(ready: impl Fn() -> bool, mut between: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    loop {
+        for _ in 0..64 {
+            if ready() {
+                return true;
+            }
+            std::hint::spin_loop();
+        }
+        let spun = start.elapsed();
+        if spun >= SPIN {
+            return false;
+        }
+        if spun >= BUSY_SPIN {
+            std::thread::yield_now();
+            if between() {
+                return true;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_record_round_trips_and_garbage_is_refused() {
+        let body = Encoded {
+            bytes: vec![1, 2, 3],
+            ..Encoded::default()
+        };
+        let mut out = Vec::new();
+        assert!(encode_record(&(7u64, "x".to_string()), &body, &mut out).unwrap());
+        let (header, decoded) = decode_record::<(u64, String)>(&out).unwrap();
+        assert_eq!(header, (7, "x".to_string()));
+        assert_eq!(decoded.bytes, [1, 2, 3]);
+        for bad in [&[][..], &[1, 0], &[9, 0, 0, 0, 1], &[0xff; 12]] {
+            assert!(decode_record::<(u64, String)>(bad).is_err());
+        }
+        let big = Encoded {
+            bytes: vec![0; RECORD_MAX],
+            ..Encoded::default()
+        };
+        assert!(!encode_record(&(), &big, &mut out).unwrap());
+    }
+
+    #[test]
+    fn both_sides_see_the_messages_in_order() {
+        let parent = Rings::create().unwrap();
+        let sent = crate::handle::encode(&parent.setup()).unwrap();
+        let setup =
+            crate::handle::with_incoming(sent.fds, || codec::decode::<Setup>(&sent.bytes)).unwrap();
+        let worker = Rings::open(setup).unwrap();
+        let body = Encoded {
+            bytes: vec![5; 1000],
+            ..Encoded::default()
+        };
+        for i in 0..2000u64 {
+            assert!(parent.put_task(&i, &body).unwrap());
+            assert!(worker.task_waiting());
+            let (n, task) = worker.take_task::<u64>().unwrap().unwrap();
+            assert_eq!((n, task.bytes.len()), (i, 1000));
+            assert!(worker.take_task::<u64>().unwrap().is_none());
+            assert!(worker.put_reply(&(i + 1), &Encoded::default()).unwrap());
+            assert_eq!(parent.take_reply::<u64>().unwrap().unwrap().0, i + 1);
+        }
+        // A sleeper's bell rings; an awake one's does not.
+        parent.parent_sleeps(true);
+        assert!(worker.put_reply(&1u8, &Encoded::default()).unwrap());
+        assert_eq!(
+            sys::poll_one(parent.parent_bell(), sys::READABLE, Some(Instant::now())).unwrap(),
+            1
+        );
+        sys::eventfd_drain(parent.parent_bell());
+        parent.parent_sleeps(false);
+        assert!(worker.put_reply(&2u8, &Encoded::default()).unwrap());
+        assert_eq!(
+            sys::poll_one(parent.parent_bell(), sys::READABLE, Some(Instant::now())).unwrap(),
+            0
+        );
+    }
+}
