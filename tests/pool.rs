@@ -2297,6 +2297,225 @@ fn declared_message_length(m: StartMethod) -> Outcome {
     Ok(())
 }
 
+// ---------------------------------------------------------------------------------------------
+// The workers' rings: tasks and replies travel in two shared-memory rings per worker, beside
+// its socket (`runtime/src/pool/rings.rs`).
+
+/// Text that tells a shift, a cut or a swap apart: `len` bytes from `seed`.
+fn text(len: usize, seed: u32) -> String {
+    (0..len)
+        .map(|i| char::from(b'a' + ((i as u32).wrapping_mul(7).wrapping_add(seed) % 26) as u8))
+        .collect()
+}
+
+/// The text reversed, with `extra` more bytes: a result of another size than its argument.
+#[process]
+fn reverse_text(s: String, extra: usize) -> String {
+    let mut out: String = s.chars().rev().collect();
+    out.push_str(&text(extra, 5));
+    out
+}
+
+fn reversed_text(s: &str, extra: usize) -> String {
+    let mut out: String = s.chars().rev().collect();
+    out.push_str(&text(extra, 5));
+    out
+}
+
+/// Arguments and results of every size around what a ring takes (a record of 64 KiB) and what
+/// it holds (256 KiB), through a borrowed worker (`apply`), the driver (`apply_async`) and a
+/// map: each arrives whole and in its place, whichever way it went.
+fn ring_sized_messages_arrive_intact(m: StartMethod) -> Outcome {
+    let pool = pool(m, 2)?;
+    let k = 1024;
+    let sizes = [
+        0,
+        1,
+        100,
+        4 * k,
+        64 * k - 64,
+        64 * k - 8,
+        64 * k,
+        64 * k + 1,
+        200 * k,
+        256 * k,
+        300 * k,
+        2048 * k,
+    ];
+    for (i, &arg) in sizes.iter().enumerate() {
+        for &extra in &[0, 64 * k - 40, 300 * k] {
+            let s = text(arg, i as u32);
+            let want = reversed_text(&s, extra);
+            check_eq!(pool.apply(reverse_text, (s.clone(), extra))?, want);
+            check_eq!(
+                pool.apply_async(reverse_text, (s, extra))
+                    .get_timeout(LONG)?,
+                want
+            );
+        }
+    }
+    let items: Vec<(String, usize)> = sizes
+        .iter()
+        .enumerate()
+        .map(|(i, &len)| (text(len, i as u32), sizes[sizes.len() - 1 - i]))
+        .collect();
+    let want: Vec<String> = items.iter().map(|(s, e)| reversed_text(s, *e)).collect();
+    for chunksize in [1, 3] {
+        check_eq!(
+            pool.map_async_chunked(reverse_text, items.clone(), chunksize)
+                .get_timeout(LONG)?,
+            want
+        );
+    }
+    Ok(())
+}
+
+/// Many tasks and results that fill the rings both ways (each near what a ring takes, or more
+/// than it holds), on two workers at once, with borrowed workers beside the driver: no
+/// deadlock, every result in its place.
+fn rings_full_both_ways(m: StartMethod) -> Outcome {
+    let pool = pool(m, 2)?;
+    let k = 1024;
+    let items: Vec<(String, usize)> = (0..64)
+        .map(|i| (text(60 * k + i * 97, i as u32), (i % 5) * 70 * k))
+        .collect();
+    let want: Vec<String> = items.iter().map(|(s, e)| reversed_text(s, *e)).collect();
+    let t = Instant::now();
+    let pending: Vec<_> = items
+        .iter()
+        .cloned()
+        .map(|args| pool.apply_async(reverse_text, args))
+        .collect();
+    let mapped = pool.map_async_chunked(reverse_text, items.clone(), 2);
+    std::thread::scope(|scope| -> Outcome {
+        let borrower = scope.spawn(|| -> Outcome {
+            for (args, want) in items.iter().zip(&want).take(16) {
+                check_eq!(&pool.apply(reverse_text, args.clone())?, want);
+            }
+            Ok(())
+        });
+        for (result, want) in pending.into_iter().zip(&want) {
+            check_eq!(&result.get_timeout(LONG)?, want);
+        }
+        check_eq!(&mapped.get_timeout(LONG)?, &want);
+        borrower
+            .join()
+            .map_err(|_| "the borrowing thread panicked")?
+    })?;
+    check!(t.elapsed() < LONG, "took {:?}", t.elapsed());
+    Ok(())
+}
+
+/// How [`hold_ring_lock`] leaves the lock it takes.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+enum Hold {
+    /// The worker is killed holding it.
+    Die,
+    /// The task returns and its worker lives on, holding it.
+    Keep,
+}
+
+/// In a pool worker: finds its own rings (the mapping of `/proc/self/maps` whose task ring
+/// holds `nonce`, which came in this task's arguments), takes the lock the parent takes to read
+/// the reply ring, as a task that scribbles on its rings could, and dies or returns holding it.
+///
+/// The offsets mirror the layout of `runtime/src/pool/rings.rs` and `channel/ring.rs` (a ring
+/// is a 4 KiB header page, its head lock at 1024, then 256 KiB of data; the reply ring follows
+/// the task ring) and of a lock (an 8-byte tag, then the owner's thread id); the lock's tag is
+/// checked, so a layout that moved fails this task instead of scribbling elsewhere.
+#[process]
+fn hold_ring_lock(nonce: String, how: Hold, pid_path: String) -> u64 {
+    const RING: usize = 4096 + (256 << 10);
+    write_line(&pid_path, &std::process::id().to_string());
+    let maps = std::fs::read_to_string("/proc/self/maps").expect("read /proc/self/maps");
+    let region = maps
+        .lines()
+        .filter(|line| line.contains("multiproc:pool-rings"))
+        .filter_map(|line| {
+            let (start, end) = line.split_whitespace().next()?.split_once('-')?;
+            let start = usize::from_str_radix(start, 16).ok()?;
+            let end = usize::from_str_radix(end, 16).ok()?;
+            (end - start >= 2 * RING).then_some(start)
+        })
+        .find(|&start| {
+            // SAFETY: the task ring's data area, in a mapping of at least two rings; no other
+            // process writes it while this task runs (its worker holds the only task).
+            let data =
+                unsafe { std::slice::from_raw_parts((start + 4096) as *const u8, 256 << 10) };
+            data.windows(nonce.len()).any(|w| w == nonce.as_bytes())
+        })
+        .expect("no ring of this worker holds this task");
+    let lock = region + RING + 1024;
+    // SAFETY: inside the mapping found above; the tag and the word are 8- and 4-byte aligned.
+    let (tag, word) = unsafe {
+        (
+            &*(lock as *const std::sync::atomic::AtomicU64),
+            &*((lock + 8) as *const std::sync::atomic::AtomicU32),
+        )
+    };
+    assert_eq!(
+        tag.load(Ordering::Relaxed),
+        u64::from_le_bytes(*b"mp:lock\0")
+    );
+    // SAFETY: gettid has no arguments and cannot fail.
+    let tid = unsafe { libc::gettid() } as u32;
+    assert!(
+        word.compare_exchange(0, tid, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok(),
+        "the reply ring's lock is held"
+    );
+    if let Hold::Die = how {
+        // SAFETY: ends this process at once, holding the lock.
+        unsafe { libc::raise(libc::SIGKILL) };
+    }
+    7
+}
+
+/// A task takes the lock of its worker's ring that the parent takes to read a reply: killed
+/// holding it, the task fails as a death; living on holding it, the task fails as out of
+/// protocol (the parent never waits for a ring's lock: it would wait for good). Through the
+/// driver and a borrowed worker alike; each time the worker is replaced, gets fresh rings, and
+/// the pool serves on.
+fn ring_lock_held_by_a_task(m: StartMethod) -> Outcome {
+    let dir = scratch("ringlock");
+    bounded(&dir, pool(m, 2)?, |pool| {
+        let path = |name: &str| dir.join(name).to_string_lossy().into_owned();
+        for (name, how, lent) in [
+            ("die", Hold::Die, false),
+            ("die-apply", Hold::Die, true),
+            ("keep", Hold::Keep, false),
+            ("keep-apply", Hold::Keep, true),
+        ] {
+            let nonce = format!("ring-lock-nonce-{}-{name}", std::process::id());
+            let args = (nonce, how, path(name));
+            let result = if lent {
+                pool.apply(hold_ring_lock, args)
+            } else {
+                pool.apply_async(hold_ring_lock, args).get_timeout(LONG)
+            };
+            match how {
+                Hold::Die => {
+                    let err = match result {
+                        Ok(value) => return Err(format!("{name}: the result is {value}").into()),
+                        Err(err) => err,
+                    };
+                    check_eq!(err.kind(), ErrorKind::Died);
+                    check!(common::chain(&err).contains("SIGKILL"), "{name}: {err}");
+                }
+                Hold::Keep => check_out_of_protocol(&dir, name, result)?,
+            }
+            for i in 0..8 {
+                check_eq!(pool.apply(square, i)?, i * i);
+            }
+            check_eq!(
+                pool.map_async(square, 0..20).get_timeout(LONG)?,
+                squares(20)
+            );
+        }
+        drop_promptly(pool)
+    })
+}
+
 fn main() {
     multiproc::init();
     let mut trials = trials!(each_method:
@@ -2336,6 +2555,9 @@ fn main() {
         message_start_without_timeout,
         start_failures_are_retried,
         declared_message_length,
+        ring_sized_messages_arrive_intact,
+        rings_full_both_ways,
+        ring_lock_held_by_a_task,
     );
     trials.extend(trials!(once:
         zygote_killed,

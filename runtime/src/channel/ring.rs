@@ -364,9 +364,26 @@ impl Ring {
         }
     }
 
+    /// Takes a side's lock if it is free, for a ring of inline items only (see
+    /// [`try_push_inline`](Self::try_push_inline)): there each lock is one process's alone, so
+    /// a lock held by anyone else is held out of turn (by code that found the ring and took it),
+    /// and is never waited for: an error. A holder that died is as in [`lock`](Self::lock).
+    fn lock_alone<'a>(lock: &'a Lock) -> Result<LockGuard<'a>> {
+        loop {
+            match lock.try_acquire() {
+                Ok(Some(guard)) => return Ok(guard),
+                Ok(None) => return Err(corrupt("a lock is held out of turn")),
+                Err(err) if err.kind() == ErrorKind::OwnerDied => continue,
+                Err(err) => return Err(err),
+            }
+        }
+    }
+
     /// Puts an inline `item` if there is room now: `Ok(false)` when there is none. For a ring
     /// that carries nothing but inline items, with no socket of its own beside it (a pool
-    /// worker's: its messages too large for the ring go on the worker's control socket).
+    /// worker's: its messages too large for the ring go on the worker's control socket), and
+    /// one process on each side: its locks are never waited for (see
+    /// [`lock_alone`](Self::lock_alone)).
     pub(crate) fn try_push_inline(&self, item: &Outbound) -> Result<bool> {
         match self.try_push(item, None)? {
             Pushed::Done => Ok(true),
@@ -381,13 +398,17 @@ impl Ring {
         self.take(None)?.transpose()
     }
 
-    /// Puts `item` if there is room now. For a socket item, sends it on `end` first (without
-    /// one, a socket item is refused).
+    /// Puts `item` if there is room now. For a socket item, sends it on `end` first. Without
+    /// `end` (a ring of inline items only), a socket item is refused and the lock is not
+    /// waited for.
     fn try_push(&self, item: &Outbound, end: Option<&Endpoint>) -> Result<Pushed> {
         let h = &*self.header;
         let cap = self.capacity;
         let need = item.record_len() as u32;
-        let guard = Ring::lock(&self.tail_lock)?;
+        let guard = match end {
+            Some(_) => Ring::lock(&self.tail_lock)?,
+            None => Ring::lock_alone(&self.tail_lock)?,
+        };
         let tail = h.tail.load(Ordering::Relaxed);
         let at = pos(tail) & (cap - 1);
         let pad = if cap - at < need { cap - at } else { 0 };
@@ -459,7 +480,8 @@ impl Ring {
         self.take(Some(end))
     }
 
-    /// [`try_pop`](Self::try_pop); without `end`, a socket record is corrupt.
+    /// [`try_pop`](Self::try_pop). Without `end` (a ring of inline items only), a socket
+    /// record is corrupt and the lock is not waited for.
     fn take(&self, end: Option<&Endpoint>) -> Result<Option<Result<Taken>>> {
         let h = &*self.header;
         let cap = self.capacity;
@@ -468,7 +490,10 @@ impl Ring {
         {
             return Ok(None);
         }
-        let guard = Ring::lock(&self.head_lock)?;
+        let guard = match end {
+            Some(_) => Ring::lock(&self.head_lock)?,
+            None => Ring::lock_alone(&self.head_lock)?,
+        };
         let taken = loop {
             let head = h.head.load(Ordering::Relaxed);
             // `tail_seen` is never ahead of `tail`, and what it shows is committed (the

@@ -327,14 +327,9 @@ impl Pool {
         // When the last bytes of a reply not yet whole came.
         let mut progress: Option<Instant> = None;
         // Before sleeping, look for the reply without waiting for a moment: a short task's
-        // reply comes within it, and is caught awake, in the ring without a system call (the
-        // socket is looked at between yields of the processor).
+        // reply comes within it, and is caught awake, in the ring without a system call (a
+        // reply on the socket, a large one, is seen by the poll that follows).
         let mut spun = false;
-        let readable = || {
-            buffered()
-                || sys::poll_one(link.control.as_fd(), sys::READABLE, Some(Instant::now()))
-                    .map_or(true, |n| n != 0)
-        };
         let (reply, result) = loop {
             match link.rings.take_reply::<Reply>() {
                 Ok(Some((reply, result))) => {
@@ -348,9 +343,7 @@ impl Pool {
             }
             if !spun {
                 spun = true;
-                if rings::spin(|| link.rings.reply_waiting(), readable)
-                    && link.rings.reply_waiting()
-                {
+                if rings::spin(|| link.rings.reply_waiting()) {
                     continue;
                 }
             } else if !buffered() {

@@ -326,8 +326,9 @@ impl Rings {
 
 /// Spins until `ready` or [`SPIN`] passes, busy for [`BUSY_SPIN`], then yielding the processor
 /// between looks (on a machine whose cores are busy, the process awaited may be queued behind
-/// this one); `between` runs at each yield (a look at the socket). Whether `ready`.
-pub(crate) fn spin(ready: impl Fn() -> bool, mut between: impl FnMut() -> bool) -> bool {
+/// this one). Whether `ready`. Only the ring is looked at: what comes on the socket (a large
+/// message) is seen by the poll that follows.
+pub(crate) fn spin(ready: impl Fn() -> bool) -> bool {
     let start = Instant::now();
     loop {
         for _ in 0..64 {
@@ -342,9 +343,6 @@ pub(crate) fn spin(ready: impl Fn() -> bool, mut between: impl FnMut() -> bool) 
         }
         if spun >= BUSY_SPIN {
             std::thread::yield_now();
-            if between() {
-                return true;
-            }
         }
     }
 }

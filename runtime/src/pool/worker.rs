@@ -256,9 +256,8 @@ fn next_task(
             Ok(None) => {}
             Err(_) => return None,
         }
-        let socket = inbox.buffered()
-            || rings::spin(|| rings.task_waiting(), readable) && !rings.task_waiting();
-        if !socket && !rings.task_waiting() {
+        let socket = inbox.buffered();
+        if !socket && !rings::spin(|| rings.task_waiting()) {
             rings.worker_sleeps(true);
             if !rings.task_waiting() {
                 let mut fds = [
