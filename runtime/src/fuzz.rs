@@ -7,6 +7,8 @@
 //! harness's bound is a bug. A new target is one entry in [`TARGETS`](crate::__fuzz::TARGETS).
 //!
 //! The fork server's requests and replies are left out while their protocol is rewritten.
+//! Records read from shared memory (a pool worker's rings) are fed the same way: written where
+//! a committed record lies.
 
 use std::io::{IoSlice, Read};
 use std::os::fd::AsFd;
@@ -18,6 +20,7 @@ use crate::channel::record::{self, Endpoint, Incoming};
 use crate::context::StartMethod;
 use crate::error::{ErrorKind, RemotePanic, Result};
 use crate::handle::{self, Encoded};
+use crate::pool::rings;
 use crate::pool::worker::{Reply, TaskHeader, TaskOutcome};
 use crate::registry::BuildId;
 use crate::{codec, sys, wire};
@@ -54,6 +57,11 @@ pub const TARGETS: &[Target] = &[
         name: "pool-reply",
         run: pool_reply,
         seeds: pool_reply_seeds,
+    },
+    Target {
+        name: "pool-ring",
+        run: pool_ring,
+        seeds: pool_ring_seeds,
     },
     Target {
         name: "channel-record",
@@ -136,6 +144,12 @@ fn pool_reply(input: &[u8]) {
     };
     let mut inbox = wire::Reader::new();
     while let Ok(wire::Received::Message(..)) = inbox.try_recv::<Reply>(&control) {}
+}
+
+/// What the pool reads from a worker's rings, which the other process writes: a record's
+/// framing in the ring, then the reply or the task (and its arguments) it holds.
+fn pool_ring(input: &[u8]) {
+    rings::read_forged::<Reply, TaskHeader>(input);
 }
 
 thread_local! {
@@ -289,6 +303,26 @@ fn pool_reply_seeds() -> Vec<Vec<u8>> {
         wire::send_message(s, &panicked, &Encoded::default())?;
         wire::send_message(s, &Reply::InitFailed("no".into()), &Encoded::default())
     })]
+}
+
+fn pool_ring_seeds() -> Vec<Vec<u8>> {
+    let done = Reply::Done {
+        job: 1,
+        chunk: 0,
+        ticket: 0x5eed,
+        outcome: TaskOutcome::Panicked(panic_report()),
+    };
+    let task = TaskHeader {
+        job: 3,
+        chunk: 1,
+        entry: "tests::pool::square".into(),
+        ticket: 0x5eed,
+    };
+    let args = codec::encode(&(7u64, "x".to_string(), vec![1u32, 2])).unwrap_or_default();
+    vec![
+        rings::forged_seed(&done, &[9; 24]),
+        rings::forged_seed(&task, &args),
+    ]
 }
 
 fn channel_record_seeds() -> Vec<Vec<u8>> {

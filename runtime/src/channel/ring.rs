@@ -506,16 +506,25 @@ impl Ring {
                     return Ok(None);
                 }
             }
+            // What is committed from `head` on (whole records: `tail_seen` is at a record's
+            // end). A record or pad that claims more was written by no producer of this ring
+            // (another process scribbled on it): taking it would carry `head` past `tail`, for
+            // good with a pad, which would be taken again and again.
+            let committed = pos(h.tail_seen.load(Ordering::Acquire)).wrapping_sub(pos(head));
+            if committed > cap {
+                return Err(corrupt("the head is past the tail"));
+            }
+            let committed = committed as usize;
             let at = (pos(head) & (cap - 1)) as usize;
             let first = self.data_words(at, 1)?[0].load(Ordering::Relaxed);
             let len = first as u32 as usize;
             let room = cap as usize - at - 8;
             match first >> 32 {
-                KIND_PAD => {
+                KIND_PAD if cap as usize - at <= committed => {
                     h.head
                         .store(advance(head, cap - at as u32, 0), Ordering::Release);
                 }
-                KIND_INLINE if len <= room && len <= INLINE_MAX => {
+                KIND_INLINE if len <= room && len <= INLINE_MAX && 8 + padded(len) <= committed => {
                     let words = self.data_words(at + 8, len.div_ceil(8))?;
                     let taken = if len <= SMALL {
                         let mut out = [0u8; SMALL];
@@ -530,12 +539,12 @@ impl Ring {
                         .store(advance(head, 8 + padded(len) as u32, 1), Ordering::Release);
                     break Ok(taken);
                 }
-                KIND_SOCKET if len == 8 && room >= 8 => {
-                    let seq = self.data_words(at + 8, 1)?[0].load(Ordering::Relaxed);
-                    h.head.store(advance(head, 16, 1), Ordering::Release);
+                KIND_SOCKET if len == 8 && room >= 8 && committed >= 16 => {
                     let Some(end) = end else {
                         return Err(corrupt("a socket record"));
                     };
+                    let seq = self.data_words(at + 8, 1)?[0].load(Ordering::Relaxed);
+                    h.head.store(advance(head, 16, 1), Ordering::Release);
                     break socket_item(end, seq).map(Taken::Socket);
                 }
                 _ => return Err(corrupt("unknown record")),
@@ -965,6 +974,29 @@ mod tests {
             put(&ring, &tx, &i).unwrap();
         }
         assert_eq!(put(&ring, &tx, &0u64).unwrap_err().kind(), ErrorKind::Full);
+    }
+
+    #[test]
+    fn a_record_that_claims_more_than_is_committed_is_corrupt() {
+        let (ring, tx, rx) = ring(1 << 18, None);
+        for (kind, len) in [(KIND_PAD, 0), (KIND_INLINE, 64), (KIND_SOCKET, 8)] {
+            put(&ring, &tx, &1u8).unwrap();
+            // The committed record (a header word and one word) rewritten by a scribbler.
+            let head = pos(ring.header.head.load(Ordering::Relaxed)) & (ring.capacity - 1);
+            let words = ring.data_words(head as usize, 1).unwrap();
+            words[0].store((kind << 32) | len, Ordering::Relaxed);
+            let err = match ring.try_pop(&rx) {
+                Err(err) | Ok(Some(Err(err))) => err,
+                Ok(_) => panic!("kind {kind}: a record taken"),
+            };
+            assert_eq!(err.kind(), ErrorKind::Codec, "{err}");
+            // A sane record put over it is taken again once the head is moved by hand.
+            let tail = ring.header.tail.load(Ordering::Relaxed);
+            ring.header.head.store(tail, Ordering::Relaxed);
+            ring.header.tail_seen.store(tail, Ordering::Relaxed);
+        }
+        put(&ring, &tx, &9u8).unwrap();
+        assert_eq!(get::<u8>(&ring, &rx).unwrap(), 9);
     }
 
     /// Waits in `push` or `pop` for at most 2 s, as a queue does (in slices); how it ended and

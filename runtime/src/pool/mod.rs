@@ -298,10 +298,12 @@ impl Pool {
         };
         // In the ring when it goes there; on the socket otherwise.
         let in_ring = link.rings.put_task(&header, &payload).unwrap_or(false);
-        match in_ring
-            .then_some(Ok(()))
-            .unwrap_or_else(|| wire::send_message_until(&link.control, &header, &payload, deadline))
-        {
+        let sent = if in_ring {
+            Ok(())
+        } else {
+            wire::send_message_until(&link.control, &header, &payload, deadline)
+        };
+        match sent {
             Ok(()) => {}
             // Refused before a byte was sent: the task fails, the worker is fine.
             Err(err) if err.kind() == ErrorKind::Codec => return Err(err),

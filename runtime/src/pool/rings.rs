@@ -324,6 +324,59 @@ impl Rings {
     }
 }
 
+/// For the fuzz harness: `input` as another process could leave it in a ring (a record's header
+/// word, then its bytes, in place of a record committed there), read back as the parent reads a
+/// reply and as a worker reads a task.
+#[cfg(feature = "fuzzing")]
+pub(crate) fn read_forged<R: DeserializeOwned, T: DeserializeOwned>(input: &[u8]) {
+    let Ok(rings) = Rings::create() else {
+        return;
+    };
+    // A record as long as the input's payload commits the tail past the bytes written below.
+    let len = input.len().saturating_sub(12).min(RECORD_MAX - 4);
+    let body = Encoded {
+        bytes: vec![0; len],
+        ..Encoded::default()
+    };
+    for (ring, base) in [(&rings.replies, Ring::size(RING_BYTES)), (&rings.tasks, 0)] {
+        if !matches!(
+            rings.put(ring, &(), &body, PARENT_SLEEPS, &rings.to_parent),
+            Ok(true)
+        ) {
+            return;
+        }
+        let forged = &input[..input.len().min(8 + RECORD_MAX)];
+        if rings.region.write_bytes(base + 4096, forged).is_err() {
+            return;
+        }
+    }
+    let _ = rings.take_reply::<R>();
+    let _ = rings.take_reply::<R>();
+    if let Ok(Some((_, task))) = rings.take_task::<T>() {
+        let _ = codec::decode::<(u64, String, Vec<u32>)>(&task.bytes);
+    }
+    let _ = decode_record::<R>(input);
+    let _ = decode_record::<T>(input);
+}
+
+/// For the fuzz harness: a ring record as [`read_forged`] takes it (its header word, then the
+/// record), holding `header` and `payload`.
+#[cfg(feature = "fuzzing")]
+pub(crate) fn forged_seed<H: Serialize>(header: &H, payload: &[u8]) -> Vec<u8> {
+    let mut record = Vec::new();
+    let body = Encoded {
+        bytes: payload.to_vec(),
+        ..Encoded::default()
+    };
+    if !matches!(encode_record(header, &body, &mut record), Ok(true)) {
+        return Vec::new();
+    }
+    // An inline record (kind 1) of that length, as `channel::ring` writes it.
+    let mut out = ((1u64 << 32) | record.len() as u64).to_ne_bytes().to_vec();
+    out.extend_from_slice(&record);
+    out
+}
+
 /// Spins until `ready` or [`SPIN`] passes, busy for [`BUSY_SPIN`], then yielding the processor
 /// between looks (on a machine whose cores are busy, the process awaited may be queued behind
 /// this one). Whether `ready`. Only the ring is looked at: what comes on the socket (a large
