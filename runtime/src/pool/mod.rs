@@ -2,8 +2,9 @@
 //!
 //! The pool's driver thread owns the workers: it hands each idle worker one task (a chunk of
 //! encoded arguments for a registered function), reads the reply, and notices deaths and
-//! overdue tasks. Each worker talks to the driver over its own socket (no shared queue, no
-//! shared lock: a killed worker cannot wedge its siblings), so the driver always knows which
+//! overdue tasks. Each worker talks to the driver over its own socket and its own two
+//! shared-memory rings (`rings`; no shared queue, no shared lock: a killed worker cannot
+//! wedge its siblings), so the driver always knows which
 //! task a dead worker held. That task fails with an error naming the signal or exit code; the
 //! worker is replaced; the pool goes on.
 

@@ -1,5 +1,7 @@
 //! The pool worker: the loop a pool's child process runs, and the messages it exchanges with
-//! the pool's driver thread over the child's control socket.
+//! the pool's driver thread over the child's control socket and its rings (`rings`: the first
+//! message on the socket hands them over; then each task and reply goes in a ring when it
+//! fits there, on the socket otherwise).
 //!
 //! The worker is an ordinary registered entry point (`multiproc::pool::worker`), so it starts
 //! the same way under every start method. It runs the initializer, says `Ready`, then serves
