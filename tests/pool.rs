@@ -2516,6 +2516,52 @@ fn ring_lock_held_by_a_task(m: StartMethod) -> Outcome {
     })
 }
 
+/// CPU time (user + system, in clock ticks) of the process or thread whose `stat` is `path`.
+fn cpu_ticks(path: &str) -> Result<u64, libtest_mimic::Failed> {
+    let stat = std::fs::read_to_string(path)?;
+    // After the command name (in parentheses, which may hold spaces): fields 3 on; utime and
+    // stime are fields 14 and 15.
+    let rest = stat.rsplit_once(')').ok_or("no command name in stat")?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    Ok(fields[11].parse::<u64>()? + fields[12].parse::<u64>()?)
+}
+
+/// An idle pool sleeps: its worker and its driver thread, after the few microseconds they
+/// spin on a ring, wait in `poll(2)`, and take next to no CPU time while nothing comes.
+fn idle_pool_sleeps(m: StartMethod) -> Outcome {
+    let pool = pool(m, 1)?;
+    let pid = pool.apply(pid_of, 0)?;
+    check_eq!(pool.apply(square, 3)?, 9);
+    let drivers: Vec<String> = std::fs::read_dir("/proc/self/task")?
+        .flatten()
+        .map(|task| task.path().to_string_lossy().into_owned())
+        .filter(|task| {
+            std::fs::read_to_string(format!("{task}/comm"))
+                .is_ok_and(|comm| comm.trim() == "multiproc-pool")
+        })
+        .collect();
+    check!(!drivers.is_empty(), "no driver thread found");
+    let worker = format!("/proc/{pid}/stat");
+    let ticks = || -> Result<u64, libtest_mimic::Failed> {
+        let mut sum = cpu_ticks(&worker)?;
+        for driver in &drivers {
+            sum += cpu_ticks(&format!("{driver}/stat")).unwrap_or(0);
+        }
+        Ok(sum)
+    };
+    std::thread::sleep(Duration::from_millis(100));
+    let before = ticks()?;
+    std::thread::sleep(Duration::from_secs(1));
+    let spent = ticks()? - before;
+    // A clock tick is 10 ms: a process that spins takes 50 to 100 of them in this second.
+    check!(
+        spent <= 10,
+        "an idle pool took {spent} clock ticks in a second"
+    );
+    check_eq!(pool.apply(square, 4)?, 16);
+    Ok(())
+}
+
 fn main() {
     multiproc::init();
     let mut trials = trials!(each_method:
@@ -2558,6 +2604,7 @@ fn main() {
         ring_sized_messages_arrive_intact,
         rings_full_both_ways,
         ring_lock_held_by_a_task,
+        idle_pool_sleeps,
     );
     trials.extend(trials!(once:
         zygote_killed,
