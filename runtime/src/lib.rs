@@ -49,7 +49,7 @@ pub use current::{cpu_count, current_process, parent_process, CurrentProcess, Pa
 pub use error::{Error, ErrorKind, RemotePanic, Result};
 pub use handle::SharedFd;
 pub use join::{spawn, JoinHandle, ProcessBuilder};
-pub use pool::{AsyncResult, Imap, Pool, PoolBuilder};
+pub use pool::{AsyncResult, Imap, ImapStream, Pool, PoolBuilder, Progress};
 pub use process::{active_children, wait, Process};
 pub use registry::{Runnable, Target};
 pub use shared::{Array, ArrayGuard, RawArray, RawValue, SharedMemory, Value, ValueGuard};

@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-pub use imap::Imap;
+pub use imap::{Imap, ImapStream, Progress};
 pub use result::AsyncResult;
 
 use std::os::fd::{AsFd, AsRawFd};
