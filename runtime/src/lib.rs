@@ -22,6 +22,7 @@ mod codec;
 mod context;
 mod current;
 mod error;
+pub mod executor;
 mod fd;
 mod handle;
 mod join;
@@ -47,6 +48,7 @@ pub use context::{
 };
 pub use current::{cpu_count, current_process, parent_process, CurrentProcess, ParentProcess};
 pub use error::{Error, ErrorKind, RemotePanic, Result};
+pub use executor::{Executor, ExecutorBuilder, TaskFuture};
 pub use handle::SharedFd;
 pub use join::{spawn, JoinHandle, ProcessBuilder};
 pub use pool::{AsyncResult, Imap, ImapStream, Pool, PoolBuilder, Progress};

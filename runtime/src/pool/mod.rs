@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 
 pub use imap::{Imap, ImapStream, Progress};
 pub use result::AsyncResult;
+pub(crate) use result::Watch;
 
 use std::os::fd::{AsFd, AsRawFd};
 
@@ -572,6 +573,13 @@ impl Pool {
         items: I,
     ) -> Imap<'_, F, I::IntoIter> {
         Imap::new(self, function, items.into_iter(), false)
+    }
+
+    /// Cancels every call that still has work in the queue (their results fail with
+    /// [`ErrorKind::Cancelled`]); work a worker has finishes. The executor's
+    /// `shutdown(cancel_futures)`. Returns how many calls were cancelled.
+    pub(crate) fn cancel_queued(&self) -> usize {
+        self.shared.cancel_queued()
     }
 
     /// No more work: already submitted work still runs, then the workers exit. Using the pool

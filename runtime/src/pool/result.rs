@@ -77,11 +77,6 @@ impl<T> Slot<T> {
         self.job.get().copied()
     }
 
-    /// Whether the result is stored.
-    pub(crate) fn is_ready(&self) -> bool {
-        self.lock().ready
-    }
-
     /// Whether the result is stored and is an error of `kind`.
     pub(crate) fn failed_with(&self, kind: ErrorKind) -> bool {
         let state = self.lock();
@@ -372,7 +367,7 @@ impl<T> AsyncResult<T> {
 
     /// Waiting in a result callback of the same pool would wait for the very thread that
     /// runs it.
-    fn would_deadlock(&self) -> bool {
+    pub(crate) fn would_deadlock(&self) -> bool {
         !self.ready() && self.pool.as_ref().is_some_and(|p| p.in_driver())
     }
 
@@ -422,6 +417,28 @@ impl<T> AsyncResult<T> {
             return false;
         };
         pool.cancel(job, kill, false) && !self.ready_with_values()
+    }
+
+    /// The slot the result is stored in (the executor's waits watch it).
+    pub(crate) fn slot(&self) -> &Slot<T> {
+        &self.slot
+    }
+
+    /// Cancels the work only while its one task waits in the queue (the executor's `cancel`,
+    /// as Python's: a task a worker has is not cancelled).
+    pub(crate) fn cancel_if_queued(&self) -> bool {
+        let (Some(pool), Some(job)) = (&self.pool, self.slot.job()) else {
+            return false;
+        };
+        pool.cancel(job, false, true)
+    }
+
+    /// Whether a task of the work still waits in the queue.
+    pub(crate) fn queued(&self) -> bool {
+        match (&self.pool, self.slot.job()) {
+            (Some(pool), Some(job)) => pool.is_queued(job),
+            _ => false,
+        }
     }
 
     /// Whether the result is ready and holds values (a cancel came too late).
