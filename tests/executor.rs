@@ -7,12 +7,12 @@ mod common;
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
 use common::{read_when_ready, scratch, Outcome, LONG};
 use multiproc::executor::{as_completed, wait, ReturnWhen};
-use multiproc::{process, ErrorKind, Executor, StartMethod, TaskFuture};
+use multiproc::{process, ErrorKind, Executor, Progress, StartMethod, TaskFuture};
 
 #[process]
 fn square(n: u64) -> u64 {
@@ -415,6 +415,49 @@ fn map_lazy_chunked_timeout(m: StartMethod) -> Outcome {
     Ok(())
 }
 
+fn progress_callbacks(m: StartMethod) -> Outcome {
+    let ex = executor(m, 2)?;
+    // The executor's map (an imap): once per chunk taken, the total once the input is read.
+    let seen = Arc::new(Mutex::new(Vec::<Progress>::new()));
+    let record = seen.clone();
+    let values: Vec<u64> = ex
+        .map(square, 0..50)
+        .chunksize(5)
+        .on_progress(move |p| record.lock().unwrap().push(p))
+        .collect::<Result<_, _>>()?;
+    check_eq!(values, (0..50).map(|n| n * n).collect::<Vec<u64>>());
+    let seen = std::mem::take(&mut *seen.lock().unwrap());
+    let done: Vec<u64> = seen.iter().map(|p| p.done).collect();
+    check_eq!(done, (1..=10).map(|c| c * 5).collect::<Vec<u64>>());
+    check!(seen.iter().all(|p| p.known >= p.done), "{seen:?}");
+    let last = seen.last().ok_or("no progress")?;
+    check_eq!(last.total, Some(50));
+    // The pool's map: once per chunk as it arrives (in the driver thread), total known.
+    let seen = Arc::new(Mutex::new(Vec::<Progress>::new()));
+    let record = seen.clone();
+    let squares = ex
+        .pool()
+        .map_async_progress(square, 0..47, Some(5), move |p| {
+            record.lock().unwrap().push(p)
+        })
+        .get()?;
+    check_eq!(squares, (0..47).map(|n| n * n).collect::<Vec<u64>>());
+    let seen = std::mem::take(&mut *seen.lock().unwrap());
+    // Chunks come in any order: 9 of 5 items and one of 2, counted up to 47.
+    let done: Vec<u64> = seen.iter().map(|p| p.done).collect();
+    let mut steps: Vec<u64> = done
+        .iter()
+        .scan(0, |before, &d| Some(d - std::mem::replace(before, d)))
+        .collect();
+    steps.sort();
+    let mut expected = vec![2];
+    expected.extend([5; 9]);
+    check_eq!(steps, expected);
+    check_eq!(done.last().copied(), Some(47));
+    check!(seen.iter().all(|p| p.total == Some(47)), "{seen:?}");
+    Ok(())
+}
+
 fn main() {
     multiproc::init();
     let trials = trials!(each_method:
@@ -425,6 +468,7 @@ fn main() {
         shutdown_modes,
         worker_killed_mid_task,
         map_lazy_chunked_timeout,
+        progress_callbacks,
     );
     common::run(trials)
 }

@@ -28,6 +28,8 @@ mod handle;
 mod join;
 mod pool;
 mod process;
+#[cfg(feature = "progress")]
+pub mod progress;
 mod registry;
 mod shared;
 mod shm;

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use futures_core::Stream;
 
 use super::jobs::Task;
-use super::result::{ImapSink, ImapState};
+use super::result::{ImapSink, ImapState, Progress};
 use super::Pool;
 use crate::carrier;
 use crate::error::{Error, ErrorKind, Result};
@@ -51,19 +51,6 @@ pub struct Imap<'p, F: Target, I> {
     items_submitted: u64,
 }
 
-/// How far an [`Imap`] (or a `map`) has come, for [`Imap::on_progress`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct Progress {
-    /// Items whose result was taken (or failed).
-    pub done: u64,
-    /// Items known so far: the total once the input is exhausted (`total` then says so), the
-    /// items submitted until then (an `imap`'s input is read lazily).
-    pub known: u64,
-    /// The number of items in all, once known.
-    pub total: Option<u64>,
-}
-
 /// How [`Imap::take_chunk`] waits for a chunk that is not there yet.
 enum Wait<'w> {
     /// Blocks the thread, until the deadline if any.
@@ -76,7 +63,7 @@ enum Wait<'w> {
 enum Taken<T> {
     Chunk(u32, Result<Vec<T>>),
     /// Every chunk submitted was taken.
-    AllTaken,
+    Finished,
     /// Not there yet (the waker is kept), or the deadline passed.
     NotYet,
 }
@@ -230,7 +217,7 @@ impl<'p, F: Target, I: Iterator<Item = F::Args>> Imap<'p, F, I> {
     /// The next chunk to take (in order, or any), waiting as `wait` says.
     fn take_chunk(&mut self, wait: Wait<'_>) -> Taken<F::Output> {
         if self.received == self.submitted() {
-            return Taken::AllTaken;
+            return Taken::Finished;
         }
         let mut inner = self.state.lock();
         loop {
@@ -325,7 +312,7 @@ impl<'p, F: Target, I: Iterator<Item = F::Args>> Imap<'p, F, I> {
             };
             let (chunk, result) = match self.take_chunk(how) {
                 Taken::Chunk(chunk, result) => (chunk, result),
-                Taken::AllTaken => {
+                Taken::Finished => {
                     self.done = true;
                     return Poll::Ready(self.stopped.take().map(Err));
                 }

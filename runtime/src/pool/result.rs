@@ -24,6 +24,23 @@ use crate::handle::Encoded;
 
 type OnSuccess<T> = Box<dyn FnOnce(&T) + Send>;
 type OnError = Box<dyn FnOnce(&Error) + Send>;
+/// How far an [`Imap`](super::Imap) or a `map` has come, for
+/// [`Imap::on_progress`](super::Imap::on_progress) and
+/// [`Pool::map_async_progress`](super::Pool::map_async_progress).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Progress {
+    /// Items whose result was taken (or failed).
+    pub done: u64,
+    /// Items known so far: the total once the input is exhausted (`total` then says so), the
+    /// items submitted until then (an `imap`'s input is read lazily).
+    pub known: u64,
+    /// The number of items in all, once known.
+    pub total: Option<u64>,
+}
+
+/// A progress callback of `map` (see `Pool::map_async_progress`).
+pub(crate) type ProgressFn = Box<dyn FnMut(Progress) + Send>;
 /// A done callback: called once with the outcome, whatever it is.
 pub(crate) type OnDone<T> = Box<dyn FnOnce(std::result::Result<&T, &Error>) + Send>;
 
@@ -637,6 +654,10 @@ pub(crate) struct MapSink<T> {
     /// The first failure in input order so far.
     error: Option<(u32, Error)>,
     decode: ChunkAppender<T>,
+    /// Told the items done as each chunk arrives, with the size of the chunks.
+    progress: Option<(usize, ProgressFn)>,
+    items: usize,
+    items_done: usize,
 }
 
 impl<T> MapSink<T> {
@@ -657,7 +678,31 @@ impl<T> MapSink<T> {
             remaining: chunks,
             error: None,
             decode,
+            progress: None,
+            items,
+            items_done: 0,
         }
+    }
+
+    /// Calls `progress` as each chunk (of `chunksize` items, the last maybe fewer) arrives.
+    pub(crate) fn with_progress(mut self, chunksize: usize, progress: ProgressFn) -> Self {
+        self.progress = Some((chunksize, progress));
+        self
+    }
+
+    fn report_progress(&mut self, chunk: u32) {
+        let Some((chunksize, progress)) = &mut self.progress else {
+            return;
+        };
+        let start = (chunk as usize).saturating_mul(*chunksize);
+        let size = (*chunksize).min(self.items.saturating_sub(start));
+        self.items_done = (self.items_done + size).min(self.items);
+        let items = self.items as u64;
+        progress(Progress {
+            done: self.items_done as u64,
+            known: items,
+            total: Some(items),
+        });
     }
 
     /// Records a failure of `chunk`, unless an earlier chunk already failed.
@@ -697,6 +742,9 @@ impl<T: DeserializeOwned + Send> Sink for MapSink<T> {
             }
             // The first failure in input order wins, whatever the order of arrival.
             Err(err) => self.failed(chunk, err),
+        }
+        if chunk < self.chunks {
+            self.report_progress(chunk);
         }
         self.remaining = self.remaining.saturating_sub(1);
         if self.remaining > 0 {
