@@ -712,6 +712,82 @@ mod tests {
     }
 
     #[test]
+    fn cancel_drops_queued_tasks_fails_the_sink_and_ignores_later_results() {
+        let shared = Shared::new().unwrap();
+        let (kept, kept_log) = sink(1);
+        let kept = shared
+            .submit(kept, |job| vec![task(job, 0)], false)
+            .unwrap();
+        let (cancelled, log) = sink(3);
+        let job = shared
+            .submit(cancelled, |job| vec![task(job, 0), task(job, 1)], false)
+            .unwrap();
+        shared.push(kept, [task(kept, 1)]).unwrap();
+        assert!(shared.take_kills().is_empty());
+        assert!(shared.cancel(job, true, false));
+        // The other job's tasks stay, in order; the cancelled job's are gone.
+        assert_eq!(queued(&shared), [(kept, 0), (kept, 1)]);
+        assert_eq!(log.lock().unwrap().failed, [ErrorKind::Cancelled]);
+        assert!(log.lock().unwrap().dropped);
+        // Its running chunks' workers are to be killed, once.
+        assert_eq!(shared.take_kills(), HashSet::from([job]));
+        assert!(shared.take_kills().is_empty());
+        // A result of a chunk that was running goes nowhere; a second cancel does nothing.
+        shared.deliver(job, 0, Ok(Encoded::default()));
+        assert!(delivered(&log).is_empty());
+        assert!(!shared.cancel(job, false, false));
+        shared.deliver(kept, 0, Ok(Encoded::default()));
+        assert_eq!(delivered(&kept_log), [(0, Ok(()))]);
+    }
+
+    #[test]
+    fn cancel_if_queued_spares_a_job_a_worker_has() {
+        let shared = Shared::new().unwrap();
+        let (running, log) = sink(1);
+        let job = shared
+            .submit(running, |job| vec![task(job, 0)], false)
+            .unwrap();
+        assert!(shared.is_queued(job));
+        // The driver takes it.
+        shared.lock().queue.pop_front();
+        assert!(!shared.is_queued(job));
+        assert!(!shared.cancel(job, false, true));
+        assert!(log.lock().unwrap().failed.is_empty());
+        shared.deliver(job, 0, Ok(Encoded::default()));
+        assert_eq!(delivered(&log), [(0, Ok(()))]);
+        // Queued ones are cancelled, every one of them by `cancel_queued`.
+        let (a, log_a) = sink(1);
+        let (b, log_b) = sink(1);
+        let a = shared.submit(a, |job| vec![task(job, 0)], false).unwrap();
+        shared.submit(b, |job| vec![task(job, 0)], false).unwrap();
+        assert!(shared.cancel(a, false, true));
+        assert_eq!(log_a.lock().unwrap().failed, [ErrorKind::Cancelled]);
+        assert_eq!(shared.cancel_queued(), 1);
+        assert_eq!(log_b.lock().unwrap().failed, [ErrorKind::Cancelled]);
+        assert!(queued(&shared).is_empty());
+        assert!(!shared.lock().waiting());
+    }
+
+    #[test]
+    fn a_job_cancelled_while_a_chunk_is_delivered_fails_after_it() {
+        let shared = Shared::new().unwrap();
+        let (mut cancels, log) = sink(3);
+        let job_of = Arc::new(Mutex::new(None::<u64>));
+        let (weak, job_of_) = (Arc::downgrade(&shared), job_of.clone());
+        cancels.during = Some(Box::new(move || {
+            let job = job_of_.lock().unwrap().unwrap();
+            assert!(weak.upgrade().unwrap().cancel(job, false, false));
+        }));
+        let job = shared.submit(cancels, |_| Vec::new(), false).unwrap();
+        *job_of.lock().unwrap() = Some(job);
+        shared.deliver(job, 0, Ok(Encoded::default()));
+        assert_eq!(delivered(&log), [(0, Ok(()))]);
+        assert_eq!(log.lock().unwrap().failed, [ErrorKind::Cancelled]);
+        assert!(log.lock().unwrap().dropped);
+        assert!(!shared.lock().waiting());
+    }
+
+    #[test]
     fn lazy_jobs_keep_a_closed_pool_waiting_until_join() {
         let shared = Shared::new().unwrap();
         let (lazy, _) = sink(5);
