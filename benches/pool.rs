@@ -5,7 +5,7 @@
 //! ```text
 //! cargo bench --bench pool
 //! MULTIPROC_BENCH_ITERS=3 cargo bench --bench pool   # quick run: 3 iterations of everything
-//! MULTIPROC_BENCH_ONLY=w3,w4 cargo bench --bench pool # only these parts (w2 w3 w4 w5 imap cpython)
+//! MULTIPROC_BENCH_ONLY=w3,w4 cargo bench --bench pool # only these parts (w2 w3 w4 w5 imap exec cpython)
 //! ```
 //!
 //! Workloads (default start method, forkserver, on both sides):
@@ -24,6 +24,9 @@
 //!   spends during a 2-worker run (it should sleep while the workers compute).
 //! * Memory: peak RSS (VmHWM) of the parent while iterating
 //!   `pool.imap(square, 0..10_000_000).chunksize(1000)`, in a re-executed copy of this binary.
+//! * Exec (its own table, after the main one): the `Executor` beside CPython's
+//!   `ProcessPoolExecutor`: `submit(square, n).result()` round trips on 1 worker (beside the
+//!   pool's own `apply`, call by call), and 10,000 `submit`s then `as_completed` on 2 workers.
 
 mod common;
 
@@ -155,6 +158,11 @@ fn main() {
         bench_w5(&pool1, &pool2, iters.w5)
     });
 
+    let exec = only.run("exec", || {
+        eprintln!("Exec: executor round trips and {EXEC_SUBMITS} submits, with CPython's ...");
+        bench_exec(&pool1, &iters)
+    });
+
     for pool in [pool1, pool2] {
         pool.close();
         pool.join().expect("pool join");
@@ -184,6 +192,9 @@ fn main() {
         imap,
         cpython,
     });
+    if let Some(exec) = &exec {
+        print_exec(exec);
+    }
 }
 
 fn iterations() -> Iters {
@@ -206,7 +217,7 @@ const SKIPPED: &str = "skipped (not in MULTIPROC_BENCH_ONLY)";
 struct Only(Option<Vec<String>>);
 
 impl Only {
-    const PARTS: [&'static str; 6] = ["w2", "w3", "w4", "w5", "imap", "cpython"];
+    const PARTS: [&'static str; 7] = ["w2", "w3", "w4", "w5", "imap", "exec", "cpython"];
 
     fn from_env() -> Only {
         let Ok(v) = std::env::var("MULTIPROC_BENCH_ONLY") else {
@@ -709,6 +720,122 @@ fn run_imap_phase() -> Values {
         ));
     }
     Ok(parse_values(&output.stdout))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Exec: the executor, beside CPython's ProcessPoolExecutor (run by the same script).
+
+/// Submits of the as_completed series.
+const EXEC_SUBMITS: u64 = 10_000;
+
+struct Exec {
+    /// `submit(square, n).result()` on an executor of 1 worker.
+    round_trip: Samples,
+    /// `pool.apply(square, n)` on a pool of 1, interleaved call by call with the above.
+    apply: Samples,
+    /// `EXEC_SUBMITS` submits, then `as_completed` over them, on 2 workers.
+    submits: Samples,
+    cpython: Values,
+}
+
+fn bench_exec(pool1: &Pool, iters: &Iters) -> Exec {
+    use multiproc::executor::as_completed;
+    use multiproc::Executor;
+
+    let one = Executor::new(1).expect("an executor of 1 worker");
+    for n in 0..W3_WARMUP as u64 {
+        assert_eq!(one.submit(square, n).result().expect("result"), n * n);
+        assert_eq!(pool1.apply(square, n).expect("pool.apply"), n * n);
+    }
+    let calls = iters.w3;
+    let (mut rt, mut apply) = (Vec::with_capacity(calls), Vec::with_capacity(calls));
+    for n in 0..calls as u64 {
+        let (d, v) = time(|| one.submit(square, n).result());
+        assert_eq!(v.expect("result"), n * n);
+        rt.push(d);
+        let (d, v) = time(|| pool1.apply(square, n));
+        assert_eq!(v.expect("pool.apply"), n * n);
+        apply.push(d);
+    }
+    drop(one);
+
+    let two = Executor::new(2).expect("an executor of 2 workers");
+    let series = || {
+        let futures: Vec<_> = (0..EXEC_SUBMITS).map(|n| two.submit(square, n)).collect();
+        let total: u64 = as_completed(&futures, None)
+            .map(|f| f.and_then(|f| f.result()).expect("result"))
+            .sum();
+        assert_eq!(total, (0..EXEC_SUBMITS).map(|n| n * n).sum::<u64>());
+    };
+    for _ in 0..WARMUP {
+        series();
+    }
+    let runs = iters.w5.max(3);
+    let submits = (0..runs).map(|_| time(series).0).collect();
+    drop(two);
+
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/pool_cpython.py");
+    let args = [
+        "exec",
+        &calls.to_string(),
+        &EXEC_SUBMITS.to_string(),
+        &runs.to_string(),
+    ];
+    Exec {
+        round_trip: Samples::new(rt),
+        apply: Samples::new(apply),
+        submits: Samples::new(submits),
+        cpython: run_cpython(script, &args.map(String::from)),
+    }
+}
+
+fn print_exec(e: &Exec) {
+    let py = |name: &str| value::<f64>(&e.cpython, name);
+    let (rt, apply, submits) = (e.round_trip.median(), e.apply.median(), e.submits.median());
+    let (py_rt, py_submits) = (py("exec_round_trip_s"), py("exec_submits_s"));
+    let x_py = |p: Option<f64>, ours: f64| p.map_or("n/a".to_string(), |p| ratio(p / ours));
+    let verdict = |p: Option<f64>, ours: f64| p.map_or("n/a", |p| met(p / ours >= 20.0));
+    println!();
+    println!(
+        "{:<44} {:>12} {:>12} {:>10} {:>12} {:>9}  target",
+        "Executor (ProcessPoolExecutor)",
+        "multiproc",
+        "pool.apply",
+        "x apply",
+        "CPython",
+        "x faster"
+    );
+    println!(
+        "{:<44} {:>12} {:>12} {:>10} {:>12} {:>9}  >= 20x CPython: {}; <= 1.5x apply: {}",
+        "submit().result() round trip, 1 worker",
+        us(rt),
+        us(apply),
+        ratio(rt / apply),
+        py_rt.map_or("n/a".to_string(), us),
+        x_py(py_rt, rt),
+        verdict(py_rt, rt),
+        met(rt / apply <= 1.5),
+    );
+    println!(
+        "{:<44} {:>12} {:>12} {:>10} {:>12} {:>9}  >= 20x CPython: {}",
+        format!("{EXEC_SUBMITS} submits + as_completed, 2 workers"),
+        ms(submits),
+        "-",
+        "-",
+        py_submits.map_or("n/a".to_string(), ms),
+        x_py(py_submits, submits),
+        verdict(py_submits, submits),
+    );
+    println!(
+        "  round trip: min / median / p90 {} (apply {}); submits: {} runs, min / median / p90 {}",
+        e.round_trip.spread(&us),
+        e.apply.spread(&us),
+        e.submits.0.len(),
+        e.submits.spread(&ms)
+    );
+    if let Err(err) = &e.cpython {
+        println!("  CPython: {err}");
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

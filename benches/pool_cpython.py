@@ -1,6 +1,12 @@
 """CPython side of `cargo bench --bench pool`: the same Pool workloads with multiprocessing.
 
 Usage: python3 pool_cpython.py W2_ITERS W3_CALLS W4_ITERS W5_ITERS W5_N W5_CHUNKS
+       python3 pool_cpython.py exec CALLS SUBMITS RUNS
+
+The `exec` part measures concurrent.futures.ProcessPoolExecutor (forkserver too):
+
+    exec_round_trip_s    ProcessPoolExecutor(1).submit(square, n).result(), per call
+    exec_submits_s       SUBMITS submits on ProcessPoolExecutor(2), then as_completed, per run
 
 W3's latency is bimodal in CPython: a call that needs the GIL handed between the pool's
 handler threads can wait up to sys.getswitchinterval() (5 ms), so the median moves a lot
@@ -119,5 +125,33 @@ def main():
     emit("w5_primes", total)
 
 
+def exec_main():
+    import concurrent.futures as cf
+
+    calls, submits, runs = (int(a) for a in sys.argv[2:5])
+    ctx = multiprocessing.get_context(METHOD)
+    emit("start_method", ctx.get_start_method())
+    with cf.ProcessPoolExecutor(1, mp_context=ctx) as ex:
+        for n in range(W3_WARMUP):
+            assert ex.submit(square, n).result() == n * n
+        samples = []
+        for n in range(calls):
+            t0 = time.perf_counter()
+            v = ex.submit(square, n).result()
+            samples.append(time.perf_counter() - t0)
+            assert v == n * n
+        emit("exec_round_trip_s", statistics.median(samples))
+
+    expected = sum(n * n for n in range(submits))
+    with cf.ProcessPoolExecutor(2, mp_context=ctx) as ex:
+        def run():
+            futures = [ex.submit(square, n) for n in range(submits)]
+            assert sum(f.result() for f in cf.as_completed(futures)) == expected
+        emit("exec_submits_s", timed(run, runs, warmup=1))
+
+
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:2] == ["exec"]:
+        exec_main()
+    else:
+        main()

@@ -78,6 +78,9 @@ pub enum ErrorKind {
     /// A `Barrier` is broken: it was aborted or reset while this party waited, a wait timed
     /// out, its action failed, or a process died inside it (Python's `BrokenBarrierError`).
     BrokenBarrier,
+    /// The work was cancelled before it finished (`AsyncResult::cancel`, `Imap::cancel`, the
+    /// executor's `cancel` and `shutdown(cancel_futures)`; Python's `CancelledError`).
+    Cancelled,
     // New kinds go here, after every other: see the enum's doc.
 }
 

@@ -22,11 +22,14 @@ mod codec;
 mod context;
 mod current;
 mod error;
+pub mod executor;
 mod fd;
 mod handle;
 mod join;
 mod pool;
 mod process;
+#[cfg(feature = "progress")]
+pub mod progress;
 mod registry;
 mod shared;
 mod shm;
@@ -47,9 +50,10 @@ pub use context::{
 };
 pub use current::{cpu_count, current_process, parent_process, CurrentProcess, ParentProcess};
 pub use error::{Error, ErrorKind, RemotePanic, Result};
+pub use executor::{Executor, ExecutorBuilder, TaskFuture};
 pub use handle::SharedFd;
 pub use join::{spawn, JoinHandle, ProcessBuilder};
-pub use pool::{AsyncResult, Imap, Pool, PoolBuilder};
+pub use pool::{AsyncResult, Imap, ImapStream, Pool, PoolBuilder, Progress};
 pub use process::{active_children, wait, Process};
 pub use registry::{Runnable, Target};
 pub use shared::{Array, ArrayGuard, RawArray, RawValue, SharedMemory, Value, ValueGuard};

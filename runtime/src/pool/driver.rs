@@ -304,6 +304,7 @@ impl Driver {
         self.shared.set_driver_thread();
         loop {
             self.collect();
+            self.kill_cancelled();
             let (lifecycle, broken, queued, waiting) = {
                 let state = self.shared.lock();
                 (
@@ -864,6 +865,23 @@ impl Driver {
             let when = format!("while running chunk {} of this task", busy.chunk);
             let err = reply::died(&worker.link, code, &when);
             self.shared.deliver(busy.job, busy.chunk, Err(err));
+        }
+    }
+
+    /// Kills the workers running a chunk of a job cancelled with `cancel_and_kill` (its
+    /// result would go nowhere); they are buried and replaced as any dead worker.
+    fn kill_cancelled(&mut self) {
+        let jobs = self.shared.take_kills();
+        if jobs.is_empty() {
+            return;
+        }
+        for worker in &mut self.workers {
+            if worker.task.as_ref().is_some_and(|b| jobs.contains(&b.job)) {
+                worker.task = None;
+                worker.sending = None;
+                worker.open = false;
+                let _ = worker.popen.signal(libc::SIGKILL);
+            }
         }
     }
 

@@ -6,11 +6,16 @@
 //! consumed), and ends when its sink says it is complete, when it is forgotten (an `imap`
 //! dropped early), or when the pool fails every job ([`Shared::fail_all`]: terminated,
 //! broken, or stopped).
+//!
+//! A job can also be cancelled ([`Shared::cancel`]): its queued tasks leave the queue here, so
+//! the driver never sees them; its sink fails at once; results of its chunks still running go
+//! nowhere, and the workers that run them are killed only when the caller asks
+//! ([`Shared::take_kills`], which the driver reads).
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::os::fd::AsFd;
 use std::panic::{self, AssertUnwindSafe};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::thread::ThreadId;
 use std::time::Instant;
@@ -24,6 +29,8 @@ use crate::{spare, sys};
 
 /// Where the driver delivers the results of one job's chunks.
 pub(crate) trait Sink: Send {
+    /// Told its job's number as it is registered (what a result's `cancel` names).
+    fn registered(&mut self, _job: u64) {}
     /// Delivers the result of one chunk (the encoded `Vec` of outputs, or why it failed).
     /// Returns `true` once the job is complete and the sink can be dropped.
     fn deliver(&mut self, chunk: u32, result: Result<Encoded>) -> bool;
@@ -65,6 +72,10 @@ pub(crate) struct State {
     forgotten: HashSet<u64>,
     /// Jobs whose sink the driver has taken out to deliver a chunk (outside the lock).
     delivering: HashSet<u64>,
+    /// Jobs cancelled while their sink was out for delivery: failed when it comes back.
+    cancelling: HashSet<u64>,
+    /// Cancelled jobs whose running chunks' workers are to be killed (see `take_kills`).
+    kills: HashSet<u64>,
     pub broken: Option<Error>,
     joining: bool,
     next_job: u64,
@@ -97,6 +108,13 @@ pub(crate) struct Shared {
     /// Numbers the tickets of tasks (see [`Shared::ticket`]).
     tickets: AtomicU64,
     ticket_key: std::collections::hash_map::RandomState,
+    /// Whether `kills` has jobs: the driver looks at no lock for them otherwise.
+    kills_pending: AtomicBool,
+}
+
+/// The error of cancelled work.
+pub(crate) fn cancelled() -> Error {
+    Error::new(ErrorKind::Cancelled, "the work was cancelled")
 }
 
 /// From this many bytes on, a caller of `apply` leaves the freeing of its sent arguments to
@@ -116,6 +134,8 @@ impl Shared {
                 lazy: HashSet::new(),
                 forgotten: HashSet::new(),
                 delivering: HashSet::new(),
+                cancelling: HashSet::new(),
+                kills: HashSet::new(),
                 broken: None,
                 joining: false,
                 next_job: 0,
@@ -127,6 +147,7 @@ impl Shared {
             discarded: Mutex::new(Vec::new()),
             tickets: AtomicU64::new(0),
             ticket_key: std::collections::hash_map::RandomState::new(),
+            kills_pending: AtomicBool::new(false),
         }))
     }
 
@@ -268,6 +289,7 @@ impl Shared {
         }
         let job = state.next_job;
         state.next_job += 1;
+        sink.registered(job);
         state.jobs.insert(job, sink);
         if lazy {
             state.lazy.insert(job);
@@ -316,6 +338,65 @@ impl Shared {
         self.wake();
     }
 
+    /// Cancels a job: its queued tasks are dropped (the driver never sees them), its sink fails
+    /// with an [`ErrorKind::Cancelled`] error, and results of its chunks still running go
+    /// nowhere; with `kill`, the workers running them are killed (and replaced). With
+    /// `only_if_queued` (the executor's `cancel`, for jobs of one task), only a job whose task
+    /// is still queued is cancelled. Returns whether it was; `false` when the job is done.
+    pub(crate) fn cancel(&self, job: u64, kill: bool, only_if_queued: bool) -> bool {
+        let mut state = self.lock();
+        if only_if_queued && !state.queue.iter().any(|t| t.job == job) {
+            return false;
+        }
+        let sink = state.jobs.remove(&job);
+        if sink.is_none() && !state.delivering.contains(&job) {
+            return false;
+        }
+        state.queue.retain(|t| t.job != job);
+        state.lazy.remove(&job);
+        if kill {
+            state.kills.insert(job);
+            self.kills_pending.store(true, Ordering::Release);
+        }
+        let Some(mut sink) = sink else {
+            // Out for delivery: failed when it comes back (see `deliver`).
+            state.cancelling.insert(job);
+            return true;
+        };
+        drop(state);
+        if kill {
+            self.wake();
+        }
+        threads::user_code(|| {
+            let _ = panic::catch_unwind(AssertUnwindSafe(|| sink.fail(&cancelled())));
+            drop(sink);
+        });
+        true
+    }
+
+    /// Cancels every job that still has a task in the queue (the executor's
+    /// `shutdown(cancel_futures)`); returns how many.
+    pub(crate) fn cancel_queued(&self) -> usize {
+        let jobs: HashSet<u64> = self.lock().queue.iter().map(|t| t.job).collect();
+        jobs.into_iter()
+            .filter(|&job| self.cancel(job, false, false))
+            .count()
+    }
+
+    /// Whether a task of `job` waits in the queue (no worker has it yet).
+    pub(crate) fn is_queued(&self, job: u64) -> bool {
+        self.lock().queue.iter().any(|t| t.job == job)
+    }
+
+    /// The jobs whose running chunks' workers must be killed (`cancel` with `kill`), for the
+    /// driver; empty, without a lock, when there are none.
+    pub(super) fn take_kills(&self) -> HashSet<u64> {
+        if !self.kills_pending.swap(false, Ordering::AcqRel) {
+            return HashSet::new();
+        }
+        std::mem::take(&mut self.lock().kills)
+    }
+
     pub(super) fn deliver(&self, job: u64, chunk: u32, result: Result<Encoded>) {
         let Some(mut sink) = self.take_for_delivery(job) else {
             return;
@@ -334,6 +415,17 @@ impl Shared {
         });
         let mut state = self.lock();
         state.delivering.remove(&job);
+        if state.cancelling.remove(&job) {
+            state.forgotten.remove(&job);
+            drop(state);
+            threads::user_code(|| {
+                if !complete {
+                    let _ = panic::catch_unwind(AssertUnwindSafe(|| sink.fail(&cancelled())));
+                }
+                drop(sink);
+            });
+            return;
+        }
         if state.forgotten.remove(&job) || complete {
             state.lazy.remove(&job);
             drop(state);
@@ -617,6 +709,82 @@ mod tests {
         assert!(!shared.lock().waiting());
         shared.deliver(job, 1, Ok(Encoded::default()));
         assert_eq!(delivered(&log).len(), 1);
+    }
+
+    #[test]
+    fn cancel_drops_queued_tasks_fails_the_sink_and_ignores_later_results() {
+        let shared = Shared::new().unwrap();
+        let (kept, kept_log) = sink(1);
+        let kept = shared
+            .submit(kept, |job| vec![task(job, 0)], false)
+            .unwrap();
+        let (cancelled, log) = sink(3);
+        let job = shared
+            .submit(cancelled, |job| vec![task(job, 0), task(job, 1)], false)
+            .unwrap();
+        shared.push(kept, [task(kept, 1)]).unwrap();
+        assert!(shared.take_kills().is_empty());
+        assert!(shared.cancel(job, true, false));
+        // The other job's tasks stay, in order; the cancelled job's are gone.
+        assert_eq!(queued(&shared), [(kept, 0), (kept, 1)]);
+        assert_eq!(log.lock().unwrap().failed, [ErrorKind::Cancelled]);
+        assert!(log.lock().unwrap().dropped);
+        // Its running chunks' workers are to be killed, once.
+        assert_eq!(shared.take_kills(), HashSet::from([job]));
+        assert!(shared.take_kills().is_empty());
+        // A result of a chunk that was running goes nowhere; a second cancel does nothing.
+        shared.deliver(job, 0, Ok(Encoded::default()));
+        assert!(delivered(&log).is_empty());
+        assert!(!shared.cancel(job, false, false));
+        shared.deliver(kept, 0, Ok(Encoded::default()));
+        assert_eq!(delivered(&kept_log), [(0, Ok(()))]);
+    }
+
+    #[test]
+    fn cancel_if_queued_spares_a_job_a_worker_has() {
+        let shared = Shared::new().unwrap();
+        let (running, log) = sink(1);
+        let job = shared
+            .submit(running, |job| vec![task(job, 0)], false)
+            .unwrap();
+        assert!(shared.is_queued(job));
+        // The driver takes it.
+        shared.lock().queue.pop_front();
+        assert!(!shared.is_queued(job));
+        assert!(!shared.cancel(job, false, true));
+        assert!(log.lock().unwrap().failed.is_empty());
+        shared.deliver(job, 0, Ok(Encoded::default()));
+        assert_eq!(delivered(&log), [(0, Ok(()))]);
+        // Queued ones are cancelled, every one of them by `cancel_queued`.
+        let (a, log_a) = sink(1);
+        let (b, log_b) = sink(1);
+        let a = shared.submit(a, |job| vec![task(job, 0)], false).unwrap();
+        shared.submit(b, |job| vec![task(job, 0)], false).unwrap();
+        assert!(shared.cancel(a, false, true));
+        assert_eq!(log_a.lock().unwrap().failed, [ErrorKind::Cancelled]);
+        assert_eq!(shared.cancel_queued(), 1);
+        assert_eq!(log_b.lock().unwrap().failed, [ErrorKind::Cancelled]);
+        assert!(queued(&shared).is_empty());
+        assert!(!shared.lock().waiting());
+    }
+
+    #[test]
+    fn a_job_cancelled_while_a_chunk_is_delivered_fails_after_it() {
+        let shared = Shared::new().unwrap();
+        let (mut cancels, log) = sink(3);
+        let job_of = Arc::new(Mutex::new(None::<u64>));
+        let (weak, job_of_) = (Arc::downgrade(&shared), job_of.clone());
+        cancels.during = Some(Box::new(move || {
+            let job = job_of_.lock().unwrap().unwrap();
+            assert!(weak.upgrade().unwrap().cancel(job, false, false));
+        }));
+        let job = shared.submit(cancels, |_| Vec::new(), false).unwrap();
+        *job_of.lock().unwrap() = Some(job);
+        shared.deliver(job, 0, Ok(Encoded::default()));
+        assert_eq!(delivered(&log), [(0, Ok(()))]);
+        assert_eq!(log.lock().unwrap().failed, [ErrorKind::Cancelled]);
+        assert!(log.lock().unwrap().dropped);
+        assert!(!shared.lock().waiting());
     }
 
     #[test]

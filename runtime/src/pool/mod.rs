@@ -23,8 +23,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-pub use imap::Imap;
-pub use result::AsyncResult;
+pub use imap::{Imap, ImapStream};
+pub(crate) use result::Watch;
+pub use result::{AsyncResult, Progress};
 
 use std::os::fd::{AsFd, AsRawFd};
 
@@ -523,7 +524,7 @@ impl Pool {
     ) -> AsyncResult<Vec<F::Output>> {
         let items: Vec<F::Args> = items.into_iter().collect();
         let chunksize = items.len().div_ceil(self.processes * 4).max(1);
-        self.submit_map(function, items, chunksize)
+        self.submit_map(function, items, chunksize, None)
     }
 
     /// [`map_async`](Self::map_async) with chunks of `chunksize` items (at least 1).
@@ -539,7 +540,7 @@ impl Pool {
                 "chunksize must be at least 1",
             ));
         }
-        self.submit_map(function, items.into_iter().collect(), chunksize)
+        self.submit_map(function, items.into_iter().collect(), chunksize, None)
     }
 
     /// Python's `starmap`: `function(a, b)` for every tuple `(a, b)`. A function of several
@@ -561,11 +562,37 @@ impl Pool {
         self.map_async(function, items)
     }
 
+    /// [`map_async_chunked`](Self::map_async_chunked) (`chunksize` `None`: the default of
+    /// [`map`](Self::map)) that calls `progress` as each chunk's result arrives, with the
+    /// items done and the total (in the pool's driver thread: keep it short). For a progress
+    /// bar of your own; the `progress` feature draws one (`multiproc::progress::bar`).
+    pub fn map_async_progress<F: Target>(
+        &self,
+        function: F,
+        items: impl IntoIterator<Item = F::Args>,
+        chunksize: Option<usize>,
+        progress: impl FnMut(Progress) + Send + 'static,
+    ) -> AsyncResult<Vec<F::Output>> {
+        let items: Vec<F::Args> = items.into_iter().collect();
+        let chunksize = match chunksize {
+            Some(0) => {
+                return AsyncResult::failed(Error::new(
+                    ErrorKind::InvalidInput,
+                    "chunksize must be at least 1",
+                ))
+            }
+            Some(n) => n,
+            None => items.len().div_ceil(self.processes * 4).max(1),
+        };
+        self.submit_map(function, items, chunksize, Some(Box::new(progress)))
+    }
+
     fn submit_map<F: Target>(
         &self,
         _function: F,
         items: Vec<F::Args>,
         chunksize: usize,
+        progress: Option<result::ProgressFn>,
     ) -> AsyncResult<Vec<F::Output>> {
         let slot = Slot::new();
         if items.is_empty() {
@@ -574,7 +601,11 @@ impl Pool {
         }
         let chunks = items.len().div_ceil(chunksize);
         let decode = carrier::decode_outputs_into::<F>;
-        let sink = Box::new(MapSink::new(slot.clone(), chunks, items.len(), decode));
+        let mut sink = MapSink::new(slot.clone(), chunks, items.len(), decode);
+        if let Some(progress) = progress {
+            sink = sink.with_progress(chunksize, progress);
+        }
+        let sink = Box::new(sink);
         let Ok(job) = self.shared.submit(sink, |_| Vec::new(), false) else {
             return self.result(slot);
         };
@@ -618,6 +649,13 @@ impl Pool {
         items: I,
     ) -> Imap<'_, F, I::IntoIter> {
         Imap::new(self, function, items.into_iter(), false)
+    }
+
+    /// Cancels every call that still has work in the queue (their results fail with
+    /// [`ErrorKind::Cancelled`]); work a worker has finishes. The executor's
+    /// `shutdown(cancel_futures)`. Returns how many calls were cancelled.
+    pub(crate) fn cancel_queued(&self) -> usize {
+        self.shared.cancel_queued()
     }
 
     /// No more work: already submitted work still runs, then the workers exit. Using the pool

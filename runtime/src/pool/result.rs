@@ -1,10 +1,18 @@
 //! Results of pool work: [`AsyncResult`] for `apply_async` / `map_async`, and the sinks through
 //! which the driver thread delivers chunks to them and to `imap` iterators.
+//!
+//! A result is ready when whoever completes it (the driver thread as a chunk arrives, or the
+//! caller that cancels it) stores it in its [`Slot`], which then wakes every kind of waiter at
+//! once: threads blocked in `get` (a condvar), the task that `.await`s it (its `Waker`), and the
+//! [`Watch`]es of `as_completed` / `wait` over several results. Nothing polls.
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::future::Future;
 use std::panic::{self, AssertUnwindSafe};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::pin::Pin;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use serde::de::DeserializeOwned;
@@ -16,6 +24,25 @@ use crate::handle::Encoded;
 
 type OnSuccess<T> = Box<dyn FnOnce(&T) + Send>;
 type OnError = Box<dyn FnOnce(&Error) + Send>;
+/// How far an [`Imap`](super::Imap) or a `map` has come, for
+/// [`Imap::on_progress`](super::Imap::on_progress) and
+/// [`Pool::map_async_progress`](super::Pool::map_async_progress).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Progress {
+    /// Items whose result was taken (or failed).
+    pub done: u64,
+    /// Items known so far: the total once the input is exhausted (`total` then says so), the
+    /// items submitted until then (an `imap`'s input is read lazily).
+    pub known: u64,
+    /// The number of items in all, once known.
+    pub total: Option<u64>,
+}
+
+/// A progress callback of `map` (see `Pool::map_async_progress`).
+pub(crate) type ProgressFn = Box<dyn FnMut(Progress) + Send>;
+/// A done callback: called once with the outcome, whatever it is.
+pub(crate) type OnDone<T> = Box<dyn FnOnce(std::result::Result<&T, &Error>) + Send>;
 
 struct SlotState<T> {
     value: Option<Result<T>>,
@@ -25,11 +52,18 @@ struct SlotState<T> {
     taken: bool,
     on_success: Option<OnSuccess<T>>,
     on_error: Option<OnError>,
+    on_done: Vec<OnDone<T>>,
+    /// The task that `.await`s the result.
+    waker: Option<Waker>,
+    /// Waits over several results (`as_completed`, `wait`), told this one's index when ready.
+    watchers: Vec<(Arc<Watch>, usize)>,
 }
 
 pub(crate) struct Slot<T> {
     state: Mutex<SlotState<T>>,
     cond: Condvar,
+    /// The job that fills it, once registered in the job table (what `cancel` cancels).
+    job: OnceLock<u64>,
 }
 
 impl<T> Slot<T> {
@@ -42,9 +76,136 @@ impl<T> Slot<T> {
                 taken: false,
                 on_success: None,
                 on_error: None,
+                on_done: Vec::new(),
+                waker: None,
+                watchers: Vec::new(),
             }),
             cond: Condvar::new(),
+            job: OnceLock::new(),
         })
+    }
+
+    /// Records the job that fills the slot (see `Sink::registered`).
+    pub(crate) fn set_job(&self, job: u64) {
+        let _ = self.job.set(job);
+    }
+
+    pub(crate) fn job(&self) -> Option<u64> {
+        self.job.get().copied()
+    }
+
+    /// Whether the result is stored and is an error of `kind`.
+    pub(crate) fn failed_with(&self, kind: ErrorKind) -> bool {
+        let state = self.lock();
+        state.ready && matches!(&state.value, Some(Err(err)) if err.kind() == kind)
+    }
+
+    /// The error the work ended in, once ready (a copy: it stays for `get`).
+    pub(crate) fn error(&self) -> Option<Error> {
+        match &self.lock().value {
+            Some(Err(err)) => Some(err.duplicate()),
+            _ => None,
+        }
+    }
+
+    /// Tells `watch` (as `index`) when the result is ready: at once if it is.
+    pub(crate) fn watch(&self, watch: &Arc<Watch>, index: usize) {
+        let mut state = self.lock();
+        if state.ready {
+            drop(state);
+            watch.notify(index);
+            return;
+        }
+        state.watchers.push((watch.clone(), index));
+    }
+
+    /// Stops telling `watch` (a wait over several results that is over).
+    pub(crate) fn unwatch(&self, watch: &Arc<Watch>) {
+        self.lock().watchers.retain(|(w, _)| !Arc::ptr_eq(w, watch));
+    }
+
+    /// Calls `callback` with the outcome once the result is ready (in the thread that
+    /// completes it, before the result shows as ready), or now if it is: under the slot's lock,
+    /// so it must not wait for this result.
+    pub(crate) fn on_done(&self, callback: OnDone<T>) {
+        let mut state = self.settled_or_pending();
+        if !state.ready {
+            state.on_done.push(callback);
+            return;
+        }
+        let outcome = match &state.value {
+            Some(Ok(value)) => Ok(value),
+            Some(Err(err)) => Err(err),
+            // Taken already: the callback still learns that the work is done.
+            None => {
+                let taken = Error::new(ErrorKind::InvalidInput, "the result was already taken");
+                run_done(Err(&taken), vec![callback]);
+                return;
+            }
+        };
+        run_done(outcome, vec![callback]);
+    }
+
+    /// Waits until the result is ready, at most until `deadline`; whether it is.
+    pub(crate) fn wait_until(&self, deadline: Option<Instant>) -> bool {
+        let mut state = self.lock();
+        while !state.ready {
+            let left = match deadline {
+                Some(d) => d.saturating_duration_since(Instant::now()),
+                None => Duration::from_secs(3600),
+            };
+            if left.is_zero() {
+                return false;
+            }
+            state = self
+                .cond
+                .wait_timeout(state, left)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+        true
+    }
+
+    /// The value, once ready: taken out (later calls fail), while an error stays (a copy is
+    /// returned each time). `None` while not ready.
+    pub(crate) fn take_value(&self) -> Option<Result<T>> {
+        let mut state = self.lock();
+        if !state.ready {
+            return None;
+        }
+        Some(match state.value.take() {
+            Some(Err(err)) => {
+                let copy = err.duplicate();
+                state.value = Some(Err(err));
+                Err(copy)
+            }
+            Some(Ok(value)) => {
+                state.taken = true;
+                Ok(value)
+            }
+            None => Err(Error::new(
+                ErrorKind::InvalidInput,
+                "the result was already taken",
+            )),
+        })
+    }
+
+    /// `poll` of a future over this slot: the value if ready, else the waker is kept.
+    pub(crate) fn poll_take(&self, cx: &mut Context<'_>) -> Poll<Result<T>> {
+        {
+            let mut state = self.lock();
+            if !state.ready {
+                match &state.waker {
+                    Some(waker) if waker.will_wake(cx.waker()) => {}
+                    _ => state.waker = Some(cx.waker().clone()),
+                }
+                return Poll::Pending;
+            }
+        }
+        match self.take_value() {
+            Some(result) => Poll::Ready(result),
+            None => Poll::Pending,
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, SlotState<T>> {
@@ -66,20 +227,91 @@ impl<T> Slot<T> {
 
     /// Stores the result: callbacks run first (in the calling thread, the driver's), then the
     /// result becomes ready. A panicking callback becomes the result's error.
+    /// Then whoever waits is woken: blocked threads, an `.await`ing task, watches.
     pub(crate) fn complete(&self, result: Result<T>) {
-        let (on_success, on_error) = {
+        let (on_success, on_error, on_done) = {
             let mut state = self.lock();
             if state.ready || state.completing {
                 return;
             }
             state.completing = true;
-            (state.on_success.take(), state.on_error.take())
+            (
+                state.on_success.take(),
+                state.on_error.take(),
+                std::mem::take(&mut state.on_done),
+            )
         };
         let result = run_callbacks(result, on_success, on_error);
-        let mut state = self.lock();
-        state.value = Some(result);
-        state.ready = true;
+        if !on_done.is_empty() {
+            run_done(result.as_ref(), on_done);
+        }
+        let (waker, watchers) = {
+            let mut state = self.lock();
+            state.value = Some(result);
+            state.ready = true;
+            self.cond.notify_all();
+            (state.waker.take(), std::mem::take(&mut state.watchers))
+        };
+        // Outside the lock: a waker may run the task at once, on this thread.
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+        for (watch, index) in watchers {
+            watch.notify(index);
+        }
+    }
+}
+
+/// Runs done callbacks; a panic in one is reported and does not stop the others (as Python
+/// logs and ignores an exception in a done callback).
+fn run_done<T>(outcome: std::result::Result<&T, &Error>, callbacks: Vec<OnDone<T>>) {
+    for callback in callbacks {
+        if panic::catch_unwind(AssertUnwindSafe(|| callback(outcome))).is_err() {
+            log::error!("a done callback panicked (ignored)");
+        }
+    }
+}
+
+/// A wait over several results (`as_completed`, `wait`): each slot watched tells it its index
+/// when it is ready.
+#[derive(Default)]
+pub(crate) struct Watch {
+    ready: Mutex<Vec<usize>>,
+    cond: Condvar,
+}
+
+impl Watch {
+    pub(crate) fn new() -> Arc<Watch> {
+        Arc::new(Watch::default())
+    }
+
+    fn notify(&self, index: usize) {
+        self.ready
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(index);
         self.cond.notify_all();
+    }
+
+    /// The indices that became ready since the last call, in the order they did; waits for at
+    /// least one until `deadline` (empty if none came by then).
+    pub(crate) fn next_ready(&self, deadline: Option<Instant>) -> Vec<usize> {
+        let mut ready = self.ready.lock().unwrap_or_else(PoisonError::into_inner);
+        while ready.is_empty() {
+            let left = match deadline {
+                Some(d) => d.saturating_duration_since(Instant::now()),
+                None => Duration::from_secs(3600),
+            };
+            if left.is_zero() {
+                break;
+            }
+            ready = self
+                .cond
+                .wait_timeout(ready, left)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+        std::mem::take(&mut *ready)
     }
 }
 
@@ -115,6 +347,25 @@ fn run_callbacks<T>(
 /// The work runs whether or not anyone waits; [`get`](Self::get) waits for it and returns the
 /// value or the error (a remote panic, a dead worker, a timeout of the task, a terminated
 /// pool). Never hangs: every task submitted to a pool ends in a value or an error.
+///
+/// It is also a [`Future`] of the same `Result`, under any async runtime: the pool's driver
+/// thread wakes the task that awaits it when the result arrives (no polling, no thread per
+/// future). Dropping it unfinished leaves the work running, as dropping an unawaited result
+/// does; [`cancel`](Self::cancel) stops it.
+///
+/// ```no_run
+/// use multiproc::{process, Pool};
+///
+/// #[process]
+/// fn square(n: u64) -> u64 {
+///     n * n
+/// }
+///
+/// // Under any executor: tokio, async-std, `futures::executor::block_on`.
+/// async fn nine(pool: &Pool) -> multiproc::Result<u64> {
+///     pool.apply_async(square, 3).await
+/// }
+/// ```
 pub struct AsyncResult<T> {
     slot: Arc<Slot<T>>,
     pool: Option<Arc<Shared>>,
@@ -133,7 +384,7 @@ impl<T> AsyncResult<T> {
 
     /// Waiting in a result callback of the same pool would wait for the very thread that
     /// runs it.
-    fn would_deadlock(&self) -> bool {
+    pub(crate) fn would_deadlock(&self) -> bool {
         !self.ready() && self.pool.as_ref().is_some_and(|p| p.in_driver())
     }
 
@@ -147,6 +398,70 @@ impl<T> AsyncResult<T> {
     /// Whether the result is available.
     pub fn ready(&self) -> bool {
         self.slot.lock().ready
+    }
+
+    /// Cancels the work: its chunks not yet handed to a worker are dropped from the queue
+    /// (the workers go on with other work), chunks already running finish and their results
+    /// are dropped, and the result becomes an [`ErrorKind::Cancelled`] error. Other work in
+    /// the pool is not touched. Returns `false` when the result was already complete (it then
+    /// stays as it is).
+    ///
+    /// ```no_run
+    /// # use multiproc::{process, ErrorKind, Pool};
+    /// # #[process]
+    /// # fn square(n: u64) -> u64 { n * n }
+    /// # fn main() -> multiproc::Result<()> {
+    /// let pool = Pool::new(2)?;
+    /// let squares = pool.map_async_chunked(square, 0..1_000_000, 10);
+    /// if squares.cancel() {
+    ///     assert_eq!(squares.get().unwrap_err().kind(), ErrorKind::Cancelled);
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn cancel(&self) -> bool {
+        self.cancel_with(false)
+    }
+
+    /// [`cancel`](Self::cancel), and the workers running a chunk of this work are killed (and
+    /// replaced) instead of finishing it: for work that must stop now.
+    pub fn cancel_and_kill(&self) -> bool {
+        self.cancel_with(true)
+    }
+
+    fn cancel_with(&self, kill: bool) -> bool {
+        let (Some(pool), Some(job)) = (&self.pool, self.slot.job()) else {
+            return false;
+        };
+        pool.cancel(job, kill, false) && !self.ready_with_values()
+    }
+
+    /// The slot the result is stored in (the executor's waits watch it).
+    pub(crate) fn slot(&self) -> &Slot<T> {
+        &self.slot
+    }
+
+    /// Cancels the work only while its one task waits in the queue (the executor's `cancel`,
+    /// as Python's: a task a worker has is not cancelled).
+    pub(crate) fn cancel_if_queued(&self) -> bool {
+        let (Some(pool), Some(job)) = (&self.pool, self.slot.job()) else {
+            return false;
+        };
+        pool.cancel(job, false, true)
+    }
+
+    /// Whether a task of the work still waits in the queue.
+    pub(crate) fn queued(&self) -> bool {
+        match (&self.pool, self.slot.job()) {
+            (Some(pool), Some(job)) => pool.is_queued(job),
+            _ => false,
+        }
+    }
+
+    /// Whether the result is ready and holds values (a cancel came too late).
+    fn ready_with_values(&self) -> bool {
+        let state = self.slot.lock();
+        state.ready && !matches!(&state.value, Some(Err(err)) if err.kind() == ErrorKind::Cancelled)
     }
 
     /// Whether the work succeeded; an [`ErrorKind::InvalidInput`] error while not ready (as
@@ -275,6 +590,16 @@ impl<T> AsyncResult<T> {
     }
 }
 
+impl<T> Future for AsyncResult<T> {
+    type Output = Result<T>;
+
+    /// Ready once the result is; until then the waker is kept in the result, and woken by the
+    /// thread that completes it. Polling again after `Ready` fails (the value was taken).
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<T>> {
+        self.slot.poll_take(cx)
+    }
+}
+
 impl<T> fmt::Debug for AsyncResult<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("AsyncResult")
@@ -297,6 +622,10 @@ pub(crate) struct ApplySink<T> {
 }
 
 impl<T: DeserializeOwned + Send> Sink for ApplySink<T> {
+    fn registered(&mut self, job: u64) {
+        self.slot.set_job(job);
+    }
+
     fn deliver(&mut self, _chunk: u32, result: Result<Encoded>) -> bool {
         let value = result.and_then(self.decode).and_then(single);
         self.slot.complete(value);
@@ -325,6 +654,10 @@ pub(crate) struct MapSink<T> {
     /// The first failure in input order so far.
     error: Option<(u32, Error)>,
     decode: ChunkAppender<T>,
+    /// Told the items done as each chunk arrives, with the size of the chunks.
+    progress: Option<(usize, ProgressFn)>,
+    items: usize,
+    items_done: usize,
 }
 
 impl<T> MapSink<T> {
@@ -345,7 +678,31 @@ impl<T> MapSink<T> {
             remaining: chunks,
             error: None,
             decode,
+            progress: None,
+            items,
+            items_done: 0,
         }
+    }
+
+    /// Calls `progress` as each chunk (of `chunksize` items, the last maybe fewer) arrives.
+    pub(crate) fn with_progress(mut self, chunksize: usize, progress: ProgressFn) -> Self {
+        self.progress = Some((chunksize, progress));
+        self
+    }
+
+    fn report_progress(&mut self, chunk: u32) {
+        let Some((chunksize, progress)) = &mut self.progress else {
+            return;
+        };
+        let start = (chunk as usize).saturating_mul(*chunksize);
+        let size = (*chunksize).min(self.items.saturating_sub(start));
+        self.items_done = (self.items_done + size).min(self.items);
+        let items = self.items as u64;
+        progress(Progress {
+            done: self.items_done as u64,
+            known: items,
+            total: Some(items),
+        });
     }
 
     /// Records a failure of `chunk`, unless an earlier chunk already failed.
@@ -371,6 +728,10 @@ impl<T> MapSink<T> {
 }
 
 impl<T: DeserializeOwned + Send> Sink for MapSink<T> {
+    fn registered(&mut self, job: u64) {
+        self.slot.set_job(job);
+    }
+
     fn deliver(&mut self, chunk: u32, result: Result<Encoded>) -> bool {
         let stopped_before = self.error.as_ref().is_some_and(|(c, _)| chunk > *c);
         match result {
@@ -381,6 +742,9 @@ impl<T: DeserializeOwned + Send> Sink for MapSink<T> {
             }
             // The first failure in input order wins, whatever the order of arrival.
             Err(err) => self.failed(chunk, err),
+        }
+        if chunk < self.chunks {
+            self.report_progress(chunk);
         }
         self.remaining = self.remaining.saturating_sub(1);
         if self.remaining > 0 {
@@ -408,6 +772,8 @@ pub(crate) struct ImapState<T> {
 pub(crate) struct ImapInner<T> {
     pub chunks: BTreeMap<u32, Result<Vec<T>>>,
     pub failed: Option<Error>,
+    /// The task that polls the iterator as a `Stream`.
+    pub waker: Option<Waker>,
 }
 
 impl<T> ImapState<T> {
@@ -416,6 +782,7 @@ impl<T> ImapState<T> {
             inner: Mutex::new(ImapInner {
                 chunks: BTreeMap::new(),
                 failed: None,
+                waker: None,
             }),
             cond: Condvar::new(),
         })
@@ -423,6 +790,16 @@ impl<T> ImapState<T> {
 
     pub(crate) fn lock(&self) -> MutexGuard<'_, ImapInner<T>> {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Wakes whoever waits: a blocked `next`, a polling task.
+    fn wake(&self, mut inner: MutexGuard<'_, ImapInner<T>>) {
+        let waker = inner.waker.take();
+        drop(inner);
+        self.cond.notify_all();
+        if let Some(waker) = waker {
+            waker.wake();
+        }
     }
 }
 
@@ -434,13 +811,15 @@ pub(crate) struct ImapSink<T> {
 impl<T: DeserializeOwned + Send> Sink for ImapSink<T> {
     fn deliver(&mut self, chunk: u32, result: Result<Encoded>) -> bool {
         let values = result.and_then(self.decode);
-        self.state.lock().chunks.insert(chunk, values);
-        self.state.cond.notify_all();
+        let mut inner = self.state.lock();
+        inner.chunks.insert(chunk, values);
+        self.state.wake(inner);
         false
     }
 
     fn fail(&mut self, err: &Error) {
-        self.state.lock().failed = Some(err.duplicate());
-        self.state.cond.notify_all();
+        let mut inner = self.state.lock();
+        inner.failed = Some(err.duplicate());
+        self.state.wake(inner);
     }
 }

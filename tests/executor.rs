@@ -1,0 +1,474 @@
+//! `Executor`, Python's `ProcessPoolExecutor`, under every start method: every method of the
+//! executor and of its `TaskFuture`s, cancel while queued versus while running, `as_completed`
+//! order and timeout, each `wait` mode with and without a timeout, `shutdown` with and without
+//! `cancel_futures`, and a worker killed mid-task (that task alone fails).
+
+mod common;
+
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::Duration;
+
+use common::{read_when_ready, scratch, Outcome, LONG};
+use multiproc::executor::{as_completed, wait, ReturnWhen};
+use multiproc::{process, ErrorKind, Executor, Progress, StartMethod, TaskFuture};
+
+#[process]
+fn square(n: u64) -> u64 {
+    n * n
+}
+
+#[process]
+fn nap(millis: u64) -> u64 {
+    std::thread::sleep(Duration::from_millis(millis));
+    millis
+}
+
+#[process]
+fn fails_after(millis: u64) -> u64 {
+    std::thread::sleep(Duration::from_millis(millis));
+    panic!("deliberate panic: fails after {millis} ms");
+}
+
+#[process]
+fn pid_of(_n: u64) -> u32 {
+    std::process::id()
+}
+
+/// Writes `dir/<n>` as it starts, then sleeps `millis`.
+#[process]
+fn marked_nap(dir: String, n: u64, millis: u64) -> u64 {
+    common::write_line(&format!("{dir}/{n}"), &std::process::id().to_string());
+    std::thread::sleep(Duration::from_millis(millis));
+    n
+}
+
+/// Kills its own worker on item `bad`.
+#[process]
+fn dies_on(n: u64, bad: u64) -> u64 {
+    if n == bad {
+        // SAFETY: raising a signal in our own process.
+        unsafe {
+            libc::raise(libc::SIGKILL);
+        }
+    }
+    n
+}
+
+static INITIALIZED: AtomicU64 = AtomicU64::new(0);
+
+#[process]
+fn set_initialized(value: u64) {
+    INITIALIZED.store(value, Ordering::SeqCst);
+}
+
+#[process]
+fn initialized(_n: u64) -> u64 {
+    INITIALIZED.load(Ordering::SeqCst)
+}
+
+fn executor(m: StartMethod, workers: usize) -> Result<Executor, libtest_mimic::Failed> {
+    Executor::builder()
+        .max_workers(workers)
+        .start_method(m)
+        .build()
+        .map_err(|err| format!("executor: {err}").into())
+}
+
+/// Waits (bounded) until the task of item `n` started.
+fn started(dir: &Path, n: u64) -> Outcome {
+    read_when_ready(&dir.join(n.to_string()), LONG).map(|_| ())
+}
+
+fn ran(dir: &Path, n: u64) -> bool {
+    dir.join(n.to_string()).exists()
+}
+
+fn submit_and_result(m: StartMethod) -> Outcome {
+    let ex = executor(m, 2)?;
+    let f = ex.submit(square, 7);
+    check_eq!(f.result()?, 49);
+    check!(f.done() && !f.running() && !f.cancelled(), "{f:?}");
+    // The value is taken once.
+    check_eq!(f.result().unwrap_err().kind(), ErrorKind::InvalidInput);
+    check!(f.exception()?.is_none(), "exception of a success");
+
+    let slow = ex.submit(nap, 400);
+    check_eq!(
+        slow.result_timeout(Duration::from_millis(20))
+            .unwrap_err()
+            .kind(),
+        ErrorKind::Timeout
+    );
+    check_eq!(
+        slow.exception_timeout(Duration::from_millis(1))
+            .unwrap_err()
+            .kind(),
+        ErrorKind::Timeout
+    );
+    check!(!slow.done(), "a 400 ms nap done at once");
+    check_eq!(slow.result_timeout(LONG)?, 400);
+
+    let failing = ex.submit(fails_after, 10);
+    let err = failing.exception()?.ok_or("no exception")?;
+    check_eq!(err.kind(), ErrorKind::Panicked);
+    // An error is returned each time.
+    check_eq!(failing.result().unwrap_err().kind(), ErrorKind::Panicked);
+    check_eq!(failing.result().unwrap_err().kind(), ErrorKind::Panicked);
+
+    // Done callbacks: registered before the end (called by the driver thread), and after (at
+    // once, here).
+    let (tx, rx) = mpsc::channel();
+    let before = ex.submit(nap, 100);
+    let tx2 = tx.clone();
+    before.add_done_callback(move |outcome| {
+        let _ = tx2.send(("before", outcome.copied().map_err(|e| e.kind())));
+    });
+    let failing2 = ex.submit(fails_after, 1);
+    let tx3 = tx.clone();
+    failing2.add_done_callback(move |outcome| {
+        let _ = tx3.send(("failing", outcome.copied().map_err(|e| e.kind())));
+    });
+    check_eq!(before.result()?, 100);
+    before.add_done_callback(move |outcome| {
+        let _ = tx.send(("after", outcome.copied().map_err(|e| e.kind())));
+    });
+    let mut got: Vec<_> = (0..3)
+        .map(|_| rx.recv_timeout(LONG))
+        .collect::<Result<_, _>>()?;
+    got.sort_by_key(|(name, _)| *name);
+    check_eq!(
+        got,
+        vec![
+            ("after", Err(ErrorKind::InvalidInput)), // its value was taken already
+            ("before", Ok(100)),
+            ("failing", Err(ErrorKind::Panicked)),
+        ]
+    );
+
+    // A `std::future::Future` too.
+    let f = ex.submit(square, 9);
+    check_eq!(futures::executor::block_on(f)?, 81);
+    let tokio = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()?;
+    let f = ex.submit(nap, 50);
+    check_eq!(tokio.block_on(f)?, 50);
+    drop(tokio);
+
+    // Builder options reach the pool.
+    drop(ex);
+    let ex = Executor::builder()
+        .max_workers(1)
+        .max_tasks_per_child(1)
+        .initializer(set_initialized, 42)
+        .start_method(m)
+        .build()?;
+    let pids: Vec<u32> = (0..3)
+        .map(|n| ex.submit(pid_of, n).result())
+        .collect::<Result<_, _>>()?;
+    check!(
+        pids[0] != pids[1] && pids[1] != pids[2],
+        "max_tasks_per_child(1) kept a worker: {pids:?}"
+    );
+    check_eq!(ex.submit(initialized, 0).result()?, 42);
+    Ok(())
+}
+
+fn cancel_while_queued_or_running(m: StartMethod) -> Outcome {
+    let ex = executor(m, 1)?;
+    let dir = scratch("exec-cancel");
+    let d = dir.to_string_lossy().to_string();
+    let running = ex.submit(marked_nap, (d.clone(), 0, 300));
+    let queued = ex.submit(marked_nap, (d.clone(), 1, 10));
+    let after = ex.submit(marked_nap, (d.clone(), 2, 10));
+    started(&dir, 0)?;
+    check!(
+        running.running(),
+        "the first task is not running: {running:?}"
+    );
+    check!(
+        !queued.running() && !queued.done(),
+        "the second task is not queued: {queued:?}"
+    );
+    let (tx, rx) = mpsc::channel();
+    queued.add_done_callback(move |outcome| {
+        let _ = tx.send(outcome.err().map(|e| e.kind()));
+    });
+    // Queued: cancelled, at once; again is still true.
+    check!(queued.cancel(), "cancel of a queued task");
+    check!(queued.cancel(), "a second cancel of a cancelled task");
+    check!(queued.cancelled() && queued.done(), "{queued:?}");
+    check_eq!(rx.recv_timeout(LONG)?, Some(ErrorKind::Cancelled));
+    check_eq!(queued.result().unwrap_err().kind(), ErrorKind::Cancelled);
+    check_eq!(queued.exception().unwrap_err().kind(), ErrorKind::Cancelled);
+    // Running: not cancelled, it finishes.
+    check!(!running.cancel(), "cancel of a running task");
+    check!(!running.cancelled(), "{running:?}");
+    check_eq!(running.result()?, 0);
+    // Done: not cancelled either.
+    check_eq!(after.result()?, 2);
+    check!(!after.cancel(), "cancel of a finished task");
+    // The cancelled one never ran; the one behind it did.
+    check!(!ran(&dir, 1), "a cancelled task ran");
+    check!(ran(&dir, 2), "the task after the cancelled one did not run");
+    Ok(())
+}
+
+fn as_completed_order(m: StartMethod) -> Outcome {
+    // One worker: the tasks end in the order submitted, whatever the order given.
+    let ex = executor(m, 1)?;
+    let fs: Vec<TaskFuture<u64>> = [30, 20, 10].map(|ms| ex.submit(nap, ms)).into();
+    let given = [&fs[2], &fs[1], &fs[0]];
+    let order: Vec<u64> = as_completed(given, None)
+        .map(|f| f.and_then(|f| f.result()))
+        .collect::<Result<_, _>>()?;
+    check_eq!(order, vec![30, 20, 10]);
+    // All done already: in the order given.
+    let fs: Vec<TaskFuture<u64>> = (0..5).map(|n| ex.submit(square, n)).collect();
+    for f in &fs {
+        f.exception()?;
+    }
+    let order: Vec<u64> = as_completed(fs.iter().rev(), Some(LONG))
+        .map(|f| f.and_then(|f| f.result()))
+        .collect::<Result<_, _>>()?;
+    check_eq!(order, vec![16, 9, 4, 1, 0]);
+    // A timeout: what is done comes, then the timeout error, then the end.
+    let fs = [ex.submit(nap, 10), ex.submit(nap, 3_000)];
+    let mut it = as_completed(&fs, Some(Duration::from_millis(500)));
+    check_eq!(it.next().ok_or("none")??.result()?, 10);
+    check_eq!(
+        it.next().ok_or("none")?.err().map(|e| e.kind()),
+        Some(ErrorKind::Timeout)
+    );
+    check!(
+        it.next().is_none(),
+        "as_completed goes on after its timeout"
+    );
+    check!(!fs[1].done(), "the 3 s nap is done");
+    ex.pool().terminate();
+    Ok(())
+}
+
+fn wait_modes(m: StartMethod) -> Outcome {
+    let ex = executor(m, 2)?;
+    let kinds = |fs: &[&TaskFuture<u64>]| fs.iter().map(|f| f.done()).collect::<Vec<_>>();
+    // FirstCompleted, no timeout: the short one.
+    let fs = [ex.submit(nap, 10_000), ex.submit(nap, 10)];
+    let r = wait(&fs, ReturnWhen::FirstCompleted, None);
+    check!(
+        r.done.len() == 1 && std::ptr::eq(r.done[0], &fs[1]),
+        "{r:?}"
+    );
+    check_eq!(kinds(&r.not_done), vec![false]);
+    // FirstCompleted, with a timeout: the long one is still running.
+    let r = wait(
+        &fs[..1],
+        ReturnWhen::FirstCompleted,
+        Some(Duration::from_millis(100)),
+    );
+    check!(r.done.is_empty() && r.not_done.len() == 1, "{r:?}");
+    ex.pool().terminate();
+
+    let ex = executor(m, 2)?;
+    // FirstException, no timeout: the failure, the long one not done.
+    let fs = [ex.submit(nap, 10_000), ex.submit(fails_after, 100)];
+    let r = wait(&fs, ReturnWhen::FirstException, None);
+    check!(
+        r.done.len() == 1 && std::ptr::eq(r.done[0], &fs[1]),
+        "{r:?}"
+    );
+    // FirstException, with a timeout: nothing fails in time.
+    let r = wait(
+        &fs[..1],
+        ReturnWhen::FirstException,
+        Some(Duration::from_millis(100)),
+    );
+    check!(r.done.is_empty(), "{r:?}");
+    ex.pool().terminate();
+
+    let ex = executor(m, 1)?;
+    // FirstException without a failure is AllCompleted; a cancelled task is no failure.
+    let fs = [ex.submit(nap, 200), ex.submit(nap, 10), ex.submit(nap, 20)];
+    check!(fs[1].cancel(), "cancel of a queued task");
+    let r = wait(&fs, ReturnWhen::FirstException, Some(LONG));
+    check_eq!(r.done.len(), 3);
+    check_eq!(fs[0].result()?, 200);
+    check_eq!(fs[2].result()?, 20);
+    // AllCompleted, no timeout.
+    let fs = [ex.submit(nap, 50), ex.submit(square, 3)];
+    let r = wait(&fs, ReturnWhen::AllCompleted, None);
+    check!(r.done.len() == 2 && r.not_done.is_empty(), "{r:?}");
+    // AllCompleted, with a timeout: the short one only.
+    let fs = [ex.submit(nap, 10), ex.submit(nap, 10_000)];
+    let r = wait(
+        &fs,
+        ReturnWhen::AllCompleted,
+        Some(Duration::from_millis(1_000)),
+    );
+    check!(
+        r.done.len() == 1 && std::ptr::eq(r.done[0], &fs[0]),
+        "{r:?}"
+    );
+    check!(std::ptr::eq(r.not_done[0], &fs[1]), "{r:?}");
+    // Nothing to wait for.
+    let none: [TaskFuture<u64>; 0] = [];
+    let r = wait(&none, ReturnWhen::AllCompleted, None);
+    check!(r.done.is_empty() && r.not_done.is_empty(), "{r:?}");
+    ex.pool().terminate();
+    Ok(())
+}
+
+fn shutdown_modes(m: StartMethod) -> Outcome {
+    // Without cancel_futures: everything submitted runs, then the workers exit.
+    let ex = executor(m, 1)?;
+    let fs: Vec<_> = (0..4).map(|_| ex.submit(nap, 50)).collect();
+    ex.shutdown(true, false)?;
+    for f in &fs {
+        check!(f.done(), "shutdown(wait) returned before {f:?}");
+        check_eq!(f.result()?, 50);
+    }
+    let late = ex.submit(square, 2);
+    check_eq!(late.result().unwrap_err().kind(), ErrorKind::NotRunning);
+    ex.shutdown(true, false)?;
+
+    // With cancel_futures: the running task finishes, the queued ones are cancelled.
+    let ex = executor(m, 1)?;
+    let dir = scratch("exec-shutdown");
+    let d = dir.to_string_lossy().to_string();
+    let fs: Vec<_> = (0..4)
+        .map(|n| ex.submit(marked_nap, (d.clone(), n, 200)))
+        .collect();
+    started(&dir, 0)?;
+    ex.shutdown(true, true)?;
+    check_eq!(fs[0].result()?, 0);
+    for (n, f) in fs.iter().enumerate().skip(1) {
+        check!(f.cancelled(), "task {n} was not cancelled: {f:?}");
+        check!(!ran(&dir, n as u64), "cancelled task {n} ran");
+    }
+
+    // Without wait: returns at once; the work goes on, and the drop waits for it.
+    let ex = executor(m, 1)?;
+    let f = ex.submit(nap, 300);
+    ex.shutdown(false, false)?;
+    check!(!f.done(), "shutdown(wait=false) waited");
+    drop(ex);
+    check!(f.done(), "the drop did not wait for the work");
+    check_eq!(f.result()?, 300);
+    Ok(())
+}
+
+fn worker_killed_mid_task(m: StartMethod) -> Outcome {
+    let ex = executor(m, 2)?;
+    let fs: Vec<_> = (0..10).map(|n| ex.submit(dies_on, (n, 3))).collect();
+    for (n, f) in fs.iter().enumerate() {
+        match f.result() {
+            Ok(v) => check_eq!(v, n as u64),
+            Err(err) => {
+                check_eq!(n, 3);
+                check_eq!(err.kind(), ErrorKind::Died);
+            }
+        }
+    }
+    check_eq!(fs[3].exception()?.map(|e| e.kind()), Some(ErrorKind::Died));
+    // The executor goes on, with its worker replaced (Python's would be broken).
+    let again: Vec<u64> = (0..4)
+        .map(|n| ex.submit(square, n).result())
+        .collect::<Result<_, _>>()?;
+    check_eq!(again, vec![0, 1, 4, 9]);
+    Ok(())
+}
+
+fn map_lazy_chunked_timeout(m: StartMethod) -> Outcome {
+    let ex = executor(m, 2)?;
+    let squares: Vec<u64> = ex.map(square, 0..100).collect::<Result<_, _>>()?;
+    check_eq!(squares, (0..100).map(|n| n * n).collect::<Vec<u64>>());
+    let chunked: Vec<u64> = ex
+        .map(square, 0..100)
+        .chunksize(7)
+        .collect::<Result<_, _>>()?;
+    check_eq!(chunked, squares);
+    // Lazy over its input: a few items read ahead of the results taken, not all.
+    let read = Arc::new(AtomicUsize::new(0));
+    let counted = read.clone();
+    let input = (0..1_000_000u64).inspect(move |_| {
+        counted.fetch_add(1, Ordering::SeqCst);
+    });
+    let mut it = ex.map(square, input);
+    check_eq!(it.next().ok_or("none")??, 0);
+    let ahead = read.load(Ordering::SeqCst);
+    check!(ahead <= 16, "map read {ahead} items for the first result");
+    drop(it);
+    // An overall timeout: what is ready in time, then a timeout error, then the end.
+    let mut it = ex
+        .map(nap, [10, 5_000, 10])
+        .timeout(Duration::from_millis(800));
+    check_eq!(it.next().ok_or("none")??, 10);
+    check_eq!(
+        it.next().ok_or("none")?.err().map(|e| e.kind()),
+        Some(ErrorKind::Timeout)
+    );
+    check!(it.next().is_none(), "map goes on after its timeout");
+    drop(it);
+    ex.pool().terminate();
+    Ok(())
+}
+
+fn progress_callbacks(m: StartMethod) -> Outcome {
+    let ex = executor(m, 2)?;
+    // The executor's map (an imap): once per chunk taken, the total once the input is read.
+    let seen = Arc::new(Mutex::new(Vec::<Progress>::new()));
+    let record = seen.clone();
+    let values: Vec<u64> = ex
+        .map(square, 0..50)
+        .chunksize(5)
+        .on_progress(move |p| record.lock().unwrap().push(p))
+        .collect::<Result<_, _>>()?;
+    check_eq!(values, (0..50).map(|n| n * n).collect::<Vec<u64>>());
+    let seen = std::mem::take(&mut *seen.lock().unwrap());
+    let done: Vec<u64> = seen.iter().map(|p| p.done).collect();
+    check_eq!(done, (1..=10).map(|c| c * 5).collect::<Vec<u64>>());
+    check!(seen.iter().all(|p| p.known >= p.done), "{seen:?}");
+    let last = seen.last().ok_or("no progress")?;
+    check_eq!(last.total, Some(50));
+    // The pool's map: once per chunk as it arrives (in the driver thread), total known.
+    let seen = Arc::new(Mutex::new(Vec::<Progress>::new()));
+    let record = seen.clone();
+    let squares = ex
+        .pool()
+        .map_async_progress(square, 0..47, Some(5), move |p| {
+            record.lock().unwrap().push(p)
+        })
+        .get()?;
+    check_eq!(squares, (0..47).map(|n| n * n).collect::<Vec<u64>>());
+    let seen = std::mem::take(&mut *seen.lock().unwrap());
+    // Chunks come in any order: 9 of 5 items and one of 2, counted up to 47.
+    let done: Vec<u64> = seen.iter().map(|p| p.done).collect();
+    let mut steps: Vec<u64> = done
+        .iter()
+        .scan(0, |before, &d| Some(d - std::mem::replace(before, d)))
+        .collect();
+    steps.sort();
+    let mut expected = vec![2];
+    expected.extend([5; 9]);
+    check_eq!(steps, expected);
+    check_eq!(done.last().copied(), Some(47));
+    check!(seen.iter().all(|p| p.total == Some(47)), "{seen:?}");
+    Ok(())
+}
+
+fn main() {
+    multiproc::init();
+    let trials = trials!(each_method:
+        submit_and_result,
+        cancel_while_queued_or_running,
+        as_completed_order,
+        wait_modes,
+        shutdown_modes,
+        worker_killed_mid_task,
+        map_lazy_chunked_timeout,
+        progress_callbacks,
+    );
+    common::run(trials)
+}
