@@ -63,6 +63,7 @@ fn scenario(name: &str) -> Outcome {
         "mismatch" => mismatch(),
         "killed" => killed(),
         "stopped" => stopped(),
+        "descendant" => descendant(),
         "rank0_panics" => {
             let _pool = Pool::builder().mpi().build().map_err(|e| e.to_string())?;
             panic!("deliberate panic on rank 0");
@@ -239,6 +240,41 @@ fn stopped() -> Outcome {
     Ok(())
 }
 
+/// A process that rank 0 starts itself (not through multiproc) from this very binary inherits
+/// the launcher's environment, but is no rank: it runs its own `main`.
+fn descendant() -> Outcome {
+    let _pool = mpi_pool()?;
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let mut child = Command::new(exe)
+        .arg(PLAIN_CHILD)
+        .stdout(Stdio::piped())
+        .spawn()
+        .map_err(|e| e.to_string())?;
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
+            break status;
+        }
+        if started.elapsed() > Duration::from_secs(30) {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err("the plain child did not end within 30 s".to_string());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut out = String::new();
+    if let Some(mut stdout) = child.stdout.take() {
+        let _ = stdout.read_to_string(&mut out);
+    }
+    if !status.success() || !out.contains("PLAIN-CHILD-RAN") {
+        return Err(format!("the plain child: {status}, said {out:?}"));
+    }
+    Ok(())
+}
+
+/// The argument of a plain child of rank 0 (see [`descendant`]).
+const PLAIN_CHILD: &str = "--plain-child";
+
 /// What one mpirun run gave.
 struct Run {
     code: Option<i32>,
@@ -248,7 +284,14 @@ struct Run {
 
 const RUN_LIMIT: Duration = Duration::from_secs(120);
 
+/// One `mpirun` at a time: Open MPI 4.1's launchers started together can collide on their
+/// session directories (`orte_session_dir failed`), and the machine is small.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn mpirun(ranks: &[(&Path, u32)], name: &str) -> Result<Run, Failed> {
+    let _one = ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let mut command = Command::new("mpirun");
     command.args(["--allow-run-as-root", "--oversubscribe"]);
     if let Ok(extra) = std::env::var("MULTIPROC_MPIRUN_ARGS") {
@@ -333,6 +376,10 @@ fn passes(name: &'static str) -> Trial {
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
+    if args.iter().any(|a| a == PLAIN_CHILD) {
+        println!("PLAIN-CHILD-RAN");
+        return;
+    }
     if let Some(i) = args.iter().position(|a| a == "--mpi-scenario") {
         let name = args.get(i + 1).cloned().unwrap_or_default();
         match scenario(&name) {
@@ -345,7 +392,7 @@ fn main() {
         return;
     }
     let args = Arguments::from_args();
-    let mut trials: Vec<Trial> = ["squares", "large_map", "panic", "terminate"]
+    let mut trials: Vec<Trial> = ["squares", "large_map", "panic", "terminate", "descendant"]
         .into_iter()
         .map(passes)
         .collect();

@@ -62,11 +62,23 @@ pub(crate) const STOP_GRACE: Duration = Duration::from_secs(5);
 /// How long `build` waits for a rank's hello (it is sent before `main` runs on rank 0).
 const HELLO_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// The rank given by the MPI launcher, if this process was launched by one.
+/// Set by a rank as it starts to its pid: a process that finds it set to another pid inherited
+/// the launcher's environment from a rank (a program the rank ran itself), and is no rank.
+const RANK_PID: &str = "MULTIPROC_MPI_RANK_PID";
+
+/// The rank given by the MPI launcher, if this process was launched by one (and not started by
+/// a rank: see [`RANK_PID`]).
 fn launched_rank() -> Option<u32> {
-    ["OMPI_COMM_WORLD_RANK", "PMIX_RANK", "PMI_RANK"]
+    let rank = ["OMPI_COMM_WORLD_RANK", "PMIX_RANK", "PMI_RANK"]
         .iter()
-        .find_map(|name| std::env::var(name).ok()?.parse().ok())
+        .find_map(|name| std::env::var(name).ok()?.parse().ok())?;
+    let me = std::process::id().to_string();
+    if std::env::var(RANK_PID).is_ok_and(|pid| pid != me) {
+        return None;
+    }
+    // Before any thread of this process exists (the constructors run first).
+    std::env::set_var(RANK_PID, me);
+    Some(rank)
 }
 
 /// What a rank says first: who it is and which binary it runs.
