@@ -90,6 +90,13 @@ fn squares() -> Outcome {
     if pool.processes() != 2 {
         return Err(format!("{} processes, not 2 ranks", pool.processes()));
     }
+    // The ranks serve one pool at a time.
+    let second = Pool::builder()
+        .mpi()
+        .build()
+        .map(|_| ())
+        .map_err(|e| e.kind());
+    check(second, Err(ErrorKind::InvalidInput), "a second MPI pool")?;
     check(pool.apply(square, 7).map_err(err)?, 49, "apply")?;
     let pending = pool.apply_async(square, 8);
     check(pending.get().map_err(err)?, 64, "apply_async")?;

@@ -280,6 +280,24 @@ pub(super) fn build(builder: PoolBuilder) -> Result<Pool> {
             "not an MPI job: an MPI pool runs on rank 0 of a program launched by `mpirun` (or `srun`)",
         ));
     };
+    // First: while a pool runs, its driver alone reads what the ranks send.
+    if IN_USE.swap(true, Ordering::AcqRel) {
+        return Err(Error::new(
+            ErrorKind::InvalidInput,
+            "another MPI pool is running: the ranks serve one pool at a time (join it first)",
+        ));
+    }
+    let ranks = choose_ranks(world, builder.processes);
+    drop(guard);
+    let started = ranks.and_then(|ranks| driver::start(ranks, builder.task_timeout));
+    if started.is_err() {
+        IN_USE.store(false, Ordering::Release);
+    }
+    started
+}
+
+/// The ranks of a new pool (at most `processes`), once each has said hello with this binary.
+fn choose_ranks(world: &mut World, processes: Option<usize>) -> Result<Vec<c_int>> {
     if world.size < 2 {
         return Err(Error::new(
             ErrorKind::InvalidInput,
@@ -289,7 +307,7 @@ pub(super) fn build(builder: PoolBuilder) -> Result<Pool> {
     let ranks: Vec<c_int> = (1..world.size)
         .filter(|&r| !world.lost[r as usize])
         .collect();
-    let ranks = match builder.processes {
+    let ranks: Vec<c_int> = match processes {
         Some(0) => {
             return Err(Error::new(
                 ErrorKind::InvalidInput,
@@ -306,16 +324,7 @@ pub(super) fn build(builder: PoolBuilder) -> Result<Pool> {
         ));
     }
     hear_hellos(world, &ranks)?;
-    if IN_USE.swap(true, Ordering::AcqRel) {
-        return Err(Error::new(
-            ErrorKind::InvalidInput,
-            "another MPI pool is running: the ranks serve one pool at a time (join it first)",
-        ));
-    }
-    drop(guard);
-    driver::start(ranks, builder.task_timeout).inspect_err(|_| {
-        IN_USE.store(false, Ordering::Release);
-    })
+    Ok(ranks)
 }
 
 /// Waits for the hello of every rank in `ranks` not yet heard, and checks that each runs this
