@@ -2,7 +2,7 @@
 //! ranks and delivers their results, as the local driver does with worker processes.
 //!
 //! Nothing here waits on a rank: tasks go with non-blocking sends, results are looked for
-//! with `MPI_Improbe`, and a task that outlives the pool's `task_timeout` fails with an error
+//! with `MPI_Improbe` and received without waiting (`MPI_Imrecv`), and a task that outlives the pool's `task_timeout` fails with an error
 //! that names its rank, which is then given up on. (A rank that dies is another matter: Open
 //! MPI's launcher then ends the whole job; see the README.)
 
@@ -17,10 +17,13 @@ use super::super::reply::{self, Expected};
 use super::super::worker::Reply;
 use super::super::{threads, Pool};
 use super::frame::{self, Header};
-use super::{probe, world, Idle, Sending, World, IN_USE, TAG_HELLO, TAG_RESULT, TAG_TASK};
+use super::{world, Idle, Receiving, Sending, World, IN_USE, TAG_HELLO, TAG_RESULT, TAG_TASK};
 use crate::codec;
 use crate::error::{Error, ErrorKind, Result};
 use crate::handle::Encoded;
+
+/// How long the driver looks again at once, while a message is on its way, before it sleeps.
+const MOVING_SPIN: Duration = Duration::from_millis(20);
 
 struct Busy {
     job: u64,
@@ -39,6 +42,8 @@ struct Slot {
 struct Driver {
     shared: Arc<Shared>,
     slots: Vec<Slot>,
+    /// Messages begun and not yet wholly in (read a part at a time, never waited for).
+    receiving: Vec<Receiving>,
     task_timeout: Option<Duration>,
 }
 
@@ -60,6 +65,7 @@ pub(super) fn start(ranks: Vec<c_int>, task_timeout: Option<Duration>) -> Result
                 sending: None,
             })
             .collect(),
+        receiving: Vec::new(),
         task_timeout,
     };
     let handle = threads::spawn_counted("multiproc-mpi-pool", move || driver.run())
@@ -124,6 +130,11 @@ impl Driver {
                 idle.reset();
                 continue;
             }
+            // A message on its way in or out moves only while MPI is called (its bytes come in
+            // parts, over TCP or shared memory): look again at once for longer.
+            let moving =
+                !self.receiving.is_empty() || self.slots.iter().any(|s| s.sending.is_some());
+            idle.spin = if moving { MOVING_SPIN } else { super::SPIN };
             let deadline = self
                 .slots
                 .iter()
@@ -137,9 +148,25 @@ impl Driver {
     /// happened.
     fn turn(&mut self, world: &mut World, deliveries: &mut Vec<Delivery>) -> Result<bool> {
         let mut progress = false;
-        while let Some((source, tag, bytes)) = probe(super::any_source())? {
+        while let Some(receiving) = Receiving::start(super::any_source())? {
             progress = true;
-            self.received(world, source, tag, &bytes, deliveries);
+            self.receiving.push(receiving);
+        }
+        let mut i = 0;
+        while i < self.receiving.len() {
+            if !self.receiving[i].test()? {
+                // A rank given up on may never finish its message.
+                if world.lost[self.receiving[i].source as usize] {
+                    self.receiving.swap_remove(i);
+                } else {
+                    i += 1;
+                }
+                continue;
+            }
+            progress = true;
+            let receiving = self.receiving.swap_remove(i);
+            let (source, tag) = (receiving.source, receiving.tag);
+            self.received(world, source, tag, &receiving.take(), deliveries);
         }
         for slot in &mut self.slots {
             let Some(sending) = &mut slot.sending else {

@@ -483,55 +483,119 @@ impl Drop for Sending {
     }
 }
 
-/// Receives a message from `source` (or any) if one is there: its source, tag and bytes.
+/// Receives a message from `source` (or any) if one is there: its source, tag and bytes. Waits
+/// for its bytes once it has begun (for the small messages of the handshake and the ends).
 fn probe(source: c_int) -> Result<Option<(c_int, c_int, Vec<u8>)>> {
-    let mut flag: c_int = 0;
-    let mut message = std::mem::MaybeUninit::<ffi::MPI_Message>::uninit();
-    let mut status = std::mem::MaybeUninit::<ffi::MPI_Status>::uninit();
-    // SAFETY: MPI_Improbe writes `flag`, and when it is set `message` and `status`, which are
-    // read only then.
-    let (message, status) = unsafe {
-        let rc = ffi::MPI_Improbe(
+    let Some(mut receiving) = Receiving::start(source)? else {
+        return Ok(None);
+    };
+    while !receiving.test()? {
+        std::thread::yield_now();
+    }
+    let (source, tag) = (receiving.source, receiving.tag);
+    Ok(Some((source, tag, receiving.take())))
+}
+
+/// A message being received without waiting: it owns its buffer until MPI has filled it.
+struct Receiving {
+    source: c_int,
+    tag: c_int,
+    request: ffi::MPI_Request,
+    bytes: Vec<u8>,
+    done: bool,
+}
+
+// SAFETY: as for `Sending`.
+unsafe impl Send for Receiving {}
+
+impl Receiving {
+    /// Starts receiving the next message from `source` (or any), if one has begun to arrive.
+    fn start(source: c_int) -> Result<Option<Receiving>> {
+        let mut flag: c_int = 0;
+        let mut message = std::mem::MaybeUninit::<ffi::MPI_Message>::uninit();
+        let mut status = std::mem::MaybeUninit::<ffi::MPI_Status>::uninit();
+        // SAFETY: MPI_Improbe writes `flag`, and when it is set `message` and `status`, which
+        // are read only then.
+        let (mut message, status) = unsafe {
+            let rc = ffi::MPI_Improbe(
+                source,
+                ffi::RSMPI_ANY_TAG,
+                ffi::RSMPI_COMM_WORLD,
+                &mut flag,
+                message.as_mut_ptr(),
+                status.as_mut_ptr(),
+            );
+            check(rc, || "cannot look for MPI messages".to_string())?;
+            if flag == 0 {
+                return Ok(None);
+            }
+            (message.assume_init(), status.assume_init())
+        };
+        let (source, tag) = (status.MPI_SOURCE, status.MPI_TAG);
+        let mut count: c_int = 0;
+        // SAFETY: the status of the matched message; `count` is written by MPI_Get_count.
+        let rc = unsafe { ffi::MPI_Get_count(&status, ffi::RSMPI_UINT8_T, &mut count) };
+        check(rc, || "cannot size an MPI message".to_string())?;
+        let mut bytes = vec![0u8; usize::try_from(count).unwrap_or(0)];
+        let mut request = std::mem::MaybeUninit::<ffi::MPI_Request>::uninit();
+        // SAFETY: starts receiving the matched message, of `count` bytes, into `bytes`, which
+        // has room for them and is owned by the returned `Receiving` (its heap block does not
+        // move with it) until the request completes; `request` is read only on success.
+        let request = unsafe {
+            let rc = ffi::MPI_Imrecv(
+                bytes.as_mut_ptr().cast(),
+                count,
+                ffi::RSMPI_UINT8_T,
+                &mut message,
+                request.as_mut_ptr(),
+            );
+            check(rc, || format!("cannot receive from MPI rank {source}"))?;
+            request.assume_init()
+        };
+        Ok(Some(Receiving {
             source,
-            ffi::RSMPI_ANY_TAG,
-            ffi::RSMPI_COMM_WORLD,
-            &mut flag,
-            message.as_mut_ptr(),
-            status.as_mut_ptr(),
-        );
-        check(rc, || "cannot look for MPI messages".to_string())?;
-        if flag == 0 {
-            return Ok(None);
+            tag,
+            request,
+            bytes,
+            done: false,
+        }))
+    }
+
+    /// Whether the whole message is in.
+    fn test(&mut self) -> Result<bool> {
+        if self.done {
+            return Ok(true);
         }
-        (message.assume_init(), status.assume_init())
-    };
-    let mut message = message;
-    let mut count: c_int = 0;
-    // SAFETY: the status of the matched message; `count` is written by MPI_Get_count.
-    let rc = unsafe { ffi::MPI_Get_count(&status, ffi::RSMPI_UINT8_T, &mut count) };
-    check(rc, || "cannot size an MPI message".to_string())?;
-    let mut bytes = vec![0u8; usize::try_from(count).unwrap_or(0)];
-    let mut status_after = std::mem::MaybeUninit::<ffi::MPI_Status>::uninit();
-    // SAFETY: receives the matched message, of `count` bytes, into `bytes`, which has room for
-    // them; MPI_Mrecv writes the status.
-    let rc = unsafe {
-        ffi::MPI_Mrecv(
-            bytes.as_mut_ptr().cast(),
-            count,
-            ffi::RSMPI_UINT8_T,
-            &mut message,
-            status_after.as_mut_ptr(),
-        )
-    };
-    let (source, tag) = (status.MPI_SOURCE, status.MPI_TAG);
-    check(rc, || format!("cannot receive from MPI rank {source}"))?;
-    Ok(Some((source, tag, bytes)))
+        let mut flag: c_int = 0;
+        // SAFETY: a request from MPI_Imrecv, not yet completed; `flag` is written by MPI_Test.
+        let rc = unsafe { ffi::MPI_Test(&mut self.request, &mut flag, ffi::RSMPI_STATUS_IGNORE) };
+        let source = self.source;
+        check(rc, || format!("cannot receive from MPI rank {source}"))?;
+        self.done = flag != 0;
+        Ok(self.done)
+    }
+
+    /// The bytes of a message wholly received.
+    fn take(mut self) -> Vec<u8> {
+        std::mem::take(&mut self.bytes)
+    }
+}
+
+impl Drop for Receiving {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        // MPI may still write into the buffer: it is left to it (a rank given up on).
+        std::mem::forget(std::mem::take(&mut self.bytes));
+    }
 }
 
 /// Waiting for MPI, which has no descriptor to poll: look again at once for a moment (yielding
 /// the processor), then sleep between looks, longer and longer up to a millisecond.
 struct Idle {
     since: Option<Instant>,
+    spin: Duration,
 }
 
 /// How long to look again at once before sleeping.
@@ -540,7 +604,12 @@ const SLEEP_MAX: Duration = Duration::from_millis(1);
 
 impl Idle {
     fn new() -> Idle {
-        Idle { since: None }
+        Idle::spinning(SPIN)
+    }
+
+    /// Looks again at once for `spin` before sleeping.
+    fn spinning(spin: Duration) -> Idle {
+        Idle { since: None, spin }
     }
 
     fn reset(&mut self) {
@@ -552,7 +621,7 @@ impl Idle {
         let now = Instant::now();
         let since = *self.since.get_or_insert(now);
         let idle = now - since;
-        if idle < SPIN {
+        if idle < self.spin {
             std::thread::yield_now();
             return;
         }
@@ -560,7 +629,7 @@ impl Idle {
         let until = deadline.map_or(now + sleep, |d| d.min(now + sleep));
         match wake {
             Some(fd) => {
-                if crate::sys::poll_one(fd, crate::sys::READABLE, Some(until)).unwrap_or(0) != 0 {
+                if wait_readable(fd, until.saturating_duration_since(now)) {
                     crate::sys::eventfd_drain(fd);
                     self.reset();
                 }
@@ -568,4 +637,23 @@ impl Idle {
             None => std::thread::sleep(until.saturating_duration_since(now)),
         }
     }
+}
+
+/// Whether `fd` became readable within `timeout`, to the microsecond (`ppoll`: `poll` counts
+/// milliseconds, and would round every short sleep of [`Idle`] up to one).
+fn wait_readable(fd: std::os::fd::BorrowedFd<'_>, timeout: Duration) -> bool {
+    use std::os::fd::AsRawFd;
+    let mut pfd = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let spec = libc::timespec {
+        tv_sec: timeout.as_secs().min(i64::MAX as u64) as libc::time_t,
+        tv_nsec: libc::c_long::from(timeout.subsec_nanos() as i32),
+    };
+    // SAFETY: one valid, exclusively borrowed pollfd; `spec` lives across the call; no signal
+    // mask is changed (null).
+    let n = unsafe { libc::ppoll(&mut pfd, 1, &spec, std::ptr::null()) };
+    n > 0
 }
