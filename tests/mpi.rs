@@ -38,6 +38,11 @@ fn sleep_ms(ms: u64) -> u64 {
     ms
 }
 
+#[process]
+fn fd_count(fds: Vec<multiproc::SharedFd>) -> usize {
+    fds.len()
+}
+
 /// Kills the rank that runs it.
 #[process]
 fn die(_: ()) {
@@ -120,6 +125,16 @@ fn squares() -> Outcome {
         unordered,
         (0..20).map(|n| n * n).collect(),
         "imap_unordered",
+    )?;
+    // Descriptors cannot cross machines: that task fails, the pool goes on.
+    let null = std::fs::File::open("/dev/null").map_err(|e| e.to_string())?;
+    let fds = vec![multiproc::SharedFd::new(std::os::fd::OwnedFd::from(null))];
+    let refused = pool.apply(fd_count, fds).map_err(|e| e.kind());
+    check(refused, Err(ErrorKind::Codec), "a task with a descriptor")?;
+    check(
+        pool.apply(square, 9).map_err(err)?,
+        81,
+        "apply after a refused task",
     )?;
     pool.close();
     let late = pool.apply(square, 1).map(|_| ()).map_err(|e| e.kind());
