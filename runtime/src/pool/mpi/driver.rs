@@ -166,7 +166,9 @@ impl Driver {
             progress = true;
             let receiving = self.receiving.swap_remove(i);
             let (source, tag) = (receiving.source, receiving.tag);
-            self.received(world, source, tag, &receiving.take(), deliveries);
+            let bytes = receiving.take();
+            self.received(world, source, tag, &bytes, deliveries);
+            crate::spare::give(bytes);
         }
         for slot in &mut self.slots {
             let Some(sending) = &mut slot.sending else {
@@ -288,7 +290,7 @@ impl Driver {
             let header = Header::new(task.job, task.chunk, ticket, task.entry.to_string());
             let started = frame::pack(header, &task.payload)
                 .and_then(|bytes| Sending::start(slot.rank, TAG_TASK, bytes));
-            drop(task.payload);
+            crate::spare::give(task.payload.bytes);
             match started {
                 Ok(sending) => {
                     slot.sending = Some(sending);

@@ -10,6 +10,7 @@ use super::super::worker::TaskOutcome;
 use crate::codec;
 use crate::error::{Error, ErrorKind, Result};
 use crate::handle::Encoded;
+use crate::spare;
 
 /// A task (rank 0 to a rank, `outcome` none) or its result (a rank to rank 0).
 #[derive(Debug, Serialize, Deserialize)]
@@ -52,7 +53,7 @@ pub(super) fn pack(mut header: Header, body: &Encoded) -> Result<Vec<u8>> {
     header.blocks = body.blocks.iter().map(|b| b.len() as u64).collect();
     let head = codec::encode(&header)?;
     let total = 4 + head.len() + body.bytes.len() + body.blocks.iter().map(Vec::len).sum::<usize>();
-    let mut out = Vec::with_capacity(total);
+    let mut out = spare::take_or_new(total);
     let head_len = u32::try_from(head.len())
         .map_err(|_| Error::new(ErrorKind::Codec, "a task header too large for MPI"))?;
     out.extend_from_slice(&head_len.to_le_bytes());
@@ -64,7 +65,7 @@ pub(super) fn pack(mut header: Header, body: &Encoded) -> Result<Vec<u8>> {
     Ok(out)
 }
 
-/// Splits a message into its header and body.
+/// Splits a message into its header and body (its large parts in reused buffers).
 pub(super) fn unpack(message: &[u8]) -> Result<(Header, Encoded)> {
     let bad = |what: &str| Error::new(ErrorKind::Codec, format!("bad MPI message: {what}"));
     let (len, rest) = message
@@ -83,7 +84,9 @@ pub(super) fn unpack(message: &[u8]) -> Result<(Header, Encoded)> {
         }
         let (part, after) = rest.split_at(n);
         rest = after;
-        Ok(part.to_vec())
+        let mut owned = spare::take_or_new(n);
+        owned.extend_from_slice(part);
+        Ok(owned)
     };
     let bytes = take(header.bytes)?;
     let blocks = header

@@ -476,6 +476,8 @@ impl Sending {
 impl Drop for Sending {
     fn drop(&mut self) {
         if self.done {
+            // Sent: the buffer serves the next message.
+            crate::spare::give(std::mem::take(&mut self.bytes));
             return;
         }
         // MPI may still read the bytes: they are left to it (a rank given up on, or the end).
@@ -536,7 +538,9 @@ impl Receiving {
         // SAFETY: the status of the matched message; `count` is written by MPI_Get_count.
         let rc = unsafe { ffi::MPI_Get_count(&status, ffi::RSMPI_UINT8_T, &mut count) };
         check(rc, || "cannot size an MPI message".to_string())?;
-        let mut bytes = vec![0u8; usize::try_from(count).unwrap_or(0)];
+        let len = usize::try_from(count).unwrap_or(0);
+        let mut bytes = crate::spare::take_or_new(len);
+        bytes.resize(len, 0);
         let mut request = std::mem::MaybeUninit::<ffi::MPI_Request>::uninit();
         // SAFETY: starts receiving the matched message, of `count` bytes, into `bytes`, which
         // has room for them and is owned by the returned `Receiving` (its heap block does not

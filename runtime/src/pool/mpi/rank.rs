@@ -44,6 +44,7 @@ fn run(rank: c_int) -> crate::Result<()> {
         match tag {
             TAG_TASK => {
                 let reply = answer(rank, &message)?;
+                crate::spare::give(message);
                 send_blocking(TAG_RESULT, reply)?;
             }
             TAG_STOP => {
@@ -94,10 +95,15 @@ fn answer(rank: c_int, message: &[u8]) -> crate::Result<Vec<u8>> {
             ),
         },
     };
+    crate::spare::give(bytes);
     header.outcome = Some(outcome);
     header.entry.clear();
-    match frame::pack(header, &results) {
-        Ok(reply) => Ok(reply),
+    let packed = frame::pack(header, &results);
+    match packed {
+        Ok(reply) => {
+            crate::spare::give(results.bytes);
+            Ok(reply)
+        }
         // A result that cannot travel (it holds a descriptor): the task fails, not the rank.
         Err(err) => {
             let (mut header, _) = frame::unpack(message)?;
