@@ -162,8 +162,41 @@ pub(crate) mod constructor {
         else {
             // The parent (or a child left to `init`): what `init` does in the parent.
             super::register_exit_function();
+            // Under an MPI launcher, MPI starts here, and a rank other than 0 serves the
+            // pool's tasks instead of running `main` (see `pool::mpi`).
+            // A rank runs the constructors after this one first, as a child does: it looks
+            // workers up in the registry that they fill.
+            #[cfg(feature = "mpi")]
+            if let Some(later) = later {
+                // SAFETY: as for a child below; called only on a rank that never returns.
+                crate::pool::enter_mpi_rank(|| unsafe { run_later(later, argc, argv, envp) });
+            }
             return;
         };
+        // SAFETY: the constructors after this one, with glibc's arguments; a child never
+        // returns, so glibc never calls them a second time.
+        unsafe { run_later(later, argc, argv, envp) };
+        // What Rust's start-up does before `main`, which a child entered here never reaches.
+        // SAFETY: sets a signal's disposition to "ignore", as std does before `main`.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
+        current::mark_initialized();
+        child::enter_flagged(arg(1), arg(2), crate::start::forkserver::serve);
+        // A child whose flag is refused has ended (`_exit`) in `enter_flagged`.
+    }
+
+    /// Calls the constructors in `later` (this object's `.init_array` after this constructor's
+    /// slot) with glibc's arguments, as glibc would have.
+    ///
+    /// # Safety
+    ///
+    /// `later` comes from [`after_own_slot`], the arguments from glibc; the caller never
+    /// returns to glibc, which would call them a second time.
+    unsafe fn run_later(
+        later: &[usize],
+        argc: c_int,
+        argv: *const *const c_char,
+        envp: *const *const c_char,
+    ) {
         for &address in later {
             // Sentinels of the older `.ctors` layout, which some linkers merge in.
             if address == 0 || address == usize::MAX {
@@ -177,12 +210,6 @@ pub(crate) mod constructor {
                 later(argc, argv, envp);
             }
         }
-        // What Rust's start-up does before `main`, which a child entered here never reaches.
-        // SAFETY: sets a signal's disposition to "ignore", as std does before `main`.
-        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
-        current::mark_initialized();
-        child::enter_flagged(arg(1), arg(2), crate::start::forkserver::serve);
-        // A child whose flag is refused has ended (`_exit`) in `enter_flagged`.
     }
 
     #[cfg(test)]

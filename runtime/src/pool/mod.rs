@@ -13,6 +13,8 @@ mod imap;
 mod jobs;
 mod launcher;
 mod link;
+#[cfg(feature = "mpi")]
+mod mpi;
 mod reply;
 mod result;
 pub(crate) mod rings;
@@ -26,6 +28,14 @@ use std::time::{Duration, Instant};
 pub use imap::{Imap, ImapStream};
 pub(crate) use result::Watch;
 pub use result::{AsyncResult, Progress};
+
+/// Under an MPI launcher, called before `main`: starts MPI, and on a rank other than 0 serves
+/// an MPI pool's tasks and never returns (see `mpi`).
+/// `before_serving` runs on such a rank first (the constructors after the runtime's).
+#[cfg(feature = "mpi")]
+pub(crate) fn enter_mpi_rank(before_serving: impl FnOnce()) {
+    mpi::enter_before_main(before_serving);
+}
 
 use std::os::fd::{AsFd, AsRawFd};
 
@@ -93,6 +103,8 @@ pub struct PoolBuilder {
     maxtasksperchild: Option<u64>,
     task_timeout: Option<Duration>,
     start_retry_limit: Option<Duration>,
+    #[cfg(feature = "mpi")]
+    mpi: bool,
 }
 
 impl PoolBuilder {
@@ -159,8 +171,24 @@ impl PoolBuilder {
         self
     }
 
+    /// A pool whose workers are the other ranks of the MPI job this program runs in (feature
+    /// `mpi`): launched with `mpirun -np N ./program`, rank 0 runs `main` and the `N - 1`
+    /// others serve its tasks. [`processes`](Self::processes) caps the number of ranks used
+    /// (default all); [`task_timeout`](Self::task_timeout) gives up on a rank whose task
+    /// overruns it. No start method, initializer or `maxtasksperchild`: the ranks are
+    /// started by the launcher and never replaced. See the README's "Beyond one machine".
+    #[cfg(feature = "mpi")]
+    pub fn mpi(mut self) -> Self {
+        self.mpi = true;
+        self
+    }
+
     /// Starts the workers.
     pub fn build(self) -> Result<Pool> {
+        #[cfg(feature = "mpi")]
+        if self.mpi {
+            return mpi::build(self);
+        }
         let processes = self.processes.unwrap_or_else(cpu_count);
         if processes < 1 {
             return Err(Error::new(
@@ -236,6 +264,8 @@ impl Pool {
             maxtasksperchild: None,
             task_timeout: None,
             start_retry_limit: None,
+            #[cfg(feature = "mpi")]
+            mpi: false,
         }
     }
 

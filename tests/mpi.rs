@@ -1,0 +1,471 @@
+//! The pool over MPI ranks (feature `mpi`). Each trial runs this binary under
+//! `mpirun --allow-run-as-root --oversubscribe -np 3` (plus the words of
+//! `MULTIPROC_MPIRUN_ARGS`, e.g. `--mca btl tcp,self`), bounded by a deadline, with
+//! `--mpi-scenario NAME`: rank 0 runs that scenario in `main` and prints `SCENARIO-OK NAME`;
+//! the other ranks never run `main` (exactly one such line proves it).
+//!
+//! `cargo test --features mpi --test mpi` (Open MPI's `mpirun` on the `PATH`).
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use libtest_mimic::{Arguments, Failed, Trial};
+use multiproc::{process, ErrorKind, Pool};
+
+#[process]
+fn square(n: u64) -> u64 {
+    n * n
+}
+
+#[process]
+fn add(a: u64, b: u64) -> u64 {
+    a + b
+}
+
+#[process]
+fn panics(n: u64) -> u64 {
+    if n == 3 {
+        panic!("deliberate panic on item {n}");
+    }
+    n
+}
+
+#[process]
+fn sleep_ms(ms: u64) -> u64 {
+    std::thread::sleep(Duration::from_millis(ms));
+    ms
+}
+
+#[process]
+fn fd_count(fds: Vec<multiproc::SharedFd>) -> usize {
+    fds.len()
+}
+
+/// Kills the rank that runs it.
+#[process]
+fn die(_: ()) {
+    // SAFETY: sends a signal to this very process.
+    unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
+}
+
+/// Stops the rank that runs it: alive, and deaf.
+#[process]
+fn stop(_: ()) {
+    // SAFETY: sends a signal to this very process.
+    unsafe { libc::kill(libc::getpid(), libc::SIGSTOP) };
+}
+
+type Outcome = Result<(), String>;
+
+fn scenario(name: &str) -> Outcome {
+    match name {
+        "squares" => squares(),
+        "large_map" => large_map(),
+        "panic" => panic_keeps_serving(),
+        "terminate" => terminate_then_again(),
+        "mismatch" => mismatch(),
+        "killed" => killed(),
+        "stopped" => stopped(),
+        "descendant" => descendant(),
+        "rank0_panics" => {
+            let _pool = Pool::builder().mpi().build().map_err(|e| e.to_string())?;
+            panic!("deliberate panic on rank 0");
+        }
+        other => Err(format!("no scenario {other}")),
+    }
+}
+
+fn mpi_pool() -> Result<Pool, String> {
+    Pool::builder()
+        .mpi()
+        .build()
+        .map_err(|e| format!("build: {e}"))
+}
+
+fn squares() -> Outcome {
+    let pool = mpi_pool()?;
+    let err = |e: multiproc::Error| e.to_string();
+    let outputs = pool.map(square, 0..5).map_err(err)?;
+    println!("Pool : {outputs:?}");
+    if outputs != [0, 1, 4, 9, 16] {
+        return Err(format!("map gave {outputs:?}"));
+    }
+    if pool.processes() != 2 {
+        return Err(format!("{} processes, not 2 ranks", pool.processes()));
+    }
+    // The ranks serve one pool at a time.
+    let second = Pool::builder()
+        .mpi()
+        .build()
+        .map(|_| ())
+        .map_err(|e| e.kind());
+    check(second, Err(ErrorKind::InvalidInput), "a second MPI pool")?;
+    check(pool.apply(square, 7).map_err(err)?, 49, "apply")?;
+    let pending = pool.apply_async(square, 8);
+    check(pending.get().map_err(err)?, 64, "apply_async")?;
+    let chunked = pool.map_chunked(square, 0..10, 3).map_err(err)?;
+    check(chunked, (0..10).map(|n| n * n).collect(), "map_chunked")?;
+    let asynced = pool.map_async(square, 0..6).get().map_err(err)?;
+    check(asynced, vec![0, 1, 4, 9, 16, 25], "map_async")?;
+    let summed = pool.starmap(add, [(1, 2), (3, 4)]).map_err(err)?;
+    check(summed, vec![3, 7], "starmap")?;
+    let ordered: Vec<u64> = pool
+        .imap(square, 0..20)
+        .collect::<multiproc::Result<_>>()
+        .map_err(err)?;
+    check(ordered, (0..20).map(|n| n * n).collect(), "imap")?;
+    let mut unordered: Vec<u64> = pool
+        .imap_unordered(square, 0..20)
+        .collect::<multiproc::Result<_>>()
+        .map_err(err)?;
+    unordered.sort_unstable();
+    check(
+        unordered,
+        (0..20).map(|n| n * n).collect(),
+        "imap_unordered",
+    )?;
+    // Descriptors cannot cross machines: that task fails, the pool goes on.
+    let null = std::fs::File::open("/dev/null").map_err(|e| e.to_string())?;
+    let fds = vec![multiproc::SharedFd::new(std::os::fd::OwnedFd::from(null))];
+    let refused = pool.apply(fd_count, fds).map_err(|e| e.kind());
+    check(refused, Err(ErrorKind::Codec), "a task with a descriptor")?;
+    check(
+        pool.apply(square, 9).map_err(err)?,
+        81,
+        "apply after a refused task",
+    )?;
+    pool.close();
+    let late = pool.apply(square, 1).map(|_| ()).map_err(|e| e.kind());
+    check(late, Err(ErrorKind::NotRunning), "apply after close")?;
+    pool.join().map_err(err)
+}
+
+fn check<T: PartialEq + std::fmt::Debug>(got: T, want: T, what: &str) -> Outcome {
+    if got == want {
+        Ok(())
+    } else {
+        Err(format!("{what}: got {got:?}, want {want:?}"))
+    }
+}
+
+fn large_map() -> Outcome {
+    let err = |e: multiproc::Error| e.to_string();
+    let local = Pool::new(2).map_err(err)?;
+    let expected = local.map(square, 0..100_000).map_err(err)?;
+    local.close();
+    local.join().map_err(err)?;
+    let pool = mpi_pool()?;
+    let got = pool.map(square, 0..100_000).map_err(err)?;
+    if got != expected {
+        return Err("the MPI pool's map differs from the local pool's".to_string());
+    }
+    pool.close();
+    pool.join().map_err(err)
+}
+
+fn panic_keeps_serving() -> Outcome {
+    let pool = mpi_pool()?;
+    let failed = pool
+        .map_chunked(panics, 0..6, 1)
+        .err()
+        .ok_or("a panicking task did not fail")?;
+    if failed.kind() != ErrorKind::Panicked || !failed.to_string().contains("deliberate panic") {
+        return Err(format!("not the task's panic: {failed}"));
+    }
+    let panic = failed.remote_panic().ok_or("no remote panic")?;
+    if !panic.process.contains("MPI rank") {
+        return Err(format!(
+            "the panic does not name its rank: {}",
+            panic.process
+        ));
+    }
+    // Every rank still serves: a chunk of one item each, more chunks than ranks.
+    let again = pool
+        .map_chunked(square, 0..10, 1)
+        .map_err(|e| e.to_string())?;
+    check(again, (0..10).map(|n| n * n).collect(), "map after a panic")?;
+    pool.close();
+    pool.join().map_err(|e| e.to_string())
+}
+
+fn terminate_then_again() -> Outcome {
+    let pool = mpi_pool()?;
+    let slow = pool.apply_async(sleep_ms, 500);
+    std::thread::sleep(Duration::from_millis(50));
+    pool.terminate();
+    check(
+        slow.get().map_err(|e| e.kind()),
+        Err(ErrorKind::Terminated),
+        "a task of a terminated pool",
+    )?;
+    pool.join().map_err(|e| e.to_string())?;
+    drop(pool);
+    // The ranks serve the next pool, the busy one once its late result is in.
+    let pool = mpi_pool()?;
+    let got = pool
+        .map_chunked(square, 0..8, 1)
+        .map_err(|e| e.to_string())?;
+    check(
+        got,
+        (0..8).map(|n| n * n).collect(),
+        "a pool after terminate",
+    )?;
+    pool.close();
+    pool.join().map_err(|e| e.to_string())
+}
+
+fn mismatch() -> Outcome {
+    match Pool::builder().mpi().build() {
+        Ok(_) => Err("a rank running another binary was accepted".to_string()),
+        Err(err) if err.kind() == ErrorKind::BuildMismatch => {
+            println!("refused: {err}");
+            let text = err.to_string();
+            if text.contains("MPI rank") && text.contains("another binary") {
+                Ok(())
+            } else {
+                Err(format!("unclear: {text}"))
+            }
+        }
+        Err(err) => Err(format!("not a build mismatch: {err}")),
+    }
+}
+
+fn killed() -> Outcome {
+    let pool = mpi_pool()?;
+    // Open MPI ends the whole job when a rank dies: this call should not return.
+    let got = pool.apply(die, ());
+    println!("RANK0-SAW {got:?}");
+    Err("rank 0 went on after a rank died".to_string())
+}
+
+fn stopped() -> Outcome {
+    let pool = Pool::builder()
+        .mpi()
+        .processes(1)
+        .task_timeout(Duration::from_secs(2))
+        .build()
+        .map_err(|e| e.to_string())?;
+    let started = Instant::now();
+    let err = pool
+        .apply(stop, ())
+        .err()
+        .ok_or("a stopped rank answered")?;
+    println!("error: {err}");
+    if err.kind() != ErrorKind::Timeout || !err.to_string().contains("MPI rank 1") {
+        return Err(format!("not a timeout naming the rank: {err}"));
+    }
+    if started.elapsed() > Duration::from_secs(30) {
+        return Err("the timeout took too long".to_string());
+    }
+    Ok(())
+}
+
+/// A process that rank 0 starts itself (not through multiproc) from this very binary inherits
+/// the launcher's environment, but is no rank: it runs its own `main`.
+fn descendant() -> Outcome {
+    let _pool = mpi_pool()?;
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let mut child = Command::new(exe)
+        .arg(PLAIN_CHILD)
+        .stdout(Stdio::piped())
+        .spawn()
+        .map_err(|e| e.to_string())?;
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
+            break status;
+        }
+        if started.elapsed() > Duration::from_secs(30) {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err("the plain child did not end within 30 s".to_string());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut out = String::new();
+    if let Some(mut stdout) = child.stdout.take() {
+        let _ = stdout.read_to_string(&mut out);
+    }
+    if !status.success() || !out.contains("PLAIN-CHILD-RAN") {
+        return Err(format!("the plain child: {status}, said {out:?}"));
+    }
+    Ok(())
+}
+
+/// The argument of a plain child of rank 0 (see [`descendant`]).
+const PLAIN_CHILD: &str = "--plain-child";
+
+/// What one mpirun run gave.
+struct Run {
+    code: Option<i32>,
+    output: String,
+    took: Duration,
+}
+
+const RUN_LIMIT: Duration = Duration::from_secs(120);
+
+/// One `mpirun` at a time: Open MPI 4.1's launchers started together can collide on their
+/// session directories (`orte_session_dir failed`), and the machine is small.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn mpirun(ranks: &[(&Path, u32)], name: &str) -> Result<Run, Failed> {
+    let _one = ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut command = Command::new("mpirun");
+    command.args(["--allow-run-as-root", "--oversubscribe"]);
+    if let Ok(extra) = std::env::var("MULTIPROC_MPIRUN_ARGS") {
+        command.args(extra.split_whitespace());
+    }
+    for (i, (exe, n)) in ranks.iter().enumerate() {
+        if i > 0 {
+            command.arg(":");
+        }
+        command
+            .arg("-np")
+            .arg(n.to_string())
+            .arg(exe)
+            .args(["--mpi-scenario", name]);
+    }
+    let started = Instant::now();
+    let mut child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot run mpirun: {e}"))?;
+    let mut stdout = child.stdout.take().ok_or("no stdout")?;
+    let mut stderr = child.stderr.take().ok_or("no stderr")?;
+    let out = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stdout.read_to_string(&mut s);
+        s
+    });
+    let err = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stderr.read_to_string(&mut s);
+        s
+    });
+    let status = loop {
+        if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
+            break status;
+        }
+        if started.elapsed() > RUN_LIMIT {
+            // SAFETY: signals our own child, mpirun, which ends its job on SIGTERM.
+            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+            std::thread::sleep(Duration::from_secs(5));
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(format!("mpirun still ran after {RUN_LIMIT:?}: a hang").into());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let took = started.elapsed();
+    let output = format!(
+        "{}{}",
+        out.join().unwrap_or_default(),
+        err.join().unwrap_or_default()
+    );
+    Ok(Run {
+        code: status.code(),
+        output,
+        took,
+    })
+}
+
+fn ok_line(name: &str) -> String {
+    format!("SCENARIO-OK {name}")
+}
+
+/// A scenario that ends well: exit 0 and one `SCENARIO-OK` line (the other ranks never ran
+/// `main`).
+fn passes(name: &'static str) -> Trial {
+    Trial::test(name, move || {
+        let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+        let run = mpirun(&[(&exe, 3)], name)?;
+        let oks = run.output.matches(&ok_line(name)).count();
+        if run.code != Some(0) || oks != 1 {
+            return Err(format!(
+                "exit {:?}, {oks} ok lines (want 0 and 1):\n{}",
+                run.code, run.output
+            )
+            .into());
+        }
+        Ok(())
+    })
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.iter().any(|a| a == PLAIN_CHILD) {
+        println!("PLAIN-CHILD-RAN");
+        return;
+    }
+    if let Some(i) = args.iter().position(|a| a == "--mpi-scenario") {
+        let name = args.get(i + 1).cloned().unwrap_or_default();
+        match scenario(&name) {
+            Ok(()) => println!("{}", ok_line(&name)),
+            Err(err) => {
+                eprintln!("scenario {name} failed: {err}");
+                std::process::exit(2);
+            }
+        }
+        return;
+    }
+    let args = Arguments::from_args();
+    let mut trials: Vec<Trial> = ["squares", "large_map", "panic", "terminate", "descendant"]
+        .into_iter()
+        .map(passes)
+        .collect();
+    trials.push(Trial::test("mismatched_binary_is_refused", || {
+        let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+        // Another binary: this one with a byte more (it runs the same, and hashes otherwise).
+        let other: PathBuf =
+            std::env::temp_dir().join(format!("multiproc-mpi-other-{}", std::process::id()));
+        let mut bytes = std::fs::read(&exe).map_err(|e| e.to_string())?;
+        bytes.push(0);
+        std::fs::write(&other, &bytes).map_err(|e| e.to_string())?;
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&other, std::fs::Permissions::from_mode(0o755))
+                .map_err(|e| e.to_string())?;
+        }
+        let run = mpirun(&[(&exe, 1), (&other, 2)], "mismatch");
+        let _ = std::fs::remove_file(&other);
+        let run = run?;
+        if run.code != Some(0) || !run.output.contains(&ok_line("mismatch")) {
+            return Err(format!("exit {:?}:\n{}", run.code, run.output).into());
+        }
+        Ok(())
+    }));
+    trials.push(Trial::test("a_killed_rank_ends_the_job_promptly", || {
+        let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+        let run = mpirun(&[(&exe, 3)], "killed")?;
+        // Open MPI cannot survive a rank's death: the whole job ends, non-zero, never a hang.
+        if run.code == Some(0) || run.output.contains("SCENARIO-OK") {
+            return Err(format!("exit {:?}:\n{}", run.code, run.output).into());
+        }
+        println!("ended with {:?} after {:?}", run.code, run.took);
+        Ok(())
+    }));
+    trials.push(Trial::test("a_stopped_rank_times_out_on_rank_0", || {
+        let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+        let run = mpirun(&[(&exe, 3)], "stopped")?;
+        // The task fails on rank 0 naming the rank; at exit the stopped rank does not
+        // acknowledge the stop, and rank 0 aborts the job.
+        if !run.output.contains(&ok_line("stopped")) || run.code == Some(0) {
+            return Err(format!("exit {:?}:\n{}", run.code, run.output).into());
+        }
+        Ok(())
+    }));
+    trials.push(Trial::test("rank_0_panicking_ends_the_job", || {
+        let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+        let run = mpirun(&[(&exe, 3)], "rank0_panics")?;
+        if run.code == Some(0) || !run.output.contains("deliberate panic on rank 0") {
+            return Err(format!("exit {:?}:\n{}", run.code, run.output).into());
+        }
+        Ok(())
+    }));
+    libtest_mimic::run(&args, trials).exit();
+}
