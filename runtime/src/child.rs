@@ -128,16 +128,9 @@ fn run_bootstrap(control: UnixStream, origin: Origin, deadline: Option<std::time
                     format!("cannot receive the parent's descriptors: {}", err.chain()),
                 ),
             };
-            if launch.entry == POOL_WORKER && !launch.daemon {
-                refuse(
-                    &control,
-                    ErrorKind::UnknownEntry,
-                    format!("`{POOL_WORKER}` runs only as a pool's worker"),
-                );
-            }
-            let entry = match registry::lookup(&launch.entry) {
+            let entry = match entry_of(&launch) {
                 Ok(entry) => entry,
-                Err(err) => refuse(&control, ErrorKind::UnknownEntry, err.message().to_string()),
+                Err(err) => refuse(&control, err.kind(), err.message().to_string()),
             };
             if wire::send(&control, &ChildMessage::Ready).is_err() {
                 sys::exit_now(EXIT_BOOTSTRAP_FAILED);
@@ -145,6 +138,22 @@ fn run_bootstrap(control: UnixStream, origin: Origin, deadline: Option<std::time
             run(Setup::new(control, launch), entry, fds)
         }
     }
+}
+
+/// The entry point a launch runs, or why a child refuses to run it (an
+/// [`ErrorKind::UnknownEntry`] error): a name this build does not register, or the pool
+/// workers' entry outside a pool. The parent of a fork-server child, which is its own build,
+/// asks the same before it starts the child (`start::forkserver::launch_process`).
+pub(crate) fn entry_of(launch: &Launch) -> crate::error::Result<&'static Entry> {
+    if launch.entry == POOL_WORKER && !launch.daemon {
+        return Err(crate::error::Error::new(
+            ErrorKind::UnknownEntry,
+            format!("`{POOL_WORKER}` runs only as a pool's worker"),
+        ));
+    }
+    registry::lookup(&launch.entry).map_err(|err| {
+        crate::error::Error::new(ErrorKind::UnknownEntry, err.message().to_string())
+    })
 }
 
 /// Makes one of the fork server's preload calls; an error says why it failed.

@@ -295,6 +295,30 @@ pub(crate) fn ignore_signal(signal: i32) {
     unsafe { libc::signal(signal, libc::SIG_IGN) };
 }
 
+/// Blocks `signal` in the calling thread; returns whether it was blocked already.
+pub(crate) fn block_signal(signal: i32) -> bool {
+    change_mask(libc::SIG_BLOCK, signal)
+}
+
+/// Unblocks `signal` in the calling thread: one that is pending is delivered now.
+pub(crate) fn unblock_signal(signal: i32) {
+    change_mask(libc::SIG_UNBLOCK, signal);
+}
+
+/// `pthread_sigmask(how, {signal})`; returns whether `signal` was blocked before.
+fn change_mask(how: i32, signal: i32) -> bool {
+    // SAFETY: `sigset_t` is plain old data; sigemptyset and sigaddset fill it, and
+    // pthread_sigmask reads one valid set and writes the other.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        let mut old: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, signal);
+        libc::pthread_sigmask(how, &set, &mut old);
+        libc::sigismember(&old, signal) == 1
+    }
+}
+
 /// The name of a signal (`"SIGKILL"`), or its number.
 pub(crate) fn signal_name(signal: i32) -> String {
     nix::sys::signal::Signal::try_from(signal)
