@@ -73,7 +73,7 @@ use crate::bootstrap::{Launch, PreloadCall, Role};
 use crate::error::{Error, ErrorKind, Result};
 use crate::fd::{self, LibraryFd};
 use crate::registry::{BuildId, Target};
-use crate::{carrier, child, current, sys};
+use crate::{carrier, child, current, handle, sys};
 
 /// A call for the fork server to make once, before it forks any child: see
 /// [`set_forkserver_preload`].
@@ -644,6 +644,21 @@ struct Kid {
     pidfd: OwnedFd,
 }
 
+/// Closes, in a new child of the server, the descriptors of the server's other children,
+/// without freeing their list: the free would write the allocator's pages, each one more
+/// copy-on-write fault for the child (which ends with `_exit`, so nothing else is lost).
+fn close_in_child(kids: Vec<Kid>) {
+    let kids = std::mem::ManuallyDrop::new(kids);
+    for kid in kids.iter() {
+        // SAFETY: the server's descriptors, copies of which this child must not keep; closed
+        // here once, and never again, since the list is never dropped.
+        unsafe {
+            libc::close(kid.status.as_raw_fd());
+            libc::close(kid.pidfd.as_raw_fd());
+        }
+    }
+}
+
 /// The server's loop. Never returns: exits when the parent's end of `control` closes, or when
 /// a request is malformed (the stream is then out of step; the parent sees the end of file
 /// and replaces the server).
@@ -657,6 +672,14 @@ pub(crate) fn serve(control: UnixStream) -> ! {
     // original found).
     sys::ignore_signal(libc::SIGINT);
     let was_blocked = sys::block_signal(libc::SIGINT);
+    // The one-time set-up every child would otherwise do again on its own copy of the server,
+    // and pay in page faults and lazy symbol binding (about ten faults per child): the fork
+    // hook, the thread-local destructors of the incoming and outgoing descriptors (an empty
+    // encoding makes the latter), the exit report's `exit(3)` handler.
+    fd::settle_before_fork();
+    handle::prepare_fork();
+    let _ = handle::encode_with(|| Ok(Vec::new()));
+    sys::hook_exit_report();
     let _ = SIGINT_BLOCKED_BEFORE.compare_exchange(
         0,
         if was_blocked { 2 } else { 1 },
@@ -729,7 +752,8 @@ pub(crate) fn serve(control: UnixStream) -> ! {
                 serve(UnixStream::from(sent))
             }
             Ok(ForkResult::Child) => {
-                drop((kids, control, status_r));
+                close_in_child(kids);
+                drop((control, status_r));
                 sys::default_signal(libc::SIGINT);
                 if SIGINT_BLOCKED_BEFORE.load(Ordering::Relaxed) != 2 {
                     sys::unblock_signal(libc::SIGINT);

@@ -350,6 +350,13 @@ pub(crate) fn report_exit_on(fd: RawFd) {
     let pid = u64::from(std::process::id());
     let word = pid << 32 | u64::from(fd as u32);
     EXIT_REPORT.store(word, std::sync::atomic::Ordering::SeqCst);
+    hook_exit_report();
+}
+
+/// Registers (once) the `exit(3)` handler of [`report_exit_on`], which reports nothing until a
+/// process asks it to: the fork server registers it before it serves, so that its children
+/// inherit it instead of each registering its own.
+pub(crate) fn hook_exit_report() {
     #[cfg(target_env = "gnu")]
     {
         extern "C" {
