@@ -60,7 +60,7 @@
 //! [`set_forkserver_preload`] names `#[process]` functions that a new server calls once before
 //! it serves, so that every child it forks starts warm (CPython's preload of modules).
 
-use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
@@ -680,6 +680,8 @@ pub(crate) fn serve(control: UnixStream) -> ! {
     handle::prepare_fork();
     let _ = handle::encode_with(|| Ok(Vec::new()));
     sys::hook_exit_report();
+    // The children's standard input, opened once (see `child::shared_dev_null`).
+    let null = child::shared_dev_null();
     let _ = SIGINT_BLOCKED_BEFORE.compare_exchange(
         0,
         if was_blocked { 2 } else { 1 },
@@ -749,11 +751,31 @@ pub(crate) fn serve(control: UnixStream) -> ! {
         match unsafe { fork() } {
             Ok(ForkResult::Child) if op == OP_CLONE => {
                 drop((kids, control, status_r, status_w));
+                // The copy opens its own (its fork generation is another).
+                if let Some(null) = null {
+                    // SAFETY: this copy's inherited `/dev/null`, unregistered and closed once.
+                    let null = unsafe { OwnedFd::from_raw_fd(null) };
+                    fd::forget(&null);
+                }
                 serve(UnixStream::from(sent))
             }
             Ok(ForkResult::Child) => {
                 close_in_child(kids);
                 drop((control, status_r));
+                match null {
+                    Some(null) => {
+                        // SAFETY: the server's `/dev/null`, open until closed just below.
+                        sys::stdin_from(unsafe { BorrowedFd::borrow_raw(null) });
+                        // SAFETY: this child's copy, unregistered and closed once.
+                        let null = unsafe { OwnedFd::from_raw_fd(null) };
+                        fd::forget(&null);
+                    }
+                    None => {
+                        if let Ok(null) = sys::open_devnull() {
+                            sys::stdin_from(null.as_fd());
+                        }
+                    }
+                }
                 sys::default_signal(libc::SIGINT);
                 if SIGINT_BLOCKED_BEFORE.load(Ordering::Relaxed) != 2 {
                     sys::unblock_signal(libc::SIGINT);

@@ -257,7 +257,8 @@ fn posix_spawn(program: &std::ffi::CStr, argv: &[&std::ffi::CStr], keep: RawFd) 
     Ok(pid)
 }
 
-/// `/dev/null` opened for reading, close-on-exec: what a child's standard input becomes.
+/// `/dev/null` opened for reading, close-on-exec, above the standard streams' numbers: what a
+/// child's standard input becomes.
 pub(crate) fn open_devnull() -> io::Result<OwnedFd> {
     // SAFETY: a NUL-terminated path; the result is a new descriptor or -1.
     let fd = unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
@@ -265,22 +266,21 @@ pub(crate) fn open_devnull() -> io::Result<OwnedFd> {
         return Err(io::Error::last_os_error());
     }
     // SAFETY: a fresh descriptor that nothing else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    let null = unsafe { OwnedFd::from_raw_fd(fd) };
+    if fd > 2 {
+        return Ok(null);
+    }
+    // A standard stream was closed and this took its number: move it above them (std
+    // duplicates from 3 up), and leave the stream closed.
+    null.try_clone()
 }
 
 /// Makes `null` (from [`open_devnull`]) the standard input of this process, as CPython does in
-/// every child.
-pub(crate) fn stdin_from(null: OwnedFd) {
-    if null.as_raw_fd() == 0 {
-        // Standard input was closed and `/dev/null` took its place: keep it, across exec too.
-        // SAFETY: F_SETFD on a descriptor we own, which then stays open as fd 0.
-        unsafe { libc::fcntl(0, libc::F_SETFD, 0) };
-        std::mem::forget(null);
-    } else {
-        // SAFETY: dup2 onto fd 0 of a descriptor we own (closed when `null` drops); fd 0 is
-        // replaced atomically.
-        unsafe { libc::dup2(null.as_raw_fd(), 0) };
-    }
+/// every child. `null` stays open.
+pub(crate) fn stdin_from(null: BorrowedFd<'_>) {
+    // SAFETY: dup2 onto fd 0 of a descriptor open in this process (above 2, see
+    // `open_devnull`); fd 0 is replaced atomically, and inherits no close-on-exec flag.
+    unsafe { libc::dup2(null.as_raw_fd(), 0) };
 }
 
 /// Sets the disposition of `signal` to its default.
