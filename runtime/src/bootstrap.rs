@@ -57,6 +57,9 @@ pub(crate) enum Role {
     Run(Launch),
     /// Become the fork server of the parent, after making these calls once.
     ForkServer { preload: Vec<PreloadCall> },
+    /// Run an entry point without answering `Ready` (a refusal is still answered): the parent
+    /// does not wait for it (a `Process` started through the fork server).
+    RunUnacknowledged(Launch),
 }
 
 /// The first frame on the control socket of a spawned child, parent to child: the name of the

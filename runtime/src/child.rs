@@ -119,25 +119,30 @@ fn run_bootstrap(control: UnixStream, origin: Origin, deadline: Option<std::time
             }
             fork_server(control)
         }
-        (Role::Run(launch), _) => {
-            let fds = match wire::recv_fds(&control, launch.fds) {
-                Ok(fds) => fds,
-                Err(err) => refuse(
-                    &control,
-                    ErrorKind::Bootstrap,
-                    format!("cannot receive the parent's descriptors: {}", err.chain()),
-                ),
-            };
-            let entry = match entry_of(&launch) {
-                Ok(entry) => entry,
-                Err(err) => refuse(&control, err.kind(), err.message().to_string()),
-            };
-            if wire::send(&control, &ChildMessage::Ready).is_err() {
-                sys::exit_now(EXIT_BOOTSTRAP_FAILED);
-            }
-            run(Setup::new(control, launch), entry, fds)
-        }
+        (Role::Run(launch), _) => run_launch(control, launch, true),
+        (Role::RunUnacknowledged(launch), _) => run_launch(control, launch, false),
     }
+}
+
+/// Receives the launch's descriptors, checks its entry point, says `Ready` if the parent waits
+/// for it (`acknowledge`), and runs the entry point; refuses the bootstrap if any of that fails.
+fn run_launch(control: UnixStream, launch: Launch, acknowledge: bool) -> ! {
+    let fds = match wire::recv_fds(&control, launch.fds) {
+        Ok(fds) => fds,
+        Err(err) => refuse(
+            &control,
+            ErrorKind::Bootstrap,
+            format!("cannot receive the parent's descriptors: {}", err.chain()),
+        ),
+    };
+    let entry = match entry_of(&launch) {
+        Ok(entry) => entry,
+        Err(err) => refuse(&control, err.kind(), err.message().to_string()),
+    };
+    if acknowledge && wire::send(&control, &ChildMessage::Ready).is_err() {
+        sys::exit_now(EXIT_BOOTSTRAP_FAILED);
+    }
+    run(Setup::new(control, launch), entry, fds)
 }
 
 /// The entry point a launch runs, or why a child refuses to run it (an

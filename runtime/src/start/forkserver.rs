@@ -266,7 +266,7 @@ const EARLY_BOOTSTRAP: usize = 16 << 10;
 /// checked to be this build when it was spawned). A small bootstrap is written on the
 /// control socket before the server is asked for the child, so that the child finds it there
 /// and runs at once; the parent returns once the server has given the pid, with one round
-/// trip fewer (the child's `Ready` is read with its other messages when it is reaped). A child
+/// trip fewer (the child does not send `Ready`: see [`Role::RunUnacknowledged`]). A child
 /// that fails its bootstrap all the same (it cannot take the descriptors, say) exits with
 /// code 70, and says why in [`Process::error`](crate::Process::error).
 ///
@@ -280,7 +280,7 @@ pub(crate) fn launch_process(launch: Launch, fds: &[RawFd]) -> Result<Popen> {
         + 8 * launch.identity.len()
         <= EARLY_BOOTSTRAP;
     let deadline = sys::deadline_after(crate::bootstrap::BOOTSTRAP_TIMEOUT);
-    let role = Role::Run(launch);
+    let role = Role::RunUnacknowledged(launch);
     let (popen, build) = {
         let mut client = lock_client();
         let mut restarted = false;
