@@ -156,9 +156,8 @@ pub(crate) fn entry_of(launch: &Launch) -> crate::error::Result<&'static Entry> 
             format!("`{POOL_WORKER}` runs only as a pool's worker"),
         ));
     }
-    registry::lookup(&launch.entry).map_err(|err| {
-        crate::error::Error::new(ErrorKind::UnknownEntry, err.message().to_string())
-    })
+    registry::lookup(&launch.entry)
+        .map_err(|err| crate::error::Error::new(ErrorKind::UnknownEntry, err.message().to_string()))
 }
 
 /// Makes one of the fork server's preload calls; an error says why it failed.

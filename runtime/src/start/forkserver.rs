@@ -315,9 +315,7 @@ pub(crate) fn launch_process(launch: Launch, fds: &[RawFd]) -> Result<Popen> {
 }
 
 /// This process's fork server, started (or started again, if it died) if needed.
-fn live_server(
-    client: &mut Option<ForkServer>,
-) -> Result<&mut ForkServer> {
+fn live_server(client: &mut Option<ForkServer>) -> Result<&mut ForkServer> {
     if client
         .as_ref()
         .map(ForkServer::is_dead)

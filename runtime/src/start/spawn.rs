@@ -19,8 +19,8 @@ use std::process::{Command, Stdio};
 use super::{lock_executable, LaunchKey, Popen};
 use crate::bootstrap::{Launch, Role, CHILD_FLAG};
 use crate::error::{Error, Result};
-use crate::{fd, sys};
 use crate::registry::BuildId;
+use crate::{fd, sys};
 
 /// Sets the binary that `spawn` and the fork server execute (Python's `set_executable`);
 /// `None` restores the default, `/proc/self/exe`.

@@ -166,13 +166,13 @@ pub(crate) fn spawn_keeping(
 #[cfg(target_env = "gnu")]
 fn spawn_keeps_descriptors() -> bool {
     // SAFETY: returns a pointer to a static NUL-terminated string ("2.36").
-        let version = unsafe { std::ffi::CStr::from_ptr(libc::gnu_get_libc_version()) };
-        let mut parts = version
-            .to_str()
-            .unwrap_or("")
-            .split('.')
-            .map(|part| part.parse::<u32>().unwrap_or(0));
-        let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    let version = unsafe { std::ffi::CStr::from_ptr(libc::gnu_get_libc_version()) };
+    let mut parts = version
+        .to_str()
+        .unwrap_or("")
+        .split('.')
+        .map(|part| part.parse::<u32>().unwrap_or(0));
+    let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
     (major, minor) >= (2, 29)
 }
 
