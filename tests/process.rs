@@ -835,49 +835,6 @@ fn fork_server_exits_with_its_parent() -> Outcome {
     Ok(())
 }
 
-/// The child the fork server keeps forked ahead of the next request ends with the server when
-/// the server's owner is killed: nothing of the server outlives it.
-fn fork_server_spare_ends_with_it() -> Outcome {
-    let dir = scratch("spare");
-    let path = dir.join("ppid");
-    let owner = Process::new(
-        server_owner,
-        (
-            path.to_string_lossy().into_owned(),
-            "forkserver".to_string(),
-        ),
-    )
-    .with_start_method(StartMethod::Spawn);
-    start(&owner)?;
-    let server: i32 = read_when_ready(&path, LONG)?.parse()?;
-    // Its children now: the spare (the sleeper was killed and joined).
-    let deadline = Instant::now() + LONG;
-    let spares = loop {
-        let children = common::peers::children_of(server);
-        if !children.is_empty() {
-            break children;
-        }
-        if Instant::now() > deadline {
-            owner.kill()?;
-            owner.join()?;
-            return Err("the fork server keeps no child forked ahead".into());
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    };
-    owner.kill()?;
-    owner.join()?;
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while let Some(&left) = spares.iter().find(|&&pid| !is_gone(pid)) {
-        if Instant::now() > deadline {
-            // SAFETY: clean up the orphan before failing.
-            unsafe { libc::kill(left, libc::SIGKILL) };
-            return Err(format!("the fork server's spare {left} outlived it").into());
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    Ok(())
-}
-
 fn global_start_method() -> Outcome {
     multiproc::force_start_method(None);
     multiproc::set_start_method(StartMethod::Spawn)?;
@@ -1526,7 +1483,6 @@ fn main() {
         forkserver_death_and_restart,
         fork_and_forkserver_from_two_threads,
         fork_server_exits_with_its_parent,
-        fork_server_spare_ends_with_it,
         forkserver_preload,
         forkserver_stray_byte,
         forkserver_exit_codes_outlive_server,

@@ -7,9 +7,8 @@
 //! when the parent exits or dies.
 //!
 //! To start a child, the parent creates a control socketpair and sends one end to the server
-//! with `SCM_RIGHTS`. The server forks (a spawned server has forked the child already, ahead
-//! of the request: it hands the socket to that spare child and forks the next spare after it
-//! has answered); the child runs the bootstrap on that socket, talking to the parent directly. The server answers with the child's pid, and with two descriptors: a
+//! with `SCM_RIGHTS`. The server forks; the child runs the bootstrap on that socket, talking to
+//! the parent directly. The server answers with the child's pid, and with two descriptors: a
 //! status pipe on which it writes the child's exit code when it reaps it, and a pidfd through
 //! which the parent signals the child without racing pid reuse and sees it end.
 //!
@@ -362,7 +361,7 @@ impl ForkServer {
 
     /// Forks a server from this process: its children see this process's memory as it is now.
     pub(crate) fn fork_zygote() -> Result<ForkServer> {
-        let server = fork::fork_child(|control| control, |control| serve_with(control, false))?;
+        let server = fork::fork_child(|control| control, |control| serve(control))?;
         Ok(ForkServer::new(server, BuildId::current()))
     }
 
@@ -646,11 +645,11 @@ struct Kid {
 /// Closes, in a new child of the server, the descriptors of the server's other children,
 /// without freeing their list: the free would write the allocator's pages, each one more
 /// copy-on-write fault for the child (which ends with `_exit`, so nothing else is lost).
-fn close_in_child(kids: &[Kid]) {
-    for kid in kids {
+fn close_in_child(kids: Vec<Kid>) {
+    let kids = std::mem::ManuallyDrop::new(kids);
+    for kid in kids.iter() {
         // SAFETY: the server's descriptors, copies of which this child must not keep; closed
-        // here once, and never again, since the child never drops its copy of the list (it
-        // ends with `_exit`).
+        // here once, and never again, since the list is never dropped.
         unsafe {
             libc::close(kid.status.as_raw_fd());
             libc::close(kid.pidfd.as_raw_fd());
@@ -658,123 +657,10 @@ fn close_in_child(kids: &[Kid]) {
     }
 }
 
-/// A child the server forked ahead of the next request: it waits on `chan` for the control
-/// socket of the child it is to become (see [`serve`]).
-struct Spare {
-    pid: i32,
-    pidfd: OwnedFd,
-    status_r: OwnedFd,
-    status_w: OwnedFd,
-    chan: OwnedFd,
-}
-
-impl Spare {
-    /// Ends and reaps the spare (the server is about to exit).
-    fn end(self) {
-        let _ = sys::pidfd_send_signal(self.pidfd.as_fd(), libc::SIGKILL);
-        let _ = sys::wait_child(self.pid, false);
-    }
-}
-
-/// What a new child of the server does before it is told which child it is: it leaves the
-/// server (closes the server's descriptors, which it must not keep) and takes `/dev/null` as
-/// its standard input.
-fn leave_server(kids: &[Kid], null: Option<RawFd>) {
-    close_in_child(kids);
-    match null {
-        Some(null) => {
-            // SAFETY: the server's `/dev/null`, open until closed just below.
-            sys::stdin_from(unsafe { BorrowedFd::borrow_raw(null) });
-            // SAFETY: this child's copy, unregistered and closed once.
-            let null = unsafe { OwnedFd::from_raw_fd(null) };
-            fd::forget(&null);
-        }
-        None => {
-            if let Ok(null) = sys::open_devnull() {
-                sys::stdin_from(null.as_fd());
-            }
-        }
-    }
-}
-
-/// The rest of a new child of the server, once it has its control socket `sent`: SIGINT back
-/// to its default, its exit code reported on `status_w`, then its bootstrap.
-fn become_child(status_w: OwnedFd, sent: OwnedFd) -> ! {
-    sys::default_signal(libc::SIGINT);
-    if SIGINT_BLOCKED_BEFORE.load(Ordering::Relaxed) != 2 {
-        sys::unblock_signal(libc::SIGINT);
-    }
-    // The child writes its own exit code when it ends through the library (or `exit(3)`):
-    // the code then survives this server. Registered, the pipe is closed in the children it
-    // forks.
-    let status_w = LibraryFd::new(status_w).keep_for_life();
-    sys::report_exit_on(status_w);
-    child::serve(UnixStream::from(sent))
-}
-
-/// Forks a spare child (see [`serve`]); `None` if it cannot (the next request then forks).
-fn fork_spare(kids: &[Kid], control: &UnixStream, null: Option<RawFd>) -> Option<Spare> {
-    let (status_r, status_w) = sys::pipe().ok()?;
-    let (chan, spare_end) = sys::seqpacket_pair().ok()?;
-    // SAFETY: as in `serve`: the server has one thread.
-    match unsafe { fork() } {
-        Ok(ForkResult::Child) => {
-            leave_server(kids, null);
-            // SAFETY: the server's socket, which this child must not keep; closed once (the
-            // child never drops `control`'s copy: it ends with `_exit`).
-            unsafe { libc::close(control.as_raw_fd()) };
-            drop((status_r, chan));
-            let mut mark = [0u8; 1];
-            let sent = match sys::recv_with_fds(spare_end.as_fd(), &mut mark, 1) {
-                Ok(Some(fds)) => <[OwnedFd; 1]>::try_from(fds).ok(),
-                _ => None,
-            };
-            drop(spare_end);
-            match sent {
-                Some([sent]) => become_child(status_w, sent),
-                // The server ended (or sent something else): nothing to become.
-                None => sys::exit_now(0),
-            }
-        }
-        Ok(ForkResult::Parent { child }) => {
-            let pid = child.as_raw();
-            drop(spare_end);
-            match sys::pidfd_open(pid) {
-                Ok(pidfd) => Some(Spare {
-                    pid,
-                    pidfd,
-                    status_r,
-                    status_w,
-                    chan,
-                }),
-                Err(_) => {
-                    // SAFETY: `pid` is our unreaped child.
-                    unsafe { libc::kill(pid, libc::SIGKILL) };
-                    let _ = sys::wait_child(pid, false);
-                    None
-                }
-            }
-        }
-        Err(_) => None,
-    }
-}
-
 /// The server's loop. Never returns: exits when the parent's end of `control` closes, or when
 /// a request is malformed (the stream is then out of step; the parent sees the end of file
 /// and replaces the server).
-///
-/// The server of a process (spawned) forks each child ahead of the request that needs it: a
-/// spare child waits, its standard input and descriptors already set, for the control socket
-/// the request brings, and the server answers with its pid at once, then forks the next spare.
-/// The fork (about as long as a start of the `fork` method) is then no longer between a
-/// request and its answer. A pool's zygote (and its copy) forks on request, as the spare
-/// would see the memory of the zygote as it was at the previous request, which is the same,
-/// but keeps one more process for every pool.
 pub(crate) fn serve(control: UnixStream) -> ! {
-    serve_with(control, true)
-}
-
-fn serve_with(control: UnixStream, ahead: bool) -> ! {
     // Ignored, so that a Ctrl-C to the terminal's process group does not end the server; and
     // blocked, so that a SIGINT sent to a child before it has set the signal back to its
     // default is not lost: a blocked signal stays pending even while ignored, and ends the
@@ -801,20 +687,8 @@ fn serve_with(control: UnixStream, ahead: bool) -> ! {
         Ordering::Relaxed,
     );
     let mut kids: Vec<Kid> = Vec::new();
-    let mut spare = if ahead {
-        fork_spare(&kids, &control, null)
-    } else {
-        None
-    };
-    let leave = |spare: Option<Spare>, code: i32| -> ! {
-        if let Some(spare) = spare {
-            spare.end();
-        }
-        sys::exit_now(code)
-    };
     loop {
         let mut fds: Vec<libc::pollfd> = std::iter::once(control.as_raw_fd())
-            .chain(spare.iter().map(|s| s.pidfd.as_raw_fd()))
             .chain(kids.iter().map(|k| k.pidfd.as_raw_fd()))
             .map(|fd| libc::pollfd {
                 fd,
@@ -823,18 +697,11 @@ fn serve_with(control: UnixStream, ahead: bool) -> ! {
             })
             .collect();
         if sys::poll_many(&mut fds, None).is_err() {
-            leave(spare, 1);
-        }
-        let first_kid = 1 + usize::from(spare.is_some());
-        if first_kid == 2 && fds[1].revents != 0 {
-            // The spare died (killed): reaped; the next request forks.
-            if let Some(dead) = spare.take() {
-                let _ = sys::wait_child(dead.pid, false);
-            }
+            sys::exit_now(1);
         }
         let exited: Vec<i32> = kids
             .iter()
-            .zip(&fds[first_kid..])
+            .zip(&fds[1..])
             .filter(|(_, p)| p.revents != 0)
             .map(|(k, _)| k.pid)
             .collect();
@@ -855,44 +722,17 @@ fn serve_with(control: UnixStream, ahead: bool) -> ! {
         let received = match sys::recv_with_fds(control.as_fd(), &mut frame, 1) {
             Ok(Some(received)) => received,
             // End of file, or a short frame: out of step.
-            Ok(None) | Err(_) => leave(spare, 0),
+            Ok(None) | Err(_) => sys::exit_now(0),
         };
         let (Some((op, id)), Ok([sent])) =
             (parse_request(&frame), <[OwnedFd; 1]>::try_from(received))
         else {
             // Out of step: nothing after this can be trusted to start where a request does.
-            leave(spare, 1)
+            sys::exit_now(1)
         };
         let refuse = |errno: i32| {
             let _ = sys::send_with_fds(control.as_fd(), &reply_frame(id, -errno, 0), &[]);
         };
-        if op == OP_FORK {
-            if let Some(ready) = spare.take() {
-                if sys::send_with_fds(ready.chan.as_fd(), b"C", &[sent.as_raw_fd()]).is_ok() {
-                    let fds = [ready.status_r.as_raw_fd(), ready.pidfd.as_raw_fd()];
-                    let _ =
-                        sys::send_with_fds(control.as_fd(), &reply_frame(id, ready.pid, 2), &fds);
-                    let Spare {
-                        pid,
-                        pidfd,
-                        status_r,
-                        status_w,
-                        chan,
-                    } = ready;
-                    // Closed before the next spare is forked, which must not inherit them.
-                    drop((status_r, chan, sent));
-                    kids.push(Kid {
-                        pid,
-                        status: status_w,
-                        pidfd,
-                    });
-                    spare = fork_spare(&kids, &control, null);
-                    continue;
-                }
-                // The spare is gone: fork now.
-                ready.end();
-            }
-        }
         let (status_r, status_w) = match sys::pipe() {
             Ok(pipe) => pipe,
             Err(err) => {
@@ -908,23 +748,42 @@ fn serve_with(control: UnixStream, ahead: bool) -> ! {
         // `ForkPolicy` said to fork anyway), and this fork copies nothing that one did not.
         match unsafe { fork() } {
             Ok(ForkResult::Child) if op == OP_CLONE => {
-                // Not this copy's to end: its descriptors are closed.
-                drop((kids, control, status_r, status_w, spare));
+                drop((kids, control, status_r, status_w));
                 // The copy opens its own (its fork generation is another).
                 if let Some(null) = null {
                     // SAFETY: this copy's inherited `/dev/null`, unregistered and closed once.
                     let null = unsafe { OwnedFd::from_raw_fd(null) };
                     fd::forget(&null);
                 }
-                serve_with(UnixStream::from(sent), ahead)
+                serve(UnixStream::from(sent))
             }
             Ok(ForkResult::Child) => {
-                leave_server(&kids, null);
-                // SAFETY: the server's socket, which this child must not keep; closed once
-                // (the child never drops `control`'s copy: it ends with `_exit`).
-                unsafe { libc::close(control.as_raw_fd()) };
-                drop(status_r);
-                become_child(status_w, sent)
+                close_in_child(kids);
+                drop((control, status_r));
+                match null {
+                    Some(null) => {
+                        // SAFETY: the server's `/dev/null`, open until closed just below.
+                        sys::stdin_from(unsafe { BorrowedFd::borrow_raw(null) });
+                        // SAFETY: this child's copy, unregistered and closed once.
+                        let null = unsafe { OwnedFd::from_raw_fd(null) };
+                        fd::forget(&null);
+                    }
+                    None => {
+                        if let Ok(null) = sys::open_devnull() {
+                            sys::stdin_from(null.as_fd());
+                        }
+                    }
+                }
+                sys::default_signal(libc::SIGINT);
+                if SIGINT_BLOCKED_BEFORE.load(Ordering::Relaxed) != 2 {
+                    sys::unblock_signal(libc::SIGINT);
+                }
+                // The child writes its own exit code when it ends through the library (or
+                // `exit(3)`): the code then survives this server. Registered, the pipe is
+                // closed in the children it forks.
+                let status_w = LibraryFd::new(status_w).keep_for_life();
+                sys::report_exit_on(status_w);
+                child::serve(UnixStream::from(sent))
             }
             Ok(ForkResult::Parent { child }) => {
                 let pid = child.as_raw();
@@ -933,15 +792,11 @@ fn serve_with(control: UnixStream, ahead: bool) -> ! {
                     Ok(pidfd) => {
                         let fds = [status_r.as_raw_fd(), pidfd.as_raw_fd()];
                         let _ = sys::send_with_fds(control.as_fd(), &reply_frame(id, pid, 2), &fds);
-                        drop(status_r);
                         kids.push(Kid {
                             pid,
                             status: status_w,
                             pidfd,
                         });
-                        if ahead && op == OP_FORK && spare.is_none() {
-                            spare = fork_spare(&kids, &control, null);
-                        }
                     }
                     Err(err) => {
                         // SAFETY: `pid` is our unreaped child.
