@@ -108,6 +108,25 @@ fn grandchild_fds(path: String) {
     write_line(&path, &fds);
 }
 
+/// Writes where this child's descriptor 0 leads, then every descriptor of it that leads to
+/// `/dev/null`.
+#[process]
+fn report_stdin(path: String) {
+    let target = |fd: &str| {
+        std::fs::read_link(format!("/proc/self/fd/{fd}"))
+            .map(|t| t.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    };
+    let mut nulls: Vec<i32> = std::fs::read_dir("/proc/self/fd")
+        .expect("/proc/self/fd")
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse().ok()))
+        .filter(|fd: &i32| target(&fd.to_string()) == "/dev/null")
+        .collect();
+    nulls.sort_unstable();
+    write_line(&path, &format!("{} {nulls:?}", target("0")));
+}
+
 /// Starts a child with `method` (so that a fork server exists when the method is
 /// forkserver), then writes the pid of its parent (the fork server, or this process) and sleeps.
 #[process]
@@ -724,6 +743,36 @@ fn subclass_style(m: StartMethod) -> Outcome {
         start(&p)?;
         check_eq!(p.join()?, 0);
         check_eq!(read_when_ready(&path, LONG)?, format!("{id} {}", p.name()));
+    }
+    Ok(())
+}
+
+/// A child's standard input is `/dev/null` (as in CPython), and it keeps no other copy of it
+/// (the parent's or the fork server's, opened once for all their children).
+fn stdin_is_dev_null(m: StartMethod) -> Outcome {
+    let dir = scratch("stdin");
+    for round in 0..2 {
+        let path = dir.join(format!("stdin{round}"));
+        let p =
+            Process::new(report_stdin, path.to_string_lossy().into_owned()).with_start_method(m);
+        start(&p)?;
+        check_eq!(p.join()?, 0);
+        let seen = read_when_ready(&path, LONG)?;
+        // Standard output and error may be /dev/null too, under some runners.
+        let (stdin, nulls) = seen.split_once(' ').ok_or("two fields")?;
+        check_eq!(stdin, "/dev/null");
+        let nulls: Vec<i32> = nulls
+            .trim_matches(|c| c == '[' || c == ']')
+            .split(", ")
+            .filter(|fd| !fd.is_empty())
+            .map(str::parse)
+            .collect::<Result<_, _>>()?;
+        // Whatever this test process inherited from its runner a child inherits as well.
+        let inherited = common::inheritable_fds();
+        check!(
+            nulls.iter().all(|&fd| fd <= 2 || inherited.contains(&fd)),
+            "round {round}: /dev/null open on {nulls:?} in the child (inherited: {inherited:?})"
+        );
     }
     Ok(())
 }
@@ -1421,6 +1470,7 @@ fn main() {
         no_leaks_200_cycles,
         subclass_style,
         bootstrap_does_not_leak,
+        stdin_is_dev_null,
         declared_frame_length,
         too_many_descriptors_in_arguments,
     );

@@ -57,6 +57,9 @@ pub(crate) enum Role {
     Run(Launch),
     /// Become the fork server of the parent, after making these calls once.
     ForkServer { preload: Vec<PreloadCall> },
+    /// Run an entry point without answering `Ready` (a refusal is still answered): the parent
+    /// does not wait for it (a `Process` started through the fork server).
+    RunUnacknowledged(Launch),
 }
 
 /// The first frame on the control socket of a spawned child, parent to child: the name of the
@@ -160,6 +163,25 @@ pub(crate) const EXIT_BOOTSTRAP_FAILED: i32 = 70;
 /// CPython): a death by signal, since a child reports its own exit code (see `forkserver`).
 pub(crate) const EXIT_SERVER_DIED: i32 = 255;
 
+/// The parent's half of the bootstrap, without waiting for the answer: the credential (a
+/// spawned child's), the build identity, the role and the descriptors, all before `deadline`.
+pub(crate) fn send(
+    control: &UnixStream,
+    credential: Option<&Credential>,
+    build: &BuildId,
+    role: &Role,
+    fds: &[RawFd],
+    deadline: Option<Instant>,
+) -> Result<()> {
+    credential
+        .map_or(Ok(()), |credential| {
+            wire::send_until(control, credential, deadline)
+        })
+        .and_then(|()| wire::send_until(control, build, deadline))
+        .and_then(|()| wire::send_until(control, role, deadline))
+        .and_then(|()| wire::send_fds_until(control, fds, deadline))
+}
+
 /// Parent side of the handshake (spawn, forkserver): sends the credential (a spawned child's),
 /// the build identity, the role and the descriptors, then waits for `Ready`, all before
 /// `deadline`. `key` is the credential and the binary the child runs, which the parent names
@@ -176,14 +198,14 @@ pub(crate) fn handshake(
     deadline: Option<Instant>,
     kill: impl FnOnce(),
 ) -> Result<()> {
-    let sent = key
-        .as_ref()
-        .map_or(Ok(()), |(credential, _)| {
-            wire::send_until(control, credential, deadline)
-        })
-        .and_then(|()| wire::send_until(control, build, deadline))
-        .and_then(|()| wire::send_until(control, role, deadline))
-        .and_then(|()| wire::send_fds_until(control, fds, deadline));
+    let sent = send(
+        control,
+        key.as_ref().map(|(credential, _)| credential),
+        build,
+        role,
+        fds,
+        deadline,
+    );
     let reply = wire::recv::<ChildMessage>(control, deadline);
     let failure = match (sent, reply) {
         (Ok(()), Ok(Some(ChildMessage::Ready))) => return Ok(()),

@@ -6,10 +6,10 @@
 use std::cell::{Cell, RefCell};
 use std::ffi::OsStr;
 use std::io::Write;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::panic::{self, AssertUnwindSafe};
-use std::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use crate::bootstrap::{
@@ -119,32 +119,45 @@ fn run_bootstrap(control: UnixStream, origin: Origin, deadline: Option<std::time
             }
             fork_server(control)
         }
-        (Role::Run(launch), _) => {
-            let fds = match wire::recv_fds(&control, launch.fds) {
-                Ok(fds) => fds,
-                Err(err) => refuse(
-                    &control,
-                    ErrorKind::Bootstrap,
-                    format!("cannot receive the parent's descriptors: {}", err.chain()),
-                ),
-            };
-            if launch.entry == POOL_WORKER && !launch.daemon {
-                refuse(
-                    &control,
-                    ErrorKind::UnknownEntry,
-                    format!("`{POOL_WORKER}` runs only as a pool's worker"),
-                );
-            }
-            let entry = match registry::lookup(&launch.entry) {
-                Ok(entry) => entry,
-                Err(err) => refuse(&control, ErrorKind::UnknownEntry, err.message().to_string()),
-            };
-            if wire::send(&control, &ChildMessage::Ready).is_err() {
-                sys::exit_now(EXIT_BOOTSTRAP_FAILED);
-            }
-            run(Setup::new(control, launch), entry, fds)
-        }
+        (Role::Run(launch), _) => run_launch(control, launch, true),
+        (Role::RunUnacknowledged(launch), _) => run_launch(control, launch, false),
     }
+}
+
+/// Receives the launch's descriptors, checks its entry point, says `Ready` if the parent waits
+/// for it (`acknowledge`), and runs the entry point; refuses the bootstrap if any of that fails.
+fn run_launch(control: UnixStream, launch: Launch, acknowledge: bool) -> ! {
+    let fds = match wire::recv_fds(&control, launch.fds) {
+        Ok(fds) => fds,
+        Err(err) => refuse(
+            &control,
+            ErrorKind::Bootstrap,
+            format!("cannot receive the parent's descriptors: {}", err.chain()),
+        ),
+    };
+    let entry = match entry_of(&launch) {
+        Ok(entry) => entry,
+        Err(err) => refuse(&control, err.kind(), err.message().to_string()),
+    };
+    if acknowledge && wire::send(&control, &ChildMessage::Ready).is_err() {
+        sys::exit_now(EXIT_BOOTSTRAP_FAILED);
+    }
+    run(Setup::new(control, launch), entry, fds)
+}
+
+/// The entry point a launch runs, or why a child refuses to run it (an
+/// [`ErrorKind::UnknownEntry`] error): a name this build does not register, or the pool
+/// workers' entry outside a pool. The parent of a fork-server child, which is its own build,
+/// asks the same before it starts the child (`start::forkserver::launch_process`).
+pub(crate) fn entry_of(launch: &Launch) -> crate::error::Result<&'static Entry> {
+    if launch.entry == POOL_WORKER && !launch.daemon {
+        return Err(crate::error::Error::new(
+            ErrorKind::UnknownEntry,
+            format!("`{POOL_WORKER}` runs only as a pool's worker"),
+        ));
+    }
+    registry::lookup(&launch.entry)
+        .map_err(|err| crate::error::Error::new(ErrorKind::UnknownEntry, err.message().to_string()))
 }
 
 /// Makes one of the fork server's preload calls; an error says why it failed.
@@ -219,7 +232,7 @@ pub(crate) fn reporting_aborts<R>(make: impl FnOnce() -> AbortReport, f: impl Fn
 }
 
 /// What a child sets up before its target runs: who it is, its control socket, its name for
-/// the panic hook, the `/dev/null` its standard input becomes.
+/// the panic hook, the `/dev/null` its standard input becomes (a forked child's).
 ///
 /// [`Setup::new`] makes everything that allocates or opens, and installs the library's panic
 /// hook (which takes a lock that a forked child must never take); [`run`] only moves it into
@@ -227,8 +240,7 @@ pub(crate) fn reporting_aborts<R>(make: impl FnOnce() -> AbortReport, f: impl Fn
 /// The fork start method makes the setup in the parent, before it forks: a forked child runs on
 /// copies of the parent's pages, and pays a page fault (about 2 us) for each page it writes and
 /// for each window of code it runs for the first time, the allocator's included; the parent has
-/// them at hand (and its lookup of `/dev/null` is warm). The parent closes its copies when it
-/// drops the setup after the fork.
+/// them at hand. The parent closes its copies when it drops the setup after the fork.
 pub(crate) struct Setup {
     control: Arc<UnixStream>,
     launch: Launch,
@@ -238,27 +250,32 @@ pub(crate) struct Setup {
     /// [`install_panic_hook`]). Boxed: the hook finds it through a thin atomic pointer.
     #[allow(clippy::box_collection)]
     name: Box<String>,
-    /// `/dev/null`, to become the child's standard input (none if it cannot be opened).
-    stdin: Option<OwnedFd>,
+    /// The parent's `/dev/null` ([`shared_dev_null`]), which a forked child makes its standard
+    /// input as it starts ([`ForChild::in_child`]); none for a child whose standard input is
+    /// `/dev/null` already (a spawned child's, set by the spawn; a fork-server child's, set
+    /// by the server), or if it cannot be opened.
+    stdin: Option<RawFd>,
 }
 
 impl Setup {
     /// The setup of the child described by `launch`, whose end of the control socket is
-    /// `control`.
+    /// `control`, made in the child itself (a spawned or fork-server child).
     pub(crate) fn new(control: UnixStream, launch: Launch) -> Setup {
+        Setup::with_stdin(control, launch, None)
+    }
+
+    /// [`new`](Self::new), made in the parent for a child it forks next.
+    pub(crate) fn for_fork(control: UnixStream, launch: Launch) -> Setup {
+        Setup::with_stdin(control, launch, shared_dev_null())
+    }
+
+    fn with_stdin(control: UnixStream, launch: Launch, stdin: Option<RawFd>) -> Setup {
         let control = Arc::new(control);
         let (process, parent) = current::child_identity(&launch, control.clone());
         install_panic_hook();
         Setup {
             name: Box::new(launch.name.clone()),
-            // Registered as it is made, like every descriptor a fork in another thread must
-            // not hand to its child; unregistered when it becomes standard input.
-            stdin: fd::made(|fds| {
-                let null = sys::open_devnull()?;
-                fds.hand_over(&null);
-                Ok::<_, std::io::Error>(null)
-            })
-            .ok(),
+            stdin,
             control,
             launch,
             process,
@@ -269,10 +286,38 @@ impl Setup {
 
 impl ForChild for Setup {
     fn kept_fds(&self) -> Vec<RawFd> {
-        let mut fds = vec![self.control.as_raw_fd()];
-        fds.extend(self.stdin.as_ref().map(AsRawFd::as_raw_fd));
-        fds
+        vec![self.control.as_raw_fd()]
     }
+
+    fn in_child(&self) {
+        if let Some(null) = self.stdin {
+            // SAFETY: the parent's shared `/dev/null`, open (and registered) until this
+            // child closes the parent's descriptors, just after this.
+            sys::stdin_from(unsafe { BorrowedFd::borrow_raw(null) });
+        }
+    }
+}
+
+/// This process's `/dev/null`, opened once (close-on-exec, above the standard streams) for the
+/// standard input of the children it forks, instead of once per child: an `open(2)` and two
+/// `close(2)`s less per fork start. Registered for life, so that every forked child closes its
+/// copy as it starts, after a child of the fork start method has made it its standard input
+/// (`dup2`). A forked child that forks in turn opens its own. `None` if it cannot be opened.
+pub(crate) fn shared_dev_null() -> Option<RawFd> {
+    /// The descriptor, and the fork generation (plus one) of the process that opened it.
+    static DEV_NULL: AtomicU64 = AtomicU64::new(0);
+    fd::made(|fds| {
+        let word = DEV_NULL.load(Ordering::Relaxed);
+        let generation = fd::generation() + 1;
+        if word != 0 && word >> 32 == generation {
+            return Ok(word as u32 as RawFd);
+        }
+        let null = sys::open_devnull()?;
+        let raw = fds.own(null).keep_for_life();
+        DEV_NULL.store(generation << 32 | u64::from(raw as u32), Ordering::Relaxed);
+        Ok::<_, std::io::Error>(raw)
+    })
+    .ok()
 }
 
 /// Becomes the child described by `setup`, runs `entry`, reports, exits. Never returns.
@@ -283,17 +328,13 @@ pub(crate) fn run(setup: Setup, entry: &'static Entry, fds: Vec<OwnedFd>) -> ! {
         process,
         parent,
         name,
-        stdin,
+        stdin: _,
     } = setup;
     // Closed in the children this child forks, for as long as it lives.
     LibraryFd::new(control.clone()).keep_for_life();
     current::become_child(process, parent);
     // A child starts its own children the way it was started, unless told otherwise.
     crate::context::force_start_method(Some(launch.start_method));
-    if let Some(null) = stdin {
-        fd::forget(&null);
-        sys::stdin_from(null);
-    }
     if launch.daemon {
         watch_parent(control.clone());
     }
@@ -404,6 +445,9 @@ fn send_returned(control: &UnixStream, output: handle::Encoded) -> crate::error:
 /// keeps.
 pub(crate) trait ForChild {
     fn kept_fds(&self) -> Vec<RawFd>;
+
+    /// Runs in the child just after the fork, before it closes the parent's descriptors.
+    fn in_child(&self) {}
 }
 
 impl ForChild for UnixStream {

@@ -334,7 +334,7 @@ impl Process {
             StartMethod::Fork => registry::lookup(&launch.entry)
                 .and_then(|entry| start::fork::launch(launch, entry, &fds)),
             StartMethod::Spawn => start::spawn::launch(launch, &fds),
-            StartMethod::ForkServer => start::forkserver::launch(launch, &fds),
+            StartMethod::ForkServer => start::forkserver::launch_process(launch, &fds),
         };
         match result {
             Ok(popen) => {

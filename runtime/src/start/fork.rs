@@ -240,7 +240,7 @@ pub(crate) fn launch(launch: Launch, entry: &'static Entry, fds: &[RawFd]) -> Re
     let fds = fds.to_vec();
     fork_child(
         // Made here, in the parent, so that the child does not allocate (see `child::Setup`).
-        |control| child::Setup::new(control, launch),
+        |control| child::Setup::for_fork(control, launch),
         move |setup| {
             // SAFETY: the child inherited these descriptors (duplicates the parent made for
             // it) and is now their only owner in this process.
@@ -322,6 +322,7 @@ pub(crate) fn fork_child<P: ForChild>(
     match unsafe { fork() } {
         Ok(ForkResult::Child) => {
             drop(gate);
+            prepared.in_child();
             for &fd in fds.iter() {
                 // SAFETY: these descriptors belong to the library's handles on other children
                 // and on the fork server, which this child must not keep open; `parent_end`

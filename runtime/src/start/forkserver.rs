@@ -60,7 +60,7 @@
 //! [`set_forkserver_preload`] names `#[process]` functions that a new server calls once before
 //! it serves, so that every child it forks starts warm (CPython's preload of modules).
 
-use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
@@ -73,7 +73,7 @@ use crate::bootstrap::{Launch, PreloadCall, Role};
 use crate::error::{Error, ErrorKind, Result};
 use crate::fd::{self, LibraryFd};
 use crate::registry::{BuildId, Target};
-use crate::{carrier, child, current, sys};
+use crate::{carrier, child, current, handle, sys};
 
 /// A call for the fork server to make once, before it forks any child: see
 /// [`set_forkserver_preload`].
@@ -236,23 +236,7 @@ pub(crate) fn launch(launch: Launch, fds: &[RawFd]) -> Result<Popen> {
         let mut client = lock_client();
         let mut restarted = false;
         loop {
-            if client
-                .as_ref()
-                .map(ForkServer::is_dead)
-                .transpose()?
-                .unwrap_or(false)
-            {
-                client.take();
-            }
-            let server = match client.as_mut() {
-                Some(server) => server,
-                None => {
-                    let server = ForkServer::spawn()?;
-                    // Set under the client's lock, which a fork holds (see `current`).
-                    current::on_exit(current::ExitStep::Server, shutdown);
-                    client.insert(server)
-                }
-            };
+            let server = live_server(&mut client)?;
             match server.request(OP_FORK) {
                 Ok(popen) => break (popen, server.build),
                 Err(err) if !restarted && err.kind() == ErrorKind::Disconnected => {
@@ -267,6 +251,88 @@ pub(crate) fn launch(launch: Launch, fds: &[RawFd]) -> Result<Popen> {
     };
     popen.handshake(&build, &Role::Run(launch), fds)?;
     Ok(popen)
+}
+
+/// A bootstrap up to this size (the launch's own bytes: arguments, names) is written on the
+/// child's control socket before the child exists: far below what an empty socket buffer
+/// takes (200 KiB and more), so that the write never waits for a reader.
+const EARLY_BOOTSTRAP: usize = 16 << 10;
+
+/// Starts a `Process` through this process's fork server (see [`launch`]), without waiting
+/// for the child to acknowledge its bootstrap.
+///
+/// What the child could refuse is checked here first: the server runs this very build, whose
+/// registry is this process's (a launch of another build cannot happen: the server was
+/// checked to be this build when it was spawned). A small bootstrap is written on the
+/// control socket before the server is asked for the child, so that the child finds it there
+/// and runs at once; the parent returns once the server has given the pid, with one round
+/// trip fewer (the child does not send `Ready`: see [`Role::RunUnacknowledged`]). A child
+/// that fails its bootstrap all the same (it cannot take the descriptors, say) exits with
+/// code 70, and says why in [`Process::error`](crate::Process::error).
+///
+/// The pool's workers use [`launch`]: the pool reads their control socket from the start.
+pub(crate) fn launch_process(launch: Launch, fds: &[RawFd]) -> Result<Popen> {
+    child::entry_of(&launch)?;
+    let early = launch.payload.len()
+        + launch.entry.len()
+        + launch.name.len()
+        + launch.parent_name.len()
+        + 8 * launch.identity.len()
+        <= EARLY_BOOTSTRAP;
+    let deadline = sys::deadline_after(crate::bootstrap::BOOTSTRAP_TIMEOUT);
+    let role = Role::RunUnacknowledged(launch);
+    let (popen, build) = {
+        let mut client = lock_client();
+        let mut restarted = false;
+        loop {
+            let server = live_server(&mut client)?;
+            let build = server.build;
+            let sent = server.request_with(OP_FORK, |control| {
+                if early {
+                    crate::bootstrap::send(control, None, &build, &role, fds, deadline)
+                } else {
+                    Ok(())
+                }
+            });
+            match sent {
+                Ok(popen) => break (popen, build),
+                Err(err) if !restarted && err.kind() == ErrorKind::Disconnected => {
+                    client.take();
+                    restarted = true;
+                }
+                Err(err) => return Err(err),
+            }
+        }
+    };
+    if !early {
+        if let Err(err) = crate::bootstrap::send(&popen.control, None, &build, &role, fds, deadline)
+        {
+            let _ = popen.signal(libc::SIGKILL);
+            return Err(popen.fail_and_reap(err));
+        }
+    }
+    Ok(popen)
+}
+
+/// This process's fork server, started (or started again, if it died) if needed.
+fn live_server(client: &mut Option<ForkServer>) -> Result<&mut ForkServer> {
+    if client
+        .as_ref()
+        .map(ForkServer::is_dead)
+        .transpose()?
+        .unwrap_or(false)
+    {
+        client.take();
+    }
+    match client {
+        Some(server) => Ok(server),
+        None => {
+            let server = ForkServer::spawn()?;
+            // Set under the client's lock, which a fork holds (see `current`).
+            current::on_exit(current::ExitStep::Server, shutdown);
+            Ok(client.insert(server))
+        }
+    }
 }
 
 impl ForkServer {
@@ -315,6 +381,17 @@ impl ForkServer {
     /// Asks the server to fork a child (`OP_FORK`: the caller does the bootstrap) or a copy of
     /// itself (`OP_CLONE`).
     fn request(&self, op: u8) -> Result<Popen> {
+        self.request_with(op, |_| Ok(()))
+    }
+
+    /// [`request`](Self::request), with `prepare` called on the parent's end of the child's
+    /// control socket before the request goes: what it writes there is waiting for the child
+    /// when it starts.
+    fn request_with(
+        &self,
+        op: u8,
+        prepare: impl FnOnce(&UnixStream) -> Result<()>,
+    ) -> Result<Popen> {
         // Made, and the server's answer received, under the lock a fork holds (see
         // `fd::made`): the pool's driver thread asks for workers beside the caller's forks,
         // whose children must not keep these descriptors. They are `LibraryFd`s, closed with
@@ -324,6 +401,7 @@ impl ForkServer {
             Ok::<_, std::io::Error>((fds.own(a), fds.own(b)))
         })
         .map_err(|err| Error::io("cannot create a control socket", err))?;
+        prepare(&parent_end)?;
         let answer = self.answer(op, &child_end);
         drop(child_end);
         let (pid, status, pidfd) = answer?;
@@ -554,17 +632,60 @@ fn fork_zygote_again() -> Result<ForkServer> {
     })
 }
 
+/// Whether SIGINT was blocked when this process (or the server it is a copy of) began to
+/// serve: 0 before, 1 no, 2 yes.
+static SIGINT_BLOCKED_BEFORE: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
+
 struct Kid {
     pid: i32,
     status: OwnedFd,
     pidfd: OwnedFd,
 }
 
+/// Closes, in a new child of the server, the descriptors of the server's other children,
+/// without freeing their list: the free would write the allocator's pages, each one more
+/// copy-on-write fault for the child (which ends with `_exit`, so nothing else is lost).
+fn close_in_child(kids: Vec<Kid>) {
+    let kids = std::mem::ManuallyDrop::new(kids);
+    for kid in kids.iter() {
+        // SAFETY: the server's descriptors, copies of which this child must not keep; closed
+        // here once, and never again, since the list is never dropped.
+        unsafe {
+            libc::close(kid.status.as_raw_fd());
+            libc::close(kid.pidfd.as_raw_fd());
+        }
+    }
+}
+
 /// The server's loop. Never returns: exits when the parent's end of `control` closes, or when
 /// a request is malformed (the stream is then out of step; the parent sees the end of file
 /// and replaces the server).
 pub(crate) fn serve(control: UnixStream) -> ! {
+    // Ignored, so that a Ctrl-C to the terminal's process group does not end the server; and
+    // blocked, so that a SIGINT sent to a child before it has set the signal back to its
+    // default is not lost: a blocked signal stays pending even while ignored, and ends the
+    // child when it unblocks it (its parent does not wait for the child to be set up: see
+    // `launch_process`). Unblocked in a child only if it was not blocked when the first
+    // server of this line began to serve (a copy of a server serves too: it keeps what its
+    // original found).
     sys::ignore_signal(libc::SIGINT);
+    let was_blocked = sys::block_signal(libc::SIGINT);
+    // The one-time set-up every child would otherwise do again on its own copy of the server,
+    // and pay in page faults and lazy symbol binding (about ten faults per child): the fork
+    // hook, the thread-local destructors of the incoming and outgoing descriptors (an empty
+    // encoding makes the latter), the exit report's `exit(3)` handler.
+    fd::settle_before_fork();
+    handle::prepare_fork();
+    let _ = handle::encode_with(|| Ok(Vec::new()));
+    sys::hook_exit_report();
+    // The children's standard input, opened once (see `child::shared_dev_null`).
+    let null = child::shared_dev_null();
+    let _ = SIGINT_BLOCKED_BEFORE.compare_exchange(
+        0,
+        if was_blocked { 2 } else { 1 },
+        Ordering::Relaxed,
+        Ordering::Relaxed,
+    );
     let mut kids: Vec<Kid> = Vec::new();
     loop {
         let mut fds: Vec<libc::pollfd> = std::iter::once(control.as_raw_fd())
@@ -628,11 +749,35 @@ pub(crate) fn serve(control: UnixStream) -> ! {
         match unsafe { fork() } {
             Ok(ForkResult::Child) if op == OP_CLONE => {
                 drop((kids, control, status_r, status_w));
+                // The copy opens its own (its fork generation is another).
+                if let Some(null) = null {
+                    // SAFETY: this copy's inherited `/dev/null`, unregistered and closed once.
+                    let null = unsafe { OwnedFd::from_raw_fd(null) };
+                    fd::forget(&null);
+                }
                 serve(UnixStream::from(sent))
             }
             Ok(ForkResult::Child) => {
-                drop((kids, control, status_r));
+                close_in_child(kids);
+                drop((control, status_r));
+                match null {
+                    Some(null) => {
+                        // SAFETY: the server's `/dev/null`, open until closed just below.
+                        sys::stdin_from(unsafe { BorrowedFd::borrow_raw(null) });
+                        // SAFETY: this child's copy, unregistered and closed once.
+                        let null = unsafe { OwnedFd::from_raw_fd(null) };
+                        fd::forget(&null);
+                    }
+                    None => {
+                        if let Ok(null) = sys::open_devnull() {
+                            sys::stdin_from(null.as_fd());
+                        }
+                    }
+                }
                 sys::default_signal(libc::SIGINT);
+                if SIGINT_BLOCKED_BEFORE.load(Ordering::Relaxed) != 2 {
+                    sys::unblock_signal(libc::SIGINT);
+                }
                 // The child writes its own exit code when it ends through the library (or
                 // `exit(3)`): the code then survives this server. Registered, the pipe is
                 // closed in the children it forks.

@@ -8,18 +8,19 @@
 //! stdio, and the child marks it close-on-exec at once, so nothing of the bootstrap reaches
 //! grandchildren.
 
-use std::ffi::OsString;
-use std::os::fd::{AsRawFd, RawFd};
+use std::ffi::{CString, OsStr, OsString};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use super::{lock_executable, LaunchKey, Popen};
 use crate::bootstrap::{Launch, Role, CHILD_FLAG};
 use crate::error::{Error, Result};
-use crate::fd;
 use crate::registry::BuildId;
+use crate::{fd, sys};
 
 /// Sets the binary that `spawn` and the fork server execute (Python's `set_executable`);
 /// `None` restores the default, `/proc/self/exe`.
@@ -70,6 +71,11 @@ pub(crate) fn exec_child() -> Result<(Popen, BuildId)> {
         let (parent_end, child_end) =
             UnixStream::pair().map_err(|err| Error::io("cannot create a control socket", err))?;
         let fd = child_end.as_raw_fd();
+        // Without a fork where the C library allows (the child then holds the socket
+        // across its exec, and no copy of it is left in this process).
+        if let Some(spawned) = spawn_keeping(&exe, &argv0, child_end.as_fd()) {
+            return Ok::<_, Error>((fds.own(parent_end), spawned?));
+        }
         let mut command = Command::new(&exe);
         command
             .arg0(&argv0)
@@ -96,4 +102,24 @@ pub(crate) fn exec_child() -> Result<(Popen, BuildId)> {
         Ok::<_, Error>((fds.own(parent_end), child.id() as i32))
     })?;
     Ok((Popen::direct(pid, parent_end)?.with_key(key), build))
+}
+
+/// Starts `exe` as a spawned child whose control socket is `control`, through
+/// `posix_spawn` (see `sys::spawn_keeping`); `None` where that cannot pass the socket, and
+/// the caller forks and executes instead.
+fn spawn_keeping(exe: &Path, argv0: &OsStr, control: BorrowedFd<'_>) -> Option<Result<i32>> {
+    let c = |s: &OsStr| CString::new(s.as_bytes()).ok();
+    let fd = control.as_raw_fd().to_string();
+    let (Some(program), Some(argv0), Some(flag), Some(fd)) = (
+        c(exe.as_os_str()),
+        c(argv0),
+        c(OsStr::new(CHILD_FLAG)),
+        c(OsStr::new(&fd)),
+    ) else {
+        // A NUL in a path or in argv[0]: let `Command` say so.
+        return None;
+    };
+    sys::spawn_keeping(&program, &[&argv0, &flag, &fd], control).map(|spawned| {
+        spawned.map_err(|err| Error::io(format!("cannot execute {}", exe.display()), err))
+    })
 }

@@ -135,7 +135,130 @@ fn thread_count_from_stat() -> io::Result<usize> {
         .ok_or_else(|| io::Error::other("cannot read the thread count from /proc/self/stat"))
 }
 
-/// `/dev/null` opened for reading, close-on-exec: what a child's standard input becomes.
+/// Starts `program` with `argv` (and this process's environment) through `posix_spawn(3)`,
+/// whose child shares the parent's memory until it executes (`CLONE_VM | CLONE_VFORK` in
+/// glibc): no page tables are copied and the parent writes nothing copy-on-write afterwards,
+/// where a `fork` before the `exec` paid both (about a fork's cost, 100 us or more, on every
+/// spawn start). The child gets `/dev/null` as its standard input, the signal mask emptied and
+/// `SIGPIPE` set back to its default (as `std::process::Command` does), and `keep`, which stays
+/// close-on-exec here, open across the exec under the same number: a duplication of a
+/// descriptor onto itself clears its close-on-exec flag in the child only (POSIX 2024; glibc
+/// since 2.29).
+///
+/// `None` when this C library may not clear that flag (not glibc, or a glibc before 2.29), or
+/// `keep` is a standard stream's number: the caller then starts the child another way.
+pub(crate) fn spawn_keeping(
+    program: &std::ffi::CStr,
+    argv: &[&std::ffi::CStr],
+    keep: BorrowedFd<'_>,
+) -> Option<io::Result<i32>> {
+    let fd = keep.as_raw_fd();
+    #[cfg(target_env = "gnu")]
+    if fd > 2 && spawn_keeps_descriptors() {
+        return Some(posix_spawn(program, argv, fd));
+    }
+    let _ = (program, argv, fd);
+    None
+}
+
+/// Whether `posix_spawn_file_actions_adddup2(fd, fd)` clears close-on-exec in the child:
+/// glibc 2.29 and later.
+#[cfg(target_env = "gnu")]
+fn spawn_keeps_descriptors() -> bool {
+    // SAFETY: returns a pointer to a static NUL-terminated string ("2.36").
+    let version = unsafe { std::ffi::CStr::from_ptr(libc::gnu_get_libc_version()) };
+    let mut parts = version
+        .to_str()
+        .unwrap_or("")
+        .split('.')
+        .map(|part| part.parse::<u32>().unwrap_or(0));
+    let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    (major, minor) >= (2, 29)
+}
+
+/// `posix_spawn(3)` of `program` (see [`spawn_keeping`]).
+#[cfg(target_env = "gnu")]
+fn posix_spawn(program: &std::ffi::CStr, argv: &[&std::ffi::CStr], keep: RawFd) -> io::Result<i32> {
+    use std::mem::MaybeUninit;
+    /// The spawn's file actions and attributes, destroyed however the spawn ends.
+    struct Spawn {
+        actions: MaybeUninit<libc::posix_spawn_file_actions_t>,
+        attr: MaybeUninit<libc::posix_spawnattr_t>,
+        inited: (bool, bool),
+    }
+    impl Drop for Spawn {
+        fn drop(&mut self) {
+            if self.inited.0 {
+                // SAFETY: initialised by posix_spawn_file_actions_init, destroyed once.
+                unsafe { libc::posix_spawn_file_actions_destroy(self.actions.as_mut_ptr()) };
+            }
+            if self.inited.1 {
+                // SAFETY: initialised by posix_spawnattr_init, destroyed once.
+                unsafe { libc::posix_spawnattr_destroy(self.attr.as_mut_ptr()) };
+            }
+        }
+    }
+    let check = |rc: libc::c_int| {
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::from_raw_os_error(rc))
+        }
+    };
+    let mut spawn = Spawn {
+        actions: MaybeUninit::uninit(),
+        attr: MaybeUninit::uninit(),
+        inited: (false, false),
+    };
+    // SAFETY: initialises the object in place; on success it must be destroyed (by `Spawn`).
+    check(unsafe { libc::posix_spawn_file_actions_init(spawn.actions.as_mut_ptr()) })?;
+    spawn.inited.0 = true;
+    // SAFETY: initialises the object in place; on success it must be destroyed (by `Spawn`).
+    check(unsafe { libc::posix_spawnattr_init(spawn.attr.as_mut_ptr()) })?;
+    spawn.inited.1 = true;
+    let actions = spawn.actions.as_mut_ptr();
+    let attr = spawn.attr.as_mut_ptr();
+    // SAFETY: `actions` is initialised; the path is NUL-terminated and static; `keep` is an
+    // open descriptor of this process, duplicated onto itself in the child only.
+    check(unsafe { libc::posix_spawn_file_actions_adddup2(actions, keep, keep) })?;
+    // SAFETY: as above; the child opens /dev/null as its descriptor 0.
+    check(unsafe {
+        libc::posix_spawn_file_actions_addopen(actions, 0, c"/dev/null".as_ptr(), libc::O_RDONLY, 0)
+    })?;
+    // SAFETY: `sigset_t` is plain old data; sigemptyset and sigaddset fill it.
+    let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `set` is a valid sigset_t and `attr` is initialised.
+    unsafe {
+        libc::sigemptyset(&mut set);
+        check(libc::posix_spawnattr_setsigmask(attr, &set))?;
+        libc::sigaddset(&mut set, libc::SIGPIPE);
+        check(libc::posix_spawnattr_setsigdefault(attr, &set))?;
+        check(libc::posix_spawnattr_setflags(
+            attr,
+            (libc::POSIX_SPAWN_SETSIGMASK | libc::POSIX_SPAWN_SETSIGDEF) as libc::c_short,
+        ))?;
+    }
+    let mut args: Vec<*mut libc::c_char> = argv.iter().map(|a| a.as_ptr().cast_mut()).collect();
+    args.push(std::ptr::null_mut());
+    let mut pid: libc::pid_t = 0;
+    // SAFETY: every pointer is valid for the call: a NUL-terminated path, initialised actions
+    // and attributes, a null-terminated argv of NUL-terminated strings that outlive the call,
+    // and the process's environment (read as `std::process::Command` reads it).
+    check(unsafe {
+        libc::posix_spawn(
+            &mut pid,
+            program.as_ptr(),
+            actions,
+            attr,
+            args.as_ptr(),
+            libc::environ.cast_const(),
+        )
+    })?;
+    Ok(pid)
+}
+
+/// `/dev/null` opened for reading, close-on-exec, above the standard streams' numbers: what a
+/// child's standard input becomes.
 pub(crate) fn open_devnull() -> io::Result<OwnedFd> {
     // SAFETY: a NUL-terminated path; the result is a new descriptor or -1.
     let fd = unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
@@ -143,22 +266,21 @@ pub(crate) fn open_devnull() -> io::Result<OwnedFd> {
         return Err(io::Error::last_os_error());
     }
     // SAFETY: a fresh descriptor that nothing else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    let null = unsafe { OwnedFd::from_raw_fd(fd) };
+    if fd > 2 {
+        return Ok(null);
+    }
+    // A standard stream was closed and this took its number: move it above them (std
+    // duplicates from 3 up), and leave the stream closed.
+    null.try_clone()
 }
 
 /// Makes `null` (from [`open_devnull`]) the standard input of this process, as CPython does in
-/// every child.
-pub(crate) fn stdin_from(null: OwnedFd) {
-    if null.as_raw_fd() == 0 {
-        // Standard input was closed and `/dev/null` took its place: keep it, across exec too.
-        // SAFETY: F_SETFD on a descriptor we own, which then stays open as fd 0.
-        unsafe { libc::fcntl(0, libc::F_SETFD, 0) };
-        std::mem::forget(null);
-    } else {
-        // SAFETY: dup2 onto fd 0 of a descriptor we own (closed when `null` drops); fd 0 is
-        // replaced atomically.
-        unsafe { libc::dup2(null.as_raw_fd(), 0) };
-    }
+/// every child. `null` stays open.
+pub(crate) fn stdin_from(null: BorrowedFd<'_>) {
+    // SAFETY: dup2 onto fd 0 of a descriptor open in this process (above 2, see
+    // `open_devnull`); fd 0 is replaced atomically, and inherits no close-on-exec flag.
+    unsafe { libc::dup2(null.as_raw_fd(), 0) };
 }
 
 /// Sets the disposition of `signal` to its default.
@@ -171,6 +293,30 @@ pub(crate) fn default_signal(signal: i32) {
 pub(crate) fn ignore_signal(signal: i32) {
     // SAFETY: SIG_IGN is always a valid disposition.
     unsafe { libc::signal(signal, libc::SIG_IGN) };
+}
+
+/// Blocks `signal` in the calling thread; returns whether it was blocked already.
+pub(crate) fn block_signal(signal: i32) -> bool {
+    change_mask(libc::SIG_BLOCK, signal)
+}
+
+/// Unblocks `signal` in the calling thread: one that is pending is delivered now.
+pub(crate) fn unblock_signal(signal: i32) {
+    change_mask(libc::SIG_UNBLOCK, signal);
+}
+
+/// `pthread_sigmask(how, {signal})`; returns whether `signal` was blocked before.
+fn change_mask(how: i32, signal: i32) -> bool {
+    // SAFETY: `sigset_t` is plain old data; sigemptyset and sigaddset fill it, and
+    // pthread_sigmask reads one valid set and writes the other.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        let mut old: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, signal);
+        libc::pthread_sigmask(how, &set, &mut old);
+        libc::sigismember(&old, signal) == 1
+    }
 }
 
 /// The name of a signal (`"SIGKILL"`), or its number.
@@ -204,6 +350,13 @@ pub(crate) fn report_exit_on(fd: RawFd) {
     let pid = u64::from(std::process::id());
     let word = pid << 32 | u64::from(fd as u32);
     EXIT_REPORT.store(word, std::sync::atomic::Ordering::SeqCst);
+    hook_exit_report();
+}
+
+/// Registers (once) the `exit(3)` handler of [`report_exit_on`], which reports nothing until a
+/// process asks it to: the fork server registers it before it serves, so that its children
+/// inherit it instead of each registering its own.
+pub(crate) fn hook_exit_report() {
     #[cfg(target_env = "gnu")]
     {
         extern "C" {
