@@ -51,9 +51,11 @@ const RING_BYTES: usize = 256 << 10;
 const BELLS_AT: usize = 2 * Ring::size(RING_BYTES);
 const REGION_BYTES: usize = BELLS_AT + 4096;
 /// The doorbell words: the worker sleeps (waiting for a task), the parent sleeps (waiting
-/// for a reply).
+/// for a reply); and the worker takes no more tasks (it is about to abort).
 const WORKER_SLEEPS: usize = 0;
 const PARENT_SLEEPS: usize = 1;
+const WORKER_CLOSED: usize = 2;
+const WORDS: usize = 3;
 
 /// The largest record a ring carries: a message's encoded header and payload, and their
 /// 4-byte split. Larger ones go on the socket.
@@ -211,7 +213,7 @@ impl Rings {
 
     fn bell_word(&self, which: usize) -> Option<&AtomicU64> {
         self.region
-            .words(BELLS_AT, 2)
+            .words(BELLS_AT, WORDS)
             .ok()
             .map(|words| &words[which])
     }
@@ -255,8 +257,27 @@ impl Rings {
     }
 
     /// Parent: puts a task in the task ring if it can go there (`false`: send it on the socket).
+    /// A worker that said it takes no more tasks gets none here: on the socket, which it shut,
+    /// the task fails at once (EPIPE) and goes to another worker instead of dying with it.
     pub(crate) fn put_task<H: Serialize>(&self, header: &H, body: &Encoded) -> Result<bool> {
+        if self
+            .bell_word(WORKER_CLOSED)
+            .is_some_and(|word| word.load(Ordering::SeqCst) != 0)
+        {
+            return Ok(false);
+        }
         self.put(&self.tasks, header, body, WORKER_SLEEPS, &self.to_worker)
+    }
+
+    /// Worker: what says, from a panic hook about to abort, that this worker takes no more
+    /// tasks (before it shuts its socket's reading side and sends its last reply).
+    pub(crate) fn closer(&self) -> impl Fn() + Send + Sync + 'static {
+        let region = Arc::clone(&self.region);
+        move || {
+            if let Ok(words) = region.words(BELLS_AT, WORDS) {
+                words[WORKER_CLOSED].store(1, Ordering::SeqCst);
+            }
+        }
     }
 
     /// Worker: puts a reply in the reply ring if it can go there (`false`: send it on the

@@ -187,9 +187,12 @@ fn serve(config: WorkerConfig) {
                 let report = || -> AbortReport {
                     let (control, job, chunk, ticket) =
                         (control.clone(), header.job, header.chunk, header.ticket);
+                    let close_ring = rings.closer();
                     Box::new(move |message, location| {
-                        // This worker is about to die: from now on a task sent to it fails at
-                        // once (EPIPE) and goes to another worker, instead of being lost with it.
+                        // This worker is about to die: from now on a task for it goes to the
+                        // socket (not the ring), where it fails at once (EPIPE) and goes to
+                        // another worker, instead of being lost with it.
+                        close_ring();
                         let _ = control.shutdown(std::net::Shutdown::Read);
                         let outcome = TaskOutcome::Panicked(panic_report(message, location));
                         let reply = Reply::Done {
