@@ -39,6 +39,9 @@ use crate::spare;
 
 mod pod;
 
+#[cfg(feature = "fuzzing")]
+pub(crate) use pod::{decode_items_into, decode_vecs_into, encode_items, encode_vecs};
+
 pub use pod::{ArgsSide, Choice, Chosen, OutputSide, PodItemWay, PodVecWay, Probe, SerdeWay, Way};
 
 /// Byte vectors at least this long travel as blocks of a pool message.
@@ -53,7 +56,7 @@ pub struct Stash {
 }
 
 impl Stash {
-    fn new(blocks: bool) -> Stash {
+    pub(crate) fn new(blocks: bool) -> Stash {
         Stash {
             blocks: blocks.then(Vec::new),
         }

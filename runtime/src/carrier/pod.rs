@@ -302,7 +302,7 @@ fn as_block<E: Pod>(len: usize, stash: &Stash) -> bool {
 }
 
 /// Encodes vectors of plain old data (see [`HEAD`]).
-fn encode_vecs<E: Pod>(values: Vec<Vec<E>>, stash: &mut Stash) -> Result<Vec<u8>> {
+pub(crate) fn encode_vecs<E: Pod>(values: Vec<Vec<E>>, stash: &mut Stash) -> Result<Vec<u8>> {
     let size = values
         .iter()
         .map(|v| {
@@ -334,7 +334,7 @@ fn encode_vecs<E: Pod>(values: Vec<Vec<E>>, stash: &mut Stash) -> Result<Vec<u8>
 
 /// Decodes what [`encode_vecs`] made onto the end of `out` (left as it was on error): every
 /// block must be taken, once.
-fn decode_vecs_into<E: Pod>(
+pub(crate) fn decode_vecs_into<E: Pod>(
     bytes: &[u8],
     blocks: Vec<Vec<u8>>,
     out: &mut Vec<Vec<E>>,
