@@ -14,7 +14,9 @@ use serde::de::DeserializeOwned;
 use serde::ser::{self, Serialize, Serializer};
 
 use crate::error::{Error, ErrorKind, Result};
+use crate::spare;
 
+mod fixed;
 mod msgpack;
 
 pub use msgpack::SelfDescribing;
@@ -98,14 +100,35 @@ pub trait Format {
 pub struct Compact;
 
 impl Format for Compact {
+    /// Into a buffer with room for the value's bytes in memory (a spare one when large): a
+    /// chunk of fixed-size values encodes in one pass, without growing it.
     #[inline]
     fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>> {
-        encode(value)
+        let mut buf = spare::take_or_new(std::mem::size_of_val(value));
+        encode_into(value, &mut buf)?;
+        Ok(buf)
     }
 
+    /// With [`fixed`]'s decoder of the same format, several times faster than bincode's.
     #[inline]
     fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
-        decode(bytes)
+        let (value, read) = fixed::decode(bytes).map_err(|err| {
+            let why = match err {
+                fixed::Wrong::NotSelfDescribing(_) => Why::NotSelfDescribing,
+                _ => Why::Other,
+            };
+            failed::<T>("decode", Failure::new(why, err))
+        })?;
+        if read != bytes.len() {
+            return Err(failed::<T>(
+                "decode",
+                Failure {
+                    why: Why::Trailing(bytes.len() - read),
+                    source: None,
+                },
+            ));
+        }
+        Ok(value)
     }
 }
 
