@@ -173,6 +173,13 @@ impl<T, F: Format> Carrier<T> for Plain<F> {
         F::decode(bytes)
     }
 
+    fn decode_into(bytes: &[u8], _blocks: Vec<Vec<u8>>, out: &mut Vec<T>) -> Result<()>
+    where
+        T: DeserializeOwned,
+    {
+        F::decode_seq_into(bytes, out)
+    }
+
     fn encode_one(value: T) -> Result<Vec<u8>>
     where
         T: Serialize,

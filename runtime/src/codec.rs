@@ -91,6 +91,18 @@ pub trait Format {
     fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>>;
     /// Decodes a whole buffer; trailing bytes are an error.
     fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T>;
+
+    /// Decodes a whole buffer that holds a sequence of `T`s (as [`encode`](Self::encode) of a
+    /// slice makes it) onto the end of `out`; on error `out` is left as it was.
+    fn decode_seq_into<T: DeserializeOwned>(bytes: &[u8], out: &mut Vec<T>) -> Result<()> {
+        let mut values: Vec<T> = Self::decode(bytes)?;
+        if out.is_empty() && out.capacity() <= values.capacity() {
+            *out = values;
+        } else {
+            out.append(&mut values);
+        }
+        Ok(())
+    }
 }
 
 /// bincode, the default (`codec = "bincode"`): compact and fast, not self-describing.
@@ -112,24 +124,41 @@ impl Format for Compact {
     /// With [`fixed`]'s decoder of the same format, several times faster than bincode's.
     #[inline]
     fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
-        let (value, read) = fixed::decode(bytes).map_err(|err| {
-            let why = match err {
-                fixed::Wrong::NotSelfDescribing(_) => Why::NotSelfDescribing,
-                _ => Why::Other,
-            };
-            failed::<T>("decode", Failure::new(why, err))
-        })?;
-        if read != bytes.len() {
-            return Err(failed::<T>(
-                "decode",
-                Failure {
-                    why: Why::Trailing(bytes.len() - read),
-                    source: None,
-                },
-            ));
-        }
-        Ok(value)
+        fixed_outcome::<T, T>(bytes.len(), fixed::decode(bytes))
     }
+
+    /// In one pass, each value pushed onto `out` as it is decoded: no list of the chunk's own.
+    #[inline]
+    fn decode_seq_into<T: DeserializeOwned>(bytes: &[u8], out: &mut Vec<T>) -> Result<()> {
+        let start = out.len();
+        let decoded = fixed::decode_seq_into(bytes, out);
+        fixed_outcome::<Vec<T>, ()>(bytes.len(), decoded).inspect_err(|_| out.truncate(start))
+    }
+}
+
+/// What [`fixed`] decoded (a `T`) from `len` bytes, or why it did not: trailing bytes are an
+/// error.
+fn fixed_outcome<T: ?Sized, V>(
+    len: usize,
+    decoded: std::result::Result<(V, usize), fixed::Wrong>,
+) -> Result<V> {
+    let (value, read) = decoded.map_err(|err| {
+        let why = match err {
+            fixed::Wrong::NotSelfDescribing(_) => Why::NotSelfDescribing,
+            _ => Why::Other,
+        };
+        failed::<T>("decode", Failure::new(why, err))
+    })?;
+    if read != len {
+        return Err(failed::<T>(
+            "decode",
+            Failure {
+                why: Why::Trailing(len - read),
+                source: None,
+            },
+        ));
+    }
+    Ok(value)
 }
 
 fn failed<T: ?Sized>(verb: &str, failure: Failure) -> Error {

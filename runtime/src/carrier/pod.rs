@@ -36,7 +36,7 @@ use serde::Serialize;
 
 use super::{one, reserve_raw, Carrier, Stash, BLOCK_MIN};
 use crate::error::{Error, ErrorKind, Result};
-use crate::spare;
+use crate::{spare, sys, wire};
 
 /// The side of a worker a [`Choice`] is about: its arguments. Not public API.
 #[doc(hidden)]
@@ -282,9 +282,16 @@ pub(crate) fn decode_items_into<T: Pod>(
 // ---------------------------------------------------------------------------------------------
 // Vectors of plain old data: a head and the bytes, or a block
 
-/// Each vector's head: its length in bytes, then [`INLINE`] (its bytes follow) or the index
-/// of the block that carries them. Both `u64`, native order.
+/// Each vector's head: its length in bytes, then [`INLINE`] (its bytes follow, and zeroes up
+/// to a multiple of [`HEAD`] bytes) or the index of the block that carries them. Both `u64`,
+/// native order. A received payload is aligned for 16 bytes (the allocator's alignment), so
+/// with the padding every inline run is too: it is copied into its vector in one `memcpy`.
 const HEAD: usize = 16;
+
+/// The zeroes after an inline run of `len` bytes.
+fn padding(len: usize) -> usize {
+    (HEAD - len % HEAD) % HEAD
+}
 
 /// The head's second word when the bytes follow it.
 const INLINE: u64 = u64::MAX;
@@ -307,10 +314,17 @@ pub(crate) fn encode_vecs<E: Pod>(values: Vec<Vec<E>>, stash: &mut Stash) -> Res
         .iter()
         .map(|v| {
             let len = size_of::<E>() * v.len();
-            HEAD + if as_block::<E>(len, stash) { 0 } else { len }
+            HEAD + if as_block::<E>(len, stash) {
+                0
+            } else {
+                len + padding(len)
+            }
         })
         .sum();
     let mut out = spare::take_or_new(size);
+    if size >= wire::HUGE_PAGES_FROM {
+        sys::advise_huge_pages(out.spare_capacity_mut());
+    }
     for mut value in values {
         let len = size_of::<E>() * value.len();
         out.extend_from_slice(&(len as u64).to_ne_bytes());
@@ -328,6 +342,7 @@ pub(crate) fn encode_vecs<E: Pod>(values: Vec<Vec<E>>, stash: &mut Stash) -> Res
         }
         out.extend_from_slice(&INLINE.to_ne_bytes());
         out.extend_from_slice(bytemuck::cast_slice(&value));
+        out.extend_from_slice(&[0; HEAD][..padding(len)]);
     }
     Ok(out)
 }
@@ -370,13 +385,14 @@ pub(crate) fn decode_vecs_into<E: Pod>(
             )));
         }
         if at == INLINE {
-            let Some((run, tail)) = tail.split_at_checked(len) else {
+            let padded = len.checked_add(padding(len)).unwrap_or(usize::MAX);
+            let Some((run, tail)) = tail.split_at_checked(padded) else {
                 return Err(corrupt(format!(
-                    "a length of {len} bytes, of which {} came",
+                    "a length of {len} bytes (padded to {padded}), of which {} came",
                     tail.len()
                 )));
             };
-            values.push(copied::<E>(run)?);
+            values.push(copied::<E>(&run[..len])?);
             rest = tail;
         } else {
             let block = usize::try_from(at)
@@ -411,10 +427,11 @@ pub(crate) fn decode_vecs_into<E: Pod>(
 }
 
 /// A fresh vector of `E`s (aligned for them) with a copy of `run`, whose length is a multiple
-/// of their size; allocated zeroed, which fresh pages already are.
+/// of their size: one `memcpy` when `run` is aligned for them, into huge pages when large.
 fn copied<E: Pod>(run: &[u8]) -> Result<Vec<E>> {
     let count = run.len() / size_of::<E>();
-    let mut values: Vec<E> = bytemuck::allocation::try_zeroed_vec(count).map_err(|()| {
+    let mut values: Vec<E> = Vec::new();
+    values.try_reserve_exact(count).map_err(|_| {
         Error::new(
             ErrorKind::Codec,
             format!(
@@ -423,7 +440,16 @@ fn copied<E: Pod>(run: &[u8]) -> Result<Vec<E>> {
             ),
         )
     })?;
-    bytemuck::cast_slice_mut::<E, u8>(&mut values).copy_from_slice(run);
+    if run.len() >= wire::HUGE_PAGES_FROM {
+        sys::advise_huge_pages(values.spare_capacity_mut());
+    }
+    match bytemuck::try_cast_slice::<u8, E>(run) {
+        Ok(aligned) => values.extend_from_slice(aligned),
+        Err(_) => {
+            values.resize(count, E::zeroed());
+            bytemuck::cast_slice_mut::<E, u8>(&mut values).copy_from_slice(run);
+        }
+    }
     Ok(values)
 }
 
@@ -597,7 +623,8 @@ mod tests {
         let values = vec![big.clone(), vec![[9, 9, 9]]];
         let encoded = encode_chunk::<_, Via<Plain>>(values.clone()).unwrap();
         assert_eq!(encoded.blocks.len(), 1);
-        assert_eq!(encoded.bytes.len(), 2 * HEAD + 3);
+        // The inline triple, padded to 16 bytes.
+        assert_eq!(encoded.bytes.len(), 3 * HEAD);
         let ptr = encoded.blocks[0].as_ptr();
         let back = decode_chunk::<Vec<[u8; 3]>, Via<Plain>>(encoded).unwrap();
         assert_eq!(back, values);

@@ -70,6 +70,26 @@ pub(crate) fn decode<'de, T: de::Deserialize<'de>>(input: &'de [u8]) -> Result<(
     Ok((value, input.len() - reader.input.len()))
 }
 
+/// Decodes a sequence of `T`s (a length, then the values) from the front of `input`, each
+/// pushed onto `out` as it is decoded; returns the bytes read. On error the values pushed stay:
+/// the caller truncates.
+pub(crate) fn decode_seq_into<T: de::DeserializeOwned>(
+    input: &[u8],
+    out: &mut Vec<T>,
+) -> Result<((), usize)> {
+    let mut reader = Reader { input };
+    let len = reader.len()?;
+    // Room for as many values as there could be bytes for (a value of a type with a size
+    // takes at least one), never for what a corrupt length claims.
+    if std::mem::size_of::<T>() > 0 {
+        out.reserve(len.min(reader.input.len()));
+    }
+    for _ in 0..len {
+        out.push(T::deserialize(&mut reader)?);
+    }
+    Ok(((), input.len() - reader.input.len()))
+}
+
 /// The rest of the input.
 struct Reader<'de> {
     input: &'de [u8],
@@ -474,6 +494,36 @@ mod tests {
         assert!(decode::<char>(&[0xe2, 0x82]).is_err());
         let err = decode::<serde_json_like::Any>(&[0]).unwrap_err();
         assert!(matches!(err, Wrong::NotSelfDescribing(_)), "{err}");
+    }
+
+    #[test]
+    fn a_chunk_decodes_onto_a_list_or_leaves_it_as_it_was() {
+        use crate::codec::{Compact, Format};
+        let chunk: Vec<(u64, String)> = (0..100).map(|i| (i, i.to_string())).collect();
+        let bytes = Compact::encode(&chunk[..]).unwrap();
+        let mut out = vec![(7, "seven".to_string())];
+        Compact::decode_seq_into(&bytes, &mut out).unwrap();
+        assert_eq!(out.len(), 101);
+        assert_eq!(out[1..], chunk[..]);
+        for cut in [0, 1, 8, 9, bytes.len() / 2, bytes.len() - 1] {
+            let err = Compact::decode_seq_into(&bytes[..cut], &mut out).unwrap_err();
+            assert_eq!(err.kind(), crate::error::ErrorKind::Codec);
+            assert_eq!(out.len(), 101, "cut at {cut}");
+        }
+        let mut longer = bytes.clone();
+        longer.push(0);
+        let err = Compact::decode_seq_into(&longer, &mut out).unwrap_err();
+        assert!(
+            err.chain().to_string().contains("1 trailing bytes"),
+            "{err:?}"
+        );
+        assert_eq!(out.len(), 101);
+        // A length of 2^60 values with a few bytes behind it: an error, room for no more.
+        let mut absurd = (1u64 << 60).to_le_bytes().to_vec();
+        absurd.extend_from_slice(&[0; 24]);
+        let mut out: Vec<u64> = Vec::new();
+        assert!(Compact::decode_seq_into(&absurd, &mut out).is_err());
+        assert!(out.is_empty() && out.capacity() <= 24);
     }
 
     /// `serialize_bytes` and `deserialize_byte_buf`, as `serde_bytes` does.
