@@ -156,7 +156,8 @@ impl<T, F: Format> Carrier<T> for Plain<F> {
     where
         T: Serialize,
     {
-        F::encode(&values)
+        // As a slice (the same encoding as the `Vec`): the format sizes its buffer from it.
+        F::encode(values.as_slice())
     }
 
     fn encode_slice(values: &[T]) -> Result<Vec<u8>>
@@ -170,7 +171,9 @@ impl<T, F: Format> Carrier<T> for Plain<F> {
     where
         T: DeserializeOwned,
     {
-        F::decode(bytes)
+        let mut out = Vec::new();
+        F::decode_seq_into(bytes, &mut out)?;
+        Ok(out)
     }
 
     fn decode_into(bytes: &[u8], _blocks: Vec<Vec<u8>>, out: &mut Vec<T>) -> Result<()>

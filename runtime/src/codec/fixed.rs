@@ -563,3 +563,45 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod timing {
+    use crate::codec::{Compact, Format};
+
+    #[derive(Clone, Copy, serde::Serialize, serde::Deserialize)]
+    struct Pair {
+        a: u64,
+        b: u64,
+    }
+
+    #[test]
+    #[ignore]
+    fn time_pairs() {
+        let pairs: Vec<Pair> = (0..125_000).map(|i| Pair { a: i, b: i }).collect();
+        for _ in 0..3 {
+            let t = std::time::Instant::now();
+            let mut total = 0;
+            for _ in 0..8 {
+                let bytes = Compact::encode(&pairs[..]).unwrap();
+                total += bytes.len();
+                crate::spare::give(bytes);
+            }
+            let enc = t.elapsed();
+            let bytes = Compact::encode(&pairs[..]).unwrap();
+            let t = std::time::Instant::now();
+            for _ in 0..8 {
+                let mut out: Vec<Pair> = Vec::new();
+                Compact::decode_seq_into(&bytes, &mut out).unwrap();
+                total += out.len();
+            }
+            let dec = t.elapsed();
+            let t = std::time::Instant::now();
+            for _ in 0..8 {
+                let v: Vec<Pair> = crate::codec::decode(&bytes).unwrap();
+                total += v.len();
+            }
+            let bdec = t.elapsed();
+            eprintln!("1M pairs: encode {enc:?}, decode {dec:?}, bincode decode {bdec:?} ({total})");
+        }
+    }
+}
