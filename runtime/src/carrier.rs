@@ -17,9 +17,14 @@
 //! result is written as a tuple of two to four of them: each value then travels as its
 //! numbers' bytes, one after the other.
 //!
-//! A `Vec<u8>` inside another type (a field of a struct, an `Option<Vec<u8>>`, a type alias)
-//! still encodes element by element: give such fields `#[serde(with = "serde_bytes")]` or an
-//! equivalent `serialize_bytes` / `deserialize_byte_buf` pair to make them one run of bytes.
+//! Those carriers are chosen from the types as written. Around them, [`Chosen`] asks the type
+//! checker, through aliases and any path the user wrote ([`pod`] says how): a worker's
+//! arguments or result that are a `Vec` of [`bytemuck::Pod`] values, or such a value itself,
+//! travel as their bytes whatever `#[process]` saw, and the carrier chosen from the syntax is
+//! used otherwise. A `Vec<u8>` inside another type (a field of a struct, an
+//! `Option<Vec<u8>>`) still encodes element by element: give such fields
+//! `#[serde(with = "serde_bytes")]` or an equivalent `serialize_bytes` /
+//! `deserialize_byte_buf` pair to make them one run of bytes.
 //!
 //! [`Plain`] and [`Packed`] take the serde format as a parameter ([`codec::Format`]): bincode by
 //! default, [`SelfDescribing`](codec::SelfDescribing) for a worker marked

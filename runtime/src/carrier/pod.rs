@@ -76,8 +76,11 @@ struct PodWay<T> {
     in_place: bool,
     encode: fn(Vec<T>, &mut Stash) -> Result<Vec<u8>>,
     encode_slice: fn(&[T]) -> Result<Vec<u8>>,
-    decode_into: fn(&[u8], Vec<Vec<u8>>, &mut Vec<T>) -> Result<()>,
+    decode_into: DecodeInto<T>,
 }
+
+/// Decodes a payload and its blocks onto the end of a list.
+type DecodeInto<T> = fn(&[u8], Vec<Vec<u8>>, &mut Vec<T>) -> Result<()>;
 
 impl<T> Clone for PodWay<T> {
     fn clone(&self) -> Self {
@@ -372,9 +375,7 @@ pub(crate) fn decode_vecs_into<E: Pod>(
                 rest.len()
             )));
         };
-        let (len, at) = head.split_at(8);
-        let len = u64::from_ne_bytes(len.try_into().unwrap_or_default());
-        let at = u64::from_ne_bytes(at.try_into().unwrap_or_default());
+        let [len, at]: [u64; 2] = bytemuck::cast(*head);
         let Ok(len) = usize::try_from(len) else {
             return Err(corrupt(format!("a length of {len} bytes")));
         };
@@ -385,7 +386,7 @@ pub(crate) fn decode_vecs_into<E: Pod>(
             )));
         }
         if at == INLINE {
-            let padded = len.checked_add(padding(len)).unwrap_or(usize::MAX);
+            let padded = len.saturating_add(padding(len));
             let Some((run, tail)) = tail.split_at_checked(padded) else {
                 return Err(corrupt(format!(
                     "a length of {len} bytes (padded to {padded}), of which {} came",

@@ -601,7 +601,9 @@ mod timing {
                 total += v.len();
             }
             let bdec = t.elapsed();
-            eprintln!("1M pairs: encode {enc:?}, decode {dec:?}, bincode decode {bdec:?} ({total})");
+            eprintln!(
+                "1M pairs: encode {enc:?}, decode {dec:?}, bincode decode {bdec:?} ({total})"
+            );
         }
     }
 }
