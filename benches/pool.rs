@@ -14,7 +14,8 @@
 //!   their half of the numbers as raw little-endian `u64`s over a socketpair and stream the
 //!   squares back the same way.
 //! * W2s: the same map over a `#[derive(Serialize, Deserialize)]` struct of two `u64`s (each
-//!   field squared), beside the `u64` map in the same minutes: the ratio is the target.
+//!   field squared), beside the `u64` map in the same minutes: the ratio is the target. Beside
+//!   them, the same struct as `#[derive(Pod)]` (its bytes, no serde).
 //! * W3: sequential `pool.apply(square, n)` on 1 worker, per call. Floor: an 8-byte ping-pong
 //!   over two pipes with a forked child.
 //! * W4: `pool.apply(len_of, <64 MiB Vec<u8>>)` on 1 worker, in MB/s. Floor: 64 MiB written
@@ -69,6 +70,25 @@ struct Pair {
 #[process]
 fn square_pair(p: Pair) -> Pair {
     Pair {
+        a: p.a * p.a,
+        b: p.b * p.b,
+    }
+}
+
+/// The same two numbers as plain old data: `map` moves them as their bytes.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Serialize, Deserialize, multiproc::Pod, multiproc::Zeroable,
+)]
+#[bytemuck(crate = "multiproc::bytemuck")]
+#[repr(C)]
+struct PodPair {
+    a: u64,
+    b: u64,
+}
+
+#[process]
+fn square_pod_pair(p: PodPair) -> PodPair {
+    PodPair {
         a: p.a * p.a,
         b: p.b * p.b,
     }
@@ -537,9 +557,10 @@ fn bench_w2(pool: &Pool, floors: &Floors, iters: usize) -> W2 {
 }
 
 struct W2s {
-    /// The u64 map (as W2), then the pair map, alternated.
+    /// The u64 map (as W2), the serde pair map and the Pod pair map, alternated.
     squares: Samples,
     pairs: Samples,
+    pod_pairs: Samples,
 }
 
 fn bench_w2s(pool: &Pool, iters: usize) -> W2s {
@@ -547,6 +568,15 @@ fn bench_w2s(pool: &Pool, iters: usize) -> W2s {
     let items = || (0..W2_ITEMS).map(|i| Pair { a: i, b: i + 1 });
     let squares = || pool.map(square, 0..W2_ITEMS).expect("pool.map");
     let pairs = || pool.map(square_pair, items()).expect("pool.map");
+    let pod_items = || (0..W2_ITEMS).map(|i| PodPair { a: i, b: i + 1 });
+    let pod_pairs = || pool.map(square_pod_pair, pod_items()).expect("pool.map");
+    assert_eq!(
+        pod_pairs()[999_999],
+        PodPair {
+            a: 999_999 * 999_999,
+            b: 1_000_000 * 1_000_000
+        }
+    );
     let back = pairs();
     assert_eq!(back.len(), W2_ITEMS as usize);
     assert_eq!(
@@ -559,15 +589,18 @@ fn bench_w2s(pool: &Pool, iters: usize) -> W2s {
     for _ in 1..WARMUP {
         squares();
         pairs();
+        pod_pairs();
     }
-    let (mut sa, mut sb) = (Vec::new(), Vec::new());
+    let (mut sa, mut sb, mut sc) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..iters {
         sa.push(time(squares).0);
         sb.push(time(pairs).0);
+        sc.push(time(pod_pairs).0);
     }
     W2s {
         squares: Samples::new(sa),
         pairs: Samples::new(sb),
+        pod_pairs: Samples::new(sc),
     }
 }
 
@@ -910,6 +943,22 @@ fn print_report(r: &Report) {
             }
         }
     });
+    let w2p_name = "W2s map 1M Pod pairs vs u64s, 2 workers".to_string();
+    lines.push(match &r.w2s {
+        None => Line::skipped(w2p_name),
+        Some(w) => {
+            let (pairs, squares) = (w.pod_pairs.median(), w.squares.median());
+            Line {
+                name: w2p_name,
+                ours: ms(pairs),
+                floor: ms(squares),
+                x_floor: Some(pairs / squares),
+                cpython: None,
+                py_ratio: None,
+                target: "-".into(),
+            }
+        }
+    });
     let w3_name = "W3 apply round trip, 1 worker".to_string();
     lines.push(match &r.w3 {
         None => Line::skipped(w3_name),
@@ -1158,6 +1207,7 @@ fn print_report(r: &Report) {
         rows.extend([
             ("W2s u64 map", &w.squares, ms as Unit),
             ("W2s pair map", &w.pairs, ms),
+            ("W2s Pod pair map", &w.pod_pairs, ms),
         ]);
     }
     if let Some(w) = &r.w3 {
