@@ -130,7 +130,10 @@ fn pool_task(input: &[u8]) {
     let mut inbox = wire::Reader::new();
     while let Ok(Some((_, task))) = inbox.recv::<TaskHeader>(&control, now()) {
         let Encoded { bytes, fds, .. } = task;
-        let _ = handle::with_incoming(fds, || codec::decode::<(u64, String, Vec<u32>)>(&bytes));
+        let _ = handle::with_incoming(fds, || {
+            use codec::Format;
+            codec::Compact::decode::<(u64, String, Vec<u32>)>(&bytes)
+        });
     }
 }
 
@@ -171,6 +174,14 @@ fn codec_values(input: &[u8]) {
     let _ = codec::decode::<Vec<String>>(input);
     let _ = codec::decode::<(Vec<Vec<u8>>, Option<u64>)>(input);
     let _ = codec::decode::<RemotePanic>(input);
+    // The same bytes through the decoder of workers' values (`codec/fixed`), whole and as a
+    // chunk decoded onto a list.
+    use codec::Format;
+    let _ = codec::Compact::decode::<Launch>(input);
+    let _ = codec::Compact::decode::<(Vec<Vec<u8>>, Option<u64>)>(input);
+    let _ = codec::Compact::decode::<RemotePanic>(input);
+    let _ = codec::Compact::decode_seq_into::<String>(input, &mut Vec::new());
+    let _ = codec::Compact::decode_seq_into::<(char, bool, f32)>(input, &mut Vec::new());
 }
 
 /// Plain old data from a pool message (`carrier::pod`): vectors of `f64` (copied into aligned
@@ -357,6 +368,7 @@ fn codec_seeds() -> Vec<Vec<u8>> {
     [
         codec::encode(&launch(1)),
         codec::encode(&vec!["a".to_string(), "bc".to_string()]),
+        codec::encode(&vec![('é', true, -0.5f32), ('😀', false, f32::NAN)]),
         codec::encode(&(vec![vec![1u8, 2], Vec::new()], Some(5u64))),
         codec::encode(&panic_report()),
     ]
