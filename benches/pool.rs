@@ -5,7 +5,7 @@
 //! ```text
 //! cargo bench --bench pool
 //! MULTIPROC_BENCH_ITERS=3 cargo bench --bench pool   # quick run: 3 iterations of everything
-//! MULTIPROC_BENCH_ONLY=w3,w4 cargo bench --bench pool # only these parts (w2 w3 w4 w5 imap exec cpython)
+//! MULTIPROC_BENCH_ONLY=w3,w4 cargo bench --bench pool # only these parts (w2 w2s w3 w4 w5 imap exec cpython)
 //! ```
 //!
 //! Workloads (default start method, forkserver, on both sides):
@@ -13,10 +13,14 @@
 //! * W2: `pool.map(square, 0..1_000_000)` on 2 workers. Floor: two forked children that get
 //!   their half of the numbers as raw little-endian `u64`s over a socketpair and stream the
 //!   squares back the same way.
+//! * W2s: the same map over a `#[derive(Serialize, Deserialize)]` struct of two `u64`s (each
+//!   field squared), beside the `u64` map in the same minutes: the ratio is the target. Beside
+//!   them, the same struct as `#[derive(Pod)]` (its bytes, no serde).
 //! * W3: sequential `pool.apply(square, n)` on 1 worker, per call. Floor: an 8-byte ping-pong
 //!   over two pipes with a forked child.
 //! * W4: `pool.apply(len_of, <64 MiB Vec<u8>>)` on 1 worker, in MB/s. Floor: 64 MiB written
-//!   into a socketpair, read by a forked child into a reused buffer, 8 bytes back.
+//!   into a socketpair, read by a forked child into a reused buffer, 8 bytes back. Beside it,
+//!   `pool.apply(len_of_f64s, <64 MiB Vec<f64>>)` against the same floor.
 //! * W5: a naive prime count over `0..N` in 64 `(lo, hi)` chunks with `starmap`, on 1 and on 2
 //!   workers: the speed-up. Floor: the same count in this process, on one thread. Beside it,
 //!   the same 8 tasks taken in order by two threads of this process (what the machine gives
@@ -42,6 +46,7 @@ use common::{
     read_all_or_eof, run_cpython, time, us, value, Samples, Values,
 };
 use multiproc::{process, Pool};
+use serde::{Deserialize, Serialize};
 
 #[process]
 fn square(n: u64) -> u64 {
@@ -51,6 +56,45 @@ fn square(n: u64) -> u64 {
 #[process]
 fn len_of(v: Vec<u8>) -> u64 {
     v.len() as u64
+}
+
+#[process]
+fn len_of_f64s(v: Vec<f64>) -> u64 {
+    (v.len() * std::mem::size_of::<f64>()) as u64
+}
+
+/// W2s's item: two numbers through serde.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+struct Pair {
+    a: u64,
+    b: u64,
+}
+
+#[process]
+fn square_pair(p: Pair) -> Pair {
+    Pair {
+        a: p.a * p.a,
+        b: p.b * p.b,
+    }
+}
+
+/// The same two numbers as plain old data: `map` moves them as their bytes.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Serialize, Deserialize, multiproc::Pod, multiproc::Zeroable,
+)]
+#[bytemuck(crate = "multiproc::bytemuck")]
+#[repr(C)]
+struct PodPair {
+    a: u64,
+    b: u64,
+}
+
+#[process]
+fn square_pod_pair(p: PodPair) -> PodPair {
+    PodPair {
+        a: p.a * p.a,
+        b: p.b * p.b,
+    }
 }
 
 #[process]
@@ -145,12 +189,22 @@ fn main() {
         eprintln!("W2: map of {W2_ITEMS} squares, {} runs ...", iters.w2);
         bench_w2(&pool2, &floors, iters.w2)
     });
+    let w2s = only.run("w2s", || {
+        eprintln!(
+            "W2s: map of {W2_ITEMS} serde pairs beside the u64 map, {} runs ...",
+            iters.w2
+        );
+        bench_w2s(&pool2, iters.w2)
+    });
     let w3 = only.run("w3", || {
         eprintln!("W3: {} sequential applies ...", iters.w3);
         bench_w3(&pool1, &floors, iters.w3)
     });
     let w4 = only.run("w4", || {
-        eprintln!("W4: apply of a 64 MiB Vec<u8>, {} runs ...", iters.w4);
+        eprintln!(
+            "W4: apply of a 64 MiB Vec<u8> and Vec<f64>, {} runs ...",
+            iters.w4
+        );
         bench_w4(&pool1, &floors, iters.w4)
     });
     let w5 = only.run("w5", || {
@@ -186,6 +240,7 @@ fn main() {
         iters,
         method: method.as_str(),
         w2,
+        w2s,
         w3,
         w4,
         w5,
@@ -212,12 +267,12 @@ fn iterations() -> Iters {
 /// Why a part that `MULTIPROC_BENCH_ONLY` left out has no figures.
 const SKIPPED: &str = "skipped (not in MULTIPROC_BENCH_ONLY)";
 
-/// The parts to run: `MULTIPROC_BENCH_ONLY`, a comma-separated list of `w2`, `w3`, `w4`, `w5`,
+/// The parts to run: `MULTIPROC_BENCH_ONLY`, a comma-separated list of `w2`, `w2s`, `w3`, `w4`, `w5`,
 /// `imap` and `cpython`; every part when it is not set.
 struct Only(Option<Vec<String>>);
 
 impl Only {
-    const PARTS: [&'static str; 7] = ["w2", "w3", "w4", "w5", "imap", "exec", "cpython"];
+    const PARTS: [&'static str; 8] = ["w2", "w2s", "w3", "w4", "w5", "imap", "exec", "cpython"];
 
     fn from_env() -> Only {
         let Ok(v) = std::env::var("MULTIPROC_BENCH_ONLY") else {
@@ -512,6 +567,54 @@ fn bench_w2(pool: &Pool, floors: &Floors, iters: usize) -> W2 {
     }
 }
 
+struct W2s {
+    /// The u64 map (as W2), the serde pair map and the Pod pair map, alternated.
+    squares: Samples,
+    pairs: Samples,
+    pod_pairs: Samples,
+}
+
+fn bench_w2s(pool: &Pool, iters: usize) -> W2s {
+    // The items are made as the map takes them, as `0..N` makes W2's numbers.
+    let items = || (0..W2_ITEMS).map(|i| Pair { a: i, b: i + 1 });
+    let squares = || pool.map(square, 0..W2_ITEMS).expect("pool.map");
+    let pairs = || pool.map(square_pair, items()).expect("pool.map");
+    let pod_items = || (0..W2_ITEMS).map(|i| PodPair { a: i, b: i + 1 });
+    let pod_pairs = || pool.map(square_pod_pair, pod_items()).expect("pool.map");
+    assert_eq!(
+        pod_pairs()[999_999],
+        PodPair {
+            a: 999_999 * 999_999,
+            b: 1_000_000 * 1_000_000
+        }
+    );
+    let back = pairs();
+    assert_eq!(back.len(), W2_ITEMS as usize);
+    assert_eq!(
+        back[999_999],
+        square_pair(Pair {
+            a: 999_999,
+            b: 1_000_000
+        })
+    );
+    for _ in 1..WARMUP {
+        squares();
+        pairs();
+        pod_pairs();
+    }
+    let (mut sa, mut sb, mut sc) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..iters {
+        sa.push(time(squares).0);
+        sb.push(time(pairs).0);
+        sc.push(time(pod_pairs).0);
+    }
+    W2s {
+        squares: Samples::new(sa),
+        pairs: Samples::new(sb),
+        pod_pairs: Samples::new(sc),
+    }
+}
+
 struct W3 {
     ours: Samples,
     floor: Samples,
@@ -540,11 +643,14 @@ fn bench_w3(pool: &Pool, floors: &Floors, calls: usize) -> W3 {
 struct W4 {
     ours: Samples,
     floor: Samples,
+    /// The same bytes as a `Vec<f64>`.
+    floats: Samples,
 }
 
 fn bench_w4(pool: &Pool, floors: &Floors, iters: usize) -> W4 {
     let data = vec![0u8; W4_BYTES];
-    let (mut sa, mut sb) = (Vec::with_capacity(iters), Vec::with_capacity(iters));
+    let floats: Vec<f64> = (0..W4_BYTES / 8).map(|i| i as f64 * 0.5).collect();
+    let (mut sa, mut sb, mut sc) = (Vec::new(), Vec::new(), Vec::new());
     for i in 0..WARMUP + iters {
         // The clone is made before the clock starts: only `apply` is timed.
         let arg = data.clone();
@@ -552,14 +658,19 @@ fn bench_w4(pool: &Pool, floors: &Floors, iters: usize) -> W4 {
         assert_eq!(v.expect("pool.apply"), W4_BYTES as u64);
         let (e, w) = time(|| floors.bulk(&data));
         assert_eq!(w, W4_BYTES as u64);
+        let arg = floats.clone();
+        let (f, v) = time(|| pool.apply(len_of_f64s, arg));
+        assert_eq!(v.expect("pool.apply"), W4_BYTES as u64);
         if i >= WARMUP {
             sa.push(d);
             sb.push(e);
+            sc.push(f);
         }
     }
     W4 {
         ours: Samples::new(sa),
         floor: Samples::new(sb),
+        floats: Samples::new(sc),
     }
 }
 
@@ -872,6 +983,7 @@ struct Report {
     iters: Iters,
     method: &'static str,
     w2: Option<W2>,
+    w2s: Option<W2s>,
     w3: Option<W3>,
     w4: Option<W4>,
     w5: Option<W5>,
@@ -941,6 +1053,39 @@ fn print_report(r: &Report) {
             }
         }
     });
+    let w2s_name = "W2s map 1M serde pairs vs u64s, 2 workers".to_string();
+    let w2s_py = py("w2s_map_s");
+    lines.push(match &r.w2s {
+        None => Line::skipped(w2s_name),
+        Some(w) => {
+            let (pairs, squares) = (w.pairs.median(), w.squares.median());
+            Line {
+                name: w2s_name,
+                ours: ms(pairs),
+                floor: ms(squares),
+                x_floor: Some(pairs / squares),
+                cpython: w2s_py.map(ms),
+                py_ratio: w2s_py.map(|p| p / pairs),
+                target: format!("<= 1.5x the u64 map: {}", met(pairs / squares <= 1.5)),
+            }
+        }
+    });
+    let w2p_name = "W2s map 1M Pod pairs vs u64s, 2 workers".to_string();
+    lines.push(match &r.w2s {
+        None => Line::skipped(w2p_name),
+        Some(w) => {
+            let (pairs, squares) = (w.pod_pairs.median(), w.squares.median());
+            Line {
+                name: w2p_name,
+                ours: ms(pairs),
+                floor: ms(squares),
+                x_floor: Some(pairs / squares),
+                cpython: None,
+                py_ratio: None,
+                target: "-".into(),
+            }
+        }
+    });
     let w3_name = "W3 apply round trip, 1 worker".to_string();
     lines.push(match &r.w3 {
         None => Line::skipped(w3_name),
@@ -973,7 +1118,23 @@ fn print_report(r: &Report) {
                 x_floor: Some(w4.0 / w4.1),
                 cpython: w4_py.map(mbps),
                 py_ratio: w4_py.map(|p| p / w4.0),
-                target: format!(">= 1/2 floor MB/s: {}", met(w4.1 / w4.0 >= 0.5)),
+                target: format!(">= floor MB/s: {}", met(w4.0 <= w4.1)),
+            }
+        }
+    });
+    let w4f_name = "W4 apply 64 MiB Vec<f64>, 1 worker".to_string();
+    lines.push(match &r.w4 {
+        None => Line::skipped(w4f_name),
+        Some(w) => {
+            let w4 = (w.floats.median(), w.floor.median());
+            Line {
+                name: w4f_name,
+                ours: mbps(w4.0),
+                floor: mbps(w4.1),
+                x_floor: Some(w4.0 / w4.1),
+                cpython: None,
+                py_ratio: None,
+                target: format!(">= floor MB/s: {}", met(w4.0 <= w4.1)),
             }
         }
     });
@@ -1106,6 +1267,11 @@ fn print_report(r: &Report) {
             na(w2_py.map(|p| ratio(p / w2.0)))
         );
     }
+    if r.w2s.is_some() {
+        println!(
+            "  W2s: pool.map(square_pair, pairs) over 1M `#[derive(Serialize, Deserialize)] struct Pair {{ a: u64, b: u64 }}` (made by an iterator inside the clock, as W2's range), alternated with W2's u64 map on the same pool; the \"floor\" column is that u64 map. CPython: Pool(2).map over 1M instances of a two-int class with __slots__."
+        );
+    }
     if r.w3.is_some() {
         println!(
             "  W3: {} sequential pool.apply(square, n) on a pool of 1 after {W3_WARMUP} warm-up calls, median per call; floor: 8-byte ping-pong over 2 pipes with a forked child, interleaved call by call.",
@@ -1122,7 +1288,7 @@ fn print_report(r: &Report) {
     }
     if r.w4.is_some() {
         println!(
-            "  W4: pool.apply(len_of, v) with v: Vec<u8> of 64 MiB on the pool of 1; median of {} after {WARMUP} warm-up runs. The clone of v is made OUTSIDE the timed region.",
+            "  W4: pool.apply(len_of, v) with v: Vec<u8> of 64 MiB on the pool of 1; median of {} after {WARMUP} warm-up runs. The clone of v is made OUTSIDE the timed region. The Vec<f64> row: pool.apply(len_of_f64s, v) with 8M f64s (64 MiB), timed the same way.",
             r.iters.w4
         );
         println!(
@@ -1164,6 +1330,13 @@ fn print_report(r: &Report) {
             ("W2 floor", &w.floor, ms),
         ]);
     }
+    if let Some(w) = &r.w2s {
+        rows.extend([
+            ("W2s u64 map", &w.squares, ms as Unit),
+            ("W2s pair map", &w.pairs, ms),
+            ("W2s Pod pair map", &w.pod_pairs, ms),
+        ]);
+    }
     if let Some(w) = &r.w3 {
         rows.extend([
             ("W3 multiproc", &w.ours, us as Unit),
@@ -1174,6 +1347,7 @@ fn print_report(r: &Report) {
         rows.extend([
             ("W4 multiproc (time)", &w.ours, ms as Unit),
             ("W4 floor (time)", &w.floor, ms),
+            ("W4 Vec<f64> (time)", &w.floats, ms),
         ]);
     }
     if let Some(w) = &r.w5 {

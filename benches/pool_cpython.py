@@ -17,6 +17,7 @@ timed region. Prints one line per measurement, `<name> <value>` (times in second
 
     start_method forkserver
     w2_map_s 0.41        Pool(2).map(square, range(1_000_000))
+    w2s_map_s 1.2       Pool(2).map(square_pair, [Pair(i, i + 1) for i in range(1_000_000)])
     w3_apply_s 0.00009   Pool(1).apply(square, (n,)), per call
     w3_apply_min_s ...   (and w3_apply_p90_s: the spread, which is wide: see below)
     w4_apply_s 0.08      Pool(1).apply(len, (b'\\0' * 64 MiB,))
@@ -38,6 +39,20 @@ WARMUP = 2
 
 def square(n):
     return n * n
+
+
+class Pair:
+    """W2s's item: two ints, as the Rust side's `struct Pair { a: u64, b: u64 }`."""
+
+    __slots__ = ("a", "b")
+
+    def __init__(self, a, b):
+        self.a = a
+        self.b = b
+
+
+def square_pair(p):
+    return Pair(p.a * p.a, p.b * p.b)
 
 
 def is_prime(n):
@@ -89,6 +104,13 @@ def main():
         def w2():
             assert pool.map(square, range(W2_ITEMS))[-1] == expected
         emit("w2_map_s", timed(w2, w2_iters))
+
+        pairs = [Pair(i, i + 1) for i in range(W2_ITEMS)]
+        last = W2_ITEMS - 1
+        def w2s():
+            assert pool.map(square_pair, pairs)[-1].b == (last + 1) ** 2
+        # About 4 s a run here: fewer runs than W2.
+        emit("w2s_map_s", timed(w2s, min(w2_iters, 5), warmup=1))
 
     with ctx.Pool(1) as pool:
         for n in range(W3_WARMUP):

@@ -226,20 +226,55 @@
 //! # }
 //! ```
 //!
-//! Byte vectors: serde encodes a `Vec<u8>` one element at a time (~150 MB/s). An argument or a
-//! result **written `Vec<u8>`** in a `#[process]` function's signature is recognized and
-//! travels as one run of bytes instead; in a pool task or result, one of 16 KiB or more is not
-//! even encoded: it is sent from the vector itself and received into the vector the other side
-//! gets (GB/s, as fast as the socket). A `Vec<u8>` anywhere else (a field of your struct, an
-//! `Option<Vec<u8>>`, a type alias) still goes element by element: mark such fields
-//! `#[serde(with = "serde_bytes")]` (or any `serialize_bytes` / `deserialize_byte_buf` pair)
-//! for one run of bytes, or pass a [`SharedMemory`] for zero copies.
+//! Plain old data: serde encodes a `Vec<f64>` or a `Vec<u8>` one element at a time (a few
+//! hundred MB/s). When the one argument or the result of a `#[process]` function is a
+//! **vector of plain old data** (`Vec<E>` where `E:` [`Pod`]: numbers, arrays of them, your
+//! `#[derive(Pod)]` structs) it travels as its bytes instead, one copy each way; a `Vec<u8>`
+//! (any element of alignment 1) of 16 KiB or more in a pool task or result is not even
+//! copied: it is sent from the vector itself and received into the vector the other side
+//! gets. When it **is plain old data** itself (`f64`, `[u16; 3]`, a `Pod` struct), a chunk of
+//! `map` items or results travels as their bytes in memory. The type checker decides, not
+//! the spelling: a type alias (`type Samples = Vec<f64>`) or a path (`std::vec::Vec`) takes
+//! the same way, and every bit pattern (a NaN's payload, `-0.0`) comes back as it was; what
+//! arrives is checked (lengths, blocks) and copied into a vector aligned for its type. A
+//! tuple of several arguments, or a vector inside another type (a field of your struct, an
+//! `Option<Vec<u8>>`), goes through serde: mark byte fields `#[serde(with = "serde_bytes")]`
+//! for one run of bytes, or pass a [`SharedMemory`] for zero copies. Two to four primitive
+//! numbers as arguments (`starmap` over pairs) or as a result tuple also travel as their
+//! bytes.
 //!
-//! Numbers: when the one argument or the result is **written as a primitive number** (`u8`
-//! to `u64`, `i8` to `i64`, `usize`, `isize`, `f32`, `f64`), a chunk of them in a pool task
-//! or result travels as the bytes of the numbers in memory: one copy each way, not a serde call
-//! per value, and every bit pattern (a NaN's payload, `-0.0`) comes back as it was. An alias,
-//! a tuple of numbers or a `bool` is encoded with serde, as anything else.
+//! ```
+//! use multiproc::{process, Pod, Pool, Zeroable};
+//!
+//! #[derive(Clone, Copy, Debug, PartialEq, Pod, Zeroable, serde::Serialize, serde::Deserialize)]
+//! #[bytemuck(crate = "multiproc::bytemuck")]
+//! #[repr(C)]
+//! struct Particle {
+//!     pos: [f32; 3],
+//!     mass: f32,
+//! }
+//!
+//! type Samples = Vec<f64>;
+//!
+//! #[process]
+//! fn mean(v: Samples) -> f64 {
+//!     v.iter().sum::<f64>() / v.len() as f64
+//! }
+//!
+//! #[process]
+//! fn heavier(p: Particle) -> Particle {
+//!     Particle { mass: p.mass * 2.0, ..p }
+//! }
+//!
+//! # #[multiproc::main]
+//! # fn main() -> multiproc::Result<()> {
+//! let pool = Pool::new(2)?;
+//! assert_eq!(pool.apply(mean, vec![1.0, 2.0, 6.0])?, 3.0);
+//! let p = Particle { pos: [0.0; 3], mass: 1.5 };
+//! assert_eq!(pool.map(heavier, vec![p; 4])?, vec![Particle { mass: 3.0, ..p }; 4]);
+//! # Ok(())
+//! # }
+//! ```
 //!
 //! # Synchronization primitives
 //!

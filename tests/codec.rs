@@ -3,13 +3,16 @@
 //! user's type and says why, with a hint at the self-describing codec; with
 //! `#[process(codec = "msgpack")]`, the same shapes carried both ways, by `Process`, every way
 //! of `Pool` and its initializer; and the same for the fields of a process type (an impl block
-//! with `codec = "msgpack"`, started with `Process::from`). Each under every start method.
+//! with `codec = "msgpack"`, started with `Process::from`). Plain old data (vectors of numbers
+//! and of `#[derive(Pod)]` structs, and such values themselves) travels as its bytes, through
+//! type aliases too: its `Serialize` is never called. Each under every start method.
 
 mod common;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Mutex;
+use std::time::Duration;
 
 use common::{finish_with, Outcome};
 use multiproc::{process, ErrorKind, Pool, Process, StartMethod};
@@ -547,9 +550,148 @@ fn carried_in_a_process_type(m: StartMethod) -> Outcome {
     Ok(())
 }
 
+// ---------------------------------------------------------------------------------------------
+// Plain old data: as its bytes, whatever the alias
+
+/// Plain old data whose serde impls fail: a value that arrives took the bytes' way.
+#[derive(Debug, Clone, Copy, PartialEq, multiproc::Pod, multiproc::Zeroable)]
+#[bytemuck(crate = "multiproc::bytemuck")]
+#[repr(C)]
+pub struct Particle {
+    pos: [f32; 3],
+    id: u32,
+    mass: f64,
+}
+
+impl Serialize for Particle {
+    fn serialize<S: serde::Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
+        Err(serde::ser::Error::custom(
+            "serde was asked to encode a particle",
+        ))
+    }
+}
+
+impl<'de> Deserialize<'de> for Particle {
+    fn deserialize<D: serde::Deserializer<'de>>(_: D) -> Result<Particle, D::Error> {
+        Err(serde::de::Error::custom(
+            "serde was asked to decode a particle",
+        ))
+    }
+}
+
+fn particle(i: u32) -> Particle {
+    Particle {
+        pos: [i as f32, -(i as f32), 0.5],
+        id: i,
+        mass: f64::from(i) * 1.5,
+    }
+}
+
+/// Aliases the macro cannot see through.
+pub type Samples = Vec<f64>;
+pub type Cloud = Vec<Particle>;
+pub type Body = Particle;
+
+#[process]
+fn sum_samples(v: Samples) -> f64 {
+    v.iter().sum()
+}
+
+#[process]
+fn echo_samples(v: Samples) -> std::vec::Vec<f64> {
+    v
+}
+
+/// A tuple of arguments is not plain old data: serde's way, as before.
+#[process]
+fn scaled(v: Vec<f64>, k: f64) -> Samples {
+    v.into_iter().map(|x| x * k).collect()
+}
+
+#[process]
+fn heaviest(cloud: Cloud) -> Body {
+    cloud
+        .into_iter()
+        .fold(particle(0), |a, b| if b.mass > a.mass { b } else { a })
+}
+
+#[process]
+fn moved(p: Body) -> Particle {
+    Particle {
+        pos: [p.pos[0] + 1.0, p.pos[1], p.pos[2]],
+        ..p
+    }
+}
+
+#[process]
+fn corners(n: u32) -> Vec<[f32; 3]> {
+    (0..n).map(|i| [i as f32; 3]).collect()
+}
+
+#[process]
+fn check_cloud(cloud: Cloud) {
+    assert_eq!(cloud.len(), 1000);
+    assert_eq!(cloud[999], particle(999));
+}
+
+fn plain_old_data_by_the_pool(m: StartMethod) -> Outcome {
+    let pool = Pool::builder().processes(2).start_method(m).build()?;
+    // A vector of f64 through an alias: large (a megabyte) and empty.
+    let samples: Samples = (0..1 << 17).map(f64::from).collect();
+    check_eq!(
+        pool.apply(sum_samples, samples.clone())?,
+        samples.iter().sum::<f64>()
+    );
+    check_eq!(pool.apply(sum_samples, Vec::new())?, 0.0);
+    // NaN and negative zero keep their bits.
+    let odd = vec![f64::NAN, -0.0, f64::from_bits(0x7ff0_0000_0000_0001)];
+    check_eq!(pool.apply(scaled, (vec![1.0, -2.0], 3.0))?, vec![3.0, -6.0]);
+    let back = pool.apply(echo_samples, odd.clone())?;
+    check_eq!(
+        back.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
+        odd.iter().map(|x| x.to_bits()).collect::<Vec<_>>()
+    );
+    // Pod structs: a vector of them, and `map` over them, both ways.
+    let cloud: Cloud = (0..5000).map(particle).collect();
+    check_eq!(pool.apply(heaviest, cloud.clone())?, particle(4999));
+    let expected: Vec<Particle> = cloud.iter().map(|p| moved(*p)).collect();
+    check_eq!(pool.map(moved, cloud.clone())?, expected);
+    check_eq!(pool.map_chunked(moved, cloud.clone(), 7)?, expected);
+    let from_imap: Vec<Particle> = pool
+        .imap(moved, cloud.clone())
+        .chunksize(100)
+        .collect::<Result<_, _>>()?;
+    check_eq!(from_imap, expected);
+    // Vectors of arrays, and a vector per item of `map`.
+    check_eq!(pool.apply(corners, 3)?, vec![[0.0; 3], [1.0; 3], [2.0; 3]]);
+    let lists: Vec<Samples> = (0..50).map(|n| vec![0.5; n]).collect();
+    let sums: Vec<f64> = lists.iter().map(|l| l.iter().sum()).collect();
+    check_eq!(pool.map(sum_samples, lists)?, sums);
+    Ok(())
+}
+
+fn plain_old_data_by_a_process(m: StartMethod) -> Outcome {
+    let cloud: Cloud = (0..1000).map(particle).collect();
+    let p = Process::new(check_cloud, cloud.clone()).with_start_method(m);
+    p.start()?;
+    finish_with(&p, 0)?;
+    // A wrong value is seen as wrong: the check in the child can fail.
+    let p = Process::new(check_cloud, cloud[1..].to_vec()).with_start_method(m);
+    p.start()?;
+    finish_with(&p, 1)?;
+    // A result as its bytes, back from a process.
+    let mut handle = multiproc::ProcessBuilder::new()
+        .start_method(m)
+        .spawn(heaviest, (0..10).map(particle).collect())?;
+    check_eq!(handle.join_timeout(Duration::from_secs(60))?, particle(9));
+    Ok(())
+}
+
 fn main() {
     multiproc::init();
     let trials = trials!(each_method:
+        plain_old_data_by_the_pool,
+        plain_old_data_by_a_process,
         errors_with_the_pool,
         errors_with_a_process,
         carried_by_the_pool,

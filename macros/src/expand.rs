@@ -215,11 +215,32 @@ pub(crate) fn expand_fn(item: ItemFn, args: &Args) -> TokenStream {
     let args_item = quote_spanned!(name_span=> type Args = #args_ty;);
     let output_item = quote_spanned!(name_span=> type Output = #output_ty;);
     let codec = args.codec();
+    // The carrier chosen from the types as written, inside the one the type checker picks
+    // for plain old data (`Choice`, below): an alias or a path the syntax does not know still
+    // travels as bytes when it is a `Pod` type or a vector of one.
+    let private = quote!(#krate::__private);
     let args_carrier = carrier(&krate, &types, codec);
+    let args_carrier = quote!(#private::Chosen<#ident, #private::ArgsSide, #args_carrier>);
     let output_carrier = match output {
         Some(ty) => carrier(&krate, &[ty], codec),
         None => carrier(&krate, &[], codec),
     };
+    let output_carrier = quote!(#private::Chosen<#ident, #private::OutputSide, #output_carrier>);
+    let choice = |side: TokenStream, ty: &TokenStream| {
+        quote! {
+            #[allow(deprecated)]
+            impl #private::Choice<#private::#side, #ty> for #ident {
+                #[inline]
+                fn way() -> #private::Way<#ty> {
+                    #[allow(unused_imports)]
+                    use #private::{PodItemWay as _, PodVecWay as _, SerdeWay as _};
+                    (&&&#private::Probe::<#ty>::new()).way()
+                }
+            }
+        }
+    };
+    let args_choice = choice(quote!(ArgsSide), &args_ty);
+    let output_choice = choice(quote!(OutputSide), &output_ty);
     let target_item = quote_spanned!(name_span=> type Target = #fn_ptr;);
 
     quote! {
@@ -261,6 +282,9 @@ pub(crate) fn expand_fn(item: ItemFn, args: &Args) -> TokenStream {
                     #call
                 }
             }
+
+            #args_choice
+            #output_choice
 
             #(#asserts)*
 
@@ -687,14 +711,52 @@ mod tests {
         check_carriers(cases);
     }
 
-    /// Each function (item) gets the argument and result carriers given with it.
+    /// Each function `f` (item) gets the argument and result carriers given with it, as
+    /// written, inside the carrier the type checker chooses for plain old data.
     fn check_carriers<const N: usize>(cases: [(TokenStream, TokenStream, TokenStream); N]) {
         for (item, args, output) in cases {
             let out = expand(quote!(), item);
             let imp = target_impl(&block_items(&out.items[1]));
             let text = norm(&out);
-            assert_eq!(assoc_type(&imp, "ArgsCarrier"), norm(args), "{text}");
-            assert_eq!(assoc_type(&imp, "OutputCarrier"), norm(output), "{text}");
+            assert_eq!(
+                assoc_type(&imp, "ArgsCarrier"),
+                norm(chosen(quote!(ArgsSide), args)),
+                "{text}"
+            );
+            assert_eq!(
+                assoc_type(&imp, "OutputCarrier"),
+                norm(chosen(quote!(OutputSide), output)),
+                "{text}"
+            );
+        }
+    }
+
+    /// `carrier` inside the one `f`'s `Choice` of `side` picks.
+    fn chosen(side: TokenStream, carrier: TokenStream) -> TokenStream {
+        let p = quote!(::multiproc::__private);
+        quote!(#p::Chosen<f, #p::#side, #carrier>)
+    }
+
+    #[test]
+    fn the_type_checker_chooses_for_each_side() {
+        let out = expand(
+            quote!(),
+            quote!(
+                fn f(v: Samples, n: u8) -> Points {
+                    v
+                }
+            ),
+        );
+        let text = norm(&out);
+        let p = quote!(::multiproc::__private);
+        for (side, ty) in [
+            (quote!(ArgsSide), quote!((Samples, u8))),
+            (quote!(OutputSide), quote!(Points)),
+        ] {
+            let choice = norm(quote!(impl #p::Choice<#p::#side, #ty> for f));
+            assert!(text.contains(&choice), "{text}");
+            let probe = norm(quote!(#p::Probe::<#ty>::new()));
+            assert!(text.contains(&probe), "{text}");
         }
     }
 
@@ -722,8 +784,14 @@ mod tests {
         for (item, args, output) in cases {
             let out = expand(quote!(codec = "msgpack"), item);
             let imp = target_impl(&block_items(&out.items[1]));
-            assert_eq!(assoc_type(&imp, "ArgsCarrier"), norm(args));
-            assert_eq!(assoc_type(&imp, "OutputCarrier"), norm(output));
+            assert_eq!(
+                assoc_type(&imp, "ArgsCarrier"),
+                norm(chosen(quote!(ArgsSide), args))
+            );
+            assert_eq!(
+                assoc_type(&imp, "OutputCarrier"),
+                norm(chosen(quote!(OutputSide), output))
+            );
         }
         // The default, named: as if not named.
         let out = expand(
@@ -733,7 +801,10 @@ mod tests {
             ),
         );
         let imp = target_impl(&block_items(&out.items[1]));
-        assert_eq!(assoc_type(&imp, "ArgsCarrier"), norm(quote!(#p::Plain)));
+        assert_eq!(
+            assoc_type(&imp, "ArgsCarrier"),
+            norm(chosen(quote!(ArgsSide), quote!(#p::Plain)))
+        );
     }
 
     #[test]

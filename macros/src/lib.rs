@@ -60,18 +60,34 @@ use proc_macro::TokenStream;
 ///     impl ::multiproc::Target for add {
 ///         type Args = (i64, i64); // one argument `n: u64`: `u64`; none: `()`
 ///         type Output = i64; // no return type, or `!`: `()`
-///         // How they are encoded: `Plain` (as they are) unless an argument or the result is
-///         // written `Vec<u8>`: then `Packed<Bytes>` for `fn f(v: Vec<u8>)`, and
-///         // `Packed<(Held<u32>, Bytes)>` for `fn f(n: u32, v: Vec<u8>)`, so that the bytes
-///         // travel as one run (a block of the pool's message when large), not one by one.
-///         type ArgsCarrier = ::multiproc::__private::Plain;
-///         type OutputCarrier = ::multiproc::__private::Plain;
+///         // How they are encoded: the plain old data the type checker finds (`Choice`,
+///         // below), else the carrier the types as written give: `Plain` (as they are) unless
+///         // an argument or the result is written `Vec<u8>`: then `Packed<Bytes>` for
+///         // `fn f(v: Vec<u8>)`, and `Packed<(Held<u32>, Bytes)>` for
+///         // `fn f(n: u32, v: Vec<u8>)`, so that the bytes travel as one run (a block of the
+///         // pool's message when large), not one by one.
+///         type ArgsCarrier = ::multiproc::__private::Chosen<
+///             add, ::multiproc::__private::ArgsSide, ::multiproc::__private::Plain>;
+///         type OutputCarrier = ::multiproc::__private::Chosen<
+///             add, ::multiproc::__private::OutputSide, ::multiproc::__private::Plain>;
 ///         const NAME: &'static str = ::core::concat!(::core::module_path!(), "::", "add");
 ///         fn call(args: Self::Args) -> Self::Output {
 ///             let (__arg0, __arg1) = args;
 ///             __multiproc_add(__arg0, __arg1)
 ///         }
 ///     }
+///
+///     // Asks the type checker, through any alias, whether the arguments (then the result)
+///     // are plain old data (`Vec<E>` or `E` with `E: Pod`), which travels as its bytes: the
+///     // first of three methods named `way` that applies to `&&&Probe<T>` is taken
+///     // (autoref specialization). A tuple of several arguments is not: serde's way.
+///     impl ::multiproc::__private::Choice<::multiproc::__private::ArgsSide, (i64, i64)> for add {
+///         fn way() -> ::multiproc::__private::Way<(i64, i64)> {
+///             use ::multiproc::__private::{PodItemWay as _, PodVecWay as _, SerdeWay as _};
+///             (&&&::multiproc::__private::Probe::<(i64, i64)>::new()).way()
+///         }
+///     }
+///     // ... and the same for `OutputSide` and `i64`.
 ///
 ///     // With several arguments, one per argument type, so that an unmet `Serialize` (...)
 ///     // bound is reported on the argument's type as written, not only on the tuple.

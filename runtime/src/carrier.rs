@@ -17,9 +17,14 @@
 //! result is written as a tuple of two to four of them: each value then travels as its
 //! numbers' bytes, one after the other.
 //!
-//! A `Vec<u8>` inside another type (a field of a struct, an `Option<Vec<u8>>`, a type alias)
-//! still encodes element by element: give such fields `#[serde(with = "serde_bytes")]` or an
-//! equivalent `serialize_bytes` / `deserialize_byte_buf` pair to make them one run of bytes.
+//! Those carriers are chosen from the types as written. Around them, [`Chosen`] asks the type
+//! checker, through aliases and any path the user wrote ([`pod`] says how): a worker's
+//! arguments or result that are a `Vec` of [`bytemuck::Pod`] values, or such a value itself,
+//! travel as their bytes whatever `#[process]` saw, and the carrier chosen from the syntax is
+//! used otherwise. A `Vec<u8>` inside another type (a field of a struct, an
+//! `Option<Vec<u8>>`) still encodes element by element: give such fields
+//! `#[serde(with = "serde_bytes")]` or an equivalent `serialize_bytes` /
+//! `deserialize_byte_buf` pair to make them one run of bytes.
 //!
 //! [`Plain`] and [`Packed`] take the serde format as a parameter ([`codec::Format`]): bincode by
 //! default, [`SelfDescribing`](codec::SelfDescribing) for a worker marked
@@ -37,6 +42,13 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::handle::{self, Encoded};
 use crate::spare;
 
+mod pod;
+
+#[cfg(feature = "fuzzing")]
+pub(crate) use pod::{decode_items_into, decode_vecs_into, encode_items, encode_vecs};
+
+pub use pod::{ArgsSide, Choice, Chosen, OutputSide, PodItemWay, PodVecWay, Probe, SerdeWay, Way};
+
 /// Byte vectors at least this long travel as blocks of a pool message.
 pub(crate) const BLOCK_MIN: usize = 16 << 10;
 
@@ -49,7 +61,7 @@ pub struct Stash {
 }
 
 impl Stash {
-    fn new(blocks: bool) -> Stash {
+    pub(crate) fn new(blocks: bool) -> Stash {
         Stash {
             blocks: blocks.then(Vec::new),
         }
@@ -66,11 +78,12 @@ pub struct Taken {
 /// How the values of one type are encoded; chosen by `#[process]`. Not public API.
 #[doc(hidden)]
 pub trait Carrier<T> {
-    /// Values encode as they are: a slice of them can be encoded in place.
-    const PLAIN: bool;
-
-    /// The serde format of the values (of one value, when [`PLAIN`](Self::PLAIN)).
+    /// The serde format of the values (of one value, when [`in_place`](Self::in_place)).
     type Format: Format;
+
+    /// Whether a slice of values can be encoded in place
+    /// ([`encode_slice`](Self::encode_slice)): they move no byte vector into blocks.
+    fn in_place() -> bool;
 
     /// Encodes `values`, moving byte vectors into `stash` when it takes blocks.
     fn encode(values: Vec<T>, stash: &mut Stash) -> Result<Vec<u8>>
@@ -78,7 +91,7 @@ pub trait Carrier<T> {
         T: Serialize;
 
     /// Encodes a slice of values in place, as [`encode`](Self::encode) would encode them
-    /// (without blocks). Called only when [`PLAIN`](Self::PLAIN).
+    /// (without blocks). Called only when [`in_place`](Self::in_place).
     fn encode_slice(values: &[T]) -> Result<Vec<u8>>
     where
         T: Serialize;
@@ -102,6 +115,34 @@ pub trait Carrier<T> {
         }
         Ok(())
     }
+
+    /// Encodes one value with everything inline (a process's arguments, say).
+    fn encode_one(value: T) -> Result<Vec<u8>>
+    where
+        T: Serialize,
+    {
+        Self::encode(vec![value], &mut Stash::new(false))
+    }
+
+    /// Decodes what [`encode_one`](Self::encode_one) made: exactly one value.
+    fn decode_one(bytes: &[u8]) -> Result<T>
+    where
+        T: DeserializeOwned,
+    {
+        one(Self::decode(bytes, Vec::new())?)
+    }
+}
+
+/// The one value of `values`, or an error that says how many there were.
+fn one<T>(mut values: Vec<T>) -> Result<T> {
+    match (values.pop(), values.is_empty()) {
+        (Some(value), true) => Ok(value),
+        (None, _) => Err(Error::new(ErrorKind::Codec, "an encoded value is missing")),
+        (Some(_), false) => Err(Error::new(
+            ErrorKind::Codec,
+            format!("{} encoded values where one belongs", values.len() + 1),
+        )),
+    }
 }
 
 /// Values as they are, in format `F`. Not public API.
@@ -110,14 +151,18 @@ pub trait Carrier<T> {
 pub struct Plain<F = Compact>(PhantomData<F>);
 
 impl<T, F: Format> Carrier<T> for Plain<F> {
-    const PLAIN: bool = true;
     type Format = F;
+
+    fn in_place() -> bool {
+        true
+    }
 
     fn encode(values: Vec<T>, _stash: &mut Stash) -> Result<Vec<u8>>
     where
         T: Serialize,
     {
-        F::encode(&values)
+        // As a slice (the same encoding as the `Vec`): the format sizes its buffer from it.
+        F::encode(values.as_slice())
     }
 
     fn encode_slice(values: &[T]) -> Result<Vec<u8>>
@@ -128,6 +173,29 @@ impl<T, F: Format> Carrier<T> for Plain<F> {
     }
 
     fn decode(bytes: &[u8], _blocks: Vec<Vec<u8>>) -> Result<Vec<T>>
+    where
+        T: DeserializeOwned,
+    {
+        let mut out = Vec::new();
+        F::decode_seq_into(bytes, &mut out)?;
+        Ok(out)
+    }
+
+    fn decode_into(bytes: &[u8], _blocks: Vec<Vec<u8>>, out: &mut Vec<T>) -> Result<()>
+    where
+        T: DeserializeOwned,
+    {
+        F::decode_seq_into(bytes, out)
+    }
+
+    fn encode_one(value: T) -> Result<Vec<u8>>
+    where
+        T: Serialize,
+    {
+        F::encode(&value)
+    }
+
+    fn decode_one(bytes: &[u8]) -> Result<T>
     where
         T: DeserializeOwned,
     {
@@ -155,8 +223,11 @@ macro_rules! numbers {
 numbers!(u8 u16 u32 u64 i8 i16 i32 i64 usize isize f32 f64);
 
 impl<T: Number> Carrier<T> for Raw {
-    const PLAIN: bool = true;
     type Format = Compact;
+
+    fn in_place() -> bool {
+        true
+    }
 
     fn encode(values: Vec<T>, _stash: &mut Stash) -> Result<Vec<u8>> {
         Self::encode_slice(&values)
@@ -176,18 +247,7 @@ impl<T: Number> Carrier<T> for Raw {
     }
 
     fn decode_into(bytes: &[u8], blocks: Vec<Vec<u8>>, out: &mut Vec<T>) -> Result<()> {
-        let size = std::mem::size_of::<T>();
-        reserve_raw(out, bytes.len(), size, &blocks)?;
-        match bytemuck::try_cast_slice::<u8, T>(bytes) {
-            // A received buffer is aligned for any number (the allocator's alignment): one copy.
-            Ok(values) => out.extend_from_slice(values),
-            Err(_) => out.extend(
-                bytes
-                    .chunks_exact(size)
-                    .map(bytemuck::pod_read_unaligned::<T>),
-            ),
-        }
-        Ok(())
+        pod::decode_items_into(bytes, blocks, out)
     }
 }
 
@@ -197,8 +257,11 @@ impl<T: Number> Carrier<T> for Raw {
 macro_rules! raw_tuples {
     ($(($($t:ident $i:tt),+))*) => {$(
         impl<$($t: Number),+> Carrier<($($t,)+)> for Raw {
-            const PLAIN: bool = true;
             type Format = Compact;
+
+            fn in_place() -> bool {
+                true
+            }
 
             fn encode(values: Vec<($($t,)+)>, _stash: &mut Stash) -> Result<Vec<u8>> {
                 Self::encode_slice(&values)
@@ -247,7 +310,12 @@ raw_tuples! {
 
 /// Makes room in `out` for the values of `size` bytes that a run of `len` bytes holds: an
 /// error when the run comes with blocks or is cut short.
-fn reserve_raw<T>(out: &mut Vec<T>, len: usize, size: usize, blocks: &[Vec<u8>]) -> Result<()> {
+pub(crate) fn reserve_raw<T>(
+    out: &mut Vec<T>,
+    len: usize,
+    size: usize,
+    blocks: &[Vec<u8>],
+) -> Result<()> {
     let name = std::any::type_name::<T>();
     if !blocks.is_empty() {
         return Err(Error::new(
@@ -276,8 +344,11 @@ fn reserve_raw<T>(out: &mut Vec<T>, len: usize, size: usize, blocks: &[Vec<u8>])
 pub struct Packed<P, F = Compact>(PhantomData<(P, F)>);
 
 impl<T, P: Part<T>, F: Format> Carrier<T> for Packed<P, F> {
-    const PLAIN: bool = false;
     type Format = F;
+
+    fn in_place() -> bool {
+        false
+    }
 
     fn encode(values: Vec<T>, stash: &mut Stash) -> Result<Vec<u8>> {
         let packed: Vec<P> = values.into_iter().map(|v| P::pack(v, stash)).collect();
@@ -447,7 +518,7 @@ pub(crate) fn encode_chunks<T: Serialize, C: Carrier<T>>(
     size: usize,
     mut each: impl FnMut(u32, Encoded) -> Result<()>,
 ) -> Result<()> {
-    if C::PLAIN {
+    if C::in_place() {
         for (index, chunk) in values.chunks(size).enumerate() {
             each(
                 index as u32,
@@ -647,20 +718,12 @@ pub(crate) type ChunkAppender<T> = fn(Encoded, &mut Vec<T>) -> Result<()>;
 
 /// Encodes one value with everything inline (a process's bootstrap has no blocks).
 pub(crate) fn encode_one<T: Serialize, C: Carrier<T>>(value: T) -> Result<Encoded> {
-    if C::PLAIN {
-        return handle::encode_with(|| C::Format::encode(&value));
-    }
-    handle::encode_with(|| C::encode(vec![value], &mut Stash::new(false)))
+    handle::encode_with(|| C::encode_one(value))
 }
 
 /// Decodes what [`encode_one`] made (descriptors are the caller's `with_incoming`).
 pub(crate) fn decode_one<T: DeserializeOwned, C: Carrier<T>>(bytes: &[u8]) -> Result<T> {
-    if C::PLAIN {
-        return C::Format::decode(bytes);
-    }
-    C::decode(bytes, Vec::new())?
-        .pop()
-        .ok_or_else(|| Error::new(ErrorKind::Codec, "an encoded value is missing"))
+    C::decode_one(bytes)
 }
 
 #[cfg(test)]

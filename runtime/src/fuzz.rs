@@ -23,7 +23,7 @@ use crate::handle::{self, Encoded};
 use crate::pool::rings;
 use crate::pool::worker::{Reply, TaskHeader, TaskOutcome};
 use crate::registry::BuildId;
-use crate::{codec, sys, wire};
+use crate::{carrier, codec, sys, wire};
 
 /// A decoder under test.
 #[derive(Debug)]
@@ -72,6 +72,11 @@ pub const TARGETS: &[Target] = &[
         name: "codec",
         run: codec_values,
         seeds: codec_seeds,
+    },
+    Target {
+        name: "carrier-pod",
+        run: carrier_pod,
+        seeds: carrier_pod_seeds,
     },
 ];
 
@@ -133,7 +138,10 @@ fn pool_task(input: &[u8]) {
     let mut inbox = wire::Reader::new();
     while let Ok(Some((_, task))) = inbox.recv::<TaskHeader>(&control, now()) {
         let Encoded { bytes, fds, .. } = task;
-        let _ = handle::with_incoming(fds, || codec::decode::<(u64, String, Vec<u32>)>(&bytes));
+        let _ = handle::with_incoming(fds, || {
+            use codec::Format;
+            codec::Compact::decode::<(u64, String, Vec<u32>)>(&bytes)
+        });
     }
 }
 
@@ -180,6 +188,48 @@ fn codec_values(input: &[u8]) {
     let _ = codec::decode::<Vec<String>>(input);
     let _ = codec::decode::<(Vec<Vec<u8>>, Option<u64>)>(input);
     let _ = codec::decode::<RemotePanic>(input);
+    // The same bytes through the decoder of workers' values (`codec/fixed`), whole and as a
+    // chunk decoded onto a list.
+    use codec::Format;
+    let _ = codec::Compact::decode::<Launch>(input);
+    let _ = codec::Compact::decode::<(Vec<Vec<u8>>, Option<u64>)>(input);
+    let _ = codec::Compact::decode::<RemotePanic>(input);
+    let _ = codec::Compact::decode_seq_into::<String>(input, &mut Vec::new());
+    let _ = codec::Compact::decode_seq_into::<(char, bool, f32)>(input, &mut Vec::new());
+}
+
+/// Plain old data from a pool message (`carrier::pod`): vectors of `f64` (copied into aligned
+/// vectors), of byte triples (blocks taken without a copy), and values of 12 bytes. The first
+/// byte of `input` says how many blocks come (0 to 3), the next ones their lengths in
+/// triples; the rest is the payload.
+fn carrier_pod(input: &[u8]) {
+    let (blocks, payload) = match input.split_first() {
+        Some((count, rest)) => {
+            let (lens, payload) = rest.split_at(usize::from(count % 4).min(rest.len()));
+            let blocks: Vec<Vec<u8>> = lens.iter().map(|&l| vec![7; usize::from(l) * 3]).collect();
+            (blocks, payload)
+        }
+        None => (Vec::new(), input),
+    };
+    let _ = carrier::decode_vecs_into::<f64>(payload, blocks.clone(), &mut Vec::new());
+    let _ = carrier::decode_vecs_into::<[u8; 3]>(payload, blocks.clone(), &mut Vec::new());
+    let _ = carrier::decode_items_into::<[u32; 3]>(payload, blocks, &mut Vec::new());
+}
+
+fn carrier_pod_seeds() -> Vec<Vec<u8>> {
+    let mut inline = carrier::Stash::new(false);
+    let vectors = carrier::encode_vecs(vec![vec![1.5f64, -2.0], Vec::new()], &mut inline);
+    let triples = carrier::encode_vecs(vec![vec![[9u8, 8, 7]; 5]], &mut inline);
+    let items = carrier::encode_items(&[[1u32, 2, 3], [4, 5, 6]]);
+    // A vector of two triples in block #0 (6 bytes: one block, two triples long), beside an
+    // inline one.
+    let head = |len: u64, at: u64| [len.to_ne_bytes(), at.to_ne_bytes()].concat();
+    let in_block = [&[1u8, 2][..], &head(6, 0), &head(3, u64::MAX), &[1, 2, 3]].concat();
+    let mut seeds = vec![in_block];
+    for encoded in [vectors, triples, items].into_iter().flatten() {
+        seeds.push([&[0u8][..], &encoded].concat());
+    }
+    seeds
 }
 
 /// The bytes `send` writes on a socket.
@@ -352,6 +402,7 @@ fn codec_seeds() -> Vec<Vec<u8>> {
     [
         codec::encode(&launch(1)),
         codec::encode(&vec!["a".to_string(), "bc".to_string()]),
+        codec::encode(&vec![('é', true, -0.5f32), ('😀', false, f32::NAN)]),
         codec::encode(&(vec![vec![1u8, 2], Vec::new()], Some(5u64))),
         codec::encode(&panic_report()),
     ]

@@ -43,6 +43,9 @@ mod wire;
 /// The crate that defines [`Pod`](bytemuck::Pod), the bound of [`Value`] and [`Array`]: derive
 /// it for your own types with `#[bytemuck(crate = "multiproc::bytemuck")]`.
 pub use bytemuck;
+/// Plain old data (the trait and its derive, from [`bytemuck`]): vectors and values of such
+/// types travel between processes as their bytes.
+pub use bytemuck::{Pod, Zeroable};
 pub use channel::{Connection, JoinableQueue, Pipe, Queue, Receiver, Sender, SimpleQueue};
 pub use context::{
     force_start_method, get_context, get_start_method, set_start_method, Context, StartMethod,
@@ -76,7 +79,10 @@ pub mod __fuzz;
 /// Not public API. Used by generated code.
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::carrier::{Bytes, Held, Packed, Plain, Raw};
+    pub use crate::carrier::{
+        ArgsSide, Bytes, Choice, Chosen, Held, OutputSide, Packed, Plain, PodItemWay, PodVecWay,
+        Probe, Raw, SerdeWay, Way,
+    };
     pub use crate::codec::{Compact, SelfDescribing};
     pub use crate::registry::sealed::{SealedRunnable, SealedTarget};
     pub use crate::registry::Entry;

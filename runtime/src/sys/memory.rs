@@ -7,11 +7,11 @@ use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 /// to fill, such as a large vector's spare capacity) with transparent huge pages: one page
 /// fault per 2 MiB instead of 512, and a cheaper unmap. Only a hint: without THP it does
 /// nothing.
-pub(crate) fn advise_huge_pages(buf: &mut [std::mem::MaybeUninit<u8>]) {
+pub(crate) fn advise_huge_pages<T>(buf: &mut [std::mem::MaybeUninit<T>]) {
     const HUGE: usize = 2 << 20;
     let start = buf.as_mut_ptr() as usize;
     let first = start.next_multiple_of(HUGE);
-    let last = (start + buf.len()) / HUGE * HUGE;
+    let last = (start + std::mem::size_of_val(buf)) / HUGE * HUGE;
     if first < last {
         // SAFETY: `first..last` lies inside `buf`, which the caller owns exclusively; the
         // advice changes how the range is backed, never what it holds.

@@ -1,0 +1,565 @@
+//! A decoder of the default codec's format (bincode's: little-endian, fixed-width integers,
+//! lengths as `u64`), over a slice, for the values of workers.
+//!
+//! bincode 2 reads each number through its `Decoder` (a reader, a limit claimed per read, an
+//! error type of some 40 bytes returned by value), which profiling showed to be most of the
+//! time of a `map` over serde structs: `Vec<T>`'s visitor spent it in `deserialize_u64`. This
+//! decoder reads the same bytes with a slice split per value and a small error, and hands the
+//! visitors what bincode hands them (`visit_string`, `visit_byte_buf`, `visit_u64` ...), so a
+//! type decodes to the same value or fails. Nothing is allocated from a length before the
+//! bytes it counts were found in the input (strings and byte buffers are copied out of it), so
+//! a corrupt length is an error, never an abort.
+
+use std::fmt;
+
+use serde::de::{
+    self, DeserializeSeed, EnumAccess, IntoDeserializer, MapAccess, SeqAccess, VariantAccess,
+    Visitor,
+};
+
+/// Why a value did not decode.
+#[derive(Debug)]
+pub(crate) enum Wrong {
+    /// The input ended where `need` more bytes belong.
+    Short { need: usize, left: usize },
+    /// A `bool` that is neither 0 nor 1.
+    Bool(u8),
+    /// An `Option`'s tag that is neither 0 nor 1.
+    Option(u8),
+    /// Bytes that are not a UTF-8 character or string.
+    Utf8,
+    /// A length beyond the address space.
+    Length(u64),
+    /// The type asked what comes next (`deserialize_any` and friends).
+    NotSelfDescribing(&'static str),
+    /// A `Deserialize` impl's own error.
+    Custom(String),
+}
+
+impl fmt::Display for Wrong {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Wrong::Short { need, left } => write!(
+                f,
+                "the input ends early: {need} more bytes belong here, {left} are left"
+            ),
+            Wrong::Bool(b) => write!(f, "{b} is not a bool (0 or 1)"),
+            Wrong::Option(b) => write!(f, "{b} is not an option's tag (0 or 1)"),
+            Wrong::Utf8 => f.write_str("the bytes of a string or char are not UTF-8"),
+            Wrong::Length(n) => write!(f, "a length of {n} is beyond the address space"),
+            Wrong::NotSelfDescribing(what) => write!(f, "`{what}` is not supported"),
+            Wrong::Custom(message) => f.write_str(message),
+        }
+    }
+}
+
+impl std::error::Error for Wrong {}
+
+impl de::Error for Wrong {
+    fn custom<T: fmt::Display>(msg: T) -> Wrong {
+        Wrong::Custom(msg.to_string())
+    }
+}
+
+type Result<T> = std::result::Result<T, Wrong>;
+
+/// Decodes a `T` from the front of `input`; returns it and the bytes read.
+pub(crate) fn decode<'de, T: de::Deserialize<'de>>(input: &'de [u8]) -> Result<(T, usize)> {
+    let mut reader = Reader { input };
+    let value = T::deserialize(&mut reader)?;
+    Ok((value, input.len() - reader.input.len()))
+}
+
+/// Decodes a sequence of `T`s (a length, then the values) from the front of `input`, each
+/// pushed onto `out` as it is decoded; returns the bytes read. On error the values pushed stay:
+/// the caller truncates.
+pub(crate) fn decode_seq_into<T: de::DeserializeOwned>(
+    input: &[u8],
+    out: &mut Vec<T>,
+) -> Result<((), usize)> {
+    let mut reader = Reader { input };
+    let len = reader.len()?;
+    // Room for as many values as there could be bytes for (a value of a type with a size
+    // takes at least one), never for what a corrupt length claims.
+    if std::mem::size_of::<T>() > 0 {
+        out.reserve(len.min(reader.input.len()));
+    }
+    for _ in 0..len {
+        out.push(T::deserialize(&mut reader)?);
+    }
+    Ok(((), input.len() - reader.input.len()))
+}
+
+/// The rest of the input.
+struct Reader<'de> {
+    input: &'de [u8],
+}
+
+impl<'de> Reader<'de> {
+    #[inline]
+    fn take(&mut self, n: usize) -> Result<&'de [u8]> {
+        match self.input.split_at_checked(n) {
+            Some((head, rest)) => {
+                self.input = rest;
+                Ok(head)
+            }
+            None => Err(Wrong::Short {
+                need: n,
+                left: self.input.len(),
+            }),
+        }
+    }
+
+    #[inline]
+    fn array<const N: usize>(&mut self) -> Result<[u8; N]> {
+        match self.input.split_first_chunk::<N>() {
+            Some((head, rest)) => {
+                self.input = rest;
+                Ok(*head)
+            }
+            None => Err(Wrong::Short {
+                need: N,
+                left: self.input.len(),
+            }),
+        }
+    }
+
+    #[inline]
+    fn u8(&mut self) -> Result<u8> {
+        Ok(self.array::<1>()?[0])
+    }
+
+    #[inline]
+    fn len(&mut self) -> Result<usize> {
+        let n = u64::from_le_bytes(self.array()?);
+        usize::try_from(n).map_err(|_| Wrong::Length(n))
+    }
+
+    /// A length, then as many bytes.
+    fn bytes(&mut self) -> Result<&'de [u8]> {
+        let len = self.len()?;
+        self.take(len)
+    }
+}
+
+macro_rules! numbers {
+    ($($method:ident $visit:ident $t:ty;)*) => {$(
+        #[inline]
+        fn $method<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
+            visitor.$visit(<$t>::from_le_bytes(self.array()?))
+        }
+    )*};
+}
+
+impl<'de> de::Deserializer<'de> for &mut Reader<'de> {
+    type Error = Wrong;
+
+    fn deserialize_any<V: Visitor<'de>>(self, _: V) -> Result<V::Value> {
+        Err(Wrong::NotSelfDescribing("deserialize_any"))
+    }
+
+    fn deserialize_bool<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
+        match self.u8()? {
+            0 => visitor.visit_bool(false),
+            1 => visitor.visit_bool(true),
+            b => Err(Wrong::Bool(b)),
+        }
+    }
+
+    numbers! {
+        deserialize_i8 visit_i8 i8;
+        deserialize_i16 visit_i16 i16;
+        deserialize_i32 visit_i32 i32;
+        deserialize_i64 visit_i64 i64;
+        deserialize_i128 visit_i128 i128;
+        deserialize_u8 visit_u8 u8;
+        deserialize_u16 visit_u16 u16;
+        deserialize_u32 visit_u32 u32;
+        deserialize_u64 visit_u64 u64;
+        deserialize_u128 visit_u128 u128;
+        deserialize_f32 visit_f32 f32;
+        deserialize_f64 visit_f64 f64;
+    }
+
+    fn deserialize_char<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
+        // UTF-8, one to four bytes: the first says how many.
+        let first = *self
+            .input
+            .first()
+            .ok_or(Wrong::Short { need: 1, left: 0 })?;
+        let width = match first {
+            0x00..=0x7f => 1,
+            0xc2..=0xdf => 2,
+            0xe0..=0xef => 3,
+            0xf0..=0xf4 => 4,
+            _ => return Err(Wrong::Utf8),
+        };
+        let bytes = self.take(width)?;
+        let c = std::str::from_utf8(bytes)
+            .ok()
+            .and_then(|s| s.chars().next())
+            .ok_or(Wrong::Utf8)?;
+        visitor.visit_char(c)
+    }
+
+    fn deserialize_str<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
+        let bytes = self.bytes()?;
+        let s = std::str::from_utf8(bytes).map_err(|_| Wrong::Utf8)?;
+        visitor.visit_string(s.to_owned())
+    }
+
+    fn deserialize_string<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
+        self.deserialize_str(visitor)
+    }
+
+    fn deserialize_bytes<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
+        visitor.visit_byte_buf(self.bytes()?.to_vec())
+    }
+
+    fn deserialize_byte_buf<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
+        self.deserialize_bytes(visitor)
+    }
+
+    fn deserialize_option<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
+        match self.u8()? {
+            0 => visitor.visit_none(),
+            1 => visitor.visit_some(self),
+            b => Err(Wrong::Option(b)),
+        }
+    }
+
+    fn deserialize_unit<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
+        visitor.visit_unit()
+    }
+
+    fn deserialize_unit_struct<V: Visitor<'de>>(
+        self,
+        _name: &'static str,
+        visitor: V,
+    ) -> Result<V::Value> {
+        visitor.visit_unit()
+    }
+
+    fn deserialize_newtype_struct<V: Visitor<'de>>(
+        self,
+        _name: &'static str,
+        visitor: V,
+    ) -> Result<V::Value> {
+        visitor.visit_newtype_struct(self)
+    }
+
+    fn deserialize_seq<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
+        let len = self.len()?;
+        self.deserialize_tuple(len, visitor)
+    }
+
+    fn deserialize_tuple<V: Visitor<'de>>(self, len: usize, visitor: V) -> Result<V::Value> {
+        visitor.visit_seq(Elements { reader: self, len })
+    }
+
+    fn deserialize_tuple_struct<V: Visitor<'de>>(
+        self,
+        _name: &'static str,
+        len: usize,
+        visitor: V,
+    ) -> Result<V::Value> {
+        self.deserialize_tuple(len, visitor)
+    }
+
+    fn deserialize_map<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
+        let len = self.len()?;
+        visitor.visit_map(Elements { reader: self, len })
+    }
+
+    fn deserialize_struct<V: Visitor<'de>>(
+        self,
+        _name: &'static str,
+        fields: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value> {
+        self.deserialize_tuple(fields.len(), visitor)
+    }
+
+    fn deserialize_enum<V: Visitor<'de>>(
+        self,
+        _name: &'static str,
+        _variants: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value> {
+        visitor.visit_enum(self)
+    }
+
+    fn deserialize_identifier<V: Visitor<'de>>(self, _: V) -> Result<V::Value> {
+        Err(Wrong::NotSelfDescribing("deserialize_identifier"))
+    }
+
+    fn deserialize_ignored_any<V: Visitor<'de>>(self, _: V) -> Result<V::Value> {
+        Err(Wrong::NotSelfDescribing("deserialize_ignored_any"))
+    }
+
+    fn is_human_readable(&self) -> bool {
+        false
+    }
+}
+
+/// The elements of a sequence, tuple or struct, or the entries of a map: `len` more.
+struct Elements<'a, 'de> {
+    reader: &'a mut Reader<'de>,
+    len: usize,
+}
+
+impl<'de> SeqAccess<'de> for Elements<'_, 'de> {
+    type Error = Wrong;
+
+    #[inline]
+    fn next_element_seed<T: DeserializeSeed<'de>>(&mut self, seed: T) -> Result<Option<T::Value>> {
+        if self.len == 0 {
+            return Ok(None);
+        }
+        self.len -= 1;
+        seed.deserialize(&mut *self.reader).map(Some)
+    }
+
+    fn size_hint(&self) -> Option<usize> {
+        // serde preallocates at most a megabyte from a hint: a corrupt length costs no more.
+        Some(self.len)
+    }
+}
+
+impl<'de> MapAccess<'de> for Elements<'_, 'de> {
+    type Error = Wrong;
+
+    fn next_key_seed<K: DeserializeSeed<'de>>(&mut self, seed: K) -> Result<Option<K::Value>> {
+        if self.len == 0 {
+            return Ok(None);
+        }
+        self.len -= 1;
+        seed.deserialize(&mut *self.reader).map(Some)
+    }
+
+    fn next_value_seed<V: DeserializeSeed<'de>>(&mut self, seed: V) -> Result<V::Value> {
+        seed.deserialize(&mut *self.reader)
+    }
+
+    fn size_hint(&self) -> Option<usize> {
+        Some(self.len)
+    }
+}
+
+impl<'de> EnumAccess<'de> for &mut Reader<'de> {
+    type Error = Wrong;
+    type Variant = Self;
+
+    fn variant_seed<V: DeserializeSeed<'de>>(self, seed: V) -> Result<(V::Value, Self)> {
+        let index = u32::from_le_bytes(self.array()?);
+        let value = seed.deserialize(IntoDeserializer::<Wrong>::into_deserializer(index))?;
+        Ok((value, self))
+    }
+}
+
+impl<'de> VariantAccess<'de> for &mut Reader<'de> {
+    type Error = Wrong;
+
+    fn unit_variant(self) -> Result<()> {
+        Ok(())
+    }
+
+    fn newtype_variant_seed<T: DeserializeSeed<'de>>(self, seed: T) -> Result<T::Value> {
+        seed.deserialize(self)
+    }
+
+    fn tuple_variant<V: Visitor<'de>>(self, len: usize, visitor: V) -> Result<V::Value> {
+        de::Deserializer::deserialize_tuple(self, len, visitor)
+    }
+
+    fn struct_variant<V: Visitor<'de>>(
+        self,
+        fields: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value> {
+        de::Deserializer::deserialize_tuple(self, fields.len(), visitor)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use serde::{Deserialize, Serialize};
+
+    use super::*;
+
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    enum Shape {
+        Unit,
+        New(i16),
+        Tuple(u8, char),
+        Struct { name: String, bytes: Vec<u8> },
+    }
+
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    struct Everything {
+        b: (bool, bool),
+        ints: (i8, i16, i32, i64, i128, isize),
+        uints: (u8, u16, u32, u64, u128, usize),
+        floats: (f32, f64),
+        chars: Vec<char>,
+        text: String,
+        option: (Option<u32>, Option<String>),
+        unit: (),
+        shapes: Vec<Shape>,
+        map: BTreeMap<String, Vec<u64>>,
+        array: [u16; 3],
+        nested: Vec<Vec<(u8, String)>>,
+        #[serde(with = "run_bytes")]
+        run: Vec<u8>,
+    }
+
+    fn everything() -> Everything {
+        Everything {
+            b: (true, false),
+            ints: (-1, i16::MIN, -3, i64::MIN, i128::MIN, -5),
+            uints: (1, u16::MAX, 3, u64::MAX, u128::MAX, 7),
+            floats: (-0.0, f64::NAN),
+            chars: vec!['a', 'é', '€', '😀', '\0'],
+            text: "héllo".into(),
+            option: (Some(9), None),
+            unit: (),
+            shapes: vec![
+                Shape::Unit,
+                Shape::New(-2),
+                Shape::Tuple(3, 'x'),
+                Shape::Struct {
+                    name: "s".into(),
+                    bytes: vec![1, 2],
+                },
+            ],
+            map: [("k".to_string(), vec![1, 2]), (String::new(), Vec::new())].into(),
+            array: [1, 2, 3],
+            nested: vec![vec![(1, "a".into())], Vec::new()],
+            run: vec![0, 255, 7],
+        }
+    }
+
+    #[test]
+    fn decodes_what_bincode_encodes_and_fails_where_it_fails() {
+        let value = everything();
+        let bytes = crate::codec::encode(&value).unwrap();
+        let (back, read) = decode::<Everything>(&bytes).unwrap();
+        assert_eq!(read, bytes.len());
+        // NaN is not equal to itself: compare its bits, then the rest.
+        assert!(back.floats.1.is_nan() && back.floats.0.is_sign_negative());
+        let same = |e: &Everything| Everything {
+            floats: (0.0, 0.0),
+            ..e.clone()
+        };
+        assert_eq!(same(&back), same(&value));
+        // Every cut is an error, for both decoders.
+        for cut in 0..bytes.len() {
+            assert!(decode::<Everything>(&bytes[..cut]).is_err(), "cut at {cut}");
+            assert!(crate::codec::decode::<Everything>(&bytes[..cut]).is_err());
+        }
+        // Every single byte changed: both decode or both fail, to the same value.
+        for i in 0..bytes.len() {
+            for flip in [1u8, 0x80, 0xff] {
+                let mut bad = bytes.clone();
+                bad[i] ^= flip;
+                // Whole inputs: both read to the end or fail (trailing bytes are the
+                // caller's error).
+                let ours = decode::<Everything>(&bad)
+                    .ok()
+                    .filter(|(_, n)| *n == bad.len())
+                    .map(|(v, _)| same(&v));
+                let theirs = crate::codec::decode::<Everything>(&bad)
+                    .ok()
+                    .map(|v| same(&v));
+                assert_eq!(ours, theirs, "byte {i} ^ {flip}");
+            }
+        }
+    }
+
+    #[test]
+    fn corrupt_input_is_an_error_that_says_why() {
+        let err = decode::<bool>(&[2]).unwrap_err();
+        assert_eq!(err.to_string(), "2 is not a bool (0 or 1)");
+        let err = decode::<Option<u8>>(&[3, 1]).unwrap_err();
+        assert!(err.to_string().contains("option's tag"), "{err}");
+        let err = decode::<u64>(&[1, 2, 3]).unwrap_err();
+        assert!(err.to_string().contains("8 more bytes"), "{err}");
+        let mut absurd = (1u64 << 62).to_le_bytes().to_vec();
+        absurd.extend_from_slice(b"abc");
+        assert!(decode::<String>(&absurd).is_err());
+        assert!(decode::<Vec<u8>>(&absurd).is_err());
+        assert!(decode::<char>(&[0xff]).is_err());
+        assert!(decode::<char>(&[0xe2, 0x82]).is_err());
+        let err = decode::<serde_json_like::Any>(&[0]).unwrap_err();
+        assert!(matches!(err, Wrong::NotSelfDescribing(_)), "{err}");
+    }
+
+    #[test]
+    fn a_chunk_decodes_onto_a_list_or_leaves_it_as_it_was() {
+        use crate::codec::{Compact, Format};
+        let chunk: Vec<(u64, String)> = (0..100).map(|i| (i, i.to_string())).collect();
+        let bytes = Compact::encode(&chunk[..]).unwrap();
+        let mut out = vec![(7, "seven".to_string())];
+        Compact::decode_seq_into(&bytes, &mut out).unwrap();
+        assert_eq!(out.len(), 101);
+        assert_eq!(out[1..], chunk[..]);
+        for cut in [0, 1, 8, 9, bytes.len() / 2, bytes.len() - 1] {
+            let err = Compact::decode_seq_into(&bytes[..cut], &mut out).unwrap_err();
+            assert_eq!(err.kind(), crate::error::ErrorKind::Codec);
+            assert_eq!(out.len(), 101, "cut at {cut}");
+        }
+        let mut longer = bytes.clone();
+        longer.push(0);
+        let err = Compact::decode_seq_into(&longer, &mut out).unwrap_err();
+        assert!(
+            err.chain().to_string().contains("1 trailing bytes"),
+            "{err:?}"
+        );
+        assert_eq!(out.len(), 101);
+        // A length of 2^60 values with a few bytes behind it: an error, room for no more.
+        let mut absurd = (1u64 << 60).to_le_bytes().to_vec();
+        absurd.extend_from_slice(&[0; 24]);
+        let mut out: Vec<u64> = Vec::new();
+        assert!(Compact::decode_seq_into(&absurd, &mut out).is_err());
+        assert!(out.is_empty() && out.capacity() <= 24);
+    }
+
+    /// `serialize_bytes` and `deserialize_byte_buf`, as `serde_bytes` does.
+    mod run_bytes {
+        pub(super) fn serialize<S: serde::Serializer>(
+            v: &[u8],
+            s: S,
+        ) -> std::result::Result<S::Ok, S::Error> {
+            s.serialize_bytes(v)
+        }
+
+        pub(super) fn deserialize<'de, D: serde::Deserializer<'de>>(
+            d: D,
+        ) -> std::result::Result<Vec<u8>, D::Error> {
+            struct V;
+            impl serde::de::Visitor<'_> for V {
+                type Value = Vec<u8>;
+                fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                    f.write_str("bytes")
+                }
+                fn visit_byte_buf<E>(self, v: Vec<u8>) -> std::result::Result<Vec<u8>, E> {
+                    Ok(v)
+                }
+            }
+            d.deserialize_byte_buf(V)
+        }
+    }
+
+    /// A type that asks the format what comes next.
+    mod serde_json_like {
+        #[derive(Debug)]
+        pub(super) struct Any;
+        impl<'de> serde::Deserialize<'de> for Any {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                d.deserialize_any(serde::de::IgnoredAny).map(|_| Any)
+            }
+        }
+    }
+}
