@@ -17,6 +17,8 @@ import time
 
 from mpi4py.futures import MPIPoolExecutor
 
+from primes import count_primes, prime_chunks
+
 MAP_ITEMS = 1_000_000
 APPLY_WARMUP = 200
 CHUNKS = 64
@@ -24,30 +26,6 @@ CHUNKS = 64
 
 def square(n):
     return n * n
-
-
-def is_prime(n):
-    if n < 2:
-        return False
-    if n < 4:
-        return True
-    if n % 2 == 0:
-        return False
-    d = 3
-    while d * d <= n:
-        if n % d == 0:
-            return False
-        d += 2
-    return True
-
-
-def count_primes(lo, hi):
-    return sum(1 for n in range(lo, hi) if is_prime(n))
-
-
-def prime_chunks(n, chunks):
-    step = -(-n // chunks)
-    return [(min(i * step, n), min((i + 1) * step, n)) for i in range(chunks)]
 
 
 def timed(f, iters, warmup=1):

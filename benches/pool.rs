@@ -99,28 +99,7 @@ fn square_pod_pair(p: PodPair) -> PodPair {
 
 #[process]
 fn count_primes(lo: u64, hi: u64) -> u64 {
-    (lo..hi).filter(|&n| is_prime(n)).count() as u64
-}
-
-/// Trial division by 2 and the odd numbers up to the square root.
-fn is_prime(n: u64) -> bool {
-    if n < 2 {
-        return false;
-    }
-    if n < 4 {
-        return true;
-    }
-    if n.is_multiple_of(2) {
-        return false;
-    }
-    let mut d = 3;
-    while d * d <= n {
-        if n.is_multiple_of(d) {
-            return false;
-        }
-        d += 2;
-    }
-    true
+    (lo..hi).filter(|&n| common::is_prime(n)).count() as u64
 }
 
 /// The argument that makes `main` run the imap memory phase alone and print its numbers.

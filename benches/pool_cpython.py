@@ -30,6 +30,8 @@ import statistics
 import sys
 import time
 
+from primes import count_primes, prime_chunks
+
 METHOD = "forkserver"
 W2_ITEMS = 1_000_000
 W3_WARMUP = 200
@@ -55,28 +57,6 @@ def square_pair(p):
     return Pair(p.a * p.a, p.b * p.b)
 
 
-def is_prime(n):
-    if n < 2:
-        return False
-    if n < 4:
-        return True
-    if n % 2 == 0:
-        return False
-    d = 3
-    while d * d <= n:
-        if n % d == 0:
-            return False
-        d += 2
-    return True
-
-
-def count_primes(lo, hi):
-    return sum(1 for n in range(lo, hi) if is_prime(n))
-
-
-def prime_chunks(n, chunks):
-    step = -(-n // chunks)
-    return [(min(i * step, n), min((i + 1) * step, n)) for i in range(chunks)]
 
 
 def timed(f, iters, warmup=WARMUP):

@@ -203,3 +203,25 @@ pub(crate) fn ms(secs: f64) -> String {
 pub(crate) fn us(secs: f64) -> String {
     format!("{:.1} us", secs * 1e6)
 }
+
+/// The prime test of the prime-count workloads (the same as the CPython scripts'
+/// `benches/primes.py`): trial division by 2 and the odd numbers up to the square root.
+pub(crate) fn is_prime(n: u64) -> bool {
+    if n < 2 {
+        return false;
+    }
+    if n < 4 {
+        return true;
+    }
+    if n.is_multiple_of(2) {
+        return false;
+    }
+    let mut d = 3;
+    while d * d <= n {
+        if n.is_multiple_of(d) {
+            return false;
+        }
+        d += 2;
+    }
+    true
+}
