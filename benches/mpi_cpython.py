@@ -17,7 +17,7 @@ import time
 
 from mpi4py.futures import MPIPoolExecutor
 
-from primes import count_primes, prime_chunks
+from cpython_common import count_primes, emit, prime_chunks, timed
 
 MAP_ITEMS = 1_000_000
 APPLY_WARMUP = 200
@@ -26,21 +26,6 @@ CHUNKS = 64
 
 def square(n):
     return n * n
-
-
-def timed(f, iters, warmup=1):
-    for _ in range(warmup):
-        f()
-    samples = []
-    for _ in range(iters):
-        t0 = time.perf_counter()
-        f()
-        samples.append(time.perf_counter() - t0)
-    return statistics.median(samples)
-
-
-def emit(name, value):
-    print(f"{name} {value}", flush=True)
 
 
 def main():

@@ -30,7 +30,7 @@ import statistics
 import sys
 import time
 
-from primes import count_primes, prime_chunks
+from cpython_common import count_primes, emit, prime_chunks, timed
 
 METHOD = "forkserver"
 W2_ITEMS = 1_000_000
@@ -59,21 +59,6 @@ def square_pair(p):
 
 
 
-def timed(f, iters, warmup=WARMUP):
-    for _ in range(warmup):
-        f()
-    samples = []
-    for _ in range(iters):
-        t0 = time.perf_counter()
-        f()
-        samples.append(time.perf_counter() - t0)
-    return statistics.median(samples)
-
-
-def emit(name, value):
-    print(f"{name} {value}", flush=True)
-
-
 def main():
     w2_iters, w3_calls, w4_iters, w5_iters, w5_n, w5_chunks = (int(a) for a in sys.argv[1:7])
     ctx = multiprocessing.get_context(METHOD)
@@ -83,7 +68,7 @@ def main():
         expected = (W2_ITEMS - 1) ** 2
         def w2():
             assert pool.map(square, range(W2_ITEMS))[-1] == expected
-        emit("w2_map_s", timed(w2, w2_iters))
+        emit("w2_map_s", timed(w2, w2_iters, warmup=WARMUP))
 
         pairs = [Pair(i, i + 1) for i in range(W2_ITEMS)]
         last = W2_ITEMS - 1
@@ -109,7 +94,7 @@ def main():
         data = b"\0" * W4_BYTES
         def w4():
             assert pool.apply(len, (data,)) == W4_BYTES
-        emit("w4_apply_s", timed(w4, w4_iters))
+        emit("w4_apply_s", timed(w4, w4_iters, warmup=WARMUP))
 
         chunks = prime_chunks(w5_n, w5_chunks)
         expected = sum(count_primes(lo, hi) for lo, hi in chunks[:1])

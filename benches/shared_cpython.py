@@ -25,6 +25,8 @@ import sys
 import time
 from multiprocessing import shared_memory
 
+from cpython_common import emit
+
 METHOD = "fork"
 WARMUP = 1
 PIPE_WARMUP = 1000
@@ -36,10 +38,6 @@ PAGE = 4096
 # Created before the pool, so that the fork workers inherit it: the bytes `fill_new` copies
 # into a new segment (the Rust worker memsets; a copy of prepared bytes is CPython's fastest).
 FILL = b"\x07" * SHM_BYTES
-
-
-def emit(name, value):
-    print(f"{name} {value}", flush=True)
 
 
 def producer(q, ready, go, n):
