@@ -1,0 +1,253 @@
+//! The self-managing pool, under every start method: idle workers let go and started again on
+//! demand (`idle_timeout`), `resize` at run time, workers replaced above a memory limit
+//! (`max_memory_per_child`), and tasks asked to stop before their hard timeout
+//! (`soft_task_timeout`).
+
+mod common;
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use common::{is_gone, Outcome, LONG};
+use multiproc::{process, ErrorKind, Pool, StartMethod};
+
+#[process]
+fn square(n: u64) -> u64 {
+    n * n
+}
+
+#[process]
+fn pid_of(_n: u32) -> u32 {
+    std::process::id()
+}
+
+#[process]
+fn slow_square(n: u64, millis: u64) -> u64 {
+    std::thread::sleep(Duration::from_millis(millis));
+    n * n
+}
+
+/// Allocates and touches `mib` MiB and keeps them (a leak); returns its pid.
+#[process]
+fn leak(mib: usize) -> u32 {
+    let block = vec![1u8; mib << 20];
+    std::mem::forget(block);
+    std::process::id()
+}
+
+/// Works in 10 ms steps until its soft timeout passes (`Some(steps)`), or gives up after
+/// `max_steps` (`None`).
+#[process]
+fn patient(max_steps: u64) -> Option<u64> {
+    for step in 0..max_steps {
+        if multiproc::soft_timeout_expired() {
+            return Some(step);
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    None
+}
+
+/// The same with `check_soft_timeout`: the error's kind and message as the task's error.
+#[process]
+fn checking(max_steps: u64) -> Result<u64, String> {
+    for _ in 0..max_steps {
+        multiproc::check_soft_timeout().map_err(|err| format!("{:?}: {err}", err.kind()))?;
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Ok(max_steps)
+}
+
+/// Whether the soft timeout shows at the start of a task (it must not: it is per task).
+#[process]
+fn expired_at_start(_n: u32) -> bool {
+    multiproc::soft_timeout_expired()
+}
+
+/// Ignores its soft timeout.
+#[process]
+fn stubborn(millis: u64) -> u64 {
+    std::thread::sleep(Duration::from_millis(millis));
+    millis
+}
+
+/// Waits (bounded by `LONG`) until `pool`'s workers satisfy `ok`.
+fn workers_until(pool: &Pool, what: &str, ok: impl Fn(&[i32]) -> bool) -> Outcome {
+    let deadline = Instant::now() + LONG;
+    loop {
+        let pids = pool.worker_pids();
+        if ok(&pids) {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(format!("workers never {what}: {pids:?}").into());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn idle_timeout_retires_and_restarts(m: StartMethod) -> Outcome {
+    let pool = Pool::builder()
+        .processes(2)
+        .start_method(m)
+        .idle_timeout(Duration::from_millis(300))
+        .build()?;
+    let expected: Vec<u64> = (0..100).map(|n| n * n).collect();
+    check_eq!(pool.map(square, 0..100)?, expected);
+    let before = pool.worker_pids();
+    check!(!before.is_empty(), "no worker after a map");
+    workers_until(&pool, "let go", |pids| pids.is_empty())?;
+    let deadline = Instant::now() + LONG;
+    while !before.iter().all(|&pid| is_gone(pid)) {
+        check!(
+            Instant::now() < deadline,
+            "idle workers {before:?} never exited"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Started again on demand.
+    check_eq!(pool.map(square, 0..100)?, expected);
+    check_eq!(pool.apply(square, 9)?, 81);
+    let after = pool.worker_pids();
+    check!(
+        !after.is_empty() && after.len() <= 2,
+        "workers after the lull: {after:?}"
+    );
+    check!(
+        after.iter().all(|pid| !before.contains(pid)),
+        "{after:?} are not new workers ({before:?})"
+    );
+    // And let go again.
+    workers_until(&pool, "let go a second time", |pids| pids.is_empty())?;
+    pool.close();
+    pool.join()?;
+    check_eq!(common::zombie_children(), Vec::<i32>::new());
+    Ok(())
+}
+
+fn resize_while_mapping(m: StartMethod) -> Outcome {
+    let pool = Pool::builder().processes(2).start_method(m).build()?;
+    check_eq!(pool.resize(0).unwrap_err().kind(), ErrorKind::InvalidInput);
+    let expected: Vec<u64> = (0..60).map(|n| n * n).collect();
+    let items = || (0..60).map(|n| (n, 50));
+    let running = pool.map_async_chunked(slow_square, items(), 1);
+    pool.resize(4)?;
+    check_eq!(pool.processes(), 4);
+    workers_until(&pool, "grew to 4", |pids| pids.len() == 4)?;
+    let grown: HashSet<i32> = pool.worker_pids().into_iter().collect();
+    pool.resize(1)?;
+    workers_until(&pool, "shrank to 1", |pids| pids.len() == 1)?;
+    check_eq!(running.get()?, expected);
+    // The one left was one of the four: no task was cut short, none replaced.
+    check!(
+        pool.worker_pids().iter().all(|pid| grown.contains(pid)),
+        "the worker left is not one of {grown:?}"
+    );
+    // Grown again while a map runs, and shrunk while it runs.
+    let running = pool.map_async_chunked(slow_square, items(), 1);
+    pool.resize(3)?;
+    workers_until(&pool, "grew to 3", |pids| pids.len() == 3)?;
+    pool.resize(2)?;
+    check_eq!(running.get()?, expected);
+    workers_until(&pool, "shrank to 2", |pids| pids.len() == 2)?;
+    check_eq!(pool.map(square, 0..60)?, expected);
+    pool.close();
+    check_eq!(pool.resize(2).unwrap_err().kind(), ErrorKind::NotRunning);
+    pool.join()?;
+    check_eq!(common::zombie_children(), Vec::<i32>::new());
+    Ok(())
+}
+
+fn memory_limit_replaces_worker(m: StartMethod) -> Outcome {
+    let pool = Pool::builder()
+        .processes(1)
+        .start_method(m)
+        .max_memory_per_child(64 << 20)
+        .build()?;
+    // Below the limit: the same worker serves on.
+    let first = pool.apply(pid_of, 0)?;
+    check_eq!(pool.apply(pid_of, 1)?, first);
+    check_eq!(pool.map(pid_of, 0..4)?, vec![first; 4]);
+    // A task that keeps 96 MiB: its result comes, then its worker is replaced.
+    check_eq!(pool.apply(leak, 96)?, first);
+    let second = pool.apply(pid_of, 2)?;
+    check!(second != first, "worker {first} kept after its leak");
+    // The same through the driver (a map).
+    check_eq!(pool.map_chunked(leak, vec![96, 1], 2)?, vec![second; 2]);
+    let third = pool.map(pid_of, 0..4)?;
+    check!(
+        third.iter().all(|&pid| pid != second && pid != first),
+        "worker {second} kept after its leak: {third:?}"
+    );
+    check_eq!(
+        pool.map(square, 0..10)?,
+        (0..10).map(|n| n * n).collect::<Vec<u64>>()
+    );
+    pool.close();
+    pool.join()?;
+    check_eq!(common::zombie_children(), Vec::<i32>::new());
+    Ok(())
+}
+
+fn soft_timeout_asks_then_hard_timeout_kills(m: StartMethod) -> Outcome {
+    let pool = Pool::builder()
+        .processes(1)
+        .start_method(m)
+        .soft_task_timeout(Duration::from_millis(200))
+        .task_timeout(Duration::from_secs(5))
+        .build()?;
+    // Observed: the task returns early with what it has, its worker serves on.
+    let worker = pool.worker_pids();
+    let steps = pool.apply(patient, 3000)?;
+    check!(steps.is_some(), "the task never saw its soft timeout");
+    check_eq!(pool.apply(expired_at_start, 0)?, false);
+    let results = pool.map_chunked(patient, vec![3000, 3000], 1)?;
+    check!(
+        results.iter().all(Option::is_some),
+        "a task never saw its soft timeout: {results:?}"
+    );
+    let checked = pool.apply(checking, 3000)?;
+    check!(
+        checked
+            .as_ref()
+            .is_err_and(|message| message.starts_with("SoftTimeout")),
+        "check_soft_timeout gave {checked:?}"
+    );
+    check_eq!(pool.worker_pids(), worker);
+    // A short task is left alone.
+    check_eq!(pool.apply(stubborn, 10)?, 10);
+    // Ignored: killed at the hard timeout, and replaced.
+    let err = pool.apply(stubborn, 60_000).unwrap_err();
+    check_eq!(err.kind(), ErrorKind::Timeout);
+    check_eq!(
+        pool.map(square, 0..10)?,
+        (0..10).map(|n| n * n).collect::<Vec<u64>>()
+    );
+    check!(
+        pool.worker_pids() != worker,
+        "the stubborn task's worker was not replaced"
+    );
+    // Builder rules.
+    let refused = Pool::builder()
+        .processes(1)
+        .start_method(m)
+        .soft_task_timeout(Duration::from_secs(2))
+        .task_timeout(Duration::from_secs(1))
+        .build();
+    check_eq!(refused.unwrap_err().kind(), ErrorKind::InvalidInput);
+    pool.close();
+    pool.join()?;
+    check_eq!(common::zombie_children(), Vec::<i32>::new());
+    Ok(())
+}
+
+fn main() {
+    multiproc::init();
+    let trials = trials!(each_method:
+        idle_timeout_retires_and_restarts,
+        resize_while_mapping,
+        memory_limit_replaces_worker,
+        soft_timeout_asks_then_hard_timeout_kills,
+    );
+    common::run(trials)
+}
