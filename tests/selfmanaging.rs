@@ -9,7 +9,7 @@ use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use common::{is_gone, Outcome, LONG};
-use multiproc::{process, ErrorKind, Pool, StartMethod};
+use multiproc::{process, ErrorKind, Executor, Pool, StartMethod};
 
 #[process]
 fn square(n: u64) -> u64 {
@@ -241,6 +241,30 @@ fn soft_timeout_asks_then_hard_timeout_kills(m: StartMethod) -> Outcome {
     Ok(())
 }
 
+/// The executor's builder passes the options on: an idle executor lets its workers go and
+/// takes them back for new work; `resize` grows it.
+fn executor_options(m: StartMethod) -> Outcome {
+    let executor = Executor::builder()
+        .max_workers(2)
+        .start_method(m)
+        .idle_timeout(Duration::from_millis(300))
+        .max_memory_per_child(256 << 20)
+        .soft_task_timeout(Duration::from_secs(20))
+        .build()?;
+    check_eq!(executor.submit(square, 7).result()?, 49);
+    workers_until(executor.pool(), "let go", |pids| pids.is_empty())?;
+    let futures: Vec<_> = (0..10).map(|n| executor.submit(square, n)).collect();
+    let results: Vec<u64> = futures
+        .iter()
+        .map(|future| future.result())
+        .collect::<multiproc::Result<_>>()?;
+    check_eq!(results, (0..10).map(|n| n * n).collect::<Vec<u64>>());
+    executor.resize(3)?;
+    check_eq!(executor.pool().processes(), 3);
+    executor.shutdown(true, false)?;
+    Ok(())
+}
+
 fn main() {
     multiproc::init();
     let trials = trials!(each_method:
@@ -248,6 +272,7 @@ fn main() {
         resize_while_mapping,
         memory_limit_replaces_worker,
         soft_timeout_asks_then_hard_timeout_kills,
+        executor_options,
     );
     common::run(trials)
 }

@@ -1015,12 +1015,21 @@ impl Driver {
 impl Driver {
     fn manage(&mut self) {
         self.processes = self.managed.size.load(Ordering::Acquire).max(1);
-        let now = Instant::now();
-        self.ask_soft_stops(now);
-        let running = self.shared.lock().lifecycle == Lifecycle::Running;
-        if running {
-            self.mark_surplus();
-            self.mark_idle(now);
+        let limits = &self.managed.limits;
+        let (soft, idle) = (limits.soft_timeout.is_some(), limits.idle_timeout.is_some());
+        let kept = self
+            .workers
+            .iter()
+            .filter(|w| w.open && !w.retiring())
+            .count();
+        // Without these settings, and at its size, a pool costs this look and no more.
+        if soft || idle || kept > self.processes {
+            let now = Instant::now();
+            self.ask_soft_stops(now);
+            if self.shared.lock().lifecycle == Lifecycle::Running {
+                self.mark_surplus();
+                self.mark_idle(now);
+            }
         }
         self.retire_marked();
     }
