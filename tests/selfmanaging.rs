@@ -35,6 +35,19 @@ fn leak(mib: usize) -> u32 {
     std::process::id()
 }
 
+/// The worker's resident size, in bytes (`/proc/self/statm`).
+#[process]
+fn resident(_n: u32) -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").expect("statm");
+    let pages: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|field| field.parse().ok())
+        .expect("resident pages");
+    // SAFETY: sysconf has no preconditions.
+    pages * unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as u64
+}
+
 /// Works in 10 ms steps until its soft timeout passes (`Some(steps)`), or gives up after
 /// `max_steps` (`None`).
 #[process]
@@ -87,6 +100,9 @@ fn workers_until(pool: &Pool, what: &str, ok: impl Fn(&[i32]) -> bool) -> Outcom
 }
 
 fn idle_timeout_retires_and_restarts(m: StartMethod) -> Outcome {
+    // The fork server of this process runs (its descriptors are not the pool's).
+    drop(Pool::builder().processes(1).start_method(m).build()?);
+    let fds = common::open_fds();
     let pool = Pool::builder()
         .processes(2)
         .start_method(m)
@@ -105,6 +121,7 @@ fn idle_timeout_retires_and_restarts(m: StartMethod) -> Outcome {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
+    let lull = common::open_fds();
     // Started again on demand.
     check_eq!(pool.map(square, 0..100)?, expected);
     check_eq!(pool.apply(square, 9)?, 81);
@@ -117,10 +134,21 @@ fn idle_timeout_retires_and_restarts(m: StartMethod) -> Outcome {
         after.iter().all(|pid| !before.contains(pid)),
         "{after:?} are not new workers ({before:?})"
     );
-    // And let go again.
+    // And let go again, with what was theirs.
     workers_until(&pool, "let go a second time", |pids| pids.is_empty())?;
+    let deadline = Instant::now() + LONG;
+    while common::open_fds() != lull {
+        check!(
+            Instant::now() < deadline,
+            "{} descriptors open after the second lull, {lull} after the first",
+            common::open_fds()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     pool.close();
     pool.join()?;
+    drop(pool);
+    check_eq!(common::open_fds(), fds);
     check_eq!(common::zombie_children(), Vec::<i32>::new());
     Ok(())
 }
@@ -159,10 +187,17 @@ fn resize_while_mapping(m: StartMethod) -> Outcome {
 }
 
 fn memory_limit_replaces_worker(m: StartMethod) -> Outcome {
+    // A worker's size without a leak, whatever this test process holds (a forked worker
+    // starts with its memory): the limit is 48 MiB above it, the leak 96 MiB.
+    let baseline = Pool::builder()
+        .processes(1)
+        .start_method(m)
+        .build()?
+        .apply(resident, 0)?;
     let pool = Pool::builder()
         .processes(1)
         .start_method(m)
-        .max_memory_per_child(64 << 20)
+        .max_memory_per_child(baseline + (48 << 20))
         .build()?;
     // Below the limit: the same worker serves on.
     let first = pool.apply(pid_of, 0)?;
