@@ -99,6 +99,8 @@ pub struct Pool {
     size: Arc<AtomicUsize>,
     task_timeout: Option<Duration>,
     limits: Limits,
+    /// `false` for an MPI pool, whose workers are the job's ranks.
+    resizable: bool,
 }
 
 /// Builds a [`Pool`]; see each method for its default.
@@ -317,6 +319,7 @@ impl PoolBuilder {
             size,
             task_timeout: self.task_timeout,
             limits,
+            resizable: true,
         })
     }
 }
@@ -350,7 +353,8 @@ impl Pool {
     /// Changes the number of workers while the pool runs (at least 1). Growing starts workers
     /// at once (on demand, with an [`idle_timeout`](PoolBuilder::idle_timeout)); shrinking lets
     /// idle workers go first, and busy ones after their task: no task is cut short. Fails with
-    /// [`ErrorKind::NotRunning`] after `close` or `terminate`.
+    /// [`ErrorKind::NotRunning`] after `close` or `terminate`, and with
+    /// [`ErrorKind::InvalidInput`] on an MPI pool (its workers are the job's ranks).
     ///
     /// ```no_run
     /// # fn main() -> multiproc::Result<()> {
@@ -364,6 +368,12 @@ impl Pool {
             return Err(Error::new(
                 ErrorKind::InvalidInput,
                 "number of processes must be at least 1",
+            ));
+        }
+        if !self.resizable {
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                "an MPI pool cannot be resized: its workers are the job's ranks",
             ));
         }
         let state = self.shared.lock();

@@ -76,6 +76,7 @@ pub(super) fn start(ranks: Vec<c_int>, task_timeout: Option<Duration>) -> Result
         size: std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(processes)),
         task_timeout,
         limits: Default::default(),
+        resizable: false,
     })
 }
 
