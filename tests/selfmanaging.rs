@@ -6,9 +6,10 @@
 mod common;
 
 use std::collections::HashSet;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{is_gone, Outcome, LONG};
+use common::{Outcome, LONG};
 use multiproc::{process, ErrorKind, Executor, Pool, StartMethod};
 
 #[process]
@@ -99,6 +100,33 @@ fn workers_until(pool: &Pool, what: &str, ok: impl Fn(&[i32]) -> bool) -> Outcom
     }
 }
 
+/// Waits (bounded) until the workers `pids` have exited and been reaped (no `/proc` entry, not
+/// even a zombie's), then until this process's descriptor count holds still for 100 ms (the
+/// pool closes a worker's descriptors once it is buried); returns that count.
+fn settled(pids: &[i32]) -> Result<usize, libtest_mimic::Failed> {
+    let deadline = Instant::now() + LONG;
+    while pids
+        .iter()
+        .any(|pid| Path::new(&format!("/proc/{pid}")).exists())
+    {
+        check!(
+            Instant::now() < deadline,
+            "idle workers {pids:?} never exited"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut last = common::open_fds();
+    loop {
+        std::thread::sleep(Duration::from_millis(100));
+        let now = common::open_fds();
+        if now == last {
+            return Ok(now);
+        }
+        check!(Instant::now() < deadline, "descriptors never settled");
+        last = now;
+    }
+}
+
 fn idle_timeout_retires_and_restarts(m: StartMethod) -> Outcome {
     // The fork server of this process runs (its descriptors are not the pool's).
     drop(Pool::builder().processes(1).start_method(m).build()?);
@@ -113,15 +141,7 @@ fn idle_timeout_retires_and_restarts(m: StartMethod) -> Outcome {
     let before = pool.worker_pids();
     check!(!before.is_empty(), "no worker after a map");
     workers_until(&pool, "let go", |pids| pids.is_empty())?;
-    let deadline = Instant::now() + LONG;
-    while !before.iter().all(|&pid| is_gone(pid)) {
-        check!(
-            Instant::now() < deadline,
-            "idle workers {before:?} never exited"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let lull = common::open_fds();
+    let lull = settled(&before)?;
     // Started again on demand.
     check_eq!(pool.map(square, 0..100)?, expected);
     check_eq!(pool.apply(square, 9)?, 81);
@@ -136,6 +156,7 @@ fn idle_timeout_retires_and_restarts(m: StartMethod) -> Outcome {
     );
     // And let go again, with what was theirs.
     workers_until(&pool, "let go a second time", |pids| pids.is_empty())?;
+    settled(&after)?;
     let deadline = Instant::now() + LONG;
     while common::open_fds() != lull {
         check!(
