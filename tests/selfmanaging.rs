@@ -85,6 +85,92 @@ fn stubborn(millis: u64) -> u64 {
     millis
 }
 
+/// Shuts its control socket for writing (the driver sees its end), then sleeps `millis`:
+/// a worker going, with a task.
+#[process]
+fn hang_up(millis: u64) -> u64 {
+    use std::os::fd::AsRawFd;
+    let control = common::only_socket();
+    // SAFETY: shutdown(2) of this worker's own socket, which stays open.
+    unsafe { libc::shutdown(control.as_raw_fd(), libc::SHUT_WR) };
+    std::thread::sleep(Duration::from_millis(millis));
+    millis
+}
+
+/// CPU clock ticks (user and system) of a `/proc/.../stat`.
+fn cpu_ticks(path: &str) -> Result<u64, libtest_mimic::Failed> {
+    let stat = std::fs::read_to_string(path)?;
+    let rest = stat.rsplit_once(')').ok_or("no command name in stat")?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    Ok(fields[11].parse::<u64>()? + fields[12].parse::<u64>()?)
+}
+
+/// The CPU clock ticks the pool driver threads of this process take in a second.
+fn driver_ticks_in_a_second() -> Result<u64, libtest_mimic::Failed> {
+    let drivers: Vec<String> = std::fs::read_dir("/proc/self/task")?
+        .flatten()
+        .map(|task| task.path().to_string_lossy().into_owned())
+        .filter(|task| {
+            std::fs::read_to_string(format!("{task}/comm"))
+                .is_ok_and(|comm| comm.trim() == "multiproc-pool")
+        })
+        .collect();
+    check!(!drivers.is_empty(), "no driver thread found");
+    let ticks = || {
+        drivers
+            .iter()
+            .map(|driver| cpu_ticks(&format!("{driver}/stat")).unwrap_or(0))
+            .sum::<u64>()
+    };
+    let before = ticks();
+    std::thread::sleep(Duration::from_secs(1));
+    Ok(ticks() - before)
+}
+
+/// A self-managing pool sleeps too: while a task runs past its soft timeout (ignored, or its
+/// worker already going), and once its idle workers are gone.
+fn managed_pool_sleeps(m: StartMethod) -> Outcome {
+    let pool = Pool::builder()
+        .processes(1)
+        .start_method(m)
+        .idle_timeout(Duration::from_millis(200))
+        .soft_task_timeout(Duration::from_millis(100))
+        .task_timeout(Duration::from_secs(4))
+        .build()?;
+    // A clock tick is 10 ms: a thread that spins takes 50 to 100 of them in a second.
+    let ignoring = pool.apply_async(stubborn, 2500);
+    std::thread::sleep(Duration::from_millis(300));
+    let spent = driver_ticks_in_a_second()?;
+    check!(
+        spent <= 10,
+        "the driver took {spent} ticks in a second beside a task past its soft timeout"
+    );
+    check_eq!(ignoring.get()?, 2500);
+    let going = pool.apply_async(hang_up, 2500);
+    std::thread::sleep(Duration::from_millis(300));
+    let spent = driver_ticks_in_a_second()?;
+    check!(
+        spent <= 10,
+        "the driver took {spent} ticks in a second beside a worker going with a task"
+    );
+    // Its worker hung up: the task fails (at the latest at its hard timeout).
+    check!(
+        going.get().is_err(),
+        "a task whose worker hung up succeeded"
+    );
+    workers_until(&pool, "let go", |pids| pids.is_empty())?;
+    let spent = driver_ticks_in_a_second()?;
+    check!(
+        spent <= 10,
+        "an empty pool's driver took {spent} ticks in a second"
+    );
+    check_eq!(
+        pool.map(square, 0..10)?,
+        (0..10).map(|n| n * n).collect::<Vec<u64>>()
+    );
+    Ok(())
+}
+
 /// Waits (bounded by `LONG`) until `pool`'s workers satisfy `ok`.
 fn workers_until(pool: &Pool, what: &str, ok: impl Fn(&[i32]) -> bool) -> Outcome {
     let deadline = Instant::now() + LONG;
@@ -329,6 +415,7 @@ fn main() {
         memory_limit_replaces_worker,
         soft_timeout_asks_then_hard_timeout_kills,
         executor_options,
+        managed_pool_sleeps,
     );
     common::run(trials)
 }

@@ -1157,8 +1157,12 @@ impl Driver {
             if entry.0 != busy.ticket {
                 *entry = (busy.ticket, now + soft, false);
             }
-            if !entry.2 && entry.1 <= now && worker.open {
-                let _ = worker.popen.signal(super::soft::SOFT_TIMEOUT_SIGNAL);
+            // Once per task; a worker already going (killed, out of protocol) is not asked,
+            // and its deadline is not looked at again.
+            if !entry.2 && entry.1 <= now {
+                if worker.open {
+                    let _ = worker.popen.signal(super::soft::SOFT_TIMEOUT_SIGNAL);
+                }
                 entry.2 = true;
             }
         }
