@@ -36,7 +36,11 @@ pub(super) fn reset() {
 /// ([`PoolBuilder::soft_task_timeout`](crate::PoolBuilder::soft_task_timeout)): the pool asks
 /// it to stop, and kills it at the hard limit ([`task_timeout`](crate::PoolBuilder::task_timeout))
 /// if it has not returned by then. Always `false` outside a pool worker, or in a pool without a
-/// soft time limit.
+/// soft time limit. It is reset as each task begins. (A signal sent as a task ends, just
+/// before its reply is read, is pending before the worker can be given its next task, and
+/// is taken as it next enters the kernel, which it all but always does before it begins
+/// that task, which clears it; only a worker that finds the task without entering the
+/// kernel, and before the signal's interrupt lands, could see it in that next task.)
 ///
 /// ```no_run
 /// #[multiproc::process]

@@ -278,6 +278,15 @@ mod tests {
     use super::*;
 
     #[test]
+    fn resident_bytes_counts_touched_memory_while_it_is_held() {
+        let before = resident_bytes().expect("statm");
+        let block = vec![1u8; 32 << 20];
+        let held = resident_bytes().expect("statm");
+        assert!(held >= before + (24 << 20), "{before} then {held}");
+        drop(block);
+    }
+
+    #[test]
     fn a_process_with_threads_is_not_known_single_threaded() {
         // The test harness runs this on a thread of its own.
         assert!(!known_single_threaded());
