@@ -102,6 +102,19 @@ fn squares() -> Outcome {
         .map(|_| ())
         .map_err(|e| e.kind());
     check(second, Err(ErrorKind::InvalidInput), "a second MPI pool")?;
+    // The ranks are the job's: no self-management.
+    let resized = pool.resize(3).map_err(|e| e.kind());
+    check(resized, Err(ErrorKind::InvalidInput), "resize")?;
+    check(pool.processes(), 2, "processes after a refused resize")?;
+    let managed = Pool::builder()
+        .mpi()
+        .idle_timeout(std::time::Duration::from_secs(1))
+        .build()
+        .map(|_| ())
+        .map_err(|e| e.to_string());
+    if !managed.as_ref().is_err_and(|e| e.contains("idle_timeout")) {
+        return Err(format!("an MPI pool with an idle timeout: {managed:?}"));
+    }
     check(pool.apply(square, 7).map_err(err)?, 49, "apply")?;
     let pending = pool.apply_async(square, 8);
     check(pending.get().map_err(err)?, 64, "apply_async")?;

@@ -81,6 +81,10 @@ pub enum ErrorKind {
     /// The work was cancelled before it finished (`AsyncResult::cancel`, `Imap::cancel`, the
     /// executor's `cancel` and `shutdown(cancel_futures)`; Python's `CancelledError`).
     Cancelled,
+    /// The task's soft time limit passed ([`PoolBuilder::soft_task_timeout`](crate::PoolBuilder::soft_task_timeout)):
+    /// the error of [`check_soft_timeout`](crate::check_soft_timeout), which a task returns to
+    /// stop early (billiard's `SoftTimeLimitExceeded`).
+    SoftTimeout,
     // New kinds go here, after every other: see the enum's doc.
 }
 

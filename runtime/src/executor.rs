@@ -112,6 +112,28 @@ impl ExecutorBuilder {
         self
     }
 
+    /// Let a worker go once it has been idle this long, and start workers again as tasks come
+    /// (loky's idle worker `timeout`); default never (see [`PoolBuilder::idle_timeout`]).
+    pub fn idle_timeout(mut self, timeout: Duration) -> Self {
+        self.pool = self.pool.idle_timeout(timeout);
+        self
+    }
+
+    /// Replace a worker whose resident size is above `bytes` after a task; default no limit
+    /// (see [`PoolBuilder::max_memory_per_child`]).
+    pub fn max_memory_per_child(mut self, bytes: u64) -> Self {
+        self.pool = self.pool.max_memory_per_child(bytes);
+        self
+    }
+
+    /// Ask a task to stop once it has run this long, before the hard
+    /// [`task_timeout`](Self::task_timeout); default never (see
+    /// [`PoolBuilder::soft_task_timeout`] and [`soft_timeout_expired`](crate::soft_timeout_expired)).
+    pub fn soft_task_timeout(mut self, timeout: Duration) -> Self {
+        self.pool = self.pool.soft_task_timeout(timeout);
+        self
+    }
+
     /// Starts the workers.
     pub fn build(self) -> Result<Executor> {
         Ok(Executor {
@@ -131,6 +153,12 @@ impl Executor {
         ExecutorBuilder {
             pool: Pool::builder(),
         }
+    }
+
+    /// Changes the number of workers while the executor runs (loky's reusable executor asked
+    /// for another `max_workers`); see [`Pool::resize`]: no running task is cut short.
+    pub fn resize(&self, max_workers: usize) -> Result<()> {
+        self.pool.resize(max_workers)
     }
 
     /// Runs `function(args)` in a worker; its [`TaskFuture`] at once. After

@@ -56,7 +56,10 @@ pub use error::{Error, ErrorKind, RemotePanic, Result};
 pub use executor::{Executor, ExecutorBuilder, TaskFuture};
 pub use handle::SharedFd;
 pub use join::{spawn, JoinHandle, ProcessBuilder};
-pub use pool::{AsyncResult, Imap, ImapStream, Pool, PoolBuilder, Progress};
+pub use pool::{
+    check_soft_timeout, soft_timeout_expired, AsyncResult, Imap, ImapStream, Pool, PoolBuilder,
+    Progress,
+};
 pub use process::{active_children, wait, Process};
 pub use registry::{Runnable, Target};
 pub use shared::{Array, ArrayGuard, RawArray, RawValue, SharedMemory, Value, ValueGuard};

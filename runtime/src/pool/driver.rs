@@ -23,6 +23,7 @@ use super::launcher::{
     dispose, let_finish, Corpse, Helpers, Launcher, Order, Reapable, HELPER_GRACE,
 };
 use super::link::{Link, DRIVER, IDLE, LENT};
+use super::manage::Managed;
 use super::reply::{self, Expected, REPLY_STALL};
 use super::rings::Rings;
 use super::worker::{Reply, RingsHeader, TaskHeader, WorkerConfig, WorkerMain};
@@ -94,6 +95,11 @@ impl Worker {
         self.link.state.load(Ordering::Acquire) == LENT
     }
 
+    /// To be let go once idle (see [`Driver::manage`]).
+    fn retiring(&self) -> bool {
+        self.link.retire.load(Ordering::Acquire)
+    }
+
     /// Whether its reply may come in its ring: it holds a task wholly sent.
     fn awaits_ring(&self) -> bool {
         self.open && self.task.is_some() && self.sending.is_none()
@@ -142,6 +148,8 @@ pub(crate) struct Driver {
     /// Starts ordered from the starter thread and not handed back yet.
     starting: usize,
     retry: Retry,
+    /// Idle timeout, size, memory limit, soft timeout (see [`manage`](Self::manage)).
+    managed: Managed,
 }
 
 impl Driver {
@@ -157,6 +165,7 @@ impl Driver {
         processes: usize,
         task_timeout: Option<Duration>,
         start_retry_limit: Duration,
+        managed: Managed,
     ) -> Result<Driver> {
         shared.set_maxtasks(config.maxtasks);
         let mut driver = Driver {
@@ -173,6 +182,7 @@ impl Driver {
             helpers: Helpers::new(),
             starting: 0,
             retry: Retry::default(),
+            managed,
         };
         for _ in 0..processes {
             let started = driver.order().and_then(|(name, launch)| {
@@ -259,6 +269,7 @@ impl Driver {
             buried: Condvar::new(),
             inbox: Mutex::new(wire::Reader::new()),
             rings,
+            retire: AtomicBool::new(false),
         });
         self.shared
             .links
@@ -305,6 +316,7 @@ impl Driver {
         loop {
             self.collect();
             self.kill_cancelled();
+            self.manage();
             let (lifecycle, broken, queued, waiting) = {
                 let state = self.shared.lock();
                 (
@@ -346,7 +358,7 @@ impl Driver {
             self.retry.not_before = None;
         }
         let live = self.workers.iter().filter(|w| w.open).count() + self.starting;
-        for _ in live..self.processes {
+        for _ in live..self.wanted() {
             let Some(orders) = &self.helpers.orders else {
                 return;
             };
@@ -465,7 +477,7 @@ impl Driver {
 
     fn dispatch(&mut self) {
         for worker in &mut self.workers {
-            if !worker.ready() || !worker.open || worker.task.is_some() {
+            if !worker.ready() || !worker.open || worker.task.is_some() || worker.retiring() {
                 continue;
             }
             let done = worker.link.done.load(Ordering::Acquire);
@@ -634,6 +646,7 @@ impl Driver {
                         .filter_map(|w| Some(w.progress? + REPLY_STALL)),
                 )
                 .chain(self.retry_deadline())
+                .chain(self.manage_deadline())
                 .min()
         };
         let polled = sys::poll_many(&mut fds, deadline);
@@ -763,6 +776,7 @@ impl Driver {
                     .mark_broken(Error::new(ErrorKind::InitializerFailed, message));
             }
             reply => {
+                let resident = reply::resident(&reply);
                 // The reply to the task it holds, once wholly sent, and only that.
                 let expected = match (&worker.task, &worker.sending) {
                     (Some(busy), None) => Some(Expected {
@@ -782,6 +796,9 @@ impl Driver {
                 let Some(busy) = worker.task.take() else {
                     return false;
                 };
+                worker
+                    .link
+                    .note_resident(resident, self.managed.limits.max_memory);
                 worker.link.done.fetch_add(1, Ordering::AcqRel);
                 worker.link.state.store(IDLE, Ordering::Release);
                 // The worker gets its next task before this result is decoded: decoding
@@ -987,6 +1004,206 @@ impl Driver {
         }
         self.helpers.corpses = None;
         let_finish(self.helpers.reaper.take(), HELPER_GRACE);
+    }
+}
+
+/// Self-management: the idle timeout, `resize`, the memory limit and the soft task timeout.
+/// Kept apart from the dispatch: a worker to be let go is marked ([`Link::retire`]), is
+/// given no more tasks (nor lent), and once idle is let go as a closed pool lets its workers
+/// go, by the end of its socket; it exits, and is buried as any worker that exits. Running
+/// tasks are never cut short here.
+impl Driver {
+    fn manage(&mut self) {
+        self.processes = self.managed.size.load(Ordering::Acquire).max(1);
+        let limits = &self.managed.limits;
+        let (soft, idle) = (limits.soft_timeout.is_some(), limits.idle_timeout.is_some());
+        let kept = self
+            .workers
+            .iter()
+            .filter(|w| w.open && !w.retiring())
+            .count();
+        // Without these settings, and at its size, a pool costs this look and no more.
+        if soft || idle || kept > self.processes {
+            let now = Instant::now();
+            self.ask_soft_stops(now);
+            if self.shared.lock().lifecycle == Lifecycle::Running {
+                self.mark_surplus();
+                self.mark_idle(now);
+            }
+        }
+        self.retire_marked();
+    }
+
+    /// How many workers to have: the pool's size, or with an idle timeout, no more than the
+    /// work at hand needs (started on demand).
+    fn wanted(&self) -> usize {
+        if self.managed.limits.idle_timeout.is_none() {
+            return self.processes;
+        }
+        let busy = self
+            .workers
+            .iter()
+            .filter(|w| w.open && (w.task.is_some() || w.lent()))
+            .count();
+        let queued = self.shared.lock().queue.len();
+        self.processes.min(busy.saturating_add(queued))
+    }
+
+    /// Workers beyond the pool's size (after `resize`) are marked: idle ones first, then
+    /// those still starting, then busy ones (let go after their task).
+    fn mark_surplus(&mut self) {
+        let mut kept: Vec<&Worker> = self
+            .workers
+            .iter()
+            .filter(|w| w.open && !w.retiring())
+            .collect();
+        let surplus = kept.len().saturating_sub(self.processes);
+        if surplus == 0 {
+            return;
+        }
+        kept.sort_by_key(|w| match (w.ready(), w.task.is_some() || w.lent()) {
+            (true, false) => 0,
+            (false, _) => 1,
+            (true, true) => 2,
+        });
+        for worker in kept.into_iter().take(surplus) {
+            worker.link.retire.store(true, Ordering::Release);
+        }
+    }
+
+    /// With an idle timeout, workers idle that long (no task, not lent, no queued work) are
+    /// marked.
+    fn mark_idle(&mut self, now: Instant) {
+        let Some(timeout) = self.managed.limits.idle_timeout else {
+            return;
+        };
+        let queued = !self.shared.lock().queue.is_empty();
+        let idle = &mut self.managed.idle;
+        idle.retain(|pid, _| self.workers.iter().any(|w| w.popen.pid == *pid));
+        for worker in &self.workers {
+            let waiting = worker.open
+                && worker.ready()
+                && worker.task.is_none()
+                && !worker.lent()
+                && !worker.retiring();
+            if !waiting || queued {
+                idle.remove(&worker.popen.pid);
+                continue;
+            }
+            let done = worker.link.done.load(Ordering::Acquire);
+            match idle.get(&worker.popen.pid) {
+                Some(&(since, then)) if then == done => {
+                    if since + timeout <= now {
+                        worker.link.retire.store(true, Ordering::Release);
+                        idle.remove(&worker.popen.pid);
+                    }
+                }
+                _ => {
+                    idle.insert(worker.popen.pid, (now, done));
+                }
+            }
+        }
+    }
+
+    /// Lets the marked workers that are idle go: taken from the callers of `apply`, then their
+    /// socket is shut for writing, which ends their task loop.
+    fn retire_marked(&mut self) {
+        for worker in &mut self.workers {
+            let idle = worker.open
+                && worker.ready()
+                && worker.task.is_none()
+                && worker.sending.is_none()
+                && worker.retiring();
+            if !idle
+                || worker
+                    .link
+                    .state
+                    .compare_exchange(IDLE, DRIVER, Ordering::AcqRel, Ordering::Acquire)
+                    .is_err()
+            {
+                continue;
+            }
+            worker.open = false;
+            if worker
+                .popen
+                .control
+                .shutdown(std::net::Shutdown::Write)
+                .is_err()
+            {
+                let _ = worker.popen.signal(libc::SIGKILL);
+            }
+        }
+    }
+
+    /// With a soft task timeout, a worker whose task has run that long is sent
+    /// [`SOFT_TIMEOUT_SIGNAL`](super::soft::SOFT_TIMEOUT_SIGNAL), once per task.
+    fn ask_soft_stops(&mut self, now: Instant) {
+        let Some(soft) = self.managed.limits.soft_timeout else {
+            return;
+        };
+        let asked = &mut self.managed.soft;
+        asked.retain(|pid, _| {
+            self.workers
+                .iter()
+                .any(|w| w.popen.pid == *pid && w.task.is_some())
+        });
+        for worker in &self.workers {
+            let Some(busy) = &worker.task else {
+                continue;
+            };
+            let entry = asked
+                .entry(worker.popen.pid)
+                .or_insert((busy.ticket, now + soft, false));
+            if entry.0 != busy.ticket {
+                *entry = (busy.ticket, now + soft, false);
+            }
+            // Once per task; a worker already going (killed, out of protocol) is not asked,
+            // and its deadline is not looked at again.
+            if !entry.2 && entry.1 <= now {
+                if worker.open {
+                    let _ = worker.popen.signal(super::soft::SOFT_TIMEOUT_SIGNAL);
+                }
+                entry.2 = true;
+            }
+        }
+    }
+
+    /// When [`manage`](Self::manage) has something to do without an event: a worker's idle
+    /// timeout or a task's soft timeout comes, or (with an idle timeout) a look at the workers
+    /// lent to callers, which the driver does not see come back.
+    fn manage_deadline(&self) -> Option<Instant> {
+        let managed = &self.managed;
+        let idle = managed.limits.idle_timeout.and_then(|timeout| {
+            managed
+                .idle
+                .values()
+                .map(|&(since, _)| since + timeout)
+                .min()
+        });
+        let lent = managed
+            .limits
+            .idle_timeout
+            .filter(|_| self.workers.iter().any(Worker::lent))
+            .map(|timeout| Instant::now() + timeout);
+        let soft = managed
+            .soft
+            .values()
+            .filter(|&&(_, _, signalled)| !signalled)
+            .map(|&(_, at, _)| at)
+            .min();
+        // A task dispatched since the last look has no soft timeout yet: look again at once
+        // (once per task), which gives it one.
+        let unwatched = managed.limits.soft_timeout.is_some()
+            && self.workers.iter().any(|w| {
+                w.task.as_ref().is_some_and(|busy| {
+                    managed
+                        .soft
+                        .get(&w.popen.pid)
+                        .is_none_or(|&(ticket, _, _)| ticket != busy.ticket)
+                })
+            });
+        let now = unwatched.then(Instant::now);
+        [idle, lent, soft, now].into_iter().flatten().min()
     }
 }
 

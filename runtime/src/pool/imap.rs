@@ -102,7 +102,7 @@ impl<'p, F: Target, I: Iterator<Item = F::Args>> Imap<'p, F, I> {
             input,
             ordered,
             chunksize: 1,
-            buffersize: pool.processes * 2,
+            buffersize: pool.processes() * 2,
             job,
             refused,
             state,
@@ -190,7 +190,7 @@ impl<'p, F: Target, I: Iterator<Item = F::Args>> Imap<'p, F, I> {
         let Some(job) = self.job else {
             return Ok(());
         };
-        let bound = (self.pool.processes + self.buffersize) as u32;
+        let bound = (self.pool.processes() + self.buffersize) as u32;
         while !self.exhausted && self.submitted() - self.received < bound {
             let chunk: Vec<F::Args> = self.input.by_ref().take(self.chunksize).collect();
             if chunk.is_empty() {

@@ -199,6 +199,7 @@ impl Shared {
         let links = self.links.lock().unwrap_or_else(PoisonError::into_inner);
         let link = links.iter().find(|link| {
             link.ready.load(Ordering::Acquire)
+                && !link.retire.load(Ordering::Acquire)
                 && maxtasks.is_none_or(|max| link.done.load(Ordering::Acquire) < max)
                 && link
                     .state
@@ -218,7 +219,11 @@ impl Shared {
         // borrowed workers before it stops). Waking it after every call would cost the caller
         // a context switch on a small machine.
         let state = self.lock();
-        if !state.queue.is_empty() || state.lifecycle != Lifecycle::Running {
+        // And a worker to be retired (see `Link::retire`): the driver lets it go once idle.
+        if !state.queue.is_empty()
+            || state.lifecycle != Lifecycle::Running
+            || link.retire.load(Ordering::Acquire)
+        {
             drop(state);
             self.wake();
         }

@@ -36,6 +36,9 @@ pub(crate) struct Link {
     pub inbox: Mutex<wire::Reader>,
     /// The worker's rings, beside its socket: read and written by whoever reads its inbox.
     pub rings: Rings,
+    /// To be retired (the pool shrinks, or the worker is above its memory limit): given no
+    /// more tasks, and let go by the driver once idle (see `Driver::manage`).
+    pub retire: AtomicBool,
 }
 
 pub(crate) const IDLE: u8 = 0;
@@ -44,6 +47,17 @@ pub(crate) const LENT: u8 = 2;
 pub(crate) const GONE: u8 = 3;
 
 impl Link {
+    /// A reply reported the worker's resident size: above the pool's limit, the worker is
+    /// retired once this task is delivered.
+    pub(super) fn note_resident(&self, resident: Option<u64>, limit: Option<u64>) {
+        if resident
+            .zip(limit)
+            .is_some_and(|(resident, limit)| resident > limit)
+        {
+            self.retire.store(true, Ordering::Release);
+        }
+    }
+
     /// The driver has reaped this worker (`code`: its exit code, if known): tells whoever waits.
     pub(super) fn mark_buried(&self, code: Option<i32>) {
         self.state.store(GONE, Ordering::Release);

@@ -13,14 +13,17 @@ mod imap;
 mod jobs;
 mod launcher;
 mod link;
+mod manage;
 #[cfg(feature = "mpi")]
 mod mpi;
 mod reply;
 mod result;
 pub(crate) mod rings;
+mod soft;
 mod threads;
 pub(crate) mod worker;
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -28,6 +31,7 @@ use std::time::{Duration, Instant};
 pub use imap::{Imap, ImapStream};
 pub(crate) use result::Watch;
 pub use result::{AsyncResult, Progress};
+pub use soft::{check_soft_timeout, soft_timeout_expired};
 
 /// Under an MPI launcher, called before `main`: starts MPI, and on a rank other than 0 serves
 /// an MPI pool's tasks and never returns (see `mpi`).
@@ -43,6 +47,7 @@ use self::driver::Driver;
 use self::jobs::{Lifecycle, Shared, Task};
 use self::launcher::Launcher;
 use self::link::Link;
+use self::manage::{Limits, Managed};
 use self::reply::Expected;
 use self::result::{ApplySink, MapSink, Slot};
 use self::worker::WorkerConfig;
@@ -90,8 +95,12 @@ use crate::{sys, wire};
 pub struct Pool {
     shared: Arc<Shared>,
     driver: Mutex<Option<JoinHandle<()>>>,
-    processes: usize,
+    /// The number of workers, shared with the driver ([`resize`](Self::resize)).
+    size: Arc<AtomicUsize>,
     task_timeout: Option<Duration>,
+    limits: Limits,
+    /// `false` for an MPI pool, whose workers are the job's ranks.
+    resizable: bool,
 }
 
 /// Builds a [`Pool`]; see each method for its default.
@@ -103,6 +112,7 @@ pub struct PoolBuilder {
     maxtasksperchild: Option<u64>,
     task_timeout: Option<Duration>,
     start_retry_limit: Option<Duration>,
+    limits: Limits,
     #[cfg(feature = "mpi")]
     mpi: bool,
 }
@@ -171,6 +181,50 @@ impl PoolBuilder {
         self
     }
 
+    /// Let a worker go once it has been idle this long (loky's idle worker timeout); default
+    /// never. Workers are started again as tasks come, up to [`processes`](Self::processes):
+    /// a pool left alone shrinks to no process at all, and grows back on demand (the first
+    /// task after a lull then waits for a worker to start). Must not be zero.
+    ///
+    /// ```no_run
+    /// # use std::time::Duration;
+    /// # fn main() -> multiproc::Result<()> {
+    /// let pool = multiproc::Pool::builder()
+    ///     .processes(4)
+    ///     .idle_timeout(Duration::from_secs(60))
+    ///     .build()?;
+    /// # Ok(()) }
+    /// ```
+    pub fn idle_timeout(mut self, timeout: Duration) -> Self {
+        self.limits.idle_timeout = Some(timeout);
+        self
+    }
+
+    /// Replace a worker whose resident size is above `bytes` after a task (billiard's
+    /// `max_memory_per_child`); default no limit. The worker measures itself after each task
+    /// (the resident size of `/proc/self/statm`: what it holds then, not its peak) and says
+    /// so in its reply; the task's result is delivered as usual, and the worker, given no
+    /// other task, exits and is replaced. A leak in a task thus costs a worker, not the
+    /// machine's memory. Must not be zero.
+    pub fn max_memory_per_child(mut self, bytes: u64) -> Self {
+        self.limits.max_memory = Some(bytes);
+        self
+    }
+
+    /// Ask a task to stop once it has run this long (billiard's soft time limit); default
+    /// never. The pool sends its worker `SIGUSR1`, whose handler (installed in the workers of
+    /// such a pool only) sets a flag the task reads with
+    /// [`soft_timeout_expired`](crate::soft_timeout_expired) or
+    /// [`check_soft_timeout`](crate::check_soft_timeout): a task that looks and returns
+    /// delivers whatever it returns; one that does not is killed at the hard
+    /// [`task_timeout`](Self::task_timeout), if there is one, as always. Must be shorter than
+    /// the `task_timeout`. Calls of [`Pool::apply`] then go through the pool's driver (which
+    /// sends the signal) rather than on a worker borrowed by the caller.
+    pub fn soft_task_timeout(mut self, timeout: Duration) -> Self {
+        self.limits.soft_timeout = Some(timeout);
+        self
+    }
+
     /// A pool whose workers are the other ranks of the MPI job this program runs in (feature
     /// `mpi`): launched with `mpirun -np N ./program`, rank 0 runs `main` and the `N - 1`
     /// others serve its tasks. [`processes`](Self::processes) caps the number of ranks used
@@ -220,10 +274,28 @@ impl PoolBuilder {
                 ))
             }
         };
+        let limits = self.limits;
+        if limits.idle_timeout == Some(Duration::ZERO) || limits.max_memory == Some(0) {
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                "idle_timeout and max_memory_per_child must not be zero",
+            ));
+        }
+        if let (Some(soft), Some(hard)) = (limits.soft_timeout, self.task_timeout) {
+            if soft >= hard {
+                return Err(Error::new(
+                    ErrorKind::InvalidInput,
+                    "soft_task_timeout must be shorter than task_timeout",
+                ));
+            }
+        }
         let config = WorkerConfig {
             initializer,
             maxtasks: self.maxtasksperchild,
+            soft_timeout: limits.soft_timeout.is_some(),
+            max_memory: limits.max_memory,
         };
+        let size = Arc::new(AtomicUsize::new(processes));
         let shared = Shared::new()?;
         let launcher = Launcher::new(method)?;
         let driver = Driver::start(
@@ -235,6 +307,7 @@ impl PoolBuilder {
             processes,
             self.task_timeout,
             self.start_retry_limit.unwrap_or(driver::START_RETRY_LIMIT),
+            Managed::new(limits.clone(), size.clone()),
         )?;
         // The driver counts itself as one of the library's fork-safe threads, and `build`
         // returns only once it has.
@@ -243,8 +316,10 @@ impl PoolBuilder {
         Ok(Pool {
             shared,
             driver: Mutex::new(Some(handle)),
-            processes,
+            size,
             task_timeout: self.task_timeout,
+            limits,
+            resizable: true,
         })
     }
 }
@@ -264,14 +339,63 @@ impl Pool {
             maxtasksperchild: None,
             task_timeout: None,
             start_retry_limit: None,
+            limits: Limits::default(),
             #[cfg(feature = "mpi")]
             mpi: false,
         }
     }
 
-    /// The number of worker processes.
+    /// The number of worker processes (as last set by [`resize`](Self::resize)).
     pub fn processes(&self) -> usize {
-        self.processes
+        self.size.load(Ordering::Acquire)
+    }
+
+    /// Changes the number of workers while the pool runs (at least 1). Growing starts workers
+    /// at once (on demand, with an [`idle_timeout`](PoolBuilder::idle_timeout)); shrinking lets
+    /// idle workers go first, and busy ones after their task: no task is cut short. Fails with
+    /// [`ErrorKind::NotRunning`] after `close` or `terminate`, and with
+    /// [`ErrorKind::InvalidInput`] on an MPI pool (its workers are the job's ranks).
+    ///
+    /// ```no_run
+    /// # fn main() -> multiproc::Result<()> {
+    /// let pool = multiproc::Pool::new(2)?;
+    /// pool.resize(8)?; // a burst of work ahead
+    /// pool.resize(1)?; // and a quiet time after it
+    /// # Ok(()) }
+    /// ```
+    pub fn resize(&self, processes: usize) -> Result<()> {
+        if processes < 1 {
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                "number of processes must be at least 1",
+            ));
+        }
+        if !self.resizable {
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                "an MPI pool cannot be resized: its workers are the job's ranks",
+            ));
+        }
+        let state = self.shared.lock();
+        if state.lifecycle != Lifecycle::Running {
+            return Err(Error::new(ErrorKind::NotRunning, "the pool is not running"));
+        }
+        self.size.store(processes, Ordering::Release);
+        drop(state);
+        self.shared.wake();
+        Ok(())
+    }
+
+    /// The pids of the pool's worker processes now: started and not yet exited (workers being
+    /// let go included, until they exit). For monitoring; it changes as workers are replaced.
+    pub fn worker_pids(&self) -> Vec<i32> {
+        self.shared
+            .links
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .map(|link| link.pid)
+            .collect()
     }
 
     /// Runs `function(args)` in a worker and waits for the result.
@@ -279,7 +403,12 @@ impl Pool {
         self.check_not_in_callback()?;
         // With an idle worker at hand, this thread runs the round trip itself: two hand-offs
         // (here, worker, here) instead of four through the driver thread.
-        if let Some(link) = self.shared.lend() {
+        // With a soft task timeout, the driver sends the signal: no worker is borrowed.
+        let lent = match self.limits.soft_timeout {
+            None => self.shared.lend(),
+            Some(_) => None,
+        };
+        if let Some(link) = lent {
             /// Gives the worker back however the call ends, a panicking `Serialize` included.
             struct GiveBack<'a>(&'a Shared, &'a Link);
             impl Drop for GiveBack<'_> {
@@ -466,10 +595,12 @@ impl Pool {
             chunk: header.chunk,
             ticket: header.ticket,
         };
+        let resident = reply::resident(&reply);
         let result = match reply::answer(reply, result, Some(&expected)) {
             Ok(result) => result,
             Err(what) => return Err(out_of_protocol(ErrorKind::Codec, &what)),
         };
+        link.note_resident(resident, self.limits.max_memory);
         link.done.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         let result = result?;
         // User code (a `Deserialize`) may panic: that fails this call, as on the driver thread.
@@ -553,7 +684,7 @@ impl Pool {
         items: impl IntoIterator<Item = F::Args>,
     ) -> AsyncResult<Vec<F::Output>> {
         let items: Vec<F::Args> = items.into_iter().collect();
-        let chunksize = items.len().div_ceil(self.processes * 4).max(1);
+        let chunksize = items.len().div_ceil(self.processes() * 4).max(1);
         self.submit_map(function, items, chunksize, None)
     }
 
@@ -612,7 +743,7 @@ impl Pool {
                 ))
             }
             Some(n) => n,
-            None => items.len().div_ceil(self.processes * 4).max(1),
+            None => items.len().div_ceil(self.processes() * 4).max(1),
         };
         self.submit_map(function, items, chunksize, Some(Box::new(progress)))
     }
@@ -749,7 +880,7 @@ impl std::fmt::Debug for Pool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let state = self.shared.lock();
         f.debug_struct("Pool")
-            .field("processes", &self.processes)
+            .field("processes", &self.processes())
             .field("state", &state.lifecycle)
             .field("queued_tasks", &state.queue.len())
             .finish()

@@ -49,6 +49,22 @@ pub(super) fn answer(
                 TaskOutcome::Failed { kind, message } => Err(Error::new(kind, message)),
             })
         }
+        Reply::DoneMeasured {
+            job,
+            chunk,
+            ticket,
+            outcome,
+            ..
+        } => answer(
+            Reply::Done {
+                job,
+                chunk,
+                ticket,
+                outcome,
+            },
+            body,
+            expected,
+        ),
         Reply::Done { job, chunk, .. } => Err(format!(
             "a reply that does not match its task (job {job}, chunk {chunk})"
         )),
@@ -142,5 +158,13 @@ pub(crate) fn describe_exit(code: Option<i32>) -> String {
         Some(n) if n < 0 => format!("was killed by {}", sys::signal_name(-n)),
         Some(n) => format!("exited with code {n}"),
         None => "went away".to_string(),
+    }
+}
+
+/// The resident size a reply reports (see `Reply::DoneMeasured`).
+pub(super) fn resident(reply: &Reply) -> Option<u64> {
+    match reply {
+        Reply::DoneMeasured { resident, .. } => Some(*resident),
+        _ => None,
     }
 }

@@ -17,6 +17,7 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 
 use super::rings::{self, Rings, Setup};
+use super::soft;
 
 use crate::carrier::Plain;
 use crate::child::{catch_quiet, reporting_aborts, AbortReport};
@@ -35,6 +36,10 @@ pub(crate) struct WorkerConfig {
     pub initializer: Option<(String, Vec<u8>)>,
     /// Exit after this many tasks (a map chunk is one task).
     pub maxtasks: Option<u64>,
+    /// The pool has a soft task timeout: the worker installs its signal's handler.
+    pub soft_timeout: bool,
+    /// The pool's memory limit per worker: replies carry the worker's resident size.
+    pub max_memory: Option<u64>,
 }
 
 /// Parent to worker, the first message: the header of a message whose body is the worker's
@@ -70,6 +75,15 @@ pub(crate) enum Reply {
         chunk: u32,
         ticket: u64,
         outcome: TaskOutcome,
+    },
+    /// `Done`, from a worker of a pool with a memory limit: `resident` is the worker's
+    /// resident size in bytes after the task (see [`measured`]).
+    DoneMeasured {
+        job: u64,
+        chunk: u32,
+        ticket: u64,
+        outcome: TaskOutcome,
+        resident: u64,
     },
 }
 
@@ -160,6 +174,12 @@ fn serve(config: WorkerConfig) {
             return;
         }
     }
+    if config.soft_timeout {
+        if let Err(err) = soft::install() {
+            eprintln!("multiproc: {}", err.chain());
+            return;
+        }
+    }
     if wire::send_message(&control, &Reply::Ready, &Encoded::default()).is_err() {
         return;
     }
@@ -168,6 +188,7 @@ fn serve(config: WorkerConfig) {
         let Some((header, task)) = next_task(&control, &mut inbox, &rings) else {
             return;
         };
+        soft::reset();
         let Encoded {
             bytes: payload,
             fds,
@@ -233,6 +254,7 @@ fn serve(config: WorkerConfig) {
             ticket: header.ticket,
             outcome,
         };
+        let reply = measured(reply, config.max_memory);
         // In the ring when it goes there; on the socket otherwise (descriptors, blocks, a large
         // result), or if the ring is corrupt.
         let in_ring = rings.put_reply(&reply, &results).unwrap_or(false);
@@ -293,5 +315,31 @@ fn next_task(
                 Ok(None) | Err(_) => None,
             };
         }
+    }
+}
+
+/// The reply to a task, with this worker's resident size when its pool has a memory limit
+/// (`max_memory`). Measured now, after the task, from `/proc/self/statm`: the memory the
+/// worker holds at this moment, which is what replacing it gives back. (billiard reads
+/// `ru_maxrss`, the peak, which never comes down: a task that used much and freed it would
+/// replace its worker for nothing, and after `fork` the peak may be the parent's.)
+fn measured(reply: Reply, max_memory: Option<u64>) -> Reply {
+    let (Some(_), Ok(resident)) = (max_memory, sys::resident_bytes()) else {
+        return reply;
+    };
+    match reply {
+        Reply::Done {
+            job,
+            chunk,
+            ticket,
+            outcome,
+        } => Reply::DoneMeasured {
+            job,
+            chunk,
+            ticket,
+            outcome,
+            resident,
+        },
+        reply => reply,
     }
 }

@@ -395,9 +395,49 @@ fn report_exit(code: i32) {
     unsafe { libc::write(fd, bytes.as_ptr().cast(), bytes.len()) };
 }
 
+/// Runs `handler` when `signal` arrives, with `SA_RESTART` (most interrupted calls resume).
+/// The handler runs where only async-signal-safe work is allowed: storing to an atomic, say.
+pub(crate) fn on_signal(signal: i32, handler: extern "C" fn(libc::c_int)) -> io::Result<()> {
+    // SAFETY: an all-zero `sigaction` is a valid value (no flags, an empty mask).
+    let mut action: libc::sigaction = unsafe { std::mem::zeroed() };
+    action.sa_sigaction = handler as usize;
+    action.sa_flags = libc::SA_RESTART;
+    // SAFETY: `sa_mask` is a `sigset_t` we own; sigemptyset only writes it.
+    unsafe { libc::sigemptyset(&mut action.sa_mask) };
+    // SAFETY: `action` is initialised and names a plain `extern "C"` function that lives as
+    // long as the program; the old action is not asked for (null).
+    if unsafe { libc::sigaction(signal, &action, std::ptr::null_mut()) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// The resident size of this process now, in bytes: the second field of `/proc/self/statm`
+/// (pages) times the page size.
+pub(crate) fn resident_bytes() -> io::Result<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm")?;
+    let pages: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|field| field.parse().ok())
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "unreadable /proc/self/statm"))?;
+    // SAFETY: sysconf has no preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    Ok(pages.saturating_mul(u64::try_from(page).unwrap_or(4096)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn resident_bytes_counts_touched_memory_while_it_is_held() {
+        let before = resident_bytes().expect("statm");
+        let block = vec![1u8; 32 << 20];
+        let held = resident_bytes().expect("statm");
+        assert!(held >= before + (24 << 20), "{before} then {held}");
+        drop(block);
+    }
 
     #[test]
     fn a_process_with_threads_is_not_known_single_threaded() {

@@ -73,8 +73,10 @@ pub(super) fn start(ranks: Vec<c_int>, task_timeout: Option<Duration>) -> Result
     Ok(Pool {
         shared,
         driver: Mutex::new(Some(handle)),
-        processes,
+        size: std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(processes)),
         task_timeout,
+        limits: Default::default(),
+        resizable: false,
     })
 }
 

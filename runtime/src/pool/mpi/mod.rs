@@ -267,6 +267,14 @@ pub(super) fn build(builder: PoolBuilder) -> Result<Pool> {
             "an MPI pool takes no initializer and no maxtasksperchild: its workers are the job's ranks, which are never replaced",
         ));
     }
+    let limits = &builder.limits;
+    if limits.idle_timeout.is_some() || limits.max_memory.is_some() || limits.soft_timeout.is_some()
+    {
+        return Err(Error::new(
+            ErrorKind::InvalidInput,
+            "an MPI pool takes no idle_timeout, max_memory_per_child or soft_task_timeout: its workers are the job's ranks, which are never replaced",
+        ));
+    }
     if builder.start_method.is_some() {
         return Err(Error::new(
             ErrorKind::InvalidInput,
