@@ -62,6 +62,21 @@ pub(crate) struct Task {
     pub queued: Instant,
 }
 
+/// A task queued in a worker's ring behind the one it runs (see [`State::prefetched`]).
+pub(crate) struct Prefetched {
+    pub job: u64,
+    pub ticket: u64,
+    /// Its claim word.
+    pub slot: u8,
+    pub link: Arc<Link>,
+}
+
+impl Prefetched {
+    fn unclaimed(&self) -> bool {
+        self.link.rings.unclaimed(self.slot, self.ticket)
+    }
+}
+
 pub(crate) struct State {
     pub lifecycle: Lifecycle,
     pub queue: VecDeque<Task>,
@@ -76,6 +91,9 @@ pub(crate) struct State {
     cancelling: HashSet<u64>,
     /// Cancelled jobs whose running chunks' workers are to be killed (see `take_kills`).
     kills: HashSet<u64>,
+    /// Tasks the driver put in a worker's ring behind the task it runs: still queued until
+    /// the worker claims them, and revoked by a cancel that comes first (see `rings`).
+    pub(super) prefetched: Vec<Prefetched>,
     pub broken: Option<Error>,
     joining: bool,
     next_job: u64,
@@ -135,6 +153,7 @@ impl Shared {
                 forgotten: HashSet::new(),
                 delivering: HashSet::new(),
                 cancelling: HashSet::new(),
+                prefetched: Vec::new(),
                 kills: HashSet::new(),
                 broken: None,
                 joining: false,
@@ -345,7 +364,15 @@ impl Shared {
     /// is still queued is cancelled. Returns whether it was; `false` when the job is done.
     pub(crate) fn cancel(&self, job: u64, kill: bool, only_if_queued: bool) -> bool {
         let mut state = self.lock();
-        if only_if_queued && !state.queue.iter().any(|t| t.job == job) {
+        // Its tasks queued in a ring are revoked (they will not run) unless a worker claimed
+        // them first.
+        let mut revoked = false;
+        state.prefetched.retain(|p| {
+            let gone = p.job == job && p.link.rings.revoke(p.slot, p.ticket);
+            revoked |= gone;
+            !gone
+        });
+        if only_if_queued && !revoked && !state.queue.iter().any(|t| t.job == job) {
             return false;
         }
         let sink = state.jobs.remove(&job);
@@ -377,7 +404,13 @@ impl Shared {
     /// Cancels every job that still has a task in the queue (the executor's
     /// `shutdown(cancel_futures)`); returns how many.
     pub(crate) fn cancel_queued(&self) -> usize {
-        let jobs: HashSet<u64> = self.lock().queue.iter().map(|t| t.job).collect();
+        let jobs: HashSet<u64> = {
+            let state = self.lock();
+            let prefetched = state.prefetched.iter().filter(|p| p.unclaimed());
+            (state.queue.iter().map(|t| t.job))
+                .chain(prefetched.map(|p| p.job))
+                .collect()
+        };
         jobs.into_iter()
             .filter(|&job| self.cancel(job, false, false))
             .count()
@@ -385,7 +418,18 @@ impl Shared {
 
     /// Whether a task of `job` waits in the queue (no worker has it yet).
     pub(crate) fn is_queued(&self, job: u64) -> bool {
-        self.lock().queue.iter().any(|t| t.job == job)
+        let state = self.lock();
+        state.queue.iter().any(|t| t.job == job)
+            || state
+                .prefetched
+                .iter()
+                .any(|p| p.job == job && p.unclaimed())
+    }
+
+    /// The task of `ticket` left a worker's ring (it ran, or goes back to the queue).
+    pub(super) fn unprefetch(&self, ticket: u64) {
+        let mut state = self.lock();
+        state.prefetched.retain(|p| p.ticket != ticket);
     }
 
     /// The jobs whose running chunks' workers must be killed (`cancel` with `kill`), for the
@@ -448,6 +492,7 @@ impl Shared {
         let jobs: Vec<Box<dyn Sink>> = {
             let mut state = self.lock();
             state.queue.clear();
+            state.prefetched.clear();
             state.lazy.clear();
             state.jobs.drain().map(|(_, sink)| sink).collect()
         };
