@@ -24,7 +24,7 @@ use super::launcher::{
 };
 use super::link::{Link, DRIVER, IDLE, LENT};
 use super::reply::{self, Expected, REPLY_STALL};
-use super::rings::Rings;
+use super::rings::{self, Rings};
 use super::worker::{Reply, RingsHeader, TaskHeader, WorkerConfig, WorkerMain};
 use crate::bootstrap::Launch;
 use crate::codec;
@@ -699,6 +699,9 @@ impl Driver {
     }
 
     fn poll_once(&mut self) -> Result<()> {
+        // Tasks queued from now on wake the driver; those queued before are dispatched here.
+        self.shared.sleeps(true);
+        self.dispatch();
         let mut fds = vec![libc::pollfd {
             fd: self.shared.wake.as_raw_fd(),
             events: libc::POLLIN,
@@ -711,6 +714,17 @@ impl Driver {
         // The workers whose reply may come in their ring: told that the driver sleeps, then
         // looked at once more (see `rings`).
         let ringing: Vec<bool> = self.workers.iter().map(Worker::awaits_ring).collect();
+        // A short task's reply comes within a few microseconds: looked for awake (no system
+        // call, no wake-up by the worker's doorbell) before the driver sleeps.
+        if ringing.contains(&true) {
+            let workers = &self.workers;
+            rings::spin(|| {
+                workers
+                    .iter()
+                    .zip(&ringing)
+                    .any(|(w, &r)| r && w.link.rings.reply_waiting())
+            });
+        }
         let mut in_ring = false;
         for (worker, &ringing) in self.workers.iter().zip(&ringing) {
             if ringing {
@@ -777,6 +791,7 @@ impl Driver {
                 .min()
         };
         let polled = sys::poll_many(&mut fds, deadline);
+        self.shared.sleeps(false);
         for (worker, &ringing) in self.workers.iter().zip(&ringing) {
             if ringing {
                 worker.link.rings.parent_sleeps(false);

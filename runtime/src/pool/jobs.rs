@@ -128,6 +128,8 @@ pub(crate) struct Shared {
     ticket_key: std::collections::hash_map::RandomState,
     /// Whether `kills` has jobs: the driver looks at no lock for them otherwise.
     kills_pending: AtomicBool,
+    /// Whether the driver sleeps (see [`Shared::nudge`]).
+    driver_sleeps: AtomicBool,
 }
 
 /// The error of cancelled work.
@@ -167,6 +169,7 @@ impl Shared {
             tickets: AtomicU64::new(0),
             ticket_key: std::collections::hash_map::RandomState::new(),
             kills_pending: AtomicBool::new(false),
+            driver_sleeps: AtomicBool::new(true),
         }))
     }
 
@@ -186,6 +189,22 @@ impl Shared {
 
     pub(crate) fn wake(&self) {
         sys::eventfd_signal(self.wake.as_fd());
+    }
+
+    /// Wakes the driver for tasks just queued, only if it sleeps (or is about to): an awake
+    /// driver looks at the queue before it sleeps (see [`Shared::sleeps`]). A burst of
+    /// submits then costs no system call and no wake-up per task.
+    fn nudge(&self) {
+        if self.driver_sleeps.load(Ordering::SeqCst) {
+            self.wake();
+        }
+    }
+
+    /// The driver is about to sleep (`true`: it dispatches once more after saying so, under
+    /// the queue's lock, so that a task queued before that is seen and one queued after it
+    /// wakes it), or is awake again.
+    pub(super) fn sleeps(&self, sleeps: bool) {
+        self.driver_sleeps.store(sleeps, Ordering::SeqCst);
     }
 
     /// Called by the driver thread as it starts (see [`in_driver`](Self::in_driver)).
@@ -315,7 +334,7 @@ impl Shared {
         }
         state.queue.extend(tasks(job));
         drop(state);
-        self.wake();
+        self.nudge();
         Ok(job)
     }
 
@@ -340,7 +359,7 @@ impl Shared {
         }
         state.queue.extend(tasks);
         drop(state);
-        self.wake();
+        self.nudge();
         Ok(())
     }
 

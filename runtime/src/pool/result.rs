@@ -57,6 +57,9 @@ struct SlotState<T> {
     waker: Option<Waker>,
     /// Waits over several results (`as_completed`, `wait`), told this one's index when ready.
     watchers: Vec<(Arc<Watch>, usize)>,
+    /// Threads blocked on the slot's condition variable: it is notified only if there are
+    /// (a notify is a system call, once per result on the driver thread otherwise).
+    sleepers: usize,
 }
 
 pub(crate) struct Slot<T> {
@@ -79,6 +82,7 @@ impl<T> Slot<T> {
                 on_done: Vec::new(),
                 waker: None,
                 watchers: Vec::new(),
+                sleepers: 0,
             }),
             cond: Condvar::new(),
             job: OnceLock::new(),
@@ -157,11 +161,13 @@ impl<T> Slot<T> {
             if left.is_zero() {
                 return false;
             }
+            state.sleepers += 1;
             state = self
                 .cond
                 .wait_timeout(state, left)
                 .unwrap_or_else(PoisonError::into_inner)
                 .0;
+            state.sleepers -= 1;
         }
         true
     }
@@ -217,10 +223,12 @@ impl<T> Slot<T> {
     fn settled_or_pending(&self) -> MutexGuard<'_, SlotState<T>> {
         let mut state = self.lock();
         while state.completing && !state.ready {
+            state.sleepers += 1;
             state = self
                 .cond
                 .wait(state)
                 .unwrap_or_else(PoisonError::into_inner);
+            state.sleepers -= 1;
         }
         state
     }
@@ -249,7 +257,9 @@ impl<T> Slot<T> {
             let mut state = self.lock();
             state.value = Some(result);
             state.ready = true;
-            self.cond.notify_all();
+            if state.sleepers > 0 {
+                self.cond.notify_all();
+            }
             (state.waker.take(), std::mem::take(&mut state.watchers))
         };
         // Outside the lock: a waker may run the task at once, on this thread.
@@ -485,11 +495,13 @@ impl<T> AsyncResult<T> {
         }
         let mut state = self.slot.lock();
         while !state.ready {
+            state.sleepers += 1;
             state = self
                 .slot
                 .cond
                 .wait(state)
                 .unwrap_or_else(PoisonError::into_inner);
+            state.sleepers -= 1;
         }
     }
 
@@ -508,12 +520,14 @@ impl<T> AsyncResult<T> {
             if left.is_zero() {
                 return false;
             }
+            state.sleepers += 1;
             state = self
                 .slot
                 .cond
                 .wait_timeout(state, left)
                 .unwrap_or_else(PoisonError::into_inner)
                 .0;
+            state.sleepers -= 1;
         }
         true
     }
