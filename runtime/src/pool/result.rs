@@ -11,6 +11,7 @@ use std::fmt;
 use std::future::Future;
 use std::panic::{self, AssertUnwindSafe};
 use std::pin::Pin;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
@@ -288,6 +289,9 @@ fn run_done<T>(outcome: std::result::Result<&T, &Error>, callbacks: Vec<OnDone<T
 pub(crate) struct Watch {
     ready: Mutex<Vec<usize>>,
     cond: Condvar,
+    /// Threads blocked on `cond` (changed under `ready`'s lock): a ready slot notifies only
+    /// when one sleeps, and only the first of a run (the sleeper waits for a first index).
+    sleepers: std::sync::atomic::AtomicUsize,
 }
 
 impl Watch {
@@ -296,11 +300,12 @@ impl Watch {
     }
 
     fn notify(&self, index: usize) {
-        self.ready
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push(index);
-        self.cond.notify_all();
+        let mut ready = self.ready.lock().unwrap_or_else(PoisonError::into_inner);
+        let first = ready.is_empty();
+        ready.push(index);
+        if first && self.sleepers.load(Ordering::Relaxed) > 0 {
+            self.cond.notify_all();
+        }
     }
 
     /// The indices that became ready since the last call, in the order they did; waits for at
@@ -315,11 +320,13 @@ impl Watch {
             if left.is_zero() {
                 break;
             }
+            self.sleepers.fetch_add(1, Ordering::Relaxed);
             ready = self
                 .cond
                 .wait_timeout(ready, left)
                 .unwrap_or_else(PoisonError::into_inner)
                 .0;
+            self.sleepers.fetch_sub(1, Ordering::Relaxed);
         }
         std::mem::take(&mut *ready)
     }
