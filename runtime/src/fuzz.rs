@@ -323,6 +323,7 @@ fn pool_task_seeds() -> Vec<Vec<u8>> {
         chunk: 1,
         entry: "tests::pool::square".into(),
         ticket: 0x5eed,
+        claim: 0,
     };
     let args = codec::encode(&(7u64, "x".to_string(), vec![1u32, 2])).unwrap_or_default();
     vec![
@@ -367,6 +368,7 @@ fn pool_ring_seeds() -> Vec<Vec<u8>> {
         chunk: 1,
         entry: "tests::pool::square".into(),
         ticket: 0x5eed,
+        claim: 1,
     };
     let args = codec::encode(&(7u64, "x".to_string(), vec![1u32, 2])).unwrap_or_default();
     vec![

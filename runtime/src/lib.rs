@@ -40,7 +40,7 @@ mod sync;
 mod sys;
 mod wire;
 
-/// The crate that defines [`Pod`](bytemuck::Pod), the bound of [`Value`] and [`Array`]: derive
+/// The crate that defines [`Pod`], the bound of [`Value`] and [`Array`]: derive
 /// it for your own types with `#[bytemuck(crate = "multiproc::bytemuck")]`.
 pub use bytemuck;
 /// Plain old data (the trait and its derive, from [`bytemuck`]): vectors and values of such

@@ -18,14 +18,14 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{mpsc, Arc, Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use super::jobs::{Lifecycle, Shared, Task};
+use super::jobs::{Lifecycle, Prefetched, Shared, Task};
 use super::launcher::{
     dispose, let_finish, Corpse, Helpers, Launcher, Order, Reapable, HELPER_GRACE,
 };
 use super::link::{Link, DRIVER, IDLE, LENT};
 use super::manage::Managed;
 use super::reply::{self, Expected, REPLY_STALL};
-use super::rings::Rings;
+use super::rings::{self, Rings};
 use super::worker::{Reply, RingsHeader, TaskHeader, WorkerConfig, WorkerMain};
 use crate::bootstrap::Launch;
 use crate::codec;
@@ -44,6 +44,66 @@ struct Busy {
     /// What the reply must carry back (see [`Shared::ticket`]).
     ticket: u64,
     deadline: Option<Instant>,
+    /// Whether it went in the worker's ring (a task may be queued behind it there).
+    in_ring: bool,
+    /// Its claim word, when it was put in the ring behind another task (0: none; see
+    /// `rings`), and the task itself, given to another worker if this one dies before it
+    /// claims it.
+    slot: u8,
+    task: Option<Task>,
+    /// Revoked from this worker and given to an idle one: answered unrun, and not delivered.
+    stolen: bool,
+}
+
+/// Puts the next queued task in `worker`'s ring behind the one it runs, when both go there:
+/// the worker starts it as soon as it is done with the first, without waiting for the driver.
+/// It runs only once the worker claims it (see `rings`): until then a `cancel` revokes it, and
+/// if the worker dies or is killed it goes to another worker.
+fn queue_behind(worker: &mut Worker, shared: &Shared) {
+    let Some(front) = &worker.task else {
+        return;
+    };
+    if !front.in_ring || worker.queued.is_some() || worker.sending.is_some() || !worker.open {
+        return;
+    }
+    let slot = if front.slot == 1 { 2 } else { 1 };
+    let mut state = shared.lock();
+    let Some(task) = state.queue.pop_front() else {
+        return;
+    };
+    let ticket = shared.ticket();
+    let header = TaskHeader {
+        job: task.job,
+        chunk: task.chunk,
+        ticket,
+        entry: task.entry.to_string(),
+        claim: slot,
+    };
+    let rings = &worker.link.rings;
+    rings.offer(slot, ticket);
+    if !rings.put_task(&header, &task.payload).unwrap_or(false) {
+        // Too large for the ring (or carries descriptors): it waits for an idle worker.
+        state.queue.push_front(task);
+        return;
+    }
+    state.prefetched.push(Prefetched {
+        job: task.job,
+        ticket,
+        slot,
+        link: worker.link.clone(),
+    });
+    drop(state);
+    worker.queued = Some(Busy {
+        job: task.job,
+        chunk: task.chunk,
+        ticket,
+        // Timed from when the worker is seen to finish the task before it.
+        deadline: None,
+        in_ring: true,
+        slot,
+        task: Some(task),
+        stolen: false,
+    });
 }
 
 /// A task could not be sent to `worker` (it is going away, or its stream is out of step after
@@ -62,7 +122,13 @@ struct Worker {
     link: Arc<Link>,
     name: String,
     open: bool,
+    /// The task it runs (or, once the reply before it is read, the one it is about to run).
     task: Option<Busy>,
+    /// A task put in its ring behind `task` (see [`queue_behind`]).
+    queued: Option<Busy>,
+    /// The reply to `queued`, read from the socket before the reply to `task` was read from
+    /// the ring: taken once that one is.
+    early: Option<(Reply, Encoded)>,
     /// The task being sent, when the socket could not take it whole: the rest goes as the
     /// worker makes room (see `poll_once`), never waited for.
     sending: Option<Sending>,
@@ -282,6 +348,8 @@ impl Driver {
             name,
             open: true,
             task: None,
+            queued: None,
+            early: None,
             sending: None,
             progress: None,
         });
@@ -336,7 +404,10 @@ impl Driver {
             if queued {
                 self.fail_if_starved();
             }
-            let busy = self.workers.iter().any(|w| w.task.is_some() || w.lent());
+            let busy = self
+                .workers
+                .iter()
+                .any(|w| w.task.is_some() || w.queued.is_some() || w.lent());
             if lifecycle == Lifecycle::Closed && !busy && ((!queued && !waiting) || broken) {
                 self.stop_all();
                 return;
@@ -476,6 +547,75 @@ impl Driver {
     }
 
     fn dispatch(&mut self) {
+        self.dispatch_idle();
+        // Every idle worker has a task, and more wait: a second one goes behind each running
+        // task (not with `maxtasksperchild`, whose workers exit after their last task, nor
+        // with a memory limit or a soft timeout, which judge a worker after each task, nor
+        // behind a worker being let go). A worker left idle takes a task queued behind
+        // another's instead.
+        let limits = &self.managed.limits;
+        if self.config.maxtasks.is_none()
+            && limits.max_memory.is_none()
+            && limits.soft_timeout.is_none()
+        {
+            if self.steal() {
+                self.dispatch_idle();
+            }
+            for worker in &mut self.workers {
+                if worker.ready() && !worker.retiring() {
+                    queue_behind(worker, &self.shared);
+                }
+            }
+        }
+    }
+
+    /// Tasks queued behind running ones, while the pool's queue is empty and workers idle:
+    /// revoked (when their workers did not claim them yet) and queued again, for the idle
+    /// workers. A task never waits behind another (which may run long) while a worker idles.
+    fn steal(&mut self) -> bool {
+        let idle = self
+            .workers
+            .iter()
+            .filter(|w| {
+                w.ready()
+                    && w.open
+                    && w.task.is_none()
+                    && w.link.state.load(Ordering::Acquire) == IDLE
+            })
+            .count();
+        let behind = |w: &Worker| w.queued.as_ref().is_some_and(|q| !q.stolen);
+        if idle == 0 || !self.workers.iter().any(behind) {
+            return false;
+        }
+        let mut state = self.shared.lock();
+        if !state.queue.is_empty() {
+            return false;
+        }
+        let mut stolen = 0;
+        for worker in &mut self.workers {
+            if stolen == idle {
+                break;
+            }
+            let rings = &worker.link.rings;
+            let Some(queued) = &mut worker.queued else {
+                continue;
+            };
+            if queued.stolen || !rings.revoke(queued.slot, queued.ticket) {
+                continue;
+            }
+            queued.stolen = true;
+            if let Some(task) = queued.task.take() {
+                let ticket = queued.ticket;
+                state.prefetched.retain(|p| p.ticket != ticket);
+                state.queue.push_back(task);
+                stolen += 1;
+            }
+        }
+        stolen > 0
+    }
+
+    /// Hands queued tasks to idle workers.
+    fn dispatch_idle(&mut self) {
         for worker in &mut self.workers {
             if !worker.ready() || !worker.open || worker.task.is_some() || worker.retiring() {
                 continue;
@@ -502,12 +642,17 @@ impl Driver {
                 chunk: task.chunk,
                 ticket: self.shared.ticket(),
                 entry: task.entry.to_string(),
+                claim: 0,
             };
-            let busy = Busy {
+            let mut busy = Busy {
                 job: task.job,
                 chunk: task.chunk,
                 ticket: header.ticket,
                 deadline: self.task_timeout.and_then(sys::deadline_after),
+                in_ring: true,
+                slot: 0,
+                task: None,
+                stolen: false,
             };
             // In the ring when it goes there (the socket takes the rest, and a ring that
             // refuses it).
@@ -521,6 +666,7 @@ impl Driver {
                 spare::give(task.payload.bytes);
                 continue;
             }
+            busy.in_ring = false;
             // Without waiting: a worker that stops reading must not stop the driver.
             let sent = wire::try_send_message(&worker.popen.control, &header, &task.payload);
             match sent {
@@ -571,6 +717,9 @@ impl Driver {
     }
 
     fn poll_once(&mut self) -> Result<()> {
+        // Tasks queued from now on wake the driver; those queued before are dispatched here.
+        self.shared.sleeps(true);
+        self.dispatch();
         let mut fds = vec![libc::pollfd {
             fd: self.shared.wake.as_raw_fd(),
             events: libc::POLLIN,
@@ -583,6 +732,17 @@ impl Driver {
         // The workers whose reply may come in their ring: told that the driver sleeps, then
         // looked at once more (see `rings`).
         let ringing: Vec<bool> = self.workers.iter().map(Worker::awaits_ring).collect();
+        // A short task's reply comes within a few microseconds: looked for awake (no system
+        // call, no wake-up by the worker's doorbell) before the driver sleeps.
+        if ringing.contains(&true) {
+            let workers = &self.workers;
+            rings::spin(|| {
+                workers
+                    .iter()
+                    .zip(&ringing)
+                    .any(|(w, &r)| r && w.link.rings.reply_waiting())
+            });
+        }
         let mut in_ring = false;
         for (worker, &ringing) in self.workers.iter().zip(&ringing) {
             if ringing {
@@ -650,6 +810,7 @@ impl Driver {
                 .min()
         };
         let polled = sys::poll_many(&mut fds, deadline);
+        self.shared.sleeps(false);
         for (worker, &ringing) in self.workers.iter().zip(&ringing) {
             if ringing {
                 worker.link.rings.parent_sleeps(false);
@@ -672,7 +833,7 @@ impl Driver {
             // A look at the ring costs no system call: every worker that may have replied
             // there, rung or not.
             if ringing[i] {
-                self.take_ring_reply(i);
+                while self.take_ring_reply(i) {}
             }
             if trio[0].revents & !libc::POLLOUT != 0 || buffered[i] {
                 self.read_reply(i);
@@ -746,10 +907,27 @@ impl Driver {
         if !worker.awaits_ring() {
             return false;
         }
+        // With a task queued behind the first, replies may come both ways: the socket is
+        // looked at first (see `socket_first`).
+        let pipelined = worker.queued.is_some();
+        if pipelined {
+            if !worker.link.rings.reply_waiting() {
+                return false;
+            }
+            if let Some(done) = self.socket_first(i) {
+                return done;
+            }
+        }
+        let worker = &self.workers[i];
         match worker.link.rings.take_reply::<Reply>() {
             Ok(None) => false,
             Ok(Some((reply, body))) => {
-                if let Some(what) = reply::written_beside(&worker.link) {
+                let beside = if pipelined {
+                    None
+                } else {
+                    reply::written_beside(&worker.link)
+                };
+                if let Some(what) = beside {
                     self.out_of_protocol(i, ErrorKind::Codec, &what);
                     return false;
                 }
@@ -760,6 +938,50 @@ impl Driver {
                 self.out_of_protocol(i, ErrorKind::Codec, &reply::bad_reply(&err));
                 false
             }
+        }
+    }
+
+    /// Worker `i` holds a task queued behind the one it runs, and a reply waits in its ring:
+    /// the reply to the first may be on the socket (a large result), and then comes before the
+    /// ring's; or the reply to the first is in the ring, and the one to the task behind may be
+    /// on the socket, whole (kept until the first's is read, see `take_reply`) or still
+    /// coming. A worker writes the whole of a reply before it takes its next task, so a
+    /// message begun on the socket and not whole is out of protocol unless the worker claimed
+    /// the task behind. `Some(done)`: what [`take_ring_reply`](Self::take_ring_reply) returns;
+    /// `None`: the ring's reply is next.
+    fn socket_first(&mut self, i: usize) -> Option<bool> {
+        let worker = &mut self.workers[i];
+        let (received, mid_message) = {
+            let mut inbox = worker
+                .link
+                .inbox
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            let received = inbox.try_recv::<Reply>(&worker.popen.control);
+            (received, inbox.mid_message())
+        };
+        match received {
+            Ok(wire::Received::Message(reply, body)) => {
+                worker.progress = None;
+                Some(self.take_reply(i, reply, body))
+            }
+            Ok(wire::Received::Partial)
+                if mid_message
+                    && !worker
+                        .queued
+                        .as_ref()
+                        .is_some_and(|q| worker.link.rings.claimed(q.slot, q.ticket)) =>
+            {
+                let what = "a reply in the ring in the middle of a message on the socket";
+                self.out_of_protocol(i, ErrorKind::Codec, what);
+                Some(false)
+            }
+            Err(err) if err.kind() == ErrorKind::Codec => {
+                self.out_of_protocol(i, ErrorKind::Codec, &reply::bad_reply(&err));
+                Some(false)
+            }
+            // Nothing, or a worker gone after its replies: the ring's reply is next.
+            _ => None,
         }
     }
 
@@ -776,6 +998,18 @@ impl Driver {
                     .mark_broken(Error::new(ErrorKind::InitializerFailed, message));
             }
             reply => {
+                if let Reply::Done { ticket, .. } | Reply::DoneMeasured { ticket, .. } = &reply {
+                    let behind = worker.queued.as_ref().is_some_and(|q| q.ticket == *ticket);
+                    if behind
+                        && worker.early.is_none()
+                        && worker.task.as_ref().is_some_and(|b| b.ticket != *ticket)
+                    {
+                        // The reply to the task queued behind, read from the socket before
+                        // the reply to the first was read from the ring: taken after it.
+                        worker.early = Some((reply, body));
+                        return true;
+                    }
+                }
                 let resident = reply::resident(&reply);
                 // The reply to the task it holds, once wholly sent, and only that.
                 let expected = match (&worker.task, &worker.sending) {
@@ -800,11 +1034,26 @@ impl Driver {
                     .link
                     .note_resident(resident, self.managed.limits.max_memory);
                 worker.link.done.fetch_add(1, Ordering::AcqRel);
-                worker.link.state.store(IDLE, Ordering::Release);
+                match worker.queued.take() {
+                    // The task queued behind it is the worker's now: timed from here.
+                    Some(mut next) => {
+                        next.deadline = self.task_timeout.and_then(sys::deadline_after);
+                        worker.task = Some(next);
+                    }
+                    None => worker.link.state.store(IDLE, Ordering::Release),
+                }
+                if busy.slot != 0 {
+                    self.shared.unprefetch(busy.ticket);
+                }
                 // The worker gets its next task before this result is decoded: decoding
                 // (and callbacks) then overlap with the worker's computing.
                 self.dispatch();
-                self.shared.deliver(busy.job, busy.chunk, result);
+                if !busy.stolen {
+                    self.shared.deliver(busy.job, busy.chunk, result);
+                }
+                if let Some((reply, body)) = self.workers[i].early.take() {
+                    return self.take_reply(i, reply, body);
+                }
             }
         }
         true
@@ -845,6 +1094,45 @@ impl Driver {
             worker.task = None;
             self.shared.lock().queue.push_front(sending.task);
             self.shared.wake();
+        }
+        // Tasks in its ring that it never claimed did not run: other workers take them. One it
+        // claimed ran, and fails as the task of a dead worker.
+        let rings = &worker.link.rings;
+        let mut unrun = Vec::new();
+        if let Some(queued) = worker.queued.take() {
+            if rings.revoke(queued.slot, queued.ticket) {
+                unrun.push(queued);
+            } else if worker.task.is_none() {
+                worker.task = Some(queued);
+            } else {
+                // Claimed, so the task before it was done, but its reply was not read (the
+                // worker was already deemed out of protocol): both fail.
+                let err = reply::died(&worker.link, None, "after its reply was cut short");
+                self.shared.deliver(queued.job, queued.chunk, Err(err));
+            }
+        }
+        if worker
+            .task
+            .as_ref()
+            .is_some_and(|b| b.slot != 0 && rings.revoke(b.slot, b.ticket))
+        {
+            unrun.extend(worker.task.take());
+        }
+        if !unrun.is_empty() {
+            let mut state = self.shared.lock();
+            for busy in unrun.into_iter().rev() {
+                state.prefetched.retain(|p| p.ticket != busy.ticket);
+                if let Some(task) = busy.task {
+                    state.queue.push_front(task);
+                }
+            }
+            drop(state);
+            self.shared.wake();
+        }
+        if let Some(busy) = &worker.task {
+            if busy.slot != 0 {
+                self.shared.unprefetch(busy.ticket);
+            }
         }
         self.bury_off(Corpse::Worker(Box::new(worker)));
     }
@@ -892,14 +1180,68 @@ impl Driver {
         if jobs.is_empty() {
             return;
         }
-        for worker in &mut self.workers {
-            if worker.task.as_ref().is_some_and(|b| jobs.contains(&b.job)) {
-                worker.task = None;
-                worker.sending = None;
-                worker.open = false;
-                let _ = worker.popen.signal(libc::SIGKILL);
+        for i in 0..self.workers.len() {
+            // Its task queued behind, if it claimed it, is the one it runs: the cancel revoked
+            // it otherwise.
+            if !self.read_through(i) {
+                continue;
             }
+            let worker = &self.workers[i];
+            let Some(busy) = &worker.task else {
+                continue;
+            };
+            let rings = &worker.link.rings;
+            // Not the cancelled job's, or never to run (the cancel revoked it before the
+            // worker claimed it: the worker answers it unrun, in its turn).
+            if !worker.open
+                || !jobs.contains(&busy.job)
+                || (busy.slot != 0 && rings.revoke(busy.slot, busy.ticket))
+            {
+                continue;
+            }
+            // The task behind it must not run (another worker takes it at the burial);
+            // claimed just now, the cancelled one is done.
+            if worker
+                .queued
+                .as_ref()
+                .is_some_and(|q| !rings.revoke(q.slot, q.ticket))
+            {
+                continue;
+            }
+            let worker = &mut self.workers[i];
+            worker.task = None;
+            worker.sending = None;
+            worker.open = false;
+            let _ = worker.popen.signal(libc::SIGKILL);
         }
+    }
+
+    /// When worker `i` claimed the task queued behind the one it held first, the first is
+    /// done and its reply here whole (a worker writes it before it takes the next): read it.
+    /// `false`: the worker sent none, and was killed as out of protocol.
+    fn read_through(&mut self, i: usize) -> bool {
+        let claimed = |worker: &Worker| {
+            worker.open
+                && worker
+                    .queued
+                    .as_ref()
+                    .is_some_and(|q| worker.link.rings.claimed(q.slot, q.ticket))
+        };
+        if !claimed(&self.workers[i]) {
+            return true;
+        }
+        let ticket = self.workers[i].queued.as_ref().map(|q| q.ticket);
+        let behind = |worker: &Worker| worker.queued.as_ref().map(|q| q.ticket) == ticket;
+        while self.workers[i].open
+            && behind(&self.workers[i])
+            && (self.take_ring_reply(i) || self.read_reply(i))
+        {}
+        if self.workers[i].open && behind(&self.workers[i]) {
+            let what = "a task claimed before the reply to the task before it";
+            self.out_of_protocol(i, ErrorKind::Codec, what);
+            return false;
+        }
+        true
     }
 
     fn enforce_timeouts(&mut self) {
@@ -910,14 +1252,52 @@ impl Driver {
                 self.out_of_protocol(i, ErrorKind::Codec, &reply::stalled());
             }
         }
-        for worker in &mut self.workers {
-            let overdue = worker
-                .task
-                .as_ref()
-                .and_then(|b| b.deadline)
-                .is_some_and(|d| d <= now);
-            if !overdue {
+        for i in 0..self.workers.len() {
+            let overdue = |worker: &Worker| {
+                worker
+                    .task
+                    .as_ref()
+                    .and_then(|b| b.deadline)
+                    .is_some_and(|d| d <= now)
+            };
+            if !overdue(&self.workers[i]) {
                 continue;
+            }
+            // Only the task it runs times out: the one queued behind it, if claimed, is the
+            // one it runs (the first is done: its reply is read here, and the one behind is
+            // timed from then); if not, it never runs, and goes to another worker at the
+            // burial.
+            if !self.read_through(i) || !overdue(&self.workers[i]) {
+                continue;
+            }
+            let worker = &mut self.workers[i];
+            // A worker that hung up (its socket at end of file) but lives on with its task is
+            // killed as any other: only a live link has tasks to revoke in its ring.
+            if worker.open {
+                let rings = &worker.link.rings;
+                if worker
+                    .queued
+                    .as_ref()
+                    .is_some_and(|q| !rings.revoke(q.slot, q.ticket))
+                {
+                    // Claimed just now: the first is done, its reply read next round.
+                    continue;
+                }
+                // A task it had not claimed yet (a stopped worker) did not start: another takes
+                // it at the burial.
+                let unclaimed = worker
+                    .task
+                    .as_ref()
+                    .is_some_and(|b| b.slot != 0 && worker.link.rings.revoke(b.slot, b.ticket));
+                if unclaimed {
+                    if let Some(busy) = &mut worker.task {
+                        busy.deadline = None;
+                    }
+                    worker.sending = None;
+                    let _ = worker.popen.signal(libc::SIGKILL);
+                    worker.open = false;
+                    continue;
+                }
             }
             let Some(busy) = worker.task.take() else {
                 continue;

@@ -62,6 +62,21 @@ pub(crate) struct Task {
     pub queued: Instant,
 }
 
+/// A task queued in a worker's ring behind the one it runs (see [`State::prefetched`]).
+pub(crate) struct Prefetched {
+    pub job: u64,
+    pub ticket: u64,
+    /// Its claim word.
+    pub slot: u8,
+    pub link: Arc<Link>,
+}
+
+impl Prefetched {
+    fn unclaimed(&self) -> bool {
+        self.link.rings.unclaimed(self.slot, self.ticket)
+    }
+}
+
 pub(crate) struct State {
     pub lifecycle: Lifecycle,
     pub queue: VecDeque<Task>,
@@ -76,6 +91,9 @@ pub(crate) struct State {
     cancelling: HashSet<u64>,
     /// Cancelled jobs whose running chunks' workers are to be killed (see `take_kills`).
     kills: HashSet<u64>,
+    /// Tasks the driver put in a worker's ring behind the task it runs: still queued until
+    /// the worker claims them, and revoked by a cancel that comes first (see `rings`).
+    pub(super) prefetched: Vec<Prefetched>,
     pub broken: Option<Error>,
     joining: bool,
     next_job: u64,
@@ -110,6 +128,8 @@ pub(crate) struct Shared {
     ticket_key: std::collections::hash_map::RandomState,
     /// Whether `kills` has jobs: the driver looks at no lock for them otherwise.
     kills_pending: AtomicBool,
+    /// Whether the driver sleeps (see [`Shared::nudge`]).
+    driver_sleeps: AtomicBool,
 }
 
 /// The error of cancelled work.
@@ -135,6 +155,7 @@ impl Shared {
                 forgotten: HashSet::new(),
                 delivering: HashSet::new(),
                 cancelling: HashSet::new(),
+                prefetched: Vec::new(),
                 kills: HashSet::new(),
                 broken: None,
                 joining: false,
@@ -148,6 +169,7 @@ impl Shared {
             tickets: AtomicU64::new(0),
             ticket_key: std::collections::hash_map::RandomState::new(),
             kills_pending: AtomicBool::new(false),
+            driver_sleeps: AtomicBool::new(true),
         }))
     }
 
@@ -167,6 +189,22 @@ impl Shared {
 
     pub(crate) fn wake(&self) {
         sys::eventfd_signal(self.wake.as_fd());
+    }
+
+    /// Wakes the driver for tasks just queued, only if it sleeps (or is about to): an awake
+    /// driver looks at the queue before it sleeps (see [`Shared::sleeps`]). A burst of
+    /// submits then costs no system call and no wake-up per task.
+    fn nudge(&self) {
+        if self.driver_sleeps.load(Ordering::SeqCst) {
+            self.wake();
+        }
+    }
+
+    /// The driver is about to sleep (`true`: it dispatches once more after saying so, under
+    /// the queue's lock, so that a task queued before that is seen and one queued after it
+    /// wakes it), or is awake again.
+    pub(super) fn sleeps(&self, sleeps: bool) {
+        self.driver_sleeps.store(sleeps, Ordering::SeqCst);
     }
 
     /// Called by the driver thread as it starts (see [`in_driver`](Self::in_driver)).
@@ -301,7 +339,7 @@ impl Shared {
         }
         state.queue.extend(tasks(job));
         drop(state);
-        self.wake();
+        self.nudge();
         Ok(job)
     }
 
@@ -326,7 +364,7 @@ impl Shared {
         }
         state.queue.extend(tasks);
         drop(state);
-        self.wake();
+        self.nudge();
         Ok(())
     }
 
@@ -350,7 +388,15 @@ impl Shared {
     /// is still queued is cancelled. Returns whether it was; `false` when the job is done.
     pub(crate) fn cancel(&self, job: u64, kill: bool, only_if_queued: bool) -> bool {
         let mut state = self.lock();
-        if only_if_queued && !state.queue.iter().any(|t| t.job == job) {
+        // Its tasks queued in a ring are revoked (they will not run) unless a worker claimed
+        // them first.
+        let mut revoked = false;
+        state.prefetched.retain(|p| {
+            let gone = p.job == job && p.link.rings.revoke(p.slot, p.ticket);
+            revoked |= gone;
+            !gone
+        });
+        if only_if_queued && !revoked && !state.queue.iter().any(|t| t.job == job) {
             return false;
         }
         let sink = state.jobs.remove(&job);
@@ -382,7 +428,13 @@ impl Shared {
     /// Cancels every job that still has a task in the queue (the executor's
     /// `shutdown(cancel_futures)`); returns how many.
     pub(crate) fn cancel_queued(&self) -> usize {
-        let jobs: HashSet<u64> = self.lock().queue.iter().map(|t| t.job).collect();
+        let jobs: HashSet<u64> = {
+            let state = self.lock();
+            let prefetched = state.prefetched.iter().filter(|p| p.unclaimed());
+            (state.queue.iter().map(|t| t.job))
+                .chain(prefetched.map(|p| p.job))
+                .collect()
+        };
         jobs.into_iter()
             .filter(|&job| self.cancel(job, false, false))
             .count()
@@ -390,7 +442,18 @@ impl Shared {
 
     /// Whether a task of `job` waits in the queue (no worker has it yet).
     pub(crate) fn is_queued(&self, job: u64) -> bool {
-        self.lock().queue.iter().any(|t| t.job == job)
+        let state = self.lock();
+        state.queue.iter().any(|t| t.job == job)
+            || state
+                .prefetched
+                .iter()
+                .any(|p| p.job == job && p.unclaimed())
+    }
+
+    /// The task of `ticket` left a worker's ring (it ran, or goes back to the queue).
+    pub(super) fn unprefetch(&self, ticket: u64) {
+        let mut state = self.lock();
+        state.prefetched.retain(|p| p.ticket != ticket);
     }
 
     /// The jobs whose running chunks' workers must be killed (`cancel` with `kill`), for the
@@ -453,6 +516,7 @@ impl Shared {
         let jobs: Vec<Box<dyn Sink>> = {
             let mut state = self.lock();
             state.queue.clear();
+            state.prefetched.clear();
             state.lazy.clear();
             state.jobs.drain().map(|(_, sink)| sink).collect()
         };

@@ -430,6 +430,7 @@ impl Pool {
             chunk: 0,
             ticket: self.shared.ticket(),
             entry: F::NAME.to_string(),
+            claim: 0,
         };
         let died = |what: &str| {
             self.shared.wake();

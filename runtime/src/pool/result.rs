@@ -11,6 +11,7 @@ use std::fmt;
 use std::future::Future;
 use std::panic::{self, AssertUnwindSafe};
 use std::pin::Pin;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
@@ -57,6 +58,9 @@ struct SlotState<T> {
     waker: Option<Waker>,
     /// Waits over several results (`as_completed`, `wait`), told this one's index when ready.
     watchers: Vec<(Arc<Watch>, usize)>,
+    /// Threads blocked on the slot's condition variable: it is notified only if there are
+    /// (a notify is a system call, once per result on the driver thread otherwise).
+    sleepers: usize,
 }
 
 pub(crate) struct Slot<T> {
@@ -79,6 +83,7 @@ impl<T> Slot<T> {
                 on_done: Vec::new(),
                 waker: None,
                 watchers: Vec::new(),
+                sleepers: 0,
             }),
             cond: Condvar::new(),
             job: OnceLock::new(),
@@ -157,11 +162,13 @@ impl<T> Slot<T> {
             if left.is_zero() {
                 return false;
             }
+            state.sleepers += 1;
             state = self
                 .cond
                 .wait_timeout(state, left)
                 .unwrap_or_else(PoisonError::into_inner)
                 .0;
+            state.sleepers -= 1;
         }
         true
     }
@@ -217,10 +224,12 @@ impl<T> Slot<T> {
     fn settled_or_pending(&self) -> MutexGuard<'_, SlotState<T>> {
         let mut state = self.lock();
         while state.completing && !state.ready {
+            state.sleepers += 1;
             state = self
                 .cond
                 .wait(state)
                 .unwrap_or_else(PoisonError::into_inner);
+            state.sleepers -= 1;
         }
         state
     }
@@ -249,7 +258,9 @@ impl<T> Slot<T> {
             let mut state = self.lock();
             state.value = Some(result);
             state.ready = true;
-            self.cond.notify_all();
+            if state.sleepers > 0 {
+                self.cond.notify_all();
+            }
             (state.waker.take(), std::mem::take(&mut state.watchers))
         };
         // Outside the lock: a waker may run the task at once, on this thread.
@@ -278,6 +289,9 @@ fn run_done<T>(outcome: std::result::Result<&T, &Error>, callbacks: Vec<OnDone<T
 pub(crate) struct Watch {
     ready: Mutex<Vec<usize>>,
     cond: Condvar,
+    /// Threads blocked on `cond` (changed under `ready`'s lock): a ready slot notifies only
+    /// when one sleeps, and only the first of a run (the sleeper waits for a first index).
+    sleepers: std::sync::atomic::AtomicUsize,
 }
 
 impl Watch {
@@ -286,11 +300,12 @@ impl Watch {
     }
 
     fn notify(&self, index: usize) {
-        self.ready
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push(index);
-        self.cond.notify_all();
+        let mut ready = self.ready.lock().unwrap_or_else(PoisonError::into_inner);
+        let first = ready.is_empty();
+        ready.push(index);
+        if first && self.sleepers.load(Ordering::Relaxed) > 0 {
+            self.cond.notify_all();
+        }
     }
 
     /// The indices that became ready since the last call, in the order they did; waits for at
@@ -305,11 +320,13 @@ impl Watch {
             if left.is_zero() {
                 break;
             }
+            self.sleepers.fetch_add(1, Ordering::Relaxed);
             ready = self
                 .cond
                 .wait_timeout(ready, left)
                 .unwrap_or_else(PoisonError::into_inner)
                 .0;
+            self.sleepers.fetch_sub(1, Ordering::Relaxed);
         }
         std::mem::take(&mut *ready)
     }
@@ -485,11 +502,13 @@ impl<T> AsyncResult<T> {
         }
         let mut state = self.slot.lock();
         while !state.ready {
+            state.sleepers += 1;
             state = self
                 .slot
                 .cond
                 .wait(state)
                 .unwrap_or_else(PoisonError::into_inner);
+            state.sleepers -= 1;
         }
     }
 
@@ -508,12 +527,14 @@ impl<T> AsyncResult<T> {
             if left.is_zero() {
                 return false;
             }
+            state.sleepers += 1;
             state = self
                 .slot
                 .cond
                 .wait_timeout(state, left)
                 .unwrap_or_else(PoisonError::into_inner)
                 .0;
+            state.sleepers -= 1;
         }
         true
     }

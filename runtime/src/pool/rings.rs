@@ -5,11 +5,23 @@
 //! messages with descriptors or byte blocks, messages larger than [`RECORD_MAX`], the
 //! worker's `Ready` and initializer failure, and every end of file.
 //!
-//! # One message in flight each way
+//! # Two messages in flight each way at most
 //!
-//! The pool hands a worker one task at a time and waits for its reply: a ring holds at most
-//! one message, so a put never finds it full (a put that does, from a corrupt ring, falls back
-//! on the socket). Which way a message went does not matter to its reader, which looks at both.
+//! The pool hands a worker at most two tasks at a time (one running, one queued behind it, see
+//! below): a ring holds at most two messages, which its 256 KiB always take, so a put never
+//! finds it full (a put that does, from a corrupt ring, falls back on the socket, or for a
+//! queued task is not made). Which way a message went does not matter to its reader, which looks at both.
+//!
+//! # Tasks queued behind a running one
+//!
+//! The driver may put a second task in the ring while the worker runs one (see
+//! `Driver::dispatch`), so that the worker goes from one to the next without waiting for the
+//! driver. Such a task names a claim word (`TaskHeader::claim`), which holds its ticket: the
+//! worker takes the word (ticket to 0) before it runs the task; whoever wants the task not to
+//! run (a caller's `cancel`, or the driver before it kills the worker for the task it runs)
+//! revokes it (ticket to its complement). One compare-and-swap each, so exactly one of them
+//! wins: a revoked task never runs (the worker answers it `Cancelled` unrun), and a claimed
+//! one is known to run.
 //!
 //! # Doorbells
 //!
@@ -55,7 +67,11 @@ const REGION_BYTES: usize = BELLS_AT + 4096;
 const WORKER_SLEEPS: usize = 0;
 const PARENT_SLEEPS: usize = 1;
 const WORKER_CLOSED: usize = 2;
-const WORDS: usize = 3;
+/// The claim words of tasks queued behind a running one (see [`Rings::claim`]): two, used in
+/// turn, since a worker holds at most one task queued behind the one it runs.
+const CLAIMS: usize = 2;
+/// How many of the words after the rings are in use: the three above, then the claims.
+const WORDS: usize = 3 + CLAIMS;
 
 /// The largest record a ring carries: a message's encoded header and payload, and their
 /// 4-byte split. Larger ones go on the socket.
@@ -216,6 +232,63 @@ impl Rings {
             .words(BELLS_AT, WORDS)
             .ok()
             .map(|words| &words[which])
+    }
+
+    /// The claim word `slot` (1 or 2; 0 names none).
+    fn claim_word(&self, slot: u8) -> Option<&AtomicU64> {
+        match slot as usize {
+            0 => None,
+            n if n <= CLAIMS => self.bell_word(WORKER_CLOSED + n),
+            _ => None,
+        }
+    }
+
+    /// Parent: the task of `ticket`, about to be put behind a running one, may be claimed
+    /// through word `slot` (see the module docs).
+    pub(crate) fn offer(&self, slot: u8, ticket: u64) {
+        if let Some(word) = self.claim_word(slot) {
+            word.store(ticket, Ordering::SeqCst);
+        }
+    }
+
+    /// Parent (the driver, or a caller's `cancel`): the queued task of `ticket` in word `slot`
+    /// will not run; `false` when the worker has already claimed it (it runs or ran).
+    pub(crate) fn revoke(&self, slot: u8, ticket: u64) -> bool {
+        let Some(word) = self.claim_word(slot) else {
+            return false;
+        };
+        match word.compare_exchange(ticket, !ticket, Ordering::SeqCst, Ordering::SeqCst) {
+            Ok(_) => true,
+            Err(now) => now == !ticket,
+        }
+    }
+
+    /// Parent: whether the queued task of `ticket` in word `slot` is still unclaimed (neither
+    /// run nor revoked).
+    pub(crate) fn unclaimed(&self, slot: u8, ticket: u64) -> bool {
+        self.claim_word(slot)
+            .is_some_and(|word| word.load(Ordering::SeqCst) == ticket)
+    }
+
+    /// Parent: whether the worker claimed the queued task of `ticket` in word `slot` (it
+    /// runs or ran it).
+    pub(crate) fn claimed(&self, slot: u8, ticket: u64) -> bool {
+        self.claim_word(slot).is_some_and(|word| {
+            let now = word.load(Ordering::SeqCst);
+            now != ticket && now != !ticket
+        })
+    }
+
+    /// Worker: claims the task of `ticket` before running it; `false` when it was revoked (it
+    /// must not run). A task that names no claim word runs.
+    pub(crate) fn claim(&self, slot: u8, ticket: u64) -> bool {
+        let Some(word) = self.claim_word(slot) else {
+            return true;
+        };
+        match word.compare_exchange(ticket, 0, Ordering::SeqCst, Ordering::SeqCst) {
+            Ok(_) => true,
+            Err(now) => now != !ticket,
+        }
     }
 
     /// Puts a message in `ring` if it can go there; rings `bell` if the reader sleeps.

@@ -56,6 +56,10 @@ pub(crate) struct TaskHeader {
     /// Echoed in the reply: a reply that does not carry it back answers no task of this worker.
     pub ticket: u64,
     pub entry: String,
+    /// The claim word of a task queued behind a running one (1 or 2; 0: none): the worker
+    /// claims the task there before it runs it, and does not run it if it was revoked (see
+    /// `rings`).
+    pub claim: u8,
 }
 
 /// Worker to parent: the header of a message. With `TaskOutcome::Ok`, its body is the encoded
@@ -194,7 +198,17 @@ fn serve(config: WorkerConfig) {
             fds,
             blocks,
         } = task;
+        let claimed = rings.claim(header.claim, header.ticket);
         let (outcome, results) = match registry::lookup(&header.entry) {
+            // Revoked while queued in the ring (cancelled, or its worker is being killed):
+            // answered unrun, in its turn.
+            _ if !claimed => (
+                TaskOutcome::Failed {
+                    kind: ErrorKind::Cancelled,
+                    message: "the work was cancelled".to_string(),
+                },
+                Encoded::default(),
+            ),
             Err(err) => (
                 TaskOutcome::Failed {
                     kind: err.kind(),
