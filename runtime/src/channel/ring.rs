@@ -627,7 +627,7 @@ impl Ring {
                 }
                 Wait::Until(deadline) => deadline,
             };
-            if self.spin(|| self.has_records()) {
+            if spin(|| self.has_records()) {
                 continue;
             }
             let leave = match check() {
@@ -671,7 +671,7 @@ impl Ring {
         sliced: bool,
         stop: impl Fn() -> bool,
     ) -> Result<bool> {
-        if self.has_records() || self.spin(|| self.has_records()) {
+        if self.has_records() || spin(|| self.has_records()) {
             return Ok(true);
         }
         self.sleep(
@@ -700,29 +700,6 @@ impl Ring {
         used <= cap
             && cap - used >= pad + need
             && (bound == 0 || count(tail).wrapping_sub(count(head)) < bound)
-    }
-
-    /// Spins up to [`SPIN`] until `ready`: busy for the first microsecond, then yielding the
-    /// processor between looks. On a machine whose cores are all busy, the process this
-    /// waiter has just woken may be queued behind it on its own core: a busy spin would keep
-    /// it from running (and from answering) until the spin ends.
-    fn spin(&self, ready: impl Fn() -> bool) -> bool {
-        let start = Instant::now();
-        loop {
-            for _ in 0..64 {
-                if ready() {
-                    return true;
-                }
-                std::hint::spin_loop();
-            }
-            let spun = start.elapsed();
-            if spun >= SPIN {
-                return false;
-            }
-            if spun >= BUSY_SPIN {
-                std::thread::yield_now();
-            }
-        }
     }
 
     /// Sleeps on `word` unless `ready`, until a wake-up or `deadline` (with `sliced`, at most
@@ -791,6 +768,30 @@ fn socket_item(end: &Endpoint, seq: u64) -> Result<Received> {
             Incoming::Nothing | Incoming::Eof => {
                 return Err(corrupt("the socket record of an item is missing"))
             }
+        }
+    }
+}
+
+/// Spins up to [`SPIN`] until `ready` (whether it is), for a ring's reader here and a pool
+/// worker's rings (`pool::rings`): busy for the first microsecond, then yielding the
+/// processor between looks. On a machine whose cores are all busy, the process this
+/// waiter has just woken may be queued behind it on its own core: a busy spin would keep
+/// it from running (and from answering) until the spin ends.
+pub(crate) fn spin(ready: impl Fn() -> bool) -> bool {
+    let start = Instant::now();
+    loop {
+        for _ in 0..64 {
+            if ready() {
+                return true;
+            }
+            std::hint::spin_loop();
+        }
+        let spun = start.elapsed();
+        if spun >= SPIN {
+            return false;
+        }
+        if spun >= BUSY_SPIN {
+            std::thread::yield_now();
         }
     }
 }

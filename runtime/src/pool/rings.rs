@@ -45,7 +45,6 @@ use std::cell::RefCell;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::atomic::{fence, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -77,10 +76,8 @@ const WORDS: usize = 3 + CLAIMS;
 /// 4-byte split. Larger ones go on the socket.
 pub(crate) const RECORD_MAX: usize = INLINE_MAX;
 
-/// How long a reader looks for a message before it sleeps (as the queues' rings).
-pub(crate) const SPIN: Duration = Duration::from_micros(20);
-/// How long it spins without yielding the processor.
-pub(crate) const BUSY_SPIN: Duration = Duration::from_micros(1);
+/// A reader looks for a message a few microseconds before it sleeps, as the queues' readers.
+pub(crate) use crate::channel::ring::spin;
 
 thread_local! {
     /// The record being put: reused, no allocation per message.
@@ -471,32 +468,10 @@ pub(crate) fn forged_seed<H: Serialize>(header: &H, payload: &[u8]) -> Vec<u8> {
     out
 }
 
-/// Spins until `ready` or [`SPIN`] passes, busy for [`BUSY_SPIN`], then yielding the processor
-/// between looks (on a machine whose cores are busy, the process awaited may be queued behind
-/// this one). Whether `ready`. Only the ring is looked at: what comes on the socket (a large
-/// message) is seen by the poll that follows.
-pub(crate) fn spin(ready: impl Fn() -> bool) -> bool {
-    let start = Instant::now();
-    loop {
-        for _ in 0..64 {
-            if ready() {
-                return true;
-            }
-            std::hint::spin_loop();
-        }
-        let spun = start.elapsed();
-        if spun >= SPIN {
-            return false;
-        }
-        if spun >= BUSY_SPIN {
-            std::thread::yield_now();
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Instant;
 
     #[test]
     fn a_record_round_trips_and_garbage_is_refused() {
