@@ -2516,36 +2516,18 @@ fn ring_lock_held_by_a_task(m: StartMethod) -> Outcome {
     })
 }
 
-/// CPU time (user + system, in clock ticks) of the process or thread whose `stat` is `path`.
-fn cpu_ticks(path: &str) -> Result<u64, libtest_mimic::Failed> {
-    let stat = std::fs::read_to_string(path)?;
-    // After the command name (in parentheses, which may hold spaces): fields 3 on; utime and
-    // stime are fields 14 and 15.
-    let rest = stat.rsplit_once(')').ok_or("no command name in stat")?.1;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    Ok(fields[11].parse::<u64>()? + fields[12].parse::<u64>()?)
-}
-
 /// An idle pool sleeps: its worker and its driver thread, after the few microseconds they
 /// spin on a ring, wait in `poll(2)`, and take next to no CPU time while nothing comes.
 fn idle_pool_sleeps(m: StartMethod) -> Outcome {
     let pool = pool(m, 1)?;
     let pid = pool.apply(pid_of, 0)?;
     check_eq!(pool.apply(square, 3)?, 9);
-    let drivers: Vec<String> = std::fs::read_dir("/proc/self/task")?
-        .flatten()
-        .map(|task| task.path().to_string_lossy().into_owned())
-        .filter(|task| {
-            std::fs::read_to_string(format!("{task}/comm"))
-                .is_ok_and(|comm| comm.trim() == "multiproc-pool")
-        })
-        .collect();
-    check!(!drivers.is_empty(), "no driver thread found");
+    let drivers = common::pool_driver_threads()?;
     let worker = format!("/proc/{pid}/stat");
     let ticks = || -> Result<u64, libtest_mimic::Failed> {
-        let mut sum = cpu_ticks(&worker)?;
+        let mut sum = common::cpu_ticks(&worker)?;
         for driver in &drivers {
-            sum += cpu_ticks(&format!("{driver}/stat")).unwrap_or(0);
+            sum += common::cpu_ticks(&format!("{driver}/stat")).unwrap_or(0);
         }
         Ok(sum)
     };

@@ -97,29 +97,13 @@ fn hang_up(millis: u64) -> u64 {
     millis
 }
 
-/// CPU clock ticks (user and system) of a `/proc/.../stat`.
-fn cpu_ticks(path: &str) -> Result<u64, libtest_mimic::Failed> {
-    let stat = std::fs::read_to_string(path)?;
-    let rest = stat.rsplit_once(')').ok_or("no command name in stat")?.1;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    Ok(fields[11].parse::<u64>()? + fields[12].parse::<u64>()?)
-}
-
 /// The CPU clock ticks the pool driver threads of this process take in a second.
 fn driver_ticks_in_a_second() -> Result<u64, libtest_mimic::Failed> {
-    let drivers: Vec<String> = std::fs::read_dir("/proc/self/task")?
-        .flatten()
-        .map(|task| task.path().to_string_lossy().into_owned())
-        .filter(|task| {
-            std::fs::read_to_string(format!("{task}/comm"))
-                .is_ok_and(|comm| comm.trim() == "multiproc-pool")
-        })
-        .collect();
-    check!(!drivers.is_empty(), "no driver thread found");
+    let drivers = common::pool_driver_threads()?;
     let ticks = || {
         drivers
             .iter()
-            .map(|driver| cpu_ticks(&format!("{driver}/stat")).unwrap_or(0))
+            .map(|driver| common::cpu_ticks(&format!("{driver}/stat")).unwrap_or(0))
             .sum::<u64>()
     };
     let before = ticks();

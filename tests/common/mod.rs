@@ -358,3 +358,30 @@ pub(crate) fn chain(err: &(dyn std::error::Error + 'static)) -> String {
     }
     text
 }
+
+/// CPU clock ticks (user and system) of a `/proc/.../stat` (a process's or a thread's).
+pub(crate) fn cpu_ticks(path: &str) -> Result<u64, Failed> {
+    let stat = std::fs::read_to_string(path)?;
+    // After the command name (in parentheses, which may hold spaces): fields 3 on; utime and
+    // stime are fields 14 and 15.
+    let rest = stat.rsplit_once(')').ok_or("no command name in stat")?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    Ok(fields[11].parse::<u64>()? + fields[12].parse::<u64>()?)
+}
+
+/// The `/proc/self/task/N` folders of this process's pool driver threads (named
+/// `multiproc-pool`); an error if there is none.
+pub(crate) fn pool_driver_threads() -> Result<Vec<String>, Failed> {
+    let drivers: Vec<String> = std::fs::read_dir("/proc/self/task")?
+        .flatten()
+        .map(|task| task.path().to_string_lossy().into_owned())
+        .filter(|task| {
+            std::fs::read_to_string(format!("{task}/comm"))
+                .is_ok_and(|comm| comm.trim() == "multiproc-pool")
+        })
+        .collect();
+    if drivers.is_empty() {
+        return Err("no driver thread found".into());
+    }
+    Ok(drivers)
+}

@@ -170,6 +170,18 @@ impl Worker {
     fn awaits_ring(&self) -> bool {
         self.open && self.task.is_some() && self.sending.is_none()
     }
+
+    /// What its socket holds now, without waiting, and whether a message is begun and not
+    /// whole.
+    fn try_receive(&self) -> (Result<wire::Received<Reply>>, bool) {
+        let mut inbox = self
+            .link
+            .inbox
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let received = inbox.try_recv::<Reply>(&self.popen.control);
+        (received, inbox.mid_message())
+    }
 }
 
 /// Workers that die before saying `Ready`, in a row, before the pool is declared broken.
@@ -855,15 +867,7 @@ impl Driver {
     /// the others, the task timeouts or `terminate`.
     fn read_reply(&mut self, i: usize) -> bool {
         let worker = &mut self.workers[i];
-        let (received, mid_message) = {
-            let mut inbox = worker
-                .link
-                .inbox
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
-            let received = inbox.try_recv::<Reply>(&worker.popen.control);
-            (received, inbox.mid_message())
-        };
+        let (received, mid_message) = worker.try_receive();
         let (reply, body) = match received {
             Ok(wire::Received::Message(reply, body)) => {
                 worker.progress = None;
@@ -951,15 +955,7 @@ impl Driver {
     /// `None`: the ring's reply is next.
     fn socket_first(&mut self, i: usize) -> Option<bool> {
         let worker = &mut self.workers[i];
-        let (received, mid_message) = {
-            let mut inbox = worker
-                .link
-                .inbox
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
-            let received = inbox.try_recv::<Reply>(&worker.popen.control);
-            (received, inbox.mid_message())
-        };
+        let (received, mid_message) = worker.try_receive();
         match received {
             Ok(wire::Received::Message(reply, body)) => {
                 worker.progress = None;

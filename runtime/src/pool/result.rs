@@ -517,26 +517,7 @@ impl<T> AsyncResult<T> {
         if self.would_deadlock() {
             return false;
         }
-        let deadline = Instant::now().checked_add(timeout);
-        let mut state = self.slot.lock();
-        while !state.ready {
-            let left = match deadline {
-                Some(d) => d.saturating_duration_since(Instant::now()),
-                None => Duration::from_secs(3600),
-            };
-            if left.is_zero() {
-                return false;
-            }
-            state.sleepers += 1;
-            state = self
-                .slot
-                .cond
-                .wait_timeout(state, left)
-                .unwrap_or_else(PoisonError::into_inner)
-                .0;
-            state.sleepers -= 1;
-        }
-        true
+        self.slot.wait_until(Instant::now().checked_add(timeout))
     }
 
     /// Waits for the result and returns it.
