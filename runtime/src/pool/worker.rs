@@ -338,7 +338,8 @@ fn next_task(
 /// `ru_maxrss`, the peak, which never comes down: a task that used much and freed it would
 /// replace its worker for nothing, and after `fork` the peak may be the parent's.)
 fn measured(reply: Reply, max_memory: Option<u64>) -> Reply {
-    let (Some(_), Ok(resident)) = (max_memory, sys::resident_bytes()) else {
+    // Only under a memory limit: reading statm costs three system calls.
+    let Some(resident) = max_memory.and_then(|_| sys::resident_bytes().ok()) else {
         return reply;
     };
     match reply {
