@@ -36,6 +36,12 @@ fn pid_of(_n: u64) -> u32 {
     std::process::id()
 }
 
+#[process]
+fn pid_after(millis: u64) -> u32 {
+    std::thread::sleep(Duration::from_millis(millis));
+    std::process::id()
+}
+
 /// Writes `dir/<n>` as it starts, then sleeps `millis`.
 #[process]
 fn marked_nap(dir: String, n: u64, millis: u64) -> u64 {
@@ -380,6 +386,110 @@ fn worker_killed_mid_task(m: StartMethod) -> Outcome {
     Ok(())
 }
 
+/// An executor of 2 workers, both ready, whose driver thread is held in a done callback
+/// until the returned sender sends (or `LONG` passes): the driver can dispatch nothing
+/// meanwhile, and both workers are idle.
+fn driver_held(
+    m: StartMethod,
+    task_timeout: Duration,
+) -> Result<(Executor, mpsc::Sender<()>), libtest_mimic::Failed> {
+    let ex = Executor::builder()
+        .max_workers(2)
+        .start_method(m)
+        .task_timeout(task_timeout)
+        .build()?;
+    // Both workers ready: two naps at once ran on two workers.
+    let deadline = std::time::Instant::now() + LONG;
+    loop {
+        let fs: Vec<_> = (0..2).map(|_| ex.submit(pid_after, 50)).collect();
+        let pids: Vec<u32> = fs
+            .iter()
+            .map(TaskFuture::result)
+            .collect::<Result<_, _>>()?;
+        if pids[0] != pids[1] {
+            break;
+        }
+        check!(
+            std::time::Instant::now() < deadline,
+            "2 workers never served at once"
+        );
+    }
+    let (release, held) = mpsc::channel::<()>();
+    let (entered, in_callback) = mpsc::channel::<bool>();
+    // A nap outlasts the registration of its callback, which then runs on the driver thread.
+    let hold = ex.submit(nap, 100);
+    hold.add_done_callback(move |_| {
+        let on_driver = std::thread::current().name() == Some("multiproc-pool");
+        let _ = entered.send(on_driver);
+        if on_driver {
+            let _ = held.recv_timeout(LONG);
+        }
+    });
+    check!(
+        in_callback.recv_timeout(LONG)?,
+        "the callback ran on the test's thread"
+    );
+    Ok((ex, release))
+}
+
+/// `result()` of a task still queued runs it on an idle worker from the waiting thread: it
+/// completes while the driver thread is held (in a done callback), and a panic, a dead worker
+/// and a task timeout are that task's errors there as anywhere. A task with a done callback
+/// is left to the driver, whose thread runs its callbacks.
+fn result_runs_a_queued_task_here(m: StartMethod) -> Outcome {
+    let (ex, release) = driver_held(m, Duration::from_millis(500))?;
+    let waited = |f: TaskFuture<u64>| {
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(f.result());
+        });
+        rx.recv_timeout(LONG)
+    };
+    check_eq!(
+        waited(ex.submit(square, 12))?.map_err(|e| e.kind()),
+        Ok(144)
+    );
+    let err = waited(ex.submit(fails_after, 1))?.unwrap_err();
+    check_eq!(err.kind(), ErrorKind::Panicked);
+    check!(
+        common::chain(&err).contains("fails after 1 ms"),
+        "{}",
+        common::chain(&err)
+    );
+    check_eq!(
+        waited(ex.submit(dies_on, (5, 5)))?.map_err(|e| e.kind()),
+        Err(ErrorKind::Died)
+    );
+    check_eq!(
+        waited(ex.submit(nap, 10_000))?.map_err(|e| e.kind()),
+        Err(ErrorKind::Timeout)
+    );
+    // With a callback, the driver completes it: not while it is held.
+    let called = ex.submit(square, 3);
+    let (tx, rx) = mpsc::channel();
+    called.add_done_callback(move |outcome| {
+        let _ = tx.send(outcome.copied().map_err(|e| e.kind()));
+    });
+    let (done_tx, done_rx) = mpsc::channel();
+    let waiter = std::thread::spawn(move || {
+        let _ = done_tx.send(called.result().map_err(|e| e.kind()));
+    });
+    check!(
+        done_rx.recv_timeout(Duration::from_millis(300)).is_err(),
+        "a task with a done callback completed while the driver was held"
+    );
+    release.send(())?;
+    check_eq!(rx.recv_timeout(LONG)?, Ok(9));
+    check_eq!(done_rx.recv_timeout(LONG)?, Ok(9));
+    let _ = waiter.join();
+    // The workers that died or timed out were replaced.
+    let again: Vec<u64> = (0..4)
+        .map(|n| ex.submit(square, n).result())
+        .collect::<Result<_, _>>()?;
+    check_eq!(again, vec![0, 1, 4, 9]);
+    Ok(())
+}
+
 fn map_lazy_chunked_timeout(m: StartMethod) -> Outcome {
     let ex = executor(m, 2)?;
     let squares: Vec<u64> = ex.map(square, 0..100).collect::<Result<_, _>>()?;
@@ -467,6 +577,7 @@ fn main() {
         wait_modes,
         shutdown_modes,
         worker_killed_mid_task,
+        result_runs_a_queued_task_here,
         map_lazy_chunked_timeout,
         progress_callbacks,
     );

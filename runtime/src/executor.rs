@@ -282,6 +282,9 @@ impl<T> TaskFuture<T> {
                 "cannot wait for a task in a done callback of the same executor (they run on its driver thread)",
             ));
         }
+        if deadline.is_none() {
+            self.result.run_here_if_queued();
+        }
         Ok(self.result.slot().wait_until(deadline))
     }
 

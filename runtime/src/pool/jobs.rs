@@ -18,7 +18,7 @@ use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::thread::ThreadId;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::link::{Link, IDLE, LENT};
 use super::{reply, threads};
@@ -121,6 +121,8 @@ pub(crate) struct Shared {
     driver_thread: OnceLock<ThreadId>,
     pub(super) links: Mutex<Vec<Arc<Link>>>,
     maxtasks: OnceLock<Option<u64>>,
+    /// What a thread that borrows a worker must know (see [`Shared::lend`]).
+    lending: OnceLock<Lending>,
     /// Large buffers a caller of `apply` is done with, for the driver to free.
     discarded: Mutex<Vec<Vec<u8>>>,
     /// Numbers the tickets of tasks (see [`Shared::ticket`]).
@@ -130,6 +132,17 @@ pub(crate) struct Shared {
     kills_pending: AtomicBool,
     /// Whether the driver sleeps (see [`Shared::nudge`]).
     driver_sleeps: AtomicBool,
+}
+
+/// The settings a thread running a task on a borrowed worker keeps to (see `pool::lent`).
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Lending {
+    /// The pool's `task_timeout`.
+    pub task_timeout: Option<Duration>,
+    /// The pool's `max_memory_per_child`.
+    pub max_memory: Option<u64>,
+    /// No worker is lent under a soft task timeout: the driver sends its signal.
+    pub soft_timeout: bool,
 }
 
 /// The error of cancelled work.
@@ -165,6 +178,7 @@ impl Shared {
             driver_thread: OnceLock::new(),
             links: Mutex::new(Vec::new()),
             maxtasks: OnceLock::new(),
+            lending: OnceLock::new(),
             discarded: Mutex::new(Vec::new()),
             tickets: AtomicU64::new(0),
             ticket_key: std::collections::hash_map::RandomState::new(),
@@ -233,6 +247,11 @@ impl Shared {
         {
             return None;
         }
+        self.idle_link()
+    }
+
+    /// An idle, ready worker, now marked lent; the caller holds the state's lock.
+    fn idle_link(&self) -> Option<Arc<Link>> {
         let maxtasks = self.maxtasks.get().copied().flatten();
         let links = self.links.lock().unwrap_or_else(PoisonError::into_inner);
         let link = links.iter().find(|link| {
@@ -245,6 +264,46 @@ impl Shared {
                     .is_ok()
         })?;
         Some(link.clone())
+    }
+
+    /// The pool's settings for borrowed workers, once (at the pool's build).
+    pub(crate) fn set_lending(&self, lending: Lending) {
+        let _ = self.lending.set(lending);
+    }
+
+    /// The pool's settings for borrowed workers.
+    pub(crate) fn lending(&self) -> Lending {
+        self.lending.get().copied().unwrap_or_default()
+    }
+
+    /// An idle worker lent with the task of `job`, taken out of the queue with the job's sink
+    /// (the driver no longer knows the job): only when that task is the whole job and heads
+    /// the queue (no task queued before it is overtaken), the pool takes work, and no soft
+    /// task timeout asks the driver to watch every task. `None` otherwise: the task stays
+    /// queued for the driver.
+    pub(crate) fn lend_for(&self, job: u64) -> Option<(Arc<Link>, Task, Box<dyn Sink>)> {
+        if self
+            .lending
+            .get()
+            .is_none_or(|lending| lending.soft_timeout)
+        {
+            return None;
+        }
+        let mut state = self.lock();
+        let alone = state.queue.front().is_some_and(|task| task.job == job)
+            && state.queue.get(1).is_none_or(|task| task.job != job);
+        if state.lifecycle != Lifecycle::Running
+            || state.broken.is_some()
+            || !alone
+            || state.lazy.contains(&job)
+            || !state.jobs.contains_key(&job)
+        {
+            return None;
+        }
+        let link = self.idle_link()?;
+        let task = state.queue.pop_front()?;
+        let sink = state.jobs.remove(&job)?;
+        Some((link, task, sink))
     }
 
     /// Gives a borrowed worker back and lets the driver use it again.

@@ -12,6 +12,7 @@ mod driver;
 mod imap;
 mod jobs;
 mod launcher;
+mod lent;
 mod link;
 mod manage;
 #[cfg(feature = "mpi")]
@@ -41,17 +42,14 @@ pub(crate) fn enter_mpi_rank(before_serving: impl FnOnce()) {
     mpi::enter_before_main(before_serving);
 }
 
-use std::os::fd::{AsFd, AsRawFd};
-
 use self::driver::Driver;
-use self::jobs::{Lifecycle, Shared, Task};
+use self::jobs::{Lending, Lifecycle, Shared, Task};
 use self::launcher::Launcher;
 use self::link::Link;
 use self::manage::{Limits, Managed};
-use self::reply::Expected;
 use self::result::{ApplySink, MapSink, Slot};
+use self::worker::TaskHeader;
 use self::worker::WorkerConfig;
-use self::worker::{Reply, TaskHeader};
 use crate::carrier;
 use crate::context;
 use crate::context::StartMethod;
@@ -59,7 +57,6 @@ use crate::current::{self, cpu_count, current_process};
 use crate::error::{Error, ErrorKind, Result};
 use crate::handle::Encoded;
 use crate::registry::Target;
-use crate::{sys, wire};
 
 /// A pool of worker processes.
 ///
@@ -97,7 +94,6 @@ pub struct Pool {
     driver: Mutex<Option<JoinHandle<()>>>,
     /// The number of workers, shared with the driver ([`resize`](Self::resize)).
     size: Arc<AtomicUsize>,
-    task_timeout: Option<Duration>,
     limits: Limits,
     /// `false` for an MPI pool, whose workers are the job's ranks.
     resizable: bool,
@@ -297,6 +293,11 @@ impl PoolBuilder {
         };
         let size = Arc::new(AtomicUsize::new(processes));
         let shared = Shared::new()?;
+        shared.set_lending(Lending {
+            task_timeout: self.task_timeout,
+            max_memory: limits.max_memory,
+            soft_timeout: limits.soft_timeout.is_some(),
+        });
         let launcher = Launcher::new(method)?;
         let driver = Driver::start(
             shared.clone(),
@@ -317,7 +318,6 @@ impl PoolBuilder {
             shared,
             driver: Mutex::new(Some(handle)),
             size,
-            task_timeout: self.task_timeout,
             limits,
             resizable: true,
         })
@@ -409,14 +409,7 @@ impl Pool {
             Some(_) => None,
         };
         if let Some(link) = lent {
-            /// Gives the worker back however the call ends, a panicking `Serialize` included.
-            struct GiveBack<'a>(&'a Shared, &'a Link);
-            impl Drop for GiveBack<'_> {
-                fn drop(&mut self) {
-                    self.0.give_back(self.1);
-                }
-            }
-            let _give_back = GiveBack(&self.shared, &link);
+            let _give_back = lent::GiveBack(&self.shared, &link);
             return self.apply_on(&link, function, args);
         }
         self.apply_async(function, args).get()
@@ -432,178 +425,7 @@ impl Pool {
             entry: F::NAME.to_string(),
             claim: 0,
         };
-        let died = |what: &str| {
-            self.shared.wake();
-            let code = link.wait_buried(Duration::from_secs(5));
-            if self.shared.lock().lifecycle == Lifecycle::Terminated {
-                return jobs::terminated();
-            }
-            reply::died(link, code, what)
-        };
-        // A worker that sent what is no reply to this task is killed, and never lent again (its
-        // state stays `GONE`; the driver buries it and starts another); this call alone fails.
-        let out_of_protocol = |kind: ErrorKind, what: &str| {
-            let _ = sys::pidfd_send_signal(link.pidfd.as_fd(), libc::SIGKILL);
-            link.state
-                .store(link::GONE, std::sync::atomic::Ordering::Release);
-            self.shared.wake();
-            let _ = link.wait_buried(Duration::from_secs(5));
-            reply::out_of_protocol(link, kind, what)
-        };
-        // A task timeout bounds the whole call: sending the task, running it, and reading the
-        // reply (a worker stopped in the middle of a large one, say).
-        let deadline = self.task_timeout.and_then(sys::deadline_after);
-        let timed_out = || {
-            let _ = sys::pidfd_send_signal(link.pidfd.as_fd(), libc::SIGKILL);
-            let _ = link.wait_buried(Duration::from_secs(5));
-            reply::timed_out(link, self.task_timeout)
-        };
-        // In the ring when it goes there; on the socket otherwise.
-        let in_ring = link.rings.put_task(&header, &payload).unwrap_or(false);
-        let sent = if in_ring {
-            Ok(())
-        } else {
-            wire::send_message_until(&link.control, &header, &payload, deadline)
-        };
-        match sent {
-            Ok(()) => {}
-            // Refused before a byte was sent: the task fails, the worker is fine.
-            Err(err) if err.kind() == ErrorKind::Codec => return Err(err),
-            Err(err) if err.kind() == ErrorKind::Timeout => return Err(timed_out()),
-            Err(_) => {
-                // Gone, or out of step after a partial send: not to be trusted again.
-                let _ = sys::pidfd_send_signal(link.pidfd.as_fd(), libc::SIGKILL);
-                return Err(died("before it could receive this task"));
-            }
-        }
-        self.shared.discard(payload);
-        // Wait for the reply, the worker's exit, or the task's deadline, which also bounds the
-        // reading of the reply. Without a deadline the wait is unbounded, but not a reply once
-        // begun: it must arrive whole within `REPLY_STALL` of its last bytes (the start of a
-        // message a task wrote on its socket would hold this call for ever). The inbox is only
-        // held to read: never while waiting for the driver to bury the worker.
-        let buffered = || {
-            link.inbox
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .buffered()
-        };
-        // When the last bytes of a reply not yet whole came.
-        let mut progress: Option<Instant> = None;
-        // Before sleeping, look for the reply without waiting for a moment: a short task's
-        // reply comes within it, and is caught awake, in the ring without a system call (a
-        // reply on the socket, a large one, is seen by the poll that follows).
-        let mut spun = false;
-        let (reply, result) = loop {
-            match link.rings.take_reply::<Reply>() {
-                Ok(Some((reply, result))) => {
-                    if let Some(what) = reply::written_beside(link) {
-                        return Err(out_of_protocol(ErrorKind::Codec, &what));
-                    }
-                    break (reply, result);
-                }
-                Ok(None) => {}
-                Err(err) => return Err(out_of_protocol(ErrorKind::Codec, &reply::bad_reply(&err))),
-            }
-            if !spun {
-                spun = true;
-                if rings::spin(|| link.rings.reply_waiting()) {
-                    continue;
-                }
-            } else if !buffered() {
-                let stall = progress.map(|at| at + reply::REPLY_STALL);
-                let wait = match (deadline, stall) {
-                    (Some(deadline), Some(stall)) => Some(deadline.min(stall)),
-                    (deadline, stall) => deadline.or(stall),
-                };
-                let mut fds = [
-                    libc::pollfd {
-                        fd: link.control.as_raw_fd(),
-                        events: libc::POLLIN,
-                        revents: 0,
-                    },
-                    libc::pollfd {
-                        fd: link.exit.as_raw_fd(),
-                        events: libc::POLLIN,
-                        revents: 0,
-                    },
-                    libc::pollfd {
-                        fd: link.rings.parent_bell().as_raw_fd(),
-                        events: libc::POLLIN,
-                        revents: 0,
-                    },
-                ];
-                // Said before the last look at the ring: a reply put after it rings the bell.
-                link.rings.parent_sleeps(true);
-                let polled = if link.rings.reply_waiting() {
-                    Ok(1)
-                } else {
-                    sys::poll_many(&mut fds, wait)
-                };
-                link.rings.parent_sleeps(false);
-                if fds[2].revents != 0 {
-                    sys::eventfd_drain(link.rings.parent_bell());
-                }
-                let ready =
-                    polled.map_err(|err| Error::io("cannot wait for a pool worker", err))?;
-                if link.rings.reply_waiting() {
-                    continue;
-                }
-                if ready == 0 {
-                    if deadline.is_some_and(|deadline| deadline <= Instant::now()) {
-                        return Err(timed_out());
-                    }
-                    return Err(out_of_protocol(ErrorKind::Codec, &reply::stalled()));
-                }
-                if fds[0].revents == 0 {
-                    if fds[1].revents == 0 {
-                        // A bell rung for an earlier reply, or by a task: look again.
-                        continue;
-                    }
-                    return Err(died("while running this task"));
-                }
-            }
-            let (received, mid_message) = {
-                let mut inbox = link.inbox.lock().unwrap_or_else(PoisonError::into_inner);
-                let received = inbox.try_recv::<Reply>(&link.control);
-                (received, inbox.mid_message())
-            };
-            match received {
-                Ok(wire::Received::Message(reply, result)) => break (reply, result),
-                Ok(wire::Received::Partial) => {
-                    if mid_message {
-                        progress = Some(Instant::now());
-                    }
-                }
-                Ok(wire::Received::Closed) => {
-                    // The worker may have put its reply in the ring before it exited.
-                    if link.rings.reply_waiting() {
-                        continue;
-                    }
-                    return Err(died("while running this task"));
-                }
-                Err(err) if err.kind() == ErrorKind::Disconnected => {
-                    return Err(died("while running this task"))
-                }
-                // The stream lost its place: the worker cannot be trusted with another task.
-                Err(err) => return Err(out_of_protocol(err.kind(), &reply::bad_reply(&err))),
-            }
-        };
-        // Only the reply to this task, carrying its ticket back, answers it: anything else was
-        // written by a task on its own socket (a task can write anything there).
-        let expected = Expected {
-            job: header.job,
-            chunk: header.chunk,
-            ticket: header.ticket,
-        };
-        let resident = reply::resident(&reply);
-        let result = match reply::answer(reply, result, Some(&expected)) {
-            Ok(result) => result,
-            Err(what) => return Err(out_of_protocol(ErrorKind::Codec, &what)),
-        };
-        link.note_resident(resident, self.limits.max_memory);
-        link.done.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
-        let result = result?;
+        let result = lent::round_trip(&self.shared, link, header, payload)?;
         // User code (a `Deserialize`) may panic: that fails this call, as on the driver thread.
         let decoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             carrier::decode_outputs::<F>(result)

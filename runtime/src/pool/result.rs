@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use serde::de::DeserializeOwned;
 
 use super::jobs::{Shared, Sink};
+use super::lent;
 use crate::carrier::{ChunkAppender, ChunkDecoder};
 use crate::error::{Error, ErrorKind, Result};
 use crate::handle::Encoded;
@@ -97,6 +98,17 @@ impl<T> Slot<T> {
 
     pub(crate) fn job(&self) -> Option<u64> {
         self.job.get().copied()
+    }
+
+    /// Whether the result is ready (or coming), or a callback waits for it (which runs it on
+    /// the completing thread).
+    pub(crate) fn ready_or_called_back(&self) -> bool {
+        let state = self.lock();
+        state.ready
+            || state.completing
+            || state.on_success.is_some()
+            || state.on_error.is_some()
+            || !state.on_done.is_empty()
     }
 
     /// Whether the result is stored and is an error of `kind`.
@@ -399,6 +411,18 @@ impl<T> AsyncResult<T> {
         AsyncResult { slot, pool: None }
     }
 
+    /// Before an unbounded wait: runs the task here, on an idle worker, if it is still queued
+    /// and nothing asked for its completion on the driver thread (callbacks). A bounded wait
+    /// does not: it must be able to return at its deadline with the task still going.
+    pub(crate) fn run_here_if_queued(&self) {
+        let (Some(pool), Some(job)) = (&self.pool, self.slot.job()) else {
+            return;
+        };
+        if !self.slot.ready_or_called_back() {
+            lent::run_queued_here(pool, job);
+        }
+    }
+
     /// Waiting in a result callback of the same pool would wait for the very thread that
     /// runs it.
     pub(crate) fn would_deadlock(&self) -> bool {
@@ -500,6 +524,7 @@ impl<T> AsyncResult<T> {
         if self.would_deadlock() {
             return;
         }
+        self.run_here_if_queued();
         let mut state = self.slot.lock();
         while !state.ready {
             state.sleepers += 1;

@@ -74,7 +74,6 @@ pub(super) fn start(ranks: Vec<c_int>, task_timeout: Option<Duration>) -> Result
         shared,
         driver: Mutex::new(Some(handle)),
         size: std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(processes)),
-        task_timeout,
         limits: Default::default(),
         resizable: false,
     })
