@@ -456,7 +456,7 @@ impl Pool {
         };
         // On refusal the sink (and so the result) already holds the error.
         let _ = self.shared.submit(sink, task, false);
-        self.result(slot)
+        self.result(slot).of_one_task()
     }
 
     fn result<T>(&self, slot: Arc<Slot<T>>) -> AsyncResult<T> {

@@ -398,24 +398,37 @@ fn run_callbacks<T>(
 pub struct AsyncResult<T> {
     slot: Arc<Slot<T>>,
     pool: Option<Arc<Shared>>,
+    /// Its job is one task (`apply_async`): a waiter may run it (see `run_here_if_queued`).
+    single: bool,
 }
 
 impl<T> AsyncResult<T> {
     pub(crate) fn new(slot: Arc<Slot<T>>, pool: Option<Arc<Shared>>) -> AsyncResult<T> {
-        AsyncResult { slot, pool }
+        AsyncResult {
+            slot,
+            pool,
+            single: false,
+        }
+    }
+
+    /// The result of a job of one task (see `run_here_if_queued`).
+    pub(crate) fn of_one_task(mut self) -> AsyncResult<T> {
+        self.single = true;
+        self
     }
 
     pub(crate) fn failed(err: Error) -> AsyncResult<T> {
         let slot = Slot::new();
         slot.complete(Err(err));
-        AsyncResult { slot, pool: None }
+        AsyncResult::new(slot, None)
     }
 
-    /// Before an unbounded wait: runs the task here, on an idle worker, if it is still queued
-    /// and nothing asked for its completion on the driver thread (callbacks). A bounded wait
+    /// Before an unbounded wait: runs the task here, on an idle worker, if its job is that one
+    /// task, it is still queued, and nothing asked for its completion on the driver thread
+    /// (callbacks). A bounded wait
     /// does not: it must be able to return at its deadline with the task still going.
     pub(crate) fn run_here_if_queued(&self) {
-        let (Some(pool), Some(job)) = (&self.pool, self.slot.job()) else {
+        let (Some(pool), Some(job), true) = (&self.pool, self.slot.job(), self.single) else {
             return;
         };
         if !self.slot.ready_or_called_back() {
