@@ -15,7 +15,7 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::os::fd::AsFd;
 use std::panic::{self, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::thread::ThreadId;
 use std::time::{Duration, Instant};
@@ -131,7 +131,7 @@ pub(crate) struct Shared {
     /// Whether `kills` has jobs: the driver looks at no lock for them otherwise.
     kills_pending: AtomicBool,
     /// Whether the driver sleeps (see [`Shared::nudge`]).
-    driver_sleeps: AtomicBool,
+    driver_sleeps: AtomicU8,
 }
 
 /// The settings a thread running a task on a borrowed worker keeps to (see `pool::lent`).
@@ -144,6 +144,15 @@ pub(crate) struct Lending {
     /// No worker is lent under a soft task timeout: the driver sends its signal.
     pub soft_timeout: bool,
 }
+
+/// How the driver waits (see [`Shared::sleeps`]).
+pub(super) const AWAKE: u8 = 0;
+pub(super) const NAPPING: u8 = 1;
+pub(super) const ASLEEP: u8 = 2;
+
+/// The longest nap of a driver that was busy a moment ago: a task queued meanwhile waits at
+/// most this long for it, without a wake-up.
+pub(super) const NAP: Duration = Duration::from_micros(50);
 
 /// The error of cancelled work.
 pub(crate) fn cancelled() -> Error {
@@ -183,7 +192,7 @@ impl Shared {
             tickets: AtomicU64::new(0),
             ticket_key: std::collections::hash_map::RandomState::new(),
             kills_pending: AtomicBool::new(false),
-            driver_sleeps: AtomicBool::new(true),
+            driver_sleeps: AtomicU8::new(ASLEEP),
         }))
     }
 
@@ -205,20 +214,23 @@ impl Shared {
         sys::eventfd_signal(self.wake.as_fd());
     }
 
-    /// Wakes the driver for tasks just queued, only if it sleeps (or is about to): an awake
-    /// driver looks at the queue before it sleeps (see [`Shared::sleeps`]). A burst of
-    /// submits then costs no system call and no wake-up per task.
+    /// Wakes the driver for tasks just queued, only if it sleeps (or is about to) without a
+    /// deadline near: an awake driver looks at the queue before it sleeps, and a napping one
+    /// when its nap ends (see [`Shared::sleeps`]). A burst of submits then costs no system call
+    /// and no wake-up per task, nor does a task its caller runs at once itself (see
+    /// `lent::run_queued_here`).
     fn nudge(&self) {
-        if self.driver_sleeps.load(Ordering::SeqCst) {
+        if self.driver_sleeps.load(Ordering::SeqCst) == ASLEEP {
             self.wake();
         }
     }
 
-    /// The driver is about to sleep (`true`: it dispatches once more after saying so, under
+    /// The driver is about to sleep (`ASLEEP`: it dispatches once more after saying so, under
     /// the queue's lock, so that a task queued before that is seen and one queued after it
-    /// wakes it), or is awake again.
-    pub(super) fn sleeps(&self, sleeps: bool) {
-        self.driver_sleeps.store(sleeps, Ordering::SeqCst);
+    /// wakes it), to nap (`NAPPING`: it looks at the queue again within [`NAP`]), or is
+    /// awake again (`AWAKE`).
+    pub(super) fn sleeps(&self, how: u8) {
+        self.driver_sleeps.store(how, Ordering::SeqCst);
     }
 
     /// Called by the driver thread as it starts (see [`in_driver`](Self::in_driver)).
@@ -277,7 +289,8 @@ impl Shared {
     }
 
     /// An idle worker lent with the task of `job`, taken out of the queue with the job's sink
-    /// (the driver no longer knows the job): only when that task is the whole job and heads
+    /// (the driver no longer knows the job): only when that task is the whole job (the caller
+    /// knows: `apply_async`; a job of several may have others out with workers) and heads
     /// the queue (no task queued before it is overtaken), the pool takes work, and no soft
     /// task timeout asks the driver to watch every task. `None` otherwise: the task stays
     /// queued for the driver.
