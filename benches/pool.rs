@@ -17,7 +17,7 @@
 //!   field squared), beside the `u64` map in the same minutes: the ratio is the target. Beside
 //!   them, the same struct as `#[derive(Pod)]` (its bytes, no serde).
 //! * W3: sequential `pool.apply(square, n)` on 1 worker, per call. Floor: an 8-byte ping-pong
-//!   over two pipes with a forked child.
+//!   over two pipes with a forked child; the two in blocks of 100 that alternate.
 //! * W4: `pool.apply(len_of, <64 MiB Vec<u8>>)` on 1 worker, in MB/s. Floor: 64 MiB written
 //!   into a socketpair, read by a forked child into a reused buffer, 8 bytes back. Beside it,
 //!   `pool.apply(len_of_f64s, <64 MiB Vec<f64>>)` against the same floor.
@@ -30,7 +30,7 @@
 //!   `pool.imap(square, 0..10_000_000).chunksize(1000)`, in a re-executed copy of this binary.
 //! * Exec (its own table, after the main one): the `Executor` beside CPython's
 //!   `ProcessPoolExecutor`: `submit(square, n).result()` round trips on 1 worker (beside the
-//!   pool's own `apply`, call by call), and 10,000 `submit`s then `as_completed` on 2 workers.
+//!   pool's own `apply`, in alternating blocks of 100), and 10,000 `submit`s then `as_completed` on 2 workers.
 
 mod common;
 
@@ -831,7 +831,7 @@ const EXEC_SUBMITS: u64 = 10_000;
 struct Exec {
     /// `submit(square, n).result()` on an executor of 1 worker.
     round_trip: Samples,
-    /// `pool.apply(square, n)` on a pool of 1, interleaved call by call with the above.
+    /// `pool.apply(square, n)` on a pool of 1, in blocks that alternate with the above.
     apply: Samples,
     /// `EXEC_SUBMITS` submits, then `as_completed` over them, on 2 workers.
     submits: Samples,
@@ -849,13 +849,19 @@ fn bench_exec(pool1: &Pool, iters: &Iters) -> Exec {
     }
     let calls = iters.w3;
     let (mut rt, mut apply) = (Vec::with_capacity(calls), Vec::with_capacity(calls));
-    for n in 0..calls as u64 {
-        let (d, v) = time(|| one.submit(square, n).result());
-        assert_eq!(v.expect("result"), n * n);
-        rt.push(d);
-        let (d, v) = time(|| pool1.apply(square, n));
-        assert_eq!(v.expect("pool.apply"), n * n);
-        apply.push(d);
+    // In blocks that alternate between the two, as W3 (see `bench_w3`).
+    for block in 0..calls.div_ceil(W3_BLOCK) {
+        let trips = (block * W3_BLOCK) as u64..((block + 1) * W3_BLOCK).min(calls) as u64;
+        for n in trips.clone() {
+            let (d, v) = time(|| one.submit(square, n).result());
+            assert_eq!(v.expect("result"), n * n);
+            rt.push(d);
+        }
+        for n in trips {
+            let (d, v) = time(|| pool1.apply(square, n));
+            assert_eq!(v.expect("pool.apply"), n * n);
+            apply.push(d);
+        }
     }
     drop(one);
 
