@@ -490,6 +490,47 @@ fn result_runs_a_queued_task_here(m: StartMethod) -> Outcome {
     Ok(())
 }
 
+/// A task its waiter runs on a borrowed worker (the driver held, as above) can still be
+/// cancelled: `cancel_and_kill` kills its worker and the waiter gets `Cancelled` at once; and
+/// `join` after `close` waits for such a task.
+fn cancel_a_task_its_waiter_runs(m: StartMethod) -> Outcome {
+    let dir = scratch("cancel-borrowed");
+    let path = dir.to_string_lossy().into_owned();
+    let (ex, release) = driver_held(m, LONG)?;
+    let pool = ex.pool();
+    let running = pool.apply_async(marked_nap, (path.clone(), 1, 20_000));
+    std::thread::scope(|scope| -> Outcome {
+        let waiter = scope.spawn(|| running.wait());
+        started(&dir, 1)?;
+        check!(
+            running.cancel_and_kill(),
+            "cancel_and_kill of a running task refused"
+        );
+        let begun = std::time::Instant::now();
+        let _ = waiter.join();
+        check!(begun.elapsed() < LONG, "the waiter outlived the kill");
+        Ok(())
+    })?;
+    check_eq!(
+        running.get_timeout(LONG).map_err(|e| e.kind()),
+        Err(ErrorKind::Cancelled)
+    );
+    // Closed and joined while a waiter runs a task: `join` returns after the task's end.
+    let last = pool.apply_async(marked_nap, (path, 2, 300));
+    std::thread::scope(|scope| -> Outcome {
+        let waiter = scope.spawn(|| last.wait());
+        started(&dir, 2)?;
+        release.send(())?;
+        pool.close();
+        pool.join()?;
+        check!(last.ready(), "join returned before a borrowed task ended");
+        let _ = waiter.join();
+        Ok(())
+    })?;
+    check_eq!(last.get_timeout(LONG)?, 2);
+    Ok(())
+}
+
 fn map_lazy_chunked_timeout(m: StartMethod) -> Outcome {
     let ex = executor(m, 2)?;
     let squares: Vec<u64> = ex.map(square, 0..100).collect::<Result<_, _>>()?;
@@ -578,6 +619,7 @@ fn main() {
         shutdown_modes,
         worker_killed_mid_task,
         result_runs_a_queued_task_here,
+        cancel_a_task_its_waiter_runs,
         map_lazy_chunked_timeout,
         progress_callbacks,
     );

@@ -196,8 +196,8 @@ impl Worker {
     }
 }
 
-/// Naps in a row, each of at most [`NAP`], before a driver with nothing to do sleeps until it
-/// is woken: about a millisecond.
+/// Naps, each of at most [`NAP`], after a wake-up, before a driver with nothing to do sleeps
+/// until it is woken again: about a millisecond.
 const NAPS: u32 = 20;
 
 /// Rounds in a row the driver may take replies from the rings without polling (see
@@ -769,16 +769,16 @@ impl Driver {
                 }
             }
             if took {
-                self.naps = NAPS;
                 self.unpolled += 1;
                 self.enforce_timeouts();
                 return Ok(());
             }
         }
         self.unpolled = 0;
-        // A driver busy a moment ago naps: tasks queued meanwhile wait for the nap's end, not
-        // for a wake-up (a system call for their caller, and a thread to schedule on a small
-        // machine). Once it has napped `NAPS` times in a row with nothing to do, it sleeps.
+        // A driver woken a moment ago (by a submit, mostly) naps: tasks queued meanwhile wait
+        // for the nap's end, not for a wake-up (a system call for their caller, and a thread
+        // to schedule on a small machine). Once it has napped `NAPS` times with nothing to do,
+        // it sleeps. Replies do not make it nap: workers computing keep their cores.
         let napping = self.naps > 0;
         // Tasks queued from now on wake the driver, if it sleeps; those queued before are
         // dispatched here.
@@ -877,9 +877,8 @@ impl Driver {
         };
         let polled = sys::poll_many(&mut fds, deadline);
         self.shared.sleeps(AWAKE);
-        match polled {
-            Ok(0) if !busy => self.naps = self.naps.saturating_sub(1),
-            _ => self.naps = NAPS,
+        if napping && matches!(polled, Ok(0)) && !busy {
+            self.naps -= 1;
         }
         for (worker, &ringing) in self.workers.iter().zip(&ringing) {
             if ringing {
@@ -888,6 +887,8 @@ impl Driver {
         }
         polled.map_err(|err| Error::io("the pool cannot poll its workers", err))?;
         if fds[0].revents != 0 {
+            // Woken, mostly by a submit: more may follow, which a nap catches without waking.
+            self.naps = NAPS;
             sys::eventfd_drain(self.shared.wake.as_fd());
             self.shared.free_discarded();
         }

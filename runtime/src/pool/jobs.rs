@@ -94,6 +94,9 @@ pub(crate) struct State {
     /// Tasks the driver put in a worker's ring behind the task it runs: still queued until
     /// the worker claims them, and revoked by a cancel that comes first (see `rings`).
     pub(super) prefetched: Vec<Prefetched>,
+    /// Jobs a waiting thread runs on a borrowed worker (see `lent::run_queued_here`), out of
+    /// `jobs` with their sinks: their worker, and whether a cancel came meanwhile.
+    borrowed: HashMap<u64, (Arc<Link>, bool)>,
     pub broken: Option<Error>,
     joining: bool,
     next_job: u64,
@@ -103,9 +106,11 @@ impl State {
     /// Whether jobs still expect results: they keep a closed pool alive; lazy ones (`imap`)
     /// only until `join` is called.
     pub(super) fn waiting(&self) -> bool {
-        self.jobs
-            .keys()
-            .any(|job| !(self.joining && self.lazy.contains(job)))
+        !self.borrowed.is_empty()
+            || self
+                .jobs
+                .keys()
+                .any(|job| !(self.joining && self.lazy.contains(job)))
     }
 }
 
@@ -177,6 +182,7 @@ impl Shared {
                 forgotten: HashSet::new(),
                 delivering: HashSet::new(),
                 cancelling: HashSet::new(),
+                borrowed: HashMap::new(),
                 prefetched: Vec::new(),
                 kills: HashSet::new(),
                 broken: None,
@@ -316,7 +322,21 @@ impl Shared {
         let link = self.idle_link()?;
         let task = state.queue.pop_front()?;
         let sink = state.jobs.remove(&job)?;
+        state.borrowed.insert(job, (link.clone(), false));
         Some((link, task, sink))
+    }
+
+    /// The waiting thread is done running `job` on a borrowed worker (see `lend_for`): whether
+    /// it was cancelled meanwhile. Wakes a closing driver, which waited for it.
+    pub(crate) fn end_borrow(&self, job: u64) -> bool {
+        let mut state = self.lock();
+        let cancelled = state.borrowed.remove(&job).is_some_and(|(_, c)| c);
+        let closing = state.lifecycle != Lifecycle::Running;
+        drop(state);
+        if closing {
+            self.wake();
+        }
+        cancelled
     }
 
     /// Gives a borrowed worker back and lets the driver use it again.
@@ -470,6 +490,15 @@ impl Shared {
         });
         if only_if_queued && !revoked && !state.queue.iter().any(|t| t.job == job) {
             return false;
+        }
+        // Run by a waiting thread on a borrowed worker: failed when it ends (at once, with
+        // `kill`: its worker is killed).
+        if let Some((link, cancelled)) = state.borrowed.get_mut(&job) {
+            if !*cancelled && kill {
+                let _ = sys::pidfd_send_signal(link.pidfd.as_fd(), libc::SIGKILL);
+            }
+            *cancelled = true;
+            return true;
         }
         let sink = state.jobs.remove(&job);
         if sink.is_none() && !state.delivering.contains(&job) {

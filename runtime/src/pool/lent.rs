@@ -44,6 +44,8 @@ pub(super) fn round_trip(
     // A worker that died, or was killed, is never lent again: its state stays `GONE` until
     // the driver buries it (given back `IDLE`, the next caller would borrow a dead worker).
     let died = |what: &str| {
+        // Killed too: a worker that hung up may still live (a task closed its socket).
+        let _ = sys::pidfd_send_signal(link.pidfd.as_fd(), libc::SIGKILL);
         link.state.store(GONE, Ordering::Release);
         shared.wake();
         let code = link.wait_buried(Duration::from_secs(5));
@@ -227,7 +229,6 @@ pub(crate) fn run_queued_here(shared: &Arc<Shared>, job: u64) -> bool {
     let Some((link, task, mut sink)) = shared.lend_for(job) else {
         return false;
     };
-    let _give_back = GiveBack(shared, &link);
     let header = TaskHeader {
         job: task.job,
         chunk: task.chunk,
@@ -235,12 +236,23 @@ pub(crate) fn run_queued_here(shared: &Arc<Shared>, job: u64) -> bool {
         entry: task.entry.to_string(),
         claim: 0,
     };
-    let result = round_trip(shared, &link, header, task.payload);
-    // User code (a `Deserialize`) may panic in the sink's decoding: that fails the task, as
-    // on the driver thread.
+    let result = {
+        let _give_back = GiveBack(shared, &link);
+        round_trip(shared, &link, header, task.payload)
+    };
+    // The worker is given back before the result is delivered: a callback that runs in the
+    // delivery must not find it still lent (`join` would wait for it).
+    let result = if shared.end_borrow(job) {
+        Err(jobs::cancelled())
+    } else {
+        result
+    };
+    // User code (a `Deserialize`, a callback) may panic in the delivery: that fails the task,
+    // as on the driver thread.
     if let Err(payload) = panic::catch_unwind(AssertUnwindSafe(|| sink.deliver(task.chunk, result)))
     {
-        sink.fail(&reply::decoding_panicked(&*payload));
+        let err = reply::decoding_panicked(&*payload);
+        let _ = panic::catch_unwind(AssertUnwindSafe(|| sink.fail(&err)));
     }
     true
 }

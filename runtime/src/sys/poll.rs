@@ -1,4 +1,4 @@
-//! Waiting on descriptors: `poll(2)` with a deadline, never a sleep loop.
+//! Waiting on descriptors: `ppoll(2)` with a deadline, never a sleep loop.
 
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd};
@@ -11,16 +11,30 @@ pub(crate) const WRITABLE: i16 = libc::POLLOUT;
 /// The peer closed its end (end of file ahead, or hang-up).
 pub(crate) const PEER_CLOSED: i16 = libc::POLLRDHUP | libc::POLLHUP;
 
-/// Milliseconds left until `deadline` for `poll(2)`: `-1` waits forever, rounds up so a wait
-/// never ends before its deadline.
-fn poll_timeout(deadline: Option<Instant>) -> i32 {
-    match deadline {
-        None => -1,
-        Some(deadline) => {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let ms = left.as_nanos().div_ceil(1_000_000);
-            ms.min(i32::MAX as u128) as i32
-        }
+/// The time left until `deadline` for `ppoll(2)`: `None` waits forever. To the nanosecond:
+/// `poll(2)` counts whole milliseconds, which made a 50 us wait last a millisecond.
+fn poll_timeout(deadline: Option<Instant>) -> Option<libc::timespec> {
+    let left = deadline?.saturating_duration_since(Instant::now());
+    Some(libc::timespec {
+        tv_sec: libc::time_t::try_from(left.as_secs()).unwrap_or(libc::time_t::MAX),
+        tv_nsec: left.subsec_nanos() as libc::c_long,
+    })
+}
+
+/// `ppoll(2)` on `fds` without a signal mask (as `poll(2)`), for at most `timeout`.
+fn ppoll(fds: &mut [libc::pollfd], timeout: Option<libc::timespec>) -> libc::c_int {
+    let timeout_ptr = timeout
+        .as_ref()
+        .map_or(std::ptr::null(), |t| t as *const libc::timespec);
+    // SAFETY: `fds` is a valid, exclusively borrowed slice of pollfd; `timeout_ptr` is null or
+    // points at a timespec that outlives the call; a null signal mask leaves the mask as it is.
+    unsafe {
+        libc::ppoll(
+            fds.as_mut_ptr(),
+            fds.len() as libc::nfds_t,
+            timeout_ptr,
+            std::ptr::null(),
+        )
     }
 }
 
@@ -37,9 +51,7 @@ pub(crate) fn poll_one(
         revents: 0,
     };
     loop {
-        let timeout = poll_timeout(deadline);
-        // SAFETY: `pfd` is a valid, exclusively borrowed pollfd array of length 1.
-        let n = unsafe { libc::poll(&mut pfd, 1, timeout) };
+        let n = ppoll(std::slice::from_mut(&mut pfd), poll_timeout(deadline));
         if n >= 0 {
             if n == 0 && deadline.is_some_and(|d| Instant::now() < d) {
                 continue;
@@ -57,9 +69,7 @@ pub(crate) fn poll_one(
 /// (`0` on timeout).
 pub(crate) fn poll_many(fds: &mut [libc::pollfd], deadline: Option<Instant>) -> io::Result<usize> {
     loop {
-        let timeout = poll_timeout(deadline);
-        // SAFETY: `fds` is a valid, exclusively borrowed slice of pollfd.
-        let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout) };
+        let n = ppoll(fds, poll_timeout(deadline));
         if n >= 0 {
             return Ok(n as usize);
         }
