@@ -289,12 +289,6 @@ pub(crate) fn default_signal(signal: i32) {
     unsafe { libc::signal(signal, libc::SIG_DFL) };
 }
 
-/// Ignores `signal`.
-pub(crate) fn ignore_signal(signal: i32) {
-    // SAFETY: SIG_IGN is always a valid disposition.
-    unsafe { libc::signal(signal, libc::SIG_IGN) };
-}
-
 /// Blocks `signal` in the calling thread; returns whether it was blocked already.
 pub(crate) fn block_signal(signal: i32) -> bool {
     change_mask(libc::SIG_BLOCK, signal)
