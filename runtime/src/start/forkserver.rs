@@ -684,6 +684,7 @@ pub(crate) fn serve(control: UnixStream) -> ! {
     // server serves too: it keeps what its original found).
     let was_blocked = sys::block_signal(libc::SIGINT);
     sys::default_signal(libc::SIGINT);
+    let sigint = sys::SignalSet::of(libc::SIGINT);
     // The one-time set-up every child would otherwise do again on its own copy of the server,
     // and pay in page faults and lazy symbol binding (about ten faults per child): the fork
     // hook, the thread-local destructors of the incoming and outgoing descriptors (an empty
@@ -694,6 +695,9 @@ pub(crate) fn serve(control: UnixStream) -> ! {
     sys::hook_exit_report();
     // The library's panic hook, which every child has (see `child::Setup::in_server`).
     child::install_panic_hook();
+    // Standard output made (a buffer, behind a `OnceLock`) once here, not in every child that
+    // flushes it as it ends: an allocation and a run of `Once` code a child faults in.
+    let _ = std::io::Write::flush(&mut std::io::stdout());
     // The children's standard input, opened once (as `child::shared_dev_null` does), and not
     // registered: a child closes its copy itself, without writing to the registry.
     let null = sys::open_devnull().ok();
@@ -814,7 +818,7 @@ pub(crate) fn serve(control: UnixStream) -> ! {
                     sys::stdin_from(null.as_fd());
                 }
                 if SIGINT_BLOCKED_BEFORE.load(Ordering::Relaxed) != 2 {
-                    sys::unblock_signal(libc::SIGINT);
+                    sigint.unblock();
                 }
                 // The child writes its own exit code when it ends through the library (or
                 // `exit(3)`): the code then survives this server. Registered, the pipe is
