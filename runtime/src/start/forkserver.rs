@@ -822,8 +822,9 @@ pub(crate) fn serve(control: UnixStream) -> ! {
                 }
                 // The child writes its own exit code when it ends through the library (or
                 // `exit(3)`): the code then survives this server. Registered, the pipe is
-                // closed in the children it forks.
-                let status_w = LibraryFd::new(status_w).keep_for_life();
+                // closed in the children it forks (the server registered it for this fork).
+                let status_w = std::os::fd::IntoRawFd::into_raw_fd(status_w);
+                fd::register_for_life(status_w);
                 sys::report_exit_on(status_w);
                 match (sent, served) {
                     (_, Some(served)) => child::run_served(served),
