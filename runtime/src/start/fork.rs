@@ -283,9 +283,10 @@ pub(crate) fn fork_child<P: ForChild>(
     check_threads()?;
     // Both ends registered as they are made: a fork in another thread meanwhile (under a
     // permissive ForkPolicy) closes them in its child. What this child keeps (its end, and
-    // whatever `prepare` handed over: `fd::Registering::hand_over`) is unregistered again
-    // under the lock this fork holds, just before it forks; the parent closes its copies
-    // before it lets go of that lock.
+    // whatever `prepare` handed over: `fd::Registering::hand_over`) is unregistered again in
+    // the parent under the lock this fork holds, just after it forks, and the parent closes
+    // its copies before it lets go of that lock; the child keeps it registered if it keeps it
+    // for life (`ForChild::kept_registered`).
     let (parent_end, child_end) = fd::made(|fds| {
         let (parent_end, child_end) = UnixStream::pair()?;
         fds.hand_over(&child_end);
