@@ -5,7 +5,13 @@
 //! ```text
 //! cargo bench --bench start
 //! MULTIPROC_BENCH_ITERS=20 cargo bench --bench start   # quick run: 20 iterations of each
+//! MULTIPROC_BENCH_LOOP=fork MULTIPROC_BENCH_ITERS=300 perf stat target/release/deps/start-* --bench
 //! ```
+//!
+//! `MULTIPROC_BENCH_LOOP` (one of `fork`, `forkserver`, `spawn`, `floor-fork`, `floor-exec`)
+//! runs only that start + join, `MULTIPROC_BENCH_ITERS` times (default 300) after the warm-up,
+//! and prints nothing: for `perf stat` and `strace -c`, whose counts divided by the iterations
+//! are per start.
 
 mod common;
 
@@ -37,6 +43,9 @@ fn main() {
     }
     multiproc::init();
     // Any other argument (cargo bench passes `--bench`) is ignored.
+    if let Ok(what) = std::env::var("MULTIPROC_BENCH_LOOP") {
+        return run_loop(&what);
+    }
 
     let iters = iterations();
     let n = |m: StartMethod| iters.iter().find(|(k, _)| *k == m).map_or(1, |(_, n)| *n);
@@ -87,6 +96,23 @@ fn main() {
         },
     ];
     print_report(&iters, &rows, &cpython);
+}
+
+/// `MULTIPROC_BENCH_LOOP`: only the start + join named, in a loop (see the module docs).
+fn run_loop(what: &str) {
+    let one: fn() = match what {
+        "fork" => || start_join(StartMethod::Fork),
+        "forkserver" => || start_join(StartMethod::ForkServer),
+        "spawn" => || start_join(StartMethod::Spawn),
+        "floor-fork" => bare_fork,
+        "floor-exec" => bare_exec,
+        other => panic!(
+            "MULTIPROC_BENCH_LOOP: unknown {other:?} (fork, forkserver, spawn, floor-fork, floor-exec)"
+        ),
+    };
+    for _ in 0..WARMUP + forced_iters().unwrap_or(300) {
+        one();
+    }
 }
 
 fn iterations() -> Vec<(StartMethod, usize)> {

@@ -94,6 +94,50 @@ fn nest(path: String, method: String) {
     p.join().expect("join grandchild");
 }
 
+/// The sockets and pipes this process holds, by what they lead to (`socket:[inode]`), leaving
+/// out the standard streams and what the test process itself inherited.
+fn held_channels() -> Vec<String> {
+    let inherited = common::inheritable_fds();
+    let mut held: Vec<String> = std::fs::read_dir("/proc/self/fd")
+        .expect("/proc/self/fd")
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()))
+        .filter(|fd| *fd > 2 && !inherited.contains(fd))
+        .filter_map(|fd| std::fs::read_link(format!("/proc/self/fd/{fd}")).ok())
+        .map(|t| t.to_string_lossy().into_owned())
+        .filter(|t| t.starts_with("socket:") || t.starts_with("pipe:"))
+        .collect();
+    held.sort();
+    held
+}
+
+/// Writes, space-separated, the sockets and pipes it holds.
+#[process]
+fn report_channels(path: String) {
+    write_line(&path, &held_channels().join(" "));
+}
+
+/// Notes the sockets and pipes it holds (its control socket, a fork-server child's status
+/// pipe), starts a `fork` child that reports its own, and writes those of its own that the
+/// child holds too: none, if it keeps them registered for its forked children to close.
+#[process]
+fn channels_of_a_fork_child(dir: String) {
+    let mine = held_channels();
+    let path = format!("{dir}/grandchild");
+    let p = Process::new(report_channels, path.clone()).with_start_method(StartMethod::Fork);
+    p.start().expect("start the grandchild");
+    assert_eq!(p.join().expect("join the grandchild"), 0);
+    let theirs = std::fs::read_to_string(&path).expect("the grandchild's report");
+    let shared: Vec<&str> = theirs
+        .split_whitespace()
+        .filter(|t| mine.iter().any(|m| m == t))
+        .collect();
+    write_line(
+        &format!("{dir}/shared"),
+        &format!("mine [{}] shared [{}]", mine.join(" "), shared.join(" ")),
+    );
+}
+
 /// Lists the descriptors a program started by this child inherits.
 #[process]
 fn grandchild_fds(path: String) {
@@ -803,6 +847,24 @@ fn bootstrap_does_not_leak(m: StartMethod) -> Outcome {
     Ok(())
 }
 
+/// A child keeps its control socket (and a fork-server child its status pipe) registered
+/// for life: a child it forks in turn closes them, whether the child registered them itself
+/// or found them registered (a `fork` child, whose parent leaves its control socket in the
+/// registry it forks with; a fork-server child, whose server registers both before it forks).
+fn forked_grandchild_holds_none_of_the_childs_channels(m: StartMethod) -> Outcome {
+    let dir = scratch("channels");
+    let p = Process::new(channels_of_a_fork_child, dir.to_string_lossy().into_owned())
+        .with_start_method(m);
+    start(&p)?;
+    check_eq!(p.join()?, 0);
+    let line = read_when_ready(&dir.join("shared"), LONG)?;
+    // The child holds its control socket at least; its forked child holds none of it.
+    let mine = line.split(" shared ").next().unwrap_or("");
+    check!(mine.contains("socket:"), "{line}");
+    check!(line.ends_with("shared []"), "{line}");
+    Ok(())
+}
+
 fn fork_server_exits_with_its_parent() -> Outcome {
     let dir = scratch("server");
     let path = dir.join("ppid");
@@ -1473,6 +1535,7 @@ fn main() {
         stdin_is_dev_null,
         declared_frame_length,
         too_many_descriptors_in_arguments,
+        forked_grandchild_holds_none_of_the_childs_channels,
     );
     trials.extend(trials!(once:
         global_start_method,

@@ -359,30 +359,41 @@ pub(crate) fn authenticate(
 /// identity and the role. A bootstrap of another build, or one that cannot be read, is refused
 /// ([`refuse`]); a parent that hangs up first is left without a word.
 pub(crate) fn receive(control: &UnixStream, deadline: Option<Instant>) -> Role {
+    match try_receive(control, deadline) {
+        Ok(role) => role,
+        Err(None) => sys::exit_now(EXIT_BOOTSTRAP_FAILED),
+        Err(Some((kind, message))) => refuse(control, kind, message),
+    }
+}
+
+/// [`receive`], for a caller that must go on whatever the bootstrap holds (a fork server that
+/// reads its child's bootstrap before it forks the child): the role, or what the child is to
+/// refuse with (`Some`), or nothing to say when the parent hung up first (`None`).
+pub(crate) fn try_receive(
+    control: &UnixStream,
+    deadline: Option<Instant>,
+) -> std::result::Result<Role, Option<(ErrorKind, String)>> {
+    let unreadable = |err: Error| {
+        Some((
+            ErrorKind::Bootstrap,
+            format!("cannot read the bootstrap: {}", err.chain()),
+        ))
+    };
     let build = match wire::recv::<BuildId>(control, deadline) {
         Ok(Some(build)) => build,
-        Ok(None) => sys::exit_now(EXIT_BOOTSTRAP_FAILED),
-        Err(err) => refuse(
-            control,
-            ErrorKind::Bootstrap,
-            format!("cannot read the bootstrap: {}", err.chain()),
-        ),
+        Ok(None) => return Err(None),
+        Err(err) => return Err(unreadable(err)),
     };
     if build != BuildId::current() {
-        refuse(
-            control,
+        return Err(Some((
             ErrorKind::BuildMismatch,
             NOT_THE_PARENTS_BUILD.to_string(),
-        );
+        )));
     }
     match wire::recv::<Role>(control, deadline) {
-        Ok(Some(role)) => role,
-        Ok(None) => sys::exit_now(EXIT_BOOTSTRAP_FAILED),
-        Err(err) => refuse(
-            control,
-            ErrorKind::Bootstrap,
-            format!("cannot read the bootstrap: {}", err.chain()),
-        ),
+        Ok(Some(role)) => Ok(role),
+        Ok(None) => Err(None),
+        Err(err) => Err(unreadable(err)),
     }
 }
 

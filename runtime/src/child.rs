@@ -18,7 +18,7 @@ use crate::bootstrap::{
 };
 use crate::current::{self, CurrentProcess, ParentProcess};
 use crate::error::{ErrorKind, RemotePanic};
-use crate::fd::{self, LibraryFd};
+use crate::fd;
 use crate::registry::{self, Entry};
 use crate::{handle, sys, wire};
 
@@ -87,6 +87,125 @@ enum Origin {
 pub(crate) fn serve(control: UnixStream) -> ! {
     let deadline = sys::deadline_after(bootstrap::BOOTSTRAP_TIMEOUT);
     run_bootstrap(control, Origin::ForkServer, deadline)
+}
+
+/// What a fork server makes of a child's bootstrap before it forks the child, when the parent
+/// has written that bootstrap in full on the child's control socket first (a `Process` start:
+/// `start::forkserver::launch_process`): [`prepare_served`] reads and checks it in the server,
+/// and [`run_served`] runs the child from there.
+///
+/// A fork server's child runs on copies of the server's pages, and pays a page fault for each
+/// page it writes and for each window of code it runs first in its own address space (a fork
+/// copies no page table entries for the program's code): reading, decoding and checking its
+/// bootstrap, and allocating its setup, cost it about a dozen faults (2 to 3 us each on a
+/// virtual machine), where the server, which runs that code for every child, has it at hand.
+pub(crate) enum Served {
+    /// Everything checked and made: the child only runs it.
+    Run {
+        setup: Setup,
+        entry: &'static Entry,
+        acknowledge: bool,
+    },
+    /// A launch whose descriptors follow on the socket: the child receives them, then runs it.
+    Launch {
+        control: UnixStream,
+        launch: Launch,
+        acknowledge: bool,
+    },
+    /// The child refuses its bootstrap with this.
+    Refuse {
+        control: UnixStream,
+        kind: ErrorKind,
+        message: String,
+    },
+    /// The parent hung up first: the child exits without a word.
+    Closed,
+}
+
+impl Served {
+    /// The child's control socket, if the child keeps it.
+    pub(crate) fn control_fd(&self) -> Option<RawFd> {
+        match self {
+            Served::Run { setup, .. } => Some(setup.control.as_raw_fd()),
+            Served::Launch { control, .. } | Served::Refuse { control, .. } => {
+                Some(control.as_raw_fd())
+            }
+            Served::Closed => None,
+        }
+    }
+}
+
+/// Reads, in the fork server, the bootstrap that waits in full on `control` (without waiting
+/// for anything that has not arrived), and makes of it what the child forked next runs (see
+/// [`Served`]). Never fails: what the child would refuse, it refuses once forked. The server
+/// drops what it returns once it has forked (closing its copy of the socket).
+pub(crate) fn prepare_served(control: UnixStream) -> Served {
+    let (launch, acknowledge) =
+        match bootstrap::try_receive(&control, Some(std::time::Instant::now())) {
+            Err(None) => return Served::Closed,
+            Err(Some((kind, message))) => {
+                return Served::Refuse {
+                    control,
+                    kind,
+                    message,
+                }
+            }
+            Ok(Role::ForkServer { .. }) => {
+                return Served::Refuse {
+                    control,
+                    kind: ErrorKind::Bootstrap,
+                    message: "a child of the fork server cannot become a fork server".to_string(),
+                }
+            }
+            Ok(Role::Run(launch)) => (launch, true),
+            Ok(Role::RunUnacknowledged(launch)) => (launch, false),
+        };
+    if launch.fds != 0 {
+        return Served::Launch {
+            control,
+            launch,
+            acknowledge,
+        };
+    }
+    match entry_of(&launch) {
+        Ok(entry) => Served::Run {
+            setup: Setup::in_server(control, launch),
+            entry,
+            acknowledge,
+        },
+        Err(err) => Served::Refuse {
+            control,
+            kind: err.kind(),
+            message: err.message().to_string(),
+        },
+    }
+}
+
+/// Runs, in a fork server's child, what [`prepare_served`] made. Never returns.
+pub(crate) fn run_served(served: Served) -> ! {
+    match served {
+        Served::Run {
+            setup,
+            entry,
+            acknowledge,
+        } => {
+            if acknowledge && wire::send(&setup.control, &ChildMessage::Ready).is_err() {
+                sys::exit_now(EXIT_BOOTSTRAP_FAILED);
+            }
+            run(setup, entry, Vec::new())
+        }
+        Served::Launch {
+            control,
+            launch,
+            acknowledge,
+        } => run_launch(control, launch, acknowledge),
+        Served::Refuse {
+            control,
+            kind,
+            message,
+        } => refuse(&control, kind, message),
+        Served::Closed => sys::exit_now(EXIT_BOOTSTRAP_FAILED),
+    }
 }
 
 /// The name of the pool workers' entry point (`pool::worker::WorkerMain::NAME`): the library
@@ -261,18 +380,27 @@ impl Setup {
     /// The setup of the child described by `launch`, whose end of the control socket is
     /// `control`, made in the child itself (a spawned or fork-server child).
     pub(crate) fn new(control: UnixStream, launch: Launch) -> Setup {
+        install_panic_hook();
         Setup::with_stdin(control, launch, None)
     }
 
     /// [`new`](Self::new), made in the parent for a child it forks next.
     pub(crate) fn for_fork(control: UnixStream, launch: Launch) -> Setup {
+        install_panic_hook();
         Setup::with_stdin(control, launch, shared_dev_null())
+    }
+
+    /// [`new`](Self::new), made by a fork server for the child it forks next: the server has
+    /// installed the panic hook once, before it serves (`start::forkserver::serve`; it runs no
+    /// code of the user's after that, so the hook stays the library's), and installing it
+    /// again for every child would write std's hook lock, one more page to copy per fork.
+    fn in_server(control: UnixStream, launch: Launch) -> Setup {
+        Setup::with_stdin(control, launch, None)
     }
 
     fn with_stdin(control: UnixStream, launch: Launch, stdin: Option<RawFd>) -> Setup {
         let control = Arc::new(control);
         let (process, parent) = current::child_identity(&launch, control.clone());
-        install_panic_hook();
         Setup {
             name: Box::new(launch.name.clone()),
             stdin,
@@ -287,6 +415,10 @@ impl Setup {
 impl ForChild for Setup {
     fn kept_fds(&self) -> Vec<RawFd> {
         vec![self.control.as_raw_fd()]
+    }
+
+    fn kept_registered(&self) -> bool {
+        true
     }
 
     fn in_child(&self) {
@@ -330,8 +462,9 @@ pub(crate) fn run(setup: Setup, entry: &'static Entry, fds: Vec<OwnedFd>) -> ! {
         name,
         stdin: _,
     } = setup;
-    // Closed in the children this child forks, for as long as it lives.
-    LibraryFd::new(control.clone()).keep_for_life();
+    // Closed in the children this child forks, for as long as it lives (registered already
+    // in a child of the fork start method: `ForChild::kept_registered`).
+    fd::register_for_life(control.as_raw_fd());
     current::become_child(process, parent);
     // A child starts its own children the way it was started, unless told otherwise.
     crate::context::force_start_method(Some(launch.start_method));
@@ -445,6 +578,14 @@ fn send_returned(control: &UnixStream, output: handle::Encoded) -> crate::error:
 /// keeps.
 pub(crate) trait ForChild {
     fn kept_fds(&self) -> Vec<RawFd>;
+
+    /// Whether the child keeps [`kept_fds`](Self::kept_fds) registered (closed in the children
+    /// it forks in turn), as [`run`] does with its control socket: the fork then leaves them
+    /// in the child's copy of the registry instead of taking them out, and the child writes
+    /// nothing in the list's buffer (a page it would have to copy first).
+    fn kept_registered(&self) -> bool {
+        false
+    }
 
     /// Runs in the child just after the fork, before it closes the parent's descriptors.
     fn in_child(&self) {}

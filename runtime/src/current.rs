@@ -173,7 +173,10 @@ pub(crate) fn child_identity(
 
 /// Sets who this process is, in a freshly started child; never allocates nor frees.
 pub(crate) fn become_child(process: CurrentProcess, parent: ParentProcess) {
-    let mut me = lock_me();
+    // Not `lock_me`, which names a process that has no name yet (a fork server's child finds
+    // none) "MainProcess": an allocation, and the allocator's pages to copy, for a name
+    // replaced at once.
+    let mut me = me_cell().lock().unwrap_or_else(PoisonError::into_inner);
     // The values replaced are the parent's, copied by fork (or a fresh process's defaults):
     // forgotten rather than freed. The child ends with `_exit`; freeing them would only write
     // to pages of the allocator that a forked child has to copy first.

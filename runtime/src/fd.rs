@@ -226,9 +226,9 @@ impl Registering<'_> {
     }
 
     /// Registers `fd`, which the next fork in this thread hands to its child (`start::fork`):
-    /// it is no [`LibraryFd`], since that fork unregisters it as it forks (`ForChild::kept_fds`)
-    /// and the parent closes its copy under the fork's locks. Until then a fork in another
-    /// thread closes it in its child. If that fork never comes, [`forget`] unregisters it.
+    /// it is no [`LibraryFd`], since that fork unregisters it in the parent once it has forked
+    /// (`ForChild::kept_fds`) and the parent closes its copy under the fork's locks. Until then a fork in another
+    /// thread closes it in its child. If that fork never comes, [`unregister`] unregisters it.
     pub(crate) fn hand_over(&mut self, fd: &impl AsRawFd) {
         add(self.fds, fd.as_raw_fd());
     }
@@ -252,10 +252,19 @@ pub(crate) fn made<T, E>(
     })
 }
 
-/// Unregisters `fd`, handed over ([`Registering::hand_over`]) and taken by no fork: it is
-/// now the process's own (a spawned child's standard input).
-pub(crate) fn forget(fd: &impl AsRawFd) {
-    remove(&mut lock_registry(), fd.as_raw_fd());
+/// Registers `raw` for the rest of the process, if it is not registered already: a
+/// descriptor the process keeps open for good (a child's own control socket), which the
+/// children it forks must close.
+pub(crate) fn register_for_life(raw: RawFd) {
+    let _ = fork_hooked();
+    add(&mut lock_registry(), raw);
+}
+
+/// Unregisters the number `raw`: handed over ([`Registering::hand_over`]) and taken by no
+/// fork, or registered ([`register_for_life`]) for a child about to be forked that keeps it
+/// (`start::forkserver::serve`); it is no longer the library's to close in forked children.
+pub(crate) fn unregister(raw: RawFd) {
+    remove(&mut lock_registry(), raw);
 }
 
 #[cfg(test)]
@@ -299,7 +308,7 @@ mod tests {
         })
         .unwrap();
         assert!(registered(&owned) && registered(&handed));
-        forget(&handed);
+        unregister(handed.as_raw_fd());
         assert!(!registered(&handed));
         let shared = Arc::new(owned);
         let other = Arc::clone(&shared);

@@ -283,9 +283,10 @@ pub(crate) fn fork_child<P: ForChild>(
     check_threads()?;
     // Both ends registered as they are made: a fork in another thread meanwhile (under a
     // permissive ForkPolicy) closes them in its child. What this child keeps (its end, and
-    // whatever `prepare` handed over: `fd::Registering::hand_over`) is unregistered again
-    // under the lock this fork holds, just before it forks; the parent closes its copies
-    // before it lets go of that lock.
+    // whatever `prepare` handed over: `fd::Registering::hand_over`) is unregistered again in
+    // the parent under the lock this fork holds, just after it forks, and the parent closes
+    // its copies before it lets go of that lock; the child keeps it registered if it keeps it
+    // for life (`ForChild::kept_registered`).
     let (parent_end, child_end) = fd::made(|fds| {
         let (parent_end, child_end) = UnixStream::pair()?;
         fds.hand_over(&child_end);
@@ -312,9 +313,17 @@ pub(crate) fn fork_child<P: ForChild>(
     let mut children = current::lock_children();
     let mut fds = fd::lock_registry();
     let executable = lock_executable();
-    fds.retain(|fd| !kept.contains(fd));
-    // Room for the child to register its control socket without allocating.
-    fds.reserve(1);
+    // What the child keeps first in the list, the others after: the child closes the others
+    // and shortens the list, which writes none of the list's buffer (a page it would have to
+    // copy first). The parent takes them out after the fork, before it closes its copies.
+    let mut keep = 0;
+    for i in 0..fds.len() {
+        if kept.contains(&fds[i]) {
+            fds.swap(keep, i);
+            keep += 1;
+        }
+    }
+    let kept_registered = prepared.kept_registered();
 
     // SAFETY: the child only closes descriptors, resets the library state it holds the locks
     // of, and runs the target; when the parent is multi-threaded this is allowed only by an
@@ -323,7 +332,7 @@ pub(crate) fn fork_child<P: ForChild>(
         Ok(ForkResult::Child) => {
             drop(gate);
             prepared.in_child();
-            for &fd in fds.iter() {
+            for &fd in fds[keep..].iter() {
                 // SAFETY: these descriptors belong to the library's handles on other children
                 // and on the fork server, which this child must not keep open; `parent_end`
                 // is one of them.
@@ -331,8 +340,9 @@ pub(crate) fn fork_child<P: ForChild>(
             }
             std::mem::forget(parent_end);
             // The copies of the parent's handles refer to closed descriptors: forget them
-            // without running their destructors.
-            fds.clear();
+            // without running their destructors. What the child keeps stays registered if it
+            // says so.
+            fds.truncate(if kept_registered { keep } else { 0 });
             std::mem::forget(std::mem::take(&mut *children));
             std::mem::forget(server.take());
             drop((executable, server, fds, children, me, hook));
@@ -343,13 +353,16 @@ pub(crate) fn fork_child<P: ForChild>(
         Ok(ForkResult::Parent { child }) => {
             drop(gate);
             // The parent's copies of what the child keeps (its end of the control socket...),
-            // closed before another thread may fork.
+            // unregistered and closed before another thread may fork.
+            fds.drain(..keep);
             drop(prepared);
             drop((executable, server, fds, children, me, hook));
             drop((stdout, stderr));
             Popen::direct(child.as_raw(), parent_end)
         }
         Err(err) => {
+            fds.drain(..keep);
+            drop(prepared);
             drop((executable, server, fds, children, me, hook));
             drop(parent_end);
             Err(Error::io("fork failed", err))

@@ -17,8 +17,10 @@
 //! Requests and answers are frames of fixed length, little-endian, one request at a time:
 //!
 //! - request, 16 bytes and one descriptor: magic `MPfq`, op (`F`: fork a child that runs the
-//!   bootstrap on the descriptor; `C`: fork a copy of the server that serves on it), three
-//!   zero bytes, request id (a `u64` counted from 1 per server);
+//!   bootstrap on the descriptor; `R`: the same, but the bootstrap waits in full on the
+//!   descriptor already, and the server reads and checks it before it forks, so that the
+//!   child does not (see `child::Served`); `C`: fork a copy of the server that serves on it),
+//!   three zero bytes, request id (a `u64` counted from 1 per server);
 //! - answer, 20 bytes: magic `MPfa`, the id it answers, the child's pid (or `-errno` when the
 //!   server could not fork), and the number of descriptors attached: 2 (status pipe, pidfd)
 //!   with a pid, 0 with an error.
@@ -60,7 +62,7 @@
 //! [`set_forkserver_preload`] names `#[process]` functions that a new server calls once before
 //! it serves, so that every child it forks starts warm (CPython's preload of modules).
 
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
@@ -174,6 +176,9 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Fork a child that runs the bootstrap on the descriptor sent.
 const OP_FORK: u8 = b'F';
+/// Fork a child whose bootstrap waits in full on the descriptor sent: the server reads it
+/// first (see `child::Served`).
+const OP_FORK_READY: u8 = b'R';
 /// Fork a copy of the server that serves on the descriptor sent.
 const OP_CLONE: u8 = b'C';
 
@@ -200,7 +205,8 @@ fn parse_request(frame: &[u8; REQUEST_LEN]) -> Option<(u8, u64)> {
         return None;
     };
     let id = u64::from_le_bytes(id.try_into().ok()?);
-    (*magic == REQUEST_MAGIC && matches!(op, OP_FORK | OP_CLONE) && id != 0).then_some((op, id))
+    (*magic == REQUEST_MAGIC && matches!(op, OP_FORK | OP_FORK_READY | OP_CLONE) && id != 0)
+        .then_some((op, id))
 }
 
 fn reply_frame(id: u64, value: i32, fds: u32) -> [u8; REPLY_LEN] {
@@ -287,7 +293,14 @@ pub(crate) fn launch_process(launch: Launch, fds: &[RawFd]) -> Result<Popen> {
         loop {
             let server = live_server(&mut client)?;
             let build = server.build;
-            let sent = server.request_with(OP_FORK, |control| {
+            // A bootstrap written in full before the request, with no descriptors to follow,
+            // is read by the server before it forks (see `child::Served`).
+            let op = if early && fds.is_empty() {
+                OP_FORK_READY
+            } else {
+                OP_FORK
+            };
+            let sent = server.request_with(op, |control| {
                 if early {
                     crate::bootstrap::send(control, None, &build, &role, fds, deadline)
                 } else {
@@ -661,15 +674,17 @@ fn close_in_child(kids: Vec<Kid>) {
 /// a request is malformed (the stream is then out of step; the parent sees the end of file
 /// and replaces the server).
 pub(crate) fn serve(control: UnixStream) -> ! {
-    // Ignored, so that a Ctrl-C to the terminal's process group does not end the server; and
-    // blocked, so that a SIGINT sent to a child before it has set the signal back to its
-    // default is not lost: a blocked signal stays pending even while ignored, and ends the
-    // child when it unblocks it (its parent does not wait for the child to be set up: see
-    // `launch_process`). Unblocked in a child only if it was not blocked when the first
-    // server of this line began to serve (a copy of a server serves too: it keeps what its
-    // original found).
-    sys::ignore_signal(libc::SIGINT);
+    // Blocked, so that a Ctrl-C to the terminal's process group does not end the server (a
+    // blocked signal stays pending, and a process's pending signals are not its children's);
+    // and set to its default once here, so that the children, which inherit it, need not
+    // set it back (a system call and two windows of code each): a SIGINT sent to a child
+    // before it unblocks it stays pending, and ends the child when it does (its parent does
+    // not wait for the child to be set up: see `launch_process`). Unblocked in a child only
+    // if it was not blocked when the first server of this line began to serve (a copy of a
+    // server serves too: it keeps what its original found).
     let was_blocked = sys::block_signal(libc::SIGINT);
+    sys::default_signal(libc::SIGINT);
+    let sigint = sys::SignalSet::of(libc::SIGINT);
     // The one-time set-up every child would otherwise do again on its own copy of the server,
     // and pay in page faults and lazy symbol binding (about ten faults per child): the fork
     // hook, the thread-local destructors of the incoming and outgoing descriptors (an empty
@@ -678,8 +693,14 @@ pub(crate) fn serve(control: UnixStream) -> ! {
     handle::prepare_fork();
     let _ = handle::encode_with(|| Ok(Vec::new()));
     sys::hook_exit_report();
-    // The children's standard input, opened once (see `child::shared_dev_null`).
-    let null = child::shared_dev_null();
+    // The library's panic hook, which every child has (see `child::Setup::in_server`).
+    child::install_panic_hook();
+    // Standard output made (a buffer, behind a `OnceLock`) once here, not in every child that
+    // flushes it as it ends: an allocation and a run of `Once` code a child faults in.
+    let _ = std::io::Write::flush(&mut std::io::stdout());
+    // The children's standard input, opened once (as `child::shared_dev_null` does), and not
+    // registered: a child closes its copy itself, without writing to the registry.
+    let null = sys::open_devnull().ok();
     let _ = SIGINT_BLOCKED_BEFORE.compare_exchange(
         0,
         if was_blocked { 2 } else { 1 },
@@ -687,6 +708,9 @@ pub(crate) fn serve(control: UnixStream) -> ! {
         Ordering::Relaxed,
     );
     let mut kids: Vec<Kid> = Vec::new();
+    // The status pipe of the next child, made while the server has nothing else to do rather
+    // than between a request and its fork.
+    let mut next_pipe = sys::pipe_nonblocking().ok();
     loop {
         let mut fds: Vec<libc::pollfd> = std::iter::once(control.as_raw_fd())
             .chain(kids.iter().map(|k| k.pidfd.as_raw_fd()))
@@ -733,61 +757,84 @@ pub(crate) fn serve(control: UnixStream) -> ! {
         let refuse = |errno: i32| {
             let _ = sys::send_with_fds(control.as_fd(), &reply_frame(id, -errno, 0), &[]);
         };
-        let (status_r, status_w) = match sys::pipe() {
+        let (status_r, status_w) = match next_pipe.take().map_or_else(sys::pipe_nonblocking, Ok) {
             Ok(pipe) => pipe,
             Err(err) => {
                 refuse(err.raw_os_error().unwrap_or(libc::EIO));
                 continue;
             }
         };
+        // Read and checked here, where that code is at hand, not in the child (see
+        // `child::Served`).
+        let (sent, served) = if op == OP_FORK_READY {
+            (None, Some(child::prepare_served(UnixStream::from(sent))))
+        } else {
+            (Some(sent), None)
+        };
+        // Registered for the fork, so that the child finds registered already what it keeps
+        // for life (its status pipe, its control socket) and writes nothing to the registry's
+        // list (a page it would have to copy first); unregistered again in the server as
+        // soon as it has forked. A copy of the server keeps neither.
+        let for_child: Vec<RawFd> = if op == OP_CLONE {
+            Vec::new()
+        } else {
+            let control = match (&sent, &served) {
+                (_, Some(served)) => served.control_fd(),
+                (Some(sent), None) => Some(sent.as_raw_fd()),
+                (None, None) => None,
+            };
+            std::iter::once(status_w.as_raw_fd())
+                .chain(control)
+                .collect()
+        };
+        for &raw in &for_child {
+            fd::register_for_life(raw);
+        }
         // SAFETY: the server has one thread, as this loop starts none: the fork server was
         // exec'd to run nothing else; a pool's zygote was forked from the process (and a spare
         // from a zygote), and a forked child has only the thread that forked it. A lock that
         // another thread of the process held at the zygote's fork stays held here: that fork
         // was allowed by `fork::check_threads` (the process was single-threaded, or its
         // `ForkPolicy` said to fork anyway), and this fork copies nothing that one did not.
-        match unsafe { fork() } {
+        let forked = unsafe { fork() };
+        if !matches!(forked, Ok(ForkResult::Child)) {
+            for &raw in &for_child {
+                fd::unregister(raw);
+            }
+        }
+        match forked {
             Ok(ForkResult::Child) if op == OP_CLONE => {
-                drop((kids, control, status_r, status_w));
-                // The copy opens its own (its fork generation is another).
-                if let Some(null) = null {
-                    // SAFETY: this copy's inherited `/dev/null`, unregistered and closed once.
-                    let null = unsafe { OwnedFd::from_raw_fd(null) };
-                    fd::forget(&null);
+                // The copy opens its own `/dev/null`.
+                drop((kids, control, status_r, status_w, next_pipe, null));
+                match sent {
+                    Some(sent) => serve(UnixStream::from(sent)),
+                    None => sys::exit_now(1),
                 }
-                serve(UnixStream::from(sent))
             }
             Ok(ForkResult::Child) => {
                 close_in_child(kids);
-                drop((control, status_r));
-                match null {
-                    Some(null) => {
-                        // SAFETY: the server's `/dev/null`, open until closed just below.
-                        sys::stdin_from(unsafe { BorrowedFd::borrow_raw(null) });
-                        // SAFETY: this child's copy, unregistered and closed once.
-                        let null = unsafe { OwnedFd::from_raw_fd(null) };
-                        fd::forget(&null);
-                    }
-                    None => {
-                        if let Ok(null) = sys::open_devnull() {
-                            sys::stdin_from(null.as_fd());
-                        }
-                    }
+                drop((control, status_r, next_pipe));
+                if let Some(null) = null.or_else(|| sys::open_devnull().ok()) {
+                    sys::stdin_from(null.as_fd());
                 }
-                sys::default_signal(libc::SIGINT);
                 if SIGINT_BLOCKED_BEFORE.load(Ordering::Relaxed) != 2 {
-                    sys::unblock_signal(libc::SIGINT);
+                    sigint.unblock();
                 }
                 // The child writes its own exit code when it ends through the library (or
                 // `exit(3)`): the code then survives this server. Registered, the pipe is
-                // closed in the children it forks.
-                let status_w = LibraryFd::new(status_w).keep_for_life();
+                // closed in the children it forks (the server registered it for this fork).
+                let status_w = std::os::fd::IntoRawFd::into_raw_fd(status_w);
+                fd::register_for_life(status_w);
                 sys::report_exit_on(status_w);
-                child::serve(UnixStream::from(sent))
+                match (sent, served) {
+                    (_, Some(served)) => child::run_served(served),
+                    (Some(sent), None) => child::serve(UnixStream::from(sent)),
+                    (None, None) => sys::exit_now(crate::bootstrap::EXIT_BOOTSTRAP_FAILED),
+                }
             }
             Ok(ForkResult::Parent { child }) => {
                 let pid = child.as_raw();
-                drop(sent);
+                drop((sent, served));
                 match sys::pidfd_open(pid) {
                     Ok(pidfd) => {
                         let fds = [status_r.as_raw_fd(), pidfd.as_raw_fd()];
@@ -797,6 +844,9 @@ pub(crate) fn serve(control: UnixStream) -> ! {
                             status: status_w,
                             pidfd,
                         });
+                        if next_pipe.is_none() {
+                            next_pipe = sys::pipe_nonblocking().ok();
+                        }
                     }
                     Err(err) => {
                         // SAFETY: `pid` is our unreaped child.
@@ -817,7 +867,7 @@ mod tests {
 
     #[test]
     fn a_request_frame_reads_back() {
-        for op in [OP_FORK, OP_CLONE] {
+        for op in [OP_FORK, OP_FORK_READY, OP_CLONE] {
             let frame = request_frame(op, 0x0102_0304_0506_0708);
             assert_eq!(parse_request(&frame), Some((op, 0x0102_0304_0506_0708)));
         }

@@ -227,20 +227,26 @@ impl Popen {
             Waiter::Server { status, .. } => {
                 // It has ended: it wrote its code itself as it exited (see `forkserver`),
                 // or the server reaps it and writes the code at once, unless the server died
-                // first (end of file): then the code is lost, as in CPython.
-                let said = sys::poll_one(
-                    status.as_fd(),
-                    sys::READABLE,
-                    sys::deadline_after(STATUS_WAIT),
-                )
-                .unwrap_or(0);
+                // first (end of file): then the code is lost, as in CPython. The pipe does
+                // not block (the server makes it so): a code already there (the usual case)
+                // is read without a `poll(2)` first.
                 let mut code = [0u8; 4];
-                match said {
-                    0 => Some(EXIT_SERVER_DIED),
-                    _ => match sys::read_full(status.as_fd(), &mut code) {
-                        Ok(4) => Some(i32::from_le_bytes(code)),
-                        _ => Some(EXIT_SERVER_DIED),
-                    },
+                let mut read = sys::read_full(status.as_fd(), &mut code);
+                if matches!(&read, Err(err) if err.kind() == std::io::ErrorKind::WouldBlock) {
+                    let said = sys::poll_one(
+                        status.as_fd(),
+                        sys::READABLE,
+                        sys::deadline_after(STATUS_WAIT),
+                    )
+                    .unwrap_or(0);
+                    read = match said {
+                        0 => Ok(0),
+                        _ => sys::read_full(status.as_fd(), &mut code),
+                    };
+                }
+                match read {
+                    Ok(4) => Some(i32::from_le_bytes(code)),
+                    _ => Some(EXIT_SERVER_DIED),
                 }
             }
         };

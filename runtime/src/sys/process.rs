@@ -289,20 +289,34 @@ pub(crate) fn default_signal(signal: i32) {
     unsafe { libc::signal(signal, libc::SIG_DFL) };
 }
 
-/// Ignores `signal`.
-pub(crate) fn ignore_signal(signal: i32) {
-    // SAFETY: SIG_IGN is always a valid disposition.
-    unsafe { libc::signal(signal, libc::SIG_IGN) };
-}
-
 /// Blocks `signal` in the calling thread; returns whether it was blocked already.
 pub(crate) fn block_signal(signal: i32) -> bool {
     change_mask(libc::SIG_BLOCK, signal)
 }
 
-/// Unblocks `signal` in the calling thread: one that is pending is delivered now.
-pub(crate) fn unblock_signal(signal: i32) {
-    change_mask(libc::SIG_UNBLOCK, signal);
+/// A set of one signal, made once, to unblock where little code should run (a fork server's
+/// child: see [`unblock`](Self::unblock)).
+pub(crate) struct SignalSet(libc::sigset_t);
+
+impl SignalSet {
+    /// The set holding `signal` alone.
+    pub(crate) fn of(signal: i32) -> SignalSet {
+        // SAFETY: `sigset_t` is plain old data; sigemptyset and sigaddset fill it.
+        unsafe {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            libc::sigaddset(&mut set, signal);
+            SignalSet(set)
+        }
+    }
+
+    /// Unblocks the set's signal in the calling thread (one that is pending is delivered
+    /// now), without building the set there: its C library calls are so many more windows
+    /// of code that a fork server's child would fault in.
+    pub(crate) fn unblock(&self) {
+        // SAFETY: a valid, initialised set; the old mask is not asked for (null).
+        unsafe { libc::pthread_sigmask(libc::SIG_UNBLOCK, &self.0, std::ptr::null_mut()) };
+    }
 }
 
 /// `pthread_sigmask(how, {signal})`; returns whether `signal` was blocked before.

@@ -316,6 +316,25 @@ pub(crate) fn recv_now_into(
     }
 }
 
+/// One `recv` without waiting into `buf`: the number of bytes, `0` at end of file; a socket
+/// with nothing to read is a `WouldBlock` error, an interrupted call an `Interrupted` one.
+pub(crate) fn recv_now(sock: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
+    // SAFETY: the kernel writes at most `buf.len()` bytes into `buf`, which we borrow
+    // exclusively.
+    let n = unsafe {
+        libc::recv(
+            sock.as_raw_fd(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            libc::MSG_DONTWAIT,
+        )
+    };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(n as usize)
+}
+
 /// Control-message space for [`MAX_FDS`] descriptors, for [`recv_some_with_fds`].
 pub(crate) fn fds_space() -> Vec<u8> {
     vec![0u8; cmsg_space_for(MAX_FDS)]

@@ -115,21 +115,21 @@ fn read_body(stream: &UnixStream, len: u64, deadline: Option<Instant>) -> Result
             None => Read::take(stream, room as u64)
                 .read_to_end(&mut body)
                 .map_err(|err| Error::io("cannot read from the other process", err))?,
-            Some(_) => {
-                let ready = sys::poll_one(stream.as_fd(), sys::READABLE, deadline)
-                    .map_err(|err| Error::io("cannot wait for the other process", err))?;
-                if ready == 0 {
-                    return Err(Error::timeout(
-                        "timed out waiting for a message from the other process",
-                    ));
-                }
-                match sys::recv_now_into(stream.as_fd(), &mut body, room) {
-                    Err(err) if err.kind() == io::ErrorKind::WouldBlock => continue,
-                    read => {
-                        read.map_err(|err| Error::io("cannot read from the other process", err))?
+            // Read at once, and waited for only when nothing has arrived (see
+            // `read_exact_until`).
+            Some(_) => match sys::recv_now_into(stream.as_fd(), &mut body, room) {
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
+                    let ready = sys::poll_one(stream.as_fd(), sys::READABLE, deadline)
+                        .map_err(|err| Error::io("cannot wait for the other process", err))?;
+                    if ready == 0 {
+                        return Err(Error::timeout(
+                            "timed out waiting for a message from the other process",
+                        ));
                     }
+                    continue;
                 }
-            }
+                read => read.map_err(|err| Error::io("cannot read from the other process", err))?,
+            },
         };
         if n_read == 0 {
             return Err(Error::new(
@@ -150,16 +150,26 @@ fn read_exact_until(
 ) -> Result<bool> {
     let mut filled = 0;
     while filled < buf.len() {
-        if deadline.is_some() {
-            let ready = sys::poll_one(stream.as_fd(), sys::READABLE, deadline)
-                .map_err(|err| Error::io("cannot wait for the other process", err))?;
-            if ready == 0 {
-                return Err(Error::timeout(
-                    "timed out waiting for a message from the other process",
-                ));
-            }
-        }
-        match (&*stream).read(&mut buf[filled..]) {
+        let read = match deadline {
+            None => (&*stream).read(&mut buf[filled..]),
+            // What has arrived is read at once; the wait (a `poll(2)`) comes only when
+            // nothing has: a bootstrap or a child's last message is usually there in full,
+            // and a poll before each read doubled the system calls of reading it.
+            Some(_) => match sys::recv_now(stream.as_fd(), &mut buf[filled..]) {
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
+                    let ready = sys::poll_one(stream.as_fd(), sys::READABLE, deadline)
+                        .map_err(|err| Error::io("cannot wait for the other process", err))?;
+                    if ready == 0 {
+                        return Err(Error::timeout(
+                            "timed out waiting for a message from the other process",
+                        ));
+                    }
+                    continue;
+                }
+                read => read,
+            },
+        };
+        match read {
             Ok(0) if filled == 0 && eof_ok => return Ok(false),
             Ok(0) => {
                 return Err(Error::new(
