@@ -34,7 +34,7 @@ use bytemuck::Pod;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::{one, reserve_raw, Carrier, Stash, BLOCK_MIN};
+use super::{check_raw, one, reserve_raw, Carrier, Stash, BLOCK_MIN};
 use crate::error::{Error, ErrorKind, Result};
 use crate::{spare, sys, wire};
 
@@ -77,7 +77,25 @@ struct PodWay<T> {
     encode: fn(Vec<T>, &mut Stash) -> Result<Vec<u8>>,
     encode_slice: fn(&[T]) -> Result<Vec<u8>>,
     decode_into: DecodeInto<T>,
+    /// One value at a time, when the values are themselves plain old data.
+    item: Option<Item<T>>,
 }
+
+/// One value that is plain old data: its size, and its bytes each way.
+#[derive(Debug)]
+struct Item<T> {
+    size: usize,
+    read: fn(&[u8]) -> T,
+    push: fn(&T, &mut Vec<u8>),
+}
+
+impl<T> Clone for Item<T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<T> Copy for Item<T> {}
 
 /// Decodes a payload and its blocks onto the end of a list.
 type DecodeInto<T> = fn(&[u8], Vec<Vec<u8>>, &mut Vec<T>) -> Result<()>;
@@ -122,6 +140,7 @@ impl<E: Pod> PodVecWay for &&Probe<Vec<E>> {
             encode: encode_vecs::<E>,
             encode_slice: |values| encode_vecs::<E>(values.to_vec(), &mut Stash::new(false)),
             decode_into: decode_vecs_into::<E>,
+            item: None,
         }))
     }
 }
@@ -145,6 +164,11 @@ impl<T: Pod> PodItemWay for &Probe<T> {
             encode: |values, _stash| encode_items(&values),
             encode_slice: encode_items::<T>,
             decode_into: decode_items_into::<T>,
+            item: Some(Item {
+                size: size_of::<T>(),
+                read: bytemuck::pod_read_unaligned::<T>,
+                push: |value, buf| buf.extend_from_slice(bytemuck::bytes_of(value)),
+            }),
         }))
     }
 }
@@ -225,6 +249,69 @@ impl<T, W: Choice<S, T>, S, C: Carrier<T>> Carrier<T> for Chosen<W, S, C> {
         }
     }
 
+    fn decode_each(bytes: &[u8], blocks: Vec<Vec<u8>>, each: impl FnMut(T)) -> Result<()>
+    where
+        T: DeserializeOwned,
+    {
+        match W::way().0 {
+            Some(PodWay {
+                item: Some(item), ..
+            }) => {
+                check_raw::<T>(bytes.len(), item.size, &blocks)?;
+                bytes.chunks_exact(item.size).map(item.read).for_each(each);
+                Ok(())
+            }
+            Some(way) => {
+                let mut out = Vec::new();
+                (way.decode_into)(bytes, blocks, &mut out)?;
+                out.into_iter().for_each(each);
+                Ok(())
+            }
+            None => C::decode_each(bytes, blocks, each),
+        }
+    }
+
+    fn streams() -> bool {
+        match W::way().0 {
+            Some(way) => way.item.is_some(),
+            None => C::streams(),
+        }
+    }
+
+    #[inline]
+    fn start(buf: &mut Vec<u8>) {
+        if W::way().0.is_none() {
+            C::start(buf);
+        }
+    }
+
+    #[inline]
+    fn push(value: &T, buf: &mut Vec<u8>) -> Result<()>
+    where
+        T: Serialize,
+    {
+        match W::way().0 {
+            Some(PodWay {
+                item: Some(item), ..
+            }) => {
+                (item.push)(value, buf);
+                Ok(())
+            }
+            Some(_) => Err(Error::new(
+                ErrorKind::Codec,
+                "vectors of plain old data are not encoded one at a time",
+            )),
+            None => C::push(value, buf),
+        }
+    }
+
+    #[inline]
+    fn end(buf: &mut [u8], start: usize, count: usize) {
+        if W::way().0.is_none() {
+            C::end(buf, start, count);
+        }
+    }
+
     fn encode_one(value: T) -> Result<Vec<u8>>
     where
         T: Serialize,
@@ -279,6 +366,21 @@ pub(crate) fn decode_items_into<T: Pod>(
             bytemuck::cast_slice_mut::<T, u8>(&mut out[start..]).copy_from_slice(bytes);
         }
     }
+    Ok(())
+}
+
+/// Decodes what [`encode_items`] made, handing each value to `each` once the whole run is known
+/// to be whole values.
+pub(crate) fn decode_items_each<T: Pod>(
+    bytes: &[u8],
+    blocks: Vec<Vec<u8>>,
+    each: impl FnMut(T),
+) -> Result<()> {
+    check_raw::<T>(bytes.len(), size_of::<T>(), &blocks)?;
+    bytes
+        .chunks_exact(size_of::<T>())
+        .map(bytemuck::pod_read_unaligned::<T>)
+        .for_each(each);
     Ok(())
 }
 
