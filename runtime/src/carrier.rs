@@ -21,9 +21,11 @@
 //! checker, through aliases and any path the user wrote ([`pod`] says how): a worker's
 //! arguments or result that are a `Vec` of [`bytemuck::Pod`] values, or such a value itself,
 //! travel as their bytes whatever `#[process]` saw, and the carrier chosen from the syntax is
-//! used otherwise. A `Vec<u8>` inside another type (a field of a struct, an
-//! `Option<Vec<u8>>`) still encodes element by element: give such fields
-//! `#[serde(with = "serde_bytes")]` or an equivalent `serialize_bytes` /
+//! used otherwise. Two or more arguments (other than two to four numbers) take [`Split`]:
+//! each argument that the type checker finds a vector of plain old data travels as its bytes
+//! (a large byte vector as a block), the rest of the tuple through serde. A `Vec<u8>` inside
+//! another type (a field of a struct, an `Option<Vec<u8>>`) still encodes element by element:
+//! give such fields `#[serde(with = "serde_bytes")]` or an equivalent `serialize_bytes` /
 //! `deserialize_byte_buf` pair to make them one run of bytes.
 //!
 //! [`Plain`] and [`Packed`] take the serde format as a parameter ([`codec::Format`]): bincode by
@@ -47,7 +49,9 @@ mod pod;
 #[cfg(feature = "fuzzing")]
 pub(crate) use pod::{decode_items_into, decode_vecs_into, encode_items, encode_vecs};
 
-pub use pod::{ArgsSide, Choice, Chosen, OutputSide, PodItemWay, PodVecWay, Probe, SerdeWay, Way};
+pub use pod::{
+    Arg, ArgsSide, Choice, Chosen, OutputSide, PodItemWay, PodVecWay, Probe, SerdeWay, Split, Way,
+};
 
 /// Byte vectors at least this long travel as blocks of a pool message.
 pub(crate) const BLOCK_MIN: usize = 16 << 10;
