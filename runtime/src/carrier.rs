@@ -131,6 +131,12 @@ pub trait Carrier<T> {
         Ok(())
     }
 
+    /// Whether [`decode_each`](Self::decode_each) reads the values one at a time out of the
+    /// payload (plain old data), rather than decoding a list of them first.
+    fn reads_each() -> bool {
+        false
+    }
+
     /// Whether values can be encoded one at a time ([`push`](Self::push)) into a payload that
     /// [`encode_slice`](Self::encode_slice) of them would make: [`start`](Self::start), a
     /// `push` for each value, then [`end`](Self::end). No byte vector becomes a block.
@@ -316,6 +322,10 @@ impl<T: Number> Carrier<T> for Raw {
         pod::decode_items_each(bytes, blocks, each)
     }
 
+    fn reads_each() -> bool {
+        true
+    }
+
     fn streams() -> bool {
         true
     }
@@ -390,6 +400,10 @@ macro_rules! raw_tuples {
                     },)+)
                 }).for_each(each);
                 Ok(())
+            }
+
+            fn reads_each() -> bool {
+                true
             }
 
             fn streams() -> bool {
@@ -851,16 +865,18 @@ fn room<T, C: Carrier<T>>(count: usize) -> usize {
 }
 
 /// Runs a chunk of worker `W`'s tasks in a pool worker: decodes the arguments, calls `call` on
-/// each, encodes the results. When the result's carrier encodes one value at a time, each
-/// result is encoded as soon as it is made, into one buffer sized from the payload (no list of
-/// results), and arguments that are plain old data are read one at a time out of the payload
-/// (no list of them either); `call` runs only once the whole payload is known to decode.
+/// each, encodes the results. When the arguments are plain old data and the result's carrier
+/// encodes one value at a time, each argument is read out of the payload and its result
+/// encoded as soon as it is made, into one buffer sized from the payload: no list of either.
+/// `call` runs only once the whole payload is known to decode.
 pub(crate) fn run_chunk<W: Worker>(
     payload: &[u8],
     blocks: Vec<Vec<u8>>,
     mut call: impl FnMut(W::Args) -> W::Output,
 ) -> Result<Encoded> {
-    if !W::OutputCarrier::streams() {
+    if !(W::ArgsCarrier::reads_each() && W::OutputCarrier::streams()) {
+        // A list of arguments (serde decodes them first anyway): the results take its place
+        // when they have the same size (`collect` reuses the allocation).
         let args = decode_args_chunk::<W>(payload, blocks)?;
         let results: Vec<W::Output> = args.into_iter().map(call).collect();
         return encode_outputs::<W>(results);

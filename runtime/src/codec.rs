@@ -134,12 +134,12 @@ pub trait Format {
 pub struct Compact;
 
 impl Format for Compact {
-    /// Into a buffer with room for the value's bytes in memory (a spare one when large): a
-    /// chunk of fixed-size values encodes in one pass, without growing it. With [`write`]'s
-    /// encoder of the same format, several times faster than bincode's.
+    /// Into a buffer with room for the value's bytes in memory and a length (a spare one when
+    /// large): a chunk of fixed-size values encodes in one pass, without growing it. With
+    /// [`write`]'s encoder of the same format, several times faster than bincode's.
     #[inline]
     fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>> {
-        let mut buf = spare::take_or_new(std::mem::size_of_val(value));
+        let mut buf = spare::take_or_new(std::mem::size_of_val(value) + 8);
         write::encode_into(value, &mut buf).map_err(written::<T>)?;
         Ok(buf)
     }

@@ -302,6 +302,13 @@ impl<T, W: Choice<S, T>, S, C: Carrier<T>> Carrier<T> for Chosen<W, S, C> {
         }
     }
 
+    fn reads_each() -> bool {
+        match W::way().0 {
+            Some(way) => way.item.is_some(),
+            None => C::reads_each(),
+        }
+    }
+
     fn streams() -> bool {
         match W::way().0 {
             Some(way) => way.item.is_some(),
