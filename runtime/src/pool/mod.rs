@@ -654,7 +654,10 @@ impl Pool {
     }
 
     /// `function` over every item, in parallel; the results in input order. The input is split
-    /// in chunks of `ceil(len / (4 * processes))` items (Python's default), one task each.
+    /// in chunks of `ceil(len / (4 * processes))` items (Python's default), one task each. An
+    /// input whose `size_hint` gives its length (a range, a `Vec`, a `map` of either) is read
+    /// as its chunks are encoded, and the workers start on the first chunk while the rest is
+    /// read; any other input is collected first.
     ///
     /// Every chunk runs even when one fails; the error returned is then the first failure **in
     /// input order** (CPython returns the first to arrive).
