@@ -602,7 +602,8 @@ fn echo_samples(v: Samples) -> std::vec::Vec<f64> {
     v
 }
 
-/// A tuple of arguments is not plain old data: serde's way, as before.
+/// Several arguments: each takes its own way (the vector as its bytes, the number through
+/// serde).
 #[process]
 fn scaled(v: Vec<f64>, k: f64) -> Samples {
     v.into_iter().map(|x| x * k).collect()
@@ -621,6 +622,11 @@ fn moved(p: Body) -> Particle {
         pos: [p.pos[0] + 1.0, p.pos[1], p.pos[2]],
         ..p
     }
+}
+
+#[process]
+fn weighed(cloud: Cloud, label: String, k: f64) -> (String, f64) {
+    (label, cloud.iter().map(|p| p.mass * k).sum())
 }
 
 #[process]
@@ -646,6 +652,17 @@ fn plain_old_data_by_the_pool(m: StartMethod) -> Outcome {
     // NaN and negative zero keep their bits.
     let odd = vec![f64::NAN, -0.0, f64::from_bits(0x7ff0_0000_0000_0001)];
     check_eq!(pool.apply(scaled, (vec![1.0, -2.0], 3.0))?, vec![3.0, -6.0]);
+    // A vector of Pod structs beside other arguments: its bytes (its serde impls fail).
+    let few: Cloud = (0..4).map(particle).collect();
+    check_eq!(
+        pool.apply(weighed, (few.clone(), "w".into(), 2.0))?,
+        ("w".to_string(), 18.0)
+    );
+    let jobs: Vec<(Cloud, String, f64)> =
+        (0..20).map(|i| (few.clone(), i.to_string(), 1.0)).collect();
+    let totals = pool.starmap(weighed, jobs)?;
+    check_eq!(totals.len(), 20);
+    check_eq!(totals[19].clone(), ("19".to_string(), 9.0));
     let back = pool.apply(echo_samples, odd.clone())?;
     check_eq!(
         back.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
@@ -670,6 +687,125 @@ fn plain_old_data_by_the_pool(m: StartMethod) -> Outcome {
     Ok(())
 }
 
+/// A serde struct with nested data, as `map` carries chunks of them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Record {
+    id: u64,
+    name: String,
+    tags: Vec<u16>,
+    kind: Kind,
+    score: Option<f64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Kind {
+    A,
+    B(i32),
+    C { x: u8 },
+}
+
+fn record(i: u32) -> Record {
+    Record {
+        id: u64::from(i) << 20,
+        name: "r".repeat(i as usize % 5),
+        tags: (0..(i % 4) as u16).collect(),
+        kind: match i % 3 {
+            0 => Kind::A,
+            1 => Kind::B(-(i as i32)),
+            _ => Kind::C { x: i as u8 },
+        },
+        score: i.is_multiple_of(2).then_some(f64::from(i) / 4.0),
+    }
+}
+
+pub type Entry = Record;
+
+#[process]
+fn renamed(r: Entry) -> Record {
+    Record {
+        name: format!("{}!", r.name),
+        tags: r.tags.into_iter().rev().collect(),
+        ..r
+    }
+}
+
+/// Plain old data in, a serde struct out.
+#[process]
+fn record_of(p: Body) -> Record {
+    record(p.id)
+}
+
+/// A serde struct in, plain old data out.
+#[process]
+fn particle_of(r: Record) -> Particle {
+    particle((r.id >> 20) as u32)
+}
+
+/// An iterator that says it holds `claimed` items and holds `real`: `map` must not trust it.
+struct Lying<T> {
+    next: u32,
+    real: u32,
+    claimed: usize,
+    make: fn(u32) -> T,
+}
+
+impl<T> Iterator for Lying<T> {
+    type Item = T;
+
+    fn next(&mut self) -> Option<T> {
+        (self.next < self.real).then(|| {
+            self.next += 1;
+            (self.make)(self.next - 1)
+        })
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (self.claimed, Some(self.claimed))
+    }
+}
+
+fn lying<T>(real: u32, claimed: usize, make: fn(u32) -> T) -> Lying<T> {
+    Lying {
+        next: 0,
+        real,
+        claimed,
+        make,
+    }
+}
+
+fn structs_by_map(m: StartMethod) -> Outcome {
+    let pool = Pool::builder().processes(2).start_method(m).build()?;
+    // Odd sizes and empty, from a list, a slice's iterator and a lazy range.
+    for n in [0u32, 1, 2, 3, 7, 1000, 12_345] {
+        let records: Vec<Record> = (0..n).map(record).collect();
+        let expected: Vec<Record> = records.iter().cloned().map(*renamed).collect();
+        check_eq!(pool.map(renamed, records.clone())?, expected);
+        check_eq!(pool.map(renamed, records.iter().cloned())?, expected);
+        check_eq!(pool.map(renamed, (0..n).map(record))?, expected);
+        check_eq!(pool.map_chunked(renamed, (0..n).map(record), 3)?, expected);
+        check_eq!(pool.map_async(renamed, records).get()?, expected);
+        // Plain old data (through an alias) both ways, and each way with serde.
+        let particles: Vec<Particle> = (0..n).map(particle).collect();
+        let moved_back: Vec<Particle> = particles.iter().map(|p| moved(*p)).collect();
+        check_eq!(pool.map(moved, particles.iter().copied())?, moved_back);
+        let records: Vec<Record> = (0..n).map(record).collect();
+        check_eq!(pool.map(record_of, particles.clone())?, records);
+        check_eq!(pool.map(particle_of, records)?, particles);
+    }
+    // An input that ends before its word, or goes on after it: every item, in order, once.
+    for (real, claimed) in [(37, 100), (95, 10), (5, 0), (0, 3), (1, 1000)] {
+        let expected: Vec<Record> = (0..real).map(|i| renamed(record(i))).collect();
+        check_eq!(pool.map(renamed, lying(real, claimed, record))?, expected);
+        check_eq!(
+            pool.map_chunked(renamed, lying(real, claimed, record), 4)?,
+            expected
+        );
+        let expected: Vec<Particle> = (0..real).map(|i| moved(particle(i))).collect();
+        check_eq!(pool.map(moved, lying(real, claimed, particle))?, expected);
+    }
+    Ok(())
+}
+
 fn plain_old_data_by_a_process(m: StartMethod) -> Outcome {
     let cloud: Cloud = (0..1000).map(particle).collect();
     let p = Process::new(check_cloud, cloud.clone()).with_start_method(m);
@@ -690,6 +826,7 @@ fn plain_old_data_by_a_process(m: StartMethod) -> Outcome {
 fn main() {
     multiproc::init();
     let trials = trials!(each_method:
+        structs_by_map,
         plain_old_data_by_the_pool,
         plain_old_data_by_a_process,
         errors_with_the_pool,

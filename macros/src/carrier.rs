@@ -84,6 +84,24 @@ fn are_numbers(types: &[&Type]) -> bool {
     (2..=4).contains(&types.len()) && types.iter().all(|ty| is_number(ty))
 }
 
+/// The carrier of two or more arguments that are not two to four primitive numbers (`Raw`
+/// carries those): `Split`, which carries each argument that the type checker finds a vector
+/// of plain old data (the worker's `Choice` of side `Arg<i>`, which the caller implements) as
+/// its bytes, and the rest through serde. `None` for one argument or none.
+pub(crate) fn split_args(
+    krate: &TokenStream,
+    worker: &syn::Ident,
+    types: &[&Type],
+    codec: Codec,
+) -> Option<TokenStream> {
+    if types.len() < 2 || are_numbers(types) {
+        return None;
+    }
+    let private = quote!(#krate::__private);
+    let format = codec.format(krate).map(|format| quote!(, #format));
+    Some(quote!(#private::Split<#worker #format>))
+}
+
 /// The carrier of the arguments (`types`) or of the result (one type): `Packed` when a type is
 /// written `Vec<u8>`; `Raw` when there is one type written as a primitive number or as a tuple
 /// of two to four of them, or two to four types written as primitive numbers; `Plain`

@@ -12,7 +12,7 @@ use syn::{FnArg, ItemFn, ItemImpl, ReturnType, Type};
 
 use crate::args::{self, Args};
 use crate::attrs::{split_attrs, FnAttrs};
-use crate::carrier::carrier;
+use crate::carrier::{carrier, split_args};
 use crate::errors::Errors;
 use crate::fallback::{self, with_errors};
 use crate::parse::{self, Item};
@@ -219,7 +219,8 @@ pub(crate) fn expand_fn(item: ItemFn, args: &Args) -> TokenStream {
     // for plain old data (`Choice`, below): an alias or a path the syntax does not know still
     // travels as bytes when it is a `Pod` type or a vector of one.
     let private = quote!(#krate::__private);
-    let args_carrier = carrier(&krate, &types, codec);
+    let args_carrier =
+        split_args(&krate, &ident, &types, codec).unwrap_or_else(|| carrier(&krate, &types, codec));
     let args_carrier = quote!(#private::Chosen<#ident, #private::ArgsSide, #args_carrier>);
     let output_carrier = match output {
         Some(ty) => carrier(&krate, &[ty], codec),
@@ -241,6 +242,18 @@ pub(crate) fn expand_fn(item: ItemFn, args: &Args) -> TokenStream {
     };
     let args_choice = choice(quote!(ArgsSide), &args_ty);
     let output_choice = choice(quote!(OutputSide), &output_ty);
+    // Each of several arguments on its own, for `Split`.
+    let arg_choices: Vec<TokenStream> = match split_args(&krate, &ident, &types, codec) {
+        Some(_) => types
+            .iter()
+            .enumerate()
+            .map(|(i, ty)| {
+                let i = proc_macro2::Literal::usize_unsuffixed(i);
+                choice(quote!(Arg<#i>), &quote!(#ty))
+            })
+            .collect(),
+        None => Vec::new(),
+    };
     let target_item = quote_spanned!(name_span=> type Target = #fn_ptr;);
 
     quote! {
@@ -285,6 +298,7 @@ pub(crate) fn expand_fn(item: ItemFn, args: &Args) -> TokenStream {
 
             #args_choice
             #output_choice
+            #(#arg_choices)*
 
             #(#asserts)*
 
@@ -554,11 +568,12 @@ mod tests {
                 quote!(#p::Packed<#p::Bytes>),
                 quote!(#p::Packed<#p::Bytes>),
             ),
+            // Several arguments: each vector of plain old data as its bytes.
             (
                 quote!(
                     fn f(n: u32, v: std::vec::Vec<u8>) {}
                 ),
-                quote!(#p::Packed<(#p::Held<u32>, #p::Bytes)>),
+                split(None),
                 quote!(#p::Plain),
             ),
             (
@@ -668,7 +683,7 @@ mod tests {
                         (0, true)
                     }
                 ),
-                quote!(#p::Plain),
+                split(None),
                 quote!(#p::Plain),
             ),
             (
@@ -731,6 +746,13 @@ mod tests {
         }
     }
 
+    /// The carrier of several arguments of `f`.
+    fn split(format: Option<TokenStream>) -> TokenStream {
+        let p = quote!(::multiproc::__private);
+        let format = format.map(|f| quote!(, #f));
+        quote!(#p::Split<f #format>)
+    }
+
     /// `carrier` inside the one `f`'s `Choice` of `side` picks.
     fn chosen(side: TokenStream, carrier: TokenStream) -> TokenStream {
         let p = quote!(::multiproc::__private);
@@ -764,7 +786,7 @@ mod tests {
     fn a_codec_gives_plain_and_packed_its_format_not_raw() {
         let p = quote!(::multiproc::__private);
         let plain = quote!(#p::Plain<#p::SelfDescribing>);
-        let packed = quote!(#p::Packed<(#p::Held<u32>, #p::Bytes), #p::SelfDescribing>);
+        let packed = split(Some(quote!(#p::SelfDescribing)));
         let cases = [
             (
                 quote!(

@@ -21,9 +21,11 @@
 //! checker, through aliases and any path the user wrote ([`pod`] says how): a worker's
 //! arguments or result that are a `Vec` of [`bytemuck::Pod`] values, or such a value itself,
 //! travel as their bytes whatever `#[process]` saw, and the carrier chosen from the syntax is
-//! used otherwise. A `Vec<u8>` inside another type (a field of a struct, an
-//! `Option<Vec<u8>>`) still encodes element by element: give such fields
-//! `#[serde(with = "serde_bytes")]` or an equivalent `serialize_bytes` /
+//! used otherwise. Two or more arguments (other than two to four numbers) take [`Split`]:
+//! each argument that the type checker finds a vector of plain old data travels as its bytes
+//! (a large byte vector as a block), the rest of the tuple through serde. A `Vec<u8>` inside
+//! another type (a field of a struct, an `Option<Vec<u8>>`) still encodes element by element:
+//! give such fields `#[serde(with = "serde_bytes")]` or an equivalent `serialize_bytes` /
 //! `deserialize_byte_buf` pair to make them one run of bytes.
 //!
 //! [`Plain`] and [`Packed`] take the serde format as a parameter ([`codec::Format`]): bincode by
@@ -47,7 +49,9 @@ mod pod;
 #[cfg(feature = "fuzzing")]
 pub(crate) use pod::{decode_items_into, decode_vecs_into, encode_items, encode_vecs};
 
-pub use pod::{ArgsSide, Choice, Chosen, OutputSide, PodItemWay, PodVecWay, Probe, SerdeWay, Way};
+pub use pod::{
+    Arg, ArgsSide, Choice, Chosen, OutputSide, PodItemWay, PodVecWay, Probe, SerdeWay, Split, Way,
+};
 
 /// Byte vectors at least this long travel as blocks of a pool message.
 pub(crate) const BLOCK_MIN: usize = 16 << 10;
@@ -115,6 +119,48 @@ pub trait Carrier<T> {
         }
         Ok(())
     }
+
+    /// Decodes what [`encode`](Self::encode) made, handing each value to `each` in order;
+    /// `each` is called only once the whole payload is known to decode (none is called when a
+    /// value does not).
+    fn decode_each(bytes: &[u8], blocks: Vec<Vec<u8>>, each: impl FnMut(T)) -> Result<()>
+    where
+        T: DeserializeOwned,
+    {
+        Self::decode(bytes, blocks)?.into_iter().for_each(each);
+        Ok(())
+    }
+
+    /// Whether [`decode_each`](Self::decode_each) reads the values one at a time out of the
+    /// payload (plain old data), rather than decoding a list of them first.
+    fn reads_each() -> bool {
+        false
+    }
+
+    /// Whether values can be encoded one at a time ([`push`](Self::push)) into a payload that
+    /// [`encode_slice`](Self::encode_slice) of them would make: [`start`](Self::start), a
+    /// `push` for each value, then [`end`](Self::end). No byte vector becomes a block.
+    fn streams() -> bool {
+        false
+    }
+
+    /// Begins a payload at the end of `buf` (called only when [`streams`](Self::streams)).
+    fn start(_buf: &mut Vec<u8>) {}
+
+    /// Appends one value to the payload begun in `buf` (called only when
+    /// [`streams`](Self::streams)).
+    fn push(_value: &T, _buf: &mut Vec<u8>) -> Result<()>
+    where
+        T: Serialize,
+    {
+        Err(Error::new(
+            ErrorKind::Codec,
+            "these values are not encoded one at a time",
+        ))
+    }
+
+    /// Ends the payload of `count` values begun at `start` in `buf`.
+    fn end(_buf: &mut [u8], _start: usize, _count: usize) {}
 
     /// Encodes one value with everything inline (a process's arguments, say).
     fn encode_one(value: T) -> Result<Vec<u8>>
@@ -188,6 +234,28 @@ impl<T, F: Format> Carrier<T> for Plain<F> {
         F::decode_seq_into(bytes, out)
     }
 
+    fn streams() -> bool {
+        F::streams()
+    }
+
+    #[inline]
+    fn start(buf: &mut Vec<u8>) {
+        F::seq_start(buf)
+    }
+
+    #[inline]
+    fn push(value: &T, buf: &mut Vec<u8>) -> Result<()>
+    where
+        T: Serialize,
+    {
+        F::seq_push(value, buf)
+    }
+
+    #[inline]
+    fn end(buf: &mut [u8], start: usize, count: usize) {
+        F::seq_end(buf, start, count)
+    }
+
     fn encode_one(value: T) -> Result<Vec<u8>>
     where
         T: Serialize,
@@ -249,6 +317,24 @@ impl<T: Number> Carrier<T> for Raw {
     fn decode_into(bytes: &[u8], blocks: Vec<Vec<u8>>, out: &mut Vec<T>) -> Result<()> {
         pod::decode_items_into(bytes, blocks, out)
     }
+
+    fn decode_each(bytes: &[u8], blocks: Vec<Vec<u8>>, each: impl FnMut(T)) -> Result<()> {
+        pod::decode_items_each(bytes, blocks, each)
+    }
+
+    fn reads_each() -> bool {
+        true
+    }
+
+    fn streams() -> bool {
+        true
+    }
+
+    #[inline]
+    fn push(value: &T, buf: &mut Vec<u8>) -> Result<()> {
+        buf.extend_from_slice(bytemuck::bytes_of(value));
+        Ok(())
+    }
 }
 
 /// Tuples of two to four primitive numbers (a `#[process]` function's arguments, or a result
@@ -298,6 +384,37 @@ macro_rules! raw_tuples {
                 }));
                 Ok(())
             }
+
+            fn decode_each(
+                bytes: &[u8],
+                blocks: Vec<Vec<u8>>,
+                each: impl FnMut(($($t,)+)),
+            ) -> Result<()> {
+                let size = 0 $(+ std::mem::size_of::<$t>())+;
+                check_raw::<($($t,)+)>(bytes.len(), size, &blocks)?;
+                bytes.chunks_exact(size).map(|mut value| {
+                    ($({
+                        let (number, rest) = value.split_at(std::mem::size_of::<$t>());
+                        value = rest;
+                        bytemuck::pod_read_unaligned::<$t>(number)
+                    },)+)
+                }).for_each(each);
+                Ok(())
+            }
+
+            fn reads_each() -> bool {
+                true
+            }
+
+            fn streams() -> bool {
+                true
+            }
+
+            #[inline]
+            fn push(value: &($($t,)+), buf: &mut Vec<u8>) -> Result<()> {
+                $(buf.extend_from_slice(bytemuck::bytes_of(&value.$i));)+
+                Ok(())
+            }
         }
     )*};
 }
@@ -316,6 +433,21 @@ pub(crate) fn reserve_raw<T>(
     size: usize,
     blocks: &[Vec<u8>],
 ) -> Result<()> {
+    let count = check_raw::<T>(len, size, blocks)?;
+    out.try_reserve(count).map_err(|_| {
+        Error::new(
+            ErrorKind::Codec,
+            format!(
+                "cannot make room for {count} `{}`s",
+                std::any::type_name::<T>()
+            ),
+        )
+    })
+}
+
+/// The count of values of `size` bytes that a run of `len` bytes holds: an error when the run
+/// comes with blocks or is cut short.
+pub(crate) fn check_raw<T>(len: usize, size: usize, blocks: &[Vec<u8>]) -> Result<usize> {
     let name = std::any::type_name::<T>();
     if !blocks.is_empty() {
         return Err(Error::new(
@@ -329,13 +461,7 @@ pub(crate) fn reserve_raw<T>(
             format!("cannot decode a run of `{name}`s from {len} bytes: not a multiple of {size}"),
         ));
     }
-    let count = len / size;
-    out.try_reserve(count).map_err(|_| {
-        Error::new(
-            ErrorKind::Codec,
-            format!("cannot make room for {count} `{name}`s"),
-        )
-    })
+    Ok(len / size)
 }
 
 /// Values packed into `P`, whose byte vectors are [`Bytes`], in format `F`. Not public API.
@@ -682,6 +808,106 @@ pub(crate) fn encode_args_chunks<W: Worker>(
     }
 }
 
+/// Encodes a worker's arguments from `items` in `chunks` chunks for pool messages, and hands
+/// each to `each` as soon as it is encoded; returns how many items there were. Every chunk but
+/// the last takes `size` items (fewer, and the chunks after it none, when `items` ends early);
+/// the last takes all that are left. The items are encoded as they come, one at a time, into
+/// the chunk's buffer when the carrier can (no list of them); collected chunk by chunk
+/// otherwise. An error of `each` is passed on as it is.
+pub(crate) fn encode_args_iter<W: Worker>(
+    mut items: impl Iterator<Item = W::Args>,
+    chunks: usize,
+    size: usize,
+    mut each: impl FnMut(u32, Encoded) -> Result<()>,
+) -> Result<usize> {
+    let mut total = 0;
+    for index in 0..chunks {
+        let take = if index + 1 == chunks {
+            usize::MAX
+        } else {
+            size
+        };
+        let encoded = if W::ArgsCarrier::streams() {
+            let room = room::<W::Args, W::ArgsCarrier>(size);
+            let mut count = 0;
+            let encoded = handle::encode_with(|| {
+                let mut buf = spare::take_or_new(room);
+                W::ArgsCarrier::start(&mut buf);
+                for item in items.by_ref().take(take) {
+                    W::ArgsCarrier::push(&item, &mut buf)?;
+                    count += 1;
+                }
+                W::ArgsCarrier::end(&mut buf, 0, count);
+                Ok(buf)
+            })
+            .map_err(explained::<W>(true, Side::Args))?;
+            total += count;
+            encoded
+        } else {
+            let chunk: Vec<W::Args> = items.by_ref().take(take).collect();
+            total += chunk.len();
+            encode_args_chunk::<W>(chunk)?
+        };
+        each(index as u32, encoded)?;
+    }
+    Ok(total)
+}
+
+/// The room a payload of `count` values of `T` streamed by `C` takes when each takes its size
+/// in memory (plain old data does, and small serde structs of numbers): exactly that, so that
+/// a spare buffer of a payload of the same size serves it.
+fn room<T, C: Carrier<T>>(count: usize) -> usize {
+    let mut head = Vec::new();
+    C::start(&mut head);
+    count
+        .saturating_mul(std::mem::size_of::<T>())
+        .saturating_add(head.len())
+}
+
+/// Runs a chunk of worker `W`'s tasks in a pool worker: decodes the arguments, calls `call` on
+/// each, encodes the results. When the arguments are plain old data and the result's carrier
+/// encodes one value at a time, each argument is read out of the payload and its result
+/// encoded as soon as it is made, into one buffer sized from the payload: no list of either.
+/// `call` runs only once the whole payload is known to decode.
+pub(crate) fn run_chunk<W: Worker>(
+    payload: &[u8],
+    blocks: Vec<Vec<u8>>,
+    mut call: impl FnMut(W::Args) -> W::Output,
+) -> Result<Encoded> {
+    if !(W::ArgsCarrier::reads_each() && W::OutputCarrier::streams()) {
+        // A list of arguments (serde decodes them first anyway): the results take its place
+        // when they have the same size (`collect` reuses the allocation).
+        let args = decode_args_chunk::<W>(payload, blocks)?;
+        let results: Vec<W::Output> = args.into_iter().map(call).collect();
+        return encode_outputs::<W>(results);
+    }
+    // Room for a result of its size in memory for each argument the payload can hold.
+    let room =
+        room::<W::Output, W::OutputCarrier>(payload.len() / std::mem::size_of::<W::Args>().max(1));
+    let mut decoded = Ok(());
+    let mut failed = None;
+    let encoded = handle::encode_with(|| {
+        let mut buf = spare::take_or_new(room);
+        W::OutputCarrier::start(&mut buf);
+        let mut count = 0;
+        decoded = W::ArgsCarrier::decode_each(payload, blocks, |args| {
+            if failed.is_none() {
+                match W::OutputCarrier::push(&call(args), &mut buf) {
+                    Ok(()) => count += 1,
+                    Err(err) => failed = Some(err),
+                }
+            }
+        });
+        W::OutputCarrier::end(&mut buf, 0, count);
+        Ok(buf)
+    })?;
+    decoded.map_err(explained::<W>(false, Side::Args))?;
+    match failed {
+        Some(err) => Err(explained::<W>(true, Side::Output)(err)),
+        None => Ok(encoded),
+    }
+}
+
 /// Decodes a chunk of a worker's arguments in a pool worker.
 pub(crate) fn decode_args_chunk<W: Worker>(
     bytes: &[u8],
@@ -943,6 +1169,224 @@ mod tests {
         assert_eq!(err.kind(), ErrorKind::Codec);
         assert!(decode_one::<u16, Raw>(&[1, 2, 3]).is_err());
         assert!(decode_one::<u16, Raw>(&[]).is_err());
+    }
+
+    /// Encodes `values` one at a time as `C` streams them.
+    fn streamed<T: Serialize, C: Carrier<T>>(values: &[T]) -> Vec<u8> {
+        assert!(C::streams());
+        let mut buf = vec![0xaa];
+        C::start(&mut buf);
+        for value in values {
+            C::push(value, &mut buf).unwrap();
+        }
+        C::end(&mut buf, 1, values.len());
+        assert_eq!(buf[0], 0xaa, "appended after what was there");
+        buf.split_off(1)
+    }
+
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    struct Record {
+        id: u64,
+        name: String,
+        tags: Vec<u16>,
+        score: Option<f64>,
+    }
+
+    fn record(i: u64) -> Record {
+        Record {
+            id: i << 33,
+            name: "x".repeat(i as usize % 4),
+            tags: (0..i as u16 % 3).collect(),
+            score: i.is_multiple_of(2).then_some(i as f64 / 2.0),
+        }
+    }
+
+    #[test]
+    fn values_stream_as_a_slice_of_them_encodes() {
+        for n in [0u64, 1, 2, 7, 1000] {
+            let records: Vec<Record> = (0..n).map(record).collect();
+            assert_eq!(
+                streamed::<_, Plain>(&records),
+                Plain::<Compact>::encode_slice(&records).unwrap()
+            );
+            let numbers: Vec<u32> = (0..n as u32).collect();
+            assert_eq!(
+                streamed::<_, Raw>(&numbers),
+                Raw::encode_slice(&numbers).unwrap()
+            );
+            let pairs: Vec<(u8, f64)> = (0..n).map(|i| (i as u8, i as f64)).collect();
+            assert_eq!(
+                streamed::<_, Raw>(&pairs),
+                Raw::encode_slice(&pairs).unwrap()
+            );
+        }
+        // What does not stream: byte vectors that may become blocks, and msgpack.
+        assert!(!<Packed<Bytes> as Carrier<Vec<u8>>>::streams());
+        assert!(!<Plain<codec::SelfDescribing> as Carrier<u64>>::streams());
+        // An encoding error of one value is the format's, explained.
+        #[derive(Serialize)]
+        struct Sparse {
+            #[serde(skip_serializing_if = "Option::is_none")]
+            a: Option<u8>,
+        }
+        let mut buf = Vec::new();
+        <Plain as Carrier<Sparse>>::start(&mut buf);
+        let err = <Plain as Carrier<Sparse>>::push(&Sparse { a: None }, &mut buf).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Codec);
+        let err = codec::explain(err, format_args!("cannot encode x"));
+        assert!(err.to_string().contains("skip_serializing_if"), "{err}");
+    }
+
+    /// A worker of `Record`s to `(u64, u64)`s, and one of numbers, as `#[process]` makes them.
+    struct Names;
+
+    impl Worker for Names {
+        const NAME: &'static str = "test::names";
+        type Args = Record;
+        type Output = (u64, usize);
+        type ArgsCarrier = Plain;
+        type OutputCarrier = Raw;
+    }
+
+    struct Squares;
+
+    impl Worker for Squares {
+        const NAME: &'static str = "test::squares";
+        type Args = u64;
+        type Output = Record;
+        type ArgsCarrier = Raw;
+        type OutputCarrier = Plain;
+    }
+
+    struct Lists;
+
+    impl Worker for Lists {
+        const NAME: &'static str = "test::lists";
+        type Args = Vec<u8>;
+        type Output = Vec<u8>;
+        type ArgsCarrier = Packed<Bytes>;
+        type OutputCarrier = Packed<Bytes>;
+    }
+
+    #[test]
+    fn a_chunk_runs_value_by_value_into_one_buffer() {
+        let records: Vec<Record> = (0..500).map(record).collect();
+        let payload = Plain::<Compact>::encode_slice(&records).unwrap();
+        let mut calls = 0;
+        let out = run_chunk::<Names>(&payload, Vec::new(), |r| {
+            calls += 1;
+            (r.id, r.name.len())
+        })
+        .unwrap();
+        assert_eq!(calls, 500);
+        let back = decode_chunk::<(u64, usize), Raw>(out).unwrap();
+        let expected: Vec<_> = records.iter().map(|r| (r.id, r.name.len())).collect();
+        assert_eq!(back, expected);
+
+        let numbers: Vec<u64> = (0..300).collect();
+        let payload = Raw::encode_slice(&numbers).unwrap();
+        let out = run_chunk::<Squares>(&payload, Vec::new(), record).unwrap();
+        let back = decode_chunk::<Record, Plain>(out).unwrap();
+        assert_eq!(back, numbers.iter().map(|&i| record(i)).collect::<Vec<_>>());
+
+        // An empty chunk, and a carrier that does not stream (byte vectors as blocks).
+        let out = run_chunk::<Squares>(&[], Vec::new(), record).unwrap();
+        assert!(decode_chunk::<Record, Plain>(out).unwrap().is_empty());
+        let lists = vec![vec![1u8; BLOCK_MIN], vec![2, 3]];
+        let Encoded { bytes, blocks, .. } = encode_chunk::<_, Packed<Bytes>>(lists).unwrap();
+        let out = run_chunk::<Lists>(&bytes, blocks, |mut v| {
+            v.push(9);
+            v
+        })
+        .unwrap();
+        assert_eq!(out.blocks.len(), 1);
+        let back = decode_chunk::<Vec<u8>, Packed<Bytes>>(out).unwrap();
+        let mut big = vec![1u8; BLOCK_MIN];
+        big.push(9);
+        assert_eq!(back, [big, vec![2, 3, 9]]);
+    }
+
+    #[test]
+    fn a_corrupt_chunk_is_a_codec_error_before_any_call() {
+        let records: Vec<Record> = (0..50).map(record).collect();
+        let payload = Plain::<Compact>::encode_slice(&records).unwrap();
+        let numbers = Raw::encode_slice(&(0..50u64).collect::<Vec<_>>()).unwrap();
+        let mut bad_tail = payload.clone();
+        *bad_tail.last_mut().unwrap() = 7;
+        let cases: [(&[u8], bool); 6] = [
+            (&payload[..payload.len() - 1], true),
+            (&payload[..3], true),
+            (&bad_tail, true),
+            (&[payload.as_slice(), &[0]].concat(), true),
+            (&numbers[..numbers.len() - 1], false),
+            (&numbers[..5], false),
+        ];
+        for (bytes, records) in cases {
+            let mut calls = 0;
+            let err = if records {
+                run_chunk::<Names>(bytes, Vec::new(), |_| {
+                    calls += 1;
+                    (0, 0)
+                })
+            } else {
+                run_chunk::<Squares>(bytes, Vec::new(), |i| {
+                    calls += 1;
+                    record(i)
+                })
+            }
+            .unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::Codec);
+            assert!(err
+                .to_string()
+                .starts_with("cannot decode the arguments of worker `test::"));
+            assert_eq!(calls, 0, "a call before the chunk was known whole");
+        }
+        // Blocks where none belong.
+        let err = run_chunk::<Squares>(&numbers, vec![vec![1]], record).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Codec);
+    }
+
+    #[test]
+    fn an_input_is_chunked_as_it_is_read_whatever_it_claims() {
+        for (real, chunks, size) in [(10u64, 4, 3), (10, 2, 3), (3, 4, 3), (0, 2, 5), (1, 1, 1)] {
+            for streamed in [true, false] {
+                let mut got = Vec::new();
+                let each = |index, encoded: Encoded| {
+                    got.push((index, encoded));
+                    Ok(())
+                };
+                let total = if streamed {
+                    encode_args_iter::<Squares>(0..real, chunks, size, each)
+                } else {
+                    encode_args_iter::<Lists>((0..real).map(|i| vec![i as u8]), chunks, size, each)
+                }
+                .unwrap();
+                assert_eq!(total, real as usize);
+                // As many chunks as said, in order; every one but the last of `size` at most.
+                assert_eq!(
+                    got.iter().map(|c| c.0).collect::<Vec<_>>(),
+                    (0..chunks as u32).collect::<Vec<_>>()
+                );
+                let lens: Vec<usize> = got
+                    .into_iter()
+                    .map(|(_, e)| {
+                        if streamed {
+                            decode_chunk::<u64, Raw>(e).unwrap().len()
+                        } else {
+                            decode_chunk::<Vec<u8>, Packed<Bytes>>(e).unwrap().len()
+                        }
+                    })
+                    .collect();
+                assert_eq!(lens.iter().sum::<usize>(), real as usize);
+                assert!(lens[..chunks - 1].iter().all(|&n| n <= size), "{lens:?}");
+            }
+        }
+        // A chunk refused by `each`: that error, as it is.
+        let err = encode_args_iter::<Squares>(0..10, 2, 5, |_, _| {
+            Err(Error::new(ErrorKind::NotRunning, "closed"))
+        })
+        .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::NotRunning);
     }
 
     #[test]

@@ -18,6 +18,7 @@ use crate::spare;
 
 mod fixed;
 mod msgpack;
+mod write;
 
 pub use msgpack::SelfDescribing;
 
@@ -103,6 +104,27 @@ pub trait Format {
         }
         Ok(())
     }
+
+    /// Whether a sequence can be encoded one value at a time, as [`encode`](Self::encode) of
+    /// the slice of them would encode it: [`seq_start`](Self::seq_start), then
+    /// [`seq_push`](Self::seq_push) for each value, then [`seq_end`](Self::seq_end).
+    fn streams() -> bool {
+        false
+    }
+
+    /// Begins a sequence at the end of `buf`.
+    fn seq_start(_buf: &mut Vec<u8>) {}
+
+    /// Appends one value of the sequence begun in `buf`.
+    fn seq_push<T: Serialize>(_value: &T, _buf: &mut Vec<u8>) -> Result<()> {
+        Err(Error::new(
+            ErrorKind::Codec,
+            "this format does not encode a sequence one value at a time",
+        ))
+    }
+
+    /// Ends the sequence of `count` values begun at `start` in `buf`.
+    fn seq_end(_buf: &mut [u8], _start: usize, _count: usize) {}
 }
 
 /// bincode, the default (`codec = "bincode"`): compact and fast, not self-describing.
@@ -112,13 +134,36 @@ pub trait Format {
 pub struct Compact;
 
 impl Format for Compact {
-    /// Into a buffer with room for the value's bytes in memory (a spare one when large): a
-    /// chunk of fixed-size values encodes in one pass, without growing it.
+    /// Into a buffer with room for the value's bytes in memory and a length (a spare one when
+    /// large): a chunk of fixed-size values encodes in one pass, without growing it. With
+    /// [`write`]'s encoder of the same format, several times faster than bincode's.
     #[inline]
     fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>> {
-        let mut buf = spare::take_or_new(std::mem::size_of_val(value));
-        encode_into(value, &mut buf)?;
+        let mut buf = spare::take_or_new(std::mem::size_of_val(value) + 8);
+        write::encode_into(value, &mut buf).map_err(written::<T>)?;
         Ok(buf)
+    }
+
+    fn streams() -> bool {
+        true
+    }
+
+    /// The length first, as a `u64`: written by [`seq_end`](Self::seq_end).
+    #[inline]
+    fn seq_start(buf: &mut Vec<u8>) {
+        buf.extend_from_slice(&[0; 8]);
+    }
+
+    #[inline]
+    fn seq_push<T: Serialize>(value: &T, buf: &mut Vec<u8>) -> Result<()> {
+        write::encode_into(value, buf).map_err(written::<T>)
+    }
+
+    #[inline]
+    fn seq_end(buf: &mut [u8], start: usize, count: usize) {
+        if let Some(len) = buf.get_mut(start..start + 8) {
+            len.copy_from_slice(&(count as u64).to_le_bytes());
+        }
     }
 
     /// With [`fixed`]'s decoder of the same format, several times faster than bincode's.
@@ -134,6 +179,17 @@ impl Format for Compact {
         let decoded = fixed::decode_seq_into(bytes, out);
         fixed_outcome::<Vec<T>, ()>(bytes.len(), decoded).inspect_err(|_| out.truncate(start))
     }
+}
+
+/// An error of [`write`]'s encoder of a `T`, explained as bincode's would be.
+#[cold]
+fn written<T: ?Sized>(err: write::Wrong) -> Error {
+    let why = match err {
+        write::Wrong::LengthUnknown => Why::LengthUnknown,
+        write::Wrong::Skipped => Why::SkippedField,
+        write::Wrong::Custom(_) => Why::Other,
+    };
+    failed::<T>("encode", Failure::new(why, err))
 }
 
 /// What [`fixed`] decoded (a `T`) from `len` bytes, or why it did not: trailing bytes are an

@@ -16,6 +16,7 @@ use std::os::unix::net::UnixStream;
 use std::time::Instant;
 
 use crate::bootstrap::{ChildMessage, Credential, Launch, Role};
+use crate::carrier::Carrier;
 use crate::channel::record::{self, Endpoint, Incoming};
 use crate::context::StartMethod;
 use crate::error::{ErrorKind, RemotePanic, Result};
@@ -213,8 +214,29 @@ fn carrier_pod(input: &[u8]) {
     };
     let _ = carrier::decode_vecs_into::<f64>(payload, blocks.clone(), &mut Vec::new());
     let _ = carrier::decode_vecs_into::<[u8; 3]>(payload, blocks.clone(), &mut Vec::new());
-    let _ = carrier::decode_items_into::<[u32; 3]>(payload, blocks, &mut Vec::new());
+    let _ = carrier::decode_items_into::<[u32; 3]>(payload, blocks.clone(), &mut Vec::new());
+    let _ = <carrier::Split<Three> as Carrier<ThreeArgs>>::decode(payload, blocks);
 }
+
+/// A worker of three arguments with the `Choice`s `#[process]` writes for them: two vectors
+/// of plain old data (carried as their bytes by `Split`) beside a string.
+struct Three;
+
+type ThreeArgs = (Vec<f64>, String, Vec<u8>);
+
+macro_rules! arg_choices {
+    ($($n:literal $t:ty),*) => {$(
+        impl carrier::Choice<carrier::Arg<$n>, $t> for Three {
+            fn way() -> carrier::Way<$t> {
+                #[allow(unused_imports)]
+                use carrier::{PodItemWay as _, PodVecWay as _, SerdeWay as _};
+                (&&&carrier::Probe::<$t>::new()).way()
+            }
+        }
+    )*};
+}
+
+arg_choices!(0 Vec<f64>, 1 String, 2 Vec<u8>);
 
 fn carrier_pod_seeds() -> Vec<Vec<u8>> {
     let mut inline = carrier::Stash::new(false);
@@ -226,7 +248,12 @@ fn carrier_pod_seeds() -> Vec<Vec<u8>> {
     let head = |len: u64, at: u64| [len.to_ne_bytes(), at.to_ne_bytes()].concat();
     let in_block = [&[1u8, 2][..], &head(6, 0), &head(3, u64::MAX), &[1, 2, 3]].concat();
     let mut seeds = vec![in_block];
-    for encoded in [vectors, triples, items].into_iter().flatten() {
+    let three: Vec<ThreeArgs> = vec![
+        (vec![0.5, -1.0], "abc".to_string(), vec![1, 2, 3]),
+        (Vec::new(), String::new(), Vec::new()),
+    ];
+    let split = <carrier::Split<Three> as Carrier<ThreeArgs>>::encode(three, &mut inline);
+    for encoded in [vectors, triples, items, split].into_iter().flatten() {
         seeds.push([&[0u8][..], &encoded].concat());
     }
     seeds

@@ -83,8 +83,8 @@ pub mod __fuzz;
 #[doc(hidden)]
 pub mod __private {
     pub use crate::carrier::{
-        ArgsSide, Bytes, Choice, Chosen, Held, OutputSide, Packed, Plain, PodItemWay, PodVecWay,
-        Probe, Raw, SerdeWay, Way,
+        Arg, ArgsSide, Bytes, Choice, Chosen, Held, OutputSide, Packed, Plain, PodItemWay,
+        PodVecWay, Probe, Raw, SerdeWay, Split, Way,
     };
     pub use crate::codec::{Compact, SelfDescribing};
     pub use crate::registry::sealed::{SealedRunnable, SealedTarget};

@@ -183,9 +183,7 @@ impl Entry {
 /// Pool tasks: decodes a chunk (a sequence of arguments), calls the function on each, encodes
 /// the sequence of results.
 fn run_chunk<T: Target>(payload: &[u8], blocks: Vec<Vec<u8>>) -> Result<Encoded> {
-    let args = carrier::decode_args_chunk::<T>(payload, blocks)?;
-    let results: Vec<T::Output> = args.into_iter().map(T::call).collect();
-    carrier::encode_outputs::<T>(results)
+    carrier::run_chunk::<T>(payload, blocks, T::call)
 }
 
 fn run_target<T: Target>(payload: &[u8]) -> Result<Encoded> {

@@ -34,7 +34,7 @@ use bytemuck::Pod;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::{one, reserve_raw, Carrier, Stash, BLOCK_MIN};
+use super::{check_raw, one, reserve_raw, Carrier, Stash, BLOCK_MIN};
 use crate::error::{Error, ErrorKind, Result};
 use crate::{spare, sys, wire};
 
@@ -77,7 +77,47 @@ struct PodWay<T> {
     encode: fn(Vec<T>, &mut Stash) -> Result<Vec<u8>>,
     encode_slice: fn(&[T]) -> Result<Vec<u8>>,
     decode_into: DecodeInto<T>,
+    /// One value at a time, when the values are themselves plain old data.
+    item: Option<Item<T>>,
+    /// One vector of several arguments, when the values are vectors of plain old data.
+    slot: Option<Slot<T>>,
 }
+
+/// A vector of plain old data that is one of several arguments ([`Split`]): moved out of its
+/// place (an empty vector left there) as its head and bytes, and back.
+#[derive(Debug)]
+struct Slot<T> {
+    take: fn(&mut T, &mut Stash, &mut Vec<u8>),
+    put: PutVec<T>,
+}
+
+/// Puts the vector whose head begins a run of bytes in its place, taking its block from a
+/// message's; returns the bytes it took.
+type PutVec<T> = fn(&mut T, &[u8], &mut [Option<Vec<u8>>]) -> Result<usize>;
+
+impl<T> Clone for Slot<T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<T> Copy for Slot<T> {}
+
+/// One value that is plain old data: its size, and its bytes each way.
+#[derive(Debug)]
+struct Item<T> {
+    size: usize,
+    read: fn(&[u8]) -> T,
+    push: fn(&T, &mut Vec<u8>),
+}
+
+impl<T> Clone for Item<T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<T> Copy for Item<T> {}
 
 /// Decodes a payload and its blocks onto the end of a list.
 type DecodeInto<T> = fn(&[u8], Vec<Vec<u8>>, &mut Vec<T>) -> Result<()>;
@@ -122,6 +162,15 @@ impl<E: Pod> PodVecWay for &&Probe<Vec<E>> {
             encode: encode_vecs::<E>,
             encode_slice: |values| encode_vecs::<E>(values.to_vec(), &mut Stash::new(false)),
             decode_into: decode_vecs_into::<E>,
+            item: None,
+            slot: Some(Slot {
+                take: |value, stash, out| put_vec(std::mem::take(value), stash, out),
+                put: |value, bytes, blocks| {
+                    let (vector, used) = next_vec::<E>(bytes, blocks)?;
+                    *value = vector;
+                    Ok(used)
+                },
+            }),
         }))
     }
 }
@@ -145,6 +194,12 @@ impl<T: Pod> PodItemWay for &Probe<T> {
             encode: |values, _stash| encode_items(&values),
             encode_slice: encode_items::<T>,
             decode_into: decode_items_into::<T>,
+            item: Some(Item {
+                size: size_of::<T>(),
+                read: bytemuck::pod_read_unaligned::<T>,
+                push: |value, buf| buf.extend_from_slice(bytemuck::bytes_of(value)),
+            }),
+            slot: None,
         }))
     }
 }
@@ -225,6 +280,76 @@ impl<T, W: Choice<S, T>, S, C: Carrier<T>> Carrier<T> for Chosen<W, S, C> {
         }
     }
 
+    fn decode_each(bytes: &[u8], blocks: Vec<Vec<u8>>, each: impl FnMut(T)) -> Result<()>
+    where
+        T: DeserializeOwned,
+    {
+        match W::way().0 {
+            Some(PodWay {
+                item: Some(item), ..
+            }) => {
+                check_raw::<T>(bytes.len(), item.size, &blocks)?;
+                bytes.chunks_exact(item.size).map(item.read).for_each(each);
+                Ok(())
+            }
+            Some(way) => {
+                let mut out = Vec::new();
+                (way.decode_into)(bytes, blocks, &mut out)?;
+                out.into_iter().for_each(each);
+                Ok(())
+            }
+            None => C::decode_each(bytes, blocks, each),
+        }
+    }
+
+    fn reads_each() -> bool {
+        match W::way().0 {
+            Some(way) => way.item.is_some(),
+            None => C::reads_each(),
+        }
+    }
+
+    fn streams() -> bool {
+        match W::way().0 {
+            Some(way) => way.item.is_some(),
+            None => C::streams(),
+        }
+    }
+
+    #[inline]
+    fn start(buf: &mut Vec<u8>) {
+        if W::way().0.is_none() {
+            C::start(buf);
+        }
+    }
+
+    #[inline]
+    fn push(value: &T, buf: &mut Vec<u8>) -> Result<()>
+    where
+        T: Serialize,
+    {
+        match W::way().0 {
+            Some(PodWay {
+                item: Some(item), ..
+            }) => {
+                (item.push)(value, buf);
+                Ok(())
+            }
+            Some(_) => Err(Error::new(
+                ErrorKind::Codec,
+                "vectors of plain old data are not encoded one at a time",
+            )),
+            None => C::push(value, buf),
+        }
+    }
+
+    #[inline]
+    fn end(buf: &mut [u8], start: usize, count: usize) {
+        if W::way().0.is_none() {
+            C::end(buf, start, count);
+        }
+    }
+
     fn encode_one(value: T) -> Result<Vec<u8>>
     where
         T: Serialize,
@@ -248,6 +373,158 @@ impl<T, W: Choice<S, T>, S, C: Carrier<T>> Carrier<T> for Chosen<W, S, C> {
             None => C::decode_one(bytes),
         }
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Several arguments: their vectors of plain old data beside the rest
+
+/// The side of a worker a [`Choice`] is about: its argument number `N` of several. Not public
+/// API.
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy)]
+pub struct Arg<const N: usize>;
+
+/// The carrier of two or more arguments (a tuple of them) in format `F`, each argument that
+/// the worker `W`'s [`Choice`] of side [`Arg<N>`] finds a vector of plain old data carried as
+/// its bytes (a block when large bytes), the rest through serde. Not public API.
+///
+/// A payload is the serde encoding of the chunk's tuples with those vectors left empty (its
+/// length first, as a `u64`; zeroes after it up to a multiple of 16 bytes), then each such
+/// vector's head and bytes in turn ([`HEAD`]), tuple by tuple and argument by argument. Its
+/// impls ask nothing of the arguments' types but the `Choice`s `#[process]` writes for them:
+/// an argument that is not serde data is reported once, on the worker's `Args`.
+#[doc(hidden)]
+#[derive(Debug)]
+pub struct Split<W, F = crate::codec::Compact>(PhantomData<(W, F)>);
+
+/// The slot of argument `N` of type `T`, when it is a vector of plain old data.
+#[inline]
+fn slot<W: Choice<Arg<N>, T>, const N: usize, T>() -> Option<Slot<T>> {
+    W::way().0.and_then(|way| way.slot)
+}
+
+macro_rules! split_tuples {
+    ($(($($t:ident $i:tt),+))*) => {$(
+        impl<W, F: crate::codec::Format, $($t),+> Carrier<($($t,)+)> for Split<W, F>
+        where
+            $(W: Choice<Arg<$i>, $t>,)+
+        {
+            type Format = F;
+
+            fn in_place() -> bool {
+                false
+            }
+
+            fn encode(mut values: Vec<($($t,)+)>, stash: &mut Stash) -> Result<Vec<u8>>
+            where
+                ($($t,)+): Serialize,
+            {
+                if true $(&& slot::<W, $i, $t>().is_none())+ {
+                    return Ok(split_payload(F::encode(values.as_slice())?, &[]));
+                }
+                let mut runs = Vec::new();
+                for value in &mut values {
+                    $(if let Some(slot) = slot::<W, $i, $t>() {
+                        (slot.take)(&mut value.$i, stash, &mut runs);
+                    })+
+                }
+                Ok(split_payload(F::encode(values.as_slice())?, &runs))
+            }
+
+            fn encode_slice(_values: &[($($t,)+)]) -> Result<Vec<u8>>
+            where
+                ($($t,)+): Serialize,
+            {
+                Err(Error::new(
+                    ErrorKind::Codec,
+                    "several arguments are encoded from a `Vec`, not in place",
+                ))
+            }
+
+            fn decode(bytes: &[u8], blocks: Vec<Vec<u8>>) -> Result<Vec<($($t,)+)>>
+            where
+                ($($t,)+): serde::de::DeserializeOwned,
+            {
+                let (serde, runs) = split_parts(bytes)?;
+                let mut values: Vec<($($t,)+)> = F::decode(serde)?;
+                let count = blocks.len();
+                let mut blocks: Vec<Option<Vec<u8>>> = blocks.into_iter().map(Some).collect();
+                let mut at = 0;
+                for value in &mut values {
+                    $(if let Some(slot) = slot::<W, $i, $t>() {
+                        at += (slot.put)(&mut value.$i, &runs[at..], &mut blocks)?;
+                    })+
+                }
+                if at != runs.len() {
+                    return Err(Error::new(
+                        ErrorKind::Codec,
+                        format!("{} bytes after the vectors of the arguments", runs.len() - at),
+                    ));
+                }
+                unused_blocks::<u8>(&blocks, count)?;
+                Ok(values)
+            }
+        }
+    )*};
+}
+
+split_tuples! {
+    (A 0, B 1)
+    (A 0, B 1, C 2)
+    (A 0, B 1, C 2, D 3)
+    (A 0, B 1, C 2, D 3, E 4)
+    (A 0, B 1, C 2, D 3, E 4, G 5)
+    (A 0, B 1, C 2, D 3, E 4, G 5, H 6)
+    (A 0, B 1, C 2, D 3, E 4, G 5, H 6, I 7)
+    (A 0, B 1, C 2, D 3, E 4, G 5, H 6, I 7, J 8)
+    (A 0, B 1, C 2, D 3, E 4, G 5, H 6, I 7, J 8, K 9)
+    (A 0, B 1, C 2, D 3, E 4, G 5, H 6, I 7, J 8, K 9, L 10)
+    (A 0, B 1, C 2, D 3, E 4, G 5, H 6, I 7, J 8, K 9, L 10, M 11)
+}
+
+/// A [`Split`] payload: the length of `serde`, `serde`, zeroes up to a multiple of [`HEAD`],
+/// then `runs`.
+fn split_payload(serde: Vec<u8>, runs: &[u8]) -> Vec<u8> {
+    let head = 8 + serde.len();
+    let size = head + padding(head) + runs.len();
+    let mut out = spare::take_or_new(size);
+    out.extend_from_slice(&(serde.len() as u64).to_ne_bytes());
+    out.extend_from_slice(&serde);
+    out.extend_from_slice(&[0; HEAD][..padding(head)]);
+    out.extend_from_slice(runs);
+    spare::give(serde);
+    out
+}
+
+/// The serde part and the runs of a [`Split`] payload.
+fn split_parts(bytes: &[u8]) -> Result<(&[u8], &[u8])> {
+    let corrupt = |what: String| {
+        Error::new(
+            ErrorKind::Codec,
+            format!("cannot decode several arguments: {what}"),
+        )
+    };
+    let Some((len, rest)) = bytes.split_first_chunk::<8>() else {
+        return Err(corrupt(format!(
+            "{} bytes where a length belongs",
+            bytes.len()
+        )));
+    };
+    let len = u64::from_ne_bytes(*len);
+    let serde = usize::try_from(len)
+        .ok()
+        .and_then(|len| rest.get(..len))
+        .ok_or_else(|| {
+            corrupt(format!(
+                "a length of {len}, of which {} bytes came",
+                rest.len()
+            ))
+        })?;
+    let head = 8 + serde.len();
+    let runs = bytes
+        .get(head + padding(head)..)
+        .ok_or_else(|| corrupt("the padding after the serde part is cut short".to_string()))?;
+    Ok((serde, runs))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -279,6 +556,21 @@ pub(crate) fn decode_items_into<T: Pod>(
             bytemuck::cast_slice_mut::<T, u8>(&mut out[start..]).copy_from_slice(bytes);
         }
     }
+    Ok(())
+}
+
+/// Decodes what [`encode_items`] made, handing each value to `each` once the whole run is known
+/// to be whole values.
+pub(crate) fn decode_items_each<T: Pod>(
+    bytes: &[u8],
+    blocks: Vec<Vec<u8>>,
+    each: impl FnMut(T),
+) -> Result<()> {
+    check_raw::<T>(bytes.len(), size_of::<T>(), &blocks)?;
+    bytes
+        .chunks_exact(size_of::<T>())
+        .map(bytemuck::pod_read_unaligned::<T>)
+        .for_each(each);
     Ok(())
 }
 
@@ -328,26 +620,32 @@ pub(crate) fn encode_vecs<E: Pod>(values: Vec<Vec<E>>, stash: &mut Stash) -> Res
     if size >= wire::HUGE_PAGES_FROM {
         sys::advise_huge_pages(out.spare_capacity_mut());
     }
-    for mut value in values {
-        let len = size_of::<E>() * value.len();
-        out.extend_from_slice(&(len as u64).to_ne_bytes());
-        let block = as_block::<E>(len, stash);
-        if let Some(blocks) = stash.blocks.as_mut().filter(|_| block) {
-            match bytemuck::allocation::try_cast_vec::<E, u8>(value) {
-                Ok(bytes) => {
-                    out.extend_from_slice(&(blocks.len() as u64).to_ne_bytes());
-                    blocks.push(bytes);
-                    continue;
-                }
-                // Not a byte vector's allocation after all: inline.
-                Err((_, back)) => value = back,
-            }
-        }
-        out.extend_from_slice(&INLINE.to_ne_bytes());
-        out.extend_from_slice(bytemuck::cast_slice(&value));
-        out.extend_from_slice(&[0; HEAD][..padding(len)]);
+    for value in values {
+        put_vec(value, stash, &mut out);
     }
     Ok(out)
+}
+
+/// Appends one vector's head and bytes to `out`, or its head alone and the vector to the
+/// stash's blocks.
+fn put_vec<E: Pod>(mut value: Vec<E>, stash: &mut Stash, out: &mut Vec<u8>) {
+    let len = size_of::<E>() * value.len();
+    out.extend_from_slice(&(len as u64).to_ne_bytes());
+    let block = as_block::<E>(len, stash);
+    if let Some(blocks) = stash.blocks.as_mut().filter(|_| block) {
+        match bytemuck::allocation::try_cast_vec::<E, u8>(value) {
+            Ok(bytes) => {
+                out.extend_from_slice(&(blocks.len() as u64).to_ne_bytes());
+                blocks.push(bytes);
+                return;
+            }
+            // Not a byte vector's allocation after all: inline.
+            Err((_, back)) => value = back,
+        }
+    }
+    out.extend_from_slice(&INLINE.to_ne_bytes());
+    out.extend_from_slice(bytemuck::cast_slice(&value));
+    out.extend_from_slice(&[0; HEAD][..padding(len)]);
 }
 
 /// Decodes what [`encode_vecs`] made onto the end of `out` (left as it was on error): every
@@ -357,74 +655,88 @@ pub(crate) fn decode_vecs_into<E: Pod>(
     blocks: Vec<Vec<u8>>,
     out: &mut Vec<Vec<E>>,
 ) -> Result<()> {
-    let name = std::any::type_name::<E>();
-    let corrupt = |what: String| {
-        Error::new(
-            ErrorKind::Codec,
-            format!("cannot decode a `Vec<{name}>`: {what}"),
-        )
-    };
     let block_count = blocks.len();
     let mut blocks: Vec<Option<Vec<u8>>> = blocks.into_iter().map(Some).collect();
     let mut values = Vec::new();
     let mut rest = bytes;
     while !rest.is_empty() {
-        let Some((head, tail)) = rest.split_first_chunk::<HEAD>() else {
-            return Err(corrupt(format!(
-                "{} bytes where a head of {HEAD} belongs",
-                rest.len()
-            )));
-        };
-        let [len, at]: [u64; 2] = bytemuck::cast(*head);
-        let Ok(len) = usize::try_from(len) else {
-            return Err(corrupt(format!("a length of {len} bytes")));
-        };
-        if !len.is_multiple_of(size_of::<E>()) {
-            return Err(corrupt(format!(
-                "a length of {len} bytes, not a multiple of {}",
-                size_of::<E>()
-            )));
-        }
-        if at == INLINE {
-            let padded = len.saturating_add(padding(len));
-            let Some((run, tail)) = tail.split_at_checked(padded) else {
-                return Err(corrupt(format!(
-                    "a length of {len} bytes (padded to {padded}), of which {} came",
-                    tail.len()
-                )));
-            };
-            values.push(copied::<E>(&run[..len])?);
-            rest = tail;
-        } else {
-            let block = usize::try_from(at)
-                .ok()
-                .and_then(|at| blocks.get_mut(at))
-                .and_then(Option::take)
-                .ok_or_else(|| {
-                    corrupt(format!(
-                        "byte block #{at} did not come with the message, or came for two vectors"
-                    ))
-                })?;
-            if block.len() != len {
-                return Err(corrupt(format!(
-                    "byte block #{at} has {} bytes, its head says {len}",
-                    block.len()
-                )));
-            }
-            values.push(from_block::<E>(block)?);
-            rest = tail;
-        }
+        let (value, used) = next_vec::<E>(rest, &mut blocks)?;
+        values.push(value);
+        rest = &rest[used..];
     }
-    let unused = blocks.iter().filter(|b| b.is_some()).count();
-    if unused > 0 {
-        return Err(corrupt(format!(
-            "{unused} of the {block_count} byte blocks that came belong to no vector"
-        )));
-    }
+    unused_blocks::<E>(&blocks, block_count)?;
     out.try_reserve(values.len())
-        .map_err(|_| corrupt(format!("no room for {} vectors", values.len())))?;
+        .map_err(|_| vecs_error::<E>(format!("no room for {} vectors", values.len())))?;
     out.append(&mut values);
     Ok(())
+}
+
+/// A decoding error of vectors of `E`s that says `what`.
+#[cold]
+fn vecs_error<E>(what: String) -> Error {
+    let name = std::any::type_name::<E>();
+    Error::new(
+        ErrorKind::Codec,
+        format!("cannot decode a `Vec<{name}>`: {what}"),
+    )
+}
+
+/// An error when some of the `count` blocks that came were not taken.
+fn unused_blocks<E>(blocks: &[Option<Vec<u8>>], count: usize) -> Result<()> {
+    match blocks.iter().filter(|b| b.is_some()).count() {
+        0 => Ok(()),
+        unused => Err(vecs_error::<E>(format!(
+            "{unused} of the {count} byte blocks that came belong to no vector"
+        ))),
+    }
+}
+
+/// The vector whose head begins `bytes`, and the bytes it took there (its head, and its bytes
+/// and their padding when inline); its block is taken from `blocks`.
+fn next_vec<E: Pod>(bytes: &[u8], blocks: &mut [Option<Vec<u8>>]) -> Result<(Vec<E>, usize)> {
+    let corrupt = vecs_error::<E>;
+    let Some((head, tail)) = bytes.split_first_chunk::<HEAD>() else {
+        return Err(corrupt(format!(
+            "{} bytes where a head of {HEAD} belongs",
+            bytes.len()
+        )));
+    };
+    let [len, at]: [u64; 2] = bytemuck::cast(*head);
+    let Ok(len) = usize::try_from(len) else {
+        return Err(corrupt(format!("a length of {len} bytes")));
+    };
+    if !len.is_multiple_of(size_of::<E>()) {
+        return Err(corrupt(format!(
+            "a length of {len} bytes, not a multiple of {}",
+            size_of::<E>()
+        )));
+    }
+    if at == INLINE {
+        let padded = len.saturating_add(padding(len));
+        let Some(run) = tail.get(..padded) else {
+            return Err(corrupt(format!(
+                "a length of {len} bytes (padded to {padded}), of which {} came",
+                tail.len()
+            )));
+        };
+        return Ok((copied::<E>(&run[..len])?, HEAD + padded));
+    }
+    let block = usize::try_from(at)
+        .ok()
+        .and_then(|at| blocks.get_mut(at))
+        .and_then(Option::take)
+        .ok_or_else(|| {
+            corrupt(format!(
+                "byte block #{at} did not come with the message, or came for two vectors"
+            ))
+        })?;
+    if block.len() != len {
+        return Err(corrupt(format!(
+            "byte block #{at} has {} bytes, its head says {len}",
+            block.len()
+        )));
+    }
+    Ok((from_block::<E>(block)?, HEAD))
 }
 
 /// A fresh vector of `E`s (aligned for them) with a copy of `run`, whose length is a multiple
@@ -523,6 +835,7 @@ mod tests {
     }
 
     choose!(
+        Four,
         Points,
         Point,
         Vec<f64>,
@@ -544,6 +857,101 @@ mod tests {
             None => "serde",
             Some(way) if way.in_place => "items",
             Some(_) => "vectors",
+        }
+    }
+
+    macro_rules! choose_arg {
+        ($($n:literal $t:ty),*) => {$(
+            impl Choice<Arg<$n>, $t> for Worker {
+                fn way() -> Way<$t> {
+                    #[allow(unused_imports)]
+                    use super::{PodItemWay as _, PodVecWay as _, SerdeWay as _};
+                    (&&&Probe::<$t>::new()).way()
+                }
+            }
+        )*};
+    }
+
+    choose_arg!(0 Points, 1 u32, 2 Vec<u8>, 3 String);
+
+    /// Four arguments, as `#[process]` carries them.
+    type Four = (Points, u32, Vec<u8>, String);
+
+    fn four(i: u32) -> Four {
+        (
+            (0..i * 10).map(point).collect(),
+            i,
+            vec![i as u8; if i % 2 == 1 { BLOCK_MIN } else { 3 }],
+            i.to_string(),
+        )
+    }
+
+    #[test]
+    fn several_arguments_carry_their_vectors_of_plain_old_data_as_bytes() {
+        type Carried = Chosen<Worker, ArgsSide, Split<Worker>>;
+        let values: Vec<Four> = (0..4).map(four).collect();
+        let encoded = encode_chunk::<_, Split<Worker>>(values.clone()).unwrap();
+        // The points went without serde (their serde impls fail); the two large byte vectors
+        // are blocks, moved.
+        assert_eq!(encoded.blocks.len(), 2);
+        let ptr = encoded.blocks[1].as_ptr();
+        let back = decode_chunk::<Four, Split<Worker>>(encoded).unwrap();
+        assert_eq!(back, values);
+        assert_eq!(back[3].2.as_ptr(), ptr, "moved, not copied");
+        // One value (a process's arguments): inline; and the same under `Chosen`, as the
+        // macro writes it (a tuple is not plain old data itself).
+        let one = encode_one::<_, Split<Worker>>(values[1].clone()).unwrap();
+        assert!(one.blocks.is_empty());
+        assert_eq!(decode_one::<Four, Carried>(&one.bytes).unwrap(), values[1]);
+        // msgpack for the rest.
+        let encoded =
+            encode_chunk::<_, Split<Worker, crate::codec::SelfDescribing>>(values.clone()).unwrap();
+        let back =
+            decode_chunk::<Four, Split<Worker, crate::codec::SelfDescribing>>(encoded).unwrap();
+        assert_eq!(back, values);
+        // Empty.
+        let encoded = encode_chunk::<Four, Split<Worker>>(Vec::new()).unwrap();
+        assert!(decode_chunk::<Four, Split<Worker>>(encoded)
+            .unwrap()
+            .is_empty());
+    }
+
+    #[test]
+    fn corrupt_arguments_are_codec_errors() {
+        let values: Vec<Four> = (0..3).map(four).collect();
+        let Encoded { bytes, blocks, .. } =
+            encode_chunk::<_, Split<Worker>>(values.clone()).unwrap();
+        let decode = |bytes: &[u8], blocks: Vec<Vec<u8>>| {
+            Split::<Worker>::decode(bytes, blocks) as Result<Vec<Four>>
+        };
+        assert_eq!(decode(&bytes, blocks.clone()).unwrap(), values);
+        // Every cut, with and without the blocks.
+        for cut in 0..bytes.len() {
+            let err = decode(&bytes[..cut], blocks.clone()).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::Codec, "cut at {cut}");
+            assert!(decode(&bytes[..cut], Vec::new()).is_err());
+        }
+        // Trailing bytes, a missing block, a block too many, a length beyond the bytes.
+        let err = decode(&[&bytes[..], &[0; 16]].concat(), blocks.clone()).unwrap_err();
+        assert!(err.to_string().contains("16 bytes after"), "{err}");
+        let err = decode(&bytes, Vec::new()).unwrap_err();
+        assert!(err.to_string().contains("did not come"), "{err}");
+        let mut more = blocks.clone();
+        more.push(vec![1]);
+        let err = decode(&bytes, more).unwrap_err();
+        assert!(err.to_string().contains("belong to no vector"), "{err}");
+        let mut long = bytes.clone();
+        long[..8].copy_from_slice(&u64::MAX.to_ne_bytes());
+        let err = decode(&long, blocks.clone()).unwrap_err();
+        assert!(
+            err.to_string().contains("cannot decode several arguments"),
+            "{err}"
+        );
+        // Any byte changed: decoded or an error, never a panic.
+        for i in 0..bytes.len() {
+            let mut bad = bytes.clone();
+            bad[i] ^= 0xa5;
+            let _ = decode(&bad, blocks.clone());
         }
     }
 

@@ -476,7 +476,10 @@ impl Pool {
     }
 
     /// `function` over every item, in parallel; the results in input order. The input is split
-    /// in chunks of `ceil(len / (4 * processes))` items (Python's default), one task each.
+    /// in chunks of `ceil(len / (4 * processes))` items (Python's default), one task each. An
+    /// input whose `size_hint` gives its length (a range, a `Vec`, a `map` of either) is read
+    /// as its chunks are encoded, and the workers start on the first chunk while the rest is
+    /// read; any other input is collected first.
     ///
     /// Every chunk runs even when one fails; the error returned is then the first failure **in
     /// input order** (CPython returns the first to arrive).
@@ -506,7 +509,16 @@ impl Pool {
         function: F,
         items: impl IntoIterator<Item = F::Args>,
     ) -> AsyncResult<Vec<F::Output>> {
-        let items: Vec<F::Args> = items.into_iter().collect();
+        let items = items.into_iter();
+        // An input that says its length (a range, a `Vec`, a `map` of either) is encoded as it
+        // is read, with no list of its own.
+        if let (len @ 1.., Some(upper)) = items.size_hint() {
+            if len == upper {
+                let chunksize = len.div_ceil(self.processes() * 4).max(1);
+                return self.submit_map_iter(function, items, len, chunksize);
+            }
+        }
+        let items: Vec<F::Args> = items.collect();
         let chunksize = items.len().div_ceil(self.processes() * 4).max(1);
         self.submit_map(function, items, chunksize, None)
     }
@@ -524,7 +536,13 @@ impl Pool {
                 "chunksize must be at least 1",
             ));
         }
-        self.submit_map(function, items.into_iter().collect(), chunksize, None)
+        let items = items.into_iter();
+        match items.size_hint() {
+            (len @ 1.., Some(upper)) if len == upper => {
+                self.submit_map_iter(function, items, len, chunksize)
+            }
+            _ => self.submit_map(function, items.collect(), chunksize, None),
+        }
     }
 
     /// Python's `starmap`: `function(a, b)` for every tuple `(a, b)`. A function of several
@@ -607,6 +625,55 @@ impl Pool {
                 }],
             )
         });
+        if let Err(err) = pushed {
+            self.shared.forget(job);
+            let mut sink = MapSink::<F::Output>::new(slot.clone(), 1, 0, decode);
+            jobs::Sink::fail(&mut sink, &err);
+        }
+        self.result(slot)
+    }
+
+    /// [`submit_map`](Self::submit_map) of an input that says it holds `len` items: chunks are
+    /// encoded from it as it is read (one pass, no list of the items) and queued as they are
+    /// encoded. The input's word is not trusted: when it ends early, the chunks it did not
+    /// fill are empty; when it goes on, the last chunk takes the rest.
+    fn submit_map_iter<F: Target>(
+        &self,
+        _function: F,
+        items: impl Iterator<Item = F::Args>,
+        len: usize,
+        chunksize: usize,
+    ) -> AsyncResult<Vec<F::Output>> {
+        let slot = Slot::new();
+        let chunks = len.div_ceil(chunksize);
+        let decode = carrier::decode_outputs_into::<F>;
+        let sink = Box::new(MapSink::new(slot.clone(), chunks, len, decode));
+        let Ok(job) = self.shared.submit(sink, |_| Vec::new(), false) else {
+            return self.result(slot);
+        };
+        /// Forgets the job if the input or an encoding panics: no chunk will come for it.
+        struct Forget<'a>(&'a Shared, Option<u64>);
+        impl Drop for Forget<'_> {
+            fn drop(&mut self) {
+                if let Some(job) = self.1 {
+                    self.0.forget(job);
+                }
+            }
+        }
+        let mut forget = Forget(&self.shared, Some(job));
+        let pushed = carrier::encode_args_iter::<F>(items, chunks, chunksize, |index, payload| {
+            self.shared.push(
+                job,
+                [Task {
+                    job,
+                    chunk: index,
+                    entry: F::NAME,
+                    payload,
+                    queued: Instant::now(),
+                }],
+            )
+        });
+        forget.1 = None;
         if let Err(err) = pushed {
             self.shared.forget(job);
             let mut sink = MapSink::<F::Output>::new(slot.clone(), 1, 0, decode);
