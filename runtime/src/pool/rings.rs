@@ -49,6 +49,7 @@ use std::sync::Arc;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use super::bulk::{self, Bulk, Way};
 use crate::channel::ring::{Outbound, Ring, Taken, INLINE_MAX};
 use crate::codec;
 use crate::error::{Error, ErrorKind, Result};
@@ -60,7 +61,12 @@ use crate::sys;
 const RING_BYTES: usize = 256 << 10;
 /// Where the doorbell words lie in the region, after the two rings.
 const BELLS_AT: usize = 2 * Ring::size(RING_BYTES);
-const REGION_BYTES: usize = BELLS_AT + 4096;
+/// Where the bulk area lies (see `bulk`), after the doorbell words.
+const BULK_AT: usize = (BELLS_AT + 4096).next_multiple_of(4096);
+const REGION_BYTES: usize = BULK_AT + super::bulk::AREA_BYTES;
+/// The flag, in a record's header length, of a record whose body is in the bulk area: what
+/// follows its header is the area's descriptor of the body (see `bulk`).
+const IN_BULK: u32 = 1 << 31;
 /// The doorbell words: the worker sleeps (waiting for a task), the parent sleeps (waiting
 /// for a reply); and the worker takes no more tasks (it is about to abort).
 const WORKER_SLEEPS: usize = 0;
@@ -106,6 +112,7 @@ pub(crate) struct SetupOut<'a> {
 pub(crate) struct Rings {
     tasks: Ring,
     replies: Ring,
+    bulk: Bulk,
     region: Arc<Region>,
     to_worker: SharedFd,
     to_parent: SharedFd,
@@ -126,11 +133,20 @@ fn corrupt(what: &str) -> Error {
 
 /// The message a ring record holds: its header and its body (a payload only: messages with
 /// descriptors or blocks never go in a ring). Every length is checked against the record.
+#[cfg_attr(not(feature = "fuzzing"), allow(dead_code))]
 pub(crate) fn decode_record<H: DeserializeOwned>(record: &[u8]) -> Result<(H, Encoded)> {
+    decode_in(record, None)
+}
+
+/// The message a ring record holds, its body in the record or in `bulk`'s area (whose slots
+/// of `way` the record may name, see `bulk`). Every length is checked against the record or
+/// the area.
+fn decode_in<H: DeserializeOwned>(record: &[u8], bulk: Option<(&Bulk, Way)>) -> Result<(H, Encoded)> {
     let Some((split, rest)) = record.split_first_chunk::<4>() else {
         return Err(corrupt("a record shorter than its header length"));
     };
-    let header_len = u32::from_le_bytes(*split) as usize;
+    let split = u32::from_le_bytes(*split);
+    let header_len = (split & !IN_BULK) as usize;
     if header_len > rest.len() {
         return Err(corrupt(&format!(
             "a header of {header_len} bytes in a record of {}",
@@ -139,6 +155,12 @@ pub(crate) fn decode_record<H: DeserializeOwned>(record: &[u8]) -> Result<(H, En
     }
     let (header, payload) = rest.split_at(header_len);
     let header = codec::decode::<H>(header)?;
+    if split & IN_BULK != 0 {
+        let Some((bulk, way)) = bulk else {
+            return Err(corrupt("a record whose body is in a bulk area it has not"));
+        };
+        return Ok((header, bulk.read(way, payload)?));
+    }
     let mut bytes = crate::spare::take_or_new(payload.len());
     bytes.extend_from_slice(payload);
     Ok((
@@ -186,6 +208,7 @@ impl Rings {
         let region = Arc::new(Region::new("pool-rings", REGION_BYTES)?);
         let tasks = Ring::create(&region, 0, RING_BYTES, None)?;
         let replies = Ring::create(&region, Ring::size(RING_BYTES), RING_BYTES, None)?;
+        let bulk = Bulk::new(Arc::clone(&region), BULK_AT)?;
         let bell = || {
             sys::eventfd()
                 .map(SharedFd::new)
@@ -194,6 +217,7 @@ impl Rings {
         Ok(Rings {
             tasks,
             replies,
+            bulk,
             region,
             to_worker: bell()?,
             to_parent: bell()?,
@@ -218,6 +242,7 @@ impl Rings {
         Ok(Rings {
             tasks: Ring::open(&region, 0)?,
             replies: Ring::open(&region, Ring::size(RING_BYTES))?,
+            bulk: Bulk::new(Arc::clone(&region), BULK_AT)?,
             region,
             to_worker: setup.to_worker,
             to_parent: setup.to_parent,
@@ -288,10 +313,13 @@ impl Rings {
         }
     }
 
-    /// Puts a message in `ring` if it can go there; rings `bell` if the reader sleeps.
+    /// Puts a message in `ring` (its body in the record, or in a slot of `way` of the bulk area)
+    /// if it can go there; rings `bell` if the reader sleeps.
+    #[allow(clippy::too_many_arguments)]
     fn put<H: Serialize>(
         &self,
         ring: &Ring,
+        way: Way,
         header: &H,
         body: &Encoded,
         sleeper: usize,
@@ -302,13 +330,35 @@ impl Rings {
                 // Only if a header's `Serialize` sent a message itself: the socket takes it.
                 return Ok(false);
             };
-            if !encode_record(header, body, &mut scratch)? {
-                return Ok(false);
-            }
+            let lease = if encode_record(header, body, &mut scratch)? {
+                None
+            } else {
+                // Too large for a record, or with blocks: its body in the bulk area, when it
+                // fits there and a slot is free.
+                if !Bulk::fits(body) {
+                    return Ok(false);
+                }
+                scratch.clear();
+                scratch.extend_from_slice(&[0; 4]);
+                codec::encode_into(header, &mut scratch)?;
+                let header_len = scratch.len() - 4;
+                if scratch.len() + bulk::descriptor_len(body) > RECORD_MAX {
+                    return Ok(false);
+                }
+                scratch[..4].copy_from_slice(&(header_len as u32 | IN_BULK).to_le_bytes());
+                let Some(lease) = self.bulk.write(way, body, &mut scratch)? else {
+                    return Ok(false);
+                };
+                Some(lease)
+            };
             let item = Outbound::Inline(std::mem::take(&mut *scratch));
             let put = ring.try_push_inline(&item);
             if let Outbound::Inline(bytes) = item {
                 *scratch = bytes;
+            }
+            // Committed: the slot is the reader's to free (otherwise the lease frees it).
+            if let (Ok(true), Some(lease)) = (&put, lease) {
+                lease.committed();
             }
             put
         })?;
@@ -336,7 +386,14 @@ impl Rings {
         {
             return Ok(false);
         }
-        self.put(&self.tasks, header, body, WORKER_SLEEPS, &self.to_worker)
+        self.put(
+            &self.tasks,
+            Way::Tasks,
+            header,
+            body,
+            WORKER_SLEEPS,
+            &self.to_worker,
+        )
     }
 
     /// Worker: what says, from a panic hook about to abort, that this worker takes no more
@@ -353,14 +410,21 @@ impl Rings {
     /// Worker: puts a reply in the reply ring if it can go there (`false`: send it on the
     /// socket).
     pub(crate) fn put_reply<H: Serialize>(&self, header: &H, body: &Encoded) -> Result<bool> {
-        self.put(&self.replies, header, body, PARENT_SLEEPS, &self.to_parent)
+        self.put(
+            &self.replies,
+            Way::Replies,
+            header,
+            body,
+            PARENT_SLEEPS,
+            &self.to_parent,
+        )
     }
 
-    fn take<H: DeserializeOwned>(ring: &Ring) -> Result<Option<(H, Encoded)>> {
+    fn take<H: DeserializeOwned>(&self, ring: &Ring, way: Way) -> Result<Option<(H, Encoded)>> {
         let Some(taken) = ring.try_pop_inline()? else {
             return Ok(None);
         };
-        let message = decode_record(record_bytes(&taken)?)?;
+        let message = decode_in(record_bytes(&taken)?, Some((&self.bulk, way)))?;
         if let Taken::Inline(bytes) = taken {
             crate::spare::give(bytes);
         }
@@ -369,12 +433,12 @@ impl Rings {
 
     /// Parent: the reply in the ring, if one is there. An error: the ring is corrupt.
     pub(crate) fn take_reply<H: DeserializeOwned>(&self) -> Result<Option<(H, Encoded)>> {
-        Rings::take(&self.replies)
+        self.take(&self.replies, Way::Replies)
     }
 
     /// Worker: the task in the ring, if one is there. An error: the ring is corrupt.
     pub(crate) fn take_task<H: DeserializeOwned>(&self) -> Result<Option<(H, Encoded)>> {
-        Rings::take(&self.tasks)
+        self.take(&self.tasks, Way::Tasks)
     }
 
     /// Whether a reply waits in the ring.
@@ -431,7 +495,7 @@ pub(crate) fn read_forged<R: DeserializeOwned, T: DeserializeOwned>(input: &[u8]
     };
     for (ring, base) in [(&rings.replies, Ring::size(RING_BYTES)), (&rings.tasks, 0)] {
         if !matches!(
-            rings.put(ring, &(), &body, PARENT_SLEEPS, &rings.to_parent),
+            rings.put(ring, Way::Replies, &(), &body, PARENT_SLEEPS, &rings.to_parent),
             Ok(true)
         ) {
             return;

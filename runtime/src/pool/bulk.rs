@@ -1,0 +1,312 @@
+//! A pool worker's bulk area: shared memory beside its rings (in the same region) for the
+//! messages too large for a ring record (a map chunk of a megabyte, a 64 MiB vector given to
+//! `apply`). The writer copies the message's payload and byte blocks into a free *slot* of its
+//! direction and puts in the ring a record that holds the message's header and a small
+//! descriptor instead of its body (which slot, the payload's length, each block's length); the
+//! reader copies them out of the slot into the buffers it hands on, then frees the slot.
+//!
+//! # Slots and their owners
+//!
+//! Four slots of [`SLOT_BYTES`]: two for tasks (written by the parent, read by the worker),
+//! two for replies (the other way), each with a word that says it is in use. A writer takes a
+//! slot whose word is 0 and sets it to 1 before its record is committed; the reader sets it
+//! back to 0 once it has copied the message out (and its record is taken). Two slots each
+//! way, because the pool has at most two messages in flight each way (a task running, one
+//! queued behind it in the ring): while the worker has not copied the first task out, a
+//! second goes in the other slot. With both in use (or a message larger than a slot, or one
+//! with descriptors) the message goes on the socket, as before: nothing ever waits for a slot.
+//!
+//! # A peer that lies
+//!
+//! A task can write anything in its own process's memory, the area included. What the parent
+//! reads from it is bounded by the parent's own constants: a descriptor names a reply slot,
+//! and lengths whose sum (each rounded up to 8) fits in [`SLOT_BYTES`], or it is out of
+//! protocol. The words in use are only a courtesy between honest peers: a worker that clears
+//! the word of a task slot early only spoils its own task's bytes, and bytes a worker changes
+//! while the parent copies them out are garbage to be decoded like any other. Every access to
+//! the area is an 8-byte atomic (see `shm::Region::words`), so it stays sound whatever the
+//! other process does at the same time. The area lives and dies with the worker's rings: a
+//! replacement gets a new one.
+//!
+//! # Resident memory
+//!
+//! The area is a sparse memory file: only the pages written hold memory, and they stay for
+//! the next message of that size (no page faults for the next chunk). A reader that took a
+//! message larger than [`KEEP_RESIDENT`] gives back the pages past that mark.
+
+use std::mem::MaybeUninit;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::handle::Encoded;
+use crate::shm::Region;
+use crate::{spare, sys, wire};
+
+/// Bytes of each slot: the largest body (payload and blocks, each rounded up to 8 bytes) that
+/// goes through the area.
+pub(crate) const SLOT_BYTES: usize = 128 << 20;
+/// Slots 0 and 1 carry tasks, 2 and 3 replies.
+const SLOTS: usize = 4;
+/// The page of the slots' words, then the slots.
+pub(crate) const AREA_BYTES: usize = 4096 + SLOTS * SLOT_BYTES;
+/// Pages of a slot kept after a message, for the next one; those past it are given back.
+const KEEP_RESIDENT: usize = 80 << 20;
+/// The fixed part of a descriptor: slot, block count, payload length.
+const DESCRIPTOR_HEAD: usize = 16;
+
+/// Which way a message goes: which slots it may take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Way {
+    Tasks,
+    Replies,
+}
+
+impl Way {
+    fn slots(self) -> [usize; 2] {
+        match self {
+            Way::Tasks => [0, 1],
+            Way::Replies => [2, 3],
+        }
+    }
+}
+
+/// A worker's bulk area, at `at` in its rings' region.
+pub(crate) struct Bulk {
+    region: Arc<Region>,
+    at: usize,
+}
+
+impl std::fmt::Debug for Bulk {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Bulk").field("at", &self.at).finish()
+    }
+}
+
+fn corrupt(what: &str) -> Error {
+    Error::new(
+        ErrorKind::Codec,
+        format!("corrupt message in a pool worker's bulk area: {what}"),
+    )
+}
+
+const fn padded(len: usize) -> Option<usize> {
+    len.checked_next_multiple_of(8)
+}
+
+/// The room a body takes in a slot, if it fits one.
+fn room(bytes: usize, blocks: impl Iterator<Item = usize>) -> Option<usize> {
+    let mut total = padded(bytes)?;
+    for len in blocks {
+        total = total.checked_add(padded(len)?)?;
+    }
+    (total <= SLOT_BYTES).then_some(total)
+}
+
+/// The bytes of the descriptor of `body` in a record.
+pub(crate) fn descriptor_len(body: &Encoded) -> usize {
+    DESCRIPTOR_HEAD + 8 * body.blocks.len()
+}
+
+/// A slot taken by a writer, not yet handed to the reader: freed on drop unless
+/// [`committed`](Lease::committed).
+pub(crate) struct Lease<'a> {
+    bulk: &'a Bulk,
+    slot: usize,
+}
+
+impl Lease<'_> {
+    /// The message's record was committed: the slot is the reader's to free.
+    pub(crate) fn committed(self) {
+        std::mem::forget(self);
+    }
+}
+
+impl Drop for Lease<'_> {
+    fn drop(&mut self) {
+        if let Some(word) = self.bulk.word(self.slot) {
+            word.store(0, Ordering::Release);
+        }
+    }
+}
+
+impl Bulk {
+    /// The area at `at` in `region` (which must hold [`AREA_BYTES`] from there).
+    pub(crate) fn new(region: Arc<Region>, at: usize) -> Result<Bulk> {
+        if at % 4096 != 0 || at.checked_add(AREA_BYTES).is_none_or(|end| end > region.len()) {
+            return Err(corrupt("a region too small"));
+        }
+        Ok(Bulk { region, at })
+    }
+
+    fn word(&self, slot: usize) -> Option<&AtomicU64> {
+        self.region
+            .words(self.at, SLOTS)
+            .ok()
+            .and_then(|words| words.get(slot))
+    }
+
+    fn slot_at(slot: usize) -> usize {
+        4096 + slot * SLOT_BYTES
+    }
+
+    /// Writer: whether `body` may go through the area (no descriptors, and it fits a slot).
+    pub(crate) fn fits(body: &Encoded) -> bool {
+        body.fds.is_empty() && room(body.bytes.len(), body.blocks.iter().map(Vec::len)).is_some()
+    }
+
+    /// Writer: copies `body` into a free slot of `way`, and appends its descriptor to
+    /// `record`; `None` when no slot is free or the body does not fit one.
+    pub(crate) fn write(
+        &self,
+        way: Way,
+        body: &Encoded,
+        record: &mut Vec<u8>,
+    ) -> Result<Option<Lease<'_>>> {
+        if !Bulk::fits(body) {
+            return Ok(None);
+        }
+        let Some(slot) = way.slots().into_iter().find(|&slot| {
+            self.word(slot).is_some_and(|word| {
+                word.compare_exchange(0, 1, Ordering::Acquire, Ordering::Relaxed)
+                    .is_ok()
+            })
+        }) else {
+            return Ok(None);
+        };
+        let lease = Lease { bulk: self, slot };
+        record.extend_from_slice(&(slot as u32).to_le_bytes());
+        record.extend_from_slice(&(body.blocks.len() as u32).to_le_bytes());
+        record.extend_from_slice(&(body.bytes.len() as u64).to_le_bytes());
+        for block in &body.blocks {
+            record.extend_from_slice(&(block.len() as u64).to_le_bytes());
+        }
+        let mut at = self.at + Bulk::slot_at(slot);
+        for part in std::iter::once(&body.bytes).chain(&body.blocks) {
+            let words = self.region.words(at, part.len().div_ceil(8))?;
+            copy_in(part, words);
+            at += part.len().div_ceil(8) * 8;
+        }
+        Ok(Some(lease))
+    }
+
+    /// Reader: the body that `descriptor` (from a record of `way`) says is in the area, copied
+    /// out; the slot is free again. Every length is checked against the slot.
+    pub(crate) fn read(&self, way: Way, descriptor: &[u8]) -> Result<Encoded> {
+        let Some((head, lens)) = descriptor.split_at_checked(DESCRIPTOR_HEAD) else {
+            return Err(corrupt("a descriptor shorter than its head"));
+        };
+        let word = |i: usize| u64::from_le_bytes(head[i..i + 8].try_into().unwrap_or([0; 8]));
+        let slot = (word(0) & 0xffff_ffff) as usize;
+        let count = (word(0) >> 32) as usize;
+        let payload = usize::try_from(word(8)).unwrap_or(usize::MAX);
+        if !way.slots().contains(&slot) {
+            return Err(corrupt(&format!("slot {slot} for this direction")));
+        }
+        if lens.len() != count.saturating_mul(8) {
+            return Err(corrupt(&format!(
+                "{count} blocks in a descriptor of {} bytes",
+                descriptor.len()
+            )));
+        }
+        let block_lens = lens.chunks_exact(8).map(|len| {
+            usize::try_from(u64::from_le_bytes(len.try_into().unwrap_or([0; 8])))
+                .unwrap_or(usize::MAX)
+        });
+        let Some(total) = room(payload, block_lens.clone()) else {
+            return Err(corrupt("a body larger than its slot"));
+        };
+        let mut at = self.at + Bulk::slot_at(slot);
+        let mut take = |len: usize, block: bool| -> Result<Vec<u8>> {
+            let mut out = if block {
+                Vec::new()
+            } else {
+                spare::take_or_new(len)
+            };
+            out.try_reserve_exact(len)
+                .map_err(|_| corrupt(&format!("{len} bytes that cannot be allocated")))?;
+            if len >= wire::HUGE_PAGES_FROM {
+                sys::advise_huge_pages(out.spare_capacity_mut());
+            }
+            let words = self.region.words(at, len.div_ceil(8))?;
+            copy_out(words, &mut out.spare_capacity_mut()[..len]);
+            // SAFETY: the first `len` bytes of the spare capacity were just written.
+            unsafe { out.set_len(len) };
+            at += len.div_ceil(8) * 8;
+            Ok(out)
+        };
+        let bytes = take(payload, false)?;
+        let blocks = block_lens
+            .map(|len| take(len, true))
+            .collect::<Result<Vec<_>>>()?;
+        if total > KEEP_RESIDENT {
+            self.give_back(slot, KEEP_RESIDENT, total);
+        }
+        if let Some(word) = self.word(slot) {
+            word.store(0, Ordering::Release);
+        }
+        Ok(Encoded {
+            bytes,
+            fds: Vec::new(),
+            blocks,
+        })
+    }
+
+    /// Gives back the pages of bytes `from..to` of `slot` (they read as zeros after).
+    fn give_back(&self, slot: usize, from: usize, to: usize) {
+        let start = self.at + Bulk::slot_at(slot) + from;
+        let end = (self.at + Bulk::slot_at(slot) + to).next_multiple_of(4096);
+        if end <= self.region.len() && start < end {
+            // SAFETY: `start..end` is a page-aligned range inside the live shared mapping;
+            // MADV_REMOVE frees its backing pages, which then read as zeros: nothing in this
+            // process holds a reference into them (the area is only accessed through atomics,
+            // copied in and out).
+            unsafe {
+                libc::madvise(
+                    self.region.as_ptr().add(start).cast(),
+                    end - start,
+                    libc::MADV_REMOVE,
+                )
+            };
+        }
+    }
+}
+
+/// Copies `bytes` into `words`, 8 bytes a word (the last one padded with zeros).
+fn copy_in(bytes: &[u8], words: &[AtomicU64]) {
+    let mut chunks = bytes.chunks_exact(8);
+    for (chunk, word) in (&mut chunks).zip(words) {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(chunk);
+        word.store(u64::from_ne_bytes(w), Ordering::Relaxed);
+    }
+    let rest = chunks.remainder();
+    if !rest.is_empty() {
+        if let Some(word) = words.get(bytes.len() / 8) {
+            let mut w = [0u8; 8];
+            w[..rest.len()].copy_from_slice(rest);
+            word.store(u64::from_ne_bytes(w), Ordering::Relaxed);
+        }
+    }
+}
+
+/// Copies `words` out into `out` (as many bytes as it has room for).
+fn copy_out(words: &[AtomicU64], out: &mut [MaybeUninit<u8>]) {
+    let len = out.len();
+    let mut chunks = out.chunks_exact_mut(8);
+    for (chunk, word) in (&mut chunks).zip(words) {
+        let w = word.load(Ordering::Relaxed).to_ne_bytes();
+        if let Ok(chunk) = <&mut [MaybeUninit<u8>; 8]>::try_from(chunk) {
+            *chunk = w.map(MaybeUninit::new);
+        }
+    }
+    let rest = chunks.into_remainder();
+    if !rest.is_empty() {
+        if let Some(word) = words.get(len / 8) {
+            let w = word.load(Ordering::Relaxed).to_ne_bytes();
+            for (out, byte) in rest.iter_mut().zip(w) {
+                out.write(byte);
+            }
+        }
+    }
+}
