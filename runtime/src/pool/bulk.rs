@@ -133,7 +133,11 @@ impl Drop for Lease<'_> {
 impl Bulk {
     /// The area at `at` in `region` (which must hold [`AREA_BYTES`] from there).
     pub(crate) fn new(region: Arc<Region>, at: usize) -> Result<Bulk> {
-        if at % 4096 != 0 || at.checked_add(AREA_BYTES).is_none_or(|end| end > region.len()) {
+        if at % 4096 != 0
+            || at
+                .checked_add(AREA_BYTES)
+                .is_none_or(|end| end > region.len())
+        {
             return Err(corrupt("a region too small"));
         }
         Ok(Bulk { region, at })

@@ -141,7 +141,10 @@ pub(crate) fn decode_record<H: DeserializeOwned>(record: &[u8]) -> Result<(H, En
 /// The message a ring record holds, its body in the record or in `bulk`'s area (whose slots
 /// of `way` the record may name, see `bulk`). Every length is checked against the record or
 /// the area.
-fn decode_in<H: DeserializeOwned>(record: &[u8], bulk: Option<(&Bulk, Way)>) -> Result<(H, Encoded)> {
+fn decode_in<H: DeserializeOwned>(
+    record: &[u8],
+    bulk: Option<(&Bulk, Way)>,
+) -> Result<(H, Encoded)> {
     let Some((split, rest)) = record.split_first_chunk::<4>() else {
         return Err(corrupt("a record shorter than its header length"));
     };
@@ -495,7 +498,14 @@ pub(crate) fn read_forged<R: DeserializeOwned, T: DeserializeOwned>(input: &[u8]
     };
     for (ring, base) in [(&rings.replies, Ring::size(RING_BYTES)), (&rings.tasks, 0)] {
         if !matches!(
-            rings.put(ring, Way::Replies, &(), &body, PARENT_SLEEPS, &rings.to_parent),
+            rings.put(
+                ring,
+                Way::Replies,
+                &(),
+                &body,
+                PARENT_SLEEPS,
+                &rings.to_parent
+            ),
             Ok(true)
         ) {
             return;
