@@ -52,6 +52,8 @@ const SLOTS: usize = 4;
 pub(crate) const AREA_BYTES: usize = 4096 + SLOTS * SLOT_BYTES;
 /// Pages of a slot kept after a message, for the next one; those past it are given back.
 const KEEP_RESIDENT: usize = 80 << 20;
+/// A slot's word once its writer has copied the whole body in (1: taken, being written).
+pub(crate) const FILLED: u64 = 2;
 /// The fixed part of a descriptor: slot, block count, payload length.
 const DESCRIPTOR_HEAD: usize = 16;
 
@@ -116,7 +118,27 @@ pub(crate) struct Lease<'a> {
 }
 
 impl Lease<'_> {
-    /// The message's record was committed: the slot is the reader's to free.
+    /// Copies `body` (the one [`Bulk::write`] described) into the slot, and says it is whole.
+    pub(crate) fn fill(&self, body: &Encoded) -> Result<()> {
+        let mut at = self.bulk.at + Bulk::slot_at(self.slot);
+        let copied = std::iter::once(&body.bytes)
+            .chain(&body.blocks)
+            .try_for_each(|part| {
+                let words = self.bulk.region.words(at, part.len().div_ceil(8))?;
+                copy_in(part, words);
+                at += part.len().div_ceil(8) * 8;
+                Ok::<_, Error>(())
+            });
+        // Whole even when the copy failed (it cannot: the body fits the slot): a reader that
+        // waits for it must not wait for ever.
+        if let Some(word) = self.bulk.word(self.slot) {
+            word.store(FILLED, Ordering::SeqCst);
+        }
+        copied
+    }
+
+    /// The message's record was committed (and its body filled in): the slot is the reader's
+    /// to free.
     pub(crate) fn committed(self) {
         std::mem::forget(self);
     }
@@ -159,8 +181,10 @@ impl Bulk {
         body.fds.is_empty() && room(body.bytes.len(), body.blocks.iter().map(Vec::len)).is_some()
     }
 
-    /// Writer: copies `body` into a free slot of `way`, and appends its descriptor to
-    /// `record`; `None` when no slot is free or the body does not fit one.
+    /// Writer: takes a free slot of `way` for `body`, and appends its descriptor to `record`;
+    /// `None` when no slot is free or the body does not fit one. The body is copied in by
+    /// [`Lease::fill`], before the record is committed or (for a reader that waits, see
+    /// [`read`](Self::read)) after.
     pub(crate) fn write(
         &self,
         way: Way,
@@ -185,18 +209,22 @@ impl Bulk {
         for block in &body.blocks {
             record.extend_from_slice(&(block.len() as u64).to_le_bytes());
         }
-        let mut at = self.at + Bulk::slot_at(slot);
-        for part in std::iter::once(&body.bytes).chain(&body.blocks) {
-            let words = self.region.words(at, part.len().div_ceil(8))?;
-            copy_in(part, words);
-            at += part.len().div_ceil(8) * 8;
-        }
         Ok(Some(lease))
     }
 
     /// Reader: the body that `descriptor` (from a record of `way`) says is in the area, copied
     /// out; the slot is free again. Every length is checked against the slot.
-    pub(crate) fn read(&self, way: Way, descriptor: &[u8]) -> Result<Encoded> {
+    ///
+    /// With `wait` (a worker reading a task, which the parent fills in after it committed the
+    /// record), the buffers are made and their pages faulted in first, while the parent
+    /// copies, and `wait` returns once the slot's word says [`FILLED`] (or fails: the parent
+    /// is gone). The parent itself never waits for a worker.
+    pub(crate) fn read(
+        &self,
+        way: Way,
+        descriptor: &[u8],
+        wait: Option<&dyn Fn(&AtomicU64) -> Result<()>>,
+    ) -> Result<Encoded> {
         let Some((head, lens)) = descriptor.split_at_checked(DESCRIPTOR_HEAD) else {
             return Err(corrupt("a descriptor shorter than its head"));
         };
@@ -220,8 +248,7 @@ impl Bulk {
         let Some(total) = room(payload, block_lens.clone()) else {
             return Err(corrupt("a body larger than its slot"));
         };
-        let mut at = self.at + Bulk::slot_at(slot);
-        let mut take = |len: usize, block: bool| -> Result<Vec<u8>> {
+        let make = |len: usize, block: bool| -> Result<Vec<u8>> {
             let mut out = if block {
                 Vec::new()
             } else {
@@ -231,18 +258,35 @@ impl Bulk {
                 .map_err(|_| corrupt(&format!("{len} bytes that cannot be allocated")))?;
             if len >= wire::HUGE_PAGES_FROM {
                 sys::advise_huge_pages(out.spare_capacity_mut());
+                if wait.is_some() {
+                    // Faulted in now, while the writer copies.
+                    for byte in out.spare_capacity_mut()[..len].iter_mut().step_by(4096) {
+                        byte.write(0);
+                    }
+                }
             }
-            let words = self.region.words(at, len.div_ceil(8))?;
-            copy_out(words, &mut out.spare_capacity_mut()[..len]);
-            // SAFETY: the first `len` bytes of the spare capacity were just written.
-            unsafe { out.set_len(len) };
-            at += len.div_ceil(8) * 8;
             Ok(out)
         };
-        let bytes = take(payload, false)?;
-        let blocks = block_lens
-            .map(|len| take(len, true))
+        let mut bytes = make(payload, false)?;
+        let mut blocks = block_lens
+            .clone()
+            .map(|len| make(len, true))
             .collect::<Result<Vec<_>>>()?;
+        if let (Some(wait), Some(word)) = (wait, self.word(slot)) {
+            wait(word)?;
+        }
+        let mut at = self.at + Bulk::slot_at(slot);
+        for (out, len) in std::iter::once(&mut bytes)
+            .chain(&mut blocks)
+            .zip(std::iter::once(payload).chain(block_lens))
+        {
+            let words = self.region.words(at, len.div_ceil(8))?;
+            copy_out(words, &mut out.spare_capacity_mut()[..len]);
+            // SAFETY: the first `len` bytes of the spare capacity were just written (the
+            // buffer holds at least `len`: reserved above).
+            unsafe { out.set_len(len) };
+            at += len.div_ceil(8) * 8;
+        }
         if total > KEEP_RESIDENT {
             self.give_back(slot, KEEP_RESIDENT, total);
         }
@@ -312,5 +356,101 @@ fn copy_out(words: &[AtomicU64], out: &mut [MaybeUninit<u8>]) {
                 out.write(byte);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn area() -> Bulk {
+        let region = Arc::new(Region::new("test-bulk", AREA_BYTES).unwrap());
+        Bulk::new(region, 0).unwrap()
+    }
+
+    fn body(bytes: usize, blocks: &[usize]) -> Encoded {
+        Encoded {
+            bytes: (0..bytes).map(|i| i as u8).collect(),
+            fds: Vec::new(),
+            blocks: blocks.iter().map(|&n| vec![n as u8; n]).collect(),
+        }
+    }
+
+    #[test]
+    fn bodies_round_trip_in_two_slots_each_way() {
+        let bulk = area();
+        let sent = body(100_003, &[0, 1, 9, 70_000]);
+        let (mut first, mut second, mut third) = (Vec::new(), Vec::new(), Vec::new());
+        let a = bulk.write(Way::Tasks, &sent, &mut first).unwrap().unwrap();
+        let b = bulk.write(Way::Tasks, &sent, &mut second).unwrap().unwrap();
+        // Both task slots taken: the next task goes elsewhere; replies have their own.
+        assert!(bulk.write(Way::Tasks, &sent, &mut third).unwrap().is_none());
+        let reply = bulk
+            .write(Way::Replies, &sent, &mut third)
+            .unwrap()
+            .unwrap();
+        for lease in [&a, &b, &reply] {
+            lease.fill(&sent).unwrap();
+        }
+        a.committed();
+        b.committed();
+        reply.committed();
+        let got = bulk.read(Way::Tasks, &first, None).unwrap();
+        assert_eq!((&got.bytes, &got.blocks), (&sent.bytes, &sent.blocks));
+        // A record of one way names none of the other's slots.
+        assert!(bulk.read(Way::Replies, &second, None).is_err());
+        assert!(bulk.read(Way::Tasks, &third, None).is_err());
+        let got = bulk.read(Way::Replies, &third, None).unwrap();
+        assert_eq!((&got.bytes, &got.blocks), (&sent.bytes, &sent.blocks));
+        // The slot read is free again; a lease dropped unfilled frees its slot.
+        let mut record = Vec::new();
+        drop(bulk.write(Way::Tasks, &sent, &mut record).unwrap().unwrap());
+        assert!(bulk
+            .write(Way::Tasks, &sent, &mut record)
+            .unwrap()
+            .is_some());
+    }
+
+    #[test]
+    fn what_does_not_fit_is_refused_and_lengths_are_bounded() {
+        let bulk = area();
+        let mut record = Vec::new();
+        let big = Encoded {
+            blocks: vec![Vec::new(); 2],
+            ..Encoded::default()
+        };
+        assert!(Bulk::fits(&big));
+        assert!(room(SLOT_BYTES - 8, [9].into_iter()).is_none());
+        assert!(room(usize::MAX - 2, [].into_iter()).is_none());
+        assert!(room(8, [usize::MAX - 7].into_iter()).is_none());
+        assert!(bulk
+            .write(Way::Replies, &big, &mut record)
+            .unwrap()
+            .is_some());
+        let head = |slot: u64, blocks: u64, payload: u64| {
+            let mut d = (slot | (blocks << 32)).to_le_bytes().to_vec();
+            d.extend_from_slice(&payload.to_le_bytes());
+            d
+        };
+        let mut overflow = head(2, 1, 8);
+        overflow.extend_from_slice(&u64::MAX.to_le_bytes());
+        for bad in [
+            Vec::new(),
+            vec![2, 0, 0],
+            head(4, 0, 8),
+            head(u64::from(u32::MAX), 0, 8),
+            head(2, 0, SLOT_BYTES as u64 + 1),
+            head(2, 0, u64::MAX),
+            head(3, 2, 8),
+            overflow,
+        ] {
+            assert!(bulk.read(Way::Replies, &bad, None).is_err(), "{bad:?}");
+        }
+        assert_eq!(
+            bulk.read(Way::Replies, &head(3, 0, 16), None)
+                .unwrap()
+                .bytes,
+            [0; 16]
+        );
     }
 }

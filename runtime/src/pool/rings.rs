@@ -42,7 +42,7 @@
 //! task's ticket.
 
 use std::cell::RefCell;
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::sync::atomic::{fence, AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -141,10 +141,10 @@ pub(crate) fn decode_record<H: DeserializeOwned>(record: &[u8]) -> Result<(H, En
 /// The message a ring record holds, its body in the record or in `bulk`'s area (whose slots
 /// of `way` the record may name, see `bulk`). Every length is checked against the record or
 /// the area.
-fn decode_in<H: DeserializeOwned>(
-    record: &[u8],
-    bulk: Option<(&Bulk, Way)>,
-) -> Result<(H, Encoded)> {
+/// A bulk area, the way its records go, and how to wait for a body filled in after its record.
+type BulkOf<'a> = (&'a Bulk, Way, Option<&'a dyn Fn(&AtomicU64) -> Result<()>>);
+
+fn decode_in<H: DeserializeOwned>(record: &[u8], bulk: Option<BulkOf<'_>>) -> Result<(H, Encoded)> {
     let Some((split, rest)) = record.split_first_chunk::<4>() else {
         return Err(corrupt("a record shorter than its header length"));
     };
@@ -159,10 +159,10 @@ fn decode_in<H: DeserializeOwned>(
     let (header, payload) = rest.split_at(header_len);
     let header = codec::decode::<H>(header)?;
     if split & IN_BULK != 0 {
-        let Some((bulk, way)) = bulk else {
+        let Some((bulk, way, wait)) = bulk else {
             return Err(corrupt("a record whose body is in a bulk area it has not"));
         };
-        return Ok((header, bulk.read(way, payload)?));
+        return Ok((header, bulk.read(way, payload, wait)?));
     }
     let mut bytes = crate::spare::take_or_new(payload.len());
     bytes.extend_from_slice(payload);
@@ -328,46 +328,53 @@ impl Rings {
         sleeper: usize,
         bell: &SharedFd,
     ) -> Result<bool> {
-        let put = SCRATCH.with(|scratch| -> Result<bool> {
-            let Ok(mut scratch) = scratch.try_borrow_mut() else {
-                // Only if a header's `Serialize` sent a message itself: the socket takes it.
-                return Ok(false);
-            };
-            let lease = if encode_record(header, body, &mut scratch)? {
-                None
-            } else {
-                // Too large for a record, or with blocks: its body in the bulk area, when it
-                // fits there and a slot is free.
-                if !Bulk::fits(body) {
-                    return Ok(false);
-                }
-                scratch.clear();
-                scratch.extend_from_slice(&[0; 4]);
-                codec::encode_into(header, &mut scratch)?;
-                let header_len = scratch.len() - 4;
-                if scratch.len() + bulk::descriptor_len(body) > RECORD_MAX {
-                    return Ok(false);
-                }
-                scratch[..4].copy_from_slice(&(header_len as u32 | IN_BULK).to_le_bytes());
-                let Some(lease) = self.bulk.write(way, body, &mut scratch)? else {
-                    return Ok(false);
+        let (put, unfilled) =
+            SCRATCH.with(|scratch| -> Result<(bool, Option<bulk::Lease<'_>>)> {
+                let Ok(mut scratch) = scratch.try_borrow_mut() else {
+                    // Only if a header's `Serialize` sent a message itself: the socket takes it.
+                    return Ok((false, None));
                 };
-                Some(lease)
-            };
-            let item = Outbound::Inline(std::mem::take(&mut *scratch));
-            let put = ring.try_push_inline(&item);
-            if let Outbound::Inline(bytes) = item {
-                *scratch = bytes;
-            }
-            // Committed: the slot is the reader's to free (otherwise the lease frees it).
-            if let (Ok(true), Some(lease)) = (&put, lease) {
-                lease.committed();
-            }
-            put
-        })?;
-        if put {
-            // The commit, then the look at the reader's word; the reader stores its word,
-            // then looks at the ring (see the module docs).
+                let lease = if encode_record(header, body, &mut scratch)? {
+                    None
+                } else {
+                    // Too large for a record, or with blocks: its body in the bulk area, when it
+                    // fits there and a slot is free.
+                    if !Bulk::fits(body) {
+                        return Ok((false, None));
+                    }
+                    scratch.clear();
+                    scratch.extend_from_slice(&[0; 4]);
+                    codec::encode_into(header, &mut scratch)?;
+                    let header_len = scratch.len() - 4;
+                    if scratch.len() + bulk::descriptor_len(body) > RECORD_MAX {
+                        return Ok((false, None));
+                    }
+                    scratch[..4].copy_from_slice(&(header_len as u32 | IN_BULK).to_le_bytes());
+                    let Some(lease) = self.bulk.write(way, body, &mut scratch)? else {
+                        return Ok((false, None));
+                    };
+                    // A reply is filled in before its record is committed: the parent never waits
+                    // for a worker. A task after: the worker makes its buffers meanwhile.
+                    if way == Way::Replies {
+                        lease.fill(body)?;
+                    }
+                    Some(lease)
+                };
+                let item = Outbound::Inline(std::mem::take(&mut *scratch));
+                let put = ring.try_push_inline(&item);
+                if let Outbound::Inline(bytes) = item {
+                    *scratch = bytes;
+                }
+                // Not committed: the lease, dropped, frees the slot.
+                Ok(match put {
+                    Ok(true) => (true, lease),
+                    Ok(false) => (false, None),
+                    Err(err) => return Err(err),
+                })
+            })?;
+        // The commit (or the filling of the task's body), then the look at the reader's word;
+        // the reader stores its word, then looks at the ring or the slot (see the module docs).
+        let ring_bell = || {
             fence(Ordering::SeqCst);
             if self
                 .bell_word(sleeper)
@@ -375,6 +382,21 @@ impl Rings {
             {
                 sys::eventfd_signal(bell.as_fd());
             }
+        };
+        if put {
+            ring_bell();
+        }
+        if let Some(lease) = unfilled {
+            let filled = if way == Way::Tasks {
+                let filled = lease.fill(body);
+                ring_bell();
+                filled
+            } else {
+                Ok(())
+            };
+            // The slot is the reader's to free.
+            lease.committed();
+            filled?;
         }
         Ok(put)
     }
@@ -423,11 +445,16 @@ impl Rings {
         )
     }
 
-    fn take<H: DeserializeOwned>(&self, ring: &Ring, way: Way) -> Result<Option<(H, Encoded)>> {
+    fn take<H: DeserializeOwned>(
+        &self,
+        ring: &Ring,
+        way: Way,
+        wait: Option<&dyn Fn(&AtomicU64) -> Result<()>>,
+    ) -> Result<Option<(H, Encoded)>> {
         let Some(taken) = ring.try_pop_inline()? else {
             return Ok(None);
         };
-        let message = decode_in(record_bytes(&taken)?, Some((&self.bulk, way)))?;
+        let message = decode_in(record_bytes(&taken)?, Some((&self.bulk, way, wait)))?;
         if let Taken::Inline(bytes) = taken {
             crate::spare::give(bytes);
         }
@@ -436,12 +463,59 @@ impl Rings {
 
     /// Parent: the reply in the ring, if one is there. An error: the ring is corrupt.
     pub(crate) fn take_reply<H: DeserializeOwned>(&self) -> Result<Option<(H, Encoded)>> {
-        self.take(&self.replies, Way::Replies)
+        self.take(&self.replies, Way::Replies, None)
     }
 
-    /// Worker: the task in the ring, if one is there. An error: the ring is corrupt.
-    pub(crate) fn take_task<H: DeserializeOwned>(&self) -> Result<Option<(H, Encoded)>> {
-        self.take(&self.tasks, Way::Tasks)
+    /// Worker: the task in the ring, if one is there. An error: the ring is corrupt, or the
+    /// parent (whose control socket is `control`) went away before it filled in the task's
+    /// body in the bulk area.
+    pub(crate) fn take_task<H: DeserializeOwned>(
+        &self,
+        control: BorrowedFd<'_>,
+    ) -> Result<Option<(H, Encoded)>> {
+        let wait = |word: &AtomicU64| self.wait_filled(word, control);
+        self.take(&self.tasks, Way::Tasks, Some(&wait))
+    }
+
+    /// Worker: waits until the parent has filled in the body of a task whose slot word is
+    /// `word` (it does so right after it committed the record, see `bulk`): spins a few
+    /// microseconds, then sleeps on the doorbell, which the parent rings after the filling if
+    /// the worker said it sleeps, and on the control socket, whose end means the parent is
+    /// gone.
+    fn wait_filled(&self, word: &AtomicU64, control: BorrowedFd<'_>) -> Result<()> {
+        let filled = || word.load(Ordering::SeqCst) == bulk::FILLED;
+        while !filled() {
+            if spin(filled) {
+                break;
+            }
+            self.worker_sleeps(true);
+            if !filled() {
+                let mut fds = [
+                    libc::pollfd {
+                        fd: control.as_raw_fd(),
+                        events: libc::POLLRDHUP,
+                        revents: 0,
+                    },
+                    libc::pollfd {
+                        fd: self.worker_bell().as_raw_fd(),
+                        events: libc::POLLIN,
+                        revents: 0,
+                    },
+                ];
+                let polled = sys::poll_many(&mut fds, None);
+                self.worker_sleeps(false);
+                polled.map_err(|err| Error::io("cannot wait for a task's body", err))?;
+                if fds[0].revents != 0 && !filled() {
+                    return Err(Error::new(
+                        ErrorKind::Io,
+                        "the pool closed this worker's socket before it filled in a task",
+                    ));
+                }
+            }
+            self.worker_sleeps(false);
+            sys::eventfd_drain(self.worker_bell());
+        }
+        Ok(())
     }
 
     /// Whether a reply waits in the ring.
@@ -517,7 +591,7 @@ pub(crate) fn read_forged<R: DeserializeOwned, T: DeserializeOwned>(input: &[u8]
     }
     let _ = rings.take_reply::<R>();
     let _ = rings.take_reply::<R>();
-    if let Ok(Some((_, task))) = rings.take_task::<T>() {
+    if let Ok(Some((_, task))) = rings.take_task::<T>(rings.parent_bell()) {
         let _ = codec::decode::<(u64, String, Vec<u32>)>(&task.bytes);
     }
     let _ = decode_record::<R>(input);
@@ -582,12 +656,39 @@ mod tests {
         for i in 0..2000u64 {
             assert!(parent.put_task(&i, &body).unwrap());
             assert!(worker.task_waiting());
-            let (n, task) = worker.take_task::<u64>().unwrap().unwrap();
+            let (n, task) = worker
+                .take_task::<u64>(worker.parent_bell())
+                .unwrap()
+                .unwrap();
             assert_eq!((n, task.bytes.len()), (i, 1000));
-            assert!(worker.take_task::<u64>().unwrap().is_none());
+            assert!(worker
+                .take_task::<u64>(worker.parent_bell())
+                .unwrap()
+                .is_none());
             assert!(worker.put_reply(&(i + 1), &Encoded::default()).unwrap());
             assert_eq!(parent.take_reply::<u64>().unwrap().unwrap().0, i + 1);
         }
+        // Bodies too large for a record, or with blocks, go through the bulk area: a task
+        // filled in while the worker may already be looking at its record.
+        let large = Encoded {
+            bytes: (0..(20u32 << 20)).map(|i| (i % 251) as u8).collect(),
+            blocks: vec![vec![7; 3], vec![8; 5 << 20]],
+            ..Encoded::default()
+        };
+        std::thread::scope(|scope| {
+            let putter = scope.spawn(|| parent.put_task(&9u64, &large).unwrap());
+            let (n, task) = loop {
+                if let Some(task) = worker.take_task::<u64>(worker.parent_bell()).unwrap() {
+                    break task;
+                }
+            };
+            assert!(putter.join().unwrap());
+            assert_eq!(n, 9);
+            assert!(task.bytes == large.bytes && task.blocks == large.blocks);
+        });
+        assert!(worker.put_reply(&10u64, &large).unwrap());
+        let (n, reply) = parent.take_reply::<u64>().unwrap().unwrap();
+        assert!(n == 10 && reply.bytes == large.bytes && reply.blocks == large.blocks);
         // A sleeper's bell rings; an awake one's does not.
         parent.parent_sleeps(true);
         assert!(worker.put_reply(&1u8, &Encoded::default()).unwrap());
