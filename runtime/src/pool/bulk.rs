@@ -49,7 +49,7 @@ pub(crate) const SLOT_BYTES: usize = 128 << 20;
 /// Slots 0 and 1 carry tasks, 2 and 3 replies.
 const SLOTS: usize = 4;
 /// The page of the slots' words, then the slots.
-pub(crate) const AREA_BYTES: usize = 4096 + SLOTS * SLOT_BYTES;
+pub(crate) const AREA_BYTES: usize = area_bytes(SLOT_BYTES);
 /// Pages of a slot kept after a message, for the next one; those past it are given back.
 const KEEP_RESIDENT: usize = 80 << 20;
 /// A slot's word once its writer has copied the whole body in (1: taken, being written).
@@ -77,6 +77,8 @@ impl Way {
 pub(crate) struct Bulk {
     region: Arc<Region>,
     at: usize,
+    /// [`SLOT_BYTES`], but for the fuzz harness's smaller areas.
+    slot_bytes: usize,
 }
 
 impl std::fmt::Debug for Bulk {
@@ -97,12 +99,17 @@ const fn padded(len: usize) -> Option<usize> {
 }
 
 /// The room a body takes in a slot, if it fits one.
-fn room(bytes: usize, blocks: impl Iterator<Item = usize>) -> Option<usize> {
+fn room(bytes: usize, blocks: impl Iterator<Item = usize>, slot_bytes: usize) -> Option<usize> {
     let mut total = padded(bytes)?;
     for len in blocks {
         total = total.checked_add(padded(len)?)?;
     }
-    (total <= SLOT_BYTES).then_some(total)
+    (total <= slot_bytes).then_some(total)
+}
+
+/// The bytes of an area of slots of `slot_bytes`.
+pub(crate) const fn area_bytes(slot_bytes: usize) -> usize {
+    4096 + SLOTS * slot_bytes
 }
 
 /// The bytes of the descriptor of `body` in a record.
@@ -120,7 +127,7 @@ pub(crate) struct Lease<'a> {
 impl Lease<'_> {
     /// Copies `body` (the one [`Bulk::write`] described) into the slot, and says it is whole.
     pub(crate) fn fill(&self, body: &Encoded) -> Result<()> {
-        let mut at = self.bulk.at + Bulk::slot_at(self.slot);
+        let mut at = self.bulk.slot_at(self.slot);
         let copied = std::iter::once(&body.bytes)
             .chain(&body.blocks)
             .try_for_each(|part| {
@@ -155,14 +162,24 @@ impl Drop for Lease<'_> {
 impl Bulk {
     /// The area at `at` in `region` (which must hold [`AREA_BYTES`] from there).
     pub(crate) fn new(region: Arc<Region>, at: usize) -> Result<Bulk> {
+        Bulk::with_slots(region, at, SLOT_BYTES)
+    }
+
+    /// The area at `at` in `region`, with slots of `slot_bytes` (a multiple of 4096).
+    pub(crate) fn with_slots(region: Arc<Region>, at: usize, slot_bytes: usize) -> Result<Bulk> {
         if at % 4096 != 0
+            || slot_bytes % 4096 != 0
             || at
-                .checked_add(AREA_BYTES)
+                .checked_add(area_bytes(slot_bytes))
                 .is_none_or(|end| end > region.len())
         {
             return Err(corrupt("a region too small"));
         }
-        Ok(Bulk { region, at })
+        Ok(Bulk {
+            region,
+            at,
+            slot_bytes,
+        })
     }
 
     fn word(&self, slot: usize) -> Option<&AtomicU64> {
@@ -172,13 +189,20 @@ impl Bulk {
             .and_then(|words| words.get(slot))
     }
 
-    fn slot_at(slot: usize) -> usize {
-        4096 + slot * SLOT_BYTES
+    /// Where slot `slot` begins in the region.
+    fn slot_at(&self, slot: usize) -> usize {
+        self.at + 4096 + slot * self.slot_bytes
     }
 
     /// Writer: whether `body` may go through the area (no descriptors, and it fits a slot).
-    pub(crate) fn fits(body: &Encoded) -> bool {
-        body.fds.is_empty() && room(body.bytes.len(), body.blocks.iter().map(Vec::len)).is_some()
+    pub(crate) fn fits(&self, body: &Encoded) -> bool {
+        body.fds.is_empty()
+            && room(
+                body.bytes.len(),
+                body.blocks.iter().map(Vec::len),
+                self.slot_bytes,
+            )
+            .is_some()
     }
 
     /// Writer: takes a free slot of `way` for `body`, and appends its descriptor to `record`;
@@ -191,7 +215,7 @@ impl Bulk {
         body: &Encoded,
         record: &mut Vec<u8>,
     ) -> Result<Option<Lease<'_>>> {
-        if !Bulk::fits(body) {
+        if !self.fits(body) {
             return Ok(None);
         }
         let Some(slot) = way.slots().into_iter().find(|&slot| {
@@ -245,7 +269,7 @@ impl Bulk {
             usize::try_from(u64::from_le_bytes(len.try_into().unwrap_or([0; 8])))
                 .unwrap_or(usize::MAX)
         });
-        let Some(total) = room(payload, block_lens.clone()) else {
+        let Some(total) = room(payload, block_lens.clone(), self.slot_bytes) else {
             return Err(corrupt("a body larger than its slot"));
         };
         let make = |len: usize, block: bool| -> Result<Vec<u8>> {
@@ -275,7 +299,7 @@ impl Bulk {
         if let (Some(wait), Some(word)) = (wait, self.word(slot)) {
             wait(word)?;
         }
-        let mut at = self.at + Bulk::slot_at(slot);
+        let mut at = self.slot_at(slot);
         for (out, len) in std::iter::once(&mut bytes)
             .chain(&mut blocks)
             .zip(std::iter::once(payload).chain(block_lens))
@@ -302,8 +326,8 @@ impl Bulk {
 
     /// Gives back the pages of bytes `from..to` of `slot` (they read as zeros after).
     fn give_back(&self, slot: usize, from: usize, to: usize) {
-        let start = self.at + Bulk::slot_at(slot) + from;
-        let end = (self.at + Bulk::slot_at(slot) + to).next_multiple_of(4096);
+        let start = self.slot_at(slot) + from;
+        let end = (self.slot_at(slot) + to).next_multiple_of(4096);
         if end <= self.region.len() && start < end {
             // SAFETY: `start..end` is a page-aligned range inside the live shared mapping;
             // MADV_REMOVE frees its backing pages, which then read as zeros: nothing in this
@@ -419,10 +443,10 @@ mod tests {
             blocks: vec![Vec::new(); 2],
             ..Encoded::default()
         };
-        assert!(Bulk::fits(&big));
-        assert!(room(SLOT_BYTES - 8, [9].into_iter()).is_none());
-        assert!(room(usize::MAX - 2, [].into_iter()).is_none());
-        assert!(room(8, [usize::MAX - 7].into_iter()).is_none());
+        assert!(bulk.fits(&big));
+        assert!(room(SLOT_BYTES - 8, [9].into_iter(), SLOT_BYTES).is_none());
+        assert!(room(usize::MAX - 2, [].into_iter(), SLOT_BYTES).is_none());
+        assert!(room(8, [usize::MAX - 7].into_iter(), SLOT_BYTES).is_none());
         assert!(bulk
             .write(Way::Replies, &big, &mut record)
             .unwrap()

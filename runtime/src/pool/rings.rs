@@ -208,10 +208,19 @@ fn record_bytes(taken: &Taken) -> Result<&[u8]> {
 impl Rings {
     /// New rings for a worker about to be adopted.
     pub(crate) fn create() -> Result<Rings> {
-        let region = Arc::new(Region::new("pool-rings", REGION_BYTES)?);
+        Rings::create_with(bulk::SLOT_BYTES)
+    }
+
+    /// New rings whose bulk area has slots of `slot_bytes` (less than a worker's only for the
+    /// fuzz harness: a worker maps an area of [`bulk::SLOT_BYTES`]).
+    fn create_with(slot_bytes: usize) -> Result<Rings> {
+        let region = Arc::new(Region::new(
+            "pool-rings",
+            BULK_AT + bulk::area_bytes(slot_bytes),
+        )?);
         let tasks = Ring::create(&region, 0, RING_BYTES, None)?;
         let replies = Ring::create(&region, Ring::size(RING_BYTES), RING_BYTES, None)?;
-        let bulk = Bulk::new(Arc::clone(&region), BULK_AT)?;
+        let bulk = Bulk::with_slots(Arc::clone(&region), BULK_AT, slot_bytes)?;
         let bell = || {
             sys::eventfd()
                 .map(SharedFd::new)
@@ -339,7 +348,7 @@ impl Rings {
                 } else {
                     // Too large for a record, or with blocks: its body in the bulk area, when it
                     // fits there and a slot is free.
-                    if !Bulk::fits(body) {
+                    if !self.bulk.fits(body) {
                         return Ok((false, None));
                     }
                     scratch.clear();
@@ -561,7 +570,14 @@ impl Rings {
 /// reply and as a worker reads a task.
 #[cfg(feature = "fuzzing")]
 pub(crate) fn read_forged<R: DeserializeOwned, T: DeserializeOwned>(input: &[u8]) {
-    let Ok(rings) = Rings::create() else {
+    // Bulk slots of 16 KiB: a body is read out of the area whole, as long as its descriptor
+    // says (the area holds that many bytes), and the harness bounds each input's memory.
+    let Ok(rings) = Rings::create_with(16 << 10) else {
+        return;
+    };
+    // A worker reading a task waits for its body while the parent's socket is open: here it
+    // is closed (the body of a forged record is never filled in).
+    let Ok((control, _)) = std::os::unix::net::UnixStream::pair() else {
         return;
     };
     // A record as long as the input's payload commits the tail past the bytes written below.
@@ -591,7 +607,7 @@ pub(crate) fn read_forged<R: DeserializeOwned, T: DeserializeOwned>(input: &[u8]
     }
     let _ = rings.take_reply::<R>();
     let _ = rings.take_reply::<R>();
-    if let Ok(Some((_, task))) = rings.take_task::<T>(rings.parent_bell()) {
+    if let Ok(Some((_, task))) = rings.take_task::<T>(control.as_fd()) {
         let _ = codec::decode::<(u64, String, Vec<u32>)>(&task.bytes);
     }
     let _ = decode_record::<R>(input);
@@ -611,6 +627,30 @@ pub(crate) fn forged_seed<H: Serialize>(header: &H, payload: &[u8]) -> Vec<u8> {
         return Vec::new();
     }
     // An inline record (kind 1) of that length, as `channel::ring` writes it.
+    let mut out = ((1u64 << 32) | record.len() as u64).to_ne_bytes().to_vec();
+    out.extend_from_slice(&record);
+    out
+}
+
+/// For the fuzz harness: a record as [`read_forged`] takes it whose body (of `payload` bytes
+/// and a block of `block` bytes) is in bulk slot `slot`.
+#[cfg(feature = "fuzzing")]
+pub(crate) fn forged_bulk_seed<H: Serialize>(
+    header: &H,
+    slot: u32,
+    payload: u64,
+    block: u64,
+) -> Vec<u8> {
+    let mut record = vec![0; 4];
+    if codec::encode_into(header, &mut record).is_err() {
+        return Vec::new();
+    }
+    let header_len = (record.len() - 4) as u32;
+    record[..4].copy_from_slice(&(header_len | IN_BULK).to_le_bytes());
+    record.extend_from_slice(&slot.to_le_bytes());
+    record.extend_from_slice(&1u32.to_le_bytes());
+    record.extend_from_slice(&payload.to_le_bytes());
+    record.extend_from_slice(&block.to_le_bytes());
     let mut out = ((1u64 << 32) | record.len() as u64).to_ne_bytes().to_vec();
     out.extend_from_slice(&record);
     out
