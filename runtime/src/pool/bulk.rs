@@ -3,7 +3,17 @@
 //! `apply`). The writer copies the message's payload and byte blocks into a free *slot* of its
 //! direction and puts in the ring a record that holds the message's header and a small
 //! descriptor instead of its body (which slot, the payload's length, each block's length); the
-//! reader copies them out of the slot into the buffers it hands on, then frees the slot.
+//! reader copies them out of the slot into the buffers it hands on, then frees the slot. A
+//! worker decodes a task's payload in place instead (`InPlace`: one copy, into the task's
+//! arguments) and frees the slot once the task has run.
+//!
+//! # Filled before or after the commit
+//!
+//! A reply's body is copied in before its record is committed: the parent never waits for a
+//! worker. A large task's (from [`wire::HUGE_PAGES_FROM`] on) is copied in after: the worker,
+//! woken by the record, makes its buffers and faults in their pages (the costly part of
+//! receiving a large vector) while the parent copies, then waits for the slot's word to say
+//! [`FILLED`] (a doorbell, and the end of its control socket if the parent dies, end that wait).
 //!
 //! # Slots and their owners
 //!
@@ -23,10 +33,11 @@
 //! and lengths whose sum (each rounded up to 8) fits in [`SLOT_BYTES`], or it is out of
 //! protocol. The words in use are only a courtesy between honest peers: a worker that clears
 //! the word of a task slot early only spoils its own task's bytes, and bytes a worker changes
-//! while the parent copies them out are garbage to be decoded like any other. Every access to
-//! the area is an 8-byte atomic (see `shm::Region::words`), so it stays sound whatever the
-//! other process does at the same time. The area lives and dies with the worker's rings: a
-//! replacement gets a new one.
+//! while the parent copies them out are garbage to be decoded like any other. The parent
+//! accesses the area only by 8-byte atomics (see `shm::Region::words`), so it stays sound
+//! whatever the worker does at the same time; the worker reads a task's payload in place only
+//! in a slot the parent has filled and does not write until the worker frees it. The area
+//! lives and dies with the worker's rings: a replacement gets a new one.
 //!
 //! # Resident memory
 //!
@@ -248,7 +259,8 @@ impl Bulk {
         way: Way,
         descriptor: &[u8],
         wait: Option<&dyn Fn(&AtomicU64) -> Result<()>>,
-    ) -> Result<Encoded> {
+        in_place: bool,
+    ) -> Result<(Encoded, Option<InPlace>)> {
         let Some((head, lens)) = descriptor.split_at_checked(DESCRIPTOR_HEAD) else {
             return Err(corrupt("a descriptor shorter than its head"));
         };
@@ -291,7 +303,7 @@ impl Bulk {
             }
             Ok(out)
         };
-        let mut bytes = make(payload, false)?;
+        let mut bytes = make(if in_place { 0 } else { payload }, false)?;
         let mut blocks = block_lens
             .clone()
             .map(|len| make(len, true))
@@ -300,10 +312,16 @@ impl Bulk {
             wait(word)?;
         }
         let mut at = self.slot_at(slot);
-        for (out, len) in std::iter::once(&mut bytes)
+        let payload_at = at;
+        for (i, (out, len)) in std::iter::once(&mut bytes)
             .chain(&mut blocks)
             .zip(std::iter::once(payload).chain(block_lens))
+            .enumerate()
         {
+            if in_place && i == 0 {
+                at += len.div_ceil(8) * 8;
+                continue;
+            }
             let words = self.region.words(at, len.div_ceil(8))?;
             copy_out(words, &mut out.spare_capacity_mut()[..len]);
             // SAFETY: the first `len` bytes of the spare capacity were just written (the
@@ -311,36 +329,87 @@ impl Bulk {
             unsafe { out.set_len(len) };
             at += len.div_ceil(8) * 8;
         }
-        if total > KEEP_RESIDENT {
-            self.give_back(slot, KEEP_RESIDENT, total);
-        }
-        if let Some(word) = self.word(slot) {
-            word.store(0, Ordering::Release);
-        }
-        Ok(Encoded {
+        let done = Done {
+            region: Arc::clone(&self.region),
+            word_at: self.at + 8 * slot,
+            give_back: (total > KEEP_RESIDENT)
+                .then(|| (payload_at + KEEP_RESIDENT, payload_at + total)),
+        };
+        let body = Encoded {
             bytes,
             fds: Vec::new(),
             blocks,
-        })
-    }
-
-    /// Gives back the pages of bytes `from..to` of `slot` (they read as zeros after).
-    fn give_back(&self, slot: usize, from: usize, to: usize) {
-        let start = self.slot_at(slot) + from;
-        let end = (self.slot_at(slot) + to).next_multiple_of(4096);
-        if end <= self.region.len() && start < end {
-            // SAFETY: `start..end` is a page-aligned range inside the live shared mapping;
-            // MADV_REMOVE frees its backing pages, which then read as zeros: nothing in this
-            // process holds a reference into them (the area is only accessed through atomics,
-            // copied in and out).
-            unsafe {
-                libc::madvise(
-                    self.region.as_ptr().add(start).cast(),
-                    end - start,
-                    libc::MADV_REMOVE,
-                )
+        };
+        if in_place {
+            let view = InPlace {
+                at: payload_at,
+                len: payload,
+                done,
             };
+            // The slot's word says the body is whole: read in place from here on (the region
+            // holds the payload: `room` bounded it by the slot).
+            return Ok((body, Some(view)));
         }
+        drop(done);
+        Ok((body, None))
+    }
+}
+
+/// What a reader does once it no longer needs a slot: gives back the pages past
+/// [`KEEP_RESIDENT`], then frees the slot for its writer.
+struct Done {
+    region: Arc<Region>,
+    word_at: usize,
+    give_back: Option<(usize, usize)>,
+}
+
+impl Drop for Done {
+    fn drop(&mut self) {
+        if let Some((from, to)) = self.give_back {
+            give_back(&self.region, from, to);
+        }
+        if let Ok(words) = self.region.words(self.word_at, 1) {
+            words[0].store(0, Ordering::Release);
+        }
+    }
+}
+
+/// A task's payload read in place in its bulk slot (see [`Bulk::read`]): the slot stays the
+/// worker's, and the parent writes nothing there, until this is dropped.
+pub(crate) struct InPlace {
+    at: usize,
+    len: usize,
+    done: Done,
+}
+
+impl InPlace {
+    /// The payload.
+    pub(crate) fn bytes(&self) -> &[u8] {
+        // SAFETY: `at..at + len` lies inside the region (bounded by the slot, see `Bulk::read`),
+        // whose mapping lives as long as `self.done.region`. Nobody writes it while this
+        // borrow lives: the parent fills a slot only while its word is 0, and the word stays
+        // `FILLED` until `self` drops (after the borrow, which borrows `self`); the parent's
+        // writes happened before the `FILLED` store this worker saw (SeqCst on both sides).
+        unsafe { std::slice::from_raw_parts(self.done.region.as_ptr().add(self.at), self.len) }
+    }
+}
+
+/// Gives back the pages of bytes `from..to` of `region` (they read as zeros after).
+fn give_back(region: &Region, from: usize, to: usize) {
+    let start = from.next_multiple_of(4096);
+    let end = to.next_multiple_of(4096);
+    if end <= region.len() && start < end {
+        // SAFETY: `start..end` is a page-aligned range inside the live shared mapping;
+        // MADV_REMOVE frees its backing pages, which then read as zeros: nothing in this
+        // process holds a reference into them (the area is accessed through atomics, copied in
+        // and out, or borrowed by an `InPlace`, which has ended when this runs).
+        unsafe {
+            libc::madvise(
+                region.as_ptr().add(start).cast(),
+                end - start,
+                libc::MADV_REMOVE,
+            )
+        };
     }
 }
 
@@ -419,13 +488,28 @@ mod tests {
         a.committed();
         b.committed();
         reply.committed();
-        let got = bulk.read(Way::Tasks, &first, None).unwrap();
+        let got = bulk.read(Way::Tasks, &first, None, false).unwrap().0;
         assert_eq!((&got.bytes, &got.blocks), (&sent.bytes, &sent.blocks));
         // A record of one way names none of the other's slots.
-        assert!(bulk.read(Way::Replies, &second, None).is_err());
-        assert!(bulk.read(Way::Tasks, &third, None).is_err());
-        let got = bulk.read(Way::Replies, &third, None).unwrap();
+        assert!(bulk.read(Way::Replies, &second, None, false).is_err());
+        assert!(bulk.read(Way::Tasks, &third, None, false).is_err());
+        let got = bulk.read(Way::Replies, &third, None, false).unwrap().0;
         assert_eq!((&got.bytes, &got.blocks), (&sent.bytes, &sent.blocks));
+        bulk.read(Way::Tasks, &second, None, false).unwrap();
+        // Read in place, the payload stays in its slot, which is taken until the view drops.
+        let mut fourth = Vec::new();
+        let lease = bulk.write(Way::Tasks, &sent, &mut fourth).unwrap().unwrap();
+        lease.fill(&sent).unwrap();
+        lease.committed();
+        let (got, view) = bulk.read(Way::Tasks, &fourth, None, true).unwrap();
+        let view = view.unwrap();
+        assert!(got.bytes.is_empty() && got.blocks == sent.blocks);
+        assert_eq!(view.bytes(), &sent.bytes[..]);
+        let mut other = Vec::new();
+        let taken = bulk.write(Way::Tasks, &sent, &mut other).unwrap().unwrap();
+        assert!(bulk.write(Way::Tasks, &sent, &mut other).unwrap().is_none());
+        drop(view);
+        drop(taken);
         // The slot read is free again; a lease dropped unfilled frees its slot.
         let mut record = Vec::new();
         drop(bulk.write(Way::Tasks, &sent, &mut record).unwrap().unwrap());
@@ -468,11 +552,15 @@ mod tests {
             head(3, 2, 8),
             overflow,
         ] {
-            assert!(bulk.read(Way::Replies, &bad, None).is_err(), "{bad:?}");
+            assert!(
+                bulk.read(Way::Replies, &bad, None, false).is_err(),
+                "{bad:?}"
+            );
         }
         assert_eq!(
-            bulk.read(Way::Replies, &head(3, 0, 16), None)
+            bulk.read(Way::Replies, &head(3, 0, 16), None, false)
                 .unwrap()
+                .0
                 .bytes,
             [0; 16]
         );

@@ -1,9 +1,12 @@
 //! A pool worker's rings: its tasks (parent to worker) and its replies (worker to parent) go
 //! through two shared-memory rings of the queues' design (`channel::ring`: robust locks, a
 //! commit that is one store), with a doorbell each way that is rung only when the other side
-//! sleeps. The worker's control socket stays beside them, for what a ring does not carry:
-//! messages with descriptors or byte blocks, messages larger than [`RECORD_MAX`], the
-//! worker's `Ready` and initializer failure, and every end of file.
+//! sleeps. A message larger than [`RECORD_MAX`], or with byte blocks, has its body in the
+//! worker's bulk area (`bulk`, after the rings in the same region) and only its header and the
+//! body's descriptor in its ring record (flagged by `IN_BULK` in the record's header length).
+//! The worker's control socket stays beside them, for what neither carries: messages with
+//! descriptors, bodies larger than a bulk slot or met by two slots in use, the worker's `Ready`
+//! and initializer failure, and every end of file.
 //!
 //! # Two messages in flight each way at most
 //!
@@ -49,7 +52,7 @@ use std::sync::Arc;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use super::bulk::{self, Bulk, Way};
+use super::bulk::{self, Bulk, InPlace, Way};
 use crate::channel::ring::{Outbound, Ring, Taken, INLINE_MAX};
 use crate::codec;
 use crate::error::{Error, ErrorKind, Result};
@@ -132,19 +135,38 @@ fn corrupt(what: &str) -> Error {
 }
 
 /// The message a ring record holds: its header and its body (a payload only: messages with
-/// descriptors or blocks never go in a ring). Every length is checked against the record.
+/// descriptors never go in a ring, and a record whose body is in a bulk area is refused here).
+/// Every length is checked against the record.
 #[cfg_attr(not(feature = "fuzzing"), allow(dead_code))]
 pub(crate) fn decode_record<H: DeserializeOwned>(record: &[u8]) -> Result<(H, Encoded)> {
-    decode_in(record, None)
+    decode_in(record, None).map(|(header, body, _)| (header, body))
 }
+
+/// Whether the body of a message of `way` is filled in after its record is committed: a task
+/// large enough for its reader to fault in huge pages meanwhile (see `bulk::Bulk::read`).
+fn fill_after(way: Way, body: &Encoded) -> bool {
+    way == Way::Tasks
+        && body.bytes.len() + body.blocks.iter().map(Vec::len).sum::<usize>()
+            >= crate::wire::HUGE_PAGES_FROM
+}
+
+/// A bulk area, the way its records go, how to wait for a body filled in after its record,
+/// and whether a payload is read in place.
+type BulkOf<'a> = (
+    &'a Bulk,
+    Way,
+    Option<&'a dyn Fn(&AtomicU64) -> Result<()>>,
+    bool,
+);
+
+/// A message, and its payload when it is read in place in a bulk slot (then the message's own
+/// payload is empty).
+type Message<H> = (H, Encoded, Option<InPlace>);
 
 /// The message a ring record holds, its body in the record or in `bulk`'s area (whose slots
 /// of `way` the record may name, see `bulk`). Every length is checked against the record or
 /// the area.
-/// A bulk area, the way its records go, and how to wait for a body filled in after its record.
-type BulkOf<'a> = (&'a Bulk, Way, Option<&'a dyn Fn(&AtomicU64) -> Result<()>>);
-
-fn decode_in<H: DeserializeOwned>(record: &[u8], bulk: Option<BulkOf<'_>>) -> Result<(H, Encoded)> {
+fn decode_in<H: DeserializeOwned>(record: &[u8], bulk: Option<BulkOf<'_>>) -> Result<Message<H>> {
     let Some((split, rest)) = record.split_first_chunk::<4>() else {
         return Err(corrupt("a record shorter than its header length"));
     };
@@ -159,10 +181,11 @@ fn decode_in<H: DeserializeOwned>(record: &[u8], bulk: Option<BulkOf<'_>>) -> Re
     let (header, payload) = rest.split_at(header_len);
     let header = codec::decode::<H>(header)?;
     if split & IN_BULK != 0 {
-        let Some((bulk, way, wait)) = bulk else {
+        let Some((bulk, way, wait, in_place)) = bulk else {
             return Err(corrupt("a record whose body is in a bulk area it has not"));
         };
-        return Ok((header, bulk.read(way, payload, wait)?));
+        let (body, view) = bulk.read(way, payload, wait, in_place)?;
+        return Ok((header, body, view));
     }
     let mut bytes = crate::spare::take_or_new(payload.len());
     bytes.extend_from_slice(payload);
@@ -173,6 +196,7 @@ fn decode_in<H: DeserializeOwned>(record: &[u8], bulk: Option<BulkOf<'_>>) -> Re
             fds: Vec::new(),
             blocks: Vec::new(),
         },
+        None,
     ))
 }
 
@@ -363,8 +387,8 @@ impl Rings {
                         return Ok((false, None));
                     };
                     // A reply is filled in before its record is committed: the parent never waits
-                    // for a worker. A task after: the worker makes its buffers meanwhile.
-                    if way == Way::Replies {
+                    // for a worker. A large task after: the worker makes its buffers meanwhile.
+                    if !fill_after(way, body) {
                         lease.fill(body)?;
                     }
                     Some(lease)
@@ -396,7 +420,7 @@ impl Rings {
             ring_bell();
         }
         if let Some(lease) = unfilled {
-            let filled = if way == Way::Tasks {
+            let filled = if fill_after(way, body) {
                 let filled = lease.fill(body);
                 ring_bell();
                 filled
@@ -457,13 +481,12 @@ impl Rings {
     fn take<H: DeserializeOwned>(
         &self,
         ring: &Ring,
-        way: Way,
-        wait: Option<&dyn Fn(&AtomicU64) -> Result<()>>,
-    ) -> Result<Option<(H, Encoded)>> {
+        bulk: BulkOf<'_>,
+    ) -> Result<Option<Message<H>>> {
         let Some(taken) = ring.try_pop_inline()? else {
             return Ok(None);
         };
-        let message = decode_in(record_bytes(&taken)?, Some((&self.bulk, way, wait)))?;
+        let message = decode_in(record_bytes(&taken)?, Some(bulk))?;
         if let Taken::Inline(bytes) = taken {
             crate::spare::give(bytes);
         }
@@ -472,18 +495,32 @@ impl Rings {
 
     /// Parent: the reply in the ring, if one is there. An error: the ring is corrupt.
     pub(crate) fn take_reply<H: DeserializeOwned>(&self) -> Result<Option<(H, Encoded)>> {
-        self.take(&self.replies, Way::Replies, None)
+        let taken = self.take(&self.replies, (&self.bulk, Way::Replies, None, false))?;
+        Ok(taken.map(|(header, body, _)| (header, body)))
     }
 
     /// Worker: the task in the ring, if one is there. An error: the ring is corrupt, or the
     /// parent (whose control socket is `control`) went away before it filled in the task's
     /// body in the bulk area.
+    #[cfg_attr(not(any(test, feature = "fuzzing")), allow(dead_code))]
     pub(crate) fn take_task<H: DeserializeOwned>(
         &self,
         control: BorrowedFd<'_>,
     ) -> Result<Option<(H, Encoded)>> {
         let wait = |word: &AtomicU64| self.wait_filled(word, control);
-        self.take(&self.tasks, Way::Tasks, Some(&wait))
+        let taken = self.take(&self.tasks, (&self.bulk, Way::Tasks, Some(&wait), false))?;
+        Ok(taken.map(|(header, body, _)| (header, body)))
+    }
+
+    /// Worker: [`take_task`](Self::take_task), but a payload in the bulk area is read in
+    /// place (its slot stays taken until the view is dropped): decoded from there, it is
+    /// copied once, into the task's arguments.
+    pub(crate) fn take_task_in_place<H: DeserializeOwned>(
+        &self,
+        control: BorrowedFd<'_>,
+    ) -> Result<Option<Message<H>>> {
+        let wait = |word: &AtomicU64| self.wait_filled(word, control);
+        self.take(&self.tasks, (&self.bulk, Way::Tasks, Some(&wait), true))
     }
 
     /// Worker: waits until the parent has filled in the body of a task whose slot word is

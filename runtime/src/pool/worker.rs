@@ -16,6 +16,7 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
+use super::bulk::InPlace;
 use super::rings::{self, Rings, Setup};
 use super::soft;
 
@@ -190,7 +191,7 @@ fn serve(config: WorkerConfig) {
     }
     let mut done = 0u64;
     while config.maxtasks.is_none_or(|max| done < max) {
-        let Some((header, task)) = next_task(&control, &mut inbox, &rings) else {
+        let Some((header, task, in_place)) = next_task(&control, &mut inbox, &rings) else {
             return;
         };
         soft::reset();
@@ -242,7 +243,9 @@ fn serve(config: WorkerConfig) {
                 };
                 match catch_quiet(|| {
                     reporting_aborts(report, || {
-                        handle::with_incoming(fds, || entry.invoke_chunk(&payload, blocks))
+                        // A payload in the bulk area is decoded in place.
+                        let payload = in_place.as_ref().map_or(&payload[..], InPlace::bytes);
+                        handle::with_incoming(fds, || entry.invoke_chunk(payload, blocks))
                     })
                 }) {
                     Ok(Ok(results)) => (TaskOutcome::Ok, results),
@@ -261,8 +264,9 @@ fn serve(config: WorkerConfig) {
             }
         };
         // The buffers of this task and its reply serve the next ones: no fresh pages to fault
-        // in for every chunk.
+        // in for every chunk. Its bulk slot is the parent's again.
         spare::give(payload);
+        drop(in_place);
         let reply = Reply::Done {
             job: header.job,
             chunk: header.chunk,
@@ -310,12 +314,12 @@ fn next_task(
     control: &UnixStream,
     inbox: &mut wire::Reader,
     rings: &Rings,
-) -> Option<(TaskHeader, Encoded)> {
+) -> Option<(TaskHeader, Encoded, Option<InPlace>)> {
     let readable = || {
         sys::poll_one(control.as_fd(), sys::READABLE, Some(Instant::now())).map_or(true, |n| n != 0)
     };
     loop {
-        match rings.take_task::<TaskHeader>(control.as_fd()) {
+        match rings.take_task_in_place::<TaskHeader>(control.as_fd()) {
             Ok(Some(task)) => return Some(task),
             Ok(None) => {}
             Err(_) => return None,
@@ -348,7 +352,7 @@ fn next_task(
         }
         if socket || readable() {
             return match inbox.recv::<TaskHeader>(control, None) {
-                Ok(Some(message)) => Some(message),
+                Ok(Some((header, body))) => Some((header, body, None)),
                 Ok(None) | Err(_) => None,
             };
         }
