@@ -68,6 +68,9 @@ pub(crate) const FILLED: u64 = 2;
 /// The fixed part of a descriptor: slot, block count, payload length.
 const DESCRIPTOR_HEAD: usize = 16;
 
+/// How a reader waits until a slot's word (given) says its body is [`FILLED`].
+pub(crate) type Wait<'a> = &'a dyn Fn(&AtomicU64) -> Result<()>;
+
 /// Which way a message goes: which slots it may take.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Way {
@@ -178,8 +181,8 @@ impl Bulk {
 
     /// The area at `at` in `region`, with slots of `slot_bytes` (a multiple of 4096).
     pub(crate) fn with_slots(region: Arc<Region>, at: usize, slot_bytes: usize) -> Result<Bulk> {
-        if at % 4096 != 0
-            || slot_bytes % 4096 != 0
+        if !at.is_multiple_of(4096)
+            || !slot_bytes.is_multiple_of(4096)
             || at
                 .checked_add(area_bytes(slot_bytes))
                 .is_none_or(|end| end > region.len())
@@ -258,7 +261,7 @@ impl Bulk {
         &self,
         way: Way,
         descriptor: &[u8],
-        wait: Option<&dyn Fn(&AtomicU64) -> Result<()>>,
+        wait: Option<Wait<'_>>,
         in_place: bool,
     ) -> Result<(Encoded, Option<InPlace>)> {
         let Some((head, lens)) = descriptor.split_at_checked(DESCRIPTOR_HEAD) else {

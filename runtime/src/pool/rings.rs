@@ -152,12 +152,7 @@ fn fill_after(way: Way, body: &Encoded) -> bool {
 
 /// A bulk area, the way its records go, how to wait for a body filled in after its record,
 /// and whether a payload is read in place.
-type BulkOf<'a> = (
-    &'a Bulk,
-    Way,
-    Option<&'a dyn Fn(&AtomicU64) -> Result<()>>,
-    bool,
-);
+type BulkOf<'a> = (&'a Bulk, Way, Option<bulk::Wait<'a>>, bool);
 
 /// A message, and its payload when it is read in place in a bulk slot (then the message's own
 /// payload is empty).
