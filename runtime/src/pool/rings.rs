@@ -776,4 +776,60 @@ mod tests {
             0
         );
     }
+
+    /// A task record committed whose body the parent has not filled in yet: the worker waits
+    /// for it (woken by its doorbell once filled), and gives up when the parent's socket ends.
+    #[test]
+    fn a_worker_waits_for_a_task_body_until_filled_or_the_parent_is_gone() {
+        let parent = Rings::create().unwrap();
+        let sent = crate::handle::encode(&parent.setup()).unwrap();
+        let setup =
+            crate::handle::with_incoming(sent.fds, || codec::decode::<Setup>(&sent.bytes)).unwrap();
+        let worker = Rings::open(setup).unwrap();
+        let body = Encoded {
+            bytes: vec![3; 200 << 10],
+            ..Encoded::default()
+        };
+        let commit_unfilled = || {
+            let mut record = vec![0; 4];
+            codec::encode_into(&7u64, &mut record).unwrap();
+            let header_len = record.len() as u32 - 4;
+            record[..4].copy_from_slice(&(header_len | IN_BULK).to_le_bytes());
+            let lease = parent
+                .bulk
+                .write(Way::Tasks, &body, &mut record)
+                .unwrap()
+                .unwrap();
+            assert!(parent
+                .tasks
+                .try_push_inline(&Outbound::Inline(record))
+                .unwrap());
+            lease
+        };
+        let (control, peer) = std::os::unix::net::UnixStream::pair().unwrap();
+        let lease = commit_unfilled();
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+                lease.fill(&body).unwrap();
+                sys::eventfd_signal(parent.to_worker.as_fd());
+                lease.committed();
+            });
+            let (n, task) = worker.take_task::<u64>(control.as_fd()).unwrap().unwrap();
+            assert!(n == 7 && task.bytes == body.bytes);
+        });
+        // Never filled: the wait ends when the parent's end of the socket closes.
+        commit_unfilled().committed();
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+                drop(peer);
+            });
+            let err = worker.take_task::<u64>(control.as_fd()).unwrap_err();
+            assert!(
+                err.to_string().contains("before it filled in a task"),
+                "{err}"
+            );
+        });
+    }
 }
