@@ -59,8 +59,6 @@ use crate::{spare, sys, wire};
 pub(crate) const SLOT_BYTES: usize = 128 << 20;
 /// Slots 0 and 1 carry tasks, 2 and 3 replies.
 const SLOTS: usize = 4;
-/// The page of the slots' words, then the slots.
-pub(crate) const AREA_BYTES: usize = area_bytes(SLOT_BYTES);
 /// Pages of a slot kept after a message, for the next one; those past it are given back.
 const KEEP_RESIDENT: usize = 80 << 20;
 /// A slot's word once its writer has copied the whole body in (1: taken, being written).
@@ -126,6 +124,11 @@ pub(crate) const fn area_bytes(slot_bytes: usize) -> usize {
     4096 + SLOTS * slot_bytes
 }
 
+/// The slots (a multiple of 4096 bytes each) that an area of `area` bytes holds.
+pub(crate) const fn slot_bytes_in(area: usize) -> usize {
+    (area.saturating_sub(4096) / SLOTS) / 4096 * 4096
+}
+
 /// The bytes of the descriptor of `body` in a record.
 pub(crate) fn descriptor_len(body: &Encoded) -> usize {
     DESCRIPTOR_HEAD + 8 * body.blocks.len()
@@ -174,11 +177,6 @@ impl Drop for Lease<'_> {
 }
 
 impl Bulk {
-    /// The area at `at` in `region` (which must hold [`AREA_BYTES`] from there).
-    pub(crate) fn new(region: Arc<Region>, at: usize) -> Result<Bulk> {
-        Bulk::with_slots(region, at, SLOT_BYTES)
-    }
-
     /// The area at `at` in `region`, with slots of `slot_bytes` (a multiple of 4096).
     pub(crate) fn with_slots(region: Arc<Region>, at: usize, slot_bytes: usize) -> Result<Bulk> {
         if !at.is_multiple_of(4096)
@@ -460,8 +458,8 @@ mod tests {
     use super::*;
 
     fn area() -> Bulk {
-        let region = Arc::new(Region::new("test-bulk", AREA_BYTES).unwrap());
-        Bulk::new(region, 0).unwrap()
+        let region = Arc::new(Region::new("test-bulk", area_bytes(SLOT_BYTES)).unwrap());
+        Bulk::with_slots(region, 0, SLOT_BYTES).unwrap()
     }
 
     fn body(bytes: usize, blocks: &[usize]) -> Encoded {
@@ -531,6 +529,12 @@ mod tests {
             ..Encoded::default()
         };
         assert!(bulk.fits(&big));
+        // An area of no slots (a parent without the address space for one) takes no body.
+        assert_eq!(slot_bytes_in(area_bytes(SLOT_BYTES)), SLOT_BYTES);
+        assert_eq!(slot_bytes_in(area_bytes(0)), 0);
+        let region = Arc::new(Region::new("test-bulk", area_bytes(0)).unwrap());
+        let none = Bulk::with_slots(region, 0, 0).unwrap();
+        assert!(!none.fits(&body(1, &[])) && !none.fits(&body(0, &[1])));
         assert!(room(SLOT_BYTES - 8, [9].into_iter(), SLOT_BYTES).is_none());
         assert!(room(usize::MAX - 2, [].into_iter(), SLOT_BYTES).is_none());
         assert!(room(8, [usize::MAX - 7].into_iter(), SLOT_BYTES).is_none());

@@ -66,7 +66,6 @@ const RING_BYTES: usize = 256 << 10;
 const BELLS_AT: usize = 2 * Ring::size(RING_BYTES);
 /// Where the bulk area lies (see `bulk`), after the doorbell words.
 const BULK_AT: usize = (BELLS_AT + 4096).next_multiple_of(4096);
-const REGION_BYTES: usize = BULK_AT + super::bulk::AREA_BYTES;
 /// The flag, in a record's header length, of a record whose body is in the bulk area: what
 /// follows its header is the area's descriptor of the body (see `bulk`).
 const IN_BULK: u32 = 1 << 31;
@@ -227,11 +226,13 @@ fn record_bytes(taken: &Taken) -> Result<&[u8]> {
 impl Rings {
     /// New rings for a worker about to be adopted.
     pub(crate) fn create() -> Result<Rings> {
-        Rings::create_with(bulk::SLOT_BYTES)
+        // Without the address space for a bulk area (a limit on it, `ulimit -v`), rings with
+        // none: large messages then go on the socket.
+        Rings::create_with(bulk::SLOT_BYTES).or_else(|_| Rings::create_with(0))
     }
 
-    /// New rings whose bulk area has slots of `slot_bytes` (less than a worker's only for the
-    /// fuzz harness: a worker maps an area of [`bulk::SLOT_BYTES`]).
+    /// New rings whose bulk area has slots of `slot_bytes` ([`bulk::SLOT_BYTES`]; less for
+    /// the fuzz harness, and 0 when there is no room for an area).
     fn create_with(slot_bytes: usize) -> Result<Rings> {
         let region = Arc::new(Region::new(
             "pool-rings",
@@ -267,13 +268,15 @@ impl Rings {
     /// The worker's side of the rings it was sent.
     pub(crate) fn open(setup: Setup) -> Result<Rings> {
         let region = Arc::new(setup.region);
-        if region.len() < REGION_BYTES {
+        if region.len() < BULK_AT + bulk::area_bytes(0) {
             return Err(corrupt("a region too small"));
         }
+        // The slots the parent made room for (see `create`).
+        let slot_bytes = bulk::slot_bytes_in(region.len() - BULK_AT);
         Ok(Rings {
             tasks: Ring::open(&region, 0)?,
             replies: Ring::open(&region, Ring::size(RING_BYTES))?,
-            bulk: Bulk::new(Arc::clone(&region), BULK_AT)?,
+            bulk: Bulk::with_slots(Arc::clone(&region), BULK_AT, slot_bytes)?,
             region,
             to_worker: setup.to_worker,
             to_parent: setup.to_parent,
