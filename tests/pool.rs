@@ -2406,6 +2406,329 @@ fn rings_full_both_ways(m: StartMethod) -> Outcome {
     Ok(())
 }
 
+// ---------------------------------------------------------------------------------------------
+// The bulk area: messages too large for a ring record go through shared memory beside the
+// rings (`runtime/src/pool/bulk.rs`). The offsets below mirror that layout and the rings'
+// (`rings.rs`, `channel/ring.rs`): two rings of a 4 KiB header page and 256 KiB of data, a page
+// of doorbell words, then the bulk area: a page of slot words (one 8-byte word a slot), then
+// four slots of 128 MiB (0 and 1 for tasks, 2 and 3 for replies).
+
+const RING_SIZE: usize = 4096 + (256 << 10);
+const BULK_AT: usize = 2 * RING_SIZE + 4096;
+const SLOT_SIZE: usize = 128 << 20;
+
+fn slot_at(slot: usize) -> usize {
+    BULK_AT + 4096 + slot * SLOT_SIZE
+}
+
+/// In a pool worker: the start of the mapping of its rings' region for which `mine` holds (a
+/// forked worker may map other workers' regions too).
+fn rings_region(mine: impl Fn(usize) -> bool) -> Option<usize> {
+    let maps = std::fs::read_to_string("/proc/self/maps").ok()?;
+    maps.lines()
+        .filter(|line| line.contains("multiproc:pool-rings"))
+        .filter_map(|line| {
+            let (start, end) = line.split_whitespace().next()?.split_once('-')?;
+            let start = usize::from_str_radix(start, 16).ok()?;
+            let end = usize::from_str_radix(end, 16).ok()?;
+            (end - start >= slot_at(4)).then_some(start)
+        })
+        .find(|&start| mine(start))
+}
+
+/// Whether the `len` bytes at `at` in the region mapped at `start` hold `needle`.
+fn region_holds(start: usize, at: usize, len: usize, needle: &[u8]) -> bool {
+    // SAFETY: `at..at + len` lies inside the region mapped at `start` (callers stay within
+    // one slot or ring of a mapping of at least `slot_at(4)` bytes, see `rings_region`); the
+    // bytes may change under this read (another process writes them), which a test's scan
+    // for a needle tolerates.
+    let bytes = unsafe { std::slice::from_raw_parts((start + at) as *const u8, len) };
+    bytes.windows(needle.len()).any(|w| w == needle)
+}
+
+/// In a pool worker: the region whose task ring or task slots hold `nonce`.
+fn region_with_task(nonce: &str) -> usize {
+    rings_region(|start| {
+        region_holds(start, 4096, 256 << 10, nonce.as_bytes())
+            || (0..2).any(|slot| region_holds(start, slot_at(slot), 4 << 20, nonce.as_bytes()))
+    })
+    .expect("no rings region of this worker holds this task")
+}
+
+/// A unique marker for one trial's tasks (upper case: `text` makes lower case only).
+fn nonce(tag: &str) -> String {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, Ordering::SeqCst);
+    format!("NONCE-{}-{tag}-{n}-", std::process::id())
+}
+
+/// Whether this task's argument `s` (which holds `nonce`) came in a task slot of the bulk area.
+#[process]
+fn in_task_slot(s: String, nonce: String) -> bool {
+    let _ = s;
+    rings_region(|start| {
+        (0..2).any(|slot| region_holds(start, slot_at(slot), 4 << 20, nonce.as_bytes()))
+    })
+    .is_some()
+}
+
+/// Whether a reply slot of this worker's bulk area holds `nonce` (a reply sent before).
+#[process]
+fn in_reply_slot(nonce: String) -> bool {
+    let start = region_with_task(&nonce);
+    (2..4).any(|slot| region_holds(start, slot_at(slot), 4 << 20, nonce.as_bytes()))
+}
+
+/// `len` bytes of text that end with `nonce`.
+fn marked_text(len: usize, nonce: &str) -> String {
+    let mut s = text(len - nonce.len(), 3);
+    s.push_str(nonce);
+    s
+}
+
+#[process]
+fn marked_reply(len: usize, nonce: String) -> String {
+    marked_text(len, &nonce)
+}
+
+/// Tasks and replies larger than a ring record go through the bulk area, whole, through a
+/// borrowed worker (`apply`), the driver (`apply_async`) and a map; byte vectors too.
+fn bulk_messages_arrive_intact(m: StartMethod) -> Outcome {
+    let pool = pool(m, 1)?;
+    let mark = nonce("task");
+    let s = marked_text(3 << 20, &mark);
+    check!(
+        pool.apply(in_task_slot, (s.clone(), mark.clone()))?,
+        "apply: not in a task slot"
+    );
+    check!(
+        pool.apply_async(in_task_slot, (s, mark))
+            .get_timeout(LONG)?,
+        "apply_async: not in a task slot"
+    );
+    for len in [100 << 10, 3 << 20] {
+        let mark = nonce("reply");
+        check_eq!(
+            pool.apply(marked_reply, (len, mark.clone()))?,
+            marked_text(len, &mark)
+        );
+        check!(
+            pool.apply(in_reply_slot, mark)?,
+            "the reply was not in a reply slot"
+        );
+        let mark = nonce("reply-async");
+        check_eq!(
+            pool.apply_async(marked_reply, (len, mark.clone()))
+                .get_timeout(LONG)?,
+            marked_text(len, &mark)
+        );
+        check!(
+            pool.apply(in_reply_slot, mark)?,
+            "the reply was not in a reply slot"
+        );
+    }
+    for len in [70 << 10, 5 << 20] {
+        let s = text(len, 9);
+        check_eq!(
+            pool.apply(reverse_text, (s.clone(), len))?,
+            reversed_text(&s, len)
+        );
+        let v = pattern(len, 4);
+        let back: Vec<u8> = v.iter().rev().copied().collect();
+        check_eq!(pool.apply(reversed, v.clone())?, back);
+        check_eq!(pool.apply_async(reversed, v).get_timeout(LONG)?, back);
+    }
+    check_eq!(
+        pool.map_async_chunked(square, 0..300_000u64, 100_000)
+            .get_timeout(LONG)?,
+        squares(300_000)
+    );
+    Ok(())
+}
+
+/// In a pool worker: whether the task `next` (by its marker) arrives in a task slot of this
+/// worker while this one runs, which holds `mine` (bounded wait; `next` empty: nothing to wait
+/// for).
+#[process]
+fn sees_next_task(s: String, mine: String, next: String) -> bool {
+    let _ = s;
+    if next.is_empty() {
+        return true;
+    }
+    let Some(start) = rings_region(|start| {
+        (0..2).any(|slot| {
+            region_holds(start, slot_at(slot), 4 << 20, mine.as_bytes())
+                || region_holds(start, slot_at(slot), 4 << 20, next.as_bytes())
+        })
+    }) else {
+        return false;
+    };
+    let deadline = Instant::now() + LONG;
+    while Instant::now() < deadline {
+        if (0..2).any(|slot| region_holds(start, slot_at(slot), 4 << 20, next.as_bytes())) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    false
+}
+
+/// Large tasks queued behind a running one go in the other task slot (the one the running task
+/// came in may not be read yet): each worker gets its next large task while it runs one, and
+/// every result is right.
+fn bulk_tasks_pipelined(m: StartMethod) -> Outcome {
+    let pool = pool(m, 1)?;
+    let marks: Vec<String> = (0..6).map(|i| nonce(&format!("pipelined-{i}"))).collect();
+    let items: Vec<(String, String, String)> = (0..6)
+        .map(|i| {
+            let next = marks.get(i + 1).cloned().unwrap_or_default();
+            (marked_text(200 << 10, &marks[i]), marks[i].clone(), next)
+        })
+        .collect();
+    check_eq!(
+        pool.map_async_chunked(sees_next_task, items, 1)
+            .get_timeout(2 * LONG)?,
+        vec![true; 6]
+    );
+    Ok(())
+}
+
+/// In a pool worker: leaves what a worker killed in the middle of copying a large reply into
+/// its bulk area leaves (a reply slot taken, half written, no record in the ring), and is
+/// killed.
+#[process]
+fn killed_mid_bulk_reply(mark: String) -> u64 {
+    let start = region_with_task(&mark);
+    // SAFETY: the word of reply slot 2 and the slot's first mebibyte, in this worker's own
+    // live mapping of its region; this worker is their only writer while it runs a task.
+    unsafe {
+        std::sync::atomic::AtomicU64::from_ptr((start + BULK_AT + 16) as *mut u64)
+            .store(1, Ordering::SeqCst);
+        std::ptr::write_bytes((start + slot_at(2)) as *mut u8, 0xAB, 1 << 20);
+        libc::raise(libc::SIGKILL);
+    }
+    0
+}
+
+/// A worker killed in the middle of a large reply fails its task alone (through the driver and
+/// through a borrowed worker); its replacement carries large tasks and replies again.
+fn bulk_reply_killed_midway(m: StartMethod) -> Outcome {
+    let dir = scratch("bulkkilled");
+    bounded(&dir, pool(m, 1)?, |pool| {
+        let err = pool
+            .apply(killed_mid_bulk_reply, nonce("killed"))
+            .unwrap_err();
+        check_eq!(err.kind(), ErrorKind::Died);
+        let err = pool
+            .apply_async(killed_mid_bulk_reply, nonce("killed-async"))
+            .get_timeout(LONG)
+            .unwrap_err();
+        check_eq!(err.kind(), ErrorKind::Died);
+        let s = text(2 << 20, 1);
+        check_eq!(
+            pool.apply(reverse_text, (s.clone(), 1 << 20))?,
+            reversed_text(&s, 1 << 20)
+        );
+        check_eq!(
+            pool.apply_async(reverse_text, (s.clone(), 0))
+                .get_timeout(LONG)?,
+            reversed_text(&s, 0)
+        );
+        Ok(())
+    })
+}
+
+/// In a pool worker: commits in its reply ring, before its own reply, a record that says its
+/// body is in the bulk area with `descriptor` (its 8-byte words): as a task that writes its own
+/// process's memory could. The record's header is `Reply::Ready` (variant 0).
+#[process]
+fn forge_bulk_record(mark: String, descriptor: Vec<u64>) -> u64 {
+    const CAP: u64 = 256 << 10;
+    let start = region_with_task(&mark);
+    let ring = start + RING_SIZE;
+    let mut record = (4u32 | (1 << 31)).to_le_bytes().to_vec();
+    record.extend_from_slice(&[0; 4]);
+    for word in &descriptor {
+        record.extend_from_slice(&word.to_le_bytes());
+    }
+    let words = 1 + record.len().div_ceil(8) as u64;
+    // SAFETY: the tail word (at 64 in the ring's header page) and the data words of this
+    // worker's own reply ring, in its live mapping; this worker is the ring's only producer,
+    // and it puts nothing while its task runs. The words are written before the tail that
+    // commits them, as the ring's producers do.
+    unsafe {
+        let tail = std::sync::atomic::AtomicU64::from_ptr((ring + 64) as *mut u64);
+        let now = tail.load(Ordering::SeqCst);
+        let (count, bytes) = (now >> 32, now & 0xffff_ffff);
+        let mut at = bytes % CAP;
+        let mut pad = 0;
+        if at + 8 * words > CAP {
+            // A pad record to the end of the data, then the record at its start.
+            ((ring + 4096 + at as usize) as *mut u64).write_volatile(3 << 32);
+            pad = CAP - at;
+            at = 0;
+        }
+        let data = (ring + 4096 + at as usize) as *mut u64;
+        data.write_volatile((1 << 32) | record.len() as u64);
+        for (i, chunk) in record.chunks(8).enumerate() {
+            let mut w = [0u8; 8];
+            w[..chunk.len()].copy_from_slice(chunk);
+            data.add(1 + i).write_volatile(u64::from_ne_bytes(w));
+        }
+        let bytes = (bytes + pad + 8 * words) & 0xffff_ffff;
+        tail.store(((count + 1) << 32) | bytes, Ordering::SeqCst);
+    }
+    0
+}
+
+/// A task that forges a bulk record (a slot of the wrong direction, lengths past the slot or
+/// that overflow, a block count its descriptor does not hold): the parent reads nothing out of
+/// bounds, the task alone fails as out of protocol (through the driver and through a borrowed
+/// worker), and the pool goes on.
+fn forged_bulk_descriptor(m: StartMethod) -> Outcome {
+    let dir = scratch("bulkforged");
+    bounded(&dir, pool(m, 1)?, |pool| {
+        let head = |slot: u64, blocks: u64| slot | (blocks << 32);
+        let forgeries: Vec<(Vec<u64>, &str)> = vec![
+            (vec![head(0, 0), 8], "slot 0"),
+            (vec![head(1, 0), 8], "slot 1"),
+            (vec![head(7, 0), 8], "slot 7"),
+            (vec![head(2, 0), 1 << 40], "larger than its slot"),
+            (vec![head(3, 0), (128 << 20) + 1], "larger than its slot"),
+            (vec![head(2, 1), 8, u64::MAX], "larger than its slot"),
+            (vec![head(2, 1), u64::MAX - 3, 8], "larger than its slot"),
+            (vec![head(3, 3), 8, 8], "3 blocks"),
+            (vec![head(2, 0)], "shorter than its head"),
+            (vec![], "shorter than its head"),
+        ];
+        for (i, (descriptor, says)) in forgeries.into_iter().enumerate() {
+            let args = (nonce("forged"), descriptor);
+            let err = if i % 2 == 0 {
+                pool.apply(forge_bulk_record, args).unwrap_err()
+            } else {
+                pool.apply_async(forge_bulk_record, args)
+                    .get_timeout(LONG)
+                    .unwrap_err()
+            };
+            check_eq!(err.kind(), ErrorKind::Codec);
+            let chain = common::chain(&err);
+            check!(
+                chain.contains("bulk area") && chain.contains(says),
+                "{chain}"
+            );
+            check_eq!(pool.apply(square, 3)?, 9);
+        }
+        // A descriptor within bounds: the bytes are read, and the message, a `Ready` to a
+        // worker that is ready, is out of protocol.
+        let err = pool
+            .apply(forge_bulk_record, (nonce("forged"), vec![2, 16]))
+            .unwrap_err();
+        check_eq!(err.kind(), ErrorKind::Codec);
+        check_eq!(pool.apply_async(square, 4).get_timeout(LONG)?, 16);
+        Ok(())
+    })
+}
+
 /// How [`hold_ring_lock`] leaves the lock it takes.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 enum Hold {
@@ -2587,6 +2910,10 @@ fn main() {
         rings_full_both_ways,
         ring_lock_held_by_a_task,
         idle_pool_sleeps,
+        bulk_messages_arrive_intact,
+        bulk_tasks_pipelined,
+        bulk_reply_killed_midway,
+        forged_bulk_descriptor,
     );
     trials.extend(trials!(once:
         zygote_killed,

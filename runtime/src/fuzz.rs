@@ -401,6 +401,8 @@ fn pool_ring_seeds() -> Vec<Vec<u8>> {
     vec![
         rings::forged_seed(&done, &[9; 24]),
         rings::forged_seed(&task, &args),
+        rings::forged_bulk_seed(&done, 2, 24, 100),
+        rings::forged_bulk_seed(&task, 0, 4000, 0),
     ]
 }
 

@@ -8,6 +8,7 @@
 //! task a dead worker held. That task fails with an error naming the signal or exit code; the
 //! worker is replaced; the pool goes on.
 
+mod bulk;
 mod driver;
 mod imap;
 mod jobs;

@@ -1,9 +1,12 @@
 //! A pool worker's rings: its tasks (parent to worker) and its replies (worker to parent) go
 //! through two shared-memory rings of the queues' design (`channel::ring`: robust locks, a
 //! commit that is one store), with a doorbell each way that is rung only when the other side
-//! sleeps. The worker's control socket stays beside them, for what a ring does not carry:
-//! messages with descriptors or byte blocks, messages larger than [`RECORD_MAX`], the
-//! worker's `Ready` and initializer failure, and every end of file.
+//! sleeps. A message larger than [`RECORD_MAX`], or with byte blocks, has its body in the
+//! worker's bulk area (`bulk`, after the rings in the same region) and only its header and the
+//! body's descriptor in its ring record (flagged by `IN_BULK` in the record's header length).
+//! The worker's control socket stays beside them, for what neither carries: messages with
+//! descriptors, bodies larger than a bulk slot or met by two slots in use, the worker's `Ready`
+//! and initializer failure, and every end of file.
 //!
 //! # Two messages in flight each way at most
 //!
@@ -42,13 +45,14 @@
 //! task's ticket.
 
 use std::cell::RefCell;
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::sync::atomic::{fence, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use super::bulk::{self, Bulk, InPlace, Way};
 use crate::channel::ring::{Outbound, Ring, Taken, INLINE_MAX};
 use crate::codec;
 use crate::error::{Error, ErrorKind, Result};
@@ -60,7 +64,11 @@ use crate::sys;
 const RING_BYTES: usize = 256 << 10;
 /// Where the doorbell words lie in the region, after the two rings.
 const BELLS_AT: usize = 2 * Ring::size(RING_BYTES);
-const REGION_BYTES: usize = BELLS_AT + 4096;
+/// Where the bulk area lies (see `bulk`), after the doorbell words.
+const BULK_AT: usize = (BELLS_AT + 4096).next_multiple_of(4096);
+/// The flag, in a record's header length, of a record whose body is in the bulk area: what
+/// follows its header is the area's descriptor of the body (see `bulk`).
+const IN_BULK: u32 = 1 << 31;
 /// The doorbell words: the worker sleeps (waiting for a task), the parent sleeps (waiting
 /// for a reply); and the worker takes no more tasks (it is about to abort).
 const WORKER_SLEEPS: usize = 0;
@@ -106,6 +114,7 @@ pub(crate) struct SetupOut<'a> {
 pub(crate) struct Rings {
     tasks: Ring,
     replies: Ring,
+    bulk: Bulk,
     region: Arc<Region>,
     to_worker: SharedFd,
     to_parent: SharedFd,
@@ -125,12 +134,38 @@ fn corrupt(what: &str) -> Error {
 }
 
 /// The message a ring record holds: its header and its body (a payload only: messages with
-/// descriptors or blocks never go in a ring). Every length is checked against the record.
+/// descriptors never go in a ring, and a record whose body is in a bulk area is refused here).
+/// Every length is checked against the record.
+#[cfg_attr(not(feature = "fuzzing"), allow(dead_code))]
 pub(crate) fn decode_record<H: DeserializeOwned>(record: &[u8]) -> Result<(H, Encoded)> {
+    decode_in(record, None).map(|(header, body, _)| (header, body))
+}
+
+/// Whether the body of a message of `way` is filled in after its record is committed: a task
+/// large enough for its reader to fault in huge pages meanwhile (see `bulk::Bulk::read`).
+fn fill_after(way: Way, body: &Encoded) -> bool {
+    way == Way::Tasks
+        && body.bytes.len() + body.blocks.iter().map(Vec::len).sum::<usize>()
+            >= crate::wire::HUGE_PAGES_FROM
+}
+
+/// A bulk area, the way its records go, how to wait for a body filled in after its record,
+/// and whether a payload is read in place.
+type BulkOf<'a> = (&'a Bulk, Way, Option<bulk::Wait<'a>>, bool);
+
+/// A message, and its payload when it is read in place in a bulk slot (then the message's own
+/// payload is empty).
+type Message<H> = (H, Encoded, Option<InPlace>);
+
+/// The message a ring record holds, its body in the record or in `bulk`'s area (whose slots
+/// of `way` the record may name, see `bulk`). Every length is checked against the record or
+/// the area.
+fn decode_in<H: DeserializeOwned>(record: &[u8], bulk: Option<BulkOf<'_>>) -> Result<Message<H>> {
     let Some((split, rest)) = record.split_first_chunk::<4>() else {
         return Err(corrupt("a record shorter than its header length"));
     };
-    let header_len = u32::from_le_bytes(*split) as usize;
+    let split = u32::from_le_bytes(*split);
+    let header_len = (split & !IN_BULK) as usize;
     if header_len > rest.len() {
         return Err(corrupt(&format!(
             "a header of {header_len} bytes in a record of {}",
@@ -139,6 +174,13 @@ pub(crate) fn decode_record<H: DeserializeOwned>(record: &[u8]) -> Result<(H, En
     }
     let (header, payload) = rest.split_at(header_len);
     let header = codec::decode::<H>(header)?;
+    if split & IN_BULK != 0 {
+        let Some((bulk, way, wait, in_place)) = bulk else {
+            return Err(corrupt("a record whose body is in a bulk area it has not"));
+        };
+        let (body, view) = bulk.read(way, payload, wait, in_place)?;
+        return Ok((header, body, view));
+    }
     let mut bytes = crate::spare::take_or_new(payload.len());
     bytes.extend_from_slice(payload);
     Ok((
@@ -148,6 +190,7 @@ pub(crate) fn decode_record<H: DeserializeOwned>(record: &[u8]) -> Result<(H, En
             fds: Vec::new(),
             blocks: Vec::new(),
         },
+        None,
     ))
 }
 
@@ -183,9 +226,21 @@ fn record_bytes(taken: &Taken) -> Result<&[u8]> {
 impl Rings {
     /// New rings for a worker about to be adopted.
     pub(crate) fn create() -> Result<Rings> {
-        let region = Arc::new(Region::new("pool-rings", REGION_BYTES)?);
+        // Without the address space for a bulk area (a limit on it, `ulimit -v`), rings with
+        // none: large messages then go on the socket.
+        Rings::create_with(bulk::SLOT_BYTES).or_else(|_| Rings::create_with(0))
+    }
+
+    /// New rings whose bulk area has slots of `slot_bytes` ([`bulk::SLOT_BYTES`]; less for
+    /// the fuzz harness, and 0 when there is no room for an area).
+    fn create_with(slot_bytes: usize) -> Result<Rings> {
+        let region = Arc::new(Region::new(
+            "pool-rings",
+            BULK_AT + bulk::area_bytes(slot_bytes),
+        )?);
         let tasks = Ring::create(&region, 0, RING_BYTES, None)?;
         let replies = Ring::create(&region, Ring::size(RING_BYTES), RING_BYTES, None)?;
+        let bulk = Bulk::with_slots(Arc::clone(&region), BULK_AT, slot_bytes)?;
         let bell = || {
             sys::eventfd()
                 .map(SharedFd::new)
@@ -194,6 +249,7 @@ impl Rings {
         Ok(Rings {
             tasks,
             replies,
+            bulk,
             region,
             to_worker: bell()?,
             to_parent: bell()?,
@@ -212,12 +268,15 @@ impl Rings {
     /// The worker's side of the rings it was sent.
     pub(crate) fn open(setup: Setup) -> Result<Rings> {
         let region = Arc::new(setup.region);
-        if region.len() < REGION_BYTES {
+        if region.len() < BULK_AT + bulk::area_bytes(0) {
             return Err(corrupt("a region too small"));
         }
+        // The slots the parent made room for (see `create`).
+        let slot_bytes = bulk::slot_bytes_in(region.len() - BULK_AT);
         Ok(Rings {
             tasks: Ring::open(&region, 0)?,
             replies: Ring::open(&region, Ring::size(RING_BYTES))?,
+            bulk: Bulk::with_slots(Arc::clone(&region), BULK_AT, slot_bytes)?,
             region,
             to_worker: setup.to_worker,
             to_parent: setup.to_parent,
@@ -288,33 +347,65 @@ impl Rings {
         }
     }
 
-    /// Puts a message in `ring` if it can go there; rings `bell` if the reader sleeps.
+    /// Puts a message in `ring` (its body in the record, or in a slot of `way` of the bulk area)
+    /// if it can go there; rings `bell` if the reader sleeps.
+    #[allow(clippy::too_many_arguments)]
     fn put<H: Serialize>(
         &self,
         ring: &Ring,
+        way: Way,
         header: &H,
         body: &Encoded,
         sleeper: usize,
         bell: &SharedFd,
     ) -> Result<bool> {
-        let put = SCRATCH.with(|scratch| -> Result<bool> {
-            let Ok(mut scratch) = scratch.try_borrow_mut() else {
-                // Only if a header's `Serialize` sent a message itself: the socket takes it.
-                return Ok(false);
-            };
-            if !encode_record(header, body, &mut scratch)? {
-                return Ok(false);
-            }
-            let item = Outbound::Inline(std::mem::take(&mut *scratch));
-            let put = ring.try_push_inline(&item);
-            if let Outbound::Inline(bytes) = item {
-                *scratch = bytes;
-            }
-            put
-        })?;
-        if put {
-            // The commit, then the look at the reader's word; the reader stores its word,
-            // then looks at the ring (see the module docs).
+        let (put, unfilled) =
+            SCRATCH.with(|scratch| -> Result<(bool, Option<bulk::Lease<'_>>)> {
+                let Ok(mut scratch) = scratch.try_borrow_mut() else {
+                    // Only if a header's `Serialize` sent a message itself: the socket takes it.
+                    return Ok((false, None));
+                };
+                let lease = if encode_record(header, body, &mut scratch)? {
+                    None
+                } else {
+                    // Too large for a record, or with blocks: its body in the bulk area, when it
+                    // fits there and a slot is free.
+                    if !self.bulk.fits(body) {
+                        return Ok((false, None));
+                    }
+                    scratch.clear();
+                    scratch.extend_from_slice(&[0; 4]);
+                    codec::encode_into(header, &mut scratch)?;
+                    let header_len = scratch.len() - 4;
+                    if scratch.len() + bulk::descriptor_len(body) > RECORD_MAX {
+                        return Ok((false, None));
+                    }
+                    scratch[..4].copy_from_slice(&(header_len as u32 | IN_BULK).to_le_bytes());
+                    let Some(lease) = self.bulk.write(way, body, &mut scratch)? else {
+                        return Ok((false, None));
+                    };
+                    // A reply is filled in before its record is committed: the parent never waits
+                    // for a worker. A large task after: the worker makes its buffers meanwhile.
+                    if !fill_after(way, body) {
+                        lease.fill(body)?;
+                    }
+                    Some(lease)
+                };
+                let item = Outbound::Inline(std::mem::take(&mut *scratch));
+                let put = ring.try_push_inline(&item);
+                if let Outbound::Inline(bytes) = item {
+                    *scratch = bytes;
+                }
+                // Not committed: the lease, dropped, frees the slot.
+                Ok(match put {
+                    Ok(true) => (true, lease),
+                    Ok(false) => (false, None),
+                    Err(err) => return Err(err),
+                })
+            })?;
+        // The commit (or the filling of the task's body), then the look at the reader's word;
+        // the reader stores its word, then looks at the ring or the slot (see the module docs).
+        let ring_bell = || {
             fence(Ordering::SeqCst);
             if self
                 .bell_word(sleeper)
@@ -322,6 +413,21 @@ impl Rings {
             {
                 sys::eventfd_signal(bell.as_fd());
             }
+        };
+        if put {
+            ring_bell();
+        }
+        if let Some(lease) = unfilled {
+            let filled = if fill_after(way, body) {
+                let filled = lease.fill(body);
+                ring_bell();
+                filled
+            } else {
+                Ok(())
+            };
+            // The slot is the reader's to free.
+            lease.committed();
+            filled?;
         }
         Ok(put)
     }
@@ -336,7 +442,14 @@ impl Rings {
         {
             return Ok(false);
         }
-        self.put(&self.tasks, header, body, WORKER_SLEEPS, &self.to_worker)
+        self.put(
+            &self.tasks,
+            Way::Tasks,
+            header,
+            body,
+            WORKER_SLEEPS,
+            &self.to_worker,
+        )
     }
 
     /// Worker: what says, from a panic hook about to abort, that this worker takes no more
@@ -353,14 +466,25 @@ impl Rings {
     /// Worker: puts a reply in the reply ring if it can go there (`false`: send it on the
     /// socket).
     pub(crate) fn put_reply<H: Serialize>(&self, header: &H, body: &Encoded) -> Result<bool> {
-        self.put(&self.replies, header, body, PARENT_SLEEPS, &self.to_parent)
+        self.put(
+            &self.replies,
+            Way::Replies,
+            header,
+            body,
+            PARENT_SLEEPS,
+            &self.to_parent,
+        )
     }
 
-    fn take<H: DeserializeOwned>(ring: &Ring) -> Result<Option<(H, Encoded)>> {
+    fn take<H: DeserializeOwned>(
+        &self,
+        ring: &Ring,
+        bulk: BulkOf<'_>,
+    ) -> Result<Option<Message<H>>> {
         let Some(taken) = ring.try_pop_inline()? else {
             return Ok(None);
         };
-        let message = decode_record(record_bytes(&taken)?)?;
+        let message = decode_in(record_bytes(&taken)?, Some(bulk))?;
         if let Taken::Inline(bytes) = taken {
             crate::spare::give(bytes);
         }
@@ -369,12 +493,73 @@ impl Rings {
 
     /// Parent: the reply in the ring, if one is there. An error: the ring is corrupt.
     pub(crate) fn take_reply<H: DeserializeOwned>(&self) -> Result<Option<(H, Encoded)>> {
-        Rings::take(&self.replies)
+        let taken = self.take(&self.replies, (&self.bulk, Way::Replies, None, false))?;
+        Ok(taken.map(|(header, body, _)| (header, body)))
     }
 
-    /// Worker: the task in the ring, if one is there. An error: the ring is corrupt.
-    pub(crate) fn take_task<H: DeserializeOwned>(&self) -> Result<Option<(H, Encoded)>> {
-        Rings::take(&self.tasks)
+    /// Worker: the task in the ring, if one is there. An error: the ring is corrupt, or the
+    /// parent (whose control socket is `control`) went away before it filled in the task's
+    /// body in the bulk area.
+    #[cfg_attr(not(any(test, feature = "fuzzing")), allow(dead_code))]
+    pub(crate) fn take_task<H: DeserializeOwned>(
+        &self,
+        control: BorrowedFd<'_>,
+    ) -> Result<Option<(H, Encoded)>> {
+        let wait = |word: &AtomicU64| self.wait_filled(word, control);
+        let taken = self.take(&self.tasks, (&self.bulk, Way::Tasks, Some(&wait), false))?;
+        Ok(taken.map(|(header, body, _)| (header, body)))
+    }
+
+    /// Worker: [`take_task`](Self::take_task), but a payload in the bulk area is read in
+    /// place (its slot stays taken until the view is dropped): decoded from there, it is
+    /// copied once, into the task's arguments.
+    pub(crate) fn take_task_in_place<H: DeserializeOwned>(
+        &self,
+        control: BorrowedFd<'_>,
+    ) -> Result<Option<Message<H>>> {
+        let wait = |word: &AtomicU64| self.wait_filled(word, control);
+        self.take(&self.tasks, (&self.bulk, Way::Tasks, Some(&wait), true))
+    }
+
+    /// Worker: waits until the parent has filled in the body of a task whose slot word is
+    /// `word` (it does so right after it committed the record, see `bulk`): spins a few
+    /// microseconds, then sleeps on the doorbell, which the parent rings after the filling if
+    /// the worker said it sleeps, and on the control socket, whose end means the parent is
+    /// gone.
+    fn wait_filled(&self, word: &AtomicU64, control: BorrowedFd<'_>) -> Result<()> {
+        let filled = || word.load(Ordering::SeqCst) == bulk::FILLED;
+        while !filled() {
+            if spin(filled) {
+                break;
+            }
+            self.worker_sleeps(true);
+            if !filled() {
+                let mut fds = [
+                    libc::pollfd {
+                        fd: control.as_raw_fd(),
+                        events: libc::POLLRDHUP,
+                        revents: 0,
+                    },
+                    libc::pollfd {
+                        fd: self.worker_bell().as_raw_fd(),
+                        events: libc::POLLIN,
+                        revents: 0,
+                    },
+                ];
+                let polled = sys::poll_many(&mut fds, None);
+                self.worker_sleeps(false);
+                polled.map_err(|err| Error::io("cannot wait for a task's body", err))?;
+                if fds[0].revents != 0 && !filled() {
+                    return Err(Error::new(
+                        ErrorKind::Io,
+                        "the pool closed this worker's socket before it filled in a task",
+                    ));
+                }
+            }
+            self.worker_sleeps(false);
+            sys::eventfd_drain(self.worker_bell());
+        }
+        Ok(())
     }
 
     /// Whether a reply waits in the ring.
@@ -420,7 +605,14 @@ impl Rings {
 /// reply and as a worker reads a task.
 #[cfg(feature = "fuzzing")]
 pub(crate) fn read_forged<R: DeserializeOwned, T: DeserializeOwned>(input: &[u8]) {
-    let Ok(rings) = Rings::create() else {
+    // Bulk slots of 16 KiB: a body is read out of the area whole, as long as its descriptor
+    // says (the area holds that many bytes), and the harness bounds each input's memory.
+    let Ok(rings) = Rings::create_with(16 << 10) else {
+        return;
+    };
+    // A worker reading a task waits for its body while the parent's socket is open: here it
+    // is closed (the body of a forged record is never filled in).
+    let Ok((control, _)) = std::os::unix::net::UnixStream::pair() else {
         return;
     };
     // A record as long as the input's payload commits the tail past the bytes written below.
@@ -431,7 +623,14 @@ pub(crate) fn read_forged<R: DeserializeOwned, T: DeserializeOwned>(input: &[u8]
     };
     for (ring, base) in [(&rings.replies, Ring::size(RING_BYTES)), (&rings.tasks, 0)] {
         if !matches!(
-            rings.put(ring, &(), &body, PARENT_SLEEPS, &rings.to_parent),
+            rings.put(
+                ring,
+                Way::Replies,
+                &(),
+                &body,
+                PARENT_SLEEPS,
+                &rings.to_parent
+            ),
             Ok(true)
         ) {
             return;
@@ -443,7 +642,7 @@ pub(crate) fn read_forged<R: DeserializeOwned, T: DeserializeOwned>(input: &[u8]
     }
     let _ = rings.take_reply::<R>();
     let _ = rings.take_reply::<R>();
-    if let Ok(Some((_, task))) = rings.take_task::<T>() {
+    if let Ok(Some((_, task))) = rings.take_task::<T>(control.as_fd()) {
         let _ = codec::decode::<(u64, String, Vec<u32>)>(&task.bytes);
     }
     let _ = decode_record::<R>(input);
@@ -463,6 +662,30 @@ pub(crate) fn forged_seed<H: Serialize>(header: &H, payload: &[u8]) -> Vec<u8> {
         return Vec::new();
     }
     // An inline record (kind 1) of that length, as `channel::ring` writes it.
+    let mut out = ((1u64 << 32) | record.len() as u64).to_ne_bytes().to_vec();
+    out.extend_from_slice(&record);
+    out
+}
+
+/// For the fuzz harness: a record as [`read_forged`] takes it whose body (of `payload` bytes
+/// and a block of `block` bytes) is in bulk slot `slot`.
+#[cfg(feature = "fuzzing")]
+pub(crate) fn forged_bulk_seed<H: Serialize>(
+    header: &H,
+    slot: u32,
+    payload: u64,
+    block: u64,
+) -> Vec<u8> {
+    let mut record = vec![0; 4];
+    if codec::encode_into(header, &mut record).is_err() {
+        return Vec::new();
+    }
+    let header_len = (record.len() - 4) as u32;
+    record[..4].copy_from_slice(&(header_len | IN_BULK).to_le_bytes());
+    record.extend_from_slice(&slot.to_le_bytes());
+    record.extend_from_slice(&1u32.to_le_bytes());
+    record.extend_from_slice(&payload.to_le_bytes());
+    record.extend_from_slice(&block.to_le_bytes());
     let mut out = ((1u64 << 32) | record.len() as u64).to_ne_bytes().to_vec();
     out.extend_from_slice(&record);
     out
@@ -508,12 +731,39 @@ mod tests {
         for i in 0..2000u64 {
             assert!(parent.put_task(&i, &body).unwrap());
             assert!(worker.task_waiting());
-            let (n, task) = worker.take_task::<u64>().unwrap().unwrap();
+            let (n, task) = worker
+                .take_task::<u64>(worker.parent_bell())
+                .unwrap()
+                .unwrap();
             assert_eq!((n, task.bytes.len()), (i, 1000));
-            assert!(worker.take_task::<u64>().unwrap().is_none());
+            assert!(worker
+                .take_task::<u64>(worker.parent_bell())
+                .unwrap()
+                .is_none());
             assert!(worker.put_reply(&(i + 1), &Encoded::default()).unwrap());
             assert_eq!(parent.take_reply::<u64>().unwrap().unwrap().0, i + 1);
         }
+        // Bodies too large for a record, or with blocks, go through the bulk area: a task
+        // filled in while the worker may already be looking at its record.
+        let large = Encoded {
+            bytes: (0..(20u32 << 20)).map(|i| (i % 251) as u8).collect(),
+            blocks: vec![vec![7; 3], vec![8; 5 << 20]],
+            ..Encoded::default()
+        };
+        std::thread::scope(|scope| {
+            let putter = scope.spawn(|| parent.put_task(&9u64, &large).unwrap());
+            let (n, task) = loop {
+                if let Some(task) = worker.take_task::<u64>(worker.parent_bell()).unwrap() {
+                    break task;
+                }
+            };
+            assert!(putter.join().unwrap());
+            assert_eq!(n, 9);
+            assert!(task.bytes == large.bytes && task.blocks == large.blocks);
+        });
+        assert!(worker.put_reply(&10u64, &large).unwrap());
+        let (n, reply) = parent.take_reply::<u64>().unwrap().unwrap();
+        assert!(n == 10 && reply.bytes == large.bytes && reply.blocks == large.blocks);
         // A sleeper's bell rings; an awake one's does not.
         parent.parent_sleeps(true);
         assert!(worker.put_reply(&1u8, &Encoded::default()).unwrap());
@@ -528,5 +778,61 @@ mod tests {
             sys::poll_one(parent.parent_bell(), sys::READABLE, Some(Instant::now())).unwrap(),
             0
         );
+    }
+
+    /// A task record committed whose body the parent has not filled in yet: the worker waits
+    /// for it (woken by its doorbell once filled), and gives up when the parent's socket ends.
+    #[test]
+    fn a_worker_waits_for_a_task_body_until_filled_or_the_parent_is_gone() {
+        let parent = Rings::create().unwrap();
+        let sent = crate::handle::encode(&parent.setup()).unwrap();
+        let setup =
+            crate::handle::with_incoming(sent.fds, || codec::decode::<Setup>(&sent.bytes)).unwrap();
+        let worker = Rings::open(setup).unwrap();
+        let body = Encoded {
+            bytes: vec![3; 200 << 10],
+            ..Encoded::default()
+        };
+        let commit_unfilled = || {
+            let mut record = vec![0; 4];
+            codec::encode_into(&7u64, &mut record).unwrap();
+            let header_len = record.len() as u32 - 4;
+            record[..4].copy_from_slice(&(header_len | IN_BULK).to_le_bytes());
+            let lease = parent
+                .bulk
+                .write(Way::Tasks, &body, &mut record)
+                .unwrap()
+                .unwrap();
+            assert!(parent
+                .tasks
+                .try_push_inline(&Outbound::Inline(record))
+                .unwrap());
+            lease
+        };
+        let (control, peer) = std::os::unix::net::UnixStream::pair().unwrap();
+        let lease = commit_unfilled();
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+                lease.fill(&body).unwrap();
+                sys::eventfd_signal(parent.to_worker.as_fd());
+                lease.committed();
+            });
+            let (n, task) = worker.take_task::<u64>(control.as_fd()).unwrap().unwrap();
+            assert!(n == 7 && task.bytes == body.bytes);
+        });
+        // Never filled: the wait ends when the parent's end of the socket closes.
+        commit_unfilled().committed();
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+                drop(peer);
+            });
+            let err = worker.take_task::<u64>(control.as_fd()).unwrap_err();
+            assert!(
+                err.to_string().contains("before it filled in a task"),
+                "{err}"
+            );
+        });
     }
 }

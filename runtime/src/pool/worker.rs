@@ -16,6 +16,7 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
+use super::bulk::InPlace;
 use super::rings::{self, Rings, Setup};
 use super::soft;
 
@@ -131,6 +132,7 @@ fn serve(config: WorkerConfig) {
         eprintln!("multiproc: a pool worker must run in a child process");
         return;
     };
+    keep_freed_memory(&config);
     let mut inbox = wire::Reader::new();
     // The parent's first message: this worker's rings, sent as it was adopted.
     let rings = match inbox.recv::<RingsHeader>(&control, None) {
@@ -189,7 +191,7 @@ fn serve(config: WorkerConfig) {
     }
     let mut done = 0u64;
     while config.maxtasks.is_none_or(|max| done < max) {
-        let Some((header, task)) = next_task(&control, &mut inbox, &rings) else {
+        let Some((header, task, in_place)) = next_task(&control, &mut inbox, &rings) else {
             return;
         };
         soft::reset();
@@ -241,7 +243,9 @@ fn serve(config: WorkerConfig) {
                 };
                 match catch_quiet(|| {
                     reporting_aborts(report, || {
-                        handle::with_incoming(fds, || entry.invoke_chunk(&payload, blocks))
+                        // A payload in the bulk area is decoded in place.
+                        let payload = in_place.as_ref().map_or(&payload[..], InPlace::bytes);
+                        handle::with_incoming(fds, || entry.invoke_chunk(payload, blocks))
                     })
                 }) {
                     Ok(Ok(results)) => (TaskOutcome::Ok, results),
@@ -260,8 +264,9 @@ fn serve(config: WorkerConfig) {
             }
         };
         // The buffers of this task and its reply serve the next ones: no fresh pages to fault
-        // in for every chunk.
+        // in for every chunk. Its bulk slot is the parent's again.
         spare::give(payload);
+        drop(in_place);
         let reply = Reply::Done {
             job: header.job,
             chunk: header.chunk,
@@ -280,6 +285,28 @@ fn serve(config: WorkerConfig) {
     }
 }
 
+/// Makes the allocator of this worker keep the memory a task frees for the next ones (glibc
+/// only): large blocks come from the heap instead of fresh mappings, and up to twice a bulk
+/// slot (`bulk::SLOT_BYTES`) of free memory at its top stays. A large argument (a
+/// vector of 64 MiB handed to `apply` again and again) then lands in pages already faulted in,
+/// instead of fresh ones the kernel must fault in and zero each time, which costs more than
+/// copying the bytes. Not under a memory limit, which measures the worker's resident size.
+fn keep_freed_memory(config: &WorkerConfig) {
+    if config.max_memory.is_some() {
+        return;
+    }
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        let keep = i32::try_from(2 * super::bulk::SLOT_BYTES).unwrap_or(i32::MAX);
+        // SAFETY: mallopt only changes glibc's allocation policy for this process; it is
+        // called before this worker allocates for its tasks.
+        unsafe {
+            libc::mallopt(libc::M_MMAP_MAX, 0);
+            libc::mallopt(libc::M_TRIM_THRESHOLD, keep);
+        }
+    }
+}
+
 /// The next task, from the ring or the socket, whichever has it (the parent sends one at a
 /// time); `None` when the parent closed the socket, or the ring or the socket is corrupt.
 /// Spins a few microseconds, then sleeps on the socket and the doorbell together.
@@ -287,12 +314,12 @@ fn next_task(
     control: &UnixStream,
     inbox: &mut wire::Reader,
     rings: &Rings,
-) -> Option<(TaskHeader, Encoded)> {
+) -> Option<(TaskHeader, Encoded, Option<InPlace>)> {
     let readable = || {
         sys::poll_one(control.as_fd(), sys::READABLE, Some(Instant::now())).map_or(true, |n| n != 0)
     };
     loop {
-        match rings.take_task::<TaskHeader>() {
+        match rings.take_task_in_place::<TaskHeader>(control.as_fd()) {
             Ok(Some(task)) => return Some(task),
             Ok(None) => {}
             Err(_) => return None,
@@ -325,7 +352,7 @@ fn next_task(
         }
         if socket || readable() {
             return match inbox.recv::<TaskHeader>(control, None) {
-                Ok(Some(message)) => Some(message),
+                Ok(Some((header, body))) => Some((header, body, None)),
                 Ok(None) | Err(_) => None,
             };
         }
