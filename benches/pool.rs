@@ -29,8 +29,9 @@
 //! * Memory: peak RSS (VmHWM) of the parent while iterating
 //!   `pool.imap(square, 0..10_000_000).chunksize(1000)`, in a re-executed copy of this binary.
 //! * Exec (its own table, after the main one): the `Executor` beside CPython's
-//!   `ProcessPoolExecutor`: `submit(square, n).result()` round trips on 1 worker (beside the
-//!   pool's own `apply`, in alternating blocks of 100), and 10,000 `submit`s then `as_completed` on 2 workers.
+//!   `ProcessPoolExecutor`: `submit(square, n).result()` round trips on 1 worker (beside
+//!   `apply` on the executor's own pool and worker, in alternating blocks of 100), and 10,000
+//!   `submit`s then `as_completed` on 2 workers.
 
 mod common;
 
@@ -195,7 +196,7 @@ fn main() {
 
     let exec = only.run("exec", || {
         eprintln!("Exec: executor round trips and {EXEC_SUBMITS} submits, with CPython's ...");
-        bench_exec(&pool1, &iters)
+        bench_exec(&iters)
     });
 
     for pool in [pool1, pool2] {
@@ -831,21 +832,21 @@ const EXEC_SUBMITS: u64 = 10_000;
 struct Exec {
     /// `submit(square, n).result()` on an executor of 1 worker.
     round_trip: Samples,
-    /// `pool.apply(square, n)` on a pool of 1, in blocks that alternate with the above.
+    /// `ex.pool().apply(square, n)`: the same executor's pool and worker, in blocks that alternate with the above.
     apply: Samples,
     /// `EXEC_SUBMITS` submits, then `as_completed` over them, on 2 workers.
     submits: Samples,
     cpython: Values,
 }
 
-fn bench_exec(pool1: &Pool, iters: &Iters) -> Exec {
+fn bench_exec(iters: &Iters) -> Exec {
     use multiproc::executor::as_completed;
     use multiproc::Executor;
 
     let one = Executor::new(1).expect("an executor of 1 worker");
     for n in 0..W3_WARMUP as u64 {
         assert_eq!(one.submit(square, n).result().expect("result"), n * n);
-        assert_eq!(pool1.apply(square, n).expect("pool.apply"), n * n);
+        assert_eq!(one.pool().apply(square, n).expect("pool.apply"), n * n);
     }
     let calls = iters.w3;
     let (mut rt, mut apply) = (Vec::with_capacity(calls), Vec::with_capacity(calls));
@@ -858,7 +859,7 @@ fn bench_exec(pool1: &Pool, iters: &Iters) -> Exec {
             rt.push(d);
         }
         for n in trips {
-            let (d, v) = time(|| pool1.apply(square, n));
+            let (d, v) = time(|| one.pool().apply(square, n));
             assert_eq!(v.expect("pool.apply"), n * n);
             apply.push(d);
         }
