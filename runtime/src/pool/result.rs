@@ -11,7 +11,7 @@ use std::fmt;
 use std::future::Future;
 use std::panic::{self, AssertUnwindSafe};
 use std::pin::Pin;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
@@ -67,6 +67,8 @@ struct SlotState<T> {
 pub(crate) struct Slot<T> {
     state: Mutex<SlotState<T>>,
     cond: Condvar,
+    /// `state.ready`, readable without the lock (a waiter spins on it before it sleeps).
+    settled: AtomicBool,
     /// The job that fills it, once registered in the job table (what `cancel` cancels).
     job: OnceLock<u64>,
 }
@@ -87,6 +89,7 @@ impl<T> Slot<T> {
                 sleepers: 0,
             }),
             cond: Condvar::new(),
+            settled: AtomicBool::new(false),
             job: OnceLock::new(),
         })
     }
@@ -163,8 +166,15 @@ impl<T> Slot<T> {
         run_done(outcome, vec![callback]);
     }
 
+    /// Looks for the result awake for a moment (see `channel::ring::spin`): a short task's
+    /// comes within it, and the completing thread then has no sleeper to wake.
+    fn spin_until_settled(&self) {
+        crate::channel::ring::spin(|| self.settled.load(Ordering::Acquire));
+    }
+
     /// Waits until the result is ready, at most until `deadline`; whether it is.
     pub(crate) fn wait_until(&self, deadline: Option<Instant>) -> bool {
+        self.spin_until_settled();
         let mut state = self.lock();
         while !state.ready {
             let left = match deadline {
@@ -270,6 +280,7 @@ impl<T> Slot<T> {
             let mut state = self.lock();
             state.value = Some(result);
             state.ready = true;
+            self.settled.store(true, Ordering::Release);
             if state.sleepers > 0 {
                 self.cond.notify_all();
             }
@@ -300,6 +311,8 @@ fn run_done<T>(outcome: std::result::Result<&T, &Error>, callbacks: Vec<OnDone<T
 #[derive(Default)]
 pub(crate) struct Watch {
     ready: Mutex<Vec<usize>>,
+    /// Whether `ready` holds indices, readable without the lock (a waiter spins on it).
+    any: AtomicBool,
     cond: Condvar,
     /// Threads blocked on `cond` (changed under `ready`'s lock): a ready slot notifies only
     /// when one sleeps, and only the first of a run (the sleeper waits for a first index).
@@ -315,6 +328,7 @@ impl Watch {
         let mut ready = self.ready.lock().unwrap_or_else(PoisonError::into_inner);
         let first = ready.is_empty();
         ready.push(index);
+        self.any.store(true, Ordering::Release);
         if first && self.sleepers.load(Ordering::Relaxed) > 0 {
             self.cond.notify_all();
         }
@@ -323,6 +337,9 @@ impl Watch {
     /// The indices that became ready since the last call, in the order they did; waits for at
     /// least one until `deadline` (empty if none came by then).
     pub(crate) fn next_ready(&self, deadline: Option<Instant>) -> Vec<usize> {
+        // Results of short tasks come microseconds apart: looked for awake first, which spares
+        // the completing thread a wake-up (a system call) and this one a sleep.
+        crate::channel::ring::spin(|| self.any.load(Ordering::Acquire));
         let mut ready = self.ready.lock().unwrap_or_else(PoisonError::into_inner);
         while ready.is_empty() {
             let left = match deadline {
@@ -340,6 +357,7 @@ impl Watch {
                 .0;
             self.sleepers.fetch_sub(1, Ordering::Relaxed);
         }
+        self.any.store(false, Ordering::Release);
         std::mem::take(&mut *ready)
     }
 }
@@ -538,6 +556,7 @@ impl<T> AsyncResult<T> {
             return;
         }
         self.run_here_if_queued();
+        self.slot.spin_until_settled();
         let mut state = self.slot.lock();
         while !state.ready {
             state.sleepers += 1;
