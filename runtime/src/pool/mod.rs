@@ -460,6 +460,24 @@ impl Pool {
         self.result(slot).of_one_task()
     }
 
+    /// Queues chunk `index` of the registered `job` of `entry`, just encoded.
+    fn queue_chunk(
+        &self,
+        job: u64,
+        entry: &'static str,
+        index: u32,
+        payload: Encoded,
+    ) -> Result<()> {
+        let task = Task {
+            job,
+            chunk: index,
+            entry,
+            payload,
+            queued: Instant::now(),
+        };
+        self.shared.push(job, [task])
+    }
+
     fn result<T>(&self, slot: Arc<Slot<T>>) -> AsyncResult<T> {
         AsyncResult::new(slot, Some(self.shared.clone()))
     }
@@ -615,16 +633,7 @@ impl Pool {
         // Chunks are queued as they are encoded, so the workers start on the first at once.
         // The job is registered: a closed pool still runs it to the end.
         let pushed = carrier::encode_args_chunks::<F>(items, chunksize, |index, payload| {
-            self.shared.push(
-                job,
-                [Task {
-                    job,
-                    chunk: index,
-                    entry: F::NAME,
-                    payload,
-                    queued: Instant::now(),
-                }],
-            )
+            self.queue_chunk(job, F::NAME, index, payload)
         });
         if let Err(err) = pushed {
             self.shared.forget(job);
@@ -663,16 +672,7 @@ impl Pool {
         }
         let mut forget = Forget(&self.shared, Some(job));
         let pushed = carrier::encode_args_iter::<F>(items, chunks, chunksize, |index, payload| {
-            self.shared.push(
-                job,
-                [Task {
-                    job,
-                    chunk: index,
-                    entry: F::NAME,
-                    payload,
-                    queued: Instant::now(),
-                }],
-            )
+            self.queue_chunk(job, F::NAME, index, payload)
         });
         forget.1 = None;
         if let Err(err) = pushed {

@@ -717,13 +717,19 @@ mod tests {
         assert!(!encode_record(&(), &big, &mut out).unwrap());
     }
 
-    #[test]
-    fn both_sides_see_the_messages_in_order() {
+    /// A parent's rings and the worker's view of them, as a worker opens them from its setup.
+    fn parent_and_worker() -> (Rings, Rings) {
         let parent = Rings::create().unwrap();
         let sent = crate::handle::encode(&parent.setup()).unwrap();
         let setup =
             crate::handle::with_incoming(sent.fds, || codec::decode::<Setup>(&sent.bytes)).unwrap();
         let worker = Rings::open(setup).unwrap();
+        (parent, worker)
+    }
+
+    #[test]
+    fn both_sides_see_the_messages_in_order() {
+        let (parent, worker) = parent_and_worker();
         let body = Encoded {
             bytes: vec![5; 1000],
             ..Encoded::default()
@@ -784,11 +790,7 @@ mod tests {
     /// for it (woken by its doorbell once filled), and gives up when the parent's socket ends.
     #[test]
     fn a_worker_waits_for_a_task_body_until_filled_or_the_parent_is_gone() {
-        let parent = Rings::create().unwrap();
-        let sent = crate::handle::encode(&parent.setup()).unwrap();
-        let setup =
-            crate::handle::with_incoming(sent.fds, || codec::decode::<Setup>(&sent.bytes)).unwrap();
-        let worker = Rings::open(setup).unwrap();
+        let (parent, worker) = parent_and_worker();
         let body = Encoded {
             bytes: vec![3; 200 << 10],
             ..Encoded::default()

@@ -119,13 +119,7 @@ fn read_body(stream: &UnixStream, len: u64, deadline: Option<Instant>) -> Result
             // `read_exact_until`).
             Some(_) => match sys::recv_now_into(stream.as_fd(), &mut body, room) {
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
-                    let ready = sys::poll_one(stream.as_fd(), sys::READABLE, deadline)
-                        .map_err(|err| Error::io("cannot wait for the other process", err))?;
-                    if ready == 0 {
-                        return Err(Error::timeout(
-                            "timed out waiting for a message from the other process",
-                        ));
-                    }
+                    wait_readable(stream, deadline)?;
                     continue;
                 }
                 read => read.map_err(|err| Error::io("cannot read from the other process", err))?,
@@ -139,6 +133,19 @@ fn read_body(stream: &UnixStream, len: u64, deadline: Option<Instant>) -> Result
         }
     }
     Ok(body)
+}
+
+/// Waits until `stream` has bytes to read (or its end), at most until `deadline`: nothing had
+/// arrived when it was read.
+fn wait_readable(stream: &UnixStream, deadline: Option<Instant>) -> Result<()> {
+    let ready = sys::poll_one(stream.as_fd(), sys::READABLE, deadline)
+        .map_err(|err| Error::io("cannot wait for the other process", err))?;
+    if ready == 0 {
+        return Err(Error::timeout(
+            "timed out waiting for a message from the other process",
+        ));
+    }
+    Ok(())
 }
 
 /// Fills `buf`; returns `false` on a clean end of file before the first byte when `eof_ok`.
@@ -157,13 +164,7 @@ fn read_exact_until(
             // and a poll before each read doubled the system calls of reading it.
             Some(_) => match sys::recv_now(stream.as_fd(), &mut buf[filled..]) {
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
-                    let ready = sys::poll_one(stream.as_fd(), sys::READABLE, deadline)
-                        .map_err(|err| Error::io("cannot wait for the other process", err))?;
-                    if ready == 0 {
-                        return Err(Error::timeout(
-                            "timed out waiting for a message from the other process",
-                        ));
-                    }
+                    wait_readable(stream, deadline)?;
                     continue;
                 }
                 read => read,
