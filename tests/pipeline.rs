@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use common::{read_when_ready, scratch, write_line, Outcome, LONG};
-use multiproc::{process, ErrorKind, Pool, StartMethod};
+use multiproc::{process, AsyncResult, ErrorKind, Pool, StartMethod};
 
 /// Writes its pid to `dir/started-n`, sleeps `millis`, then writes `dir/ran-n`; returns `n`.
 #[process]
@@ -38,17 +38,29 @@ fn started(dir: &std::path::Path, n: u64) -> Result<i32, libtest_mimic::Failed> 
     Ok(read_when_ready(&dir.join(format!("started-{n}")), LONG)?.parse()?)
 }
 
+/// On `pool`'s one worker: a task that naps `millis` (marked in `dir` as it starts) and three
+/// tasks behind it; once it runs, and the driver had time to put the next in the worker's
+/// ring, its result, theirs, and the worker's pid.
+#[allow(clippy::type_complexity)]
+fn running_with_three_behind(
+    pool: &Pool,
+    dir: &std::path::Path,
+    millis: u64,
+) -> Result<(AsyncResult<u64>, Vec<AsyncResult<u32>>, i32), libtest_mimic::Failed> {
+    let d = dir.to_string_lossy().to_string();
+    let running = pool.apply_async(marked_nap, (d, 0, millis));
+    let queued = (1..4).map(|n| pool.apply_async(pid_of, n)).collect();
+    let pid = started(dir, 0)?;
+    std::thread::sleep(Duration::from_millis(100));
+    Ok((running, queued, pid))
+}
+
 /// A worker killed while it runs one task with two more behind it (the second in its ring):
 /// only the running task fails; the others complete, on its replacement.
 fn killed_with_tasks_queued(m: StartMethod) -> Outcome {
     let pool = one_worker(m, None)?;
     let dir = scratch("pipe-killed");
-    let d = dir.to_string_lossy().to_string();
-    let running = pool.apply_async(marked_nap, (d.clone(), 0, 60_000));
-    let queued: Vec<_> = (1..4).map(|n| pool.apply_async(pid_of, n)).collect();
-    let pid = started(&dir, 0)?;
-    // Time for the driver to put the next task in the worker's ring.
-    std::thread::sleep(Duration::from_millis(100));
+    let (running, queued, pid) = running_with_three_behind(&pool, &dir, 60_000)?;
     // SAFETY: a signal to the pool's worker, which runs the sleeping task.
     unsafe { libc::kill(pid, libc::SIGKILL) };
     check_eq!(
@@ -75,11 +87,8 @@ fn killed_with_tasks_queued(m: StartMethod) -> Outcome {
 fn stopped_with_tasks_queued(m: StartMethod) -> Outcome {
     let pool = one_worker(m, Some(Duration::from_millis(1500)))?;
     let dir = scratch("pipe-stopped");
+    let (running, queued, pid) = running_with_three_behind(&pool, &dir, 500)?;
     let d = dir.to_string_lossy().to_string();
-    let running = pool.apply_async(marked_nap, (d.clone(), 0, 500));
-    let queued: Vec<_> = (1..4).map(|n| pool.apply_async(pid_of, n)).collect();
-    let pid = started(&dir, 0)?;
-    std::thread::sleep(Duration::from_millis(100));
     // SAFETY: a signal to the pool's worker, which runs the sleeping task.
     unsafe { libc::kill(pid, libc::SIGSTOP) };
     let err = running.get_timeout(LONG).unwrap_err();

@@ -187,7 +187,7 @@ fn written<T: ?Sized>(err: write::Wrong) -> Error {
     let why = match err {
         write::Wrong::LengthUnknown => Why::LengthUnknown,
         write::Wrong::Skipped => Why::SkippedField,
-        write::Wrong::Custom(_) => Why::Other,
+        _ => Why::Other,
     };
     failed::<T>("encode", Failure::new(why, err))
 }

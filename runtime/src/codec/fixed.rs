@@ -17,7 +17,7 @@ use serde::de::{
     Visitor,
 };
 
-/// Why a value did not decode.
+/// Why a value did not decode (`fixed`) or encode (`write`).
 #[derive(Debug)]
 pub(crate) enum Wrong {
     /// The input ended where `need` more bytes belong.
@@ -32,7 +32,11 @@ pub(crate) enum Wrong {
     Length(u64),
     /// The type asked what comes next (`deserialize_any` and friends).
     NotSelfDescribing(&'static str),
-    /// A `Deserialize` impl's own error.
+    /// Encoding (`write`): a sequence or map without a length up front.
+    LengthUnknown,
+    /// Encoding (`write`): a struct field left out (`skip_serializing_if`).
+    Skipped,
+    /// A `Serialize` or `Deserialize` impl's own error.
     Custom(String),
 }
 
@@ -48,6 +52,8 @@ impl fmt::Display for Wrong {
             Wrong::Utf8 => f.write_str("the bytes of a string or char are not UTF-8"),
             Wrong::Length(n) => write!(f, "a length of {n} is beyond the address space"),
             Wrong::NotSelfDescribing(what) => write!(f, "`{what}` is not supported"),
+            Wrong::LengthUnknown => f.write_str("a sequence or map of unknown length"),
+            Wrong::Skipped => f.write_str("a struct field was skipped"),
             Wrong::Custom(message) => f.write_str(message),
         }
     }
@@ -56,6 +62,12 @@ impl fmt::Display for Wrong {
 impl std::error::Error for Wrong {}
 
 impl de::Error for Wrong {
+    fn custom<T: fmt::Display>(msg: T) -> Wrong {
+        Wrong::Custom(msg.to_string())
+    }
+}
+
+impl serde::ser::Error for Wrong {
     fn custom<T: fmt::Display>(msg: T) -> Wrong {
         Wrong::Custom(msg.to_string())
     }

@@ -10,38 +10,9 @@
 //! known up front (bincode writes every length first). So a chunk can also be encoded one
 //! value at a time ([`Compact`](super::Compact)'s `seq_push`), without a list of its own.
 
-use std::fmt;
-
 use serde::ser::{self, Serialize};
 
-/// Why a value did not encode.
-#[derive(Debug)]
-pub(crate) enum Wrong {
-    /// A sequence or map without a length up front.
-    LengthUnknown,
-    /// A struct field left out (`skip_serializing_if`).
-    Skipped,
-    /// A `Serialize` impl's own error.
-    Custom(String),
-}
-
-impl fmt::Display for Wrong {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Wrong::LengthUnknown => f.write_str("a sequence or map of unknown length"),
-            Wrong::Skipped => f.write_str("a struct field was skipped"),
-            Wrong::Custom(message) => f.write_str(message),
-        }
-    }
-}
-
-impl std::error::Error for Wrong {}
-
-impl ser::Error for Wrong {
-    fn custom<T: fmt::Display>(msg: T) -> Wrong {
-        Wrong::Custom(msg.to_string())
-    }
-}
+pub(crate) use super::fixed::Wrong;
 
 type Result<T> = std::result::Result<T, Wrong>;
 
