@@ -605,6 +605,12 @@ fn reversed(mut v: Vec<u8>) -> Vec<u8> {
 }
 
 #[process]
+fn reversed_floats(mut v: Vec<f64>) -> Vec<f64> {
+    v.reverse();
+    v
+}
+
+#[process]
 fn tagged(tag: u32, v: std::vec::Vec<u8>, name: String) -> (u32, usize, String, u64) {
     (tag, v.len(), name, v.iter().map(|&b| u64::from(b)).sum())
 }
@@ -2546,6 +2552,23 @@ fn bulk_messages_arrive_intact(m: StartMethod) -> Outcome {
     Ok(())
 }
 
+/// Large vectors of numbers wider than a byte travel as blocks that keep their alignment, and
+/// a worker copies a large task out while the parent is still copying it in: each arrives
+/// whole, both ways, whatever its length (a stripe's edge cut anywhere).
+fn bulk_vectors_of_floats_arrive_intact(m: StartMethod) -> Outcome {
+    let pool = pool(m, 1)?;
+    for len in [(64 << 10) / 8, (5 << 20) / 8 + 3, (9 << 20) / 8 - 1] {
+        let v: Vec<f64> = (0..len).map(|i| i as f64 * 0.25 - 7.0).collect();
+        let back: Vec<f64> = v.iter().rev().copied().collect();
+        check_eq!(pool.apply(reversed_floats, v.clone())?, back);
+        check_eq!(
+            pool.apply_async(reversed_floats, v).get_timeout(LONG)?,
+            back
+        );
+    }
+    Ok(())
+}
+
 /// In a pool worker: whether the task `next` (by its marker) arrives in a task slot of this
 /// worker while this one runs, which holds `mine` (bounded wait; `next` empty: nothing to wait
 /// for).
@@ -2911,6 +2934,7 @@ fn main() {
         ring_lock_held_by_a_task,
         idle_pool_sleeps,
         bulk_messages_arrive_intact,
+        bulk_vectors_of_floats_arrive_intact,
         bulk_tasks_pipelined,
         bulk_reply_killed_midway,
         forged_bulk_descriptor,

@@ -39,6 +39,7 @@ use std::marker::PhantomData;
 use serde::de::{DeserializeOwned, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use crate::block::Block;
 use crate::codec::{self, Compact, Format};
 use crate::error::{Error, ErrorKind, Result};
 use crate::handle::{self, Encoded};
@@ -61,7 +62,7 @@ pub(crate) const BLOCK_MIN: usize = 16 << 10;
 #[derive(Debug)]
 pub struct Stash {
     /// `None`: everything inline.
-    blocks: Option<Vec<Vec<u8>>>,
+    blocks: Option<Vec<Block>>,
 }
 
 impl Stash {
@@ -76,7 +77,7 @@ impl Stash {
 #[doc(hidden)]
 #[derive(Debug)]
 pub struct Taken {
-    blocks: Vec<Option<Vec<u8>>>,
+    blocks: Vec<Option<Block>>,
 }
 
 /// How the values of one type are encoded; chosen by `#[process]`. Not public API.
@@ -101,13 +102,13 @@ pub trait Carrier<T> {
         T: Serialize;
 
     /// Decodes what [`encode`](Self::encode) made, taking byte vectors from `blocks`.
-    fn decode(bytes: &[u8], blocks: Vec<Vec<u8>>) -> Result<Vec<T>>
+    fn decode(bytes: &[u8], blocks: Vec<Block>) -> Result<Vec<T>>
     where
         T: DeserializeOwned;
 
     /// Decodes like [`decode`](Self::decode), onto the end of `out`; on error `out` is left
     /// as it was.
-    fn decode_into(bytes: &[u8], blocks: Vec<Vec<u8>>, out: &mut Vec<T>) -> Result<()>
+    fn decode_into(bytes: &[u8], blocks: Vec<Block>, out: &mut Vec<T>) -> Result<()>
     where
         T: DeserializeOwned,
     {
@@ -123,7 +124,7 @@ pub trait Carrier<T> {
     /// Decodes what [`encode`](Self::encode) made, handing each value to `each` in order;
     /// `each` is called only once the whole payload is known to decode (none is called when a
     /// value does not).
-    fn decode_each(bytes: &[u8], blocks: Vec<Vec<u8>>, each: impl FnMut(T)) -> Result<()>
+    fn decode_each(bytes: &[u8], blocks: Vec<Block>, each: impl FnMut(T)) -> Result<()>
     where
         T: DeserializeOwned,
     {
@@ -218,7 +219,7 @@ impl<T, F: Format> Carrier<T> for Plain<F> {
         F::encode(values)
     }
 
-    fn decode(bytes: &[u8], _blocks: Vec<Vec<u8>>) -> Result<Vec<T>>
+    fn decode(bytes: &[u8], _blocks: Vec<Block>) -> Result<Vec<T>>
     where
         T: DeserializeOwned,
     {
@@ -227,7 +228,7 @@ impl<T, F: Format> Carrier<T> for Plain<F> {
         Ok(out)
     }
 
-    fn decode_into(bytes: &[u8], _blocks: Vec<Vec<u8>>, out: &mut Vec<T>) -> Result<()>
+    fn decode_into(bytes: &[u8], _blocks: Vec<Block>, out: &mut Vec<T>) -> Result<()>
     where
         T: DeserializeOwned,
     {
@@ -308,17 +309,17 @@ impl<T: Number> Carrier<T> for Raw {
         Ok(buffer)
     }
 
-    fn decode(bytes: &[u8], blocks: Vec<Vec<u8>>) -> Result<Vec<T>> {
+    fn decode(bytes: &[u8], blocks: Vec<Block>) -> Result<Vec<T>> {
         let mut out = Vec::new();
         Self::decode_into(bytes, blocks, &mut out)?;
         Ok(out)
     }
 
-    fn decode_into(bytes: &[u8], blocks: Vec<Vec<u8>>, out: &mut Vec<T>) -> Result<()> {
+    fn decode_into(bytes: &[u8], blocks: Vec<Block>, out: &mut Vec<T>) -> Result<()> {
         pod::decode_items_into(bytes, blocks, out)
     }
 
-    fn decode_each(bytes: &[u8], blocks: Vec<Vec<u8>>, each: impl FnMut(T)) -> Result<()> {
+    fn decode_each(bytes: &[u8], blocks: Vec<Block>, each: impl FnMut(T)) -> Result<()> {
         pod::decode_items_each(bytes, blocks, each)
     }
 
@@ -362,7 +363,7 @@ macro_rules! raw_tuples {
                 Ok(buffer)
             }
 
-            fn decode(bytes: &[u8], blocks: Vec<Vec<u8>>) -> Result<Vec<($($t,)+)>> {
+            fn decode(bytes: &[u8], blocks: Vec<Block>) -> Result<Vec<($($t,)+)>> {
                 let mut out = Vec::new();
                 Self::decode_into(bytes, blocks, &mut out)?;
                 Ok(out)
@@ -370,7 +371,7 @@ macro_rules! raw_tuples {
 
             fn decode_into(
                 bytes: &[u8],
-                blocks: Vec<Vec<u8>>,
+                blocks: Vec<Block>,
                 out: &mut Vec<($($t,)+)>,
             ) -> Result<()> {
                 let size = 0 $(+ std::mem::size_of::<$t>())+;
@@ -387,7 +388,7 @@ macro_rules! raw_tuples {
 
             fn decode_each(
                 bytes: &[u8],
-                blocks: Vec<Vec<u8>>,
+                blocks: Vec<Block>,
                 each: impl FnMut(($($t,)+)),
             ) -> Result<()> {
                 let size = 0 $(+ std::mem::size_of::<$t>())+;
@@ -431,7 +432,7 @@ pub(crate) fn reserve_raw<T>(
     out: &mut Vec<T>,
     len: usize,
     size: usize,
-    blocks: &[Vec<u8>],
+    blocks: &[Block],
 ) -> Result<()> {
     let count = check_raw::<T>(len, size, blocks)?;
     out.try_reserve(count).map_err(|_| {
@@ -447,7 +448,7 @@ pub(crate) fn reserve_raw<T>(
 
 /// The count of values of `size` bytes that a run of `len` bytes holds: an error when the run
 /// comes with blocks or is cut short.
-pub(crate) fn check_raw<T>(len: usize, size: usize, blocks: &[Vec<u8>]) -> Result<usize> {
+pub(crate) fn check_raw<T>(len: usize, size: usize, blocks: &[Block]) -> Result<usize> {
     let name = std::any::type_name::<T>();
     if !blocks.is_empty() {
         return Err(Error::new(
@@ -489,7 +490,7 @@ impl<T, P: Part<T>, F: Format> Carrier<T> for Packed<P, F> {
         ))
     }
 
-    fn decode(bytes: &[u8], blocks: Vec<Vec<u8>>) -> Result<Vec<T>> {
+    fn decode(bytes: &[u8], blocks: Vec<Block>) -> Result<Vec<T>> {
         let packed: Vec<P> = F::decode(bytes)?;
         let mut taken = Taken {
             blocks: blocks.into_iter().map(Some).collect(),
@@ -534,7 +535,7 @@ impl Part<Vec<u8>> for Bytes {
     fn pack(value: Vec<u8>, stash: &mut Stash) -> Self {
         match &mut stash.blocks {
             Some(blocks) if value.len() >= BLOCK_MIN && blocks.len() < u32::MAX as usize => {
-                blocks.push(value);
+                blocks.push(Block::from(value));
                 Bytes::Block((blocks.len() - 1) as u32)
             }
             _ => Bytes::Inline(value),
@@ -548,6 +549,7 @@ impl Part<Vec<u8>> for Bytes {
                 .blocks
                 .get_mut(index as usize)
                 .and_then(Option::take)
+                .and_then(Block::into_vec_or_copy::<u8>)
                 .ok_or_else(|| {
                     Error::new(
                         ErrorKind::Codec,
@@ -871,7 +873,7 @@ fn room<T, C: Carrier<T>>(count: usize) -> usize {
 /// `call` runs only once the whole payload is known to decode.
 pub(crate) fn run_chunk<W: Worker>(
     payload: &[u8],
-    blocks: Vec<Vec<u8>>,
+    blocks: Vec<Block>,
     mut call: impl FnMut(W::Args) -> W::Output,
 ) -> Result<Encoded> {
     if !(W::ArgsCarrier::reads_each() && W::OutputCarrier::streams()) {
@@ -911,7 +913,7 @@ pub(crate) fn run_chunk<W: Worker>(
 /// Decodes a chunk of a worker's arguments in a pool worker.
 pub(crate) fn decode_args_chunk<W: Worker>(
     bytes: &[u8],
-    blocks: Vec<Vec<u8>>,
+    blocks: Vec<Block>,
 ) -> Result<Vec<W::Args>> {
     W::ArgsCarrier::decode(bytes, blocks).map_err(explained::<W>(false, Side::Args))
 }
@@ -1089,7 +1091,7 @@ mod tests {
         let err = Raw::decode_into(&[0u8; 10], Vec::new(), &mut out).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Codec);
         assert!(err.to_string().contains("not a multiple of 9"), "{err}");
-        let err = Raw::decode_into(&[0u8; 9], vec![vec![1u8]], &mut out).unwrap_err();
+        let err = Raw::decode_into(&[0u8; 9], vec![Block::from(vec![1u8])], &mut out).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Codec);
         assert!(out.is_empty());
 
@@ -1158,7 +1160,7 @@ mod tests {
             assert!(err.to_string().contains("not a multiple of 8"), "{err}");
         }
         // Blocks where none belong.
-        let err = Raw::decode_into(&[0u8; 8], vec![vec![1u8]], &mut out).unwrap_err();
+        let err = Raw::decode_into(&[0u8; 8], vec![Block::from(vec![1u8])], &mut out).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Codec);
         assert_eq!(out, [1, 2], "a failed decoding leaves the list as it was");
         let err = decode_chunk::<f32, Raw>(Encoded {
@@ -1342,7 +1344,7 @@ mod tests {
             assert_eq!(calls, 0, "a call before the chunk was known whole");
         }
         // Blocks where none belong.
-        let err = run_chunk::<Squares>(&numbers, vec![vec![1]], record).unwrap_err();
+        let err = run_chunk::<Squares>(&numbers, vec![Block::from(vec![1])], record).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Codec);
     }
 

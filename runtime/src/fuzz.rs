@@ -15,6 +15,7 @@ use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
 use std::time::Instant;
 
+use crate::block::Block;
 use crate::bootstrap::{ChildMessage, Credential, Launch, Role};
 use crate::carrier::Carrier;
 use crate::channel::record::{self, Endpoint, Incoming};
@@ -207,7 +208,10 @@ fn carrier_pod(input: &[u8]) {
     let (blocks, payload) = match input.split_first() {
         Some((count, rest)) => {
             let (lens, payload) = rest.split_at(usize::from(count % 4).min(rest.len()));
-            let blocks: Vec<Vec<u8>> = lens.iter().map(|&l| vec![7; usize::from(l) * 3]).collect();
+            let blocks: Vec<Block> = lens
+                .iter()
+                .map(|&l| Block::from(vec![7; usize::from(l) * 3]))
+                .collect();
             (blocks, payload)
         }
         None => (Vec::new(), input),
@@ -340,7 +344,7 @@ fn body(bytes: Vec<u8>, blocks: Vec<Vec<u8>>) -> Encoded {
     Encoded {
         bytes,
         fds: Vec::new(),
-        blocks,
+        blocks: blocks.into_iter().map(Block::from).collect(),
     }
 }
 

@@ -14,6 +14,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use crate::block::Block;
 use crate::codec;
 use crate::error::Result;
 
@@ -28,7 +29,7 @@ thread_local! {
 pub(crate) struct Encoded {
     pub bytes: Vec<u8>,
     pub fds: Vec<OwnedFd>,
-    pub blocks: Vec<Vec<u8>>,
+    pub blocks: Vec<Block>,
 }
 
 impl Encoded {

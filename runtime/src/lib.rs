@@ -14,6 +14,7 @@ compile_error!(
      semantics for the fork start method and the fork server; this target is not Linux"
 );
 
+mod block;
 mod bootstrap;
 mod carrier;
 mod channel;

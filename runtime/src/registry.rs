@@ -18,6 +18,7 @@ use std::sync::OnceLock;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use crate::block::Block;
 use crate::carrier::{self, Carrier};
 use crate::codec;
 use crate::error::{Error, ErrorKind, Result};
@@ -121,7 +122,7 @@ impl std::fmt::Debug for Entry {
 type Runner = fn(&[u8]) -> Result<Encoded>;
 
 /// A [`Runner`] of pool chunks, whose input and output can carry byte blocks.
-type ChunkRunner = fn(&[u8], Vec<Vec<u8>>) -> Result<Encoded>;
+type ChunkRunner = fn(&[u8], Vec<Block>) -> Result<Encoded>;
 
 inventory::collect!(Entry);
 
@@ -166,7 +167,7 @@ impl Entry {
 
     /// Runs a pool chunk: `payload` encodes a `Vec` of arguments (whose byte vectors may be
     /// `blocks`), the result a `Vec` of outputs.
-    pub(crate) fn invoke_chunk(&self, payload: &[u8], blocks: Vec<Vec<u8>>) -> Result<Encoded> {
+    pub(crate) fn invoke_chunk(&self, payload: &[u8], blocks: Vec<Block>) -> Result<Encoded> {
         match self.chunk {
             Some(chunk) => chunk(payload, blocks),
             None => Err(Error::new(
@@ -182,7 +183,7 @@ impl Entry {
 
 /// Pool tasks: decodes a chunk (a sequence of arguments), calls the function on each, encodes
 /// the sequence of results.
-fn run_chunk<T: Target>(payload: &[u8], blocks: Vec<Vec<u8>>) -> Result<Encoded> {
+fn run_chunk<T: Target>(payload: &[u8], blocks: Vec<Block>) -> Result<Encoded> {
     carrier::run_chunk::<T>(payload, blocks, T::call)
 }
 

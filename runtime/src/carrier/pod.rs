@@ -10,8 +10,9 @@
 //!
 //! 1. [`PodVecWay`]: `Vec<E>` where `E: Pod` (numbers, arrays of them, `#[derive(Pod)]`
 //!    structs): each vector travels as its length and its bytes, one copy each way, and as a
-//!    block of the pool message, moved without a copy, when its elements have an alignment of
-//!    1 (`Vec<u8>`, `Vec<[u8; 3]>`) and it is at least [`BLOCK_MIN`](super::BLOCK_MIN) bytes.
+//!    block of the pool message, moved without a copy, when it is at least
+//!    [`BLOCK_MIN`](super::BLOCK_MIN) bytes (whatever its elements' alignment: a block keeps
+//!    it, see [`Block`]).
 //! 2. [`PodItemWay`]: `T: Pod` itself (a number, an array, a `Pod` struct: `map` over such
 //!    items): a chunk of them is their bytes in memory, one copy each way.
 //! 3. [`SerdeWay`]: anything else; the worker's values travel through the carrier chosen from
@@ -28,13 +29,14 @@
 //! machine (the bootstrap checks it), so the bytes are in native order.
 
 use std::marker::PhantomData;
-use std::mem::{align_of, size_of};
+use std::mem::size_of;
 
 use bytemuck::Pod;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::{check_raw, one, reserve_raw, Carrier, Stash, BLOCK_MIN};
+use crate::block::Block;
 use crate::error::{Error, ErrorKind, Result};
 use crate::{spare, sys, wire};
 
@@ -93,7 +95,7 @@ struct Slot<T> {
 
 /// Puts the vector whose head begins a run of bytes in its place, taking its block from a
 /// message's; returns the bytes it took.
-type PutVec<T> = fn(&mut T, &[u8], &mut [Option<Vec<u8>>]) -> Result<usize>;
+type PutVec<T> = fn(&mut T, &[u8], &mut [Option<Block>]) -> Result<usize>;
 
 impl<T> Clone for Slot<T> {
     fn clone(&self) -> Self {
@@ -120,7 +122,7 @@ impl<T> Clone for Item<T> {
 impl<T> Copy for Item<T> {}
 
 /// Decodes a payload and its blocks onto the end of a list.
-type DecodeInto<T> = fn(&[u8], Vec<Vec<u8>>, &mut Vec<T>) -> Result<()>;
+type DecodeInto<T> = fn(&[u8], Vec<Block>, &mut Vec<T>) -> Result<()>;
 
 impl<T> Clone for PodWay<T> {
     fn clone(&self) -> Self {
@@ -256,7 +258,7 @@ impl<T, W: Choice<S, T>, S, C: Carrier<T>> Carrier<T> for Chosen<W, S, C> {
         }
     }
 
-    fn decode(bytes: &[u8], blocks: Vec<Vec<u8>>) -> Result<Vec<T>>
+    fn decode(bytes: &[u8], blocks: Vec<Block>) -> Result<Vec<T>>
     where
         T: DeserializeOwned,
     {
@@ -270,7 +272,7 @@ impl<T, W: Choice<S, T>, S, C: Carrier<T>> Carrier<T> for Chosen<W, S, C> {
         }
     }
 
-    fn decode_into(bytes: &[u8], blocks: Vec<Vec<u8>>, out: &mut Vec<T>) -> Result<()>
+    fn decode_into(bytes: &[u8], blocks: Vec<Block>, out: &mut Vec<T>) -> Result<()>
     where
         T: DeserializeOwned,
     {
@@ -280,7 +282,7 @@ impl<T, W: Choice<S, T>, S, C: Carrier<T>> Carrier<T> for Chosen<W, S, C> {
         }
     }
 
-    fn decode_each(bytes: &[u8], blocks: Vec<Vec<u8>>, each: impl FnMut(T)) -> Result<()>
+    fn decode_each(bytes: &[u8], blocks: Vec<Block>, each: impl FnMut(T)) -> Result<()>
     where
         T: DeserializeOwned,
     {
@@ -441,14 +443,14 @@ macro_rules! split_tuples {
                 ))
             }
 
-            fn decode(bytes: &[u8], blocks: Vec<Vec<u8>>) -> Result<Vec<($($t,)+)>>
+            fn decode(bytes: &[u8], blocks: Vec<Block>) -> Result<Vec<($($t,)+)>>
             where
                 ($($t,)+): serde::de::DeserializeOwned,
             {
                 let (serde, runs) = split_parts(bytes)?;
                 let mut values: Vec<($($t,)+)> = F::decode(serde)?;
                 let count = blocks.len();
-                let mut blocks: Vec<Option<Vec<u8>>> = blocks.into_iter().map(Some).collect();
+                let mut blocks: Vec<Option<Block>> = blocks.into_iter().map(Some).collect();
                 let mut at = 0;
                 for value in &mut values {
                     $(if let Some(slot) = slot::<W, $i, $t>() {
@@ -541,7 +543,7 @@ pub(crate) fn encode_items<T: Pod>(values: &[T]) -> Result<Vec<u8>> {
 /// Decodes what [`encode_items`] made onto the end of `out` (left as it was on error).
 pub(crate) fn decode_items_into<T: Pod>(
     bytes: &[u8],
-    blocks: Vec<Vec<u8>>,
+    blocks: Vec<Block>,
     out: &mut Vec<T>,
 ) -> Result<()> {
     reserve_raw(out, bytes.len(), size_of::<T>(), &blocks)?;
@@ -563,7 +565,7 @@ pub(crate) fn decode_items_into<T: Pod>(
 /// to be whole values.
 pub(crate) fn decode_items_each<T: Pod>(
     bytes: &[u8],
-    blocks: Vec<Vec<u8>>,
+    blocks: Vec<Block>,
     each: impl FnMut(T),
 ) -> Result<()> {
     check_raw::<T>(bytes.len(), size_of::<T>(), &blocks)?;
@@ -591,11 +593,10 @@ fn padding(len: usize) -> usize {
 /// The head's second word when the bytes follow it.
 const INLINE: u64 = u64::MAX;
 
-/// Whether a vector of `E`s of `len` bytes is moved into a block: when the stash takes them,
-/// it is large, and its allocation is a byte vector's too (alignment 1), so that it moves
-/// into one and back without a copy.
+/// Whether a vector of `E`s of `len` bytes is moved into a block (without a copy, whatever
+/// its alignment: see [`Block`]): when the stash takes them and it is large.
 fn as_block<E: Pod>(len: usize, stash: &Stash) -> bool {
-    align_of::<E>() == 1
+    size_of::<E>() != 0
         && len >= BLOCK_MIN
         && stash
             .blocks
@@ -633,14 +634,14 @@ fn put_vec<E: Pod>(mut value: Vec<E>, stash: &mut Stash, out: &mut Vec<u8>) {
     out.extend_from_slice(&(len as u64).to_ne_bytes());
     let block = as_block::<E>(len, stash);
     if let Some(blocks) = stash.blocks.as_mut().filter(|_| block) {
-        match bytemuck::allocation::try_cast_vec::<E, u8>(value) {
-            Ok(bytes) => {
+        match Block::from_vec(value) {
+            Ok(moved) => {
                 out.extend_from_slice(&(blocks.len() as u64).to_ne_bytes());
-                blocks.push(bytes);
+                blocks.push(moved);
                 return;
             }
-            // Not a byte vector's allocation after all: inline.
-            Err((_, back)) => value = back,
+            // Elements without a size (not taken as blocks): inline.
+            Err(back) => value = back,
         }
     }
     out.extend_from_slice(&INLINE.to_ne_bytes());
@@ -652,11 +653,11 @@ fn put_vec<E: Pod>(mut value: Vec<E>, stash: &mut Stash, out: &mut Vec<u8>) {
 /// block must be taken, once.
 pub(crate) fn decode_vecs_into<E: Pod>(
     bytes: &[u8],
-    blocks: Vec<Vec<u8>>,
+    blocks: Vec<Block>,
     out: &mut Vec<Vec<E>>,
 ) -> Result<()> {
     let block_count = blocks.len();
-    let mut blocks: Vec<Option<Vec<u8>>> = blocks.into_iter().map(Some).collect();
+    let mut blocks: Vec<Option<Block>> = blocks.into_iter().map(Some).collect();
     let mut values = Vec::new();
     let mut rest = bytes;
     while !rest.is_empty() {
@@ -682,7 +683,7 @@ fn vecs_error<E>(what: String) -> Error {
 }
 
 /// An error when some of the `count` blocks that came were not taken.
-fn unused_blocks<E>(blocks: &[Option<Vec<u8>>], count: usize) -> Result<()> {
+fn unused_blocks<E>(blocks: &[Option<Block>], count: usize) -> Result<()> {
     match blocks.iter().filter(|b| b.is_some()).count() {
         0 => Ok(()),
         unused => Err(vecs_error::<E>(format!(
@@ -693,7 +694,7 @@ fn unused_blocks<E>(blocks: &[Option<Vec<u8>>], count: usize) -> Result<()> {
 
 /// The vector whose head begins `bytes`, and the bytes it took there (its head, and its bytes
 /// and their padding when inline); its block is taken from `blocks`.
-fn next_vec<E: Pod>(bytes: &[u8], blocks: &mut [Option<Vec<u8>>]) -> Result<(Vec<E>, usize)> {
+fn next_vec<E: Pod>(bytes: &[u8], blocks: &mut [Option<Block>]) -> Result<(Vec<E>, usize)> {
     let corrupt = vecs_error::<E>;
     let Some((head, tail)) = bytes.split_first_chunk::<HEAD>() else {
         return Err(corrupt(format!(
@@ -766,15 +767,12 @@ fn copied<E: Pod>(run: &[u8]) -> Result<Vec<E>> {
     Ok(values)
 }
 
-/// The vector a block carries: the block itself when it can be one (alignment 1, a capacity
-/// of whole values), a copy otherwise.
-fn from_block<E: Pod>(mut block: Vec<u8>) -> Result<Vec<E>> {
-    if align_of::<E>() == 1 && !block.capacity().is_multiple_of(size_of::<E>()) {
-        block.shrink_to_fit();
-    }
-    match bytemuck::allocation::try_cast_vec::<u8, E>(block) {
+/// The vector a block carries: the block itself when it was made for `E`s (see
+/// [`Block::into_vec`]), a copy otherwise.
+fn from_block<E: Pod>(block: Block) -> Result<Vec<E>> {
+    match block.into_vec::<E>() {
         Ok(values) => Ok(values),
-        Err((_, block)) => copied(&block),
+        Err(block) => copied(&block),
     }
 }
 
@@ -887,6 +885,21 @@ mod tests {
     }
 
     #[test]
+    fn large_vectors_of_any_alignment_are_blocks_moved_both_ways() {
+        let floats: Vec<f64> = (0..BLOCK_MIN).map(|i| i as f64).collect();
+        let values = vec![floats.clone(), vec![1.5; 3]];
+        let sent_at = values[0].as_ptr();
+        let encoded = encode_chunk::<_, Via<Plain>>(values).unwrap();
+        // The large one is a block (its own allocation, moved), the small one inline.
+        assert_eq!(encoded.blocks.len(), 1);
+        assert_eq!(encoded.blocks[0].as_ptr(), sent_at.cast::<u8>());
+        assert_eq!(encoded.blocks[0].align(), 8);
+        let back = decode_chunk::<Vec<f64>, Via<Plain>>(encoded).unwrap();
+        assert_eq!(back, vec![floats, vec![1.5; 3]]);
+        assert_eq!(back[0].as_ptr(), sent_at, "moved, not copied");
+    }
+
+    #[test]
     fn several_arguments_carry_their_vectors_of_plain_old_data_as_bytes() {
         type Carried = Chosen<Worker, ArgsSide, Split<Worker>>;
         let values: Vec<Four> = (0..4).map(four).collect();
@@ -921,7 +934,7 @@ mod tests {
         let values: Vec<Four> = (0..3).map(four).collect();
         let Encoded { bytes, blocks, .. } =
             encode_chunk::<_, Split<Worker>>(values.clone()).unwrap();
-        let decode = |bytes: &[u8], blocks: Vec<Vec<u8>>| {
+        let decode = |bytes: &[u8], blocks: Vec<Block>| {
             Split::<Worker>::decode(bytes, blocks) as Result<Vec<Four>>
         };
         assert_eq!(decode(&bytes, blocks.clone()).unwrap(), values);
@@ -937,7 +950,7 @@ mod tests {
         let err = decode(&bytes, Vec::new()).unwrap_err();
         assert!(err.to_string().contains("did not come"), "{err}");
         let mut more = blocks.clone();
-        more.push(vec![1]);
+        more.push(Block::from(vec![1]));
         let err = decode(&bytes, more).unwrap_err();
         assert!(err.to_string().contains("belong to no vector"), "{err}");
         let mut long = bytes.clone();
@@ -1056,7 +1069,7 @@ mod tests {
         [len.to_ne_bytes(), at.to_ne_bytes()].concat()
     }
 
-    fn decode_error(bytes: &[u8], blocks: Vec<Vec<u8>>) -> String {
+    fn decode_error(bytes: &[u8], blocks: Vec<Block>) -> String {
         let mut out = vec![vec![0.0f64]];
         let err = Via::<Plain>::decode_into(bytes, blocks, &mut out).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Codec);
@@ -1093,11 +1106,11 @@ mod tests {
         let text = decode_error(&head(8, 0), Vec::new());
         assert!(text.contains("byte block #0 did not come"), "{text}");
         let twice = [head(8, 0), head(8, 0)].concat();
-        let text = decode_error(&twice, vec![vec![0; 8]]);
+        let text = decode_error(&twice, vec![Block::from(vec![0; 8])]);
         assert!(text.contains("came for two vectors"), "{text}");
-        let text = decode_error(&head(16, 0), vec![vec![0; 8]]);
+        let text = decode_error(&head(16, 0), vec![Block::from(vec![0; 8])]);
         assert!(text.contains("has 8 bytes, its head says 16"), "{text}");
-        let text = decode_error(&good, vec![vec![0; 8]]);
+        let text = decode_error(&good, vec![Block::from(vec![0; 8])]);
         assert!(text.contains("1 of the 1 byte blocks"), "{text}");
         // Items: not a whole number of them; one value where there are two or none.
         let mut out: Vec<Point> = Vec::new();
@@ -1131,7 +1144,9 @@ mod tests {
                 let at = if next() % 2 == 0 { INLINE } else { next() % 3 };
                 bytes[..16].copy_from_slice(&head(small, at));
             }
-            let blocks: Vec<Vec<u8>> = (0..next() % 3).map(|i| vec![1; i as usize * 8]).collect();
+            let blocks: Vec<Block> = (0..next() % 3)
+                .map(|i| Block::from(vec![1; i as usize * 8]))
+                .collect();
             let _ = Via::<Plain>::decode(&bytes, blocks.clone()) as Result<Vec<Vec<f64>>>;
             let _ = Via::<Plain>::decode(&bytes, blocks.clone()) as Result<Vec<Vec<[u8; 3]>>>;
             let _ = Via::<Plain>::decode(&bytes, blocks) as Result<Vec<Point>>;

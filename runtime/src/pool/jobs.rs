@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 
 use super::link::{Link, IDLE, LENT};
 use super::{reply, threads};
+use crate::block::Block;
 use crate::error::{Error, ErrorKind, Result};
 use crate::fd::{self, LibraryFd};
 use crate::handle::Encoded;
@@ -129,7 +130,7 @@ pub(crate) struct Shared {
     /// What a thread that borrows a worker must know (see [`Shared::lend`]).
     lending: OnceLock<Lending>,
     /// Large buffers a caller of `apply` is done with, for the driver to free.
-    discarded: Mutex<Vec<Vec<u8>>>,
+    discarded: Mutex<Vec<Block>>,
     /// Numbers the tickets of tasks (see [`Shared::ticket`]).
     tickets: AtomicU64,
     ticket_key: std::collections::hash_map::RandomState,
@@ -363,7 +364,7 @@ impl Shared {
     /// [`DISCARD_FROM`]), here otherwise. Its encoded bytes are kept as a spare buffer.
     pub(crate) fn discard(&self, sent: Encoded) {
         spare::give(sent.bytes);
-        let large = sent.blocks.iter().map(Vec::len).sum::<usize>() >= DISCARD_FROM;
+        let large = sent.blocks.iter().map(|b| b.len()).sum::<usize>() >= DISCARD_FROM;
         if !large {
             return;
         }

@@ -145,7 +145,7 @@ pub(crate) fn decode_record<H: DeserializeOwned>(record: &[u8]) -> Result<(H, En
 /// large enough for its reader to fault in huge pages meanwhile (see `bulk::Bulk::read`).
 fn fill_after(way: Way, body: &Encoded) -> bool {
     way == Way::Tasks
-        && body.bytes.len() + body.blocks.iter().map(Vec::len).sum::<usize>()
+        && body.bytes.len() + body.blocks.iter().map(|b| b.len()).sum::<usize>()
             >= crate::wire::HUGE_PAGES_FROM
 }
 
@@ -505,7 +505,9 @@ impl Rings {
         &self,
         control: BorrowedFd<'_>,
     ) -> Result<Option<(H, Encoded)>> {
-        let wait = |word: &AtomicU64| self.wait_filled(word, control);
+        let wait = |word: &AtomicU64, progress: &AtomicU64, mark: u64| {
+            self.wait_filled(word, progress, mark, control)
+        };
         let taken = self.take(&self.tasks, (&self.bulk, Way::Tasks, Some(&wait), false))?;
         Ok(taken.map(|(header, body, _)| (header, body)))
     }
@@ -517,20 +519,35 @@ impl Rings {
         &self,
         control: BorrowedFd<'_>,
     ) -> Result<Option<Message<H>>> {
-        let wait = |word: &AtomicU64| self.wait_filled(word, control);
+        let wait = |word: &AtomicU64, progress: &AtomicU64, mark: u64| {
+            self.wait_filled(word, progress, mark, control)
+        };
         self.take(&self.tasks, (&self.bulk, Way::Tasks, Some(&wait), true))
     }
 
-    /// Worker: waits until the parent has filled in the body of a task whose slot word is
-    /// `word` (it does so right after it committed the record, see `bulk`): spins a few
-    /// microseconds, then sleeps on the doorbell, which the parent rings after the filling if
-    /// the worker said it sleeps, and on the control socket, whose end means the parent is
-    /// gone.
-    fn wait_filled(&self, word: &AtomicU64, control: BorrowedFd<'_>) -> Result<()> {
-        let filled = || word.load(Ordering::SeqCst) == bulk::FILLED;
+    /// Worker: waits until the parent has filled in the body of a task up to `mark`, as the
+    /// slot's `progress` word says, or whole, as its `word` says (it fills it in right after it
+    /// committed the record, see `bulk`): spins while the parent's copy moves on, then sleeps
+    /// on the doorbell, which the parent rings after the filling if the worker said it sleeps,
+    /// and on the control socket, whose end means the parent is gone.
+    fn wait_filled(
+        &self,
+        word: &AtomicU64,
+        progress: &AtomicU64,
+        mark: u64,
+        control: BorrowedFd<'_>,
+    ) -> Result<()> {
+        let filled = || {
+            progress.load(Ordering::Acquire) >= mark || word.load(Ordering::SeqCst) == bulk::FILLED
+        };
         while !filled() {
+            let seen = progress.load(Ordering::Relaxed);
             if spin(filled) {
                 break;
+            }
+            if progress.load(Ordering::Relaxed) != seen {
+                // The parent is copying: its next stripe is near.
+                continue;
             }
             self.worker_sleeps(true);
             if !filled() {
@@ -694,6 +711,7 @@ pub(crate) fn forged_bulk_seed<H: Serialize>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::block::Block;
     use std::time::Instant;
 
     #[test]
@@ -753,7 +771,7 @@ mod tests {
         // filled in while the worker may already be looking at its record.
         let large = Encoded {
             bytes: (0..(20u32 << 20)).map(|i| (i % 251) as u8).collect(),
-            blocks: vec![vec![7; 3], vec![8; 5 << 20]],
+            blocks: vec![Block::from(vec![7; 3]), Block::from(vec![8; 5 << 20])],
             ..Encoded::default()
         };
         std::thread::scope(|scope| {

@@ -14,6 +14,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::{make_room, send_parts_until, too_large};
+use crate::block::Block;
 use crate::codec;
 use crate::error::{Error, ErrorKind, Result};
 use crate::handle::Encoded;
@@ -155,7 +156,7 @@ impl Unsent {
 
 /// The length of a message of `body` whose prefix, block lengths and header are `head`.
 fn message_len(head: &[u8], body: &Encoded) -> usize {
-    head.len() + body.bytes.len() + body.blocks.iter().map(Vec::len).sum::<usize>()
+    head.len() + body.bytes.len() + body.blocks.iter().map(|b| b.len()).sum::<usize>()
 }
 
 /// Runs `send` with the prefix, block lengths and encoded `header` of a message of `body`,
@@ -432,7 +433,7 @@ impl Reader {
         let body = Encoded {
             bytes: partial.bytes,
             fds,
-            blocks: partial.blocks,
+            blocks: partial.blocks.into_iter().map(Block::from).collect(),
         };
         Ok(Received::Message(header, body))
     }
@@ -716,7 +717,11 @@ mod tests {
     }
 
     fn body(bytes: Vec<u8>, fds: Vec<OwnedFd>, blocks: Vec<Vec<u8>>) -> Encoded {
-        Encoded { bytes, fds, blocks }
+        Encoded {
+            bytes,
+            fds,
+            blocks: blocks.into_iter().map(Block::from).collect(),
+        }
     }
 
     /// A descriptor whose file says `text` when read.

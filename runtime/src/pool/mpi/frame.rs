@@ -7,6 +7,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::super::worker::TaskOutcome;
+use crate::block::Block;
 use crate::codec;
 use crate::error::{Error, ErrorKind, Result};
 use crate::handle::Encoded;
@@ -52,7 +53,8 @@ pub(super) fn pack(mut header: Header, body: &Encoded) -> Result<Vec<u8>> {
     header.bytes = body.bytes.len() as u64;
     header.blocks = body.blocks.iter().map(|b| b.len() as u64).collect();
     let head = codec::encode(&header)?;
-    let total = 4 + head.len() + body.bytes.len() + body.blocks.iter().map(Vec::len).sum::<usize>();
+    let total =
+        4 + head.len() + body.bytes.len() + body.blocks.iter().map(|b| b.len()).sum::<usize>();
     let mut out = spare::take_or_new(total);
     let head_len = u32::try_from(head.len())
         .map_err(|_| Error::new(ErrorKind::Codec, "a task header too large for MPI"))?;
@@ -102,7 +104,7 @@ pub(super) fn unpack(message: &[u8]) -> Result<(Header, Encoded)> {
         Encoded {
             bytes,
             fds: Vec::new(),
-            blocks,
+            blocks: blocks.into_iter().map(Block::from).collect(),
         },
     ))
 }
@@ -116,7 +118,7 @@ mod tests {
         let body = Encoded {
             bytes: vec![1, 2, 3],
             fds: Vec::new(),
-            blocks: vec![vec![9; 20_000], vec![]],
+            blocks: vec![Block::from(vec![9; 20_000]), Block::from(vec![])],
         };
         let packed = pack(Header::new(7, 3, 99, "a::b".to_string()), &body).unwrap();
         let (header, out) = unpack(&packed).unwrap();
