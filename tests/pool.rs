@@ -2416,7 +2416,8 @@ fn rings_full_both_ways(m: StartMethod) -> Outcome {
 // The bulk area: messages too large for a ring record go through shared memory beside the
 // rings (`runtime/src/pool/bulk.rs`). The offsets below mirror that layout and the rings'
 // (`rings.rs`, `channel/ring.rs`): two rings of a 4 KiB header page and 256 KiB of data, a page
-// of doorbell words, then the bulk area: a page of slot words (one 8-byte word a slot), then
+// of doorbell words, then the bulk area: a page of slot words (one 8-byte word a slot, then a
+// progress word a slot), then
 // four slots of 128 MiB (0 and 1 for tasks, 2 and 3 for replies).
 
 const RING_SIZE: usize = 4096 + (256 << 10);

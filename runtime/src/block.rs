@@ -154,8 +154,13 @@ fn copied<E: Pod>(bytes: &[u8]) -> Option<Vec<E>> {
     }
     let mut values: Vec<E> = Vec::new();
     values.try_reserve_exact(bytes.len() / size).ok()?;
-    values.resize(bytes.len() / size, E::zeroed());
-    bytemuck::cast_slice_mut::<E, u8>(&mut values).copy_from_slice(bytes);
+    match bytemuck::try_cast_slice::<u8, E>(bytes) {
+        Ok(aligned) => values.extend_from_slice(aligned),
+        Err(_) => {
+            values.resize(bytes.len() / size, E::zeroed());
+            bytemuck::cast_slice_mut::<E, u8>(&mut values).copy_from_slice(bytes);
+        }
+    }
     Some(values)
 }
 

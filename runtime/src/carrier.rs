@@ -54,7 +54,8 @@ pub use pod::{
     Arg, ArgsSide, Choice, Chosen, OutputSide, PodItemWay, PodVecWay, Probe, SerdeWay, Split, Way,
 };
 
-/// Byte vectors at least this long travel as blocks of a pool message.
+/// Byte vectors (and vectors of plain old data) at least this long travel as blocks of a pool
+/// message.
 pub(crate) const BLOCK_MIN: usize = 16 << 10;
 
 /// The blocks of a message being encoded. Not public API.
@@ -630,8 +631,8 @@ tuple_part!(T0 P0 0, T1 P1 1, T2 P2 2, T3 P3 3, T4 P4 4, T5 P5 5, T6 P6 6, T7 P7
 // ---------------------------------------------------------------------------------------------
 // What the runtime calls
 
-/// Encodes a chunk of values for a pool message: byte vectors of [`BLOCK_MIN`] bytes or more
-/// become its blocks.
+/// Encodes a chunk of values for a pool message: byte vectors (and vectors of plain old data)
+/// of [`BLOCK_MIN`] bytes or more become its blocks.
 pub(crate) fn encode_chunk<T: Serialize, C: Carrier<T>>(values: Vec<T>) -> Result<Encoded> {
     let mut stash = Stash::new(true);
     let mut encoded = handle::encode_with(|| C::encode(values, &mut stash))?;

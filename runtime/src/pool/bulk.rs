@@ -162,9 +162,10 @@ pub(crate) struct Lease<'a> {
 
 impl Lease<'_> {
     /// Copies `body` (the one [`Bulk::write`] described) into the slot, and says it is whole.
-    /// On the way it says how far it got after each [`STRIPE`], in the slot's progress word:
-    /// a reader that waits (a worker, for a large task) copies out behind it.
-    pub(crate) fn fill(&self, body: &Encoded) -> Result<()> {
+    /// On the way it says how far it got after each [`STRIPE`], in the slot's progress word,
+    /// then calls `stripe_in` (which wakes a reader asleep): a reader that waits (a worker,
+    /// for a large task) copies out behind it.
+    pub(crate) fn fill(&self, body: &Encoded, stripe_in: &dyn Fn()) -> Result<()> {
         let start = self.bulk.slot_at(self.slot);
         let mut at = start;
         let progress = self.bulk.progress(self.slot);
@@ -178,6 +179,7 @@ impl Lease<'_> {
                     if let Some(progress) = progress {
                         progress.store((at - start) as u64, Ordering::Release);
                     }
+                    stripe_in();
                 }
                 Ok::<_, Error>(())
             });
@@ -333,13 +335,20 @@ impl Bulk {
         let Some(total) = room(payload, blocks_of.iter().map(|b| b.0), self.slot_bytes) else {
             return Err(corrupt("a body larger than its slot"));
         };
+        // A vector's alignment is at most the size of its elements, so at most its length: a
+        // larger one (many tiny blocks of page alignment, say) is forged.
         let blocks_of = blocks_of
             .into_iter()
             .map(|(len, shift)| match 1usize.checked_shl(shift) {
-                Some(align) if align <= MAX_ALIGN => Ok((len, align)),
-                _ => Err(corrupt("a block of an alignment past the largest")),
+                Some(align) if align <= MAX_ALIGN && align <= len.max(1) => Ok((len, align)),
+                _ => Err(corrupt(
+                    "a block whose alignment is past its length or the largest",
+                )),
             })
             .collect::<Result<Vec<_>>>()?;
+        let (Some(slot_word), Some(progress)) = (self.word(slot), self.progress(slot)) else {
+            return Err(corrupt("a region too small"));
+        };
         let fault_in = |spare: &mut [MaybeUninit<u8>]| {
             if spare.len() >= wire::HUGE_PAGES_FROM {
                 sys::advise_huge_pages(spare);
@@ -367,9 +376,6 @@ impl Bulk {
             })
             .collect::<Result<Vec<_>>>()?;
         let slot_at = self.slot_at(slot);
-        let (Some(slot_word), Some(progress)) = (self.word(slot), self.progress(slot)) else {
-            return Err(corrupt("a region too small"));
-        };
         // Waits until the writer has copied in the body up to `at` (from the slot's start).
         let filled_to = |at: usize| match wait {
             Some(wait) => wait(slot_word, progress, at as u64),
@@ -396,8 +402,10 @@ impl Bulk {
             // SAFETY: as above, for the block's `len` bytes (its capacity).
             unsafe { block.set_len(len) };
         }
-        // The whole body (a payload read in place included).
-        filled_to(total)?;
+        // The whole body (a payload read in place included), and the slot's word says so: the
+        // writer is done with the slot, which the reader may now free. (Its last progress
+        // store comes just before, and a slot freed in between would be `FILLED` for good.)
+        filled_to(usize::MAX)?;
         let done = Done {
             region: Arc::clone(&self.region),
             word_at: self.at + 8 * slot,
@@ -415,8 +423,8 @@ impl Bulk {
                 len: payload,
                 done,
             };
-            // The slot's word says the body is whole: read in place from here on (the region
-            // holds the payload: `room` bounded it by the slot).
+            // The slot's word says the body is whole (waited for above): read in place from
+            // here on (the region holds the payload: `room` bounded it by the slot).
             return Ok((body, Some(view)));
         }
         drop(done);
@@ -475,9 +483,10 @@ impl InPlace {
     pub(crate) fn bytes(&self) -> &[u8] {
         // SAFETY: `at..at + len` lies inside the region (bounded by the slot, see `Bulk::read`),
         // whose mapping lives as long as `self.done.region`. Nobody writes it while this
-        // borrow lives: the parent fills a slot only while its word is 0, and the word stays
-        // `FILLED` until `self` drops (after the borrow, which borrows `self`); the parent's
-        // writes happened before the `FILLED` store this worker saw (SeqCst on both sides).
+        // borrow lives: the parent writes a slot only between taking it (its word from 0 to 1)
+        // and its `FILLED` store, which this worker saw before it made `self` (`Bulk::read`
+        // waits for it: SeqCst on both sides, after the parent's writes), and the word stays
+        // `FILLED` until `self` drops (after the borrow, which borrows `self`).
         unsafe { std::slice::from_raw_parts(self.done.region.as_ptr().add(self.at), self.len) }
     }
 }
@@ -574,7 +583,7 @@ mod tests {
             .unwrap()
             .unwrap();
         for lease in [&a, &b, &reply] {
-            lease.fill(&sent).unwrap();
+            lease.fill(&sent, &|| {}).unwrap();
         }
         a.committed();
         b.committed();
@@ -590,7 +599,7 @@ mod tests {
         // Read in place, the payload stays in its slot, which is taken until the view drops.
         let mut fourth = Vec::new();
         let lease = bulk.write(Way::Tasks, &sent, &mut fourth).unwrap().unwrap();
-        lease.fill(&sent).unwrap();
+        lease.fill(&sent, &|| {}).unwrap();
         lease.committed();
         let (got, view) = bulk.read(Way::Tasks, &fourth, None, true).unwrap();
         let view = view.unwrap();
@@ -612,6 +621,7 @@ mod tests {
 
     #[test]
     fn a_waiting_reader_copies_out_behind_the_writer_into_buffers_of_their_alignment() {
+        use std::time::{Duration, Instant};
         let bulk = area();
         let floats: Vec<f64> = (0..(3 * STRIPE + 100) / 8).map(|i| i as f64).collect();
         let sent = Encoded {
@@ -624,29 +634,54 @@ mod tests {
         };
         let mut record = Vec::new();
         let lease = bulk.write(Way::Tasks, &sent, &mut record).unwrap().unwrap();
-        let marks = std::sync::Mutex::new(Vec::new());
+        // How far the reader has copied out, and the marks it reached before the body was
+        // whole.
+        let reached = AtomicU64::new(0);
+        let early = std::sync::Mutex::new(Vec::new());
         let wait = |word: &AtomicU64, progress: &AtomicU64, mark: u64| {
-            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+            let deadline = Instant::now() + Duration::from_secs(30);
             while progress.load(Ordering::Acquire) < mark && word.load(Ordering::SeqCst) != FILLED {
-                if std::time::Instant::now() > deadline {
+                if Instant::now() > deadline {
                     return Err(corrupt("the writer never got there"));
                 }
                 std::thread::yield_now();
             }
-            marks.lock().unwrap().push(mark);
+            if word.load(Ordering::SeqCst) != FILLED {
+                early.lock().unwrap().push(mark);
+            }
+            reached.store(mark, Ordering::SeqCst);
             Ok(())
+        };
+        // After each stripe the writer gives the reader a moment to catch up (it goes on
+        // without it after a while: a reader that does not copy behind fails below, it does
+        // not hang).
+        let patience = std::sync::Mutex::new(Some(Instant::now() + Duration::from_secs(10)));
+        let progress = bulk.progress(0).unwrap();
+        let stripe_in = || {
+            let mut patience = patience.lock().unwrap();
+            let target = progress.load(Ordering::Acquire);
+            while let Some(until) = *patience {
+                if reached.load(Ordering::SeqCst) >= target {
+                    break;
+                }
+                if Instant::now() > until {
+                    *patience = None;
+                }
+                std::thread::yield_now();
+            }
         };
         let got = std::thread::scope(|scope| {
             let reader = scope.spawn(|| bulk.read(Way::Tasks, &record, Some(&wait), false));
-            lease.fill(&sent).unwrap();
+            lease.fill(&sent, &stripe_in).unwrap();
             lease.committed();
             reader.join().unwrap().unwrap().0
         });
         assert_eq!((&got.bytes, &got.blocks), (&sent.bytes, &sent.blocks));
-        // Stripe by stripe, not once at the end.
-        let marks = marks.into_inner().unwrap();
-        assert!(marks.len() >= 5, "{marks:?}");
-        assert!(marks.windows(2).all(|w| w[0] <= w[1]), "{marks:?}");
+        // Stripe by stripe while the writer copied, not once at the end.
+        let early = early.into_inner().unwrap();
+        assert!(early.len() >= 5, "{early:?}");
+        // The reader freed the slot once the writer was done with it.
+        assert_eq!(bulk.word(0).unwrap().load(Ordering::SeqCst), 0);
         // The block of `f64`s was made for them: it becomes their vector as it is.
         let mut blocks = got.blocks.into_iter();
         let block = blocks.next().unwrap();
@@ -695,10 +730,15 @@ mod tests {
             head(2, 0, u64::MAX),
             head(3, 2, 8),
             overflow,
-            // A block of 16 bytes whose buffer would be aligned to 8 KiB.
+            // A block of 16 bytes whose buffer would be aligned to 8 KiB, or to 32.
             [
                 head(2, 1, 8),
                 (16u64 | 13 << ALIGN_SHIFT).to_le_bytes().to_vec(),
+            ]
+            .concat(),
+            [
+                head(2, 1, 8),
+                (16u64 | 5 << ALIGN_SHIFT).to_le_bytes().to_vec(),
             ]
             .concat(),
         ] {

@@ -387,7 +387,7 @@ impl Rings {
                     // A reply is filled in before its record is committed: the parent never waits
                     // for a worker. A large task after: the worker makes its buffers meanwhile.
                     if !fill_after(way, body) {
-                        lease.fill(body)?;
+                        lease.fill(body, &|| {})?;
                     }
                     Some(lease)
                 };
@@ -419,7 +419,8 @@ impl Rings {
         }
         if let Some(lease) = unfilled {
             let filled = if fill_after(way, body) {
-                let filled = lease.fill(body);
+                // The worker copies out behind: a stripe in wakes it if it fell asleep.
+                let filled = lease.fill(body, &ring_bell);
                 ring_bell();
                 filled
             } else {
@@ -834,7 +835,7 @@ mod tests {
         std::thread::scope(|scope| {
             scope.spawn(|| {
                 std::thread::sleep(std::time::Duration::from_millis(50));
-                lease.fill(&body).unwrap();
+                lease.fill(&body, &|| {}).unwrap();
                 sys::eventfd_signal(parent.to_worker.as_fd());
                 lease.committed();
             });
