@@ -79,9 +79,15 @@ fn queue_behind(worker: &mut Worker, shared: &Shared) {
         entry: task.entry.to_string(),
         claim: slot,
     };
-    let rings = &worker.link.rings;
-    rings.offer(slot, ticket);
-    if !rings.put_task(&header, &task.payload).unwrap_or(false) {
+    let link = worker.link.clone();
+    link.rings.offer(slot, ticket);
+    let unfilled = link
+        .rings
+        .put_task_unfilled(&header, &task.payload)
+        .ok()
+        .flatten();
+    if unfilled.is_none() {
+        drop(unfilled);
         // Too large for the ring (or carries descriptors): it waits for an idle worker.
         state.queue.push_front(task);
         return;
@@ -93,6 +99,9 @@ fn queue_behind(worker: &mut Worker, shared: &Shared) {
         link: worker.link.clone(),
     });
     drop(state);
+    // A large task's body is copied into its slot now, without the job table's lock (64 MiB
+    // take about 6 ms, which every caller that submits or waits would wait out).
+    drop(unfilled);
     worker.queued = Some(Busy {
         job: task.job,
         chunk: task.chunk,

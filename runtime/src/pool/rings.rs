@@ -223,6 +223,31 @@ fn record_bytes(taken: &Taken) -> Result<&[u8]> {
     }
 }
 
+/// A message put in a ring whose body is still to be copied into its bulk slot (a large task,
+/// whose worker makes its buffers meanwhile): copied in when this drops, then the slot is the
+/// reader's to free. Nothing else does it: a caller drops this as soon as it can.
+pub(crate) struct Unfilled<'a> {
+    rings: &'a Rings,
+    lease: Option<bulk::Lease<'a>>,
+    body: &'a Encoded,
+    bell: (usize, &'a SharedFd),
+}
+
+impl Drop for Unfilled<'_> {
+    fn drop(&mut self) {
+        let Some(lease) = self.lease.take() else {
+            return;
+        };
+        let (sleeper, bell) = self.bell;
+        // The worker copies out behind: a stripe in wakes it if it fell asleep. The copy
+        // cannot fail (the body fits the slot: `Bulk::write` checked); the slot's word says
+        // `FILLED` whatever happens, so its reader never waits for ever.
+        let _ = lease.fill(self.body, &|| self.rings.ring_bell(sleeper, bell));
+        self.rings.ring_bell(sleeper, bell);
+        lease.committed();
+    }
+}
+
 impl Rings {
     /// New rings for a worker about to be adopted.
     pub(crate) fn create() -> Result<Rings> {
@@ -348,17 +373,16 @@ impl Rings {
     }
 
     /// Puts a message in `ring` (its body in the record, or in a slot of `way` of the bulk area)
-    /// if it can go there; rings `bell` if the reader sleeps.
-    #[allow(clippy::too_many_arguments)]
-    fn put<H: Serialize>(
-        &self,
+    /// if it can go there (`None`: it cannot); rings `bell` if the reader sleeps. The body of a
+    /// large task is copied in after the commit, when the [`Unfilled`] returned drops.
+    fn put<'a, H: Serialize>(
+        &'a self,
         ring: &Ring,
         way: Way,
         header: &H,
-        body: &Encoded,
-        sleeper: usize,
-        bell: &SharedFd,
-    ) -> Result<bool> {
+        body: &'a Encoded,
+        (sleeper, bell): (usize, &'a SharedFd),
+    ) -> Result<Option<Unfilled<'a>>> {
         let (put, unfilled) =
             SCRATCH.with(|scratch| -> Result<(bool, Option<bulk::Lease<'_>>)> {
                 let Ok(mut scratch) = scratch.try_borrow_mut() else {
@@ -403,53 +427,67 @@ impl Rings {
                     Err(err) => return Err(err),
                 })
             })?;
-        // The commit (or the filling of the task's body), then the look at the reader's word;
-        // the reader stores its word, then looks at the ring or the slot (see the module docs).
-        let ring_bell = || {
-            fence(Ordering::SeqCst);
-            if self
-                .bell_word(sleeper)
-                .is_some_and(|word| word.load(Ordering::SeqCst) != 0)
-            {
-                sys::eventfd_signal(bell.as_fd());
+        if !put {
+            return Ok(None);
+        }
+        self.ring_bell(sleeper, bell);
+        let lease = match unfilled {
+            Some(lease) if fill_after(way, body) => Some(lease),
+            Some(lease) => {
+                // Filled in before the commit: the slot is the reader's to free.
+                lease.committed();
+                None
             }
+            None => None,
         };
-        if put {
-            ring_bell();
+        Ok(Some(Unfilled {
+            rings: self,
+            lease,
+            body,
+            bell: (sleeper, bell),
+        }))
+    }
+
+    /// Rings `bell` if the reader whose word is `sleeper` says it sleeps. After the commit (or
+    /// the filling of a task's body): the reader stores its word, then looks at the ring or
+    /// the slot (see the module docs).
+    fn ring_bell(&self, sleeper: usize, bell: &SharedFd) {
+        fence(Ordering::SeqCst);
+        if self
+            .bell_word(sleeper)
+            .is_some_and(|word| word.load(Ordering::SeqCst) != 0)
+        {
+            sys::eventfd_signal(bell.as_fd());
         }
-        if let Some(lease) = unfilled {
-            let filled = if fill_after(way, body) {
-                // The worker copies out behind: a stripe in wakes it if it fell asleep.
-                let filled = lease.fill(body, &ring_bell);
-                ring_bell();
-                filled
-            } else {
-                Ok(())
-            };
-            // The slot is the reader's to free.
-            lease.committed();
-            filled?;
-        }
-        Ok(put)
     }
 
     /// Parent: puts a task in the task ring if it can go there (`false`: send it on the socket).
     /// A worker that said it takes no more tasks gets none here: on the socket, which it shut,
     /// the task fails at once (EPIPE) and goes to another worker instead of dying with it.
     pub(crate) fn put_task<H: Serialize>(&self, header: &H, body: &Encoded) -> Result<bool> {
+        Ok(self.put_task_unfilled(header, body)?.is_some())
+    }
+
+    /// Parent: [`put_task`](Self::put_task), but a large task's body is copied into its bulk
+    /// slot only when the [`Unfilled`] returned drops (`None`: not put), so that the caller can
+    /// first let go of its locks (the worker waits for the body meanwhile).
+    pub(crate) fn put_task_unfilled<'a, H: Serialize>(
+        &'a self,
+        header: &H,
+        body: &'a Encoded,
+    ) -> Result<Option<Unfilled<'a>>> {
         if self
             .bell_word(WORKER_CLOSED)
             .is_some_and(|word| word.load(Ordering::SeqCst) != 0)
         {
-            return Ok(false);
+            return Ok(None);
         }
         self.put(
             &self.tasks,
             Way::Tasks,
             header,
             body,
-            WORKER_SLEEPS,
-            &self.to_worker,
+            (WORKER_SLEEPS, &self.to_worker),
         )
     }
 
@@ -467,14 +505,14 @@ impl Rings {
     /// Worker: puts a reply in the reply ring if it can go there (`false`: send it on the
     /// socket).
     pub(crate) fn put_reply<H: Serialize>(&self, header: &H, body: &Encoded) -> Result<bool> {
-        self.put(
+        let put = self.put(
             &self.replies,
             Way::Replies,
             header,
             body,
-            PARENT_SLEEPS,
-            &self.to_parent,
-        )
+            (PARENT_SLEEPS, &self.to_parent),
+        )?;
+        Ok(put.is_some())
     }
 
     fn take<H: DeserializeOwned>(
@@ -646,10 +684,9 @@ pub(crate) fn read_forged<R: DeserializeOwned, T: DeserializeOwned>(input: &[u8]
                 Way::Replies,
                 &(),
                 &body,
-                PARENT_SLEEPS,
-                &rings.to_parent
+                (PARENT_SLEEPS, &rings.to_parent)
             ),
-            Ok(true)
+            Ok(Some(_))
         ) {
             return;
         }
