@@ -320,7 +320,9 @@ impl Process {
                 identity: state.identity.clone(),
                 daemon: state.daemon,
                 parent_name: me.name().to_string(),
-                parent_pid: me.pid() as i32,
+                // This process's pid, which `check_owner` has just compared with `getpid`:
+                // one system call less per start.
+                parent_pid: self.inner.creator as i32,
                 start_method: method,
                 fds: fds.len() as u32,
                 returns: state.returns,

@@ -133,9 +133,10 @@ pub(crate) struct Popen {
 }
 
 enum Waiter {
-    /// Our own child (spawn, the fork server itself): a pidfd, and `waitpid` reaps it.
+    /// Our own spawned child: a pidfd, and `waitpid` reaps it.
     Direct { pidfd: Arc<LibraryFd> },
-    /// Our own child of the fork start method. Its pidfd costs a start a `pidfd_open(2)` and
+    /// Our own child of the fork start method (or the fork server, which `fork::fork_child`
+    /// starts the same way). Its pidfd costs a start a `pidfd_open(2)` and
     /// a `close(2)` (6 us together on a virtual machine, where a bare fork and `waitpid` take
     /// about 100 us), so it is opened only when something asks for it (a join with a timeout,
     /// a sentinel); a plain join waits with `waitid(WNOWAIT)` instead
