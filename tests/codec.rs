@@ -227,6 +227,22 @@ fn errors_with_a_process(m: StartMethod) -> Outcome {
         let err = p.error().ok_or("no error")?;
         check_error(&err, worker, ty, NOT_SELF_DESCRIBING)?;
     }
+    // A result that would not encode: a `Process` drops its target's result without encoding
+    // it, as Python's drops what `run` returns, so the child does not fail for it...
+    let p = Process::new(make_flat, 2).with_start_method(m);
+    p.start()?;
+    finish_with(&p, 0)?;
+    check!(p.error().is_none(), "{:?}", p.error());
+    // ... while a handle that reads it back says why it cannot have it.
+    let mut handle = multiproc::ProcessBuilder::new()
+        .start_method(m)
+        .spawn(make_flat, 2)?;
+    let err = handle.join_timeout(Duration::from_secs(60)).unwrap_err();
+    check_error(&err, "codec::make_flat", "codec::Flat", LENGTH_UNKNOWN)?;
+    check!(
+        common::chain(&err).contains("cannot encode the result"),
+        "{err}"
+    );
     // Encoded here: `start` fails.
     for (p, worker, ty, why) in [
         (

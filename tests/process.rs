@@ -319,6 +319,34 @@ fn terminate_and_kill(m: StartMethod) -> Outcome {
     Ok(())
 }
 
+/// A plain join in one thread while another asks whether the child lives and signals it: the
+/// join ends with the signal's code. (Under fork the plain join waits by pid, without the
+/// process's lock and without a descriptor; the others signal and reap beside it.)
+fn join_while_another_thread_signals(m: StartMethod) -> Outcome {
+    let p = Process::new(sleeper, 60).with_start_method(m);
+    start(&p)?;
+    let joiner = p.clone();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let thread = std::thread::spawn(move || {
+        let _ = tx.send(joiner.join());
+    });
+    // Most likely waiting by then; the outcome is the same if not.
+    std::thread::sleep(Duration::from_millis(50));
+    check!(p.is_alive(), "alive before the signal");
+    p.terminate()?;
+    let joined = rx.recv_timeout(LONG);
+    if joined.is_err() {
+        let _ = p.kill();
+    }
+    let _ = thread.join();
+    let code = joined.map_err(|_| format!("the join did not end within {LONG:?}"))??;
+    check_eq!(code, -libc::SIGTERM);
+    check_eq!(p.exitcode(), Some(-libc::SIGTERM));
+    check!(!p.is_alive(), "dead after the join");
+    check_eq!(p.join()?, -libc::SIGTERM);
+    Ok(())
+}
+
 fn join_timeout(m: StartMethod) -> Outcome {
     let p = Process::new(sleeper, 60).with_start_method(m);
     start(&p)?;
@@ -1517,6 +1545,7 @@ fn main() {
         exit_code_sigsegv,
         exit_code_abort,
         terminate_and_kill,
+        join_while_another_thread_signals,
         join_timeout,
         sentinel_and_wait,
         state_rules,

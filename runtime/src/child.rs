@@ -475,7 +475,18 @@ pub(crate) fn run(setup: Setup, entry: &'static Entry, fds: Vec<OwnedFd>) -> ! {
 
     IN_TARGET.with(|t| t.set(true));
     let result = panic::catch_unwind(AssertUnwindSafe(|| {
-        let invoke = || handle::with_incoming(fds, || entry.invoke(&launch.payload));
+        // A result nobody reads is dropped, not encoded (see `Entry::invoke_discarding`).
+        let invoke = || {
+            handle::with_incoming(fds, || {
+                if launch.returns {
+                    entry.invoke(&launch.payload)
+                } else {
+                    entry
+                        .invoke_discarding(&launch.payload)
+                        .map(|()| handle::Encoded::default())
+                }
+            })
+        };
         if launch.entry == POOL_WORKER {
             // The worker reports its tasks' panics on its own messages (`pool::worker`).
             invoke()

@@ -82,7 +82,13 @@ pub(crate) fn with_incoming<R>(fds: Vec<OwnedFd>, f: impl FnOnce() -> R) -> R {
             INCOMING.with(|i| *i.borrow_mut() = previous);
         }
     }
-    let incoming = fds.into_iter().map(Some).collect();
+    // None is the usual case: no call into the collecting code (a forked child pays a page
+    // fault for each window of code it runs first).
+    let incoming = if fds.is_empty() {
+        Vec::new()
+    } else {
+        fds.into_iter().map(Some).collect()
+    };
     let _restore = Restore(INCOMING.with(|i| i.replace(Some(incoming))));
     f()
 }

@@ -320,7 +320,9 @@ impl Process {
                 identity: state.identity.clone(),
                 daemon: state.daemon,
                 parent_name: me.name().to_string(),
-                parent_pid: me.pid() as i32,
+                // This process's pid, which `check_owner` has just compared with `getpid`:
+                // one system call less per start.
+                parent_pid: self.inner.creator as i32,
                 start_method: method,
                 fds: fds.len() as u32,
                 returns: state.returns,
@@ -379,7 +381,7 @@ impl Process {
 
     fn wait(&self, deadline: Option<Instant>) -> Result<Option<i32>> {
         self.check_owner("can only join a child process")?;
-        let exit_fd = {
+        let (exit_fd, pid) = {
             let state = self.lock();
             match &state.phase {
                 Phase::Initial | Phase::Starting => {
@@ -390,8 +392,17 @@ impl Process {
                 }
                 Phase::Closed => return Err(closed()),
                 Phase::Stopped { exitcode, .. } => return Ok(Some(*exitcode)),
-                Phase::Running(popen) => popen.exit_fd(),
+                Phase::Running(popen) => match popen.pid_to_wait().filter(|_| deadline.is_none()) {
+                    // A plain join of a forked child: by pid, without the lock (see
+                    // `Popen::pid_to_wait`).
+                    Some(pid) => (None, pid),
+                    None => (Some(popen.exit_fd()?), popen.pid),
+                },
             }
+        };
+        let Some(exit_fd) = exit_fd else {
+            sys::wait_exited(pid).map_err(|err| Error::io("cannot wait for the child", err))?;
+            return self.reap_if(true);
         };
         let ready = sys::poll_one(exit_fd.as_fd(), sys::READABLE, deadline)
             .map_err(|err| Error::io("cannot wait for the child", err))?;
@@ -604,7 +615,7 @@ impl Process {
             )),
             Phase::Closed => Err(closed()),
             Phase::Running(popen) => popen
-                .exit_fd()
+                .exit_fd()?
                 .as_fd()
                 .try_clone_to_owned()
                 .map_err(|err| Error::io("cannot duplicate a child's exit descriptor", err)),

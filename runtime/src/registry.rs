@@ -118,8 +118,9 @@ impl std::fmt::Debug for Entry {
     }
 }
 
-/// Decodes its input, runs a body, encodes the output (with the descriptors it carries).
-type Runner = fn(&[u8]) -> Result<Encoded>;
+/// Decodes its input, runs a body, encodes the output (with the descriptors it carries) if
+/// asked to (`true`), else drops it.
+type Runner = fn(&[u8], bool) -> Result<Encoded>;
 
 /// A [`Runner`] of pool chunks, whose input and output can carry byte blocks.
 type ChunkRunner = fn(&[u8], Vec<Block>) -> Result<Encoded>;
@@ -162,7 +163,15 @@ impl Entry {
     ///
     /// A panic in the body unwinds out of this call: the caller decides how to report it.
     pub(crate) fn invoke(&self, payload: &[u8]) -> Result<Encoded> {
-        (self.run)(payload)
+        (self.run)(payload, true)
+    }
+
+    /// [`invoke`](Self::invoke) for a result nobody reads (a [`Process`](crate::Process)'s,
+    /// as Python's `Process` drops what `run` returns): the result is dropped, not encoded.
+    /// A result that would not encode is then no failure; and a forked child allocates
+    /// nothing for it (each page of the heap it writes is one more page it copies).
+    pub(crate) fn invoke_discarding(&self, payload: &[u8]) -> Result<()> {
+        (self.run)(payload, false).map(drop)
     }
 
     /// Runs a pool chunk: `payload` encodes a `Vec` of arguments (whose byte vectors may be
@@ -187,9 +196,14 @@ fn run_chunk<T: Target>(payload: &[u8], blocks: Vec<Block>) -> Result<Encoded> {
     carrier::run_chunk::<T>(payload, blocks, T::call)
 }
 
-fn run_target<T: Target>(payload: &[u8]) -> Result<Encoded> {
+fn run_target<T: Target>(payload: &[u8], encode: bool) -> Result<Encoded> {
     let args = carrier::decode_args::<T>(payload)?;
-    carrier::encode_output::<T>(T::call(args))
+    let output = T::call(args);
+    if !encode {
+        drop(output);
+        return Ok(Encoded::default());
+    }
+    carrier::encode_output::<T>(output)
 }
 
 /// What the carriers need to know of a worker, for errors that name it and its types.
@@ -207,7 +221,7 @@ impl<R: Runnable> carrier::ProcessType for R {
     type Format = <R as Runnable>::Format;
 }
 
-fn run_runnable<R: Runnable>(payload: &[u8]) -> Result<Encoded> {
+fn run_runnable<R: Runnable>(payload: &[u8], _encode: bool) -> Result<Encoded> {
     let value: R = carrier::decode_runnable::<R>(payload)?;
     value.run_process();
     Ok(Encoded::default())

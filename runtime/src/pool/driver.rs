@@ -362,16 +362,17 @@ impl Driver {
                 )),
             }
         });
-        let ((control, pidfd), rings) = match rings {
-            Ok(made) => made,
-            Err(err) => {
-                self.bury_off(Corpse::Stray(popen));
-                return Err(err);
-            }
-        };
+        let (((control, pidfd), rings), exit) =
+            match rings.and_then(|made| Ok((made, popen.exit_fd()?))) {
+                Ok(made) => made,
+                Err(err) => {
+                    self.bury_off(Corpse::Stray(popen));
+                    return Err(err);
+                }
+            };
         let link = Arc::new(Link {
             control,
-            exit: popen.exit_fd(),
+            exit,
             pidfd,
             name: name.clone(),
             pid: popen.pid,
@@ -798,7 +799,11 @@ impl Driver {
             events: libc::POLLIN,
             revents: 0,
         }];
-        let exit_fds: Vec<_> = self.workers.iter().map(|w| w.popen.exit_fd()).collect();
+        let exit_fds: Vec<_> = self
+            .workers
+            .iter()
+            .map(|w| w.popen.exit_fd())
+            .collect::<Result<_>>()?;
         // A message already read ahead into a worker's inbox does not show in a poll: one
         // there makes this poll return at once, and is read below.
         let mut buffered = vec![false; self.workers.len()];
@@ -1404,7 +1409,11 @@ impl Driver {
         let deadline = sys::deadline_after(grace);
         let mut killed = None;
         for worker in std::mem::take(&mut self.workers) {
-            let exit = worker.popen.exit_fd();
+            let Ok(exit) = worker.popen.exit_fd() else {
+                // A worker's exit descriptor is made with it: this does not happen.
+                worker.link.mark_buried(None);
+                continue;
+            };
             let mut gone = sys::poll_one(exit.as_fd(), sys::READABLE, deadline).unwrap_or(0) > 0;
             if !gone {
                 let _ = worker.popen.signal(libc::SIGKILL);

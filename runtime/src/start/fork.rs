@@ -358,7 +358,7 @@ pub(crate) fn fork_child<P: ForChild>(
             drop(prepared);
             drop((executable, server, fds, children, me, hook));
             drop((stdout, stderr));
-            Popen::direct(child.as_raw(), parent_end)
+            Ok(Popen::forked(child.as_raw(), parent_end))
         }
         Err(err) => {
             fds.drain(..keep);

@@ -133,8 +133,20 @@ pub(crate) struct Popen {
 }
 
 enum Waiter {
-    /// Our own child (fork, spawn): a pidfd, and `waitpid` reaps it.
+    /// Our own spawned child: a pidfd, and `waitpid` reaps it.
     Direct { pidfd: Arc<LibraryFd> },
+    /// Our own child of the fork start method (or the fork server, which `fork::fork_child`
+    /// starts the same way). Its pidfd costs a start a `pidfd_open(2)` and
+    /// a `close(2)` (6 us together on a virtual machine, where a bare fork and `waitpid` take
+    /// about 100 us), so it is opened only when something asks for it (a join with a timeout,
+    /// a sentinel); a plain join waits with `waitid(WNOWAIT)` instead
+    /// ([`pid_to_wait`](Popen::pid_to_wait)), and a signal goes by pid. A pid names the child
+    /// only until it is reaped: `reaping` is held by every reap (until the exit code is
+    /// recorded), by the lazy open and by every signal.
+    Forked {
+        pidfd: OnceLock<Arc<LibraryFd>>,
+        reaping: Mutex<()>,
+    },
     /// A fork-server child: `pidfd` (from the server) says when it has ended, whether or not
     /// the server still runs, and lets us signal it without racing pid reuse; the server then
     /// writes its exit code on `status`.
@@ -169,6 +181,21 @@ impl Popen {
         })
     }
 
+    /// The handle on our own child `pid` of the fork start method, whose pidfd is opened only
+    /// if asked for (see [`Waiter::Forked`]).
+    pub(crate) fn forked(pid: i32, control: LibraryFd<UnixStream>) -> Popen {
+        Popen {
+            pid,
+            control,
+            waiter: Waiter::Forked {
+                pidfd: OnceLock::new(),
+                reaping: Mutex::new(()),
+            },
+            exitcode: OnceLock::new(),
+            key: std::sync::Mutex::new(None),
+        }
+    }
+
     /// The handle on a spawned child, whose bootstrap is proven with `key`.
     pub(crate) fn with_key(self, key: LaunchKey) -> Popen {
         *self.key.lock().unwrap_or_else(PoisonError::into_inner) = Some(key);
@@ -194,10 +221,44 @@ impl Popen {
         }
     }
 
-    /// The descriptor that becomes readable when the child has exited: its pidfd.
-    pub(crate) fn exit_fd(&self) -> Arc<LibraryFd> {
-        match &self.waiter {
-            Waiter::Direct { pidfd } | Waiter::Server { pidfd, .. } => pidfd.clone(),
+    /// The descriptor that becomes readable when the child has exited: its pidfd (opened now
+    /// for a child of the fork start method, if it was not yet). Fails only for such a child
+    /// once reaped, or if the pidfd cannot be opened.
+    pub(crate) fn exit_fd(&self) -> Result<Arc<LibraryFd>> {
+        let (pidfd, reaping) = match &self.waiter {
+            Waiter::Direct { pidfd } | Waiter::Server { pidfd, .. } => return Ok(pidfd.clone()),
+            Waiter::Forked { pidfd, reaping } => (pidfd, reaping),
+        };
+        if let Some(pidfd) = pidfd.get() {
+            return Ok(pidfd.clone());
+        }
+        let _reaping = reaping.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(pidfd) = pidfd.get() {
+            return Ok(pidfd.clone());
+        }
+        let opened = match self.exitcode.get() {
+            // Reaped: the pid may be another process's by now.
+            Some(_) => Err(std::io::Error::from_raw_os_error(libc::ESRCH)),
+            None => fd::made(|fds| Ok::<_, std::io::Error>(fds.own(sys::pidfd_open(self.pid)?))),
+        }
+        .map_err(|err| Error::io(format!("pidfd_open({})", self.pid), err))?;
+        Ok(pidfd.get_or_init(|| Arc::new(opened)).clone())
+    }
+
+    /// For a plain join of a child of the fork start method: its pid, to wait for without a
+    /// descriptor and without reaping it ([`sys::wait_exited`], then
+    /// [`reap_if`](Self::reap_if)); `None` for the other kinds of child, which are waited for
+    /// on [`exit_fd`](Self::exit_fd), and once reaped.
+    ///
+    /// The wait goes without the caller's lock, so that signals and other reaps go on
+    /// meanwhile. A child that another thread reaps meanwhile ends it at once (`ECHILD`),
+    /// unless its pid has been given to a new child of this process in between, which takes
+    /// the kernel going round all the pids (`pid_max`) first: then it lasts until that child
+    /// has ended too, and the join still reports this child's exit code.
+    pub(crate) fn pid_to_wait(&self) -> Option<i32> {
+        match self.waiter {
+            Waiter::Forked { .. } if self.exitcode.get().is_none() => Some(self.pid),
+            _ => None,
         }
     }
 
@@ -213,8 +274,21 @@ impl Popen {
         if let Some(code) = self.exitcode.get() {
             return Ok(Some(*code));
         }
+        if let Waiter::Forked { reaping, .. } = &self.waiter {
+            // One `waitpid` that never blocks, whether or not the child was seen to end.
+            let _reaping = reaping.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some(code) = self.exitcode.get() {
+                return Ok(Some(*code));
+            }
+            let code = sys::wait_child(self.pid, true)
+                .map_err(|err| Error::io(format!("waitpid({})", self.pid), err))?;
+            if let Some(code) = code {
+                let _ = self.exitcode.set(code);
+            }
+            return Ok(code);
+        }
         if !exited {
-            let fd = self.exit_fd();
+            let fd = self.exit_fd()?;
             let ready = sys::poll_one(fd.as_fd(), sys::READABLE, Some(Instant::now()))
                 .map_err(|err| Error::io("cannot poll a child's exit descriptor", err))?;
             if ready == 0 {
@@ -222,7 +296,7 @@ impl Popen {
             }
         }
         let code = match &self.waiter {
-            Waiter::Direct { .. } => sys::wait_child(self.pid, false)
+            Waiter::Direct { .. } | Waiter::Forked { .. } => sys::wait_child(self.pid, false)
                 .map_err(|err| Error::io(format!("waitpid({})", self.pid), err))?,
             Waiter::Server { status, .. } => {
                 // It has ended: it wrote its code itself as it exited (see `forkserver`),
@@ -258,22 +332,29 @@ impl Popen {
 
     /// A duplicate of the descriptor through which the child is signalled (its pidfd).
     pub(crate) fn signal_handle(&self) -> Result<OwnedFd> {
-        let pidfd = match &self.waiter {
-            Waiter::Direct { pidfd } => pidfd.as_fd(),
-            Waiter::Server { pidfd, .. } => pidfd.as_fd(),
-        };
-        pidfd
+        self.exit_fd()?
+            .as_fd()
             .try_clone_to_owned()
             .map_err(|err| Error::io("cannot duplicate a pidfd", err))
     }
 
     /// Sends `signal` to the child; a child that already exited is not an error.
     pub(crate) fn signal(&self, signal: i32) -> Result<()> {
-        let pidfd = match &self.waiter {
-            Waiter::Direct { pidfd } => pidfd.as_fd(),
-            Waiter::Server { pidfd, .. } => pidfd.as_fd(),
+        let sent = match &self.waiter {
+            Waiter::Direct { pidfd } | Waiter::Server { pidfd, .. } => {
+                sys::pidfd_send_signal(pidfd.as_fd(), signal)
+            }
+            Waiter::Forked { pidfd, reaping } => {
+                // Not reaped while this is held: the pid is still the child's.
+                let _reaping = reaping.lock().unwrap_or_else(PoisonError::into_inner);
+                match (self.exitcode.get(), pidfd.get()) {
+                    (Some(_), _) => Ok(()),
+                    (None, Some(pidfd)) => sys::pidfd_send_signal(pidfd.as_fd(), signal),
+                    (None, None) => sys::signal_child(self.pid, signal),
+                }
+            }
         };
-        sys::pidfd_send_signal(pidfd, signal).map_err(|err| {
+        sent.map_err(|err| {
             Error::io(
                 format!("cannot send signal {signal} to pid {}", self.pid),
                 err,
@@ -364,7 +445,9 @@ impl Popen {
     /// Waits for the child to exit until `deadline`, then kills it (SIGKILL) and waits a few
     /// more seconds; reaps it. Returns its exit code, `None` if it could not be reaped.
     pub(crate) fn reap_by(&self, deadline: Option<Instant>) -> Option<i32> {
-        let exit = self.exit_fd();
+        let Ok(exit) = self.exit_fd() else {
+            return self.try_reap().ok().flatten();
+        };
         if sys::poll_one(exit.as_fd(), sys::READABLE, deadline).unwrap_or(0) == 0 {
             let _ = self.signal(libc::SIGKILL);
             let _ = sys::poll_one(

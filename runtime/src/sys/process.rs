@@ -68,6 +68,49 @@ pub(crate) fn wait_child(pid: i32, nohang: bool) -> io::Result<Option<i32>> {
     }
 }
 
+/// Waits until our own child `pid` has ended, without reaping it (`waitid` with `WNOWAIT`): a
+/// `waitpid` then reaps it at once. Returns at once if it has ended already, or if it is no
+/// child of ours any more (reaped meanwhile: `ECHILD` is not an error here).
+pub(crate) fn wait_exited(pid: i32) -> io::Result<()> {
+    loop {
+        // SAFETY: `siginfo_t` is plain old data, for which all zeroes is a valid value.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        // SAFETY: `info` is a valid out pointer; `WNOWAIT` leaves the child unreaped, and we
+        // only ever wait for a pid we forked.
+        let rc = unsafe {
+            libc::waitid(
+                libc::P_PID,
+                pid as libc::id_t,
+                &mut info,
+                libc::WEXITED | libc::WNOWAIT,
+            )
+        };
+        if rc == 0 {
+            return Ok(());
+        }
+        let err = io::Error::last_os_error();
+        match err.raw_os_error() {
+            Some(libc::EINTR) => continue,
+            Some(libc::ECHILD) => return Ok(()),
+            _ => return Err(err),
+        }
+    }
+}
+
+/// Sends `signal` to our own child `pid`, which the caller keeps from being reaped meanwhile
+/// (so that the pid cannot belong to another process); a child that has ended (a zombie) is
+/// not an error.
+pub(crate) fn signal_child(pid: i32, signal: i32) -> io::Result<()> {
+    // SAFETY: kill(2) has no memory arguments; `pid` is a positive pid of our unreaped child.
+    if unsafe { libc::kill(pid, signal) } < 0 {
+        let err = io::Error::last_os_error();
+        if err.raw_os_error() != Some(libc::ESRCH) {
+            return Err(err);
+        }
+    }
+    Ok(())
+}
+
 /// Python's `os.waitstatus_to_exitcode`.
 pub(crate) fn exitcode_from_status(status: i32) -> i32 {
     if libc::WIFSIGNALED(status) {
