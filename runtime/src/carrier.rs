@@ -234,6 +234,13 @@ impl<T, F: Format> Carrier<T> for Plain<F> {
         F::decode_seq_into(bytes, out)
     }
 
+    fn decode_each(bytes: &[u8], _blocks: Vec<Vec<u8>>, each: impl FnMut(T)) -> Result<()>
+    where
+        T: DeserializeOwned,
+    {
+        F::decode_seq_each(bytes, each)
+    }
+
     fn streams() -> bool {
         F::streams()
     }
@@ -865,25 +872,33 @@ fn room<T, C: Carrier<T>>(count: usize) -> usize {
 }
 
 /// Runs a chunk of worker `W`'s tasks in a pool worker: decodes the arguments, calls `call` on
-/// each, encodes the results. When the arguments are plain old data and the result's carrier
-/// encodes one value at a time, each argument is read out of the payload and its result
-/// encoded as soon as it is made, into one buffer sized from the payload: no list of either.
+/// each, encodes the results. When the result's carrier encodes one value at a time, each
+/// result is encoded as soon as it is made, into one buffer sized from the payload: no list of
+/// results. The arguments come one at a time too when they are plain old data (read out of
+/// the payload) or serde values that own nothing on the heap (decoded twice, see
+/// [`Format::decode_seq_each`](codec::Format::decode_seq_each)); from a list otherwise.
 /// `call` runs only once the whole payload is known to decode.
 pub(crate) fn run_chunk<W: Worker>(
     payload: &[u8],
     blocks: Vec<Vec<u8>>,
     mut call: impl FnMut(W::Args) -> W::Output,
 ) -> Result<Encoded> {
-    if !(W::ArgsCarrier::reads_each() && W::OutputCarrier::streams()) {
+    if !W::OutputCarrier::streams() {
         // A list of arguments (serde decodes them first anyway): the results take its place
         // when they have the same size (`collect` reuses the allocation).
         let args = decode_args_chunk::<W>(payload, blocks)?;
         let results: Vec<W::Output> = args.into_iter().map(call).collect();
         return encode_outputs::<W>(results);
     }
-    // Room for a result of its size in memory for each argument the payload can hold.
-    let room =
-        room::<W::Output, W::OutputCarrier>(payload.len() / std::mem::size_of::<W::Args>().max(1));
+    // Room for a result of its size in memory for each argument the payload can hold: as many
+    // as it holds when the arguments are plain old data. Serde arguments may encode to less
+    // than their size (then the buffer grows) or to more (a vector): their guess is held to
+    // twice the payload, so that a few large arguments do not reserve room for many results.
+    let count = payload.len() / std::mem::size_of::<W::Args>().max(1);
+    let mut room = room::<W::Output, W::OutputCarrier>(count);
+    if !W::ArgsCarrier::reads_each() {
+        room = room.min(payload.len().saturating_mul(2).saturating_add(64));
+    }
     let mut decoded = Ok(());
     let mut failed = None;
     let encoded = handle::encode_with(|| {
@@ -1304,6 +1319,140 @@ mod tests {
         let mut big = vec![1u8; BLOCK_MIN];
         big.push(9);
         assert_eq!(back, [big, vec![2, 3, 9]]);
+    }
+
+    /// A serde struct that owns nothing on the heap: its arguments are decoded one at a time.
+    #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+    struct Point {
+        x: u64,
+        flag: bool,
+        y: Option<i32>,
+    }
+
+    fn point(i: u64) -> Point {
+        Point {
+            x: i * 3,
+            flag: i % 3 == 0,
+            y: (i % 2 == 0).then_some(-(i as i32)),
+        }
+    }
+
+    struct Points;
+
+    impl Worker for Points {
+        const NAME: &'static str = "test::points";
+        type Args = Point;
+        type Output = Point;
+        type ArgsCarrier = Plain;
+        type OutputCarrier = Plain;
+    }
+
+    #[test]
+    fn serde_values_without_heap_run_one_at_a_time() {
+        assert!(!std::mem::needs_drop::<Point>());
+        for n in [0u64, 1, 2, 1000] {
+            let points: Vec<Point> = (0..n).map(point).collect();
+            let payload = Plain::<Compact>::encode_slice(&points).unwrap();
+            let mut calls = 0;
+            let flip = |p: Point| Point {
+                x: p.x + 1,
+                flag: !p.flag,
+                y: p.y.map(|y| y * 2),
+            };
+            let out = run_chunk::<Points>(&payload, Vec::new(), |p| {
+                calls += 1;
+                flip(p)
+            })
+            .unwrap();
+            assert_eq!(calls, n);
+            let expected: Vec<Point> = points.iter().copied().map(flip).collect();
+            // The results as a slice of them encodes, and back.
+            assert_eq!(
+                out.bytes,
+                Plain::<Compact>::encode_slice(&expected).unwrap()
+            );
+            assert_eq!(decode_chunk::<Point, Plain>(out).unwrap(), expected);
+            let mut got: Vec<Point> = Vec::new();
+            Plain::<Compact>::decode_each(&payload, Vec::new(), |p| got.push(p)).unwrap();
+            assert_eq!(got, points);
+        }
+    }
+
+    #[test]
+    fn a_corrupt_chunk_of_serde_values_without_heap_calls_nothing() {
+        let points: Vec<Point> = (0..50).map(point).collect();
+        let payload = Plain::<Compact>::encode_slice(&points).unwrap();
+        // Each point: x (8 bytes), flag (1), the option's tag (1) and maybe its i32 (4).
+        let mut bad_flag = payload.clone();
+        bad_flag[8 + 8] = 2;
+        let mut last_flag = payload.clone();
+        let len = last_flag.len();
+        last_flag[len - 2] = 7; // the last point (49) has no `y`: ... flag, tag
+        let mut more = payload.clone();
+        more[..8].copy_from_slice(&51u64.to_le_bytes());
+        let mut fewer = payload.clone();
+        fewer[..8].copy_from_slice(&49u64.to_le_bytes());
+        let cases: [&[u8]; 7] = [
+            &payload[..payload.len() - 1],
+            &payload[..3],
+            &bad_flag,
+            &last_flag,
+            &more,
+            &fewer,
+            &[payload.as_slice(), &[0]].concat(),
+        ];
+        for (i, bytes) in cases.into_iter().enumerate() {
+            let mut calls = 0;
+            let err = run_chunk::<Points>(bytes, Vec::new(), |p| {
+                calls += 1;
+                p
+            })
+            .unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::Codec, "case {i}");
+            assert!(
+                err.to_string()
+                    .starts_with("cannot decode the arguments of worker `test::points`"),
+                "case {i}: {err}"
+            );
+            assert_eq!(
+                calls, 0,
+                "case {i}: a call before the chunk was known whole"
+            );
+            let mut seen = 0;
+            let err = Plain::<Compact>::decode_each(bytes, Vec::new(), |_: Point| seen += 1);
+            assert_eq!(err.unwrap_err().kind(), ErrorKind::Codec, "case {i}");
+            assert_eq!(seen, 0, "case {i}");
+        }
+    }
+
+    /// A value that decodes the first time and fails every later time: one that reads global
+    /// state, as no derived `Deserialize` does.
+    #[derive(Debug, Serialize)]
+    struct Once(u8);
+
+    thread_local! {
+        static DECODED: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+    }
+
+    impl<'de> Deserialize<'de> for Once {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Once, D::Error> {
+            let v = u8::deserialize(d)?;
+            let n = DECODED.with(|c| c.replace(c.get() + 1));
+            if n > 0 {
+                return Err(serde::de::Error::custom("decoded twice"));
+            }
+            Ok(Once(v))
+        }
+    }
+
+    #[test]
+    fn a_value_that_decodes_only_once_is_an_error_not_a_panic() {
+        assert!(!std::mem::needs_drop::<Once>());
+        let payload = Plain::<Compact>::encode_slice(&[Once(1)]).unwrap();
+        DECODED.with(|c| c.set(0));
+        let err = Plain::<Compact>::decode_each(&payload, Vec::new(), |_: Once| {}).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Codec);
+        assert!(err.chain().to_string().contains("decoded twice"), "{err:?}");
     }
 
     #[test]

@@ -102,6 +102,22 @@ pub(crate) fn decode_seq_into<T: de::DeserializeOwned>(
     Ok(((), input.len() - reader.input.len()))
 }
 
+/// Decodes a sequence of `T`s (a length, then the values) from the front of `input`, handing
+/// each to `each` as it is decoded; returns the bytes read. On error some values may have been
+/// handed on: the caller checks the input first ([`check_seq`]) when that matters.
+#[inline]
+pub(crate) fn decode_seq_each<T: de::DeserializeOwned>(
+    input: &[u8],
+    mut each: impl FnMut(T),
+) -> Result<((), usize)> {
+    let mut reader = Reader { input };
+    let len = reader.len()?;
+    for _ in 0..len {
+        each(T::deserialize(&mut reader)?);
+    }
+    Ok(((), input.len() - reader.input.len()))
+}
+
 /// The rest of the input.
 struct Reader<'de> {
     input: &'de [u8],
