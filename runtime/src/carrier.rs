@@ -131,6 +131,20 @@ pub trait Carrier<T> {
         Ok(())
     }
 
+    /// [`decode_each`](Self::decode_each) with `state` handed to `each` beside each value
+    /// (whose loop can then keep the state's fields in registers).
+    fn decode_fold<S>(
+        bytes: &[u8],
+        blocks: Vec<Vec<u8>>,
+        state: &mut S,
+        mut each: impl FnMut(&mut S, T),
+    ) -> Result<()>
+    where
+        T: DeserializeOwned,
+    {
+        Self::decode_each(bytes, blocks, |value| each(state, value))
+    }
+
     /// Whether [`decode_each`](Self::decode_each) reads the values one at a time out of the
     /// payload (plain old data), rather than decoding a list of them first.
     fn reads_each() -> bool {
@@ -234,11 +248,23 @@ impl<T, F: Format> Carrier<T> for Plain<F> {
         F::decode_seq_into(bytes, out)
     }
 
-    fn decode_each(bytes: &[u8], _blocks: Vec<Vec<u8>>, each: impl FnMut(T)) -> Result<()>
+    fn decode_each(bytes: &[u8], _blocks: Vec<Vec<u8>>, mut each: impl FnMut(T)) -> Result<()>
     where
         T: DeserializeOwned,
     {
-        F::decode_seq_each(bytes, each)
+        F::decode_seq_each(bytes, &mut (), |_, value| each(value))
+    }
+
+    fn decode_fold<S>(
+        bytes: &[u8],
+        _blocks: Vec<Vec<u8>>,
+        state: &mut S,
+        each: impl FnMut(&mut S, T),
+    ) -> Result<()>
+    where
+        T: DeserializeOwned,
+    {
+        F::decode_seq_each(bytes, state, each)
     }
 
     fn streams() -> bool {
@@ -840,10 +866,7 @@ pub(crate) fn encode_args_iter<W: Worker>(
             let encoded = handle::encode_with(|| {
                 let mut buf = spare::take_or_new(room);
                 W::ArgsCarrier::start(&mut buf);
-                for item in items.by_ref().take(take) {
-                    W::ArgsCarrier::push(&item, &mut buf)?;
-                    count += 1;
-                }
+                count = push_all::<W::Args, W::ArgsCarrier>(items.by_ref().take(take), &mut buf)?;
                 W::ArgsCarrier::end(&mut buf, 0, count);
                 Ok(buf)
             })
@@ -858,6 +881,23 @@ pub(crate) fn encode_args_iter<W: Worker>(
         each(index as u32, encoded)?;
     }
     Ok(total)
+}
+
+/// Pushes each of `items` onto the payload begun in `buf` ([`Carrier::push`]); returns how
+/// many. Not inlined: `buf` is then a `&mut` argument, which the compiler knows no byte written
+/// into the buffer can change, so it keeps its length in a register for the whole loop instead
+/// of storing it and reading it back after every number.
+#[inline(never)]
+fn push_all<T: Serialize, C: Carrier<T>>(
+    items: impl Iterator<Item = T>,
+    buf: &mut Vec<u8>,
+) -> Result<usize> {
+    let mut count = 0;
+    for item in items {
+        C::push(&item, buf)?;
+        count += 1;
+    }
+    Ok(count)
 }
 
 /// The room a payload of `count` values of `T` streamed by `C` takes when each takes its size
@@ -902,17 +942,20 @@ pub(crate) fn run_chunk<W: Worker>(
     let mut decoded = Ok(());
     let mut failed = None;
     let encoded = handle::encode_with(|| {
-        let mut buf = spare::take_or_new(room);
-        W::OutputCarrier::start(&mut buf);
-        let mut count = 0;
-        decoded = W::ArgsCarrier::decode_each(payload, blocks, |args| {
-            if failed.is_none() {
-                match W::OutputCarrier::push(&call(args), &mut buf) {
-                    Ok(()) => count += 1,
-                    Err(err) => failed = Some(err),
+        // The buffer, the count of results in it and the first error, handed to each call
+        // beside its arguments.
+        let mut out = (spare::take_or_new(room), 0usize, None);
+        W::OutputCarrier::start(&mut out.0);
+        decoded = W::ArgsCarrier::decode_fold(payload, blocks, &mut out, |out, args| {
+            if out.2.is_none() {
+                match W::OutputCarrier::push(&call(args), &mut out.0) {
+                    Ok(()) => out.1 += 1,
+                    Err(err) => out.2 = Some(err),
                 }
             }
         });
+        let (mut buf, count, error) = out;
+        failed = error;
         W::OutputCarrier::end(&mut buf, 0, count);
         Ok(buf)
     })?;

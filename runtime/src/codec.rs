@@ -106,12 +106,16 @@ pub trait Format {
     }
 
     /// Decodes a whole buffer that holds a sequence of `T`s like
-    /// [`decode_seq_into`](Self::decode_seq_into), handing each value to `each` in order;
-    /// `each` is called only once the whole buffer is known to decode.
-    fn decode_seq_each<T: DeserializeOwned>(bytes: &[u8], each: impl FnMut(T)) -> Result<()> {
+    /// [`decode_seq_into`](Self::decode_seq_into), handing each value to `each` in order,
+    /// with `state`; `each` is called only once the whole buffer is known to decode.
+    fn decode_seq_each<T: DeserializeOwned, S>(
+        bytes: &[u8],
+        state: &mut S,
+        mut each: impl FnMut(&mut S, T),
+    ) -> Result<()> {
         let mut values = Vec::new();
         Self::decode_seq_into(bytes, &mut values)?;
-        values.into_iter().for_each(each);
+        values.into_iter().for_each(|value| each(state, value));
         Ok(())
     }
 
@@ -181,17 +185,22 @@ impl Format for Compact {
     /// each handed on as it is decoded again, without a list of them (decoding them allocates
     /// nothing and costs less than writing and reading back the list). Any other value is
     /// decoded once, onto a list.
-    fn decode_seq_each<T: DeserializeOwned>(bytes: &[u8], mut each: impl FnMut(T)) -> Result<()> {
+    fn decode_seq_each<T: DeserializeOwned, S>(
+        bytes: &[u8],
+        state: &mut S,
+        mut each: impl FnMut(&mut S, T),
+    ) -> Result<()> {
         if std::mem::needs_drop::<T>() {
             let mut values = Vec::new();
             Self::decode_seq_into(bytes, &mut values)?;
-            values.into_iter().for_each(each);
+            values.into_iter().for_each(|value| each(state, value));
             return Ok(());
         }
-        fixed_outcome::<Vec<T>, ()>(bytes.len(), fixed::decode_seq_each::<T>(bytes, drop))?;
+        let checked = fixed::decode_seq_each::<T, ()>(bytes, &mut (), |_, value| drop(value));
+        fixed_outcome::<Vec<T>, ()>(bytes.len(), checked)?;
         // A `Deserialize` that decodes the same bytes differently the second time (one that
         // reads global state) may fail now, after values were handed on: still an error.
-        fixed_outcome::<Vec<T>, ()>(bytes.len(), fixed::decode_seq_each(bytes, &mut each))
+        fixed_outcome::<Vec<T>, ()>(bytes.len(), fixed::decode_seq_each(bytes, state, each))
     }
 
     /// With [`fixed`]'s decoder of the same format, several times faster than bincode's.

@@ -130,17 +130,18 @@ pub(crate) fn decode_seq_into<T: de::DeserializeOwned>(
 }
 
 /// Decodes a sequence of `T`s (a length, then the values) from the front of `input`, handing
-/// each to `each` as it is decoded; returns the bytes read. On error some values may have been
+/// each to `each` with `state` as it is decoded; returns the bytes read. On error some values may have been
 /// handed on: the caller checks the whole input first (a pass with `drop`) when that matters.
-#[inline]
-pub(crate) fn decode_seq_each<T: de::DeserializeOwned>(
+#[inline(never)]
+pub(crate) fn decode_seq_each<T: de::DeserializeOwned, S>(
     input: &[u8],
-    mut each: impl FnMut(T),
+    state: &mut S,
+    mut each: impl FnMut(&mut S, T),
 ) -> Result<((), usize)> {
     let mut reader = Reader { input };
     let len = reader.len()?;
     for _ in 0..len {
-        each(T::deserialize(&mut reader)?);
+        each(state, T::deserialize(&mut reader)?);
     }
     Ok(((), input.len() - reader.input.len()))
 }
