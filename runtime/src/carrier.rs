@@ -1375,8 +1375,8 @@ mod tests {
     fn point(i: u64) -> Point {
         Point {
             x: i * 3,
-            flag: i % 3 == 0,
-            y: (i % 2 == 0).then_some(-(i as i32)),
+            flag: i.is_multiple_of(3),
+            y: i.is_multiple_of(2).then_some(-(i as i32)),
         }
     }
 
