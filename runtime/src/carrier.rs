@@ -133,6 +133,20 @@ pub trait Carrier<T> {
         Ok(())
     }
 
+    /// [`decode_each`](Self::decode_each) with `state` handed to `each` beside each value
+    /// (whose loop can then keep the state's fields in registers).
+    fn decode_fold<S>(
+        bytes: &[u8],
+        blocks: Vec<Block>,
+        state: &mut S,
+        mut each: impl FnMut(&mut S, T),
+    ) -> Result<()>
+    where
+        T: DeserializeOwned,
+    {
+        Self::decode_each(bytes, blocks, |value| each(state, value))
+    }
+
     /// Whether [`decode_each`](Self::decode_each) reads the values one at a time out of the
     /// payload (plain old data), rather than decoding a list of them first.
     fn reads_each() -> bool {
@@ -234,6 +248,25 @@ impl<T, F: Format> Carrier<T> for Plain<F> {
         T: DeserializeOwned,
     {
         F::decode_seq_into(bytes, out)
+    }
+
+    fn decode_each(bytes: &[u8], _blocks: Vec<Block>, mut each: impl FnMut(T)) -> Result<()>
+    where
+        T: DeserializeOwned,
+    {
+        F::decode_seq_each(bytes, &mut (), |_, value| each(value))
+    }
+
+    fn decode_fold<S>(
+        bytes: &[u8],
+        _blocks: Vec<Block>,
+        state: &mut S,
+        each: impl FnMut(&mut S, T),
+    ) -> Result<()>
+    where
+        T: DeserializeOwned,
+    {
+        F::decode_seq_each(bytes, state, each)
     }
 
     fn streams() -> bool {
@@ -836,10 +869,7 @@ pub(crate) fn encode_args_iter<W: Worker>(
             let encoded = handle::encode_with(|| {
                 let mut buf = spare::take_or_new(room);
                 W::ArgsCarrier::start(&mut buf);
-                for item in items.by_ref().take(take) {
-                    W::ArgsCarrier::push(&item, &mut buf)?;
-                    count += 1;
-                }
+                count = push_all::<W::Args, W::ArgsCarrier>(items.by_ref().take(take), &mut buf)?;
                 W::ArgsCarrier::end(&mut buf, 0, count);
                 Ok(buf)
             })
@@ -856,6 +886,23 @@ pub(crate) fn encode_args_iter<W: Worker>(
     Ok(total)
 }
 
+/// Pushes each of `items` onto the payload begun in `buf` ([`Carrier::push`]); returns how
+/// many. Not inlined: `buf` is then a `&mut` argument, which the compiler knows no byte written
+/// into the buffer can change, so it keeps its length in a register for the whole loop instead
+/// of storing it and reading it back after every number.
+#[inline(never)]
+fn push_all<T: Serialize, C: Carrier<T>>(
+    items: impl Iterator<Item = T>,
+    buf: &mut Vec<u8>,
+) -> Result<usize> {
+    let mut count = 0;
+    for item in items {
+        C::push(&item, buf)?;
+        count += 1;
+    }
+    Ok(count)
+}
+
 /// The room a payload of `count` values of `T` streamed by `C` takes when each takes its size
 /// in memory (plain old data does, and small serde structs of numbers): exactly that, so that
 /// a spare buffer of a payload of the same size serves it.
@@ -868,39 +915,50 @@ fn room<T, C: Carrier<T>>(count: usize) -> usize {
 }
 
 /// Runs a chunk of worker `W`'s tasks in a pool worker: decodes the arguments, calls `call` on
-/// each, encodes the results. When the arguments are plain old data and the result's carrier
-/// encodes one value at a time, each argument is read out of the payload and its result
-/// encoded as soon as it is made, into one buffer sized from the payload: no list of either.
+/// each, encodes the results. When the result's carrier encodes one value at a time, each
+/// result is encoded as soon as it is made, into one buffer sized from the payload: no list of
+/// results. The arguments come one at a time too when they are plain old data (read out of
+/// the payload) or serde values that own nothing on the heap (decoded twice, see
+/// [`Format::decode_seq_each`](codec::Format::decode_seq_each)); from a list otherwise.
 /// `call` runs only once the whole payload is known to decode.
 pub(crate) fn run_chunk<W: Worker>(
     payload: &[u8],
     blocks: Vec<Block>,
     mut call: impl FnMut(W::Args) -> W::Output,
 ) -> Result<Encoded> {
-    if !(W::ArgsCarrier::reads_each() && W::OutputCarrier::streams()) {
+    if !W::OutputCarrier::streams() {
         // A list of arguments (serde decodes them first anyway): the results take its place
         // when they have the same size (`collect` reuses the allocation).
         let args = decode_args_chunk::<W>(payload, blocks)?;
         let results: Vec<W::Output> = args.into_iter().map(call).collect();
         return encode_outputs::<W>(results);
     }
-    // Room for a result of its size in memory for each argument the payload can hold.
-    let room =
-        room::<W::Output, W::OutputCarrier>(payload.len() / std::mem::size_of::<W::Args>().max(1));
+    // Room for a result of its size in memory for each argument the payload can hold: as many
+    // as it holds when the arguments are plain old data. Serde arguments may encode to less
+    // than their size (then the buffer grows) or to more (a vector): their guess is held to
+    // twice the payload, so that a few large arguments do not reserve room for many results.
+    let count = payload.len() / std::mem::size_of::<W::Args>().max(1);
+    let mut room = room::<W::Output, W::OutputCarrier>(count);
+    if !W::ArgsCarrier::reads_each() {
+        room = room.min(payload.len().saturating_mul(2).saturating_add(64));
+    }
     let mut decoded = Ok(());
     let mut failed = None;
     let encoded = handle::encode_with(|| {
-        let mut buf = spare::take_or_new(room);
-        W::OutputCarrier::start(&mut buf);
-        let mut count = 0;
-        decoded = W::ArgsCarrier::decode_each(payload, blocks, |args| {
-            if failed.is_none() {
-                match W::OutputCarrier::push(&call(args), &mut buf) {
-                    Ok(()) => count += 1,
-                    Err(err) => failed = Some(err),
+        // The buffer, the count of results in it and the first error, handed to each call
+        // beside its arguments.
+        let mut out = (spare::take_or_new(room), 0usize, None);
+        W::OutputCarrier::start(&mut out.0);
+        decoded = W::ArgsCarrier::decode_fold(payload, blocks, &mut out, |out, args| {
+            if out.2.is_none() {
+                match W::OutputCarrier::push(&call(args), &mut out.0) {
+                    Ok(()) => out.1 += 1,
+                    Err(err) => out.2 = Some(err),
                 }
             }
         });
+        let (mut buf, count, error) = out;
+        failed = error;
         W::OutputCarrier::end(&mut buf, 0, count);
         Ok(buf)
     })?;
@@ -1307,6 +1365,140 @@ mod tests {
         let mut big = vec![1u8; BLOCK_MIN];
         big.push(9);
         assert_eq!(back, [big, vec![2, 3, 9]]);
+    }
+
+    /// A serde struct that owns nothing on the heap: its arguments are decoded one at a time.
+    #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+    struct Point {
+        x: u64,
+        flag: bool,
+        y: Option<i32>,
+    }
+
+    fn point(i: u64) -> Point {
+        Point {
+            x: i * 3,
+            flag: i.is_multiple_of(3),
+            y: i.is_multiple_of(2).then_some(-(i as i32)),
+        }
+    }
+
+    struct Points;
+
+    impl Worker for Points {
+        const NAME: &'static str = "test::points";
+        type Args = Point;
+        type Output = Point;
+        type ArgsCarrier = Plain;
+        type OutputCarrier = Plain;
+    }
+
+    #[test]
+    fn serde_values_without_heap_run_one_at_a_time() {
+        assert!(!std::mem::needs_drop::<Point>());
+        for n in [0u64, 1, 2, 1000] {
+            let points: Vec<Point> = (0..n).map(point).collect();
+            let payload = Plain::<Compact>::encode_slice(&points).unwrap();
+            let mut calls = 0;
+            let flip = |p: Point| Point {
+                x: p.x + 1,
+                flag: !p.flag,
+                y: p.y.map(|y| y * 2),
+            };
+            let out = run_chunk::<Points>(&payload, Vec::new(), |p| {
+                calls += 1;
+                flip(p)
+            })
+            .unwrap();
+            assert_eq!(calls, n);
+            let expected: Vec<Point> = points.iter().copied().map(flip).collect();
+            // The results as a slice of them encodes, and back.
+            assert_eq!(
+                out.bytes,
+                Plain::<Compact>::encode_slice(&expected).unwrap()
+            );
+            assert_eq!(decode_chunk::<Point, Plain>(out).unwrap(), expected);
+            let mut got: Vec<Point> = Vec::new();
+            Plain::<Compact>::decode_each(&payload, Vec::new(), |p| got.push(p)).unwrap();
+            assert_eq!(got, points);
+        }
+    }
+
+    #[test]
+    fn a_corrupt_chunk_of_serde_values_without_heap_calls_nothing() {
+        let points: Vec<Point> = (0..50).map(point).collect();
+        let payload = Plain::<Compact>::encode_slice(&points).unwrap();
+        // Each point: x (8 bytes), flag (1), the option's tag (1) and maybe its i32 (4).
+        let mut bad_flag = payload.clone();
+        bad_flag[8 + 8] = 2;
+        let mut last_flag = payload.clone();
+        let len = last_flag.len();
+        last_flag[len - 2] = 7; // the last point (49) has no `y`: ... flag, tag
+        let mut more = payload.clone();
+        more[..8].copy_from_slice(&51u64.to_le_bytes());
+        let mut fewer = payload.clone();
+        fewer[..8].copy_from_slice(&49u64.to_le_bytes());
+        let cases: [&[u8]; 7] = [
+            &payload[..payload.len() - 1],
+            &payload[..3],
+            &bad_flag,
+            &last_flag,
+            &more,
+            &fewer,
+            &[payload.as_slice(), &[0]].concat(),
+        ];
+        for (i, bytes) in cases.into_iter().enumerate() {
+            let mut calls = 0;
+            let err = run_chunk::<Points>(bytes, Vec::new(), |p| {
+                calls += 1;
+                p
+            })
+            .unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::Codec, "case {i}");
+            assert!(
+                err.to_string()
+                    .starts_with("cannot decode the arguments of worker `test::points`"),
+                "case {i}: {err}"
+            );
+            assert_eq!(
+                calls, 0,
+                "case {i}: a call before the chunk was known whole"
+            );
+            let mut seen = 0;
+            let err = Plain::<Compact>::decode_each(bytes, Vec::new(), |_: Point| seen += 1);
+            assert_eq!(err.unwrap_err().kind(), ErrorKind::Codec, "case {i}");
+            assert_eq!(seen, 0, "case {i}");
+        }
+    }
+
+    /// A value that decodes the first time and fails every later time: one that reads global
+    /// state, as no derived `Deserialize` does.
+    #[derive(Debug, Serialize)]
+    struct Once(u8);
+
+    thread_local! {
+        static DECODED: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+    }
+
+    impl<'de> Deserialize<'de> for Once {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Once, D::Error> {
+            let v = u8::deserialize(d)?;
+            let n = DECODED.with(|c| c.replace(c.get() + 1));
+            if n > 0 {
+                return Err(serde::de::Error::custom("decoded twice"));
+            }
+            Ok(Once(v))
+        }
+    }
+
+    #[test]
+    fn a_value_that_decodes_only_once_is_an_error_not_a_panic() {
+        assert!(!std::mem::needs_drop::<Once>());
+        let payload = Plain::<Compact>::encode_slice(&[Once(1)]).unwrap();
+        DECODED.with(|c| c.set(0));
+        let err = Plain::<Compact>::decode_each(&payload, Vec::new(), |_: Once| {}).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Codec);
+        assert!(err.chain().to_string().contains("decoded twice"), "{err:?}");
     }
 
     #[test]

@@ -105,6 +105,20 @@ pub trait Format {
         Ok(())
     }
 
+    /// Decodes a whole buffer that holds a sequence of `T`s like
+    /// [`decode_seq_into`](Self::decode_seq_into), handing each value to `each` in order,
+    /// with `state`; `each` is called only once the whole buffer is known to decode.
+    fn decode_seq_each<T: DeserializeOwned, S>(
+        bytes: &[u8],
+        state: &mut S,
+        mut each: impl FnMut(&mut S, T),
+    ) -> Result<()> {
+        let mut values = Vec::new();
+        Self::decode_seq_into(bytes, &mut values)?;
+        values.into_iter().for_each(|value| each(state, value));
+        Ok(())
+    }
+
     /// Whether a sequence can be encoded one value at a time, as [`encode`](Self::encode) of
     /// the slice of them would encode it: [`seq_start`](Self::seq_start), then
     /// [`seq_push`](Self::seq_push) for each value, then [`seq_end`](Self::seq_end).
@@ -164,6 +178,29 @@ impl Format for Compact {
         if let Some(len) = buf.get_mut(start..start + 8) {
             len.copy_from_slice(&(count as u64).to_le_bytes());
         }
+    }
+
+    /// Values that own nothing on the heap (numbers, and structs, tuples, arrays, options and
+    /// enums of them) are decoded twice, one at a time: once to check the whole buffer, then
+    /// each handed on as it is decoded again, without a list of them (decoding them allocates
+    /// nothing and costs less than writing and reading back the list). Any other value is
+    /// decoded once, onto a list.
+    fn decode_seq_each<T: DeserializeOwned, S>(
+        bytes: &[u8],
+        state: &mut S,
+        mut each: impl FnMut(&mut S, T),
+    ) -> Result<()> {
+        if std::mem::needs_drop::<T>() {
+            let mut values = Vec::new();
+            Self::decode_seq_into(bytes, &mut values)?;
+            values.into_iter().for_each(|value| each(state, value));
+            return Ok(());
+        }
+        let checked = fixed::decode_seq_each::<T, ()>(bytes, &mut (), |_, value| drop(value));
+        fixed_outcome::<Vec<T>, ()>(bytes.len(), checked)?;
+        // A `Deserialize` that decodes the same bytes differently the second time (one that
+        // reads global state) may fail now, after values were handed on: still an error.
+        fixed_outcome::<Vec<T>, ()>(bytes.len(), fixed::decode_seq_each(bytes, state, each))
     }
 
     /// With [`fixed`]'s decoder of the same format, several times faster than bincode's.

@@ -198,6 +198,13 @@ fn codec_values(input: &[u8]) {
     let _ = codec::Compact::decode::<RemotePanic>(input);
     let _ = codec::Compact::decode_seq_into::<String>(input, &mut Vec::new());
     let _ = codec::Compact::decode_seq_into::<(char, bool, f32)>(input, &mut Vec::new());
+    // A worker's arguments that own nothing on the heap: checked, then handed on one at a time.
+    let mut count = 0usize;
+    let _ = codec::Compact::decode_seq_each::<(char, bool, Option<f32>), _>(
+        input,
+        &mut count,
+        |count, _| *count += 1,
+    );
 }
 
 /// Plain old data from a pool message (`carrier::pod`): vectors of `f64` (copied into aligned

@@ -304,6 +304,21 @@ impl<T, W: Choice<S, T>, S, C: Carrier<T>> Carrier<T> for Chosen<W, S, C> {
         }
     }
 
+    fn decode_fold<St>(
+        bytes: &[u8],
+        blocks: Vec<Block>,
+        state: &mut St,
+        mut each: impl FnMut(&mut St, T),
+    ) -> Result<()>
+    where
+        T: DeserializeOwned,
+    {
+        match W::way().0 {
+            Some(_) => Self::decode_each(bytes, blocks, |value| each(state, value)),
+            None => C::decode_fold(bytes, blocks, state, each),
+        }
+    }
+
     fn reads_each() -> bool {
         match W::way().0 {
             Some(way) => way.item.is_some(),
