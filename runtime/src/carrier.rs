@@ -920,7 +920,8 @@ fn room<T, C: Carrier<T>>(count: usize) -> usize {
 /// results. The arguments come one at a time too when they are plain old data (read out of
 /// the payload) or serde values that own nothing on the heap (decoded twice, see
 /// [`Format::decode_seq_each`](codec::Format::decode_seq_each)); from a list otherwise.
-/// `call` runs only once the whole payload is known to decode.
+/// `call` runs only once the whole payload is known to decode (for values decoded twice: once
+/// the first pass has decoded them all).
 pub(crate) fn run_chunk<W: Worker>(
     payload: &[u8],
     blocks: Vec<Block>,

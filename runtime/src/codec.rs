@@ -184,7 +184,10 @@ impl Format for Compact {
     /// enums of them) are decoded twice, one at a time: once to check the whole buffer, then
     /// each handed on as it is decoded again, without a list of them (decoding them allocates
     /// nothing and costs less than writing and reading back the list). Any other value is
-    /// decoded once, onto a list.
+    /// decoded once, onto a list. "Owns nothing on the heap" is read as "has no drop glue",
+    /// so a `Deserialize` of such a type must give the same value both times and have no
+    /// other effect (serde's derives do); one that fails or panics only the second time does
+    /// so after the calls before it ran (a failure is then the chunk's error, as any other).
     fn decode_seq_each<T: DeserializeOwned, S>(
         bytes: &[u8],
         state: &mut S,

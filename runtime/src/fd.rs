@@ -29,6 +29,9 @@
 //! 5. the descriptors (this registry, [`lock_registry`]);
 //! 6. the executable `spawn` runs (`start::lock_executable`), taken alone elsewhere.
 //!
+//! A fork-started child's reaping lock (`start::Popen`, which no fork takes) comes before the
+//! descriptors: its pidfd, opened late, is registered under it.
+//!
 //! So the closure given to [`made`] takes none of them, and drops no [`LibraryFd`] (its drop
 //! takes the registry's lock).
 //!

@@ -1410,8 +1410,10 @@ impl Driver {
         let mut killed = None;
         for worker in std::mem::take(&mut self.workers) {
             let Ok(exit) = worker.popen.exit_fd() else {
-                // A worker's exit descriptor is made with it: this does not happen.
-                worker.link.mark_buried(None);
+                // A worker's exit descriptor is made with it: this does not happen. Were it
+                // to, the worker is killed and handed to the reaper all the same.
+                let _ = worker.popen.signal(libc::SIGKILL);
+                self.bury_off(Corpse::Worker(Box::new(worker)));
                 continue;
             };
             let mut gone = sys::poll_one(exit.as_fd(), sys::READABLE, deadline).unwrap_or(0) > 0;

@@ -358,6 +358,11 @@ pub(crate) fn fork_child<P: ForChild>(
             drop(prepared);
             drop((executable, server, fds, children, me, hook));
             drop((stdout, stderr));
+            if sys::children_reaped_unasked() {
+                // The kernel reaps it as it ends: its pid is safe only through a pidfd, opened
+                // now.
+                return Popen::direct(child.as_raw(), parent_end);
+            }
             Ok(Popen::forked(child.as_raw(), parent_end))
         }
         Err(err) => {

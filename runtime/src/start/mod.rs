@@ -254,7 +254,8 @@ impl Popen {
     /// meanwhile. A child that another thread reaps meanwhile ends it at once (`ECHILD`),
     /// unless its pid has been given to a new child of this process in between, which takes
     /// the kernel going round all the pids (`pid_max`) first: then it lasts until that child
-    /// has ended too, and the join still reports this child's exit code.
+    /// has ended too (as long as it lives: a pool's fork server lives as long as its pool),
+    /// and the join still reports this child's exit code.
     pub(crate) fn pid_to_wait(&self) -> Option<i32> {
         match self.waiter {
             Waiter::Forked { .. } if self.exitcode.get().is_none() => Some(self.pid),
@@ -446,6 +447,16 @@ impl Popen {
     /// more seconds; reaps it. Returns its exit code, `None` if it could not be reaped.
     pub(crate) fn reap_by(&self, deadline: Option<Instant>) -> Option<i32> {
         let Ok(exit) = self.exit_fd() else {
+            // Ended and reaped, or a child of the fork start method whose pidfd cannot be
+            // opened now (no descriptor left): nothing to wait on until the deadline, so it is
+            // killed at once and waited for, so that it is not left running or a zombie.
+            if let Some(code) = self.try_reap().ok().flatten() {
+                return Some(code);
+            }
+            let _ = self.signal(libc::SIGKILL);
+            if let Some(pid) = self.pid_to_wait() {
+                let _ = sys::wait_exited(pid);
+            }
             return self.try_reap().ok().flatten();
         };
         if sys::poll_one(exit.as_fd(), sys::READABLE, deadline).unwrap_or(0) == 0 {

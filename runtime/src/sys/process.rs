@@ -97,6 +97,20 @@ pub(crate) fn wait_exited(pid: i32) -> io::Result<()> {
     }
 }
 
+/// Whether this process's children are reaped as they end without a `wait` (SIGCHLD ignored,
+/// or `SA_NOCLDWAIT`): then a child's pid may name another process as soon as it ends, and
+/// only a pidfd opened at once names it safely. `true` too if that cannot be known.
+pub(crate) fn children_reaped_unasked() -> bool {
+    // SAFETY: an all-zero `sigaction` is a valid out-value; with a null new action,
+    // `sigaction` only reads the current one into it.
+    let mut action: libc::sigaction = unsafe { std::mem::zeroed() };
+    // SAFETY: see above: `action` is a valid, writable `sigaction`.
+    if unsafe { libc::sigaction(libc::SIGCHLD, std::ptr::null(), &mut action) } != 0 {
+        return true;
+    }
+    action.sa_sigaction == libc::SIG_IGN || action.sa_flags & libc::SA_NOCLDWAIT != 0
+}
+
 /// Sends `signal` to our own child `pid`, which the caller keeps from being reaped meanwhile
 /// (so that the pid cannot belong to another process); a child that has ended (a zombie) is
 /// not an error.
