@@ -5,7 +5,7 @@
 //! `Vec<E>` of any [`Pod`] element type (a `Vec<f64>` as well as a `Vec<u8>`) becomes a block
 //! without a copy, and a block made for `E`s (by a reader told their alignment) becomes a
 //! `Vec<E>` again without one. Anything else (a block of another alignment, one whose length
-//! is not a whole number of `E`s) is copied into a fresh vector.
+//! is not a whole number of `E`s) is refused, for the caller to copy.
 
 use std::alloc::Layout;
 use std::mem::{align_of, size_of, MaybeUninit};
@@ -133,35 +133,6 @@ impl Block {
             )
         })
     }
-
-    /// The vector of `E`s it carries: [`into_vec`](Self::into_vec), or a copy into a fresh
-    /// vector when that is refused (`None`: its length is not a whole number of `E`s, or the
-    /// room for them cannot be allocated).
-    pub(crate) fn into_vec_or_copy<E: Pod>(self) -> Option<Vec<E>> {
-        match self.into_vec::<E>() {
-            Ok(values) => Some(values),
-            Err(block) => copied(&block),
-        }
-    }
-}
-
-/// A fresh vector of `E`s with a copy of `bytes` (`None`: not a whole number of them, or no
-/// room).
-fn copied<E: Pod>(bytes: &[u8]) -> Option<Vec<E>> {
-    let size = size_of::<E>();
-    if size == 0 || !bytes.len().is_multiple_of(size) {
-        return None;
-    }
-    let mut values: Vec<E> = Vec::new();
-    values.try_reserve_exact(bytes.len() / size).ok()?;
-    match bytemuck::try_cast_slice::<u8, E>(bytes) {
-        Ok(aligned) => values.extend_from_slice(aligned),
-        Err(_) => {
-            values.resize(bytes.len() / size, E::zeroed());
-            bytemuck::cast_slice_mut::<E, u8>(&mut values).copy_from_slice(bytes);
-        }
-    }
-    Some(values)
 }
 
 impl Drop for Block {
@@ -265,14 +236,14 @@ mod tests {
     }
 
     #[test]
-    fn a_block_of_another_alignment_or_length_is_copied_or_refused() {
-        // Bytes (alignment 1) asked for as `u32`s: copied into an aligned vector.
+    fn a_block_of_another_alignment_or_length_is_refused() {
+        // Bytes (alignment 1) asked for as `u32`s, or not a whole number of them: refused,
+        // the block given back as it was.
         let bytes = Block::from(1u32.to_ne_bytes().repeat(3));
-        let err = bytes.into_vec::<u32>().unwrap_err();
-        assert_eq!(err.into_vec_or_copy::<u32>(), Some(vec![1, 1, 1]));
-        // Not a whole number of them: neither.
-        let odd = Block::from(vec![0u8; 7]);
-        assert!(odd.into_vec_or_copy::<u32>().is_none());
+        let back = bytes.into_vec::<u32>().unwrap_err();
+        assert_eq!((back.len(), back.align()), (12, 1));
+        let odd = Block::from_vec(vec![0u32; 7]).unwrap();
+        assert_eq!(odd.into_vec::<u64>().unwrap_err().len(), 28);
         // Made by a reader for `u64`s, filled, then taken as them.
         let mut made = Block::with_capacity(16, 8).unwrap();
         for (i, byte) in made.spare_capacity_mut().iter_mut().enumerate() {

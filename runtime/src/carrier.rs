@@ -583,7 +583,12 @@ impl Part<Vec<u8>> for Bytes {
                 .blocks
                 .get_mut(index as usize)
                 .and_then(Option::take)
-                .and_then(Block::into_vec_or_copy::<u8>)
+                // A block made for wider values (not by this carrier): its bytes, copied.
+                .map(|block| {
+                    block
+                        .into_vec::<u8>()
+                        .unwrap_or_else(|block| block.to_vec())
+                })
                 .ok_or_else(|| {
                     Error::new(
                         ErrorKind::Codec,
