@@ -544,10 +544,7 @@ impl Rings {
         &self,
         control: BorrowedFd<'_>,
     ) -> Result<Option<(H, Encoded)>> {
-        let wait = |word: &AtomicU64, progress: &AtomicU64, mark: u64| {
-            self.wait_filled(word, progress, mark, control)
-        };
-        let taken = self.take(&self.tasks, (&self.bulk, Way::Tasks, Some(&wait), false))?;
+        let taken = self.take_task_in(control, false)?;
         Ok(taken.map(|(header, body, _)| (header, body)))
     }
 
@@ -558,17 +555,27 @@ impl Rings {
         &self,
         control: BorrowedFd<'_>,
     ) -> Result<Option<Message<H>>> {
+        self.take_task_in(control, true)
+    }
+
+    /// Worker: the task in the ring, its body in the bulk area waited for as the parent fills
+    /// it in, its payload read in place or not.
+    fn take_task_in<H: DeserializeOwned>(
+        &self,
+        control: BorrowedFd<'_>,
+        in_place: bool,
+    ) -> Result<Option<Message<H>>> {
         let wait = |word: &AtomicU64, progress: &AtomicU64, mark: u64| {
             self.wait_filled(word, progress, mark, control)
         };
-        self.take(&self.tasks, (&self.bulk, Way::Tasks, Some(&wait), true))
+        self.take(&self.tasks, (&self.bulk, Way::Tasks, Some(&wait), in_place))
     }
 
     /// Worker: waits until the parent has filled in the body of a task up to `mark`, as the
     /// slot's `progress` word says, or whole, as its `word` says (it fills it in right after it
     /// committed the record, see `bulk`): spins while the parent's copy moves on, then sleeps
-    /// on the doorbell, which the parent rings after the filling if the worker said it sleeps,
-    /// and on the control socket, whose end means the parent is gone.
+    /// on the doorbell, which the parent rings after each stripe and after the filling if the
+    /// worker said it sleeps, and on the control socket, whose end means the parent is gone.
     fn wait_filled(
         &self,
         word: &AtomicU64,
