@@ -51,37 +51,14 @@ pub(crate) fn encode_into<T: Serialize + ?Sized>(value: &T, buf: &mut Vec<u8>) -
 
 /// Decodes a whole buffer; trailing bytes are an error.
 ///
-/// A corrupt length is an error too, never an abort. bincode allocates a string or byte buffer
-/// of the length it reads before it reads the bytes, and a failed allocation aborts the
-/// process; so every such length is claimed against a limit, and the limit is the smallest of
-/// 64 KiB, 16 MiB and 4 GiB that is not below the input's own length (the bytes of every
-/// string and buffer are in the input, so no valid input reaches it). A corrupt length then
-/// costs at most a lazily zeroed allocation of the limit.
+/// With [`fixed`]'s decoder of bincode's format (which also decodes workers' values): a
+/// corrupt length is an error, never an abort nor a long loop. Nothing is allocated from a
+/// length before the bytes it counts were found in the input, and a forged count of values
+/// that take no bytes is refused (see [`fixed::FREE_VALUES`]). bincode's own decoder allocates
+/// a string's length before it reads its bytes, and makes a forged 2^62 unit values one at a
+/// time.
 pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
-    const KIB_64: usize = 1 << 16;
-    const MIB_16: usize = 1 << 24;
-    const GIB_4: usize = 1 << 32;
-    let decoded = match bytes.len() {
-        n if n <= KIB_64 => {
-            bincode::serde::decode_from_slice(bytes, config().with_limit::<KIB_64>())
-        }
-        n if n <= MIB_16 => {
-            bincode::serde::decode_from_slice(bytes, config().with_limit::<MIB_16>())
-        }
-        n if n <= GIB_4 => bincode::serde::decode_from_slice(bytes, config().with_limit::<GIB_4>()),
-        _ => bincode::serde::decode_from_slice(bytes, config()),
-    };
-    let (value, read) = decoded.map_err(|err| failed::<T>("decode", Failure::decoding(err)))?;
-    if read != bytes.len() {
-        return Err(failed::<T>(
-            "decode",
-            Failure {
-                why: Why::Trailing(bytes.len() - read),
-                source: None,
-            },
-        ));
-    }
-    Ok(value)
+    fixed_outcome::<T, T>(bytes.len(), fixed::decode(bytes))
 }
 
 /// A serde format for the arguments and results of workers, chosen per worker with
@@ -299,20 +276,6 @@ impl Failure {
                 Why::LengthUnknown
             }
             EncodeError::OtherString(message) if message == SKIPPED => Why::SkippedField,
-            _ => Why::Other,
-        };
-        Failure::new(why, err)
-    }
-
-    fn decoding(err: bincode::error::DecodeError) -> Failure {
-        use bincode::error::DecodeError;
-        use bincode::serde::DecodeError as Serde;
-        let why = match &err {
-            DecodeError::Serde(
-                Serde::AnyNotSupported
-                | Serde::IgnoredAnyNotSupported
-                | Serde::IdentifierNotSupported,
-            ) => Why::NotSelfDescribing,
             _ => Why::Other,
         };
         Failure::new(why, err)

@@ -30,6 +30,9 @@ pub(crate) enum Wrong {
     Utf8,
     /// A length beyond the address space.
     Length(u64),
+    /// More than [`FREE_VALUES`] values in one input took no bytes: a forged length of a
+    /// sequence of them (which would take for ever to make).
+    Free,
     /// The type asked what comes next (`deserialize_any` and friends).
     NotSelfDescribing(&'static str),
     /// Encoding (`write`): a sequence or map without a length up front.
@@ -51,6 +54,10 @@ impl fmt::Display for Wrong {
             Wrong::Option(b) => write!(f, "{b} is not an option's tag (0 or 1)"),
             Wrong::Utf8 => f.write_str("the bytes of a string or char are not UTF-8"),
             Wrong::Length(n) => write!(f, "a length of {n} is beyond the address space"),
+            Wrong::Free => write!(
+                f,
+                "more than {FREE_VALUES} values that take no bytes: a corrupt or forged length"
+            ),
             Wrong::NotSelfDescribing(what) => write!(f, "`{what}` is not supported"),
             Wrong::LengthUnknown => f.write_str("a sequence or map of unknown length"),
             Wrong::Skipped => f.write_str("a struct field was skipped"),
@@ -75,9 +82,17 @@ impl serde::ser::Error for Wrong {
 
 type Result<T> = std::result::Result<T, Wrong>;
 
+/// The most values in one input that take no bytes (`()`, a unit struct, a struct of skipped
+/// fields) in sequences and maps, whose lengths are read from the input. Any other value takes
+/// at least one byte, so the input's length bounds how many there are; these it does not, and a
+/// forged length of 2^62 of them would keep the decoder making them for ever (a pool's driver
+/// thread, say, with every caller waiting on it). Honest lists of more than this many are
+/// refused as well: 16M unit values in one message.
+pub(crate) const FREE_VALUES: usize = 1 << 24;
+
 /// Decodes a `T` from the front of `input`; returns it and the bytes read.
 pub(crate) fn decode<'de, T: de::Deserialize<'de>>(input: &'de [u8]) -> Result<(T, usize)> {
-    let mut reader = Reader { input };
+    let mut reader = Reader::new(input);
     let value = T::deserialize(&mut reader)?;
     Ok((value, input.len() - reader.input.len()))
 }
@@ -89,7 +104,7 @@ pub(crate) fn decode_seq_into<T: de::DeserializeOwned>(
     input: &[u8],
     out: &mut Vec<T>,
 ) -> Result<((), usize)> {
-    let mut reader = Reader { input };
+    let mut reader = Reader::new(input);
     let len = reader.len()?;
     // Room for as many values as there could be bytes for (a value of a type with a size
     // takes at least one), never for what a corrupt length claims.
@@ -102,7 +117,9 @@ pub(crate) fn decode_seq_into<T: de::DeserializeOwned>(
     let start = out.len();
     let mut written = 0;
     let mut failed = None;
-    let room = out.capacity() - start;
+    // No more than there are bytes left, for a type without a size too (whose room is
+    // unbounded): the rest are counted below.
+    let room = (out.capacity() - start).min(reader.input.len());
     for slot in &mut out.spare_capacity_mut()[..room.min(len)] {
         match T::deserialize(&mut reader) {
             Ok(value) => {
@@ -124,7 +141,7 @@ pub(crate) fn decode_seq_into<T: de::DeserializeOwned>(
     }
     // More values than the room reserved (values that encode to no bytes): one at a time.
     for _ in written..len {
-        out.push(T::deserialize(&mut reader)?);
+        out.push(reader.counted(|r| T::deserialize(r))?);
     }
     Ok(((), input.len() - reader.input.len()))
 }
@@ -138,10 +155,15 @@ pub(crate) fn decode_seq_each<T: de::DeserializeOwned, S>(
     state: &mut S,
     mut each: impl FnMut(&mut S, T),
 ) -> Result<((), usize)> {
-    let mut reader = Reader { input };
+    let mut reader = Reader::new(input);
     let len = reader.len()?;
-    for _ in 0..len {
+    // As many values as there are bytes left take no counting: the input bounds them.
+    let bounded = len.min(reader.input.len());
+    for _ in 0..bounded {
         each(state, T::deserialize(&mut reader)?);
+    }
+    for _ in bounded..len {
+        each(state, reader.counted(|r| T::deserialize(r))?);
     }
     Ok(((), input.len() - reader.input.len()))
 }
@@ -149,9 +171,30 @@ pub(crate) fn decode_seq_each<T: de::DeserializeOwned, S>(
 /// The rest of the input.
 struct Reader<'de> {
     input: &'de [u8],
+    /// How many more values may take no bytes (see [`FREE_VALUES`]).
+    free: usize,
 }
 
 impl<'de> Reader<'de> {
+    fn new(input: &'de [u8]) -> Reader<'de> {
+        Reader {
+            input,
+            free: FREE_VALUES,
+        }
+    }
+
+    /// Decodes one element of a sequence or map whose length came from the input, counting it
+    /// against [`FREE_VALUES`] if it took no bytes.
+    #[inline]
+    fn counted<T>(&mut self, decode: impl FnOnce(&mut Self) -> Result<T>) -> Result<T> {
+        let left = self.input.len();
+        let value = decode(self)?;
+        if self.input.len() == left {
+            self.free = self.free.checked_sub(1).ok_or(Wrong::Free)?;
+        }
+        Ok(value)
+    }
+
     #[inline]
     fn take(&mut self, n: usize) -> Result<&'de [u8]> {
         match self.input.split_at_checked(n) {
@@ -306,11 +349,19 @@ impl<'de> de::Deserializer<'de> for &mut Reader<'de> {
 
     fn deserialize_seq<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
         let len = self.len()?;
-        self.deserialize_tuple(len, visitor)
+        visitor.visit_seq(Elements {
+            reader: self,
+            len,
+            counted: true,
+        })
     }
 
     fn deserialize_tuple<V: Visitor<'de>>(self, len: usize, visitor: V) -> Result<V::Value> {
-        visitor.visit_seq(Elements { reader: self, len })
+        visitor.visit_seq(Elements {
+            reader: self,
+            len,
+            counted: false,
+        })
     }
 
     fn deserialize_tuple_struct<V: Visitor<'de>>(
@@ -324,7 +375,11 @@ impl<'de> de::Deserializer<'de> for &mut Reader<'de> {
 
     fn deserialize_map<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
         let len = self.len()?;
-        visitor.visit_map(Elements { reader: self, len })
+        visitor.visit_map(Elements {
+            reader: self,
+            len,
+            counted: true,
+        })
     }
 
     fn deserialize_struct<V: Visitor<'de>>(
@@ -362,6 +417,10 @@ impl<'de> de::Deserializer<'de> for &mut Reader<'de> {
 struct Elements<'a, 'de> {
     reader: &'a mut Reader<'de>,
     len: usize,
+    /// Whether `len` came from the input (a sequence or map, not a tuple or struct, whose
+    /// length is its type's): then each element that takes no bytes is counted (see
+    /// [`Reader::counted`]).
+    counted: bool,
 }
 
 impl<'de> SeqAccess<'de> for Elements<'_, 'de> {
@@ -373,6 +432,9 @@ impl<'de> SeqAccess<'de> for Elements<'_, 'de> {
             return Ok(None);
         }
         self.len -= 1;
+        if self.counted {
+            return self.reader.counted(|r| seed.deserialize(r)).map(Some);
+        }
         seed.deserialize(&mut *self.reader).map(Some)
     }
 
@@ -390,7 +452,9 @@ impl<'de> MapAccess<'de> for Elements<'_, 'de> {
             return Ok(None);
         }
         self.len -= 1;
-        seed.deserialize(&mut *self.reader).map(Some)
+        // The entries of a map: each key counted (a key and its value that both take no
+        // bytes, a key that does).
+        self.reader.counted(|r| seed.deserialize(r)).map(Some)
     }
 
     fn next_value_seed<V: DeserializeSeed<'de>>(&mut self, seed: V) -> Result<V::Value> {
@@ -611,6 +675,64 @@ mod tests {
         assert_eq!(out, ["first"]);
         Compact::decode_seq_into(&bytes, &mut out).unwrap();
         assert_eq!(out[1..], chunk[..]);
+    }
+
+    /// Runs `decode` on another thread: its outcome, or `None` if it still runs after a while
+    /// (a decoder that loops for ever fails the test instead of hanging it).
+    fn within_a_while<R: Send + 'static>(decode: impl FnOnce() -> R + Send + 'static) -> Option<R> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(decode());
+        });
+        rx.recv_timeout(std::time::Duration::from_secs(20)).ok()
+    }
+
+    #[test]
+    fn a_forged_count_of_values_that_take_no_bytes_is_refused_at_once() {
+        use crate::codec::{Compact, Format};
+        // A count of 2^62 values that encode to nothing, in 8 bytes: each decoder used to
+        // make them one at a time, for ever.
+        let forged = (1u64 << 62).to_le_bytes().to_vec();
+        let nested: Vec<u8> = [8u64, 1 << 62]
+            .iter()
+            .flat_map(|n| n.to_le_bytes())
+            .chain((1..8).flat_map(|_| (1u64 << 62).to_le_bytes()))
+            .collect();
+        let outcomes = within_a_while(move || {
+            let mut into: Vec<()> = Vec::new();
+            let mut each = 0u64;
+            [
+                decode::<Vec<()>>(&forged).map(drop),
+                decode::<Vec<Vec<()>>>(&nested).map(drop),
+                decode::<BTreeMap<(), ()>>(&forged).map(drop),
+                decode_seq_into::<()>(&forged, &mut into).map(drop),
+                decode_seq_each::<(), _>(&forged, &mut each, |n, ()| *n += 1).map(drop),
+            ]
+            .map(|outcome| outcome.map_err(|err| err.to_string()))
+            .into_iter()
+            .chain([
+                Compact::decode::<Vec<()>>(&forged)
+                    .map(drop)
+                    .map_err(|err| err.chain().to_string()),
+                crate::codec::decode::<Vec<()>>(&forged)
+                    .map(drop)
+                    .map_err(|err| err.chain().to_string()),
+            ])
+            .collect::<Vec<_>>()
+        })
+        .expect("a decoder still runs after 20 s");
+        for outcome in outcomes {
+            let err = outcome.unwrap_err();
+            assert!(err.contains("take no bytes"), "{err}");
+        }
+        // Honest values that take no bytes still decode, many of them.
+        let many = vec![(); 1 << 20];
+        let bytes = crate::codec::encode(&many).unwrap();
+        assert_eq!(decode::<Vec<()>>(&bytes).unwrap().0.len(), 1 << 20);
+        assert_eq!(
+            crate::codec::decode::<Vec<()>>(&bytes).unwrap().len(),
+            1 << 20
+        );
     }
 
     /// `serialize_bytes` and `deserialize_byte_buf`, as `serde_bytes` does.
