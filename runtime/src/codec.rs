@@ -54,11 +54,26 @@ pub(crate) fn encode_into<T: Serialize + ?Sized>(value: &T, buf: &mut Vec<u8>) -
 /// With [`fixed`]'s decoder of bincode's format (which also decodes workers' values): a
 /// corrupt length is an error, never an abort nor a long loop. Nothing is allocated from a
 /// length before the bytes it counts were found in the input, and a forged count of values
-/// that take no bytes is refused (see [`fixed::FREE_VALUES`]). bincode's own decoder allocates
+/// that take no bytes is refused (see [`fixed::FREE_WORK`]). bincode's own decoder allocates
 /// a string's length before it reads its bytes, and makes a forged 2^62 unit values one at a
 /// time.
 pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
     fixed_outcome::<T, T>(bytes.len(), fixed::decode(bytes))
+}
+
+/// bincode's own decoder of a whole buffer (trailing bytes refused), for the tests that check
+/// that [`fixed`] decodes what it decodes and fails where it fails. Lengths are claimed against
+/// 64 KiB (the inputs of those tests are smaller): a corrupt one is an error, not an abort.
+#[cfg(test)]
+pub(crate) fn decode_by_bincode<T: DeserializeOwned>(
+    bytes: &[u8],
+) -> std::result::Result<T, String> {
+    let config = config().with_limit::<{ 1 << 16 }>();
+    match bincode::serde::decode_from_slice(bytes, config) {
+        Ok((value, read)) if read == bytes.len() => Ok(value),
+        Ok((_, read)) => Err(format!("{} trailing bytes", bytes.len() - read)),
+        Err(err) => Err(err.to_string()),
+    }
 }
 
 /// A serde format for the arguments and results of workers, chosen per worker with
@@ -756,7 +771,8 @@ mod tests {
             decode::<(u64, String)>(&nested).unwrap_err().kind(),
             ErrorKind::Codec
         );
-        // Just below each limit and just above: valid input decodes whatever its size.
+        // Valid input decodes whatever its size (bincode's decoder, used before, claimed
+        // lengths against limits of 64 KiB and 16 MiB: around each).
         for len in [(1 << 16) - 8, (1 << 16) + 1, (1 << 24) - 8, (1 << 24) + 1] {
             let s = "x".repeat(len);
             assert_eq!(decode::<String>(&encode(&s).unwrap()).unwrap().len(), len);

@@ -1,5 +1,5 @@
 //! A decoder of the default codec's format (bincode's: little-endian, fixed-width integers,
-//! lengths as `u64`), over a slice, for the values of workers.
+//! lengths as `u64`), over a slice: for the values of workers and every other message.
 //!
 //! bincode 2 reads each number through its `Decoder` (a reader, a limit claimed per read, an
 //! error type of some 40 bytes returned by value), which profiling showed to be most of the
@@ -30,8 +30,8 @@ pub(crate) enum Wrong {
     Utf8,
     /// A length beyond the address space.
     Length(u64),
-    /// More than [`FREE_VALUES`] values in one input took no bytes: a forged length of a
-    /// sequence of them (which would take for ever to make).
+    /// The values in one input that took no bytes went past [`FREE_WORK`]: a forged length
+    /// of a sequence of them (which would take for ever to make).
     Free,
     /// The type asked what comes next (`deserialize_any` and friends).
     NotSelfDescribing(&'static str),
@@ -56,7 +56,10 @@ impl fmt::Display for Wrong {
             Wrong::Length(n) => write!(f, "a length of {n} is beyond the address space"),
             Wrong::Free => write!(
                 f,
-                "more than {FREE_VALUES} values that take no bytes: a corrupt or forged length"
+                "more values that take no bytes than a message may hold ({} of a type without \
+                 a size, {} MiB of others): a corrupt or forged length",
+                FREE_WORK / 8,
+                FREE_WORK >> 20
             ),
             Wrong::NotSelfDescribing(what) => write!(f, "`{what}` is not supported"),
             Wrong::LengthUnknown => f.write_str("a sequence or map of unknown length"),
@@ -82,13 +85,16 @@ impl serde::ser::Error for Wrong {
 
 type Result<T> = std::result::Result<T, Wrong>;
 
-/// The most values in one input that take no bytes (`()`, a unit struct, a struct of skipped
-/// fields) in sequences and maps, whose lengths are read from the input. Any other value takes
-/// at least one byte, so the input's length bounds how many there are; these it does not, and a
-/// forged length of 2^62 of them would keep the decoder making them for ever (a pool's driver
-/// thread, say, with every caller waiting on it). Honest lists of more than this many are
-/// refused as well: 16M unit values in one message.
-pub(crate) const FREE_VALUES: usize = 1 << 24;
+/// How much of the values in one input that take no bytes (`()`, a unit struct, a struct of
+/// skipped fields) the decoder makes, in sequences and maps whose lengths are read from the
+/// input: each costs its size in memory, 8 at least. Any other value takes at least one byte,
+/// so the input's length bounds how many there are; these it does not, and a forged length of
+/// 2^62 of them would keep the decoder making them for ever, or until memory runs out (a pool's
+/// driver thread, say, with every caller waiting on it). Honest ones past it are refused as
+/// well: 8M unit values nested in one message, or 64 MiB of structs whose fields are all
+/// skipped. A chunk's own list of values of a type without a size is not counted (see
+/// [`decode_seq_into`]).
+pub(crate) const FREE_WORK: usize = 1 << 26;
 
 /// Decodes a `T` from the front of `input`; returns it and the bytes read.
 pub(crate) fn decode<'de, T: de::Deserialize<'de>>(input: &'de [u8]) -> Result<(T, usize)> {
@@ -140,15 +146,41 @@ pub(crate) fn decode_seq_into<T: de::DeserializeOwned>(
         return Err(err);
     }
     // More values than the room reserved (values that encode to no bytes): one at a time.
-    for _ in written..len {
+    let mut made = written;
+    if made < len && std::mem::size_of::<T>() == 0 && !std::mem::needs_drop::<T>() {
+        // A chunk of a function's `()` results, say: legitimately more than any allowance (a
+        // chunk of 25M items), and they cost nothing to hold. Once one took no bytes, so does
+        // every one after it, and they are the same value: the rest are copies.
+        let left = reader.input.len();
+        out.push(T::deserialize(&mut reader)?);
+        made += 1;
+        if reader.input.len() == left {
+            let all = out
+                .len()
+                .checked_add(len - made)
+                .ok_or(Wrong::Length(len as u64))?;
+            // SAFETY: `T` takes no memory, so a vector of it has room for `usize::MAX` values
+            // and holds no bytes for them: every value from the old length to `all` is as
+            // initialized as the one just pushed. A value of `T` exists (that one), so `T` is
+            // inhabited; it has no drop glue, so the copies need no drop of their own; and its
+            // `Deserialize` gives the same value for the same bytes (the contract of
+            // `Compact::decode_seq_each`), so they are what decoding each would give.
+            unsafe { out.set_len(all) };
+            made = len;
+        }
+    }
+    for _ in made..len {
         out.push(reader.counted(|r| T::deserialize(r))?);
     }
     Ok(((), input.len() - reader.input.len()))
 }
 
 /// Decodes a sequence of `T`s (a length, then the values) from the front of `input`, handing
-/// each to `each` with `state` as it is decoded; returns the bytes read. On error some values may have been
-/// handed on: the caller checks the whole input first (a pass with `drop`) when that matters.
+/// each to `each` with `state` as it is decoded; returns the bytes read. On error some values
+/// may have been handed on: the caller checks the whole input first (a pass with `drop`) when
+/// that matters. Values of a type without a size are not counted against [`FREE_WORK`]: each
+/// is a call of `each` (a worker's call of its function on a `()` argument), as many as the
+/// chunk holds.
 #[inline(never)]
 pub(crate) fn decode_seq_each<T: de::DeserializeOwned, S>(
     input: &[u8],
@@ -158,7 +190,11 @@ pub(crate) fn decode_seq_each<T: de::DeserializeOwned, S>(
     let mut reader = Reader::new(input);
     let len = reader.len()?;
     // As many values as there are bytes left take no counting: the input bounds them.
-    let bounded = len.min(reader.input.len());
+    let bounded = if std::mem::size_of::<T>() == 0 {
+        len
+    } else {
+        len.min(reader.input.len())
+    };
     for _ in 0..bounded {
         each(state, T::deserialize(&mut reader)?);
     }
@@ -171,7 +207,7 @@ pub(crate) fn decode_seq_each<T: de::DeserializeOwned, S>(
 /// The rest of the input.
 struct Reader<'de> {
     input: &'de [u8],
-    /// How many more values may take no bytes (see [`FREE_VALUES`]).
+    /// How much more of values that take no bytes may be made (see [`FREE_WORK`]).
     free: usize,
 }
 
@@ -179,18 +215,19 @@ impl<'de> Reader<'de> {
     fn new(input: &'de [u8]) -> Reader<'de> {
         Reader {
             input,
-            free: FREE_VALUES,
+            free: FREE_WORK,
         }
     }
 
     /// Decodes one element of a sequence or map whose length came from the input, counting it
-    /// against [`FREE_VALUES`] if it took no bytes.
+    /// against [`FREE_WORK`] if it took no bytes.
     #[inline]
     fn counted<T>(&mut self, decode: impl FnOnce(&mut Self) -> Result<T>) -> Result<T> {
         let left = self.input.len();
         let value = decode(self)?;
         if self.input.len() == left {
-            self.free = self.free.checked_sub(1).ok_or(Wrong::Free)?;
+            let cost = std::mem::size_of::<T>().max(8);
+            self.free = self.free.checked_sub(cost).ok_or(Wrong::Free)?;
         }
         Ok(value)
     }
@@ -439,8 +476,9 @@ impl<'de> SeqAccess<'de> for Elements<'_, 'de> {
     }
 
     fn size_hint(&self) -> Option<usize> {
-        // serde preallocates at most a megabyte from a hint: a corrupt length costs no more.
-        Some(self.len)
+        // No more than there are bytes left (serde's own types preallocate at most a megabyte
+        // from a hint, others may trust it): a corrupt length costs no more.
+        Some(self.len.min(self.reader.input.len()))
     }
 }
 
@@ -462,7 +500,7 @@ impl<'de> MapAccess<'de> for Elements<'_, 'de> {
     }
 
     fn size_hint(&self) -> Option<usize> {
-        Some(self.len)
+        Some(self.len.min(self.reader.input.len()))
     }
 }
 
@@ -577,7 +615,7 @@ mod tests {
         // Every cut is an error, for both decoders.
         for cut in 0..bytes.len() {
             assert!(decode::<Everything>(&bytes[..cut]).is_err(), "cut at {cut}");
-            assert!(crate::codec::decode::<Everything>(&bytes[..cut]).is_err());
+            assert!(crate::codec::decode_by_bincode::<Everything>(&bytes[..cut]).is_err());
         }
         // Every single byte changed: both decode or both fail, to the same value.
         for i in 0..bytes.len() {
@@ -590,7 +628,7 @@ mod tests {
                     .ok()
                     .filter(|(_, n)| *n == bad.len())
                     .map(|(v, _)| same(&v));
-                let theirs = crate::codec::decode::<Everything>(&bad)
+                let theirs = crate::codec::decode_by_bincode::<Everything>(&bad)
                     .ok()
                     .map(|v| same(&v));
                 assert_eq!(ours, theirs, "byte {i} ^ {flip}");
@@ -684,7 +722,19 @@ mod tests {
         std::thread::spawn(move || {
             let _ = tx.send(decode());
         });
-        rx.recv_timeout(std::time::Duration::from_secs(20)).ok()
+        rx.recv_timeout(std::time::Duration::from_secs(60)).ok()
+    }
+
+    /// A struct that takes no bytes but has a size: a vector of them costs memory.
+    #[derive(Debug, Default, PartialEq, Serialize, Deserialize)]
+    struct Skipped {
+        #[serde(skip)]
+        x: u64,
+    }
+
+    /// The little-endian bytes of `words`.
+    fn words(words: &[u64]) -> Vec<u8> {
+        words.iter().flat_map(|n| n.to_le_bytes()).collect()
     }
 
     #[test]
@@ -692,21 +742,32 @@ mod tests {
         use crate::codec::{Compact, Format};
         // A count of 2^62 values that encode to nothing, in 8 bytes: each decoder used to
         // make them one at a time, for ever.
-        let forged = (1u64 << 62).to_le_bytes().to_vec();
-        let nested: Vec<u8> = [8u64, 1 << 62]
-            .iter()
-            .flat_map(|n| n.to_le_bytes())
-            .chain((1..8).flat_map(|_| (1u64 << 62).to_le_bytes()))
-            .collect();
+        let forged = words(&[1 << 62]);
+        let nested = words(&[
+            8,
+            1 << 62,
+            1 << 62,
+            1 << 62,
+            1 << 62,
+            1 << 62,
+            1 << 62,
+            1 << 62,
+            1 << 62,
+        ]);
+        // The allowance is the whole input's, not each sequence's: 16 lists of 2M units each
+        // (8 units of allowance each, 2^24 a list) run out at the fifth; 3 of them do not.
+        let sixteen = words(&[&[16u64][..], &[1 << 21; 16]].concat());
+        let three = words(&[&[3u64][..], &[1 << 21; 3]].concat());
         let outcomes = within_a_while(move || {
-            let mut into: Vec<()> = Vec::new();
-            let mut each = 0u64;
-            [
+            let mut skipped: Vec<Skipped> = Vec::new();
+            let mut calls = 0u64;
+            let refused = [
                 decode::<Vec<()>>(&forged).map(drop),
                 decode::<Vec<Vec<()>>>(&nested).map(drop),
                 decode::<BTreeMap<(), ()>>(&forged).map(drop),
-                decode_seq_into::<()>(&forged, &mut into).map(drop),
-                decode_seq_each::<(), _>(&forged, &mut each, |n, ()| *n += 1).map(drop),
+                decode::<Vec<Vec<()>>>(&sixteen).map(drop),
+                decode_seq_into::<Skipped>(&forged, &mut skipped).map(drop),
+                decode_seq_each::<Skipped, _>(&forged, &mut calls, |n, _| *n += 1).map(drop),
             ]
             .map(|outcome| outcome.map_err(|err| err.to_string()))
             .into_iter()
@@ -718,14 +779,26 @@ mod tests {
                     .map(drop)
                     .map_err(|err| err.chain().to_string()),
             ])
-            .collect::<Vec<_>>()
+            .collect::<Vec<_>>();
+            let three = decode::<Vec<Vec<()>>>(&three).map(|(v, _)| v.len());
+            // A chunk's own list of `()`s costs nothing to hold: all of them, at once.
+            let mut units: Vec<()> = Vec::new();
+            let units = decode_seq_into::<()>(&forged, &mut units).map(|_| units.len());
+            (refused, three, units)
         })
-        .expect("a decoder still runs after 20 s");
-        for outcome in outcomes {
+        .expect("a decoder still runs after 60 s");
+        let (refused, three, units) = outcomes;
+        for outcome in refused {
             let err = outcome.unwrap_err();
             assert!(err.contains("take no bytes"), "{err}");
         }
-        // Honest values that take no bytes still decode, many of them.
+        assert_eq!(three.unwrap(), 3);
+        assert_eq!(units.unwrap(), 1 << 62);
+    }
+
+    #[test]
+    fn honest_values_that_take_no_bytes_still_decode() {
+        use crate::codec::{Compact, Format};
         let many = vec![(); 1 << 20];
         let bytes = crate::codec::encode(&many).unwrap();
         assert_eq!(decode::<Vec<()>>(&bytes).unwrap().0.len(), 1 << 20);
@@ -733,6 +806,21 @@ mod tests {
             crate::codec::decode::<Vec<()>>(&bytes).unwrap().len(),
             1 << 20
         );
+        // A chunk of `()` results (a function called for its effects) larger than any
+        // allowance: a map of 100M items on one worker has chunks of 25M.
+        let chunk = Compact::encode(&vec![(); 25 << 20][..]).unwrap();
+        let mut out = vec![()];
+        Compact::decode_seq_into(&chunk, &mut out).unwrap();
+        assert_eq!(out.len(), (25 << 20) + 1);
+        let mut calls = 0usize;
+        Compact::decode_seq_each(&chunk, &mut calls, |n, ()| *n += 1).unwrap();
+        assert_eq!(calls, 25 << 20);
+        // A few of a type with a size, past the bytes (the room reserved from them).
+        let skipped =
+            Compact::encode(&(0..100).map(|_| Skipped::default()).collect::<Vec<_>>()).unwrap();
+        let mut out = Vec::new();
+        Compact::decode_seq_into::<Skipped>(&skipped, &mut out).unwrap();
+        assert_eq!(out.len(), 100);
     }
 
     /// `serialize_bytes` and `deserialize_byte_buf`, as `serde_bytes` does.
