@@ -397,7 +397,9 @@ impl<'de> de::Deserializer<'de> for &mut Reader<'de> {
         visitor.visit_seq(Elements {
             reader: self,
             len,
-            counted: false,
+            // A tuple's or struct's length is its type's, but a `Deserialize` of its own may
+            // ask for any: a long one is counted as a sequence is.
+            counted: len > 64,
         })
     }
 
@@ -455,8 +457,8 @@ struct Elements<'a, 'de> {
     reader: &'a mut Reader<'de>,
     len: usize,
     /// Whether `len` came from the input (a sequence or map, not a tuple or struct, whose
-    /// length is its type's): then each element that takes no bytes is counted (see
-    /// [`Reader::counted`]).
+    /// length is its type's, unless it is long): then each element that takes no bytes is
+    /// counted (see [`Reader::counted`]).
     counted: bool,
 }
 
@@ -794,6 +796,39 @@ mod tests {
         }
         assert_eq!(three.unwrap(), 3);
         assert_eq!(units.unwrap(), 1 << 62);
+    }
+
+    /// A type whose `Deserialize` asks for a tuple of `usize::MAX` units and reads them all.
+    struct EndlessTuple;
+    impl<'de> Deserialize<'de> for EndlessTuple {
+        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+            struct V;
+            impl<'de> Visitor<'de> for V {
+                type Value = EndlessTuple;
+                fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                    f.write_str("units")
+                }
+                fn visit_seq<A: SeqAccess<'de>>(
+                    self,
+                    mut seq: A,
+                ) -> std::result::Result<EndlessTuple, A::Error> {
+                    while seq.next_element::<()>()?.is_some() {}
+                    Ok(EndlessTuple)
+                }
+            }
+            d.deserialize_tuple(usize::MAX, V)
+        }
+    }
+
+    #[test]
+    fn a_tuple_of_a_length_no_type_has_is_counted() {
+        let outcome = within_a_while(|| {
+            decode::<EndlessTuple>(&[])
+                .map(drop)
+                .map_err(|e| e.to_string())
+        })
+        .expect("a decoder still runs after 60 s");
+        assert!(outcome.unwrap_err().contains("take no bytes"));
     }
 
     #[test]
