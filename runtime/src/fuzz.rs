@@ -190,9 +190,9 @@ fn codec_values(input: &[u8]) {
     let _ = codec::decode::<Vec<String>>(input);
     let _ = codec::decode::<(Vec<Vec<u8>>, Option<u64>)>(input);
     let _ = codec::decode::<RemotePanic>(input);
-    // Sequences of values that take no bytes, whose forged lengths are counted.
-    let _ = codec::decode::<Vec<Vec<()>>>(input);
-    let _ = codec::decode::<std::collections::BTreeMap<(), Vec<()>>>(input);
+    // (Sequences of values that take no bytes are left to `codec::fixed`'s tests: nearly
+    // every random input forges a count of them, and each takes the decoder's whole
+    // allowance, some milliseconds.)
     // Chunks decoded onto a list, as a pool's results are.
     use codec::Format;
     let _ = codec::Compact::decode_seq_into::<String>(input, &mut Vec::new());
