@@ -859,7 +859,7 @@ pub(crate) fn encode_args_iter<W: Worker>(
     mut items: impl Iterator<Item = W::Args>,
     chunks: usize,
     size: usize,
-    mut each: impl FnMut(u32, Encoded) -> Result<()>,
+    mut each: impl FnMut(u32, usize, Encoded) -> Result<()>,
 ) -> Result<usize> {
     let mut total = 0;
     for index in 0..chunks {
@@ -868,7 +868,7 @@ pub(crate) fn encode_args_iter<W: Worker>(
         } else {
             size
         };
-        let encoded = if W::ArgsCarrier::streams() {
+        let encoded: (usize, Encoded) = if W::ArgsCarrier::streams() {
             let room = room::<W::Args, W::ArgsCarrier>(size);
             let mut count = 0;
             let encoded = handle::encode_with(|| {
@@ -880,13 +880,13 @@ pub(crate) fn encode_args_iter<W: Worker>(
             })
             .map_err(explained::<W>(true, Side::Args))?;
             total += count;
-            encoded
+            (count, encoded)
         } else {
             let chunk: Vec<W::Args> = items.by_ref().take(take).collect();
             total += chunk.len();
-            encode_args_chunk::<W>(chunk)?
+            (chunk.len(), encode_args_chunk::<W>(chunk)?)
         };
-        each(index as u32, encoded)?;
+        each(index as u32, encoded.0, encoded.1)?;
     }
     Ok(total)
 }
@@ -1552,8 +1552,8 @@ mod tests {
         for (real, chunks, size) in [(10u64, 4, 3), (10, 2, 3), (3, 4, 3), (0, 2, 5), (1, 1, 1)] {
             for streamed in [true, false] {
                 let mut got = Vec::new();
-                let each = |index, encoded: Encoded| {
-                    got.push((index, encoded));
+                let each = |index, count, encoded: Encoded| {
+                    got.push((index, count, encoded));
                     Ok(())
                 };
                 let total = if streamed {
@@ -1568,9 +1568,10 @@ mod tests {
                     got.iter().map(|c| c.0).collect::<Vec<_>>(),
                     (0..chunks as u32).collect::<Vec<_>>()
                 );
+                let counts: Vec<usize> = got.iter().map(|c| c.1).collect();
                 let lens: Vec<usize> = got
                     .into_iter()
-                    .map(|(_, e)| {
+                    .map(|(_, _, e)| {
                         if streamed {
                             decode_chunk::<u64, Raw>(e).unwrap().len()
                         } else {
@@ -1579,11 +1580,13 @@ mod tests {
                     })
                     .collect();
                 assert_eq!(lens.iter().sum::<usize>(), real as usize);
+                // Each chunk's count is what it holds.
+                assert_eq!(counts, lens);
                 assert!(lens[..chunks - 1].iter().all(|&n| n <= size), "{lens:?}");
             }
         }
         // A chunk refused by `each`: that error, as it is.
-        let err = encode_args_iter::<Squares>(0..10, 2, 5, |_, _| {
+        let err = encode_args_iter::<Squares>(0..10, 2, 5, |_, _, _| {
             Err(Error::new(ErrorKind::NotRunning, "closed"))
         })
         .unwrap_err();

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use futures_core::Stream;
 
 use super::jobs::Task;
-use super::result::{ImapSink, ImapState, Progress};
+use super::result::{self, ImapSink, ImapState, Progress};
 use super::Pool;
 use crate::carrier;
 use crate::error::{Error, ErrorKind, Result};
@@ -333,7 +333,11 @@ impl<'p, F: Target, I: Iterator<Item = F::Args>> Imap<'p, F, I> {
             let size = self.sizes.get(chunk as usize).copied().unwrap_or(1);
             self.items_done += u64::from(size);
             match result {
-                Ok(values) => self.current = values.into_iter(),
+                Ok(values) if values.len() == size as usize => self.current = values.into_iter(),
+                Ok(values) => {
+                    let err = result::miscounted(values.len(), size as usize);
+                    self.pending_error = Some((err, size));
+                }
                 Err(err) => self.pending_error = Some((err, size)),
             }
             self.report_progress();

@@ -48,7 +48,7 @@ use self::jobs::{Lending, Lifecycle, Shared, Task};
 use self::launcher::Launcher;
 use self::link::Link;
 use self::manage::{Limits, Managed};
-use self::result::{ApplySink, MapSink, Slot};
+use self::result::{ApplySink, ChunkSizes, MapSink, Slot};
 use self::worker::TaskHeader;
 use self::worker::WorkerConfig;
 use crate::carrier;
@@ -622,7 +622,11 @@ impl Pool {
         }
         let chunks = items.len().div_ceil(chunksize);
         let decode = carrier::decode_outputs_into::<F>;
-        let mut sink = MapSink::new(slot.clone(), chunks, items.len(), decode);
+        let sizes = ChunkSizes::Even {
+            chunksize,
+            items: items.len(),
+        };
+        let mut sink = MapSink::new(slot.clone(), chunks, items.len(), sizes, decode);
         if let Some(progress) = progress {
             sink = sink.with_progress(chunksize, progress);
         }
@@ -637,7 +641,8 @@ impl Pool {
         });
         if let Err(err) = pushed {
             self.shared.forget(job);
-            let mut sink = MapSink::<F::Output>::new(slot.clone(), 1, 0, decode);
+            let mut sink =
+                MapSink::<F::Output>::new(slot.clone(), 1, 0, ChunkSizes::none(), decode);
             jobs::Sink::fail(&mut sink, &err);
         }
         self.result(slot)
@@ -657,7 +662,10 @@ impl Pool {
         let slot = Slot::new();
         let chunks = len.div_ceil(chunksize);
         let decode = carrier::decode_outputs_into::<F>;
-        let sink = Box::new(MapSink::new(slot.clone(), chunks, len, decode));
+        // The input's word is not trusted: each chunk's size is told as it is encoded.
+        let told = Arc::new(Mutex::new(Vec::new()));
+        let sizes = ChunkSizes::Told(told.clone());
+        let sink = Box::new(MapSink::new(slot.clone(), chunks, len, sizes, decode));
         let Ok(job) = self.shared.submit(sink, |_| Vec::new(), false) else {
             return self.result(slot);
         };
@@ -671,13 +679,18 @@ impl Pool {
             }
         }
         let mut forget = Forget(&self.shared, Some(job));
-        let pushed = carrier::encode_args_iter::<F>(items, chunks, chunksize, |index, payload| {
-            self.queue_chunk(job, F::NAME, index, payload)
-        });
+        let pushed =
+            carrier::encode_args_iter::<F>(items, chunks, chunksize, |index, count, payload| {
+                told.lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .push(count);
+                self.queue_chunk(job, F::NAME, index, payload)
+            });
         forget.1 = None;
         if let Err(err) = pushed {
             self.shared.forget(job);
-            let mut sink = MapSink::<F::Output>::new(slot.clone(), 1, 0, decode);
+            let mut sink =
+                MapSink::<F::Output>::new(slot.clone(), 1, 0, ChunkSizes::none(), decode);
             jobs::Sink::fail(&mut sink, &err);
         }
         self.result(slot)

@@ -669,9 +669,58 @@ impl<T> fmt::Debug for AsyncResult<T> {
 
 /// The one output of a chunk of one item (`apply`).
 pub(super) fn single<T>(mut values: Vec<T>) -> Result<T> {
-    values
-        .pop()
-        .ok_or_else(|| Error::new(ErrorKind::Codec, "a task returned no result"))
+    match values.len() {
+        1 => values.pop().ok_or_else(|| miscounted(0, 1)),
+        n => Err(miscounted(n, 1)),
+    }
+}
+
+/// A worker's reply that holds `got` results for a chunk of `items` items: out of protocol
+/// (a worker whose memory a task wrote over), never a list shifted by the difference.
+pub(super) fn miscounted(got: usize, items: usize) -> Error {
+    Error::new(
+        ErrorKind::Codec,
+        format!(
+            "a task's reply holds {got} result{} for its {items} item{}",
+            if got == 1 { "" } else { "s" },
+            if items == 1 { "" } else { "s" }
+        ),
+    )
+}
+
+/// How many items each chunk of a `map` holds: how many results its reply must hold.
+pub(crate) enum ChunkSizes {
+    /// `chunksize` each, the last what is left of `items`.
+    Even { chunksize: usize, items: usize },
+    /// Told as the chunks are encoded (from an input whose length is only its word), each
+    /// before its chunk is queued.
+    Told(Arc<Mutex<Vec<usize>>>),
+}
+
+impl ChunkSizes {
+    /// Of a map that has no chunks.
+    pub(crate) fn none() -> ChunkSizes {
+        ChunkSizes::Even {
+            chunksize: 1,
+            items: 0,
+        }
+    }
+
+    /// The items of chunk `chunk`, once known.
+    fn of(&self, chunk: u32) -> Option<usize> {
+        let chunk = chunk as usize;
+        match self {
+            ChunkSizes::Even { chunksize, items } => {
+                let start = chunk.checked_mul(*chunksize)?;
+                (start < *items).then(|| (*chunksize).min(items - start))
+            }
+            ChunkSizes::Told(sizes) => sizes
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .get(chunk)
+                .copied(),
+        }
+    }
 }
 
 /// The sink of `apply`: one chunk of one item.
@@ -713,6 +762,8 @@ pub(crate) struct MapSink<T> {
     /// The first failure in input order so far.
     error: Option<(u32, Error)>,
     decode: ChunkAppender<T>,
+    /// What each chunk's reply must hold.
+    sizes: ChunkSizes,
     /// Told the items done as each chunk arrives, with the size of the chunks.
     progress: Option<(usize, ProgressFn)>,
     items: usize,
@@ -720,11 +771,12 @@ pub(crate) struct MapSink<T> {
 }
 
 impl<T> MapSink<T> {
-    /// The sink of `chunks` chunks of `items` items in all.
+    /// The sink of `chunks` chunks of `items` items in all, of `sizes`.
     pub(crate) fn new(
         slot: Arc<Slot<Vec<T>>>,
         chunks: usize,
         items: usize,
+        sizes: ChunkSizes,
         decode: ChunkAppender<T>,
     ) -> Self {
         MapSink {
@@ -737,6 +789,7 @@ impl<T> MapSink<T> {
             remaining: chunks,
             error: None,
             decode,
+            sizes,
             progress: None,
             items,
             items_done: 0,
@@ -777,8 +830,15 @@ impl<T> MapSink<T> {
     fn decode_ready(&mut self) {
         while let Some(encoded) = self.early.remove(&self.next) {
             let chunk = self.next;
+            let before = self.all.len();
             if let Err(err) = (self.decode)(encoded, &mut self.all) {
                 self.failed(chunk, err);
+                return;
+            }
+            let got = self.all.len() - before;
+            if let Some(items) = self.sizes.of(chunk).filter(|&items| items != got) {
+                self.all.truncate(before);
+                self.failed(chunk, miscounted(got, items));
                 return;
             }
             self.next += 1;
@@ -880,5 +940,69 @@ impl<T: DeserializeOwned + Send> Sink for ImapSink<T> {
         let mut inner = self.state.lock();
         inner.failed = Some(err.duplicate());
         self.state.wake(inner);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::carrier::{self, Raw};
+
+    fn decode(encoded: Encoded, out: &mut Vec<u64>) -> Result<()> {
+        carrier::decode_chunk_into::<u64, Raw>(encoded, out)
+    }
+
+    fn chunk(values: Vec<u64>) -> Result<Encoded> {
+        carrier::encode_chunk::<u64, Raw>(values)
+    }
+
+    #[test]
+    fn a_reply_with_more_or_fewer_results_than_its_chunk_has_items_fails_the_map() {
+        let even = || ChunkSizes::Even {
+            chunksize: 3,
+            items: 5,
+        };
+        let told = || ChunkSizes::Told(Arc::new(Mutex::new(vec![3, 2])));
+        for sizes in [even, told] {
+            // Chunk 1 holds 2 items; its reply 1 or 3 results, arriving first or last.
+            for (wrong, early) in [(1, false), (3, false), (1, true), (3, true)] {
+                let slot = Slot::new();
+                let mut sink = MapSink::new(slot.clone(), 2, 5, sizes(), decode);
+                let first = chunk(vec![0, 1, 4]);
+                let second = chunk(vec![9; wrong]);
+                let done = if early {
+                    sink.deliver(1, second);
+                    sink.deliver(0, first)
+                } else {
+                    sink.deliver(0, first);
+                    sink.deliver(1, second)
+                };
+                assert!(done);
+                let err = slot.take_value().unwrap().unwrap_err();
+                assert_eq!(err.kind(), ErrorKind::Codec);
+                assert!(
+                    err.to_string().contains(&format!(
+                        "holds {wrong} result{} for its 2 items",
+                        if wrong == 1 { "" } else { "s" }
+                    )),
+                    "{err}"
+                );
+            }
+            // The right counts: the whole list, in order.
+            let slot = Slot::new();
+            let mut sink = MapSink::new(slot.clone(), 2, 5, sizes(), decode);
+            sink.deliver(1, chunk(vec![9, 16]));
+            assert!(sink.deliver(0, chunk(vec![0, 1, 4])));
+            assert_eq!(slot.take_value().unwrap().unwrap(), [0, 1, 4, 9, 16]);
+        }
+        // `apply`: one result, no other count.
+        assert_eq!(single(vec![7]).unwrap(), 7);
+        for wrong in [vec![], vec![1, 2]] {
+            let n = wrong.len();
+            let err = single(wrong).unwrap_err();
+            assert!(err
+                .to_string()
+                .contains(&format!("holds {n} results for its 1 item")));
+        }
     }
 }
