@@ -122,6 +122,22 @@ pub trait Carrier<T> {
         Ok(())
     }
 
+    /// [`decode_into`](Self::decode_into) of a pool's chunk of results, of which there must
+    /// be at most `items`: a payload that says it holds more is refused before its values are
+    /// decoded (the caller checks that there are as many).
+    fn decode_chunk_into(
+        bytes: &[u8],
+        blocks: Vec<Block>,
+        out: &mut Vec<T>,
+        items: usize,
+    ) -> Result<()>
+    where
+        T: DeserializeOwned,
+    {
+        let _ = items;
+        Self::decode_into(bytes, blocks, out)
+    }
+
     /// Decodes what [`encode`](Self::encode) made, handing each value to `each` in order;
     /// `each` is called only once the whole payload is known to decode (none is called when a
     /// value does not).
@@ -248,6 +264,18 @@ impl<T, F: Format> Carrier<T> for Plain<F> {
         T: DeserializeOwned,
     {
         F::decode_seq_into(bytes, out)
+    }
+
+    fn decode_chunk_into(
+        bytes: &[u8],
+        _blocks: Vec<Block>,
+        out: &mut Vec<T>,
+        items: usize,
+    ) -> Result<()>
+    where
+        T: DeserializeOwned,
+    {
+        F::decode_chunk_into(bytes, out, items)
     }
 
     fn decode_each(bytes: &[u8], _blocks: Vec<Block>, mut each: impl FnMut(T)) -> Result<()>
@@ -706,6 +734,7 @@ pub(crate) fn encode_chunks<T: Serialize, C: Carrier<T>>(
 }
 
 /// Decodes a chunk received in a pool message (its descriptors and blocks included).
+#[cfg(test)]
 pub(crate) fn decode_chunk<T: DeserializeOwned, C: Carrier<T>>(encoded: Encoded) -> Result<Vec<T>> {
     let Encoded { bytes, fds, blocks } = encoded;
     let decoded = handle::with_incoming(fds, || C::decode(&bytes, blocks));
@@ -713,13 +742,16 @@ pub(crate) fn decode_chunk<T: DeserializeOwned, C: Carrier<T>>(encoded: Encoded)
     decoded
 }
 
-/// Decodes a chunk like [`decode_chunk`], onto the end of `out` (left as it was on error).
+/// Decodes a chunk of results of `items` items like [`decode_chunk`], onto the end of `out`
+/// (left as it was on error); one that says it holds more is refused before its values are
+/// decoded.
 pub(crate) fn decode_chunk_into<T: DeserializeOwned, C: Carrier<T>>(
     encoded: Encoded,
     out: &mut Vec<T>,
+    items: usize,
 ) -> Result<()> {
     let Encoded { bytes, fds, blocks } = encoded;
-    let decoded = handle::with_incoming(fds, || C::decode_into(&bytes, blocks, out));
+    let decoded = handle::with_incoming(fds, || C::decode_chunk_into(&bytes, blocks, out, items));
     spare::give(bytes);
     decoded
 }
@@ -988,26 +1020,30 @@ pub(crate) fn encode_outputs<W: Worker>(outputs: Vec<W::Output>) -> Result<Encod
     encode_chunk::<W::Output, W::OutputCarrier>(outputs).map_err(explained::<W>(true, Side::Output))
 }
 
-/// Decodes a chunk of a worker's results: a [`ChunkDecoder`].
-pub(crate) fn decode_outputs<W: Worker>(encoded: Encoded) -> Result<Vec<W::Output>> {
-    decode_chunk::<W::Output, W::OutputCarrier>(encoded)
-        .map_err(explained::<W>(false, Side::Output))
+/// Decodes a chunk of a worker's results for `items` items: a [`ChunkDecoder`].
+pub(crate) fn decode_outputs<W: Worker>(encoded: Encoded, items: usize) -> Result<Vec<W::Output>> {
+    let mut out = Vec::new();
+    decode_chunk_into::<W::Output, W::OutputCarrier>(encoded, &mut out, items)
+        .map_err(explained::<W>(false, Side::Output))?;
+    Ok(out)
 }
 
 /// Decodes a chunk of a worker's results onto a list: a [`ChunkAppender`].
 pub(crate) fn decode_outputs_into<W: Worker>(
     encoded: Encoded,
     out: &mut Vec<W::Output>,
+    items: usize,
 ) -> Result<()> {
-    decode_chunk_into::<W::Output, W::OutputCarrier>(encoded, out)
+    decode_chunk_into::<W::Output, W::OutputCarrier>(encoded, out, items)
         .map_err(explained::<W>(false, Side::Output))
 }
 
-/// How a pool result sink decodes its chunks.
-pub(crate) type ChunkDecoder<T> = fn(Encoded) -> Result<Vec<T>>;
+/// How a pool result sink decodes its chunks (of at most so many items).
+pub(crate) type ChunkDecoder<T> = fn(Encoded, usize) -> Result<Vec<T>>;
 
-/// How the sink of `map` decodes its chunks: onto the end of the whole list.
-pub(crate) type ChunkAppender<T> = fn(Encoded, &mut Vec<T>) -> Result<()>;
+/// How the sink of `map` decodes its chunks (of so many items): onto the end of the whole
+/// list.
+pub(crate) type ChunkAppender<T> = fn(Encoded, &mut Vec<T>, usize) -> Result<()>;
 
 /// Encodes one value with everything inline (a process's bootstrap has no blocks).
 pub(crate) fn encode_one<T: Serialize, C: Carrier<T>>(value: T) -> Result<Encoded> {
@@ -1210,6 +1246,7 @@ mod tests {
                 ..Encoded::default()
             },
             &mut out,
+            values.len(),
         )
         .unwrap();
         assert_eq!(out, values);

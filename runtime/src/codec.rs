@@ -97,6 +97,27 @@ pub trait Format {
         Ok(())
     }
 
+    /// [`decode_seq_into`](Self::decode_seq_into) of a pool's chunk of results, of which
+    /// there must be at most `items` (the caller checks that there are as many): a sequence
+    /// that says it holds more is refused before anything is decoded.
+    fn decode_chunk_into<T: DeserializeOwned>(
+        bytes: &[u8],
+        out: &mut Vec<T>,
+        items: usize,
+    ) -> Result<()> {
+        let start = out.len();
+        Self::decode_seq_into(bytes, out)?;
+        if out.len() - start > items {
+            let values = out.len() - start;
+            out.truncate(start);
+            return Err(Error::new(
+                ErrorKind::Codec,
+                format!("{values} values where {items} belong"),
+            ));
+        }
+        Ok(())
+    }
+
     /// Decodes a whole buffer that holds a sequence of `T`s like
     /// [`decode_seq_into`](Self::decode_seq_into), handing each value to `each` in order,
     /// with `state`; `each` is called only once the whole buffer is known to decode.
@@ -208,7 +229,20 @@ impl Format for Compact {
     #[inline]
     fn decode_seq_into<T: DeserializeOwned>(bytes: &[u8], out: &mut Vec<T>) -> Result<()> {
         let start = out.len();
-        let decoded = fixed::decode_seq_into(bytes, out);
+        let decoded = fixed::decode_seq_into(bytes, out, None);
+        fixed_outcome::<Vec<T>, ()>(bytes.len(), decoded).inspect_err(|_| out.truncate(start))
+    }
+
+    /// Refused before anything is decoded when the chunk says it holds more than `items`;
+    /// its values are not counted as values that take no bytes (see [`fixed::FREE_WORK`]).
+    #[inline]
+    fn decode_chunk_into<T: DeserializeOwned>(
+        bytes: &[u8],
+        out: &mut Vec<T>,
+        items: usize,
+    ) -> Result<()> {
+        let start = out.len();
+        let decoded = fixed::decode_seq_into(bytes, out, Some(items));
         fixed_outcome::<Vec<T>, ()>(bytes.len(), decoded).inspect_err(|_| out.truncate(start))
     }
 }

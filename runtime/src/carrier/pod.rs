@@ -282,6 +282,22 @@ impl<T, W: Choice<S, T>, S, C: Carrier<T>> Carrier<T> for Chosen<W, S, C> {
         }
     }
 
+    fn decode_chunk_into(
+        bytes: &[u8],
+        blocks: Vec<Block>,
+        out: &mut Vec<T>,
+        items: usize,
+    ) -> Result<()>
+    where
+        T: DeserializeOwned,
+    {
+        match W::way().0 {
+            // Counted by their bytes.
+            Some(way) => (way.decode_into)(bytes, blocks, out),
+            None => C::decode_chunk_into(bytes, blocks, out, items),
+        }
+    }
+
     fn decode_each(bytes: &[u8], blocks: Vec<Block>, each: impl FnMut(T)) -> Result<()>
     where
         T: DeserializeOwned,

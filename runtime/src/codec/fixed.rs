@@ -33,6 +33,8 @@ pub(crate) enum Wrong {
     /// The values in one input that took no bytes went past [`FREE_WORK`]: a forged length
     /// of a sequence of them (which would take for ever to make).
     Free,
+    /// A chunk of `len` values where `items` belong.
+    Count { len: usize, items: usize },
     /// The type asked what comes next (`deserialize_any` and friends).
     NotSelfDescribing(&'static str),
     /// Encoding (`write`): a sequence or map without a length up front.
@@ -61,6 +63,7 @@ impl fmt::Display for Wrong {
                 FREE_WORK / 8,
                 FREE_WORK >> 20
             ),
+            Wrong::Count { len, items } => write!(f, "{len} values where {items} belong"),
             Wrong::NotSelfDescribing(what) => write!(f, "`{what}` is not supported"),
             Wrong::LengthUnknown => f.write_str("a sequence or map of unknown length"),
             Wrong::Skipped => f.write_str("a struct field was skipped"),
@@ -92,7 +95,7 @@ type Result<T> = std::result::Result<T, Wrong>;
 /// 2^62 of them would keep the decoder making them for ever, or until memory runs out (a pool's
 /// driver thread, say, with every caller waiting on it). Honest ones past it are refused as
 /// well: 8M unit values nested in one message, or 64 MiB of structs whose fields are all
-/// skipped. A chunk's own list of values of a type without a size is not counted (see
+/// skipped. A pool's chunk of results, whose number the parent knows, is not counted (see
 /// [`decode_seq_into`]).
 pub(crate) const FREE_WORK: usize = 1 << 26;
 
@@ -106,12 +109,20 @@ pub(crate) fn decode<'de, T: de::Deserialize<'de>>(input: &'de [u8]) -> Result<(
 /// Decodes a sequence of `T`s (a length, then the values) from the front of `input`, each
 /// pushed onto `out` as it is decoded; returns the bytes read. On error the values pushed stay:
 /// the caller truncates.
+///
+/// With `items` (a pool's chunk of results, whose number the parent knows), a longer sequence
+/// is refused before anything is decoded, and its own values are not counted against
+/// [`FREE_WORK`]: a chunk of 25M `()` results decodes. Without, those past the bytes are.
 pub(crate) fn decode_seq_into<T: de::DeserializeOwned>(
     input: &[u8],
     out: &mut Vec<T>,
+    items: Option<usize>,
 ) -> Result<((), usize)> {
     let mut reader = Reader::new(input);
     let len = reader.len()?;
+    if let Some(items) = items.filter(|&items| len > items) {
+        return Err(Wrong::Count { len, items });
+    }
     // Room for as many values as there could be bytes for (a value of a type with a size
     // takes at least one), never for what a corrupt length claims.
     if std::mem::size_of::<T>() > 0 {
@@ -145,32 +156,14 @@ pub(crate) fn decode_seq_into<T: de::DeserializeOwned>(
     if let Some(err) = failed {
         return Err(err);
     }
-    // More values than the room reserved (values that encode to no bytes): one at a time.
-    let mut made = written;
-    if made < len && std::mem::size_of::<T>() == 0 && !std::mem::needs_drop::<T>() {
-        // A chunk of a function's `()` results, say: legitimately more than any allowance (a
-        // chunk of 25M items), and they cost nothing to hold. Once one took no bytes, so does
-        // every one after it, and they are the same value: the rest are copies.
-        let left = reader.input.len();
-        out.push(T::deserialize(&mut reader)?);
-        made += 1;
-        if reader.input.len() == left {
-            let all = out
-                .len()
-                .checked_add(len - made)
-                .ok_or(Wrong::Length(len as u64))?;
-            // SAFETY: `T` takes no memory, so a vector of it has room for `usize::MAX` values
-            // and holds no bytes for them: every value from the old length to `all` is as
-            // initialized as the one just pushed. A value of `T` exists (that one), so `T` is
-            // inhabited; it has no drop glue, so the copies need no drop of their own; and its
-            // `Deserialize` gives the same value for the same bytes (the contract of
-            // `Compact::decode_seq_each`), so they are what decoding each would give.
-            unsafe { out.set_len(all) };
-            made = len;
-        }
-    }
-    for _ in made..len {
-        out.push(reader.counted(|r| T::deserialize(r))?);
+    // More values than the room reserved (values that encode to no bytes): one at a time,
+    // counted unless the caller bounded their number.
+    for _ in written..len {
+        let value = match items {
+            Some(_) => T::deserialize(&mut reader)?,
+            None => reader.counted(|r| T::deserialize(r))?,
+        };
+        out.push(value);
     }
     Ok(((), input.len() - reader.input.len()))
 }
@@ -768,7 +761,8 @@ mod tests {
                 decode::<Vec<Vec<()>>>(&nested).map(drop),
                 decode::<BTreeMap<(), ()>>(&forged).map(drop),
                 decode::<Vec<Vec<()>>>(&sixteen).map(drop),
-                decode_seq_into::<Skipped>(&forged, &mut skipped).map(drop),
+                decode_seq_into::<Skipped>(&forged, &mut skipped, None).map(drop),
+                decode_seq_into::<()>(&forged, &mut Vec::new(), None).map(drop),
                 decode_seq_each::<Skipped, _>(&forged, &mut calls, |n, _| *n += 1).map(drop),
             ]
             .map(|outcome| outcome.map_err(|err| err.to_string()))
@@ -783,9 +777,11 @@ mod tests {
             ])
             .collect::<Vec<_>>();
             let three = decode::<Vec<Vec<()>>>(&three).map(|(v, _)| v.len());
-            // A chunk's own list of `()`s costs nothing to hold: all of them, at once.
+            // A chunk of results whose number the caller knows: more is refused at once.
             let mut units: Vec<()> = Vec::new();
-            let units = decode_seq_into::<()>(&forged, &mut units).map(|_| units.len());
+            let units = decode_seq_into::<()>(&forged, &mut units, Some(25 << 20))
+                .map(|_| units.len())
+                .map_err(|err| err.to_string());
             (refused, three, units)
         })
         .expect("a decoder still runs after 60 s");
@@ -795,7 +791,10 @@ mod tests {
             assert!(err.contains("take no bytes"), "{err}");
         }
         assert_eq!(three.unwrap(), 3);
-        assert_eq!(units.unwrap(), 1 << 62);
+        assert_eq!(
+            units.unwrap_err(),
+            format!("{} values where {} belong", 1u64 << 62, 25 << 20)
+        );
     }
 
     /// A type whose `Deserialize` asks for a tuple of `usize::MAX` units and reads them all.
@@ -845,7 +844,10 @@ mod tests {
         // allowance: a map of 100M items on one worker has chunks of 25M.
         let chunk = Compact::encode(&vec![(); 25 << 20][..]).unwrap();
         let mut out = vec![()];
-        Compact::decode_seq_into(&chunk, &mut out).unwrap();
+        Compact::decode_chunk_into(&chunk, &mut out, 25 << 20).unwrap();
+        assert_eq!(out.len(), (25 << 20) + 1);
+        // Not as a chunk whose number is known: counted.
+        assert!(Compact::decode_seq_into(&chunk, &mut out).is_err());
         assert_eq!(out.len(), (25 << 20) + 1);
         let mut calls = 0usize;
         Compact::decode_seq_each(&chunk, &mut calls, |n, ()| *n += 1).unwrap();

@@ -199,6 +199,9 @@ impl<'p, F: Target, I: Iterator<Item = F::Args>> Imap<'p, F, I> {
             }
             let index = self.submitted();
             let size = chunk.len() as u32;
+            self.state
+                .largest
+                .fetch_max(chunk.len(), std::sync::atomic::Ordering::AcqRel);
             let payload = carrier::encode_args_chunk::<F>(chunk)?;
             let task = Task {
                 job,

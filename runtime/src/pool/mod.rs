@@ -429,7 +429,7 @@ impl Pool {
         let result = lent::round_trip(&self.shared, link, header, payload)?;
         // User code (a `Deserialize`) may panic: that fails this call, as on the driver thread.
         let decoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            carrier::decode_outputs::<F>(result)
+            carrier::decode_outputs::<F>(result, 1)
         }))
         .unwrap_or_else(|payload| Err(reply::decoding_panicked(&*payload)));
         result::single(decoded?)

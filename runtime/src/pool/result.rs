@@ -11,7 +11,7 @@ use std::fmt;
 use std::future::Future;
 use std::panic::{self, AssertUnwindSafe};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
@@ -735,7 +735,9 @@ impl<T: DeserializeOwned + Send> Sink for ApplySink<T> {
     }
 
     fn deliver(&mut self, _chunk: u32, result: Result<Encoded>) -> bool {
-        let value = result.and_then(self.decode).and_then(single);
+        let value = result
+            .and_then(|encoded| (self.decode)(encoded, 1))
+            .and_then(single);
         self.slot.complete(value);
         true
     }
@@ -831,12 +833,14 @@ impl<T> MapSink<T> {
         while let Some(encoded) = self.early.remove(&self.next) {
             let chunk = self.next;
             let before = self.all.len();
-            if let Err(err) = (self.decode)(encoded, &mut self.all) {
+            // Told before the chunk was queued; a chunk no size was told for holds nothing.
+            let items = self.sizes.of(chunk).unwrap_or(0);
+            if let Err(err) = (self.decode)(encoded, &mut self.all, items) {
                 self.failed(chunk, err);
                 return;
             }
             let got = self.all.len() - before;
-            if let Some(items) = self.sizes.of(chunk).filter(|&items| items != got) {
+            if got != items {
                 self.all.truncate(before);
                 self.failed(chunk, miscounted(got, items));
                 return;
@@ -886,6 +890,8 @@ impl<T: DeserializeOwned + Send> Sink for MapSink<T> {
 pub(crate) struct ImapState<T> {
     pub inner: Mutex<ImapInner<T>>,
     pub cond: Condvar,
+    /// The items of the largest chunk submitted so far: no reply holds more results.
+    pub largest: AtomicUsize,
 }
 
 pub(crate) struct ImapInner<T> {
@@ -904,6 +910,7 @@ impl<T> ImapState<T> {
                 waker: None,
             }),
             cond: Condvar::new(),
+            largest: AtomicUsize::new(0),
         })
     }
 
@@ -929,7 +936,9 @@ pub(crate) struct ImapSink<T> {
 
 impl<T: DeserializeOwned + Send> Sink for ImapSink<T> {
     fn deliver(&mut self, chunk: u32, result: Result<Encoded>) -> bool {
-        let values = result.and_then(self.decode);
+        // No chunk holds more than the largest submitted so far (this one among them).
+        let most = self.state.largest.load(Ordering::Acquire);
+        let values = result.and_then(|encoded| (self.decode)(encoded, most));
         let mut inner = self.state.lock();
         inner.chunks.insert(chunk, values);
         self.state.wake(inner);
@@ -948,8 +957,8 @@ mod tests {
     use super::*;
     use crate::carrier::{self, Raw};
 
-    fn decode(encoded: Encoded, out: &mut Vec<u64>) -> Result<()> {
-        carrier::decode_chunk_into::<u64, Raw>(encoded, out)
+    fn decode(encoded: Encoded, out: &mut Vec<u64>, items: usize) -> Result<()> {
+        carrier::decode_chunk_into::<u64, Raw>(encoded, out, items)
     }
 
     fn chunk(values: Vec<u64>) -> Result<Encoded> {
