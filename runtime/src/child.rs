@@ -102,7 +102,7 @@ pub(crate) fn serve(control: UnixStream) -> ! {
 pub(crate) enum Served {
     /// Everything checked and made: the child only runs it.
     Run {
-        setup: Setup,
+        setup: Box<Setup>,
         entry: &'static Entry,
         acknowledge: bool,
     },
@@ -379,23 +379,25 @@ pub(crate) struct Setup {
 impl Setup {
     /// The setup of the child described by `launch`, whose end of the control socket is
     /// `control`, made in the child itself (a spawned or fork-server child).
-    pub(crate) fn new(control: UnixStream, launch: Launch) -> Setup {
+    pub(crate) fn new(control: UnixStream, launch: Launch) -> Box<Setup> {
         install_panic_hook();
-        Setup::with_stdin(control, launch, None)
+        Box::new(Setup::with_stdin(control, launch, None))
     }
 
-    /// [`new`](Self::new), made in the parent for a child it forks next.
-    pub(crate) fn for_fork(control: UnixStream, launch: Launch) -> Setup {
+    /// [`new`](Self::new), made in the parent for a child it forks next. Boxed: the child
+    /// moves a pointer where it would copy the whole setup (a call to `memmove`, whose window
+    /// of code a forked child faults in).
+    pub(crate) fn for_fork(control: UnixStream, launch: Launch) -> Box<Setup> {
         install_panic_hook();
-        Setup::with_stdin(control, launch, shared_dev_null())
+        Box::new(Setup::with_stdin(control, launch, shared_dev_null()))
     }
 
     /// [`new`](Self::new), made by a fork server for the child it forks next: the server has
     /// installed the panic hook once, before it serves (`start::forkserver::serve`; it runs no
     /// code of the user's after that, so the hook stays the library's), and installing it
     /// again for every child would write std's hook lock, one more page to copy per fork.
-    fn in_server(control: UnixStream, launch: Launch) -> Setup {
-        Setup::with_stdin(control, launch, None)
+    fn in_server(control: UnixStream, launch: Launch) -> Box<Setup> {
+        Box::new(Setup::with_stdin(control, launch, None))
     }
 
     fn with_stdin(control: UnixStream, launch: Launch, stdin: Option<RawFd>) -> Setup {
@@ -453,15 +455,17 @@ pub(crate) fn shared_dev_null() -> Option<RawFd> {
 }
 
 /// Becomes the child described by `setup`, runs `entry`, reports, exits. Never returns.
-pub(crate) fn run(setup: Setup, entry: &'static Entry, fds: Vec<OwnedFd>) -> ! {
+pub(crate) fn run(setup: Box<Setup>, entry: &'static Entry, fds: Vec<OwnedFd>) -> ! {
+    // The launch stays in the box, read in place: the child ends with `_exit`, and moving it
+    // out would only copy it.
     let Setup {
         control,
-        launch,
         process,
         parent,
         name,
-        stdin: _,
-    } = setup;
+        ..
+    } = *setup;
+    let launch = &setup.launch;
     // Closed in the children this child forks, for as long as it lives (registered already
     // in a child of the fork start method: `ForChild::kept_registered`).
     fd::register_for_life(control.as_raw_fd());
@@ -600,6 +604,20 @@ pub(crate) trait ForChild {
 
     /// Runs in the child just after the fork, before it closes the parent's descriptors.
     fn in_child(&self) {}
+}
+
+impl<T: ForChild> ForChild for Box<T> {
+    fn kept_fds(&self) -> Vec<RawFd> {
+        (**self).kept_fds()
+    }
+
+    fn kept_registered(&self) -> bool {
+        (**self).kept_registered()
+    }
+
+    fn in_child(&self) {
+        (**self).in_child()
+    }
 }
 
 impl ForChild for UnixStream {

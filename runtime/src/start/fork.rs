@@ -242,12 +242,17 @@ pub(crate) fn launch(launch: Launch, entry: &'static Entry, fds: &[RawFd]) -> Re
         // Made here, in the parent, so that the child does not allocate (see `child::Setup`).
         |control| child::Setup::for_fork(control, launch),
         move |setup| {
-            // SAFETY: the child inherited these descriptors (duplicates the parent made for
-            // it) and is now their only owner in this process.
-            let fds = fds
-                .into_iter()
-                .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) })
-                .collect();
+            // None is the usual case: no call into the collecting code (a forked child pays a
+            // page fault for each window of code it runs first).
+            let fds = if fds.is_empty() {
+                Vec::new()
+            } else {
+                // SAFETY: the child inherited these descriptors (duplicates the parent made
+                // for it) and is now their only owner in this process.
+                fds.into_iter()
+                    .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) })
+                    .collect()
+            };
             child::run(setup, entry, fds)
         },
     )
