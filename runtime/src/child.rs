@@ -107,9 +107,11 @@ pub(crate) enum Served {
         acknowledge: bool,
     },
     /// A launch whose descriptors follow on the socket: the child receives them, then runs it.
+    /// Boxed, as the setup is: the child moves this value, and a large one is copied with a
+    /// call to `memmove` (one more window of code for a forked child to fault in).
     Launch {
         control: UnixStream,
-        launch: Launch,
+        launch: Box<Launch>,
         acknowledge: bool,
     },
     /// The child refuses its bootstrap with this.
@@ -163,7 +165,7 @@ pub(crate) fn prepare_served(control: UnixStream) -> Served {
     if launch.fds != 0 {
         return Served::Launch {
             control,
-            launch,
+            launch: Box::new(launch),
             acknowledge,
         };
     }
@@ -198,7 +200,7 @@ pub(crate) fn run_served(served: Served) -> ! {
             control,
             launch,
             acknowledge,
-        } => run_launch(control, launch, acknowledge),
+        } => run_launch(control, *launch, acknowledge),
         Served::Refuse {
             control,
             kind,
@@ -400,9 +402,9 @@ impl Setup {
         Box::new(Setup::with_stdin(control, launch, None))
     }
 
-    fn with_stdin(control: UnixStream, launch: Launch, stdin: Option<RawFd>) -> Setup {
+    fn with_stdin(control: UnixStream, mut launch: Launch, stdin: Option<RawFd>) -> Setup {
         let control = Arc::new(control);
-        let (process, parent) = current::child_identity(&launch, control.clone());
+        let (process, parent) = current::child_identity(&mut launch, control.clone());
         Setup {
             name: Box::new(launch.name.clone()),
             stdin,

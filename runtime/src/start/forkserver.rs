@@ -327,16 +327,12 @@ pub(crate) fn launch_process(launch: Launch, fds: &[RawFd]) -> Result<Popen> {
     Ok(popen)
 }
 
-/// This process's fork server, started (or started again, if it died) if needed.
+/// This process's fork server, started if there is none.
+///
+/// A server that has died is not looked for here (a `poll(2)` per start): the request to it
+/// fails with an [`ErrorKind::Disconnected`] error (its socket is closed: the send fails, or
+/// the answer is an end of file), on which the callers drop it and ask a new server once.
 fn live_server(client: &mut Option<ForkServer>) -> Result<&mut ForkServer> {
-    if client
-        .as_ref()
-        .map(ForkServer::is_dead)
-        .transpose()?
-        .unwrap_or(false)
-    {
-        client.take();
-    }
     match client {
         Some(server) => Ok(server),
         None => {
@@ -797,10 +793,15 @@ pub(crate) fn serve(control: UnixStream) -> ! {
         // was allowed by `fork::check_threads` (the process was single-threaded, or its
         // `ForkPolicy` said to fork anyway), and this fork copies nothing that one did not.
         let forked = unsafe { fork() };
-        if !matches!(forked, Ok(ForkResult::Child)) {
+        // In the server, once the parent has its answer (or at once, without a child): the
+        // parent waits for the answer, not for this.
+        let unregister = || {
             for &raw in &for_child {
                 fd::unregister(raw);
             }
+        };
+        if forked.is_err() {
+            unregister();
         }
         match forked {
             Ok(ForkResult::Child) if op == OP_CLONE => {
@@ -834,25 +835,30 @@ pub(crate) fn serve(control: UnixStream) -> ! {
             }
             Ok(ForkResult::Parent { child }) => {
                 let pid = child.as_raw();
-                drop((sent, served));
-                match sys::pidfd_open(pid) {
+                let answered = match sys::pidfd_open(pid) {
                     Ok(pidfd) => {
                         let fds = [status_r.as_raw_fd(), pidfd.as_raw_fd()];
                         let _ = sys::send_with_fds(control.as_fd(), &reply_frame(id, pid, 2), &fds);
-                        kids.push(Kid {
-                            pid,
-                            status: status_w,
-                            pidfd,
-                        });
-                        if next_pipe.is_none() {
-                            next_pipe = sys::pipe_nonblocking().ok();
-                        }
+                        Some(pidfd)
                     }
                     Err(err) => {
                         // SAFETY: `pid` is our unreaped child.
                         unsafe { libc::kill(pid, libc::SIGKILL) };
                         let _ = sys::wait_child(pid, false);
                         refuse(err.raw_os_error().unwrap_or(libc::EIO));
+                        None
+                    }
+                };
+                unregister();
+                drop((sent, served));
+                if let Some(pidfd) = answered {
+                    kids.push(Kid {
+                        pid,
+                        status: status_w,
+                        pidfd,
+                    });
+                    if next_pipe.is_none() {
+                        next_pipe = sys::pipe_nonblocking().ok();
                     }
                 }
             }
