@@ -432,15 +432,7 @@ impl Process {
         let Phase::Running(popen) = std::mem::replace(&mut state.phase, Phase::Initial) else {
             return Ok(None);
         };
-        // A child that ended with code 0 has nothing to say unless it sends its result back:
-        // a panic, a failure or a refused bootstrap goes with a non-zero code (`child::run`,
-        // `bootstrap::refuse`), and `Ready` means nothing once it has ended. Its control
-        // socket is then not read: one system call less per join.
-        let (messages, corrupt) = if code == 0 && !state.returns {
-            (Vec::new(), None)
-        } else {
-            popen.drain_messages()
-        };
+        let (messages, corrupt) = popen.drain_messages();
         if let Some(err) = corrupt {
             state.failure = Some((
                 ErrorKind::Codec,
