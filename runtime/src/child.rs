@@ -416,9 +416,9 @@ impl Setup {
     }
 }
 
-impl ForChild for Setup {
-    fn kept_fds(&self) -> Vec<RawFd> {
-        vec![self.control.as_raw_fd()]
+impl ForChild for Box<Setup> {
+    fn kept_fd(&self) -> RawFd {
+        self.control.as_raw_fd()
     }
 
     fn kept_registered(&self) -> bool {
@@ -430,6 +430,32 @@ impl ForChild for Setup {
             // SAFETY: the parent's shared `/dev/null`, open (and registered) until this
             // child closes the parent's descriptors, just after this.
             sys::stdin_from(unsafe { BorrowedFd::borrow_raw(null) });
+        }
+    }
+
+    fn without_fds(self) -> Result<Leftover, Self> {
+        Ok(Leftover(Some(self)))
+    }
+}
+
+/// What a forking parent keeps of the setup it made for the child until the child has ended
+/// (see [`ForChild::without_fds`]): the setup, whose control socket the parent has closed
+/// itself. Dropping it frees its memory and closes nothing (the number may be another file's
+/// by then).
+pub(crate) struct Leftover(Option<Box<Setup>>);
+
+impl Drop for Leftover {
+    fn drop(&mut self) {
+        let Some(setup) = self.0.take() else { return };
+        let Setup {
+            control, parent, ..
+        } = *setup;
+        // The parent's handle holds the other reference to the socket.
+        drop(parent);
+        match Arc::try_unwrap(control) {
+            Ok(stream) => std::mem::forget(stream),
+            // Still shared (never, as the setup is made): kept, rather than closed twice.
+            Err(shared) => std::mem::forget(shared),
         }
     }
 }
@@ -591,12 +617,12 @@ fn send_returned(control: &UnixStream, output: handle::Encoded) -> crate::error:
     wire::send_fds_until(control, &raw, None)
 }
 
-/// What `start::fork::fork_child`'s `prepare` makes for the child: the descriptors in it, which the child
-/// keeps.
+/// What `start::fork::fork_child`'s `prepare` makes for the child: the descriptor in it (its
+/// end of the control socket), which the child keeps.
 pub(crate) trait ForChild {
-    fn kept_fds(&self) -> Vec<RawFd>;
+    fn kept_fd(&self) -> RawFd;
 
-    /// Whether the child keeps [`kept_fds`](Self::kept_fds) registered (closed in the children
+    /// Whether the child keeps [`kept_fd`](Self::kept_fd) registered (closed in the children
     /// it forks in turn), as [`run`] does with its control socket: the fork then leaves them
     /// in the child's copy of the registry instead of taking them out, and the child writes
     /// nothing in the list's buffer (a page it would have to copy first).
@@ -606,25 +632,24 @@ pub(crate) trait ForChild {
 
     /// Runs in the child just after the fork, before it closes the parent's descriptors.
     fn in_child(&self) {}
-}
 
-impl<T: ForChild> ForChild for Box<T> {
-    fn kept_fds(&self) -> Vec<RawFd> {
-        (**self).kept_fds()
-    }
-
-    fn kept_registered(&self) -> bool {
-        (**self).kept_registered()
-    }
-
-    fn in_child(&self) {
-        (**self).in_child()
+    /// The parent's copy of this value, once the fork has closed the parent's copy of
+    /// [`kept_fd`](Self::kept_fd) itself: what it holds besides, freed when the value returned
+    /// is dropped, which closes nothing. The fork keeps it until the child has ended
+    /// (`start::Popen`): freed while the child runs, it would write to the allocator's pages,
+    /// which the child shares until then, and each is a copy-on-write copy. `Err(self)` for a
+    /// value that cannot be taken apart so: the fork drops it at once, closing it.
+    fn without_fds(self) -> Result<Leftover, Self>
+    where
+        Self: Sized,
+    {
+        Err(self)
     }
 }
 
 impl ForChild for UnixStream {
-    fn kept_fds(&self) -> Vec<RawFd> {
-        vec![self.as_raw_fd()]
+    fn kept_fd(&self) -> RawFd {
+        self.as_raw_fd()
     }
 }
 

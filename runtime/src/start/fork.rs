@@ -299,7 +299,7 @@ pub(crate) fn fork_child<P: ForChild>(
     })
     .map_err(|err| Error::io("cannot create a control socket", err))?;
     let prepared = prepare(child_end);
-    let kept = prepared.kept_fds();
+    let kept = prepared.kept_fd();
     handle::prepare_fork();
     // Standard output and error locked across the fork, and flushed: the child must not find
     // them locked by a thread it does not have (the pool's driver thread runs callbacks that
@@ -323,7 +323,7 @@ pub(crate) fn fork_child<P: ForChild>(
     // copy first). The parent takes them out after the fork, before it closes its copies.
     let mut keep = 0;
     for i in 0..fds.len() {
-        if kept.contains(&fds[i]) {
+        if fds[i] == kept {
             fds.swap(keep, i);
             keep += 1;
         }
@@ -358,17 +358,31 @@ pub(crate) fn fork_child<P: ForChild>(
         Ok(ForkResult::Parent { child }) => {
             drop(gate);
             // The parent's copies of what the child keeps (its end of the control socket...),
-            // unregistered and closed before another thread may fork.
+            // unregistered and closed before another thread may fork; the rest of what was
+            // made for the child is freed once it has ended (see `ForChild::without_fds`).
             fds.drain(..keep);
-            drop(prepared);
+            let leftover = match prepared.without_fds() {
+                Ok(leftover) => {
+                    // SAFETY: the parent's copy of the descriptor handed to the child, owned
+                    // by `prepared`, which gave it up (`without_fds`): closed here once, and
+                    // by nothing else.
+                    unsafe { libc::close(kept) };
+                    Some(leftover)
+                }
+                Err(prepared) => {
+                    drop(prepared);
+                    None
+                }
+            };
             drop((executable, server, fds, children, me, hook));
             drop((stdout, stderr));
             if sys::children_reaped_unasked() {
                 // The kernel reaps it as it ends: its pid is safe only through a pidfd, opened
                 // now.
-                return Popen::direct(child.as_raw(), parent_end);
+                return Popen::direct(child.as_raw(), parent_end)
+                    .map(|popen| popen.keeping(leftover));
             }
-            Ok(Popen::forked(child.as_raw(), parent_end))
+            Ok(Popen::forked(child.as_raw(), parent_end).keeping(leftover))
         }
         Err(err) => {
             fds.drain(..keep);

@@ -958,6 +958,59 @@ mod tests {
         }
     }
 
+    /// `live_server` no longer looks for a dead server before a request: the request itself
+    /// must fail with `Disconnected` (on which the caller replaces the server), whether the
+    /// dead server's socket refuses the request or reads as an end of file.
+    #[test]
+    fn a_request_to_a_dead_server_is_disconnected() {
+        for closed_before_request in [true, false] {
+            let mut sleeper = std::process::Command::new("sleep")
+                .arg("60")
+                .spawn()
+                .unwrap();
+            let pid = sleeper.id() as i32;
+            let pidfd = sys::pidfd_open(pid).unwrap();
+            let (status_r, status_w) = sys::pipe().unwrap();
+            let (ours, theirs) = UnixStream::pair().unwrap();
+            let server = ForkServer::new(
+                Popen::served(
+                    pid,
+                    LibraryFd::new(ours),
+                    LibraryFd::new(status_r),
+                    LibraryFd::new(pidfd),
+                ),
+                BuildId::current(),
+            );
+            // A dead server: its end is closed, before the request or once it has read it.
+            let fake = std::thread::spawn(move || {
+                if !closed_before_request {
+                    let mut frame = [0u8; REQUEST_LEN];
+                    let _ = sys::recv_with_fds(theirs.as_fd(), &mut frame, 1);
+                }
+                drop(theirs);
+            });
+            let fake = if closed_before_request {
+                fake.join().unwrap();
+                None
+            } else {
+                Some(fake)
+            };
+            let err = server.request(OP_FORK).err().expect("no server to answer");
+            assert_eq!(
+                err.kind(),
+                ErrorKind::Disconnected,
+                "closed before: {closed_before_request}: {err}"
+            );
+            if let Some(fake) = fake {
+                fake.join().unwrap();
+            }
+            let _ = sleeper.kill();
+            let _ = sleeper.wait();
+            drop(status_w);
+            drop(server);
+        }
+    }
+
     #[test]
     fn a_reply_frame_reads_back() {
         let frame = reply_frame(9, 1234, 2);
