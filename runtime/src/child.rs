@@ -137,6 +137,22 @@ impl Served {
     }
 }
 
+impl Served {
+    /// The server's copy, once it has forked the child: for a child set up in full
+    /// ([`Served::Run`]), the number of the control socket, which the server closes itself, and
+    /// what is left of the setup, which it frees once the child has ended (see [`Leftover`]);
+    /// anything else is dropped now (closing its socket).
+    pub(crate) fn into_leftover(self) -> Option<(RawFd, Leftover)> {
+        match self {
+            Served::Run { setup, .. } => Some((setup.control.as_raw_fd(), Leftover(Some(setup)))),
+            other => {
+                drop(other);
+                None
+            }
+        }
+    }
+}
+
 /// Reads, in the fork server, the bootstrap that waits in full on `control` (without waiting
 /// for anything that has not arrived), and makes of it what the child forked next runs (see
 /// [`Served`]). Never fails: what the child would refuse, it refuses once forked. The server
@@ -438,10 +454,10 @@ impl ForChild for Box<Setup> {
     }
 }
 
-/// What a forking parent keeps of the setup it made for the child until the child has ended
-/// (see [`ForChild::without_fds`]): the setup, whose control socket the parent has closed
-/// itself. Dropping it frees its memory and closes nothing (the number may be another file's
-/// by then).
+/// What a forking parent (or fork server: [`Served::into_leftover`]) keeps of the setup it
+/// made for the child until the child has ended (see [`ForChild::without_fds`]): the setup,
+/// whose control socket the parent has closed itself. Dropping it frees its memory and closes
+/// nothing (the number may be another file's by then).
 pub(crate) struct Leftover(Option<Box<Setup>>);
 
 impl Drop for Leftover {

@@ -649,6 +649,10 @@ struct Kid {
     pid: i32,
     status: OwnedFd,
     pidfd: OwnedFd,
+    /// What the server made for the child (its setup, read from its bootstrap), freed once the
+    /// child has been reaped: freed while the child runs, it would write to the allocator's
+    /// pages, which the child shares until then (each one a copy-on-write copy).
+    _leftover: Option<child::Leftover>,
 }
 
 /// Closes, in a new child of the server, the descriptors of the server's other children,
@@ -707,33 +711,43 @@ pub(crate) fn serve(control: UnixStream) -> ! {
     // The status pipe of the next child, made while the server has nothing else to do rather
     // than between a request and its fork.
     let mut next_pipe = sys::pipe_nonblocking().ok();
+    /// Children watched with a list of descriptors on the stack, not allocated: the server
+    /// waits while its last child runs, and each page of the allocator it wrote meanwhile would
+    /// be a copy-on-write copy.
+    const ON_STACK: usize = 32;
+    let watch = |fd: RawFd| libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
     loop {
-        let mut fds: Vec<libc::pollfd> = std::iter::once(control.as_raw_fd())
-            .chain(kids.iter().map(|k| k.pidfd.as_raw_fd()))
-            .map(|fd| libc::pollfd {
-                fd,
-                events: libc::POLLIN,
-                revents: 0,
-            })
-            .collect();
-        if sys::poll_many(&mut fds, None).is_err() {
+        let mut on_stack = [watch(-1); ON_STACK];
+        let mut on_heap = Vec::new();
+        let fds: &mut [libc::pollfd] = if kids.len() < ON_STACK {
+            &mut on_stack[..kids.len() + 1]
+        } else {
+            on_heap.resize(kids.len() + 1, watch(-1));
+            &mut on_heap
+        };
+        for (slot, fd) in fds.iter_mut().zip(
+            std::iter::once(control.as_raw_fd()).chain(kids.iter().map(|k| k.pidfd.as_raw_fd())),
+        ) {
+            *slot = watch(fd);
+        }
+        if sys::poll_many(fds, None).is_err() {
             sys::exit_now(1);
         }
-        let exited: Vec<i32> = kids
-            .iter()
-            .zip(&fds[1..])
-            .filter(|(_, p)| p.revents != 0)
-            .map(|(k, _)| k.pid)
-            .collect();
-        for pid in exited {
-            if let Some(i) = kids.iter().position(|k| k.pid == pid) {
-                let kid = kids.swap_remove(i);
-                let code = sys::wait_child(kid.pid, false)
-                    .ok()
-                    .flatten()
-                    .unwrap_or(super::EXIT_SERVER_DIED);
-                let _ = sys::write_full(kid.status.as_fd(), &code.to_le_bytes());
+        // From the last: `swap_remove` moves into place a child already seen.
+        for i in (0..kids.len()).rev() {
+            if fds[i + 1].revents == 0 {
+                continue;
             }
+            let kid = kids.swap_remove(i);
+            let code = sys::wait_child(kid.pid, false)
+                .ok()
+                .flatten()
+                .unwrap_or(super::EXIT_SERVER_DIED);
+            let _ = sys::write_full(kid.status.as_fd(), &code.to_le_bytes());
         }
         if fds[0].revents == 0 {
             continue;
@@ -850,12 +864,23 @@ pub(crate) fn serve(control: UnixStream) -> ! {
                     }
                 };
                 unregister();
-                drop((sent, served));
+                drop(sent);
+                let leftover =
+                    served
+                        .and_then(child::Served::into_leftover)
+                        .map(|(control, leftover)| {
+                            // SAFETY: the server's copy of the child's control socket, owned by
+                            // the setup, which gave it up (`into_leftover`): closed here once, and
+                            // by nothing else.
+                            unsafe { libc::close(control) };
+                            leftover
+                        });
                 if let Some(pidfd) = answered {
                     kids.push(Kid {
                         pid,
                         status: status_w,
                         pidfd,
+                        _leftover: leftover,
                     });
                     if next_pipe.is_none() {
                         next_pipe = sys::pipe_nonblocking().ok();
