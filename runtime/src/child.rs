@@ -377,7 +377,8 @@ pub(crate) fn reporting_aborts<R>(make: impl FnOnce() -> AbortReport, f: impl Fn
 /// The fork start method makes the setup in the parent, before it forks: a forked child runs on
 /// copies of the parent's pages, and pays a page fault (about 2 us) for each page it writes and
 /// for each window of code it runs for the first time, the allocator's included; the parent has
-/// them at hand. The parent closes its copies when it drops the setup after the fork.
+/// them at hand. The parent closes its copy of the control socket just after the fork, and
+/// frees the rest of the setup once the child has ended ([`ForChild::without_fds`]).
 pub(crate) struct Setup {
     control: Arc<UnixStream>,
     launch: Launch,

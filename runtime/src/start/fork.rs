@@ -276,7 +276,9 @@ fn settle_one_time_state() {
 
 /// Forks a child that runs `body`, which must not return (if it does, the child exits).
 /// `prepare` runs in the parent before the fork, with the child's end of a new control
-/// socket; what it makes is moved into the child for `body`, and dropped in the parent.
+/// socket; what it makes is moved into the child for `body`. In the parent, its descriptor
+/// is closed at once, and the rest is freed with the handle returned, once the child has ended
+/// (see `ForChild::without_fds`), or dropped at once if it cannot be taken apart so.
 pub(crate) fn fork_child<P: ForChild>(
     prepare: impl FnOnce(UnixStream) -> P,
     body: impl FnOnce(P),
