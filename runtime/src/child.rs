@@ -137,22 +137,6 @@ impl Served {
     }
 }
 
-impl Served {
-    /// The server's copy, once it has forked the child: for a child set up in full
-    /// ([`Served::Run`]), the number of the control socket, which the server closes itself, and
-    /// what is left of the setup, which it frees once the child has ended (see [`Leftover`]);
-    /// anything else is dropped now (closing its socket).
-    pub(crate) fn into_leftover(self) -> Option<(RawFd, Leftover)> {
-        match self {
-            Served::Run { setup, .. } => Some((setup.control.as_raw_fd(), Leftover(Some(setup)))),
-            other => {
-                drop(other);
-                None
-            }
-        }
-    }
-}
-
 /// Reads, in the fork server, the bootstrap that waits in full on `control` (without waiting
 /// for anything that has not arrived), and makes of it what the child forked next runs (see
 /// [`Served`]). Never fails: what the child would refuse, it refuses once forked. The server
@@ -377,8 +361,7 @@ pub(crate) fn reporting_aborts<R>(make: impl FnOnce() -> AbortReport, f: impl Fn
 /// The fork start method makes the setup in the parent, before it forks: a forked child runs on
 /// copies of the parent's pages, and pays a page fault (about 2 us) for each page it writes and
 /// for each window of code it runs for the first time, the allocator's included; the parent has
-/// them at hand. The parent closes its copy of the control socket just after the fork, and
-/// frees the rest of the setup once the child has ended ([`ForChild::without_fds`]).
+/// them at hand. The parent closes its copies when it drops the setup after the fork.
 pub(crate) struct Setup {
     control: Arc<UnixStream>,
     launch: Launch,
@@ -447,32 +430,6 @@ impl ForChild for Box<Setup> {
             // SAFETY: the parent's shared `/dev/null`, open (and registered) until this
             // child closes the parent's descriptors, just after this.
             sys::stdin_from(unsafe { BorrowedFd::borrow_raw(null) });
-        }
-    }
-
-    fn without_fds(self) -> Result<Leftover, Self> {
-        Ok(Leftover(Some(self)))
-    }
-}
-
-/// What a forking parent (or fork server: [`Served::into_leftover`]) keeps of the setup it
-/// made for the child until the child has ended (see [`ForChild::without_fds`]): the setup,
-/// whose control socket the parent has closed itself. Dropping it frees its memory and closes
-/// nothing (the number may be another file's by then).
-pub(crate) struct Leftover(Option<Box<Setup>>);
-
-impl Drop for Leftover {
-    fn drop(&mut self) {
-        let Some(setup) = self.0.take() else { return };
-        let Setup {
-            control, parent, ..
-        } = *setup;
-        // The parent's handle holds the other reference to the socket.
-        drop(parent);
-        match Arc::try_unwrap(control) {
-            Ok(stream) => std::mem::forget(stream),
-            // Still shared (never, as the setup is made): kept, rather than closed twice.
-            Err(shared) => std::mem::forget(shared),
         }
     }
 }
@@ -649,19 +606,6 @@ pub(crate) trait ForChild {
 
     /// Runs in the child just after the fork, before it closes the parent's descriptors.
     fn in_child(&self) {}
-
-    /// The parent's copy of this value, once the fork has closed the parent's copy of
-    /// [`kept_fd`](Self::kept_fd) itself: what it holds besides, freed when the value returned
-    /// is dropped, which closes nothing. The fork keeps it until the child has ended
-    /// (`start::Popen`): freed while the child runs, it would write to the allocator's pages,
-    /// which the child shares until then, and each is a copy-on-write copy. `Err(self)` for a
-    /// value that cannot be taken apart so: the fork drops it at once, closing it.
-    fn without_fds(self) -> Result<Leftover, Self>
-    where
-        Self: Sized,
-    {
-        Err(self)
-    }
 }
 
 impl ForChild for UnixStream {

@@ -349,15 +349,9 @@ impl Process {
                 drop(children);
                 let mut state = self.lock();
                 state.phase = Phase::Running(popen);
-                // Python drops the target and arguments once started; so do we: their
-                // descriptors now (the child has its own), their bytes once the child has been
-                // reaped (`reap_if`), since freeing them while a forked child runs would write
-                // to the allocator's pages, which it shares until then (copy-on-write copies).
-                if let Ok(encoded) = &mut state.payload {
-                    if let Some(encoded) = Arc::get_mut(encoded) {
-                        drop(std::mem::take(&mut encoded.fds));
-                    }
-                }
+                // Python drops the target and arguments once started; so do we (and their
+                // descriptors with them).
+                state.payload = Err("the arguments were sent to the child".into());
                 Ok(())
             }
             Err(err) => {
@@ -462,7 +456,6 @@ impl Process {
             pid: popen.pid,
             exitcode: code,
         };
-        state.payload = Err("the arguments were sent to the child".into());
         drop(popen);
         drop(state);
         current::lock_children()

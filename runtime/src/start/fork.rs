@@ -276,9 +276,7 @@ fn settle_one_time_state() {
 
 /// Forks a child that runs `body`, which must not return (if it does, the child exits).
 /// `prepare` runs in the parent before the fork, with the child's end of a new control
-/// socket; what it makes is moved into the child for `body`. In the parent, its descriptor
-/// is closed at once, and the rest is freed with the handle returned, once the child has ended
-/// (see `ForChild::without_fds`), or dropped at once if it cannot be taken apart so.
+/// socket; what it makes is moved into the child for `body`, and dropped in the parent.
 pub(crate) fn fork_child<P: ForChild>(
     prepare: impl FnOnce(UnixStream) -> P,
     body: impl FnOnce(P),
@@ -360,31 +358,17 @@ pub(crate) fn fork_child<P: ForChild>(
         Ok(ForkResult::Parent { child }) => {
             drop(gate);
             // The parent's copies of what the child keeps (its end of the control socket...),
-            // unregistered and closed before another thread may fork; the rest of what was
-            // made for the child is freed once it has ended (see `ForChild::without_fds`).
+            // unregistered and closed before another thread may fork.
             fds.drain(..keep);
-            let leftover = match prepared.without_fds() {
-                Ok(leftover) => {
-                    // SAFETY: the parent's copy of the descriptor handed to the child, owned
-                    // by `prepared`, which gave it up (`without_fds`): closed here once, and
-                    // by nothing else.
-                    unsafe { libc::close(kept) };
-                    Some(leftover)
-                }
-                Err(prepared) => {
-                    drop(prepared);
-                    None
-                }
-            };
+            drop(prepared);
             drop((executable, server, fds, children, me, hook));
             drop((stdout, stderr));
             if sys::children_reaped_unasked() {
                 // The kernel reaps it as it ends: its pid is safe only through a pidfd, opened
                 // now.
-                return Popen::direct(child.as_raw(), parent_end)
-                    .map(|popen| popen.keeping(leftover));
+                return Popen::direct(child.as_raw(), parent_end);
             }
-            Ok(Popen::forked(child.as_raw(), parent_end).keeping(leftover))
+            Ok(Popen::forked(child.as_raw(), parent_end))
         }
         Err(err) => {
             fds.drain(..keep);

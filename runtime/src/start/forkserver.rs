@@ -649,10 +649,6 @@ struct Kid {
     pid: i32,
     status: OwnedFd,
     pidfd: OwnedFd,
-    /// What the server made for the child (its setup, read from its bootstrap), freed once the
-    /// child has been reaped: freed while the child runs, it would write to the allocator's
-    /// pages, which the child shares until then (each one a copy-on-write copy).
-    _leftover: Option<child::Leftover>,
 }
 
 /// Closes, in a new child of the server, the descriptors of the server's other children,
@@ -864,23 +860,12 @@ pub(crate) fn serve(control: UnixStream) -> ! {
                     }
                 };
                 unregister();
-                drop(sent);
-                let leftover =
-                    served
-                        .and_then(child::Served::into_leftover)
-                        .map(|(control, leftover)| {
-                            // SAFETY: the server's copy of the child's control socket, owned by
-                            // the setup, which gave it up (`into_leftover`): closed here once, and
-                            // by nothing else.
-                            unsafe { libc::close(control) };
-                            leftover
-                        });
+                drop((sent, served));
                 if let Some(pidfd) = answered {
                     kids.push(Kid {
                         pid,
                         status: status_w,
                         pidfd,
-                        _leftover: leftover,
                     });
                     if next_pipe.is_none() {
                         next_pipe = sys::pipe_nonblocking().ok();

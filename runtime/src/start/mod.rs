@@ -27,7 +27,6 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
 use crate::bootstrap::{self, ChildMessage, Credential, Role, EXIT_SERVER_DIED};
-use crate::child::Leftover;
 use crate::error::{Error, ErrorKind, Result};
 use crate::fd::{self, LibraryFd};
 use crate::registry::BuildId;
@@ -131,9 +130,6 @@ pub(crate) struct Popen {
     exitcode: OnceLock<i32>,
     /// A spawned child's launch key, until its bootstrap is over.
     key: std::sync::Mutex<Option<LaunchKey>>,
-    /// What the parent made for a forked child, freed with this handle (once the child has
-    /// been reaped, as a rule): see `child::ForChild::without_fds`.
-    _leftover: Option<Leftover>,
 }
 
 enum Waiter {
@@ -182,7 +178,6 @@ impl Popen {
             },
             exitcode: OnceLock::new(),
             key: std::sync::Mutex::new(None),
-            _leftover: None,
         })
     }
 
@@ -198,15 +193,7 @@ impl Popen {
             },
             exitcode: OnceLock::new(),
             key: std::sync::Mutex::new(None),
-            _leftover: None,
         }
-    }
-
-    /// The handle on a forked child that keeps `leftover` (see `child::ForChild::without_fds`)
-    /// until it goes.
-    pub(crate) fn keeping(mut self, leftover: Option<Leftover>) -> Popen {
-        self._leftover = leftover;
-        self
     }
 
     /// The handle on a spawned child, whose bootstrap is proven with `key`.
@@ -231,7 +218,6 @@ impl Popen {
             },
             exitcode: OnceLock::new(),
             key: std::sync::Mutex::new(None),
-            _leftover: None,
         }
     }
 
