@@ -782,6 +782,31 @@ fn too_many_descriptors_in_arguments(m: StartMethod) -> Outcome {
     Ok(())
 }
 
+/// While a child runs, its parent holds one end of its control socket and no other socket of
+/// it: the parent's copy of the child's end is closed as soon as the child is started (a fork
+/// start keeps what it made for the child until the child has ended, but not its descriptor).
+fn one_control_socket_per_running_child(m: StartMethod) -> Outcome {
+    // Warm up: the fork server, if any, is started once and kept.
+    let p = Process::new(ok_worker, ()).with_start_method(m);
+    start(&p)?;
+    p.join()?;
+    let sockets = || {
+        held_channels()
+            .into_iter()
+            .filter(|t| t.starts_with("socket:"))
+            .count()
+    };
+    let before = sockets();
+    let p = Process::new(sleeper, 60).with_start_method(m);
+    start(&p)?;
+    let during = sockets();
+    p.kill()?;
+    check!(p.join_timeout(LONG)?.is_some(), "joined");
+    check_eq!(during, before + 1);
+    check_eq!(sockets(), before);
+    Ok(())
+}
+
 fn no_leaks_200_cycles(m: StartMethod) -> Outcome {
     // Warm up: the fork server, if any, is started once and kept.
     let p = Process::new(ok_worker, ()).with_start_method(m);
@@ -1559,6 +1584,7 @@ fn main() {
         dropped_handle_is_reaped,
         unknown_entry,
         no_leaks_200_cycles,
+        one_control_socket_per_running_child,
         subclass_style,
         bootstrap_does_not_leak,
         stdin_is_dev_null,

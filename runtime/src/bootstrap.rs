@@ -173,13 +173,15 @@ pub(crate) fn send(
     fds: &[RawFd],
     deadline: Option<Instant>,
 ) -> Result<()> {
-    credential
-        .map_or(Ok(()), |credential| {
-            wire::send_until(control, credential, deadline)
-        })
-        .and_then(|()| wire::send_until(control, build, deadline))
-        .and_then(|()| wire::send_until(control, role, deadline))
-        .and_then(|()| wire::send_fds_until(control, fds, deadline))
+    // The frames in one write; the descriptors after them, in a message of their own.
+    let mut frames = wire::Frames::default();
+    if let Some(credential) = credential {
+        frames.push(credential)?;
+    }
+    frames.push(build)?;
+    frames.push(role)?;
+    frames.send_until(control, deadline)?;
+    wire::send_fds_until(control, fds, deadline)
 }
 
 /// Parent side of the handshake (spawn, forkserver): sends the credential (a spawned child's),

@@ -102,14 +102,16 @@ pub(crate) fn serve(control: UnixStream) -> ! {
 pub(crate) enum Served {
     /// Everything checked and made: the child only runs it.
     Run {
-        setup: Setup,
+        setup: Box<Setup>,
         entry: &'static Entry,
         acknowledge: bool,
     },
     /// A launch whose descriptors follow on the socket: the child receives them, then runs it.
+    /// Boxed, as the setup is: the child moves this value, and a large one is copied with a
+    /// call to `memmove` (one more window of code for a forked child to fault in).
     Launch {
         control: UnixStream,
-        launch: Launch,
+        launch: Box<Launch>,
         acknowledge: bool,
     },
     /// The child refuses its bootstrap with this.
@@ -163,7 +165,7 @@ pub(crate) fn prepare_served(control: UnixStream) -> Served {
     if launch.fds != 0 {
         return Served::Launch {
             control,
-            launch,
+            launch: Box::new(launch),
             acknowledge,
         };
     }
@@ -198,7 +200,7 @@ pub(crate) fn run_served(served: Served) -> ! {
             control,
             launch,
             acknowledge,
-        } => run_launch(control, launch, acknowledge),
+        } => run_launch(control, *launch, acknowledge),
         Served::Refuse {
             control,
             kind,
@@ -379,28 +381,30 @@ pub(crate) struct Setup {
 impl Setup {
     /// The setup of the child described by `launch`, whose end of the control socket is
     /// `control`, made in the child itself (a spawned or fork-server child).
-    pub(crate) fn new(control: UnixStream, launch: Launch) -> Setup {
+    pub(crate) fn new(control: UnixStream, launch: Launch) -> Box<Setup> {
         install_panic_hook();
-        Setup::with_stdin(control, launch, None)
+        Box::new(Setup::with_stdin(control, launch, None))
     }
 
-    /// [`new`](Self::new), made in the parent for a child it forks next.
-    pub(crate) fn for_fork(control: UnixStream, launch: Launch) -> Setup {
+    /// [`new`](Self::new), made in the parent for a child it forks next. Boxed: the child
+    /// moves a pointer where it would copy the whole setup (a call to `memmove`, whose window
+    /// of code a forked child faults in).
+    pub(crate) fn for_fork(control: UnixStream, launch: Launch) -> Box<Setup> {
         install_panic_hook();
-        Setup::with_stdin(control, launch, shared_dev_null())
+        Box::new(Setup::with_stdin(control, launch, shared_dev_null()))
     }
 
     /// [`new`](Self::new), made by a fork server for the child it forks next: the server has
     /// installed the panic hook once, before it serves (`start::forkserver::serve`; it runs no
     /// code of the user's after that, so the hook stays the library's), and installing it
     /// again for every child would write std's hook lock, one more page to copy per fork.
-    fn in_server(control: UnixStream, launch: Launch) -> Setup {
-        Setup::with_stdin(control, launch, None)
+    fn in_server(control: UnixStream, launch: Launch) -> Box<Setup> {
+        Box::new(Setup::with_stdin(control, launch, None))
     }
 
-    fn with_stdin(control: UnixStream, launch: Launch, stdin: Option<RawFd>) -> Setup {
+    fn with_stdin(control: UnixStream, mut launch: Launch, stdin: Option<RawFd>) -> Setup {
         let control = Arc::new(control);
-        let (process, parent) = current::child_identity(&launch, control.clone());
+        let (process, parent) = current::child_identity(&mut launch, control.clone());
         Setup {
             name: Box::new(launch.name.clone()),
             stdin,
@@ -412,9 +416,9 @@ impl Setup {
     }
 }
 
-impl ForChild for Setup {
-    fn kept_fds(&self) -> Vec<RawFd> {
-        vec![self.control.as_raw_fd()]
+impl ForChild for Box<Setup> {
+    fn kept_fd(&self) -> RawFd {
+        self.control.as_raw_fd()
     }
 
     fn kept_registered(&self) -> bool {
@@ -453,15 +457,17 @@ pub(crate) fn shared_dev_null() -> Option<RawFd> {
 }
 
 /// Becomes the child described by `setup`, runs `entry`, reports, exits. Never returns.
-pub(crate) fn run(setup: Setup, entry: &'static Entry, fds: Vec<OwnedFd>) -> ! {
+pub(crate) fn run(setup: Box<Setup>, entry: &'static Entry, fds: Vec<OwnedFd>) -> ! {
+    // The launch stays in the box, read in place: the child ends with `_exit`, and moving it
+    // out would only copy it.
     let Setup {
         control,
-        launch,
         process,
         parent,
         name,
-        stdin: _,
-    } = setup;
+        ..
+    } = *setup;
+    let launch = &setup.launch;
     // Closed in the children this child forks, for as long as it lives (registered already
     // in a child of the fork start method: `ForChild::kept_registered`).
     fd::register_for_life(control.as_raw_fd());
@@ -585,12 +591,12 @@ fn send_returned(control: &UnixStream, output: handle::Encoded) -> crate::error:
     wire::send_fds_until(control, &raw, None)
 }
 
-/// What `start::fork::fork_child`'s `prepare` makes for the child: the descriptors in it, which the child
-/// keeps.
+/// What `start::fork::fork_child`'s `prepare` makes for the child: the descriptor in it (its
+/// end of the control socket), which the child keeps.
 pub(crate) trait ForChild {
-    fn kept_fds(&self) -> Vec<RawFd>;
+    fn kept_fd(&self) -> RawFd;
 
-    /// Whether the child keeps [`kept_fds`](Self::kept_fds) registered (closed in the children
+    /// Whether the child keeps [`kept_fd`](Self::kept_fd) registered (closed in the children
     /// it forks in turn), as [`run`] does with its control socket: the fork then leaves them
     /// in the child's copy of the registry instead of taking them out, and the child writes
     /// nothing in the list's buffer (a page it would have to copy first).
@@ -603,8 +609,8 @@ pub(crate) trait ForChild {
 }
 
 impl ForChild for UnixStream {
-    fn kept_fds(&self) -> Vec<RawFd> {
-        vec![self.as_raw_fd()]
+    fn kept_fd(&self) -> RawFd {
+        self.as_raw_fd()
     }
 }
 

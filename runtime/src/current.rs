@@ -152,19 +152,22 @@ pub fn cpu_count() -> usize {
         .unwrap_or(1)
 }
 
-/// Who the child described by `launch` is, and its parent, reached through `control`.
+/// Who the child described by `launch` is, and its parent, reached through `control`. The
+/// identity and the parent's name are taken out of `launch` (nothing else reads them): two
+/// allocations fewer, which a forking parent frees just after the fork (writes to the
+/// allocator's pages, which the fork has just made copy-on-write).
 pub(crate) fn child_identity(
-    launch: &Launch,
+    launch: &mut Launch,
     control: Arc<UnixStream>,
 ) -> (CurrentProcess, ParentProcess) {
     let process = CurrentProcess {
         name: launch.name.clone(),
-        identity: launch.identity.clone(),
+        identity: std::mem::take(&mut launch.identity),
         daemon: launch.daemon,
         start_method: Some(launch.start_method),
     };
     let parent = ParentProcess {
-        name: launch.parent_name.clone(),
+        name: std::mem::take(&mut launch.parent_name),
         pid: launch.parent_pid,
         control,
     };

@@ -230,7 +230,7 @@ impl Registering<'_> {
 
     /// Registers `fd`, which the next fork in this thread hands to its child (`start::fork`):
     /// it is no [`LibraryFd`], since that fork unregisters it in the parent once it has forked
-    /// (`ForChild::kept_fds`) and the parent closes its copy under the fork's locks. Until then a fork in another
+    /// (`ForChild::kept_fd`) and the parent closes its copy under the fork's locks. Until then a fork in another
     /// thread closes it in its child. If that fork never comes, [`unregister`] unregisters it.
     pub(crate) fn hand_over(&mut self, fd: &impl AsRawFd) {
         add(self.fds, fd.as_raw_fd());

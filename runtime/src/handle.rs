@@ -74,6 +74,10 @@ pub(crate) fn prepare_fork() {
 }
 
 /// Runs `f` with `fds` as the descriptors that `SharedFd`s decoded in it take back.
+///
+/// Inlined, so that a forked child runs it in the window of code of its caller (`child::run`)
+/// instead of faulting in one more.
+#[inline(always)]
 pub(crate) fn with_incoming<R>(fds: Vec<OwnedFd>, f: impl FnOnce() -> R) -> R {
     struct Restore(Option<Vec<Option<OwnedFd>>>);
     impl Drop for Restore {

@@ -764,6 +764,12 @@ pub(crate) fn shutdown_children() {
 /// The children's part of [`shutdown_children`]: the exit step a child runs for its own
 /// children as it ends (`current::run_exit_steps`).
 fn end_children() {
+    // A child that started no children of its own (the usual case) has nothing to end: no
+    // list is built (a forked child, which runs this as it ends, would fault in the code that
+    // builds it).
+    if current::lock_children().is_empty() {
+        return;
+    }
     let children = snapshot();
     for process in children.iter().filter(|p| p.daemon()) {
         let _ = process.terminate();

@@ -242,12 +242,17 @@ pub(crate) fn launch(launch: Launch, entry: &'static Entry, fds: &[RawFd]) -> Re
         // Made here, in the parent, so that the child does not allocate (see `child::Setup`).
         |control| child::Setup::for_fork(control, launch),
         move |setup| {
-            // SAFETY: the child inherited these descriptors (duplicates the parent made for
-            // it) and is now their only owner in this process.
-            let fds = fds
-                .into_iter()
-                .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) })
-                .collect();
+            // None is the usual case: no call into the collecting code (a forked child pays a
+            // page fault for each window of code it runs first).
+            let fds = if fds.is_empty() {
+                Vec::new()
+            } else {
+                // SAFETY: the child inherited these descriptors (duplicates the parent made
+                // for it) and is now their only owner in this process.
+                fds.into_iter()
+                    .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) })
+                    .collect()
+            };
             child::run(setup, entry, fds)
         },
     )
@@ -294,7 +299,7 @@ pub(crate) fn fork_child<P: ForChild>(
     })
     .map_err(|err| Error::io("cannot create a control socket", err))?;
     let prepared = prepare(child_end);
-    let kept = prepared.kept_fds();
+    let kept = prepared.kept_fd();
     handle::prepare_fork();
     // Standard output and error locked across the fork, and flushed: the child must not find
     // them locked by a thread it does not have (the pool's driver thread runs callbacks that
@@ -318,7 +323,7 @@ pub(crate) fn fork_child<P: ForChild>(
     // copy first). The parent takes them out after the fork, before it closes its copies.
     let mut keep = 0;
     for i in 0..fds.len() {
-        if kept.contains(&fds[i]) {
+        if fds[i] == kept {
             fds.swap(keep, i);
             keep += 1;
         }

@@ -327,16 +327,12 @@ pub(crate) fn launch_process(launch: Launch, fds: &[RawFd]) -> Result<Popen> {
     Ok(popen)
 }
 
-/// This process's fork server, started (or started again, if it died) if needed.
+/// This process's fork server, started if there is none.
+///
+/// A server that has died is not looked for here (a `poll(2)` per start): the request to it
+/// fails with an [`ErrorKind::Disconnected`] error (its socket is closed: the send fails, or
+/// the answer is an end of file), on which the callers drop it and ask a new server once.
 fn live_server(client: &mut Option<ForkServer>) -> Result<&mut ForkServer> {
-    if client
-        .as_ref()
-        .map(ForkServer::is_dead)
-        .transpose()?
-        .unwrap_or(false)
-    {
-        client.take();
-    }
     match client {
         Some(server) => Ok(server),
         None => {
@@ -711,33 +707,43 @@ pub(crate) fn serve(control: UnixStream) -> ! {
     // The status pipe of the next child, made while the server has nothing else to do rather
     // than between a request and its fork.
     let mut next_pipe = sys::pipe_nonblocking().ok();
+    /// Children watched with a list of descriptors on the stack, not allocated: the server
+    /// waits while its last child runs, and each page of the allocator it wrote meanwhile would
+    /// be a copy-on-write copy.
+    const ON_STACK: usize = 32;
+    let watch = |fd: RawFd| libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
     loop {
-        let mut fds: Vec<libc::pollfd> = std::iter::once(control.as_raw_fd())
-            .chain(kids.iter().map(|k| k.pidfd.as_raw_fd()))
-            .map(|fd| libc::pollfd {
-                fd,
-                events: libc::POLLIN,
-                revents: 0,
-            })
-            .collect();
-        if sys::poll_many(&mut fds, None).is_err() {
+        let mut on_stack = [watch(-1); ON_STACK];
+        let mut on_heap = Vec::new();
+        let fds: &mut [libc::pollfd] = if kids.len() < ON_STACK {
+            &mut on_stack[..kids.len() + 1]
+        } else {
+            on_heap.resize(kids.len() + 1, watch(-1));
+            &mut on_heap
+        };
+        for (slot, fd) in fds.iter_mut().zip(
+            std::iter::once(control.as_raw_fd()).chain(kids.iter().map(|k| k.pidfd.as_raw_fd())),
+        ) {
+            *slot = watch(fd);
+        }
+        if sys::poll_many(fds, None).is_err() {
             sys::exit_now(1);
         }
-        let exited: Vec<i32> = kids
-            .iter()
-            .zip(&fds[1..])
-            .filter(|(_, p)| p.revents != 0)
-            .map(|(k, _)| k.pid)
-            .collect();
-        for pid in exited {
-            if let Some(i) = kids.iter().position(|k| k.pid == pid) {
-                let kid = kids.swap_remove(i);
-                let code = sys::wait_child(kid.pid, false)
-                    .ok()
-                    .flatten()
-                    .unwrap_or(super::EXIT_SERVER_DIED);
-                let _ = sys::write_full(kid.status.as_fd(), &code.to_le_bytes());
+        // From the last: `swap_remove` moves into place a child already seen.
+        for i in (0..kids.len()).rev() {
+            if fds[i + 1].revents == 0 {
+                continue;
             }
+            let kid = kids.swap_remove(i);
+            let code = sys::wait_child(kid.pid, false)
+                .ok()
+                .flatten()
+                .unwrap_or(super::EXIT_SERVER_DIED);
+            let _ = sys::write_full(kid.status.as_fd(), &code.to_le_bytes());
         }
         if fds[0].revents == 0 {
             continue;
@@ -797,10 +803,15 @@ pub(crate) fn serve(control: UnixStream) -> ! {
         // was allowed by `fork::check_threads` (the process was single-threaded, or its
         // `ForkPolicy` said to fork anyway), and this fork copies nothing that one did not.
         let forked = unsafe { fork() };
-        if !matches!(forked, Ok(ForkResult::Child)) {
+        // In the server, once the parent has its answer (or at once, without a child): the
+        // parent waits for the answer, not for this.
+        let unregister = || {
             for &raw in &for_child {
                 fd::unregister(raw);
             }
+        };
+        if forked.is_err() {
+            unregister();
         }
         match forked {
             Ok(ForkResult::Child) if op == OP_CLONE => {
@@ -834,25 +845,30 @@ pub(crate) fn serve(control: UnixStream) -> ! {
             }
             Ok(ForkResult::Parent { child }) => {
                 let pid = child.as_raw();
-                drop((sent, served));
-                match sys::pidfd_open(pid) {
+                let answered = match sys::pidfd_open(pid) {
                     Ok(pidfd) => {
                         let fds = [status_r.as_raw_fd(), pidfd.as_raw_fd()];
                         let _ = sys::send_with_fds(control.as_fd(), &reply_frame(id, pid, 2), &fds);
-                        kids.push(Kid {
-                            pid,
-                            status: status_w,
-                            pidfd,
-                        });
-                        if next_pipe.is_none() {
-                            next_pipe = sys::pipe_nonblocking().ok();
-                        }
+                        Some(pidfd)
                     }
                     Err(err) => {
                         // SAFETY: `pid` is our unreaped child.
                         unsafe { libc::kill(pid, libc::SIGKILL) };
                         let _ = sys::wait_child(pid, false);
                         refuse(err.raw_os_error().unwrap_or(libc::EIO));
+                        None
+                    }
+                };
+                unregister();
+                drop((sent, served));
+                if let Some(pidfd) = answered {
+                    kids.push(Kid {
+                        pid,
+                        status: status_w,
+                        pidfd,
+                    });
+                    if next_pipe.is_none() {
+                        next_pipe = sys::pipe_nonblocking().ok();
                     }
                 }
             }
@@ -947,6 +963,59 @@ mod tests {
             assert!(err.to_string().contains("out of step"), "{err}");
             let _theirs = fake.join().unwrap();
             assert_eq!(sleeper.wait().unwrap().signal(), Some(libc::SIGKILL));
+            drop(status_w);
+            drop(server);
+        }
+    }
+
+    /// `live_server` no longer looks for a dead server before a request: the request itself
+    /// must fail with `Disconnected` (on which the caller replaces the server), whether the
+    /// dead server's socket refuses the request or reads as an end of file.
+    #[test]
+    fn a_request_to_a_dead_server_is_disconnected() {
+        for closed_before_request in [true, false] {
+            let mut sleeper = std::process::Command::new("sleep")
+                .arg("60")
+                .spawn()
+                .unwrap();
+            let pid = sleeper.id() as i32;
+            let pidfd = sys::pidfd_open(pid).unwrap();
+            let (status_r, status_w) = sys::pipe().unwrap();
+            let (ours, theirs) = UnixStream::pair().unwrap();
+            let server = ForkServer::new(
+                Popen::served(
+                    pid,
+                    LibraryFd::new(ours),
+                    LibraryFd::new(status_r),
+                    LibraryFd::new(pidfd),
+                ),
+                BuildId::current(),
+            );
+            // A dead server: its end is closed, before the request or once it has read it.
+            let fake = std::thread::spawn(move || {
+                if !closed_before_request {
+                    let mut frame = [0u8; REQUEST_LEN];
+                    let _ = sys::recv_with_fds(theirs.as_fd(), &mut frame, 1);
+                }
+                drop(theirs);
+            });
+            let fake = if closed_before_request {
+                fake.join().unwrap();
+                None
+            } else {
+                Some(fake)
+            };
+            let err = server.request(OP_FORK).err().expect("no server to answer");
+            assert_eq!(
+                err.kind(),
+                ErrorKind::Disconnected,
+                "closed before: {closed_before_request}: {err}"
+            );
+            if let Some(fake) = fake {
+                fake.join().unwrap();
+            }
+            let _ = sleeper.kill();
+            let _ = sleeper.wait();
             drop(status_w);
             drop(server);
         }

@@ -28,9 +28,18 @@ pub(crate) trait Frame: Serialize + DeserializeOwned {
 
 /// The frame of `value`: its length, then its encoding (refused if longer than allowed).
 fn encode_frame<T: Frame>(value: &T) -> Result<Vec<u8>> {
-    let mut frame = vec![0u8; HEADER];
-    codec::encode_into(value, &mut frame)?;
-    let len = (frame.len() - HEADER) as u64;
+    let mut frame = Vec::new();
+    encode_frame_into(value, &mut frame)?;
+    Ok(frame)
+}
+
+/// Appends the frame of `value` to `out` (see [`encode_frame`]); on error `out` may hold part
+/// of it.
+fn encode_frame_into<T: Frame>(value: &T, out: &mut Vec<u8>) -> Result<()> {
+    let start = out.len();
+    out.extend_from_slice(&[0u8; HEADER]);
+    codec::encode_into(value, out)?;
+    let len = (out.len() - start - HEADER) as u64;
     if len > T::MAX_LEN {
         return Err(Error::new(
             ErrorKind::Codec,
@@ -41,8 +50,25 @@ fn encode_frame<T: Frame>(value: &T) -> Result<Vec<u8>> {
             ),
         ));
     }
-    frame[..HEADER].copy_from_slice(&len.to_le_bytes());
-    Ok(frame)
+    out[start..start + HEADER].copy_from_slice(&len.to_le_bytes());
+    Ok(())
+}
+
+/// Several frames written with one `sendmsg` (a bootstrap's): one system call where there
+/// would be one per frame. Nothing is sent if one of them cannot be encoded.
+#[derive(Default)]
+pub(crate) struct Frames(Vec<u8>);
+
+impl Frames {
+    /// Adds the frame of `value`.
+    pub(crate) fn push<T: Frame>(&mut self, value: &T) -> Result<()> {
+        encode_frame_into(value, &mut self.0)
+    }
+
+    /// Sends the frames added, bounded by `deadline` as [`send_until`] is.
+    pub(crate) fn send_until(&self, stream: &UnixStream, deadline: Option<Instant>) -> Result<()> {
+        send_bytes_until(stream, &self.0, &[], deadline)
+    }
 }
 
 /// Encodes `value` and writes it as one frame. A closed peer is an error, never a SIGPIPE.
@@ -53,7 +79,9 @@ pub(crate) fn send<T: Frame>(stream: &UnixStream, value: &T) -> Result<()> {
 }
 
 /// [`send`] bounded by `deadline`: a peer that stops reading in the middle of a large frame
-/// is an [`ErrorKind::Timeout`] error (the stream is then out of step).
+/// is an [`ErrorKind::Timeout`] error (the stream is then out of step). The library sends its
+/// bounded frames together ([`Frames`]); the tests send them one by one.
+#[cfg(test)]
 pub(crate) fn send_until<T: Frame>(
     stream: &UnixStream,
     value: &T,
