@@ -1222,6 +1222,15 @@ fn stray_byte_scenario(dir: String) {
         check_pid(&first, &format!("{dir}/first"))?;
         let server = server_of(&first)?;
         common::peers::write_stray_byte(server)?;
+        // The start that meets the stray byte kills the server. It is not asked of another:
+        // the first may have forked the child, which runs with its bootstrap (two would run
+        // for one start). It says so, and the next starts go to a new server.
+        let path = format!("{dir}/met");
+        if let Err(err) = start_served(pid_and_exit, (path.clone(), 9)) {
+            if !err.contains("may have started; it was not asked again") {
+                return Err(err);
+            }
+        }
         for i in 0..3 {
             let path = format!("{dir}/exit{i}");
             let p = start_served(pid_and_exit, (path.clone(), 10 + i))?;
@@ -1274,6 +1283,113 @@ fn forkserver_stray_byte() -> Outcome {
     let p = Process::new(stray_byte_scenario, dir.display().to_string())
         .with_start_method(StartMethod::Spawn);
     check_eq!(run_scenario(&p, &dir)?, "ok");
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+/// Appends one line to `path`: a child that ran.
+#[process]
+fn mark_ran(path: String) {
+    use std::io::Write;
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .expect("open");
+    file.write_all(b"ran\n").expect("write");
+}
+
+/// With only `free` descriptors left under its limit, starts one fork-server child that marks
+/// a file, for `free` in 1..=8; writes what each start said and how many children ran.
+#[process]
+fn short_of_descriptors_scenario(dir: String) {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    let outcome = (|| -> Result<String, String> {
+        // The fork server is up before the table fills.
+        let warm = start_served(mark_ran, format!("{dir}/warm"))?;
+        warm.join_timeout(LONG).map_err(|e| e.to_string())?;
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: writes the limit into `limit`.
+        if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+            return Err("getrlimit".into());
+        }
+        let lowered = libc::rlimit {
+            rlim_cur: 64,
+            rlim_max: limit.rlim_max,
+        };
+        // SAFETY: sets this process's limit from a valid struct (this process is the test's
+        // own scenario, and ends after it).
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lowered) } != 0 {
+            return Err("setrlimit".into());
+        }
+        let mut said = Vec::new();
+        for free in 1..=8 {
+            let mut held = Vec::new();
+            loop {
+                // SAFETY: makes a new descriptor, owned at once below.
+                let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC) };
+                if fd < 0 {
+                    return Err(format!("eventfd: {}", std::io::Error::last_os_error()));
+                }
+                // SAFETY: `fd` was just made, and is owned by nothing else.
+                let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+                let last = fd.as_raw_fd() >= 63;
+                held.push(fd);
+                if last {
+                    break;
+                }
+            }
+            // Free the `free` highest ones.
+            held.truncate(held.len().saturating_sub(free));
+            let path = format!("{dir}/run{free}");
+            let started = start_served(mark_ran, path.clone());
+            drop(held);
+            let joined = match &started {
+                Ok(p) => format!("{:?}", p.join_timeout(LONG).map_err(|e| e.to_string())?),
+                Err(_) => "-".into(),
+            };
+            // Children that ran without the parent end within a moment.
+            std::thread::sleep(Duration::from_millis(300));
+            let ran = std::fs::read_to_string(&path).map_or(0, |s| s.lines().count());
+            said.push(format!("{free}:{}:{joined}:{ran}", started.is_ok()));
+        }
+        Ok(said.join(" "))
+    })();
+    write_line(
+        &format!("{dir}/outcome"),
+        &outcome.unwrap_or_else(|err| format!("failed: {err}")),
+    );
+}
+
+/// Short of descriptors, a fork-server start either starts its child once, or fails and
+/// starts none: never a start that fails while its child runs, nor two children for one
+/// start (the retry of a request the server had already served).
+fn forkserver_start_short_of_descriptors() -> Outcome {
+    let dir = scratch("shortfds");
+    let p = Process::new(short_of_descriptors_scenario, dir.display().to_string())
+        .with_start_method(StartMethod::Spawn);
+    let outcome = run_scenario(&p, &dir)?;
+    for case in outcome.split(' ') {
+        let parts: Vec<&str> = case.split(':').collect();
+        check!(parts.len() == 4, "{outcome}");
+        let (started, ran) = (parts[1] == "true", parts[3]);
+        if started {
+            check!(
+                ran == "1" && parts[2] == "Some(0)",
+                "free {}: {case} ({outcome})",
+                parts[0]
+            );
+        } else {
+            check!(
+                ran == "0",
+                "free {}: a failed start ran {ran} children ({outcome})",
+                parts[0]
+            );
+        }
+    }
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }
@@ -1603,6 +1719,7 @@ fn main() {
         fork_server_exits_with_its_parent,
         forkserver_preload,
         forkserver_stray_byte,
+        forkserver_start_short_of_descriptors,
         forkserver_exit_codes_outlive_server,
         forkserver_exit_codes_under_server_kills,
     ));

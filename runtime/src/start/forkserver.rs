@@ -309,11 +309,23 @@ pub(crate) fn launch_process(launch: Launch, fds: &[RawFd]) -> Result<Popen> {
             });
             match sent {
                 Ok(popen) => break (popen, build),
-                Err(err) if !restarted && err.kind() == ErrorKind::Disconnected => {
+                // A child forked with its bootstrap waiting runs without the parent: a
+                // request the server may have had is never asked again (two children would
+                // run for one start).
+                Err(failed) if early && failed.delivered => {
+                    client.take();
+                    return Err(Error::new(
+                        ErrorKind::ForkServer,
+                        "the fork server failed after it was asked for the child, which may \
+                         have started; it was not asked again",
+                    )
+                    .with_source(failed.err));
+                }
+                Err(failed) if !restarted && failed.err.kind() == ErrorKind::Disconnected => {
                     client.take();
                     restarted = true;
                 }
-                Err(err) => return Err(err),
+                Err(failed) => return Err(failed.err),
             }
         }
     };
@@ -391,6 +403,7 @@ impl ForkServer {
     /// itself (`OP_CLONE`).
     fn request(&self, op: u8) -> Result<Popen> {
         self.request_with(op, |_| Ok(()))
+            .map_err(|failed| failed.err)
     }
 
     /// [`request`](Self::request), with `prepare` called on the parent's end of the child's
@@ -400,7 +413,11 @@ impl ForkServer {
         &self,
         op: u8,
         prepare: impl FnOnce(&UnixStream) -> Result<()>,
-    ) -> Result<Popen> {
+    ) -> std::result::Result<Popen, Failed> {
+        let before = |err: Error| Failed {
+            err,
+            delivered: false,
+        };
         // Made, and the server's answer received, under the lock a fork holds (see
         // `fd::made`): the pool's driver thread asks for workers beside the caller's forks,
         // whose children must not keep these descriptors. They are `LibraryFd`s, closed with
@@ -409,11 +426,29 @@ impl ForkServer {
             let (a, b) = UnixStream::pair()?;
             Ok::<_, std::io::Error>((fds.own(a), fds.own(b)))
         })
-        .map_err(|err| Error::io("cannot create a control socket", err))?;
-        prepare(&parent_end)?;
-        let answer = self.answer(op, &child_end);
+        .map_err(|err| before(Error::io("cannot create a control socket", err)))?;
+        // Room for the answer's two descriptors, made now and let go just before it is read:
+        // a table too full for them fails here, before the server forks anything, not after
+        // (when the child may run and the parent could not hold it).
+        let room = fd::made(|fds| {
+            // Duplicates (close-on-exec) that hold two places in the table.
+            let room = [
+                parent_end.as_fd().try_clone_to_owned()?,
+                parent_end.as_fd().try_clone_to_owned()?,
+            ];
+            Ok::<_, std::io::Error>(room.map(|fd| fds.own(fd)))
+        })
+        .map_err(|err| {
+            before(Error::io(
+                "cannot make room for the descriptors of a child of the fork server",
+                err,
+            ))
+        })?;
+        prepare(&parent_end).map_err(before)?;
+        let mut delivered = false;
+        let answer = self.answer(op, &child_end, room, &mut delivered);
         drop(child_end);
-        let (pid, status, pidfd) = answer?;
+        let (pid, status, pidfd) = answer.map_err(|err| Failed { err, delivered })?;
         Ok(Popen::served(pid, parent_end, status, pidfd))
     }
 
@@ -431,7 +466,16 @@ impl ForkServer {
     /// the child's pid, status pipe and pidfd. Any answer that is not that (another request's
     /// id, a malformed frame, a descriptor too many or too few), or a stream that breaks,
     /// kills the server.
-    fn answer(&self, op: u8, child_end: &UnixStream) -> Result<(i32, LibraryFd, LibraryFd)> {
+    ///
+    /// `room` holds two descriptors, closed just before the answer is read, so that its two
+    /// fit; `delivered` is set once the request is sent (the server may then fork the child).
+    fn answer(
+        &self,
+        op: u8,
+        child_end: &UnixStream,
+        room: [LibraryFd; 2],
+        delivered: &mut bool,
+    ) -> Result<(i32, LibraryFd, LibraryFd)> {
         let id = self.last_id.fetch_add(1, Ordering::Relaxed) + 1;
         let sock = self.server.control.as_fd();
         if let Err(err) = sys::send_with_fds(sock, &request_frame(op, id), &[child_end.as_raw_fd()])
@@ -443,6 +487,7 @@ impl ForkServer {
             )
             .with_source(err));
         }
+        *delivered = true;
         let ready = sys::poll_one(sock, sys::READABLE, sys::deadline_after(REQUEST_TIMEOUT))
             .map_err(|err| Error::io("cannot wait for the fork server", err))?;
         if ready == 0 {
@@ -453,6 +498,7 @@ impl ForkServer {
             ));
         }
         let mut reply = [0u8; REPLY_LEN];
+        drop(room);
         let fds = match fd::made(|fds| {
             Ok::<_, std::io::Error>(
                 sys::recv_with_fds(sock, &mut reply, 2)?
@@ -506,6 +552,13 @@ impl ForkServer {
             Err(fds) => fail(fds, self.out_of_step("descriptors missing".into())),
         }
     }
+}
+
+/// Why a request to a fork server failed, and whether the server had it (and so may have
+/// forked the child).
+struct Failed {
+    err: Error,
+    delivered: bool,
 }
 
 impl Drop for ForkServer {
