@@ -783,8 +783,7 @@ fn too_many_descriptors_in_arguments(m: StartMethod) -> Outcome {
 }
 
 /// While a child runs, its parent holds one end of its control socket and no other socket of
-/// it: the parent's copy of the child's end is closed as soon as the child is started (a fork
-/// start keeps what it made for the child until the child has ended, but not its descriptor).
+/// it: the parent's copy of the child's end is closed as soon as the child is started.
 fn one_control_socket_per_running_child(m: StartMethod) -> Outcome {
     // Warm up: the fork server, if any, is started once and kept.
     let p = Process::new(ok_worker, ()).with_start_method(m);
