@@ -781,10 +781,14 @@ impl<T> MapSink<T> {
         sizes: ChunkSizes,
         decode: ChunkAppender<T>,
     ) -> Self {
+        // Reserved, not touched: pages are faulted in as chunks are decoded. An input that
+        // claims more items than memory can hold (its own word: `0..u64::MAX`, or a wrong
+        // `ExactSizeIterator`) reserves nothing here rather than panic in the caller.
+        let mut all = Vec::new();
+        let _ = all.try_reserve_exact(items);
         MapSink {
             slot,
-            // Reserved, not touched: pages are faulted in as chunks are decoded.
-            all: Vec::with_capacity(items),
+            all,
             next: 0,
             early: BTreeMap::new(),
             chunks: chunks as u32,
@@ -963,6 +967,15 @@ mod tests {
 
     fn chunk(values: Vec<u64>) -> Result<Encoded> {
         carrier::encode_chunk::<u64, Raw>(values)
+    }
+
+    #[test]
+    fn a_map_whose_input_claims_more_items_than_memory_holds_reserves_nothing() {
+        let slot = Slot::new();
+        let mut sink = MapSink::new(slot.clone(), 1, usize::MAX, ChunkSizes::none(), decode);
+        assert_eq!(sink.all.capacity(), 0);
+        sink.fail(&Error::new(ErrorKind::InvalidInput, "no"));
+        assert!(slot.take_value().unwrap().is_err());
     }
 
     #[test]
