@@ -959,29 +959,37 @@ mod tests {
         assert_eq!(parse_request(&request_frame(OP_FORK, 0)), None);
     }
 
+    /// A client of a fake server: a `sleep` of ours stands for the server's process, and the
+    /// other end of its socket (returned) for its stream; with the write end of its status
+    /// pipe.
+    fn fake_server() -> (std::process::Child, ForkServer, UnixStream, OwnedFd) {
+        let sleeper = std::process::Command::new("sleep")
+            .arg("60")
+            .spawn()
+            .unwrap();
+        let pid = sleeper.id() as i32;
+        let pidfd = sys::pidfd_open(pid).unwrap();
+        let (status_r, status_w) = sys::pipe().unwrap();
+        let (ours, theirs) = UnixStream::pair().unwrap();
+        let server = ForkServer::new(
+            Popen::served(
+                pid,
+                LibraryFd::new(ours),
+                LibraryFd::new(status_r),
+                LibraryFd::new(pidfd),
+            ),
+            BuildId::current(),
+        );
+        (sleeper, server, theirs, status_w)
+    }
+
     /// A fake server on a socketpair, answering one request wrongly: the client must refuse
     /// the answer and kill the "server" (a `sleep` of ours stands for it).
     #[test]
     fn an_answer_out_of_step_kills_the_server() {
         use std::os::unix::process::ExitStatusExt;
         for case in 0..4 {
-            let mut sleeper = std::process::Command::new("sleep")
-                .arg("60")
-                .spawn()
-                .unwrap();
-            let pid = sleeper.id() as i32;
-            let pidfd = sys::pidfd_open(pid).unwrap();
-            let (status_r, status_w) = sys::pipe().unwrap();
-            let (ours, theirs) = UnixStream::pair().unwrap();
-            let server = ForkServer::new(
-                Popen::served(
-                    pid,
-                    LibraryFd::new(ours),
-                    LibraryFd::new(status_r),
-                    LibraryFd::new(pidfd),
-                ),
-                BuildId::current(),
-            );
+            let (mut sleeper, server, theirs, status_w) = fake_server();
             let fake = std::thread::spawn(move || {
                 let mut frame = [0u8; REQUEST_LEN];
                 let fds = sys::recv_with_fds(theirs.as_fd(), &mut frame, 1)
@@ -1027,23 +1035,7 @@ mod tests {
     #[test]
     fn a_request_to_a_dead_server_is_disconnected() {
         for closed_before_request in [true, false] {
-            let mut sleeper = std::process::Command::new("sleep")
-                .arg("60")
-                .spawn()
-                .unwrap();
-            let pid = sleeper.id() as i32;
-            let pidfd = sys::pidfd_open(pid).unwrap();
-            let (status_r, status_w) = sys::pipe().unwrap();
-            let (ours, theirs) = UnixStream::pair().unwrap();
-            let server = ForkServer::new(
-                Popen::served(
-                    pid,
-                    LibraryFd::new(ours),
-                    LibraryFd::new(status_r),
-                    LibraryFd::new(pidfd),
-                ),
-                BuildId::current(),
-            );
+            let (mut sleeper, server, theirs, status_w) = fake_server();
             // A dead server: its end is closed, before the request or once it has read it.
             let fake = std::thread::spawn(move || {
                 if !closed_before_request {
