@@ -122,19 +122,19 @@ pub trait Carrier<T> {
         Ok(())
     }
 
-    /// [`decode_into`](Self::decode_into) of a pool's chunk of results, of which there must
-    /// be at most `items`: a payload that says it holds more is refused before its values are
-    /// decoded (the caller checks that there are as many).
+    /// [`decode_into`](Self::decode_into) of a pool's chunk of results, of which the caller
+    /// knows there are `items` (and checks it): a payload that says it holds more is refused
+    /// before its values are decoded where its length does not bound that work (serde
+    /// values that take no bytes; plain old data is counted by its bytes).
     fn decode_chunk_into(
         bytes: &[u8],
         blocks: Vec<Block>,
         out: &mut Vec<T>,
-        items: usize,
+        _items: usize,
     ) -> Result<()>
     where
         T: DeserializeOwned,
     {
-        let _ = items;
         Self::decode_into(bytes, blocks, out)
     }
 

@@ -97,25 +97,16 @@ pub trait Format {
         Ok(())
     }
 
-    /// [`decode_seq_into`](Self::decode_seq_into) of a pool's chunk of results, of which
-    /// there must be at most `items` (the caller checks that there are as many): a sequence
-    /// that says it holds more is refused before anything is decoded.
+    /// [`decode_seq_into`](Self::decode_seq_into) of a pool's chunk of results, of which the
+    /// caller knows there are `items` (and checks it): a format whose lengths do not bound the
+    /// work of decoding refuses a longer sequence before it decodes any value. This one's
+    /// values each take a byte at least, so it needs no bound.
     fn decode_chunk_into<T: DeserializeOwned>(
         bytes: &[u8],
         out: &mut Vec<T>,
-        items: usize,
+        _items: usize,
     ) -> Result<()> {
-        let start = out.len();
-        Self::decode_seq_into(bytes, out)?;
-        if out.len() - start > items {
-            let values = out.len() - start;
-            out.truncate(start);
-            return Err(Error::new(
-                ErrorKind::Codec,
-                format!("{values} values where {items} belong"),
-            ));
-        }
-        Ok(())
+        Self::decode_seq_into(bytes, out)
     }
 
     /// Decodes a whole buffer that holds a sequence of `T`s like
@@ -228,9 +219,7 @@ impl Format for Compact {
     /// In one pass, each value pushed onto `out` as it is decoded: no list of the chunk's own.
     #[inline]
     fn decode_seq_into<T: DeserializeOwned>(bytes: &[u8], out: &mut Vec<T>) -> Result<()> {
-        let start = out.len();
-        let decoded = fixed::decode_seq_into(bytes, out, None);
-        fixed_outcome::<Vec<T>, ()>(bytes.len(), decoded).inspect_err(|_| out.truncate(start))
+        seq_into(bytes, out, None)
     }
 
     /// Refused before anything is decoded when the chunk says it holds more than `items`;
@@ -241,10 +230,20 @@ impl Format for Compact {
         out: &mut Vec<T>,
         items: usize,
     ) -> Result<()> {
-        let start = out.len();
-        let decoded = fixed::decode_seq_into(bytes, out, Some(items));
-        fixed_outcome::<Vec<T>, ()>(bytes.len(), decoded).inspect_err(|_| out.truncate(start))
+        seq_into(bytes, out, Some(items))
     }
+}
+
+/// [`fixed::decode_seq_into`] of a whole buffer onto `out`, left as it was on error.
+#[inline]
+fn seq_into<T: DeserializeOwned>(
+    bytes: &[u8],
+    out: &mut Vec<T>,
+    items: Option<usize>,
+) -> Result<()> {
+    let start = out.len();
+    let decoded = fixed::decode_seq_into(bytes, out, items);
+    fixed_outcome::<Vec<T>, ()>(bytes.len(), decoded).inspect_err(|_| out.truncate(start))
 }
 
 /// An error of [`write`]'s encoder of a `T`, explained as bincode's would be.

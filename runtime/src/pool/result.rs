@@ -668,10 +668,10 @@ impl<T> fmt::Debug for AsyncResult<T> {
 }
 
 /// The one output of a chunk of one item (`apply`).
-pub(super) fn single<T>(mut values: Vec<T>) -> Result<T> {
-    match values.len() {
-        1 => values.pop().ok_or_else(|| miscounted(0, 1)),
-        n => Err(miscounted(n, 1)),
+pub(super) fn single<T>(values: Vec<T>) -> Result<T> {
+    match <[T; 1]>::try_from(values) {
+        Ok([value]) => Ok(value),
+        Err(values) => Err(miscounted(values.len(), 1)),
     }
 }
 
