@@ -367,6 +367,11 @@ impl Process {
     /// an `Err` here: read [`error`](Self::error) for why it failed. To get a function's
     /// return value back, with every failure as an `Err`, start it with
     /// [`spawn`](crate::spawn) instead.
+    ///
+    /// A child that ends within a quarter of a millisecond of the call is seen without going
+    /// to sleep: the wait looks for its end awake for that long first (yielding the processor
+    /// between looks), which saves the 20 - 30 us of waking an idle core, a sixth of a whole
+    /// fork start. A longer wait sleeps until the child ends.
     pub fn join(&self) -> Result<i32> {
         self.wait(None).map(|code| code.unwrap_or(-1))
     }
@@ -400,10 +405,20 @@ impl Process {
                 },
             }
         };
+        // A child that ends within moments (a short target joined at once) is looked for
+        // awake first: see `sys::LOOK_AWAKE`. An error ends the look; the wait reports it.
         let Some(exit_fd) = exit_fd else {
+            sys::look_awake(sys::LOOK_AWAKE, || sys::exited_now(pid).unwrap_or(true));
             sys::wait_exited(pid).map_err(|err| Error::io("cannot wait for the child", err))?;
             return self.reap_if(true);
         };
+        let look = deadline.map_or(sys::LOOK_AWAKE, |d| {
+            d.saturating_duration_since(Instant::now())
+                .min(sys::LOOK_AWAKE)
+        });
+        sys::look_awake(look, || {
+            sys::ready_now(exit_fd.as_fd(), sys::READABLE).unwrap_or(true)
+        });
         let ready = sys::poll_one(exit_fd.as_fd(), sys::READABLE, deadline)
             .map_err(|err| Error::io("cannot wait for the child", err))?;
         if ready == 0 {

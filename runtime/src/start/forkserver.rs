@@ -488,6 +488,11 @@ impl ForkServer {
             .with_source(err));
         }
         *delivered = true;
+        // The server answers as soon as it has forked: looked for awake first (see
+        // `sys::LOOK_AWAKE`); an error ends the look, and the wait reports it.
+        sys::look_awake(sys::LOOK_AWAKE, || {
+            sys::ready_now(sock, sys::READABLE).unwrap_or(true)
+        });
         let ready = sys::poll_one(sock, sys::READABLE, sys::deadline_after(REQUEST_TIMEOUT))
             .map_err(|err| Error::io("cannot wait for the fork server", err))?;
         if ready == 0 {

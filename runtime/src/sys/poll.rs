@@ -65,6 +65,84 @@ pub(crate) fn poll_one(
     }
 }
 
+/// Whether `fd` reports one of `events` now (errors and hang-ups count), without waiting.
+pub(crate) fn ready_now(fd: BorrowedFd<'_>, events: i16) -> io::Result<bool> {
+    let mut pfd = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events,
+        revents: 0,
+    };
+    let now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    loop {
+        let n = ppoll(std::slice::from_mut(&mut pfd), Some(now));
+        if n >= 0 {
+            return Ok(n > 0);
+        }
+        let err = io::Error::last_os_error();
+        if err.kind() != io::ErrorKind::Interrupted {
+            return Err(err);
+        }
+    }
+}
+
+/// How long a wait for an event that is often moments away (a short child's end, the fork
+/// server's answer) looks for it awake before it sleeps: about the CPU time of one start.
+///
+/// A process asleep in `ppoll` or `waitid` is woken by the kernel when the event comes: on a
+/// core gone idle meanwhile (as it goes while the other core runs the child) the wake-up costs
+/// 20 - 30 us on a virtual machine, a sixth of a whole fork start. Looking awake for a moment
+/// first costs at most this much CPU per wait.
+pub(crate) const LOOK_AWAKE: Duration = Duration::from_micros(250);
+
+/// Calls `ready` until it says yes or `limit` has passed, yielding the processor between
+/// calls (a process this one waits for may be queued behind it on its core); whether it
+/// said yes. Each call is a system call's worth of work (the time is read after each), and
+/// `ready` is called once at least, even with a zero `limit`. On a machine with one processor
+/// only, `ready` is called once: every moment spent looking is a moment the awaited process
+/// cannot run.
+pub(crate) fn look_awake(limit: Duration, mut ready: impl FnMut() -> bool) -> bool {
+    if ready() {
+        return true;
+    }
+    if limit.is_zero() || !several_processors() {
+        return false;
+    }
+    let start = Instant::now();
+    loop {
+        std::thread::yield_now();
+        if ready() {
+            return true;
+        }
+        if start.elapsed() >= limit {
+            return false;
+        }
+    }
+}
+
+/// Whether this process may run on more than one processor; asked of the kernel once (a
+/// race asks it twice, with the same answer).
+fn several_processors() -> bool {
+    use std::sync::atomic::{AtomicU8, Ordering};
+    /// 0: not asked yet, 1: one processor, 2: several.
+    static SEVERAL: AtomicU8 = AtomicU8::new(0);
+    match SEVERAL.load(Ordering::Relaxed) {
+        0 => {
+            // SAFETY: an all-zero cpu_set_t is a valid, empty set; the call fills it.
+            let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+            // SAFETY: `set` is a valid out-buffer of the size given; pid 0 is this thread.
+            let rc = unsafe { libc::sched_getaffinity(0, std::mem::size_of_val(&set), &mut set) };
+            // SAFETY: `set` is initialised (filled, or still empty on failure).
+            let several = rc != 0 || unsafe { libc::CPU_COUNT(&set) } > 1;
+            SEVERAL.store(if several { 2 } else { 1 }, Ordering::Relaxed);
+            several
+        }
+        known => known == 2,
+    }
+}
+
 /// Waits on several descriptors at once; fills `revents` in `fds`. Returns how many are ready
 /// (`0` on timeout).
 pub(crate) fn poll_many(fds: &mut [libc::pollfd], deadline: Option<Instant>) -> io::Result<usize> {
@@ -83,4 +161,41 @@ pub(crate) fn poll_many(fds: &mut [libc::pollfd], deadline: Option<Instant>) -> 
 /// The deadline `timeout` from now, `None` when it does not fit an `Instant`.
 pub(crate) fn deadline_after(timeout: Duration) -> Option<Instant> {
     Instant::now().checked_add(timeout)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+    use std::os::fd::AsFd;
+
+    #[test]
+    fn ready_now_does_not_wait() {
+        let (mut tx, rx) = std::os::unix::net::UnixStream::pair().unwrap();
+        assert!(!ready_now(rx.as_fd(), READABLE).unwrap());
+        tx.write_all(b"x").unwrap();
+        assert!(ready_now(rx.as_fd(), READABLE).unwrap());
+    }
+
+    #[test]
+    fn look_awake_looks_once_at_zero_then_until_ready_or_the_limit() {
+        let mut calls = 0;
+        assert!(!look_awake(Duration::ZERO, || {
+            calls += 1;
+            false
+        }));
+        assert_eq!(calls, 1);
+        if !several_processors() {
+            return;
+        }
+        let mut calls = 0;
+        assert!(look_awake(Duration::from_secs(60), || {
+            calls += 1;
+            calls == 3
+        }));
+        assert_eq!(calls, 3);
+        let start = Instant::now();
+        assert!(!look_awake(Duration::from_millis(5), || false));
+        assert!(start.elapsed() >= Duration::from_millis(5));
+    }
 }

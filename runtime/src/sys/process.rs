@@ -97,6 +97,36 @@ pub(crate) fn wait_exited(pid: i32) -> io::Result<()> {
     }
 }
 
+/// Whether our child `pid` has exited (or cannot be waited for: it is not our child, or was
+/// reaped), without reaping it and without waiting.
+pub(crate) fn exited_now(pid: i32) -> io::Result<bool> {
+    loop {
+        // SAFETY: `siginfo_t` is plain old data, for which all zeroes is a valid value.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        // SAFETY: `info` is a valid out pointer; `WNOWAIT` leaves the child unreaped and
+        // `WNOHANG` returns at once, leaving `info` zeroed if it still runs.
+        let rc = unsafe {
+            libc::waitid(
+                libc::P_PID,
+                pid as libc::id_t,
+                &mut info,
+                libc::WEXITED | libc::WNOWAIT | libc::WNOHANG,
+            )
+        };
+        if rc == 0 {
+            // SAFETY: `info` was filled by `waitid` or left all zeroes; the pid field is
+            // valid in both.
+            return Ok(unsafe { info.si_pid() } != 0);
+        }
+        let err = io::Error::last_os_error();
+        match err.raw_os_error() {
+            Some(libc::EINTR) => continue,
+            Some(libc::ECHILD) => return Ok(true),
+            _ => return Err(err),
+        }
+    }
+}
+
 /// Whether this process's children are reaped as they end without a `wait` (SIGCHLD ignored,
 /// or `SA_NOCLDWAIT`): then a child's pid may name another process as soon as it ends, and
 /// only a pidfd opened at once names it safely. `true` too if that cannot be known.
@@ -539,5 +569,20 @@ mod tests {
         let (fast, slow) = agreed.expect("the thread count never held still");
         assert_eq!(fast, slow);
         assert!(fast >= 2, "{fast}");
+    }
+
+    #[test]
+    fn exited_now_sees_the_end_without_reaping() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let pid = child.id() as i32;
+        assert!(!exited_now(pid).unwrap(), "a running child");
+        child.kill().unwrap();
+        wait_exited(pid).unwrap();
+        assert!(exited_now(pid).unwrap(), "a child that ended");
+        // Not reaped: its status is still there for its owner.
+        assert!(!child.wait().unwrap().success());
     }
 }
