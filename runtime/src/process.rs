@@ -368,16 +368,17 @@ impl Process {
     /// return value back, with every failure as an `Err`, start it with
     /// [`spawn`](crate::spawn) instead.
     ///
-    /// A child that ends within a quarter of a millisecond of the call is seen without going
-    /// to sleep: the wait looks for its end awake for that long first (yielding the processor
-    /// between looks), which saves the 20 - 30 us of waking an idle core, a sixth of a whole
-    /// fork start. A longer wait sleeps until the child ends.
+    /// When more than one processor is available, the wait first looks for the child's end
+    /// awake for up to about a quarter of a millisecond (yielding the processor between
+    /// looks), and only then sleeps until the child ends: a short child joined at once is
+    /// seen without the cost of waking an idle core.
     pub fn join(&self) -> Result<i32> {
         self.wait(None).map(|code| code.unwrap_or(-1))
     }
 
     /// Waits at most `timeout` for the child to exit: `Some(exitcode)` if it did, `None` if it
-    /// still runs. Event-driven (the wait ends as soon as the child exits).
+    /// still runs. Event-driven (the wait ends as soon as the child exits); it looks awake
+    /// first, as [`join`](Self::join) does, for no longer than `timeout`.
     pub fn join_timeout(&self, timeout: Duration) -> Result<Option<i32>> {
         self.wait(Some(
             sys::deadline_after(timeout).unwrap_or_else(far_future),

@@ -786,9 +786,13 @@ impl<T> MapSink<T> {
         // `ExactSizeIterator`) reserves nothing here rather than panic in the caller.
         let mut all = Vec::new();
         let _ = all.try_reserve_exact(items);
-        // A list of megabytes is most often fresh memory from the kernel (glibc gives large
-        // blocks back as they are freed): faulted in 4 KiB at a time, its pages cost more than
-        // the copies that fill them (2048 faults for W2's 8 MiB of squares).
+        // A list of megabytes is often fresh memory from the kernel (glibc maps a block of
+        // that size on its own until a first one is freed, and gives the top of its heap back
+        // past a threshold as blocks are freed): faulted in 4 KiB at a time, its pages cost
+        // more than the copies that fill them (2048 faults for W2's 8 MiB of squares, in the
+        // benchmark that alternates the map with a floor that frees 16 MiB a run). Memory
+        // already in place is only marked (the heap's range stays marked for huge pages, as
+        // `wire::make_room`'s buffers do).
         if std::mem::size_of_val(all.spare_capacity_mut()) >= crate::wire::HUGE_PAGES_FROM {
             crate::sys::advise_huge_pages(all.spare_capacity_mut());
         }

@@ -93,54 +93,67 @@ pub(crate) fn ready_now(fd: BorrowedFd<'_>, events: i16) -> io::Result<bool> {
 ///
 /// A process asleep in `ppoll` or `waitid` is woken by the kernel when the event comes: on a
 /// core gone idle meanwhile (as it goes while the other core runs the child) the wake-up costs
-/// 20 - 30 us on a virtual machine, a sixth of a whole fork start. Looking awake for a moment
-/// first costs at most this much CPU per wait.
+/// 20 - 30 us on the 2-core virtual machine this was measured on, a sixth of a whole fork
+/// start. Looking awake for a moment first costs at most about this much CPU per wait.
 pub(crate) const LOOK_AWAKE: Duration = Duration::from_micros(250);
 
 /// Calls `ready` until it says yes or `limit` has passed, yielding the processor between
 /// calls (a process this one waits for may be queued behind it on its core); whether it
-/// said yes. Each call is a system call's worth of work (the time is read after each), and
-/// `ready` is called once at least, even with a zero `limit`. On a machine with one processor
-/// only, `ready` is called once: every moment spent looking is a moment the awaited process
-/// cannot run.
+/// said yes. `ready` is called once at least, even with a zero `limit`, and each call should
+/// be about a system call's worth of work: the time is read after each. The limit is checked
+/// between yields, not during one: a yield to another process that is ready on this core may
+/// last that process's time slice.
+///
+/// Where this thread may run on one processor only, or the process may use no more than one
+/// processor's worth of time, `ready` is called once: every moment spent looking would be a
+/// moment the awaited process cannot run.
 pub(crate) fn look_awake(limit: Duration, mut ready: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
     if ready() {
         return true;
     }
     if limit.is_zero() || !several_processors() {
         return false;
     }
-    let start = Instant::now();
     loop {
+        if start.elapsed() >= limit {
+            return false;
+        }
         std::thread::yield_now();
         if ready() {
             return true;
         }
-        if start.elapsed() >= limit {
-            return false;
-        }
     }
 }
 
-/// Whether this process may run on more than one processor; asked of the kernel once (a
-/// race asks it twice, with the same answer).
+/// Whether looking awake can help: the calling thread may run on more than one processor
+/// (asked each time: a thread's affinity can change, and a child inherits its forking
+/// thread's), and the process may use more than one processor's worth of time (its CPU
+/// quota, asked once per process: `std::thread::available_parallelism`).
 fn several_processors() -> bool {
     use std::sync::atomic::{AtomicU8, Ordering};
-    /// 0: not asked yet, 1: one processor, 2: several.
-    static SEVERAL: AtomicU8 = AtomicU8::new(0);
-    match SEVERAL.load(Ordering::Relaxed) {
+    /// 0: not asked yet, 1: one processor's worth, 2: more.
+    static QUOTA: AtomicU8 = AtomicU8::new(0);
+    let quota = match QUOTA.load(Ordering::Relaxed) {
         0 => {
-            // SAFETY: an all-zero cpu_set_t is a valid, empty set; the call fills it.
-            let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-            // SAFETY: `set` is a valid out-buffer of the size given; pid 0 is this thread.
-            let rc = unsafe { libc::sched_getaffinity(0, std::mem::size_of_val(&set), &mut set) };
-            // SAFETY: `set` is initialised (filled, or still empty on failure).
-            let several = rc != 0 || unsafe { libc::CPU_COUNT(&set) } > 1;
-            SEVERAL.store(if several { 2 } else { 1 }, Ordering::Relaxed);
-            several
+            // An error (nothing could be read) leaves the look on, as without a quota.
+            let more = std::thread::available_parallelism().map_or(true, |n| n.get() > 1);
+            // A race asks twice, with the same answer.
+            QUOTA.store(if more { 2 } else { 1 }, Ordering::Relaxed);
+            more
         }
         known => known == 2,
+    };
+    if !quota {
+        return false;
     }
+    // SAFETY: an all-zero cpu_set_t is a valid, empty set; the call fills it.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `set` is a valid out-buffer of the size given; pid 0 is the calling thread.
+    let rc = unsafe { libc::sched_getaffinity(0, std::mem::size_of_val(&set), &mut set) };
+    // A failure (more processors than the set holds) counts as several.
+    // SAFETY: `set` is initialised (filled, or still empty on failure).
+    rc != 0 || unsafe { libc::CPU_COUNT(&set) } > 1
 }
 
 /// Waits on several descriptors at once; fills `revents` in `fds`. Returns how many are ready
