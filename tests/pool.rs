@@ -261,6 +261,103 @@ fn map_ordering_and_chunks(m: StartMethod) -> Outcome {
     Ok(())
 }
 
+/// An input that says it holds `claims` items (an exact size hint, which safe code may get
+/// wrong) and yields the squares' arguments `0..has`.
+struct Lying {
+    claims: usize,
+    has: u64,
+    next: u64,
+}
+
+impl Iterator for Lying {
+    type Item = u64;
+    fn next(&mut self) -> Option<u64> {
+        (self.next < self.has).then(|| {
+            self.next += 1;
+            self.next - 1
+        })
+    }
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        let left = self.claims.saturating_sub(self.next as usize);
+        (left, Some(left))
+    }
+}
+
+/// Runs `map` on a thread of its own, waited for at most [`LONG`]: a map that queued a chunk
+/// for every item its input claims would run for hours.
+fn within<T: Send + 'static>(
+    what: &str,
+    pool: &Arc<Pool>,
+    map: impl FnOnce(&Pool) -> T + Send + 'static,
+) -> Result<T, String> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let pool = pool.clone();
+    std::thread::spawn(move || {
+        let _ = tx.send(map(&pool));
+    });
+    rx.recv_timeout(LONG)
+        .map_err(|_| format!("{what}: no result within {LONG:?}"))
+}
+
+/// A map over an input that claims more (or fewer) items than it has returns the results of
+/// the items it has, at once: no room is reserved for the claimed items, no empty chunk is
+/// queued for them. More chunks than a map can number is a clear error.
+fn inputs_that_lie_about_their_length(m: StartMethod) -> Outcome {
+    let pool = Arc::new(pool(m, 2)?);
+    let lying = |claims, has| Lying {
+        claims,
+        has,
+        next: 0,
+    };
+    let squares = |n: u64| (0..n).map(|i| i * i).collect::<Vec<u64>>();
+    // A terabyte of claimed items, in the default chunks.
+    check_eq!(
+        within("1 << 40 claimed", &pool, move |p| p
+            .map(square, lying(1 << 40, 5)))??,
+        squares(5)
+    );
+    // One chunk per claimed item.
+    check_eq!(
+        within("1 << 31 claimed, chunks of 1", &pool, move |p| p
+            .map_chunked(square, lying(1 << 31, 5), 1))??,
+        squares(5)
+    );
+    // Ending on a chunk's boundary, and before the first chunk.
+    check_eq!(
+        within("100 claimed, chunks of 5", &pool, move |p| p.map_chunked(
+            square,
+            lying(100, 10),
+            5
+        ))??,
+        squares(10)
+    );
+    check_eq!(
+        within("100 claimed, none", &pool, move |p| p.map_chunked(
+            square,
+            lying(100, 0),
+            5
+        ))??,
+        squares(0)
+    );
+    // Fewer claimed than there are: the last chunk takes the rest.
+    check_eq!(
+        within("3 claimed", &pool, move |p| p.map_chunked(
+            square,
+            lying(3, 10),
+            1
+        ))??,
+        squares(10)
+    );
+    // More chunks than a map numbers (2^32).
+    let err = within("1 << 40 claimed, chunks of 1", &pool, move |p| {
+        p.map_chunked(square, lying(1 << 40, 5), 1)
+    })?
+    .unwrap_err();
+    check_eq!(err.kind(), ErrorKind::InvalidInput);
+    check!(err.to_string().contains("chunks"), "{err}");
+    Ok(())
+}
+
 fn async_result_methods(m: StartMethod) -> Outcome {
     let pool = pool(m, 2)?;
     let r = pool.apply_async(slow_square, (8, 300));
@@ -2895,6 +2992,7 @@ fn main() {
     multiproc::init();
     let mut trials = trials!(each_method:
         map_ordering_and_chunks,
+        inputs_that_lie_about_their_length,
         async_result_methods,
         callbacks,
         imap_ordered_and_lazy,

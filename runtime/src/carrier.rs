@@ -881,17 +881,23 @@ pub(crate) fn encode_args_chunks<W: Worker>(
     }
 }
 
-/// Encodes a worker's arguments from `items` in `chunks` chunks for pool messages, and hands
-/// each to `each` as soon as it is encoded; returns how many items there were. Every chunk but
-/// the last takes `size` items (fewer, and the chunks after it none, when `items` ends early);
-/// the last takes all that are left. The items are encoded as they come, one at a time, into
-/// the chunk's buffer when the carrier can (no list of them); collected chunk by chunk
+/// The most room a chunk of arguments reserves up front, from the number of items it should
+/// take (an input's own word, which may be wrong: `0..u64::MAX` says it holds 2^64 items);
+/// a larger chunk's buffer grows as it is encoded.
+const ROOM_UP_FRONT: usize = 64 << 20;
+
+/// Encodes a worker's arguments from `items` in at most `chunks` chunks for pool messages,
+/// and hands each to `each(index, items in it, whether it is the last, encoded)` as soon as it
+/// is encoded; returns how many items there were. Every chunk but the last takes `size` items;
+/// the last takes all that are left. When `items` ends early, the chunk that comes short (or
+/// empty) is the last: no chunk follows it. The items are encoded as they come, one at a time,
+/// into the chunk's buffer when the carrier can (no list of them); collected chunk by chunk
 /// otherwise. An error of `each` is passed on as it is.
 pub(crate) fn encode_args_iter<W: Worker>(
     mut items: impl Iterator<Item = W::Args>,
     chunks: usize,
     size: usize,
-    mut each: impl FnMut(u32, usize, Encoded) -> Result<()>,
+    mut each: impl FnMut(u32, usize, bool, Encoded) -> Result<()>,
 ) -> Result<usize> {
     let mut total = 0;
     for index in 0..chunks {
@@ -901,7 +907,7 @@ pub(crate) fn encode_args_iter<W: Worker>(
             size
         };
         let encoded: (usize, Encoded) = if W::ArgsCarrier::streams() {
-            let room = room::<W::Args, W::ArgsCarrier>(size);
+            let room = room::<W::Args, W::ArgsCarrier>(size).min(ROOM_UP_FRONT);
             let mut count = 0;
             let encoded = handle::encode_with(|| {
                 let mut buf = spare::take_or_new(room);
@@ -914,11 +920,19 @@ pub(crate) fn encode_args_iter<W: Worker>(
             total += count;
             (count, encoded)
         } else {
-            let chunk: Vec<W::Args> = items.by_ref().take(take).collect();
+            // Pushed one by one: `collect` would reserve what the input says it holds.
+            let mut chunk: Vec<W::Args> = Vec::new();
+            for item in items.by_ref().take(take) {
+                chunk.push(item);
+            }
             total += chunk.len();
             (chunk.len(), encode_args_chunk::<W>(chunk)?)
         };
-        each(index as u32, encoded.0, encoded.1)?;
+        let last = index + 1 == chunks || encoded.0 < size;
+        each(index as u32, encoded.0, last, encoded.1)?;
+        if last {
+            break;
+        }
     }
     Ok(total)
 }
@@ -1589,8 +1603,10 @@ mod tests {
         for (real, chunks, size) in [(10u64, 4, 3), (10, 2, 3), (3, 4, 3), (0, 2, 5), (1, 1, 1)] {
             for streamed in [true, false] {
                 let mut got = Vec::new();
-                let each = |index, count, encoded: Encoded| {
+                let mut lasts = Vec::new();
+                let each = |index, count, last, encoded: Encoded| {
                     got.push((index, count, encoded));
+                    lasts.push(last);
                     Ok(())
                 };
                 let total = if streamed {
@@ -1600,11 +1616,16 @@ mod tests {
                 }
                 .unwrap();
                 assert_eq!(total, real as usize);
-                // As many chunks as said, in order; every one but the last of `size` at most.
+                // As many chunks as said, in order, unless the input ends before: then the
+                // chunk that comes short (or empty) is the last. Every one but the last holds
+                // `size`.
+                let sent = chunks.min(real as usize / size + 1);
                 assert_eq!(
                     got.iter().map(|c| c.0).collect::<Vec<_>>(),
-                    (0..chunks as u32).collect::<Vec<_>>()
+                    (0..sent as u32).collect::<Vec<_>>()
                 );
+                assert_eq!(lasts.iter().filter(|&&l| l).count(), 1, "{lasts:?}");
+                assert_eq!(lasts.last(), Some(&true));
                 let counts: Vec<usize> = got.iter().map(|c| c.1).collect();
                 let lens: Vec<usize> = got
                     .into_iter()
@@ -1619,11 +1640,11 @@ mod tests {
                 assert_eq!(lens.iter().sum::<usize>(), real as usize);
                 // Each chunk's count is what it holds.
                 assert_eq!(counts, lens);
-                assert!(lens[..chunks - 1].iter().all(|&n| n <= size), "{lens:?}");
+                assert!(lens[..sent - 1].iter().all(|&n| n == size), "{lens:?}");
             }
         }
         // A chunk refused by `each`: that error, as it is.
-        let err = encode_args_iter::<Squares>(0..10, 2, 5, |_, _, _| {
+        let err = encode_args_iter::<Squares>(0..10, 2, 5, |_, _, _, _| {
             Err(Error::new(ErrorKind::NotRunning, "closed"))
         })
         .unwrap_err();

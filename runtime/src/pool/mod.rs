@@ -48,7 +48,7 @@ use self::jobs::{Lending, Lifecycle, Shared, Task};
 use self::launcher::Launcher;
 use self::link::Link;
 use self::manage::{Limits, Managed};
-use self::result::{ApplySink, ChunkSizes, MapSink, Slot};
+use self::result::{ApplySink, ChunkSizes, MapSink, Slot, Told};
 use self::worker::TaskHeader;
 use self::worker::WorkerConfig;
 use crate::carrier;
@@ -537,7 +537,7 @@ impl Pool {
                 return self.submit_map_iter(function, items, len, chunksize);
             }
         }
-        let items: Vec<F::Args> = items.collect();
+        let items = collect(items);
         let chunksize = items.len().div_ceil(self.processes() * 4).max(1);
         self.submit_map(function, items, chunksize, None)
     }
@@ -560,7 +560,7 @@ impl Pool {
             (len @ 1.., Some(upper)) if len == upper => {
                 self.submit_map_iter(function, items, len, chunksize)
             }
-            _ => self.submit_map(function, items.collect(), chunksize, None),
+            _ => self.submit_map(function, collect(items), chunksize, None),
         }
     }
 
@@ -594,7 +594,7 @@ impl Pool {
         chunksize: Option<usize>,
         progress: impl FnMut(Progress) + Send + 'static,
     ) -> AsyncResult<Vec<F::Output>> {
-        let items: Vec<F::Args> = items.into_iter().collect();
+        let items = collect(items.into_iter());
         let chunksize = match chunksize {
             Some(0) => {
                 return AsyncResult::failed(Error::new(
@@ -621,6 +621,9 @@ impl Pool {
             return self.result(slot);
         }
         let chunks = items.len().div_ceil(chunksize);
+        if let Err(err) = countable(items.len(), chunksize) {
+            return AsyncResult::failed(err);
+        }
         let decode = carrier::decode_outputs_into::<F>;
         let sizes = ChunkSizes::Even {
             chunksize,
@@ -661,9 +664,13 @@ impl Pool {
     ) -> AsyncResult<Vec<F::Output>> {
         let slot = Slot::new();
         let chunks = len.div_ceil(chunksize);
+        if let Err(err) = countable(len, chunksize) {
+            return AsyncResult::failed(err);
+        }
         let decode = carrier::decode_outputs_into::<F>;
-        // The input's word is not trusted: each chunk's size is told as it is encoded.
-        let told = Arc::new(Mutex::new(Vec::new()));
+        // The input's word is not trusted: each chunk's size is told as it is encoded, and
+        // whether it is the last (the input may end early).
+        let told = Arc::new(Mutex::new(Told::default()));
         let sizes = ChunkSizes::Told(told.clone());
         let sink = Box::new(MapSink::new(slot.clone(), chunks, len, sizes, decode));
         let Ok(job) = self.shared.submit(sink, |_| Vec::new(), false) else {
@@ -679,13 +686,18 @@ impl Pool {
             }
         }
         let mut forget = Forget(&self.shared, Some(job));
-        let pushed =
-            carrier::encode_args_iter::<F>(items, chunks, chunksize, |index, count, payload| {
-                told.lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .push(count);
+        let pushed = carrier::encode_args_iter::<F>(
+            items,
+            chunks,
+            chunksize,
+            |index, count, last, payload| {
+                let mut told = told.lock().unwrap_or_else(PoisonError::into_inner);
+                told.sizes.push(count);
+                told.ended = last;
+                drop(told);
                 self.queue_chunk(job, F::NAME, index, payload)
-            });
+            },
+        );
         forget.1 = None;
         if let Err(err) = pushed {
             self.shared.forget(job);
@@ -789,4 +801,33 @@ impl std::fmt::Debug for Pool {
             .field("queued_tasks", &state.queue.len())
             .finish()
     }
+}
+
+/// The items of an input whose length is not known exactly, in a list: room is reserved for
+/// the fewest it says it holds only when memory can hold them (an input's own word, which may
+/// be wrong), and the list grows as items come otherwise.
+fn collect<T>(items: impl Iterator<Item = T>) -> Vec<T> {
+    let mut list = Vec::new();
+    let _ = list.try_reserve(items.size_hint().0);
+    for item in items {
+        list.push(item);
+    }
+    list
+}
+
+/// Whether a map of `items` in chunks of `chunksize` numbers its chunks (a `u32` each): an
+/// [`ErrorKind::InvalidInput`] error when there are more.
+fn countable(items: usize, chunksize: usize) -> Result<()> {
+    let chunks = items.div_ceil(chunksize);
+    if u32::try_from(chunks).is_err() {
+        return Err(Error::new(
+            ErrorKind::InvalidInput,
+            format!(
+                "a map of {items} items in chunks of {chunksize} makes {chunks} chunks, more than \
+                 the {} a map can number: give a larger chunksize",
+                u32::MAX
+            ),
+        ));
+    }
+    Ok(())
 }

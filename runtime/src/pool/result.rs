@@ -694,7 +694,18 @@ pub(crate) enum ChunkSizes {
     Even { chunksize: usize, items: usize },
     /// Told as the chunks are encoded (from an input whose length is only its word), each
     /// before its chunk is queued.
-    Told(Arc<Mutex<Vec<usize>>>),
+    Told(Arc<Mutex<Told>>),
+}
+
+/// The sizes of a map's chunks, told as they are encoded from an input whose length is only
+/// its word (see [`ChunkSizes::Told`]).
+#[derive(Debug, Default)]
+pub(crate) struct Told {
+    /// Each chunk's items, in order, told before the chunk is queued.
+    pub sizes: Vec<usize>,
+    /// Set with the last chunk's size: the map has `sizes.len()` chunks, which is fewer than
+    /// it was made for when the input ended early.
+    pub ended: bool,
 }
 
 impl ChunkSizes {
@@ -714,11 +725,25 @@ impl ChunkSizes {
                 let start = chunk.checked_mul(*chunksize)?;
                 (start < *items).then(|| (*chunksize).min(items - start))
             }
-            ChunkSizes::Told(sizes) => sizes
+            ChunkSizes::Told(told) => told
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
+                .sizes
                 .get(chunk)
                 .copied(),
+        }
+    }
+
+    /// The number of chunks, once told that the input ended (before any chunk it claimed was
+    /// queued, or with a chunk that came short); `None` while the map may have as many as it
+    /// was made for.
+    fn ended_at(&self) -> Option<usize> {
+        match self {
+            ChunkSizes::Even { .. } => None,
+            ChunkSizes::Told(told) => {
+                let told = told.lock().unwrap_or_else(PoisonError::into_inner);
+                told.ended.then_some(told.sizes.len())
+            }
         }
     }
 }
@@ -884,7 +909,13 @@ impl<T: DeserializeOwned + Send> Sink for MapSink<T> {
             self.report_progress(chunk);
         }
         self.remaining = self.remaining.saturating_sub(1);
-        if self.remaining > 0 {
+        // An input that ended early has fewer chunks than the sink was made for: those it
+        // never had are not waited for.
+        let never_sent = self
+            .sizes
+            .ended_at()
+            .map_or(0, |chunks| (self.chunks as usize).saturating_sub(chunks));
+        if self.remaining > never_sent {
             return false;
         }
         let result = match self.error.take() {
@@ -980,6 +1011,45 @@ mod tests {
     }
 
     #[test]
+    fn a_map_whose_input_ended_early_completes_with_its_last_chunk() {
+        // Made for 5 chunks of 2; the input held 3 items: chunks of 2 and 1, the second told
+        // as the last, before or after the first arrives.
+        for told_first in [true, false] {
+            let told = Arc::new(Mutex::new(Told::default()));
+            let slot = Slot::new();
+            let mut sink =
+                MapSink::new(slot.clone(), 5, 10, ChunkSizes::Told(told.clone()), decode);
+            let tell = |count, last| {
+                let mut told = told.lock().unwrap();
+                told.sizes.push(count);
+                told.ended = last;
+            };
+            tell(2, false);
+            if told_first {
+                tell(1, true);
+            }
+            assert!(!sink.deliver(0, chunk(vec![0, 1])));
+            if !told_first {
+                tell(1, true);
+            }
+            assert!(
+                sink.deliver(1, chunk(vec![4])),
+                "complete with its last chunk"
+            );
+            assert_eq!(slot.take_value().unwrap().unwrap(), vec![0, 1, 4]);
+        }
+        // No item at all: one empty chunk, the last.
+        let told = Arc::new(Mutex::new(Told {
+            sizes: vec![0],
+            ended: true,
+        }));
+        let slot = Slot::new();
+        let mut sink = MapSink::new(slot.clone(), 5, 10, ChunkSizes::Told(told), decode);
+        assert!(sink.deliver(0, chunk(vec![])));
+        assert_eq!(slot.take_value().unwrap().unwrap(), Vec::<u64>::new());
+    }
+
+    #[test]
     fn a_map_whose_input_claims_more_items_than_memory_holds_reserves_nothing() {
         let slot = Slot::new();
         let mut sink = MapSink::new(slot.clone(), 1, usize::MAX, ChunkSizes::none(), decode);
@@ -994,7 +1064,12 @@ mod tests {
             chunksize: 3,
             items: 5,
         };
-        let told = || ChunkSizes::Told(Arc::new(Mutex::new(vec![3, 2])));
+        let told = || {
+            ChunkSizes::Told(Arc::new(Mutex::new(Told {
+                sizes: vec![3, 2],
+                ended: true,
+            })))
+        };
         for sizes in [even, told] {
             // Chunk 1 holds 2 items; its reply 1 or 3 results, arriving first or last.
             for (wrong, early) in [(1, false), (3, false), (1, true), (3, true)] {
