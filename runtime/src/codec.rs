@@ -61,6 +61,13 @@ pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
     fixed_outcome::<T, T>(bytes.len(), fixed::decode(bytes))
 }
 
+/// [`decode`] with an allowance of `free` bytes for values that take no bytes (see
+/// [`fixed::FREE_WORK`]), for the fuzz harness.
+#[cfg(feature = "fuzzing")]
+pub(crate) fn decode_allowing<T: DeserializeOwned>(bytes: &[u8], free: usize) -> Result<T> {
+    fixed_outcome::<T, T>(bytes.len(), fixed::decode_allowing(bytes, free))
+}
+
 /// bincode's own decoder of a whole buffer (trailing bytes refused), for the tests that check
 /// that [`fixed`] decodes what it decodes and fails where it fails. Lengths are claimed against
 /// 64 KiB (the inputs of those tests are smaller): a corrupt one is an error, not an abort.

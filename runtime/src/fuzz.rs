@@ -183,6 +183,10 @@ fn channel_record(input: &[u8]) {
     });
 }
 
+/// A struct that takes no bytes.
+#[derive(serde::Deserialize)]
+struct Empty {}
+
 /// Values decoded by the codec from bytes another process wrote (a ring's inline items, a
 /// task's arguments, a result).
 fn codec_values(input: &[u8]) {
@@ -190,9 +194,27 @@ fn codec_values(input: &[u8]) {
     let _ = codec::decode::<Vec<String>>(input);
     let _ = codec::decode::<(Vec<Vec<u8>>, Option<u64>)>(input);
     let _ = codec::decode::<RemotePanic>(input);
-    // (Sequences of values that take no bytes are left to `codec::fixed`'s tests: nearly
-    // every random input forges a count of them, and each takes the decoder's whole
-    // allowance, some milliseconds.)
+    // Sequences of values that take no bytes, against a small allowance (nearly every random
+    // input forges a count of them, which would take the whole of the usual one, some
+    // milliseconds): no decoded value holds more of them than the allowance pays for, 8 bytes
+    // each at least (a sequence's length takes 8 bytes: only the units are free).
+    const FREE: usize = 1 << 12;
+    if let Ok(nested) = codec::decode_allowing::<Vec<Vec<()>>>(input, FREE) {
+        let units: usize = nested.iter().map(Vec::len).sum();
+        assert!(
+            units <= FREE / 8,
+            "{units} units decoded on an allowance of {FREE} bytes"
+        );
+    }
+    if let Ok((units, map)) =
+        codec::decode_allowing::<(Vec<Empty>, std::collections::BTreeMap<u8, ()>)>(input, FREE)
+    {
+        assert!(
+            units.len() + map.len() <= FREE / 8 + 256,
+            "{} values decoded on an allowance of {FREE} bytes",
+            units.len() + map.len()
+        );
+    }
     // Chunks decoded onto a list, as a pool's results are.
     use codec::Format;
     let _ = codec::Compact::decode_seq_into::<String>(input, &mut Vec::new());
@@ -446,6 +468,8 @@ fn codec_seeds() -> Vec<Vec<u8>> {
         codec::encode(&vec![('é', true, -0.5f32), ('😀', false, f32::NAN)]),
         codec::encode(&(vec![vec![1u8, 2], Vec::new()], Some(5u64))),
         codec::encode(&panic_report()),
+        // Units: 500 of them in two sequences, at the edge of the small allowance.
+        codec::encode(&vec![vec![(); 300], vec![(); 200]]),
     ]
     .into_iter()
     .flatten()
