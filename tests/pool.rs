@@ -262,23 +262,22 @@ fn map_ordering_and_chunks(m: StartMethod) -> Outcome {
 }
 
 /// An input that says it holds `claims` items (an exact size hint, which safe code may get
-/// wrong) and yields the squares' arguments `0..has`.
-struct Lying {
+/// wrong) and yields those of `inner`.
+struct Lying<I> {
     claims: usize,
-    has: u64,
-    next: u64,
+    inner: I,
+    taken: usize,
 }
 
-impl Iterator for Lying {
-    type Item = u64;
-    fn next(&mut self) -> Option<u64> {
-        (self.next < self.has).then(|| {
-            self.next += 1;
-            self.next - 1
-        })
+impl<I: Iterator> Iterator for Lying<I> {
+    type Item = I::Item;
+    fn next(&mut self) -> Option<I::Item> {
+        let item = self.inner.next()?;
+        self.taken += 1;
+        Some(item)
     }
     fn size_hint(&self) -> (usize, Option<usize>) {
-        let left = self.claims.saturating_sub(self.next as usize);
+        let left = self.claims.saturating_sub(self.taken);
         (left, Some(left))
     }
 }
@@ -291,12 +290,15 @@ fn within<T: Send + 'static>(
     map: impl FnOnce(&Pool) -> T + Send + 'static,
 ) -> Result<T, String> {
     let (tx, rx) = std::sync::mpsc::channel();
-    let pool = pool.clone();
+    let shared = pool.clone();
     std::thread::spawn(move || {
-        let _ = tx.send(map(&pool));
+        let _ = tx.send(map(&shared));
     });
-    rx.recv_timeout(LONG)
-        .map_err(|_| format!("{what}: no result within {LONG:?}"))
+    rx.recv_timeout(LONG).map_err(|_| {
+        // Its thread is left behind; the pool stops, so that it stops too.
+        pool.terminate();
+        format!("{what}: no result within {LONG:?}")
+    })
 }
 
 /// A map over an input that claims more (or fewer) items than it has returns the results of
@@ -304,10 +306,10 @@ fn within<T: Send + 'static>(
 /// queued for them. More chunks than a map can number is a clear error.
 fn inputs_that_lie_about_their_length(m: StartMethod) -> Outcome {
     let pool = Arc::new(pool(m, 2)?);
-    let lying = |claims, has| Lying {
+    let lying = |claims, has: u64| Lying {
         claims,
-        has,
-        next: 0,
+        inner: 0..has,
+        taken: 0,
     };
     let squares = |n: u64| (0..n).map(|i| i * i).collect::<Vec<u64>>();
     // A terabyte of claimed items, in the default chunks.
@@ -347,6 +349,22 @@ fn inputs_that_lie_about_their_length(m: StartMethod) -> Outcome {
             1
         ))??,
         squares(10)
+    );
+    // Arguments collected chunk by chunk (vectors of bytes), not encoded one at a time.
+    let vectors = |claims, has: u64| Lying {
+        claims,
+        inner: (0..has).map(|n| vec![7u8; n as usize]),
+        taken: 0,
+    };
+    check_eq!(
+        within("1 << 40 vectors claimed", &pool, move |p| p
+            .map(bytes_len, vectors(1 << 40, 5)))??,
+        vec![0, 1, 2, 3, 4]
+    );
+    check_eq!(
+        within("1 << 31 vectors claimed, chunks of 1", &pool, move |p| p
+            .map_chunked(bytes_len, vectors(1 << 31, 5), 1))??,
+        vec![0, 1, 2, 3, 4]
     );
     // More chunks than a map numbers (2^32).
     let err = within("1 << 40 claimed, chunks of 1", &pool, move |p| {

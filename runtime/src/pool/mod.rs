@@ -620,10 +620,10 @@ impl Pool {
             slot.complete(Ok(Vec::new()));
             return self.result(slot);
         }
-        let chunks = items.len().div_ceil(chunksize);
-        if let Err(err) = countable(items.len(), chunksize) {
-            return AsyncResult::failed(err);
-        }
+        let chunks = match chunk_count(items.len(), chunksize) {
+            Ok(chunks) => chunks as usize,
+            Err(err) => return AsyncResult::failed(err),
+        };
         let decode = carrier::decode_outputs_into::<F>;
         let sizes = ChunkSizes::Even {
             chunksize,
@@ -653,8 +653,9 @@ impl Pool {
 
     /// [`submit_map`](Self::submit_map) of an input that says it holds `len` items: chunks are
     /// encoded from it as it is read (one pass, no list of the items) and queued as they are
-    /// encoded. The input's word is not trusted: when it ends early, the chunks it did not
-    /// fill are empty; when it goes on, the last chunk takes the rest.
+    /// encoded. The input's word is not trusted: when it ends early, the chunk that comes short
+    /// (or empty, when it ends on a chunk's boundary) is the last, and the map has no chunk
+    /// for the items it only claimed; when it goes on, the last chunk takes the rest.
     fn submit_map_iter<F: Target>(
         &self,
         _function: F,
@@ -663,10 +664,10 @@ impl Pool {
         chunksize: usize,
     ) -> AsyncResult<Vec<F::Output>> {
         let slot = Slot::new();
-        let chunks = len.div_ceil(chunksize);
-        if let Err(err) = countable(len, chunksize) {
-            return AsyncResult::failed(err);
-        }
+        let chunks = match chunk_count(len, chunksize) {
+            Ok(chunks) => chunks as usize,
+            Err(err) => return AsyncResult::failed(err),
+        };
         let decode = carrier::decode_outputs_into::<F>;
         // The input's word is not trusted: each chunk's size is told as it is encoded, and
         // whether it is the last (the input may end early).
@@ -806,28 +807,32 @@ impl std::fmt::Debug for Pool {
 /// The items of an input whose length is not known exactly, in a list: room is reserved for
 /// the fewest it says it holds only when memory can hold them (an input's own word, which may
 /// be wrong), and the list grows as items come otherwise.
-fn collect<T>(items: impl Iterator<Item = T>) -> Vec<T> {
+fn collect<T>(mut items: impl Iterator<Item = T>) -> Vec<T> {
     let mut list = Vec::new();
     let _ = list.try_reserve(items.size_hint().0);
+    // Into the room reserved first (`extend` keeps the standard library's fast paths), then
+    // one by one (`extend` would reserve what the input says it still holds).
+    let room = list.capacity();
+    list.extend(items.by_ref().take(room));
     for item in items {
         list.push(item);
     }
     list
 }
 
-/// Whether a map of `items` in chunks of `chunksize` numbers its chunks (a `u32` each): an
-/// [`ErrorKind::InvalidInput`] error when there are more.
-fn countable(items: usize, chunksize: usize) -> Result<()> {
+/// The number of chunks of a map of `items` (as many as its input says it holds) in chunks of
+/// `chunksize`, if a `u32` numbers them: an [`ErrorKind::InvalidInput`] error when there are
+/// more.
+fn chunk_count(items: usize, chunksize: usize) -> Result<u32> {
     let chunks = items.div_ceil(chunksize);
-    if u32::try_from(chunks).is_err() {
-        return Err(Error::new(
+    u32::try_from(chunks).map_err(|_| {
+        Error::new(
             ErrorKind::InvalidInput,
             format!(
-                "a map of {items} items in chunks of {chunksize} makes {chunks} chunks, more than \
-                 the {} a map can number: give a larger chunksize",
+                "an input of {items} items in chunks of {chunksize} makes {chunks} chunks, more \
+                 than the {} a map can number: give a larger chunksize",
                 u32::MAX
             ),
-        ));
-    }
-    Ok(())
+        )
+    })
 }

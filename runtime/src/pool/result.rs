@@ -734,9 +734,10 @@ impl ChunkSizes {
         }
     }
 
-    /// The number of chunks, once told that the input ended (before any chunk it claimed was
-    /// queued, or with a chunk that came short); `None` while the map may have as many as it
-    /// was made for.
+    /// The number of chunks, once told that the input ended; `None` while the map may have as
+    /// many as it was made for. The end is always told with a chunk (the one that came short,
+    /// empty when the input ended on a chunk's boundary), queued after it is told: the sink
+    /// completes with that chunk's delivery, whenever the others came.
     fn ended_at(&self) -> Option<usize> {
         match self {
             ChunkSizes::Even { .. } => None,
