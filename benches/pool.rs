@@ -176,7 +176,7 @@ fn main() {
             "W2s: map of {W2_ITEMS} serde pairs beside the u64 map, {} runs ...",
             iters.w2
         );
-        bench_w2s(&pool2, iters.w2)
+        bench_w2s(&pool2, &floors, iters.w2)
     });
     let w3 = only.run("w3", || {
         eprintln!("W3: {} sequential applies ...", iters.w3);
@@ -390,7 +390,15 @@ impl Floors {
     fn map_squares(&self, items: u64) -> Vec<u64> {
         let input: Vec<u64> = (0..items).collect();
         let mut output = vec![0u64; items as usize];
-        let per = (items as usize).div_ceil(self.map.len());
+        self.map_squares_into(&input, &mut output);
+        output
+    }
+
+    /// The squares of `input` into `output` (of the same length), split between the map
+    /// children.
+    fn map_squares_into(&self, input: &[u64], output: &mut [u64]) {
+        let items = input.len();
+        let per = items.div_ceil(self.map.len());
         struct Leg<'a> {
             sock: &'a UnixStream,
             header: [u8; 8],
@@ -480,7 +488,6 @@ impl Floors {
             }
         }
         drop(legs);
-        output
     }
 
     /// W3 floor: one 8-byte round trip.
@@ -554,9 +561,14 @@ struct W2s {
     squares: Samples,
     pairs: Samples,
     pod_pairs: Samples,
+    /// W2's socketpair floor over 1M numbers, and over 2M: the bytes of 1M pairs each way,
+    /// squared the same way (a pair's two numbers), into buffers made once, alternated with
+    /// each other after the maps.
+    floor_squares: Samples,
+    floor_pairs: Samples,
 }
 
-fn bench_w2s(pool: &Pool, iters: usize) -> W2s {
+fn bench_w2s(pool: &Pool, floors: &Floors, iters: usize) -> W2s {
     // The items are made as the map takes them, as `0..N` makes W2's numbers.
     let items = || (0..W2_ITEMS).map(|i| Pair { a: i, b: i + 1 });
     let squares = || pool.map(square, 0..W2_ITEMS).expect("pool.map");
@@ -584,16 +596,34 @@ fn bench_w2s(pool: &Pool, iters: usize) -> W2s {
         pairs();
         pod_pairs();
     }
+    // Into buffers made once: the transport's own cost, without the fresh pages W2's floor
+    // faults in each run (which would also change the memory the maps get).
+    let numbers: Vec<u64> = (0..2 * W2_ITEMS).collect();
+    let out = std::cell::RefCell::new(vec![0u64; numbers.len()]);
+    let half = W2_ITEMS as usize;
+    let floor_squares = || floors.map_squares_into(&numbers[..half], &mut out.borrow_mut()[..half]);
+    let floor_pairs = || floors.map_squares_into(&numbers, &mut out.borrow_mut());
+    floor_pairs();
+    assert_eq!(out.borrow()[2 * half - 1], (2 * W2_ITEMS - 1).pow(2));
     let (mut sa, mut sb, mut sc) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut sd, mut se) = (Vec::new(), Vec::new());
     for _ in 0..iters {
         sa.push(time(squares).0);
         sb.push(time(pairs).0);
         sc.push(time(pod_pairs).0);
     }
+    // The floors after the maps, not among them: their children's work would change the
+    // caches and the memory the maps find.
+    for _ in 0..iters {
+        sd.push(time(floor_squares).0);
+        se.push(time(floor_pairs).0);
+    }
     W2s {
         squares: Samples::new(sa),
         pairs: Samples::new(sb),
         pod_pairs: Samples::new(sc),
+        floor_squares: Samples::new(sd),
+        floor_pairs: Samples::new(se),
     }
 }
 
@@ -1082,6 +1112,22 @@ fn print_report(r: &Report) {
             }
         }
     });
+    let w2f_name = "W2s floor: 1M pairs' bytes vs 1M u64s".to_string();
+    lines.push(match &r.w2s {
+        None => Line::skipped(w2f_name),
+        Some(w) => {
+            let (pairs, squares) = (w.floor_pairs.median(), w.floor_squares.median());
+            Line {
+                name: w2f_name,
+                ours: ms(pairs),
+                floor: ms(squares),
+                x_floor: Some(pairs / squares),
+                cpython: None,
+                py_ratio: None,
+                target: "- (the raw socketpairs' own ratio)".into(),
+            }
+        }
+    });
     let w3_name = "W3 apply round trip, 1 worker".to_string();
     lines.push(match &r.w3 {
         None => Line::skipped(w3_name),
@@ -1265,7 +1311,7 @@ fn print_report(r: &Report) {
     }
     if r.w2s.is_some() {
         println!(
-            "  W2s: pool.map(square_pair, pairs) over 1M `#[derive(Serialize, Deserialize)] struct Pair {{ a: u64, b: u64 }}` (made by an iterator inside the clock, as W2's range), alternated with W2's u64 map on the same pool; the \"floor\" column is that u64 map. CPython: Pool(2).map over 1M instances of a two-int class with __slots__."
+            "  W2s: pool.map(square_pair, pairs) over 1M `#[derive(Serialize, Deserialize)] struct Pair {{ a: u64, b: u64 }}` (made by an iterator inside the clock, as W2's range), alternated with W2's u64 map on the same pool; the \"floor\" column is that u64 map. CPython: Pool(2).map over 1M instances of a two-int class with __slots__. Its floor line: W2's socketpair floor over 2M numbers (the bytes of 1M pairs each way, each number squared as a pair's are) against the same floor over 1M, into buffers made once (no fresh pages), alternated with each other after the maps: what raw transport gives for twice the bytes."
         );
     }
     if r.w3.is_some() {
@@ -1331,6 +1377,8 @@ fn print_report(r: &Report) {
             ("W2s u64 map", &w.squares, ms as Unit),
             ("W2s pair map", &w.pairs, ms),
             ("W2s Pod pair map", &w.pod_pairs, ms),
+            ("W2s floor 1M u64s", &w.floor_squares, ms),
+            ("W2s floor 2M u64s", &w.floor_pairs, ms),
         ]);
     }
     if let Some(w) = &r.w3 {
