@@ -1122,6 +1122,45 @@ fn build_mismatch() -> Outcome {
     Ok(())
 }
 
+/// A binary that cannot be executed (missing, or a file without the right to run it): the
+/// start fails with an error, under `spawn` and `forkserver` alike; it used to wait for good
+/// on the library's own descriptor lock.
+fn unexecutable_binary() -> Outcome {
+    let dir = scratch("unexecutable");
+    let plain = dir.join("not-a-program");
+    std::fs::write(&plain, b"not a program")?;
+    for (exe, method) in [
+        (dir.join("missing"), StartMethod::Spawn),
+        (plain.clone(), StartMethod::Spawn),
+        (dir.join("missing"), StartMethod::ForkServer),
+        (plain, StartMethod::ForkServer),
+    ] {
+        multiproc::set_executable(Some(exe.clone()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let p = Process::new(ok_worker, ()).with_start_method(method);
+            let _ = tx.send(p.start().map(|()| p.join()));
+        });
+        let result = rx.recv_timeout(LONG);
+        multiproc::set_executable(None);
+        let Ok(result) = result else {
+            // The thread holds what every later start needs: no test after this one could
+            // run. Ending here keeps the run bounded.
+            eprintln!("{method} start with {} did not return", exe.display());
+            std::process::exit(101);
+        };
+        check!(
+            result.is_err(),
+            "{method} start with {}: {result:?}",
+            exe.display()
+        );
+    }
+    // And the next start works.
+    let p = Process::new(ok_worker, ()).with_start_method(StartMethod::Spawn);
+    check_eq!(p.start().and_then(|()| p.join())?, 0);
+    Ok(())
+}
+
 fn copy_of_binary_is_same_build() -> Outcome {
     let dir = scratch("copy");
     let copy = dir.join("copy-of-test");
@@ -1712,6 +1751,7 @@ fn main() {
         fork_policy_with_threads,
         scratch_folders_removed_at_exit,
         build_mismatch,
+        unexecutable_binary,
         copy_of_binary_is_same_build,
         forkserver_death_and_restart,
         fork_and_forkserver_from_two_threads,

@@ -74,7 +74,10 @@ pub(crate) fn exec_child() -> Result<(Popen, BuildId)> {
         // Without a fork where the C library allows (the child then holds the socket
         // across its exec, and no copy of it is left in this process).
         if let Some(spawned) = spawn_keeping(&exe, &argv0, child_end.as_fd()) {
-            return Ok::<_, Error>((fds.own(parent_end), spawned?));
+            // Failed before anything is registered: a registered descriptor dropped here
+            // would wait for the registry's lock, which this thread holds.
+            let pid = spawned?;
+            return Ok::<_, Error>((fds.own(parent_end), pid));
         }
         let mut command = Command::new(&exe);
         command
