@@ -366,6 +366,28 @@ fn inputs_that_lie_about_their_length(m: StartMethod) -> Outcome {
             .map_chunked(bytes_len, vectors(1 << 31, 5), 1))??,
         vec![0, 1, 2, 3, 4]
     );
+    // `imap` takes its chunks from such an input as it goes, whatever their size.
+    check_eq!(
+        within(
+            "imap, 1 << 40 claimed, chunks of usize::MAX",
+            &pool,
+            move |p| p
+                .imap(square, lying(1 << 40, 5))
+                .chunksize(usize::MAX)
+                .collect::<multiproc::Result<Vec<u64>>>()
+        )??,
+        squares(5)
+    );
+    // A buffer size past what a `u32` counts is a bound all the same, not none.
+    for buffersize in [(1usize << 32) - 2, usize::MAX] {
+        check_eq!(
+            within("imap with a huge buffersize", &pool, move |p| p
+                .imap(square, 0..10u64)
+                .buffersize(buffersize)
+                .collect::<multiproc::Result<Vec<u64>>>())??,
+            squares(10)
+        );
+    }
     // More chunks than a map numbers (2^32).
     let err = within("1 << 40 claimed, chunks of 1", &pool, move |p| {
         p.map_chunked(square, lying(1 << 40, 5), 1)

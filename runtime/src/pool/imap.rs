@@ -32,12 +32,12 @@ pub struct Imap<'p, F: Target, I> {
     job: Option<u64>,
     refused: Option<Error>,
     state: Arc<ImapState<F::Output>>,
-    sizes: Vec<u32>,
+    sizes: Vec<usize>,
     received: u32,
     next_chunk: u32,
     exhausted: bool,
     current: std::vec::IntoIter<F::Output>,
-    pending_error: Option<(Error, u32)>,
+    pending_error: Option<(Error, usize)>,
     /// Why no more chunks can be submitted (the pool was closed and joined, terminated, a
     /// chunk did not encode): yielded once, after the results of every chunk submitted.
     stopped: Option<Error>,
@@ -190,15 +190,18 @@ impl<'p, F: Target, I: Iterator<Item = F::Args>> Imap<'p, F, I> {
         let Some(job) = self.job else {
             return Ok(());
         };
-        let bound = (self.pool.processes() + self.buffersize) as u32;
+        // A bound past what a `u32` counts is the largest it counts, not a wrapped one.
+        let bound = u32::try_from(self.pool.processes().saturating_add(self.buffersize))
+            .unwrap_or(u32::MAX);
         while !self.exhausted && self.submitted() - self.received < bound {
-            let chunk: Vec<F::Args> = self.input.by_ref().take(self.chunksize).collect();
+            // Collected without trusting what the input says it holds.
+            let chunk: Vec<F::Args> = super::collect(self.input.by_ref().take(self.chunksize));
             if chunk.is_empty() {
                 self.exhausted = true;
                 break;
             }
             let index = self.submitted();
-            let size = chunk.len() as u32;
+            let size = chunk.len();
             self.state
                 .largest
                 .fetch_max(chunk.len(), std::sync::atomic::Ordering::AcqRel);
@@ -212,7 +215,7 @@ impl<'p, F: Target, I: Iterator<Item = F::Args>> Imap<'p, F, I> {
             };
             self.pool.shared.push(job, [task])?;
             self.sizes.push(size);
-            self.items_submitted += u64::from(size);
+            self.items_submitted += size as u64;
         }
         Ok(())
     }
@@ -334,11 +337,11 @@ impl<'p, F: Target, I: Iterator<Item = F::Args>> Imap<'p, F, I> {
                 self.next_chunk += 1;
             }
             let size = self.sizes.get(chunk as usize).copied().unwrap_or(1);
-            self.items_done += u64::from(size);
+            self.items_done += size as u64;
             match result {
-                Ok(values) if values.len() == size as usize => self.current = values.into_iter(),
+                Ok(values) if values.len() == size => self.current = values.into_iter(),
                 Ok(values) => {
-                    let err = result::miscounted(values.len(), size as usize);
+                    let err = result::miscounted(values.len(), size);
                     self.pending_error = Some((err, size));
                 }
                 Err(err) => self.pending_error = Some((err, size)),
