@@ -398,6 +398,25 @@ fn inputs_that_lie_about_their_length(m: StartMethod) -> Outcome {
     Ok(())
 }
 
+/// Limits too long for the clock (`Duration::MAX`) are limits that never come, not a panic of
+/// the pool's driver thread when it adds them to the time.
+fn durations_too_long_for_the_clock(m: StartMethod) -> Outcome {
+    let pool = Pool::builder()
+        .processes(1)
+        .start_method(m)
+        .idle_timeout(Duration::MAX)
+        .soft_task_timeout(Duration::MAX)
+        .start_retry_limit(Duration::MAX)
+        .build()?;
+    check_eq!(pool.map(square, 0..5)?, vec![0, 1, 4, 9, 16]);
+    // The driver looks at its idle workers and running tasks meanwhile.
+    std::thread::sleep(Duration::from_millis(300));
+    check_eq!(pool.map(square, 0..5)?, vec![0, 1, 4, 9, 16]);
+    pool.close();
+    pool.join()?;
+    Ok(())
+}
+
 fn async_result_methods(m: StartMethod) -> Outcome {
     let pool = pool(m, 2)?;
     let r = pool.apply_async(slow_square, (8, 300));
@@ -3033,6 +3052,7 @@ fn main() {
     let mut trials = trials!(each_method:
         map_ordering_and_chunks,
         inputs_that_lie_about_their_length,
+        durations_too_long_for_the_clock,
         async_result_methods,
         callbacks,
         imap_ordered_and_lazy,

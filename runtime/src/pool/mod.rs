@@ -160,7 +160,7 @@ impl PoolBuilder {
     /// when the task is handed to the worker until its whole result is back, so it also ends a
     /// worker that stops in the middle of receiving its arguments or sending its result.
     pub fn task_timeout(mut self, timeout: Duration) -> Self {
-        self.task_timeout = Some(timeout);
+        self.task_timeout = Some(within_a_century(timeout));
         self
     }
 
@@ -174,7 +174,7 @@ impl PoolBuilder {
     /// serves again once a worker starts. (The workers of [`build`](Self::build) are started
     /// at once: their failure is `build`'s.)
     pub fn start_retry_limit(mut self, limit: Duration) -> Self {
-        self.start_retry_limit = Some(limit);
+        self.start_retry_limit = Some(within_a_century(limit));
         self
     }
 
@@ -193,7 +193,7 @@ impl PoolBuilder {
     /// # Ok(()) }
     /// ```
     pub fn idle_timeout(mut self, timeout: Duration) -> Self {
-        self.limits.idle_timeout = Some(timeout);
+        self.limits.idle_timeout = Some(within_a_century(timeout));
         self
     }
 
@@ -218,7 +218,7 @@ impl PoolBuilder {
     /// the `task_timeout`. Calls of [`Pool::apply`] then go through the pool's driver (which
     /// sends the signal) rather than on a worker borrowed by the caller.
     pub fn soft_task_timeout(mut self, timeout: Duration) -> Self {
-        self.limits.soft_timeout = Some(timeout);
+        self.limits.soft_timeout = Some(within_a_century(timeout));
         self
     }
 
@@ -802,6 +802,14 @@ impl std::fmt::Debug for Pool {
             .field("queued_tasks", &state.queue.len())
             .finish()
     }
+}
+
+/// A pool's limit as the driver adds it to the time: at most a hundred years, which is never in
+/// effect. `Duration::MAX` (a way to say never) added to an `Instant` overflows, which panicked
+/// the driver thread.
+fn within_a_century(limit: Duration) -> Duration {
+    const CENTURY: Duration = Duration::from_secs(100 * 365 * 24 * 60 * 60);
+    limit.min(CENTURY)
 }
 
 /// The items of an input whose length is not known exactly, in a list: room is reserved for
