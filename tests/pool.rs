@@ -417,6 +417,27 @@ fn durations_too_long_for_the_clock(m: StartMethod) -> Outcome {
     Ok(())
 }
 
+/// A pool of more workers than any machine runs is refused at once with an error, not tried
+/// (which aborted the caller, on a reservation of room for each).
+fn pools_of_more_processes_than_a_machine_runs() -> Outcome {
+    for processes in [usize::MAX, 1 << 40, (1 << 16) + 1] {
+        let err = Pool::builder().processes(processes).build().unwrap_err();
+        check_eq!(err.kind(), ErrorKind::InvalidInput);
+        let err = multiproc::Executor::builder()
+            .max_workers(processes)
+            .build()
+            .unwrap_err();
+        check_eq!(err.kind(), ErrorKind::InvalidInput);
+    }
+    let pool = Pool::new(1)?;
+    check_eq!(
+        pool.resize(usize::MAX).unwrap_err().kind(),
+        ErrorKind::InvalidInput
+    );
+    check_eq!(pool.apply(square, 3)?, 9);
+    Ok(())
+}
+
 fn async_result_methods(m: StartMethod) -> Outcome {
     let pool = pool(m, 2)?;
     let r = pool.apply_async(slow_square, (8, 300));
@@ -3099,6 +3120,7 @@ fn main() {
         forged_bulk_descriptor,
     );
     trials.extend(trials!(once:
+        pools_of_more_processes_than_a_machine_runs,
         zygote_killed,
         zygote_stray_byte,
         zygote_and_spare_killed,

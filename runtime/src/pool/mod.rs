@@ -115,7 +115,8 @@ pub struct PoolBuilder {
 }
 
 impl PoolBuilder {
-    /// Number of worker processes; default [`cpu_count()`](crate::cpu_count). At least 1.
+    /// Number of worker processes; default [`cpu_count()`](crate::cpu_count). At least 1, at
+    /// most 65536.
     pub fn processes(mut self, n: usize) -> Self {
         self.processes = Some(n);
         self
@@ -240,13 +241,7 @@ impl PoolBuilder {
         if self.mpi {
             return mpi::build(self);
         }
-        let processes = self.processes.unwrap_or_else(cpu_count);
-        if processes < 1 {
-            return Err(Error::new(
-                ErrorKind::InvalidInput,
-                "number of processes must be at least 1",
-            ));
-        }
+        let processes = worker_count(self.processes.unwrap_or_else(cpu_count))?;
         if self.maxtasksperchild == Some(0) {
             return Err(Error::new(
                 ErrorKind::InvalidInput,
@@ -365,12 +360,7 @@ impl Pool {
     /// # Ok(()) }
     /// ```
     pub fn resize(&self, processes: usize) -> Result<()> {
-        if processes < 1 {
-            return Err(Error::new(
-                ErrorKind::InvalidInput,
-                "number of processes must be at least 1",
-            ));
-        }
+        let processes = worker_count(processes)?;
         if !self.resizable {
             return Err(Error::new(
                 ErrorKind::InvalidInput,
@@ -802,6 +792,29 @@ impl std::fmt::Debug for Pool {
             .field("queued_tasks", &state.queue.len())
             .finish()
     }
+}
+
+/// The most workers a pool runs: more than any machine runs as one pool. A pool of more is
+/// refused rather than tried (it would fork until the kernel refused, after reserving room
+/// for each worker).
+const MAX_PROCESSES: usize = 1 << 16;
+
+/// `processes` if a pool can run that many workers: an [`ErrorKind::InvalidInput`] error for
+/// none, or more than [`MAX_PROCESSES`].
+fn worker_count(processes: usize) -> Result<usize> {
+    if processes < 1 {
+        return Err(Error::new(
+            ErrorKind::InvalidInput,
+            "number of processes must be at least 1",
+        ));
+    }
+    if processes > MAX_PROCESSES {
+        return Err(Error::new(
+            ErrorKind::InvalidInput,
+            format!("a pool runs at most {MAX_PROCESSES} processes, not {processes}"),
+        ));
+    }
+    Ok(processes)
 }
 
 /// A pool's limit as the driver adds it to the time: at most a hundred years, which is never in
