@@ -1135,6 +1135,14 @@ fn unexecutable_binary() -> Outcome {
         (dir.join("missing"), StartMethod::ForkServer),
         (plain, StartMethod::ForkServer),
     ] {
+        if method == StartMethod::ForkServer {
+            // A running fork server would start the child: this one must start a new one.
+            let p = Process::new(sleeper, 60).with_start_method(method);
+            start(&p)?;
+            kill_fork_server_of(&p)?;
+            p.kill()?;
+            p.join_timeout(LONG)?.ok_or("the sleeper did not end")?;
+        }
         multiproc::set_executable(Some(exe.clone()));
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
@@ -1173,9 +1181,8 @@ fn copy_of_binary_is_same_build() -> Outcome {
     Ok(())
 }
 
-fn forkserver_death_and_restart() -> Outcome {
-    let p = Process::new(sleeper, 60).with_start_method(StartMethod::ForkServer);
-    start(&p)?;
+/// Kills the fork server that started `p` (still running), and waits until it is gone.
+fn kill_fork_server_of(p: &Process) -> Outcome {
     let pid = p.pid().ok_or("pid")?;
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
     let server: i32 = stat
@@ -1196,6 +1203,14 @@ fn forkserver_death_and_restart() -> Outcome {
     while !is_gone(server) && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(5));
     }
+    check!(is_gone(server), "the fork server {server} is gone");
+    Ok(())
+}
+
+fn forkserver_death_and_restart() -> Outcome {
+    let p = Process::new(sleeper, 60).with_start_method(StartMethod::ForkServer);
+    start(&p)?;
+    kill_fork_server_of(&p)?;
     // The child outlives its server, and is seen running (CPython reports it ended, with
     // code 255, as soon as the server is gone).
     check!(p.is_alive(), "a child whose fork server died runs still");

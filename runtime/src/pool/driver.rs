@@ -341,13 +341,17 @@ impl Driver {
         // Closed in forked children, like the worker's other descriptors: a child that kept the
         // socket would keep the worker from seeing its parent die. Registered as they are made
         // (a caller's thread may fork meanwhile); unregistered and closed with the `Link`.
-        let handles = fd::made(|fds| {
-            let control = popen
-                .control
-                .try_clone()
-                .map_err(|err| Error::io("cannot duplicate a worker's socket", err))?;
-            let pidfd = popen.signal_handle()?;
-            Ok::<_, Error>((fds.own(control), fds.own(pidfd)))
+        // The pidfd opened first, if it is opened lazily (a forked child's): that takes the
+        // registry's lock, which `made` holds.
+        let handles = popen.exit_fd().and_then(|_| {
+            fd::made(|fds| {
+                let control = popen
+                    .control
+                    .try_clone()
+                    .map_err(|err| Error::io("cannot duplicate a worker's socket", err))?;
+                let pidfd = popen.signal_handle()?;
+                Ok::<_, Error>((fds.own(control), fds.own(pidfd)))
+            })
         });
         // The worker's rings, sent as its first message: its socket is empty, and takes it
         // whole (a send that does not is an error, never waited for).

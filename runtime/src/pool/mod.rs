@@ -116,7 +116,7 @@ pub struct PoolBuilder {
 
 impl PoolBuilder {
     /// Number of worker processes; default [`cpu_count()`](crate::cpu_count). At least 1, at
-    /// most 65536.
+    /// most 65536 (an MPI pool's, a cap on the ranks used, is not bounded).
     pub fn processes(mut self, n: usize) -> Self {
         self.processes = Some(n);
         self
@@ -160,6 +160,7 @@ impl PoolBuilder {
     /// [`ErrorKind::Timeout`], and replace the worker; default no limit. The time counts from
     /// when the task is handed to the worker until its whole result is back, so it also ends a
     /// worker that stops in the middle of receiving its arguments or sending its result.
+    /// Anything past a century (`Duration::MAX`) counts as a century: never, in effect.
     pub fn task_timeout(mut self, timeout: Duration) -> Self {
         self.task_timeout = Some(within_a_century(timeout));
         self
@@ -173,7 +174,7 @@ impl PoolBuilder {
     /// to 1 s, while tasks wait. Only when no worker runs and none could be started for this
     /// long do the waiting tasks fail, with the last start's error; the pool keeps trying, and
     /// serves again once a worker starts. (The workers of [`build`](Self::build) are started
-    /// at once: their failure is `build`'s.)
+    /// at once: their failure is `build`'s.) Anything past a century counts as a century.
     pub fn start_retry_limit(mut self, limit: Duration) -> Self {
         self.start_retry_limit = Some(within_a_century(limit));
         self
@@ -182,7 +183,8 @@ impl PoolBuilder {
     /// Let a worker go once it has been idle this long (loky's idle worker timeout); default
     /// never. Workers are started again as tasks come, up to [`processes`](Self::processes):
     /// a pool left alone shrinks to no process at all, and grows back on demand (the first
-    /// task after a lull then waits for a worker to start). Must not be zero.
+    /// task after a lull then waits for a worker to start). Must not be zero; anything past
+    /// a century counts as a century.
     ///
     /// ```no_run
     /// # use std::time::Duration;
@@ -217,7 +219,8 @@ impl PoolBuilder {
     /// delivers whatever it returns; one that does not is killed at the hard
     /// [`task_timeout`](Self::task_timeout), if there is one, as always. Must be shorter than
     /// the `task_timeout`. Calls of [`Pool::apply`] then go through the pool's driver (which
-    /// sends the signal) rather than on a worker borrowed by the caller.
+    /// sends the signal) rather than on a worker borrowed by the caller. Anything past a
+    /// century counts as a century.
     pub fn soft_task_timeout(mut self, timeout: Duration) -> Self {
         self.limits.soft_timeout = Some(within_a_century(timeout));
         self
