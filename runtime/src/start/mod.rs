@@ -245,6 +245,12 @@ impl Popen {
         Ok(pidfd.get_or_init(|| Arc::new(opened)).clone())
     }
 
+    /// Whether the child is the fork server's (it ends for us through a pidfd the server
+    /// gave, not as our own child).
+    pub(crate) fn is_served(&self) -> bool {
+        matches!(self.waiter, Waiter::Server { .. })
+    }
+
     /// For a plain join of a child of the fork start method: its pid, to wait for without a
     /// descriptor and without reaping it ([`sys::wait_exited`], then
     /// [`reap_if`](Self::reap_if)); `None` for the other kinds of child, which are waited for

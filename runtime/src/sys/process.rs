@@ -72,35 +72,26 @@ pub(crate) fn wait_child(pid: i32, nohang: bool) -> io::Result<Option<i32>> {
 /// `waitpid` then reaps it at once. Returns at once if it has ended already, or if it is no
 /// child of ours any more (reaped meanwhile: `ECHILD` is not an error here).
 pub(crate) fn wait_exited(pid: i32) -> io::Result<()> {
-    exited(pid, true).map(drop)
-}
-
-/// Whether our child `pid` has exited (or cannot be waited for: it is not our child, or was
-/// reaped), without reaping it and without waiting.
-pub(crate) fn exited_now(pid: i32) -> io::Result<bool> {
-    exited(pid, false)
-}
-
-/// Whether our child `pid` has exited, without reaping it: waits for it to (`block`), or only
-/// looks. `true` too when it is no child of ours any more (`ECHILD`).
-fn exited(pid: i32, block: bool) -> io::Result<bool> {
-    let flags = libc::WEXITED | libc::WNOWAIT | if block { 0 } else { libc::WNOHANG };
     loop {
         // SAFETY: `siginfo_t` is plain old data, for which all zeroes is a valid value.
         let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
-        // SAFETY: `info` is a valid out pointer; `WNOWAIT` leaves the child unreaped (and
-        // `WNOHANG` returns at once, leaving `info` zeroed while it runs); we only ever wait
-        // for a pid we forked.
-        let rc = unsafe { libc::waitid(libc::P_PID, pid as libc::id_t, &mut info, flags) };
+        // SAFETY: `info` is a valid out pointer; `WNOWAIT` leaves the child unreaped, and we
+        // only ever wait for a pid we forked.
+        let rc = unsafe {
+            libc::waitid(
+                libc::P_PID,
+                pid as libc::id_t,
+                &mut info,
+                libc::WEXITED | libc::WNOWAIT,
+            )
+        };
         if rc == 0 {
-            // SAFETY: `info` was filled by `waitid` or left all zeroes; the pid field is
-            // valid in both.
-            return Ok(block || unsafe { info.si_pid() } != 0);
+            return Ok(());
         }
         let err = io::Error::last_os_error();
         match err.raw_os_error() {
             Some(libc::EINTR) => continue,
-            Some(libc::ECHILD) => return Ok(true),
+            Some(libc::ECHILD) => return Ok(()),
             _ => return Err(err),
         }
     }
@@ -548,20 +539,5 @@ mod tests {
         let (fast, slow) = agreed.expect("the thread count never held still");
         assert_eq!(fast, slow);
         assert!(fast >= 2, "{fast}");
-    }
-
-    #[test]
-    fn exited_now_sees_the_end_without_reaping() {
-        let mut child = std::process::Command::new("sleep")
-            .arg("30")
-            .spawn()
-            .unwrap();
-        let pid = child.id() as i32;
-        assert!(!exited_now(pid).unwrap(), "a running child");
-        child.kill().unwrap();
-        wait_exited(pid).unwrap();
-        assert!(exited_now(pid).unwrap(), "a child that ended");
-        // Not reaped: its status is still there for its owner.
-        assert!(!child.wait().unwrap().success());
     }
 }
