@@ -21,6 +21,16 @@ const BINARIES: [&str; 4] = [
 ];
 
 fn main() {
+    // The peers' binaries built first, every one: `cargo run --bin multiproc-peers` builds
+    // this runner alone, and a peer binary left from an older build would be measured
+    // silently (multiproc's own, against the library as it was then).
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let built = Command::new(&cargo)
+        .args(["build", "--release", "--bins", "--manifest-path"])
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml"))
+        .status()
+        .unwrap_or_else(|e| panic!("cannot run {cargo}: {e}"));
+    assert!(built.success(), "building the peers' binaries failed: {built}");
     let dir = std::env::current_exe()
         .expect("current_exe")
         .parent()
