@@ -30,7 +30,10 @@ fn main() {
         .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml"))
         .status()
         .unwrap_or_else(|e| panic!("cannot run {cargo}: {e}"));
-    assert!(built.success(), "building the peers' binaries failed: {built}");
+    assert!(
+        built.success(),
+        "building the peers' binaries failed: {built}"
+    );
     let dir = std::env::current_exe()
         .expect("current_exe")
         .parent()
