@@ -539,6 +539,20 @@ fn imap_ordered_and_lazy(m: StartMethod) -> Outcome {
         "consumed {} items for one result",
         consumed.get()
     );
+    // What it keeps of the chunks is bounded too: those in flight, not one entry for every
+    // chunk since the start (8 bytes an item with chunks of 1, for ever).
+    let mut it = pool.imap(square, 0u64..).buffersize(2);
+    for n in 0..3000u64 {
+        check_eq!(it.next().transpose()?, Some(n * n));
+    }
+    let state = format!("{it:?}");
+    let in_flight: usize = state
+        .split("in_flight: ")
+        .nth(1)
+        .and_then(|rest| rest.split(',').next())
+        .and_then(|n| n.parse().ok())
+        .ok_or_else(|| format!("no in_flight in {state}"))?;
+    check!(in_flight <= 2 + 2, "{in_flight} chunks kept: {state}");
     drop(it);
     // The pool still works after an imap dropped early.
     check_eq!(pool.apply(square, 5)?, 25);

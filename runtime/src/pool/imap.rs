@@ -1,5 +1,6 @@
 //! [`Imap`]: the lazy iterator of [`Pool::imap`] and [`Pool::imap_unordered`].
 
+use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::{Arc, PoisonError};
 use std::task::{Context, Poll, Waker};
@@ -13,6 +14,11 @@ use super::Pool;
 use crate::carrier;
 use crate::error::{Error, ErrorKind, Result};
 use crate::registry::Target;
+
+/// The most chunks of one `imap` in flight (submitted and not yet taken), whatever its
+/// `buffersize`: their numbers on the wire are a `u32` that wraps, and no two in flight may
+/// share one.
+const MAX_IN_FLIGHT: u64 = 1 << 31;
 
 /// The iterator of [`Pool::imap`] and [`Pool::imap_unordered`]: yields each result (or its
 /// error) lazily. A failed chunk yields its error once for each of its items, so positions stay
@@ -32,9 +38,13 @@ pub struct Imap<'p, F: Target, I> {
     job: Option<u64>,
     refused: Option<Error>,
     state: Arc<ImapState<F::Output>>,
-    sizes: Vec<usize>,
-    received: u32,
-    next_chunk: u32,
+    /// The items of each chunk submitted and not yet taken, by its number on the wire (its
+    /// count of chunks before it, wrapped to a `u32`: no more than [`MAX_IN_FLIGHT`] are ever
+    /// in flight, so no two of them share a number).
+    sizes: HashMap<u32, usize>,
+    submitted: u64,
+    received: u64,
+    next_chunk: u64,
     exhausted: bool,
     current: std::vec::IntoIter<F::Output>,
     pending_error: Option<(Error, usize)>,
@@ -79,6 +89,7 @@ impl<F: Target, I> std::fmt::Debug for Imap<'_, F, I> {
             .field("chunksize", &self.chunksize)
             .field("buffersize", &self.buffersize)
             .field("received", &self.received)
+            .field("in_flight", &self.sizes.len())
             .field("exhausted", &self.exhausted)
             .finish_non_exhaustive()
     }
@@ -106,7 +117,8 @@ impl<'p, F: Target, I: Iterator<Item = F::Args>> Imap<'p, F, I> {
             job,
             refused,
             state,
-            sizes: Vec::new(),
+            sizes: HashMap::new(),
+            submitted: 0,
             received: 0,
             next_chunk: 0,
             exhausted: false,
@@ -178,10 +190,6 @@ impl<'p, F: Target, I: Iterator<Item = F::Args>> Imap<'p, F, I> {
         self
     }
 
-    fn submitted(&self) -> u32 {
-        self.sizes.len() as u32
-    }
-
     /// Submits chunks until the bound is reached or the input ends.
     fn fill(&mut self) -> Result<()> {
         if let Some(err) = self.refused.take() {
@@ -190,17 +198,17 @@ impl<'p, F: Target, I: Iterator<Item = F::Args>> Imap<'p, F, I> {
         let Some(job) = self.job else {
             return Ok(());
         };
-        // A bound past what a `u32` counts is the largest it counts, not a wrapped one.
-        let bound = u32::try_from(self.pool.processes().saturating_add(self.buffersize))
-            .unwrap_or(u32::MAX);
-        while !self.exhausted && self.submitted() - self.received < bound {
+        // A bound past what the chunks' numbers tell apart is the largest they do.
+        let bound =
+            (self.pool.processes().saturating_add(self.buffersize) as u64).min(MAX_IN_FLIGHT);
+        while !self.exhausted && self.submitted - self.received < bound {
             // Collected without trusting what the input says it holds.
             let chunk: Vec<F::Args> = super::collect(self.input.by_ref().take(self.chunksize));
             if chunk.is_empty() {
                 self.exhausted = true;
                 break;
             }
-            let index = self.submitted();
+            let index = self.submitted as u32;
             let size = chunk.len();
             self.state
                 .largest
@@ -214,7 +222,8 @@ impl<'p, F: Target, I: Iterator<Item = F::Args>> Imap<'p, F, I> {
                 queued: Instant::now(),
             };
             self.pool.shared.push(job, [task])?;
-            self.sizes.push(size);
+            self.sizes.insert(index, size);
+            self.submitted += 1;
             self.items_submitted += size as u64;
         }
         Ok(())
@@ -222,16 +231,14 @@ impl<'p, F: Target, I: Iterator<Item = F::Args>> Imap<'p, F, I> {
 
     /// The next chunk to take (in order, or any), waiting as `wait` says.
     fn take_chunk(&mut self, wait: Wait<'_>) -> Taken<F::Output> {
-        if self.received == self.submitted() {
+        if self.received == self.submitted {
             return Taken::Finished;
         }
         let mut inner = self.state.lock();
         loop {
             let key = if self.ordered {
-                inner
-                    .chunks
-                    .contains_key(&self.next_chunk)
-                    .then_some(self.next_chunk)
+                let next = self.next_chunk as u32;
+                inner.chunks.contains_key(&next).then_some(next)
             } else {
                 inner.chunks.keys().next().copied()
             };
@@ -240,7 +247,12 @@ impl<'p, F: Target, I: Iterator<Item = F::Args>> Imap<'p, F, I> {
             }
             if let Some(err) = &inner.failed {
                 let err = err.duplicate();
-                let key = self.next_chunk;
+                // The next in order, or any still in flight.
+                let key = if self.ordered {
+                    self.next_chunk as u32
+                } else {
+                    self.sizes.keys().next().copied().unwrap_or_default()
+                };
                 return Taken::Chunk(key, Err(err));
             }
             match wait {
@@ -336,7 +348,7 @@ impl<'p, F: Target, I: Iterator<Item = F::Args>> Imap<'p, F, I> {
             if self.ordered {
                 self.next_chunk += 1;
             }
-            let size = self.sizes.get(chunk as usize).copied().unwrap_or(1);
+            let size = self.sizes.remove(&chunk).unwrap_or(1);
             self.items_done += size as u64;
             match result {
                 Ok(values) if values.len() == size => self.current = values.into_iter(),
