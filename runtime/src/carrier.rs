@@ -881,6 +881,23 @@ pub(crate) fn encode_args_chunks<W: Worker>(
     }
 }
 
+/// The items of an input in a list, without trusting what it says it holds (its own word,
+/// which may be wrong: a claim of 2^40 items made `collect` abort on its reservation): room is
+/// reserved for the fewest it claims only when memory can hold them, and the list grows as
+/// items come past that.
+pub(crate) fn collect<T>(mut items: impl Iterator<Item = T>) -> Vec<T> {
+    let mut list = Vec::new();
+    let _ = list.try_reserve(items.size_hint().0);
+    // Into the room reserved first (`extend` keeps the standard library's fast paths), then
+    // one by one (`extend` would reserve what the input says it still holds).
+    let room = list.capacity();
+    list.extend(items.by_ref().take(room));
+    for item in items {
+        list.push(item);
+    }
+    list
+}
+
 /// The most room a chunk of arguments reserves up front, from the number of items it should
 /// take (an input's own word, which may be wrong: `0..u64::MAX` says it holds 2^64 items);
 /// a larger chunk's buffer grows as it is encoded.
@@ -920,11 +937,7 @@ pub(crate) fn encode_args_iter<W: Worker>(
             total += count;
             (count, encoded)
         } else {
-            // Pushed one by one: `collect` would reserve what the input says it holds.
-            let mut chunk: Vec<W::Args> = Vec::new();
-            for item in items.by_ref().take(take) {
-                chunk.push(item);
-            }
+            let chunk = collect(items.by_ref().take(take));
             total += chunk.len();
             (chunk.len(), encode_args_chunk::<W>(chunk)?)
         };

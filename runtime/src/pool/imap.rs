@@ -203,7 +203,7 @@ impl<'p, F: Target, I: Iterator<Item = F::Args>> Imap<'p, F, I> {
             (self.pool.processes().saturating_add(self.buffersize) as u64).min(MAX_IN_FLIGHT);
         while !self.exhausted && self.submitted - self.received < bound {
             // Collected without trusting what the input says it holds.
-            let chunk: Vec<F::Args> = super::collect(self.input.by_ref().take(self.chunksize));
+            let chunk: Vec<F::Args> = carrier::collect(self.input.by_ref().take(self.chunksize));
             if chunk.is_empty() {
                 self.exhausted = true;
                 break;

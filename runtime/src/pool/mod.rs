@@ -530,7 +530,7 @@ impl Pool {
                 return self.submit_map_iter(function, items, len, chunksize);
             }
         }
-        let items = collect(items);
+        let items = carrier::collect(items);
         let chunksize = items.len().div_ceil(self.processes() * 4).max(1);
         self.submit_map(function, items, chunksize, None)
     }
@@ -553,7 +553,7 @@ impl Pool {
             (len @ 1.., Some(upper)) if len == upper => {
                 self.submit_map_iter(function, items, len, chunksize)
             }
-            _ => self.submit_map(function, collect(items), chunksize, None),
+            _ => self.submit_map(function, carrier::collect(items), chunksize, None),
         }
     }
 
@@ -587,7 +587,7 @@ impl Pool {
         chunksize: Option<usize>,
         progress: impl FnMut(Progress) + Send + 'static,
     ) -> AsyncResult<Vec<F::Output>> {
-        let items = collect(items.into_iter());
+        let items = carrier::collect(items.into_iter());
         let chunksize = match chunksize {
             Some(0) => {
                 return AsyncResult::failed(Error::new(
@@ -826,22 +826,6 @@ fn worker_count(processes: usize) -> Result<usize> {
 fn within_a_century(limit: Duration) -> Duration {
     const CENTURY: Duration = Duration::from_secs(100 * 365 * 24 * 60 * 60);
     limit.min(CENTURY)
-}
-
-/// The items of an input whose length is not known exactly, in a list: room is reserved for
-/// the fewest it says it holds only when memory can hold them (an input's own word, which may
-/// be wrong), and the list grows as items come otherwise.
-fn collect<T>(mut items: impl Iterator<Item = T>) -> Vec<T> {
-    let mut list = Vec::new();
-    let _ = list.try_reserve(items.size_hint().0);
-    // Into the room reserved first (`extend` keeps the standard library's fast paths), then
-    // one by one (`extend` would reserve what the input says it still holds).
-    let room = list.capacity();
-    list.extend(items.by_ref().take(room));
-    for item in items {
-        list.push(item);
-    }
-    list
 }
 
 /// The number of chunks of a map of `items` (as many as its input says it holds) in chunks of
