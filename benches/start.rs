@@ -11,7 +11,8 @@
 //! `MULTIPROC_BENCH_LOOP` (one of `fork`, `forkserver`, `spawn`, `floor-fork`, `floor-exec`)
 //! runs only that start + join, `MULTIPROC_BENCH_ITERS` times (default 300) after the warm-up,
 //! and prints nothing: for `perf stat` and `strace -c`, whose counts divided by the iterations
-//! are per start.
+//! are per start. With `MULTIPROC_BENCH_TIMED=1` as well, it times each start + join and prints
+//! their mean and percentiles (for comparing two builds, each run alternately).
 
 mod common;
 
@@ -110,9 +111,30 @@ fn run_loop(what: &str) {
             "MULTIPROC_BENCH_LOOP: unknown {other:?} (fork, forkserver, spawn, floor-fork, floor-exec)"
         ),
     };
-    for _ in 0..WARMUP + forced_iters().unwrap_or(300) {
+    for _ in 0..WARMUP {
         one();
     }
+    let iters = forced_iters().unwrap_or(300);
+    if std::env::var_os("MULTIPROC_BENCH_TIMED").is_none() {
+        for _ in 0..iters {
+            one();
+        }
+        return;
+    }
+    let mut times = Vec::with_capacity(iters);
+    for _ in 0..iters {
+        times.push(common::time(one).0);
+    }
+    let mean = times.iter().sum::<Duration>() / iters.max(1) as u32;
+    let s = common::Samples::new(times);
+    let us = |d: Duration| format!("{:.1}", d.as_secs_f64() * 1e6);
+    println!(
+        "{what}: {iters} starts + joins, us: mean {} p10 {} p50 {} p90 {}",
+        us(mean),
+        us(s.quantile(0.1)),
+        us(s.quantile(0.5)),
+        us(s.quantile(0.9))
+    );
 }
 
 fn iterations() -> Vec<(StartMethod, usize)> {
