@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use common::{Outcome, LONG};
+use common::{linked, unlinked, ClaimsDepth, Node, Outcome, LONG};
 use libtest_mimic::Failed;
 use multiproc::{
     process, Connection, ErrorKind, Event, JoinableQueue, Pipe, Pool, Process, Queue, Receiver,
@@ -743,6 +743,51 @@ fn queue_unencodable_item() -> Outcome {
     Ok(())
 }
 
+#[process]
+fn report_deep_items(
+    forged: Queue<ClaimsDepth>,
+    lists: Queue<Option<Box<Node>>>,
+    out: Queue<String>,
+) {
+    let forged = match forged.get_timeout(LONG) {
+        Ok(claims) => format!("decoded {}", claims.0),
+        Err(err) => format!("{:?}: {}", err.kind(), common::chain(&err)),
+    };
+    let list = match lists.get_timeout(LONG) {
+        Ok(list) => format!("{} nodes", unlinked(list)),
+        Err(err) => format!("{:?}", err.kind()),
+    };
+    let _ = out.put(format!("{forged} | {list}"));
+}
+
+/// Items nested deeper than the codec takes (1024 levels): a forged one is an error for its
+/// receiver, which goes on (it used to overflow the receiver's stack and kill it), and an
+/// honest linked list of 3000 nodes is refused by `put`, before anything is sent.
+fn queue_items_nested_too_deep(m: StartMethod) -> Outcome {
+    let forged = Queue::<ClaimsDepth>::new()?;
+    let lists = Queue::<Option<Box<Node>>>::new()?;
+    let out = Queue::<String>::new()?;
+    forged.put(ClaimsDepth(1_000_000))?;
+    let err = lists.put(linked(3000)).unwrap_err();
+    check_eq!(err.kind(), ErrorKind::Codec);
+    check!(
+        common::chain(&err).contains("nest more than 1024 deep"),
+        "{}",
+        common::chain(&err)
+    );
+    lists.put(linked(500))?;
+    let p = Process::new(report_deep_items, (forged, lists, out.clone())).with_start_method(m);
+    start(&p)?;
+    joined(&p)?;
+    let said = out.get_timeout(LONG)?;
+    check!(
+        said.starts_with("Codec: ") && said.contains("nest more than 1024 deep"),
+        "{said}"
+    );
+    check!(said.ends_with(" | 500 nodes"), "{said}");
+    Ok(())
+}
+
 /// `test_closed_queue_put_get_exceptions`, and `close` waking a waiting thread.
 fn queue_closed() -> Outcome {
     let q = Queue::<u32>::new()?;
@@ -1320,6 +1365,7 @@ fn main() {
         queue_consumer_killed_mid_stream,
         queue_issue_example,
         queue_large_items,
+        queue_items_nested_too_deep,
         queue_of_pipe_ends,
         joinable_task_done,
         queue_as_pool_task_argument,

@@ -12,7 +12,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{read_when_ready, scratch, write_line, Outcome, LONG};
+use common::{
+    linked, read_when_ready, scratch, unlinked, write_line, ClaimsDepth, Node, Outcome, LONG,
+};
 use multiproc::{process, ErrorKind, Pool, Process, StartMethod};
 use serde::{Deserialize, Serialize, Serializer};
 
@@ -412,6 +414,47 @@ fn durations_too_long_for_the_clock(m: StartMethod) -> Outcome {
     // The driver looks at its idle workers and running tasks meanwhile.
     std::thread::sleep(Duration::from_millis(300));
     check_eq!(pool.map(square, 0..5)?, vec![0, 1, 4, 9, 16]);
+    pool.close();
+    pool.join()?;
+    Ok(())
+}
+
+#[process]
+fn linked_list(nodes: u32) -> Option<Box<Node>> {
+    linked(nodes)
+}
+
+#[process]
+fn claims_depth(levels: usize) -> ClaimsDepth {
+    ClaimsDepth(levels)
+}
+
+/// Results nested deeper than the codec takes (1024 levels) are a task's error, and the pool
+/// goes on: a forged one used to overflow the stack of the pool's driver thread, which killed
+/// the process that owns the pool, and so did an honest linked list of 3000 nodes, which its
+/// worker encoded on a larger stack.
+fn results_nested_too_deep(m: StartMethod) -> Outcome {
+    let pool = Pool::builder().processes(1).start_method(m).build()?;
+    // As deep as the codec takes: 500 nodes, 1001 levels with the `Some` of the head.
+    check_eq!(unlinked(pool.apply(linked_list, 500)?), 500);
+    check_eq!(pool.apply(claims_depth, 100)?.0, 100);
+    // An honest list too deep: refused where the worker encodes it.
+    let err = pool.apply(linked_list, 3000).unwrap_err();
+    check_eq!(err.kind(), ErrorKind::Codec);
+    check!(
+        common::chain(&err).contains("nest more than 1024 deep"),
+        "{}",
+        common::chain(&err)
+    );
+    // Forged: refused where the driver decodes it.
+    let err = pool.apply(claims_depth, 1_000_000).unwrap_err();
+    check_eq!(err.kind(), ErrorKind::Codec);
+    check!(
+        common::chain(&err).contains("nest more than 1024 deep"),
+        "{}",
+        common::chain(&err)
+    );
+    check_eq!(pool.apply(square, 12)?, 144);
     pool.close();
     pool.join()?;
     Ok(())
@@ -3088,6 +3131,7 @@ fn main() {
         map_ordering_and_chunks,
         inputs_that_lie_about_their_length,
         durations_too_long_for_the_clock,
+        results_nested_too_deep,
         async_result_methods,
         callbacks,
         imap_ordered_and_lazy,

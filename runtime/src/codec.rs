@@ -1,5 +1,12 @@
 //! The wire codec: the only module that names bincode.
 //!
+//! The format is bincode 2's (little-endian, fixed-width integers, lengths as `u64`); its
+//! encoder ([`write`]) and decoder ([`fixed`]) are this module's own, because bincode's
+//! spends most of a small value's time in its per-number plumbing, allocates a string's
+//! claimed length before reading its bytes, and limits neither the nesting of values nor the
+//! count of values that take no bytes. bincode itself is a dev-dependency: the tests check
+//! that both read and write its bytes.
+//!
 //! Every value that crosses a process boundary (bootstrap data, arguments, results, panics) is
 //! plain data encoded here with serde. Nothing decoded can run code: a decoder builds values, it
 //! never looks up functions. bincode is not self-describing, so serde attributes that need a
@@ -11,7 +18,7 @@
 use std::fmt;
 
 use serde::de::DeserializeOwned;
-use serde::ser::{self, Serialize, Serializer};
+use serde::ser::Serialize;
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::spare;
@@ -22,12 +29,14 @@ mod write;
 
 pub use msgpack::SelfDescribing;
 
+#[cfg(test)]
 type Config = bincode::config::Configuration<
     bincode::config::LittleEndian,
     bincode::config::Fixint,
     bincode::config::NoLimit,
 >;
 
+#[cfg(test)]
 fn config() -> Config {
     // Fixed-width integers: a `u64` is 8 bytes copied as is, which encodes and decodes several
     // times faster than varints for the bulk data of pool chunks.
@@ -38,15 +47,19 @@ fn config() -> Config {
 
 /// Encodes `value` into a new buffer.
 pub(crate) fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>> {
-    bincode::serde::encode_to_vec(Strict(value), config())
-        .map_err(|err| failed::<T>("encode", Failure::encoding(err)))
+    let mut buf = Vec::new();
+    encode_into(value, &mut buf)?;
+    Ok(buf)
 }
 
-/// Encodes `value` at the end of `buf`.
+/// Encodes `value` at the end of `buf` (with [`write`]'s encoder of bincode's format, which
+/// refuses a skipped struct field and values nested deeper than the decoder takes); on error
+/// `buf` is left as it was.
 pub(crate) fn encode_into<T: Serialize + ?Sized>(value: &T, buf: &mut Vec<u8>) -> Result<()> {
-    bincode::serde::encode_into_std_write(Strict(value), buf, config())
-        .map(drop)
-        .map_err(|err| failed::<T>("encode", Failure::encoding(err)))
+    let start = buf.len();
+    write::encode_into(value, buf)
+        .map_err(written::<T>)
+        .inspect_err(|_| buf.truncate(start))
 }
 
 /// Decodes a whole buffer; trailing bytes are an error.
@@ -320,22 +333,7 @@ enum Why {
     Other,
 }
 
-/// The message [`Strict`] fails with when a field is skipped.
-const SKIPPED: &str = "multiproc: a struct field was skipped";
-
 impl Failure {
-    fn encoding(err: bincode::error::EncodeError) -> Failure {
-        use bincode::error::EncodeError;
-        let why = match &err {
-            EncodeError::Serde(bincode::serde::EncodeError::SequenceMustHaveLength) => {
-                Why::LengthUnknown
-            }
-            EncodeError::OtherString(message) if message == SKIPPED => Why::SkippedField,
-            _ => Why::Other,
-        };
-        Failure::new(why, err)
-    }
-
     /// A failure of another format, whose own error says why.
     fn other(err: impl std::error::Error + Send + Sync + 'static) -> Failure {
         Failure::new(Why::Other, err)
@@ -416,274 +414,6 @@ pub(crate) fn explain(mut err: Error, what: fmt::Arguments<'_>) -> Error {
     }
 }
 
-// ---------------------------------------------------------------------------------------------
-// A serializer that refuses to skip fields
-
-/// `value`, serialized through [`StrictSerializer`].
-struct Strict<'a, T: ?Sized>(&'a T);
-
-impl<T: Serialize + ?Sized> Serialize for Strict<'_, T> {
-    #[inline]
-    fn serialize<S: Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
-        self.0.serialize(StrictSerializer(serializer))
-    }
-}
-
-/// Passes everything on to the serializer it wraps, except a skipped struct field, which is an
-/// error: a format without field names (bincode) would otherwise decode the next field in its
-/// place, silently when the bytes happen to fit.
-struct StrictSerializer<S>(S);
-
-/// A compound serializer (sequence, tuple, map, struct ...) whose elements are [`Strict`].
-struct StrictCompound<C>(C);
-
-macro_rules! forward {
-    ($($method:ident($($arg:ident: $ty:ty),*);)*) => {$(
-        #[inline]
-        fn $method(self, $($arg: $ty),*) -> std::result::Result<S::Ok, S::Error> {
-            self.0.$method($($arg),*)
-        }
-    )*};
-}
-
-impl<S: Serializer> Serializer for StrictSerializer<S> {
-    type Ok = S::Ok;
-    type Error = S::Error;
-    type SerializeSeq = StrictCompound<S::SerializeSeq>;
-    type SerializeTuple = StrictCompound<S::SerializeTuple>;
-    type SerializeTupleStruct = StrictCompound<S::SerializeTupleStruct>;
-    type SerializeTupleVariant = StrictCompound<S::SerializeTupleVariant>;
-    type SerializeMap = StrictCompound<S::SerializeMap>;
-    type SerializeStruct = StrictCompound<S::SerializeStruct>;
-    type SerializeStructVariant = StrictCompound<S::SerializeStructVariant>;
-
-    forward! {
-        serialize_bool(v: bool);
-        serialize_i8(v: i8);
-        serialize_i16(v: i16);
-        serialize_i32(v: i32);
-        serialize_i64(v: i64);
-        serialize_i128(v: i128);
-        serialize_u8(v: u8);
-        serialize_u16(v: u16);
-        serialize_u32(v: u32);
-        serialize_u64(v: u64);
-        serialize_u128(v: u128);
-        serialize_f32(v: f32);
-        serialize_f64(v: f64);
-        serialize_char(v: char);
-        serialize_str(v: &str);
-        serialize_bytes(v: &[u8]);
-        serialize_none();
-        serialize_unit();
-        serialize_unit_struct(name: &'static str);
-        serialize_unit_variant(name: &'static str, index: u32, variant: &'static str);
-    }
-
-    #[inline]
-    fn serialize_some<T: Serialize + ?Sized>(
-        self,
-        value: &T,
-    ) -> std::result::Result<S::Ok, S::Error> {
-        self.0.serialize_some(&Strict(value))
-    }
-
-    #[inline]
-    fn serialize_newtype_struct<T: Serialize + ?Sized>(
-        self,
-        name: &'static str,
-        value: &T,
-    ) -> std::result::Result<S::Ok, S::Error> {
-        self.0.serialize_newtype_struct(name, &Strict(value))
-    }
-
-    #[inline]
-    fn serialize_newtype_variant<T: Serialize + ?Sized>(
-        self,
-        name: &'static str,
-        index: u32,
-        variant: &'static str,
-        value: &T,
-    ) -> std::result::Result<S::Ok, S::Error> {
-        self.0
-            .serialize_newtype_variant(name, index, variant, &Strict(value))
-    }
-
-    #[inline]
-    fn serialize_seq(
-        self,
-        len: Option<usize>,
-    ) -> std::result::Result<Self::SerializeSeq, S::Error> {
-        self.0.serialize_seq(len).map(StrictCompound)
-    }
-
-    #[inline]
-    fn serialize_tuple(self, len: usize) -> std::result::Result<Self::SerializeTuple, S::Error> {
-        self.0.serialize_tuple(len).map(StrictCompound)
-    }
-
-    #[inline]
-    fn serialize_tuple_struct(
-        self,
-        name: &'static str,
-        len: usize,
-    ) -> std::result::Result<Self::SerializeTupleStruct, S::Error> {
-        self.0.serialize_tuple_struct(name, len).map(StrictCompound)
-    }
-
-    #[inline]
-    fn serialize_tuple_variant(
-        self,
-        name: &'static str,
-        index: u32,
-        variant: &'static str,
-        len: usize,
-    ) -> std::result::Result<Self::SerializeTupleVariant, S::Error> {
-        self.0
-            .serialize_tuple_variant(name, index, variant, len)
-            .map(StrictCompound)
-    }
-
-    #[inline]
-    fn serialize_map(
-        self,
-        len: Option<usize>,
-    ) -> std::result::Result<Self::SerializeMap, S::Error> {
-        self.0.serialize_map(len).map(StrictCompound)
-    }
-
-    #[inline]
-    fn serialize_struct(
-        self,
-        name: &'static str,
-        len: usize,
-    ) -> std::result::Result<Self::SerializeStruct, S::Error> {
-        self.0.serialize_struct(name, len).map(StrictCompound)
-    }
-
-    #[inline]
-    fn serialize_struct_variant(
-        self,
-        name: &'static str,
-        index: u32,
-        variant: &'static str,
-        len: usize,
-    ) -> std::result::Result<Self::SerializeStructVariant, S::Error> {
-        self.0
-            .serialize_struct_variant(name, index, variant, len)
-            .map(StrictCompound)
-    }
-
-    #[inline]
-    fn is_human_readable(&self) -> bool {
-        self.0.is_human_readable()
-    }
-}
-
-macro_rules! strict_compound {
-    ($($trait:ident { $($method:ident($($arg:ident: $ty:ty),*);)* })*) => {$(
-        impl<C: ser::$trait> ser::$trait for StrictCompound<C> {
-            type Ok = C::Ok;
-            type Error = C::Error;
-
-            $(
-                #[inline]
-                fn $method<T: Serialize + ?Sized>(
-                    &mut self,
-                    $($arg: $ty,)*
-                    value: &T,
-                ) -> std::result::Result<(), C::Error> {
-                    self.0.$method($($arg,)* &Strict(value))
-                }
-            )*
-
-            #[inline]
-            fn end(self) -> std::result::Result<C::Ok, C::Error> {
-                self.0.end()
-            }
-        }
-    )*};
-}
-
-strict_compound! {
-    SerializeSeq { serialize_element(); }
-    SerializeTuple { serialize_element(); }
-    SerializeTupleStruct { serialize_field(); }
-    SerializeTupleVariant { serialize_field(); }
-}
-
-impl<C: ser::SerializeStruct> ser::SerializeStruct for StrictCompound<C> {
-    type Ok = C::Ok;
-    type Error = C::Error;
-
-    #[inline]
-    fn serialize_field<T: Serialize + ?Sized>(
-        &mut self,
-        key: &'static str,
-        value: &T,
-    ) -> std::result::Result<(), C::Error> {
-        self.0.serialize_field(key, &Strict(value))
-    }
-
-    fn skip_field(&mut self, _key: &'static str) -> std::result::Result<(), C::Error> {
-        Err(ser::Error::custom(SKIPPED))
-    }
-
-    #[inline]
-    fn end(self) -> std::result::Result<C::Ok, C::Error> {
-        self.0.end()
-    }
-}
-
-impl<C: ser::SerializeMap> ser::SerializeMap for StrictCompound<C> {
-    type Ok = C::Ok;
-    type Error = C::Error;
-
-    #[inline]
-    fn serialize_key<T: Serialize + ?Sized>(
-        &mut self,
-        key: &T,
-    ) -> std::result::Result<(), C::Error> {
-        self.0.serialize_key(&Strict(key))
-    }
-
-    #[inline]
-    fn serialize_value<T: Serialize + ?Sized>(
-        &mut self,
-        value: &T,
-    ) -> std::result::Result<(), C::Error> {
-        self.0.serialize_value(&Strict(value))
-    }
-
-    #[inline]
-    fn end(self) -> std::result::Result<C::Ok, C::Error> {
-        self.0.end()
-    }
-}
-
-impl<C: ser::SerializeStructVariant> ser::SerializeStructVariant for StrictCompound<C> {
-    type Ok = C::Ok;
-    type Error = C::Error;
-
-    #[inline]
-    fn serialize_field<T: Serialize + ?Sized>(
-        &mut self,
-        key: &'static str,
-        value: &T,
-    ) -> std::result::Result<(), C::Error> {
-        self.0.serialize_field(key, &Strict(value))
-    }
-
-    fn skip_field(&mut self, _key: &'static str) -> std::result::Result<(), C::Error> {
-        Err(ser::Error::custom(SKIPPED))
-    }
-
-    #[inline]
-    fn end(self) -> std::result::Result<C::Ok, C::Error> {
-        self.0.end()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -758,7 +488,10 @@ mod tests {
 
         struct Unsized;
         impl Serialize for Unsized {
-            fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+            fn serialize<S: serde::Serializer>(
+                &self,
+                s: S,
+            ) -> std::result::Result<S::Ok, S::Error> {
                 s.collect_seq((0..3u8).filter(|_| true))
             }
         }

@@ -385,3 +385,59 @@ pub(crate) fn pool_driver_threads() -> Result<Vec<String>, Failed> {
     }
     Ok(drivers)
 }
+
+/// A value that claims to nest `n` levels deep, as a corrupt or hostile peer's bytes would:
+/// written as one flat tuple of `n` `Some` tags and a `None` (one level for the encoder), read
+/// as a chain of options of itself (a level a tag): it reads back as the depth it claims, or
+/// fails past the decoder's limit.
+#[derive(Debug, Clone)]
+pub(crate) struct ClaimsDepth(pub usize);
+
+impl serde::Serialize for ClaimsDepth {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeTuple;
+        let mut tags = s.serialize_tuple(self.0 + 1)?;
+        for _ in 0..self.0 {
+            tags.serialize_element(&1u8)?;
+        }
+        tags.serialize_element(&0u8)?;
+        tags.end()
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for ClaimsDepth {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(serde::Deserialize)]
+        struct Chain(#[allow(dead_code)] Option<Box<Chain>>);
+        let mut depth = 0;
+        let mut chain = Chain::deserialize(d)?;
+        // Unlinked one at a time: the derived drop recurses.
+        while let Chain(Some(next)) = chain {
+            chain = *next;
+            depth += 1;
+        }
+        Ok(ClaimsDepth(depth))
+    }
+}
+
+/// A node of a linked list, with derived serde: two levels of nesting a node.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub(crate) struct Node {
+    pub value: u32,
+    pub next: Option<Box<Node>>,
+}
+
+/// A linked list of `nodes` nodes, the last made first.
+pub(crate) fn linked(nodes: u32) -> Option<Box<Node>> {
+    (0..nodes).fold(None, |next, value| Some(Box::new(Node { value, next })))
+}
+
+/// The length of a linked list, unlinked one node at a time (the derived drop recurses).
+pub(crate) fn unlinked(mut list: Option<Box<Node>>) -> u32 {
+    let mut n = 0;
+    while let Some(mut node) = list {
+        list = node.next.take();
+        n += 1;
+    }
+    n
+}

@@ -41,6 +41,8 @@ pub(crate) enum Wrong {
     LengthUnknown,
     /// Encoding (`write`): a struct field left out (`skip_serializing_if`).
     Skipped,
+    /// Values nested deeper than [`MAX_DEPTH`].
+    Deep,
     /// A `Serialize` or `Deserialize` impl's own error.
     Custom(String),
 }
@@ -67,6 +69,12 @@ impl fmt::Display for Wrong {
             Wrong::NotSelfDescribing(what) => write!(f, "`{what}` is not supported"),
             Wrong::LengthUnknown => f.write_str("a sequence or map of unknown length"),
             Wrong::Skipped => f.write_str("a struct field was skipped"),
+            Wrong::Deep => write!(
+                f,
+                "values nest more than {MAX_DEPTH} deep (each sequence, map, tuple, struct, \
+                 enum variant and option is one level): a corrupt message, or a recursive \
+                 value, a linked list say, too deep to be decoded without overflowing a stack"
+            ),
             Wrong::Custom(message) => f.write_str(message),
         }
     }
@@ -98,6 +106,17 @@ type Result<T> = std::result::Result<T, Wrong>;
 /// skipped. A pool's chunk of results, whose number the parent knows, is not counted (see
 /// [`decode_seq_into`]).
 pub(crate) const FREE_WORK: usize = 1 << 26;
+
+/// How deep values may nest in one message, in levels: each sequence, map, tuple, struct,
+/// enum variant and `Some` is one (a linked list of `Option<Box<Node>>`s takes two a node).
+///
+/// Decoding recurses once a level, in this decoder and in the value's `Deserialize`: a
+/// forged message of a million levels (four bytes each) would overflow the receiver's stack
+/// and kill it, and so would an honest value as deep (a long linked list), which its sender
+/// encoded on a larger stack. Past this depth decoding is an error instead, and encoding
+/// too ([`write`](super::write)), so that what is sent can be received. It is the limit of
+/// the self-describing codec (`rmp-serde`'s); serde_json's is 128.
+pub(crate) const MAX_DEPTH: u32 = 1024;
 
 /// Decodes a `T` from the front of `input`; returns it and the bytes read.
 pub(crate) fn decode<'de, T: de::Deserialize<'de>>(input: &'de [u8]) -> Result<(T, usize)> {
@@ -216,6 +235,8 @@ struct Reader<'de> {
     input: &'de [u8],
     /// How much more of values that take no bytes may be made (see [`FREE_WORK`]).
     free: usize,
+    /// How many more levels values may nest (see [`MAX_DEPTH`]).
+    depth: u32,
 }
 
 impl<'de> Reader<'de> {
@@ -223,7 +244,17 @@ impl<'de> Reader<'de> {
         Reader {
             input,
             free: FREE_WORK,
+            depth: MAX_DEPTH,
         }
+    }
+
+    /// Decodes one level deeper (see [`MAX_DEPTH`]).
+    #[inline]
+    fn nested<T>(&mut self, decode: impl FnOnce(&mut Self) -> Result<T>) -> Result<T> {
+        self.depth = self.depth.checked_sub(1).ok_or(Wrong::Deep)?;
+        let value = decode(self);
+        self.depth += 1;
+        value
     }
 
     /// Decodes one element of a sequence or map whose length came from the input, counting it
@@ -292,6 +323,20 @@ macro_rules! numbers {
             visitor.$visit(<$t>::from_le_bytes(self.array()?))
         }
     )*};
+}
+
+impl<'de> Reader<'de> {
+    /// The `len` fields of a tuple, struct or enum variant (at the level of their enum's
+    /// variant, not one deeper: as [`write`](super::write) counts them).
+    fn fields<V: Visitor<'de>>(&mut self, len: usize, visitor: V) -> Result<V::Value> {
+        visitor.visit_seq(Elements {
+            reader: self,
+            len,
+            // A tuple's or struct's length is its type's, but a `Deserialize` of its own may
+            // ask for any: a long one is counted as a sequence is.
+            counted: len > 64,
+        })
+    }
 }
 
 impl<'de> de::Deserializer<'de> for &mut Reader<'de> {
@@ -366,7 +411,7 @@ impl<'de> de::Deserializer<'de> for &mut Reader<'de> {
     fn deserialize_option<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
         match self.u8()? {
             0 => visitor.visit_none(),
-            1 => visitor.visit_some(self),
+            1 => self.nested(|r| visitor.visit_some(r)),
             b => Err(Wrong::Option(b)),
         }
     }
@@ -388,26 +433,22 @@ impl<'de> de::Deserializer<'de> for &mut Reader<'de> {
         _name: &'static str,
         visitor: V,
     ) -> Result<V::Value> {
-        visitor.visit_newtype_struct(self)
+        self.nested(|r| visitor.visit_newtype_struct(r))
     }
 
     fn deserialize_seq<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
         let len = self.len()?;
-        visitor.visit_seq(Elements {
-            reader: self,
-            len,
-            counted: true,
+        self.nested(|reader| {
+            visitor.visit_seq(Elements {
+                reader,
+                len,
+                counted: true,
+            })
         })
     }
 
     fn deserialize_tuple<V: Visitor<'de>>(self, len: usize, visitor: V) -> Result<V::Value> {
-        visitor.visit_seq(Elements {
-            reader: self,
-            len,
-            // A tuple's or struct's length is its type's, but a `Deserialize` of its own may
-            // ask for any: a long one is counted as a sequence is.
-            counted: len > 64,
-        })
+        self.nested(|reader| reader.fields(len, visitor))
     }
 
     fn deserialize_tuple_struct<V: Visitor<'de>>(
@@ -421,10 +462,12 @@ impl<'de> de::Deserializer<'de> for &mut Reader<'de> {
 
     fn deserialize_map<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
         let len = self.len()?;
-        visitor.visit_map(Elements {
-            reader: self,
-            len,
-            counted: true,
+        self.nested(|reader| {
+            visitor.visit_map(Elements {
+                reader,
+                len,
+                counted: true,
+            })
         })
     }
 
@@ -443,7 +486,7 @@ impl<'de> de::Deserializer<'de> for &mut Reader<'de> {
         _variants: &'static [&'static str],
         visitor: V,
     ) -> Result<V::Value> {
-        visitor.visit_enum(self)
+        self.nested(|r| visitor.visit_enum(r))
     }
 
     fn deserialize_identifier<V: Visitor<'de>>(self, _: V) -> Result<V::Value> {
@@ -536,7 +579,7 @@ impl<'de> VariantAccess<'de> for &mut Reader<'de> {
     }
 
     fn tuple_variant<V: Visitor<'de>>(self, len: usize, visitor: V) -> Result<V::Value> {
-        de::Deserializer::deserialize_tuple(self, len, visitor)
+        self.fields(len, visitor)
     }
 
     fn struct_variant<V: Visitor<'de>>(
@@ -544,7 +587,7 @@ impl<'de> VariantAccess<'de> for &mut Reader<'de> {
         fields: &'static [&'static str],
         visitor: V,
     ) -> Result<V::Value> {
-        de::Deserializer::deserialize_tuple(self, fields.len(), visitor)
+        self.fields(fields.len(), visitor)
     }
 }
 
@@ -897,6 +940,139 @@ mod tests {
                 }
             }
             d.deserialize_byte_buf(V)
+        }
+    }
+
+    /// A linked list, as derived serde writes it: two levels a node (the struct, the `Some`).
+    #[derive(Debug, Serialize, Deserialize)]
+    struct Node {
+        value: u32,
+        next: Option<Box<Node>>,
+    }
+
+    fn list(nodes: u32) -> Option<Box<Node>> {
+        (0..nodes).fold(None, |next, value| Some(Box::new(Node { value, next })))
+    }
+
+    fn length(mut list: Option<Box<Node>>) -> u32 {
+        // Iterative: the derived drop of a long list recurses as its decoding does.
+        let mut n = 0;
+        while let Some(mut node) = list {
+            list = node.next.take();
+            n += 1;
+        }
+        n
+    }
+
+    /// Runs `f` on a thread with a stack of `bytes`: what a library thread or a small user
+    /// thread has.
+    fn on_a_stack_of<T: Send + 'static>(bytes: usize, f: impl FnOnce() -> T + Send + 'static) -> T {
+        std::thread::Builder::new()
+            .stack_size(bytes)
+            .spawn(f)
+            .unwrap()
+            .join()
+            .unwrap()
+    }
+
+    #[test]
+    fn values_nested_deeper_than_the_limit_are_refused_not_overflowed() {
+        // Forged: a million `Some` tags, each a level (and frames of the decoder and of the
+        // derived visitor), then `None`, for a type that nests as deep as its input says.
+        // Before the limit this overflowed the stack and killed the process.
+        #[derive(Debug, Deserialize)]
+        struct Chain(#[allow(dead_code)] Option<Box<Chain>>);
+        let mut forged = vec![1u8; 1_000_000];
+        forged.push(0);
+        let chain = on_a_stack_of(1 << 20, move || {
+            decode::<Chain>(&forged)
+                .map(drop)
+                .map_err(|e| e.to_string())
+        });
+        let chain = chain.unwrap_err();
+        assert!(chain.contains("nest more than 1024 deep"), "{chain}");
+
+        // Honest and too deep: refused where it is encoded, with the same words.
+        let mut out = Vec::new();
+        let long = list(600);
+        let refused = super::super::write::encode_into(&long, &mut out).unwrap_err();
+        assert!(
+            refused.to_string().contains("nest more than 1024 deep"),
+            "{refused}"
+        );
+        assert_eq!(length(long), 600);
+    }
+
+    #[test]
+    fn values_as_deep_as_the_limit_go_both_ways_on_a_small_stack() {
+        // 511 nodes: 1022 levels, under the `Some` of the head (1023).
+        let deepest = list(511);
+        let mut bytes = Vec::new();
+        super::super::write::encode_into(&deepest, &mut bytes).unwrap();
+        assert_eq!(length(deepest), 511);
+        // Decoded within 512 KiB of stack, a quarter of a library thread's (2 MiB), in an
+        // unoptimized build too.
+        let decoded = on_a_stack_of(512 << 10, move || {
+            decode::<Option<Box<Node>>>(&bytes).map(|(list, _)| length(list))
+        });
+        assert_eq!(decoded.unwrap(), 511);
+        // One node more is refused by the encoder, as the decoder would refuse it.
+        let mut out = Vec::new();
+        let over = list(513);
+        assert!(super::super::write::encode_into(&over, &mut out).is_err());
+        length(over);
+    }
+
+    #[test]
+    fn the_encoder_never_lets_through_what_the_decoder_refuses() {
+        // Every kind of level: for each shape, the deepest value the encoder takes decodes.
+        #[derive(Debug, Serialize, Deserialize)]
+        enum Shape {
+            Unit,
+            Newtype(Box<Shape>),
+            Tuple(Box<Shape>, u8),
+            Struct { inner: Box<Shape> },
+            Seq(Vec<Shape>),
+            Map(BTreeMap<u8, Shape>),
+            Some(Option<Box<Shape>>),
+            Wrapped(Wrapper),
+            Pair((Box<Shape>, u8)),
+        }
+        #[derive(Debug, Serialize, Deserialize)]
+        struct Wrapper(Box<Shape>);
+        type Make = fn(Shape) -> Shape;
+        let makers: [Make; 8] = [
+            |s| Shape::Newtype(Box::new(s)),
+            |s| Shape::Tuple(Box::new(s), 1),
+            |s| Shape::Struct { inner: Box::new(s) },
+            |s| Shape::Seq(vec![s]),
+            |s| Shape::Map([(1, s)].into()),
+            |s| Shape::Some(Some(Box::new(s))),
+            |s| Shape::Wrapped(Wrapper(Box::new(s))),
+            |s| Shape::Pair((Box::new(s), 2)),
+        ];
+        for (i, make) in makers.iter().enumerate() {
+            let mut deepest = None;
+            for depth in 0..=1100 {
+                let value = (0..depth).fold(Shape::Unit, |s, _| make(s));
+                let mut bytes = Vec::new();
+                let written = super::super::write::encode_into(&value, &mut bytes);
+                std::mem::forget(value);
+                match written {
+                    Ok(()) => deepest = Some(bytes),
+                    Err(err) => {
+                        assert!(matches!(err, Wrong::Deep), "shape {i}: {err}");
+                        break;
+                    }
+                }
+            }
+            let bytes = deepest.expect("a unit variant encodes");
+            let decoded = on_a_stack_of(8 << 20, move || {
+                decode::<Shape>(&bytes)
+                    .map(std::mem::forget)
+                    .map_err(|e| e.to_string())
+            });
+            assert!(decoded.is_ok(), "shape {i}: {decoded:?}");
         }
     }
 

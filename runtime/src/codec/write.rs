@@ -1,30 +1,38 @@
 //! An encoder of the default codec's format (bincode's: little-endian, fixed-width integers,
 //! lengths as `u64`, variant indexes as `u32`), straight into a `Vec<u8>`: the other half of
-//! [`fixed`](super::fixed).
+//! [`fixed`](super::fixed), and the encoder of every value the default codec sends.
 //!
 //! bincode 2 writes each number through its `Encoder` and `Writer` (a `Result` per write, a
-//! length check), and wraps the serializer we give it in `Strict` besides; for a chunk of
-//! small structs that was as much time as moving their bytes. This serializer writes the same
-//! bytes with one `extend_from_slice` per number into a buffer the caller sized, and refuses
-//! what `Strict` refuses: a skipped struct field, and a sequence or map whose length is not
-//! known up front (bincode writes every length first). So a chunk can also be encoded one
-//! value at a time ([`Compact`](super::Compact)'s `seq_push`), without a list of its own.
+//! length check); for a chunk of small structs that was as much time as moving their bytes.
+//! This serializer writes the same bytes with one `extend_from_slice` per number into a
+//! buffer the caller sized, and refuses what the format cannot carry or the decoder would
+//! refuse: a skipped struct field (a format without field names would decode the next field
+//! in its place), a sequence or map whose length is not known up front (every length is
+//! written first), and values nested deeper than [`MAX_DEPTH`]. So a chunk can also be encoded
+//! one value at a time ([`Compact`](super::Compact)'s `seq_push`), without a list of its own.
 
 use serde::ser::{self, Serialize};
 
 pub(crate) use super::fixed::Wrong;
+use super::fixed::MAX_DEPTH;
 
 type Result<T> = std::result::Result<T, Wrong>;
 
 /// Appends the encoding of `value` to `out`.
 #[inline]
 pub(crate) fn encode_into<T: Serialize + ?Sized>(value: &T, out: &mut Vec<u8>) -> Result<()> {
-    value.serialize(&mut Writer { out })
+    value.serialize(&mut Writer {
+        out,
+        depth: MAX_DEPTH,
+    })
 }
 
 /// The buffer written to.
 pub(crate) struct Writer<'a> {
     out: &'a mut Vec<u8>,
+    /// How many more levels values may nest: no deeper than the decoder takes them (see
+    /// [`MAX_DEPTH`]), so that what is sent can be received.
+    depth: u32,
 }
 
 impl Writer<'_> {
@@ -41,6 +49,27 @@ impl Writer<'_> {
     #[inline]
     fn variant(&mut self, index: u32) {
         self.put(&index.to_le_bytes());
+    }
+
+    /// One level deeper, until the compound's `end` ([`leave`](Self::leave)).
+    #[inline]
+    fn enter(&mut self) -> Result<()> {
+        self.depth = self.depth.checked_sub(1).ok_or(Wrong::Deep)?;
+        Ok(())
+    }
+
+    #[inline]
+    fn leave(&mut self) {
+        self.depth += 1;
+    }
+
+    /// `value`, one level deeper.
+    #[inline]
+    fn nested<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<()> {
+        self.enter()?;
+        value.serialize(&mut *self)?;
+        self.leave();
+        Ok(())
     }
 }
 
@@ -114,7 +143,7 @@ impl<'a> ser::Serializer for &mut Writer<'a> {
     #[inline]
     fn serialize_some<T: Serialize + ?Sized>(self, value: &T) -> Result<()> {
         self.put(&[1]);
-        value.serialize(self)
+        self.nested(value)
     }
 
     #[inline]
@@ -134,6 +163,9 @@ impl<'a> ser::Serializer for &mut Writer<'a> {
         index: u32,
         _: &'static str,
     ) -> Result<()> {
+        // A level, as the decoder counts every enum.
+        self.enter()?;
+        self.leave();
         self.variant(index);
         Ok(())
     }
@@ -144,7 +176,7 @@ impl<'a> ser::Serializer for &mut Writer<'a> {
         _name: &'static str,
         value: &T,
     ) -> Result<()> {
-        value.serialize(self)
+        self.nested(value)
     }
 
     #[inline]
@@ -156,22 +188,25 @@ impl<'a> ser::Serializer for &mut Writer<'a> {
         value: &T,
     ) -> Result<()> {
         self.variant(index);
-        value.serialize(self)
+        self.nested(value)
     }
 
     #[inline]
     fn serialize_seq(self, len: Option<usize>) -> Result<Self> {
         self.len(len.ok_or(Wrong::LengthUnknown)?);
+        self.enter()?;
         Ok(self)
     }
 
     #[inline]
     fn serialize_tuple(self, _len: usize) -> Result<Self> {
+        self.enter()?;
         Ok(self)
     }
 
     #[inline]
     fn serialize_tuple_struct(self, _name: &'static str, _len: usize) -> Result<Self> {
+        self.enter()?;
         Ok(self)
     }
 
@@ -184,17 +219,20 @@ impl<'a> ser::Serializer for &mut Writer<'a> {
         _len: usize,
     ) -> Result<Self> {
         self.variant(index);
+        self.enter()?;
         Ok(self)
     }
 
     #[inline]
     fn serialize_map(self, len: Option<usize>) -> Result<Self> {
         self.len(len.ok_or(Wrong::LengthUnknown)?);
+        self.enter()?;
         Ok(self)
     }
 
     #[inline]
     fn serialize_struct(self, _name: &'static str, _len: usize) -> Result<Self> {
+        self.enter()?;
         Ok(self)
     }
 
@@ -207,6 +245,7 @@ impl<'a> ser::Serializer for &mut Writer<'a> {
         _len: usize,
     ) -> Result<Self> {
         self.variant(index);
+        self.enter()?;
         Ok(self)
     }
 
@@ -228,6 +267,7 @@ macro_rules! compound {
 
             #[inline]
             fn end(self) -> Result<()> {
+                self.leave();
                 Ok(())
             }
         }
@@ -257,6 +297,7 @@ impl ser::SerializeMap for &mut Writer<'_> {
 
     #[inline]
     fn end(self) -> Result<()> {
+        self.leave();
         Ok(())
     }
 }
@@ -282,6 +323,7 @@ macro_rules! fields {
 
             #[inline]
             fn end(self) -> Result<()> {
+                self.leave();
                 Ok(())
             }
         }

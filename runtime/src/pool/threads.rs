@@ -21,6 +21,12 @@ thread_local! {
     static FORK_SAFE: RefCell<Option<Box<dyn Any>>> = const { RefCell::new(None) };
 }
 
+/// The stack of the library's threads: a main thread's (std gives others 2 MiB). A pool's
+/// driver decodes results, whose `Deserialize` recurses once a level, up to the codec's
+/// 1024 (`codec::fixed::MAX_DEPTH`), with the frames an unoptimized build makes of it. Only
+/// the pages used are ever backed by memory.
+const STACK: usize = 8 << 20;
+
 /// Spawns a thread of the library that counts itself as fork-safe (see
 /// `fork::fork_safe_thread`), and returns once it has: a fork right after must not take it for
 /// a thread of the user's, nor may a thread of the user's pass for it before it exists.
@@ -31,6 +37,7 @@ pub(super) fn spawn_counted(
     let (counted, is_counted) = mpsc::sync_channel::<()>(1);
     let handle = std::thread::Builder::new()
         .name(name.into())
+        .stack_size(STACK)
         .spawn(move || {
             mark(true);
             let _ = counted.send(());
