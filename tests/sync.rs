@@ -703,7 +703,9 @@ fn die_holding_condition(cond: Condition, ready: Event) {
 fn expect_owner_died<G>(what: &str, acquire: impl FnOnce() -> multiproc::Result<G>) -> Outcome {
     let (got, took) = timed(acquire);
     match got {
-        Ok(_) => Err(format!("{what}: acquired, expected OwnerDied").into()),
+        Ok(_) => {
+            Err(format!("{what}: returned (acquired, or timed out), expected OwnerDied").into())
+        }
         Err(err) if err.kind() == ErrorKind::OwnerDied => {
             check!(took < PROMPT, "{what}: OwnerDied after {took:?}");
             Ok(())
@@ -721,17 +723,24 @@ fn owner_died_lock(m: StartMethod) -> Outcome {
     finish_with(&p, -libc::SIGKILL)?;
     drop(lock.acquire()?);
     check!(lock.try_acquire()?.is_some(), "usable after recovery");
-    // try_acquire and acquire see it too, once per death.
-    for how in ["try_acquire", "acquire"] {
+    // try_acquire and acquire see it too, once per death, and so do acquires that wait less
+    // than the lock's first look at its owner (1 ms): a caller that polls with them used to
+    // time out for good.
+    let short = |wait: Duration| move |lock: &Lock| lock.acquire_timeout(wait).map(|g| g.is_some());
+    let ways: [(&str, &dyn Fn(&Lock) -> multiproc::Result<bool>); 4] = [
+        ("try_acquire", &|lock| {
+            lock.try_acquire().map(|g| g.is_some())
+        }),
+        ("acquire", &|lock| lock.acquire().map(|_| true)),
+        ("acquire_timeout(0)", &short(Duration::ZERO)),
+        ("acquire_timeout(200us)", &short(Duration::from_micros(200))),
+    ];
+    for (how, acquire) in ways {
         ready.clear();
         let p = start(m, die_holding_lock, (lock.clone(), ready.clone()))?;
         check!(ready.wait_timeout(LONG)?, "the child took the lock");
         finish_with(&p, -libc::SIGKILL)?;
-        if how == "try_acquire" {
-            expect_owner_died(how, || lock.try_acquire())?;
-        } else {
-            expect_owner_died(how, || lock.acquire())?;
-        }
+        expect_owner_died(how, || acquire(&lock))?;
         drop(lock.acquire()?);
     }
     Ok(())

@@ -248,7 +248,14 @@ impl RawMutex {
             let until = deadline.earlier(check);
             match futex_wait(&self.word, seen | WAITERS, until)? {
                 Wake::Maybe => {}
-                Wake::TimedOut if deadline.expired() => return Ok(Locked::No),
+                Wake::TimedOut if deadline.expired() => {
+                    // A last look at the owner before giving up: a caller that polls with
+                    // waits shorter than the first check (`FIRST_CHECK`) would otherwise
+                    // never see that the owner died.
+                    return Ok(self
+                        .take_from_dead(seen | WAITERS, me | WAITERS)
+                        .unwrap_or(Locked::No));
+                }
                 Wake::TimedOut => {
                     if let Some(locked) = self.take_from_dead(seen | WAITERS, me | WAITERS) {
                         return Ok(locked);
