@@ -727,7 +727,8 @@ fn owner_died_lock(m: StartMethod) -> Outcome {
     // than the lock's first look at its owner (1 ms): a caller that polls with them used to
     // time out for good.
     let short = |wait: Duration| move |lock: &Lock| lock.acquire_timeout(wait).map(|g| g.is_some());
-    let ways: [(&str, &dyn Fn(&Lock) -> multiproc::Result<bool>); 4] = [
+    type Acquire<'a> = &'a dyn Fn(&Lock) -> multiproc::Result<bool>;
+    let ways: [(&str, Acquire); 4] = [
         ("try_acquire", &|lock| {
             lock.try_acquire().map(|g| g.is_some())
         }),
