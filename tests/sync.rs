@@ -826,6 +826,55 @@ fn owner_died_condition(m: StartMethod) -> Outcome {
 }
 
 #[process]
+fn die_holding_condition_silently(cond: Condition, ready: Event) {
+    let _guard = cond.acquire().unwrap();
+    ready.set();
+    kill_self();
+}
+
+/// A waiter (no timeout) whose condition's lock is taken by a process that dies holding it,
+/// without notifying: the wait ends promptly with OwnerDied (it used to sleep for good), and
+/// the condition works after.
+fn condition_waiter_sees_the_holder_die(m: StartMethod) -> Outcome {
+    let cond = Condition::new()?;
+    let ready = Event::new()?;
+    let guard = cond.acquire()?;
+    let p = start(
+        m,
+        die_holding_condition_silently,
+        (cond.clone(), ready.clone()),
+    )?;
+    let watchdog = cond.clone();
+    let (waited, took) = timed(|| {
+        // Bounded all the same: a failure must not hang the suite.
+        let (done, stop) = std::sync::mpsc::channel::<()>();
+        let watch = std::thread::spawn(move || {
+            if stop.recv_timeout(LONG).is_err() {
+                // Still asleep: wake it by hand (the first notify takes the dead holder's
+                // lock over and fails), and the check below fails.
+                for _ in 0..3 {
+                    if watchdog.notify_all().is_ok() {
+                        break;
+                    }
+                }
+            }
+        });
+        let waited = cond.wait(guard).map(drop);
+        let _ = done.send(());
+        let _ = watch.join();
+        waited
+    });
+    check_eq!(waited.unwrap_err().kind(), ErrorKind::OwnerDied);
+    check!(took < PROMPT, "Condition::wait took {took:?}");
+    check!(ready.is_set(), "the child took the lock");
+    finish_with(&p, -libc::SIGKILL)?;
+    let (guard, notified) = cond.wait_timeout(cond.acquire()?, Duration::from_millis(10))?;
+    check!(!notified, "nobody notified");
+    drop(guard);
+    Ok(())
+}
+
+#[process]
 fn arrive_last(barrier: Barrier) {
     let deadline = Instant::now() + LONG;
     while barrier.n_waiting() == 0 && Instant::now() < deadline {
@@ -836,16 +885,17 @@ fn arrive_last(barrier: Barrier) {
 
 fn owner_died_barrier(m: StartMethod) -> Outcome {
     // The last party dies inside the action, holding the barrier's lock: the other party's
-    // wait breaks (when its timeout runs out: nobody is left to wake it) instead of hanging.
-    let wait = Duration::from_millis(500);
+    // wait breaks at once instead of sleeping until its timeout, for good without one (nobody
+    // is left to wake it: its condition wait sees the lock's holder die).
+    // (The timeout only bounds a failure.)
     let barrier = Barrier::builder(2)
         .action(die_in_action, ())
-        .timeout(wait)
+        .timeout(LONG)
         .build()?;
     let p = start(m, arrive_last, barrier.clone())?;
     let (err, took) = timed(|| barrier.wait().unwrap_err());
     check_eq!(err.kind(), ErrorKind::BrokenBarrier);
-    check!(took < wait + PROMPT, "the wait took {took:?}");
+    check!(took < PROMPT, "the wait took {took:?}");
     finish_with(&p, -libc::SIGKILL)?;
     check!(barrier.broken(), "broken");
     check_eq!(barrier.wait().unwrap_err().kind(), ErrorKind::BrokenBarrier);
@@ -1079,6 +1129,7 @@ fn main() {
         barrier_thousand_passes,
         owner_died_lock,
         owner_died_rlock,
+        condition_waiter_sees_the_holder_die,
         owner_thread_ended,
         owner_died_condition,
         owner_died_barrier,

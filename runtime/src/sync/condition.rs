@@ -20,7 +20,9 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::lock::{owner_died, recover, Lock, LockGuard, LockState};
-use super::raw::{futex_wait, futex_wake, Deadline, Locked, Wake};
+use super::raw::{
+    futex_wait, futex_wake, Deadline, Locked, RawMutex, Wake, FIRST_CHECK, LAST_CHECK,
+};
 use crate::error::{Error, ErrorKind, Result};
 use crate::shm::{Region, Shareable, Shared};
 
@@ -43,6 +45,31 @@ unsafe impl Shareable for CondState {
     const WHAT: &'static str = "a condition";
     fn is_valid(&self) -> bool {
         self.tag.load(Ordering::Relaxed) == CONDITION_TAG
+    }
+}
+
+/// A waiter's sleep (the lock released): until a notify moves `seq` on, `deadline` passes, or
+/// the lock's holder is found to have ended. A process that dies holding the lock without
+/// notifying would otherwise leave every waiter asleep for good (nobody can notify through a
+/// lock a dead process holds), and a barrier's waiters with them; woken, the waiter takes the
+/// lock over and reports [`ErrorKind::OwnerDied`]. The holder is looked at as a mutex's
+/// waiter looks at its owner: after 1 ms, then at most every 50 ms.
+fn sleep(
+    state: &CondState,
+    seq: u32,
+    deadline: Deadline,
+    mutex: &RawMutex,
+) -> std::io::Result<Wake> {
+    let mut interval = FIRST_CHECK;
+    loop {
+        let woke = futex_wait(&state.seq, seq, deadline.earlier(Deadline::after(interval)))?;
+        if woke == Wake::Maybe || deadline.expired() {
+            return Ok(woke);
+        }
+        if mutex.holder_ended() {
+            return Ok(Wake::Maybe);
+        }
+        interval = (interval * 2).min(LAST_CHECK);
     }
 }
 
@@ -393,7 +420,7 @@ impl Condition {
                 state.leave();
                 return Err(Error::io("cannot release a condition's lock", err));
             }
-            let woke = futex_wait(&state.seq, seq, deadline);
+            let woke = sleep(state, seq, deadline, mutex);
             match mutex.lock(Deadline::NEVER) {
                 Ok(Locked::Yes) => {}
                 Ok(Locked::OwnerDied) => {

@@ -126,8 +126,8 @@ const WAITERS: u32 = 0x8000_0000;
 /// than a sleep and a wake-up would take.
 const SPINS: u32 = 100;
 /// The first and the longest sleep between two looks at whether the owner still lives.
-const FIRST_CHECK: Duration = Duration::from_millis(1);
-const LAST_CHECK: Duration = Duration::from_millis(50);
+pub(crate) const FIRST_CHECK: Duration = Duration::from_millis(1);
+pub(crate) const LAST_CHECK: Duration = Duration::from_millis(50);
 
 /// A robust, process-shared mutex that lives in shared memory: one futex word that holds the
 /// owner's thread id.
@@ -265,6 +265,13 @@ impl RawMutex {
                 }
             }
         }
+    }
+
+    /// Whether the mutex is held by a thread that has ended: the next `lock` or `try_lock`
+    /// takes it over, with [`Locked::OwnerDied`].
+    pub(crate) fn holder_ended(&self) -> bool {
+        let owner = self.word.load(Ordering::Relaxed) & TID_MASK;
+        owner != 0 && thread_ended(owner)
     }
 
     /// When the owner named in `seen` has ended and the word still says `seen`: takes the
