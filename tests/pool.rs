@@ -460,6 +460,171 @@ fn results_nested_too_deep(m: StartMethod) -> Outcome {
     Ok(())
 }
 
+/// Appends `n` to the file at `path` (each write whole, with `O_APPEND`), after `millis`:
+/// which tasks ran, and when.
+#[process]
+fn log_number(path: String, n: u64, millis: u64) -> u64 {
+    use std::io::Write;
+    std::thread::sleep(Duration::from_millis(millis));
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(&path)
+        .expect("open the log");
+    f.write_all(format!("{n} {}\n", now_ms()).as_bytes())
+        .expect("write the log");
+    n
+}
+
+/// Milliseconds since the epoch: when a task ran, comparable across processes.
+fn now_ms() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis())
+}
+
+/// Dies (SIGKILL) after `millis`.
+#[process]
+fn dies_after(millis: u64) -> u64 {
+    std::thread::sleep(Duration::from_millis(millis));
+    common::kill_self()
+}
+
+/// The numbers `log_number` wrote to `path` (at or after `since`, in ms since the epoch).
+fn marked_since(path: &str, since: u128) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|line| {
+            let (n, at) = line.split_once(' ')?;
+            (at.parse::<u128>().ok()? >= since).then(|| n.to_string())
+        })
+        .collect()
+}
+
+fn marked(path: &str) -> Vec<String> {
+    marked_since(path, 0)
+}
+
+/// Tasks queued in a worker's ring behind a running task, then cancelled (`cancel` said
+/// `true`), never run: not when the driver moves the tasks queued behind a busy worker to
+/// one that went idle (it moved the cancelled ones too), not when the worker they were queued
+/// on dies (they went to its replacement), not when `shutdown(cancel_futures)` cancels them,
+/// not when a `map_async` is cancelled, nor when an executor `map` is dropped (which revoked
+/// nothing in the rings).
+fn cancelled_tasks_never_run(m: StartMethod) -> Outcome {
+    let dir = scratch("cancelled");
+    let log = |what: &str| dir.join(what).to_string_lossy().to_string();
+
+    // Moved to an idle worker.
+    let ex = multiproc::Executor::builder()
+        .max_workers(2)
+        .start_method(m)
+        .build()?;
+    let path = log("moved");
+    let a = ex.submit(slow_square, (1, 300));
+    let b = ex.submit(slow_square, (2, 1500));
+    std::thread::sleep(Duration::from_millis(50));
+    let c = ex.submit(log_number, (path.clone(), 1, 0));
+    let d = ex.submit(log_number, (path.clone(), 2, 0));
+    std::thread::sleep(Duration::from_millis(50));
+    let (cc, dc) = (c.cancel(), d.cancel());
+    check!(cc && dc, "cancel of queued tasks: {cc} {dc} ({c:?} {d:?})");
+    check_eq!(a.result_timeout(LONG)?, 1);
+    check_eq!(b.result_timeout(LONG)?, 4);
+    ex.shutdown(true, false)?;
+    check!(c.cancelled() && d.cancelled(), "{c:?} {d:?}");
+    check!(
+        marked(&path).is_empty(),
+        "cancelled yet ran: {:?}",
+        marked(&path)
+    );
+
+    // Queued on a worker that dies.
+    let ex = multiproc::Executor::builder()
+        .max_workers(1)
+        .start_method(m)
+        .build()?;
+    let path = log("dead");
+    let a = ex.submit(dies_after, 400);
+    std::thread::sleep(Duration::from_millis(50));
+    let c = ex.submit(log_number, (path.clone(), 1, 0));
+    std::thread::sleep(Duration::from_millis(50));
+    check!(c.cancel(), "cancel of a queued task ({c:?})");
+    check_eq!(a.result_timeout(LONG).unwrap_err().kind(), ErrorKind::Died);
+    check_eq!(ex.submit(square, 3).result_timeout(LONG)?, 9);
+    ex.shutdown(true, false)?;
+    check!(
+        marked(&path).is_empty(),
+        "cancelled yet ran: {:?}",
+        marked(&path)
+    );
+
+    // Cancelled by the shutdown.
+    let ex = multiproc::Executor::builder()
+        .max_workers(2)
+        .start_method(m)
+        .build()?;
+    let path = log("shutdown");
+    let a = ex.submit(slow_square, (1, 300));
+    let b = ex.submit(slow_square, (2, 1500));
+    std::thread::sleep(Duration::from_millis(50));
+    let c = ex.submit(log_number, (path.clone(), 1, 0));
+    let d = ex.submit(log_number, (path.clone(), 2, 0));
+    std::thread::sleep(Duration::from_millis(50));
+    ex.shutdown(true, true)?;
+    check_eq!((a.result()?, b.result()?), (1, 4));
+    let ran = marked(&path);
+    check!(
+        !(c.cancelled() && ran.contains(&"1".to_string()))
+            && !(d.cancelled() && ran.contains(&"2".to_string())),
+        "cancelled by the shutdown yet ran: {ran:?} ({c:?} {d:?})"
+    );
+
+    // A map's chunks, cancelled, and an executor map dropped: items 0 and 1 run first (the
+    // second for 1.5 s), the others are queued; none of those may run after the cancel (a
+    // worker that started late may have run some before it).
+    for how in ["map_async", "dropped map"] {
+        let ex = multiproc::Executor::builder()
+            .max_workers(2)
+            .start_method(m)
+            .build()?;
+        let path = log(&how.replace(' ', "-"));
+        let items: Vec<_> = [(0, 300), (1, 1500), (2, 0), (3, 0), (4, 0), (5, 0)]
+            .into_iter()
+            .map(|(n, ms)| (path.clone(), n, ms))
+            .collect();
+        let cancelled_at;
+        if how == "map_async" {
+            let r = ex.pool().map_async_chunked(log_number, items, 1);
+            std::thread::sleep(Duration::from_millis(100));
+            cancelled_at = now_ms();
+            check!(r.cancel(), "cancel of a running map");
+            check_eq!(r.get().unwrap_err().kind(), ErrorKind::Cancelled);
+        } else {
+            use futures::Stream;
+            let mut stream = ex.map(log_number, items).into_stream();
+            let waker = futures::task::noop_waker();
+            let mut cx = std::task::Context::from_waker(&waker);
+            let polled = std::pin::Pin::new(&mut stream).poll_next(&mut cx);
+            check!(polled.is_pending(), "{polled:?}");
+            std::thread::sleep(Duration::from_millis(100));
+            cancelled_at = now_ms();
+            drop(stream);
+        }
+        ex.shutdown(true, false)?;
+        let late: Vec<_> = marked_since(&path, cancelled_at)
+            .into_iter()
+            .filter(|n| n != "0" && n != "1")
+            .collect();
+        check!(
+            late.is_empty(),
+            "{how}: ran after it was cancelled: {late:?}"
+        );
+    }
+    Ok(())
+}
+
 /// A pool of more workers than any machine runs is refused at once with an error, not tried
 /// (which aborted the caller, on a reservation of room for each).
 fn pools_of_more_processes_than_a_machine_runs() -> Outcome {
@@ -3132,6 +3297,7 @@ fn main() {
         inputs_that_lie_about_their_length,
         durations_too_long_for_the_clock,
         results_nested_too_deep,
+        cancelled_tasks_never_run,
         async_result_methods,
         callbacks,
         imap_ordered_and_lazy,

@@ -123,7 +123,7 @@ fn abandon_send(worker: &mut Worker, task: Task, shared: &Shared) {
     // Idle but not ready: no caller of `apply` borrows the worker that was just killed.
     worker.link.ready.store(false, Ordering::Release);
     worker.link.state.store(IDLE, Ordering::Release);
-    shared.lock().queue.push_front(task);
+    shared.lock().requeue(task);
 }
 
 struct Worker {
@@ -659,8 +659,12 @@ impl Driver {
             if let Some(task) = queued.task.take() {
                 let ticket = queued.ticket;
                 state.prefetched.retain(|p| p.ticket != ticket);
-                state.queue.push_back(task);
-                stolen += 1;
+                // Revoked by a cancel first (`revoke` says "will not run here" either way):
+                // then it is not wanted any more, and not queued again.
+                if state.wants(task.job) {
+                    state.queue.push_back(task);
+                    stolen += 1;
+                }
             }
         }
         stolen > 0
@@ -1168,7 +1172,7 @@ impl Driver {
         if let Some(sending) = worker.sending.take() {
             // It died before it had its whole task, which it did not run: another takes it.
             worker.task = None;
-            self.shared.lock().queue.push_front(sending.task);
+            self.shared.lock().requeue(sending.task);
             self.shared.wake();
         }
         // Tasks in its ring that it never claimed did not run: other workers take them. One it
@@ -1199,7 +1203,7 @@ impl Driver {
             for busy in unrun.into_iter().rev() {
                 state.prefetched.retain(|p| p.ticket != busy.ticket);
                 if let Some(task) = busy.task {
-                    state.queue.push_front(task);
+                    state.requeue(task);
                 }
             }
             drop(state);

@@ -104,6 +104,23 @@ pub(crate) struct State {
 }
 
 impl State {
+    /// Whether a task of `job` may still run: its job is neither done nor cancelled nor
+    /// dropped (`forget`).
+    pub(super) fn wants(&self, job: u64) -> bool {
+        self.jobs.contains_key(&job)
+            || (self.delivering.contains(&job) && !self.cancelling.contains(&job))
+    }
+
+    /// Puts a task that did not run back at the front of the queue (it was taken first),
+    /// unless its job was cancelled or dropped meanwhile: then it never runs. A task revoked
+    /// from a worker's ring by a `cancel` must not come back through the driver's own records
+    /// of it (a steal, a dead worker's burial), which still hold it.
+    pub(super) fn requeue(&mut self, task: Task) {
+        if self.wants(task.job) {
+            self.queue.push_front(task);
+        }
+    }
+
     /// Whether jobs still expect results: they keep a closed pool alive; lazy ones (`imap`)
     /// only until `join` is called.
     pub(super) fn waiting(&self) -> bool {
@@ -466,6 +483,11 @@ impl Shared {
     pub(crate) fn forget(&self, job: u64) {
         let mut state = self.lock();
         state.queue.retain(|t| t.job != job);
+        // And those queued in a worker's ring, unless the worker claimed them already: a
+        // dropped executor `map` cancels the tasks not yet started.
+        state
+            .prefetched
+            .retain(|p| !(p.job == job && p.link.rings.revoke(p.slot, p.ticket)));
         state.lazy.remove(&job);
         if state.jobs.remove(&job).is_none() {
             state.forgotten.insert(job);
