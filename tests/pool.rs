@@ -626,6 +626,31 @@ fn cancelled_tasks_never_run(m: StartMethod) -> Outcome {
     Ok(())
 }
 
+/// `join` from two threads at once: neither returns before the work is done and the workers
+/// have exited (the second one used to return at once, the work still running).
+fn join_from_two_threads(m: StartMethod) -> Outcome {
+    let pool = Pool::builder().processes(1).start_method(m).build()?;
+    let r = pool.apply_async(slow_square, (3, 500));
+    pool.close();
+    let done_when_joined = std::thread::scope(|s| {
+        let joins: Vec<_> = (0..2)
+            .map(|_| {
+                s.spawn(|| {
+                    let joined = pool.join();
+                    (joined.is_ok(), r.ready())
+                })
+            })
+            .collect();
+        joins
+            .into_iter()
+            .map(|j| j.join().unwrap_or((false, false)))
+            .collect::<Vec<_>>()
+    });
+    check_eq!(done_when_joined, vec![(true, true), (true, true)]);
+    check_eq!(r.get()?, 9);
+    Ok(())
+}
+
 /// A pool of more workers than any machine runs is refused at once with an error, not tried
 /// (which aborted the caller, on a reservation of room for each).
 fn pools_of_more_processes_than_a_machine_runs() -> Outcome {
@@ -3299,6 +3324,7 @@ fn main() {
         durations_too_long_for_the_clock,
         results_nested_too_deep,
         cancelled_tasks_never_run,
+        join_from_two_threads,
         async_result_methods,
         callbacks,
         imap_ordered_and_lazy,

@@ -758,12 +758,10 @@ impl Pool {
             ));
         }
         self.shared.joining();
-        let handle = self
-            .driver
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
-        if let Some(handle) = handle {
+        // The handle is joined under its lock: a second caller waits for the first one's join
+        // to end (it used to find the handle gone and return at once, while the work went on).
+        let mut driver = self.driver.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(handle) = driver.take() {
             handle.join().map_err(|_| {
                 Error::new(ErrorKind::Panicked, "the pool's driver thread panicked")
             })?;
