@@ -651,6 +651,47 @@ fn join_from_two_threads(m: StartMethod) -> Outcome {
     Ok(())
 }
 
+/// A lazy map (`imap`, an executor's `map`) reads its input as its results are taken. A
+/// pool closed and joined meanwhile finishes the chunks already submitted (`join` used to
+/// stop waiting for them, and their results were lost), and the rest fails with an error that
+/// says why.
+fn lazy_map_across_close_and_join(m: StartMethod) -> Outcome {
+    let pool = Pool::builder().processes(2).start_method(m).build()?;
+    // The first item at once, the others slow: still running when `join` is called.
+    let mut it = pool
+        .imap(
+            slow_square,
+            (0..20u64).map(|n| (n, if n == 0 { 0 } else { 300 })),
+        )
+        .buffersize(4);
+    check_eq!(it.next().transpose()?, Some(0));
+    pool.close();
+    pool.join()?;
+    let rest: Vec<_> = it.collect();
+    let done: Vec<u64> = rest
+        .iter()
+        .map_while(|r| r.as_ref().ok().copied())
+        .collect();
+    check!(
+        done.len() >= 3
+            && done
+                .iter()
+                .enumerate()
+                .all(|(i, &v)| v == ((i + 1) * (i + 1)) as u64),
+        "the chunks submitted before the join: {done:?}"
+    );
+    let err = rest
+        .iter()
+        .find_map(|r| r.as_ref().err())
+        .ok_or("the rest of the input was not refused")?;
+    check_eq!(err.kind(), ErrorKind::NotRunning);
+    check!(
+        err.to_string().contains("take them before the shutdown"),
+        "{err}"
+    );
+    Ok(())
+}
+
 /// A pool of more workers than any machine runs is refused at once with an error, not tried
 /// (which aborted the caller, on a reservation of room for each).
 fn pools_of_more_processes_than_a_machine_runs() -> Outcome {
@@ -3325,6 +3366,7 @@ fn main() {
         results_nested_too_deep,
         cancelled_tasks_never_run,
         join_from_two_threads,
+        lazy_map_across_close_and_join,
         async_result_methods,
         callbacks,
         imap_ordered_and_lazy,

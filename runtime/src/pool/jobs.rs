@@ -132,6 +132,17 @@ impl State {
     }
 }
 
+/// The error of work a pool closed and joined did not take: the rest of a lazy map's input,
+/// which the pool finished without (it waits for the work submitted, not for the input).
+pub(super) fn joined() -> Error {
+    Error::new(
+        ErrorKind::NotRunning,
+        "the pool was closed and joined (an executor shut down) before this work was \
+         submitted: a lazy map (imap, Executor::map) reads its input as its results are taken, \
+         so take them before the shutdown",
+    )
+}
+
 /// The error of the work a terminated pool did not do.
 pub(super) fn terminated() -> Error {
     Error::new(ErrorKind::Terminated, "the pool was terminated")
@@ -419,9 +430,13 @@ impl Shared {
                 ErrorKind::NotRunning,
                 "pool not running (it was terminated)",
             )),
-            Lifecycle::Closed | Lifecycle::Stopped => Some(Error::new(
+            Lifecycle::Closed => Some(Error::new(
                 ErrorKind::NotRunning,
                 "pool not running (it was closed)",
+            )),
+            Lifecycle::Stopped => Some(Error::new(
+                ErrorKind::NotRunning,
+                "pool not running (it was closed and joined)",
             )),
         }
     }
@@ -459,8 +474,15 @@ impl Shared {
         let mut state = self.lock();
         let known = state.jobs.contains_key(&job) || state.delivering.contains(&job);
         if !known && !state.forgotten.contains(&job) {
-            // Delivered and removed, or failed: say why the pool cannot take more.
-            let err = Self::refusal(&state).unwrap_or_else(|| {
+            // Delivered and removed, or failed: say why the pool cannot take more. A lazy
+            // map's job failed by the driver as it stopped (see `finish`) is told why.
+            let stopped = state.lifecycle == Lifecycle::Stopped && state.broken.is_none();
+            let refused = if stopped {
+                Some(joined())
+            } else {
+                Self::refusal(&state)
+            };
+            let err = refused.unwrap_or_else(|| {
                 Error::new(
                     ErrorKind::NotRunning,
                     "this work was already failed by the pool",
@@ -668,10 +690,7 @@ impl Shared {
             let mut state = self.lock();
             let err = match state.lifecycle {
                 Lifecycle::Terminated => terminated(),
-                _ => Error::new(
-                    ErrorKind::NotRunning,
-                    "the pool was closed and joined before this work was submitted",
-                ),
+                _ => joined(),
             };
             if state.lifecycle != Lifecycle::Terminated {
                 state.lifecycle = Lifecycle::Stopped;
