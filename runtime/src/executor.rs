@@ -175,6 +175,11 @@ impl Executor {
     /// [`Imap::chunksize`] says otherwise; [`Imap::timeout`] bounds the whole iteration (as
     /// `map(timeout=)`); [`Imap::into_stream`] makes it a `Stream`. Dropping it, or
     /// [`Imap::cancel`], cancels the tasks not yet started.
+    ///
+    /// Unlike Python's `map`, which submits every item at the call, the items not yet read
+    /// when [`shutdown`](Self::shutdown)`(true, _)` returns are never run: their results are
+    /// [`ErrorKind::NotRunning`] errors that say so (those submitted still complete). Take the
+    /// results before a shutdown that waits; `shutdown(false, _)` lets the map go on.
     pub fn map<F: Target, I: IntoIterator<Item = F::Args>>(
         &self,
         function: F,
