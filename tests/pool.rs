@@ -293,14 +293,22 @@ fn within<T: Send + 'static>(
 ) -> Result<T, String> {
     let (tx, rx) = std::sync::mpsc::channel();
     let shared = pool.clone();
-    std::thread::spawn(move || {
+    let thread = std::thread::spawn(move || {
         let _ = tx.send(map(&shared));
     });
-    rx.recv_timeout(LONG).map_err(|_| {
-        // Its thread is left behind; the pool stops, so that it stops too.
-        pool.terminate();
-        format!("{what}: no result within {LONG:?}")
-    })
+    match rx.recv_timeout(LONG) {
+        Ok(value) => {
+            // Joined: a thread still ending would make the next fork start (a pool of the
+            // next trial) refuse a multi-threaded process.
+            let _ = thread.join();
+            Ok(value)
+        }
+        Err(_) => {
+            // Its thread is left behind; the pool stops, so that it stops too.
+            pool.terminate();
+            Err(format!("{what}: no result within {LONG:?}"))
+        }
+    }
 }
 
 /// A map over an input that claims more (or fewer) items than it has returns the results of
