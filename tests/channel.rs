@@ -1288,6 +1288,45 @@ fn joinable_task_done(m: StartMethod) -> Outcome {
     Ok(())
 }
 
+/// Puts an item, takes it and marks it done, forever (to be stopped and killed).
+#[process]
+fn put_get_done_forever(q: JoinableQueue<u32>, running: Event) {
+    loop {
+        q.put(1).expect("put");
+        q.get().expect("get");
+        q.task_done().expect("task_done");
+        running.set();
+    }
+}
+
+/// A consumer stopped (SIGSTOP) at random moments of a put/get/task_done loop, sometimes
+/// inside `task_done`: `join_timeout` still returns by its deadline (its answer is whatever
+/// the count was then).
+fn joinable_stopped_consumer_and_join_timeout(m: StartMethod) -> Outcome {
+    let q = JoinableQueue::<u32>::new()?;
+    let running = Event::new()?;
+    let p = Process::new(put_get_done_forever, (q.clone(), running.clone())).with_start_method(m);
+    start(&p)?;
+    let pid = p.pid().ok_or("no pid")?;
+    check!(running.wait_timeout(LONG)?, "the child runs");
+    for attempt in 0..300 {
+        let results = while_stopped(pid, 1, |tx| {
+            let _ = tx.send(timed(|| q.join_timeout(Duration::from_millis(5))));
+        })
+        .map_err(|err| format!("attempt {attempt}: {}", err.message().unwrap_or_default()))?;
+        for (r, took) in results {
+            r?;
+            check!(
+                took < Duration::from_secs(1),
+                "attempt {attempt}: join_timeout(5 ms) took {took:?} with the consumer stopped"
+            );
+        }
+    }
+    p.kill()?;
+    check_eq!(p.join_timeout(LONG)?, Some(-libc::SIGKILL));
+    Ok(())
+}
+
 /// `join_timeout` with an unfinished task, and `task_done` called too often.
 fn joinable_rules() -> Outcome {
     let q = JoinableQueue::<u32>::new()?;
@@ -1508,6 +1547,7 @@ fn main() {
         queue_items_nested_too_deep,
         queue_of_pipe_ends,
         joinable_task_done,
+        joinable_stopped_consumer_and_join_timeout,
         queue_as_pool_task_argument,
         queue_as_pool_initializer_argument,
         no_leaked_descriptors_through_children,
