@@ -546,3 +546,41 @@ impl<'de, T> Deserialize<'de> for JoinableQueue<T> {
         Ok(JoinableQueue { queue, tasks })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn join_returns_when_the_count_reaches_zero() {
+        let q = JoinableQueue::<u8>::new().unwrap();
+        q.put(1).unwrap();
+        q.put(2).unwrap();
+        std::thread::scope(|s| {
+            let joiner = s.spawn(|| q.join_timeout(Duration::from_secs(10)).unwrap());
+            std::thread::sleep(Duration::from_millis(20));
+            q.get().unwrap();
+            q.task_done().unwrap();
+            assert!(!joiner.is_finished());
+            q.get().unwrap();
+            q.task_done().unwrap();
+            assert!(joiner.join().unwrap());
+        });
+    }
+
+    #[test]
+    fn a_process_killed_before_its_wake_up_call_leaves_nobody_asleep() {
+        let q = JoinableQueue::<u8>::new().unwrap();
+        q.put(1).unwrap();
+        q.get().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let joiner = q.clone();
+        // Not joined on failure: the test fails instead of hanging with it.
+        std::thread::spawn(move || tx.send(joiner.join().map_err(|e| e.kind())));
+        std::thread::sleep(Duration::from_millis(20));
+        // A task_done that counted the last task done and died before its wake-up call.
+        q.tasks.unfinished.try_acquire().unwrap().forget();
+        let joined = rx.recv_timeout(Duration::from_secs(5));
+        assert_eq!(joined, Ok(Ok(())), "join slept on with nothing unfinished");
+    }
+}
