@@ -1035,6 +1035,145 @@ fn queue_consumer_killed_mid_stream(m: StartMethod) -> Outcome {
     Ok(())
 }
 
+/// Puts a 60 KB item and takes one, forever (to be stopped and killed): most of its time is
+/// spent copying under one of the ring's locks.
+#[process]
+fn put_get_forever(q: Queue<Blob>, running: Event) {
+    let item = blob(60_000, 3);
+    loop {
+        q.put(&item).expect("put");
+        q.get().expect("get");
+        running.set();
+    }
+}
+
+/// The state letter of process `pid` in `/proc/<pid>/stat` (`T`: stopped).
+fn proc_state(pid: u32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat[stat.rfind(')')? + 1..].trim_start().chars().next()
+}
+
+/// Continues a process stopped with [`stop`] when dropped, on every path out of a trial
+/// (a failed check, a panic): a test never leaves a child stopped.
+struct Stopped(u32);
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        // SAFETY: kill takes a pid and a signal number; the pid is our trial's child, which
+        // is not reaped before this guard is dropped.
+        unsafe { libc::kill(self.0 as libc::pid_t, libc::SIGCONT) };
+    }
+}
+
+/// Stops process `pid` (SIGSTOP) wherever it is, and waits until it is stopped.
+fn stop(pid: u32) -> Result<Stopped, Failed> {
+    // SAFETY: as in `Stopped::drop`.
+    unsafe { libc::kill(pid as libc::pid_t, libc::SIGSTOP) };
+    let stopped = Stopped(pid);
+    let until = Instant::now() + LONG;
+    while proc_state(pid) != Some('T') {
+        check!(Instant::now() < until, "process {pid} did not stop");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    Ok(stopped)
+}
+
+/// Runs `ops` (which report each of their `n` results on the channel they get) on a thread
+/// while `pid` is stopped, and collects the results: an error when one does not come within
+/// a few seconds, that is, when an operation waits for the stopped process. The process is
+/// continued before the thread is joined, on every path.
+fn while_stopped<R: Send>(
+    pid: u32,
+    n: usize,
+    ops: impl FnOnce(std::sync::mpsc::Sender<R>) + Send,
+) -> Result<Vec<R>, Failed> {
+    const STUCK: Duration = Duration::from_secs(3);
+    std::thread::scope(|s| {
+        let stopped = stop(pid)?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        s.spawn(move || ops(tx));
+        let mut results = Vec::new();
+        for _ in 0..n {
+            match rx.recv_timeout(STUCK) {
+                Ok(r) => results.push(r),
+                Err(_) => {
+                    return Err(format!(
+                        "result {} of {n} did not come in {STUCK:?}: an operation waits for \
+                         the stopped process",
+                        results.len() + 1
+                    )
+                    .into())
+                }
+            }
+        }
+        drop(stopped);
+        Ok(results)
+    })
+}
+
+/// A process stopped (SIGSTOP, not dead: its locks are never taken over) at random moments
+/// of a put/get loop, often holding one of the ring's locks: `try_get` and `try_put` do not
+/// wait for the lock (a held lock is as good as empty or full, as for CPython's
+/// `get_nowait`, whose reader lock is busy), `get_timeout` and `put_timeout` wait for it
+/// until their deadline; none waits until the process is continued.
+fn queue_stopped_peer_holds_a_lock(m: StartMethod) -> Outcome {
+    const TRIES: u32 = 150;
+    let q = Queue::<Blob>::new()?;
+    let running = Event::new()?;
+    let p = Process::new(put_get_forever, (q.clone(), running.clone())).with_start_method(m);
+    start(&p)?;
+    let pid = p.pid().ok_or("no pid")?;
+    check!(running.wait_timeout(LONG)?, "the child runs");
+    let item = blob(60_000, 1);
+    // Times a try found a lock held: an item waiting (nothing moves but this thread), yet
+    // `Empty`; room for the item, yet `Full`.
+    let (mut head_held, mut tail_held) = (0, 0);
+    for attempt in 0..TRIES {
+        let results = while_stopped(pid, 4, |tx| {
+            let len = q.qsize();
+            let _ = tx.send(("try_get", len, timed(|| q.try_get().map(drop))));
+            let len = q.qsize();
+            let got = timed(|| q.get_timeout(Duration::from_millis(10)).map(drop));
+            let _ = tx.send(("get_timeout", len, got));
+            let len = q.qsize();
+            let _ = tx.send(("try_put", len, timed(|| q.try_put(&item))));
+            let len = q.qsize();
+            let put = timed(|| q.put_timeout(&item, Duration::from_millis(10)));
+            let _ = tx.send(("put_timeout", len, put));
+        })
+        .map_err(|err| format!("attempt {attempt}: {}", err.message().unwrap_or_default()))?;
+        for (op, len, (r, took)) in results {
+            let refused = match (op, r) {
+                (_, Ok(())) => None,
+                ("try_get", Err(err)) => Some((err.kind(), ErrorKind::Empty)),
+                ("try_put", Err(err)) => Some((err.kind(), ErrorKind::Full)),
+                (_, Err(err)) => Some((err.kind(), ErrorKind::Timeout)),
+            };
+            if let Some((kind, expected)) = refused {
+                check!(
+                    kind == expected,
+                    "attempt {attempt}: {op} failed with {kind:?}, not {expected:?}"
+                );
+                head_held += u32::from(op == "try_get" && len > 0);
+                // 60 KB items: 12 leave the 1 MiB ring room for two more.
+                tail_held += u32::from(op == "try_put" && len < 12);
+            }
+            check!(
+                took < Duration::from_secs(1),
+                "attempt {attempt}: {op} took {took:?} with the other process stopped"
+            );
+        }
+        if head_held >= 3 && tail_held >= 3 {
+            break;
+        }
+        // Let it run a little, to be stopped elsewhere.
+        std::thread::sleep(Duration::from_millis(3));
+    }
+    p.kill()?;
+    check_eq!(p.join_timeout(LONG)?, Some(-libc::SIGKILL));
+    Ok(())
+}
+
 #[process]
 fn put_hello(q: Queue<String>, ready: Event) {
     q.put("hello".to_string()).expect("put");
@@ -1146,6 +1285,45 @@ fn joinable_task_done(m: StartMethod) -> Outcome {
         joined(w)?;
     }
     check!(q.join_timeout(LONG)?, "the sentinels are done too");
+    Ok(())
+}
+
+/// Puts an item, takes it and marks it done, forever (to be stopped and killed).
+#[process]
+fn put_get_done_forever(q: JoinableQueue<u32>, running: Event) {
+    loop {
+        q.put(1).expect("put");
+        q.get().expect("get");
+        q.task_done().expect("task_done");
+        running.set();
+    }
+}
+
+/// A consumer stopped (SIGSTOP) at random moments of a put/get/task_done loop, sometimes
+/// inside `task_done`: `join_timeout` still returns by its deadline (its answer is whatever
+/// the count was then).
+fn joinable_stopped_consumer_and_join_timeout(m: StartMethod) -> Outcome {
+    let q = JoinableQueue::<u32>::new()?;
+    let running = Event::new()?;
+    let p = Process::new(put_get_done_forever, (q.clone(), running.clone())).with_start_method(m);
+    start(&p)?;
+    let pid = p.pid().ok_or("no pid")?;
+    check!(running.wait_timeout(LONG)?, "the child runs");
+    for attempt in 0..300 {
+        let results = while_stopped(pid, 1, |tx| {
+            let _ = tx.send(timed(|| q.join_timeout(Duration::from_millis(5))));
+        })
+        .map_err(|err| format!("attempt {attempt}: {}", err.message().unwrap_or_default()))?;
+        for (r, took) in results {
+            r?;
+            check!(
+                took < Duration::from_secs(1),
+                "attempt {attempt}: join_timeout(5 ms) took {took:?} with the consumer stopped"
+            );
+        }
+    }
+    p.kill()?;
+    check_eq!(p.join_timeout(LONG)?, Some(-libc::SIGKILL));
     Ok(())
 }
 
@@ -1363,11 +1541,13 @@ fn main() {
         queue_many_producers_consumers,
         queue_consumer_killed_between_items,
         queue_consumer_killed_mid_stream,
+        queue_stopped_peer_holds_a_lock,
         queue_issue_example,
         queue_large_items,
         queue_items_nested_too_deep,
         queue_of_pipe_ends,
         joinable_task_done,
+        joinable_stopped_consumer_and_join_timeout,
         queue_as_pool_task_argument,
         queue_as_pool_initializer_argument,
         no_leaked_descriptors_through_children,

@@ -149,8 +149,10 @@ impl<S, R> fmt::Debug for Pipe<S, R> {
 /// Every method takes `&self`, and every message is put and taken whole under a lock, so an
 /// end can be shared between threads (`Arc<Connection<..>>`), or between processes
 /// ([`try_clone`](Connection::try_clone) and pass the clone), without corrupting the stream
-/// as it can in Python: each message goes whole to one reader. Dropping the end closes it
-/// (there is also [`close`](Connection::close), for symmetry with Python).
+/// as it can in Python: each message goes whole to one reader. A `try_recv` does not wait
+/// for that lock (while another reader is in the middle of a `recv`, it says
+/// [`ErrorKind::Empty`]), and a `recv_timeout` waits for it within its timeout. Dropping
+/// the end closes it (there is also [`close`](Connection::close), for symmetry with Python).
 ///
 /// ```
 /// use std::time::Duration;

@@ -88,6 +88,14 @@ use crate::sys;
 /// Producers share one robust lock, consumers another, so a producer and a consumer never
 /// wait for each other. Items from one producer arrive in the order it put them.
 ///
+/// The lock of its side is waited for as the call allows: [`try_get`](Queue::try_get) and
+/// [`try_put`](Queue::try_put) never wait for it (a consumer or producer in the middle of
+/// its own call holds it: they fail with [`ErrorKind::Empty`] / [`ErrorKind::Full`], as
+/// CPython's `get_nowait` raises `Empty` when its reader lock is busy),
+/// [`get_timeout`](Queue::get_timeout) and [`put_timeout`](Queue::put_timeout) wait for it
+/// within their timeout, and only `get` and `put` wait as long as it takes: behind a
+/// process stopped (SIGSTOP, a debugger) while it holds the lock, until it goes on.
+///
 /// Items whose encoding exceeds 64 KiB travel in an anonymous `memfd`, sealed and attached
 /// to a socket record with `SCM_RIGHTS`, and items that contain descriptors (a pipe end,
 /// another queue, a [`SharedFd`](crate::SharedFd)) carry them on a socket record; a ring
@@ -101,9 +109,14 @@ use crate::sys;
 ///
 /// A consumer killed **between** two `get`s takes nothing with it: every item stays in the
 /// queue and is delivered, once, to another consumer. A consumer killed inside `get` after
-/// it took its item off the ring (a window of a few instructions), or at any time after
-/// `get` returned, **takes that one item with it**: items are never redelivered, so never
-/// duplicated. A process killed while it holds the ring's lock (inside `put` or `get`)
+/// it took its item off the ring, or at any time after `get` returned, **takes that one
+/// item with it**: items are never redelivered, so never duplicated, and what another
+/// consumer gets is always whole. How long that window inside `get` is depends on the item:
+/// an item in the ring is copied out before it is taken off, so the window is its decoding;
+/// an item that travels through the socket (spilled, or with descriptors) is taken off the
+/// ring first, then received, mapped and decoded, so the window spans all of that, most of
+/// its `get`: a consumer killed while it takes large items most likely loses the one it was
+/// taking. A process killed while it holds the ring's lock (inside `put` or `get`)
 /// wedges nobody: the lock is robust, and every step before the one store that commits an
 /// operation is invisible to the others, so the next process simply takes the lock (a
 /// producer killed there did not put its item, or did). The count stays exact: a dead
@@ -241,7 +254,8 @@ impl<T> Queue<T> {
     }
 
     /// Like [`put`](Queue::put), but fails with [`ErrorKind::Timeout`] when there is no room
-    /// within `timeout`. Python's `put(item, timeout=t)`.
+    /// within `timeout` (waiting for another producer to finish its put counts, see
+    /// [Transport](Queue#transport)). Python's `put(item, timeout=t)`.
     ///
     /// ```
     /// use std::time::Duration;
@@ -260,7 +274,8 @@ impl<T> Queue<T> {
         self.put_with(item.borrow(), Wait::Until(sys::deadline_after(timeout)))
     }
 
-    /// Puts only if there is room now: [`ErrorKind::Full`] otherwise. Python's
+    /// Puts only if there is room now and no other producer is in the middle of a put (see
+    /// [Transport](Queue#transport)): [`ErrorKind::Full`] otherwise. Python's
     /// `put_nowait(item)`.
     ///
     /// ```
@@ -306,7 +321,8 @@ impl<T> Queue<T> {
     }
 
     /// Like [`get`](Queue::get), but fails with [`ErrorKind::Timeout`] when no item arrives
-    /// within `timeout`. Python's `get(timeout=t)` (which raises `queue.Empty`).
+    /// within `timeout` (waiting for another consumer to finish its get counts, see
+    /// [Transport](Queue#transport)). Python's `get(timeout=t)` (which raises `queue.Empty`).
     ///
     /// ```
     /// use std::time::Duration;
@@ -326,8 +342,9 @@ impl<T> Queue<T> {
         self.get_with(Wait::Until(sys::deadline_after(timeout)))
     }
 
-    /// Takes an item only if one is waiting: [`ErrorKind::Empty`] otherwise. Python's
-    /// `get_nowait()`.
+    /// Takes an item only if one is waiting and no other consumer is in the middle of a get
+    /// (see [Transport](Queue#transport)): [`ErrorKind::Empty`] otherwise. Python's
+    /// `get_nowait()`, which raises `Empty` in both cases too.
     ///
     /// ```
     /// # fn main() -> multiproc::Result<()> {

@@ -52,6 +52,13 @@
 //! nothing worse. Every waiter sleeps in slices of [`SLICE`] and looks again: a process
 //! killed between its commit and its wake-up call leaves nobody asleep for good, and a pipe
 //! notices a peer that was killed (see `pipe`).
+//!
+//! The locks are waited for as the operation allows ([`Wait`]): a try takes a lock only if
+//! it is free (a held one means empty or full, as CPython's `get_nowait` raises `Empty`
+//! when its reader lock is busy), a timed operation waits for it until its deadline, an
+//! untimed one as long as it takes. A holder that is alive but does not run (stopped by
+//! SIGSTOP or a debugger, in the middle of a copy) is never taken over: only untimed
+//! operations wait for it to go on.
 
 use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -221,6 +228,17 @@ enum Pushed {
     NoRoom,
     /// The socket's send buffer is full.
     SocketFull,
+    /// The tail lock is held, and the wait did not allow waiting for it (see [`Ring::lock`]).
+    Busy,
+}
+
+/// What [`Ring::take`] came to.
+enum Took {
+    /// An item was taken (an error: it is lost, see [`Incoming::Lost`]).
+    Item(Result<Taken>),
+    Empty,
+    /// The head lock is held, and the wait did not allow waiting for it (see [`Ring::lock`]).
+    Busy,
 }
 
 /// A ring in a shared region: cheap to clone, travels as the region and its offset.
@@ -353,11 +371,22 @@ impl Ring {
         self.bound().is_some_and(|bound| self.len() >= bound)
     }
 
-    /// Takes a side's lock. A holder that died left the ring consistent (see the module
-    /// docs): take it again.
-    fn lock<'a>(lock: &'a Lock) -> Result<LockGuard<'a>> {
+    /// Takes a side's lock, waiting for it as the operation's `wait` allows: a try
+    /// ([`Wait::No`]) only takes a free lock, a timed operation waits for it until its
+    /// deadline, an untimed one as long as it takes. `Ok(None)`: not taken. A holder that
+    /// died left the ring consistent (see the module docs): take it again. A holder that is
+    /// alive but does not run (stopped by SIGSTOP or a debugger) is never taken over: only
+    /// untimed operations wait for it to go on.
+    fn lock<'a>(lock: &'a Lock, wait: Wait) -> Result<Option<LockGuard<'a>>> {
         loop {
-            match lock.acquire() {
+            let attempt = match wait {
+                Wait::No => lock.try_acquire(),
+                Wait::Until(None) => lock.acquire().map(Some),
+                Wait::Until(Some(deadline)) => {
+                    lock.acquire_timeout(deadline.saturating_duration_since(Instant::now()))
+                }
+            };
+            match attempt {
                 Err(err) if err.kind() == ErrorKind::OwnerDied => continue,
                 other => return other,
             }
@@ -385,9 +414,9 @@ impl Ring {
     /// one process on each side: its locks are never waited for (see
     /// [`lock_alone`](Self::lock_alone)).
     pub(crate) fn try_push_inline(&self, item: &Outbound) -> Result<bool> {
-        match self.try_push(item, None)? {
+        match self.try_push(item, None, Wait::No)? {
             Pushed::Done => Ok(true),
-            Pushed::NoRoom | Pushed::SocketFull => Ok(false),
+            Pushed::NoRoom | Pushed::SocketFull | Pushed::Busy => Ok(false),
         }
     }
 
@@ -395,18 +424,24 @@ impl Ring {
     /// [`try_push_inline`](Self::try_push_inline)): `Ok(None)` when the ring is empty; a
     /// socket record is corrupt there.
     pub(crate) fn try_pop_inline(&self) -> Result<Option<Taken>> {
-        self.take(None)?.transpose()
+        match self.take(None, Wait::No)? {
+            Took::Item(taken) => taken.map(Some),
+            Took::Empty | Took::Busy => Ok(None),
+        }
     }
 
-    /// Puts `item` if there is room now. For a socket item, sends it on `end` first. Without
-    /// `end` (a ring of inline items only), a socket item is refused and the lock is not
-    /// waited for.
-    fn try_push(&self, item: &Outbound, end: Option<&Endpoint>) -> Result<Pushed> {
+    /// Puts `item` if there is room now, waiting for the tail lock as `wait` allows (see
+    /// [`lock`](Self::lock)). For a socket item, sends it on `end` first. Without `end` (a ring
+    /// of inline items only), a socket item is refused and the lock is not waited for.
+    fn try_push(&self, item: &Outbound, end: Option<&Endpoint>, wait: Wait) -> Result<Pushed> {
         let h = &*self.header;
         let cap = self.capacity;
         let need = item.record_len() as u32;
         let guard = match end {
-            Some(_) => Ring::lock(&self.tail_lock)?,
+            Some(_) => match Ring::lock(&self.tail_lock, wait)? {
+                Some(guard) => guard,
+                None => return Ok(Pushed::Busy),
+            },
             None => Ring::lock_alone(&self.tail_lock)?,
         };
         let tail = h.tail.load(Ordering::Relaxed);
@@ -473,25 +508,33 @@ impl Ring {
         Ok(Pushed::Done)
     }
 
-    /// Takes the next item if there is one: `Ok(None)` when the ring is empty. An outer
-    /// error means nothing was taken; an inner one, that an item was taken but is lost (see
-    /// [`Incoming::Lost`]).
-    pub(crate) fn try_pop(&self, end: &Endpoint) -> Result<Option<Result<Taken>>> {
-        self.take(Some(end))
+    /// Takes the next item if there is one and the head lock is free: `Ok(None)` when the
+    /// ring is empty or another consumer holds the lock. An outer error means nothing was
+    /// taken; an inner one, that an item was taken but is lost (see [`Incoming::Lost`]).
+    #[cfg(test)]
+    fn try_pop(&self, end: &Endpoint) -> Result<Option<Result<Taken>>> {
+        match self.take(Some(end), Wait::No)? {
+            Took::Item(taken) => Ok(Some(taken)),
+            Took::Empty | Took::Busy => Ok(None),
+        }
     }
 
-    /// [`try_pop`](Self::try_pop). Without `end` (a ring of inline items only), a socket
-    /// record is corrupt and the lock is not waited for.
-    fn take(&self, end: Option<&Endpoint>) -> Result<Option<Result<Taken>>> {
+    /// Takes the next item if there is one, waiting for the head lock as `wait` allows (see
+    /// [`lock`](Self::lock)). An error means nothing was taken. Without `end` (a ring of
+    /// inline items only), a socket record is corrupt and the lock is not waited for.
+    fn take(&self, end: Option<&Endpoint>, wait: Wait) -> Result<Took> {
         let h = &*self.header;
         let cap = self.capacity;
         if pos(h.tail_seen.load(Ordering::Acquire)) == pos(h.head.load(Ordering::Relaxed))
             && !self.has_records()
         {
-            return Ok(None);
+            return Ok(Took::Empty);
         }
         let guard = match end {
-            Some(_) => Ring::lock(&self.head_lock)?,
+            Some(_) => match Ring::lock(&self.head_lock, wait)? {
+                Some(guard) => guard,
+                None => return Ok(Took::Busy),
+            },
             None => Ring::lock_alone(&self.head_lock)?,
         };
         let taken = loop {
@@ -503,7 +546,7 @@ impl Ring {
                 let tail = h.tail.load(Ordering::Acquire);
                 h.tail_seen.store(tail, Ordering::Release);
                 if pos(head) == pos(tail) {
-                    return Ok(None);
+                    return Ok(Took::Empty);
                 }
             }
             // What is committed from `head` on (whole records: `tail_seen` is at a record's
@@ -556,7 +599,7 @@ impl Ring {
             h.space.fetch_add(1, Ordering::SeqCst);
             futex_wake(&h.space, u32::MAX);
         }
-        Ok(Some(taken))
+        Ok(Took::Item(taken))
     }
 
     /// Puts `item`, waiting for room as `wait` allows. `check` runs before every wait (and
@@ -570,19 +613,21 @@ impl Ring {
         what: &str,
         check: impl Fn() -> Result<()>,
     ) -> Result<()> {
+        let timed_out = || Error::timeout(format!("timed out waiting for room in the {what}"));
         loop {
-            let pushed = self.try_push(item, Some(end))?;
+            let pushed = self.try_push(item, Some(end), wait)?;
             let deadline = match (pushed, wait) {
                 (Pushed::Done, _) => return Ok(()),
+                // A held lock is as good as no room for a try (another producer is at work).
                 (_, Wait::No) => {
                     return Err(Error::new(ErrorKind::Full, format!("the {what} is full")))
                 }
+                // The deadline passed waiting for the lock.
+                (Pushed::Busy, Wait::Until(_)) => return Err(timed_out()),
                 (_, Wait::Until(deadline)) => deadline,
             };
             if deadline.is_some_and(|d| Instant::now() >= d) {
-                return Err(Error::timeout(format!(
-                    "timed out waiting for room in the {what}"
-                )));
+                return Err(timed_out());
             }
             check()?;
             match pushed {
@@ -615,36 +660,43 @@ impl Ring {
         what: &str,
         check: impl Fn() -> Result<()>,
     ) -> Result<Result<Taken>> {
+        let timed_out = || Error::timeout(format!("timed out waiting for an item from the {what}"));
         let mut slept = false;
         loop {
-            if let Some(taken) = self.try_pop(end)? {
-                return Ok(taken);
-            }
+            let busy = match self.take(Some(end), wait)? {
+                Took::Item(taken) => return Ok(taken),
+                Took::Empty => false,
+                Took::Busy => true,
+            };
             let deadline = match wait {
+                // A held lock is as good as empty for a try (another consumer is at work), as
+                // for CPython's `get_nowait`, whose reader lock is busy.
                 Wait::No => {
                     check()?;
                     return Err(Error::new(ErrorKind::Empty, format!("the {what} is empty")));
                 }
                 Wait::Until(deadline) => deadline,
             };
-            if spin(|| self.has_records()) {
+            let leave = if busy {
+                // The deadline passed waiting for the lock.
+                timed_out()
+            } else if spin(|| self.has_records()) {
                 continue;
-            }
-            let leave = match check() {
-                Err(err) => err,
-                Ok(()) if deadline.is_some_and(|d| Instant::now() >= d) => {
-                    Error::timeout(format!("timed out waiting for an item from the {what}"))
-                }
-                Ok(()) => {
-                    self.sleep(
-                        &self.header.items,
-                        &self.header.readers,
-                        || self.has_records() || check().is_err(),
-                        deadline,
-                        sliced,
-                    )?;
-                    slept = true;
-                    continue;
+            } else {
+                match check() {
+                    Err(err) => err,
+                    Ok(()) if deadline.is_some_and(|d| Instant::now() >= d) => timed_out(),
+                    Ok(()) => {
+                        self.sleep(
+                            &self.header.items,
+                            &self.header.readers,
+                            || self.has_records() || check().is_err(),
+                            deadline,
+                            sliced,
+                        )?;
+                        slept = true;
+                        continue;
+                    }
                 }
             };
             if slept {
@@ -903,6 +955,11 @@ mod tests {
         });
     }
 
+    /// A side's lock, waited for.
+    fn held(lock: &Lock) -> LockGuard<'_> {
+        Ring::lock(lock, Wait::Until(None)).unwrap().unwrap()
+    }
+
     /// Forks a child that runs `f` and is SIGKILLed at its end; waits for it.
     fn in_killed_child(f: impl FnOnce()) {
         // SAFETY: the child only takes a process-shared lock, stores to shared memory, sends
@@ -931,7 +988,7 @@ mod tests {
         // A producer killed in the middle of a put: half a record written past the tail, a
         // sequence number taken and its record sent, nothing committed.
         in_killed_child(|| {
-            let guard = Ring::lock(&ring.tail_lock).unwrap();
+            let guard = held(&ring.tail_lock);
             let tail = pos(ring.header.tail.load(Ordering::Relaxed)) & (ring.capacity - 1);
             let words = ring.data_words(tail as usize, 2).unwrap();
             words[0].store((KIND_INLINE << 32) | 1000, Ordering::Relaxed);
@@ -947,7 +1004,7 @@ mod tests {
         assert!(tx.send(&orphan, seq, true).unwrap());
         // A consumer killed holding the head lock, before its commit: it took nothing.
         in_killed_child(|| {
-            let guard = Ring::lock(&ring.head_lock).unwrap();
+            let guard = held(&ring.head_lock);
             std::mem::forget(guard);
         });
         assert_eq!(ring.len(), 2);
@@ -957,7 +1014,7 @@ mod tests {
         // A consumer killed after committing a socket entry, before receiving its record:
         // that one item is lost with it.
         in_killed_child(|| {
-            let guard = Ring::lock(&ring.head_lock).unwrap();
+            let guard = held(&ring.head_lock);
             let head = ring.header.head.load(Ordering::Relaxed);
             ring.header
                 .head
@@ -975,6 +1032,62 @@ mod tests {
             put(&ring, &tx, &i).unwrap();
         }
         assert_eq!(put(&ring, &tx, &0u64).unwrap_err().kind(), ErrorKind::Full);
+    }
+
+    #[test]
+    fn a_held_lock_is_waited_for_as_the_operation_allows() {
+        let (ring, tx, rx) = ring(1 << 20, None);
+        put(&ring, &tx, &1u64).unwrap();
+        let item = Outbound::new(&2u64, &tx).unwrap();
+        let (holding, held_tx) = std::sync::mpsc::channel();
+        let (release, release_rx) = std::sync::mpsc::channel::<()>();
+        std::thread::scope(|s| {
+            // Another thread (as good as a stopped process: it does not let go) holds both.
+            let ring = &ring;
+            s.spawn(move || {
+                let head = held(&ring.head_lock);
+                let tail = held(&ring.tail_lock);
+                holding.send(()).unwrap();
+                let _ = release_rx.recv();
+                drop((head, tail));
+            });
+            held_tx.recv().unwrap();
+            let soon = || Wait::Until(Some(Instant::now() + Duration::from_millis(20)));
+            let pop = |wait| ring.pop(&rx, wait, true, "ring", || Ok(())).map(drop);
+            let push = |wait| ring.push(&item, &tx, wait, true, "ring", || Ok(()));
+            // A try does not wait: the item is there, but the lock is taken.
+            assert_eq!(pop(Wait::No).unwrap_err().kind(), ErrorKind::Empty);
+            assert_eq!(push(Wait::No).unwrap_err().kind(), ErrorKind::Full);
+            // A timed wait waits for the lock until its deadline, then times out.
+            let t = Instant::now();
+            assert_eq!(pop(soon()).unwrap_err().kind(), ErrorKind::Timeout);
+            assert_eq!(push(soon()).unwrap_err().kind(), ErrorKind::Timeout);
+            assert!(
+                t.elapsed() >= Duration::from_millis(40),
+                "{:?}",
+                t.elapsed()
+            );
+            // An untimed one waits as long as it takes.
+            let got = s.spawn(|| {
+                decode::<u64>(
+                    ring.pop(&rx, Wait::Until(None), false, "ring", || Ok(()))
+                        .unwrap()
+                        .unwrap(),
+                )
+                .unwrap()
+            });
+            std::thread::sleep(Duration::from_millis(50));
+            assert!(!got.is_finished());
+            release.send(()).unwrap();
+            assert_eq!(got.join().unwrap(), 1);
+        });
+        push(&ring, &tx, &item);
+        assert_eq!(get::<u64>(&ring, &rx).unwrap(), 2);
+
+        fn push(ring: &Ring, tx: &Endpoint, item: &Outbound) {
+            ring.push(item, tx, Wait::No, false, "ring", || Ok(()))
+                .unwrap();
+        }
     }
 
     #[test]
@@ -1020,7 +1133,7 @@ mod tests {
             std::thread::sleep(Duration::from_millis(100));
             // A consumer that commits its take and dies before its wake-up call.
             in_killed_child(|| {
-                let guard = Ring::lock(&ring.head_lock).unwrap();
+                let guard = held(&ring.head_lock);
                 let head = ring.header.head.load(Ordering::Relaxed);
                 ring.header
                     .head
@@ -1050,7 +1163,7 @@ mod tests {
             std::thread::sleep(Duration::from_millis(100));
             // A producer that commits its record and dies before its wake-up call.
             in_killed_child(|| {
-                let guard = Ring::lock(&ring.tail_lock).unwrap();
+                let guard = held(&ring.tail_lock);
                 let tail = ring.header.tail.load(Ordering::Relaxed);
                 let at = (pos(tail) & (ring.capacity - 1)) as usize;
                 let words = ring.data_words(at, 2).unwrap();
