@@ -625,6 +625,7 @@ fn done_callback_case(method: String, case: u8) {
         0 => callback_adds_a_callback(&ex),
         1 => callback_on_a_done_future_uses_it(&ex),
         2 => callback_sees_its_future_done(&ex),
+        3 => unbounded_waits_in_a_callback(&ex),
         _ => Err(format!("no case {case}")),
     };
     // The executor still runs tasks once the callbacks are over.
@@ -847,6 +848,52 @@ fn check_seen(
     }
 }
 
+/// `wait` and `as_completed` without a timeout, in a done callback (on the driver thread), for
+/// another task of the same executor: they could never end (only that thread completes it),
+/// so they return at once, as `result()` refuses with an error; a bounded wait just waits.
+fn unbounded_waits_in_a_callback(ex: &Executor) -> Result<(), String> {
+    let other = Arc::new(ex.submit(nap, 3_000));
+    let first = ex.submit(nap, 100);
+    let (tx, rx) = mpsc::channel();
+    let o = other.clone();
+    first.add_done_callback(move |_| {
+        let on_driver = std::thread::current().name() == Some("multiproc-pool");
+        let r = wait([&*o], ReturnWhen::AllCompleted, None);
+        let waited = (r.done.len(), r.not_done.len());
+        let r = wait([&*o], ReturnWhen::FirstCompleted, None);
+        let first = (r.done.len(), r.not_done.len());
+        let completed: Vec<_> = as_completed([&*o], None)
+            .map(|f| f.map(|_| ()).map_err(|e| e.kind()))
+            .collect();
+        let r = wait(
+            [&*o],
+            ReturnWhen::AllCompleted,
+            Some(Duration::from_millis(50)),
+        );
+        let bounded = (r.done.len(), r.not_done.len());
+        let _ = tx.send((on_driver, waited, first, completed, bounded));
+    });
+    let got = rx
+        .recv_timeout(CHILD_WAIT)
+        .map_err(|_| "an unbounded wait in a done callback hung the driver".to_string())?;
+    let expected = (
+        true,
+        (0, 1),
+        (0, 1),
+        vec![Err(ErrorKind::InvalidInput)],
+        (0, 1),
+    );
+    if got != expected {
+        return Err(format!(
+            "(on the driver, wait, wait first, as_completed, bounded wait): {got:?}, expected {expected:?}"
+        ));
+    }
+    match other.result_timeout(CHILD_WAIT) {
+        Ok(3_000) => Ok(()),
+        other => Err(format!("the task waited for: {other:?}")),
+    }
+}
+
 /// Runs case `case` of [`done_callback_case`] in a child of start method `m`.
 fn done_callback_in_child(m: StartMethod, case: u8) -> Outcome {
     let p = common::start(m, done_callback_case, (m.to_string(), case))?;
@@ -870,6 +917,11 @@ fn done_callback_sees_its_future_done(m: StartMethod) -> Outcome {
     done_callback_in_child(m, 2)
 }
 
+/// An unbounded `wait` / `as_completed` in a done callback hung the driver thread.
+fn wait_in_a_done_callback(m: StartMethod) -> Outcome {
+    done_callback_in_child(m, 3)
+}
+
 fn main() {
     multiproc::init();
     let trials = trials!(each_method:
@@ -886,6 +938,7 @@ fn main() {
         done_callback_adds_callback,
         done_callback_on_a_done_future_uses_it,
         done_callback_sees_its_future_done,
+        wait_in_a_done_callback,
     );
     common::run(trials)
 }

@@ -343,7 +343,8 @@ impl<T> TaskFuture<T> {
     /// it), after the task shows as done and its waiters are woken, as Python's. A panic in it
     /// is logged and ignored, as Python does. Keep it short: on the driver thread it holds up
     /// the other tasks' results, and it cannot wait there for a task of the same executor
-    /// ([`result`](Self::result) fails).
+    /// ([`result`](Self::result) fails, [`wait`] and [`as_completed`] without a timeout
+    /// return at once).
     ///
     /// It may use this future: it is [`done`](Self::done) (and [`cancelled`](Self::cancelled)
     /// if it was), and a callback added to it from the callback runs too. Its value is lent to
@@ -437,6 +438,12 @@ impl<'a, T> Watching<'a, T> {
         }
         Watching { futures, watch }
     }
+
+    /// Whether waiting for a future not done could never end: this is a done callback of its
+    /// executor (on the driver thread, which alone completes it).
+    fn would_deadlock(&self) -> bool {
+        self.futures.iter().any(|f| f.result.would_deadlock())
+    }
 }
 
 impl<T> Drop for Watching<'_, T> {
@@ -449,6 +456,9 @@ impl<T> Drop for Watching<'_, T> {
 
 /// Waits until `return_when` holds for `futures`, or `timeout` passes (`None`: no limit);
 /// Python's `concurrent.futures.wait`. Woken by each task as it completes: no polling.
+///
+/// Without a timeout, in a done callback of the executor of a future not done, it returns at
+/// once: it would wait for the very thread that runs the callback.
 ///
 /// ```no_run
 /// use std::time::Duration;
@@ -476,8 +486,12 @@ pub fn wait<'a, T: 'a>(
     return_when: ReturnWhen,
     timeout: Option<Duration>,
 ) -> Done<'a, T> {
-    let deadline = timeout.map(deadline_after);
     let watching = Watching::new(futures);
+    let deadline = match timeout {
+        Some(timeout) => Some(deadline_after(timeout)),
+        None if watching.would_deadlock() => Some(Instant::now()),
+        None => None,
+    };
     let mut left = watching.futures.len();
     while left > 0 {
         let ready = watching.watch.next_ready(deadline);
@@ -507,6 +521,10 @@ pub fn wait<'a, T: 'a>(
 /// An iterator over `futures` that yields each as it completes (those already done first);
 /// Python's `concurrent.futures.as_completed`. If `timeout` passes first, it yields an
 /// [`ErrorKind::Timeout`] error and ends. Woken by each task as it completes: no polling.
+///
+/// Without a timeout, in a done callback of the executor of a future not done, it yields the
+/// futures done and then an [`ErrorKind::InvalidInput`] error, and ends: it would wait for the
+/// very thread that runs the callback.
 pub fn as_completed<'a, T: 'a>(
     futures: impl IntoIterator<Item = &'a TaskFuture<T>>,
     timeout: Option<Duration>,
@@ -537,13 +555,22 @@ impl<'a, T> Iterator for AsCompleted<'a, T> {
         if self.left == 0 {
             return None;
         }
+        let mut blocked = false;
         if self.ready.is_empty() {
-            self.ready
-                .extend(self.watching.watch.next_ready(self.deadline));
+            blocked = self.deadline.is_none() && self.watching.would_deadlock();
+            let deadline = if blocked {
+                Some(Instant::now())
+            } else {
+                self.deadline
+            };
+            self.ready.extend(self.watching.watch.next_ready(deadline));
         }
         let Some(index) = self.ready.pop_front() else {
             let pending = self.left;
             self.left = 0;
+            if blocked {
+                return Some(Err(in_callback()));
+            }
             return Some(Err(Error::timeout(format!(
                 "{pending} of the tasks were not done within {:?}",
                 self.timeout.unwrap_or_default()
