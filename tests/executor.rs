@@ -609,6 +609,319 @@ fn progress_callbacks(m: StartMethod) -> Outcome {
     Ok(())
 }
 
+/// In a child (so that a deadlock fails the trial instead of hanging the test process): one
+/// of the done-callback scenarios below, by `case`, on an executor of `method`. Panics with
+/// what went wrong; an executor whose driver thread is stuck is leaked, not dropped (its drop
+/// would wait for the driver).
+#[process]
+fn done_callback_case(method: String, case: u8) {
+    let method: StartMethod = method.parse().expect("method");
+    let ex = Executor::builder()
+        .max_workers(2)
+        .start_method(method)
+        .build()
+        .expect("executor");
+    let outcome = match case {
+        0 => callback_adds_a_callback(&ex),
+        1 => callback_on_a_done_future_uses_it(&ex),
+        2 => callback_sees_its_future_done(&ex),
+        3 => unbounded_waits_in_a_callback(&ex),
+        _ => Err(format!("no case {case}")),
+    };
+    // The executor still runs tasks once the callbacks are over.
+    let outcome = outcome.and_then(|()| match ex.submit(square, 2).result_timeout(CHILD_WAIT) {
+        Ok(4) => Ok(()),
+        other => Err(format!("a task after the callbacks: {other:?}")),
+    });
+    if let Err(err) = outcome {
+        std::mem::forget(ex);
+        panic!("{err}");
+    }
+}
+
+/// The bound of each wait in [`done_callback_case`], below the parent's [`LONG`].
+const CHILD_WAIT: Duration = Duration::from_secs(20);
+
+/// A callback that adds a callback to its own future (Python allows it: the second runs too).
+fn callback_adds_a_callback(ex: &Executor) -> Result<(), String> {
+    let f = Arc::new(ex.submit(nap, 300));
+    let (tx, rx) = mpsc::channel();
+    let g = f.clone();
+    f.add_done_callback(move |outcome| {
+        let inner = tx.clone();
+        g.add_done_callback(move |outcome| {
+            let _ = inner.send(("inner", outcome.copied().map_err(|e| e.kind())));
+        });
+        let _ = tx.send(("outer", outcome.copied().map_err(|e| e.kind())));
+    });
+    let mut got = Vec::new();
+    for _ in 0..2 {
+        got.push(rx.recv_timeout(CHILD_WAIT).map_err(|_| {
+            format!("a callback added in a callback: only {got:?} ran (the driver is stuck?)")
+        })?);
+    }
+    got.sort_by_key(|(name, _)| *name);
+    if got != [("inner", Ok(300)), ("outer", Ok(300))] {
+        return Err(format!("callbacks ran with {got:?}"));
+    }
+    match f.result_timeout(CHILD_WAIT) {
+        Ok(300) => Ok(()),
+        other => Err(format!("the result after its callbacks: {other:?}")),
+    }
+}
+
+/// A callback added to a finished future runs at once, and may ask that future anything; and
+/// the "last one done" pattern: of callbacks that each look whether every future is done, the
+/// last one's sees them all done. Registered on another thread, so that a deadlock there is
+/// seen as a timeout here.
+fn callback_on_a_done_future_uses_it(ex: &Executor) -> Result<(), String> {
+    let f = Arc::new(ex.submit(square, 3));
+    match f.exception_timeout(CHILD_WAIT) {
+        Ok(None) => {}
+        other => return Err(format!("exception of a square: {other:?}")),
+    }
+    let (tx, rx) = mpsc::channel();
+    let (g, registrar) = (f.clone(), f.clone());
+    std::thread::spawn(move || {
+        registrar.add_done_callback(move |outcome| {
+            let seen = (
+                outcome.copied().map_err(|e| e.kind()),
+                g.done(),
+                g.cancelled(),
+                g.running(),
+                format!("{g:?}"),
+                g.exception()
+                    .map(|e| e.map(|e| e.kind()))
+                    .map_err(|e| e.kind()),
+                // Its value is this callback's argument, lent to it: not taken from under it.
+                g.result().map_err(|e| e.kind()),
+            );
+            let _ = tx.send(seen);
+        });
+    });
+    let seen = rx
+        .recv_timeout(CHILD_WAIT)
+        .map_err(|_| "a callback on a done future that touches it never ended".to_string())?;
+    let expected = (
+        Ok(9),
+        true,
+        false,
+        false,
+        "TaskFuture { state: \"finished\" }".to_string(),
+        Ok(None),
+        Err(ErrorKind::InvalidInput),
+    );
+    if seen != expected {
+        return Err(format!("the callback saw {seen:?}, expected {expected:?}"));
+    }
+    // The value is still there for the future's owner.
+    match f.result_timeout(CHILD_WAIT) {
+        Ok(9) => {}
+        other => return Err(format!("the result after the callback: {other:?}")),
+    }
+
+    let fs: Arc<Vec<TaskFuture<u64>>> = Arc::new((0..6).map(|n| ex.submit(nap, 50 * n)).collect());
+    let (tx, rx) = mpsc::channel();
+    let all = fs.clone();
+    std::thread::spawn(move || {
+        for f in all.iter() {
+            let (all, tx) = (all.clone(), tx.clone());
+            f.add_done_callback(move |_| {
+                let _ = tx.send(all.iter().all(TaskFuture::done));
+            });
+        }
+    });
+    let seen: Vec<bool> = (0..6)
+        .map(|_| rx.recv_timeout(CHILD_WAIT))
+        .collect::<Result<_, _>>()
+        .map_err(|_| "the callbacks of six naps did not all run".to_string())?;
+    if !seen.contains(&true) {
+        return Err(format!("no callback saw all six done: {seen:?}"));
+    }
+    Ok(())
+}
+
+/// A callback sees its future done (and cancelled, for a cancel) as Python's does, and so do
+/// `wait` and `done()` elsewhere while it runs; its value is taken once it returns (`result()`
+/// waits for it, an `.await` is woken by it).
+fn callback_sees_its_future_done(ex: &Executor) -> Result<(), String> {
+    type Seen = (&'static str, bool, bool, bool);
+    let (tx, rx) = mpsc::channel::<Seen>();
+    let seen = |tx: &mpsc::Sender<Seen>, name: &'static str, f: &Arc<TaskFuture<u64>>| {
+        let (tx, g) = (tx.clone(), f.clone());
+        move |_: Result<&u64, &multiproc::Error>| {
+            let on_driver = std::thread::current().name() == Some("multiproc-pool");
+            let _ = tx.send((name, g.done(), g.cancelled(), on_driver));
+        }
+    };
+    // Completed by the driver thread, the callback registered before (a nap outlasts that).
+    let f = Arc::new(ex.submit(nap, 300));
+    f.add_done_callback(seen(&tx, "finished", &f));
+    check_seen(rx.recv_timeout(CHILD_WAIT), ("finished", true, false, true))?;
+    // Cancelled by this thread while queued behind four naps (on two workers): the callback
+    // runs here, in `cancel`.
+    let busy: Vec<_> = (0..4).map(|_| ex.submit(nap, 500)).collect();
+    let queued = Arc::new(ex.submit(nap, 10));
+    queued.add_done_callback(seen(&tx, "cancelled", &queued));
+    if !queued.cancel() {
+        return Err("cancel of a queued task refused".into());
+    }
+    check_seen(
+        rx.recv_timeout(CHILD_WAIT),
+        ("cancelled", true, true, false),
+    )?;
+    drop(busy);
+
+    // Held in its callback: done for everyone meanwhile (`wait`, `done()`); `result()` gets
+    // the value once the callback returns.
+    let (f, release) = held_in_callback(ex)?;
+    let r = wait([&*f], ReturnWhen::AllCompleted, Some(CHILD_WAIT));
+    if !r.not_done.is_empty() || !f.done() {
+        return Err("not done for `wait` while its callback runs".into());
+    }
+    let (got_tx, got) = mpsc::channel();
+    let waiter = f.clone();
+    std::thread::spawn(move || {
+        let _ = got_tx.send(waiter.result().map_err(|e| e.kind()));
+    });
+    if let Ok(early) = got.recv_timeout(Duration::from_millis(300)) {
+        return Err(format!(
+            "`result()` gave {early:?} while the callback still ran"
+        ));
+    }
+    let _ = release.send(());
+    match got.recv_timeout(CHILD_WAIT) {
+        Ok(Ok(300)) => {}
+        other => return Err(format!("`result()` after the callback: {other:?}")),
+    }
+    // The same for an `.await`: woken once the callback returns.
+    let (f, release) = held_in_callback(ex)?;
+    let f = Arc::into_inner(f).ok_or("the future is still shared")?;
+    let (got_tx, got) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = got_tx.send(futures::executor::block_on(f).map_err(|e| e.kind()));
+    });
+    if let Ok(early) = got.recv_timeout(Duration::from_millis(300)) {
+        return Err(format!(
+            "`.await` gave {early:?} while the callback still ran"
+        ));
+    }
+    let _ = release.send(());
+    match got.recv_timeout(CHILD_WAIT) {
+        Ok(Ok(300)) => Ok(()),
+        other => Err(format!("`.await` after the callback: {other:?}")),
+    }
+}
+
+/// A 300 ms nap whose done callback holds the driver thread until the returned sender sends
+/// (or [`CHILD_WAIT`] passes), once it is in that callback.
+type Held = (Arc<TaskFuture<u64>>, mpsc::Sender<()>);
+fn held_in_callback(ex: &Executor) -> Result<Held, String> {
+    let (release, held) = mpsc::channel::<()>();
+    let (entered, in_callback) = mpsc::channel::<bool>();
+    // A nap outlasts the registration of its callback, which then runs on the driver thread.
+    let f = Arc::new(ex.submit(nap, 300));
+    f.add_done_callback(move |_| {
+        let on_driver = std::thread::current().name() == Some("multiproc-pool");
+        let _ = entered.send(on_driver);
+        if on_driver {
+            let _ = held.recv_timeout(CHILD_WAIT);
+        }
+    });
+    match in_callback.recv_timeout(CHILD_WAIT) {
+        Ok(true) => Ok((f, release)),
+        Ok(false) => Err("the callback ran on the test's thread".into()),
+        Err(_) => Err("the callback never ran".into()),
+    }
+}
+
+fn check_seen(
+    got: Result<(&'static str, bool, bool, bool), mpsc::RecvTimeoutError>,
+    expected: (&'static str, bool, bool, bool),
+) -> Result<(), String> {
+    match got {
+        Ok(seen) if seen == expected => Ok(()),
+        Ok(seen) => Err(format!(
+            "(name, done, cancelled, on the driver) in the callback: {seen:?}, expected {expected:?}"
+        )),
+        Err(_) => Err(format!("the {} callback never ran", expected.0)),
+    }
+}
+
+/// `wait` and `as_completed` without a timeout, in a done callback (on the driver thread), for
+/// another task of the same executor: they could never end (only that thread completes it),
+/// so they return at once, as `result()` refuses with an error; a bounded wait just waits.
+fn unbounded_waits_in_a_callback(ex: &Executor) -> Result<(), String> {
+    let other = Arc::new(ex.submit(nap, 3_000));
+    let first = ex.submit(nap, 100);
+    let (tx, rx) = mpsc::channel();
+    let o = other.clone();
+    first.add_done_callback(move |_| {
+        let on_driver = std::thread::current().name() == Some("multiproc-pool");
+        let r = wait([&*o], ReturnWhen::AllCompleted, None);
+        let waited = (r.done.len(), r.not_done.len());
+        let r = wait([&*o], ReturnWhen::FirstCompleted, None);
+        let first = (r.done.len(), r.not_done.len());
+        let completed: Vec<_> = as_completed([&*o], None)
+            .map(|f| f.map(|_| ()).map_err(|e| e.kind()))
+            .collect();
+        let r = wait(
+            [&*o],
+            ReturnWhen::AllCompleted,
+            Some(Duration::from_millis(50)),
+        );
+        let bounded = (r.done.len(), r.not_done.len());
+        let _ = tx.send((on_driver, waited, first, completed, bounded));
+    });
+    let got = rx
+        .recv_timeout(CHILD_WAIT)
+        .map_err(|_| "an unbounded wait in a done callback hung the driver".to_string())?;
+    let expected = (
+        true,
+        (0, 1),
+        (0, 1),
+        vec![Err(ErrorKind::InvalidInput)],
+        (0, 1),
+    );
+    if got != expected {
+        return Err(format!(
+            "(on the driver, wait, wait first, as_completed, bounded wait): {got:?}, expected {expected:?}"
+        ));
+    }
+    match other.result_timeout(CHILD_WAIT) {
+        Ok(3_000) => Ok(()),
+        other => Err(format!("the task waited for: {other:?}")),
+    }
+}
+
+/// Runs case `case` of [`done_callback_case`] in a child of start method `m`.
+fn done_callback_in_child(m: StartMethod, case: u8) -> Outcome {
+    let p = common::start(m, done_callback_case, (m.to_string(), case))?;
+    common::finish(&p)
+}
+
+/// A done callback that adds a callback to its own future: the driver thread deadlocked (it
+/// waited for the future to be ready, which only it could make it), every later task hung.
+fn done_callback_adds_callback(m: StartMethod) -> Outcome {
+    done_callback_in_child(m, 0)
+}
+
+/// A callback added to a done future that touches it: deadlocked the registering thread (the
+/// callback ran under the future's lock).
+fn done_callback_on_a_done_future_uses_it(m: StartMethod) -> Outcome {
+    done_callback_in_child(m, 1)
+}
+
+/// In its callback a future said it was not done (the callbacks ran before it was).
+fn done_callback_sees_its_future_done(m: StartMethod) -> Outcome {
+    done_callback_in_child(m, 2)
+}
+
+/// An unbounded `wait` / `as_completed` in a done callback hung the driver thread.
+fn wait_in_a_done_callback(m: StartMethod) -> Outcome {
+    done_callback_in_child(m, 3)
+}
+
 fn main() {
     multiproc::init();
     let trials = trials!(each_method:
@@ -622,6 +935,10 @@ fn main() {
         cancel_a_task_its_waiter_runs,
         map_lazy_chunked_timeout,
         progress_callbacks,
+        done_callback_adds_callback,
+        done_callback_on_a_done_future_uses_it,
+        done_callback_sees_its_future_done,
+        wait_in_a_done_callback,
     );
     common::run(trials)
 }

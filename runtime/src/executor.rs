@@ -256,25 +256,28 @@ pub struct TaskFuture<T> {
 impl<T> TaskFuture<T> {
     /// Waits for the task and returns its value, or its error (a remote panic, a dead
     /// worker, [`ErrorKind::Cancelled`]). The value can be taken once: later calls fail with
-    /// [`ErrorKind::InvalidInput`]; an error is returned each time.
+    /// [`ErrorKind::InvalidInput`]; an error is returned each time. While done callbacks run
+    /// with the value (their argument), it is taken once they return; in one of them (or in
+    /// the thread that runs them) it cannot be: an [`ErrorKind::InvalidInput`] error.
     pub fn result(&self) -> Result<T> {
         self.wait_until(None)?;
-        self.take()
+        self.take(None)
     }
 
     /// [`result`](Self::result), waiting at most `timeout`: an [`ErrorKind::Timeout`] error if
     /// the task is not done by then (it goes on; ask again later).
     pub fn result_timeout(&self, timeout: Duration) -> Result<T> {
-        if !self.wait_until(Some(deadline_after(timeout)))? {
+        let deadline = deadline_after(timeout);
+        if !self.wait_until(Some(deadline))? {
             return Err(not_done(timeout));
         }
-        self.take()
+        self.take(Some(deadline))
     }
 
-    fn take(&self) -> Result<T> {
+    fn take(&self, deadline: Option<Instant>) -> Result<T> {
         self.result
             .slot()
-            .take_value()
+            .take_value(deadline)
             .unwrap_or_else(|| Err(Error::new(ErrorKind::InvalidInput, "the task is not done")))
     }
 
@@ -282,10 +285,7 @@ impl<T> TaskFuture<T> {
     /// the same executor: it runs on the driver thread, which alone can complete the task.
     fn wait_until(&self, deadline: Option<Instant>) -> Result<bool> {
         if self.result.would_deadlock() {
-            return Err(Error::new(
-                ErrorKind::InvalidInput,
-                "cannot wait for a task in a done callback of the same executor (they run on its driver thread)",
-            ));
+            return Err(in_callback());
         }
         if deadline.is_none() {
             self.result.run_here_if_queued();
@@ -345,8 +345,17 @@ impl<T> TaskFuture<T> {
 
     /// Calls `callback` with the task's outcome once it is done: at once (in this thread) if it
     /// is, else in the thread that completes it (the pool's driver thread, or one that cancels
-    /// it). Keep it short, and do not wait for this task in it; a panic in it is logged and
-    /// ignored, as Python does.
+    /// it), after the task shows as done and its waiters are woken, as Python's. A panic in it
+    /// is logged and ignored, as Python does. Keep it short: on the driver thread it holds up
+    /// the other tasks' results, and it cannot wait there for a task of the same executor
+    /// ([`result`](Self::result) fails, [`wait`] and [`as_completed`] without a timeout
+    /// return at once).
+    ///
+    /// It may use this future: it is [`done`](Self::done) (and [`cancelled`](Self::cancelled)
+    /// if it was), and a callback added to it from the callback runs too. Its value is lent to
+    /// the callbacks (their argument) until the last returns: [`result`](Self::result) waits
+    /// for them in another thread and fails in theirs, and a callback added meanwhile runs in
+    /// their thread, after them.
     pub fn add_done_callback(
         &self,
         callback: impl FnOnce(std::result::Result<&T, &Error>) + Send + 'static,
@@ -378,6 +387,14 @@ impl<T> fmt::Debug for TaskFuture<T> {
         };
         f.debug_struct("TaskFuture").field("state", &state).finish()
     }
+}
+
+/// The error of an unbounded wait in a done callback of the same executor.
+fn in_callback() -> Error {
+    Error::new(
+        ErrorKind::InvalidInput,
+        "cannot wait for a task in a done callback of the same executor (they run on its driver thread)",
+    )
 }
 
 fn not_done(timeout: Duration) -> Error {
@@ -426,6 +443,12 @@ impl<'a, T> Watching<'a, T> {
         }
         Watching { futures, watch }
     }
+
+    /// Whether waiting for a future not done could never end: this is a done callback of its
+    /// executor (on the driver thread, which alone completes it).
+    fn would_deadlock(&self) -> bool {
+        self.futures.iter().any(|f| f.result.would_deadlock())
+    }
 }
 
 impl<T> Drop for Watching<'_, T> {
@@ -438,6 +461,9 @@ impl<T> Drop for Watching<'_, T> {
 
 /// Waits until `return_when` holds for `futures`, or `timeout` passes (`None`: no limit);
 /// Python's `concurrent.futures.wait`. Woken by each task as it completes: no polling.
+///
+/// Without a timeout, in a done callback of the executor of a future not done, it returns at
+/// once: it would wait for the very thread that runs the callback.
 ///
 /// ```no_run
 /// use std::time::Duration;
@@ -465,8 +491,12 @@ pub fn wait<'a, T: 'a>(
     return_when: ReturnWhen,
     timeout: Option<Duration>,
 ) -> Done<'a, T> {
-    let deadline = timeout.map(deadline_after);
     let watching = Watching::new(futures);
+    let deadline = match timeout {
+        Some(timeout) => Some(deadline_after(timeout)),
+        None if watching.would_deadlock() => Some(Instant::now()),
+        None => None,
+    };
     let mut left = watching.futures.len();
     while left > 0 {
         let ready = watching.watch.next_ready(deadline);
@@ -496,6 +526,10 @@ pub fn wait<'a, T: 'a>(
 /// An iterator over `futures` that yields each as it completes (those already done first);
 /// Python's `concurrent.futures.as_completed`. If `timeout` passes first, it yields an
 /// [`ErrorKind::Timeout`] error and ends. Woken by each task as it completes: no polling.
+///
+/// Without a timeout, in a done callback of the executor of a future not done, it yields the
+/// futures done and then an [`ErrorKind::InvalidInput`] error, and ends: it would wait for the
+/// very thread that runs the callback.
 pub fn as_completed<'a, T: 'a>(
     futures: impl IntoIterator<Item = &'a TaskFuture<T>>,
     timeout: Option<Duration>,
@@ -526,13 +560,22 @@ impl<'a, T> Iterator for AsCompleted<'a, T> {
         if self.left == 0 {
             return None;
         }
+        let mut blocked = false;
         if self.ready.is_empty() {
-            self.ready
-                .extend(self.watching.watch.next_ready(self.deadline));
+            blocked = self.deadline.is_none() && self.watching.would_deadlock();
+            let deadline = if blocked {
+                Some(Instant::now())
+            } else {
+                self.deadline
+            };
+            self.ready.extend(self.watching.watch.next_ready(deadline));
         }
         let Some(index) = self.ready.pop_front() else {
             let pending = self.left;
             self.left = 0;
+            if blocked {
+                return Some(Err(in_callback()));
+            }
             return Some(Err(Error::timeout(format!(
                 "{pending} of the tasks were not done within {:?}",
                 self.timeout.unwrap_or_default()

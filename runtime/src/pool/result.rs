@@ -4,7 +4,8 @@
 //! A result is ready when whoever completes it (the driver thread as a chunk arrives, or the
 //! caller that cancels it) stores it in its [`Slot`], which then wakes every kind of waiter at
 //! once: threads blocked in `get` (a condvar), the task that `.await`s it (its `Waker`), and the
-//! [`Watch`]es of `as_completed` / `wait` over several results. Nothing polls.
+//! [`Watch`]es of `as_completed` / `wait` over several results. Nothing polls. Done callbacks
+//! run after that, as Python's do: a callback sees its future done, and may use it.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -14,6 +15,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::task::{Context, Poll, Waker};
+use std::thread::{self, ThreadId};
 use std::time::{Duration, Instant};
 
 use serde::de::DeserializeOwned;
@@ -49,9 +51,14 @@ pub(crate) type OnDone<T> = Box<dyn FnOnce(std::result::Result<&T, &Error>) + Se
 struct SlotState<T> {
     value: Option<Result<T>>,
     ready: bool,
-    /// The callbacks were taken and are running: the value comes in a moment.
+    /// The result callbacks (`on_success`, `on_error`) were taken and are running: the value
+    /// comes in a moment.
     completing: bool,
     taken: bool,
+    /// The thread whose done callbacks borrow the value (a success), moved out of `value`
+    /// meanwhile and put back after them: it cannot be taken until then (see `unlent`). Done
+    /// callbacks added meanwhile wait in `on_done` for that thread to run them.
+    lent: Option<ThreadId>,
     on_success: Option<OnSuccess<T>>,
     on_error: Option<OnError>,
     on_done: Vec<OnDone<T>>,
@@ -81,6 +88,7 @@ impl<T> Slot<T> {
                 ready: false,
                 completing: false,
                 taken: false,
+                lent: None,
                 on_success: None,
                 on_error: None,
                 on_done: Vec::new(),
@@ -144,26 +152,90 @@ impl<T> Slot<T> {
         self.lock().watchers.retain(|(w, _)| !Arc::ptr_eq(w, watch));
     }
 
-    /// Calls `callback` with the outcome once the result is ready (in the thread that
-    /// completes it, before the result shows as ready), or now if it is: under the slot's lock,
-    /// so it must not wait for this result.
+    /// Calls `callback` with the outcome once the result is ready: in the thread that completes
+    /// it, once it shows as ready and its waiters are woken, or now, in this thread, if it is
+    /// ready. No lock is held meanwhile: the callback may use this result, add callbacks to it,
+    /// wait for others. A success is lent to the thread whose done callbacks run: a callback
+    /// added meanwhile (by one of them, or by another thread) runs there, after them.
     pub(crate) fn on_done(&self, callback: OnDone<T>) {
-        let mut state = self.settled_or_pending();
-        if !state.ready {
+        let mut state = self.lock();
+        if !state.ready || state.lent.is_some() {
             state.on_done.push(callback);
             return;
         }
-        let outcome = match &state.value {
-            Some(Ok(value)) => Ok(value),
-            Some(Err(err)) => Err(err),
+        match state.value.take() {
+            Some(Ok(value)) => {
+                state.lent = Some(thread::current().id());
+                drop(state);
+                self.lend(value, vec![callback]);
+            }
+            Some(Err(err)) => {
+                let copy = err.duplicate();
+                state.value = Some(Err(err));
+                drop(state);
+                run_done(Err(&copy), vec![callback]);
+            }
             // Taken already: the callback still learns that the work is done.
             None => {
+                drop(state);
                 let taken = Error::new(ErrorKind::InvalidInput, "the result was already taken");
                 run_done(Err(&taken), vec![callback]);
+            }
+        }
+    }
+
+    /// Runs done `callbacks` with `value`, a success lent to this thread (`state.lent` says
+    /// so), then those added meanwhile; then puts the value back, and wakes whoever waits to
+    /// take it.
+    fn lend(&self, value: T, mut callbacks: Vec<OnDone<T>>) {
+        loop {
+            run_done(Ok(&value), callbacks);
+            let mut state = self.lock();
+            callbacks = std::mem::take(&mut state.on_done);
+            if callbacks.is_empty() {
+                state.value = Some(Ok(value));
+                state.lent = None;
+                if state.sleepers > 0 {
+                    self.cond.notify_all();
+                }
+                let waker = state.waker.take();
+                drop(state);
+                if let Some(waker) = waker {
+                    waker.wake();
+                }
                 return;
             }
-        };
-        run_done(outcome, vec![callback]);
+        }
+    }
+
+    /// The state once the value is not lent to the done callbacks of another thread (it can
+    /// be taken then), waiting for them at most until `deadline`. An error if it is lent to
+    /// this thread's (it cannot be taken from under them: they have it as their argument), or
+    /// still lent at the deadline.
+    fn unlent(&self, deadline: Option<Instant>) -> Result<MutexGuard<'_, SlotState<T>>> {
+        let mut state = self.lock();
+        while let Some(lender) = state.lent {
+            if lender == thread::current().id() {
+                return Err(lent_here());
+            }
+            let left = match deadline {
+                Some(d) => d.saturating_duration_since(Instant::now()),
+                None => Duration::from_secs(3600),
+            };
+            if left.is_zero() {
+                return Err(Error::timeout(
+                    "the result's done callbacks were still running at the deadline",
+                ));
+            }
+            state.sleepers += 1;
+            state = self
+                .cond
+                .wait_timeout(state, left)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+            state.sleepers -= 1;
+        }
+        Ok(state)
     }
 
     /// Looks for the result awake for a moment (see `channel::ring::spin`): a short task's
@@ -196,13 +268,20 @@ impl<T> Slot<T> {
     }
 
     /// The value, once ready: taken out (later calls fail), while an error stays (a copy is
-    /// returned each time). `None` while not ready.
-    pub(crate) fn take_value(&self) -> Option<Result<T>> {
-        let mut state = self.lock();
-        if !state.ready {
-            return None;
-        }
-        Some(match state.value.take() {
+    /// returned each time). `None` while not ready. A success that done callbacks of another
+    /// thread borrow is taken once they return, waiting for them at most until `deadline`.
+    pub(crate) fn take_value(&self, deadline: Option<Instant>) -> Option<Result<T>> {
+        let mut state = match self.unlent(deadline) {
+            Ok(state) => state,
+            // Lent: ready.
+            Err(err) => return Some(Err(err)),
+        };
+        state.ready.then(|| Self::take_from(&mut state))
+    }
+
+    /// Takes the value out of a ready, unlent `state` (see `take_value`).
+    fn take_from(state: &mut SlotState<T>) -> Result<T> {
+        match state.value.take() {
             Some(Err(err)) => {
                 let copy = err.duplicate();
                 state.value = Some(Err(err));
@@ -216,33 +295,33 @@ impl<T> Slot<T> {
                 ErrorKind::InvalidInput,
                 "the result was already taken",
             )),
-        })
+        }
     }
 
-    /// `poll` of a future over this slot: the value if ready, else the waker is kept.
+    /// `poll` of a future over this slot: the value if ready (and not lent to another thread's
+    /// done callbacks), else the waker is kept.
     pub(crate) fn poll_take(&self, cx: &mut Context<'_>) -> Poll<Result<T>> {
-        {
-            let mut state = self.lock();
-            if !state.ready {
-                match &state.waker {
-                    Some(waker) if waker.will_wake(cx.waker()) => {}
-                    _ => state.waker = Some(cx.waker().clone()),
-                }
-                return Poll::Pending;
+        let mut state = self.lock();
+        let lent_to_me = state.lent.is_some_and(|t| t == thread::current().id());
+        if !state.ready || (state.lent.is_some() && !lent_to_me) {
+            match &state.waker {
+                Some(waker) if waker.will_wake(cx.waker()) => {}
+                _ => state.waker = Some(cx.waker().clone()),
             }
+            return Poll::Pending;
         }
-        match self.take_value() {
-            Some(result) => Poll::Ready(result),
-            None => Poll::Pending,
+        if lent_to_me {
+            return Poll::Ready(Err(lent_here()));
         }
+        Poll::Ready(Self::take_from(&mut state))
     }
 
     fn lock(&self) -> MutexGuard<'_, SlotState<T>> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The state, once it is either pending (callbacks may still be registered) or ready: a
-    /// callback registered while the others run would be lost, so this waits that moment out.
+    /// The state, once it is either pending (result callbacks may still be registered) or
+    /// ready: one registered while the others run would be lost, so this waits that moment out.
     fn settled_or_pending(&self) -> MutexGuard<'_, SlotState<T>> {
         let mut state = self.lock();
         while state.completing && !state.ready {
@@ -256,35 +335,55 @@ impl<T> Slot<T> {
         state
     }
 
-    /// Stores the result: callbacks run first (in the calling thread, the driver's), then the
-    /// result becomes ready. A panicking callback becomes the result's error.
-    /// Then whoever waits is woken: blocked threads, an `.await`ing task, watches.
+    /// Stores the result: the result callbacks (`on_success`, `on_error`) run first, in the
+    /// calling thread (a panicking one becomes the result's error); then the result becomes
+    /// ready and whoever waits is woken (blocked threads, watches, an `.await`ing task), then
+    /// the done callbacks run, in the calling thread, as Python's `set_result` does.
     pub(crate) fn complete(&self, result: Result<T>) {
-        let (on_success, on_error, on_done) = {
+        let (on_success, on_error) = {
             let mut state = self.lock();
             if state.ready || state.completing {
                 return;
             }
             state.completing = true;
-            (
-                state.on_success.take(),
-                state.on_error.take(),
-                std::mem::take(&mut state.on_done),
-            )
+            (state.on_success.take(), state.on_error.take())
         };
         let result = run_callbacks(result, on_success, on_error);
-        if !on_done.is_empty() {
-            run_done(result.as_ref(), on_done);
-        }
-        let (waker, watchers) = {
+        let (waker, watchers, on_done, lent, error) = {
             let mut state = self.lock();
-            state.value = Some(result);
+            let on_done = std::mem::take(&mut state.on_done);
+            let (mut lent, mut error) = (None, None);
+            match result {
+                // Lent to the done callbacks; taken once they return.
+                Ok(value) if !on_done.is_empty() => {
+                    state.lent = Some(thread::current().id());
+                    lent = Some(value);
+                }
+                Err(err) if !on_done.is_empty() => {
+                    error = Some(err.duplicate());
+                    state.value = Some(Err(err));
+                }
+                result => state.value = Some(result),
+            }
             state.ready = true;
             self.settled.store(true, Ordering::Release);
             if state.sleepers > 0 {
                 self.cond.notify_all();
             }
-            (state.waker.take(), std::mem::take(&mut state.watchers))
+            // A lent value wakes its `.await`ing task once it is back (the waker may run the
+            // task at once, on this thread: it must not find the value lent here).
+            let waker = if lent.is_none() {
+                state.waker.take()
+            } else {
+                None
+            };
+            (
+                waker,
+                std::mem::take(&mut state.watchers),
+                on_done,
+                lent,
+                error,
+            )
         };
         // Outside the lock: a waker may run the task at once, on this thread.
         if let Some(waker) = waker {
@@ -293,7 +392,20 @@ impl<T> Slot<T> {
         for (watch, index) in watchers {
             watch.notify(index);
         }
+        if let Some(value) = lent {
+            self.lend(value, on_done);
+        } else if let Some(err) = error {
+            run_done(Err(&err), on_done);
+        }
     }
+}
+
+/// The error of taking a value lent to the done callbacks that run in the calling thread.
+fn lent_here() -> Error {
+    Error::new(
+        ErrorKind::InvalidInput,
+        "the result is lent to the done callbacks running in this thread (it is their argument)",
+    )
 }
 
 /// Runs done callbacks; a panic in one is reported and does not stop the others (as Python
@@ -457,7 +569,7 @@ impl<T> AsyncResult<T> {
     /// Waiting in a result callback of the same pool would wait for the very thread that
     /// runs it.
     pub(crate) fn would_deadlock(&self) -> bool {
-        !self.ready() && self.pool.as_ref().is_some_and(|p| p.in_driver())
+        self.pool.as_ref().is_some_and(|p| p.in_driver()) && !self.ready()
     }
 
     fn deadlock_error() -> Error {
@@ -546,7 +658,9 @@ impl<T> AsyncResult<T> {
                 "the result is not ready",
             ));
         }
-        Ok(matches!(state.value, Some(Ok(_))) || (state.taken && state.value.is_none()))
+        Ok(matches!(state.value, Some(Ok(_)))
+            || state.lent.is_some()
+            || (state.taken && state.value.is_none()))
     }
 
     /// Waits until the result is available. Returns at once, not ready, when called in a
@@ -601,7 +715,7 @@ impl<T> AsyncResult<T> {
     }
 
     fn take(&self) -> Result<T> {
-        let mut state = self.slot.lock();
+        let mut state = self.slot.unlent(None)?;
         match state.value.take() {
             Some(value) => {
                 state.taken = true;
@@ -1002,6 +1116,7 @@ impl<T: DeserializeOwned + Send> Sink for ImapSink<T> {
 mod tests {
     use super::*;
     use crate::carrier::{self, Raw};
+    use std::sync::mpsc;
 
     fn decode(encoded: Encoded, out: &mut Vec<u64>, items: usize) -> Result<()> {
         carrier::decode_chunk_into::<u64, Raw>(encoded, out, items)
@@ -1009,6 +1124,90 @@ mod tests {
 
     fn chunk(values: Vec<u64>) -> Result<Encoded> {
         carrier::encode_chunk::<u64, Raw>(values)
+    }
+
+    const BOUND: Duration = Duration::from_secs(20);
+
+    /// Done callbacks run once, after the result shows as ready, and may use their slot (as
+    /// Python's use their future): see it ready, add a callback (which runs after them, in
+    /// their thread), but not take the value lent to them, which stays for its owner.
+    #[test]
+    fn done_callbacks_run_once_ready_and_may_use_their_slot() {
+        let slot: Arc<Slot<u64>> = Slot::new();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        for name in ["first", "second"] {
+            let (s, seen) = (slot.clone(), seen.clone());
+            slot.on_done(Box::new(move |outcome| {
+                let ready = s.lock().ready;
+                let taken = s.take_value(None).map(|r| r.map_err(|e| e.kind()));
+                let record = format!("{name} {outcome:?} ready {ready} take {taken:?}");
+                seen.lock().unwrap().push(record);
+                let seen = seen.clone();
+                s.on_done(Box::new(move |outcome| {
+                    seen.lock().unwrap().push(format!("{name}'s {outcome:?}"))
+                }));
+            }));
+        }
+        slot.complete(Ok(7));
+        slot.complete(Ok(8));
+        let lent = "Some(Err(InvalidInput))";
+        assert_eq!(
+            *seen.lock().unwrap(),
+            [
+                format!("first Ok(7) ready true take {lent}"),
+                format!("second Ok(7) ready true take {lent}"),
+                "first's Ok(7)".to_string(),
+                "second's Ok(7)".to_string(),
+            ]
+        );
+        assert_eq!(slot.take_value(None).unwrap().unwrap(), 7);
+        // Added once the value is taken: at once, told so.
+        let (tx, rx) = mpsc::channel();
+        slot.on_done(Box::new(move |outcome| {
+            tx.send(outcome.map_err(|e| e.kind()).copied()).unwrap()
+        }));
+        assert_eq!(rx.try_recv().unwrap(), Err(ErrorKind::InvalidInput));
+    }
+
+    /// While done callbacks borrow a success in one thread, another sees the result ready,
+    /// takes the value once they return (a bounded take times out before), and a callback it
+    /// adds runs in their thread, after them.
+    #[test]
+    fn a_lent_value_is_taken_once_the_done_callbacks_return() {
+        let slot: Arc<Slot<u64>> = Slot::new();
+        let (entered, in_callback) = mpsc::channel();
+        let (release, held) = mpsc::channel::<()>();
+        slot.on_done(Box::new(move |_| {
+            entered.send(()).unwrap();
+            held.recv_timeout(BOUND).unwrap();
+        }));
+        let completer = {
+            let slot = slot.clone();
+            std::thread::spawn(move || slot.complete(Ok(7)))
+        };
+        in_callback.recv_timeout(BOUND).unwrap();
+        assert!(slot.wait_until(Some(Instant::now())));
+        let soon = Instant::now() + Duration::from_millis(50);
+        let err = slot.take_value(Some(soon)).unwrap().unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Timeout);
+        let (ran, runs) = mpsc::channel();
+        slot.on_done(Box::new(move |outcome| {
+            ran.send((std::thread::current().id(), outcome.ok().copied()))
+                .unwrap()
+        }));
+        assert!(
+            runs.try_recv().is_err(),
+            "ran before the lent value's callbacks ended"
+        );
+        let taker = {
+            let slot = slot.clone();
+            std::thread::spawn(move || slot.take_value(None))
+        };
+        release.send(()).unwrap();
+        let lender = completer.thread().id();
+        assert_eq!(runs.recv_timeout(BOUND).unwrap(), (lender, Some(7)));
+        assert_eq!(taker.join().unwrap().unwrap().unwrap(), 7);
+        completer.join().unwrap();
     }
 
     #[test]
@@ -1037,7 +1236,7 @@ mod tests {
                 sink.deliver(1, chunk(vec![4])),
                 "complete with its last chunk"
             );
-            assert_eq!(slot.take_value().unwrap().unwrap(), vec![0, 1, 4]);
+            assert_eq!(slot.take_value(None).unwrap().unwrap(), vec![0, 1, 4]);
         }
         // No item at all: one empty chunk, the last.
         let told = Arc::new(Mutex::new(Told {
@@ -1047,7 +1246,7 @@ mod tests {
         let slot = Slot::new();
         let mut sink = MapSink::new(slot.clone(), 5, 10, ChunkSizes::Told(told), decode);
         assert!(sink.deliver(0, chunk(vec![])));
-        assert_eq!(slot.take_value().unwrap().unwrap(), Vec::<u64>::new());
+        assert_eq!(slot.take_value(None).unwrap().unwrap(), Vec::<u64>::new());
     }
 
     #[test]
@@ -1056,7 +1255,7 @@ mod tests {
         let mut sink = MapSink::new(slot.clone(), 1, usize::MAX, ChunkSizes::none(), decode);
         assert_eq!(sink.all.capacity(), 0);
         sink.fail(&Error::new(ErrorKind::InvalidInput, "no"));
-        assert!(slot.take_value().unwrap().is_err());
+        assert!(slot.take_value(None).unwrap().is_err());
     }
 
     #[test]
@@ -1086,7 +1285,7 @@ mod tests {
                     sink.deliver(1, second)
                 };
                 assert!(done);
-                let err = slot.take_value().unwrap().unwrap_err();
+                let err = slot.take_value(None).unwrap().unwrap_err();
                 assert_eq!(err.kind(), ErrorKind::Codec);
                 assert!(
                     err.to_string().contains(&format!(
@@ -1101,7 +1300,7 @@ mod tests {
             let mut sink = MapSink::new(slot.clone(), 2, 5, sizes(), decode);
             sink.deliver(1, chunk(vec![9, 16]));
             assert!(sink.deliver(0, chunk(vec![0, 1, 4])));
-            assert_eq!(slot.take_value().unwrap().unwrap(), [0, 1, 4, 9, 16]);
+            assert_eq!(slot.take_value(None).unwrap().unwrap(), [0, 1, 4, 9, 16]);
         }
         // `apply`: one result, no other count.
         assert_eq!(single(vec![7]).unwrap(), 7);
