@@ -700,6 +700,33 @@ fn lazy_map_across_close_and_join(m: StartMethod) -> Outcome {
     Ok(())
 }
 
+/// A map's progress callback (which runs in the pool's driver thread) that panics fails the
+/// map with an error that says so (it was reported as a result's decoding that panicked), and
+/// is not called again; the pool goes on.
+fn progress_callback_panics(m: StartMethod) -> Outcome {
+    let pool = pool(m, 2)?;
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counted = calls.clone();
+    let err = pool
+        .map_async_progress(square, 0..100u64, Some(10), move |p| {
+            counted.fetch_add(1, Ordering::SeqCst);
+            if p.done >= 30 {
+                panic!("the bar broke at {}", p.done);
+            }
+        })
+        .get()
+        .unwrap_err();
+    check_eq!(err.kind(), ErrorKind::Panicked);
+    check!(
+        err.to_string()
+            .contains("the map's progress callback panicked: the bar broke at 30"),
+        "{err}"
+    );
+    check_eq!(calls.load(Ordering::SeqCst), 3);
+    check_eq!(pool.map(square, 0..4u64)?, vec![0, 1, 4, 9]);
+    Ok(())
+}
+
 /// A pool of more workers than any machine runs is refused at once with an error, not tried
 /// (which aborted the caller, on a reservation of room for each).
 fn pools_of_more_processes_than_a_machine_runs() -> Outcome {
@@ -3375,6 +3402,7 @@ fn main() {
         cancelled_tasks_never_run,
         join_from_two_threads,
         lazy_map_across_close_and_join,
+        progress_callback_panics,
         async_result_methods,
         callbacks,
         imap_ordered_and_lazy,

@@ -966,11 +966,24 @@ impl<T> MapSink<T> {
         let size = (*chunksize).min(self.items.saturating_sub(start));
         self.items_done = (self.items_done + size).min(self.items);
         let items = self.items as u64;
-        progress(Progress {
+        let report = Progress {
             done: self.items_done as u64,
             known: items,
             total: Some(items),
-        });
+        };
+        // It runs in the driver thread: a panic is the map's error, said as such (it was
+        // taken for the decoding's, which the same catch covers), and it is not called again.
+        if let Err(payload) = panic::catch_unwind(AssertUnwindSafe(|| progress(report))) {
+            self.progress = None;
+            let message = crate::child::panic_message(&*payload);
+            self.failed(
+                chunk,
+                Error::new(
+                    ErrorKind::Panicked,
+                    format!("the map's progress callback panicked: {message}"),
+                ),
+            );
+        }
     }
 
     /// Records a failure of `chunk`, unless an earlier chunk already failed.
