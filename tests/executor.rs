@@ -254,6 +254,14 @@ fn as_completed_order(m: StartMethod) -> Outcome {
     );
     check!(!fs[1].done(), "the 3 s nap is done");
     ex.pool().terminate();
+    let ex = executor(m, 1)?;
+    // The same future given twice is yielded once, as Python's (it takes a set).
+    let fs = [ex.submit(square, 7), ex.submit(square, 8)];
+    let order: Vec<u64> = as_completed([&fs[0], &fs[1], &fs[0], &fs[1]], Some(LONG))
+        .map(|f| f.and_then(|f| f.result()))
+        .collect::<Result<_, _>>()?;
+    check_eq!(order, vec![49, 64]);
+    ex.pool().terminate();
     Ok(())
 }
 
@@ -322,6 +330,21 @@ fn wait_modes(m: StartMethod) -> Outcome {
     let none: [TaskFuture<u64>; 0] = [];
     let r = wait(&none, ReturnWhen::AllCompleted, None);
     check!(r.done.is_empty() && r.not_done.is_empty(), "{r:?}");
+    ex.pool().terminate();
+
+    let ex = executor(m, 2)?;
+    // The same future given twice counts once, in `done` or `not_done`, as Python's (a set).
+    let fs = [ex.submit(nap, 10), ex.submit(nap, 10_000)];
+    let given = [&fs[0], &fs[1], &fs[0], &fs[1]];
+    let r = wait(given, ReturnWhen::FirstCompleted, None);
+    check!(
+        r.done.len() == 1 && std::ptr::eq(r.done[0], &fs[0]),
+        "{r:?}"
+    );
+    check!(
+        r.not_done.len() == 1 && std::ptr::eq(r.not_done[0], &fs[1]),
+        "{r:?}"
+    );
     ex.pool().terminate();
     Ok(())
 }

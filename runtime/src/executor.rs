@@ -22,7 +22,7 @@
 //! | `await asyncio.wrap_future(fut)` | `fut.await` ([`TaskFuture`] is a `Future`) |
 //! | `BrokenProcessPool` after a worker dies | only that task fails ([`ErrorKind::Died`]); the worker is replaced |
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
@@ -419,7 +419,8 @@ pub enum ReturnWhen {
     AllCompleted,
 }
 
-/// What [`wait`] found: the handles done, and the others, each in the order given.
+/// What [`wait`] found: the handles done, and the others, each in the order given (a handle
+/// given more than once is in one of them once).
 #[derive(Debug)]
 pub struct Done<'a, T> {
     /// Done (finished, failed, or cancelled) when `wait` returned.
@@ -430,13 +431,18 @@ pub struct Done<'a, T> {
 
 /// Watches every handle of `futures` (as index `i`); stops watching on drop.
 struct Watching<'a, T> {
+    /// Each handle once, at its first place: Python's functions take a set.
     futures: Vec<&'a TaskFuture<T>>,
     watch: Arc<Watch>,
 }
 
 impl<'a, T> Watching<'a, T> {
     fn new(futures: impl IntoIterator<Item = &'a TaskFuture<T>>) -> Self {
-        let futures: Vec<_> = futures.into_iter().collect();
+        let mut seen = HashSet::new();
+        let futures: Vec<_> = futures
+            .into_iter()
+            .filter(|&f| seen.insert(f as *const TaskFuture<T>))
+            .collect();
         let watch = Watch::new();
         for (i, future) in futures.iter().enumerate() {
             future.result.slot().watch(&watch, i);
@@ -524,8 +530,9 @@ pub fn wait<'a, T: 'a>(
 }
 
 /// An iterator over `futures` that yields each as it completes (those already done first);
-/// Python's `concurrent.futures.as_completed`. If `timeout` passes first, it yields an
-/// [`ErrorKind::Timeout`] error and ends. Woken by each task as it completes: no polling.
+/// Python's `concurrent.futures.as_completed`. A handle given more than once is yielded once.
+/// If `timeout` passes first, it yields an [`ErrorKind::Timeout`] error and ends. Woken by
+/// each task as it completes: no polling.
 ///
 /// Without a timeout, in a done callback of the executor of a future not done, it yields the
 /// futures done and then an [`ErrorKind::InvalidInput`] error, and ends: it would wait for the
