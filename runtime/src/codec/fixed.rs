@@ -1086,4 +1086,382 @@ mod tests {
             }
         }
     }
+
+    /// A value nested as deep as `depth` says, one kind of level at a time (with bincode's
+    /// encoder, which has no limit, for bytes the writer may refuse).
+    mod deep {
+        use std::collections::BTreeMap;
+
+        use serde::de::{MapAccess, Visitor};
+        use serde::ser::SerializeMap;
+        use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+        #[derive(Debug, Serialize, Deserialize)]
+        pub(super) enum Shape {
+            Unit,
+            Newtype(Box<Shape>),
+            Tuple(Box<Shape>, u8),
+            Struct { inner: Box<Shape> },
+            Seq(Vec<Shape>),
+            Map(BTreeMap<u8, Shape>),
+            Key(KeyMap),
+            Some(Option<Box<Shape>>),
+            Wrapped(Wrapper),
+            Pair((Box<Shape>, u8)),
+            Plain(Plain),
+            TupleStruct(TupleStruct),
+            Array([Box<Shape>; 1]),
+        }
+
+        #[derive(Debug, Serialize, Deserialize)]
+        pub(super) struct Wrapper(pub Box<Shape>);
+
+        #[derive(Debug, Serialize, Deserialize)]
+        pub(super) struct Plain {
+            pub inner: Box<Shape>,
+        }
+
+        #[derive(Debug, Serialize, Deserialize)]
+        pub(super) struct TupleStruct(pub Box<Shape>, pub u8);
+
+        /// A map of one entry whose key is the nested value.
+        #[derive(Debug)]
+        pub(super) struct KeyMap(pub Box<Shape>);
+
+        impl Serialize for KeyMap {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                let mut map = s.serialize_map(Some(1))?;
+                map.serialize_entry(&*self.0, &7u8)?;
+                map.end()
+            }
+        }
+
+        impl<'de> Deserialize<'de> for KeyMap {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                struct V;
+                impl<'de> Visitor<'de> for V {
+                    type Value = KeyMap;
+                    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                        f.write_str("a map of one entry")
+                    }
+                    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<KeyMap, A::Error> {
+                        let (key, _) = map
+                            .next_entry::<Shape, u8>()?
+                            .ok_or_else(|| serde::de::Error::custom("no entry"))?;
+                        Ok(KeyMap(Box::new(key)))
+                    }
+                }
+                d.deserialize_map(V)
+            }
+        }
+
+        /// Options alone, then `None`: one level a `Some`.
+        #[derive(Debug, Serialize, Deserialize)]
+        #[serde(transparent)]
+        pub(super) struct Options(pub Option<Box<Options>>);
+
+        /// Sequences alone, then an empty one: one level a sequence.
+        #[derive(Debug, Serialize, Deserialize)]
+        #[serde(transparent)]
+        pub(super) struct Seqs(pub Vec<Seqs>);
+
+        /// Maps alone (nested as values), then an empty one: one level a map.
+        #[derive(Debug, Serialize, Deserialize)]
+        #[serde(transparent)]
+        pub(super) struct Maps(pub BTreeMap<u8, Maps>);
+
+        /// Newtype structs alone, down to a `u8`: one level a newtype.
+        #[derive(Debug, Serialize, Deserialize)]
+        pub(super) enum Newtypes {
+            Leaf(u8),
+            Node(Box<Wrapped>),
+        }
+
+        #[derive(Debug, Serialize, Deserialize)]
+        pub(super) struct Wrapped(pub Newtypes);
+    }
+
+    /// For values as deep as `depth` around the limit, made by `make`: the writer writes what
+    /// bincode writes exactly when the reader reads it (no depth that one refuses and the
+    /// other takes, either way), and both sides flip between the depths tried.
+    fn agree_around_the_limit<T, F>(name: &str, depths: impl IntoIterator<Item = u32>, make: F)
+    where
+        T: Serialize + serde::de::DeserializeOwned + fmt::Debug,
+        F: Fn(u32) -> T,
+    {
+        let (mut accepted, mut refused) = (false, false);
+        for depth in depths {
+            let value = make(depth);
+            let theirs =
+                bincode::serde::encode_to_vec(&value, crate::codec::config()).expect("bincode");
+            let mut ours = Vec::new();
+            let written = super::super::write::encode_into(&value, &mut ours);
+            drop(value);
+            let read = decode::<T>(&theirs).map(|(_, n)| n);
+            match (&written, &read) {
+                (Ok(()), Ok(n)) => {
+                    assert_eq!(*n, theirs.len(), "{name} at {depth}");
+                    assert_eq!(ours, theirs, "{name} at {depth}: not bincode's bytes");
+                    accepted = true;
+                }
+                (Err(Wrong::Deep), Err(Wrong::Deep)) => refused = true,
+                _ => panic!("{name} at {depth}: written {written:?}, read {read:?}"),
+            }
+        }
+        assert!(
+            accepted && refused,
+            "{name}: no flip within the depths tried"
+        );
+    }
+
+    #[test]
+    fn writer_and_reader_agree_on_the_depth_of_every_nesting() {
+        use deep::*;
+        on_a_stack_of(512 << 20, || {
+            type Make = fn(Shape) -> Shape;
+            let makers: [(&str, Make); 12] = [
+                ("newtype variant", |s| Shape::Newtype(Box::new(s))),
+                ("tuple variant", |s| Shape::Tuple(Box::new(s), 1)),
+                ("struct variant", |s| Shape::Struct { inner: Box::new(s) }),
+                ("seq", |s| Shape::Seq(vec![s])),
+                ("map value", |s| Shape::Map([(1, s)].into())),
+                ("map key", |s| Shape::Key(KeyMap(Box::new(s)))),
+                ("option", |s| Shape::Some(Some(Box::new(s)))),
+                ("newtype struct", |s| Shape::Wrapped(Wrapper(Box::new(s)))),
+                ("tuple", |s| Shape::Pair((Box::new(s), 2))),
+                ("struct", |s| Shape::Plain(Plain { inner: Box::new(s) })),
+                ("tuple struct", |s| {
+                    Shape::TupleStruct(TupleStruct(Box::new(s), 3))
+                }),
+                ("array", |s| Shape::Array([Box::new(s)])),
+            ];
+            for (name, make) in makers {
+                // One or two levels a step, and one for the unit variant at the bottom.
+                agree_around_the_limit(name, (505..=515).chain(1018..=1030), |depth| {
+                    (0..depth).fold(Shape::Unit, |s, _| make(s))
+                });
+            }
+            agree_around_the_limit("options", 1020..=1030, |depth| {
+                (0..depth).fold(Options(None), |o, _| Options(Some(Box::new(o))))
+            });
+            agree_around_the_limit("seqs", 1020..=1030, |depth| {
+                (0..depth).fold(Seqs(Vec::new()), |s, _| Seqs(vec![s]))
+            });
+            agree_around_the_limit("maps", 1020..=1030, |depth| {
+                (0..depth).fold(Maps(BTreeMap::new()), |m, _| Maps([(0, m)].into()))
+            });
+            agree_around_the_limit("newtypes", 505..=520, |depth| {
+                (0..depth).fold(Newtypes::Leaf(9), |n, _| {
+                    Newtypes::Node(Box::new(Wrapped(n)))
+                })
+            });
+        });
+    }
+
+    /// `value` written by the writer as bincode writes it, and read back by the reader (from
+    /// either's bytes) to what `same` says is the same.
+    fn both_ways<T>(value: &T, same: impl Fn(&T, &T) -> bool)
+    where
+        T: Serialize + serde::de::DeserializeOwned + fmt::Debug,
+    {
+        let mut ours = Vec::new();
+        super::super::write::encode_into(value, &mut ours)
+            .unwrap_or_else(|err| panic!("{value:?}: {err}"));
+        let theirs = bincode::serde::encode_to_vec(value, crate::codec::config()).unwrap();
+        assert_eq!(ours, theirs, "{value:?}: not bincode's bytes");
+        let (back, read) = decode::<T>(&ours).unwrap_or_else(|err| panic!("{value:?}: {err}"));
+        assert_eq!(read, ours.len(), "{value:?}");
+        assert!(same(value, &back), "{value:?} came back as {back:?}");
+    }
+
+    macro_rules! round_trip {
+        ($($value:expr),* $(,)?) => {$(both_ways(&$value, |a, b| a == b);)*};
+    }
+
+    #[test]
+    fn every_type_of_the_data_model_goes_both_ways_as_bincode_writes_it() {
+        use std::borrow::Cow;
+        use std::collections::{BTreeSet, HashMap, VecDeque};
+        use std::ffi::{CString, OsString};
+        use std::marker::PhantomData;
+        use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+        use std::num::{NonZeroU32, Wrapping};
+        use std::ops::Bound;
+        use std::path::PathBuf;
+        use std::time::{Duration, SystemTime};
+
+        #[derive(Debug, PartialEq, Serialize, Deserialize)]
+        struct Unit;
+        #[derive(Debug, PartialEq, Serialize, Deserialize)]
+        struct New(u32);
+        #[derive(Debug, PartialEq, Serialize, Deserialize)]
+        struct Tup(u8, i128);
+        #[derive(Debug, PartialEq, Serialize, Deserialize)]
+        enum E {
+            U,
+            N(u128),
+            T(char, f32),
+            S { a: Option<Option<u8>>, b: Vec<u8> },
+            Empty {},
+            Nothing(),
+        }
+        #[derive(Debug, PartialEq, Serialize, Deserialize)]
+        struct Skips {
+            a: u8,
+            #[serde(skip)]
+            b: u64,
+            c: String,
+        }
+        #[derive(Debug, PartialEq, Serialize, Deserialize)]
+        #[serde(transparent)]
+        struct Transparent {
+            inner: Vec<u16>,
+        }
+        #[derive(Debug, PartialEq, Serialize, Deserialize)]
+        struct Bytes(#[serde(with = "run_bytes")] Vec<u8>);
+
+        round_trip![true, false, (), Unit, New(7), Tup(1, i128::MIN)];
+        round_trip![i8::MIN, i16::MIN, i32::MIN, i64::MIN, i128::MIN, isize::MIN];
+        round_trip![i8::MAX, i16::MAX, i32::MAX, i64::MAX, i128::MAX, isize::MAX];
+        round_trip![u8::MAX, u16::MAX, u32::MAX, u64::MAX, u128::MAX, usize::MAX];
+        round_trip![
+            0.5f32,
+            f32::INFINITY,
+            -0.0f64,
+            f64::NEG_INFINITY,
+            f64::MIN_POSITIVE
+        ];
+        for c in [
+            '\0', '\u{7f}', '\u{80}', '\u{7ff}', '\u{800}', '\u{d7ff}', '\u{e000}',
+        ] {
+            round_trip![c];
+        }
+        for c in ['\u{ffff}', '\u{10000}', '\u{10ffff}'] {
+            round_trip![c];
+        }
+        both_ways(&f32::NAN, |a, b| a.to_bits() == b.to_bits());
+        both_ways(&f64::NAN, |a, b| a.to_bits() == b.to_bits());
+        round_trip![String::new(), "héllo".to_string(), Box::<str>::from("b")];
+        round_trip![Cow::<'static, str>::Owned("cow".into())];
+        round_trip![Bytes(Vec::new()), Bytes(vec![0, 255])];
+        round_trip![None::<u8>, Some(3u8), Some(None::<u8>), Some(Some(()))];
+        round_trip![E::U, E::N(u128::MAX), E::T('é', -1.5)];
+        round_trip![
+            E::S {
+                a: Some(None),
+                b: vec![1]
+            },
+            E::Empty {},
+            E::Nothing()
+        ];
+        round_trip![
+            Vec::<u8>::new(),
+            vec![vec![1u8], Vec::new()],
+            VecDeque::from([1u64])
+        ];
+        round_trip![
+            BTreeSet::from([3u8, 1]),
+            BTreeMap::from([(1u8, "a".to_string())])
+        ];
+        round_trip![HashMap::from([("k".to_string(), vec![(); 3])])];
+        round_trip![(1u8, (2i16, ()), [0u8; 0], [1u16, 2, 3]), ((),)];
+        round_trip![
+            Skips {
+                a: 1,
+                b: 0,
+                c: "c".into()
+            },
+            Transparent { inner: vec![9] }
+        ];
+        round_trip![
+            PhantomData::<String>,
+            Wrapping(5u8),
+            NonZeroU32::new(9).unwrap()
+        ];
+        round_trip![
+            std::cmp::Reverse(4i8),
+            Ok::<u8, String>(1),
+            Err::<u8, String>("e".into())
+        ];
+        round_trip![
+            Duration::new(5, 7),
+            SystemTime::UNIX_EPOCH + Duration::from_nanos(9)
+        ];
+        round_trip![
+            IpAddr::V4(Ipv4Addr::LOCALHOST),
+            IpAddr::V6(Ipv6Addr::LOCALHOST)
+        ];
+        round_trip!["[::1]:80".parse::<SocketAddr>().unwrap()];
+        round_trip![
+            PathBuf::from("/a/b"),
+            CString::new("c").unwrap(),
+            OsString::from("os")
+        ];
+        round_trip![
+            1u32..5,
+            1u32..=5,
+            Bound::Included(3u8),
+            Bound::<u8>::Unbounded
+        ];
+        round_trip![..3u8, 2u8..];
+    }
+
+    /// What a format without field names or tags cannot carry fails where it is made (a
+    /// skipped field, a flattened struct) or where it is read (the attributes whose
+    /// `Deserialize` asks what comes next), never as another value.
+    #[test]
+    fn what_the_format_cannot_carry_fails_on_one_side() {
+        #[derive(Debug, PartialEq, Serialize, Deserialize)]
+        #[serde(tag = "t", content = "c")]
+        enum Adjacent {
+            A(u8),
+            B,
+        }
+        #[derive(Debug, PartialEq, Serialize, Deserialize)]
+        #[serde(tag = "t")]
+        enum Internal {
+            A { x: u8 },
+            B,
+        }
+        #[derive(Debug, PartialEq, Serialize, Deserialize)]
+        #[serde(untagged)]
+        enum Untagged {
+            A(u8),
+            B(String),
+        }
+        #[derive(Debug, PartialEq, Serialize, Deserialize)]
+        struct Inner {
+            y: u8,
+        }
+        #[derive(Debug, PartialEq, Serialize, Deserialize)]
+        struct Flat {
+            x: u8,
+            #[serde(flatten)]
+            inner: Inner,
+        }
+        fn read_refused<T: Serialize + serde::de::DeserializeOwned + fmt::Debug>(value: T) {
+            let mut bytes = Vec::new();
+            super::super::write::encode_into(&value, &mut bytes).unwrap();
+            let err = decode::<T>(&bytes).map(|(v, _)| v).unwrap_err();
+            assert!(
+                matches!(err, Wrong::NotSelfDescribing(_)),
+                "{value:?}: {err}"
+            );
+        }
+        read_refused(Adjacent::A(1));
+        read_refused(Adjacent::B);
+        read_refused(Internal::A { x: 1 });
+        read_refused(Internal::B);
+        read_refused(Untagged::A(1));
+        read_refused(Untagged::B("b".into()));
+        let err = super::super::write::encode_into(
+            &Flat {
+                x: 1,
+                inner: Inner { y: 2 },
+            },
+            &mut Vec::new(),
+        )
+        .unwrap_err();
+        assert!(matches!(err, Wrong::LengthUnknown), "{err}");
+    }
 }
