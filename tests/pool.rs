@@ -748,6 +748,57 @@ fn pools_of_more_processes_than_a_machine_runs() -> Outcome {
     Ok(())
 }
 
+/// The numbers of the `SlowToRead` results being decoded in this process now (by a pool's
+/// driver thread).
+static BEING_READ: Mutex<Vec<u64>> = Mutex::new(Vec::new());
+
+/// A result whose decoding in the parent takes 300 ms, and says when it begins.
+#[derive(Debug, Serialize)]
+struct SlowToRead(u64);
+
+impl<'de> Deserialize<'de> for SlowToRead {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let n = u64::deserialize(d)?;
+        BEING_READ.lock().unwrap().push(n);
+        std::thread::sleep(Duration::from_millis(300));
+        BEING_READ.lock().unwrap().retain(|&m| m != n);
+        Ok(SlowToRead(n))
+    }
+}
+
+#[process]
+fn slow_to_read(n: u64) -> SlowToRead {
+    SlowToRead(n)
+}
+
+fn cancel_while_delivering(m: StartMethod) -> Outcome {
+    // A cancel that comes while the driver decodes the result: if it says it cancelled (true),
+    // the result is the Cancelled error, not the value.
+    static NEXT: AtomicUsize = AtomicUsize::new(1);
+    let pool = pool(m, 1)?;
+    let n = NEXT.fetch_add(1, Ordering::Relaxed) as u64;
+    let r = pool.apply_async(slow_to_read, n);
+    let begun = Instant::now();
+    while !BEING_READ.lock().unwrap().contains(&n) {
+        check!(begun.elapsed() < LONG, "the result was never decoded");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let cancelled = r.cancel();
+    match r.get_timeout(LONG) {
+        Err(err) if err.kind() == ErrorKind::Cancelled => {
+            check!(
+                cancelled,
+                "the result is cancelled, but cancel() said false"
+            )
+        }
+        Ok(value) => check!(!cancelled, "cancel() said true, and get() gave {value:?}"),
+        Err(err) => return Err(format!("{err}").into()),
+    }
+    // The pool goes on.
+    check_eq!(pool.apply(square, 6)?, 36);
+    Ok(())
+}
+
 fn async_result_methods(m: StartMethod) -> Outcome {
     let pool = pool(m, 2)?;
     let r = pool.apply_async(slow_square, (8, 300));
@@ -3404,6 +3455,7 @@ fn main() {
         lazy_map_across_close_and_join,
         progress_callback_panics,
         async_result_methods,
+        cancel_while_delivering,
         callbacks,
         imap_ordered_and_lazy,
         state_rules,

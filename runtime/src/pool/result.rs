@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use serde::de::DeserializeOwned;
 
-use super::jobs::{Shared, Sink};
+use super::jobs::{cancelled, Shared, Sink};
 use super::lent;
 use crate::carrier::{ChunkAppender, ChunkDecoder};
 use crate::error::{Error, ErrorKind, Result};
@@ -54,6 +54,11 @@ struct SlotState<T> {
     /// The result callbacks (`on_success`, `on_error`) were taken and are running: the value
     /// comes in a moment.
     completing: bool,
+    /// While `completing`: whether what is being stored is the Cancelled error.
+    completing_cancelled: bool,
+    /// A cancel reached the work before its result was stored (see `claim_cancel`): what
+    /// comes is stored as the Cancelled error.
+    cancel_claimed: bool,
     taken: bool,
     /// The thread whose done callbacks borrow the value (a success), moved out of `value`
     /// meanwhile and put back after them: it cannot be taken until then (see `unlent`). Done
@@ -87,6 +92,8 @@ impl<T> Slot<T> {
                 value: None,
                 ready: false,
                 completing: false,
+                completing_cancelled: false,
+                cancel_claimed: false,
                 taken: false,
                 lent: None,
                 on_success: None,
@@ -120,6 +127,21 @@ impl<T> Slot<T> {
             || state.on_success.is_some()
             || state.on_error.is_some()
             || !state.on_done.is_empty()
+    }
+
+    /// A cancel that reached the work (`AsyncResult::cancel`): the result becomes the Cancelled
+    /// error unless it is already stored or being stored (its result callbacks running).
+    /// Returns whether the result is, or will be, that error: false if values came first.
+    pub(crate) fn claim_cancel(&self) -> bool {
+        let mut state = self.lock();
+        if state.ready {
+            return matches!(&state.value, Some(Err(err)) if err.kind() == ErrorKind::Cancelled);
+        }
+        if state.completing {
+            return state.completing_cancelled;
+        }
+        state.cancel_claimed = true;
+        true
     }
 
     /// Whether the result is stored and is an error of `kind`.
@@ -340,13 +362,27 @@ impl<T> Slot<T> {
     /// ready and whoever waits is woken (blocked threads, watches, an `.await`ing task), then
     /// the done callbacks run, in the calling thread, as Python's `set_result` does.
     pub(crate) fn complete(&self, result: Result<T>) {
-        let (on_success, on_error) = {
+        let (on_success, on_error, claimed) = {
             let mut state = self.lock();
             if state.ready || state.completing {
                 return;
             }
             state.completing = true;
-            (state.on_success.take(), state.on_error.take())
+            state.completing_cancelled = state.cancel_claimed
+                || matches!(&result, Err(err) if err.kind() == ErrorKind::Cancelled);
+            (
+                state.on_success.take(),
+                state.on_error.take(),
+                state.cancel_claimed,
+            )
+        };
+        // What a cancel that said it cancelled the work promised: dropped, outside the lock
+        // (it is the user's).
+        let result = if claimed {
+            drop(result);
+            Err(cancelled())
+        } else {
+            result
         };
         let result = run_callbacks(result, on_success, on_error);
         let (waker, watchers, on_done, lent, error) = {
@@ -617,7 +653,9 @@ impl<T> AsyncResult<T> {
         let (Some(pool), Some(job)) = (&self.pool, self.slot.job()) else {
             return false;
         };
-        pool.cancel(job, kill, false) && !self.ready_with_values()
+        // The work may be delivering its last values meanwhile: whichever of the two stores
+        // first wins, under the slot's lock.
+        pool.cancel(job, kill, false) && self.slot.claim_cancel()
     }
 
     /// The slot the result is stored in (the executor's waits watch it).
@@ -640,12 +678,6 @@ impl<T> AsyncResult<T> {
             (Some(pool), Some(job)) => pool.is_queued(job),
             _ => false,
         }
-    }
-
-    /// Whether the result is ready and holds values (a cancel came too late).
-    fn ready_with_values(&self) -> bool {
-        let state = self.slot.lock();
-        state.ready && !matches!(&state.value, Some(Err(err)) if err.kind() == ErrorKind::Cancelled)
     }
 
     /// Whether the work succeeded; an [`ErrorKind::InvalidInput`] error while not ready (as
