@@ -1353,7 +1353,10 @@ fn joinable_producer_killed_waiting_for_room(m: StartMethod) -> Outcome {
     check_eq!(q.get()?, 1);
     q.task_done()?;
     check_eq!(q.unfinished_tasks(), 0);
-    check!(q.join_timeout(SHORT)?, "join returns: the one item put is done");
+    check!(
+        q.join_timeout(SHORT)?,
+        "join returns: the one item put is done"
+    );
     check_eq!(kind(q.try_get())?, ErrorKind::Empty);
     Ok(())
 }
