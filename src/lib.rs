@@ -318,6 +318,12 @@
 //! lock owner died breaks ([`ErrorKind::BrokenBarrier`]).
 //! Semaphores and events have no owner: a unit held by a dead process is lost, as in Python.
 //!
+//! The look is by thread id (`kill(tid, 0)` and `/proc/<tid>/stat`), so the processes that
+//! share a lock must be in one pid namespace: a holder in another one is known by an id that
+//! means another thread, or none, here, and may be taken for dead while it runs. And an owner
+//! that died and whose thread id went to a new thread before anybody looked is waited for
+//! like a live one (ids are handed out in turn up to `pid_max`).
+//!
 //! ```no_run
 //! use multiproc::{process, ErrorKind, Process, Value};
 //!

@@ -1327,6 +1327,40 @@ fn joinable_stopped_consumer_and_join_timeout(m: StartMethod) -> Outcome {
     Ok(())
 }
 
+/// Puts one item into a full queue: waits for room until it is killed.
+#[process]
+fn put_into_full(q: JoinableQueue<u32>, putting: Event) {
+    putting.set();
+    q.put(2).expect("put");
+}
+
+/// A producer killed while its put waits for room in a full queue did not put its item: it
+/// is not counted, and `join` returns once the items that were put are done (as in CPython,
+/// whose put counts the item only once there is room). It was counted as the put began, so
+/// `join` waited for an item that never came, forever.
+fn joinable_producer_killed_waiting_for_room(m: StartMethod) -> Outcome {
+    let q = JoinableQueue::<u32>::bounded(1)?;
+    q.put(1)?;
+    let putting = Event::new()?;
+    let p = Process::new(put_into_full, (q.clone(), putting.clone())).with_start_method(m);
+    start(&p)?;
+    check!(putting.wait_timeout(LONG)?, "the child puts");
+    // Well inside its put, asleep for room.
+    std::thread::sleep(SHORT);
+    check_eq!(q.qsize(), 1);
+    p.kill()?;
+    check_eq!(p.join_timeout(LONG)?, Some(-libc::SIGKILL));
+    check_eq!(q.get()?, 1);
+    q.task_done()?;
+    check_eq!(q.unfinished_tasks(), 0);
+    check!(
+        q.join_timeout(SHORT)?,
+        "join returns: the one item put is done"
+    );
+    check_eq!(kind(q.try_get())?, ErrorKind::Empty);
+    Ok(())
+}
+
 /// `join_timeout` with an unfinished task, and `task_done` called too often.
 fn joinable_rules() -> Outcome {
     let q = JoinableQueue::<u32>::new()?;
@@ -1548,6 +1582,7 @@ fn main() {
         queue_of_pipe_ends,
         joinable_task_done,
         joinable_stopped_consumer_and_join_timeout,
+        joinable_producer_killed_waiting_for_room,
         queue_as_pool_task_argument,
         queue_as_pool_initializer_argument,
         no_leaked_descriptors_through_children,

@@ -64,9 +64,27 @@ impl Core {
 
     /// Puts a prepared item, waiting for room as `wait` allows.
     pub(crate) fn put(&self, item: &Outbound, wait: Wait) -> Result<()> {
+        self.put_counted(item, wait, &|| Ok(()))
+    }
+
+    /// [`put`](Self::put), which runs `counted` right before the item is committed, once
+    /// there is room (see `Ring::push_counted`): its error puts nothing.
+    pub(crate) fn put_counted(
+        &self,
+        item: &Outbound,
+        wait: Wait,
+        counted: &dyn Fn() -> Result<()>,
+    ) -> Result<()> {
         self.check_open()?;
-        self.ring
-            .push(item, &self.tx, wait, true, "queue", || self.check_open())
+        self.ring.push_counted(
+            item,
+            &self.tx,
+            wait,
+            true,
+            "queue",
+            || self.check_open(),
+            counted,
+        )
     }
 
     /// Takes one item, waiting as `wait` allows, and decodes it.

@@ -32,6 +32,9 @@ use crate::sys;
 ///
 /// **A consumer that dies** holding an item never marks it done: `join` then waits for it
 /// forever, as in Python. When consumers may die, use [`join_timeout`](Self::join_timeout).
+/// A producer that dies inside `put` (waiting for room, say) counted its item only if it put
+/// it: the item is counted once there is room, under the ring's lock, one store before it is
+/// committed (only a death between those two instructions leaves a count without an item).
 ///
 /// ```
 /// # fn main() -> multiproc::Result<()> {
@@ -266,18 +269,11 @@ impl<T> JoinableQueue<T> {
     {
         let core = &self.queue.core;
         let item = core.prepare(item)?;
-        // Counted before it can be taken: a consumer's task_done never comes first.
-        self.tasks.unfinished.release()?;
-        if let Err(err) = core.put(&item, wait) {
-            self.uncount();
-            return Err(err);
-        }
-        Ok(())
-    }
-
-    /// Takes back the count of an item that was not sent, waking `join` if it was the last.
-    fn uncount(&self) {
-        self.tasks.done_one();
+        // Counted once there is room, right before the item is committed: before it can be
+        // taken (a consumer's task_done never comes first), and after every wait (a producer
+        // killed or stopped while it waits for room has counted nothing, as in CPython, whose
+        // put counts an item once there is room for it).
+        core.put_counted(&item, wait, &|| self.tasks.unfinished.release())
     }
 
     /// Marks one item taken with `get` as done. When the count of unfinished items reaches

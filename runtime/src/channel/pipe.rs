@@ -245,7 +245,8 @@ impl<S, R> Connection<S, R> {
         self.link.recv(Wait::Until(sys::deadline_after(timeout)))
     }
 
-    /// Receives a message only if one is waiting: [`ErrorKind::Empty`] otherwise.
+    /// Receives a message only if one is waiting and no other reader of this end is in the
+    /// middle of a `recv` (see [`Connection`]): [`ErrorKind::Empty`] otherwise.
     ///
     /// ```
     /// # fn main() -> multiproc::Result<()> {

@@ -414,7 +414,7 @@ impl Ring {
     /// one process on each side: its locks are never waited for (see
     /// [`lock_alone`](Self::lock_alone)).
     pub(crate) fn try_push_inline(&self, item: &Outbound) -> Result<bool> {
-        match self.try_push(item, None, Wait::No)? {
+        match self.try_push(item, None, Wait::No, &|| Ok(()))? {
             Pushed::Done => Ok(true),
             Pushed::NoRoom | Pushed::SocketFull | Pushed::Busy => Ok(false),
         }
@@ -433,7 +433,14 @@ impl Ring {
     /// Puts `item` if there is room now, waiting for the tail lock as `wait` allows (see
     /// [`lock`](Self::lock)). For a socket item, sends it on `end` first. Without `end` (a ring
     /// of inline items only), a socket item is refused and the lock is not waited for.
-    fn try_push(&self, item: &Outbound, end: Option<&Endpoint>, wait: Wait) -> Result<Pushed> {
+    /// `counted` runs just before the commit (see [`push_counted`](Self::push_counted)).
+    fn try_push(
+        &self,
+        item: &Outbound,
+        end: Option<&Endpoint>,
+        wait: Wait,
+        counted: &dyn Fn() -> Result<()>,
+    ) -> Result<Pushed> {
         let h = &*self.header;
         let cap = self.capacity;
         let need = item.record_len() as u32;
@@ -497,6 +504,7 @@ impl Ring {
                 words[1].store(seq, Ordering::Relaxed);
             }
         }
+        counted()?;
         h.tail
             .store(advance(tail, pad + need, 1), Ordering::Release);
         drop(guard);
@@ -613,9 +621,28 @@ impl Ring {
         what: &str,
         check: impl Fn() -> Result<()>,
     ) -> Result<()> {
+        self.push_counted(item, end, wait, sliced, what, check, &|| Ok(()))
+    }
+
+    /// [`push`](Self::push), which runs `counted` once it has room, with the tail lock held,
+    /// right before the store that commits the item (its error ends the put, and nothing is
+    /// put): a joinable queue counts the item there, after every wait, so that a producer
+    /// killed or stopped while it waits has counted nothing, and before any consumer can
+    /// take it.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn push_counted(
+        &self,
+        item: &Outbound,
+        end: &Endpoint,
+        wait: Wait,
+        sliced: bool,
+        what: &str,
+        check: impl Fn() -> Result<()>,
+        counted: &dyn Fn() -> Result<()>,
+    ) -> Result<()> {
         let timed_out = || Error::timeout(format!("timed out waiting for room in the {what}"));
         loop {
-            let pushed = self.try_push(item, Some(end), wait)?;
+            let pushed = self.try_push(item, Some(end), wait, counted)?;
             let deadline = match (pushed, wait) {
                 (Pushed::Done, _) => return Ok(()),
                 // A held lock is as good as no room for a try (another producer is at work).
