@@ -237,6 +237,14 @@ impl RawMutex {
                 }
                 continue;
             }
+            if deadline.expired() {
+                // A wait that is over before it sleeps (a zero timeout, say) is a try: no
+                // sleep (the kernel's timer slack made one cost ~50 us) and no WAITERS bit
+                // (which would cost the holder's unlock a wake-up call).
+                return Ok(self
+                    .take_from_dead(seen, me | (seen & WAITERS))
+                    .unwrap_or(Locked::No));
+            }
             if seen & WAITERS == 0
                 && self
                     .word
