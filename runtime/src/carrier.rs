@@ -240,14 +240,14 @@ impl<T, F: Format> Carrier<T> for Plain<F> {
         T: Serialize,
     {
         // As a slice (the same encoding as the `Vec`): the format sizes its buffer from it.
-        F::encode(values.as_slice())
+        F::encode_seq(values.as_slice())
     }
 
     fn encode_slice(values: &[T]) -> Result<Vec<u8>>
     where
         T: Serialize,
     {
-        F::encode(values)
+        F::encode_seq(values)
     }
 
     fn decode(bytes: &[u8], _blocks: Vec<Block>) -> Result<Vec<T>>
@@ -541,7 +541,7 @@ impl<T, P: Part<T>, F: Format> Carrier<T> for Packed<P, F> {
 
     fn encode(values: Vec<T>, stash: &mut Stash) -> Result<Vec<u8>> {
         let packed: Vec<P> = values.into_iter().map(|v| P::pack(v, stash)).collect();
-        F::encode(&packed)
+        F::encode_seq(&packed)
     }
 
     fn encode_slice(_values: &[T]) -> Result<Vec<u8>> {
@@ -553,7 +553,9 @@ impl<T, P: Part<T>, F: Format> Carrier<T> for Packed<P, F> {
     }
 
     fn decode(bytes: &[u8], blocks: Vec<Block>) -> Result<Vec<T>> {
-        let packed: Vec<P> = F::decode(bytes)?;
+        // A chunk, as `encode_seq` wrote it (its sequence counts no level of nesting).
+        let mut packed: Vec<P> = Vec::new();
+        F::decode_seq_into(bytes, &mut packed)?;
         let mut taken = Taken {
             blocks: blocks.into_iter().map(Some).collect(),
         };
@@ -1087,6 +1089,29 @@ mod tests {
     use super::*;
 
     type Mixed = Packed<(Held<u32>, Bytes, Held<String>)>;
+
+    #[test]
+    fn a_chunk_takes_values_as_deep_as_one_value_alone() {
+        // A chain of variants, a level each: the deepest one the encoder takes alone goes
+        // through a chunk too, as its decoder takes it (the chunk's own sequence counts no
+        // level); one level more is refused.
+        #[derive(Debug, Serialize, Deserialize)]
+        enum Chain {
+            End,
+            Link(Box<Chain>),
+        }
+        let chain = |links: usize| (0..links).fold(Chain::End, |c, _| Chain::Link(Box::new(c)));
+        let alone = |c: &Chain| codec::encode(c).is_ok();
+        let deepest = (0..2000).take_while(|&n| alone(&chain(n))).last().unwrap();
+        assert!(deepest > 500, "{deepest}");
+        let bytes =
+            <Plain<Compact> as Carrier<Chain>>::encode_slice(&[chain(deepest), chain(3)]).unwrap();
+        let back: Vec<Chain> = Plain::<Compact>::decode(&bytes, Vec::new()).unwrap();
+        assert_eq!(back.len(), 2);
+        let bytes = Plain::<Compact>::encode(vec![chain(deepest)], &mut Stash::new(false));
+        assert!(bytes.is_ok(), "{bytes:?}");
+        assert!(<Plain<Compact> as Carrier<Chain>>::encode_slice(&[chain(deepest + 1)]).is_err());
+    }
 
     #[test]
     fn the_format_is_part_of_the_carrier_and_of_one_value() {

@@ -143,6 +143,13 @@ pub trait Format {
         Ok(())
     }
 
+    /// Encodes a chunk of values into a new buffer, as [`encode`](Self::encode) of the slice,
+    /// each value allowed as deep a nesting as [`decode_seq_into`](Self::decode_seq_into)
+    /// takes (a format that limits it counts no level for the sequence).
+    fn encode_seq<T: Serialize>(values: &[T]) -> Result<Vec<u8>> {
+        Self::encode(values)
+    }
+
     /// Whether a sequence can be encoded one value at a time, as [`encode`](Self::encode) of
     /// the slice of them would encode it: [`seq_start`](Self::seq_start), then
     /// [`seq_push`](Self::seq_push) for each value, then [`seq_end`](Self::seq_end).
@@ -179,6 +186,13 @@ impl Format for Compact {
     fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>> {
         let mut buf = spare::take_or_new(std::mem::size_of_val(value) + 8);
         write::encode_into(value, &mut buf).map_err(written::<T>)?;
+        Ok(buf)
+    }
+
+    #[inline]
+    fn encode_seq<T: Serialize>(values: &[T]) -> Result<Vec<u8>> {
+        let mut buf = spare::take_or_new(std::mem::size_of_val(values) + 8);
+        write::encode_seq_into(values, &mut buf).map_err(written::<[T]>)?;
         Ok(buf)
     }
 

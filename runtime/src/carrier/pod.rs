@@ -453,7 +453,7 @@ macro_rules! split_tuples {
                 ($($t,)+): Serialize,
             {
                 if true $(&& slot::<W, $i, $t>().is_none())+ {
-                    return Ok(split_payload(F::encode(values.as_slice())?, &[]));
+                    return Ok(split_payload(F::encode_seq(values.as_slice())?, &[]));
                 }
                 let mut runs = Vec::new();
                 for value in &mut values {
@@ -461,7 +461,7 @@ macro_rules! split_tuples {
                         (slot.take)(&mut value.$i, stash, &mut runs);
                     })+
                 }
-                Ok(split_payload(F::encode(values.as_slice())?, &runs))
+                Ok(split_payload(F::encode_seq(values.as_slice())?, &runs))
             }
 
             fn encode_slice(_values: &[($($t,)+)]) -> Result<Vec<u8>>
@@ -479,7 +479,9 @@ macro_rules! split_tuples {
                 ($($t,)+): serde::de::DeserializeOwned,
             {
                 let (serde, runs) = split_parts(bytes)?;
-                let mut values: Vec<($($t,)+)> = F::decode(serde)?;
+                // A chunk, as `encode_seq` wrote it (its sequence counts no level).
+                let mut values: Vec<($($t,)+)> = Vec::new();
+                F::decode_seq_into(serde, &mut values)?;
                 let count = blocks.len();
                 let mut blocks: Vec<Option<Block>> = blocks.into_iter().map(Some).collect();
                 let mut at = 0;

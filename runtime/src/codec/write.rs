@@ -27,6 +27,21 @@ pub(crate) fn encode_into<T: Serialize + ?Sized>(value: &T, out: &mut Vec<u8>) -
     })
 }
 
+/// Appends the encoding of the sequence `values` (as [`encode_into`] of the slice), each value
+/// allowed [`MAX_DEPTH`] levels of its own: the decoder of a chunk (`decode_seq_into`) counts
+/// no level for the sequence around them.
+#[inline]
+pub(crate) fn encode_seq_into<T: Serialize>(values: &[T], out: &mut Vec<u8>) -> Result<()> {
+    let mut writer = Writer {
+        out,
+        depth: MAX_DEPTH,
+    };
+    writer.len(values.len());
+    values
+        .iter()
+        .try_for_each(|value| value.serialize(&mut writer))
+}
+
 /// The buffer written to.
 pub(crate) struct Writer<'a> {
     out: &'a mut Vec<u8>,
