@@ -355,7 +355,10 @@ impl<T> TaskFuture<T> {
     /// if it was), and a callback added to it from the callback runs too. Its value is lent to
     /// the callbacks (their argument) until the last returns: [`result`](Self::result) waits
     /// for them in another thread and fails in theirs, and a callback added meanwhile runs in
-    /// their thread, after them.
+    /// their thread, after them. Unlike Python's, then, a callback must not wait for what a
+    /// thread that takes this future's result may hold (a lock it took before calling
+    /// `result`, say, or another future's value lent to that thread's callbacks): the two
+    /// would wait for each other, and with the driver thread every task of the executor.
     pub fn add_done_callback(
         &self,
         callback: impl FnOnce(std::result::Result<&T, &Error>) + Send + 'static,
