@@ -240,24 +240,36 @@ impl<T> Slot<T> {
             if lender == thread::current().id() {
                 return Err(lent_here());
             }
-            let left = match deadline {
-                Some(d) => d.saturating_duration_since(Instant::now()),
-                None => Duration::from_secs(3600),
-            };
-            if left.is_zero() {
-                return Err(Error::timeout(
-                    "the result's done callbacks were still running at the deadline",
-                ));
-            }
-            state.sleepers += 1;
-            state = self
-                .cond
-                .wait_timeout(state, left)
-                .unwrap_or_else(PoisonError::into_inner)
-                .0;
-            state.sleepers -= 1;
+            state = self.sleep(state, deadline).ok_or_else(|| {
+                Error::timeout("the result's done callbacks were still running at the deadline")
+            })?;
         }
         Ok(state)
+    }
+
+    /// Sleeps once on the slot's condition, counted among its sleepers (whom a change
+    /// notifies), until `deadline` at most (`None`: an hour at a time); `None`, without
+    /// sleeping, once the deadline has passed.
+    fn sleep<'a>(
+        &'a self,
+        mut state: MutexGuard<'a, SlotState<T>>,
+        deadline: Option<Instant>,
+    ) -> Option<MutexGuard<'a, SlotState<T>>> {
+        let left = match deadline {
+            Some(d) => d.saturating_duration_since(Instant::now()),
+            None => Duration::from_secs(3600),
+        };
+        if left.is_zero() {
+            return None;
+        }
+        state.sleepers += 1;
+        let mut state = self
+            .cond
+            .wait_timeout(state, left)
+            .unwrap_or_else(PoisonError::into_inner)
+            .0;
+        state.sleepers -= 1;
+        Some(state)
     }
 
     /// Looks for the result awake for a moment (see `channel::ring::spin`): a short task's
@@ -271,20 +283,10 @@ impl<T> Slot<T> {
         self.spin_until_settled();
         let mut state = self.lock();
         while !state.ready {
-            let left = match deadline {
-                Some(d) => d.saturating_duration_since(Instant::now()),
-                None => Duration::from_secs(3600),
-            };
-            if left.is_zero() {
-                return false;
+            match self.sleep(state, deadline) {
+                Some(next) => state = next,
+                None => return false,
             }
-            state.sleepers += 1;
-            state = self
-                .cond
-                .wait_timeout(state, left)
-                .unwrap_or_else(PoisonError::into_inner)
-                .0;
-            state.sleepers -= 1;
         }
         true
     }
