@@ -276,7 +276,9 @@ impl<T> Queue<T> {
 
     /// Puts only if there is room now and no other producer is in the middle of a put (see
     /// [Transport](Queue#transport)): [`ErrorKind::Full`] otherwise. Python's
-    /// `put_nowait(item)`.
+    /// `put_nowait(item)`, which never fails for another producer's put: where producers
+    /// share a queue and an item must not be dropped for that, use
+    /// [`put_timeout`](Self::put_timeout) with a short timeout, which waits for it.
     ///
     /// ```
     /// # fn main() -> multiproc::Result<()> {
