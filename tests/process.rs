@@ -1730,8 +1730,88 @@ fn forkserver_preload() -> Outcome {
     Ok(())
 }
 
+/// A panic payload whose `Drop` panics in turn.
+struct PanicsOnDrop;
+
+impl Drop for PanicsOnDrop {
+    fn drop(&mut self) {
+        panic!("the payload's drop panicked");
+    }
+}
+
+#[process]
+fn panic_with_a_payload_that_panics_on_drop() {
+    std::panic::panic_any(PanicsOnDrop);
+}
+
+/// Makes its standard error a pipe whose reader is gone (writes fail with `EPIPE`, SIGPIPE
+/// being ignored), then panics.
+#[process]
+fn panic_with_broken_stderr(message: String) {
+    let mut ends = [0; 2];
+    // SAFETY: a new pipe, its read end closed, its write end made descriptor 2 of this
+    // process, which only panics after this.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+        assert_eq!(libc::pipe(ends.as_mut_ptr()), 0);
+        libc::close(ends[0]);
+        libc::dup2(ends[1], 2);
+        libc::close(ends[1]);
+    }
+    panic!("{message}");
+}
+
+/// Runs a trial body in this process, and ends at once (without going back to the harness) if
+/// it finds itself in another process: a forked child that returned from `start` as a copy of
+/// its parent, which then marks `escaped`.
+fn not_in_a_copy(escaped: &std::path::Path) {
+    if std::process::id() != *MAIN_PID.get().expect("set in main") {
+        let _ = std::fs::write(escaped, std::process::id().to_string());
+        // SAFETY: ends this copy at once, running nothing of the parent's.
+        unsafe { libc::_exit(0) };
+    }
+}
+
+static MAIN_PID: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+
+/// A panic whose payload panics as it is dropped still ends the child with code 1, as a panic,
+/// and the child never comes back from the library into the parent's code (a forked child is
+/// a copy of the parent: unwinding out of the library's child code would run the parent's
+/// `main` on).
+fn panic_payload_panics_on_drop(m: StartMethod) -> Outcome {
+    let escaped = scratch("payload-drop").join("escaped");
+    let p = Process::new(panic_with_a_payload_that_panics_on_drop, ()).with_start_method(m);
+    start(&p)?;
+    not_in_a_copy(&escaped);
+    let code = p.join_timeout(LONG)?;
+    not_in_a_copy(&escaped);
+    std::thread::sleep(Duration::from_millis(100));
+    check!(
+        !escaped.exists(),
+        "the child (pid {:?}) came back from the library into the parent's code",
+        p.pid()
+    );
+    check_eq!(code, Some(1));
+    check!(p.remote_panic().is_some(), "the panic is reported");
+    Ok(())
+}
+
+/// A child whose standard error is broken still reports its panic (message and location) and
+/// ends with code 1: the library's `Process <name>:` line must not panic in the panic hook
+/// (a panic in the hook aborts: exit -6, message lost).
+fn panic_reported_with_broken_stderr(m: StartMethod) -> Outcome {
+    let p = Process::new(panic_with_broken_stderr, "boom with no stderr".to_string())
+        .with_start_method(m);
+    start(&p)?;
+    check_eq!(p.join_timeout(LONG)?, Some(1));
+    let panic = p.remote_panic().ok_or("the panic is reported")?;
+    check_eq!(panic.message, "boom with no stderr");
+    Ok(())
+}
+
 fn main() {
     multiproc::init();
+    let _ = MAIN_PID.set(std::process::id());
     let mut trials = trials!(each_method:
         exit_code_return,
         exit_code_panic,
@@ -1760,6 +1840,8 @@ fn main() {
         declared_frame_length,
         too_many_descriptors_in_arguments,
         forked_grandchild_holds_none_of_the_childs_channels,
+        panic_payload_panics_on_drop,
+        panic_reported_with_broken_stderr,
     );
     trials.extend(trials!(once:
         global_start_method,
