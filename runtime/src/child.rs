@@ -69,7 +69,9 @@ pub(crate) fn enter_flagged(flag: Option<&OsStr>, fd: Option<&OsStr>, fork_serve
 }
 
 fn bail_early(message: &str) -> ! {
-    eprintln!("multiproc: {message} (this flag is for processes started by multiproc)");
+    to_stderr(format_args!(
+        "multiproc: {message} (this flag is for processes started by multiproc)"
+    ));
     sys::exit_now(EXIT_BOOTSTRAP_FAILED)
 }
 
@@ -520,7 +522,7 @@ pub(crate) fn run(setup: Box<Setup>, entry: &'static Entry, fds: Vec<OwnedFd>) -
             Ok(()) => 0,
             Err(err) => {
                 let message = format!("cannot send the result back: {}", err.chain());
-                eprintln!("Process {}:\n{message}", launch.name);
+                to_stderr(format_args!("Process {}:\n{message}", launch.name));
                 let _ = wire::send(
                     &control,
                     &ChildMessage::Failed {
@@ -533,7 +535,7 @@ pub(crate) fn run(setup: Box<Setup>, entry: &'static Entry, fds: Vec<OwnedFd>) -
         },
         Ok(Ok(_output)) => 0,
         Ok(Err(err)) => {
-            eprintln!("Process {}:\n{}", launch.name, err.chain());
+            to_stderr(format_args!("Process {}:\n{}", launch.name, err.chain()));
             let kind = if err.kind() == ErrorKind::Codec {
                 ErrorKind::Codec
             } else {
@@ -559,6 +561,10 @@ pub(crate) fn run(setup: Box<Setup>, entry: &'static Entry, fds: Vec<OwnedFd>) -
                 pid: std::process::id() as i32,
             };
             let _ = wire::send(&control, &ChildMessage::Panicked(report));
+            // Not dropped: its `Drop` is the target's code, which may panic in turn, and a
+            // panic here would unwind out of the child (a forked one into its copy of the
+            // parent's `main`). The process ends next, and frees it.
+            std::mem::forget(payload);
             1
         }
     };
@@ -694,7 +700,7 @@ pub(crate) fn install_panic_hook() {
             }
             // SAFETY: a name, once stored, is leaked: it lives as long as the process.
             if let Some(name) = unsafe { PROCESS_NAME.load(Ordering::Acquire).as_ref() } {
-                eprintln!("Process {name}:");
+                to_stderr(format_args!("Process {name}:"));
             }
         }
         current(info);
@@ -716,6 +722,14 @@ pub(crate) fn lock_panic_hook() -> std::sync::MutexGuard<'static, ()> {
 #[allow(clippy::box_collection)]
 fn set_process_name(name: Box<String>) {
     PROCESS_NAME.store(Box::into_raw(name), Ordering::Release);
+}
+
+/// Writes `text` and a newline on standard error, ignoring a failure: what `eprintln!` does,
+/// except that `eprintln!` panics when the write fails (a standard error whose reader is
+/// gone), and the library's child code runs where a panic must not happen (in the panic
+/// hook, where it aborts the child, or after the target, where it would unwind out of it).
+pub(crate) fn to_stderr(text: std::fmt::Arguments<'_>) {
+    let _ = writeln!(std::io::stderr(), "{text}");
 }
 
 pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
