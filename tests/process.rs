@@ -1809,6 +1809,284 @@ fn panic_reported_with_broken_stderr(m: StartMethod) -> Outcome {
     Ok(())
 }
 
+extern "C" fn on_alarm(_: libc::c_int) {}
+
+/// Starts, joins (plain, timed, through a sentinel) and signals children while SIGALRM, caught
+/// without `SA_RESTART`, interrupts this process every 100 us: every system call the library
+/// makes here may fail with `EINTR`, and none of that may show.
+fn starts_and_joins_under_interrupting_signals(m: StartMethod) -> Outcome {
+    // SAFETY: a handler that does nothing, installed without SA_RESTART; the timer is this
+    // process's and is stopped (and the handler reset) below.
+    unsafe {
+        let mut action: libc::sigaction = std::mem::zeroed();
+        action.sa_sigaction = on_alarm as *const () as usize;
+        action.sa_flags = 0;
+        libc::sigemptyset(&mut action.sa_mask);
+        libc::sigaction(libc::SIGALRM, &action, std::ptr::null_mut());
+    }
+    let interval = libc::timeval {
+        tv_sec: 0,
+        tv_usec: 100,
+    };
+    let timer = libc::itimerval {
+        it_interval: interval,
+        it_value: interval,
+    };
+    // SAFETY: sets this process's real-time timer.
+    unsafe { libc::setitimer(libc::ITIMER_REAL, &timer, std::ptr::null_mut()) };
+    let outcome = (|| -> Outcome {
+        for round in 0..8 {
+            let p = Process::new(exiter, 3).with_start_method(m);
+            p.start()
+                .map_err(|e| format!("round {round}: start: {e}"))?;
+            check_eq!(
+                p.join().map_err(|e| format!("round {round}: join: {e}"))?,
+                3
+            );
+            let p = Process::new(sleeper, 60).with_start_method(m);
+            p.start()
+                .map_err(|e| format!("round {round}: start: {e}"))?;
+            check_eq!(p.join_timeout(Duration::from_millis(5))?, None);
+            let sentinel = p.sentinel()?;
+            check!(
+                multiproc::wait(&[&sentinel], Some(Duration::from_millis(5)))?.is_empty(),
+                "round {round}: ready while the child runs"
+            );
+            p.kill()?;
+            check_eq!(multiproc::wait(&[&sentinel], Some(LONG))?, vec![0]);
+            check_eq!(p.join_timeout(LONG)?, Some(-9));
+            let p = Process::new(panicker, "interrupted".to_string()).with_start_method(m);
+            p.start()?;
+            check_eq!(p.join()?, 1);
+            check_eq!(
+                p.remote_panic().map(|panic| panic.message),
+                Some("interrupted".to_string())
+            );
+        }
+        Ok(())
+    })();
+    let stop: libc::itimerval = unsafe { std::mem::zeroed() };
+    // SAFETY: stops the timer set above, then resets the handler.
+    unsafe {
+        libc::setitimer(libc::ITIMER_REAL, &stop, std::ptr::null_mut());
+        libc::signal(libc::SIGALRM, libc::SIG_DFL);
+    }
+    outcome
+}
+
+/// A child that ends at once while three threads race over it: one joins, one asks
+/// `is_alive`/`exitcode` until it has one, one sends SIGTERM until it has one. They all see one
+/// and the same exit code (5, or -15 if the signal came first), and nothing fails.
+fn threads_race_over_an_ending_child(m: StartMethod) -> Outcome {
+    for round in 0..40 {
+        let p = Process::new(exiter, 5).with_start_method(m);
+        start(&p)?;
+        let (a, b, c) = (p.clone(), p.clone(), p.clone());
+        let joiner = std::thread::spawn(move || a.join().map_err(|e| e.to_string()));
+        let asker = std::thread::spawn(move || -> Result<i32, String> {
+            let deadline = Instant::now() + LONG;
+            loop {
+                let alive = b.is_alive();
+                if let Some(code) = b.exitcode() {
+                    return Ok(code);
+                }
+                if !alive && b.exitcode().is_none() {
+                    return Err("not alive, and no exit code".into());
+                }
+                if Instant::now() > deadline {
+                    return Err("no exit code".into());
+                }
+            }
+        });
+        let signaller = std::thread::spawn(move || -> Result<i32, String> {
+            let deadline = Instant::now() + LONG;
+            loop {
+                c.terminate().map_err(|e| format!("terminate: {e}"))?;
+                if let Some(code) = c
+                    .join_timeout(Duration::from_micros(50))
+                    .map_err(|e| format!("join_timeout: {e}"))?
+                {
+                    return Ok(code);
+                }
+                if Instant::now() > deadline {
+                    return Err("no exit code".into());
+                }
+            }
+        });
+        let joined = joiner.join().map_err(|_| "joiner panicked")?;
+        let asked = asker.join().map_err(|_| "asker panicked")?;
+        let signalled = signaller.join().map_err(|_| "signaller panicked")?;
+        let joined = joined.map_err(|e| format!("round {round}: join: {e}"))?;
+        check!(
+            joined == 5 || joined == -libc::SIGTERM,
+            "round {round}: join gave {joined}"
+        );
+        check_eq!(asked, Ok(joined));
+        check_eq!(signalled, Ok(joined));
+        check_eq!(p.exitcode(), Some(joined));
+        check!(!p.is_alive(), "round {round}: alive after the join");
+    }
+    check!(
+        multiproc::active_children().is_empty(),
+        "children left: {:?}",
+        multiproc::active_children()
+    );
+    Ok(())
+}
+
+/// Six threads start and join children at once (every third one killed, every fifth one
+/// panicking), with the fork server or spawn (a fork from a multi-threaded process is refused):
+/// every child ends with its own exit code and panic, and no descriptor or zombie is left.
+fn many_starts_from_several_threads() -> Outcome {
+    for m in [StartMethod::ForkServer, StartMethod::Spawn] {
+        let warm = Process::new(ok_worker, ()).with_start_method(m);
+        start(&warm)?;
+        warm.join()?;
+        let before = common::open_fds();
+        let threads: Vec<_> = (0..6)
+            .map(|t| {
+                std::thread::spawn(move || -> Result<(), String> {
+                    for i in 0..12 {
+                        let (p, want) = match i % 5 {
+                            0 => (
+                                Process::new(panicker, format!("thread {t} child {i}"))
+                                    .with_start_method(m),
+                                1,
+                            ),
+                            _ if i % 3 == 0 => (Process::new(sleeper, 60).with_start_method(m), -9),
+                            _ => (
+                                Process::new(exiter, 10 + t * 16 + i).with_start_method(m),
+                                10 + t * 16 + i,
+                            ),
+                        };
+                        p.start()
+                            .map_err(|e| format!("{m} thread {t} child {i}: start: {e}"))?;
+                        if want == -9 {
+                            p.kill().map_err(|e| e.to_string())?;
+                        }
+                        let code = p
+                            .join_timeout(LONG)
+                            .map_err(|e| e.to_string())?
+                            .ok_or(format!("{m} thread {t} child {i}: did not end"))?;
+                        if code != want {
+                            return Err(format!(
+                                "{m} thread {t} child {i}: code {code}, not {want}"
+                            ));
+                        }
+                        if want == 1 {
+                            let message = p.remote_panic().map(|panic| panic.message);
+                            if message.as_deref() != Some(&*format!("thread {t} child {i}")) {
+                                return Err(format!("{m} thread {t} child {i}: panic {message:?}"));
+                            }
+                        }
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        for thread in threads {
+            thread.join().map_err(|_| "a thread panicked")??;
+        }
+        check_eq!(common::open_fds(), before);
+        check!(
+            common::zombie_children().is_empty(),
+            "zombies: {:?}",
+            common::zombie_children()
+        );
+    }
+    Ok(())
+}
+
+#[process]
+fn doubled(n: u64) -> u64 {
+    n * 2
+}
+
+/// Starts, under each start method, a grandchild that panics, one killed by a signal and one
+/// that returns a value, and writes what it saw of each, one method a line.
+#[process]
+fn nest_every_method(path: String) {
+    let mut lines = Vec::new();
+    for inner in StartMethod::all() {
+        let p = Process::new(panicker, format!("inner {inner}")).with_start_method(inner);
+        let panicked = p.start().map_err(|e| e.to_string()).and_then(|()| {
+            let code = p.join().map_err(|e| e.to_string())?;
+            Ok(format!(
+                "{code}:{}",
+                p.remote_panic()
+                    .map(|panic| panic.message)
+                    .unwrap_or_default()
+            ))
+        });
+        let p = Process::new(sleeper, 60).with_start_method(inner);
+        let killed = p.start().map_err(|e| e.to_string()).and_then(|()| {
+            p.terminate().map_err(|e| e.to_string())?;
+            p.join().map_err(|e| e.to_string())
+        });
+        let value = multiproc::ProcessBuilder::new()
+            .start_method(inner)
+            .spawn(doubled, 21)
+            .and_then(|handle| handle.join())
+            .map_err(|e| e.to_string());
+        lines.push(format!("{inner} {panicked:?} {killed:?} {value:?}"));
+    }
+    write_line(&path, &lines.join("\n"));
+}
+
+/// A child of each start method starts grandchildren of every start method: each reports its
+/// panic, its signal and its value to the child.
+fn nested_under_every_method(m: StartMethod) -> Outcome {
+    let path = scratch("nest-matrix").join(format!("{m}"));
+    let p =
+        Process::new(nest_every_method, path.to_string_lossy().into_owned()).with_start_method(m);
+    start(&p)?;
+    check_eq!(p.join_timeout(LONG)?, Some(0));
+    let text = std::fs::read_to_string(&path)?;
+    let want: Vec<String> = StartMethod::all()
+        .into_iter()
+        .map(|inner| format!("{inner} Ok(\"1:inner {inner}\") Ok(-15) Ok(42)"))
+        .collect();
+    check_eq!(text.trim_end(), want.join("\n"));
+    Ok(())
+}
+
+#[process]
+fn panic_of_size(len: usize) {
+    panic!("{}", "x".repeat(len));
+}
+
+/// A panic with a long message (a failing `assert_eq!` on two large vectors prints them both)
+/// is reported and the join returns: the child must not block writing its report on a control
+/// socket that its parent reads only once it has exited. A message of 30 000 bytes comes whole;
+/// a longer one may be cut (the child's standard error has it whole), but not to nothing.
+fn long_panic_message(m: StartMethod) -> Outcome {
+    for len in [30_000, 1 << 20, 8 << 20] {
+        let p = Process::new(panic_of_size, len).with_start_method(m);
+        start(&p)?;
+        let code = p.join_timeout(Duration::from_secs(10))?;
+        if code.is_none() {
+            p.kill()?;
+            p.join()?;
+            return Err(format!("a child panicking with a {len}-byte message never ended").into());
+        }
+        check_eq!(code, Some(1));
+        let panic = p
+            .remote_panic()
+            .ok_or(format!("the {len}-byte panic is reported"))?;
+        if len == 30_000 {
+            check_eq!(panic.message, "x".repeat(len));
+        } else {
+            check!(
+                panic.message.starts_with(&"x".repeat(30_000)) && panic.message.len() < len,
+                "the {len}-byte panic came as {} bytes: {:?}...",
+                panic.message.len(),
+                &panic.message[..panic.message.len().min(100)]
+            );
+        }
+    }
+    Ok(())
+}
+
 fn main() {
     multiproc::init();
     let _ = MAIN_PID.set(std::process::id());
@@ -1842,6 +2120,10 @@ fn main() {
         forked_grandchild_holds_none_of_the_childs_channels,
         panic_payload_panics_on_drop,
         panic_reported_with_broken_stderr,
+        starts_and_joins_under_interrupting_signals,
+        threads_race_over_an_ending_child,
+        nested_under_every_method,
+        long_panic_message,
     );
     trials.extend(trials!(once:
         global_start_method,
@@ -1854,6 +2136,7 @@ fn main() {
         fork_and_forkserver_from_two_threads,
         fork_server_exits_with_its_parent,
         forkserver_preload,
+        many_starts_from_several_threads,
         forkserver_stray_byte,
         forkserver_start_short_of_descriptors,
         forkserver_exit_codes_outlive_server,
