@@ -504,9 +504,9 @@ pub(crate) fn run(setup: Box<Setup>, entry: &'static Entry, fds: Vec<OwnedFd>) -
                     let (control, process) = (control.clone(), launch.name.clone());
                     Box::new(move |message, location| {
                         let report = RemotePanic {
-                            message,
+                            message: bounded(message),
                             location,
-                            process: process.clone(),
+                            process: bounded(process.clone()),
                             pid: std::process::id() as i32,
                         };
                         wire::send(&control, &ChildMessage::Panicked(report)).is_ok()
@@ -527,7 +527,7 @@ pub(crate) fn run(setup: Box<Setup>, entry: &'static Entry, fds: Vec<OwnedFd>) -
                     &control,
                     &ChildMessage::Failed {
                         kind: ErrorKind::Io,
-                        message,
+                        message: bounded(message),
                     },
                 );
                 1
@@ -545,7 +545,7 @@ pub(crate) fn run(setup: Box<Setup>, entry: &'static Entry, fds: Vec<OwnedFd>) -
                 &control,
                 &ChildMessage::Failed {
                     kind,
-                    message: err.chain().to_string(),
+                    message: bounded(err.chain().to_string()),
                 },
             );
             1
@@ -555,9 +555,9 @@ pub(crate) fn run(setup: Box<Setup>, entry: &'static Entry, fds: Vec<OwnedFd>) -
                 .with(|p| p.borrow_mut().take())
                 .unwrap_or_else(|| (panic_message(&*payload), None));
             let report = RemotePanic {
-                message,
+                message: bounded(message),
                 location,
-                process: launch.name.clone(),
+                process: bounded(launch.name.clone()),
                 pid: std::process::id() as i32,
             };
             let _ = wire::send(&control, &ChildMessage::Panicked(report));
@@ -724,6 +724,35 @@ fn set_process_name(name: Box<String>) {
     PROCESS_NAME.store(Box::into_raw(name), Ordering::Release);
 }
 
+/// The most of a panic's message, or of a failure's, that a child sends its parent (and of
+/// its name), in bytes.
+///
+/// The parent reads the control socket once the child has exited, not before: everything the
+/// child writes there must fit in the socket's buffer (about 200 KiB by default, the frame's
+/// overhead included), or the child blocks on the write for good and its parent's `join` with
+/// it. A failing `assert_eq!` on two large vectors makes a message of megabytes.
+const REPORT_MAX: usize = 32 * 1024;
+
+/// `text`, cut to [`REPORT_MAX`] bytes (on a character boundary) with a note of how much was
+/// left out; the child's standard error has it whole (the panic hook, or the line the child
+/// writes as it fails, prints it).
+fn bounded(mut text: String) -> String {
+    if text.len() <= REPORT_MAX {
+        return text;
+    }
+    let total = text.len();
+    let mut cut = REPORT_MAX;
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    text.truncate(cut);
+    text.push_str(&format!(
+        "... ({} more bytes, left out of the report: the child's standard error has them)",
+        total - cut
+    ));
+    text
+}
+
 /// Writes `text` and a newline on standard error, ignoring a failure: what `eprintln!` does,
 /// except that `eprintln!` panics when the write fails (a standard error whose reader is
 /// gone), and the library's child code runs where a panic must not happen (in the panic
@@ -754,4 +783,22 @@ pub(crate) fn catch_quiet<R>(f: impl FnOnce() -> R) -> Result<R, (String, Option
             .with(|p| p.borrow_mut().take())
             .unwrap_or_else(|| (panic_message(&*payload), None))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bounded_cuts_long_reports_on_a_character_boundary() {
+        assert_eq!(bounded("short".to_string()), "short");
+        let exact = "x".repeat(REPORT_MAX);
+        assert_eq!(bounded(exact.clone()), exact);
+        // A two-byte character across the limit: cut before it.
+        let long = format!("{}é{}", "x".repeat(REPORT_MAX - 1), "y".repeat(1000));
+        let cut = bounded(long.clone());
+        assert!(cut.starts_with(&"x".repeat(REPORT_MAX - 1)));
+        assert!(!cut.contains('é'));
+        assert!(cut.contains(&format!("({} more bytes", long.len() - (REPORT_MAX - 1))));
+    }
 }
