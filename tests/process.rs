@@ -2087,6 +2087,59 @@ fn long_panic_message(m: StartMethod) -> Outcome {
     Ok(())
 }
 
+#[process]
+fn descriptors_out(n: usize) -> Vec<multiproc::SharedFd> {
+    (0..n)
+        .map(|_| {
+            let null = std::fs::File::open("/dev/null").expect("/dev/null");
+            multiproc::SharedFd::new(std::os::fd::OwnedFd::from(null))
+        })
+        .collect()
+}
+
+/// A child of `spawn` that returns more descriptors than one message carries (253): its join
+/// ends with the value, or with an error that says why, never hangs, and the parent keeps no
+/// descriptor of it.
+fn too_many_descriptors_returned(m: StartMethod) -> Outcome {
+    let warm = multiproc::ProcessBuilder::new()
+        .start_method(m)
+        .spawn(descriptors_out, 1)?;
+    check_eq!(warm.join()?.len(), 1);
+    let before = common::open_fds();
+    for n in [253, 254, 400] {
+        let handle = multiproc::ProcessBuilder::new()
+            .start_method(m)
+            .spawn(descriptors_out, n)?;
+        let pid = handle.pid() as i32;
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(
+                handle
+                    .join()
+                    .map(|fds| fds.len())
+                    .map_err(|e| (e.kind(), e.to_string())),
+            );
+        });
+        let Ok(joined) = rx.recv_timeout(Duration::from_secs(20)) else {
+            // SAFETY: our child, not reaped (its join still waits).
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            return Err(
+                format!("the join of a child returning {n} descriptors never ended").into(),
+            );
+        };
+        match joined {
+            Ok(got) => check_eq!(got, n),
+            // Said why: not just "exited with code 1".
+            Err((kind, message)) => check!(
+                n > 253 && message.contains("at most 253"),
+                "{n} descriptors: {kind:?} {message}"
+            ),
+        }
+    }
+    check_eq!(common::open_fds(), before);
+    Ok(())
+}
+
 fn main() {
     multiproc::init();
     let _ = MAIN_PID.set(std::process::id());
@@ -2124,6 +2177,7 @@ fn main() {
         threads_race_over_an_ending_child,
         nested_under_every_method,
         long_panic_message,
+        too_many_descriptors_returned,
     );
     trials.extend(trials!(once:
         global_start_method,
