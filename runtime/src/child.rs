@@ -587,6 +587,23 @@ fn send_returned(control: &UnixStream, output: handle::Encoded) -> crate::error:
         (ReturnedBytes::File { len }, Some(file))
     };
     let raw: Vec<RawFd> = file.iter().chain(&fds).map(AsRawFd::as_raw_fd).collect();
+    // Refused before the frame goes: a frame that announces descriptors which do not follow
+    // is the last the parent reads, and the report of this failure would go unread.
+    if raw.len() > sys::MAX_FDS {
+        return Err(Error::new(
+            ErrorKind::InvalidInput,
+            format!(
+                "the result holds {} descriptors{}: at most {} go back to the parent",
+                fds.len(),
+                if file.is_some() {
+                    " (and a memory file holds its bytes)"
+                } else {
+                    ""
+                },
+                sys::MAX_FDS
+            ),
+        ));
+    }
     wire::send(
         control,
         &ChildMessage::Returned {
