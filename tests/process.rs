@@ -2140,6 +2140,32 @@ fn too_many_descriptors_returned(m: StartMethod) -> Outcome {
     Ok(())
 }
 
+/// A join in one thread while another kills the child and closes the process as soon as it
+/// may: the join returns the child's exit code, or fails with `Closed`; never a code the child
+/// did not end with (-1 would say SIGHUP).
+fn join_while_another_thread_closes(m: StartMethod) -> Outcome {
+    let mut seen = std::collections::BTreeMap::new();
+    for round in 0..60 {
+        let p = Process::new(sleeper, 60).with_start_method(m);
+        start(&p)?;
+        let joiner = p.clone();
+        let thread = std::thread::spawn(move || joiner.join().map_err(|e| e.kind()));
+        std::thread::sleep(Duration::from_millis(2));
+        p.kill()?;
+        let deadline = Instant::now() + LONG;
+        while p.close().is_err() {
+            check!(Instant::now() < deadline, "round {round}: never closed");
+        }
+        let joined = thread.join().map_err(|_| "the joiner panicked")?;
+        *seen.entry(format!("{joined:?}")).or_insert(0) += 1;
+        check!(
+            matches!(joined, Ok(-9) | Err(ErrorKind::Closed)),
+            "round {round}: the join gave {joined:?} (so far {seen:?})"
+        );
+    }
+    Ok(())
+}
+
 fn main() {
     multiproc::init();
     let _ = MAIN_PID.set(std::process::id());
@@ -2178,6 +2204,7 @@ fn main() {
         nested_under_every_method,
         long_panic_message,
         too_many_descriptors_returned,
+        join_while_another_thread_closes,
     );
     trials.extend(trials!(once:
         global_start_method,
