@@ -2166,6 +2166,99 @@ fn join_while_another_thread_closes(m: StartMethod) -> Outcome {
     Ok(())
 }
 
+/// Closes its standard streams (0, 1 and 2: the next descriptors it opens take those numbers),
+/// then starts, under each start method, a grandchild that panics and one that returns a
+/// value, and writes what it saw of each, one method a line.
+#[process]
+fn without_stdio_nest(path: String) {
+    // SAFETY: closes this process's standard streams, which nothing else of it uses after
+    // this (it writes its report to a file).
+    unsafe {
+        libc::close(0);
+        libc::close(1);
+        libc::close(2);
+    }
+    let mut lines = Vec::new();
+    for inner in StartMethod::all() {
+        let p = Process::new(panicker, format!("inner {inner}")).with_start_method(inner);
+        let panicked = p.start().map_err(|e| e.to_string()).and_then(|()| {
+            let code = p
+                .join_timeout(Duration::from_secs(10))
+                .map_err(|e| e.to_string())?;
+            if code.is_none() {
+                let _ = p.kill();
+            }
+            Ok(format!(
+                "{code:?}:{}",
+                p.remote_panic()
+                    .map(|panic| panic.message)
+                    .unwrap_or_default()
+            ))
+        });
+        let value = multiproc::ProcessBuilder::new()
+            .start_method(inner)
+            .spawn(doubled, 21)
+            .and_then(|mut handle| handle.join_timeout(Duration::from_secs(10)))
+            .map_err(|e| e.to_string());
+        lines.push(format!("{inner} {panicked:?} {value:?}"));
+    }
+    write_line(&path, &lines.join("\n"));
+}
+
+/// A child without standard streams starts children of every start method: the descriptors the
+/// library opens for them take the numbers 0, 1 and 2, which a start must not mistake for the
+/// standard streams it sets up (a spawned child's standard input becomes `/dev/null`).
+fn nested_without_stdio(m: StartMethod) -> Outcome {
+    let path = scratch("nest-no-stdio").join(format!("{m}"));
+    let p =
+        Process::new(without_stdio_nest, path.to_string_lossy().into_owned()).with_start_method(m);
+    start(&p)?;
+    let code = p.join_timeout(Duration::from_secs(60))?;
+    if code.is_none() {
+        p.kill()?;
+        p.join()?;
+    }
+    let text = std::fs::read_to_string(&path).unwrap_or_default();
+    let want: Vec<String> = StartMethod::all()
+        .into_iter()
+        .map(|inner| format!("{inner} Ok(\"Some(1):inner {inner}\") Ok(42)"))
+        .collect();
+    check_eq!((code, text.trim_end()), (Some(0), &*want.join("\n")));
+    Ok(())
+}
+
+/// Sleeps a little, then writes its pid.
+#[process]
+fn late_writer(path: String) {
+    std::thread::sleep(Duration::from_millis(300));
+    write_line(&path, &std::process::id().to_string());
+}
+
+/// Starts a non-daemonic child that writes after a while, then ends with
+/// `std::process::exit(5)` at once.
+#[process]
+fn exit_with_a_child(path: String) {
+    let p = Process::new(late_writer, path);
+    p.start().expect("start the grandchild");
+    std::process::exit(5);
+}
+
+/// `std::process::exit` in a child runs the exit function as it does in `main` (and as
+/// Python's `sys.exit` in a child does): its non-daemonic children are joined before it ends,
+/// under every start method alike.
+fn exit_in_a_child_joins_its_children(m: StartMethod) -> Outcome {
+    let path = scratch("exit-joins").join(format!("{m}"));
+    let p =
+        Process::new(exit_with_a_child, path.to_string_lossy().into_owned()).with_start_method(m);
+    start(&p)?;
+    check_eq!(p.join_timeout(LONG)?, Some(5));
+    check!(
+        path.exists(),
+        "the child ended before its non-daemonic child did"
+    );
+    Ok(())
+}
+
 fn main() {
     multiproc::init();
     let _ = MAIN_PID.set(std::process::id());
@@ -2205,6 +2298,8 @@ fn main() {
         long_panic_message,
         too_many_descriptors_returned,
         join_while_another_thread_closes,
+        nested_without_stdio,
+        exit_in_a_child_joins_its_children,
     );
     trials.extend(trials!(once:
         global_start_method,
