@@ -2259,6 +2259,33 @@ fn exit_in_a_child_joins_its_children(m: StartMethod) -> Outcome {
     Ok(())
 }
 
+/// Starts a non-daemonic child that sleeps, writes its pid, then ends with
+/// `std::process::exit(5)`, which joins that child first.
+#[process]
+fn exit_joining_a_sleeper(path: String) {
+    let p = Process::new(sleeper, 60);
+    p.start().expect("start the grandchild");
+    write_line(&path, &p.pid().expect("pid").to_string());
+    std::process::exit(5);
+}
+
+/// A child killed while its `std::process::exit(5)` joins its children is reported killed
+/// (-15), not with the code it was ending with.
+fn killed_while_exiting(m: StartMethod) -> Outcome {
+    let path = scratch("killed-exiting").join(format!("{m}"));
+    let p = Process::new(exit_joining_a_sleeper, path.to_string_lossy().into_owned())
+        .with_start_method(m);
+    start(&p)?;
+    let grandchild: i32 = read_when_ready(&path, LONG)?.parse()?;
+    std::thread::sleep(Duration::from_millis(100));
+    p.terminate()?;
+    let code = p.join_timeout(LONG)?;
+    // SAFETY: the orphaned grandchild, by pid (it sleeps for a minute: still that process).
+    unsafe { libc::kill(grandchild, libc::SIGKILL) };
+    check_eq!(code, Some(-libc::SIGTERM));
+    Ok(())
+}
+
 fn main() {
     multiproc::init();
     let _ = MAIN_PID.set(std::process::id());
@@ -2300,6 +2327,7 @@ fn main() {
         join_while_another_thread_closes,
         nested_without_stdio,
         exit_in_a_child_joins_its_children,
+        killed_while_exiting,
     );
     trials.extend(trials!(once:
         global_start_method,

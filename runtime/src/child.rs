@@ -242,8 +242,24 @@ fn run_bootstrap(control: UnixStream, origin: Origin, deadline: Option<std::time
             }
             fork_server(control)
         }
-        (Role::Run(launch), _) => run_launch(control, launch, true),
-        (Role::RunUnacknowledged(launch), _) => run_launch(control, launch, false),
+        (Role::Run(launch), origin) => {
+            exit_function_of(origin);
+            run_launch(control, launch, true)
+        }
+        (Role::RunUnacknowledged(launch), origin) => {
+            exit_function_of(origin);
+            run_launch(control, launch, false)
+        }
+    }
+}
+
+/// Registers the exit function in a spawned child before it runs its target, for a target that
+/// ends with `exit(3)` (`std::process::exit`): its children are then joined first, as in
+/// `main` (and as Python's `sys.exit` in a child). A forked child inherits its parent's; a fork
+/// server's child, the server's (`start::forkserver::serve`).
+fn exit_function_of(origin: Origin) {
+    if let Origin::Spawned(_) = origin {
+        crate::startup::register_exit_function();
     }
 }
 
