@@ -2286,6 +2286,48 @@ fn killed_while_exiting(m: StartMethod) -> Outcome {
     Ok(())
 }
 
+/// With SIGCHLD ignored, the kernel reaps this process's children as they end and their exit
+/// codes are lost (except a fork server's child's, which the server reaps): a join still ends,
+/// with the code or with 255 for a lost one (as for a fork-server child whose server died),
+/// and the child is not kept as running for ever (in `active_children`, with its descriptors).
+fn sigchld_ignored(m: StartMethod) -> Outcome {
+    // SAFETY: sets this process's SIGCHLD disposition, set back below.
+    unsafe { libc::signal(libc::SIGCHLD, libc::SIG_IGN) };
+    let outcome = (|| -> Outcome {
+        // Warm up: the fork server, if any, is started once and kept.
+        if m == StartMethod::ForkServer {
+            let p = Process::new(ok_worker, ()).with_start_method(m);
+            start(&p)?;
+            p.join()?;
+        }
+        let before = common::open_fds();
+        for _ in 0..3 {
+            let p = Process::new(exiter, 3).with_start_method(m);
+            start(&p)?;
+            let joined = p.join_timeout(LONG);
+            let seen = format!(
+                "join {:?} exitcode {:?} alive {} active {}",
+                joined.as_ref().map_err(|e| e.to_string()),
+                p.exitcode(),
+                p.is_alive(),
+                multiproc::active_children().len()
+            );
+            check!(
+                matches!(joined, Ok(Some(3 | 255)))
+                    && p.exitcode() == joined.ok().flatten()
+                    && !p.is_alive()
+                    && multiproc::active_children().is_empty(),
+                "{seen}"
+            );
+        }
+        check_eq!(common::open_fds(), before);
+        Ok(())
+    })();
+    // SAFETY: back to the default.
+    unsafe { libc::signal(libc::SIGCHLD, libc::SIG_DFL) };
+    outcome
+}
+
 fn main() {
     multiproc::init();
     let _ = MAIN_PID.set(std::process::id());
@@ -2328,6 +2370,7 @@ fn main() {
         nested_without_stdio,
         exit_in_a_child_joins_its_children,
         killed_while_exiting,
+        sigchld_ignored,
     );
     trials.extend(trials!(once:
         global_start_method,
