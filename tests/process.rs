@@ -2294,12 +2294,10 @@ fn sigchld_ignored(m: StartMethod) -> Outcome {
     // SAFETY: sets this process's SIGCHLD disposition, set back below.
     unsafe { libc::signal(libc::SIGCHLD, libc::SIG_IGN) };
     let outcome = (|| -> Outcome {
-        // Warm up: the fork server, if any, is started once and kept.
-        if m == StartMethod::ForkServer {
-            let p = Process::new(ok_worker, ()).with_start_method(m);
-            start(&p)?;
-            p.join()?;
-        }
+        // Warm up: what is opened once and kept (the fork server, a fork's `/dev/null`).
+        let p = Process::new(ok_worker, ()).with_start_method(m);
+        start(&p)?;
+        p.join()?;
         let before = common::open_fds();
         for _ in 0..3 {
             let p = Process::new(exiter, 3).with_start_method(m);
