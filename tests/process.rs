@@ -2326,6 +2326,60 @@ fn sigchld_ignored(m: StartMethod) -> Outcome {
     outcome
 }
 
+/// Exits 0 when its argument is `len` bytes of `fill`.
+#[process]
+fn check_bytes(data: Vec<u8>, len: usize, fill: u8) {
+    std::process::exit(if data.len() == len && data.iter().all(|&b| b == fill) {
+        0
+    } else {
+        9
+    });
+}
+
+/// A 16 MiB argument reaches the child whole under every start method, in reasonable time.
+fn huge_argument(m: StartMethod) -> Outcome {
+    let len = 16 << 20;
+    let t = Instant::now();
+    let p = Process::new(check_bytes, (vec![7u8; len], len, 7)).with_start_method(m);
+    start(&p)?;
+    check_eq!(p.join_timeout(LONG)?, Some(0));
+    check!(
+        t.elapsed() < Duration::from_secs(20),
+        "took {:?}",
+        t.elapsed()
+    );
+    Ok(())
+}
+
+/// Leaves a thread that holds standard output's lock (and standard error's) for a minute, and
+/// returns.
+#[process]
+fn return_beside_a_thread_holding_stdout() {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _out = std::io::stdout().lock();
+        let _err = std::io::stderr().lock();
+        let _ = tx.send(());
+        std::thread::sleep(Duration::from_secs(60));
+    });
+    let _ = rx.recv();
+}
+
+/// A child that returns while another of its threads holds standard output's lock ends at
+/// once, as a `main` that returns does (std flushes standard output at exit only if its lock is
+/// free): the child's last flush must not wait for that thread.
+fn ends_beside_a_thread_holding_stdout(m: StartMethod) -> Outcome {
+    let p = Process::new(return_beside_a_thread_holding_stdout, ()).with_start_method(m);
+    start(&p)?;
+    let code = p.join_timeout(Duration::from_secs(10))?;
+    if code.is_none() {
+        p.kill()?;
+        p.join()?;
+    }
+    check_eq!(code, Some(0));
+    Ok(())
+}
+
 fn main() {
     multiproc::init();
     let _ = MAIN_PID.set(std::process::id());
@@ -2369,6 +2423,8 @@ fn main() {
         exit_in_a_child_joins_its_children,
         killed_while_exiting,
         sigchld_ignored,
+        huge_argument,
+        ends_beside_a_thread_holding_stdout,
     );
     trials.extend(trials!(once:
         global_start_method,
