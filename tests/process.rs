@@ -2380,6 +2380,38 @@ fn ends_beside_a_thread_holding_stdout(m: StartMethod) -> Outcome {
     Ok(())
 }
 
+/// Leaves a thread that holds standard error's lock for a minute, and panics.
+#[process]
+fn panic_beside_a_thread_holding_stderr(message: String) {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _err = std::io::stderr().lock();
+        let _ = tx.send(());
+        std::thread::sleep(Duration::from_secs(60));
+    });
+    let _ = rx.recv();
+    panic!("{message}");
+}
+
+/// A child that panics while another of its threads holds standard error's lock reports its
+/// panic and ends at once (std's own panic message goes out without that lock).
+fn panics_beside_a_thread_holding_stderr(m: StartMethod) -> Outcome {
+    let p =
+        Process::new(panic_beside_a_thread_holding_stderr, "held".to_string()).with_start_method(m);
+    start(&p)?;
+    let code = p.join_timeout(Duration::from_secs(10))?;
+    if code.is_none() {
+        p.kill()?;
+        p.join()?;
+    }
+    check_eq!(code, Some(1));
+    check_eq!(
+        p.remote_panic().map(|panic| panic.message),
+        Some("held".to_string())
+    );
+    Ok(())
+}
+
 fn main() {
     multiproc::init();
     let _ = MAIN_PID.set(std::process::id());
@@ -2425,6 +2457,7 @@ fn main() {
         sigchld_ignored,
         huge_argument,
         ends_beside_a_thread_holding_stdout,
+        panics_beside_a_thread_holding_stderr,
     );
     trials.extend(trials!(once:
         global_start_method,
