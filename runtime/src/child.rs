@@ -657,9 +657,38 @@ impl ForChild for UnixStream {
 /// stdio flushed; no destructor of the parent's copied state runs.
 pub(crate) fn finish(code: i32) -> ! {
     current::run_exit_steps();
-    let _ = std::io::stdout().flush();
-    let _ = std::io::stderr().flush();
+    flush_stdout();
+    // Standard error is not flushed: std does not buffer it (its `flush` only takes its lock,
+    // which another thread may hold).
     sys::exit_now(code)
+}
+
+/// How long a child that ends waits for another of its threads to let go of standard output's
+/// lock, to flush what it buffered.
+const STDOUT_FLUSH_WAIT: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Flushes standard output as a `main` that returns does: not if another thread holds its lock
+/// (std flushes it at exit with a `try_lock`), which would keep the child from ending for as
+/// long as that thread holds it (for good, for a thread that keeps a `StdoutLock`).
+///
+/// With one thread (the usual case) the flush is made at once: nothing else can hold the lock
+/// (this thread may, and the lock is reentrant). Else it is made on a thread of its own, which
+/// the child waits for at most [`STDOUT_FLUSH_WAIT`], as close as std offers to a `try_lock`.
+fn flush_stdout() {
+    if sys::known_single_threaded() || matches!(sys::thread_count(), Ok(1)) {
+        let _ = std::io::stdout().flush();
+        return;
+    }
+    let (done, flushed) = std::sync::mpsc::channel();
+    let flusher = std::thread::Builder::new()
+        .name("multiproc-flush".into())
+        .spawn(move || {
+            let _ = std::io::stdout().flush();
+            let _ = done.send(());
+        });
+    if flusher.is_ok() {
+        let _ = flushed.recv_timeout(STDOUT_FLUSH_WAIT);
+    }
 }
 
 /// A daemonic child dies with its parent, even when the parent is SIGKILLed: a thread waits for
@@ -790,8 +819,18 @@ fn bounded(mut text: String) -> String {
 /// except that `eprintln!` panics when the write fails (a standard error whose reader is
 /// gone), and the library's child code runs where a panic must not happen (in the panic
 /// hook, where it aborts the child, or after the target, where it would unwind out of it).
+///
+/// Written on descriptor 2 directly, as std's default panic hook writes, without standard
+/// error's lock: another thread of the child may hold it for good, and a child that panics or
+/// fails would wait for it as long.
 pub(crate) fn to_stderr(text: std::fmt::Arguments<'_>) {
-    let _ = writeln!(std::io::stderr(), "{text}");
+    let line = format!("{text}\n");
+    // SAFETY: descriptor 2, borrowed for this write and never closed here (`ManuallyDrop`);
+    // a closed or invalid descriptor 2 only makes the write fail, which is ignored.
+    let mut stderr = std::mem::ManuallyDrop::new(unsafe {
+        <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(2)
+    });
+    let _ = stderr.write_all(line.as_bytes());
 }
 
 pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
