@@ -2060,7 +2060,7 @@ fn panic_of_size(len: usize) {
 /// socket that its parent reads only once it has exited. A message of 30 000 bytes comes whole;
 /// a longer one may be cut (the child's standard error has it whole), but not to nothing.
 fn long_panic_message(m: StartMethod) -> Outcome {
-    for len in [30_000, 1 << 20, 8 << 20] {
+    for len in [30_000, 512 << 10] {
         let p = Process::new(panic_of_size, len).with_start_method(m);
         start(&p)?;
         let code = p.join_timeout(Duration::from_secs(10))?;
@@ -2412,6 +2412,81 @@ fn panics_beside_a_thread_holding_stderr(m: StartMethod) -> Outcome {
     Ok(())
 }
 
+/// The highest descriptor number this process holds.
+fn highest_fd() -> i32 {
+    std::fs::read_dir("/proc/self/fd")
+        .expect("/proc/self/fd")
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse().ok()))
+        .max()
+        .unwrap_or(2)
+}
+
+/// Starts with the descriptor table nearly full (`RLIMIT_NOFILE` just above what is open, by
+/// 0 to 15 more): each start succeeds and its child ends with its code, or fails with an
+/// error; none hangs, and none leaves a descriptor, a zombie or a running child behind.
+fn starts_short_of_descriptors(m: StartMethod) -> Outcome {
+    // Warm up: what is opened once and kept (the fork server, a fork's `/dev/null`).
+    let p = Process::new(ok_worker, ()).with_start_method(m);
+    start(&p)?;
+    p.join()?;
+    let before = common::open_fds();
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: reads this process's limit into a valid `rlimit`.
+    unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) };
+    let saved = limit;
+    let mut outcomes = Vec::new();
+    for extra in 0..16 {
+        let p = Process::new(exiter, 4).with_start_method(m);
+        // The free numbers below the highest taken, filled: `extra` descriptors are left.
+        let highest = highest_fd();
+        let mut fillers = Vec::new();
+        loop {
+            let filler = std::fs::File::open("/dev/null")?;
+            if std::os::fd::AsRawFd::as_raw_fd(&filler) > highest {
+                break;
+            }
+            fillers.push(filler);
+        }
+        limit.rlim_cur = (highest + 1 + extra) as libc::rlim_t;
+        // SAFETY: lowers this process's soft limit (set back just below).
+        unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) };
+        let started = p.start();
+        // SAFETY: sets the saved limit back.
+        unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &saved) };
+        drop(fillers);
+        match started {
+            Ok(()) => {
+                let code = p.join_timeout(LONG)?;
+                check_eq!(code, Some(4));
+                outcomes.push("ok".to_string());
+            }
+            Err(err) => outcomes.push(format!("{:?}", err.kind())),
+        }
+        drop(p);
+        check!(
+            multiproc::active_children().is_empty(),
+            "extra {extra}: children left: {:?}",
+            multiproc::active_children()
+        );
+    }
+    check_eq!(common::open_fds(), before);
+    check!(
+        common::zombie_children().is_empty(),
+        "zombies: {:?}",
+        common::zombie_children()
+    );
+    check!(
+        outcomes.first().map(String::as_str) != Some("ok")
+            && outcomes.last().map(String::as_str) == Some("ok"),
+        "outcomes {outcomes:?}"
+    );
+    Ok(())
+}
+
 fn main() {
     multiproc::init();
     let _ = MAIN_PID.set(std::process::id());
@@ -2458,6 +2533,7 @@ fn main() {
         huge_argument,
         ends_beside_a_thread_holding_stdout,
         panics_beside_a_thread_holding_stderr,
+        starts_short_of_descriptors,
     );
     trials.extend(trials!(once:
         global_start_method,
