@@ -2487,6 +2487,84 @@ fn starts_short_of_descriptors(m: StartMethod) -> Outcome {
     Ok(())
 }
 
+/// Starts a daemonic sleeper and a non-daemonic child that writes after a while, writes the
+/// daemon's pid, drops both handles and returns.
+#[process]
+fn drop_running_children(dir: String) {
+    let daemon = Process::new(sleeper, 60).with_daemon(true);
+    daemon.start().expect("start the daemon");
+    let writer = Process::new(late_writer, format!("{dir}/late"));
+    writer.start().expect("start the writer");
+    write_line(
+        &format!("{dir}/daemon"),
+        &daemon.pid().expect("pid").to_string(),
+    );
+}
+
+/// A child that drops the handles of its running children and returns: as it ends, its
+/// non-daemonic child is joined (it has written when the child's join returns) and its
+/// daemonic one terminated (gone by then), as Python's exit function does.
+fn dropped_children_ended_at_exit(m: StartMethod) -> Outcome {
+    let dir = scratch("dropped-children").join(format!("{m}"));
+    std::fs::create_dir_all(&dir)?;
+    let p = Process::new(drop_running_children, dir.to_string_lossy().into_owned())
+        .with_start_method(m);
+    start(&p)?;
+    check_eq!(p.join_timeout(LONG)?, Some(0));
+    let daemon: i32 = std::fs::read_to_string(dir.join("daemon"))?
+        .trim()
+        .parse()?;
+    let gone = is_gone(daemon);
+    if !gone {
+        // SAFETY: clean up the orphan before failing.
+        unsafe { libc::kill(daemon, libc::SIGKILL) };
+    }
+    check!(gone, "the daemonic grandchild outlived its parent's exit");
+    check!(
+        dir.join("late").exists(),
+        "the non-daemonic grandchild was not joined"
+    );
+    Ok(())
+}
+
+/// Writes its working directory and `MULTIPROC_PROBE`.
+#[process]
+fn report_cwd_and_env(path: String) {
+    let cwd = std::env::current_dir()
+        .map(|d| d.display().to_string())
+        .unwrap_or_default();
+    let var = std::env::var("MULTIPROC_PROBE").unwrap_or_default();
+    write_line(&path, &format!("{cwd} {var}"));
+}
+
+/// A fork or spawn child starts in its parent's working directory and environment as they are
+/// at `start`, changed since the last start (a fork-server child gets the server's, from when
+/// the server started, as in CPython).
+fn cwd_and_environment_at_start(m: StartMethod) -> Outcome {
+    let dir = scratch("cwd-env").join(format!("{m}"));
+    std::fs::create_dir_all(&dir)?;
+    let path = dir.join("report").to_string_lossy().into_owned();
+    let first = Process::new(report_cwd_and_env, path.clone()).with_start_method(m);
+    start(&first)?;
+    first.join()?;
+    let old = std::env::current_dir()?;
+    std::env::set_current_dir(&dir)?;
+    // SAFETY: this test process has no other thread now.
+    unsafe { std::env::set_var("MULTIPROC_PROBE", "changed") };
+    let p = Process::new(report_cwd_and_env, path.clone()).with_start_method(m);
+    let started = p.start();
+    std::env::set_current_dir(&old)?;
+    // SAFETY: as above.
+    unsafe { std::env::remove_var("MULTIPROC_PROBE") };
+    started?;
+    check_eq!(p.join_timeout(LONG)?, Some(0));
+    let seen = std::fs::read_to_string(&path)?;
+    if m != StartMethod::ForkServer {
+        check_eq!(seen.trim_end(), format!("{} changed", dir.display()));
+    }
+    Ok(())
+}
+
 fn main() {
     multiproc::init();
     let _ = MAIN_PID.set(std::process::id());
@@ -2534,6 +2612,8 @@ fn main() {
         ends_beside_a_thread_holding_stdout,
         panics_beside_a_thread_holding_stderr,
         starts_short_of_descriptors,
+        dropped_children_ended_at_exit,
+        cwd_and_environment_at_start,
     );
     trials.extend(trials!(once:
         global_start_method,
