@@ -2565,6 +2565,59 @@ fn cwd_and_environment_at_start(m: StartMethod) -> Outcome {
     Ok(())
 }
 
+/// A value whose `Drop` panics in a child.
+#[derive(Serialize, Deserialize)]
+struct DropPanics(u32);
+
+impl Drop for DropPanics {
+    fn drop(&mut self) {
+        if !std::thread::panicking() && parent_process().is_some() {
+            panic!("drop of DropPanics({})", self.0);
+        }
+    }
+}
+
+#[process]
+fn returns_a_value_that_panics_on_drop(n: u32) -> DropPanics {
+    DropPanics(n)
+}
+
+#[process]
+fn takes_a_value_that_panics_on_drop(_value: DropPanics) {}
+
+/// A panic in the `Drop` of a child's result or argument is the child's panic: code 1, with
+/// its message, for a `Process`; a `Panicked` error for a `spawn`'s join.
+fn panic_in_drop_of_result_or_argument(m: StartMethod) -> Outcome {
+    let p = Process::new(returns_a_value_that_panics_on_drop, 7).with_start_method(m);
+    start(&p)?;
+    check_eq!(p.join_timeout(LONG)?, Some(1));
+    check_eq!(
+        p.remote_panic().map(|panic| panic.message),
+        Some("drop of DropPanics(7)".to_string())
+    );
+    let p = Process::new(takes_a_value_that_panics_on_drop, DropPanics(8)).with_start_method(m);
+    start(&p)?;
+    check_eq!(p.join_timeout(LONG)?, Some(1));
+    check_eq!(
+        p.remote_panic().map(|panic| panic.message),
+        Some("drop of DropPanics(8)".to_string())
+    );
+    let handle = multiproc::ProcessBuilder::new()
+        .start_method(m)
+        .spawn(returns_a_value_that_panics_on_drop, 9)?;
+    match handle.join() {
+        Err(err) => check_eq!(
+            err.remote_panic().map(|panic| panic.message.clone()),
+            Some("drop of DropPanics(9)".to_string())
+        ),
+        Ok(value) => {
+            std::mem::forget(value);
+            return Err("the join gave the value".into());
+        }
+    }
+    Ok(())
+}
+
 fn main() {
     multiproc::init();
     let _ = MAIN_PID.set(std::process::id());
@@ -2614,6 +2667,7 @@ fn main() {
         starts_short_of_descriptors,
         dropped_children_ended_at_exit,
         cwd_and_environment_at_start,
+        panic_in_drop_of_result_or_argument,
     );
     trials.extend(trials!(once:
         global_start_method,
