@@ -2618,6 +2618,26 @@ fn panic_in_drop_of_result_or_argument(m: StartMethod) -> Outcome {
     Ok(())
 }
 
+/// Replaces itself with `sh -c 'exit <code>'`.
+#[process]
+fn exec_exit(code: i32) {
+    use std::os::unix::process::CommandExt;
+    let err = std::process::Command::new("sh")
+        .args(["-c", &format!("exit {code}")])
+        .exec();
+    panic!("exec failed: {err}");
+}
+
+/// A child that replaces itself with another program (`exec`) is joined with that program's
+/// exit code, under every method (a fork-server child's own report of its code is gone with
+/// its image: the server reports it).
+fn child_that_execs(m: StartMethod) -> Outcome {
+    let p = Process::new(exec_exit, 7).with_start_method(m);
+    start(&p)?;
+    check_eq!(p.join_timeout(LONG)?, Some(7));
+    Ok(())
+}
+
 fn main() {
     multiproc::init();
     let _ = MAIN_PID.set(std::process::id());
@@ -2668,6 +2688,7 @@ fn main() {
         dropped_children_ended_at_exit,
         cwd_and_environment_at_start,
         panic_in_drop_of_result_or_argument,
+        child_that_execs,
     );
     trials.extend(trials!(once:
         global_start_method,
