@@ -1865,6 +1865,7 @@ fn starts_and_joins_under_interrupting_signals(m: StartMethod) -> Outcome {
         }
         Ok(())
     })();
+    // SAFETY: `itimerval` is plain old data, for which all zeroes (a stopped timer) is valid.
     let stop: libc::itimerval = unsafe { std::mem::zeroed() };
     // SAFETY: stops the timer set above, then resets the handler.
     unsafe {
