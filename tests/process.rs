@@ -2639,6 +2639,40 @@ fn child_that_execs(m: StartMethod) -> Outcome {
     Ok(())
 }
 
+/// 150 children alive at once (the fork server watches more than its 32 on the stack), then
+/// killed in the reverse order and joined: each with -9, and nothing left behind.
+fn many_children_alive_at_once(m: StartMethod) -> Outcome {
+    let warm = Process::new(ok_worker, ()).with_start_method(m);
+    start(&warm)?;
+    warm.join()?;
+    let before = common::open_fds();
+    let mut children = Vec::new();
+    for _ in 0..150 {
+        let p = Process::new(sleeper, 60).with_start_method(m);
+        start(&p)?;
+        children.push(p);
+    }
+    check_eq!(multiproc::active_children().len(), 150);
+    for p in children.iter().rev() {
+        p.kill()?;
+    }
+    for p in &children {
+        check_eq!(p.join_timeout(LONG)?, Some(-9));
+    }
+    // A start after them all.
+    let p = Process::new(exiter, 6).with_start_method(m);
+    start(&p)?;
+    check_eq!(p.join_timeout(LONG)?, Some(6));
+    drop(children);
+    check_eq!(common::open_fds(), before);
+    check!(
+        common::zombie_children().is_empty(),
+        "zombies: {:?}",
+        common::zombie_children()
+    );
+    Ok(())
+}
+
 fn main() {
     multiproc::init();
     let _ = MAIN_PID.set(std::process::id());
@@ -2690,6 +2724,7 @@ fn main() {
         cwd_and_environment_at_start,
         panic_in_drop_of_result_or_argument,
         child_that_execs,
+        many_children_alive_at_once,
     );
     trials.extend(trials!(once:
         global_start_method,
