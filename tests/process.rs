@@ -1730,8 +1730,952 @@ fn forkserver_preload() -> Outcome {
     Ok(())
 }
 
+/// A panic payload whose `Drop` panics in turn.
+struct PanicsOnDrop;
+
+impl Drop for PanicsOnDrop {
+    fn drop(&mut self) {
+        panic!("the payload's drop panicked");
+    }
+}
+
+#[process]
+fn panic_with_a_payload_that_panics_on_drop() {
+    std::panic::panic_any(PanicsOnDrop);
+}
+
+/// Makes its standard error a pipe whose reader is gone (writes fail with `EPIPE`, SIGPIPE
+/// being ignored), then panics.
+#[process]
+fn panic_with_broken_stderr(message: String) {
+    let mut ends = [0; 2];
+    // SAFETY: a new pipe, its read end closed, its write end made descriptor 2 of this
+    // process, which only panics after this.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+        assert_eq!(libc::pipe(ends.as_mut_ptr()), 0);
+        libc::close(ends[0]);
+        libc::dup2(ends[1], 2);
+        libc::close(ends[1]);
+    }
+    panic!("{message}");
+}
+
+/// Runs a trial body in this process, and ends at once (without going back to the harness) if
+/// it finds itself in another process: a forked child that returned from `start` as a copy of
+/// its parent, which then marks `escaped`.
+fn not_in_a_copy(escaped: &std::path::Path) {
+    if std::process::id() != *MAIN_PID.get().expect("set in main") {
+        let _ = std::fs::write(escaped, std::process::id().to_string());
+        // SAFETY: ends this copy at once, running nothing of the parent's.
+        unsafe { libc::_exit(0) };
+    }
+}
+
+static MAIN_PID: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+
+/// A panic whose payload panics as it is dropped still ends the child with code 1, as a panic,
+/// and the child never comes back from the library into the parent's code (a forked child is
+/// a copy of the parent: unwinding out of the library's child code would run the parent's
+/// `main` on).
+fn panic_payload_panics_on_drop(m: StartMethod) -> Outcome {
+    let escaped = scratch("payload-drop").join("escaped");
+    let p = Process::new(panic_with_a_payload_that_panics_on_drop, ()).with_start_method(m);
+    start(&p)?;
+    not_in_a_copy(&escaped);
+    let code = p.join_timeout(LONG)?;
+    not_in_a_copy(&escaped);
+    std::thread::sleep(Duration::from_millis(100));
+    check!(
+        !escaped.exists(),
+        "the child (pid {:?}) came back from the library into the parent's code",
+        p.pid()
+    );
+    check_eq!(code, Some(1));
+    check!(p.remote_panic().is_some(), "the panic is reported");
+    Ok(())
+}
+
+/// A child whose standard error is broken still reports its panic (message and location) and
+/// ends with code 1: the library's `Process <name>:` line must not panic in the panic hook
+/// (a panic in the hook aborts: exit -6, message lost).
+fn panic_reported_with_broken_stderr(m: StartMethod) -> Outcome {
+    let p = Process::new(panic_with_broken_stderr, "boom with no stderr".to_string())
+        .with_start_method(m);
+    start(&p)?;
+    check_eq!(p.join_timeout(LONG)?, Some(1));
+    let panic = p.remote_panic().ok_or("the panic is reported")?;
+    check_eq!(panic.message, "boom with no stderr");
+    Ok(())
+}
+
+extern "C" fn on_alarm(_: libc::c_int) {}
+
+/// Starts, joins (plain, timed, through a sentinel) and signals children while SIGALRM, caught
+/// without `SA_RESTART`, interrupts this process every 100 us: every system call the library
+/// makes here may fail with `EINTR`, and none of that may show.
+fn starts_and_joins_under_interrupting_signals(m: StartMethod) -> Outcome {
+    // SAFETY: a handler that does nothing, installed without SA_RESTART; the timer is this
+    // process's and is stopped (and the handler reset) below.
+    unsafe {
+        let mut action: libc::sigaction = std::mem::zeroed();
+        action.sa_sigaction = on_alarm as *const () as usize;
+        action.sa_flags = 0;
+        libc::sigemptyset(&mut action.sa_mask);
+        libc::sigaction(libc::SIGALRM, &action, std::ptr::null_mut());
+    }
+    let interval = libc::timeval {
+        tv_sec: 0,
+        tv_usec: 100,
+    };
+    let timer = libc::itimerval {
+        it_interval: interval,
+        it_value: interval,
+    };
+    // SAFETY: sets this process's real-time timer.
+    unsafe { libc::setitimer(libc::ITIMER_REAL, &timer, std::ptr::null_mut()) };
+    let outcome = (|| -> Outcome {
+        for round in 0..8 {
+            let p = Process::new(exiter, 3).with_start_method(m);
+            p.start()
+                .map_err(|e| format!("round {round}: start: {e}"))?;
+            check_eq!(
+                p.join().map_err(|e| format!("round {round}: join: {e}"))?,
+                3
+            );
+            let p = Process::new(sleeper, 60).with_start_method(m);
+            p.start()
+                .map_err(|e| format!("round {round}: start: {e}"))?;
+            check_eq!(p.join_timeout(Duration::from_millis(5))?, None);
+            let sentinel = p.sentinel()?;
+            check!(
+                multiproc::wait(&[&sentinel], Some(Duration::from_millis(5)))?.is_empty(),
+                "round {round}: ready while the child runs"
+            );
+            p.kill()?;
+            check_eq!(multiproc::wait(&[&sentinel], Some(LONG))?, vec![0]);
+            check_eq!(p.join_timeout(LONG)?, Some(-9));
+            let p = Process::new(panicker, "interrupted".to_string()).with_start_method(m);
+            p.start()?;
+            check_eq!(p.join()?, 1);
+            check_eq!(
+                p.remote_panic().map(|panic| panic.message),
+                Some("interrupted".to_string())
+            );
+        }
+        Ok(())
+    })();
+    // SAFETY: `itimerval` is plain old data, for which all zeroes (a stopped timer) is valid.
+    let stop: libc::itimerval = unsafe { std::mem::zeroed() };
+    // SAFETY: stops the timer set above, then resets the handler.
+    unsafe {
+        libc::setitimer(libc::ITIMER_REAL, &stop, std::ptr::null_mut());
+        libc::signal(libc::SIGALRM, libc::SIG_DFL);
+    }
+    outcome
+}
+
+/// A child that ends at once while three threads race over it: one joins, one asks
+/// `is_alive`/`exitcode` until it has one, one sends SIGTERM until it has one. They all see one
+/// and the same exit code (5, or -15 if the signal came first), and nothing fails.
+fn threads_race_over_an_ending_child(m: StartMethod) -> Outcome {
+    for round in 0..40 {
+        let p = Process::new(exiter, 5).with_start_method(m);
+        start(&p)?;
+        let (a, b, c) = (p.clone(), p.clone(), p.clone());
+        let joiner = std::thread::spawn(move || a.join().map_err(|e| e.to_string()));
+        let asker = std::thread::spawn(move || -> Result<i32, String> {
+            let deadline = Instant::now() + LONG;
+            loop {
+                let alive = b.is_alive();
+                if let Some(code) = b.exitcode() {
+                    return Ok(code);
+                }
+                if !alive && b.exitcode().is_none() {
+                    return Err("not alive, and no exit code".into());
+                }
+                if Instant::now() > deadline {
+                    return Err("no exit code".into());
+                }
+            }
+        });
+        let signaller = std::thread::spawn(move || -> Result<i32, String> {
+            let deadline = Instant::now() + LONG;
+            loop {
+                c.terminate().map_err(|e| format!("terminate: {e}"))?;
+                if let Some(code) = c
+                    .join_timeout(Duration::from_micros(50))
+                    .map_err(|e| format!("join_timeout: {e}"))?
+                {
+                    return Ok(code);
+                }
+                if Instant::now() > deadline {
+                    return Err("no exit code".into());
+                }
+            }
+        });
+        let joined = joiner.join().map_err(|_| "joiner panicked")?;
+        let asked = asker.join().map_err(|_| "asker panicked")?;
+        let signalled = signaller.join().map_err(|_| "signaller panicked")?;
+        let joined = joined.map_err(|e| format!("round {round}: join: {e}"))?;
+        check!(
+            joined == 5 || joined == -libc::SIGTERM,
+            "round {round}: join gave {joined}"
+        );
+        check_eq!(asked, Ok(joined));
+        check_eq!(signalled, Ok(joined));
+        check_eq!(p.exitcode(), Some(joined));
+        check!(!p.is_alive(), "round {round}: alive after the join");
+    }
+    check!(
+        multiproc::active_children().is_empty(),
+        "children left: {:?}",
+        multiproc::active_children()
+    );
+    Ok(())
+}
+
+/// Six threads start and join children at once (every third one killed, every fifth one
+/// panicking), with the fork server or spawn (a fork from a multi-threaded process is refused):
+/// every child ends with its own exit code and panic, and no descriptor or zombie is left.
+fn many_starts_from_several_threads() -> Outcome {
+    for m in [StartMethod::ForkServer, StartMethod::Spawn] {
+        let warm = Process::new(ok_worker, ()).with_start_method(m);
+        start(&warm)?;
+        warm.join()?;
+        let before = common::open_fds();
+        let threads: Vec<_> = (0..6)
+            .map(|t| {
+                std::thread::spawn(move || -> Result<(), String> {
+                    for i in 0..12 {
+                        let (p, want) = match i % 5 {
+                            0 => (
+                                Process::new(panicker, format!("thread {t} child {i}"))
+                                    .with_start_method(m),
+                                1,
+                            ),
+                            _ if i % 3 == 0 => (Process::new(sleeper, 60).with_start_method(m), -9),
+                            _ => (
+                                Process::new(exiter, 10 + t * 16 + i).with_start_method(m),
+                                10 + t * 16 + i,
+                            ),
+                        };
+                        p.start()
+                            .map_err(|e| format!("{m} thread {t} child {i}: start: {e}"))?;
+                        if want == -9 {
+                            p.kill().map_err(|e| e.to_string())?;
+                        }
+                        let code = p
+                            .join_timeout(LONG)
+                            .map_err(|e| e.to_string())?
+                            .ok_or(format!("{m} thread {t} child {i}: did not end"))?;
+                        if code != want {
+                            return Err(format!(
+                                "{m} thread {t} child {i}: code {code}, not {want}"
+                            ));
+                        }
+                        if want == 1 {
+                            let message = p.remote_panic().map(|panic| panic.message);
+                            if message.as_deref() != Some(&*format!("thread {t} child {i}")) {
+                                return Err(format!("{m} thread {t} child {i}: panic {message:?}"));
+                            }
+                        }
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        for thread in threads {
+            thread.join().map_err(|_| "a thread panicked")??;
+        }
+        check_eq!(common::open_fds(), before);
+        check!(
+            common::zombie_children().is_empty(),
+            "zombies: {:?}",
+            common::zombie_children()
+        );
+    }
+    Ok(())
+}
+
+#[process]
+fn doubled(n: u64) -> u64 {
+    n * 2
+}
+
+/// Starts, under each start method, a grandchild that panics, one killed by a signal and one
+/// that returns a value, and writes what it saw of each, one method a line.
+#[process]
+fn nest_every_method(path: String) {
+    let mut lines = Vec::new();
+    for inner in StartMethod::all() {
+        let p = Process::new(panicker, format!("inner {inner}")).with_start_method(inner);
+        let panicked = p.start().map_err(|e| e.to_string()).and_then(|()| {
+            let code = p.join().map_err(|e| e.to_string())?;
+            Ok(format!(
+                "{code}:{}",
+                p.remote_panic()
+                    .map(|panic| panic.message)
+                    .unwrap_or_default()
+            ))
+        });
+        let p = Process::new(sleeper, 60).with_start_method(inner);
+        let killed = p.start().map_err(|e| e.to_string()).and_then(|()| {
+            p.terminate().map_err(|e| e.to_string())?;
+            p.join().map_err(|e| e.to_string())
+        });
+        let value = multiproc::ProcessBuilder::new()
+            .start_method(inner)
+            .spawn(doubled, 21)
+            .and_then(|handle| handle.join())
+            .map_err(|e| e.to_string());
+        lines.push(format!("{inner} {panicked:?} {killed:?} {value:?}"));
+    }
+    write_line(&path, &lines.join("\n"));
+}
+
+/// A child of each start method starts grandchildren of every start method: each reports its
+/// panic, its signal and its value to the child.
+fn nested_under_every_method(m: StartMethod) -> Outcome {
+    let path = scratch("nest-matrix").join(format!("{m}"));
+    let p =
+        Process::new(nest_every_method, path.to_string_lossy().into_owned()).with_start_method(m);
+    start(&p)?;
+    check_eq!(p.join_timeout(LONG)?, Some(0));
+    let text = std::fs::read_to_string(&path)?;
+    let want: Vec<String> = StartMethod::all()
+        .into_iter()
+        .map(|inner| format!("{inner} Ok(\"1:inner {inner}\") Ok(-15) Ok(42)"))
+        .collect();
+    check_eq!(text.trim_end(), want.join("\n"));
+    Ok(())
+}
+
+#[process]
+fn panic_of_size(len: usize) {
+    panic!("{}", "x".repeat(len));
+}
+
+/// A panic with a long message (a failing `assert_eq!` on two large vectors prints them both)
+/// is reported and the join returns: the child must not block writing its report on a control
+/// socket that its parent reads only once it has exited. A message of 30 000 bytes comes whole;
+/// a longer one may be cut (the child's standard error has it whole), but not to nothing.
+fn long_panic_message(m: StartMethod) -> Outcome {
+    for len in [30_000, 512 << 10] {
+        let p = Process::new(panic_of_size, len).with_start_method(m);
+        start(&p)?;
+        let code = p.join_timeout(Duration::from_secs(10))?;
+        if code.is_none() {
+            p.kill()?;
+            p.join()?;
+            return Err(format!("a child panicking with a {len}-byte message never ended").into());
+        }
+        check_eq!(code, Some(1));
+        let panic = p
+            .remote_panic()
+            .ok_or(format!("the {len}-byte panic is reported"))?;
+        if len == 30_000 {
+            check_eq!(panic.message, "x".repeat(len));
+        } else {
+            check!(
+                panic.message.starts_with(&"x".repeat(30_000)) && panic.message.len() < len,
+                "the {len}-byte panic came as {} bytes: {:?}...",
+                panic.message.len(),
+                &panic.message[..panic.message.len().min(100)]
+            );
+        }
+    }
+    Ok(())
+}
+
+#[process]
+fn descriptors_out(n: usize) -> Vec<multiproc::SharedFd> {
+    (0..n)
+        .map(|_| {
+            let null = std::fs::File::open("/dev/null").expect("/dev/null");
+            multiproc::SharedFd::new(std::os::fd::OwnedFd::from(null))
+        })
+        .collect()
+}
+
+/// A child of `spawn` that returns more descriptors than one message carries (253): its join
+/// ends with the value, or with an error that says why, never hangs, and the parent keeps no
+/// descriptor of it.
+fn too_many_descriptors_returned(m: StartMethod) -> Outcome {
+    let warm = multiproc::ProcessBuilder::new()
+        .start_method(m)
+        .spawn(descriptors_out, 1)?;
+    check_eq!(warm.join()?.len(), 1);
+    let before = common::open_fds();
+    for n in [253, 254, 400] {
+        let handle = multiproc::ProcessBuilder::new()
+            .start_method(m)
+            .spawn(descriptors_out, n)?;
+        let pid = handle.pid() as i32;
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(
+                handle
+                    .join()
+                    .map(|fds| fds.len())
+                    .map_err(|e| (e.kind(), e.to_string())),
+            );
+        });
+        let Ok(joined) = rx.recv_timeout(Duration::from_secs(20)) else {
+            // SAFETY: our child, not reaped (its join still waits).
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            return Err(
+                format!("the join of a child returning {n} descriptors never ended").into(),
+            );
+        };
+        match joined {
+            Ok(got) => check_eq!(got, n),
+            // Said why: not just "exited with code 1".
+            Err((kind, message)) => check!(
+                n > 253 && message.contains("at most 253"),
+                "{n} descriptors: {kind:?} {message}"
+            ),
+        }
+    }
+    check_eq!(common::open_fds(), before);
+    Ok(())
+}
+
+/// A join in one thread while another kills the child and closes the process as soon as it
+/// may: the join returns the child's exit code, or fails with `Closed`; never a code the child
+/// did not end with (-1 would say SIGHUP).
+fn join_while_another_thread_closes(m: StartMethod) -> Outcome {
+    let mut seen = std::collections::BTreeMap::new();
+    for round in 0..60 {
+        let p = Process::new(sleeper, 60).with_start_method(m);
+        start(&p)?;
+        let joiner = p.clone();
+        let thread = std::thread::spawn(move || joiner.join().map_err(|e| e.kind()));
+        std::thread::sleep(Duration::from_millis(2));
+        p.kill()?;
+        let deadline = Instant::now() + LONG;
+        while p.close().is_err() {
+            check!(Instant::now() < deadline, "round {round}: never closed");
+        }
+        let joined = thread.join().map_err(|_| "the joiner panicked")?;
+        *seen.entry(format!("{joined:?}")).or_insert(0) += 1;
+        check!(
+            matches!(joined, Ok(-9) | Err(ErrorKind::Closed)),
+            "round {round}: the join gave {joined:?} (so far {seen:?})"
+        );
+    }
+    Ok(())
+}
+
+/// Closes its standard streams (0, 1 and 2: the next descriptors it opens take those numbers),
+/// then starts, under each start method, a grandchild that panics and one that returns a
+/// value, and writes what it saw of each, one method a line.
+#[process]
+fn without_stdio_nest(path: String) {
+    // SAFETY: closes this process's standard streams, which nothing else of it uses after
+    // this (it writes its report to a file).
+    unsafe {
+        libc::close(0);
+        libc::close(1);
+        libc::close(2);
+    }
+    let mut lines = Vec::new();
+    for inner in StartMethod::all() {
+        let p = Process::new(panicker, format!("inner {inner}")).with_start_method(inner);
+        let panicked = p.start().map_err(|e| e.to_string()).and_then(|()| {
+            let code = p
+                .join_timeout(Duration::from_secs(10))
+                .map_err(|e| e.to_string())?;
+            if code.is_none() {
+                let _ = p.kill();
+            }
+            Ok(format!(
+                "{code:?}:{}",
+                p.remote_panic()
+                    .map(|panic| panic.message)
+                    .unwrap_or_default()
+            ))
+        });
+        let value = multiproc::ProcessBuilder::new()
+            .start_method(inner)
+            .spawn(doubled, 21)
+            .and_then(|mut handle| handle.join_timeout(Duration::from_secs(10)))
+            .map_err(|e| e.to_string());
+        lines.push(format!("{inner} {panicked:?} {value:?}"));
+    }
+    write_line(&path, &lines.join("\n"));
+}
+
+/// A child without standard streams starts children of every start method: the descriptors the
+/// library opens for them take the numbers 0, 1 and 2, which a start must not mistake for the
+/// standard streams it sets up (a spawned child's standard input becomes `/dev/null`).
+fn nested_without_stdio(m: StartMethod) -> Outcome {
+    let path = scratch("nest-no-stdio").join(format!("{m}"));
+    let p =
+        Process::new(without_stdio_nest, path.to_string_lossy().into_owned()).with_start_method(m);
+    start(&p)?;
+    let code = p.join_timeout(Duration::from_secs(60))?;
+    if code.is_none() {
+        p.kill()?;
+        p.join()?;
+    }
+    let text = std::fs::read_to_string(&path).unwrap_or_default();
+    let want: Vec<String> = StartMethod::all()
+        .into_iter()
+        .map(|inner| format!("{inner} Ok(\"Some(1):inner {inner}\") Ok(42)"))
+        .collect();
+    check_eq!((code, text.trim_end()), (Some(0), &*want.join("\n")));
+    Ok(())
+}
+
+/// Sleeps a little, then writes its pid.
+#[process]
+fn late_writer(path: String) {
+    std::thread::sleep(Duration::from_millis(300));
+    write_line(&path, &std::process::id().to_string());
+}
+
+/// Starts a non-daemonic child that writes after a while, then ends with
+/// `std::process::exit(5)` at once.
+#[process]
+fn exit_with_a_child(path: String) {
+    let p = Process::new(late_writer, path);
+    p.start().expect("start the grandchild");
+    std::process::exit(5);
+}
+
+/// `std::process::exit` in a child runs the exit function as it does in `main` (and as
+/// Python's `sys.exit` in a child does): its non-daemonic children are joined before it ends,
+/// under every start method alike.
+fn exit_in_a_child_joins_its_children(m: StartMethod) -> Outcome {
+    let path = scratch("exit-joins").join(format!("{m}"));
+    let p =
+        Process::new(exit_with_a_child, path.to_string_lossy().into_owned()).with_start_method(m);
+    start(&p)?;
+    check_eq!(p.join_timeout(LONG)?, Some(5));
+    check!(
+        path.exists(),
+        "the child ended before its non-daemonic child did"
+    );
+    Ok(())
+}
+
+/// Starts a non-daemonic child that sleeps, writes its pid, then ends with
+/// `std::process::exit(5)`, which joins that child first.
+#[process]
+fn exit_joining_a_sleeper(path: String) {
+    let p = Process::new(sleeper, 60);
+    p.start().expect("start the grandchild");
+    write_line(&path, &p.pid().expect("pid").to_string());
+    std::process::exit(5);
+}
+
+/// A child killed while its `std::process::exit(5)` joins its children is reported killed
+/// (-15), not with the code it was ending with.
+fn killed_while_exiting(m: StartMethod) -> Outcome {
+    let path = scratch("killed-exiting").join(format!("{m}"));
+    let p = Process::new(exit_joining_a_sleeper, path.to_string_lossy().into_owned())
+        .with_start_method(m);
+    start(&p)?;
+    let grandchild: i32 = read_when_ready(&path, LONG)?.parse()?;
+    std::thread::sleep(Duration::from_millis(100));
+    p.terminate()?;
+    let code = p.join_timeout(LONG)?;
+    // SAFETY: the orphaned grandchild, by pid (it sleeps for a minute: still that process).
+    unsafe { libc::kill(grandchild, libc::SIGKILL) };
+    check_eq!(code, Some(-libc::SIGTERM));
+    Ok(())
+}
+
+/// With SIGCHLD ignored, the kernel reaps this process's children as they end and their exit
+/// codes are lost (except a fork server's child's, which the server reaps): a join still ends,
+/// with the code or with 255 for a lost one (as for a fork-server child whose server died),
+/// and the child is not kept as running for ever (in `active_children`, with its descriptors).
+fn sigchld_ignored(m: StartMethod) -> Outcome {
+    // SAFETY: sets this process's SIGCHLD disposition, set back below.
+    unsafe { libc::signal(libc::SIGCHLD, libc::SIG_IGN) };
+    let outcome = (|| -> Outcome {
+        // Warm up: what is opened once and kept (the fork server, a fork's `/dev/null`).
+        let p = Process::new(ok_worker, ()).with_start_method(m);
+        start(&p)?;
+        p.join()?;
+        let before = common::open_fds();
+        for _ in 0..3 {
+            let p = Process::new(exiter, 3).with_start_method(m);
+            start(&p)?;
+            let joined = p.join_timeout(LONG);
+            let seen = format!(
+                "join {:?} exitcode {:?} alive {} active {}",
+                joined.as_ref().map_err(|e| e.to_string()),
+                p.exitcode(),
+                p.is_alive(),
+                multiproc::active_children().len()
+            );
+            check!(
+                matches!(joined, Ok(Some(3 | 255)))
+                    && p.exitcode() == joined.ok().flatten()
+                    && !p.is_alive()
+                    && multiproc::active_children().is_empty(),
+                "{seen}"
+            );
+        }
+        check_eq!(common::open_fds(), before);
+        Ok(())
+    })();
+    // SAFETY: back to the default.
+    unsafe { libc::signal(libc::SIGCHLD, libc::SIG_DFL) };
+    outcome
+}
+
+/// Exits 0 when its argument is `len` bytes of `fill`.
+#[process]
+fn check_bytes(data: Vec<u8>, len: usize, fill: u8) {
+    std::process::exit(if data.len() == len && data.iter().all(|&b| b == fill) {
+        0
+    } else {
+        9
+    });
+}
+
+/// A 16 MiB argument reaches the child whole under every start method, in reasonable time.
+fn huge_argument(m: StartMethod) -> Outcome {
+    let len = 16 << 20;
+    let t = Instant::now();
+    let p = Process::new(check_bytes, (vec![7u8; len], len, 7)).with_start_method(m);
+    start(&p)?;
+    check_eq!(p.join_timeout(LONG)?, Some(0));
+    check!(
+        t.elapsed() < Duration::from_secs(20),
+        "took {:?}",
+        t.elapsed()
+    );
+    Ok(())
+}
+
+/// Leaves a thread that holds standard output's lock (and standard error's) for a minute, and
+/// returns.
+#[process]
+fn return_beside_a_thread_holding_stdout() {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _out = std::io::stdout().lock();
+        let _err = std::io::stderr().lock();
+        let _ = tx.send(());
+        std::thread::sleep(Duration::from_secs(60));
+    });
+    let _ = rx.recv();
+}
+
+/// A child that returns while another of its threads holds standard output's lock ends at
+/// once, as a `main` that returns does (std flushes standard output at exit only if its lock is
+/// free): the child's last flush must not wait for that thread.
+fn ends_beside_a_thread_holding_stdout(m: StartMethod) -> Outcome {
+    let p = Process::new(return_beside_a_thread_holding_stdout, ()).with_start_method(m);
+    start(&p)?;
+    let code = p.join_timeout(Duration::from_secs(10))?;
+    if code.is_none() {
+        p.kill()?;
+        p.join()?;
+    }
+    check_eq!(code, Some(0));
+    Ok(())
+}
+
+/// Leaves a thread that holds standard error's lock for a minute, and panics.
+#[process]
+fn panic_beside_a_thread_holding_stderr(message: String) {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _err = std::io::stderr().lock();
+        let _ = tx.send(());
+        std::thread::sleep(Duration::from_secs(60));
+    });
+    let _ = rx.recv();
+    panic!("{message}");
+}
+
+/// A child that panics while another of its threads holds standard error's lock reports its
+/// panic and ends at once (std's own panic message goes out without that lock).
+fn panics_beside_a_thread_holding_stderr(m: StartMethod) -> Outcome {
+    let p =
+        Process::new(panic_beside_a_thread_holding_stderr, "held".to_string()).with_start_method(m);
+    start(&p)?;
+    let code = p.join_timeout(Duration::from_secs(10))?;
+    if code.is_none() {
+        p.kill()?;
+        p.join()?;
+    }
+    check_eq!(code, Some(1));
+    check_eq!(
+        p.remote_panic().map(|panic| panic.message),
+        Some("held".to_string())
+    );
+    Ok(())
+}
+
+/// The highest descriptor number this process holds.
+fn highest_fd() -> i32 {
+    std::fs::read_dir("/proc/self/fd")
+        .expect("/proc/self/fd")
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse().ok()))
+        .max()
+        .unwrap_or(2)
+}
+
+/// Starts with the descriptor table nearly full (`RLIMIT_NOFILE` just above what is open, by
+/// 0 to 15 more): each start succeeds and its child ends with its code, or fails with an
+/// error; none hangs, and none leaves a descriptor, a zombie or a running child behind.
+fn starts_short_of_descriptors(m: StartMethod) -> Outcome {
+    // Warm up: what is opened once and kept (the fork server, a fork's `/dev/null`).
+    let p = Process::new(ok_worker, ()).with_start_method(m);
+    start(&p)?;
+    p.join()?;
+    let before = common::open_fds();
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: reads this process's limit into a valid `rlimit`.
+    unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) };
+    let saved = limit;
+    let mut outcomes = Vec::new();
+    for extra in 0..16 {
+        let p = Process::new(exiter, 4).with_start_method(m);
+        // The free numbers below the highest taken, filled: `extra` descriptors are left.
+        let highest = highest_fd();
+        let mut fillers = Vec::new();
+        loop {
+            let filler = std::fs::File::open("/dev/null")?;
+            if std::os::fd::AsRawFd::as_raw_fd(&filler) > highest {
+                break;
+            }
+            fillers.push(filler);
+        }
+        limit.rlim_cur = (highest + 1 + extra) as libc::rlim_t;
+        // SAFETY: lowers this process's soft limit (set back just below).
+        unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) };
+        let started = p.start();
+        // SAFETY: sets the saved limit back.
+        unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &saved) };
+        drop(fillers);
+        match started {
+            Ok(()) => {
+                let code = p.join_timeout(LONG)?;
+                check_eq!(code, Some(4));
+                outcomes.push("ok".to_string());
+            }
+            Err(err) => outcomes.push(format!("{:?}", err.kind())),
+        }
+        drop(p);
+        check!(
+            multiproc::active_children().is_empty(),
+            "extra {extra}: children left: {:?}",
+            multiproc::active_children()
+        );
+    }
+    check_eq!(common::open_fds(), before);
+    check!(
+        common::zombie_children().is_empty(),
+        "zombies: {:?}",
+        common::zombie_children()
+    );
+    check!(
+        outcomes.first().map(String::as_str) != Some("ok")
+            && outcomes.last().map(String::as_str) == Some("ok"),
+        "outcomes {outcomes:?}"
+    );
+    Ok(())
+}
+
+/// Starts a daemonic sleeper and a non-daemonic child that writes after a while, writes the
+/// daemon's pid, drops both handles and returns.
+#[process]
+fn drop_running_children(dir: String) {
+    let daemon = Process::new(sleeper, 60).with_daemon(true);
+    daemon.start().expect("start the daemon");
+    let writer = Process::new(late_writer, format!("{dir}/late"));
+    writer.start().expect("start the writer");
+    write_line(
+        &format!("{dir}/daemon"),
+        &daemon.pid().expect("pid").to_string(),
+    );
+}
+
+/// A child that drops the handles of its running children and returns: as it ends, its
+/// non-daemonic child is joined (it has written when the child's join returns) and its
+/// daemonic one terminated (gone by then), as Python's exit function does.
+fn dropped_children_ended_at_exit(m: StartMethod) -> Outcome {
+    let dir = scratch("dropped-children").join(format!("{m}"));
+    std::fs::create_dir_all(&dir)?;
+    let p = Process::new(drop_running_children, dir.to_string_lossy().into_owned())
+        .with_start_method(m);
+    start(&p)?;
+    check_eq!(p.join_timeout(LONG)?, Some(0));
+    let daemon: i32 = std::fs::read_to_string(dir.join("daemon"))?
+        .trim()
+        .parse()?;
+    let gone = is_gone(daemon);
+    if !gone {
+        // SAFETY: clean up the orphan before failing.
+        unsafe { libc::kill(daemon, libc::SIGKILL) };
+    }
+    check!(gone, "the daemonic grandchild outlived its parent's exit");
+    check!(
+        dir.join("late").exists(),
+        "the non-daemonic grandchild was not joined"
+    );
+    Ok(())
+}
+
+/// Writes its working directory and `MULTIPROC_PROBE`.
+#[process]
+fn report_cwd_and_env(path: String) {
+    let cwd = std::env::current_dir()
+        .map(|d| d.display().to_string())
+        .unwrap_or_default();
+    let var = std::env::var("MULTIPROC_PROBE").unwrap_or_default();
+    write_line(&path, &format!("{cwd} {var}"));
+}
+
+/// A fork or spawn child starts in its parent's working directory and environment as they are
+/// at `start`, changed since the last start (a fork-server child gets the server's, from when
+/// the server started, as in CPython).
+fn cwd_and_environment_at_start(m: StartMethod) -> Outcome {
+    let dir = scratch("cwd-env").join(format!("{m}"));
+    std::fs::create_dir_all(&dir)?;
+    let path = dir.join("report").to_string_lossy().into_owned();
+    let first = Process::new(report_cwd_and_env, path.clone()).with_start_method(m);
+    start(&first)?;
+    first.join()?;
+    let old = std::env::current_dir()?;
+    std::env::set_current_dir(&dir)?;
+    // SAFETY: this test process has no other thread now.
+    unsafe { std::env::set_var("MULTIPROC_PROBE", "changed") };
+    let p = Process::new(report_cwd_and_env, path.clone()).with_start_method(m);
+    let started = p.start();
+    std::env::set_current_dir(&old)?;
+    // SAFETY: as above.
+    unsafe { std::env::remove_var("MULTIPROC_PROBE") };
+    started?;
+    check_eq!(p.join_timeout(LONG)?, Some(0));
+    let seen = std::fs::read_to_string(&path)?;
+    if m != StartMethod::ForkServer {
+        check_eq!(seen.trim_end(), format!("{} changed", dir.display()));
+    }
+    Ok(())
+}
+
+/// A value whose `Drop` panics in a child.
+#[derive(Serialize, Deserialize)]
+struct DropPanics(u32);
+
+impl Drop for DropPanics {
+    fn drop(&mut self) {
+        if !std::thread::panicking() && parent_process().is_some() {
+            panic!("drop of DropPanics({})", self.0);
+        }
+    }
+}
+
+#[process]
+fn returns_a_value_that_panics_on_drop(n: u32) -> DropPanics {
+    DropPanics(n)
+}
+
+#[process]
+fn takes_a_value_that_panics_on_drop(_value: DropPanics) {}
+
+/// A panic in the `Drop` of a child's result or argument is the child's panic: code 1, with
+/// its message, for a `Process`; a `Panicked` error for a `spawn`'s join.
+fn panic_in_drop_of_result_or_argument(m: StartMethod) -> Outcome {
+    let p = Process::new(returns_a_value_that_panics_on_drop, 7).with_start_method(m);
+    start(&p)?;
+    check_eq!(p.join_timeout(LONG)?, Some(1));
+    check_eq!(
+        p.remote_panic().map(|panic| panic.message),
+        Some("drop of DropPanics(7)".to_string())
+    );
+    let p = Process::new(takes_a_value_that_panics_on_drop, DropPanics(8)).with_start_method(m);
+    start(&p)?;
+    check_eq!(p.join_timeout(LONG)?, Some(1));
+    check_eq!(
+        p.remote_panic().map(|panic| panic.message),
+        Some("drop of DropPanics(8)".to_string())
+    );
+    let handle = multiproc::ProcessBuilder::new()
+        .start_method(m)
+        .spawn(returns_a_value_that_panics_on_drop, 9)?;
+    match handle.join() {
+        Err(err) => check_eq!(
+            err.remote_panic().map(|panic| panic.message.clone()),
+            Some("drop of DropPanics(9)".to_string())
+        ),
+        Ok(value) => {
+            std::mem::forget(value);
+            return Err("the join gave the value".into());
+        }
+    }
+    Ok(())
+}
+
+/// Replaces itself with `sh -c 'exit <code>'`.
+#[process]
+fn exec_exit(code: i32) {
+    use std::os::unix::process::CommandExt;
+    let err = std::process::Command::new("sh")
+        .args(["-c", &format!("exit {code}")])
+        .exec();
+    panic!("exec failed: {err}");
+}
+
+/// A child that replaces itself with another program (`exec`) is joined with that program's
+/// exit code, under every method (a fork-server child's own report of its code is gone with
+/// its image: the server reports it).
+fn child_that_execs(m: StartMethod) -> Outcome {
+    let p = Process::new(exec_exit, 7).with_start_method(m);
+    start(&p)?;
+    check_eq!(p.join_timeout(LONG)?, Some(7));
+    Ok(())
+}
+
+/// 150 children alive at once (the fork server watches more than its 32 on the stack), then
+/// killed in the reverse order and joined: each with -9, and nothing left behind.
+fn many_children_alive_at_once(m: StartMethod) -> Outcome {
+    let warm = Process::new(ok_worker, ()).with_start_method(m);
+    start(&warm)?;
+    warm.join()?;
+    let before = common::open_fds();
+    let mut children = Vec::new();
+    for _ in 0..150 {
+        let p = Process::new(sleeper, 60).with_start_method(m);
+        start(&p)?;
+        children.push(p);
+    }
+    check_eq!(multiproc::active_children().len(), 150);
+    for p in children.iter().rev() {
+        p.kill()?;
+    }
+    for p in &children {
+        check_eq!(p.join_timeout(LONG)?, Some(-9));
+    }
+    // A start after them all.
+    let p = Process::new(exiter, 6).with_start_method(m);
+    start(&p)?;
+    check_eq!(p.join_timeout(LONG)?, Some(6));
+    drop(children);
+    check_eq!(common::open_fds(), before);
+    check!(
+        common::zombie_children().is_empty(),
+        "zombies: {:?}",
+        common::zombie_children()
+    );
+    Ok(())
+}
+
 fn main() {
     multiproc::init();
+    let _ = MAIN_PID.set(std::process::id());
     let mut trials = trials!(each_method:
         exit_code_return,
         exit_code_panic,
@@ -1760,6 +2704,27 @@ fn main() {
         declared_frame_length,
         too_many_descriptors_in_arguments,
         forked_grandchild_holds_none_of_the_childs_channels,
+        panic_payload_panics_on_drop,
+        panic_reported_with_broken_stderr,
+        starts_and_joins_under_interrupting_signals,
+        threads_race_over_an_ending_child,
+        nested_under_every_method,
+        long_panic_message,
+        too_many_descriptors_returned,
+        join_while_another_thread_closes,
+        nested_without_stdio,
+        exit_in_a_child_joins_its_children,
+        killed_while_exiting,
+        sigchld_ignored,
+        huge_argument,
+        ends_beside_a_thread_holding_stdout,
+        panics_beside_a_thread_holding_stderr,
+        starts_short_of_descriptors,
+        dropped_children_ended_at_exit,
+        cwd_and_environment_at_start,
+        panic_in_drop_of_result_or_argument,
+        child_that_execs,
+        many_children_alive_at_once,
     );
     trials.extend(trials!(once:
         global_start_method,
@@ -1772,6 +2737,7 @@ fn main() {
         fork_and_forkserver_from_two_threads,
         fork_server_exits_with_its_parent,
         forkserver_preload,
+        many_starts_from_several_threads,
         forkserver_stray_byte,
         forkserver_start_short_of_descriptors,
         forkserver_exit_codes_outlive_server,

@@ -69,7 +69,9 @@ pub(crate) fn enter_flagged(flag: Option<&OsStr>, fd: Option<&OsStr>, fork_serve
 }
 
 fn bail_early(message: &str) -> ! {
-    eprintln!("multiproc: {message} (this flag is for processes started by multiproc)");
+    to_stderr(format_args!(
+        "multiproc: {message} (this flag is for processes started by multiproc)"
+    ));
     sys::exit_now(EXIT_BOOTSTRAP_FAILED)
 }
 
@@ -240,8 +242,24 @@ fn run_bootstrap(control: UnixStream, origin: Origin, deadline: Option<std::time
             }
             fork_server(control)
         }
-        (Role::Run(launch), _) => run_launch(control, launch, true),
-        (Role::RunUnacknowledged(launch), _) => run_launch(control, launch, false),
+        (Role::Run(launch), origin) => {
+            exit_function_of(origin);
+            run_launch(control, launch, true)
+        }
+        (Role::RunUnacknowledged(launch), origin) => {
+            exit_function_of(origin);
+            run_launch(control, launch, false)
+        }
+    }
+}
+
+/// Registers the exit function in a spawned child before it runs its target, for a target that
+/// ends with `exit(3)` (`std::process::exit`): its children are then joined first, as in
+/// `main` (and as Python's `sys.exit` in a child). A forked child inherits its parent's; a fork
+/// server's child, the server's (`start::forkserver::serve`).
+fn exit_function_of(origin: Origin) {
+    if let Origin::Spawned(_) = origin {
+        crate::startup::register_exit_function();
     }
 }
 
@@ -502,9 +520,9 @@ pub(crate) fn run(setup: Box<Setup>, entry: &'static Entry, fds: Vec<OwnedFd>) -
                     let (control, process) = (control.clone(), launch.name.clone());
                     Box::new(move |message, location| {
                         let report = RemotePanic {
-                            message,
+                            message: bounded(message),
                             location,
-                            process: process.clone(),
+                            process: bounded(process.clone()),
                             pid: std::process::id() as i32,
                         };
                         wire::send(&control, &ChildMessage::Panicked(report)).is_ok()
@@ -520,12 +538,12 @@ pub(crate) fn run(setup: Box<Setup>, entry: &'static Entry, fds: Vec<OwnedFd>) -
             Ok(()) => 0,
             Err(err) => {
                 let message = format!("cannot send the result back: {}", err.chain());
-                eprintln!("Process {}:\n{message}", launch.name);
+                to_stderr(format_args!("Process {}:\n{message}", launch.name));
                 let _ = wire::send(
                     &control,
                     &ChildMessage::Failed {
                         kind: ErrorKind::Io,
-                        message,
+                        message: bounded(message),
                     },
                 );
                 1
@@ -533,7 +551,7 @@ pub(crate) fn run(setup: Box<Setup>, entry: &'static Entry, fds: Vec<OwnedFd>) -
         },
         Ok(Ok(_output)) => 0,
         Ok(Err(err)) => {
-            eprintln!("Process {}:\n{}", launch.name, err.chain());
+            to_stderr(format_args!("Process {}:\n{}", launch.name, err.chain()));
             let kind = if err.kind() == ErrorKind::Codec {
                 ErrorKind::Codec
             } else {
@@ -543,7 +561,7 @@ pub(crate) fn run(setup: Box<Setup>, entry: &'static Entry, fds: Vec<OwnedFd>) -
                 &control,
                 &ChildMessage::Failed {
                     kind,
-                    message: err.chain().to_string(),
+                    message: bounded(err.chain().to_string()),
                 },
             );
             1
@@ -553,12 +571,16 @@ pub(crate) fn run(setup: Box<Setup>, entry: &'static Entry, fds: Vec<OwnedFd>) -
                 .with(|p| p.borrow_mut().take())
                 .unwrap_or_else(|| (panic_message(&*payload), None));
             let report = RemotePanic {
-                message,
+                message: bounded(message),
                 location,
-                process: launch.name.clone(),
+                process: bounded(launch.name.clone()),
                 pid: std::process::id() as i32,
             };
             let _ = wire::send(&control, &ChildMessage::Panicked(report));
+            // Not dropped: its `Drop` is the target's code, which may panic in turn, and a
+            // panic here would unwind out of the child (a forked one into its copy of the
+            // parent's `main`). The process ends next, and frees it.
+            std::mem::forget(payload);
             1
         }
     };
@@ -581,6 +603,23 @@ fn send_returned(control: &UnixStream, output: handle::Encoded) -> crate::error:
         (ReturnedBytes::File { len }, Some(file))
     };
     let raw: Vec<RawFd> = file.iter().chain(&fds).map(AsRawFd::as_raw_fd).collect();
+    // Refused before the frame goes: a frame that announces descriptors which do not follow
+    // is the last the parent reads, and the report of this failure would go unread.
+    if raw.len() > sys::MAX_FDS {
+        return Err(Error::new(
+            ErrorKind::InvalidInput,
+            format!(
+                "the result holds {} descriptors{}: at most {} go back to the parent",
+                fds.len(),
+                if file.is_some() {
+                    " (and a memory file holds its bytes)"
+                } else {
+                    ""
+                },
+                sys::MAX_FDS
+            ),
+        ));
+    }
     wire::send(
         control,
         &ChildMessage::Returned {
@@ -618,9 +657,38 @@ impl ForChild for UnixStream {
 /// stdio flushed; no destructor of the parent's copied state runs.
 pub(crate) fn finish(code: i32) -> ! {
     current::run_exit_steps();
-    let _ = std::io::stdout().flush();
-    let _ = std::io::stderr().flush();
+    flush_stdout();
+    // Standard error is not flushed: std does not buffer it (its `flush` only takes its lock,
+    // which another thread may hold).
     sys::exit_now(code)
+}
+
+/// How long a child that ends waits for another of its threads to let go of standard output's
+/// lock, to flush what it buffered.
+const STDOUT_FLUSH_WAIT: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Flushes standard output as a `main` that returns does: not if another thread holds its lock
+/// (std flushes it at exit with a `try_lock`), which would keep the child from ending for as
+/// long as that thread holds it (for good, for a thread that keeps a `StdoutLock`).
+///
+/// With one thread (the usual case) the flush is made at once: nothing else can hold the lock
+/// (this thread may, and the lock is reentrant). Else it is made on a thread of its own, which
+/// the child waits for at most [`STDOUT_FLUSH_WAIT`], as close as std offers to a `try_lock`.
+fn flush_stdout() {
+    if sys::known_single_threaded() || matches!(sys::thread_count(), Ok(1)) {
+        let _ = std::io::stdout().flush();
+        return;
+    }
+    let (done, flushed) = std::sync::mpsc::channel();
+    let flusher = std::thread::Builder::new()
+        .name("multiproc-flush".into())
+        .spawn(move || {
+            let _ = std::io::stdout().flush();
+            let _ = done.send(());
+        });
+    if flusher.is_ok() {
+        let _ = flushed.recv_timeout(STDOUT_FLUSH_WAIT);
+    }
 }
 
 /// A daemonic child dies with its parent, even when the parent is SIGKILLed: a thread waits for
@@ -694,7 +762,7 @@ pub(crate) fn install_panic_hook() {
             }
             // SAFETY: a name, once stored, is leaked: it lives as long as the process.
             if let Some(name) = unsafe { PROCESS_NAME.load(Ordering::Acquire).as_ref() } {
-                eprintln!("Process {name}:");
+                to_stderr(format_args!("Process {name}:"));
             }
         }
         current(info);
@@ -716,6 +784,53 @@ pub(crate) fn lock_panic_hook() -> std::sync::MutexGuard<'static, ()> {
 #[allow(clippy::box_collection)]
 fn set_process_name(name: Box<String>) {
     PROCESS_NAME.store(Box::into_raw(name), Ordering::Release);
+}
+
+/// The most of a panic's message, or of a failure's, that a child sends its parent (and of
+/// its name), in bytes.
+///
+/// The parent reads the control socket once the child has exited, not before: everything the
+/// child writes there must fit in the socket's buffer (about 200 KiB by default, the frame's
+/// overhead included), or the child blocks on the write for good and its parent's `join` with
+/// it. A failing `assert_eq!` on two large vectors makes a message of megabytes.
+const REPORT_MAX: usize = 32 * 1024;
+
+/// `text`, cut to [`REPORT_MAX`] bytes (on a character boundary) with a note of how much was
+/// left out; the child's standard error has it whole (the panic hook, or the line the child
+/// writes as it fails, prints it).
+fn bounded(mut text: String) -> String {
+    if text.len() <= REPORT_MAX {
+        return text;
+    }
+    let total = text.len();
+    let mut cut = REPORT_MAX;
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    text.truncate(cut);
+    text.push_str(&format!(
+        "... ({} more bytes, left out of the report: the child's standard error has them)",
+        total - cut
+    ));
+    text
+}
+
+/// Writes `text` and a newline on standard error, ignoring a failure: what `eprintln!` does,
+/// except that `eprintln!` panics when the write fails (a standard error whose reader is
+/// gone), and the library's child code runs where a panic must not happen (in the panic
+/// hook, where it aborts the child, or after the target, where it would unwind out of it).
+///
+/// Written on descriptor 2 directly, as std's default panic hook writes, without standard
+/// error's lock: another thread of the child may hold it for good, and a child that panics or
+/// fails would wait for it as long.
+pub(crate) fn to_stderr(text: std::fmt::Arguments<'_>) {
+    let line = format!("{text}\n");
+    // SAFETY: descriptor 2, borrowed for this write and never closed here (`ManuallyDrop`);
+    // a closed or invalid descriptor 2 only makes the write fail, which is ignored.
+    let mut stderr = std::mem::ManuallyDrop::new(unsafe {
+        <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(2)
+    });
+    let _ = stderr.write_all(line.as_bytes());
 }
 
 pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
@@ -740,4 +855,22 @@ pub(crate) fn catch_quiet<R>(f: impl FnOnce() -> R) -> Result<R, (String, Option
             .with(|p| p.borrow_mut().take())
             .unwrap_or_else(|| (panic_message(&*payload), None))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bounded_cuts_long_reports_on_a_character_boundary() {
+        assert_eq!(bounded("short".to_string()), "short");
+        let exact = "x".repeat(REPORT_MAX);
+        assert_eq!(bounded(exact.clone()), exact);
+        // A two-byte character across the limit: cut before it.
+        let long = format!("{}é{}", "x".repeat(REPORT_MAX - 1), "y".repeat(1000));
+        let cut = bounded(long.clone());
+        assert!(cut.starts_with(&"x".repeat(REPORT_MAX - 1)));
+        assert!(!cut.contains('é'));
+        assert!(cut.contains(&format!("({} more bytes", long.len() - (REPORT_MAX - 1))));
+    }
 }

@@ -92,7 +92,9 @@ pub enum ErrorKind {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct RemotePanic {
-    /// The panic payload when it was a string (`panic!("...")`), else `Box<dyn Any>`.
+    /// The panic payload when it was a string (`panic!("...")`), else `Box<dyn Any>`. A
+    /// message longer than 32 KiB is cut there, with a note of how much was left out (the
+    /// child's standard error has it whole).
     pub message: String,
     /// `file:line:column` of the panic, when known.
     pub location: Option<String>,

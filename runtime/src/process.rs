@@ -448,7 +448,10 @@ impl Process {
                 None => return Ok(None),
             },
             Phase::Stopped { exitcode, .. } => return Ok(Some(*exitcode)),
-            _ => return Ok(None),
+            // Closed by another handle since the caller looked (a join that waited meanwhile):
+            // no code to give, and none to make up (`join` made -1 of it, a SIGHUP).
+            Phase::Closed => return Err(closed()),
+            Phase::Initial | Phase::Starting => return Ok(None),
         };
         let Phase::Running(popen) = std::mem::replace(&mut state.phase, Phase::Initial) else {
             return Ok(None);

@@ -63,8 +63,9 @@ pub(crate) fn init() {
 }
 
 /// Registers Python's exit function once: when `main` returns (or `exit` is called), daemonic
-/// children are terminated and the others joined.
-fn register_exit_function() {
+/// children are terminated and the others joined. A spawned child and a fork server register
+/// it too (see `child::exit_function_of`).
+pub(crate) fn register_exit_function() {
     static REGISTERED: Once = Once::new();
     REGISTERED.call_once(|| {
         // SAFETY: `at_exit` is an `extern "C" fn()` that never unwinds.

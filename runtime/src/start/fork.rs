@@ -12,6 +12,7 @@
 use std::io::Write;
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
@@ -352,7 +353,12 @@ pub(crate) fn fork_child<P: ForChild>(
             std::mem::forget(server.take());
             drop((executable, server, fds, children, me, hook));
             drop((stdout, stderr));
-            body(prepared);
+            // Nothing unwinds out of the child: it would run its copy of the parent's code on
+            // (its `main`, a test harness that catches the panic). Its payload is not dropped
+            // either (its `Drop` may panic again).
+            if let Err(payload) = std::panic::catch_unwind(AssertUnwindSafe(|| body(prepared))) {
+                std::mem::forget(payload);
+            }
             sys::exit_now(EXIT_BOOTSTRAP_FAILED)
         }
         Ok(ForkResult::Parent { child }) => {

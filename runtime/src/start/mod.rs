@@ -116,6 +116,20 @@ impl LaunchKey {
     }
 }
 
+/// `waitpid` of our own child `pid`: its exit code, `None` while it runs (with `nohang`).
+///
+/// A child that is no longer ours to wait for (`ECHILD`: the kernel reaped it as it ended,
+/// SIGCHLD being ignored, or code outside the library waited for it) has ended, its code lost:
+/// it is [`EXIT_SERVER_DIED`], as for a fork-server child whose server died (CPython's 255),
+/// and the child is reaped for the library (it used to be an error on every join, and the
+/// child stayed listed as running, with its descriptors, for good).
+fn wait_own(pid: i32, nohang: bool) -> Result<Option<i32>> {
+    match sys::wait_child(pid, nohang) {
+        Err(err) if err.raw_os_error() == Some(libc::ECHILD) => Ok(Some(EXIT_SERVER_DIED)),
+        waited => waited.map_err(|err| Error::io(format!("waitpid({pid})"), err)),
+    }
+}
+
 /// How long the fork server has to report the exit code of a child seen to have ended.
 const STATUS_WAIT: Duration = Duration::from_secs(5);
 
@@ -287,8 +301,7 @@ impl Popen {
             if let Some(code) = self.exitcode.get() {
                 return Ok(Some(*code));
             }
-            let code = sys::wait_child(self.pid, true)
-                .map_err(|err| Error::io(format!("waitpid({})", self.pid), err))?;
+            let code = wait_own(self.pid, true)?;
             if let Some(code) = code {
                 let _ = self.exitcode.set(code);
             }
@@ -303,8 +316,7 @@ impl Popen {
             }
         }
         let code = match &self.waiter {
-            Waiter::Direct { .. } | Waiter::Forked { .. } => sys::wait_child(self.pid, false)
-                .map_err(|err| Error::io(format!("waitpid({})", self.pid), err))?,
+            Waiter::Direct { .. } | Waiter::Forked { .. } => wait_own(self.pid, false)?,
             Waiter::Server { status, .. } => {
                 // It has ended: it wrote its code itself as it exited (see `forkserver`),
                 // or the server reaps it and writes the code at once, unless the server died
