@@ -3443,6 +3443,203 @@ fn idle_pool_sleeps(m: StartMethod) -> Outcome {
     Ok(())
 }
 
+#[process]
+fn nothing(_n: u64) {}
+
+/// An input that panics at item `at`.
+fn panicking_input(len: u64, at: u64) -> impl Iterator<Item = u64> {
+    (0..len).map(move |n| {
+        if n == at {
+            panic!("deliberate panic: input item {n}");
+        }
+        n
+    })
+}
+
+/// `imap` off the beaten track: chunks larger than the input, empty inputs, a zero buffer,
+/// an input that panics half way, an iterator dropped half way, unit results, progress; the
+/// pool serves every call after each.
+fn imap_edges(m: StartMethod) -> Outcome {
+    let pool = pool(m, 2)?;
+    for ordered in [true, false] {
+        let imap = |items: Vec<u64>, chunksize: usize| {
+            let it = if ordered {
+                pool.imap(square, items)
+            } else {
+                pool.imap_unordered(square, items)
+            };
+            it.chunksize(chunksize)
+        };
+        let mut five: Vec<u64> = imap((0..5).collect(), 100).collect::<Result<_, _>>()?;
+        five.sort();
+        check_eq!(five, squares(5));
+        check_eq!(imap(Vec::new(), 1).count(), 0);
+        check_eq!(imap(Vec::new(), 100).count(), 0);
+        let mut zero: Vec<u64> = imap((0..50).collect(), 3)
+            .buffersize(0)
+            .collect::<Result<_, _>>()?;
+        zero.sort();
+        check_eq!(zero, squares(50));
+        // Dropped after a few items: the rest is cancelled, the pool goes on.
+        let mut half = imap((0..1000).collect(), 2);
+        for _ in 0..5 {
+            check!(half.next().is_some_and(|r| r.is_ok()), "an item of half");
+        }
+        drop(half);
+        check_eq!(pool.map(square, 0..100)?, squares(100));
+    }
+    // An input that panics: the panic reaches the caller, the pool goes on.
+    let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        pool.imap(square, panicking_input(100, 37))
+            .chunksize(4)
+            .count()
+    }));
+    check!(caught.is_err(), "the input's panic was swallowed");
+    let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        pool.map_async(square, panicking_input(100, 37)).get()
+    }));
+    check!(caught.is_err(), "the input's panic was swallowed");
+    check_eq!(pool.map(square, 0..100)?, squares(100));
+    check_eq!(pool.apply(square, 7)?, 49);
+    // Empty inputs everywhere else.
+    check_eq!(pool.map(square, Vec::new())?, Vec::<u64>::new());
+    check_eq!(pool.map_chunked(square, 0..0, 7)?, Vec::<u64>::new());
+    check_eq!(pool.starmap(add, Vec::new())?, Vec::<i64>::new());
+    check_eq!(
+        pool.map_async_progress(square, Vec::new(), None, |_| {})
+            .get_timeout(LONG)?,
+        Vec::<u64>::new()
+    );
+    // Unit results, many of them.
+    check_eq!(pool.map(nothing, 0..1000)?.len(), 1000);
+    check_eq!(
+        pool.imap(nothing, 0..1000)
+            .chunksize(7)
+            .filter(|r| r.is_ok())
+            .count(),
+        1000
+    );
+    // Progress: the last report says every item is done, and the total.
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let s = seen.clone();
+    let values: Vec<u64> = pool
+        .imap(square, 0..103)
+        .chunksize(10)
+        .on_progress(move |p| s.lock().unwrap().push((p.done, p.known, p.total)))
+        .collect::<Result<_, _>>()?;
+    check_eq!(values, squares(103));
+    let seen = seen.lock().unwrap().clone();
+    check_eq!(seen.len(), 11);
+    check_eq!(seen.last().copied(), Some((103, 103, Some(103))));
+    Ok(())
+}
+
+/// A block of `n` MiB, each byte its index's low byte.
+#[process]
+fn mebibytes(n: u64) -> Vec<u8> {
+    (0..n << 20).map(|i| i as u8).collect()
+}
+
+#[process]
+fn byte_sum(v: Vec<u8>) -> u64 {
+    v.iter().map(|&b| u64::from(b)).sum()
+}
+
+/// Workers that live for one task, and die on some of them: every other item's result is
+/// there, in its place, and the dead one's place holds a `Died` error.
+fn deaths_with_one_task_per_child(m: StartMethod) -> Outcome {
+    // The fork server (for forkserver) is up before the count.
+    drop(pool(m, 1)?);
+    let fds = common::open_fds();
+    let pool = Pool::builder()
+        .processes(2)
+        .start_method(m)
+        .maxtasksperchild(1)
+        .build()?;
+    let items = || (0..60).map(|n| (n, 13, -libc::SIGKILL));
+    let got: Vec<Result<u64, ErrorKind>> = pool
+        .imap(dies_on, items())
+        .map(|r| r.map_err(|e| e.kind()))
+        .collect();
+    let expected: Vec<Result<u64, ErrorKind>> = (0..60)
+        .map(|n| if n == 13 { Err(ErrorKind::Died) } else { Ok(n) })
+        .collect();
+    check_eq!(got, expected);
+    let mut got: Vec<Result<u64, ErrorKind>> = pool
+        .imap_unordered(dies_on, items())
+        .map(|r| r.map_err(|e| e.kind()))
+        .collect();
+    got.sort_by_key(|r| r.map_err(|e| format!("{e:?}")));
+    let mut expected = expected;
+    expected.sort_by_key(|r| r.map_err(|e| format!("{e:?}")));
+    check_eq!(got, expected);
+    let err = pool
+        .map_async_chunked(dies_on, (0..200).map(|n| (n, 77, 3)), 1)
+        .get_timeout(LONG)
+        .unwrap_err();
+    check_eq!(err.kind(), ErrorKind::Died);
+    check_eq!(pool.map_chunked(square, 0..200, 1)?, squares(200));
+    pool.close();
+    pool.join()?;
+    drop(pool);
+    check!(
+        common::zombie_children().is_empty(),
+        "zombies: {:?}",
+        common::zombie_children()
+    );
+    check_eq!(common::open_fds(), fds);
+    Ok(())
+}
+
+/// `terminate` while large results and arguments are on their way: the map fails with
+/// `Terminated`, promptly, and nothing is left behind.
+fn terminate_mid_transfer(m: StartMethod) -> Outcome {
+    // The fork server (for forkserver) is up before the count.
+    drop(pool(m, 1)?);
+    let fds = common::open_fds();
+    /// Terminates `pool` while `pending` is under way: it fails with `Terminated`, promptly.
+    fn terminated<T: std::fmt::Debug>(
+        pool: Pool,
+        pending: multiproc::AsyncResult<T>,
+        what: &str,
+    ) -> Outcome {
+        std::thread::sleep(Duration::from_millis(50));
+        let t = Instant::now();
+        pool.terminate();
+        let outcome = pending
+            .get_timeout(LONG)
+            .map(|_| ())
+            .map_err(|e| (e.kind(), e.to_string()));
+        check!(
+            matches!(outcome, Err((ErrorKind::Terminated, _))),
+            "{what}: {outcome:?}"
+        );
+        check!(
+            t.elapsed() < Duration::from_secs(5),
+            "took {:?}",
+            t.elapsed()
+        );
+        pool.join()?;
+        drop(pool);
+        Ok(())
+    }
+    let pool = pool(m, 2)?;
+    check_eq!(pool.apply(square, 2)?, 4);
+    let pending = pool.map_async_chunked(mebibytes, std::iter::repeat_n(2, 200), 1);
+    terminated(pool, pending, "large results")?;
+    let pool = self::pool(m, 2)?;
+    check_eq!(pool.apply(square, 2)?, 4);
+    let pending = pool.map_async_chunked(byte_sum, (0..100).map(|_| vec![7u8; 2 << 20]), 1);
+    terminated(pool, pending, "large arguments")?;
+    check!(
+        common::zombie_children().is_empty(),
+        "zombies: {:?}",
+        common::zombie_children()
+    );
+    check_eq!(common::open_fds(), fds);
+    Ok(())
+}
+
 fn main() {
     multiproc::init();
     let mut trials = trials!(each_method:
@@ -3499,6 +3696,9 @@ fn main() {
         bulk_tasks_pipelined,
         bulk_reply_killed_midway,
         forged_bulk_descriptor,
+        imap_edges,
+        deaths_with_one_task_per_child,
+        terminate_mid_transfer,
     );
     trials.extend(trials!(once:
         pools_of_more_processes_than_a_machine_runs,
