@@ -3640,6 +3640,92 @@ fn terminate_mid_transfer(m: StartMethod) -> Outcome {
     Ok(())
 }
 
+/// Threads that call `apply`, `apply_async(..).get()` and `map` at once on a pool whose workers
+/// live for one task and die on some: each call gets its own answer, or `Died` for the
+/// items that die, never another call's.
+fn concurrent_calls_with_deaths(m: StartMethod) -> Outcome {
+    let pool = Pool::builder()
+        .processes(2)
+        .start_method(m)
+        .maxtasksperchild(1)
+        .build()?;
+    let outcome: Result<(), String> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..4u64)
+            .map(|t| {
+                let pool = &pool;
+                scope.spawn(move || -> Result<(), String> {
+                    for i in 0..25u64 {
+                        let n = t * 1000 + i;
+                        let dies = i % 7 == 3;
+                        let bad = if dies { n } else { u64::MAX };
+                        let got = match (t + i) % 3 {
+                            0 => pool.apply(dies_on, (n, bad, -libc::SIGKILL)),
+                            1 => pool.apply_async(dies_on, (n, bad, -libc::SIGKILL)).get(),
+                            _ => pool
+                                .map(dies_on, [(n, bad, -libc::SIGKILL), (n + 500, u64::MAX, 0)])
+                                .map(|v| v[0]),
+                        };
+                        match got {
+                            Ok(v) if !dies && v == n => {}
+                            Err(e) if dies && e.kind() == ErrorKind::Died => {}
+                            other => {
+                                return Err(format!("thread {t} item {n} (dies {dies}): {other:?}"))
+                            }
+                        }
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join().map_err(|_| "a thread panicked".to_string())??;
+        }
+        Ok(())
+    });
+    outcome?;
+    check_eq!(pool.map(square, 0..20)?, squares(20));
+    Ok(())
+}
+
+/// Two byte vectors whose sizes add up to more than a bulk slot, back as one reply.
+#[process]
+fn split_in_two(v: Vec<u8>, at: u64) -> (Vec<u8>, Vec<u8>) {
+    let mut v = v;
+    let tail = v.split_off(at as usize);
+    (v, tail)
+}
+
+/// Byte vectors at a bulk slot's size (128 MiB), around it, and past it, both ways, through
+/// `apply` (a borrowed worker) and `apply_async` (the driver thread); and a reply of two
+/// vectors that fit a slot apart but not together.
+fn messages_at_the_bulk_slot_size(m: StartMethod) -> Outcome {
+    let pool = pool(m, 1)?;
+    let slot = 128usize << 20;
+    for (i, len) in [slot - 8, slot, slot + 1].into_iter().enumerate() {
+        let mut v = vec![i as u8; len];
+        v[0] = 0xA5;
+        v[len / 2] = 0x5A;
+        v[len - 1] = 0xC3;
+        let mut expected = v.clone();
+        expected.reverse();
+        let back = pool
+            .apply(reversed, v.clone())
+            .map_err(|e| format!("apply {len}: {e}"))?;
+        check!(back == expected, "apply {len}: changed on the way");
+        let back = pool
+            .apply_async(reversed, v)
+            .get_timeout(LONG)
+            .map_err(|e| format!("apply_async {len}: {e}"))?;
+        check!(back == expected, "apply_async {len}: changed on the way");
+    }
+    let v: Vec<u8> = vec![7u8; 200 << 20];
+    let (a, b) = pool.apply(split_in_two, (v, 100 << 20))?;
+    check_eq!((a.len(), b.len()), (100 << 20, 100 << 20));
+    check!(a.iter().chain(&b).all(|&x| x == 7), "the halves changed");
+    check_eq!(pool.apply(square, 5)?, 25);
+    Ok(())
+}
+
 fn main() {
     multiproc::init();
     let mut trials = trials!(each_method:
@@ -3699,6 +3785,8 @@ fn main() {
         imap_edges,
         deaths_with_one_task_per_child,
         terminate_mid_transfer,
+        concurrent_calls_with_deaths,
+        messages_at_the_bulk_slot_size,
     );
     trials.extend(trials!(once:
         pools_of_more_processes_than_a_machine_runs,
