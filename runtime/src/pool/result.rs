@@ -800,7 +800,13 @@ impl<T> Future for AsyncResult<T> {
 
     /// Ready once the result is; until then the waker is kept in the result, and woken by the
     /// thread that completes it. Polling again after `Ready` fails (the value was taken).
+    /// Polled in a result callback of the same pool while not ready, it is ready with an
+    /// [`ErrorKind::InvalidInput`] error, as [`get`](Self::get) there: an executor that
+    /// blocks on it (`block_on`) would hold the driver thread, which alone can complete it.
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<T>> {
+        if self.would_deadlock() {
+            return Poll::Ready(Err(Self::deadlock_error()));
+        }
         self.slot.poll_take(cx)
     }
 }
