@@ -3726,6 +3726,91 @@ fn messages_at_the_bulk_slot_size(m: StartMethod) -> Outcome {
     Ok(())
 }
 
+/// In a pool worker: a pool of its own, its map's outcome (or the error kind) as text.
+#[process]
+fn pool_in_a_task(method: String) -> String {
+    let method: StartMethod = method.parse().expect("method");
+    let outcome = Pool::builder()
+        .processes(2)
+        .start_method(method)
+        .build()
+        .and_then(|pool| pool.map(square, 0..5));
+    match outcome {
+        Ok(values) => format!("{values:?}"),
+        Err(err) => format!("{:?}", err.kind()),
+    }
+}
+
+/// A pool built inside a pool's task: workers are daemonic, as Python's, so it is refused
+/// with a clear error, promptly, and the outer pool serves on.
+fn pool_in_a_pool_worker(m: StartMethod) -> Outcome {
+    let pool = pool(m, 1)?;
+    let t = Instant::now();
+    let got = pool
+        .apply_async(pool_in_a_task, m.to_string())
+        .get_timeout(LONG)?;
+    check!(t.elapsed() < Duration::from_secs(10), "took {:?}", t.elapsed());
+    check_eq!(got, "DaemonicChildren");
+    check_eq!(pool.apply(square, 6)?, 36);
+    Ok(())
+}
+
+/// Sleeps `millis`, then returns `mib` MiB of a pattern seeded by `seed`.
+#[process]
+fn late_large_reply(millis: u64, mib: u64, seed: u8) -> Vec<u8> {
+    std::thread::sleep(Duration::from_millis(millis));
+    let mut v = vec![seed; (mib << 20) as usize];
+    v[0] = seed.wrapping_add(1);
+    let last = v.len() - 1;
+    v[last] = seed.wrapping_add(2);
+    v
+}
+
+/// A task timeout that fires around the moment a large reply is being written: each call
+/// either brings its own intact reply or fails with `Timeout`; never another's, never a
+/// corrupt one, never a hang; and the pool serves on.
+fn task_timeout_during_a_large_reply(m: StartMethod) -> Outcome {
+    let pool = Pool::builder()
+        .processes(2)
+        .start_method(m)
+        .task_timeout(Duration::from_millis(300))
+        .build()?;
+    let (mut ok, mut timed_out) = (0, 0);
+    for (i, millis) in (240..=330).step_by(10).enumerate() {
+        let seed = i as u8 * 3;
+        let check_reply = |got: multiproc::Result<Vec<u8>>| -> Result<bool, String> {
+            match got {
+                Ok(v) => {
+                    let intact = v.len() == 24 << 20
+                        && v[0] == seed.wrapping_add(1)
+                        && v[v.len() - 1] == seed.wrapping_add(2)
+                        && v[1..v.len() - 1].iter().all(|&b| b == seed);
+                    if intact {
+                        Ok(true)
+                    } else {
+                        Err(format!("{millis} ms: a reply that is not its own"))
+                    }
+                }
+                Err(e) if e.kind() == ErrorKind::Timeout => Ok(false),
+                Err(e) => Err(format!("{millis} ms: {e}")),
+            }
+        };
+        let pending = pool.apply_async(late_large_reply, (millis, 24, seed));
+        let lent = check_reply(pool.apply(late_large_reply, (millis, 24, seed)))?;
+        let queued = check_reply(pending.get_timeout(LONG))?;
+        for done in [lent, queued] {
+            if done {
+                ok += 1;
+            } else {
+                timed_out += 1;
+            }
+        }
+    }
+    check!(timed_out > 0, "no call timed out ({ok} came)");
+    check_eq!(pool.map(square, 0..20)?, squares(20));
+    Ok(())
+}
+
 fn main() {
     multiproc::init();
     let mut trials = trials!(each_method:
@@ -3787,6 +3872,8 @@ fn main() {
         terminate_mid_transfer,
         concurrent_calls_with_deaths,
         messages_at_the_bulk_slot_size,
+        pool_in_a_pool_worker,
+        task_timeout_during_a_large_reply,
     );
     trials.extend(trials!(once:
         pools_of_more_processes_than_a_machine_runs,
