@@ -3811,6 +3811,57 @@ fn task_timeout_during_a_large_reply(m: StartMethod) -> Outcome {
     Ok(())
 }
 
+/// The last handle of a pool dropped in one of its own result callbacks (on its driver
+/// thread): no hang, and its workers and descriptors go.
+fn pool_dropped_in_its_own_callback(m: StartMethod) -> Outcome {
+    drop(pool(m, 1)?);
+    let fds = common::open_fds();
+    let pool = Arc::new(pool(m, 2)?);
+    let pids = {
+        let mut pids = Vec::new();
+        for _ in 0..10 {
+            pids = pool.worker_pids();
+            if pids.len() == 2 {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        pids
+    };
+    let (tx, rx) = std::sync::mpsc::channel();
+    let last = pool.clone();
+    let result = pool.apply_async(slow_square, (3, 300)).on_success(move |_| {
+        drop(last);
+        let _ = tx.send(());
+    });
+    drop(pool);
+    rx.recv_timeout(LONG)
+        .map_err(|_| "the callback that dropped the pool never returned")?;
+    check_eq!(result.get()?, 9);
+    for pid in pids {
+        let deadline = Instant::now() + LONG;
+        while !common::is_gone(pid) {
+            check!(Instant::now() < deadline, "worker {pid} outlived its pool");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    let deadline = Instant::now() + LONG;
+    while common::open_fds() != fds {
+        check!(
+            Instant::now() < deadline,
+            "{} descriptors open, {fds} before the pool",
+            common::open_fds()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    check!(
+        common::zombie_children().is_empty(),
+        "zombies: {:?}",
+        common::zombie_children()
+    );
+    Ok(())
+}
+
 fn main() {
     multiproc::init();
     let mut trials = trials!(each_method:
@@ -3874,6 +3925,7 @@ fn main() {
         messages_at_the_bulk_slot_size,
         pool_in_a_pool_worker,
         task_timeout_during_a_large_reply,
+        pool_dropped_in_its_own_callback,
     );
     trials.extend(trials!(once:
         pools_of_more_processes_than_a_machine_runs,
