@@ -517,6 +517,50 @@ fn pool_dropped_while_awaited(m: StartMethod) -> Outcome {
     Ok(())
 }
 
+/// A result cancelled while a task awaits it, its work running on a worker: the task is woken
+/// at once with `Cancelled` (the work's own end is not waited for); and the same for a map.
+fn cancel_wakes_the_awaiting_task(m: StartMethod) -> Outcome {
+    let pool = pool(m, 2)?;
+    check_eq!(pool.apply(square, 2)?, 4);
+    let mut one = pool.apply_async(slow_square, (1, 3000));
+    let mut map = pool.map_async_chunked(slow_square, [(1, 3000), (2, 3000), (3, 3000)], 1);
+    std::thread::sleep(Duration::from_millis(200));
+    let (count, waker) = counted();
+    let (map_count, map_waker) = counted();
+    check!(
+        std::pin::Pin::new(&mut one)
+            .poll(&mut Context::from_waker(&waker))
+            .is_pending(),
+        "ready at once"
+    );
+    check!(
+        std::pin::Pin::new(&mut map)
+            .poll(&mut Context::from_waker(&map_waker))
+            .is_pending(),
+        "ready at once"
+    );
+    let t = Instant::now();
+    check!(one.cancel(), "cancel of a running apply_async");
+    check!(map.cancel(), "cancel of a running map");
+    while (wakes(&count) == 0 || wakes(&map_count) == 0) && t.elapsed() < LONG {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    check!(
+        t.elapsed() < Duration::from_millis(1500),
+        "woken {:?} after the cancel",
+        t.elapsed()
+    );
+    match std::pin::Pin::new(&mut one).poll(&mut Context::from_waker(&waker)) {
+        Poll::Ready(Err(err)) => check_eq!(err.kind(), ErrorKind::Cancelled),
+        other => return Err(format!("after the cancel: {other:?}").into()),
+    }
+    match std::pin::Pin::new(&mut map).poll(&mut Context::from_waker(&map_waker)) {
+        Poll::Ready(Err(err)) => check_eq!(err.kind(), ErrorKind::Cancelled),
+        other => return Err(format!("the map after the cancel: {other:?}").into()),
+    }
+    Ok(())
+}
+
 fn main() {
     multiproc::init();
     let trials = trials!(each_method:
@@ -529,6 +573,7 @@ fn main() {
         cancel_imap,
         polled_by_hand,
         pool_dropped_while_awaited,
+        cancel_wakes_the_awaiting_task,
     );
     common::run(trials)
 }

@@ -3749,7 +3749,11 @@ fn pool_in_a_pool_worker(m: StartMethod) -> Outcome {
     let got = pool
         .apply_async(pool_in_a_task, m.to_string())
         .get_timeout(LONG)?;
-    check!(t.elapsed() < Duration::from_secs(10), "took {:?}", t.elapsed());
+    check!(
+        t.elapsed() < Duration::from_secs(10),
+        "took {:?}",
+        t.elapsed()
+    );
     check_eq!(got, "DaemonicChildren");
     check_eq!(pool.apply(square, 6)?, 36);
     Ok(())
@@ -3830,10 +3834,12 @@ fn pool_dropped_in_its_own_callback(m: StartMethod) -> Outcome {
     };
     let (tx, rx) = std::sync::mpsc::channel();
     let last = pool.clone();
-    let result = pool.apply_async(slow_square, (3, 300)).on_success(move |_| {
-        drop(last);
-        let _ = tx.send(());
-    });
+    let result = pool
+        .apply_async(slow_square, (3, 300))
+        .on_success(move |_| {
+            drop(last);
+            let _ = tx.send(());
+        });
     drop(pool);
     rx.recv_timeout(LONG)
         .map_err(|_| "the callback that dropped the pool never returned")?;
