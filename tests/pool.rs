@@ -3868,6 +3868,42 @@ fn pool_dropped_in_its_own_callback(m: StartMethod) -> Outcome {
     Ok(())
 }
 
+/// A panicking `on_error` callback is the result's error whether the result was pending or
+/// already failed when it was registered (as a panicking `on_success` is either way).
+fn error_callback_panics_alike_before_and_after(m: StartMethod) -> Outcome {
+    let pool = pool(m, 1)?;
+    let bug = |_: &multiproc::Error| panic!("deliberate panic: error callback bug");
+    let pending = pool
+        .apply_async(slow_panics, 50)
+        .on_error(bug)
+        .get()
+        .unwrap_err();
+    let failed = pool.apply_async(slow_panics, 0);
+    check!(failed.wait_timeout(LONG), "not failed in time");
+    let ready = failed.on_error(bug).get().unwrap_err();
+    let said = |err: &multiproc::Error| common::chain(err).contains("error callback bug");
+    check_eq!(
+        (pending.kind(), said(&pending)),
+        (ready.kind(), said(&ready))
+    );
+    // And the same for on_success.
+    let ok = pool.apply_async(square, 2);
+    check!(ok.wait_timeout(LONG), "not done in time");
+    let ready = ok
+        .on_success(|_| panic!("deliberate panic: callback bug"))
+        .get()
+        .unwrap_err();
+    check!(common::chain(&ready).contains("callback bug"), "{ready}");
+    Ok(())
+}
+
+/// Panics after `millis`.
+#[process]
+fn slow_panics(millis: u64) -> u64 {
+    std::thread::sleep(Duration::from_millis(millis));
+    panic!("deliberate panic: the task");
+}
+
 fn main() {
     multiproc::init();
     let mut trials = trials!(each_method:
@@ -3932,6 +3968,7 @@ fn main() {
         pool_in_a_pool_worker,
         task_timeout_during_a_large_reply,
         pool_dropped_in_its_own_callback,
+        error_callback_panics_alike_before_and_after,
     );
     trials.extend(trials!(once:
         pools_of_more_processes_than_a_machine_runs,
