@@ -786,9 +786,11 @@ impl<T> AsyncResult<T> {
         let mut state = self.slot.settled_or_pending();
         if !state.ready {
             state.on_error = Some(Box::new(callback));
-        } else if let Some(Err(err)) = &state.value {
-            let err = err.duplicate();
-            let _ = panic::catch_unwind(AssertUnwindSafe(|| callback(&err)));
+        } else if matches!(state.value, Some(Err(_))) {
+            // As on a pending result: a panic in it becomes the result's error.
+            if let Some(failed) = state.value.take() {
+                state.value = Some(run_callbacks(failed, None, Some(Box::new(callback))));
+            }
         }
         drop(state);
         self
