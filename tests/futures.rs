@@ -561,6 +561,35 @@ fn cancel_wakes_the_awaiting_task(m: StartMethod) -> Outcome {
     Ok(())
 }
 
+/// `cancel_and_kill` on a one-worker pool whose worker holds other calls' tasks queued behind
+/// the cancelled chunk: the worker is killed, and those calls still complete, each with its
+/// own value (not `Died`, not another's).
+fn cancel_and_kill_with_work_queued_behind(m: StartMethod) -> Outcome {
+    let pool = pool(m, 1)?;
+    for round in 0..3u64 {
+        let dir = scratch(&format!("kill-behind-{round}"));
+        let d = dir.to_string_lossy().to_string();
+        let long = pool.map_async_chunked(marked_sleep, [(d.clone(), 0, 60_000)], 1);
+        let behind: Vec<_> = (0..6u64)
+            .map(|n| pool.apply_async(slow_square, (n + 10 * round, 5)))
+            .collect();
+        let mut lazy = pool.imap(square, 0..20u64).chunksize(3);
+        started_pid(&dir, 0)?;
+        check!(long.cancel_and_kill(), "cancel_and_kill of a running map");
+        check_eq!(
+            long.get_timeout(LONG).unwrap_err().kind(),
+            ErrorKind::Cancelled
+        );
+        for (n, r) in behind.into_iter().enumerate() {
+            let n = n as u64 + 10 * round;
+            check_eq!(r.get_timeout(LONG)?, n * n);
+        }
+        let got: Vec<u64> = lazy.by_ref().collect::<multiproc::Result<_>>()?;
+        check_eq!(got, (0..20u64).map(|n| n * n).collect::<Vec<u64>>());
+    }
+    Ok(())
+}
+
 fn main() {
     multiproc::init();
     let trials = trials!(each_method:
@@ -574,6 +603,7 @@ fn main() {
         polled_by_hand,
         pool_dropped_while_awaited,
         cancel_wakes_the_awaiting_task,
+        cancel_and_kill_with_work_queued_behind,
     );
     common::run(trials)
 }
