@@ -3904,6 +3904,37 @@ fn slow_panics(millis: u64) -> u64 {
     panic!("deliberate panic: the task");
 }
 
+/// `maxtasksperchild` holds for every way a task reaches a worker: `apply` (a borrowed
+/// worker), `apply_async(..).get()` (run by the waiter), `apply_async` awaited by the driver,
+/// and `map`: no worker serves more than its share.
+fn maxtasksperchild_on_every_path(m: StartMethod) -> Outcome {
+    let pool = Pool::builder()
+        .processes(1)
+        .start_method(m)
+        .maxtasksperchild(2)
+        .build()?;
+    let mut served: std::collections::HashMap<u32, usize> = std::collections::HashMap::new();
+    for i in 0..24u32 {
+        let pid = match i % 4 {
+            0 => pool.apply(pid_of, i)?,
+            1 => pool.apply_async(pid_of, i).get()?,
+            2 => {
+                let r = pool.apply_async(pid_of, i);
+                check!(r.wait_timeout(LONG), "not done in time");
+                r.get()?
+            }
+            _ => pool.map(pid_of, [i])?[0],
+        };
+        *served.entry(pid).or_default() += 1;
+    }
+    check!(
+        served.values().all(|&n| n <= 2),
+        "tasks per worker: {served:?}"
+    );
+    check!(served.len() >= 12, "workers: {served:?}");
+    Ok(())
+}
+
 fn main() {
     multiproc::init();
     let mut trials = trials!(each_method:
@@ -3969,6 +4000,7 @@ fn main() {
         task_timeout_during_a_large_reply,
         pool_dropped_in_its_own_callback,
         error_callback_panics_alike_before_and_after,
+        maxtasksperchild_on_every_path,
     );
     trials.extend(trials!(once:
         pools_of_more_processes_than_a_machine_runs,
