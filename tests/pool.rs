@@ -3935,6 +3935,60 @@ fn maxtasksperchild_on_every_path(m: StartMethod) -> Outcome {
     Ok(())
 }
 
+/// Returns `n`; on item `bad`, the worker dies `millis` after (a thread of the task's exits the
+/// process once the reply is on its way, or just before).
+#[process]
+fn dies_after_reply(n: u64, bad: u64, micros: u64) -> u64 {
+    if n == bad {
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_micros(micros));
+            // SAFETY: ends this process at once, as a crash would.
+            unsafe { libc::_exit(3) };
+        });
+    }
+    n
+}
+
+/// A worker that dies just after (or while) it replies, with the next tasks queued for it:
+/// every item gets one outcome, in its place; only the task its worker runs when it dies
+/// (the dying item's, or one of those it went on to) fails (`Died`), and no value is another
+/// item's.
+fn worker_dies_just_after_its_reply(m: StartMethod) -> Outcome {
+    let pool = pool(m, 1)?;
+    for micros in [0, 50, 200, 1000, 3000] {
+        let got: Vec<multiproc::Result<u64>> = pool
+            .imap(dies_after_reply, (0..40).map(|n| (n, 10, micros)))
+            .buffersize(8)
+            .collect();
+        check_eq!(got.len(), 40);
+        let died = got.iter().filter(|r| r.is_err()).count();
+        check!(died <= 1, "{micros} us: {died} items failed for one death");
+        for (n, outcome) in got.iter().enumerate() {
+            match outcome {
+                Ok(v) => check_eq!(*v, n as u64),
+                Err(e) if e.kind() == ErrorKind::Died && n >= 10 => {}
+                Err(e) => {
+                    let all: Vec<_> = got
+                        .iter()
+                        .map(|r| r.as_ref().map_err(|e| e.kind()))
+                        .collect();
+                    return Err(format!("{micros} us: item {n}: {e}; all: {all:?}").into());
+                }
+            }
+        }
+        let applied = pool.apply(dies_after_reply, (10, 10, micros));
+        check!(
+            matches!(&applied, Ok(10))
+                || applied.as_ref().is_err_and(|e| e.kind() == ErrorKind::Died),
+            "{micros} us: apply: {applied:?}"
+        );
+        // Its worker's end comes after the reply: let it come before the next call.
+        std::thread::sleep(Duration::from_millis(20));
+        check_eq!(pool.apply(square, 3)?, 9);
+    }
+    Ok(())
+}
+
 fn main() {
     multiproc::init();
     let mut trials = trials!(each_method:
@@ -4001,6 +4055,7 @@ fn main() {
         pool_dropped_in_its_own_callback,
         error_callback_panics_alike_before_and_after,
         maxtasksperchild_on_every_path,
+        worker_dies_just_after_its_reply,
     );
     trials.extend(trials!(once:
         pools_of_more_processes_than_a_machine_runs,
