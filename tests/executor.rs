@@ -649,6 +649,7 @@ fn done_callback_case(method: String, case: u8) {
         1 => callback_on_a_done_future_uses_it(&ex),
         2 => callback_sees_its_future_done(&ex),
         3 => unbounded_waits_in_a_callback(&ex),
+        4 => awaits_in_a_callback(&ex, method),
         _ => Err(format!("no case {case}")),
     };
     // The executor still runs tasks once the callbacks are over.
@@ -917,6 +918,62 @@ fn unbounded_waits_in_a_callback(ex: &Executor) -> Result<(), String> {
     }
 }
 
+/// `.await` of a pending result in a callback that runs on the driver thread, under a
+/// blocking executor (as `futures::executor::block_on`): the await ends with an `InvalidInput`
+/// error, as `result` and `get` do there, instead of holding the driver thread, which alone
+/// could complete the result. The same for an `imap` polled as a stream there.
+fn awaits_in_a_callback(ex: &Executor, method: StartMethod) -> Result<(), String> {
+    let first = ex.submit(nap, 100);
+    let other = ex.submit(nap, 1_000);
+    let result = ex.pool().apply_async(nap, 1_000);
+    let (tx, rx) = mpsc::channel();
+    first.add_done_callback(move |_| {
+        let awaited = futures::executor::block_on(other).map_err(|e| e.kind());
+        let awaited_result = futures::executor::block_on(result).map_err(|e| e.kind());
+        let _ = tx.send((awaited, awaited_result));
+    });
+    let got = rx
+        .recv_timeout(CHILD_WAIT)
+        .map_err(|_| "an .await in a done callback hung the driver".to_string())?;
+    let expected = (Err(ErrorKind::InvalidInput), Err(ErrorKind::InvalidInput));
+    if got != expected {
+        return Err(format!(
+            "(task future, async result): {got:?}, expected {expected:?}"
+        ));
+    }
+    // A result callback of a pool (leaked: a stuck driver would hold its drop) that streams an
+    // imap of the same pool.
+    let pool: &'static multiproc::Pool = Box::leak(Box::new(
+        multiproc::Pool::builder()
+            .processes(1)
+            .start_method(method)
+            .build()
+            .map_err(|e| e.to_string())?,
+    ));
+    let (tx, rx) = mpsc::channel();
+    let _first = pool.apply_async(nap, 100).on_success(move |_| {
+        use futures::StreamExt;
+        let streamed: Vec<_> = futures::executor::block_on(
+            pool.imap(nap, [1_000, 1_000])
+                .into_stream()
+                .collect::<Vec<_>>(),
+        );
+        let _ = tx.send(
+            streamed
+                .into_iter()
+                .map(|r| r.map_err(|e| e.kind()))
+                .collect::<Vec<_>>(),
+        );
+    });
+    let got = rx
+        .recv_timeout(CHILD_WAIT)
+        .map_err(|_| "an imap streamed in a result callback hung the driver".to_string())?;
+    if got != [Err(ErrorKind::InvalidInput)] {
+        return Err(format!("the stream in a result callback: {got:?}"));
+    }
+    Ok(())
+}
+
 /// Runs case `case` of [`done_callback_case`] in a child of start method `m`.
 fn done_callback_in_child(m: StartMethod, case: u8) -> Outcome {
     let p = common::start(m, done_callback_case, (m.to_string(), case))?;
@@ -945,6 +1002,11 @@ fn wait_in_a_done_callback(m: StartMethod) -> Outcome {
     done_callback_in_child(m, 3)
 }
 
+/// An `.await` (under a blocking executor) in a done callback hung the driver thread.
+fn await_in_a_done_callback(m: StartMethod) -> Outcome {
+    done_callback_in_child(m, 4)
+}
+
 fn main() {
     multiproc::init();
     let trials = trials!(each_method:
@@ -962,6 +1024,7 @@ fn main() {
         done_callback_on_a_done_future_uses_it,
         done_callback_sees_its_future_done,
         wait_in_a_done_callback,
+        await_in_a_done_callback,
     );
     common::run(trials)
 }

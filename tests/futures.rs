@@ -382,6 +382,214 @@ fn cancel_imap(m: StartMethod) -> Outcome {
     Ok(())
 }
 
+/// A waker that counts its wakes.
+struct Counted(std::sync::atomic::AtomicUsize);
+
+impl futures::task::ArcWake for Counted {
+    fn wake_by_ref(this: &std::sync::Arc<Self>) {
+        this.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+fn counted() -> (std::sync::Arc<Counted>, std::task::Waker) {
+    let count = std::sync::Arc::new(Counted(std::sync::atomic::AtomicUsize::new(0)));
+    let waker = futures::task::waker(count.clone());
+    (count, waker)
+}
+
+fn wakes(count: &Counted) -> usize {
+    count.0.load(std::sync::atomic::Ordering::SeqCst)
+}
+
+/// Polled by hand: the waker of the last poll is the one woken, a result polled again after
+/// `Ready` is an error (not a panic, not a hang), a stream polled after its end stays ended,
+/// and a future polled on one thread completes when awaited on another.
+fn polled_by_hand(m: StartMethod) -> Outcome {
+    let pool = pool(m, 2)?;
+    let mut result = pool.apply_async(slow_square, (3, 300));
+    let (first, first_waker) = counted();
+    let (second, second_waker) = counted();
+    check!(
+        std::pin::Pin::new(&mut result)
+            .poll(&mut Context::from_waker(&first_waker))
+            .is_pending(),
+        "ready at once"
+    );
+    check!(
+        std::pin::Pin::new(&mut result)
+            .poll(&mut Context::from_waker(&second_waker))
+            .is_pending(),
+        "ready at the second poll"
+    );
+    check!(result.wait_timeout(LONG), "not ready");
+    let deadline = Instant::now() + LONG;
+    while wakes(&second) == 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    check_eq!(wakes(&second), 1);
+    check_eq!(wakes(&first), 0);
+    match std::pin::Pin::new(&mut result).poll(&mut Context::from_waker(&second_waker)) {
+        Poll::Ready(value) => check_eq!(value?, 9),
+        Poll::Pending => return Err("pending once ready".into()),
+    }
+    match std::pin::Pin::new(&mut result).poll(&mut Context::from_waker(&second_waker)) {
+        Poll::Ready(Err(err)) => check_eq!(err.kind(), ErrorKind::InvalidInput),
+        other => return Err(format!("polled after ready: {other:?}").into()),
+    }
+    // A stream to its end, then polled again.
+    let mut stream = pool.imap(square, 0..3u64).chunksize(10).into_stream();
+    let items: Vec<u64> = futures::executor::block_on(async {
+        let mut items = Vec::new();
+        while let Some(item) = stream.next().await {
+            items.push(item?);
+        }
+        Ok::<_, multiproc::Error>(items)
+    })?;
+    check_eq!(items, vec![0, 1, 4]);
+    for _ in 0..3 {
+        let polled = futures::Stream::poll_next(
+            std::pin::Pin::new(&mut stream),
+            &mut Context::from_waker(&first_waker),
+        );
+        check!(
+            matches!(polled, Poll::Ready(None)),
+            "a stream polled after its end: {polled:?}"
+        );
+    }
+    drop(stream);
+    // Polled here, then awaited on another thread, under another executor.
+    let mut moved = pool.apply_async(slow_square, (4, 200));
+    check!(
+        std::pin::Pin::new(&mut moved)
+            .poll(&mut Context::from_waker(&first_waker))
+            .is_pending(),
+        "ready at once"
+    );
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(futures::executor::block_on(moved));
+    });
+    check_eq!(rx.recv_timeout(LONG).map_err(|e| format!("{e}"))??, 16);
+    Ok(())
+}
+
+/// A pool dropped while its results are awaited on other threads: the awaits end with the
+/// pool's end, and the stream of an `imap` ends too.
+fn pool_dropped_while_awaited(m: StartMethod) -> Outcome {
+    let pool = std::sync::Arc::new(pool(m, 1)?);
+    let running = pool.apply_async(slow_square, (2, 5000));
+    let queued = pool.apply_async(square, 3);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(futures::executor::block_on(async {
+            (running.await, queued.await)
+        }));
+    });
+    let p = pool.clone();
+    let (stx, srx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let items: Vec<multiproc::Result<u64>> = futures::executor::block_on(
+            p.imap(slow_square, (0..10).map(|n| (n, 500)))
+                .into_stream()
+                .collect(),
+        );
+        drop(p);
+        let _ = stx.send(items);
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let started = Instant::now();
+    pool.terminate();
+    let (running, queued) = rx.recv_timeout(LONG).map_err(|e| format!("awaits: {e}"))?;
+    check!(
+        started.elapsed() < Duration::from_secs(4),
+        "the awaits ended {:?} after terminate",
+        started.elapsed()
+    );
+    check_eq!(running.map_err(|e| e.kind()), Err(ErrorKind::Terminated));
+    check_eq!(queued.map_err(|e| e.kind()), Err(ErrorKind::Terminated));
+    let items = srx.recv_timeout(LONG).map_err(|e| format!("stream: {e}"))?;
+    check!(
+        items.iter().any(|item| item.is_err()),
+        "a terminated imap yielded no error: {items:?}"
+    );
+    let pool = std::sync::Arc::try_unwrap(pool).map_err(|_| "the pool is still shared")?;
+    drop(pool);
+    Ok(())
+}
+
+/// A result cancelled while a task awaits it, its work running on a worker: the task is woken
+/// at once with `Cancelled` (the work's own end is not waited for); and the same for a map.
+fn cancel_wakes_the_awaiting_task(m: StartMethod) -> Outcome {
+    let pool = pool(m, 2)?;
+    check_eq!(pool.apply(square, 2)?, 4);
+    let mut one = pool.apply_async(slow_square, (1, 3000));
+    let mut map = pool.map_async_chunked(slow_square, [(1, 3000), (2, 3000), (3, 3000)], 1);
+    std::thread::sleep(Duration::from_millis(200));
+    let (count, waker) = counted();
+    let (map_count, map_waker) = counted();
+    check!(
+        std::pin::Pin::new(&mut one)
+            .poll(&mut Context::from_waker(&waker))
+            .is_pending(),
+        "ready at once"
+    );
+    check!(
+        std::pin::Pin::new(&mut map)
+            .poll(&mut Context::from_waker(&map_waker))
+            .is_pending(),
+        "ready at once"
+    );
+    let t = Instant::now();
+    check!(one.cancel(), "cancel of a running apply_async");
+    check!(map.cancel(), "cancel of a running map");
+    while (wakes(&count) == 0 || wakes(&map_count) == 0) && t.elapsed() < LONG {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    check!(
+        t.elapsed() < Duration::from_millis(1500),
+        "woken {:?} after the cancel",
+        t.elapsed()
+    );
+    match std::pin::Pin::new(&mut one).poll(&mut Context::from_waker(&waker)) {
+        Poll::Ready(Err(err)) => check_eq!(err.kind(), ErrorKind::Cancelled),
+        other => return Err(format!("after the cancel: {other:?}").into()),
+    }
+    match std::pin::Pin::new(&mut map).poll(&mut Context::from_waker(&map_waker)) {
+        Poll::Ready(Err(err)) => check_eq!(err.kind(), ErrorKind::Cancelled),
+        other => return Err(format!("the map after the cancel: {other:?}").into()),
+    }
+    Ok(())
+}
+
+/// `cancel_and_kill` on a one-worker pool whose worker holds other calls' tasks queued behind
+/// the cancelled chunk: the worker is killed, and those calls still complete, each with its
+/// own value (not `Died`, not another's).
+fn cancel_and_kill_with_work_queued_behind(m: StartMethod) -> Outcome {
+    let pool = pool(m, 1)?;
+    for round in 0..3u64 {
+        let dir = scratch(&format!("kill-behind-{round}"));
+        let d = dir.to_string_lossy().to_string();
+        let long = pool.map_async_chunked(marked_sleep, [(d.clone(), 0, 60_000)], 1);
+        let behind: Vec<_> = (0..6u64)
+            .map(|n| pool.apply_async(slow_square, (n + 10 * round, 5)))
+            .collect();
+        let mut lazy = pool.imap(square, 0..20u64).chunksize(3);
+        started_pid(&dir, 0)?;
+        check!(long.cancel_and_kill(), "cancel_and_kill of a running map");
+        check_eq!(
+            long.get_timeout(LONG).unwrap_err().kind(),
+            ErrorKind::Cancelled
+        );
+        for (n, r) in behind.into_iter().enumerate() {
+            let n = n as u64 + 10 * round;
+            check_eq!(r.get_timeout(LONG)?, n * n);
+        }
+        let got: Vec<u64> = lazy.by_ref().collect::<multiproc::Result<_>>()?;
+        check_eq!(got, (0..20u64).map(|n| n * n).collect::<Vec<u64>>());
+    }
+    Ok(())
+}
+
 fn main() {
     multiproc::init();
     let trials = trials!(each_method:
@@ -392,6 +600,10 @@ fn main() {
         cancel_map_async,
         cancel_and_kill_map_async,
         cancel_imap,
+        polled_by_hand,
+        pool_dropped_while_awaited,
+        cancel_wakes_the_awaiting_task,
+        cancel_and_kill_with_work_queued_behind,
     );
     common::run(trials)
 }

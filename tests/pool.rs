@@ -3443,6 +3443,552 @@ fn idle_pool_sleeps(m: StartMethod) -> Outcome {
     Ok(())
 }
 
+#[process]
+fn nothing(_n: u64) {}
+
+/// An input that panics at item `at`.
+fn panicking_input(len: u64, at: u64) -> impl Iterator<Item = u64> {
+    (0..len).map(move |n| {
+        if n == at {
+            panic!("deliberate panic: input item {n}");
+        }
+        n
+    })
+}
+
+/// `imap` off the beaten track: chunks larger than the input, empty inputs, a zero buffer,
+/// an input that panics half way, an iterator dropped half way, unit results, progress; the
+/// pool serves every call after each.
+fn imap_edges(m: StartMethod) -> Outcome {
+    let pool = pool(m, 2)?;
+    for ordered in [true, false] {
+        let imap = |items: Vec<u64>, chunksize: usize| {
+            let it = if ordered {
+                pool.imap(square, items)
+            } else {
+                pool.imap_unordered(square, items)
+            };
+            it.chunksize(chunksize)
+        };
+        let mut five: Vec<u64> = imap((0..5).collect(), 100).collect::<Result<_, _>>()?;
+        five.sort();
+        check_eq!(five, squares(5));
+        check_eq!(imap(Vec::new(), 1).count(), 0);
+        check_eq!(imap(Vec::new(), 100).count(), 0);
+        let mut zero: Vec<u64> = imap((0..50).collect(), 3)
+            .buffersize(0)
+            .collect::<Result<_, _>>()?;
+        zero.sort();
+        check_eq!(zero, squares(50));
+        // Dropped after a few items: the rest is cancelled, the pool goes on.
+        let mut half = imap((0..1000).collect(), 2);
+        for _ in 0..5 {
+            check!(half.next().is_some_and(|r| r.is_ok()), "an item of half");
+        }
+        drop(half);
+        check_eq!(pool.map(square, 0..100)?, squares(100));
+    }
+    // An input that panics: the panic reaches the caller, the pool goes on.
+    let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        pool.imap(square, panicking_input(100, 37))
+            .chunksize(4)
+            .count()
+    }));
+    check!(caught.is_err(), "the input's panic was swallowed");
+    let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        pool.map_async(square, panicking_input(100, 37)).get()
+    }));
+    check!(caught.is_err(), "the input's panic was swallowed");
+    check_eq!(pool.map(square, 0..100)?, squares(100));
+    check_eq!(pool.apply(square, 7)?, 49);
+    // Empty inputs everywhere else.
+    check_eq!(pool.map(square, Vec::new())?, Vec::<u64>::new());
+    check_eq!(pool.map_chunked(square, 0..0, 7)?, Vec::<u64>::new());
+    check_eq!(pool.starmap(add, Vec::new())?, Vec::<i64>::new());
+    check_eq!(
+        pool.map_async_progress(square, Vec::new(), None, |_| {})
+            .get_timeout(LONG)?,
+        Vec::<u64>::new()
+    );
+    // Unit results, many of them.
+    check_eq!(pool.map(nothing, 0..1000)?.len(), 1000);
+    check_eq!(
+        pool.imap(nothing, 0..1000)
+            .chunksize(7)
+            .filter(|r| r.is_ok())
+            .count(),
+        1000
+    );
+    // Progress: the last report says every item is done, and the total.
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let s = seen.clone();
+    let values: Vec<u64> = pool
+        .imap(square, 0..103)
+        .chunksize(10)
+        .on_progress(move |p| s.lock().unwrap().push((p.done, p.known, p.total)))
+        .collect::<Result<_, _>>()?;
+    check_eq!(values, squares(103));
+    let seen = seen.lock().unwrap().clone();
+    check_eq!(seen.len(), 11);
+    check_eq!(seen.last().copied(), Some((103, 103, Some(103))));
+    Ok(())
+}
+
+/// A block of `n` MiB, each byte its index's low byte.
+#[process]
+fn mebibytes(n: u64) -> Vec<u8> {
+    (0..n << 20).map(|i| i as u8).collect()
+}
+
+#[process]
+fn byte_sum(v: Vec<u8>) -> u64 {
+    v.iter().map(|&b| u64::from(b)).sum()
+}
+
+/// Workers that live for one task, and die on some of them: every other item's result is
+/// there, in its place, and the dead one's place holds a `Died` error.
+fn deaths_with_one_task_per_child(m: StartMethod) -> Outcome {
+    // The fork server (for forkserver) is up before the count.
+    drop(pool(m, 1)?);
+    let fds = common::open_fds();
+    let pool = Pool::builder()
+        .processes(2)
+        .start_method(m)
+        .maxtasksperchild(1)
+        .build()?;
+    let items = || (0..60).map(|n| (n, 13, -libc::SIGKILL));
+    let got: Vec<Result<u64, ErrorKind>> = pool
+        .imap(dies_on, items())
+        .map(|r| r.map_err(|e| e.kind()))
+        .collect();
+    let expected: Vec<Result<u64, ErrorKind>> = (0..60)
+        .map(|n| if n == 13 { Err(ErrorKind::Died) } else { Ok(n) })
+        .collect();
+    check_eq!(got, expected);
+    let mut got: Vec<Result<u64, ErrorKind>> = pool
+        .imap_unordered(dies_on, items())
+        .map(|r| r.map_err(|e| e.kind()))
+        .collect();
+    got.sort_by_key(|r| r.map_err(|e| format!("{e:?}")));
+    let mut expected = expected;
+    expected.sort_by_key(|r| r.map_err(|e| format!("{e:?}")));
+    check_eq!(got, expected);
+    let err = pool
+        .map_async_chunked(dies_on, (0..200).map(|n| (n, 77, 3)), 1)
+        .get_timeout(LONG)
+        .unwrap_err();
+    check_eq!(err.kind(), ErrorKind::Died);
+    check_eq!(pool.map_chunked(square, 0..200, 1)?, squares(200));
+    pool.close();
+    pool.join()?;
+    drop(pool);
+    check!(
+        common::zombie_children().is_empty(),
+        "zombies: {:?}",
+        common::zombie_children()
+    );
+    check_eq!(common::open_fds(), fds);
+    Ok(())
+}
+
+/// `terminate` while large results and arguments are on their way: the map fails with
+/// `Terminated`, promptly, and nothing is left behind.
+fn terminate_mid_transfer(m: StartMethod) -> Outcome {
+    // The fork server (for forkserver) is up before the count.
+    drop(pool(m, 1)?);
+    let fds = common::open_fds();
+    /// Terminates `pool` while `pending` is under way: it fails with `Terminated`, promptly.
+    fn terminated<T: std::fmt::Debug>(
+        pool: Pool,
+        pending: multiproc::AsyncResult<T>,
+        what: &str,
+    ) -> Outcome {
+        std::thread::sleep(Duration::from_millis(50));
+        let t = Instant::now();
+        pool.terminate();
+        let outcome = pending
+            .get_timeout(LONG)
+            .map(|_| ())
+            .map_err(|e| (e.kind(), e.to_string()));
+        check!(
+            matches!(outcome, Err((ErrorKind::Terminated, _))),
+            "{what}: {outcome:?}"
+        );
+        check!(
+            t.elapsed() < Duration::from_secs(5),
+            "took {:?}",
+            t.elapsed()
+        );
+        pool.join()?;
+        drop(pool);
+        Ok(())
+    }
+    let pool = pool(m, 2)?;
+    check_eq!(pool.apply(square, 2)?, 4);
+    let pending = pool.map_async_chunked(mebibytes, std::iter::repeat_n(2, 200), 1);
+    terminated(pool, pending, "large results")?;
+    let pool = self::pool(m, 2)?;
+    check_eq!(pool.apply(square, 2)?, 4);
+    let pending = pool.map_async_chunked(byte_sum, (0..100).map(|_| vec![7u8; 2 << 20]), 1);
+    terminated(pool, pending, "large arguments")?;
+    check!(
+        common::zombie_children().is_empty(),
+        "zombies: {:?}",
+        common::zombie_children()
+    );
+    check_eq!(common::open_fds(), fds);
+    Ok(())
+}
+
+/// Threads that call `apply`, `apply_async(..).get()` and `map` at once on a pool whose workers
+/// live for one task and die on some: each call gets its own answer, or `Died` for the
+/// items that die, never another call's.
+fn concurrent_calls_with_deaths(m: StartMethod) -> Outcome {
+    let pool = Pool::builder()
+        .processes(2)
+        .start_method(m)
+        .maxtasksperchild(1)
+        .build()?;
+    let outcome: Result<(), String> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..4u64)
+            .map(|t| {
+                let pool = &pool;
+                scope.spawn(move || -> Result<(), String> {
+                    for i in 0..25u64 {
+                        let n = t * 1000 + i;
+                        let dies = i % 7 == 3;
+                        let bad = if dies { n } else { u64::MAX };
+                        let got = match (t + i) % 3 {
+                            0 => pool.apply(dies_on, (n, bad, -libc::SIGKILL)),
+                            1 => pool.apply_async(dies_on, (n, bad, -libc::SIGKILL)).get(),
+                            _ => pool
+                                .map(dies_on, [(n, bad, -libc::SIGKILL), (n + 500, u64::MAX, 0)])
+                                .map(|v| v[0]),
+                        };
+                        match got {
+                            Ok(v) if !dies && v == n => {}
+                            Err(e) if dies && e.kind() == ErrorKind::Died => {}
+                            other => {
+                                return Err(format!("thread {t} item {n} (dies {dies}): {other:?}"))
+                            }
+                        }
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join().map_err(|_| "a thread panicked".to_string())??;
+        }
+        Ok(())
+    });
+    outcome?;
+    check_eq!(pool.map(square, 0..20)?, squares(20));
+    Ok(())
+}
+
+/// Two byte vectors whose sizes add up to more than a bulk slot, back as one reply.
+#[process]
+fn split_in_two(v: Vec<u8>, at: u64) -> (Vec<u8>, Vec<u8>) {
+    let mut v = v;
+    let tail = v.split_off(at as usize);
+    (v, tail)
+}
+
+/// Byte vectors at a bulk slot's size (128 MiB), around it, and past it, both ways, through
+/// `apply` (a borrowed worker) and `apply_async` (the driver thread); and a reply of two
+/// vectors that fit a slot apart but not together.
+fn messages_at_the_bulk_slot_size(m: StartMethod) -> Outcome {
+    let pool = pool(m, 1)?;
+    let slot = 128usize << 20;
+    for (i, len) in [slot - 8, slot, slot + 1].into_iter().enumerate() {
+        let mut v = vec![i as u8; len];
+        v[0] = 0xA5;
+        v[len / 2] = 0x5A;
+        v[len - 1] = 0xC3;
+        let mut expected = v.clone();
+        expected.reverse();
+        let back = pool
+            .apply(reversed, v.clone())
+            .map_err(|e| format!("apply {len}: {e}"))?;
+        check!(back == expected, "apply {len}: changed on the way");
+        let back = pool
+            .apply_async(reversed, v)
+            .get_timeout(LONG)
+            .map_err(|e| format!("apply_async {len}: {e}"))?;
+        check!(back == expected, "apply_async {len}: changed on the way");
+    }
+    let v: Vec<u8> = vec![7u8; 200 << 20];
+    let (a, b) = pool.apply(split_in_two, (v, 100 << 20))?;
+    check_eq!((a.len(), b.len()), (100 << 20, 100 << 20));
+    check!(a.iter().chain(&b).all(|&x| x == 7), "the halves changed");
+    check_eq!(pool.apply(square, 5)?, 25);
+    Ok(())
+}
+
+/// In a pool worker: a pool of its own, its map's outcome (or the error kind) as text.
+#[process]
+fn pool_in_a_task(method: String) -> String {
+    let method: StartMethod = method.parse().expect("method");
+    let outcome = Pool::builder()
+        .processes(2)
+        .start_method(method)
+        .build()
+        .and_then(|pool| pool.map(square, 0..5));
+    match outcome {
+        Ok(values) => format!("{values:?}"),
+        Err(err) => format!("{:?}", err.kind()),
+    }
+}
+
+/// A pool built inside a pool's task: workers are daemonic, as Python's, so it is refused
+/// with a clear error, promptly, and the outer pool serves on.
+fn pool_in_a_pool_worker(m: StartMethod) -> Outcome {
+    let pool = pool(m, 1)?;
+    let t = Instant::now();
+    let got = pool
+        .apply_async(pool_in_a_task, m.to_string())
+        .get_timeout(LONG)?;
+    check!(
+        t.elapsed() < Duration::from_secs(10),
+        "took {:?}",
+        t.elapsed()
+    );
+    check_eq!(got, "DaemonicChildren");
+    check_eq!(pool.apply(square, 6)?, 36);
+    Ok(())
+}
+
+/// Sleeps `millis`, then returns `mib` MiB of a pattern seeded by `seed`.
+#[process]
+fn late_large_reply(millis: u64, mib: u64, seed: u8) -> Vec<u8> {
+    std::thread::sleep(Duration::from_millis(millis));
+    let mut v = vec![seed; (mib << 20) as usize];
+    v[0] = seed.wrapping_add(1);
+    let last = v.len() - 1;
+    v[last] = seed.wrapping_add(2);
+    v
+}
+
+/// A task timeout that fires around the moment a large reply is being written: each call
+/// either brings its own intact reply or fails with `Timeout`; never another's, never a
+/// corrupt one, never a hang; and the pool serves on.
+fn task_timeout_during_a_large_reply(m: StartMethod) -> Outcome {
+    let pool = Pool::builder()
+        .processes(2)
+        .start_method(m)
+        .task_timeout(Duration::from_millis(300))
+        .build()?;
+    let (mut ok, mut timed_out) = (0, 0);
+    for (i, millis) in (240..=330).step_by(10).enumerate() {
+        let seed = i as u8 * 3;
+        let check_reply = |got: multiproc::Result<Vec<u8>>| -> Result<bool, String> {
+            match got {
+                Ok(v) => {
+                    let intact = v.len() == 24 << 20
+                        && v[0] == seed.wrapping_add(1)
+                        && v[v.len() - 1] == seed.wrapping_add(2)
+                        && v[1..v.len() - 1].iter().all(|&b| b == seed);
+                    if intact {
+                        Ok(true)
+                    } else {
+                        Err(format!("{millis} ms: a reply that is not its own"))
+                    }
+                }
+                Err(e) if e.kind() == ErrorKind::Timeout => Ok(false),
+                Err(e) => Err(format!("{millis} ms: {e}")),
+            }
+        };
+        let pending = pool.apply_async(late_large_reply, (millis, 24, seed));
+        let lent = check_reply(pool.apply(late_large_reply, (millis, 24, seed)))?;
+        let queued = check_reply(pending.get_timeout(LONG))?;
+        for done in [lent, queued] {
+            if done {
+                ok += 1;
+            } else {
+                timed_out += 1;
+            }
+        }
+    }
+    check!(timed_out > 0, "no call timed out ({ok} came)");
+    check_eq!(pool.map(square, 0..20)?, squares(20));
+    Ok(())
+}
+
+/// The last handle of a pool dropped in one of its own result callbacks (on its driver
+/// thread): no hang, and its workers and descriptors go.
+fn pool_dropped_in_its_own_callback(m: StartMethod) -> Outcome {
+    drop(pool(m, 1)?);
+    let fds = common::open_fds();
+    let pool = Arc::new(pool(m, 2)?);
+    let pids = {
+        let mut pids = Vec::new();
+        for _ in 0..10 {
+            pids = pool.worker_pids();
+            if pids.len() == 2 {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        pids
+    };
+    let (tx, rx) = std::sync::mpsc::channel();
+    let last = pool.clone();
+    let result = pool
+        .apply_async(slow_square, (3, 300))
+        .on_success(move |_| {
+            drop(last);
+            let _ = tx.send(());
+        });
+    drop(pool);
+    rx.recv_timeout(LONG)
+        .map_err(|_| "the callback that dropped the pool never returned")?;
+    check_eq!(result.get()?, 9);
+    for pid in pids {
+        let deadline = Instant::now() + LONG;
+        while !common::is_gone(pid) {
+            check!(Instant::now() < deadline, "worker {pid} outlived its pool");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    let deadline = Instant::now() + LONG;
+    while common::open_fds() != fds {
+        check!(
+            Instant::now() < deadline,
+            "{} descriptors open, {fds} before the pool",
+            common::open_fds()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    check!(
+        common::zombie_children().is_empty(),
+        "zombies: {:?}",
+        common::zombie_children()
+    );
+    Ok(())
+}
+
+/// A panicking `on_error` callback is the result's error whether the result was pending or
+/// already failed when it was registered (as a panicking `on_success` is either way).
+fn error_callback_panics_alike_before_and_after(m: StartMethod) -> Outcome {
+    let pool = pool(m, 1)?;
+    let bug = |_: &multiproc::Error| panic!("deliberate panic: error callback bug");
+    let pending = pool
+        .apply_async(slow_panics, 50)
+        .on_error(bug)
+        .get()
+        .unwrap_err();
+    let failed = pool.apply_async(slow_panics, 0);
+    check!(failed.wait_timeout(LONG), "not failed in time");
+    let ready = failed.on_error(bug).get().unwrap_err();
+    let said = |err: &multiproc::Error| common::chain(err).contains("error callback bug");
+    check_eq!(
+        (pending.kind(), said(&pending)),
+        (ready.kind(), said(&ready))
+    );
+    // And the same for on_success.
+    let ok = pool.apply_async(square, 2);
+    check!(ok.wait_timeout(LONG), "not done in time");
+    let ready = ok
+        .on_success(|_| panic!("deliberate panic: callback bug"))
+        .get()
+        .unwrap_err();
+    check!(common::chain(&ready).contains("callback bug"), "{ready}");
+    Ok(())
+}
+
+/// Panics after `millis`.
+#[process]
+fn slow_panics(millis: u64) -> u64 {
+    std::thread::sleep(Duration::from_millis(millis));
+    panic!("deliberate panic: the task");
+}
+
+/// `maxtasksperchild` holds for every way a task reaches a worker: `apply` (a borrowed
+/// worker), `apply_async(..).get()` (run by the waiter), `apply_async` awaited by the driver,
+/// and `map`: no worker serves more than its share.
+fn maxtasksperchild_on_every_path(m: StartMethod) -> Outcome {
+    let pool = Pool::builder()
+        .processes(1)
+        .start_method(m)
+        .maxtasksperchild(2)
+        .build()?;
+    let mut served: std::collections::HashMap<u32, usize> = std::collections::HashMap::new();
+    for i in 0..24u32 {
+        let pid = match i % 4 {
+            0 => pool.apply(pid_of, i)?,
+            1 => pool.apply_async(pid_of, i).get()?,
+            2 => {
+                let r = pool.apply_async(pid_of, i);
+                check!(r.wait_timeout(LONG), "not done in time");
+                r.get()?
+            }
+            _ => pool.map(pid_of, [i])?[0],
+        };
+        *served.entry(pid).or_default() += 1;
+    }
+    check!(
+        served.values().all(|&n| n <= 2),
+        "tasks per worker: {served:?}"
+    );
+    check!(served.len() >= 12, "workers: {served:?}");
+    Ok(())
+}
+
+/// Returns `n`; on item `bad`, the worker dies `millis` after (a thread of the task's exits the
+/// process once the reply is on its way, or just before).
+#[process]
+fn dies_after_reply(n: u64, bad: u64, micros: u64) -> u64 {
+    if n == bad {
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_micros(micros));
+            // SAFETY: ends this process at once, as a crash would.
+            unsafe { libc::_exit(3) };
+        });
+    }
+    n
+}
+
+/// A worker that dies just after (or while) it replies, with the next tasks queued for it:
+/// every item gets one outcome, in its place; only the task its worker runs when it dies
+/// (the dying item's, or one of those it went on to) fails (`Died`), and no value is another
+/// item's.
+fn worker_dies_just_after_its_reply(m: StartMethod) -> Outcome {
+    let pool = pool(m, 1)?;
+    for micros in [0, 50, 200, 1000, 3000] {
+        let got: Vec<multiproc::Result<u64>> = pool
+            .imap(dies_after_reply, (0..40).map(|n| (n, 10, micros)))
+            .buffersize(8)
+            .collect();
+        check_eq!(got.len(), 40);
+        let died = got.iter().filter(|r| r.is_err()).count();
+        check!(died <= 1, "{micros} us: {died} items failed for one death");
+        for (n, outcome) in got.iter().enumerate() {
+            match outcome {
+                Ok(v) => check_eq!(*v, n as u64),
+                Err(e) if e.kind() == ErrorKind::Died && n >= 10 => {}
+                Err(e) => {
+                    let all: Vec<_> = got
+                        .iter()
+                        .map(|r| r.as_ref().map_err(|e| e.kind()))
+                        .collect();
+                    return Err(format!("{micros} us: item {n}: {e}; all: {all:?}").into());
+                }
+            }
+        }
+        let applied = pool.apply(dies_after_reply, (10, 10, micros));
+        check!(
+            matches!(&applied, Ok(10))
+                || applied.as_ref().is_err_and(|e| e.kind() == ErrorKind::Died),
+            "{micros} us: apply: {applied:?}"
+        );
+        // Its worker's end comes after the reply: let it come before the next call.
+        std::thread::sleep(Duration::from_millis(20));
+        check_eq!(pool.apply(square, 3)?, 9);
+    }
+    Ok(())
+}
+
 fn main() {
     multiproc::init();
     let mut trials = trials!(each_method:
@@ -3499,6 +4045,17 @@ fn main() {
         bulk_tasks_pipelined,
         bulk_reply_killed_midway,
         forged_bulk_descriptor,
+        imap_edges,
+        deaths_with_one_task_per_child,
+        terminate_mid_transfer,
+        concurrent_calls_with_deaths,
+        messages_at_the_bulk_slot_size,
+        pool_in_a_pool_worker,
+        task_timeout_during_a_large_reply,
+        pool_dropped_in_its_own_callback,
+        error_callback_panics_alike_before_and_after,
+        maxtasksperchild_on_every_path,
+        worker_dies_just_after_its_reply,
     );
     trials.extend(trials!(once:
         pools_of_more_processes_than_a_machine_runs,

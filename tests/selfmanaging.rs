@@ -391,6 +391,106 @@ fn executor_options(m: StartMethod) -> Outcome {
     Ok(())
 }
 
+/// Exits with code 3 on item `bad`.
+#[process]
+fn exits_on(n: u64, bad: u64) -> u64 {
+    if n == bad {
+        std::process::exit(3);
+    }
+    n
+}
+
+/// A self-managing pool under churn at once: workers let go between the calls of a thread
+/// that naps, an `imap` whose consumer is slower than its idle timeout, workers that die and
+/// live for two tasks, and resizes up and down meanwhile. Every result comes, in its place,
+/// and every wait ends.
+fn churn(m: StartMethod) -> Outcome {
+    let pool = Pool::builder()
+        .processes(3)
+        .start_method(m)
+        .idle_timeout(Duration::from_millis(100))
+        .maxtasksperchild(2)
+        .build()?;
+    let started = Instant::now();
+    let outcome: Result<(), String> = std::thread::scope(|scope| {
+        let napper = scope.spawn(|| -> Result<(), String> {
+            for n in 0..10u64 {
+                let got = pool
+                    .apply(square, n)
+                    .map_err(|e| format!("apply {n}: {e}"))?;
+                if got != n * n {
+                    return Err(format!("apply {n}: {got}"));
+                }
+                std::thread::sleep(Duration::from_millis(150));
+            }
+            Ok(())
+        });
+        let slow_reader = scope.spawn(|| -> Result<(), String> {
+            let mut imap = pool.imap(square, 0..12u64).buffersize(1);
+            for n in 0..12u64 {
+                let got = imap
+                    .next()
+                    .ok_or(format!("imap ended before {n}"))?
+                    .map_err(|e| format!("imap {n}: {e}"))?;
+                if got != n * n {
+                    return Err(format!("imap {n}: {got}"));
+                }
+                std::thread::sleep(Duration::from_millis(130));
+            }
+            match imap.next() {
+                None => Ok(()),
+                Some(extra) => Err(format!("imap past its end: {extra:?}")),
+            }
+        });
+        let dying = scope.spawn(|| -> Result<(), String> {
+            for round in 0..4u64 {
+                let bad = 5 + round;
+                let got: Vec<Result<u64, ErrorKind>> = pool
+                    .imap(exits_on, (0..20).map(|n| (n, bad)))
+                    .map(|r| r.map_err(|e| e.kind()))
+                    .collect();
+                let expected: Vec<Result<u64, ErrorKind>> = (0..20)
+                    .map(|n| {
+                        if n == bad {
+                            Err(ErrorKind::Died)
+                        } else {
+                            Ok(n)
+                        }
+                    })
+                    .collect();
+                if got != expected {
+                    return Err(format!("round {round}: {got:?}"));
+                }
+                std::thread::sleep(Duration::from_millis(120));
+            }
+            Ok(())
+        });
+        for size in [1, 4, 2, 5, 1, 3] {
+            pool.resize(size)
+                .map_err(|e| format!("resize {size}: {e}"))?;
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        for (name, handle) in [
+            ("napper", napper),
+            ("slow reader", slow_reader),
+            ("dying", dying),
+        ] {
+            handle.join().map_err(|_| format!("{name} panicked"))??;
+        }
+        Ok(())
+    });
+    outcome?;
+    check!(started.elapsed() < LONG, "took {:?}", started.elapsed());
+    check_eq!(
+        pool.map(square, 0..50)?,
+        (0..50).map(|n| n * n).collect::<Vec<u64>>()
+    );
+    pool.close();
+    pool.join()?;
+    check_eq!(common::zombie_children(), Vec::<i32>::new());
+    Ok(())
+}
+
 fn main() {
     multiproc::init();
     let trials = trials!(each_method:
@@ -400,6 +500,7 @@ fn main() {
         soft_timeout_asks_then_hard_timeout_kills,
         executor_options,
         managed_pool_sleeps,
+        churn,
     );
     common::run(trials)
 }

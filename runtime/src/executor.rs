@@ -371,8 +371,14 @@ impl<T> Future for TaskFuture<T> {
     type Output = Result<T>;
 
     /// Ready once the task is done; the waker is kept in the handle until then and woken by
-    /// the thread that completes it.
+    /// the thread that completes it. Polled in a done callback of the same executor while
+    /// not done, it is ready with an [`ErrorKind::InvalidInput`] error, as
+    /// [`result`](Self::result) there: an executor that blocks on it would hold the driver
+    /// thread, which alone can complete the task.
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<T>> {
+        if self.result.would_deadlock() {
+            return Poll::Ready(Err(in_callback()));
+        }
         self.result.slot().poll_take(cx)
     }
 }

@@ -312,11 +312,11 @@ impl<'p, F: Target, I: Iterator<Item = F::Args>> Imap<'p, F, I> {
             if self.done {
                 return Poll::Ready(None);
             }
-            if wait.is_none() {
-                if let Err(err) = self.pool.check_not_in_callback() {
-                    self.done = true;
-                    return Poll::Ready(Some(Err(err)));
-                }
+            // Also as a stream: an executor that blocks on it there (`block_on`) would hold
+            // the driver thread, which alone delivers its chunks.
+            if let Err(err) = self.pool.check_not_in_callback() {
+                self.done = true;
+                return Poll::Ready(Some(Err(err)));
             }
             if self.stopped.is_none() {
                 if let Err(err) = self.fill() {

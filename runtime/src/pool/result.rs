@@ -788,9 +788,11 @@ impl<T> AsyncResult<T> {
         let mut state = self.slot.settled_or_pending();
         if !state.ready {
             state.on_error = Some(Box::new(callback));
-        } else if let Some(Err(err)) = &state.value {
-            let err = err.duplicate();
-            let _ = panic::catch_unwind(AssertUnwindSafe(|| callback(&err)));
+        } else if matches!(state.value, Some(Err(_))) {
+            // As on a pending result: a panic in it becomes the result's error.
+            if let Some(failed) = state.value.take() {
+                state.value = Some(run_callbacks(failed, None, Some(Box::new(callback))));
+            }
         }
         drop(state);
         self
@@ -802,7 +804,13 @@ impl<T> Future for AsyncResult<T> {
 
     /// Ready once the result is; until then the waker is kept in the result, and woken by the
     /// thread that completes it. Polling again after `Ready` fails (the value was taken).
+    /// Polled in a result callback of the same pool while not ready, it is ready with an
+    /// [`ErrorKind::InvalidInput`] error, as [`get`](Self::get) there: an executor that
+    /// blocks on it (`block_on`) would hold the driver thread, which alone can complete it.
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<T>> {
+        if self.would_deadlock() {
+            return Poll::Ready(Err(Self::deadlock_error()));
+        }
         self.slot.poll_take(cx)
     }
 }
