@@ -2673,6 +2673,52 @@ fn many_children_alive_at_once(m: StartMethod) -> Outcome {
     Ok(())
 }
 
+/// The fork server stopped (SIGSTOP) between two starts: the second fails within the request
+/// timeout (30 s) with an error that says so, and the server is killed and reaped, not left
+/// stopped; the next start is served by a new server. (Ignored by default: it takes 30 s.)
+fn fork_server_stopped_between_starts() -> Outcome {
+    let first = start_served(ok_worker, ())?;
+    let server = server_of(&first)?;
+    first.join()?;
+    // SAFETY: stops the fork server of this process (a child of ours), by pid while it runs.
+    unsafe { libc::kill(server, libc::SIGSTOP) };
+    let t = Instant::now();
+    let second = Process::new(ok_worker, ()).with_start_method(StartMethod::ForkServer);
+    let started = second.start();
+    let took = t.elapsed();
+    let result = (|| -> Outcome {
+        let err = match started {
+            Ok(()) => return Err("a start served by a stopped server".into()),
+            Err(err) => err,
+        };
+        check!(
+            took < Duration::from_secs(40),
+            "the start failed after {took:?}: {err}"
+        );
+        check!(common::chain(&err).contains("did not answer"), "{err}");
+        let deadline = Instant::now() + LONG;
+        while !is_gone(server) {
+            check!(
+                Instant::now() < deadline,
+                "the stopped server {server} is still there"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let third = start_served(sleeper, 60)?;
+        let served_by = server_of(&third);
+        third.kill()?;
+        check_eq!(third.join_timeout(LONG)?, Some(-9));
+        check!(
+            served_by? != server,
+            "the third start went to the old server"
+        );
+        Ok(())
+    })();
+    // SAFETY: lets it go on if the test failed while it is still there.
+    unsafe { libc::kill(server, libc::SIGCONT) };
+    result
+}
+
 fn main() {
     multiproc::init();
     let _ = MAIN_PID.set(std::process::id());
@@ -2743,5 +2789,12 @@ fn main() {
         forkserver_exit_codes_outlive_server,
         forkserver_exit_codes_under_server_kills,
     ));
+    trials.push(
+        libtest_mimic::Trial::test(
+            "fork_server_stopped_between_starts",
+            fork_server_stopped_between_starts,
+        )
+        .with_ignored_flag(true),
+    );
     common::run(trials)
 }
