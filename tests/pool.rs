@@ -1066,6 +1066,36 @@ fn panic_in_task(m: StartMethod) -> Outcome {
     Ok(())
 }
 
+/// A panic payload whose drop panics too.
+struct Bomb;
+
+impl Drop for Bomb {
+    fn drop(&mut self) {
+        panic!("the payload's drop panicked");
+    }
+}
+
+#[process]
+fn panics_with_a_bomb(n: u64) -> u64 {
+    if n == 3 {
+        std::panic::panic_any(Bomb);
+    }
+    n
+}
+
+fn panic_payload_panics_on_drop(m: StartMethod) -> Outcome {
+    // The task fails as a panic; its worker goes on (a forked worker must never unwind into
+    // its copy of the parent's main), and so does the pool.
+    let pool = pool(m, 1)?;
+    let err = pool.apply(panics_with_a_bomb, 3).unwrap_err();
+    check_eq!(err.kind(), ErrorKind::Panicked);
+    check_eq!(pool.apply(square, 6)?, 36);
+    let err = pool.map(panics_with_a_bomb, 0..8).unwrap_err();
+    check_eq!(err.kind(), ErrorKind::Panicked);
+    check_eq!(pool.map(square, 0..4)?, vec![0, 1, 4, 9]);
+    Ok(())
+}
+
 fn dead_worker(m: StartMethod) -> Outcome {
     let pool = pool(m, 2)?;
     for (how, expect) in [
@@ -4008,6 +4038,7 @@ fn main() {
         maxtasksperchild,
         initializer,
         panic_in_task,
+        panic_payload_panics_on_drop,
         dead_worker,
         task_timeout,
         encode_failure,

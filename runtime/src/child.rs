@@ -851,9 +851,13 @@ pub(crate) fn catch_quiet<R>(f: impl FnOnce() -> R) -> Result<R, (String, Option
     let result = panic::catch_unwind(AssertUnwindSafe(f));
     QUIET.with(|q| q.set(was_quiet));
     result.map_err(|payload| {
-        LAST_PANIC
+        let report = LAST_PANIC
             .with(|p| p.borrow_mut().take())
-            .unwrap_or_else(|| (panic_message(&*payload), None))
+            .unwrap_or_else(|| (panic_message(&*payload), None));
+        // Not dropped: its `Drop` may panic, and unwind out of the worker (a forked one into
+        // its copy of the parent's `main`), as `run` does with a target's.
+        std::mem::forget(payload);
+        report
     })
 }
 
