@@ -581,8 +581,10 @@ impl Process {
     }
 
     /// Releases the process's resources. Fails with [`ErrorKind::StillRunning`] while the child
-    /// runs; afterwards every method but the getters of name and daemon fails with
-    /// [`ErrorKind::Closed`]. Idempotent.
+    /// runs; afterwards every method that returns a `Result` fails with [`ErrorKind::Closed`]
+    /// (where Python raises `ValueError`), and those that cannot fail say the child is gone:
+    /// [`is_alive`](Self::is_alive) `false`, [`pid`](Self::pid) and
+    /// [`exitcode`](Self::exitcode) `None` (the name and daemon flag stay). Idempotent.
     pub fn close(&self) -> Result<()> {
         if matches!(self.lock().phase, Phase::Running(_)) && self.reap()?.is_none() {
             return Err(Error::new(
