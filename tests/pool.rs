@@ -3448,11 +3448,10 @@ fn nothing(_n: u64) {}
 
 /// An input that panics at item `at`.
 fn panicking_input(len: u64, at: u64) -> impl Iterator<Item = u64> {
-    (0..len).map(move |n| {
+    (0..len).inspect(move |&n| {
         if n == at {
             panic!("deliberate panic: input item {n}");
         }
-        n
     })
 }
 
