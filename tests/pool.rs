@@ -3988,6 +3988,92 @@ fn worker_dies_just_after_its_reply(m: StartMethod) -> Outcome {
     Ok(())
 }
 
+/// Plain old data of an odd size (3 bytes, alignment 1).
+#[derive(Debug, Clone, Copy, PartialEq, multiproc::Pod, multiproc::Zeroable, Serialize, Deserialize)]
+#[bytemuck(crate = "multiproc::bytemuck")]
+#[repr(C)]
+pub struct Rgb {
+    r: u8,
+    g: u8,
+    b: u8,
+}
+
+/// Plain old data aligned past any allocator's word (16 bytes).
+#[derive(Debug, Clone, Copy, PartialEq, multiproc::Pod, multiproc::Zeroable, Serialize, Deserialize)]
+#[bytemuck(crate = "multiproc::bytemuck")]
+#[repr(C, align(16))]
+pub struct Wide {
+    lo: u64,
+    hi: u64,
+}
+
+/// Plain old data of no size.
+#[derive(Debug, Clone, Copy, PartialEq, multiproc::Pod, multiproc::Zeroable, Serialize, Deserialize)]
+#[bytemuck(crate = "multiproc::bytemuck")]
+#[repr(C)]
+pub struct Nothing;
+
+#[process]
+fn brighter(v: Vec<Rgb>) -> Vec<Rgb> {
+    v.into_iter()
+        .map(|c| Rgb { r: c.r.wrapping_add(1), ..c })
+        .collect()
+}
+
+#[process]
+fn swapped(v: Vec<Wide>) -> Vec<Wide> {
+    assert_eq!(v.as_ptr() as usize % 16, 0, "a Vec<Wide> out of alignment");
+    v.into_iter().map(|w| Wide { lo: w.hi, hi: w.lo }).collect()
+}
+
+#[process]
+fn swap_one(w: Wide) -> Wide {
+    Wide { lo: w.hi, hi: w.lo }
+}
+
+#[process]
+fn nothings(n: u64) -> Vec<Nothing> {
+    vec![Nothing; n as usize]
+}
+
+#[process]
+fn count_nothings(v: Vec<Nothing>, also: Vec<Wide>) -> (u64, u64) {
+    (v.len() as u64, also.len() as u64)
+}
+
+/// Vectors of plain old data of odd size, of large alignment, and of no size, as arguments
+/// and results, inline and as blocks, one value and a `map` of them.
+fn plain_old_data_of_odd_shapes(m: StartMethod) -> Outcome {
+    let pool = pool(m, 2)?;
+    for len in [0usize, 1, 5461, 5462, 5463, 100_000] {
+        let colours: Vec<Rgb> = (0..len)
+            .map(|i| Rgb { r: i as u8, g: (i >> 8) as u8, b: 7 })
+            .collect();
+        let expected: Vec<Rgb> = colours
+            .iter()
+            .map(|c| Rgb { r: c.r.wrapping_add(1), ..*c })
+            .collect();
+        check_eq!(pool.apply(brighter, colours.clone())?, expected);
+        check_eq!(pool.apply_async(brighter, colours).get_timeout(LONG)?, expected);
+    }
+    for len in [0usize, 1, 1023, 1024, 1025, 70_001] {
+        let wide: Vec<Wide> = (0..len as u64).map(|i| Wide { lo: i, hi: !i }).collect();
+        let expected: Vec<Wide> = wide.iter().map(|w| Wide { lo: w.hi, hi: w.lo }).collect();
+        check_eq!(pool.apply(swapped, wide.clone())?, expected);
+        check_eq!(pool.apply_async(swapped, wide.clone()).get_timeout(LONG)?, expected);
+        check_eq!(pool.map_chunked(swap_one, wide.clone(), 333)?, expected);
+    }
+    for n in [0u64, 1, 1 << 20] {
+        check_eq!(pool.apply(nothings, n)?.len() as u64, n);
+    }
+    let wide: Vec<Wide> = (0..5000u64).map(|i| Wide { lo: i, hi: i }).collect();
+    check_eq!(
+        pool.apply(count_nothings, (vec![Nothing; 12345], wide))?,
+        (12345, 5000)
+    );
+    Ok(())
+}
+
 fn main() {
     multiproc::init();
     let mut trials = trials!(each_method:
@@ -4055,6 +4141,7 @@ fn main() {
         error_callback_panics_alike_before_and_after,
         maxtasksperchild_on_every_path,
         worker_dies_just_after_its_reply,
+        plain_old_data_of_odd_shapes,
     );
     trials.extend(trials!(once:
         pools_of_more_processes_than_a_machine_runs,
