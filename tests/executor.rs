@@ -1017,7 +1017,11 @@ fn map_across_shutdown_cancel(m: StartMethod) -> Outcome {
     let t = std::time::Instant::now();
     ex.shutdown(false, true)?;
     let rest: Vec<Result<u64, ErrorKind>> = results.map(|r| r.map_err(|e| e.kind())).collect();
-    check!(t.elapsed() < Duration::from_secs(5), "took {:?}", t.elapsed());
+    check!(
+        t.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        t.elapsed()
+    );
     let ok = rest.iter().take_while(|r| r.is_ok()).count();
     check!(
         rest[..ok].iter().all(|r| *r == Ok(100)),
@@ -1032,7 +1036,11 @@ fn map_across_shutdown_cancel(m: StartMethod) -> Outcome {
     );
     let t = std::time::Instant::now();
     drop(ex);
-    check!(t.elapsed() < Duration::from_secs(5), "drop took {:?}", t.elapsed());
+    check!(
+        t.elapsed() < Duration::from_secs(5),
+        "drop took {:?}",
+        t.elapsed()
+    );
     Ok(())
 }
 

@@ -3989,7 +3989,9 @@ fn worker_dies_just_after_its_reply(m: StartMethod) -> Outcome {
 }
 
 /// Plain old data of an odd size (3 bytes, alignment 1).
-#[derive(Debug, Clone, Copy, PartialEq, multiproc::Pod, multiproc::Zeroable, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, multiproc::Pod, multiproc::Zeroable, Serialize, Deserialize,
+)]
 #[bytemuck(crate = "multiproc::bytemuck")]
 #[repr(C)]
 pub struct Rgb {
@@ -3999,7 +4001,9 @@ pub struct Rgb {
 }
 
 /// Plain old data aligned past any allocator's word (16 bytes).
-#[derive(Debug, Clone, Copy, PartialEq, multiproc::Pod, multiproc::Zeroable, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, multiproc::Pod, multiproc::Zeroable, Serialize, Deserialize,
+)]
 #[bytemuck(crate = "multiproc::bytemuck")]
 #[repr(C, align(16))]
 pub struct Wide {
@@ -4008,7 +4012,9 @@ pub struct Wide {
 }
 
 /// Plain old data of no size.
-#[derive(Debug, Clone, Copy, PartialEq, multiproc::Pod, multiproc::Zeroable, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, multiproc::Pod, multiproc::Zeroable, Serialize, Deserialize,
+)]
 #[bytemuck(crate = "multiproc::bytemuck")]
 #[repr(C)]
 pub struct Nothing;
@@ -4016,7 +4022,10 @@ pub struct Nothing;
 #[process]
 fn brighter(v: Vec<Rgb>) -> Vec<Rgb> {
     v.into_iter()
-        .map(|c| Rgb { r: c.r.wrapping_add(1), ..c })
+        .map(|c| Rgb {
+            r: c.r.wrapping_add(1),
+            ..c
+        })
         .collect()
 }
 
@@ -4047,20 +4056,33 @@ fn plain_old_data_of_odd_shapes(m: StartMethod) -> Outcome {
     let pool = pool(m, 2)?;
     for len in [0usize, 1, 5461, 5462, 5463, 100_000] {
         let colours: Vec<Rgb> = (0..len)
-            .map(|i| Rgb { r: i as u8, g: (i >> 8) as u8, b: 7 })
+            .map(|i| Rgb {
+                r: i as u8,
+                g: (i >> 8) as u8,
+                b: 7,
+            })
             .collect();
         let expected: Vec<Rgb> = colours
             .iter()
-            .map(|c| Rgb { r: c.r.wrapping_add(1), ..*c })
+            .map(|c| Rgb {
+                r: c.r.wrapping_add(1),
+                ..*c
+            })
             .collect();
         check_eq!(pool.apply(brighter, colours.clone())?, expected);
-        check_eq!(pool.apply_async(brighter, colours).get_timeout(LONG)?, expected);
+        check_eq!(
+            pool.apply_async(brighter, colours).get_timeout(LONG)?,
+            expected
+        );
     }
     for len in [0usize, 1, 1023, 1024, 1025, 70_001] {
         let wide: Vec<Wide> = (0..len as u64).map(|i| Wide { lo: i, hi: !i }).collect();
         let expected: Vec<Wide> = wide.iter().map(|w| Wide { lo: w.hi, hi: w.lo }).collect();
         check_eq!(pool.apply(swapped, wide.clone())?, expected);
-        check_eq!(pool.apply_async(swapped, wide.clone()).get_timeout(LONG)?, expected);
+        check_eq!(
+            pool.apply_async(swapped, wide.clone()).get_timeout(LONG)?,
+            expected
+        );
         check_eq!(pool.map_chunked(swap_one, wide.clone(), 333)?, expected);
     }
     for n in [0u64, 1, 1 << 20] {
@@ -4071,6 +4093,90 @@ fn plain_old_data_of_odd_shapes(m: StartMethod) -> Outcome {
         pool.apply(count_nothings, (vec![Nothing; 12345], wide))?,
         (12345, 5000)
     );
+    Ok(())
+}
+
+/// A number whose decoding panics in the parent when it is 7.
+#[derive(Debug, PartialEq)]
+struct SevenPanics(u64);
+
+impl Serialize for SevenPanics {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for SevenPanics {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let n = u64::deserialize(d)?;
+        if n == 7 {
+            panic!("deliberate panic: decoding seven");
+        }
+        Ok(SevenPanics(n))
+    }
+}
+
+#[process]
+fn seven_panics(n: u64) -> SevenPanics {
+    SevenPanics(n)
+}
+
+/// A result's decoding that panics in the parent, for one item of a `map`, an `imap` (its
+/// chunk's items fail, in place, the rest come) and an `imap` stream: the driver thread lives
+/// on, and so does the pool.
+fn decoding_panics_in_lazy_maps(m: StartMethod) -> Outcome {
+    let pool = pool(m, 2)?;
+    let err = pool.map_chunked(seven_panics, 0..20, 3).unwrap_err();
+    check_eq!(err.kind(), ErrorKind::Panicked);
+    let panicked = |r: &multiproc::Result<SevenPanics>| {
+        r.as_ref()
+            .is_err_and(|e| e.kind() == ErrorKind::Panicked && e.to_string().contains("seven"))
+    };
+    for ordered in [true, false] {
+        let it = if ordered {
+            pool.imap(seven_panics, 0..20u64)
+        } else {
+            pool.imap_unordered(seven_panics, 0..20u64)
+        };
+        let got: Vec<multiproc::Result<SevenPanics>> = it.chunksize(3).collect();
+        let failed = got.iter().filter(|r| r.is_err()).count();
+        check!(
+            failed == 3 && got.iter().filter(|r| panicked(r)).count() == 3,
+            "ordered {ordered}: {failed} items failed: {got:?}"
+        );
+        if ordered {
+            for (n, r) in got.iter().enumerate() {
+                let n = n as u64;
+                if (6..9).contains(&n) {
+                    check!(panicked(r), "item {n}: {r:?}");
+                } else {
+                    check!(
+                        matches!(r, Ok(SevenPanics(v)) if *v == n),
+                        "item {n}: {r:?}"
+                    );
+                }
+            }
+        }
+        let mut values: Vec<u64> = got
+            .into_iter()
+            .filter_map(|r| r.ok().map(|v| v.0))
+            .collect();
+        values.sort();
+        check_eq!(
+            values,
+            (0..20u64)
+                .filter(|n| !(6..9).contains(n))
+                .collect::<Vec<_>>()
+        );
+    }
+    let streamed: Vec<multiproc::Result<SevenPanics>> = futures::executor::block_on(
+        futures::StreamExt::collect(pool.imap(seven_panics, 0..12u64).into_stream()),
+    );
+    check!(
+        streamed.iter().filter(|r| r.is_err()).count() == 1 && panicked(&streamed[7]),
+        "streamed: {streamed:?}"
+    );
+    check_eq!(pool.map(square, 0..20)?, squares(20));
     Ok(())
 }
 
@@ -4142,6 +4248,7 @@ fn main() {
         maxtasksperchild_on_every_path,
         worker_dies_just_after_its_reply,
         plain_old_data_of_odd_shapes,
+        decoding_panics_in_lazy_maps,
     );
     trials.extend(trials!(once:
         pools_of_more_processes_than_a_machine_runs,
