@@ -4180,6 +4180,30 @@ fn decoding_panics_in_lazy_maps(m: StartMethod) -> Outcome {
     Ok(())
 }
 
+/// Item 1 panics in the worker, late; item 7's result panics as it is decoded.
+#[process]
+fn late_panic_or_seven(n: u64) -> SevenPanics {
+    if n == 1 {
+        std::thread::sleep(Duration::from_millis(300));
+        panic!("deliberate panic: bad item 1");
+    }
+    SevenPanics(n)
+}
+
+/// A `map` reports its first failure in input order, a result's decoding that panics
+/// included: a later chunk whose decoding panics does not win over an earlier chunk that fails
+/// after it.
+fn map_decoding_panic_keeps_input_order(m: StartMethod) -> Outcome {
+    let pool = pool(m, 3)?;
+    let err = pool.map_chunked(late_panic_or_seven, 0..12, 3).unwrap_err();
+    check!(
+        err.kind() == ErrorKind::Panicked && common::chain(&err).contains("bad item 1"),
+        "{err}"
+    );
+    check_eq!(pool.map(square, 0..20)?, squares(20));
+    Ok(())
+}
+
 fn main() {
     multiproc::init();
     let mut trials = trials!(each_method:
@@ -4249,6 +4273,7 @@ fn main() {
         worker_dies_just_after_its_reply,
         plain_old_data_of_odd_shapes,
         decoding_panics_in_lazy_maps,
+        map_decoding_panic_keeps_input_order,
     );
     trials.extend(trials!(once:
         pools_of_more_processes_than_a_machine_runs,
