@@ -4204,6 +4204,88 @@ fn map_decoding_panic_keeps_input_order(m: StartMethod) -> Outcome {
     Ok(())
 }
 
+/// A number whose `Serialize` panics when it is 13 (in the parent, as an argument is encoded).
+#[derive(Debug, PartialEq)]
+pub struct Bomb(u64);
+
+impl Serialize for Bomb {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if self.0 == 13 {
+            panic!("deliberate panic: encoding thirteen");
+        }
+        s.serialize_u64(self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for Bomb {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(Bomb(u64::deserialize(d)?))
+    }
+}
+
+#[process]
+fn defused(b: Bomb) -> u64 {
+    b.0
+}
+
+/// An argument whose `Serialize` panics half way through a `map`'s encoding, for every way a
+/// map is submitted (an input of known length, one of unknown length, with progress, and an
+/// imap): the panic reaches the caller, and the pool still serves, closes and joins promptly
+/// (no job left waiting for chunks that were never queued).
+fn encoding_panics_half_way(m: StartMethod) -> Outcome {
+    let bombs = || (0..40).map(Bomb);
+    let unknown_length = || (0..40).filter(|_| true).map(Bomb);
+    type Attempt = fn(&Pool, &dyn Fn() -> Box<dyn Iterator<Item = Bomb>>);
+    let attempts: [(&str, Attempt); 4] = [
+        ("map_async_chunked", |pool, input| {
+            drop(pool.map_async_chunked(defused, input(), 2))
+        }),
+        ("map_async", |pool, input| {
+            drop(pool.map_async(defused, input()))
+        }),
+        ("map_async_progress", |pool, input| {
+            drop(pool.map_async_progress(defused, input(), Some(2), |_| {}))
+        }),
+        ("imap", |pool, input| {
+            drop(pool.imap(defused, input()).chunksize(2).count())
+        }),
+    ];
+    let mut hung = Vec::new();
+    for (what, attempt) in attempts {
+        for (length, input) in [
+            (
+                "known length",
+                &(|| Box::new(bombs()) as Box<dyn Iterator<Item = Bomb>>) as &dyn Fn() -> _,
+            ),
+            (
+                "unknown length",
+                &(|| Box::new(unknown_length()) as Box<dyn Iterator<Item = Bomb>>),
+            ),
+        ] {
+            let pool = pool(m, 2)?;
+            let caught =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| attempt(&pool, input)));
+            check!(caught.is_err(), "{what}, {length}: the panic was swallowed");
+            check_eq!(pool.map(square, 0..10)?, squares(10));
+            let t = Instant::now();
+            pool.close();
+            std::thread::scope(|scope| {
+                let joining = scope.spawn(|| pool.join());
+                while !joining.is_finished() && t.elapsed() < Duration::from_secs(5) {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                if !joining.is_finished() {
+                    hung.push(format!("{what}, {length}"));
+                    pool.terminate();
+                }
+                let _ = joining.join();
+            });
+        }
+    }
+    check!(hung.is_empty(), "close and join hung after: {hung:?}");
+    Ok(())
+}
+
 fn main() {
     multiproc::init();
     let mut trials = trials!(each_method:
@@ -4274,6 +4356,7 @@ fn main() {
         plain_old_data_of_odd_shapes,
         decoding_panics_in_lazy_maps,
         map_decoding_panic_keeps_input_order,
+        encoding_panics_half_way,
     );
     trials.extend(trials!(once:
         pools_of_more_processes_than_a_machine_runs,
