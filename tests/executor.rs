@@ -1007,6 +1007,43 @@ fn await_in_a_done_callback(m: StartMethod) -> Outcome {
     done_callback_in_child(m, 4)
 }
 
+/// `Executor::map` under way when `shutdown(false, true)` cancels the queued work: the items
+/// already computed come in order, then the rest end in errors (its queued chunks cancelled,
+/// its unread input refused), never a hang and never a wrong value; the drop then returns.
+fn map_across_shutdown_cancel(m: StartMethod) -> Outcome {
+    let ex = executor(m, 1)?;
+    let mut results = ex.map(nap, std::iter::repeat_n(100, 30)).buffersize(4);
+    check_eq!(results.next().transpose()?, Some(100));
+    let t = std::time::Instant::now();
+    ex.shutdown(false, true)?;
+    let rest: Vec<Result<u64, ErrorKind>> = results.map(|r| r.map_err(|e| e.kind())).collect();
+    check!(
+        t.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        t.elapsed()
+    );
+    let ok = rest.iter().take_while(|r| r.is_ok()).count();
+    check!(
+        rest[..ok].iter().all(|r| *r == Ok(100)),
+        "values before the errors: {rest:?}"
+    );
+    check!(ok < 29, "nothing was cancelled: {rest:?}");
+    check!(
+        rest[ok..]
+            .iter()
+            .all(|r| matches!(r, Err(ErrorKind::Cancelled | ErrorKind::NotRunning))),
+        "after the cancel: {rest:?}"
+    );
+    let t = std::time::Instant::now();
+    drop(ex);
+    check!(
+        t.elapsed() < Duration::from_secs(5),
+        "drop took {:?}",
+        t.elapsed()
+    );
+    Ok(())
+}
+
 fn main() {
     multiproc::init();
     let trials = trials!(each_method:
@@ -1025,6 +1062,7 @@ fn main() {
         done_callback_sees_its_future_done,
         wait_in_a_done_callback,
         await_in_a_done_callback,
+        map_across_shutdown_cancel,
     );
     common::run(trials)
 }

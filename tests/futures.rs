@@ -590,6 +590,46 @@ fn cancel_and_kill_with_work_queued_behind(m: StartMethod) -> Outcome {
     Ok(())
 }
 
+/// An imap stream polled by hand with one waker, then another: the last is woken when the
+/// chunk comes; then finished on another thread, under another executor.
+fn stream_wakers_replaced(m: StartMethod) -> Outcome {
+    let pool = std::sync::Arc::new(pool(m, 2)?);
+    let mut stream = pool
+        .imap(slow_square, (0..6u64).map(|n| (n, 200)))
+        .into_stream();
+    let (first, first_waker) = counted();
+    let (second, second_waker) = counted();
+    let poll = |stream: &mut multiproc::ImapStream<'_, _, _>, waker: &std::task::Waker| {
+        futures::Stream::poll_next(std::pin::Pin::new(stream), &mut Context::from_waker(waker))
+    };
+    check!(
+        poll(&mut stream, &first_waker).is_pending(),
+        "ready at once"
+    );
+    check!(
+        poll(&mut stream, &second_waker).is_pending(),
+        "ready at the second poll"
+    );
+    let deadline = Instant::now() + LONG;
+    while wakes(&second) == 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    check_eq!((wakes(&first), wakes(&second)), (0, 1));
+    match poll(&mut stream, &second_waker) {
+        Poll::Ready(Some(Ok(0))) => {}
+        other => return Err(format!("the first item: {other:?}").into()),
+    }
+    let rest: Vec<multiproc::Result<u64>> = std::thread::scope(|scope| {
+        scope
+            .spawn(move || futures::executor::block_on(stream.collect::<Vec<_>>()))
+            .join()
+    })
+    .map_err(|_| "the other thread panicked")?;
+    let rest: multiproc::Result<Vec<u64>> = rest.into_iter().collect();
+    check_eq!(rest?, vec![1, 4, 9, 16, 25]);
+    Ok(())
+}
+
 fn main() {
     multiproc::init();
     let trials = trials!(each_method:
@@ -604,6 +644,7 @@ fn main() {
         pool_dropped_while_awaited,
         cancel_wakes_the_awaiting_task,
         cancel_and_kill_with_work_queued_behind,
+        stream_wakers_replaced,
     );
     common::run(trials)
 }

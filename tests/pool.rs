@@ -3478,11 +3478,10 @@ fn nothing(_n: u64) {}
 
 /// An input that panics at item `at`.
 fn panicking_input(len: u64, at: u64) -> impl Iterator<Item = u64> {
-    (0..len).map(move |n| {
+    (0..len).inspect(move |&n| {
         if n == at {
             panic!("deliberate panic: input item {n}");
         }
-        n
     })
 }
 
@@ -4019,6 +4018,304 @@ fn worker_dies_just_after_its_reply(m: StartMethod) -> Outcome {
     Ok(())
 }
 
+/// Plain old data of an odd size (3 bytes, alignment 1).
+#[derive(
+    Debug, Clone, Copy, PartialEq, multiproc::Pod, multiproc::Zeroable, Serialize, Deserialize,
+)]
+#[bytemuck(crate = "multiproc::bytemuck")]
+#[repr(C)]
+pub struct Rgb {
+    r: u8,
+    g: u8,
+    b: u8,
+}
+
+/// Plain old data aligned past any allocator's word (16 bytes).
+#[derive(
+    Debug, Clone, Copy, PartialEq, multiproc::Pod, multiproc::Zeroable, Serialize, Deserialize,
+)]
+#[bytemuck(crate = "multiproc::bytemuck")]
+#[repr(C, align(16))]
+pub struct Wide {
+    lo: u64,
+    hi: u64,
+}
+
+/// Plain old data of no size.
+#[derive(
+    Debug, Clone, Copy, PartialEq, multiproc::Pod, multiproc::Zeroable, Serialize, Deserialize,
+)]
+#[bytemuck(crate = "multiproc::bytemuck")]
+#[repr(C)]
+pub struct Nothing;
+
+#[process]
+fn brighter(v: Vec<Rgb>) -> Vec<Rgb> {
+    v.into_iter()
+        .map(|c| Rgb {
+            r: c.r.wrapping_add(1),
+            ..c
+        })
+        .collect()
+}
+
+#[process]
+fn swapped(v: Vec<Wide>) -> Vec<Wide> {
+    assert_eq!(v.as_ptr() as usize % 16, 0, "a Vec<Wide> out of alignment");
+    v.into_iter().map(|w| Wide { lo: w.hi, hi: w.lo }).collect()
+}
+
+#[process]
+fn swap_one(w: Wide) -> Wide {
+    Wide { lo: w.hi, hi: w.lo }
+}
+
+#[process]
+fn nothings(n: u64) -> Vec<Nothing> {
+    vec![Nothing; n as usize]
+}
+
+#[process]
+fn count_nothings(v: Vec<Nothing>, also: Vec<Wide>) -> (u64, u64) {
+    (v.len() as u64, also.len() as u64)
+}
+
+/// Vectors of plain old data of odd size, of large alignment, and of no size, as arguments
+/// and results, inline and as blocks, one value and a `map` of them.
+fn plain_old_data_of_odd_shapes(m: StartMethod) -> Outcome {
+    let pool = pool(m, 2)?;
+    for len in [0usize, 1, 5461, 5462, 5463, 100_000] {
+        let colours: Vec<Rgb> = (0..len)
+            .map(|i| Rgb {
+                r: i as u8,
+                g: (i >> 8) as u8,
+                b: 7,
+            })
+            .collect();
+        let expected: Vec<Rgb> = colours
+            .iter()
+            .map(|c| Rgb {
+                r: c.r.wrapping_add(1),
+                ..*c
+            })
+            .collect();
+        check_eq!(pool.apply(brighter, colours.clone())?, expected);
+        check_eq!(
+            pool.apply_async(brighter, colours).get_timeout(LONG)?,
+            expected
+        );
+    }
+    for len in [0usize, 1, 1023, 1024, 1025, 70_001] {
+        let wide: Vec<Wide> = (0..len as u64).map(|i| Wide { lo: i, hi: !i }).collect();
+        let expected: Vec<Wide> = wide.iter().map(|w| Wide { lo: w.hi, hi: w.lo }).collect();
+        check_eq!(pool.apply(swapped, wide.clone())?, expected);
+        check_eq!(
+            pool.apply_async(swapped, wide.clone()).get_timeout(LONG)?,
+            expected
+        );
+        check_eq!(pool.map_chunked(swap_one, wide.clone(), 333)?, expected);
+    }
+    for n in [0u64, 1, 1 << 20] {
+        check_eq!(pool.apply(nothings, n)?.len() as u64, n);
+    }
+    let wide: Vec<Wide> = (0..5000u64).map(|i| Wide { lo: i, hi: i }).collect();
+    check_eq!(
+        pool.apply(count_nothings, (vec![Nothing; 12345], wide))?,
+        (12345, 5000)
+    );
+    Ok(())
+}
+
+/// A number whose decoding panics in the parent when it is 7.
+#[derive(Debug, PartialEq)]
+struct SevenPanics(u64);
+
+impl Serialize for SevenPanics {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for SevenPanics {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let n = u64::deserialize(d)?;
+        if n == 7 {
+            panic!("deliberate panic: decoding seven");
+        }
+        Ok(SevenPanics(n))
+    }
+}
+
+#[process]
+fn seven_panics(n: u64) -> SevenPanics {
+    SevenPanics(n)
+}
+
+/// A result's decoding that panics in the parent, for one item of a `map`, an `imap` (its
+/// chunk's items fail, in place, the rest come) and an `imap` stream: the driver thread lives
+/// on, and so does the pool.
+fn decoding_panics_in_lazy_maps(m: StartMethod) -> Outcome {
+    let pool = pool(m, 2)?;
+    let err = pool.map_chunked(seven_panics, 0..20, 3).unwrap_err();
+    check_eq!(err.kind(), ErrorKind::Panicked);
+    let panicked = |r: &multiproc::Result<SevenPanics>| {
+        r.as_ref()
+            .is_err_and(|e| e.kind() == ErrorKind::Panicked && e.to_string().contains("seven"))
+    };
+    for ordered in [true, false] {
+        let it = if ordered {
+            pool.imap(seven_panics, 0..20u64)
+        } else {
+            pool.imap_unordered(seven_panics, 0..20u64)
+        };
+        let got: Vec<multiproc::Result<SevenPanics>> = it.chunksize(3).collect();
+        let failed = got.iter().filter(|r| r.is_err()).count();
+        check!(
+            failed == 3 && got.iter().filter(|r| panicked(r)).count() == 3,
+            "ordered {ordered}: {failed} items failed: {got:?}"
+        );
+        if ordered {
+            for (n, r) in got.iter().enumerate() {
+                let n = n as u64;
+                if (6..9).contains(&n) {
+                    check!(panicked(r), "item {n}: {r:?}");
+                } else {
+                    check!(
+                        matches!(r, Ok(SevenPanics(v)) if *v == n),
+                        "item {n}: {r:?}"
+                    );
+                }
+            }
+        }
+        let mut values: Vec<u64> = got
+            .into_iter()
+            .filter_map(|r| r.ok().map(|v| v.0))
+            .collect();
+        values.sort();
+        check_eq!(
+            values,
+            (0..20u64)
+                .filter(|n| !(6..9).contains(n))
+                .collect::<Vec<_>>()
+        );
+    }
+    let streamed: Vec<multiproc::Result<SevenPanics>> = futures::executor::block_on(
+        futures::StreamExt::collect(pool.imap(seven_panics, 0..12u64).into_stream()),
+    );
+    check!(
+        streamed.iter().filter(|r| r.is_err()).count() == 1 && panicked(&streamed[7]),
+        "streamed: {streamed:?}"
+    );
+    check_eq!(pool.map(square, 0..20)?, squares(20));
+    Ok(())
+}
+
+/// Item 1 panics in the worker, late; item 7's result panics as it is decoded.
+#[process]
+fn late_panic_or_seven(n: u64) -> SevenPanics {
+    if n == 1 {
+        std::thread::sleep(Duration::from_millis(300));
+        panic!("deliberate panic: bad item 1");
+    }
+    SevenPanics(n)
+}
+
+/// A `map` reports its first failure in input order, a result's decoding that panics
+/// included: a later chunk whose decoding panics does not win over an earlier chunk that fails
+/// after it.
+fn map_decoding_panic_keeps_input_order(m: StartMethod) -> Outcome {
+    let pool = pool(m, 3)?;
+    let err = pool.map_chunked(late_panic_or_seven, 0..12, 3).unwrap_err();
+    check!(
+        err.kind() == ErrorKind::Panicked && common::chain(&err).contains("bad item 1"),
+        "{err}"
+    );
+    check_eq!(pool.map(square, 0..20)?, squares(20));
+    Ok(())
+}
+
+/// A number whose `Serialize` panics when it is 13 (in the parent, as an argument is encoded).
+#[derive(Debug, PartialEq)]
+pub struct Bomb(u64);
+
+impl Serialize for Bomb {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if self.0 == 13 {
+            panic!("deliberate panic: encoding thirteen");
+        }
+        s.serialize_u64(self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for Bomb {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(Bomb(u64::deserialize(d)?))
+    }
+}
+
+#[process]
+fn defused(b: Bomb) -> u64 {
+    b.0
+}
+
+/// An argument whose `Serialize` panics half way through a `map`'s encoding, for every way a
+/// map is submitted (an input of known length, one of unknown length, with progress, and an
+/// imap): the panic reaches the caller, and the pool still serves, closes and joins promptly
+/// (no job left waiting for chunks that were never queued).
+fn encoding_panics_half_way(m: StartMethod) -> Outcome {
+    let bombs = || (0..40).map(Bomb);
+    let unknown_length = || (0..40).filter(|_| true).map(Bomb);
+    type Attempt = fn(&Pool, &dyn Fn() -> Box<dyn Iterator<Item = Bomb>>);
+    let attempts: [(&str, Attempt); 4] = [
+        ("map_async_chunked", |pool, input| {
+            drop(pool.map_async_chunked(defused, input(), 2))
+        }),
+        ("map_async", |pool, input| {
+            drop(pool.map_async(defused, input()))
+        }),
+        ("map_async_progress", |pool, input| {
+            drop(pool.map_async_progress(defused, input(), Some(2), |_| {}))
+        }),
+        ("imap", |pool, input| {
+            let _ = pool.imap(defused, input()).chunksize(2).count();
+        }),
+    ];
+    let mut hung = Vec::new();
+    for (what, attempt) in attempts {
+        for (length, input) in [
+            (
+                "known length",
+                &(|| Box::new(bombs()) as Box<dyn Iterator<Item = Bomb>>) as &dyn Fn() -> _,
+            ),
+            (
+                "unknown length",
+                &(|| Box::new(unknown_length()) as Box<dyn Iterator<Item = Bomb>>),
+            ),
+        ] {
+            let pool = pool(m, 2)?;
+            let caught =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| attempt(&pool, input)));
+            check!(caught.is_err(), "{what}, {length}: the panic was swallowed");
+            check_eq!(pool.map(square, 0..10)?, squares(10));
+            let t = Instant::now();
+            pool.close();
+            std::thread::scope(|scope| {
+                let joining = scope.spawn(|| pool.join());
+                while !joining.is_finished() && t.elapsed() < Duration::from_secs(5) {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                if !joining.is_finished() {
+                    hung.push(format!("{what}, {length}"));
+                    pool.terminate();
+                }
+                let _ = joining.join();
+            });
+        }
+    }
+    check!(hung.is_empty(), "close and join hung after: {hung:?}");
+    Ok(())
+}
+
 fn main() {
     multiproc::init();
     let mut trials = trials!(each_method:
@@ -4087,6 +4384,10 @@ fn main() {
         error_callback_panics_alike_before_and_after,
         maxtasksperchild_on_every_path,
         worker_dies_just_after_its_reply,
+        plain_old_data_of_odd_shapes,
+        decoding_panics_in_lazy_maps,
+        map_decoding_panic_keeps_input_order,
+        encoding_panics_half_way,
     );
     trials.extend(trials!(once:
         pools_of_more_processes_than_a_machine_runs,

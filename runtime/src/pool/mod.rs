@@ -632,9 +632,11 @@ impl Pool {
         };
         // Chunks are queued as they are encoded, so the workers start on the first at once.
         // The job is registered: a closed pool still runs it to the end.
+        let mut forget = Forget(&self.shared, Some(job));
         let pushed = carrier::encode_args_chunks::<F>(items, chunksize, |index, payload| {
             self.queue_chunk(job, F::NAME, index, payload)
         });
+        forget.1 = None;
         if let Err(err) = pushed {
             self.shared.forget(job);
             let mut sink =
@@ -670,15 +672,6 @@ impl Pool {
         let Ok(job) = self.shared.submit(sink, |_| Vec::new(), false) else {
             return self.result(slot);
         };
-        /// Forgets the job if the input or an encoding panics: no chunk will come for it.
-        struct Forget<'a>(&'a Shared, Option<u64>);
-        impl Drop for Forget<'_> {
-            fn drop(&mut self) {
-                if let Some(job) = self.1 {
-                    self.0.forget(job);
-                }
-            }
-        }
         let mut forget = Forget(&self.shared, Some(job));
         let pushed = carrier::encode_args_iter::<F>(
             items,
@@ -767,6 +760,18 @@ impl Pool {
             })?;
         }
         Ok(())
+    }
+}
+
+/// Forgets a map's job if the input or an encoding panics while its chunks are queued: no
+/// more chunks will come for it (left registered, a closed pool's `join` waited for them).
+struct Forget<'a>(&'a Shared, Option<u64>);
+
+impl Drop for Forget<'_> {
+    fn drop(&mut self) {
+        if let Some(job) = self.1 {
+            self.0.forget(job);
+        }
     }
 }
 

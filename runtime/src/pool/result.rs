@@ -1153,7 +1153,14 @@ impl<T: DeserializeOwned + Send> Sink for ImapSink<T> {
     fn deliver(&mut self, chunk: u32, result: Result<Encoded>) -> bool {
         // No chunk holds more than the largest submitted so far (this one among them).
         let most = self.state.largest.load(Ordering::Acquire);
-        let values = result.and_then(|encoded| (self.decode)(encoded, most));
+        // User code (a `Deserialize`) may panic: that fails this chunk's items alone, in place,
+        // as a chunk that fails any other way. Left to the caller, the panic failed the whole
+        // job: every chunk after it, and those that came before it out of order.
+        let decode = self.decode;
+        let values = result.and_then(|encoded| {
+            panic::catch_unwind(AssertUnwindSafe(|| decode(encoded, most)))
+                .unwrap_or_else(|payload| Err(super::reply::decoding_panicked(&*payload)))
+        });
         let mut inner = self.state.lock();
         inner.chunks.insert(chunk, values);
         self.state.wake(inner);
