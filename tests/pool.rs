@@ -1067,9 +1067,9 @@ fn panic_in_task(m: StartMethod) -> Outcome {
 }
 
 /// A panic payload whose drop panics too.
-struct Bomb;
+struct DropBomb;
 
-impl Drop for Bomb {
+impl Drop for DropBomb {
     fn drop(&mut self) {
         panic!("the payload's drop panicked");
     }
@@ -1078,7 +1078,7 @@ impl Drop for Bomb {
 #[process]
 fn panics_with_a_bomb(n: u64) -> u64 {
     if n == 3 {
-        std::panic::panic_any(Bomb);
+        std::panic::panic_any(DropBomb);
     }
     n
 }
@@ -4316,6 +4316,29 @@ fn encoding_panics_half_way(m: StartMethod) -> Outcome {
     Ok(())
 }
 
+/// A `map` whose input terminates the pool half way through its reading (as another thread
+/// could): the map was submitted before, so it fails as every pending result of a
+/// terminated pool does, with `Terminated`, not as a call made after the terminate.
+fn terminated_while_a_map_is_read(m: StartMethod) -> Outcome {
+    let pool = pool(m, 2)?;
+    let p = &pool;
+    let items = (0..100u64).inspect(move |&n| {
+        if n == 50 {
+            p.terminate();
+        }
+    });
+    let err = pool
+        .map_async_chunked(square, items, 1)
+        .get_timeout(LONG)
+        .unwrap_err();
+    check!(
+        err.kind() == ErrorKind::Terminated,
+        "{:?}: {err}",
+        err.kind()
+    );
+    Ok(())
+}
+
 fn main() {
     multiproc::init();
     let mut trials = trials!(each_method:
@@ -4388,6 +4411,7 @@ fn main() {
         decoding_panics_in_lazy_maps,
         map_decoding_panic_keeps_input_order,
         encoding_panics_half_way,
+        terminated_while_a_map_is_read,
     );
     trials.extend(trials!(once:
         pools_of_more_processes_than_a_machine_runs,
