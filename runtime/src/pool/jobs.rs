@@ -472,6 +472,11 @@ impl Shared {
     /// pool was terminated, broken, or stopped after `close` and `join`).
     pub(crate) fn push(&self, job: u64, tasks: impl IntoIterator<Item = Task>) -> Result<()> {
         let mut state = self.lock();
+        if state.lifecycle == Lifecycle::Terminated && state.broken.is_none() {
+            // Work submitted before the terminate (a map still reading its input): it fails
+            // as every pending result of a terminated pool does.
+            return Err(terminated());
+        }
         let known = state.jobs.contains_key(&job) || state.delivering.contains(&job);
         if !known && !state.forgotten.contains(&job) {
             // Delivered and removed, or failed: say why the pool cannot take more. A lazy
@@ -838,9 +843,10 @@ mod tests {
         assert_eq!(queued(&shared), [(job, 0), (job, 1)]);
         let err = shared.push(job + 1, [task(job + 1, 0)]).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::NotRunning);
+        // A terminated pool fails the rest of a job registered before, as it fails the job.
         shared.lock().lifecycle = Lifecycle::Terminated;
         let err = shared.push(job, [task(job, 2)]).unwrap_err();
-        assert_eq!(err.kind(), ErrorKind::NotRunning);
+        assert_eq!(err.kind(), ErrorKind::Terminated);
         assert!(err.to_string().contains("terminated"), "{err}");
     }
 
