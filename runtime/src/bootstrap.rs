@@ -401,7 +401,7 @@ pub(crate) fn try_receive(
 
 /// Says why the bootstrap is refused, on both sides, and exits.
 pub(crate) fn refuse(control: &UnixStream, kind: ErrorKind, message: String) -> ! {
-    crate::child::to_stderr(format_args!("multiproc: {message}"));
+    sys::to_stderr(format_args!("multiproc: {message}"));
     let _ = wire::send(control, &ChildMessage::Failed { kind, message });
     sys::exit_now(EXIT_BOOTSTRAP_FAILED)
 }

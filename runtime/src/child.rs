@@ -69,7 +69,7 @@ pub(crate) fn enter_flagged(flag: Option<&OsStr>, fd: Option<&OsStr>, fork_serve
 }
 
 fn bail_early(message: &str) -> ! {
-    to_stderr(format_args!(
+    sys::to_stderr(format_args!(
         "multiproc: {message} (this flag is for processes started by multiproc)"
     ));
     sys::exit_now(EXIT_BOOTSTRAP_FAILED)
@@ -259,7 +259,7 @@ fn run_bootstrap(control: UnixStream, origin: Origin, deadline: Option<std::time
 /// server's child, the server's (`start::forkserver::serve`).
 fn exit_function_of(origin: Origin) {
     if let Origin::Spawned(_) = origin {
-        crate::startup::register_exit_function();
+        current::register_exit_function();
     }
 }
 
@@ -538,7 +538,7 @@ pub(crate) fn run(setup: Box<Setup>, entry: &'static Entry, fds: Vec<OwnedFd>) -
             Ok(()) => 0,
             Err(err) => {
                 let message = format!("cannot send the result back: {}", err.chain());
-                to_stderr(format_args!("Process {}:\n{message}", launch.name));
+                sys::to_stderr(format_args!("Process {}:\n{message}", launch.name));
                 let _ = wire::send(
                     &control,
                     &ChildMessage::Failed {
@@ -551,7 +551,7 @@ pub(crate) fn run(setup: Box<Setup>, entry: &'static Entry, fds: Vec<OwnedFd>) -
         },
         Ok(Ok(_output)) => 0,
         Ok(Err(err)) => {
-            to_stderr(format_args!("Process {}:\n{}", launch.name, err.chain()));
+            sys::to_stderr(format_args!("Process {}:\n{}", launch.name, err.chain()));
             let kind = if err.kind() == ErrorKind::Codec {
                 ErrorKind::Codec
             } else {
@@ -762,7 +762,7 @@ pub(crate) fn install_panic_hook() {
             }
             // SAFETY: a name, once stored, is leaked: it lives as long as the process.
             if let Some(name) = unsafe { PROCESS_NAME.load(Ordering::Acquire).as_ref() } {
-                to_stderr(format_args!("Process {name}:"));
+                sys::to_stderr(format_args!("Process {name}:"));
             }
         }
         current(info);
@@ -813,24 +813,6 @@ fn bounded(mut text: String) -> String {
         total - cut
     ));
     text
-}
-
-/// Writes `text` and a newline on standard error, ignoring a failure: what `eprintln!` does,
-/// except that `eprintln!` panics when the write fails (a standard error whose reader is
-/// gone), and the library's child code runs where a panic must not happen (in the panic
-/// hook, where it aborts the child, or after the target, where it would unwind out of it).
-///
-/// Written on descriptor 2 directly, as std's default panic hook writes, without standard
-/// error's lock: another thread of the child may hold it for good, and a child that panics or
-/// fails would wait for it as long.
-pub(crate) fn to_stderr(text: std::fmt::Arguments<'_>) {
-    let line = format!("{text}\n");
-    // SAFETY: descriptor 2, borrowed for this write and never closed here (`ManuallyDrop`);
-    // a closed or invalid descriptor 2 only makes the write fail, which is ignored.
-    let mut stderr = std::mem::ManuallyDrop::new(unsafe {
-        <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(2)
-    });
-    let _ = stderr.write_all(line.as_bytes());
 }
 
 pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {

@@ -6,7 +6,7 @@ use std::any::Any;
 use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, Once, OnceLock, PoisonError};
 use std::time::Duration;
 
 use crate::bootstrap::Launch;
@@ -289,4 +289,31 @@ pub(crate) fn initialized() -> bool {
 /// In a child: the control socket to the parent (pool workers read their tasks from it).
 pub(crate) fn parent_control() -> Option<Arc<UnixStream>> {
     lock_me().parent.as_ref().map(|p| p.control.clone())
+}
+
+/// Python's exit function: daemonic children terminated, the others joined
+/// (`process::shutdown_children`), named by `startup` before any child code runs, so that the
+/// code below `process` can register it.
+static EXIT_FUNCTION: OnceLock<fn()> = OnceLock::new();
+
+/// Names the exit function (see [`EXIT_FUNCTION`]); the first name stays.
+pub(crate) fn set_exit_function(exit: fn()) {
+    let _ = EXIT_FUNCTION.set(exit);
+}
+
+/// Registers the exit function with `atexit(3)` once: when `main` returns (or `exit` is
+/// called), it runs. A spawned child and a fork server register it too (see
+/// `child::exit_function_of`).
+pub(crate) fn register_exit_function() {
+    static REGISTERED: Once = Once::new();
+    REGISTERED.call_once(|| {
+        // SAFETY: `at_exit` is an `extern "C" fn()` that never unwinds.
+        unsafe { libc::atexit(at_exit) };
+    });
+}
+
+extern "C" fn at_exit() {
+    if let Some(&exit) = EXIT_FUNCTION.get() {
+        let _ = std::panic::catch_unwind(exit);
+    }
 }

@@ -48,33 +48,17 @@
 //! before `main`: `SIGPIPE` is ignored here too, but the main thread has no name and no
 //! stack-overflow message (an overflow is a plain `SIGSEGV`).
 
-use std::sync::Once;
-
 use crate::{child, current, process, start};
 
 /// What [`crate::init`] does: in a spawned child, runs it and never returns; in the parent,
 /// registers the exit function.
 pub(crate) fn init() {
+    current::set_exit_function(process::shutdown_children);
     if current::mark_initialized() {
         return;
     }
     child::enter_if_child(start::forkserver::serve);
-    register_exit_function();
-}
-
-/// Registers Python's exit function once: when `main` returns (or `exit` is called), daemonic
-/// children are terminated and the others joined. A spawned child and a fork server register
-/// it too (see `child::exit_function_of`).
-pub(crate) fn register_exit_function() {
-    static REGISTERED: Once = Once::new();
-    REGISTERED.call_once(|| {
-        // SAFETY: `at_exit` is an `extern "C" fn()` that never unwinds.
-        unsafe { libc::atexit(at_exit) };
-    });
-}
-
-extern "C" fn at_exit() {
-    let _ = std::panic::catch_unwind(process::shutdown_children);
+    current::register_exit_function();
 }
 
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
@@ -151,6 +135,9 @@ pub(crate) mod constructor {
         if RAN.swap(true, Ordering::SeqCst) {
             return;
         }
+        // Named before any child code runs: a spawned child registers it (see
+        // `child::exit_function_of`).
+        current::set_exit_function(crate::process::shutdown_children);
         let later = after_own_slot().filter(|_| in_main_executable());
         current::set_children_enter_before_main(later.is_some());
         // SAFETY: glibc passes `argc` and the `argv` of `main`: `argc` valid C strings.
@@ -162,7 +149,7 @@ pub(crate) mod constructor {
             later.filter(|_| arg(1) == Some(OsStr::new(crate::bootstrap::CHILD_FLAG)))
         else {
             // The parent (or a child left to `init`): what `init` does in the parent.
-            super::register_exit_function();
+            current::register_exit_function();
             // Under an MPI launcher, MPI starts here, and a rank other than 0 serves the
             // pool's tasks instead of running `main` (see `pool::mpi`).
             // A rank runs the constructors after this one first, as a child does: it looks

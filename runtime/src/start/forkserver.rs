@@ -751,7 +751,7 @@ pub(crate) fn serve(control: UnixStream) -> ! {
     // as in `main`. Registered after the exit report's handler, so that it runs before it
     // (`exit(3)` runs them in reverse): a child killed while it joins is reported killed, not
     // with the code it was ending with. (A zygote has its parent's, from before.)
-    crate::startup::register_exit_function();
+    crate::current::register_exit_function();
     // The library's panic hook, which every child has (see `child::Setup::in_server`).
     child::install_panic_hook();
     // Standard output made (a buffer, behind a `OnceLock`) once here, not in every child that

@@ -497,6 +497,22 @@ pub(crate) fn resident_bytes() -> io::Result<u64> {
     Ok(pages.saturating_mul(u64::try_from(page).unwrap_or(4096)))
 }
 
+/// Writes `text` and a newline on standard error, ignoring a failure: what `eprintln!` does,
+/// except that `eprintln!` panics when the write fails (a standard error whose reader is
+/// gone), and the library's child code runs where a panic must not happen (in the panic
+/// hook, where it aborts the child, or after the target, where it would unwind out of it).
+///
+/// Written on descriptor 2 directly, as std's default panic hook writes, without standard
+/// error's lock: another thread of the child may hold it for good, and a child that panics or
+/// fails would wait for it as long.
+pub(crate) fn to_stderr(text: std::fmt::Arguments<'_>) {
+    let line = format!("{text}\n");
+    // SAFETY: descriptor 2, borrowed for this write and never closed here (`ManuallyDrop`);
+    // a closed or invalid descriptor 2 only makes the write fail, which is ignored.
+    let mut stderr = std::mem::ManuallyDrop::new(unsafe { std::fs::File::from_raw_fd(2) });
+    let _ = io::Write::write_all(&mut *stderr, line.as_bytes());
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
