@@ -55,6 +55,14 @@ pub(super) fn pack(mut header: Header, body: &Encoded) -> Result<Vec<u8>> {
     let head = codec::encode(&header)?;
     let total =
         4 + head.len() + body.bytes.len() + body.blocks.iter().map(|b| b.len()).sum::<usize>();
+    // Refused here, not by the send: a rank whose result cannot be sent stopped serving, and
+    // rank 0 waited for that task forever; now the task fails, on either side.
+    if i32::try_from(total).is_err() {
+        return Err(Error::new(
+            ErrorKind::Codec,
+            format!("a message of {total} bytes cannot travel over MPI (2 GiB at most)"),
+        ));
+    }
     let mut out = spare::take_or_new(total);
     let head_len = u32::try_from(head.len())
         .map_err(|_| Error::new(ErrorKind::Codec, "a task header too large for MPI"))?;
