@@ -89,6 +89,7 @@ fn scenario(name: &str) -> Outcome {
             println!("RANK0-SAW {got:?}");
             Err("rank 0 went on after a rank exited".to_string())
         }
+        "terminate_mid_receive" => terminate_mid_receive(),
         "one_rank" => {
             let built = Pool::builder().mpi().build().map(|_| ());
             println!("build: {built:?}");
@@ -347,6 +348,27 @@ fn odd_sizes() -> Outcome {
     Ok(())
 }
 
+/// A pool terminated while rank 0 receives a large result (its bytes come in parts): the
+/// rank's late result is accounted for, and the next pool gets that rank back.
+fn terminate_mid_receive() -> Outcome {
+    for round in 0..5 {
+        let pool = mpi_pool()?;
+        let pending = pool.map_async_chunked(bytes_of, [64usize << 20; 8], 1);
+        std::thread::sleep(Duration::from_millis(30 + 40 * round));
+        pool.terminate();
+        let _ = pending.get();
+        pool.join().map_err(|e| e.to_string())?;
+        drop(pool);
+        let pool = mpi_pool()?;
+        let again = pool.map_async_chunked(square, 0..4, 1);
+        match again.get_timeout(Duration::from_secs(20)) {
+            Ok(got) => check(got, vec![0, 1, 4, 9], "the next pool's map")?,
+            Err(err) => return Err(format!("round {round}: the next pool's map: {err}")),
+        }
+    }
+    Ok(())
+}
+
 fn mismatch() -> Outcome {
     match Pool::builder().mpi().build() {
         Ok(_) => Err("a rank running another binary was accepted".to_string()),
@@ -553,6 +575,7 @@ fn main() {
         "descendant",
         "huge_result",
         "odd_sizes",
+        "terminate_mid_receive",
     ]
     .into_iter()
     .map(passes)
