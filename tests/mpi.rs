@@ -69,6 +69,43 @@ fn exits(_: ()) {
     std::process::exit(3);
 }
 
+/// Open MPI's C interface, for a task that speaks MPI itself (the handles are its globals).
+mod ompi {
+    use std::ffi::{c_int, c_void};
+    extern "C" {
+        pub static mut ompi_mpi_comm_world: u8;
+        pub static mut ompi_mpi_byte: u8;
+        pub fn MPI_Send(
+            buf: *const c_void,
+            count: c_int,
+            datatype: *mut c_void,
+            dest: c_int,
+            tag: c_int,
+            comm: *mut c_void,
+        ) -> c_int;
+    }
+}
+
+/// Sends rank 0 a forged result (the runtime's result tag, bytes that are no frame), then
+/// returns as any task does.
+#[process]
+fn forge(_: ()) -> u64 {
+    let garbage = [0xffu8; 16];
+    // SAFETY: a blocking send of 16 live bytes to rank 0, with Open MPI's world and byte
+    // handles (addresses of its globals).
+    unsafe {
+        ompi::MPI_Send(
+            garbage.as_ptr().cast(),
+            16,
+            std::ptr::addr_of_mut!(ompi::ompi_mpi_byte).cast(),
+            0,
+            3,
+            std::ptr::addr_of_mut!(ompi::ompi_mpi_comm_world).cast(),
+        );
+    }
+    7
+}
+
 type Outcome = Result<(), String>;
 
 fn scenario(name: &str) -> Outcome {
@@ -90,6 +127,33 @@ fn scenario(name: &str) -> Outcome {
             Err("rank 0 went on after a rank exited".to_string())
         }
         "terminate_mid_receive" => terminate_mid_receive(),
+        "exit_mid_map" => {
+            // Rank 0 returns from `main` while another thread's map runs on a pool never
+            // closed: the ranks finish their tasks, stop, and the job ends well.
+            let pool: &'static Pool = Box::leak(Box::new(mpi_pool()?));
+            std::thread::spawn(move || {
+                let _ = pool.map_chunked(sleep_ms, [200u64; 20], 1);
+            });
+            std::thread::sleep(Duration::from_millis(300));
+            Ok(())
+        }
+        "forged" => {
+            let pool = mpi_pool()?;
+            let err = pool
+                .apply(forge, ())
+                .err()
+                .ok_or("a forged result was taken")?;
+            println!("error: {err}");
+            if err.kind() != ErrorKind::Codec || !err.to_string().contains("MPI rank") {
+                return Err(format!("not a codec error naming the rank: {err}"));
+            }
+            let got = pool.map(square, 0..10).map_err(|e| e.to_string())?;
+            check(
+                got,
+                (0..10).map(|n| n * n).collect(),
+                "map after a forged result",
+            )
+        }
         "one_rank" => {
             let built = Pool::builder().mpi().build().map(|_| ());
             println!("build: {built:?}");
@@ -576,6 +640,8 @@ fn main() {
         "huge_result",
         "odd_sizes",
         "terminate_mid_receive",
+        "exit_mid_map",
+        "forged",
     ]
     .into_iter()
     .map(passes)
