@@ -73,9 +73,9 @@ fn exits(_: ()) {
 mod ompi {
     use std::ffi::{c_int, c_void};
     extern "C" {
-        pub static mut ompi_mpi_comm_world: u8;
-        pub static mut ompi_mpi_byte: u8;
-        pub fn MPI_Send(
+        pub(crate) static mut ompi_mpi_comm_world: u8;
+        pub(crate) static mut ompi_mpi_byte: u8;
+        pub(crate) fn MPI_Send(
             buf: *const c_void,
             count: c_int,
             datatype: *mut c_void,
