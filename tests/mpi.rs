@@ -57,6 +57,55 @@ fn stop(_: ()) {
     unsafe { libc::kill(libc::getpid(), libc::SIGSTOP) };
 }
 
+/// A result of `len` bytes (a block of zeroes: cheap until it is copied).
+#[process]
+fn bytes_of(len: usize) -> Vec<u8> {
+    vec![0u8; len]
+}
+
+/// Ends the rank that runs it as a task's code may: `std::process::exit`.
+#[process]
+fn exits(_: ()) {
+    std::process::exit(3);
+}
+
+/// Open MPI's C interface, for a task that speaks MPI itself (the handles are its globals).
+mod ompi {
+    use std::ffi::{c_int, c_void};
+    extern "C" {
+        pub(crate) static mut ompi_mpi_comm_world: u8;
+        pub(crate) static mut ompi_mpi_byte: u8;
+        pub(crate) fn MPI_Send(
+            buf: *const c_void,
+            count: c_int,
+            datatype: *mut c_void,
+            dest: c_int,
+            tag: c_int,
+            comm: *mut c_void,
+        ) -> c_int;
+    }
+}
+
+/// Sends rank 0 a forged result (the runtime's result tag, bytes that are no frame), then
+/// returns as any task does.
+#[process]
+fn forge(_: ()) -> u64 {
+    let garbage = [0xffu8; 16];
+    // SAFETY: a blocking send of 16 live bytes to rank 0, with Open MPI's world and byte
+    // handles (addresses of its globals).
+    unsafe {
+        ompi::MPI_Send(
+            garbage.as_ptr().cast(),
+            16,
+            std::ptr::addr_of_mut!(ompi::ompi_mpi_byte).cast(),
+            0,
+            3,
+            std::ptr::addr_of_mut!(ompi::ompi_mpi_comm_world).cast(),
+        );
+    }
+    7
+}
+
 type Outcome = Result<(), String>;
 
 fn scenario(name: &str) -> Outcome {
@@ -69,6 +118,66 @@ fn scenario(name: &str) -> Outcome {
         "killed" => killed(),
         "stopped" => stopped(),
         "descendant" => descendant(),
+        "huge_result" => huge_result(),
+        "odd_sizes" => odd_sizes(),
+        "exits" => {
+            let pool = mpi_pool()?;
+            let got = pool.apply(exits, ());
+            println!("RANK0-SAW {got:?}");
+            Err("rank 0 went on after a rank exited".to_string())
+        }
+        "terminate_mid_receive" => terminate_mid_receive(),
+        "exit_mid_map" => {
+            // Rank 0 returns from `main` while another thread's map runs on a pool never
+            // closed: the ranks finish their tasks, stop, and the job ends well.
+            let pool: &'static Pool = Box::leak(Box::new(mpi_pool()?));
+            std::thread::spawn(move || {
+                let _ = pool.map_chunked(sleep_ms, [200u64; 20], 1);
+            });
+            std::thread::sleep(Duration::from_millis(300));
+            Ok(())
+        }
+        "forged" => {
+            let pool = mpi_pool()?;
+            let err = pool
+                .apply(forge, ())
+                .err()
+                .ok_or("a forged result was taken")?;
+            println!("error: {err}");
+            if err.kind() != ErrorKind::Codec || !err.to_string().contains("MPI rank") {
+                return Err(format!("not a codec error naming the rank: {err}"));
+            }
+            let got = pool.map(square, 0..10).map_err(|e| e.to_string())?;
+            check(
+                got,
+                (0..10).map(|n| n * n).collect(),
+                "map after a forged result",
+            )
+        }
+        "one_rank" => {
+            let built = Pool::builder().mpi().build().map(|_| ());
+            println!("build: {built:?}");
+            check(
+                built.map_err(|e| e.kind()),
+                Err(ErrorKind::InvalidInput),
+                "-np 1",
+            )
+        }
+        "not_launched" => {
+            let built = Pool::builder().mpi().build().map(|_| ());
+            println!("build: {built:?}");
+            check(
+                built.map_err(|e| e.kind()),
+                Err(ErrorKind::NotRunning),
+                "no mpirun",
+            )
+        }
+        "two_ranks" => {
+            let pool = mpi_pool()?;
+            check(pool.processes(), 1, "processes of -np 2")?;
+            let got = pool.map(square, 0..50).map_err(|e| e.to_string())?;
+            check(got, (0..50).map(|n| n * n).collect(), "map on -np 2")
+        }
         "rank0_panics" => {
             let _pool = Pool::builder().mpi().build().map_err(|e| e.to_string())?;
             panic!("deliberate panic on rank 0");
@@ -227,6 +336,101 @@ fn terminate_then_again() -> Outcome {
     )?;
     pool.close();
     pool.join().map_err(|e| e.to_string())
+}
+
+/// A result too large for one MPI message (2 GiB at most) fails its task with a codec error,
+/// as a task too large does on rank 0; the rank goes on serving.
+fn huge_result() -> Outcome {
+    let pool = Pool::builder()
+        .mpi()
+        .processes(1)
+        .task_timeout(Duration::from_secs(60))
+        .build()
+        .map_err(|e| e.to_string())?;
+    let len = (i32::MAX as usize) + 1;
+    let err = pool
+        .apply(bytes_of, len)
+        .map(|v| v.len())
+        .err()
+        .ok_or("a result of 2 GiB crossed MPI")?;
+    println!("error: {err}");
+    if err.kind() != ErrorKind::Codec {
+        return Err(format!("not a codec error: {err}"));
+    }
+    check(
+        pool.apply(square, 5).map_err(|e| e.to_string())?,
+        25,
+        "apply after a result too large",
+    )?;
+    pool.close();
+    pool.join().map_err(|e| e.to_string())
+}
+
+/// Empty inputs and results, results of megabytes, many small tasks, and the pool used from
+/// two threads at once.
+fn odd_sizes() -> Outcome {
+    let err = |e: multiproc::Error| e.to_string();
+    let pool = mpi_pool()?;
+    check(
+        pool.map(square, Vec::<u64>::new()).map_err(err)?,
+        vec![],
+        "an empty map",
+    )?;
+    let sizes = [0usize, 1, 3 << 20, 0, 17 << 20, 5];
+    let got: Vec<usize> = pool
+        .map_chunked(bytes_of, sizes, 1)
+        .map_err(err)?
+        .iter()
+        .map(Vec::len)
+        .collect();
+    check(got, sizes.to_vec(), "results of odd sizes")?;
+    let many = pool.map_chunked(square, 0..5000, 1).map_err(err)?;
+    check(many, (0..5000).map(|n| n * n).collect(), "many tasks")?;
+    let both = std::thread::scope(|scope| {
+        let a = scope.spawn(|| pool.map_chunked(square, 0..300, 1));
+        let b = scope.spawn(|| pool.map_chunked(add, (0..300).map(|n| (n, 1)), 2));
+        (a.join(), b.join())
+    });
+    match both {
+        (Ok(Ok(a)), Ok(Ok(b))) => {
+            check(a, (0..300).map(|n| n * n).collect(), "thread a")?;
+            check(b, (1..301).collect(), "thread b")?;
+        }
+        other => return Err(format!("two threads: {other:?}")),
+    }
+    // Dropped mid-map (no close): the next pool serves.
+    let pending = pool.map_async(sleep_ms, [300u64; 6]);
+    std::thread::sleep(Duration::from_millis(50));
+    drop(pool);
+    check(
+        pending.get().map(|_| ()).map_err(|e| e.kind()),
+        Err(ErrorKind::Terminated),
+        "a map of a dropped pool",
+    )?;
+    let pool = mpi_pool()?;
+    check(pool.apply(square, 6).map_err(err)?, 36, "the next pool")?;
+    Ok(())
+}
+
+/// A pool terminated while rank 0 receives a large result (its bytes come in parts): the
+/// rank's late result is accounted for, and the next pool gets that rank back.
+fn terminate_mid_receive() -> Outcome {
+    for round in 0..5 {
+        let pool = mpi_pool()?;
+        let pending = pool.map_async_chunked(bytes_of, [64usize << 20; 8], 1);
+        std::thread::sleep(Duration::from_millis(30 + 40 * round));
+        pool.terminate();
+        let _ = pending.get();
+        pool.join().map_err(|e| e.to_string())?;
+        drop(pool);
+        let pool = mpi_pool()?;
+        let again = pool.map_async_chunked(square, 0..4, 1);
+        match again.get_timeout(Duration::from_secs(20)) {
+            Ok(got) => check(got, vec![0, 1, 4, 9], "the next pool's map")?,
+            Err(err) => return Err(format!("round {round}: the next pool's map: {err}")),
+        }
+    }
+    Ok(())
 }
 
 fn mismatch() -> Outcome {
@@ -427,10 +631,21 @@ fn main() {
         return;
     }
     let args = Arguments::from_args();
-    let mut trials: Vec<Trial> = ["squares", "large_map", "panic", "terminate", "descendant"]
-        .into_iter()
-        .map(passes)
-        .collect();
+    let mut trials: Vec<Trial> = [
+        "squares",
+        "large_map",
+        "panic",
+        "terminate",
+        "descendant",
+        "huge_result",
+        "odd_sizes",
+        "terminate_mid_receive",
+        "exit_mid_map",
+        "forged",
+    ]
+    .into_iter()
+    .map(passes)
+    .collect();
     trials.push(Trial::test("mismatched_binary_is_refused", || {
         let exe = std::env::current_exe().map_err(|e| e.to_string())?;
         // Another binary: this one with a byte more (it runs the same, and hashes otherwise).
@@ -452,6 +667,43 @@ fn main() {
         }
         Ok(())
     }));
+    for (name, np) in [("one_rank", 1), ("two_ranks", 2)] {
+        trials.push(Trial::test(name, move || {
+            let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+            let run = mpirun(&[(&exe, np)], name)?;
+            if run.code != Some(0) || run.output.matches(&ok_line(name)).count() != 1 {
+                return Err(format!("exit {:?}:\n{}", run.code, run.output).into());
+            }
+            Ok(())
+        }));
+    }
+    trials.push(Trial::test("not_launched_by_mpirun", || {
+        let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+        let out = Command::new(exe)
+            .args(["--mpi-scenario", "not_launched"])
+            .output()
+            .map_err(|e| e.to_string())?;
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        if !out.status.success() || !text.contains(&ok_line("not_launched")) {
+            return Err(format!("{}: {text}", out.status).into());
+        }
+        Ok(())
+    }));
+    trials.push(Trial::test(
+        "a_rank_that_exits_ends_the_job_promptly",
+        || {
+            let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+            let run = mpirun(&[(&exe, 3)], "exits")?;
+            println!(
+                "ended with {:?} after {:?}:\n{}",
+                run.code, run.took, run.output
+            );
+            if run.code == Some(0) || run.output.contains("SCENARIO-OK") {
+                return Err(format!("exit {:?}:\n{}", run.code, run.output).into());
+            }
+            Ok(())
+        },
+    ));
     trials.push(Trial::test("a_killed_rank_ends_the_job_promptly", || {
         let exe = std::env::current_exe().map_err(|e| e.to_string())?;
         let run = mpirun(&[(&exe, 3)], "killed")?;

@@ -357,10 +357,48 @@ impl Driver {
     }
 }
 
+impl Driver {
+    /// Takes in the messages begun (a terminate can come while a large result arrives in
+    /// parts): one dropped half-read was never seen again, and its rank stayed busy for every
+    /// later pool. A rank given up on, or one that does not finish within [`super::STOP_GRACE`],
+    /// is left as it is.
+    fn finish_receiving(&mut self) {
+        if self.receiving.is_empty() {
+            return;
+        }
+        let mut guard = world();
+        let Some(world) = guard.as_mut() else {
+            return;
+        };
+        let deadline = Instant::now() + super::STOP_GRACE;
+        let mut idle = Idle::spinning(MOVING_SPIN);
+        for mut receiving in std::mem::take(&mut self.receiving) {
+            let done = loop {
+                if world.lost[receiving.source as usize] || Instant::now() >= deadline {
+                    break false;
+                }
+                match receiving.test() {
+                    Ok(true) => break true,
+                    Ok(false) => idle.wait(None, Some(deadline)),
+                    Err(_) => break false,
+                }
+            };
+            if done {
+                let (source, tag) = (receiving.source, receiving.tag);
+                let bytes = receiving.take();
+                // The results of a pool that ends are dropped: only the accounts are kept.
+                self.received(world, source, tag, &bytes, &mut Vec::new());
+                crate::spare::give(bytes);
+            }
+        }
+    }
+}
+
 impl Drop for Driver {
     /// However the driver ends, the ranks are free for another pool and whatever still waits
     /// fails with a clear error.
     fn drop(&mut self) {
+        self.finish_receiving();
         IN_USE.store(false, Ordering::Release);
         self.shared.finish();
     }

@@ -55,6 +55,14 @@ pub(super) fn pack(mut header: Header, body: &Encoded) -> Result<Vec<u8>> {
     let head = codec::encode(&header)?;
     let total =
         4 + head.len() + body.bytes.len() + body.blocks.iter().map(|b| b.len()).sum::<usize>();
+    // Refused here, not by the send: a rank whose result cannot be sent stopped serving, and
+    // rank 0 waited for that task forever; now the task fails, on either side.
+    if i32::try_from(total).is_err() {
+        return Err(Error::new(
+            ErrorKind::Codec,
+            format!("a message of {total} bytes cannot travel over MPI (2 GiB at most)"),
+        ));
+    }
     let mut out = spare::take_or_new(total);
     let head_len = u32::try_from(head.len())
         .map_err(|_| Error::new(ErrorKind::Codec, "a task header too large for MPI"))?;
@@ -132,5 +140,45 @@ mod tests {
         let mut longer = packed.clone();
         longer.push(0);
         assert_eq!(unpack(&longer).unwrap_err().kind(), ErrorKind::Codec);
+    }
+
+    #[test]
+    fn a_frame_too_large_for_one_mpi_message_is_refused() {
+        // Zeroes from the allocator: no page is touched unless the frame is copied.
+        let body = Encoded {
+            bytes: Vec::new(),
+            fds: Vec::new(),
+            blocks: vec![Block::from(vec![0u8; 1 << 31])],
+        };
+        let err = pack(Header::new(1, 0, 1, String::new()), &body).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Codec);
+        assert!(err.to_string().contains("2 GiB"), "{err}");
+    }
+
+    #[test]
+    fn garbage_and_forged_lengths_are_errors() {
+        let packed = pack(
+            Header::new(7, 3, 99, "a::b".to_string()),
+            &Encoded::default(),
+        )
+        .unwrap();
+        // A header length past the end, and one of the body's lengths forged.
+        let mut forged = packed.clone();
+        forged[..4].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert_eq!(unpack(&forged).unwrap_err().kind(), ErrorKind::Codec);
+        for garbage in [
+            &[0xffu8; 64][..],
+            &[4, 0, 0, 0, 0xff, 0xff, 0xff, 0xff],
+            &[0; 4],
+        ] {
+            assert!(unpack(garbage).is_err());
+        }
+        let mut header = Header::new(1, 0, 1, String::new());
+        header.bytes = u64::MAX;
+        header.blocks = vec![u64::MAX; 3];
+        let head = codec::encode(&header).unwrap();
+        let mut message = (head.len() as u32).to_le_bytes().to_vec();
+        message.extend_from_slice(&head);
+        assert_eq!(unpack(&message).unwrap_err().kind(), ErrorKind::Codec);
     }
 }
