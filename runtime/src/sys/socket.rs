@@ -470,6 +470,16 @@ mod tests {
     }
 
     #[test]
+    fn a_negative_descriptor_is_refused_with_a_reason() {
+        // `--multiproc-child -1` by hand: the error said "Success (os error 0)", the errno
+        // left over from before, since no call had failed.
+        // SAFETY: -1 is no descriptor; nothing is adopted.
+        let err = unsafe { adopt_socket(-1) }.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidInput, "{err}");
+        assert!(err.to_string().contains("-1"), "{err}");
+    }
+
+    #[test]
     fn a_descriptor_count_above_the_kernel_limit_is_refused_before_any_allocation() {
         // A message with one descriptor waits: the refusal comes before it is read.
         let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
