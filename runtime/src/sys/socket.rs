@@ -199,8 +199,14 @@ fn recv_msg(
 pub(crate) unsafe fn adopt_socket(fd: RawFd) -> io::Result<std::os::unix::net::UnixStream> {
     // SAFETY: `stat` is plain old data, for which all zeroes is a valid value.
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    if fd < 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("descriptor {fd} is negative"),
+        ));
+    }
     // SAFETY: fstat only writes into `st`, which we own; an invalid fd gives EBADF.
-    if fd < 0 || unsafe { libc::fstat(fd, &mut st) } < 0 {
+    if unsafe { libc::fstat(fd, &mut st) } < 0 {
         return Err(io::Error::last_os_error());
     }
     if st.st_mode & libc::S_IFMT != libc::S_IFSOCK {
