@@ -241,6 +241,12 @@ fn check_name(lit: &LitStr) -> syn::Result<()> {
             "`name` must not be empty, e.g. `name = \"my_app::square\"`",
         ));
     }
+    if value.contains('\0') {
+        return Err(syn::Error::new(
+            lit.span(),
+            "`name` must not contain a NUL character, e.g. `name = \"my_app::square\"`",
+        ));
+    }
     if value.chars().any(char::is_whitespace) {
         return Err(syn::Error::new(
             lit.span(),

@@ -199,8 +199,14 @@ fn recv_msg(
 pub(crate) unsafe fn adopt_socket(fd: RawFd) -> io::Result<std::os::unix::net::UnixStream> {
     // SAFETY: `stat` is plain old data, for which all zeroes is a valid value.
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    if fd < 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("descriptor {fd} is negative"),
+        ));
+    }
     // SAFETY: fstat only writes into `st`, which we own; an invalid fd gives EBADF.
-    if fd < 0 || unsafe { libc::fstat(fd, &mut st) } < 0 {
+    if unsafe { libc::fstat(fd, &mut st) } < 0 {
         return Err(io::Error::last_os_error());
     }
     if st.st_mode & libc::S_IFMT != libc::S_IFSOCK {
@@ -467,6 +473,16 @@ mod tests {
 
     fn hung_up(read: &OwnedFd) -> bool {
         poll_one(read.as_fd(), READABLE, Some(Instant::now())).unwrap() & libc::POLLHUP != 0
+    }
+
+    #[test]
+    fn a_negative_descriptor_is_refused_with_a_reason() {
+        // `--multiproc-child -1` by hand: the error said "Success (os error 0)", the errno
+        // left over from before, since no call had failed.
+        // SAFETY: -1 is no descriptor; nothing is adopted.
+        let err = unsafe { adopt_socket(-1) }.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidInput, "{err}");
+        assert!(err.to_string().contains("-1"), "{err}");
     }
 
     #[test]
