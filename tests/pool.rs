@@ -520,15 +520,20 @@ fn marked(path: &str) -> Vec<String> {
 /// on dies (they went to its replacement), not when `shutdown(cancel_futures)` cancels them,
 /// not when a `map_async` is cancelled, nor when an executor `map` is dropped (which revoked
 /// nothing in the rings).
+/// An executor of `workers` processes started with `m`.
+fn executor(m: StartMethod, workers: usize) -> multiproc::Result<multiproc::Executor> {
+    multiproc::Executor::builder()
+        .max_workers(workers)
+        .start_method(m)
+        .build()
+}
+
 fn cancelled_tasks_never_run(m: StartMethod) -> Outcome {
     let dir = scratch("cancelled");
     let log = |what: &str| dir.join(what).to_string_lossy().to_string();
 
     // Moved to an idle worker.
-    let ex = multiproc::Executor::builder()
-        .max_workers(2)
-        .start_method(m)
-        .build()?;
+    let ex = executor(m, 2)?;
     let path = log("moved");
     let a = ex.submit(slow_square, (1, 300));
     let b = ex.submit(slow_square, (2, 1500));
@@ -549,10 +554,7 @@ fn cancelled_tasks_never_run(m: StartMethod) -> Outcome {
     );
 
     // Queued on a worker that dies.
-    let ex = multiproc::Executor::builder()
-        .max_workers(1)
-        .start_method(m)
-        .build()?;
+    let ex = executor(m, 1)?;
     let path = log("dead");
     let a = ex.submit(dies_after, 400);
     std::thread::sleep(Duration::from_millis(50));
@@ -569,10 +571,7 @@ fn cancelled_tasks_never_run(m: StartMethod) -> Outcome {
     );
 
     // Cancelled by the shutdown.
-    let ex = multiproc::Executor::builder()
-        .max_workers(2)
-        .start_method(m)
-        .build()?;
+    let ex = executor(m, 2)?;
     let path = log("shutdown");
     let a = ex.submit(slow_square, (1, 300));
     let b = ex.submit(slow_square, (2, 1500));
@@ -594,10 +593,7 @@ fn cancelled_tasks_never_run(m: StartMethod) -> Outcome {
     // second for 1.5 s), the others are queued; none of those may run after the cancel (a
     // worker that started late may have run some before it).
     for how in ["map_async", "dropped map"] {
-        let ex = multiproc::Executor::builder()
-            .max_workers(2)
-            .start_method(m)
-            .build()?;
+        let ex = executor(m, 2)?;
         let path = log(&how.replace(' ', "-"));
         let items: Vec<_> = [(0, 300), (1, 1500), (2, 0), (3, 0), (4, 0), (5, 0)]
             .into_iter()
