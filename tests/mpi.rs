@@ -6,9 +6,11 @@
 //!
 //! `cargo test --features mpi --test mpi` (Open MPI's `mpirun` on the `PATH`).
 
-use std::io::Read;
+use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use libtest_mimic::{Arguments, Failed, Trial};
@@ -514,7 +516,8 @@ fn descendant() -> Outcome {
 /// The argument of a plain child of rank 0 (see [`descendant`]).
 const PLAIN_CHILD: &str = "--plain-child";
 
-/// What one mpirun run gave.
+/// What one mpirun run gave: `code` is None when mpirun was killed by a signal, or killed here
+/// after it outlived its ranks (see [`LAUNCHER_TEARDOWN`]).
 struct Run {
     code: Option<i32>,
     output: String,
@@ -522,6 +525,10 @@ struct Run {
 }
 
 const RUN_LIMIT: Duration = Duration::from_secs(120);
+
+/// How long mpirun may outlive the last of its ranks before it is taken as hung in its own
+/// teardown (it ends within a second when it does not hang).
+const LAUNCHER_TEARDOWN: Duration = Duration::from_secs(15);
 
 /// One `mpirun` at a time: Open MPI 4.1's launchers started together can collide on their
 /// session directories (`orte_session_dir failed`), and the machine is small.
@@ -552,42 +559,105 @@ fn mpirun(ranks: &[(&Path, u32)], name: &str) -> Result<Run, Failed> {
         .stderr(Stdio::piped())
         .spawn()
         .map_err(|e| format!("cannot run mpirun: {e}"))?;
-    let mut stdout = child.stdout.take().ok_or("no stdout")?;
-    let mut stderr = child.stderr.take().ok_or("no stderr")?;
-    let out = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = stdout.read_to_string(&mut s);
-        s
-    });
-    let err = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = stderr.read_to_string(&mut s);
-        s
-    });
+    let stdout = child.stdout.take().ok_or("no stdout")?;
+    let stderr = child.stderr.take().ok_or("no stderr")?;
+    // What the job prints, kept as it arrives: a hung job's output is read while it hangs.
+    let printed = Arc::new(Mutex::new(String::new()));
+    let readers = [
+        keep_reading(stdout, Arc::clone(&printed)),
+        keep_reading(stderr, Arc::clone(&printed)),
+    ];
+    let mut all_ended_since: Option<Instant> = None;
+    let mut looked = Instant::now();
     let status = loop {
         if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
-            break status;
+            break Some(status);
+        }
+        if looked.elapsed() > Duration::from_millis(200) {
+            looked = Instant::now();
+            let ranks = children_of(child.id());
+            if !ranks.is_empty() && ranks.iter().all(|&(_, state)| state == 'Z') {
+                if all_ended_since.get_or_insert(looked).elapsed() > LAUNCHER_TEARDOWN {
+                    // Every rank has ended, and the launcher has not: Debian's Open MPI 4.1
+                    // mpirun can hang in its own teardown (`PMIx_server_finalize`) after a job
+                    // ends abnormally. What the ranks did is all there is to check.
+                    eprintln!(
+                        "mpirun outlived its ranks by {LAUNCHER_TEARDOWN:?} (hung in its own teardown): killed"
+                    );
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    break None;
+                }
+            } else {
+                all_ended_since = None;
+            }
         }
         if started.elapsed() > RUN_LIMIT {
+            // What still runs of the job, before it is ended.
+            let left = Command::new("ps")
+                .args(["-o", "pid,ppid,stat,wchan:24,args", "--ppid"])
+                .arg(child.id().to_string())
+                .output()
+                .map(|out| String::from_utf8_lossy(&out.stdout).into_owned())
+                .unwrap_or_default();
             // SAFETY: signals our own child, mpirun, which ends its job on SIGTERM.
             unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
             std::thread::sleep(Duration::from_secs(5));
             let _ = child.kill();
             let _ = child.wait();
-            return Err(format!("mpirun still ran after {RUN_LIMIT:?}: a hang").into());
+            let printed = printed.lock().map(|s| s.clone()).unwrap_or_default();
+            return Err(format!(
+                "mpirun still ran after {RUN_LIMIT:?}: a hang. Its ranks:\n{left}It printed:\n{printed}"
+            )
+            .into());
         }
         std::thread::sleep(Duration::from_millis(20));
     };
     let took = started.elapsed();
-    let output = format!(
-        "{}{}",
-        out.join().unwrap_or_default(),
-        err.join().unwrap_or_default()
-    );
+    for reader in readers {
+        let _ = reader.join();
+    }
+    let mut output = printed.lock().map(|s| s.clone()).unwrap_or_default();
+    if status.is_none() {
+        output.push_str(&format!(
+            "(every rank had ended for {LAUNCHER_TEARDOWN:?} and mpirun had not: it was killed)\n"
+        ));
+    }
     Ok(Run {
-        code: status.code(),
+        code: status.and_then(|status| status.code()),
         output,
         took,
+    })
+}
+
+/// The children of `parent` and their states (`R`, `S`, `Z`...), from `/proc`.
+fn children_of(parent: u32) -> Vec<(u32, char)> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|entry| {
+            let pid: u32 = entry.ok()?.file_name().to_str()?.parse().ok()?;
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            // `pid (comm) state ppid ...`: the command may hold spaces and parentheses.
+            let mut after = stat[stat.rfind(')')? + 1..].split_whitespace();
+            let state = after.next()?.chars().next()?;
+            let ppid: u32 = after.next()?.parse().ok()?;
+            (ppid == parent).then_some((pid, state))
+        })
+        .collect()
+}
+
+/// Appends what `from` yields, line by line, to `to` until its end.
+fn keep_reading(from: impl Read + Send + 'static, to: Arc<Mutex<String>>) -> JoinHandle<()> {
+    std::thread::spawn(move || {
+        for line in BufReader::new(from).lines() {
+            let Ok(line) = line else { break };
+            if let Ok(mut to) = to.lock() {
+                to.push_str(&line);
+                to.push('\n');
+            }
+        }
     })
 }
 
