@@ -150,11 +150,15 @@ impl Tasks {
     /// kernel compares `seq`; the `task_done` looks at `joiners` after its bump). The sleep
     /// lasts at most a [`SLICE`]: a process killed between counting the last task done and
     /// its wake-up call costs the joiners that much, never a hang.
+    ///
+    /// As Python's join, it returns once the count has reached zero since it began, even if a
+    /// `put` raised it again before the joiner ran: `seq` moved.
     fn join_until(&self, deadline: Option<Instant>) -> Result<bool> {
         let zero = &*self.zero;
+        let began = zero.seq.load(Ordering::SeqCst);
         loop {
             let seen = zero.seq.load(Ordering::SeqCst);
-            if self.unfinished.get_value() == 0 {
+            if seen != began || self.unfinished.get_value() == 0 {
                 return Ok(true);
             }
             let now = Instant::now();
@@ -305,7 +309,9 @@ impl<T> JoinableQueue<T> {
     }
 
     /// Waits until every item put so far has been taken and marked done with
-    /// [`task_done`](Self::task_done). Python's `join()`.
+    /// [`task_done`](Self::task_done). Python's `join()`: it returns once the count of
+    /// unfinished items has reached zero, even if a `put` raised it again before this thread
+    /// ran.
     ///
     /// ```
     /// # fn main() -> multiproc::Result<()> {
@@ -578,5 +584,26 @@ mod tests {
         q.tasks.unfinished.try_acquire().unwrap().forget();
         let joined = rx.recv_timeout(Duration::from_secs(5));
         assert_eq!(joined, Ok(Ok(())), "join slept on with nothing unfinished");
+    }
+
+    /// Python's join returns once the count has reached zero, even if a `put` raised it
+    /// again before the joiner ran: the work it waited for is done.
+    #[test]
+    fn join_returns_after_a_zero_that_a_put_ended_at_once() {
+        let q = JoinableQueue::<u8>::new().unwrap();
+        q.put(1).unwrap();
+        std::thread::scope(|s| {
+            let joiner = s.spawn(|| q.join_timeout(Duration::from_secs(10)).unwrap());
+            // The joiner asleep on the count's word.
+            let asleep = Instant::now() + Duration::from_secs(10);
+            while q.tasks.zero.joiners.load(Ordering::SeqCst) == 0 && Instant::now() < asleep {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            q.get().unwrap();
+            q.task_done().unwrap();
+            q.put(2).unwrap();
+            assert!(joiner.join().unwrap(), "join missed the moment nothing was unfinished");
+            assert_eq!(q.unfinished_tasks(), 1);
+        });
     }
 }
