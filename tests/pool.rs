@@ -33,6 +33,15 @@ fn pid_of(_n: u32) -> u32 {
     std::process::id()
 }
 
+/// Ignores SIGTERM, says so in the file at `ready`, then sleeps `millis`.
+#[process]
+fn deaf_sleep(ready: String, millis: u64) {
+    // SAFETY: sets the disposition of one signal in this worker process.
+    unsafe { libc::signal(libc::SIGTERM, libc::SIG_IGN) };
+    write_line(&ready, "deaf");
+    std::thread::sleep(Duration::from_millis(millis));
+}
+
 #[process]
 fn slow_square(n: u64, millis: u64) -> u64 {
     std::thread::sleep(Duration::from_millis(millis));
@@ -3618,6 +3627,27 @@ fn deaths_with_one_task_per_child(m: StartMethod) -> Outcome {
 
 /// `terminate` while large results and arguments are on their way: the map fails with
 /// `Terminated`, promptly, and nothing is left behind.
+/// `terminate` fails what waits at once: the results can never come. They used to fail only
+/// once the workers were reaped, which a worker that ignores SIGTERM holds up for the
+/// driver's grace, and a loaded machine for seconds.
+fn terminate_fails_results_before_reaping(m: StartMethod) -> Outcome {
+    let pool = pool(m, 1)?;
+    let worker = pool.apply(pid_of, 0)? as i32;
+    let ready = scratch("deaf").join("ready");
+    let ready_path = ready.to_string_lossy().into_owned();
+    let pending = pool.apply_async(deaf_sleep, (ready_path, 30_000));
+    read_when_ready(&ready, LONG)?;
+    pool.terminate();
+    let outcome = pending.get_timeout(LONG).map_err(|e| e.kind());
+    // Still within the grace its SIGTERM gets (a second), since it ignores it.
+    let alive = !common::is_gone(worker);
+    check_eq!(outcome, Err(ErrorKind::Terminated));
+    check!(alive, "the result failed only once its worker was gone");
+    pool.join()?;
+    check!(common::is_gone(worker), "a terminated pool's worker lives on");
+    Ok(())
+}
+
 fn terminate_mid_transfer(m: StartMethod) -> Outcome {
     // The fork server (for forkserver) is up before the count.
     drop(pool(m, 1)?);
@@ -3641,7 +3671,7 @@ fn terminate_mid_transfer(m: StartMethod) -> Outcome {
         );
         check!(
             t.elapsed() < Duration::from_secs(5),
-            "took {:?}",
+            "{what}: took {:?}",
             t.elapsed()
         );
         pool.join()?;
@@ -4395,6 +4425,7 @@ fn main() {
         imap_edges,
         deaths_with_one_task_per_child,
         terminate_mid_transfer,
+        terminate_fails_results_before_reaping,
         concurrent_calls_with_deaths,
         messages_at_the_bulk_slot_size,
         pool_in_a_pool_worker,

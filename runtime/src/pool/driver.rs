@@ -1677,6 +1677,12 @@ impl Drop for Driver {
     /// However the driver ends (normally, on an error, by a panic, or never started), its
     /// workers are reaped and whatever still waits fails with a clear error.
     fn drop(&mut self) {
+        // Terminated: what waits fails before the workers are killed and reaped (a second's
+        // grace for each that ignores SIGTERM, longer on a loaded machine), since its results
+        // can never come. `join` waits for the workers.
+        if self.shared.lock().lifecycle == Lifecycle::Terminated {
+            self.shared.finish();
+        }
         self.shut_down();
         self.shared.finish();
     }
