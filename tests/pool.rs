@@ -776,6 +776,57 @@ fn slow_to_read(n: u64) -> SlowToRead {
     SlowToRead(n)
 }
 
+/// A result whose decoding in the parent takes 20 ms (a driver slower to take results than
+/// the workers are to make them).
+#[derive(Debug, Serialize)]
+struct SlowishToRead(u64);
+
+impl<'de> Deserialize<'de> for SlowishToRead {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let n = u64::deserialize(d)?;
+        std::thread::sleep(Duration::from_millis(20));
+        Ok(SlowishToRead(n))
+    }
+}
+
+/// Leaves a file named `n` in `dir` as it starts.
+#[process]
+fn noted_slowish(n: u64, dir: String) -> SlowishToRead {
+    write_line(&format!("{dir}/{n}"), "");
+    SlowishToRead(n)
+}
+
+/// `terminate` stops a map whose results stream back: the driver took every reply that waited
+/// and handed each worker its next task before it looked at the pool's state again, so while
+/// results came faster than it took them (large ones, slow to decode) it went on to the end of
+/// the queue, and what waited failed only then.
+fn terminate_while_results_stream(m: StartMethod) -> Outcome {
+    let pool = pool(m, 2)?;
+    let dir = scratch("streaming");
+    let path = dir.to_string_lossy().into_owned();
+    let started = || std::fs::read_dir(&dir).map(|d| d.count()).unwrap_or(0);
+    let pending = pool.map_async_chunked(noted_slowish, (0..200).map(|n| (n, path.clone())), 1);
+    let begun = Instant::now();
+    while started() < 6 {
+        check!(begun.elapsed() < LONG, "the map never got going");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    pool.terminate();
+    let at_terminate = started();
+    let outcome = pending.get_timeout(LONG).map(drop).map_err(|e| e.kind());
+    pool.join()?;
+    let after = started();
+    check_eq!(outcome, Err(ErrorKind::Terminated));
+    // The tasks the workers already had (one running and one queued behind, each), and one
+    // being handed over as the pool was terminated.
+    check!(
+        after - at_terminate <= 6,
+        "{} tasks started after terminate ({at_terminate} before)",
+        after - at_terminate
+    );
+    Ok(())
+}
+
 fn cancel_while_delivering(m: StartMethod) -> Outcome {
     // A cancel that comes while the driver decodes the result: if it says it cancelled (true),
     // the result is the Cancelled error, not the value.
@@ -3644,7 +3695,10 @@ fn terminate_fails_results_before_reaping(m: StartMethod) -> Outcome {
     check_eq!(outcome, Err(ErrorKind::Terminated));
     check!(alive, "the result failed only once its worker was gone");
     pool.join()?;
-    check!(common::is_gone(worker), "a terminated pool's worker lives on");
+    check!(
+        common::is_gone(worker),
+        "a terminated pool's worker lives on"
+    );
     Ok(())
 }
 
@@ -4426,6 +4480,7 @@ fn main() {
         deaths_with_one_task_per_child,
         terminate_mid_transfer,
         terminate_fails_results_before_reaping,
+        terminate_while_results_stream,
         concurrent_calls_with_deaths,
         messages_at_the_bulk_slot_size,
         pool_in_a_pool_worker,

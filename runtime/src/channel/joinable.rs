@@ -602,7 +602,10 @@ mod tests {
             q.get().unwrap();
             q.task_done().unwrap();
             q.put(2).unwrap();
-            assert!(joiner.join().unwrap(), "join missed the moment nothing was unfinished");
+            assert!(
+                joiner.join().unwrap(),
+                "join missed the moment nothing was unfinished"
+            );
             assert_eq!(q.unfinished_tasks(), 1);
         });
     }

@@ -599,6 +599,12 @@ impl Driver {
     }
 
     fn dispatch(&mut self) {
+        // Terminated: nothing more goes out. The driver takes the replies of the tasks its
+        // workers already have (one running, one queued behind) before it looks at the
+        // pool's state again, and each of them used to hand its worker the next task.
+        if self.shared.lock().lifecycle == Lifecycle::Terminated {
+            return;
+        }
         self.dispatch_idle();
         // Every idle worker has a task, and more wait: a second one goes behind each running
         // task (not with `maxtasksperchild`, whose workers exit after their last task, nor
@@ -782,7 +788,7 @@ impl Driver {
             for i in 0..self.workers.len() {
                 let worker = &self.workers[i];
                 if worker.awaits_ring() && worker.link.rings.reply_waiting() {
-                    while self.take_ring_reply(i) {}
+                    self.take_ring_replies(i);
                     took = true;
                 }
             }
@@ -926,7 +932,7 @@ impl Driver {
             // A look at the ring costs no system call: every worker that may have replied
             // there, rung or not.
             if ringing[i] {
-                while self.take_ring_reply(i) {}
+                self.take_ring_replies(i);
             }
             if trio[0].revents & !libc::POLLOUT != 0 || buffered[i] {
                 self.read_reply(i);
@@ -983,6 +989,18 @@ impl Driver {
             }
         };
         self.take_reply(i, reply, body)
+    }
+
+    /// Takes the replies waiting in worker `i`'s ring, at most as many as it can have in
+    /// flight (the task it runs and the one queued behind): each hands it its next task, and a
+    /// worker whose replies came faster than the driver took them kept it from the other
+    /// workers, the timeouts and the pool's state for as long as the queue lasted.
+    fn take_ring_replies(&mut self, i: usize) {
+        for _ in 0..2 {
+            if !self.take_ring_reply(i) {
+                return;
+            }
+        }
     }
 
     /// Takes the reply worker `i` put in its ring, if it did: `true` when that completed a
