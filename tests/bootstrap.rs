@@ -515,7 +515,7 @@ fn touched_binary_still_starts_children() -> Outcome {
 
 /// `set_executable` naming what cannot be this program's build: a program that is not
 /// multiproc's (exits at once, or fails on the child's flag), a script, a file that is not
-/// executable, a missing file, a directory. Each `spawn` start fails soon with an error that names the
+/// executable, a missing file, a directory, another build. Each `spawn` start fails soon with an error that names the
 /// binary and says what went wrong; no child is left, no descriptor leaks; the next start with
 /// the default binary works.
 fn set_executable_not_a_multiproc_program() -> Outcome {
@@ -526,6 +526,8 @@ fn set_executable_not_a_multiproc_program() -> Outcome {
     let plain = dir.join("plain");
     std::fs::write(&plain, "not a program\n")?;
     let missing = dir.join("missing");
+    let changed = dir.join("changed-copy");
+    copy_with_comment_changed(&std::env::current_exe()?, &changed)?;
     let exited = "exited during its bootstrap without answering";
     let cases: Vec<(std::path::PathBuf, &str)> = vec![
         ("/bin/true".into(), exited),
@@ -534,6 +536,8 @@ fn set_executable_not_a_multiproc_program() -> Outcome {
         (plain.clone(), "cannot execute"),
         (missing.clone(), "cannot execute"),
         (dir.clone(), "cannot execute"),
+        // Another build (refused by the child: a `multiproc` program that says why).
+        (changed.clone(), "is not the parent's build"),
     ];
     // Started once before the count: the library's own descriptors are made.
     let warm = Process::new(ok_worker, ()).with_start_method(StartMethod::Spawn);
