@@ -1441,9 +1441,10 @@ fn write_garbage(case: u32, server: i32) -> Result<Vec<std::os::unix::net::UnixS
     Ok(keep)
 }
 
-/// Garbage of each kind on the fork server's socket, then starts: the one that meets it may
-/// fail (saying why: the server may have forked its child, which is not asked twice), the
-/// next one runs its child, and none waits long.
+/// Garbage of each kind on the fork server's socket, then starts: the one that meets it runs
+/// its child once, on a new server, unless the garbage made the server fork a child for it:
+/// that start fails, saying why (its child may run, and is not asked twice), and the next one
+/// runs its child. None waits long. The first start used to fail whatever the garbage.
 #[process]
 fn garbage_scenario(dir: String) {
     let outcome = (|| -> Result<(), String> {
@@ -1459,14 +1460,12 @@ fn garbage_scenario(dir: String) {
                 let path = format!("{dir}/after{case}-{attempt}");
                 let started = start_served(pid_and_exit, (path.clone(), 7));
                 if began.elapsed() > Duration::from_secs(10) {
-                    return Err(format!(
-                        "case {case}: a start took {:?}",
-                        began.elapsed()
-                    ));
+                    return Err(format!("case {case}: a start took {:?}", began.elapsed()));
                 }
                 match started {
                     Ok(p) => {
-                        check_pid(&p, &path)?;
+                        check_pid(&p, &path)
+                            .map_err(|e| format!("case {case}, start {attempt}: {e}"))?;
                         match p.join_timeout(LONG).map_err(|e| e.to_string())? {
                             Some(7) => {}
                             other => return Err(format!("case {case}: joined with {other:?}")),
@@ -1474,7 +1473,16 @@ fn garbage_scenario(dir: String) {
                         ran = true;
                         break;
                     }
-                    Err(err) if attempt == 0 && err.contains("it was not asked again") => {}
+                    // A forged request the server answered (3, 4) puts its answer before the
+                    // next start's, and half a request (0) may make the server read the
+                    // start's request shifted, as another well-formed one: that start's child
+                    // may then have been forked, and run. Otherwise the server died before a
+                    // byte of the start's bootstrap was read, and the start is asked again of
+                    // a new one.
+                    Err(err)
+                        if attempt == 0
+                            && matches!(case, 0 | 3 | 4)
+                            && err.contains("it was not asked again") => {}
                     Err(err) => return Err(format!("case {case}, start {attempt}: {err}")),
                 }
             }
@@ -1491,6 +1499,11 @@ fn garbage_scenario(dir: String) {
         &format!("{dir}/outcome"),
         &outcome.err().unwrap_or_else(|| "ok".to_string()),
     );
+    // A failed case leaves its sleeper, which the exit would wait for.
+    for child in multiproc::active_children() {
+        let _ = child.kill();
+        let _ = child.join_timeout(LONG);
+    }
 }
 
 fn forkserver_garbage() -> Outcome {

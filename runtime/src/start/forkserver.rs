@@ -311,9 +311,15 @@ pub(crate) fn launch_process(launch: Launch, fds: &[RawFd]) -> Result<Popen> {
                 Ok(popen) => break (popen, build),
                 // A child forked with its bootstrap waiting runs without the parent: a
                 // request the server may have had is never asked again (two children would
-                // run for one start).
+                // run for one start), unless no child can run it: its bootstrap, taken back
+                // whole, was read by none (a server that died of garbage on its stream, or
+                // was killed for an answer out of step, before it came to the request).
                 Err(failed) if early && failed.delivered => {
                     client.take();
+                    if op == OP_FORK_READY && !restarted && failed.take_back() {
+                        restarted = true;
+                        continue;
+                    }
                     return Err(Error::new(
                         ErrorKind::ForkServer,
                         "the fork server failed after it was asked for the child, which may \
@@ -417,6 +423,7 @@ impl ForkServer {
         let before = |err: Error| Failed {
             err,
             delivered: false,
+            waiting: None,
         };
         // Made, and the server's answer received, under the lock a fork holds (see
         // `fd::made`): the pool's driver thread asks for workers beside the caller's forks,
@@ -445,11 +452,20 @@ impl ForkServer {
             ))
         })?;
         prepare(&parent_end).map_err(before)?;
+        // What waits for the child: the bootstrap `prepare` wrote, if any.
+        let queued = sys::unread_bytes(child_end.as_fd()).unwrap_or(0);
         let mut delivered = false;
-        let answer = self.answer(op, &child_end, room, &mut delivered);
-        drop(child_end);
-        let (pid, status, pidfd) = answer.map_err(|err| Failed { err, delivered })?;
-        Ok(Popen::served(pid, parent_end, status, pidfd))
+        match self.answer(op, &child_end, room, &mut delivered) {
+            Ok((pid, status, pidfd)) => {
+                drop(child_end);
+                Ok(Popen::served(pid, parent_end, status, pidfd))
+            }
+            Err(err) => Err(Failed {
+                err,
+                delivered,
+                waiting: (delivered && queued > 0).then_some((child_end, queued)),
+            }),
+        }
     }
 
     /// Kills a server whose stream cannot be trusted any more, and says so: a
@@ -564,6 +580,33 @@ impl ForkServer {
 struct Failed {
     err: Error,
     delivered: bool,
+    /// A delivered request's copy of the child's end of its control socket, and how many
+    /// bootstrap bytes waited on it when the request went.
+    waiting: Option<(LibraryFd<UnixStream>, usize)>,
+}
+
+impl Failed {
+    /// Takes back the bootstrap that waited for the child of a delivered request: whether
+    /// every byte of it was still there. A byte is read once, so then no process read any of
+    /// it (not the server, which reads it before it forks, nor a child forked for a request
+    /// that garbage before it made the server misread), and none can any more: no child runs
+    /// it, and one forked for it finds its socket empty, and ends when the parent's end closes.
+    fn take_back(&self) -> bool {
+        let Some((end, queued)) = &self.waiting else {
+            return false;
+        };
+        let mut bytes = vec![0u8; *queued];
+        let mut taken = 0;
+        while taken < *queued {
+            match sys::recv_now(end.as_fd(), &mut bytes[taken..]) {
+                Ok(0) => break,
+                Ok(n) => taken += n,
+                Err(err) if err.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => break,
+            }
+        }
+        taken == *queued
+    }
 }
 
 impl Drop for ForkServer {
