@@ -118,7 +118,8 @@ fn lazy_fork_scenario(mode: &str) -> i32 {
 fn touched_scenario() -> i32 {
     let start = |method: StartMethod| {
         let p = Process::new(ok_worker, ()).with_start_method(method);
-        p.start().and_then(|()| p.join_timeout(Duration::from_secs(30)))
+        p.start()
+            .and_then(|()| p.join_timeout(Duration::from_secs(30)))
     };
     if let Err(err) = start(StartMethod::Spawn) {
         eprintln!("before the touch: {}", common::chain(&err));
@@ -565,7 +566,11 @@ fn set_executable_not_a_multiproc_program() -> Outcome {
                 path.display(),
                 began.elapsed()
             );
-            check!(chain.contains(says), "{} ({method}): {chain}", path.display());
+            check!(
+                chain.contains(says),
+                "{} ({method}): {chain}",
+                path.display()
+            );
             check!(
                 chain.contains(&path.display().to_string()),
                 "{} ({method}): the binary is not named: {chain}",
