@@ -165,6 +165,7 @@ pub(crate) const EXIT_SERVER_DIED: i32 = 255;
 
 /// The parent's half of the bootstrap, without waiting for the answer: the credential (a
 /// spawned child's), the build identity, the role and the descriptors, all before `deadline`.
+/// Returns how many bytes of frames it wrote (the descriptors' message not counted).
 pub(crate) fn send(
     control: &UnixStream,
     credential: Option<&Credential>,
@@ -172,7 +173,7 @@ pub(crate) fn send(
     role: &Role,
     fds: &[RawFd],
     deadline: Option<Instant>,
-) -> Result<()> {
+) -> Result<usize> {
     // The frames in one write; the descriptors after them, in a message of their own.
     let mut frames = wire::Frames::default();
     if let Some(credential) = credential {
@@ -181,7 +182,8 @@ pub(crate) fn send(
     frames.push(build)?;
     frames.push(role)?;
     frames.send_until(control, deadline)?;
-    wire::send_fds_until(control, fds, deadline)
+    wire::send_fds_until(control, fds, deadline)?;
+    Ok(frames.len())
 }
 
 /// Parent side of the handshake (spawn, forkserver): sends the credential (a spawned child's),
@@ -207,7 +209,8 @@ pub(crate) fn handshake(
         role,
         fds,
         deadline,
-    );
+    )
+    .map(drop);
     let reply = wire::recv::<ChildMessage>(control, deadline);
     let failure = match (sent, reply) {
         (Ok(()), Ok(Some(ChildMessage::Ready))) => return Ok(()),

@@ -304,7 +304,7 @@ pub(crate) fn launch_process(launch: Launch, fds: &[RawFd]) -> Result<Popen> {
                 if early {
                     crate::bootstrap::send(control, None, &build, &role, fds, deadline)
                 } else {
-                    Ok(())
+                    Ok(0)
                 }
             });
             match sent {
@@ -408,17 +408,17 @@ impl ForkServer {
     /// Asks the server to fork a child (`OP_FORK`: the caller does the bootstrap) or a copy of
     /// itself (`OP_CLONE`).
     fn request(&self, op: u8) -> Result<Popen> {
-        self.request_with(op, |_| Ok(()))
+        self.request_with(op, |_| Ok(0))
             .map_err(|failed| failed.err)
     }
 
     /// [`request`](Self::request), with `prepare` called on the parent's end of the child's
-    /// control socket before the request goes: what it writes there is waiting for the child
-    /// when it starts.
+    /// control socket before the request goes: what it writes there (it returns how many
+    /// bytes) is waiting for the child when it starts.
     fn request_with(
         &self,
         op: u8,
-        prepare: impl FnOnce(&UnixStream) -> Result<()>,
+        prepare: impl FnOnce(&UnixStream) -> Result<usize>,
     ) -> std::result::Result<Popen, Failed> {
         let before = |err: Error| Failed {
             err,
@@ -451,9 +451,8 @@ impl ForkServer {
                 err,
             ))
         })?;
-        prepare(&parent_end).map_err(before)?;
         // What waits for the child: the bootstrap `prepare` wrote, if any.
-        let queued = sys::unread_bytes(child_end.as_fd()).unwrap_or(0);
+        let queued = prepare(&parent_end).map_err(before)?;
         let mut delivered = false;
         match self.answer(op, &child_end, room, &mut delivered) {
             Ok((pid, status, pidfd)) => {
