@@ -496,6 +496,23 @@ fn set_executable_other_bytes_is_another_build() -> Outcome {
     Ok(())
 }
 
+/// An exact copy of this binary at a path that is not UTF-8 (a Linux path is bytes) is the
+/// same build: its start used to fail with `BuildMismatch`, the parent's build identity made
+/// from the path with its bytes replaced, a file that does not exist.
+fn set_executable_path_not_utf8() -> Outcome {
+    use std::os::unix::ffi::OsStrExt;
+    let dir = scratch("notutf8");
+    let copy = dir.join(std::ffi::OsStr::from_bytes(b"copy-\xff\xfe"));
+    std::fs::copy(std::env::current_exe()?, &copy)?;
+    multiproc::set_executable(Some(copy.clone()));
+    let p = Process::new(ok_worker, ()).with_start_method(StartMethod::Spawn);
+    let result = p.start().and_then(|()| p.join());
+    multiproc::set_executable(None);
+    check_eq!(result?, 0);
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
 // ---------------------------------------------------------------------------------------------
 // The binary changed on disk, or not a multiproc program
 
@@ -607,6 +624,7 @@ fn main() {
         forged_bootstrap_from_the_same_binary,
         forged_bootstrap_through_another_parent,
         set_executable_other_bytes_is_another_build,
+        set_executable_path_not_utf8,
         touched_binary_still_starts_children,
         set_executable_not_a_multiproc_program,
         fork_pool_beside_lazy_initialisation,
