@@ -25,6 +25,8 @@ use serde::Serialize;
 
 const SCENARIO: &str = "MULTIPROC_TEST_SCENARIO";
 const DELAY: &str = "MULTIPROC_TEST_DELAY_US";
+/// Set for the `touched` scenario: its binary is deleted, not touched.
+const DELETE: &str = "MULTIPROC_TEST_DELETE";
 
 #[process]
 fn square(n: u64) -> u64 {
@@ -113,8 +115,9 @@ fn lazy_fork_scenario(mode: &str) -> i32 {
 }
 
 /// Starts a `spawn` child, then sets the modification time of this process's own binary (no
-/// byte of it changes: a running binary cannot be written), then starts a `spawn` child and
-/// the first fork server: each must run. Exits 0 when they all did.
+/// byte of it changes: a running binary cannot be written), or deletes it (with `DELETE`),
+/// then starts a `spawn` child and the first fork server: each must run. Exits 0 when they
+/// all did.
 fn touched_scenario() -> i32 {
     let start = |method: StartMethod| {
         let p = Process::new(ok_worker, ()).with_start_method(method);
@@ -125,11 +128,22 @@ fn touched_scenario() -> i32 {
         eprintln!("before the touch: {}", common::chain(&err));
         return 1;
     }
-    let touched = std::env::current_exe()
-        .and_then(std::fs::File::open)
-        .and_then(|exe| exe.set_modified(std::time::SystemTime::now() + Duration::from_secs(100)));
-    if let Err(err) = touched {
-        eprintln!("cannot touch the binary: {err}");
+    let exe = match std::env::current_exe() {
+        Ok(exe) => exe,
+        Err(err) => {
+            eprintln!("no binary: {err}");
+            return 2;
+        }
+    };
+    let changed = if std::env::var_os(DELETE).is_some() {
+        std::fs::remove_file(&exe)
+    } else {
+        std::fs::File::open(&exe).and_then(|exe| {
+            exe.set_modified(std::time::SystemTime::now() + Duration::from_secs(100))
+        })
+    };
+    if let Err(err) = changed {
+        eprintln!("cannot change the binary: {err}");
         return 2;
     }
     let mut code = 0;
@@ -517,7 +531,8 @@ fn set_executable_path_not_utf8() -> Outcome {
 // The binary changed on disk, or not a multiproc program
 
 /// A binary whose modification time changed while it ran (`touch`, `rsync -t`, a build tool)
-/// runs the same code: its `spawn` and fork-server children start. They failed with
+/// runs the same code: its `spawn` and fork-server children start; so do those of a binary
+/// deleted while it runs. They failed with
 /// `BuildMismatch` ("rebuild and start again") for the rest of the process's life once it had
 /// started a child before the touch (its build identity, made then, held the old time).
 fn touched_binary_still_starts_children() -> Outcome {
@@ -527,6 +542,10 @@ fn touched_binary_still_starts_children() -> Outcome {
     std::fs::copy(std::env::current_exe()?, &copy)?;
     // The scenario says why it failed on its standard error.
     check_eq!(run_scenario_of(&copy, "touched", &[], LONG * 2)?, Some(0));
+    // Deleted: its children run from the running binary all the same.
+    std::fs::copy(std::env::current_exe()?, &copy)?;
+    let env = [(DELETE, "1".to_string())];
+    check_eq!(run_scenario_of(&copy, "touched", &env, LONG * 2)?, Some(0));
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }
