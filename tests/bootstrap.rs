@@ -25,6 +25,8 @@ use serde::Serialize;
 
 const SCENARIO: &str = "MULTIPROC_TEST_SCENARIO";
 const DELAY: &str = "MULTIPROC_TEST_DELAY_US";
+/// Set for the `touched` scenario: its binary is deleted, not touched.
+const DELETE: &str = "MULTIPROC_TEST_DELETE";
 
 #[process]
 fn square(n: u64) -> u64 {
@@ -112,6 +114,55 @@ fn lazy_fork_scenario(mode: &str) -> i32 {
     code
 }
 
+/// Starts a `spawn` child, then sets the modification time of this process's own binary (no
+/// byte of it changes: a running binary cannot be written), or deletes it (with `DELETE`),
+/// then starts a `spawn` child and the first fork server: each must run. Exits 0 when they
+/// all did.
+fn touched_scenario() -> i32 {
+    let start = |method: StartMethod| {
+        let p = Process::new(ok_worker, ()).with_start_method(method);
+        p.start()
+            .and_then(|()| p.join_timeout(Duration::from_secs(30)))
+    };
+    if let Err(err) = start(StartMethod::Spawn) {
+        eprintln!("before the touch: {}", common::chain(&err));
+        return 1;
+    }
+    let exe = match std::env::current_exe() {
+        Ok(exe) => exe,
+        Err(err) => {
+            eprintln!("no binary: {err}");
+            return 2;
+        }
+    };
+    let changed = if std::env::var_os(DELETE).is_some() {
+        std::fs::remove_file(&exe)
+    } else {
+        std::fs::File::open(&exe).and_then(|exe| {
+            exe.set_modified(std::time::SystemTime::now() + Duration::from_secs(100))
+        })
+    };
+    if let Err(err) = changed {
+        eprintln!("cannot change the binary: {err}");
+        return 2;
+    }
+    let mut code = 0;
+    for method in [StartMethod::Spawn, StartMethod::ForkServer] {
+        match start(method) {
+            Ok(Some(0)) => {}
+            Ok(other) => {
+                eprintln!("{method} after the touch: ended with {other:?}");
+                code = 1;
+            }
+            Err(err) => {
+                eprintln!("{method} after the touch: {}", common::chain(&err));
+                code = 1;
+            }
+        }
+    }
+    code
+}
+
 fn spin(micros: u64) {
     let until = Instant::now() + Duration::from_micros(micros);
     while Instant::now() < until {
@@ -129,7 +180,17 @@ fn run_scenario(
     env: &[(&str, String)],
     timeout: Duration,
 ) -> Result<Option<i32>, libtest_mimic::Failed> {
-    let mut command = Command::new(std::env::current_exe()?);
+    run_scenario_of(&std::env::current_exe()?, name, env, timeout)
+}
+
+/// [`run_scenario`] with the binary `exe` (a copy of this one).
+fn run_scenario_of(
+    exe: &Path,
+    name: &str,
+    env: &[(&str, String)],
+    timeout: Duration,
+) -> Result<Option<i32>, libtest_mimic::Failed> {
+    let mut command = Command::new(exe);
     command
         .env(SCENARIO, name)
         .envs(env.iter().map(|(k, v)| (k, v)))
@@ -449,12 +510,128 @@ fn set_executable_other_bytes_is_another_build() -> Outcome {
     Ok(())
 }
 
+/// An exact copy of this binary at a path that is not UTF-8 (a Linux path is bytes) is the
+/// same build: its start used to fail with `BuildMismatch`, the parent's build identity made
+/// from the path with its bytes replaced, a file that does not exist.
+fn set_executable_path_not_utf8() -> Outcome {
+    use std::os::unix::ffi::OsStrExt;
+    let dir = scratch("notutf8");
+    let copy = dir.join(std::ffi::OsStr::from_bytes(b"copy-\xff\xfe"));
+    std::fs::copy(std::env::current_exe()?, &copy)?;
+    multiproc::set_executable(Some(copy.clone()));
+    let p = Process::new(ok_worker, ()).with_start_method(StartMethod::Spawn);
+    let result = p.start().and_then(|()| p.join());
+    multiproc::set_executable(None);
+    check_eq!(result?, 0);
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// The binary changed on disk, or not a multiproc program
+
+/// A binary whose modification time changed while it ran (`touch`, `rsync -t`, a build tool)
+/// runs the same code: its `spawn` and fork-server children start; so do those of a binary
+/// deleted while it runs. They failed with
+/// `BuildMismatch` ("rebuild and start again") for the rest of the process's life once it had
+/// started a child before the touch (its build identity, made then, held the old time).
+fn touched_binary_still_starts_children() -> Outcome {
+    let dir = scratch("touched");
+    // A copy of its own, so that the test binary itself keeps its time.
+    let copy = dir.join("copy");
+    std::fs::copy(std::env::current_exe()?, &copy)?;
+    // The scenario says why it failed on its standard error.
+    check_eq!(run_scenario_of(&copy, "touched", &[], LONG * 2)?, Some(0));
+    // Deleted: its children run from the running binary all the same.
+    std::fs::copy(std::env::current_exe()?, &copy)?;
+    let env = [(DELETE, "1".to_string())];
+    check_eq!(run_scenario_of(&copy, "touched", &env, LONG * 2)?, Some(0));
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+/// `set_executable` naming what cannot be this program's build: a program that is not
+/// multiproc's (exits at once, or fails on the child's flag), a script, a file that is not
+/// executable, a missing file, a directory, another build. Each `spawn` start fails soon with an error that names the
+/// binary and says what went wrong; no child is left, no descriptor leaks; the next start with
+/// the default binary works.
+fn set_executable_not_a_multiproc_program() -> Outcome {
+    let dir = scratch("notmultiproc");
+    let script = dir.join("script.sh");
+    std::fs::write(&script, "#!/bin/sh\nexit 0\n")?;
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
+    let plain = dir.join("plain");
+    std::fs::write(&plain, "not a program\n")?;
+    let missing = dir.join("missing");
+    let changed = dir.join("changed-copy");
+    copy_with_comment_changed(&std::env::current_exe()?, &changed)?;
+    let exited = "exited during its bootstrap without answering";
+    let cases: Vec<(std::path::PathBuf, &str)> = vec![
+        ("/bin/true".into(), exited),
+        ("/bin/sleep".into(), exited),
+        (script.clone(), exited),
+        (plain.clone(), "cannot execute"),
+        (missing.clone(), "cannot execute"),
+        (dir.clone(), "cannot execute"),
+        // Another build (refused by the child: a `multiproc` program that says why).
+        (changed.clone(), "is not the parent's build"),
+    ];
+    // Started once before the count: the library's own descriptors are made.
+    let warm = Process::new(ok_worker, ()).with_start_method(StartMethod::Spawn);
+    warm.start()?;
+    check_eq!(warm.join()?, 0);
+    let fds = common::open_fds();
+    for (path, says) in &cases {
+        // `spawn`: a fork server already running keeps its binary (and a new one is started
+        // as a spawned child is, by the same code).
+        {
+            let method = StartMethod::Spawn;
+            let began = Instant::now();
+            multiproc::set_executable(Some(path.clone()));
+            let p = Process::new(ok_worker, ()).with_start_method(method);
+            let result = p.start().and_then(|()| p.join());
+            multiproc::set_executable(None);
+            let err = match result {
+                Ok(code) => return Err(format!("{}: started, code {code}", path.display()).into()),
+                Err(err) => err,
+            };
+            let chain = common::chain(&err);
+            check!(
+                began.elapsed() < LONG,
+                "{}: took {:?}",
+                path.display(),
+                began.elapsed()
+            );
+            check!(
+                chain.contains(says),
+                "{} ({method}): {chain}",
+                path.display()
+            );
+            check!(
+                chain.contains(&path.display().to_string()),
+                "{} ({method}): the binary is not named: {chain}",
+                path.display()
+            );
+        }
+    }
+    check_eq!(common::zombie_children(), Vec::<i32>::new());
+    check_eq!(common::open_fds(), fds);
+    for method in [StartMethod::Spawn, StartMethod::ForkServer] {
+        let p = Process::new(ok_worker, ()).with_start_method(method);
+        p.start()?;
+        check_eq!(p.join()?, 0);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
 fn main() {
     multiproc::init();
     if let Ok(scenario) = std::env::var(SCENARIO) {
         let code = match scenario.as_str() {
             "lazy_pool" => lazy_fork_scenario("pool"),
             "lazy_process" => lazy_fork_scenario("process"),
+            "touched" => touched_scenario(),
             other => {
                 eprintln!("unknown scenario {other}");
                 2
@@ -466,6 +643,9 @@ fn main() {
         forged_bootstrap_from_the_same_binary,
         forged_bootstrap_through_another_parent,
         set_executable_other_bytes_is_another_build,
+        set_executable_path_not_utf8,
+        touched_binary_still_starts_children,
+        set_executable_not_a_multiproc_program,
         fork_pool_beside_lazy_initialisation,
         fork_process_beside_lazy_initialisation,
     );

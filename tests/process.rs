@@ -1340,6 +1340,181 @@ fn forkserver_stray_byte() -> Outcome {
     Ok(())
 }
 
+/// Sends `bytes` with `fds` attached (`SCM_RIGHTS`) on `sock`, without waiting for room;
+/// returns how many bytes went.
+fn send_raw(sock: i32, bytes: &[u8], fds: &[i32]) -> isize {
+    let mut iov = libc::iovec {
+        iov_base: bytes.as_ptr() as *mut libc::c_void,
+        iov_len: bytes.len(),
+    };
+    let payload = std::mem::size_of_val(fds) as u32;
+    // SAFETY: CMSG_SPACE only computes a size.
+    let mut space = vec![0u8; unsafe { libc::CMSG_SPACE(payload) } as usize];
+    // SAFETY: a zeroed msghdr is valid; its pointers are set below to live buffers.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    if !fds.is_empty() {
+        msg.msg_control = space.as_mut_ptr().cast();
+        msg.msg_controllen = space.len() as _;
+        // SAFETY: the control buffer has room for one header and `fds`.
+        unsafe {
+            let cmsg = libc::CMSG_FIRSTHDR(&msg);
+            (*cmsg).cmsg_level = libc::SOL_SOCKET;
+            (*cmsg).cmsg_type = libc::SCM_RIGHTS;
+            (*cmsg).cmsg_len = libc::CMSG_LEN(payload) as _;
+            std::ptr::copy_nonoverlapping(
+                fds.as_ptr().cast::<u8>(),
+                libc::CMSG_DATA(cmsg),
+                payload as usize,
+            );
+        }
+    }
+    // SAFETY: `msg` points to live buffers; no SIGPIPE.
+    unsafe { libc::sendmsg(sock, &msg, libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT) }
+}
+
+/// A fork server's request: magic, op, three zeros, id.
+fn forged_request(op: u8, id: u64) -> Vec<u8> {
+    let mut frame = b"MPfq".to_vec();
+    frame.extend([op, 0, 0, 0]);
+    frame.extend(id.to_le_bytes());
+    frame
+}
+
+/// Writes garbage of kind `case` on this process's socket to its fork server `server`.
+/// Returns what must stay open until the next start (our ends of sockets sent).
+fn write_garbage(case: u32, server: i32) -> Result<Vec<std::os::unix::net::UnixStream>, String> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::net::UnixStream;
+    let fds = common::peers::sockets_to(server);
+    let [sock] = fds[..] else {
+        return Err(format!("expected one socket to the server, found {fds:?}"));
+    };
+    let mut keep = Vec::new();
+    let (bytes, sent): (Vec<u8>, Vec<i32>) = match case {
+        // Half a request, and nothing after it.
+        0 => (forged_request(b'F', 1 << 40)[..8].to_vec(), vec![]),
+        // A request without its descriptor.
+        1 => (forged_request(b'F', 1 << 40), vec![]),
+        // A request with two descriptors.
+        2 => {
+            let (a, b) = UnixStream::pair().map_err(|e| e.to_string())?;
+            let fds = vec![a.as_raw_fd(), b.as_raw_fd()];
+            keep.extend([a, b]);
+            (forged_request(b'F', 1 << 40), fds)
+        }
+        // A well-formed request nobody waits for the answer of: a child on a socket of ours.
+        3 => {
+            let (a, b) = UnixStream::pair().map_err(|e| e.to_string())?;
+            let fds = vec![b.as_raw_fd()];
+            keep.extend([a, b]);
+            (forged_request(b'F', 1 << 40), fds)
+        }
+        // A request whose bootstrap declares a 4 GiB role, of which a few bytes came.
+        4 => {
+            let (a, b) = UnixStream::pair().map_err(|e| e.to_string())?;
+            let mut bootstrap = Vec::new();
+            let build = multiproc::__private::forge::encode(
+                &multiproc::__private::forge::BuildId::current(),
+            )
+            .map_err(|e| e.to_string())?;
+            bootstrap.extend((build.len() as u64).to_le_bytes());
+            bootstrap.extend(build);
+            bootstrap.extend((4u64 << 30).to_le_bytes());
+            bootstrap.extend([1, 2, 3]);
+            use std::io::Write;
+            (&a).write_all(&bootstrap).map_err(|e| e.to_string())?;
+            let fds = vec![b.as_raw_fd()];
+            keep.extend([a, b]);
+            (forged_request(b'R', 1 << 40), fds)
+        }
+        // A megabyte of noise (what fits of it).
+        _ => (vec![0xff; 1 << 20], vec![]),
+    };
+    if send_raw(sock, &bytes, &sent) <= 0 {
+        return Err(format!(
+            "cannot write on the socket: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    Ok(keep)
+}
+
+/// Garbage of each kind on the fork server's socket, then starts: the one that meets it runs
+/// its child once, on a new server, unless the garbage made the server fork a child for it:
+/// that start fails, saying why (its child may run, and is not asked twice), and the next one
+/// runs its child. None waits long. The first start used to fail whatever the garbage.
+#[process]
+fn garbage_scenario(dir: String) {
+    let outcome = (|| -> Result<(), String> {
+        for case in 0..6 {
+            let path = format!("{dir}/warm{case}");
+            let warm = start_served(pid_and_sleep, (path.clone(), 60))?;
+            check_pid(&warm, &path)?;
+            let server = server_of(&warm)?;
+            let keep = write_garbage(case, server)?;
+            let mut ran = false;
+            for attempt in 0..2 {
+                let began = Instant::now();
+                let path = format!("{dir}/after{case}-{attempt}");
+                let started = start_served(pid_and_exit, (path.clone(), 7));
+                if began.elapsed() > Duration::from_secs(10) {
+                    return Err(format!("case {case}: a start took {:?}", began.elapsed()));
+                }
+                match started {
+                    Ok(p) => {
+                        check_pid(&p, &path)
+                            .map_err(|e| format!("case {case}, start {attempt}: {e}"))?;
+                        match p.join_timeout(LONG).map_err(|e| e.to_string())? {
+                            Some(7) => {}
+                            other => return Err(format!("case {case}: joined with {other:?}")),
+                        }
+                        ran = true;
+                        break;
+                    }
+                    // A forged request the server answered (3, 4) puts its answer before the
+                    // next start's, and half a request (0) may make the server read the
+                    // start's request shifted, as another well-formed one: that start's child
+                    // may then have been forked, and run. Otherwise the server died before a
+                    // byte of the start's bootstrap was read, and the start is asked again of
+                    // a new one.
+                    Err(err)
+                        if attempt == 0
+                            && matches!(case, 0 | 3 | 4)
+                            && err.contains("it was not asked again") => {}
+                    Err(err) => return Err(format!("case {case}, start {attempt}: {err}")),
+                }
+            }
+            drop(keep);
+            if !ran {
+                return Err(format!("case {case}: no start ran its child"));
+            }
+            warm.kill().map_err(|e| e.to_string())?;
+            warm.join_timeout(LONG).map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    })();
+    write_line(
+        &format!("{dir}/outcome"),
+        &outcome.err().unwrap_or_else(|| "ok".to_string()),
+    );
+    // A failed case leaves its sleeper, which the exit would wait for.
+    for child in multiproc::active_children() {
+        let _ = child.kill();
+        let _ = child.join_timeout(LONG);
+    }
+}
+
+fn forkserver_garbage() -> Outcome {
+    let dir = scratch("garbage");
+    let p = Process::new(garbage_scenario, dir.display().to_string())
+        .with_start_method(StartMethod::Spawn);
+    check_eq!(run_scenario(&p, &dir)?, "ok");
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
 /// Appends one line to `path`: a child that ran.
 #[process]
 fn mark_ran(path: String) {
@@ -2785,6 +2960,7 @@ fn main() {
         forkserver_preload,
         many_starts_from_several_threads,
         forkserver_stray_byte,
+        forkserver_garbage,
         forkserver_start_short_of_descriptors,
         forkserver_exit_codes_outlive_server,
         forkserver_exit_codes_under_server_kills,

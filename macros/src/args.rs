@@ -253,6 +253,15 @@ fn check_name(lit: &LitStr) -> syn::Result<()> {
             "`name` must not contain whitespace, e.g. `name = \"my_app::square\"`",
         ));
     }
+    // The library registers its own entries (the pool's worker) there, without a claim a
+    // second one would collide with at build time: a user's entry of the same name made
+    // every pool fail at run time, its entry "registered twice".
+    if value.starts_with("multiproc::") {
+        return Err(syn::Error::new(
+            lit.span(),
+            "names under `multiproc::` are the library's own, e.g. `name = \"my_app::square\"`",
+        ));
+    }
     Ok(())
 }
 
@@ -321,6 +330,16 @@ mod tests {
         let args = parse(quote!(name = "a::b", crate = "::re::mp"), PROCESS_KEYS).unwrap();
         assert_eq!(args.name.as_ref().unwrap().value(), "a::b");
         assert_eq!(args.krate().to_string(), quote!(::re::mp).to_string());
+    }
+
+    #[test]
+    fn the_library_names_are_reserved() {
+        let errs = errors(quote!(name = "multiproc::pool::worker"), PROCESS_KEYS);
+        assert_eq!(
+            errs,
+            ["names under `multiproc::` are the library's own, e.g. `name = \"my_app::square\"`"]
+        );
+        assert!(parse(quote!(name = "multiprocessing::x"), PROCESS_KEYS).is_ok());
     }
 
     #[test]

@@ -110,6 +110,26 @@ fn registered_name(args: &Args, ident: &syn::Ident) -> TokenStream {
     }
 }
 
+/// `#[no_mangle]` (or `#[unsafe(no_mangle)]`) of the user's function, for the inner function
+/// that holds its body: the symbol of the user's name, as `#[export_name]`, not of the inner
+/// function's (`__multiproc_name`). At the user's span, for the edition's rules. Any other
+/// attribute as it is.
+fn exported_as(attr: syn::Attribute, ident: &syn::Ident) -> syn::Attribute {
+    let name = ident.unraw().to_string();
+    let span = attr.span();
+    match &attr.meta {
+        syn::Meta::Path(path) if path.is_ident("no_mangle") => {
+            syn::parse_quote_spanned!(span=> #[export_name = #name])
+        }
+        syn::Meta::List(list)
+            if list.path.is_ident("unsafe") && list.tokens.to_string() == "no_mangle" =>
+        {
+            syn::parse_quote_spanned!(span=> #[unsafe(export_name = #name)])
+        }
+        _ => attr,
+    }
+}
+
 /// A static whose symbol is the registered name, so that two workers registered under one name
 /// are a build error, not a child that cannot tell which one it was asked to run.
 ///
@@ -153,6 +173,10 @@ pub(crate) fn expand_fn(item: ItemFn, args: &Args) -> TokenStream {
     } = split_attrs(attrs);
 
     let ident = sig.ident.clone();
+    let on_fn: Vec<syn::Attribute> = on_fn
+        .into_iter()
+        .map(|attr| exported_as(attr, &ident))
+        .collect();
     let inner = format_ident!("__multiproc_{}", ident, span = ident.span());
     let mut inner_sig = sig.clone();
     inner_sig.ident = inner.clone();

@@ -219,6 +219,17 @@ fn check_type(ty: &Type, pos: Position, errors: &mut Errors) {
             if let Some(qself) = &path.qself {
                 check_type(&qself.ty, pos, errors);
             }
+            // Outside an impl block `Self` names nothing; in the code generated beside the
+            // function it would name the worker's unit struct, and rustc then reported that
+            // struct as not `Serialize`, after the error about `Self` itself.
+            if path.qself.is_none() && path.path.leading_colon.is_none() {
+                if let Some(first) = path.path.segments.first().filter(|s| s.ident == "Self") {
+                    errors.spanned(
+                        &first.ident,
+                        "`Self` has no meaning outside an impl block: name the type itself",
+                    );
+                }
+            }
             for segment in &path.path.segments {
                 if let PathArguments::AngleBracketed(args) = &segment.arguments {
                     for arg in &args.args {

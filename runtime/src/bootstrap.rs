@@ -165,6 +165,7 @@ pub(crate) const EXIT_SERVER_DIED: i32 = 255;
 
 /// The parent's half of the bootstrap, without waiting for the answer: the credential (a
 /// spawned child's), the build identity, the role and the descriptors, all before `deadline`.
+/// Returns how many bytes of frames it wrote (the descriptors' message not counted).
 pub(crate) fn send(
     control: &UnixStream,
     credential: Option<&Credential>,
@@ -172,7 +173,7 @@ pub(crate) fn send(
     role: &Role,
     fds: &[RawFd],
     deadline: Option<Instant>,
-) -> Result<()> {
+) -> Result<usize> {
     // The frames in one write; the descriptors after them, in a message of their own.
     let mut frames = wire::Frames::default();
     if let Some(credential) = credential {
@@ -181,7 +182,8 @@ pub(crate) fn send(
     frames.push(build)?;
     frames.push(role)?;
     frames.send_until(control, deadline)?;
-    wire::send_fds_until(control, fds, deadline)
+    wire::send_fds_until(control, fds, deadline)?;
+    Ok(frames.len())
 }
 
 /// Parent side of the handshake (spawn, forkserver): sends the credential (a spawned child's),
@@ -207,7 +209,8 @@ pub(crate) fn handshake(
         role,
         fds,
         deadline,
-    );
+    )
+    .map(drop);
     let reply = wire::recv::<ChildMessage>(control, deadline);
     let failure = match (sent, reply) {
         (Ok(()), Ok(Some(ChildMessage::Ready))) => return Ok(()),
@@ -233,19 +236,43 @@ pub(crate) fn handshake(
                 format!("the child (pid {pid}) did not answer its bootstrap within {BOOTSTRAP_TIMEOUT:?}"),
             )
         }
+        // Hung up without a word: an end of file, or a reset when it left the frames unread
+        // (a program that is not multiproc's exits without reading them), whatever became of
+        // the frames sent (a pipe broken under them, if it ended first).
+        (_, Ok(None)) => exited_during_bootstrap(key.as_ref().map(|(_, exe)| *exe)),
+        (_, Err(err)) if err.kind() == ErrorKind::Disconnected => {
+            exited_during_bootstrap(key.as_ref().map(|(_, exe)| *exe))
+        }
         (Err(err), _) => err,
         (Ok(()), Ok(Some(other))) => Error::new(
             ErrorKind::Bootstrap,
             format!("unexpected bootstrap reply {other:?}"),
         ),
-        (Ok(()), Ok(None)) => Error::new(
-            ErrorKind::Bootstrap,
-            "the child exited during its bootstrap (was `multiproc::init()` called first in main? \
-             did the child refuse its parent? it then says why on its standard error)",
-        ),
         (Ok(()), Err(err)) => err,
     };
     Err(failure)
+}
+
+/// The error of a child that ended during its bootstrap without answering, run from
+/// `executable` (a spawned child's binary: named when `set_executable` chose it).
+fn exited_during_bootstrap(executable: Option<&Path>) -> Error {
+    match executable.filter(|exe| *exe != Path::new("/proc/self/exe")) {
+        Some(exe) => Error::new(
+            ErrorKind::Bootstrap,
+            format!(
+                "the child exited during its bootstrap without answering: is {} a multiproc \
+                 program of this build, set with `set_executable`? (a child that refused its \
+                 parent says why on its standard error)",
+                exe.display()
+            ),
+        ),
+        None => Error::new(
+            ErrorKind::Bootstrap,
+            "the child exited during its bootstrap without answering (was `multiproc::init()` \
+             called first in main? did the child refuse its parent? it then says why on its \
+             standard error)",
+        ),
+    }
 }
 
 /// What a child says when it is not its parent's build: never which build either one is.

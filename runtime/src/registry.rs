@@ -295,12 +295,12 @@ impl BuildId {
         static ID: OnceLock<BuildId> = OnceLock::new();
         *ID.get_or_init(|| BuildId {
             registry: registry().fingerprint,
-            executable: executable_identity("/proc/self/exe"),
+            executable: executable_identity(std::path::Path::new("/proc/self/exe")),
         })
     }
 
     /// The identity a binary at `path` has when it runs this build's registry.
-    pub(crate) fn with_executable(path: &str) -> BuildId {
+    pub(crate) fn with_executable(path: &std::path::Path) -> BuildId {
         BuildId {
             registry: registry().fingerprint,
             executable: executable_identity(path),
@@ -360,19 +360,19 @@ pub(crate) fn same_code(a: &std::path::Path, b: &std::path::Path) -> std::io::Re
     }
 }
 
-/// Device, inode, size and modification time of the file: `/proc/self/exe` names the running
-/// binary even after the file on disk was replaced or deleted.
-fn executable_identity(path: &str) -> u64 {
+/// Device, inode and size of the file: `/proc/self/exe` names the running binary even after
+/// the file on disk was replaced or deleted.
+///
+/// Not its modification time: a running binary cannot be written (`ETXTBSY`), but its time
+/// can be set (`touch`, `rsync -t`, a build tool), and the identity this process made before
+/// that, kept for its life, would then differ from every child's, which runs the very same
+/// file. Whether a binary named by `set_executable` holds the parent's code is checked by its
+/// bytes ([`same_code`]), whatever its time.
+fn executable_identity(path: &std::path::Path) -> u64 {
     use std::os::unix::fs::MetadataExt;
     let mut hash = Fnv::new();
     if let Ok(meta) = std::fs::metadata(path) {
-        for part in [
-            meta.dev(),
-            meta.ino(),
-            meta.size(),
-            meta.mtime() as u64,
-            meta.mtime_nsec() as u64,
-        ] {
+        for part in [meta.dev(), meta.ino(), meta.size()] {
             hash.write(&part.to_le_bytes());
         }
     }

@@ -304,16 +304,22 @@ pub(crate) fn launch_process(launch: Launch, fds: &[RawFd]) -> Result<Popen> {
                 if early {
                     crate::bootstrap::send(control, None, &build, &role, fds, deadline)
                 } else {
-                    Ok(())
+                    Ok(0)
                 }
             });
             match sent {
                 Ok(popen) => break (popen, build),
                 // A child forked with its bootstrap waiting runs without the parent: a
                 // request the server may have had is never asked again (two children would
-                // run for one start).
+                // run for one start), unless no child can run it: its bootstrap, taken back
+                // whole, was read by none (a server that died of garbage on its stream, or
+                // was killed for an answer out of step, before it came to the request).
                 Err(failed) if early && failed.delivered => {
                     client.take();
+                    if op == OP_FORK_READY && !restarted && failed.take_back() {
+                        restarted = true;
+                        continue;
+                    }
                     return Err(Error::new(
                         ErrorKind::ForkServer,
                         "the fork server failed after it was asked for the child, which may \
@@ -402,21 +408,22 @@ impl ForkServer {
     /// Asks the server to fork a child (`OP_FORK`: the caller does the bootstrap) or a copy of
     /// itself (`OP_CLONE`).
     fn request(&self, op: u8) -> Result<Popen> {
-        self.request_with(op, |_| Ok(()))
+        self.request_with(op, |_| Ok(0))
             .map_err(|failed| failed.err)
     }
 
     /// [`request`](Self::request), with `prepare` called on the parent's end of the child's
-    /// control socket before the request goes: what it writes there is waiting for the child
-    /// when it starts.
+    /// control socket before the request goes: what it writes there (it returns how many
+    /// bytes) is waiting for the child when it starts.
     fn request_with(
         &self,
         op: u8,
-        prepare: impl FnOnce(&UnixStream) -> Result<()>,
+        prepare: impl FnOnce(&UnixStream) -> Result<usize>,
     ) -> std::result::Result<Popen, Failed> {
         let before = |err: Error| Failed {
             err,
             delivered: false,
+            waiting: None,
         };
         // Made, and the server's answer received, under the lock a fork holds (see
         // `fd::made`): the pool's driver thread asks for workers beside the caller's forks,
@@ -444,12 +451,20 @@ impl ForkServer {
                 err,
             ))
         })?;
-        prepare(&parent_end).map_err(before)?;
+        // What waits for the child: the bootstrap `prepare` wrote, if any.
+        let queued = prepare(&parent_end).map_err(before)?;
         let mut delivered = false;
-        let answer = self.answer(op, &child_end, room, &mut delivered);
-        drop(child_end);
-        let (pid, status, pidfd) = answer.map_err(|err| Failed { err, delivered })?;
-        Ok(Popen::served(pid, parent_end, status, pidfd))
+        match self.answer(op, &child_end, room, &mut delivered) {
+            Ok((pid, status, pidfd)) => {
+                drop(child_end);
+                Ok(Popen::served(pid, parent_end, status, pidfd))
+            }
+            Err(err) => Err(Failed {
+                err,
+                delivered,
+                waiting: (delivered && queued > 0).then_some((child_end, queued)),
+            }),
+        }
     }
 
     /// Kills a server whose stream cannot be trusted any more, and says so: a
@@ -564,6 +579,33 @@ impl ForkServer {
 struct Failed {
     err: Error,
     delivered: bool,
+    /// A delivered request's copy of the child's end of its control socket, and how many
+    /// bootstrap bytes waited on it when the request went.
+    waiting: Option<(LibraryFd<UnixStream>, usize)>,
+}
+
+impl Failed {
+    /// Takes back the bootstrap that waited for the child of a delivered request: whether
+    /// every byte of it was still there. A byte is read once, so then no process read any of
+    /// it (not the server, which reads it before it forks, nor a child forked for a request
+    /// that garbage before it made the server misread), and none can any more: no child runs
+    /// it, and one forked for it finds its socket empty, and ends when the parent's end closes.
+    fn take_back(&self) -> bool {
+        let Some((end, queued)) = &self.waiting else {
+            return false;
+        };
+        let mut bytes = vec![0u8; *queued];
+        let mut taken = 0;
+        while taken < *queued {
+            match sys::recv_now(end.as_fd(), &mut bytes[taken..]) {
+                Ok(0) => break,
+                Ok(n) => taken += n,
+                Err(err) if err.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => break,
+            }
+        }
+        taken == *queued
+    }
 }
 
 impl Drop for ForkServer {

@@ -40,7 +40,7 @@ fn executable() -> (PathBuf, BuildId) {
     let set = lock_executable().clone();
     match set {
         Some(path) => {
-            let build = BuildId::with_executable(&path.to_string_lossy());
+            let build = BuildId::with_executable(&path);
             (path, build)
         }
         None => (PathBuf::from("/proc/self/exe"), BuildId::current()),

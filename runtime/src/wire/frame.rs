@@ -65,6 +65,11 @@ impl Frames {
         encode_frame_into(value, &mut self.0)
     }
 
+    /// How many bytes the frames added take.
+    pub(crate) fn len(&self) -> usize {
+        self.0.len()
+    }
+
     /// Sends the frames added, bounded by `deadline` as [`send_until`] is.
     pub(crate) fn send_until(&self, stream: &UnixStream, deadline: Option<Instant>) -> Result<()> {
         send_bytes_until(stream, &self.0, &[], deadline)
