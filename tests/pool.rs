@@ -3702,6 +3702,41 @@ fn terminate_fails_results_before_reaping(m: StartMethod) -> Outcome {
     Ok(())
 }
 
+/// `terminate` fails an `apply` that its caller runs on a borrowed worker at once, as it fails
+/// what the driver waits for: the call waited for its worker to die, which a worker that ignores
+/// SIGTERM holds up for the driver's grace, and then for the driver to bury it.
+fn terminate_fails_a_lent_apply_at_once(m: StartMethod) -> Outcome {
+    let pool = pool(m, 1)?;
+    let worker = pool.apply(pid_of, 0)? as i32;
+    let ready = scratch("deaf-lent").join("ready");
+    let ready_path = ready.to_string_lossy().into_owned();
+    std::thread::scope(|scope| {
+        // The one worker is idle: this thread borrows it and runs the task itself.
+        let call = scope.spawn(|| {
+            pool.apply(deaf_sleep, (ready_path, 30_000))
+                .map_err(|e| e.kind())
+        });
+        read_when_ready(&ready, LONG)?;
+        pool.terminate();
+        let begun = Instant::now();
+        while !call.is_finished() && begun.elapsed() < LONG {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        // Still within the grace its SIGTERM gets (a second), since it ignores it.
+        let alive = !common::is_gone(worker);
+        let outcome = call.join().map_err(|_| "the call panicked")?;
+        check_eq!(outcome, Err(ErrorKind::Terminated));
+        check!(alive, "the call failed only once its worker was gone");
+        Ok::<(), libtest_mimic::Failed>(())
+    })?;
+    pool.join()?;
+    check!(
+        common::is_gone(worker),
+        "a terminated pool's worker lives on"
+    );
+    Ok(())
+}
+
 fn terminate_mid_transfer(m: StartMethod) -> Outcome {
     // The fork server (for forkserver) is up before the count.
     drop(pool(m, 1)?);
@@ -4480,6 +4515,7 @@ fn main() {
         deaths_with_one_task_per_child,
         terminate_mid_transfer,
         terminate_fails_results_before_reaping,
+        terminate_fails_a_lent_apply_at_once,
         terminate_while_results_stream,
         concurrent_calls_with_deaths,
         messages_at_the_bulk_slot_size,

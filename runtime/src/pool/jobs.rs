@@ -413,6 +413,28 @@ impl Shared {
         drop(discarded);
     }
 
+    /// `terminate`: the driver stops, and so does every caller running a task on a borrowed
+    /// worker (see `lent::round_trip`), woken by its worker's bell: its result can never come
+    /// either, and it must not wait for its worker to die (a worker that ignores SIGTERM holds
+    /// out for the driver's grace).
+    pub(crate) fn terminate(&self) {
+        self.lock().lifecycle = Lifecycle::Terminated;
+        self.wake();
+        // Lent before the lifecycle changed (a worker is lent under the state's lock, only to
+        // a running pool): the borrower, rung after, looks at the lifecycle once woken.
+        let links = self.links.lock().unwrap_or_else(PoisonError::into_inner);
+        for link in links.iter() {
+            if link.state.load(Ordering::Acquire) == LENT {
+                sys::eventfd_signal(link.rings.parent_bell());
+            }
+        }
+    }
+
+    /// Whether the pool was terminated (a borrower's call then fails at once).
+    pub(crate) fn terminated(&self) -> bool {
+        self.lock().lifecycle == Lifecycle::Terminated
+    }
+
     /// `join` was called: lazy jobs no longer keep a closed pool's driver alive.
     pub(crate) fn joining(&self) {
         self.lock().joining = true;

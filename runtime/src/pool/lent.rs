@@ -13,7 +13,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, PoisonError};
 use std::time::{Duration, Instant};
 
-use super::jobs::{self, Lifecycle, Shared};
+use super::jobs::{self, Shared};
 use super::link::{Link, GONE};
 use super::reply::{self, Expected};
 use super::rings;
@@ -48,8 +48,12 @@ pub(super) fn round_trip(
         let _ = sys::pidfd_send_signal(link.pidfd.as_fd(), libc::SIGKILL);
         link.state.store(GONE, Ordering::Release);
         shared.wake();
+        // Terminated: the driver buries its workers after its grace, not waited for.
+        if shared.terminated() {
+            return jobs::terminated();
+        }
         let code = link.wait_buried(Duration::from_secs(5));
-        if shared.lock().lifecycle == Lifecycle::Terminated {
+        if shared.terminated() {
             return jobs::terminated();
         }
         reply::died(link, code, what)
@@ -162,6 +166,11 @@ pub(super) fn round_trip(
             let ready = polled.map_err(|err| Error::io("cannot wait for a pool worker", err))?;
             if link.rings.reply_waiting() {
                 continue;
+            }
+            // `terminate` rings the bell of every borrowed worker: this result can never be
+            // delivered, and the worker (killed by the driver) is not waited for.
+            if fds[2].revents != 0 && shared.terminated() {
+                return Err(jobs::terminated());
             }
             if ready == 0 {
                 if deadline.is_some_and(|deadline| deadline <= Instant::now()) {

@@ -736,8 +736,7 @@ impl Pool {
     /// Stops at once: workers are killed (SIGTERM, then SIGKILL), pending results fail with
     /// [`ErrorKind::Terminated`].
     pub fn terminate(&self) {
-        self.shared.lock().lifecycle = Lifecycle::Terminated;
-        self.shared.wake();
+        self.shared.terminate();
     }
 
     /// Waits for the workers to exit, after [`close`](Self::close) or
