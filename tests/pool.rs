@@ -827,6 +827,64 @@ fn terminate_while_results_stream(m: StartMethod) -> Outcome {
     Ok(())
 }
 
+/// Results decoded in this process so far (see [`CountedRead`]).
+static DECODED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// A result whose decoding in the parent takes 20 ms, counted in [`DECODED`].
+#[derive(Debug, Serialize)]
+struct CountedRead(u64);
+
+impl<'de> Deserialize<'de> for CountedRead {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let n = u64::deserialize(d)?;
+        std::thread::sleep(Duration::from_millis(20));
+        DECODED.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Ok(CountedRead(n))
+    }
+}
+
+/// Item 0 takes `millis`, then leaves a file named `zero` in `dir`; the others are at once.
+#[process]
+fn late_first(n: u64, dir: String, millis: u64) -> CountedRead {
+    if n == 0 {
+        std::thread::sleep(Duration::from_millis(millis));
+        write_line(&format!("{dir}/zero"), "");
+    }
+    CountedRead(n)
+}
+
+/// A map whose first chunk comes last: the chunks that came before their turn waited
+/// encoded, and the first one's delivery decoded them all in a row on the driver thread,
+/// which looked at nothing else meanwhile (here `terminate`; as well a task timeout, a cancel,
+/// a worker's death), for as long as the map is long. Each chunk is decoded as it comes.
+fn terminate_while_early_chunks_decode(m: StartMethod) -> Outcome {
+    use std::sync::atomic::Ordering::SeqCst;
+    let pool = pool(m, 2)?;
+    let dir = scratch("late-first");
+    let path = dir.to_string_lossy().into_owned();
+    let pending = pool.map_async_chunked(late_first, (0..150).map(|n| (n, path.clone(), 1500)), 1);
+    read_when_ready(&dir.join("zero"), LONG)?;
+    // The first chunk's result is in: its delivery has begun, or is about to.
+    let begun = DECODED.load(SeqCst);
+    let t = Instant::now();
+    while DECODED.load(SeqCst) < begun + 2 {
+        check!(t.elapsed() < LONG, "nothing was decoded");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    pool.terminate();
+    let at_terminate = DECODED.load(SeqCst);
+    let outcome = pending.get_timeout(LONG).map(drop).map_err(|e| e.kind());
+    let after = DECODED.load(SeqCst);
+    pool.join()?;
+    check_eq!(outcome, Err(ErrorKind::Terminated));
+    check!(
+        after - at_terminate <= 10,
+        "{} results decoded after terminate before the map failed",
+        after - at_terminate
+    );
+    Ok(())
+}
+
 fn cancel_while_delivering(m: StartMethod) -> Outcome {
     // A cancel that comes while the driver decodes the result: if it says it cancelled (true),
     // the result is the Cancelled error, not the value.
@@ -4516,6 +4574,7 @@ fn main() {
         terminate_mid_transfer,
         terminate_fails_results_before_reaping,
         terminate_fails_a_lent_apply_at_once,
+        terminate_while_early_chunks_decode,
         terminate_while_results_stream,
         concurrent_calls_with_deaths,
         messages_at_the_bulk_slot_size,
