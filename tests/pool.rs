@@ -885,6 +885,94 @@ fn terminate_while_early_chunks_decode(m: StartMethod) -> Outcome {
     Ok(())
 }
 
+/// Writes its pid in the file at `ready`, then sleeps `millis`.
+#[process]
+fn noted_pid_sleep(ready: String, millis: u64) {
+    write_line(&ready, &std::process::id().to_string());
+    std::thread::sleep(Duration::from_millis(millis));
+}
+
+/// A worker stuck on one task, seen to while the other workers' results stream back slower
+/// than they come (each takes 20 ms to decode): `how` it ends (`kill`: its job cancelled with
+/// `cancel_and_kill`; `signal`: killed by SIGKILL; `timeout`: its task overruns the pool's
+/// task timeout). Returns how many of the stream's tasks started from then until the stuck
+/// task's outcome came and its worker was gone, and how long that took.
+fn stuck_while_results_stream(
+    m: StartMethod,
+    how: &str,
+) -> Result<(usize, Duration), libtest_mimic::Failed> {
+    let mut builder = Pool::builder().processes(3).start_method(m);
+    if how == "timeout" {
+        builder = builder.task_timeout(Duration::from_secs(1));
+    }
+    let pool = builder.build()?;
+    let dir = scratch("stuck-streaming");
+    let ready = dir.join("ready");
+    let streamed = dir.join("streamed");
+    std::fs::create_dir_all(&streamed)?;
+    let path = streamed.to_string_lossy().into_owned();
+    let started = || std::fs::read_dir(&streamed).map(|d| d.count()).unwrap_or(0);
+    let ready_path = ready.to_string_lossy().into_owned();
+    let stuck = pool.apply_async(noted_pid_sleep, (ready_path, 60_000));
+    let pid: i32 = read_when_ready(&ready, LONG)?.parse()?;
+    let pending = pool.map_async_chunked(noted_slowish, (0..300).map(|n| (n, path.clone())), 1);
+    let begun = Instant::now();
+    while started() < 6 {
+        check!(begun.elapsed() < LONG, "the map never got going");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let at = started();
+    let t = Instant::now();
+    let expected = match how {
+        "kill" => {
+            check!(stuck.cancel_and_kill(), "the stuck task was not cancelled");
+            ErrorKind::Cancelled
+        }
+        "signal" => {
+            // SAFETY: a signal to a worker of this test's pool.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            ErrorKind::Died
+        }
+        _ => ErrorKind::Timeout,
+    };
+    let outcome = stuck.get_timeout(LONG).map_err(|e| e.kind());
+    check_eq!(outcome, Err(expected));
+    while !common::is_gone(pid) && t.elapsed() < LONG {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let took = t.elapsed();
+    let after = started();
+    check!(
+        !pending.ready(),
+        "the stream was over before the stuck task's end"
+    );
+    pool.terminate();
+    pool.join()?;
+    Ok((after - at, took))
+}
+
+/// A worker's death, a cancel that kills, a task timeout, while results stream back slower
+/// than they come: each is seen to after a few of them. A worker's death waited for 16 rounds
+/// of the driver without a poll, each taking two replies of every worker: 64 of them here.
+fn deaths_while_results_stream(m: StartMethod) -> Outcome {
+    let (n, _) = stuck_while_results_stream(m, "kill")?;
+    check!(
+        n <= 12,
+        "{n} tasks started before a killed job's worker was gone"
+    );
+    let (n, _) = stuck_while_results_stream(m, "signal")?;
+    check!(
+        n <= 30,
+        "{n} tasks started before a dead worker's task failed"
+    );
+    let (_, took) = stuck_while_results_stream(m, "timeout")?;
+    check!(
+        took < Duration::from_secs(5),
+        "a task timeout of 1s was seen to after {took:?}"
+    );
+    Ok(())
+}
+
 fn cancel_while_delivering(m: StartMethod) -> Outcome {
     // A cancel that comes while the driver decodes the result: if it says it cancelled (true),
     // the result is the Cancelled error, not the value.
@@ -4575,6 +4663,7 @@ fn main() {
         terminate_fails_results_before_reaping,
         terminate_fails_a_lent_apply_at_once,
         terminate_while_early_chunks_decode,
+        deaths_while_results_stream,
         terminate_while_results_stream,
         concurrent_calls_with_deaths,
         messages_at_the_bulk_slot_size,
