@@ -973,6 +973,66 @@ fn deaths_while_results_stream(m: StartMethod) -> Outcome {
     Ok(())
 }
 
+/// Says so in the file at `ready`, sleeps `millis`, then says so in the file at `done`.
+#[process]
+fn sleep_between_notes(ready: String, done: String, millis: u64) {
+    write_line(&ready, "started");
+    std::thread::sleep(Duration::from_millis(millis));
+    write_line(&done, "done");
+}
+
+/// `cancel` of a task that its waiter runs on a borrowed worker (`wait` / `get` of a queued
+/// `apply_async`) fails the waiter at once, as it fails a task the driver runs: the waiter
+/// went on waiting for the task to end. The task runs on; its worker serves again after it.
+fn cancel_of_a_task_run_by_its_waiter(m: StartMethod) -> Outcome {
+    use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+    let pool = pool(m, 1)?;
+    let dir = scratch("cancel-borrowed");
+    let (ready, done) = (dir.join("ready"), dir.join("done"));
+    let in_callback = Arc::new(AtomicBool::new(false));
+    // The driver thread is held in a callback: the task queued meanwhile is run by its waiter
+    // on the idle worker.
+    let flag = in_callback.clone();
+    let first = pool.apply_async(square, 3).on_success(move |_| {
+        flag.store(true, SeqCst);
+        std::thread::sleep(Duration::from_millis(1000));
+    });
+    let begun = Instant::now();
+    while !in_callback.load(SeqCst) {
+        check!(begun.elapsed() < LONG, "the callback never ran");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let path = |p: &std::path::Path| p.to_string_lossy().into_owned();
+    let pending = pool.apply_async(sleep_between_notes, (path(&ready), path(&done), 4000));
+    std::thread::scope(|scope| {
+        let waiter = scope.spawn(|| pending.wait());
+        read_when_ready(&ready, LONG)?;
+        check!(pending.cancel(), "the task was not cancelled");
+        let begun = Instant::now();
+        while !waiter.is_finished() && begun.elapsed() < LONG {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let running = !done.exists();
+        waiter.join().map_err(|_| "the waiter panicked")?;
+        check!(
+            running,
+            "the waiter was told of the cancel only once its task ended"
+        );
+        Ok::<(), libtest_mimic::Failed>(())
+    })?;
+    check_eq!(
+        pending.get_timeout(LONG).map(drop).map_err(|e| e.kind()),
+        Err(ErrorKind::Cancelled)
+    );
+    first.get_timeout(LONG)?;
+    // The task ran on, and its worker serves again.
+    check_eq!(pool.map(square, 0..10)?, squares(10));
+    check!(done.exists(), "the cancelled task did not run to its end");
+    pool.close();
+    pool.join()?;
+    Ok(())
+}
+
 fn cancel_while_delivering(m: StartMethod) -> Outcome {
     // A cancel that comes while the driver decodes the result: if it says it cancelled (true),
     // the result is the Cancelled error, not the value.
@@ -4664,6 +4724,7 @@ fn main() {
         terminate_fails_a_lent_apply_at_once,
         terminate_while_early_chunks_decode,
         deaths_while_results_stream,
+        cancel_of_a_task_run_by_its_waiter,
         terminate_while_results_stream,
         concurrent_calls_with_deaths,
         messages_at_the_bulk_slot_size,

@@ -444,6 +444,7 @@ impl Driver {
         self.shared.set_driver_thread();
         loop {
             self.collect();
+            self.take_orphans();
             self.kill_cancelled();
             self.manage();
             let (lifecycle, broken, queued, waiting) = {
@@ -531,6 +532,38 @@ impl Driver {
         }
         for (worker, code) in reaped {
             self.buried(worker, code);
+        }
+    }
+
+    /// Takes back the workers whose borrowers left their task to the driver (its job was
+    /// cancelled): busy with it until its reply, which goes nowhere.
+    fn take_orphans(&mut self) {
+        let orphans = {
+            let mut state = self.shared.lock();
+            if state.orphans.is_empty() {
+                return;
+            }
+            std::mem::take(&mut state.orphans)
+        };
+        for orphan in orphans {
+            let Some(worker) = self
+                .workers
+                .iter_mut()
+                .find(|w| Arc::ptr_eq(&w.link, &orphan.link))
+            else {
+                // Buried already.
+                continue;
+            };
+            worker.task = Some(Busy {
+                job: orphan.job,
+                chunk: orphan.chunk,
+                ticket: orphan.ticket,
+                deadline: self.task_timeout.and_then(sys::deadline_after),
+                in_ring: orphan.in_ring,
+                slot: 0,
+                task: None,
+                stolen: true,
+            });
         }
     }
 
