@@ -827,6 +827,212 @@ fn terminate_while_results_stream(m: StartMethod) -> Outcome {
     Ok(())
 }
 
+/// Results decoded in this process so far (see [`CountedRead`]).
+static DECODED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// A result whose decoding in the parent takes 20 ms, counted in [`DECODED`].
+#[derive(Debug, Serialize)]
+struct CountedRead(u64);
+
+impl<'de> Deserialize<'de> for CountedRead {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let n = u64::deserialize(d)?;
+        std::thread::sleep(Duration::from_millis(20));
+        DECODED.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Ok(CountedRead(n))
+    }
+}
+
+/// Item 0 takes `millis`, then leaves a file named `zero` in `dir`; the others are at once.
+#[process]
+fn late_first(n: u64, dir: String, millis: u64) -> CountedRead {
+    if n == 0 {
+        std::thread::sleep(Duration::from_millis(millis));
+        write_line(&format!("{dir}/zero"), "");
+    }
+    CountedRead(n)
+}
+
+/// A map whose first chunk comes last: the chunks that came before their turn waited
+/// encoded, and the first one's delivery decoded them all in a row on the driver thread,
+/// which looked at nothing else meanwhile (here `terminate`; as well a task timeout, a cancel,
+/// a worker's death), for as long as the map is long. Each chunk is decoded as it comes.
+fn terminate_while_early_chunks_decode(m: StartMethod) -> Outcome {
+    use std::sync::atomic::Ordering::SeqCst;
+    let pool = pool(m, 2)?;
+    let dir = scratch("late-first");
+    let path = dir.to_string_lossy().into_owned();
+    let pending = pool.map_async_chunked(late_first, (0..150).map(|n| (n, path.clone(), 1500)), 1);
+    read_when_ready(&dir.join("zero"), LONG)?;
+    // The first chunk's result is in: its delivery has begun, or is about to.
+    let begun = DECODED.load(SeqCst);
+    let t = Instant::now();
+    while DECODED.load(SeqCst) < begun + 2 {
+        check!(t.elapsed() < LONG, "nothing was decoded");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    pool.terminate();
+    let at_terminate = DECODED.load(SeqCst);
+    let outcome = pending.get_timeout(LONG).map(drop).map_err(|e| e.kind());
+    let after = DECODED.load(SeqCst);
+    pool.join()?;
+    check_eq!(outcome, Err(ErrorKind::Terminated));
+    check!(
+        after - at_terminate <= 10,
+        "{} results decoded after terminate before the map failed",
+        after - at_terminate
+    );
+    Ok(())
+}
+
+/// Writes its pid in the file at `ready`, then sleeps `millis`.
+#[process]
+fn noted_pid_sleep(ready: String, millis: u64) {
+    write_line(&ready, &std::process::id().to_string());
+    std::thread::sleep(Duration::from_millis(millis));
+}
+
+/// A worker stuck on one task, seen to while the other workers' results stream back slower
+/// than they come (each takes 20 ms to decode): `how` it ends (`kill`: its job cancelled with
+/// `cancel_and_kill`; `signal`: killed by SIGKILL; `timeout`: its task overruns the pool's
+/// task timeout). Returns how many of the stream's tasks started from then until the stuck
+/// task's outcome came and its worker was gone, and how long that took.
+fn stuck_while_results_stream(
+    m: StartMethod,
+    how: &str,
+) -> Result<(usize, Duration), libtest_mimic::Failed> {
+    let mut builder = Pool::builder().processes(3).start_method(m);
+    if how == "timeout" {
+        builder = builder.task_timeout(Duration::from_secs(1));
+    }
+    let pool = builder.build()?;
+    let dir = scratch("stuck-streaming");
+    let ready = dir.join("ready");
+    let streamed = dir.join("streamed");
+    std::fs::create_dir_all(&streamed)?;
+    let path = streamed.to_string_lossy().into_owned();
+    let started = || std::fs::read_dir(&streamed).map(|d| d.count()).unwrap_or(0);
+    let ready_path = ready.to_string_lossy().into_owned();
+    let stuck = pool.apply_async(noted_pid_sleep, (ready_path, 60_000));
+    let pid: i32 = read_when_ready(&ready, LONG)?.parse()?;
+    let pending = pool.map_async_chunked(noted_slowish, (0..300).map(|n| (n, path.clone())), 1);
+    let begun = Instant::now();
+    while started() < 6 {
+        check!(begun.elapsed() < LONG, "the map never got going");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let at = started();
+    let t = Instant::now();
+    let expected = match how {
+        "kill" => {
+            check!(stuck.cancel_and_kill(), "the stuck task was not cancelled");
+            ErrorKind::Cancelled
+        }
+        "signal" => {
+            // SAFETY: a signal to a worker of this test's pool.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            ErrorKind::Died
+        }
+        _ => ErrorKind::Timeout,
+    };
+    let outcome = stuck.get_timeout(LONG).map_err(|e| e.kind());
+    check_eq!(outcome, Err(expected));
+    while !common::is_gone(pid) && t.elapsed() < LONG {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let took = t.elapsed();
+    let after = started();
+    check!(
+        !pending.ready(),
+        "the stream was over before the stuck task's end"
+    );
+    pool.terminate();
+    pool.join()?;
+    Ok((after - at, took))
+}
+
+/// A worker's death, a cancel that kills, a task timeout, while results stream back slower
+/// than they come: each is seen to after a few of them. A worker's death waited for 16 rounds
+/// of the driver without a poll, each taking two replies of every worker: 64 of them here.
+fn deaths_while_results_stream(m: StartMethod) -> Outcome {
+    let (n, _) = stuck_while_results_stream(m, "kill")?;
+    check!(
+        n <= 12,
+        "{n} tasks started before a killed job's worker was gone"
+    );
+    let (n, _) = stuck_while_results_stream(m, "signal")?;
+    check!(
+        n <= 30,
+        "{n} tasks started before a dead worker's task failed"
+    );
+    let (_, took) = stuck_while_results_stream(m, "timeout")?;
+    check!(
+        took < Duration::from_secs(5),
+        "a task timeout of 1s was seen to after {took:?}"
+    );
+    Ok(())
+}
+
+/// Says so in the file at `ready`, sleeps `millis`, then says so in the file at `done`.
+#[process]
+fn sleep_between_notes(ready: String, done: String, millis: u64) {
+    write_line(&ready, "started");
+    std::thread::sleep(Duration::from_millis(millis));
+    write_line(&done, "done");
+}
+
+/// `cancel` of a task that its waiter runs on a borrowed worker (`wait` / `get` of a queued
+/// `apply_async`) fails the waiter at once, as it fails a task the driver runs: the waiter
+/// went on waiting for the task to end. The task runs on; its worker serves again after it.
+fn cancel_of_a_task_run_by_its_waiter(m: StartMethod) -> Outcome {
+    use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+    let pool = pool(m, 1)?;
+    let dir = scratch("cancel-borrowed");
+    let (ready, done) = (dir.join("ready"), dir.join("done"));
+    let in_callback = Arc::new(AtomicBool::new(false));
+    // The driver thread is held in a callback: the task queued meanwhile is run by its waiter
+    // on the idle worker.
+    let flag = in_callback.clone();
+    let first = pool.apply_async(square, 3).on_success(move |_| {
+        flag.store(true, SeqCst);
+        std::thread::sleep(Duration::from_millis(1000));
+    });
+    let begun = Instant::now();
+    while !in_callback.load(SeqCst) {
+        check!(begun.elapsed() < LONG, "the callback never ran");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let path = |p: &std::path::Path| p.to_string_lossy().into_owned();
+    let pending = pool.apply_async(sleep_between_notes, (path(&ready), path(&done), 4000));
+    std::thread::scope(|scope| {
+        let waiter = scope.spawn(|| pending.wait());
+        read_when_ready(&ready, LONG)?;
+        check!(pending.cancel(), "the task was not cancelled");
+        let begun = Instant::now();
+        while !waiter.is_finished() && begun.elapsed() < LONG {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let running = !done.exists();
+        waiter.join().map_err(|_| "the waiter panicked")?;
+        check!(
+            running,
+            "the waiter was told of the cancel only once its task ended"
+        );
+        Ok::<(), libtest_mimic::Failed>(())
+    })?;
+    check_eq!(
+        pending.get_timeout(LONG).map(drop).map_err(|e| e.kind()),
+        Err(ErrorKind::Cancelled)
+    );
+    first.get_timeout(LONG)?;
+    // The task ran on, and its worker serves again.
+    check_eq!(pool.map(square, 0..10)?, squares(10));
+    check!(done.exists(), "the cancelled task did not run to its end");
+    pool.close();
+    pool.join()?;
+    Ok(())
+}
+
 fn cancel_while_delivering(m: StartMethod) -> Outcome {
     // A cancel that comes while the driver decodes the result: if it says it cancelled (true),
     // the result is the Cancelled error, not the value.
@@ -3702,6 +3908,41 @@ fn terminate_fails_results_before_reaping(m: StartMethod) -> Outcome {
     Ok(())
 }
 
+/// `terminate` fails an `apply` that its caller runs on a borrowed worker at once, as it fails
+/// what the driver waits for: the call waited for its worker to die, which a worker that ignores
+/// SIGTERM holds up for the driver's grace, and then for the driver to bury it.
+fn terminate_fails_a_lent_apply_at_once(m: StartMethod) -> Outcome {
+    let pool = pool(m, 1)?;
+    let worker = pool.apply(pid_of, 0)? as i32;
+    let ready = scratch("deaf-lent").join("ready");
+    let ready_path = ready.to_string_lossy().into_owned();
+    std::thread::scope(|scope| {
+        // The one worker is idle: this thread borrows it and runs the task itself.
+        let call = scope.spawn(|| {
+            pool.apply(deaf_sleep, (ready_path, 30_000))
+                .map_err(|e| e.kind())
+        });
+        read_when_ready(&ready, LONG)?;
+        pool.terminate();
+        let begun = Instant::now();
+        while !call.is_finished() && begun.elapsed() < LONG {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        // Still within the grace its SIGTERM gets (a second), since it ignores it.
+        let alive = !common::is_gone(worker);
+        let outcome = call.join().map_err(|_| "the call panicked")?;
+        check_eq!(outcome, Err(ErrorKind::Terminated));
+        check!(alive, "the call failed only once its worker was gone");
+        Ok::<(), libtest_mimic::Failed>(())
+    })?;
+    pool.join()?;
+    check!(
+        common::is_gone(worker),
+        "a terminated pool's worker lives on"
+    );
+    Ok(())
+}
+
 fn terminate_mid_transfer(m: StartMethod) -> Outcome {
     // The fork server (for forkserver) is up before the count.
     drop(pool(m, 1)?);
@@ -4480,6 +4721,10 @@ fn main() {
         deaths_with_one_task_per_child,
         terminate_mid_transfer,
         terminate_fails_results_before_reaping,
+        terminate_fails_a_lent_apply_at_once,
+        terminate_while_early_chunks_decode,
+        deaths_while_results_stream,
+        cancel_of_a_task_run_by_its_waiter,
         terminate_while_results_stream,
         concurrent_calls_with_deaths,
         messages_at_the_bulk_slot_size,

@@ -213,6 +213,12 @@ const NAPS: u32 = 20;
 /// `Driver::poll_once`).
 const UNPOLLED_ROUNDS: u32 = 16;
 
+/// How long the driver may take replies from the rings without polling: rounds whose replies
+/// are slow to take (large results, a slow `Deserialize`, callbacks) would otherwise keep it
+/// from a worker's death, a socket, a new worker's `Ready` for `UNPOLLED_ROUNDS` of them (a
+/// second and more, each round taking two replies of every worker).
+const UNPOLLED_FOR: Duration = Duration::from_millis(1);
+
 /// Workers that die before saying `Ready`, in a row, before the pool is declared broken.
 const EARLY_DEATHS_LIMIT: u32 = 3;
 
@@ -243,6 +249,8 @@ pub(crate) struct Driver {
     early_deaths: u32,
     /// Rounds in a row that took replies from the rings without a `poll` (see `poll_once`).
     unpolled: u32,
+    /// When the driver last polled (see `poll_once`).
+    polled_at: Instant,
     /// Naps left before the driver sleeps until woken (see `poll_once`).
     naps: u32,
     shared: Arc<Shared>,
@@ -282,6 +290,7 @@ impl Driver {
         let mut driver = Driver {
             early_deaths: 0,
             unpolled: 0,
+            polled_at: Instant::now(),
             naps: NAPS,
             shared,
             launcher: Arc::new(launcher),
@@ -435,6 +444,7 @@ impl Driver {
         self.shared.set_driver_thread();
         loop {
             self.collect();
+            self.take_orphans();
             self.kill_cancelled();
             self.manage();
             let (lifecycle, broken, queued, waiting) = {
@@ -522,6 +532,38 @@ impl Driver {
         }
         for (worker, code) in reaped {
             self.buried(worker, code);
+        }
+    }
+
+    /// Takes back the workers whose borrowers left their task to the driver (its job was
+    /// cancelled): busy with it until its reply, which goes nowhere.
+    fn take_orphans(&mut self) {
+        let orphans = {
+            let mut state = self.shared.lock();
+            if state.orphans.is_empty() {
+                return;
+            }
+            std::mem::take(&mut state.orphans)
+        };
+        for orphan in orphans {
+            let Some(worker) = self
+                .workers
+                .iter_mut()
+                .find(|w| Arc::ptr_eq(&w.link, &orphan.link))
+            else {
+                // Buried already.
+                continue;
+            };
+            worker.task = Some(Busy {
+                job: orphan.job,
+                chunk: orphan.chunk,
+                ticket: orphan.ticket,
+                deadline: self.task_timeout.and_then(sys::deadline_after),
+                in_ring: orphan.in_ring,
+                slot: 0,
+                task: None,
+                stolen: true,
+            });
         }
     }
 
@@ -781,9 +823,9 @@ impl Driver {
     fn poll_once(&mut self) -> Result<()> {
         // Replies waiting in rings are taken without a `poll` (a system call, and the
         // building of its descriptor list): while short tasks stream back, a round costs
-        // none. Every few rounds the driver polls all the same, for exits, sockets and
-        // wake-ups.
-        if self.unpolled < UNPOLLED_ROUNDS {
+        // none. Every few rounds, and a millisecond after the last poll, the driver polls
+        // all the same, for exits, sockets and wake-ups.
+        if self.unpolled < UNPOLLED_ROUNDS && self.polled_at.elapsed() < UNPOLLED_FOR {
             let mut took = false;
             for i in 0..self.workers.len() {
                 let worker = &self.workers[i];
@@ -904,6 +946,7 @@ impl Driver {
                 .min()
         };
         let polled = sys::poll_many(&mut fds, deadline);
+        self.polled_at = Instant::now();
         self.shared.sleeps(AWAKE);
         if napping && matches!(polled, Ok(0)) && !busy {
             self.naps -= 1;

@@ -63,6 +63,16 @@ pub(crate) struct Task {
     pub queued: Instant,
 }
 
+/// A task a borrower left running on its worker (see [`State::orphans`]).
+pub(crate) struct Orphan {
+    pub link: Arc<Link>,
+    pub job: u64,
+    pub chunk: u32,
+    pub ticket: u64,
+    /// Whether it went in the worker's ring (not on its socket).
+    pub in_ring: bool,
+}
+
 /// A task queued in a worker's ring behind the one it runs (see [`State::prefetched`]).
 pub(crate) struct Prefetched {
     pub job: u64,
@@ -98,6 +108,10 @@ pub(crate) struct State {
     /// Jobs a waiting thread runs on a borrowed worker (see `lent::run_queued_here`), out of
     /// `jobs` with their sinks: their worker, and whether a cancel came meanwhile.
     borrowed: HashMap<u64, (Arc<Link>, bool)>,
+    /// Workers whose borrower left its task to them (its job was cancelled meanwhile): the
+    /// driver takes them back busy with it, reads its reply and delivers it nowhere (see
+    /// `lent::round_trip`).
+    pub(super) orphans: Vec<Orphan>,
     pub broken: Option<Error>,
     joining: bool,
     next_job: u64,
@@ -213,6 +227,7 @@ impl Shared {
                 cancelling: HashSet::new(),
                 borrowed: HashMap::new(),
                 prefetched: Vec::new(),
+                orphans: Vec::new(),
                 kills: HashSet::new(),
                 broken: None,
                 joining: false,
@@ -413,6 +428,45 @@ impl Shared {
         drop(discarded);
     }
 
+    /// `terminate`: the driver stops, and so does every caller running a task on a borrowed
+    /// worker (see `lent::round_trip`), woken by its worker's bell: its result can never come
+    /// either, and it must not wait for its worker to die (a worker that ignores SIGTERM holds
+    /// out for the driver's grace).
+    pub(crate) fn terminate(&self) {
+        self.lock().lifecycle = Lifecycle::Terminated;
+        self.wake();
+        // Lent before the lifecycle changed (a worker is lent under the state's lock, only to
+        // a running pool): the borrower, rung after, looks at the lifecycle once woken.
+        let links = self.links.lock().unwrap_or_else(PoisonError::into_inner);
+        for link in links.iter() {
+            if link.state.load(Ordering::Acquire) == LENT {
+                sys::eventfd_signal(link.rings.parent_bell());
+            }
+        }
+    }
+
+    /// Whether `job`, run by a waiting thread on a borrowed worker, was cancelled.
+    pub(crate) fn borrow_cancelled(&self, job: u64) -> bool {
+        self.lock().borrowed.get(&job).is_some_and(|&(_, c)| c)
+    }
+
+    /// A borrower leaves the task it sent to its worker (its job was cancelled): the driver
+    /// takes the worker back busy with it (see [`State::orphans`]).
+    pub(crate) fn orphan(&self, orphan: Orphan) {
+        // Not lent, nor idle: taken by the driver only, once it knows of the task.
+        orphan
+            .link
+            .state
+            .store(super::link::DRIVER, Ordering::Release);
+        self.lock().orphans.push(orphan);
+        self.wake();
+    }
+
+    /// Whether the pool was terminated (a borrower's call then fails at once).
+    pub(crate) fn terminated(&self) -> bool {
+        self.lock().lifecycle == Lifecycle::Terminated
+    }
+
     /// `join` was called: lazy jobs no longer keep a closed pool's driver alive.
     pub(crate) fn joining(&self) {
         self.lock().joining = true;
@@ -544,8 +598,13 @@ impl Shared {
         // Run by a waiting thread on a borrowed worker: failed when it ends (at once, with
         // `kill`: its worker is killed).
         if let Some((link, cancelled)) = state.borrowed.get_mut(&job) {
-            if !*cancelled && kill {
-                let _ = sys::pidfd_send_signal(link.pidfd.as_fd(), libc::SIGKILL);
+            if !*cancelled {
+                if kill {
+                    let _ = sys::pidfd_send_signal(link.pidfd.as_fd(), libc::SIGKILL);
+                } else {
+                    // The borrower, woken, leaves the task to the driver and fails at once.
+                    sys::eventfd_signal(link.rings.parent_bell());
+                }
             }
             *cancelled = true;
             return true;

@@ -13,7 +13,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, PoisonError};
 use std::time::{Duration, Instant};
 
-use super::jobs::{self, Lifecycle, Shared};
+use super::jobs::{self, Shared};
 use super::link::{Link, GONE};
 use super::reply::{self, Expected};
 use super::rings;
@@ -36,9 +36,10 @@ impl Drop for GiveBack<'_> {
 /// protocol fails this call alone (it is killed and replaced; the driver buries it).
 pub(super) fn round_trip(
     shared: &Shared,
-    link: &Link,
+    link: &Arc<Link>,
     header: TaskHeader,
     payload: Encoded,
+    cancelled: &dyn Fn() -> bool,
 ) -> Result<Encoded> {
     let lending = shared.lending();
     // A worker that died, or was killed, is never lent again: its state stays `GONE` until
@@ -48,8 +49,12 @@ pub(super) fn round_trip(
         let _ = sys::pidfd_send_signal(link.pidfd.as_fd(), libc::SIGKILL);
         link.state.store(GONE, Ordering::Release);
         shared.wake();
+        // Terminated: the driver buries its workers after its grace, not waited for.
+        if shared.terminated() {
+            return jobs::terminated();
+        }
         let code = link.wait_buried(Duration::from_secs(5));
-        if shared.lock().lifecycle == Lifecycle::Terminated {
+        if shared.terminated() {
             return jobs::terminated();
         }
         reply::died(link, code, what)
@@ -163,6 +168,24 @@ pub(super) fn round_trip(
             if link.rings.reply_waiting() {
                 continue;
             }
+            // `terminate` rings the bell of every borrowed worker: this result can never be
+            // delivered, and the worker (killed by the driver) is not waited for.
+            if fds[2].revents != 0 && shared.terminated() {
+                return Err(jobs::terminated());
+            }
+            // So does a `cancel` of this task's job: the task runs on, left to the driver,
+            // which reads its reply and delivers it nowhere (the worker is lent again only
+            // then), and this call fails at once, as a cancelled job's waiters do.
+            if fds[2].revents != 0 && cancelled() {
+                shared.orphan(jobs::Orphan {
+                    link: link.clone(),
+                    job: header.job,
+                    chunk: header.chunk,
+                    ticket: header.ticket,
+                    in_ring,
+                });
+                return Err(jobs::cancelled());
+            }
             if ready == 0 {
                 if deadline.is_some_and(|deadline| deadline <= Instant::now()) {
                     return Err(timed_out());
@@ -238,7 +261,10 @@ pub(crate) fn run_queued_here(shared: &Arc<Shared>, job: u64) -> bool {
     };
     let result = {
         let _give_back = GiveBack(shared, &link);
-        round_trip(shared, &link, header, task.payload)
+        let job = task.job;
+        round_trip(shared, &link, header, task.payload, &|| {
+            shared.borrow_cancelled(job)
+        })
     };
     // The worker is given back before the result is delivered: a callback that runs in the
     // delivery must not find it still lent (`join` would wait for it).

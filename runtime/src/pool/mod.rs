@@ -410,7 +410,12 @@ impl Pool {
     }
 
     /// One task on a borrowed worker, waited for by this thread.
-    fn apply_on<F: Target>(&self, link: &Link, _function: F, args: F::Args) -> Result<F::Output> {
+    fn apply_on<F: Target>(
+        &self,
+        link: &Arc<Link>,
+        _function: F,
+        args: F::Args,
+    ) -> Result<F::Output> {
         let payload = carrier::encode_args_chunk::<F>(vec![args])?;
         let header = TaskHeader {
             job: u64::MAX,
@@ -419,7 +424,8 @@ impl Pool {
             entry: F::NAME.to_string(),
             claim: 0,
         };
-        let result = lent::round_trip(&self.shared, link, header, payload)?;
+        // A job of its own no one can cancel.
+        let result = lent::round_trip(&self.shared, link, header, payload, &|| false)?;
         // User code (a `Deserialize`) may panic: that fails this call, as on the driver thread.
         let decoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             carrier::decode_outputs::<F>(result, 1)
@@ -736,8 +742,7 @@ impl Pool {
     /// Stops at once: workers are killed (SIGTERM, then SIGKILL), pending results fail with
     /// [`ErrorKind::Terminated`].
     pub fn terminate(&self) {
-        self.shared.lock().lifecycle = Lifecycle::Terminated;
-        self.shared.wake();
+        self.shared.terminate();
     }
 
     /// Waits for the workers to exit, after [`close`](Self::close) or

@@ -931,16 +931,18 @@ impl<T: DeserializeOwned + Send> Sink for ApplySink<T> {
 
 /// The sink of `map`: every chunk, then the whole list in input order.
 ///
-/// Chunks are decoded straight onto the end of the list as soon as every chunk before them
-/// is there (one copy, into memory reserved once for every item); one that arrives early
-/// waits, still encoded, for its turn.
+/// Each chunk is decoded as it arrives: in its turn straight onto the end of the list (one
+/// copy, into memory reserved once for every item), early into a list of its own, moved onto
+/// the end in its turn. A delivery decodes its own chunk only: chunks that waited encoded were
+/// all decoded by the delivery of the one they waited for, on the driver thread, which saw to
+/// nothing else for as long as the map is long (timeouts, `terminate`, deaths).
 pub(crate) struct MapSink<T> {
     slot: Arc<Slot<Vec<T>>>,
     all: Vec<T>,
     /// The next chunk to decode onto `all`.
     next: u32,
-    /// Chunks that arrived before their turn.
-    early: BTreeMap<u32, Encoded>,
+    /// Chunks that arrived before their turn, decoded.
+    early: BTreeMap<u32, Vec<T>>,
     chunks: u32,
     remaining: usize,
     /// The first failure in input order so far.
@@ -1037,23 +1039,50 @@ impl<T> MapSink<T> {
         }
     }
 
-    /// Decodes the chunks whose turn has come, up to the first failure.
-    fn decode_ready(&mut self) {
-        while let Some(encoded) = self.early.remove(&self.next) {
-            let chunk = self.next;
-            let before = self.all.len();
-            // Told before the chunk was queued; a chunk no size was told for holds nothing.
-            let items = self.sizes.of(chunk).unwrap_or(0);
-            if let Err(err) = (self.decode)(encoded, &mut self.all, items) {
-                self.failed(chunk, err);
-                return;
+    /// Decodes `chunk` onto the end of `out`: `false` when it failed (recorded, and `out` as
+    /// it was).
+    fn decode_onto(&mut self, chunk: u32, encoded: Encoded, out: &mut Vec<T>) -> bool {
+        let before = out.len();
+        // Told before the chunk was queued; a chunk no size was told for holds nothing.
+        let items = self.sizes.of(chunk).unwrap_or(0);
+        // A `Deserialize` that panics fails its chunk alone, as an error does: a chunk decoded
+        // before its turn must not win over an earlier one that fails after it.
+        let decode = self.decode;
+        let decoded = panic::catch_unwind(AssertUnwindSafe(|| decode(encoded, out, items)))
+            .unwrap_or_else(|payload| Err(super::reply::decoding_panicked(&*payload)));
+        if let Err(err) = decoded {
+            out.truncate(before);
+            self.failed(chunk, err);
+            return false;
+        }
+        let got = out.len() - before;
+        if got != items {
+            out.truncate(before);
+            self.failed(chunk, miscounted(got, items));
+            return false;
+        }
+        true
+    }
+
+    /// Decodes the chunk that arrived: onto the list in its turn, then moves the early chunks
+    /// whose turn has come onto it (no user code: their decoding is done).
+    fn arrived(&mut self, chunk: u32, encoded: Encoded) {
+        if chunk != self.next {
+            let mut own = Vec::new();
+            if self.decode_onto(chunk, encoded, &mut own) {
+                self.early.insert(chunk, own);
             }
-            let got = self.all.len() - before;
-            if got != items {
-                self.all.truncate(before);
-                self.failed(chunk, miscounted(got, items));
-                return;
-            }
+            return;
+        }
+        let mut all = std::mem::take(&mut self.all);
+        let decoded = self.decode_onto(chunk, encoded, &mut all);
+        self.all = all;
+        if !decoded {
+            return;
+        }
+        self.next += 1;
+        while let Some(mut own) = self.early.remove(&self.next) {
+            self.all.append(&mut own);
             self.next += 1;
         }
     }
@@ -1068,10 +1097,7 @@ impl<T: DeserializeOwned + Send> Sink for MapSink<T> {
         let stopped_before = self.error.as_ref().is_some_and(|(c, _)| chunk > *c);
         match result {
             Ok(_) if stopped_before || chunk >= self.chunks => {}
-            Ok(encoded) => {
-                self.early.insert(chunk, encoded);
-                self.decode_ready();
-            }
+            Ok(encoded) => self.arrived(chunk, encoded),
             // The first failure in input order wins, whatever the order of arrival.
             Err(err) => self.failed(chunk, err),
         }
