@@ -3943,6 +3943,42 @@ fn terminate_fails_a_lent_apply_at_once(m: StartMethod) -> Outcome {
     Ok(())
 }
 
+/// Sleeps `millis`, returns `n`, and has its worker exit 10 ms later (its reply sent).
+#[process]
+fn exits_after_reply(n: u64, millis: u64) -> u64 {
+    std::thread::sleep(Duration::from_millis(millis));
+    std::thread::spawn(|| {
+        std::thread::sleep(Duration::from_millis(10));
+        // SAFETY: ends this worker process at once, as a crash would.
+        unsafe { libc::_exit(7) };
+    });
+    n
+}
+
+/// A task handed to a worker that died after its last reply, before the driver saw it die,
+/// never ran there: another worker runs it. It failed with `Died` ("exited with code 7 while
+/// running chunk 0"), its payload gone and no claim word to say it was never taken.
+fn task_handed_to_a_worker_just_dead_runs_elsewhere(m: StartMethod) -> Outcome {
+    let pool = pool(m, 2)?;
+    for _ in 0..2 {
+        pool.map(square, 0..4)?;
+    }
+    // The driver is held in this callback while the next worker dies after its reply.
+    let held = pool
+        .apply_async(square, 1)
+        .on_success(|_| std::thread::sleep(Duration::from_millis(1000)));
+    let dies = pool.apply_async(exits_after_reply, (5, 300));
+    std::thread::sleep(Duration::from_millis(150));
+    let long = pool.apply_async(slow_square, (2, 3000));
+    let handed = pool.apply_async(square, 7);
+    let got = handed.get_timeout(LONG).map_err(|e| e.to_string());
+    check_eq!(dies.get_timeout(LONG)?, 5);
+    held.get_timeout(LONG)?;
+    check_eq!(long.get_timeout(LONG)?, 4);
+    check_eq!(got, Ok(49));
+    Ok(())
+}
+
 fn terminate_mid_transfer(m: StartMethod) -> Outcome {
     // The fork server (for forkserver) is up before the count.
     drop(pool(m, 1)?);
@@ -4726,6 +4762,7 @@ fn main() {
         deaths_while_results_stream,
         cancel_of_a_task_run_by_its_waiter,
         terminate_while_results_stream,
+        task_handed_to_a_worker_just_dead_runs_elsewhere,
         concurrent_calls_with_deaths,
         messages_at_the_bulk_slot_size,
         pool_in_a_pool_worker,

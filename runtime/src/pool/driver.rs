@@ -53,6 +53,10 @@ struct Busy {
     task: Option<Task>,
     /// Revoked from this worker and given to an idle one: answered unrun, and not delivered.
     stolen: bool,
+    /// Handed straight to an idle worker: its timeout is the task's, claimed or not (a large
+    /// one may take longer to hand over than the timeout); a death before it claims it gives
+    /// it to another worker.
+    handed: bool,
 }
 
 /// Puts the next queued task in `worker`'s ring behind the one it runs, when both go there:
@@ -112,6 +116,7 @@ fn queue_behind(worker: &mut Worker, shared: &Shared) {
         slot,
         task: Some(task),
         stolen: false,
+        handed: false,
     });
 }
 
@@ -563,6 +568,7 @@ impl Driver {
                 slot: 0,
                 task: None,
                 stolen: true,
+                handed: false,
             });
         }
     }
@@ -741,12 +747,16 @@ impl Driver {
                 worker.link.state.store(IDLE, Ordering::Release);
                 return;
             };
-            let header = TaskHeader {
+            // In the ring, with a claim word and the task kept until its reply: a worker that
+            // died after its last reply, before the driver saw it die, never takes it, and
+            // its burial gives it to another (word 1; a task queued behind takes the other).
+            const FRONT: u8 = 1;
+            let mut header = TaskHeader {
                 job: task.job,
                 chunk: task.chunk,
                 ticket: self.shared.ticket(),
                 entry: task.entry.to_string(),
-                claim: 0,
+                claim: FRONT,
             };
             let mut busy = Busy {
                 job: task.job,
@@ -754,22 +764,24 @@ impl Driver {
                 ticket: header.ticket,
                 deadline: self.task_timeout.and_then(sys::deadline_after),
                 in_ring: true,
-                slot: 0,
+                slot: FRONT,
                 task: None,
                 stolen: false,
+                handed: true,
             };
+            let rings = &worker.link.rings;
+            rings.offer(FRONT, header.ticket);
             // In the ring when it goes there (the socket takes the rest, and a ring that
             // refuses it).
-            if worker
-                .link
-                .rings
-                .put_task(&header, &task.payload)
-                .unwrap_or(false)
-            {
+            if rings.put_task(&header, &task.payload).unwrap_or(false) {
+                busy.task = Some(task);
                 worker.task = Some(busy);
-                spare::give(task.payload.bytes);
                 continue;
             }
+            // On the socket: a worker that reads it runs it (its death is the task's).
+            rings.offer(FRONT, 0);
+            header.claim = 0;
+            busy.slot = 0;
             busy.in_ring = false;
             // Without waiting: a worker that stops reading must not stop the driver.
             let sent = wire::try_send_message(&worker.popen.control, &header, &task.payload);
@@ -1168,9 +1180,13 @@ impl Driver {
                         return false;
                     }
                 };
-                let Some(busy) = worker.task.take() else {
+                let Some(mut busy) = worker.task.take() else {
                     return false;
                 };
+                // Kept in case it was never taken: its buffer serves the next message.
+                if let Some(task) = busy.task.take() {
+                    spare::give(task.payload.bytes);
+                }
                 worker
                     .link
                     .note_resident(resident, self.managed.limits.max_memory);
@@ -1424,12 +1440,12 @@ impl Driver {
                     // Claimed just now: the first is done, its reply read next round.
                     continue;
                 }
-                // A task it had not claimed yet (a stopped worker) did not start: another takes
-                // it at the burial.
-                let unclaimed = worker
-                    .task
-                    .as_ref()
-                    .is_some_and(|b| b.slot != 0 && worker.link.rings.revoke(b.slot, b.ticket));
+                // A task queued behind that it had not claimed yet (a stopped worker) did not
+                // start: another takes it at the burial. One handed to it when idle times out
+                // as it is.
+                let unclaimed = worker.task.as_ref().is_some_and(|b| {
+                    b.slot != 0 && !b.handed && worker.link.rings.revoke(b.slot, b.ticket)
+                });
                 if unclaimed {
                     if let Some(busy) = &mut worker.task {
                         busy.deadline = None;
