@@ -487,13 +487,7 @@ fn set_executable_other_bytes_is_another_build() -> Outcome {
     copy_with_comment_changed(&exe, &changed)?;
     let exact = dir.join("exact-copy");
     std::fs::copy(&exe, &exact)?;
-    let start = |path: &Path| {
-        multiproc::set_executable(Some(path.to_path_buf()));
-        let p = Process::new(ok_worker, ()).with_start_method(StartMethod::Spawn);
-        let result = p.start().and_then(|()| p.join());
-        multiproc::set_executable(None);
-        result
-    };
+    let start = |path: &Path| common::spawned_from(path, ok_worker, ());
     let err = start(&changed).unwrap_err();
     check_eq!(err.kind(), ErrorKind::BuildMismatch);
     check!(
@@ -518,11 +512,7 @@ fn set_executable_path_not_utf8() -> Outcome {
     let dir = scratch("notutf8");
     let copy = dir.join(std::ffi::OsStr::from_bytes(b"copy-\xff\xfe"));
     std::fs::copy(std::env::current_exe()?, &copy)?;
-    multiproc::set_executable(Some(copy.clone()));
-    let p = Process::new(ok_worker, ()).with_start_method(StartMethod::Spawn);
-    let result = p.start().and_then(|()| p.join());
-    multiproc::set_executable(None);
-    check_eq!(result?, 0);
+    check_eq!(common::spawned_from(&copy, ok_worker, ())?, 0);
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }
@@ -587,10 +577,7 @@ fn set_executable_not_a_multiproc_program() -> Outcome {
         {
             let method = StartMethod::Spawn;
             let began = Instant::now();
-            multiproc::set_executable(Some(path.clone()));
-            let p = Process::new(ok_worker, ()).with_start_method(method);
-            let result = p.start().and_then(|()| p.join());
-            multiproc::set_executable(None);
+            let result = common::spawned_from(path, ok_worker, ());
             let err = match result {
                 Ok(code) => return Err(format!("{}: started, code {code}", path.display()).into()),
                 Err(err) => err,

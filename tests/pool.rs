@@ -776,24 +776,12 @@ fn slow_to_read(n: u64) -> SlowToRead {
     SlowToRead(n)
 }
 
-/// A result whose decoding in the parent takes 20 ms (a driver slower to take results than
-/// the workers are to make them).
-#[derive(Debug, Serialize)]
-struct SlowishToRead(u64);
-
-impl<'de> Deserialize<'de> for SlowishToRead {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let n = u64::deserialize(d)?;
-        std::thread::sleep(Duration::from_millis(20));
-        Ok(SlowishToRead(n))
-    }
-}
-
-/// Leaves a file named `n` in `dir` as it starts.
+/// Leaves a file named `n` in `dir` as it starts; its result is slow to decode (a driver
+/// slower to take results than the workers are to make them).
 #[process]
-fn noted_slowish(n: u64, dir: String) -> SlowishToRead {
+fn noted_slowish(n: u64, dir: String) -> CountedRead {
     write_line(&format!("{dir}/{n}"), "");
-    SlowishToRead(n)
+    CountedRead(n)
 }
 
 /// `terminate` stops a map whose results stream back: the driver took every reply that waited

@@ -1173,11 +1173,7 @@ fn copy_of_binary_is_same_build() -> Outcome {
     let dir = scratch("copy");
     let copy = dir.join("copy-of-test");
     std::fs::copy(std::env::current_exe()?, &copy)?;
-    multiproc::set_executable(Some(copy.clone()));
-    let p = Process::new(ok_worker, ()).with_start_method(StartMethod::Spawn);
-    let result = p.start().and_then(|()| p.join());
-    multiproc::set_executable(None);
-    check_eq!(result?, 0);
+    check_eq!(common::spawned_from(&copy, ok_worker, ())?, 0);
     Ok(())
 }
 

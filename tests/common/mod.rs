@@ -274,6 +274,20 @@ pub(crate) fn start<T: multiproc::Target>(
     Ok(p)
 }
 
+/// Starts `target(args)` under `spawn` from the binary `exe` (`set_executable`, put back
+/// after) and joins it: its exit code, or the start's error.
+pub(crate) fn spawned_from<T: multiproc::Target>(
+    exe: &std::path::Path,
+    target: T,
+    args: T::Args,
+) -> multiproc::Result<i32> {
+    multiproc::set_executable(Some(exe.to_path_buf()));
+    let p = multiproc::Process::new(target, args).with_start_method(StartMethod::Spawn);
+    let result = p.start().and_then(|()| p.join());
+    multiproc::set_executable(None);
+    result
+}
+
 /// Joins `p` (bounded) and fails unless it exited with `expected`.
 pub(crate) fn finish_with(p: &multiproc::Process, expected: i32) -> Outcome {
     match p.join_timeout(LONG)? {

@@ -1199,7 +1199,9 @@ impl Driver {
                     }
                     None => worker.link.state.store(IDLE, Ordering::Release),
                 }
-                if busy.slot != 0 {
+                // Only a task queued behind was listed (a handed one has its word, no listing:
+                // no lock of the job table for its reply).
+                if busy.slot != 0 && !busy.handed {
                     self.shared.unprefetch(busy.ticket);
                 }
                 // The worker gets its next task before this result is decoded: decoding
